@@ -1,0 +1,93 @@
+/**
+ * The backend contract: every backend (CPU, WebGPU, CUDA, and the counting-only planner)
+ * implements these ~25 kernels and nothing else. Kernels only enqueue work on buffers the
+ * executor allocated; the executor never reads device memory to decide what to do next, so
+ * the same schedule can run against a backend that allocates nothing (the memory plan).
+ *
+ * Conventions shared by every kernel:
+ * - Buffers are flat, contiguous, row-major; shapes live in the graph, not in the buffer.
+ * - `out` is always written by the kernel; it may alias an input for elementwise kernels.
+ * - Elementwise operands hold out's size or 1 element (a scalar every element sees); any other
+ *   broadcast is an explicit `copy` with 0 strides.
+ */
+import { Context } from "effect"
+import type { DType, HostArray } from "../core/dtype.js"
+
+/** An opaque handle to device memory. Backends extend it with their own storage. */
+export interface Buffer {
+  readonly dtype: DType
+  /** Number of elements. */
+  readonly size: number
+}
+
+export type UnaryOp = "neg" | "exp" | "log" | "sqrt" | "recip" | "sin" | "cos"
+/** `less` and `equal` write 1 or 0 in the output's dtype. */
+export type BinaryOp = "add" | "sub" | "mul" | "div" | "maximum" | "less" | "equal"
+export type ReduceOp = "sum" | "max"
+
+/** A strided window into a flat buffer: element at index i lives at offset + Σ i_k·strides_k. */
+export interface View {
+  readonly shape: readonly number[]
+  readonly strides: readonly number[]
+  readonly offset: number
+}
+
+/**
+ * Batched matrix product out[b] = op(a[b]) · op(b[b]) with op = transpose when the flag is set.
+ * a holds [batch, m, k] (or [batch, k, m] when transA), b holds [batch, k, n] (or [batch, n, k]
+ * when transB), out holds [batch, m, n].
+ */
+export interface MatmulSpec {
+  readonly batch: number
+  readonly m: number
+  readonly n: number
+  readonly k: number
+  readonly transA: boolean
+  readonly transB: boolean
+}
+
+export interface BackendImpl {
+  readonly name: string
+  alloc(dtype: DType, size: number): Buffer
+  free(buffer: Buffer): void
+  /** Host → device. `data.length` equals `buffer.size`. */
+  write(buffer: Buffer, data: HostArray): void
+  /** Device → host; the only way data comes back, and it is explicit and async. */
+  read(buffer: Buffer): Promise<HostArray>
+
+  fill(out: Buffer, value: number): void
+  /** out (of `shape`) holds each element's index along `axis`. */
+  iota(out: Buffer, shape: readonly number[], axis: number): void
+  unary(op: UnaryOp, x: Buffer, out: Buffer): void
+  binary(op: BinaryOp, a: Buffer, b: Buffer, out: Buffer): void
+  /** out = cond ≠ 0 ? a : b */
+  where(cond: Buffer, a: Buffer, b: Buffer, out: Buffer): void
+  /** Converts between dtypes (float → int32 truncates toward zero). */
+  cast(x: Buffer, out: Buffer): void
+  /** For every index i of `dstView.shape` (= srcView.shape): dst[dstView(i)] = src[srcView(i)]. */
+  copy(src: Buffer, srcView: View, dst: Buffer, dstView: View): void
+  /** x viewed as [outer, axis, inner] is reduced over the middle axis into out [outer, inner]. */
+  reduce(op: ReduceOp, x: Buffer, out: Buffer, outer: number, axis: number, inner: number): void
+  matmul(a: Buffer, b: Buffer, out: Buffer, spec: MatmulSpec): void
+  /** out[i, :] = table[idx[i], :] for a table of rows × width. */
+  gather(table: Buffer, idx: Buffer, out: Buffer, width: number): void
+  /** out = 0, then out[idx[i], :] += src[i, :] (the adjoint of gather). */
+  scatterAdd(idx: Buffer, src: Buffer, out: Buffer, width: number): void
+  /** out[i] = x[i, idx[i]] for x of rows × width. */
+  takeAlong(x: Buffer, idx: Buffer, out: Buffer, width: number): void
+  /** out = 0, then out[i, idx[i]] = src[i] (the adjoint of takeAlong). */
+  putAlong(idx: Buffer, src: Buffer, out: Buffer, width: number): void
+}
+
+/** The backend as an Effect service: provide it with a backend's `Layer`. */
+export class Backend extends Context.Service<Backend, BackendImpl>()("miniseq/Backend") {}
+
+/** Row-major strides of a contiguous shape. */
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length)
+  let s = 1
+  for (let i = shape.length - 1; i >= 0; i--) { strides[i] = s; s *= shape[i]! }
+  return strides
+}
+
+export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)

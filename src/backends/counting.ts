@@ -1,0 +1,20 @@
+/**
+ * A backend that allocates nothing and computes nothing. Running a graph on it walks the exact
+ * schedule a real backend would run and so yields the exact memory plan, in milliseconds.
+ */
+import { hostArray } from "../core/dtype.js"
+import type { BackendImpl, Buffer } from "./backend.js"
+
+export function makeCountingBackend(): BackendImpl {
+  const nothing = () => {}
+  return {
+    name: "counting",
+    alloc: (dtype, size): Buffer => ({ dtype, size }),
+    free: nothing,
+    write: nothing,
+    read: async (b) => hostArray(b.dtype, 0),
+    fill: nothing, iota: nothing, unary: nothing, binary: nothing, where: nothing, cast: nothing,
+    copy: nothing, reduce: nothing, matmul: nothing, gather: nothing, scatterAdd: nothing,
+    takeAlong: nothing, putAlong: nothing,
+  }
+}

@@ -1,0 +1,548 @@
+/**
+ * The CPU backend: every kernel of the contract in plain TypeScript over typed arrays.
+ *
+ * This is the reference backend. It favours clarity, but it is also the backend people train on
+ * without a GPU, so the two hot kernels (`copy` and `matmul`) have fast paths. Every kernel checks
+ * its arguments and throws a plain `Error` naming the kernel: a failed check here is a bug in the
+ * executor, never a user error, so a loud crash is the most useful thing to do.
+ */
+import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
+import { bytesPerElement, hostArray, isFloat, type DType, type HostArray } from "../../core/dtype.js"
+
+export type CpuData = Float32Array | Float64Array | Int32Array
+type FloatData = Float32Array | Float64Array
+
+/** A CPU buffer is just its typed array. */
+export interface CpuBuffer extends Buffer {
+  readonly data: CpuData
+}
+
+export interface CpuMemory {
+  /** Bytes of buffers currently allocated. */
+  readonly live: number
+  /** Most bytes allocated at once since creation or the last `resetPeak`. */
+  readonly peak: number
+  resetPeak(): void
+}
+
+export interface CpuBackend extends BackendImpl {
+  /** The backend's own byte count, independent of the executor's accounting. */
+  memory(): CpuMemory
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks
+// ---------------------------------------------------------------------------------------------
+
+function fail(kernel: string, message: string): never {
+  throw new Error(`cpu.${kernel}: ${message}`)
+}
+
+function check(cond: boolean, kernel: string, message: () => string): void {
+  if (!cond) fail(kernel, message())
+}
+
+const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
+
+function sameSize(kernel: string, ...bufs: Buffer[]): void {
+  const size = bufs[0]!.size
+  check(bufs.every((b) => b.size === size), kernel, () => `operands must have equal sizes, got ${bufs.map(describe).join(", ")}`)
+}
+
+/** Elementwise operands hold out.size elements, or one (a scalar every element sees). */
+function scalarOrSize(kernel: string, size: number, ...bufs: Buffer[]): void {
+  check(bufs.every((b) => b.size === size || b.size === 1), kernel, () => `operands must hold ${size} elements or 1 (a scalar), got ${bufs.map(describe).join(", ")}`)
+}
+
+/** Index step of an elementwise operand: 0 for a broadcast scalar. */
+const step = (x: CpuData, out: CpuData): number => (x.length === out.length ? 1 : 0)
+
+function sameDType(kernel: string, ...bufs: Buffer[]): void {
+  const dtype = bufs[0]!.dtype
+  check(bufs.every((b) => b.dtype === dtype), kernel, () => `operands must have equal dtypes, got ${bufs.map(describe).join(", ")}`)
+}
+
+function floatOnly(kernel: string, ...bufs: Buffer[]): void {
+  for (const b of bufs) check(isFloat(b.dtype), kernel, () => `unsupported dtype ${b.dtype} (float32 or float64 only)`)
+}
+
+const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
+
+function counts(kernel: string, values: Record<string, number>): void {
+  for (const [name, v] of Object.entries(values)) check(isCount(v), kernel, () => `${name} must be a non-negative integer, got ${v}`)
+}
+
+function matchesHost(dtype: DType, data: HostArray): boolean {
+  switch (dtype) {
+    case "float32": return data instanceof Float32Array
+    case "float64": return data instanceof Float64Array
+    case "int32": return data instanceof Int32Array
+  }
+}
+
+/** Reads idx[i] and checks it addresses one of `bound` slots (a bad index is an executor bug). */
+function indexAt(kernel: string, idx: Int32Array, i: number, bound: number): number {
+  const r = idx[i]!
+  if (r < 0 || r >= bound) fail(kernel, `index ${r} at position ${i} is out of range [0, ${bound})`)
+  return r
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backend
+// ---------------------------------------------------------------------------------------------
+
+export function makeCpuBackend(): CpuBackend {
+  // Buffers this instance allocated and has not freed: catches double frees, use after free and
+  // buffers handed over from another backend.
+  const alive = new WeakSet<Buffer>()
+  let liveBytes = 0
+  let peakBytes = 0
+
+  const bytesOf = (b: Buffer): number => b.size * bytesPerElement[b.dtype]
+
+  function dataOf(kernel: string, b: Buffer): CpuData {
+    if (!alive.has(b)) fail(kernel, `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`)
+    return (b as CpuBuffer).data
+  }
+  const floatData = (kernel: string, b: Buffer): FloatData => dataOf(kernel, b) as FloatData
+  function intData(kernel: string, b: Buffer, what: string): Int32Array {
+    check(b.dtype === "int32", kernel, () => `${what} must be int32, got ${b.dtype}`)
+    return dataOf(kernel, b) as Int32Array
+  }
+
+  // Packing scratch for matmul, kept between calls so a training loop does not allocate per step.
+  let packA: Float64Array = new Float64Array(0)
+  let packB: Float64Array = new Float64Array(0)
+  const scratch = (have: Float64Array, need: number): Float64Array => (have.length >= need ? have : new Float64Array(need))
+
+  return {
+    name: "cpu",
+
+    memory: () => ({
+      live: liveBytes,
+      peak: peakBytes,
+      resetPeak: () => { peakBytes = liveBytes },
+    }),
+
+    alloc(dtype, size) {
+      counts("alloc", { size })
+      check(dtype in bytesPerElement, "alloc", () => `unknown dtype ${String(dtype)}`)
+      const buffer: CpuBuffer = { dtype, size, data: hostArray(dtype, size) }
+      alive.add(buffer)
+      liveBytes += bytesOf(buffer)
+      peakBytes = Math.max(peakBytes, liveBytes)
+      return buffer
+    },
+
+    free(buffer) {
+      if (!alive.has(buffer)) fail("free", `buffer ${describe(buffer)} was freed already or never allocated by this backend`)
+      alive.delete(buffer)
+      liveBytes -= bytesOf(buffer)
+    },
+
+    write(buffer, data) {
+      const d = dataOf("write", buffer)
+      check(matchesHost(buffer.dtype, data), "write", () => `buffer is ${buffer.dtype} but data is a ${data.constructor.name}`)
+      check(data.length === buffer.size, "write", () => `buffer holds ${buffer.size} elements but data has ${data.length}`)
+      d.set(data)
+    },
+
+    async read(buffer) {
+      // A copy, so later kernels cannot change what the caller holds. (async: a bad buffer rejects.)
+      return dataOf("read", buffer).slice()
+    },
+
+    fill(out, value) {
+      const o = dataOf("fill", out)
+      if (out.dtype === "int32") {
+        // An Int32Array would silently turn 0.5 into 0 and -Infinity into 0.
+        check(Number.isInteger(value) && value >= -2147483648 && value <= 2147483647, "fill", () => `${value} is not an int32`)
+      }
+      o.fill(value)
+    },
+
+    iota(out, shape, axis) {
+      const o = dataOf("iota", out)
+      counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
+      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota", () => `axis ${axis} is out of range for rank ${shape.length}`)
+      const size = shape.reduce((a, b) => a * b, 1)
+      check(size === out.size, "iota", () => `shape [${shape.join(", ")}] has ${size} elements but out holds ${out.size}`)
+      // Viewed as [outer, len, inner], the value is the middle index.
+      const len = shape[axis]!
+      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1)
+      const outer = len * inner === 0 ? 0 : size / (len * inner)
+      let i = 0
+      for (let r = 0; r < outer; r++)
+        for (let v = 0; v < len; v++)
+          for (let j = 0; j < inner; j++) o[i++] = v
+    },
+
+    unary(op, x, out) {
+      floatOnly("unary", x, out)
+      sameDType("unary", x, out)
+      sameSize("unary", x, out)
+      unaryLoop(op, floatData("unary", x), floatData("unary", out))
+    },
+
+    binary(op, a, b, out) {
+      sameDType("binary", a, b)
+      // Comparisons write 1/0 in whatever dtype out has; arithmetic keeps the operands' dtype.
+      if (op !== "less" && op !== "equal") sameDType("binary", a, out)
+      scalarOrSize("binary", out.size, a, b)
+      binaryLoop(op, dataOf("binary", a), dataOf("binary", b), dataOf("binary", out), a.dtype === "int32")
+    },
+
+    where(cond, a, b, out) {
+      sameDType("where", a, b, out)
+      scalarOrSize("where", out.size, cond, a, b)
+      const c = dataOf("where", cond), x = dataOf("where", a), y = dataOf("where", b), o = dataOf("where", out)
+      const [sc, sx, sy] = [step(c, o), step(x, o), step(y, o)]
+      for (let i = 0; i < o.length; i++) o[i] = c[i * sc] !== 0 ? x[i * sx]! : y[i * sy]!
+    },
+
+    cast(x, out) {
+      sameSize("cast", x, out)
+      // TypedArray.set converts each element like a store does: float64 → float32 rounds to
+      // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
+      dataOf("cast", out).set(dataOf("cast", x))
+    },
+
+    copy(src, srcView, dst, dstView) {
+      sameDType("copy", src, dst)
+      const s = dataOf("copy", src), d = dataOf("copy", dst)
+      checkView("copy", "srcView", srcView, src.size)
+      checkView("copy", "dstView", dstView, dst.size)
+      check(
+        srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]),
+        "copy",
+        () => `srcView shape [${srcView.shape.join(", ")}] differs from dstView shape [${dstView.shape.join(", ")}]`,
+      )
+      // Reading from a snapshot keeps an overlapping in-place copy well defined.
+      copyStrided(src === dst ? s.slice() : s, srcView, d, dstView)
+    },
+
+    reduce(op, x, out, outer, axis, inner) {
+      floatOnly("reduce", x, out)
+      counts("reduce", { outer, axis, inner })
+      check(x.size === outer * axis * inner, "reduce", () => `x ${describe(x)} is not [${outer}, ${axis}, ${inner}]`)
+      check(out.size === outer * inner, "reduce", () => `out ${describe(out)} is not [${outer}, ${inner}]`)
+      check(x !== out, "reduce", () => "out must not alias x")
+      reduceLoop(op, floatData("reduce", x), floatData("reduce", out), outer, axis, inner)
+    },
+
+    matmul(a, b, out, spec) {
+      const { batch, m, n, k, transA, transB } = spec
+      counts("matmul", { batch, m, n, k })
+      floatOnly("matmul", a, b, out)
+      sameDType("matmul", a, b, out)
+      check(a.size === batch * m * k, "matmul", () => `a ${describe(a)} does not hold batch·m·k = ${batch}·${m}·${k}`)
+      check(b.size === batch * k * n, "matmul", () => `b ${describe(b)} does not hold batch·k·n = ${batch}·${k}·${n}`)
+      check(out.size === batch * m * n, "matmul", () => `out ${describe(out)} does not hold batch·m·n = ${batch}·${m}·${n}`)
+      check(out !== a && out !== b, "matmul", () => "out must not alias an input")
+      const A = floatData("matmul", a), B = floatData("matmul", b), C = floatData("matmul", out)
+      const kc = Math.min(KC, k)
+      packA = scratch(packA, roundUp(Math.min(MC, m), MR) * kc)
+      packB = scratch(packB, roundUp(Math.min(NC, n), NR) * kc)
+      // Element (i, p) of op(a) lives at i·rsA + p·csA; element (p, j) of op(b) at p·rsB + j·csB.
+      const rsA = transA ? 1 : k, csA = transA ? m : 1
+      const rsB = transB ? 1 : n, csB = transB ? k : 1
+      C.fill(0)
+      for (let t = 0; t < batch; t++) {
+        gemm(A, t * m * k, rsA, csA, B, t * k * n, rsB, csB, C, t * m * n, m, n, k, packA, packB)
+      }
+    },
+
+    gather(table, idx, out, width) {
+      counts("gather", { width })
+      sameDType("gather", table, out)
+      const t = dataOf("gather", table), ix = intData("gather", idx, "idx"), o = dataOf("gather", out)
+      check(out.size === idx.size * width, "gather", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
+      check(width === 0 ? table.size === 0 : table.size % width === 0, "gather", () => `table ${describe(table)} is not rows × ${width}`)
+      const rows = width === 0 ? 0 : table.size / width
+      for (let i = 0; i < ix.length; i++) {
+        const from = indexAt("gather", ix, i, rows) * width, to = i * width
+        for (let j = 0; j < width; j++) o[to + j] = t[from + j]!
+      }
+    },
+
+    scatterAdd(idx, src, out, width) {
+      counts("scatterAdd", { width })
+      sameDType("scatterAdd", src, out)
+      const ix = intData("scatterAdd", idx, "idx"), s = dataOf("scatterAdd", src), o = dataOf("scatterAdd", out)
+      check(src.size === idx.size * width, "scatterAdd", () => `src ${describe(src)} is not [${idx.size}, ${width}]`)
+      check(width === 0 ? out.size === 0 : out.size % width === 0, "scatterAdd", () => `out ${describe(out)} is not rows × ${width}`)
+      check(src !== out, "scatterAdd", () => "out must not alias src")
+      const rows = width === 0 ? 0 : out.size / width
+      o.fill(0)
+      for (let i = 0; i < ix.length; i++) {
+        const to = indexAt("scatterAdd", ix, i, rows) * width, from = i * width
+        for (let j = 0; j < width; j++) o[to + j] = o[to + j]! + s[from + j]!
+      }
+    },
+
+    takeAlong(x, idx, out, width) {
+      counts("takeAlong", { width })
+      sameDType("takeAlong", x, out)
+      const xd = dataOf("takeAlong", x), ix = intData("takeAlong", idx, "idx"), o = dataOf("takeAlong", out)
+      check(out.size === idx.size, "takeAlong", () => `out ${describe(out)} must have one element per index (${idx.size})`)
+      check(x.size === idx.size * width, "takeAlong", () => `x ${describe(x)} is not [${idx.size}, ${width}]`)
+      for (let i = 0; i < ix.length; i++) o[i] = xd[i * width + indexAt("takeAlong", ix, i, width)]!
+    },
+
+    putAlong(idx, src, out, width) {
+      counts("putAlong", { width })
+      sameDType("putAlong", src, out)
+      const ix = intData("putAlong", idx, "idx"), s = dataOf("putAlong", src), o = dataOf("putAlong", out)
+      check(src.size === idx.size, "putAlong", () => `src ${describe(src)} must have one element per index (${idx.size})`)
+      check(out.size === idx.size * width, "putAlong", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
+      check(src !== out, "putAlong", () => "out must not alias src")
+      o.fill(0)
+      for (let i = 0; i < ix.length; i++) o[i * width + indexAt("putAlong", ix, i, width)] = s[i]!
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise and reduction loops (one loop per op, so the op is chosen once, not per element)
+// ---------------------------------------------------------------------------------------------
+
+function unaryLoop(op: UnaryOp, x: FloatData, o: FloatData): void {
+  const n = o.length
+  switch (op) {
+    case "neg": for (let i = 0; i < n; i++) o[i] = -x[i]!; return
+    case "exp": for (let i = 0; i < n; i++) o[i] = Math.exp(x[i]!); return
+    case "log": for (let i = 0; i < n; i++) o[i] = Math.log(x[i]!); return
+    case "sqrt": for (let i = 0; i < n; i++) o[i] = Math.sqrt(x[i]!); return
+    case "recip": for (let i = 0; i < n; i++) o[i] = 1 / x[i]!; return
+    case "sin": for (let i = 0; i < n; i++) o[i] = Math.sin(x[i]!); return
+    case "cos": for (let i = 0; i < n; i++) o[i] = Math.cos(x[i]!); return
+    default: fail("unary", `unknown op ${String(op)}`)
+  }
+}
+
+/**
+ * JS computes in float64 and the store rounds: exact float32 semantics for + − × ÷ (float64 has
+ * enough bits that double rounding cannot happen). For int32, + and − are exact in float64 and
+ * the store wraps modulo 2^32; × needs Math.imul because the exact product can exceed 2^53; ÷
+ * truncates toward zero on store, and division by zero stores 0 (Infinity and NaN become 0).
+ */
+function binaryLoop(op: BinaryOp, a: CpuData, b: CpuData, o: CpuData, int: boolean): void {
+  const n = o.length
+  const [p, q] = [step(a, o), step(b, o)]
+  switch (op) {
+    case "add": for (let i = 0; i < n; i++) o[i] = a[i * p]! + b[i * q]!; return
+    case "sub": for (let i = 0; i < n; i++) o[i] = a[i * p]! - b[i * q]!; return
+    case "mul":
+      if (int) for (let i = 0; i < n; i++) o[i] = Math.imul(a[i * p]!, b[i * q]!)
+      else for (let i = 0; i < n; i++) o[i] = a[i * p]! * b[i * q]!
+      return
+    case "div": for (let i = 0; i < n; i++) o[i] = a[i * p]! / b[i * q]!; return
+    case "maximum": for (let i = 0; i < n; i++) o[i] = Math.max(a[i * p]!, b[i * q]!); return // NaN wins
+    case "less": for (let i = 0; i < n; i++) o[i] = a[i * p]! < b[i * q]! ? 1 : 0; return
+    case "equal": for (let i = 0; i < n; i++) o[i] = a[i * p]! === b[i * q]! ? 1 : 0; return
+    default: fail("binary", `unknown op ${String(op)}`)
+  }
+}
+
+/** Sums accumulate in float64 whatever the dtype; max propagates NaN like `maximum`. */
+function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axis: number, inner: number): void {
+  if (op !== "sum" && op !== "max") fail("reduce", `unknown op ${String(op)}`)
+  const sum = op === "sum"
+  const empty = sum ? 0 : -Infinity
+  if (inner === 1) {
+    // Reducing the last axis: each output is one contiguous run.
+    for (let r = 0; r < outer; r++) {
+      const base = r * axis
+      let acc = empty
+      if (sum) for (let a = 0; a < axis; a++) acc += x[base + a]!
+      else for (let a = 0; a < axis; a++) { const v = x[base + a]!; if (v > acc || v !== v) acc = v; if (acc !== acc) break }
+      o[r] = acc
+    }
+    return
+  }
+  // Otherwise walk x in memory order, folding each row of `inner` into a float64 accumulator row.
+  const acc = new Float64Array(inner)
+  for (let r = 0; r < outer; r++) {
+    acc.fill(empty)
+    for (let a = 0; a < axis; a++) {
+      const base = (r * axis + a) * inner
+      if (sum) for (let j = 0; j < inner; j++) acc[j] = acc[j]! + x[base + j]!
+      // Once NaN, `v > NaN` is false, so a NaN accumulator stays NaN.
+      else for (let j = 0; j < inner; j++) { const v = x[base + j]!, m = acc[j]!; if (v > m || v !== v) acc[j] = v }
+    }
+    o.set(acc, r * inner)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strided copy
+// ---------------------------------------------------------------------------------------------
+
+function checkView(kernel: string, name: string, v: View, size: number): void {
+  check(v.shape.length === v.strides.length, kernel, () => `${name} has rank ${v.shape.length} but ${v.strides.length} strides`)
+  check(v.shape.every(isCount), kernel, () => `${name} shape [${v.shape.join(", ")}] must be non-negative integers`)
+  check(v.strides.every(Number.isSafeInteger) && Number.isSafeInteger(v.offset), kernel, () => `${name} strides and offset must be integers`)
+  if (v.shape.some((n) => n === 0)) return // an empty view touches nothing
+  // The lowest and highest element the view touches must lie inside the buffer.
+  let lo = v.offset, hi = v.offset
+  v.shape.forEach((n, i) => {
+    const reach = (n - 1) * v.strides[i]!
+    if (reach < 0) lo += reach
+    else hi += reach
+  })
+  check(lo >= 0 && hi < size, kernel, () => `${name} reaches elements [${lo}, ${hi}] of a buffer of ${size}`)
+}
+
+/**
+ * dst[dstView(i)] = src[srcView(i)] for every index i. First simplify the iteration space:
+ * drop size-1 dims and merge neighbouring dims that are contiguous with each other in both views
+ * (a contiguous [a, b, c] becomes [a·b·c]). Then an odometer walks the outer dims and a plain
+ * loop does the innermost one, which after merging is usually long and stride-1.
+ */
+function copyStrided(s: CpuData, sv: View, d: CpuData, dv: View): void {
+  if (sv.shape.some((n) => n === 0)) return
+  const shape: number[] = [], ss: number[] = [], ds: number[] = []
+  for (let i = 0; i < sv.shape.length; i++) {
+    const n = sv.shape[i]!
+    if (n === 1) continue
+    const last = shape.length - 1
+    if (last >= 0 && ss[last] === sv.strides[i]! * n && ds[last] === dv.strides[i]! * n) {
+      // The previous dim steps over exactly one run of this one in both views: merge.
+      shape[last] = shape[last]! * n
+      ss[last] = sv.strides[i]!
+      ds[last] = dv.strides[i]!
+    } else {
+      shape.push(n); ss.push(sv.strides[i]!); ds.push(dv.strides[i]!)
+    }
+  }
+  const rank = shape.length
+  if (rank === 0) { d[dv.offset] = s[sv.offset]!; return }
+
+  const n = shape[rank - 1]!, sStep = ss[rank - 1]!, dStep = ds[rank - 1]!
+  const outerRank = rank - 1
+  const counter = new Array<number>(outerRank).fill(0)
+  let sp = sv.offset, dp = dv.offset
+  for (;;) {
+    // Innermost run.
+    if (sStep === 1 && dStep === 1) {
+      if (n >= 64) d.set(s.subarray(sp, sp + n), dp) // same dtype, so this is a memcpy
+      else for (let j = 0; j < n; j++) d[dp + j] = s[sp + j]!
+    } else if (sStep === 0 && dStep === 1) {
+      d.fill(s[sp]!, dp, dp + n) // broadcasting one value along a contiguous run
+    } else {
+      for (let j = 0; j < n; j++) d[dp + j * dStep] = s[sp + j * sStep]!
+    }
+    // Odometer over the outer dims: bump the last one, carry into earlier ones.
+    let dim = outerRank - 1
+    for (; dim >= 0; dim--) {
+      counter[dim]!++
+      sp += ss[dim]!
+      dp += ds[dim]!
+      if (counter[dim]! < shape[dim]!) break
+      counter[dim] = 0
+      sp -= ss[dim]! * shape[dim]!
+      dp -= ds[dim]! * shape[dim]!
+    }
+    if (dim < 0) return
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul
+// ---------------------------------------------------------------------------------------------
+
+/*
+ * The classic blocked GEMM (Goto / BLIS) shape, scaled down to what plain JS can exploit:
+ * - op(b) is packed block by block (KC rows × NC cols) into NR-wide column panels, and op(a)
+ *   (MC rows × KC) into MR-tall row panels, both k-major. Packing turns any transposition into
+ *   stride-1 reads, and keeps the working set in cache.
+ * - A 4×4 micro-kernel then keeps 16 running sums in locals (registers) over the whole k block:
+ *   each step loads 4 + 4 values and does 16 multiply-adds, instead of one load/store per
+ *   multiply-add of the naive i-k-j loop.
+ * - Panels are always float64, whatever the dtype: measured as fast as float32 panels on V8
+ *   (JS arithmetic is float64 anyway, so this saves a conversion per load) and it means a float32
+ *   matmul rounds once per KC block of k, not once per multiply-add.
+ * Block sizes were picked by timing 256…1024 squares; within ±20% of each other, as expected
+ * when the micro-kernel rather than memory is the bottleneck.
+ */
+const MR = 4
+const NR = 4
+const KC = 256
+const MC = 64
+const NC = 256
+
+const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to
+
+/** C[cOff…] (m × n, row-major) += op(a) · op(b) for one batch entry. */
+function gemm(
+  A: FloatData, aOff: number, rsA: number, csA: number,
+  B: FloatData, bOff: number, rsB: number, csB: number,
+  C: FloatData, cOff: number, m: number, n: number, k: number,
+  Ap: Float64Array, Bp: Float64Array,
+): void {
+  for (let j0 = 0; j0 < n; j0 += NC) {
+    const nc = Math.min(NC, n - j0)
+    for (let p0 = 0; p0 < k; p0 += KC) {
+      const kc = Math.min(KC, k - p0)
+      packPanels(B, bOff + p0 * rsB + j0 * csB, csB, rsB, nc, kc, NR, Bp)
+      for (let i0 = 0; i0 < m; i0 += MC) {
+        const mc = Math.min(MC, m - i0)
+        packPanels(A, aOff + i0 * rsA + p0 * csA, rsA, csA, mc, kc, MR, Ap)
+        for (let jb = 0; jb < nc; jb += NR) {
+          const cols = Math.min(NR, nc - jb)
+          for (let ib = 0; ib < mc; ib += MR) {
+            const rows = Math.min(MR, mc - ib)
+            microKernel(kc, Ap, ib * kc, Bp, jb * kc, C, cOff + (i0 + ib) * n + j0 + jb, n, rows, cols)
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Packs a `lines × kc` block (element (l, p) at base + l·lineStride + p·kStride) into panels of
+ * `w` lines, each stored k-major: panel[p·w + r] = line r at depth p. Lines past the end are
+ * zero-padded so the micro-kernel never needs a bounds check.
+ */
+function packPanels(X: FloatData, base: number, lineStride: number, kStride: number, lines: number, kc: number, w: number, P: Float64Array): void {
+  let o = 0
+  for (let l0 = 0; l0 < lines; l0 += w) {
+    const used = Math.min(w, lines - l0)
+    for (let p = 0; p < kc; p++) {
+      const at = base + l0 * lineStride + p * kStride
+      let r = 0
+      for (; r < used; r++) P[o++] = X[at + r * lineStride]!
+      for (; r < w; r++) P[o++] = 0
+    }
+  }
+}
+
+/** C tile (rows × cols ≤ 4 × 4, at co with row stride ldc) += Ap panel · Bp panel over kc. */
+function microKernel(kc: number, Ap: Float64Array, ao: number, Bp: Float64Array, bo: number, C: FloatData, co: number, ldc: number, rows: number, cols: number): void {
+  let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0
+  let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0
+  for (let p = 0; p < kc; p++) {
+    const a0 = Ap[ao]!, a1 = Ap[ao + 1]!, a2 = Ap[ao + 2]!, a3 = Ap[ao + 3]!
+    const b0 = Bp[bo]!, b1 = Bp[bo + 1]!, b2 = Bp[bo + 2]!, b3 = Bp[bo + 3]!
+    ao += 4
+    bo += 4
+    c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3
+    c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3
+    c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3
+    c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3
+  }
+  if (rows === 4 && cols === 4) {
+    let o = co
+    C[o] = C[o]! + c00; C[o + 1] = C[o + 1]! + c01; C[o + 2] = C[o + 2]! + c02; C[o + 3] = C[o + 3]! + c03; o += ldc
+    C[o] = C[o]! + c10; C[o + 1] = C[o + 1]! + c11; C[o + 2] = C[o + 2]! + c12; C[o + 3] = C[o + 3]! + c13; o += ldc
+    C[o] = C[o]! + c20; C[o + 1] = C[o + 1]! + c21; C[o + 2] = C[o + 2]! + c22; C[o + 3] = C[o + 3]! + c23; o += ldc
+    C[o] = C[o]! + c30; C[o + 1] = C[o + 1]! + c31; C[o + 2] = C[o + 2]! + c32; C[o + 3] = C[o + 3]! + c33
+    return
+  }
+  // Edge tile: the padded sums beyond rows/cols are zero and are simply not stored.
+  const tile = [c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33]
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) C[co + r * ldc + c] = C[co + r * ldc + c]! + tile[r * 4 + c]!
+  }
+}

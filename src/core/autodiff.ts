@@ -1,0 +1,83 @@
+/**
+ * Reverse-mode autodiff as a graph transform: the backward pass is more graph, built from the
+ * VJP rules in `primitives.ts` (and `regions.ts` for regions), so every backend runs it and the
+ * executor plans its memory like any other graph.
+ */
+import { isFloat } from "./dtype.js"
+import { GraphError } from "./errors.js"
+import { type Node, schedule, type Tensor, withPhase } from "./graph.js"
+import * as o from "./ops.js"
+import { rules } from "./primitives.js"
+import { regionVjp } from "./regions.js"
+
+function nodeVjp(node: Node, cts: readonly (Tensor | undefined)[]): readonly (Tensor | undefined)[] {
+  if (node.op === "region") return regionVjp(node as Node<"region">, cts)
+  if (node.op === "input") return []
+  const ct = cts[0]
+  if (ct === undefined) return node.inputs.map(() => undefined)
+  const rule = rules[node.op] as { vjp(ct: Tensor, n: Node): (Tensor | undefined)[] }
+  return rule.vjp(ct, node)
+}
+
+/**
+ * Cotangents of `wrt` given cotangents of `outputs` (undefined where nothing depends on it).
+ * The sweep stops at `wrt`: a region differentiates its body with respect to its parameters
+ * without walking into the graph outside.
+ */
+export function vjp(
+  outputs: readonly Tensor[],
+  cotangents: readonly Tensor[],
+  wrt: readonly Tensor[],
+): (Tensor | undefined)[] {
+  const targets = new Set(wrt)
+  const nodes = schedule(outputs, targets)
+  // Only tensors downstream of `wrt` can carry a gradient back to it.
+  const live = new Set<Tensor>(targets)
+  for (const n of nodes) if (n.inputs.some((i) => live.has(i))) for (const r of n.results) if (isFloat(r.dtype)) live.add(r)
+
+  return withPhase("backward", () => {
+    const ct = new Map<Tensor, Tensor>()
+    const accumulate = (t: Tensor, g: Tensor) => {
+      if (g.dtype !== t.dtype || g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
+        throw new GraphError({ message: `internal: gradient ${g} does not match ${t}` })
+      }
+      const prev = ct.get(t)
+      ct.set(t, prev === undefined ? g : o.add(prev, g))
+    }
+    outputs.forEach((t, i) => accumulate(t, cotangents[i]!))
+    for (let k = nodes.length - 1; k >= 0; k--) {
+      const node = nodes[k]!
+      const cts = node.results.map((r) => ct.get(r))
+      if (cts.every((c) => c === undefined)) continue
+      const grads = nodeVjp(node, cts)
+      node.inputs.forEach((inp, i) => {
+        const g = grads[i]
+        if (g !== undefined && live.has(inp)) accumulate(inp, g)
+      })
+    }
+    return wrt.map((w) => ct.get(w))
+  })
+}
+
+export interface ValueAndGrad<K extends string> {
+  readonly value: Tensor
+  readonly grads: { readonly [P in K]: Tensor }
+}
+
+/**
+ * The gradient of a scalar `loss` with respect to each tensor of `wrt` (zeros where the loss
+ * does not depend on it).
+ */
+export function valueAndGrad<K extends string>(loss: Tensor, wrt: { readonly [P in K]: Tensor }): ValueAndGrad<K> {
+  if (loss.size !== 1 || !isFloat(loss.dtype)) {
+    throw new GraphError({ message: `valueAndGrad: the loss must be a float scalar, got ${loss}; reduce it with sum() or mean() first` })
+  }
+  const names = Object.keys(wrt) as K[]
+  const seed = withPhase("backward", () => o.full(loss.shape, 1, loss.dtype))
+  const gs = vjp([loss], [seed], names.map((n) => wrt[n]))
+  const grads = {} as { [P in K]: Tensor }
+  names.forEach((n, i) => (grads[n] = gs[i] ?? withPhase("backward", () => o.zerosLike(wrt[n]))))
+  return { value: loss, grads }
+}
+
+export const grad = <K extends string>(loss: Tensor, wrt: { readonly [P in K]: Tensor }) => valueAndGrad(loss, wrt).grads

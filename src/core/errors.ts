@@ -1,0 +1,60 @@
+/**
+ * Every way miniseq refuses input is one of these typed errors. Each message names the
+ * problem and the fix; the fields carry the same facts for programs.
+ */
+import { Data } from "effect"
+
+/** Shapes that do not fit an op. */
+export class ShapeError extends Data.TaggedError("ShapeError")<{
+  readonly op: string
+  readonly shapes: ReadonlyArray<ReadonlyArray<number>>
+  readonly message: string
+}> {}
+
+/** An op given a dtype it does not accept, or mismatched dtypes. */
+export class DTypeError extends Data.TaggedError("DTypeError")<{
+  readonly op: string
+  readonly dtypes: ReadonlyArray<string>
+  readonly message: string
+}> {}
+
+/** An allocation that would exceed the memory limit. */
+export class OutOfMemory extends Data.TaggedError("OutOfMemory")<{
+  readonly requested: number
+  readonly alive: number
+  readonly limit: number
+  /** The smallest number of mini-sequences that would fit, when the caller could work it out. */
+  readonly suggestedM?: number
+  readonly message: string
+}> {}
+
+/** A backend that cannot run here (no adapter, no GPU, no native build). */
+export class BackendUnavailable extends Data.TaggedError("BackendUnavailable")<{
+  readonly backend: string
+  readonly reason: string
+  readonly message: string
+}> {}
+
+export class NonFiniteLoss extends Data.TaggedError("NonFiniteLoss")<{
+  readonly step: number
+  readonly loss: number
+  readonly message: string
+}> {}
+
+export class BadCheckpoint extends Data.TaggedError("BadCheckpoint")<{
+  readonly path: string
+  readonly tensor?: string
+  readonly message: string
+}> {}
+
+export class BadConfig extends Data.TaggedError("BadConfig")<{
+  readonly field: string
+  readonly message: string
+}> {}
+
+/** A graph misused (a value missing at run time, a region given a wrong argument). */
+export class GraphError extends Data.TaggedError("GraphError")<{
+  readonly message: string
+}> {}
+
+export const fmtShape = (s: ReadonlyArray<number>): string => `[${s.join(", ")}]`

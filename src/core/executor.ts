@@ -1,0 +1,267 @@
+/**
+ * The executor walks a graph in creation order, allocates each result, frees every buffer at
+ * its last use, runs regions as loops over their pieces, and reports every byte to a
+ * MemoryLedger. It never reads device memory, so a counting backend yields the same numbers.
+ */
+import { Effect } from "effect"
+import type { BackendImpl, Buffer, View } from "../backends/backend.js"
+import { Backend, contiguousStrides } from "../backends/backend.js"
+import { makeCountingBackend } from "../backends/counting.js"
+import { bytesPerElement, dtypeOf, type HostArray } from "./dtype.js"
+import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
+import { type Node, schedule, type Tensor, type TensorType } from "./graph.js"
+import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
+import { rules } from "./primitives.js"
+import { pieces } from "./region-types.js"
+
+/** A buffer the executor counts and frees when its last user is done. */
+interface Alloc {
+  readonly buffer: Buffer
+  readonly bytes: number
+  kind: MemoryKind
+  refs: number
+  /** Owned by the caller: counted while the run lasts, never freed by the executor. */
+  readonly external: boolean
+}
+
+export interface Binding {
+  readonly buffer: Buffer
+  readonly kind: MemoryKind
+}
+
+export interface RunOptions {
+  /** Fail with OutOfMemory instead of allocating past this many bytes. */
+  readonly limit?: number
+  /** Outputs to count as "gradients" (e.g. the values of valueAndGrad's `grads`). */
+  readonly gradients?: readonly Tensor[]
+}
+
+export interface RunResult {
+  /** One buffer per output; the caller owns them now. */
+  readonly outputs: Buffer[]
+  readonly memory: MemoryReport
+}
+
+const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
+
+class Executor {
+  /** Everything allocated and not yet freed, so a failed run can give it all back. */
+  readonly owned = new Set<Alloc>()
+  constructor(readonly backend: BackendImpl, readonly ledger: MemoryLedger) {}
+
+  allocate(t: TensorType, kind: MemoryKind): Alloc {
+    const size = t.shape.reduce((a, b) => a * b, 1)
+    const bytes = size * bytesPerElement[t.dtype]
+    this.ledger.add(kind, bytes)
+    const a: Alloc = { buffer: this.backend.alloc(t.dtype, size), bytes, kind, refs: 1, external: false }
+    this.owned.add(a)
+    return a
+  }
+
+  bind(b: Binding): Alloc {
+    const bytes = b.buffer.size * bytesPerElement[b.buffer.dtype]
+    this.ledger.add(b.kind, bytes)
+    return { buffer: b.buffer, bytes, kind: b.kind, refs: 1, external: true }
+  }
+
+  retain(a: Alloc): Alloc { a.refs++; return a }
+
+  release(a: Alloc): void {
+    if (--a.refs > 0) return
+    this.ledger.remove(a.kind, a.bytes)
+    if (!a.external) { this.owned.delete(a); this.backend.free(a.buffer) }
+  }
+
+  /** After a failure: free whatever the interrupted run still held. */
+  abandon(): void {
+    for (const a of this.owned) this.backend.free(a.buffer)
+    this.owned.clear()
+  }
+
+  /**
+   * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
+   * is freed by the time this returns, except the outputs (returned with one reference each).
+   */
+  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind): Alloc[] {
+    const nodes = schedule(outputs, new Set(params))
+    const env = new Map<Tensor, Alloc>()
+    const uses = new Map<Tensor, number>()
+    const use = (t: Tensor) => uses.set(t, (uses.get(t) ?? 0) + 1)
+    for (const n of nodes) n.inputs.forEach(use)
+    outputs.forEach(use)
+    const drop = (t: Tensor) => {
+      const left = (uses.get(t) ?? 0) - 1
+      uses.set(t, left)
+      if (left <= 0) { const a = env.get(t); if (a !== undefined) { env.delete(t); this.release(a) } }
+    }
+    params.forEach((p, i) => {
+      env.set(p, this.retain(args[i]!))
+      if (!uses.get(p)) drop(p)
+    })
+    for (const node of nodes) {
+      if (node.op === "input") {
+        throw new GraphError({ message: `input "${(node as Node<"input">).attrs.name}" ${node.results[0]!.shape.length ? `of shape [${node.results[0]!.shape.join(", ")}] ` : ""}was not given a value; bind it when running the graph` })
+      }
+      const ins = node.inputs.map((t) => env.get(t)!)
+      const outs = this.runNode(node, ins, node.results.map(kindOf))
+      node.results.forEach((r, i) => { env.set(r, outs[i]!); if (!uses.get(r)) drop(r) })
+      node.inputs.forEach(drop)
+    }
+    const result = outputs.map((t) => this.retain(env.get(t)!))
+    outputs.forEach(drop)
+    return result
+  }
+
+  runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[]): Alloc[] {
+    if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds)
+    const rule = rules[node.op as keyof typeof rules] as { alias?: true; run?(b: BackendImpl, i: readonly Buffer[], o: Buffer, n: Node): void }
+    if (rule.alias) return [this.retain(ins[0]!)]
+    const out = this.allocate(node.results[0]!, kinds[0]!)
+    rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, node)
+    return [out]
+  }
+
+  /** A region: its body once, or once per piece with inputs sliced and outputs combined. */
+  runRegion(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[]): Alloc[] {
+    const a = node.attrs
+    const parts = pieces(a.length, a.chunk)
+    const temporaries = () => "temporaries" as const
+    if (parts.length === 1) {
+      const body = a.bodyFor(parts[0]![1])
+      return this.runGraph(body.outputs, body.params, ins, temporaries).map((al, j) => {
+        // A fresh result changes owner from the body to the caller; an alias keeps its kind.
+        if (al.refs === 1 && !al.external && al.kind !== kinds[j]) { this.ledger.retag(al.kind, kinds[j]!, al.bytes); al.kind = kinds[j]! }
+        return al
+      })
+    }
+    const results = node.results.map((r, j) => {
+      const al = this.allocate(r, kinds[j]!)
+      if (a.combine[j] === "sum") this.backend.fill(al.buffer, 0)
+      return al
+    })
+    for (const [start, len] of parts) {
+      const body = a.bodyFor(len)
+      const sliced: Alloc[] = []
+      const pieceIns = ins.map((al, i) => {
+        const axis = a.inAxes[i]
+        if (axis === null || axis === undefined) return al
+        const s = this.slice(al, node.inputs[i]!, axis, start, len)
+        sliced.push(s)
+        return s
+      })
+      const outs = this.runGraph(body.outputs, body.params, pieceIns, temporaries)
+      sliced.forEach((s) => this.release(s))
+      outs.forEach((al, j) => {
+        const acc = results[j]!
+        if (a.combine[j] === "sum") {
+          this.backend.binary("add", acc.buffer, al.buffer, acc.buffer) // in place: one accumulator for all pieces
+        } else {
+          const shape = node.results[j]!.shape
+          const strides = contiguousStrides(shape)
+          const pieceShape = body.outputs[j]!.shape
+          this.backend.copy(al.buffer, dense(pieceShape), acc.buffer, { shape: pieceShape, strides, offset: start * strides[a.outAxes[j]!]! })
+        }
+        this.release(al)
+      })
+    }
+    return results
+  }
+
+  slice(al: Alloc, t: Tensor, axis: number, start: number, len: number): Alloc {
+    const pieceShape = t.shape.map((d, i) => (i === axis ? len : d))
+    const out = this.allocate({ shape: pieceShape, dtype: t.dtype }, "temporaries")
+    const strides = contiguousStrides(t.shape)
+    this.backend.copy(al.buffer, { shape: pieceShape, strides, offset: start * strides[axis]! }, out.buffer, dense(pieceShape))
+    return out
+  }
+}
+
+/** Which kind a top-level value counts as: a requested gradient, a value saved for backward, or a temporary. */
+function kindRule(outputs: readonly Tensor[], stop: ReadonlySet<Tensor>, gradients: readonly Tensor[]): (t: Tensor) => MemoryKind {
+  const grads = new Set(gradients)
+  const saved = new Set<Tensor>()
+  for (const n of schedule(outputs, stop)) {
+    if (n.phase === "backward") for (const i of n.inputs) if (i.node.phase === "forward") saved.add(i)
+  }
+  return (t) => (grads.has(t) ? "gradients" : saved.has(t) ? "activations" : "temporaries")
+}
+
+/**
+ * Runs `outputs` on `backend` with the given bound tensors (parameters, data). Plain and
+ * synchronous: kernels only enqueue. Throws the typed errors of `errors.ts`.
+ */
+export function execute(backend: BackendImpl, outputs: readonly Tensor[], bindings: ReadonlyMap<Tensor, Binding>, opts: RunOptions = {}): RunResult {
+  const ledger = new MemoryLedger(opts.limit)
+  const ex = new Executor(backend, ledger)
+  const params = [...bindings.keys()]
+  for (const [t, b] of bindings) {
+    if (b.buffer.dtype !== t.dtype || b.buffer.size !== t.size) {
+      throw new GraphError({ message: `binding for ${t} holds ${b.buffer.size} ${b.buffer.dtype} elements; it needs ${t.size} ${t.dtype}` })
+    }
+  }
+  const args = params.map((t) => ex.bind(bindings.get(t)!))
+  let outs: Alloc[]
+  try {
+    outs = ex.runGraph(outputs, params, args, kindRule(outputs, new Set(params), opts.gradients ?? []))
+  } catch (e) {
+    ex.abandon()
+    throw e
+  }
+  args.forEach((a) => ex.release(a))
+  const memory = ledger.report()
+  return { outputs: outs.map((a) => a.buffer), memory }
+}
+
+/** The memory plan: the same schedule on a backend that allocates nothing. */
+export function plan(outputs: readonly Tensor[], inputs: ReadonlyMap<Tensor, MemoryKind>, opts: RunOptions = {}): MemoryReport {
+  const counting = makeCountingBackend()
+  const bindings = new Map([...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const))
+  return execute(counting, outputs, bindings, opts).memory
+}
+
+export type ExecutionError = ShapeError | DTypeError | OutOfMemory | GraphError | BadConfig
+
+const isExecutionError = (e: unknown): e is ExecutionError =>
+  e instanceof ShapeError || e instanceof DTypeError || e instanceof OutOfMemory || e instanceof GraphError || e instanceof BadConfig
+
+/** Runs a synchronous step, turning our typed errors into typed failures (anything else is a defect). */
+export const attempt = <A>(f: () => A): Effect.Effect<A, ExecutionError> =>
+  Effect.suspend(() => {
+    try { return Effect.succeed(f()) } catch (e) { return isExecutionError(e) ? Effect.fail(e) : Effect.die(e) }
+  })
+
+export type Feed = HostArray | { readonly data: HostArray; readonly kind: MemoryKind }
+
+export interface Evaluated {
+  readonly values: HostArray[]
+  readonly memory: MemoryReport
+}
+
+/**
+ * Uploads `feeds`, runs `outputs` on the Backend service, reads the outputs back and frees
+ * everything. The simplest way to run a graph; training loops keep buffers on the device.
+ */
+export function evaluate(outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>, opts: RunOptions = {}): Effect.Effect<Evaluated, ExecutionError, Backend> {
+  return Effect.gen(function* () {
+    const backend = yield* Backend
+    const bindings = new Map<Tensor, Binding>()
+    const result = yield* attempt(() => {
+      for (const [t, feed] of feeds) {
+        const { data, kind } = ArrayBuffer.isView(feed) ? { data: feed as HostArray, kind: "activations" as const } : (feed as { data: HostArray; kind: MemoryKind })
+        if (dtypeOf(data) !== t.dtype || data.length !== t.size) {
+          throw new GraphError({ message: `feed for ${t} has ${data.length} ${dtypeOf(data)} values; it needs ${t.size} ${t.dtype}` })
+        }
+        const buffer = backend.alloc(t.dtype, t.size)
+        backend.write(buffer, data)
+        bindings.set(t, { buffer, kind })
+      }
+      return execute(backend, outputs, bindings, opts)
+    }).pipe(Effect.ensuring(Effect.sync(() => { for (const b of bindings.values()) backend.free(b.buffer) })))
+    const values: HostArray[] = []
+    for (const b of result.outputs) values.push(yield* Effect.promise(() => backend.read(b)))
+    // An output may be a bound input itself (or appear twice): free each buffer once.
+    const inputs = new Set([...bindings.values()].map((b) => b.buffer))
+    for (const b of new Set(result.outputs)) if (!inputs.has(b)) backend.free(b)
+    return { values, memory: result.memory }
+  })
+}

@@ -1,0 +1,98 @@
+/**
+ * The graph: immutable symbolic tensors. Building a graph only records nodes; nothing touches
+ * a device until an executor runs it. Every node knows its inputs, its attributes and the
+ * shape and dtype of each result, so shape errors surface while the graph is built.
+ */
+import type { DType } from "./dtype.js"
+import type { PrimitiveAttrs } from "./primitives.js"
+import type { RegionAttrs } from "./region-types.js"
+
+export type Primitive = keyof PrimitiveAttrs
+export type Op = Primitive | "input" | "region"
+
+export interface NodeAttrs extends PrimitiveAttrs {
+  /** A leaf the caller binds at run time: a parameter, a data batch, a region's argument. */
+  input: { readonly name: string }
+  region: RegionAttrs
+}
+
+/** Forward nodes come from model code; backward nodes from `grad`. Values a backward node
+ * reads from the forward pass are the "saved activations" of the memory report. */
+export type Phase = "forward" | "backward"
+
+export interface Node<K extends Op = Op> {
+  readonly id: number
+  readonly op: K
+  readonly inputs: readonly Tensor[]
+  readonly attrs: NodeAttrs[K]
+  readonly results: readonly Tensor[]
+  readonly phase: Phase
+}
+
+export interface TensorType {
+  readonly shape: readonly number[]
+  readonly dtype: DType
+}
+
+export class Tensor implements TensorType {
+  constructor(
+    readonly node: Node,
+    readonly index: number,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+  ) {}
+  get rank(): number { return this.shape.length }
+  get size(): number { return this.shape.reduce((a, b) => a * b, 1) }
+  toString(): string { return `Tensor(${this.node.op}#${this.node.id}, [${this.shape.join(", ")}], ${this.dtype})` }
+}
+
+let nextId = 0
+let currentPhase: Phase = "forward"
+
+/** Ids grow with creation, so creation order is a valid execution order. */
+export const peekNextId = (): number => nextId
+
+export function makeNode<K extends Op>(
+  op: K,
+  inputs: readonly Tensor[],
+  attrs: NodeAttrs[K],
+  types: readonly TensorType[],
+): Node<K> {
+  const results: Tensor[] = []
+  const node: Node<K> = { id: nextId++, op, inputs, attrs, results, phase: currentPhase }
+  types.forEach((t, i) => results.push(new Tensor(node as Node, i, [...t.shape], t.dtype)))
+  return node
+}
+
+/** Runs `build` with new nodes tagged as `phase` (grad uses it to mark backward nodes). */
+export function withPhase<A>(phase: Phase, build: () => A): A {
+  const saved = currentPhase
+  currentPhase = phase
+  try { return build() } finally { currentPhase = saved }
+}
+
+/** A leaf tensor, bound to data when the graph runs. */
+export function input(name: string, shape: readonly number[], dtype: DType = "float32"): Tensor {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new Error(`input "${name}": shape [${shape.join(", ")}] must hold non-negative integers`)
+  }
+  return makeNode("input", [], { name }, [{ shape, dtype }]).results[0]!
+}
+
+export const isInput = (t: Tensor): boolean => t.node.op === "input"
+
+/**
+ * The nodes needed to compute `outputs`, in execution (creation) order. The walk stops at
+ * `stop` tensors: they are bound from outside (region parameters, caller-provided values).
+ */
+export function schedule(outputs: readonly Tensor[], stop: ReadonlySet<Tensor> = new Set()): Node[] {
+  const seen = new Set<Node>()
+  const stack: Tensor[] = outputs.filter((t) => !stop.has(t))
+  while (stack.length > 0) {
+    const t = stack.pop()!
+    if (seen.has(t.node)) continue
+    seen.add(t.node)
+    for (const i of t.node.inputs) if (!stop.has(i) && !seen.has(i.node)) stack.push(i)
+  }
+  return [...seen].sort((a, b) => a.id - b.id)
+}

@@ -1,0 +1,24 @@
+/** A small seeded PRNG (mulberry32), so data, initialisation and tests are reproducible. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Standard normal samples (Box–Muller). */
+export function normal(random: () => number, n: number, std = 1): number[] {
+  const out = new Array<number>(n)
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(random(), 1e-12)
+    const r = Math.sqrt(-2 * Math.log(u)) * std
+    const th = 2 * Math.PI * random()
+    out[i] = r * Math.cos(th)
+    if (i + 1 < n) out[i + 1] = r * Math.sin(th)
+  }
+  return out
+}

@@ -1,0 +1,212 @@
+/**
+ * Region combinators. A region wraps a closed sub-graph (its body) into one node with its own
+ * schedule; the executor runs the body in a scope of its own and frees everything inside it.
+ *
+ * - `checkpoint(f)`: forward keeps only the region's inputs; backward recomputes the body and
+ *   runs its VJP.
+ * - `chunked(M, { axis, combine })(f)`: runs the body once per piece of `axis` (pieces of
+ *   ceil(L/M), the last may be shorter), combining pieces by concatenation or by summing.
+ *   Backward is again a chunked region: per piece, recompute, VJP, write the input-gradient
+ *   slice, and add the gradients of shared tensors (weights) into one buffer in place.
+ *
+ * Tensors a body closes over (weights) become the region's shared inputs, so model code stays
+ * plain closures: `chunked(4, { axis: 1 })((x) => mlp(x, w))(h)`.
+ */
+import { vjp } from "./autodiff.js"
+import { isFloat } from "./dtype.js"
+import { BadConfig, fmtShape, ShapeError } from "./errors.js"
+import { input, makeNode, type Node, peekNextId, type Tensor, type TensorType } from "./graph.js"
+import * as o from "./ops.js"
+import type { Body, Combine, CustomVjp, RegionAttrs } from "./region-types.js"
+import { pieces } from "./region-types.js"
+
+export type { Body, Combine, CustomVjp, RegionAttrs } from "./region-types.js"
+
+type Result = Tensor | readonly Tensor[]
+type Fn<R extends Result> = (...args: Tensor[]) => R
+
+const placeholder = (t: TensorType, name: string): Tensor => input(name, t.shape, t.dtype)
+const withLength = (t: TensorType, axis: number, len: number): TensorType => ({ shape: t.shape.map((d, i) => (i === axis ? len : d)), dtype: t.dtype })
+
+interface Trace { placeholders: Tensor[]; outputs: Tensor[]; captured: Tensor[]; returnsArray: boolean }
+
+/** Calls `f` on fresh placeholders and finds the outside tensors its result depends on. */
+function trace(f: Fn<Result>, argTypes: readonly TensorType[]): Trace {
+  const start = peekNextId()
+  const placeholders = argTypes.map((t, i) => placeholder(t, `arg${i}`))
+  const r = f(...placeholders)
+  const outputs = Array.isArray(r) ? [...(r as readonly Tensor[])] : [r as Tensor]
+  const own = new Set(placeholders)
+  const captured = new Set<Tensor>()
+  const seen = new Set<Node>()
+  const stack = [...outputs]
+  while (stack.length > 0) {
+    const t = stack.pop()!
+    if (own.has(t)) continue
+    if (t.node.id < start) { captured.add(t); continue }
+    if (seen.has(t.node)) continue
+    seen.add(t.node)
+    stack.push(...t.node.inputs)
+  }
+  return { placeholders, outputs, returnsArray: Array.isArray(r), captured: [...captured].sort((a, b) => a.node.id - b.node.id || a.index - b.index) }
+}
+
+const memo = <A>(make: (len: number) => A): ((len: number) => A) => {
+  const cache = new Map<number, A>()
+  return (len) => {
+    let v = cache.get(len)
+    if (v === undefined) cache.set(len, (v = make(len)))
+    return v
+  }
+}
+
+function regionNode(attrs: RegionAttrs, inputs: readonly Tensor[], outputTypes: readonly TensorType[]): Node<"region"> {
+  return makeNode("region", inputs, attrs, outputTypes)
+}
+
+interface RegionSpec {
+  name: string
+  /** Split axis of every explicit argument, or null for a region that splits nothing. */
+  axis: number | null
+  M: number
+  combine: Combine
+  vjp?: CustomVjp | undefined
+  params?: RegionAttrs["params"]
+}
+
+function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonly Tensor[]): R {
+  const axes = args.map((a) => (spec.axis === null ? null : spec.axis < 0 ? spec.axis + a.rank : spec.axis))
+  axes.forEach((ax, i) => {
+    if (ax !== null && (ax < 0 || ax >= args[i]!.rank)) {
+      throw new ShapeError({ op: spec.name, shapes: args.map((a) => a.shape), message: `${spec.name}: argument ${i} of shape ${fmtShape(args[i]!.shape)} has no axis ${spec.axis}` })
+    }
+  })
+  const lengths = new Set(args.map((a, i) => (axes[i] === null ? -1 : a.shape[axes[i]!]!)).filter((l) => l >= 0))
+  if (lengths.size > 1) {
+    throw new ShapeError({ op: spec.name, shapes: args.map((a) => a.shape), message: `${spec.name}: every argument must have the same length along axis ${spec.axis} (got ${[...lengths].join(", ")}); pass tensors that should not be split by closing over them` })
+  }
+  const length = lengths.size === 0 ? 0 : [...lengths][0]!
+  const chunk = length === 0 ? 0 : Math.ceil(length / Math.min(spec.M, length))
+  const lens = [...new Set(pieces(length, chunk).map(([, l]) => l))]
+  const traces = new Map(lens.map((len) => [len, trace(f as Fn<Result>, args.map((a, i) => (axes[i] === null ? a : withLength(a, axes[i]!, len))))]))
+  const first = traces.get(lens[0]!)!
+  const captured = [...new Set([...traces.values()].flatMap((t) => t.captured))].sort((a, b) => a.node.id - b.node.id || a.index - b.index)
+
+  const outAxes = first.outputs.map((t) => (spec.combine === "concat" && spec.axis !== null ? (spec.axis < 0 ? spec.axis + t.rank : spec.axis) : null))
+  const outputTypes = first.outputs.map((t, j): TensorType => {
+    for (const [len, tr] of traces) {
+      const u = tr.outputs[j]!
+      const ax = outAxes[j] ?? null
+      const expect = ax === null ? t.shape : withLength(t, ax, len).shape
+      if (ax !== null && (ax >= u.rank || u.shape[ax] !== len)) {
+        throw new ShapeError({ op: spec.name, shapes: [u.shape], message: `${spec.name}: output ${j} of a ${len}-long piece has shape ${fmtShape(u.shape)}; combine "concat" needs its axis ${spec.axis} to be the piece length — use combine "sum" for reductions` })
+      }
+      if (u.shape.length !== expect.length || u.shape.some((d, i) => d !== expect[i])) {
+        throw new ShapeError({ op: spec.name, shapes: [t.shape, u.shape], message: `${spec.name}: pieces give outputs of different shapes` })
+      }
+    }
+    return outAxes[j] === null ? t : withLength(t, outAxes[j]!, length)
+  })
+
+  const attrs: RegionAttrs = {
+    name: spec.name,
+    inAxes: [...axes, ...captured.map(() => null)],
+    combine: first.outputs.map(() => (spec.axis === null ? "sum" : spec.combine)),
+    outAxes,
+    length,
+    chunk,
+    bodyFor: (len) => {
+      const tr = traces.get(len)
+      if (tr === undefined) throw new ShapeError({ op: spec.name, shapes: [], message: `${spec.name}: no body traced for pieces of ${len}` })
+      return { params: [...tr.placeholders, ...captured], outputs: tr.outputs }
+    },
+    vjp: spec.vjp,
+    params: spec.params,
+  }
+  const node = regionNode(attrs, [...args, ...captured], outputTypes)
+  return (first.returnsArray ? node.results : node.results[0]) as unknown as R
+}
+
+/** Activation recomputation: only the inputs survive the forward pass; backward recomputes. */
+export function checkpoint<R extends Result>(f: Fn<R>, opts: { name?: string } = {}): Fn<R> {
+  return (...args) => buildRegion({ name: opts.name ?? "checkpoint", axis: null, M: 1, combine: "sum" }, f, args)
+}
+
+export interface ChunkedOptions {
+  /** The axis every argument is split along (the sequence axis). Default 1 ([B, S, …]). */
+  readonly axis?: number
+  /** "concat" reassembles per-token outputs; "sum" adds per-piece results (losses). */
+  readonly combine?: Combine
+}
+
+/**
+ * Mini-sequences: split every argument along `axis` into M pieces and run `f` on one piece at
+ * a time, forward and backward. Tensors `f` closes over are shared by every piece.
+ */
+export function chunked(M: number, opts: ChunkedOptions = {}) {
+  if (!Number.isInteger(M) || M < 1) throw new BadConfig({ field: "M", message: `chunked: M must be a positive integer, got ${M}` })
+  return <R extends Result>(f: Fn<R>): Fn<R> =>
+    (...args) => {
+      if (args.length === 0) throw new ShapeError({ op: "chunked", shapes: [], message: "chunked: pass the tensors to split as arguments (at least one)" })
+      return buildRegion({ name: "chunked", axis: opts.axis ?? 1, M, combine: opts.combine ?? "concat" }, f, args)
+    }
+}
+
+/**
+ * A named routine with a hand-written backward rule (like flash attention's recompute-based
+ * backward). Its body is the reference decomposition; a backend may run a fused kernel instead.
+ */
+export function routine<R extends Result>(name: string, f: Fn<R>, backward: CustomVjp, params?: RegionAttrs["params"]): Fn<R> {
+  return (...args) => buildRegion({ name, axis: null, M: 1, combine: "sum", vjp: backward, params }, f, args)
+}
+
+const zerosFor = (t: Tensor): Tensor => o.zeros(t.shape, t.dtype)
+
+/** The VJP of a region is another region: per piece, recompute the body and run its VJP. */
+export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefined)[]): (Tensor | undefined)[] {
+  const a = node.attrs
+  const withCt = cts.flatMap((c, j) => (c === undefined ? [] : [j]))
+  const diff = node.inputs.flatMap((t, i) => (isFloat(t.dtype) ? [i] : []))
+  if (diff.length === 0) return node.inputs.map(() => undefined)
+
+  let attrs: RegionAttrs
+  let inputs: Tensor[]
+  if (a.vjp !== undefined) {
+    // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents.
+    const custom = a.vjp
+    inputs = [...node.inputs, ...node.results, ...withCt.map((j) => cts[j]!)]
+    const body = memo((): Body => {
+      const inPh = node.inputs.map((t, i) => placeholder(t, `in${i}`))
+      const outPh = node.results.map((t, j) => placeholder(t, `out${j}`))
+      const ctPh = withCt.map((j) => placeholder(node.results[j]!, `ct${j}`))
+      const ctAt = node.results.map((_, j) => { const k = withCt.indexOf(j); return k < 0 ? undefined : ctPh[k] })
+      const g = custom(inPh, outPh, ctAt)
+      return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(inPh[i]!)) }
+    })
+    attrs = { name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"), outAxes: diff.map(() => null), length: 0, chunk: 0, bodyFor: body, params: a.params }
+  } else {
+    inputs = [...node.inputs, ...withCt.map((j) => cts[j]!)]
+    const bodyFor = memo((len: number): Body => {
+      const fwd = a.bodyFor(len)
+      const ctPh = withCt.map((j) => placeholder(fwd.outputs[j]!, `ct${j}`))
+      const g = vjp(withCt.map((j) => fwd.outputs[j]!), ctPh, diff.map((i) => fwd.params[i]!))
+      return { params: [...fwd.params, ...ctPh], outputs: g.map((t, k) => t ?? zerosFor(fwd.params[diff[k]!]!)) }
+    })
+    attrs = {
+      name: `${a.name}.vjp`,
+      // A "concat" output's cotangent is split like the output; a "sum" output's is shared.
+      inAxes: [...a.inAxes, ...withCt.map((j) => (a.combine[j] === "concat" ? a.outAxes[j]! : null))],
+      // Split inputs get their gradient slice by slice; shared inputs (weights) accumulate.
+      combine: diff.map((i) => (a.inAxes[i] === null ? "sum" : "concat")),
+      outAxes: diff.map((i) => a.inAxes[i]!),
+      length: a.length,
+      chunk: a.chunk,
+      bodyFor,
+      params: a.params,
+    }
+  }
+  const bwd = regionNode(attrs, inputs, diff.map((i) => node.inputs[i]!))
+  const out: (Tensor | undefined)[] = node.inputs.map(() => undefined)
+  diff.forEach((i, k) => (out[i] = bwd.results[k]))
+  return out
+}

@@ -1,0 +1,55 @@
+/**
+ * Routines: small compositions every transformer needs. Each is written as its reference
+ * decomposition into primitives — the semantics, the fallback on a backend without a fused
+ * kernel, and the oracle fused kernels are tested against.
+ */
+import type { Tensor } from "../graph.js"
+import * as o from "../ops.js"
+import { routine } from "../regions.js"
+
+/**
+ * log Σ exp(x) over the last axis (kept with size 1). A routine with its own backward rule,
+ * g·exp(x − lse), so it saves only its input and output — not the exp(x − max) intermediate.
+ */
+export const logsumexp: (x: Tensor) => Tensor = routine(
+  "logsumexp",
+  (x: Tensor) => {
+    const m = o.stopGradient(o.max(x, -1, true))
+    return o.add(m, o.log(o.sum(o.exp(o.sub(x, m)), -1, true)))
+  },
+  ([x], [lse], [g]) => [o.mul(o.exp(o.sub(x!, lse!)), g!)],
+)
+
+export const softmax = (x: Tensor): Tensor => o.exp(o.sub(x, logsumexp(x)))
+export const logSoftmax = (x: Tensor): Tensor => o.sub(x, logsumexp(x))
+
+/** RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. */
+export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
+  const inv = o.rsqrt(o.add(o.mean(o.square(x), -1, true), eps))
+  return o.mul(o.mul(x, inv), weight)
+}
+
+export const silu = (x: Tensor): Tensor => o.mul(x, o.sigmoid(x))
+
+/** y = x · Wᵀ for a weight stored [out, in], as Hugging Face stores linear layers. */
+export const linear = (x: Tensor, weight: Tensor): Tensor => o.matmul(x, weight, { transB: true })
+
+/** The Llama MLP: down(silu(gate(x)) ⊙ up(x)); its S×I intermediates are what MST chunks. */
+export const swiglu = (x: Tensor, gate: Tensor, up: Tensor, down: Tensor): Tensor =>
+  linear(o.mul(silu(linear(x, gate)), linear(x, up)), down)
+
+/**
+ * Rotary position embedding on x [..., S, D] (D even), in the "rotate half" layout Hugging
+ * Face Llama uses: x·cos + rotate_half(x)·sin, with angle(p, i) = (p + offset) · θ^(−2i/D).
+ */
+export function rope(x: Tensor, theta = 10000, offset = 0): Tensor {
+  const [S, D] = [x.shape.at(-2)!, x.shape.at(-1)!]
+  const half = D / 2
+  const pos = o.add(o.cast(o.iota([S, half], 0), x.dtype), offset)
+  const i = o.cast(o.iota([S, half], 1), x.dtype)
+  const freq = o.exp(o.mul(i, (-2 / D) * Math.log(theta)))
+  const angle = o.concat([o.mul(pos, freq), o.mul(pos, freq)], 1)
+  const [cos, sin] = [o.cos(angle), o.sin(angle)]
+  const rotated = o.concat([o.neg(o.slice(x, -1, half, D)), o.slice(x, -1, 0, half)], -1)
+  return o.add(o.mul(x, cos), o.mul(rotated, sin))
+}
