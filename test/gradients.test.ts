@@ -8,7 +8,7 @@ import { checkpoint, chunked } from "../src/core/regions.js"
 import { grad } from "../src/core/autodiff.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import type { GradCase } from "./helpers.js"
-import { gradientError, intArray, randomArray, run } from "./helpers.js"
+import { gradientError, intArray, randomArray, referenceCpu, run } from "./helpers.js"
 
 const unary = (f: (x: Tensor) => Tensor, positive = false): GradCase => ({ shapes: [[3, 4]], build: ([x]) => f(x!), positive })
 const binary = (f: typeof o.add, shapes: number[][] = [[3, 4], [3, 4]]): GradCase => ({ shapes, build: ([a, b]) => f(a!, b!) })
@@ -65,6 +65,15 @@ describe("gradient rules match finite differences (float64)", () => {
   for (const [name, c] of Object.entries(cases)) {
     it(name, async () => {
       expect(await gradientError(c)).toBeLessThan(1e-7)
+    })
+  }
+})
+
+// The routines again with every fused kernel off: their reference bodies must be right too.
+describe("reference bodies of routines match finite differences (float64, no fused kernels)", () => {
+  for (const name of ["logsumexp", "swiglu", "attention (GQA)", "crossEntropy", "crossEntropy (weights)"]) {
+    it(name, async () => {
+      expect(await gradientError(cases[name]!, 2, referenceCpu)).toBeLessThan(1e-7)
     })
   }
 })

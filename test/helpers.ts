@@ -1,5 +1,6 @@
-import { Effect } from "effect"
-import { cpuBackendLayer } from "../src/backends/cpu/index.js"
+import { Effect, type Layer } from "effect"
+import type { Backend } from "../src/backends/backend.js"
+import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { type DType, type HostArray, hostArray } from "../src/core/dtype.js"
 import { evaluate, type Feed, type RunOptions } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
@@ -8,10 +9,12 @@ import { normal, rng } from "../src/core/random.js"
 
 export const propertyRuns = (base: number): number => Math.max(1, Math.round(base * Number(process.env.MINISEQ_PROPERTY_SCALE ?? 1)))
 
-const layer = cpuBackendLayer()
+const fusedCpu = cpuBackendLayer()
+/** The CPU backend without fused kernels: every routine runs its reference body. */
+export const referenceCpu = cpuBackendLayer(makeCpuBackend({ fused: false }))
 
-export async function run(outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>, opts: RunOptions = {}) {
-  return Effect.runPromise(evaluate(outputs, feeds, opts).pipe(Effect.provide(layer)))
+export async function run(outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>, opts: RunOptions & { layer?: Layer.Layer<Backend> } = {}) {
+  return Effect.runPromise(evaluate(outputs, feeds, opts).pipe(Effect.provide(opts.layer ?? fusedCpu)))
 }
 
 export function randomArray(dtype: DType, n: number, seed: number, opts: { positive?: boolean; std?: number } = {}): HostArray {
@@ -50,7 +53,7 @@ export interface GradCase {
  * Compares the analytic gradient of Σ(build(x) ⊙ R) with central differences along random
  * directions, in float64. Returns the worst relative error.
  */
-export async function gradientError(c: GradCase, seed = 1): Promise<number> {
+export async function gradientError(c: GradCase, seed = 1, layer?: Layer.Layer<Backend>): Promise<number> {
   const xs = c.shapes.map((s, i) => input(`x${i}`, s, "float64"))
   const fixed = (c.fixed ?? []).map((f, i) => input(`f${i}`, f.shape, f.data instanceof Int32Array ? "int32" : "float64"))
   const y = c.build(xs, fixed)
@@ -63,14 +66,14 @@ export async function gradientError(c: GradCase, seed = 1): Promise<number> {
   const feeds = (vals: readonly Float64Array[]) => new Map<Tensor, Feed>([
     ...xs.map((x, i) => [x, vals[i]!] as const), ...fixed.map((f, i) => [f, c.fixed![i]!.data] as const), [rT, r],
   ])
-  const gradOut = await run(xs.map((_, i) => grads[`x${i}`]!), feeds(data))
+  const gradOut = await run(xs.map((_, i) => grads[`x${i}`]!), feeds(data), { layer })
   let worst = 0
   const h = 1e-5
   for (let d = 0; d < 3; d++) {
     const dirs = xs.map((x, i) => randomArray("float64", x.size, seed * 1000 + d * 10 + i) as Float64Array)
     const shifted = (sign: number) => data.map((v, i) => v.map((e, j) => e + sign * h * dirs[i]![j]!))
-    const [plus] = (await run([loss], feeds(shifted(1)))).values
-    const [minus] = (await run([loss], feeds(shifted(-1)))).values
+    const [plus] = (await run([loss], feeds(shifted(1)), { layer })).values
+    const [minus] = (await run([loss], feeds(shifted(-1)), { layer })).values
     const numeric = (plus![0]! - minus![0]!) / (2 * h)
     let analytic = 0
     gradOut.values.forEach((g, i) => g.forEach((e, j) => (analytic += e * dirs[i]![j]!)))

@@ -46,8 +46,22 @@ export interface MatmulSpec {
   readonly transB: boolean
 }
 
+/**
+ * A fused kernel for a named region (a routine such as "attention", "attention.vjp",
+ * "logsumexp", "silu"): it reads the region's inputs and writes all its outputs, and must agree
+ * with the region's reference body. Scratch memory it uses internally is its own business.
+ */
+export type FusedRoutine = (
+  inputs: readonly Buffer[],
+  outputs: readonly Buffer[],
+  shapes: { readonly inputs: readonly (readonly number[])[]; readonly outputs: readonly (readonly number[])[] },
+  params: Readonly<Record<string, number | boolean | string>>,
+) => void
+
 export interface BackendImpl {
   readonly name: string
+  /** Optional fused kernels by region name; the executor runs the reference body otherwise. */
+  readonly routines?: Readonly<Record<string, FusedRoutine>>
   alloc(dtype: DType, size: number): Buffer
   free(buffer: Buffer): void
   /** Host → device. `data.length` equals `buffer.size`. */

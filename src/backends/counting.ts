@@ -1,14 +1,17 @@
 /**
  * A backend that allocates nothing and computes nothing. Running a graph on it walks the exact
  * schedule a real backend would run and so yields the exact memory plan, in milliseconds.
+ * Give it the names of the fused routines of the backend being planned for.
  */
 import { hostArray } from "../core/dtype.js"
 import type { BackendImpl, Buffer } from "./backend.js"
 
-export function makeCountingBackend(): BackendImpl {
+export function makeCountingBackend(fused: Iterable<string> = []): BackendImpl {
   const nothing = () => {}
   return {
     name: "counting",
+    // Plan for the backend you will run: its fused routines change what is allocated.
+    routines: Object.fromEntries([...fused].map((name) => [name, nothing])),
     alloc: (dtype, size): Buffer => ({ dtype, size }),
     free: nothing,
     write: nothing,

@@ -126,6 +126,12 @@ class Executor {
     const a = node.attrs
     const parts = pieces(a.length, a.chunk)
     const temporaries = () => "temporaries" as const
+    const fused = this.backend.routines?.[a.name]
+    if (fused !== undefined && parts.length === 1) {
+      const outs = node.results.map((r, j) => this.allocate(r, kinds[j]!))
+      fused(ins.map((i) => i.buffer), outs.map((x) => x.buffer), { inputs: node.inputs.map((t) => t.shape), outputs: node.results.map((t) => t.shape) }, a.params ?? {})
+      return outs
+    }
     if (parts.length === 1) {
       const body = a.bodyFor(parts[0]![1])
       return this.runGraph(body.outputs, body.params, ins, temporaries).map((al, j) => {
@@ -176,13 +182,19 @@ class Executor {
   }
 }
 
-/** Which kind a top-level value counts as: a requested gradient, a value saved for backward, or a temporary. */
-function kindRule(outputs: readonly Tensor[], stop: ReadonlySet<Tensor>, gradients: readonly Tensor[]): (t: Tensor) => MemoryKind {
-  const grads = new Set(gradients)
+/** The forward values the backward pass reads: what "saved activations" means. */
+export function savedForBackward(outputs: readonly Tensor[], bound: ReadonlySet<Tensor> = new Set()): Set<Tensor> {
   const saved = new Set<Tensor>()
-  for (const n of schedule(outputs, stop)) {
+  for (const n of schedule(outputs, bound)) {
     if (n.phase === "backward") for (const i of n.inputs) if (i.node.phase === "forward") saved.add(i)
   }
+  return saved
+}
+
+/** Which kind a top-level value counts as: a requested gradient, a value saved for backward, or a temporary. */
+function kindRule(outputs: readonly Tensor[], bound: ReadonlySet<Tensor>, gradients: readonly Tensor[]): (t: Tensor) => MemoryKind {
+  const grads = new Set(gradients)
+  const saved = savedForBackward(outputs, bound)
   return (t) => (grads.has(t) ? "gradients" : saved.has(t) ? "activations" : "temporaries")
 }
 
@@ -212,9 +224,14 @@ export function execute(backend: BackendImpl, outputs: readonly Tensor[], bindin
   return { outputs: outs.map((a) => a.buffer), memory }
 }
 
+export interface PlanOptions extends RunOptions {
+  /** The backend to plan for: only its fused routine names matter (default: none fused). */
+  readonly for?: Pick<BackendImpl, "routines">
+}
+
 /** The memory plan: the same schedule on a backend that allocates nothing. */
-export function plan(outputs: readonly Tensor[], inputs: ReadonlyMap<Tensor, MemoryKind>, opts: RunOptions = {}): MemoryReport {
-  const counting = makeCountingBackend()
+export function plan(outputs: readonly Tensor[], inputs: ReadonlyMap<Tensor, MemoryKind>, opts: PlanOptions = {}): MemoryReport {
+  const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}))
   const bindings = new Map([...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const))
   return execute(counting, outputs, bindings, opts).memory
 }

@@ -1,3 +1,6 @@
+import { type HostArray, hostArray } from "./dtype.js"
+import type { TensorType } from "./graph.js"
+
 /** A small seeded PRNG (mulberry32), so data, initialisation and tests are reproducible. */
 export function rng(seed: number): () => number {
   let a = seed >>> 0
@@ -21,4 +24,13 @@ export function normal(random: () => number, n: number, std = 1): number[] {
     if (i + 1 < n) out[i + 1] = r * Math.sin(th)
   }
   return out
+}
+
+/** Seeded data for a tensor: normals · std for floats, integers in [0, intBelow) for int32. */
+export function randomFill(t: TensorType, seed: number, intBelow = 2, std = 0.1): HostArray {
+  const random = rng(seed)
+  const a = hostArray(t.dtype, t.shape.reduce((x, y) => x * y, 1))
+  if (t.dtype === "int32") for (let i = 0; i < a.length; i++) a[i] = Math.floor(random() * intBelow)
+  else a.set(normal(random, a.length, std))
+  return a
 }

@@ -7,6 +7,7 @@
  * executor, never a user error, so a loud crash is the most useful thing to do.
  */
 import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
+import { cpuRoutines } from "./fused.js"
 import { bytesPerElement, hostArray, isFloat, type DType, type HostArray } from "../../core/dtype.js"
 
 export type CpuData = Float32Array | Float64Array | Int32Array
@@ -91,7 +92,12 @@ function indexAt(kernel: string, idx: Int32Array, i: number, bound: number): num
 // The backend
 // ---------------------------------------------------------------------------------------------
 
-export function makeCpuBackend(): CpuBackend {
+export interface CpuOptions {
+  /** Run named routines (cross-entropy) with fused kernels; false runs their reference bodies. */
+  readonly fused?: boolean
+}
+
+export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
   // Buffers this instance allocated and has not freed: catches double frees, use after free and
   // buffers handed over from another backend.
   const alive = new WeakSet<Buffer>()
@@ -117,6 +123,7 @@ export function makeCpuBackend(): CpuBackend {
 
   return {
     name: "cpu",
+    ...(opts.fused === false ? {} : { routines: cpuRoutines }),
 
     memory: () => ({
       live: liveBytes,

@@ -29,7 +29,18 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
   return o.mul(o.mul(x, inv), weight)
 }
 
-export const silu = (x: Tensor): Tensor => o.mul(x, o.sigmoid(x))
+/**
+ * SiLU, x·σ(x), as a routine: its backward rule g·σ(x)·(1 + x·(1 − σ(x))) needs only x, so the
+ * chain of intermediates inside σ is never saved (as a fused kernel would behave).
+ */
+export const silu: (x: Tensor) => Tensor = routine(
+  "silu",
+  (x: Tensor) => o.mul(x, o.sigmoid(x)),
+  ([x], _out, [g]) => {
+    const s = o.sigmoid(x!)
+    return [o.mul(g!, o.mul(s, o.add(o.mul(x!, o.sub(1, s)), 1)))]
+  },
+)
 
 /** y = x · Wᵀ for a weight stored [out, in], as Hugging Face stores linear layers. */
 export const linear = (x: Tensor, weight: Tensor): Tensor => o.matmul(x, weight, { transB: true })

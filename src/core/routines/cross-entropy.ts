@@ -5,6 +5,7 @@
  */
 import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
+import { routine } from "../regions.js"
 import { logsumexp } from "./basic.js"
 
 export const IGNORE_INDEX = -100
@@ -20,13 +21,35 @@ export interface CrossEntropyOptions {
 export const targetMask = (targets: Tensor, ignoreIndex = IGNORE_INDEX, dtype: Tensor["dtype"] = "float32"): Tensor =>
   o.cast(o.sub(1, o.equal(targets, ignoreIndex)), dtype)
 
+/** An in-range index where the target is ignored (its loss is masked to 0 anyway). */
+const safeTargets = (targets: Tensor, ignoreIndex: number): Tensor => o.where(o.equal(targets, ignoreIndex), 0, targets)
+
+/**
+ * The routine "crossEntropy": logits [N, V], targets int32 [N] → per-token −log softmax[target],
+ * 0 where ignored. Its backward rule, (softmax − onehot(target))·g, needs only the logits, so
+ * a fused kernel holds just the logits and their gradient (two N×V buffers).
+ */
+function tokenNll(ignoreIndex: number): (logits: Tensor, targets: Tensor) => Tensor {
+  return routine(
+    "crossEntropy",
+    (logits: Tensor, targets: Tensor) => {
+      const lse = o.reshape(logsumexp(logits), targets.shape)
+      return o.mul(o.sub(lse, o.takeAlong(logits, safeTargets(targets, ignoreIndex))), targetMask(targets, ignoreIndex, logits.dtype))
+    },
+    ([logits, targets], _out, [g]) => {
+      const coef = o.mul(g!, targetMask(targets!, ignoreIndex, logits!.dtype)) // [N]
+      const p = o.exp(o.sub(logits!, logsumexp(logits!)))
+      const [, V] = logits!.shape as [number, number]
+      return [o.sub(o.mul(p, o.reshape(coef, [-1, 1])), o.putAlong(safeTargets(targets!, ignoreIndex), coef, V)), undefined]
+    },
+    { ignoreIndex },
+  )
+}
+
 /** Per-token −log softmax(logits)[target], weighted; 0 at ignored targets. logits [..., V], targets int32 [...]. */
 export function tokenCrossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
-  const ignore = opts.ignoreIndex ?? IGNORE_INDEX
-  const mask = targetMask(targets, ignore, logits.dtype)
-  const safe = o.where(o.equal(targets, ignore), 0, targets) // an in-range index for ignored slots
-  const lse = o.reshape(logsumexp(logits), targets.shape)
-  const nll = o.mul(o.sub(lse, o.takeAlong(logits, safe)), mask)
+  const V = logits.shape.at(-1)!
+  const nll = o.reshape(tokenNll(opts.ignoreIndex ?? IGNORE_INDEX)(o.reshape(logits, [-1, V]), o.reshape(targets, [-1])), targets.shape)
   return opts.weights === undefined ? nll : o.mul(nll, opts.weights)
 }
 

@@ -1,0 +1,4 @@
+export * from "./core/index.js"
+export { Backend, type BackendImpl, type Buffer } from "./backends/backend.js"
+export { cpuBackendLayer, makeCpuBackend } from "./backends/cpu/index.js"
+export { makeCountingBackend } from "./backends/counting.js"
