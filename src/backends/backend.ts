@@ -44,6 +44,8 @@ export interface MatmulSpec {
   readonly k: number
   readonly transA: boolean
   readonly transB: boolean
+  /** out += product instead of out = product: how a weight gradient accumulates in place. */
+  readonly accumulate?: boolean
 }
 
 /**

@@ -11,7 +11,7 @@ import { bytesPerElement, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, schedule, type Tensor, type TensorType } from "./graph.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
-import { rules } from "./primitives.js"
+import { matmulSpec, rules } from "./primitives.js"
 import { pieces } from "./region-types.js"
 
 /** A buffer the executor counts and frees when its last user is done. */
@@ -82,7 +82,7 @@ class Executor {
    * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
    * is freed by the time this returns, except the outputs (returned with one reference each).
    */
-  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind): Alloc[] {
+  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind, into: ReadonlyMap<Tensor, Alloc> = new Map()): Alloc[] {
     const nodes = schedule(outputs, new Set(params))
     const env = new Map<Tensor, Alloc>()
     const uses = new Map<Tensor, number>()
@@ -103,6 +103,14 @@ class Executor {
         throw new GraphError({ message: `input "${(node as Node<"input">).attrs.name}" ${node.results[0]!.shape.length ? `of shape [${node.results[0]!.shape.join(", ")}] ` : ""}was not given a value; bind it when running the graph` })
       }
       const ins = node.inputs.map((t) => env.get(t)!)
+      const acc = into.get(node.results[0]!)
+      if (acc !== undefined && node.op === "matmul" && uses.get(node.results[0]!) === 1) {
+        // A weight gradient the caller accumulates: the matmul adds straight into the accumulator.
+        this.backend.matmul(ins[0]!.buffer, ins[1]!.buffer, acc.buffer, matmulSpec(node as Node<"matmul">, true))
+        env.set(node.results[0]!, this.retain(acc))
+        node.inputs.forEach(drop)
+        continue
+      }
       const outs = this.runNode(node, ins, node.results.map(kindOf))
       node.results.forEach((r, i) => { env.set(r, outs[i]!); if (!uses.get(r)) drop(r) })
       node.inputs.forEach(drop)
@@ -155,11 +163,14 @@ class Executor {
         sliced.push(s)
         return s
       })
-      const outs = this.runGraph(body.outputs, body.params, pieceIns, temporaries)
+      const into = new Map(body.outputs.flatMap((t, j) => (a.combine[j] === "sum" ? [[t, results[j]!] as const] : [])))
+      const outs = this.runGraph(body.outputs, body.params, pieceIns, temporaries, into)
       sliced.forEach((s) => this.release(s))
       outs.forEach((al, j) => {
         const acc = results[j]!
-        if (a.combine[j] === "sum") {
+        if (al === acc) {
+          // already accumulated in place by its matmul
+        } else if (a.combine[j] === "sum") {
           this.backend.binary("add", acc.buffer, al.buffer, acc.buffer) // in place: one accumulator for all pieces
         } else {
           const shape = node.results[j]!.shape

@@ -6,7 +6,7 @@
  * Elementwise primitives take operands of equal shape, or a scalar (shape []) operand;
  * `ops.ts` inserts explicit `broadcast` nodes for everything else.
  */
-import type { BackendImpl, BinaryOp, Buffer, UnaryOp, View } from "../backends/backend.js"
+import type { BackendImpl, BinaryOp, Buffer, MatmulSpec, UnaryOp, View } from "../backends/backend.js"
 import { contiguousStrides, numel } from "../backends/backend.js"
 import { type DType, isFloat } from "./dtype.js"
 import { DTypeError, fmtShape, ShapeError } from "./errors.js"
@@ -122,6 +122,12 @@ function matmulDims(ins: readonly TensorType[], attrs: PrimitiveAttrs["matmul"])
   const [kb, n] = attrs.transB ? [b.shape[r - 1]!, b.shape[r - 2]!] : [b.shape[r - 2]!, b.shape[r - 1]!]
   if (ka !== kb) fail("matmul", ins, `inner dims differ (${ka} vs ${kb})`)
   return { batchDims, batch: numel(batchDims), m, n, k: ka }
+}
+
+/** The kernel's view of a matmul node. */
+export function matmulSpec(n: Node<"matmul">, accumulate = false): MatmulSpec {
+  const { batch, m, n: cols, k } = matmulDims(n.inputs, n.attrs)
+  return { batch, m, n: cols, k, transA: n.attrs.transA, transB: n.attrs.transB, accumulate }
 }
 
 // ---------- the table ----------
@@ -270,10 +276,7 @@ export const rules: Rules = {
       needFloat("matmul", ins[0]!)
       return { shape: [...d.batchDims, d.m, d.n], dtype: sameDType("matmul", ins) }
     },
-    run: (b, [x, y], out, n) => {
-      const { batch, m, k } = matmulDims(n.inputs, n.attrs)
-      b.matmul(x!, y!, out, { batch, m, n: matmulDims(n.inputs, n.attrs).n, k, transA: n.attrs.transA, transB: n.attrs.transB })
-    },
+    run: (b, [x, y], out, n) => b.matmul(x!, y!, out, matmulSpec(n)),
     // C = op(A)·op(B): dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC, written back through each flag.
     vjp: (ct, n) => {
       const [a, b] = n.inputs as [Tensor, Tensor]

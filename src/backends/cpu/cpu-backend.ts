@@ -253,7 +253,7 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
       // Element (i, p) of op(a) lives at i·rsA + p·csA; element (p, j) of op(b) at p·rsB + j·csB.
       const rsA = transA ? 1 : k, csA = transA ? m : 1
       const rsB = transB ? 1 : n, csB = transB ? k : 1
-      C.fill(0)
+      if (!spec.accumulate) C.fill(0)
       for (let t = 0; t < batch; t++) {
         gemm(A, t * m * k, rsA, csA, B, t * k * n, rsB, csB, C, t * m * n, m, n, k, packA, packB)
       }
