@@ -34,6 +34,12 @@ export interface RunOptions {
   readonly limit?: number
   /** Outputs to count as "gradients" (e.g. the values of valueAndGrad's `grads`). */
   readonly gradients?: readonly Tensor[]
+  /**
+   * Output → bound input whose buffer it may overwrite (an optimizer updating weights in place).
+   * Honoured when the output comes from an elementwise op and nothing later reads the input;
+   * otherwise the output gets a buffer of its own. Either way the returned buffer is the answer.
+   */
+  readonly inPlace?: ReadonlyMap<Tensor, Tensor>
 }
 
 export interface RunResult {
@@ -44,10 +50,17 @@ export interface RunResult {
 
 const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
 
+const elementwise: ReadonlySet<string> = new Set(["neg", "exp", "log", "sqrt", "recip", "sin", "cos", "add", "sub", "mul", "div", "maximum", "less", "equal", "where"])
+
 class Executor {
   /** Everything allocated and not yet freed, so a failed run can give it all back. */
   readonly owned = new Set<Alloc>()
-  constructor(readonly backend: BackendImpl, readonly ledger: MemoryLedger) {}
+  constructor(
+    readonly backend: BackendImpl,
+    readonly ledger: MemoryLedger,
+    readonly bound: ReadonlyMap<Tensor, Alloc> = new Map(),
+    readonly inPlace: ReadonlyMap<Tensor, Tensor> = new Map(),
+  ) {}
 
   allocate(t: TensorType, kind: MemoryKind): Alloc {
     const size = t.shape.reduce((a, b) => a * b, 1)
@@ -111,6 +124,14 @@ class Executor {
         node.inputs.forEach(drop)
         continue
       }
+      const donor = this.donorFor(node, uses)
+      if (donor !== undefined) {
+        // Overwrite a bound input nobody reads any more (e.g. w ← w − lr·update).
+        rules[node.op as "add"].run!(this.backend, ins.map((a) => a.buffer), donor.buffer, node as Node<"add">)
+        env.set(node.results[0]!, this.retain(donor))
+        node.inputs.forEach(drop)
+        continue
+      }
       const outs = this.runNode(node, ins, node.results.map(kindOf))
       node.results.forEach((r, i) => { env.set(r, outs[i]!); if (!uses.get(r)) drop(r) })
       node.inputs.forEach(drop)
@@ -118,6 +139,17 @@ class Executor {
     const result = outputs.map((t) => this.retain(env.get(t)!))
     outputs.forEach(drop)
     return result
+  }
+
+  /** The bound input this node may write into, if it is elementwise and the input's last reader. */
+  donorFor(node: Node, uses: ReadonlyMap<Tensor, number>): Alloc | undefined {
+    const target = this.inPlace.get(node.results[0]!)
+    if (target === undefined || !elementwise.has(node.op)) return undefined
+    const donor = this.bound.get(target)
+    const readsHere = node.inputs.filter((t) => t === target).length
+    const out = node.results[0]!
+    if (donor === undefined || (uses.get(target) ?? 0) !== readsHere || donor.buffer.dtype !== out.dtype || donor.buffer.size !== out.size) return undefined
+    return donor
   }
 
   runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[]): Alloc[] {
@@ -215,7 +247,8 @@ function kindRule(outputs: readonly Tensor[], bound: ReadonlySet<Tensor>, gradie
  */
 export function execute(backend: BackendImpl, outputs: readonly Tensor[], bindings: ReadonlyMap<Tensor, Binding>, opts: RunOptions = {}): RunResult {
   const ledger = new MemoryLedger(opts.limit)
-  const ex = new Executor(backend, ledger)
+  const bound = new Map<Tensor, Alloc>()
+  const ex = new Executor(backend, ledger, bound, opts.inPlace)
   const params = [...bindings.keys()]
   for (const [t, b] of bindings) {
     if (b.buffer.dtype !== t.dtype || b.buffer.size !== t.size) {
@@ -223,6 +256,7 @@ export function execute(backend: BackendImpl, outputs: readonly Tensor[], bindin
     }
   }
   const args = params.map((t) => ex.bind(bindings.get(t)!))
+  params.forEach((t, i) => bound.set(t, args[i]!))
   let outs: Alloc[]
   try {
     outs = ex.runGraph(outputs, params, args, kindRule(outputs, new Set(params), opts.gradients ?? []))

@@ -14,7 +14,7 @@
  */
 import { vjp } from "./autodiff.js"
 import { isFloat } from "./dtype.js"
-import { BadConfig, fmtShape, ShapeError } from "./errors.js"
+import { BadConfig, fmtShape, GraphError, ShapeError } from "./errors.js"
 import { input, makeNode, type Node, peekNextId, type Tensor, type TensorType } from "./graph.js"
 import * as o from "./ops.js"
 import type { Body, Combine, CustomVjp, RegionAttrs } from "./region-types.js"
@@ -158,6 +158,30 @@ export function chunked(M: number, opts: ChunkedOptions = {}) {
  */
 export function routine<R extends Result>(name: string, f: Fn<R>, backward: CustomVjp, params?: RegionAttrs["params"]): Fn<R> {
   return (...args) => buildRegion({ name, axis: null, M: 1, combine: "sum", vjp: backward, params }, f, args)
+}
+
+/**
+ * A routine whose result types are known up front, so its body is traced only if it ever runs
+ * (a backend with the fused kernel never needs it: planning a 64k-token attention stays cheap).
+ * Its body must not close over tensors.
+ */
+export function lazyRoutine(name: string, f: Fn<readonly Tensor[]>, backward: CustomVjp, resultTypes: (args: readonly Tensor[]) => TensorType[], params?: RegionAttrs["params"]): Fn<readonly Tensor[]> {
+  return (...args) => {
+    const types = resultTypes(args)
+    const bodyFor = memo((): Body => {
+      const tr = trace(f, args)
+      if (tr.captured.length > 0) throw new GraphError({ message: `routine ${name} must not close over tensors; pass them as arguments` })
+      tr.outputs.forEach((t, j) => {
+        const want = types[j]
+        if (want === undefined || t.dtype !== want.dtype || t.shape.length !== want.shape.length || t.shape.some((d, i) => d !== want.shape[i])) {
+          throw new GraphError({ message: `routine ${name}: result ${j} is ${t}, but its declared type is ${want ? `[${want.shape.join(", ")}] ${want.dtype}` : "missing"}` })
+        }
+      })
+      return { params: tr.placeholders, outputs: tr.outputs }
+    })
+    const attrs: RegionAttrs = { name, inAxes: args.map(() => null), combine: types.map(() => "sum"), outAxes: types.map(() => null), length: 0, chunk: 0, bodyFor, vjp: backward, params }
+    return regionNode(attrs, args, types).results
+  }
 }
 
 const zerosFor = (t: Tensor): Tensor => o.zeros(t.shape, t.dtype)

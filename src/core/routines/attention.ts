@@ -8,7 +8,7 @@
 import { ShapeError } from "../errors.js"
 import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
-import { routine } from "../regions.js"
+import { lazyRoutine } from "../regions.js"
 
 export interface AttentionOptions {
   /** Keys per block of the online softmax. */
@@ -99,10 +99,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       q.shape[0] !== k.shape[0] || q.shape[2] !== k.shape[2] || q.shape[3] !== k.shape[3] || q.shape[1]! % k.shape[1]! !== 0) {
     throw new ShapeError({ op: "attention", shapes: [q.shape, k.shape, v.shape], message: `attention: q must be [B, H, S, D] and k, v [B, Hkv, S, D] with H a multiple of Hkv (got q [${q.shape}], k [${k.shape}], v [${v.shape}])` })
   }
-  const run = routine(
+  const run = lazyRoutine(
     "attention",
-    (qq: Tensor, kk: Tensor, vv: Tensor) => forward(qq, kk, vv, blockSize),
+    (qq, kk, vv) => forward(qq!, kk!, vv!, blockSize),
     ([qq, kk, vv], [out, lse], [dOut, dLse]) => backward(qq!, kk!, vv!, out!, lse!, dOut, dLse, blockSize),
+    ([qq]) => [qq!, { shape: [...qq!.shape.slice(0, 3), 1], dtype: qq!.dtype }],
     { blockSize, causal: true },
   )
   return run(q, k, v)[0]!

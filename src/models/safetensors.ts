@@ -1,0 +1,370 @@
+/**
+ * The Hugging Face safetensors format, written from the spec:
+ *
+ *   [8 bytes: header length N, u64 little-endian]
+ *   [N bytes: UTF-8 JSON { name: { dtype, shape, data_offsets: [begin, end] }, __metadata__?: {..} }]
+ *   [byte buffer: tensors contiguous, row-major, little-endian; offsets relative to its start]
+ *
+ * Decoding trusts nothing: every malformed file is refused with a BadCheckpoint that names the
+ * path, the tensor at fault and what is wrong, never with a RangeError from deep inside.
+ */
+import { randomBytes } from "node:crypto"
+import { open, readFile, rename, rm } from "node:fs/promises"
+import { dirname } from "node:path"
+import { BadCheckpoint, fmtShape } from "../core/errors.js"
+import { bytesPerElement, type DType, type HostArray } from "../core/dtype.js"
+
+export interface StoredTensor {
+  readonly dtype: DType
+  readonly shape: readonly number[]
+  readonly data: HostArray
+}
+
+export interface Safetensors {
+  readonly tensors: Record<string, StoredTensor>
+  readonly metadata: Record<string, string>
+}
+
+const METADATA_KEY = "__metadata__"
+
+/** miniseq dtype -> safetensors dtype tag. */
+const tagOf: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32" }
+const dtypeOfTag: Readonly<Record<string, DType>> = { F32: "float32", F64: "float64", I32: "int32" }
+/** Tags the spec defines that miniseq cannot hold in a HostArray. */
+const unsupportedTags = new Set([
+  "BOOL", "U8", "I8", "U16", "I16", "U32", "U64", "I64", "F16", "BF16",
+  "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64",
+])
+const supportedList = Object.keys(dtypeOfTag).join(", ")
+
+// The format is little-endian; typed arrays use the host order, so big-endian hosts swap.
+const hostIsLittleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+
+function swapBytes(bytes: Uint8Array, itemsize: number): void {
+  for (let i = 0; i + itemsize <= bytes.length; i += itemsize) bytes.subarray(i, i + itemsize).reverse()
+}
+
+const product = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
+
+const isShape = (s: unknown): s is number[] =>
+  Array.isArray(s) && s.every((d) => typeof d === "number" && Number.isSafeInteger(d) && d >= 0)
+
+function matchesDType(data: HostArray, dtype: DType): boolean {
+  switch (dtype) {
+    case "float32": return data instanceof Float32Array
+    case "float64": return data instanceof Float64Array
+    case "int32": return data instanceof Int32Array
+  }
+}
+
+const arrayName = (data: unknown): string =>
+  (data as { constructor?: { name?: string } } | null)?.constructor?.name ?? typeof data
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/**
+ * Serialises tensors (sorted by name, so equal inputs give equal bytes). The header is padded
+ * with spaces so the byte buffer starts 8-byte aligned. Throws a plain Error naming the tensor
+ * when a tensor is inconsistent: that is a bug in the caller, not a bad file.
+ */
+export function encodeSafetensors(
+  tensors: Readonly<Record<string, StoredTensor>>,
+  metadata?: Readonly<Record<string, string>>,
+): Uint8Array {
+  const names = Object.keys(tensors).sort()
+  // Built by hand rather than with JSON.stringify(object): objects put integer-like keys
+  // ("0", "10") first, which would break the sorted order.
+  const entries: string[] = []
+  if (metadata !== undefined) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== "string") throw new Error(`safetensors: metadata "${k}" must be a string, got ${typeof v}`)
+    }
+    entries.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(Object.fromEntries(Object.entries(metadata)))}`)
+  }
+  const parts: Uint8Array[] = []
+  let offset = 0
+  for (const name of names) {
+    if (name === METADATA_KEY) throw new Error(`safetensors: "${METADATA_KEY}" is reserved and cannot name a tensor`)
+    const t = tensors[name]!
+    if (!(t.dtype in tagOf)) throw new Error(`safetensors: tensor "${name}" has unknown dtype ${String(t.dtype)}`)
+    if (!isShape(t.shape)) {
+      throw new Error(`safetensors: tensor "${name}" has shape ${JSON.stringify(t.shape)}; dims must be non-negative integers`)
+    }
+    if (!matchesDType(t.data, t.dtype)) {
+      throw new Error(`safetensors: tensor "${name}" is declared ${t.dtype} but its data is a ${arrayName(t.data)}`)
+    }
+    if (t.data.length !== product(t.shape)) {
+      throw new Error(
+        `safetensors: tensor "${name}" has ${t.data.length} elements but shape ${fmtShape(t.shape)} needs ${product(t.shape)}`,
+      )
+    }
+    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+    parts.push(bytes)
+    const end = offset + bytes.length
+    entries.push(
+      `${JSON.stringify(name)}:{"dtype":"${tagOf[t.dtype]}","shape":${JSON.stringify(t.shape)},"data_offsets":[${offset},${end}]}`,
+    )
+    offset = end
+  }
+  const json = new TextEncoder().encode(`{${entries.join(",")}}`)
+  const headerLen = Math.ceil(json.length / 8) * 8
+  const out = new Uint8Array(8 + headerLen + offset)
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerLen), true)
+  out.set(json, 8)
+  out.fill(0x20, 8 + json.length, 8 + headerLen) // spaces: JSON parsers skip them
+  let at = 8 + headerLen
+  for (const [i, name] of names.entries()) {
+    const bytes = parts[i]!
+    out.set(bytes, at)
+    if (!hostIsLittleEndian) swapBytes(out.subarray(at, at + bytes.length), bytesPerElement[tensors[name]!.dtype])
+    at += bytes.length
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+interface Entry {
+  readonly name: string
+  readonly dtype: DType
+  readonly shape: number[]
+  readonly begin: number
+  readonly end: number
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v)
+
+/** Parses and checks one header entry; `fail` throws. */
+function parseEntry(
+  name: string,
+  raw: unknown,
+  bufferLen: number,
+  fail: (message: string, tensor?: string) => never,
+): Entry {
+  const bad = (what: string): never => fail(`tensor "${name}": ${what}`, name)
+  if (!isPlainObject(raw)) return bad(`header entry must be an object, got ${JSON.stringify(raw)}`)
+  for (const field of ["dtype", "shape", "data_offsets"]) {
+    if (!(field in raw)) return bad(`header entry is missing "${field}"`)
+  }
+  const tag = raw["dtype"]
+  if (typeof tag !== "string") return bad(`dtype must be a string, got ${JSON.stringify(tag)}`)
+  const dtype = dtypeOfTag[tag]
+  if (dtype === undefined) {
+    return bad(
+      unsupportedTags.has(tag)
+        ? `dtype ${tag} is not supported by miniseq (supported: ${supportedList}); convert the checkpoint`
+        : `unknown dtype ${JSON.stringify(tag)} (supported: ${supportedList})`,
+    )
+  }
+  const shape = raw["shape"]
+  if (!isShape(shape)) return bad(`shape ${JSON.stringify(shape)} must be a list of non-negative integers`)
+  const offsets = raw["data_offsets"]
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+    return bad(`data_offsets ${JSON.stringify(offsets)} must be two non-negative integers [begin, end]`)
+  }
+  const [begin, end] = offsets as [number, number]
+  if (begin > end) return bad(`data_offsets [${begin}, ${end}] end before they begin`)
+  const expected = product(shape) * bytesPerElement[dtype]
+  if (end - begin !== expected) {
+    return bad(
+      `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${tag} ${fmtShape(shape)} needs ${expected}`,
+    )
+  }
+  if (end > bufferLen) {
+    return bad(
+      `data_offsets [${begin}, ${end}] run past the end of the byte buffer (${bufferLen} bytes); the file is truncated`,
+    )
+  }
+  return { name, dtype, shape, begin, end }
+}
+
+/**
+ * Parses a safetensors file. Every malformed input throws BadCheckpoint naming `path` (and the
+ * tensor at fault where there is one). Tensor data is copied out, so the arrays are aligned and
+ * do not alias `bytes`. Only F32, F64 and I32 tensors can be read.
+ */
+export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safetensors {
+  const fail = (message: string, tensor?: string): never => {
+    throw new BadCheckpoint({ path, ...(tensor === undefined ? {} : { tensor }), message: `${path}: ${message}` })
+  }
+  if (bytes.length < 8) fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length; not a safetensors file`)
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const headerLenBig = view.getBigUint64(0, true)
+  if (headerLenBig > BigInt(bytes.length - 8)) {
+    fail(`header length ${headerLenBig} runs past the end of the file (${bytes.length} bytes); the file is truncated or not safetensors`)
+  }
+  const headerLen = Number(headerLenBig)
+  const dataStart = 8 + headerLen
+  const bufferLen = bytes.length - dataStart
+
+  let text = ""
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart))
+  } catch {
+    fail("header is not valid UTF-8")
+  }
+  let header: unknown
+  try {
+    header = JSON.parse(text)
+  } catch (e) {
+    fail(`header is not valid JSON (${e instanceof Error ? e.message : String(e)})`)
+  }
+  if (!isPlainObject(header)) fail(`header must be a JSON object, got ${JSON.stringify(header)?.slice(0, 40)}`)
+  const headerObj = header as Record<string, unknown>
+
+  const metadata: Record<string, string> = {}
+  const rawMeta = headerObj[METADATA_KEY]
+  if (rawMeta !== undefined) {
+    if (!isPlainObject(rawMeta)) fail(`${METADATA_KEY} must be an object of strings`)
+    for (const [k, v] of Object.entries(rawMeta as Record<string, unknown>)) {
+      if (typeof v !== "string") fail(`${METADATA_KEY} value for ${JSON.stringify(k)} must be a string, got ${JSON.stringify(v)}`)
+      Object.defineProperty(metadata, k, { value: v, enumerable: true, writable: true, configurable: true })
+    }
+  }
+
+  const entries = Object.entries(headerObj)
+    .filter(([name]) => name !== METADATA_KEY)
+    .map(([name, raw]) => parseEntry(name, raw, bufferLen, fail))
+
+  // The spec requires the tensors to tile the byte buffer exactly: no gaps, no overlaps.
+  const byOffset = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)
+  let covered = 0
+  let prev: Entry | undefined
+  for (const e of byOffset) {
+    if (e.begin < covered) {
+      fail(`tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] overlap tensor "${prev?.name}" (ends at ${covered})`, e.name)
+    }
+    if (e.begin > covered) {
+      const after = prev === undefined ? "the start of the byte buffer" : `tensor "${prev.name}" (ends at ${covered})`
+      fail(`tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] leave a gap of ${e.begin - covered} bytes after ${after}`, e.name)
+    }
+    covered = e.end
+    prev = e
+  }
+  if (covered !== bufferLen) {
+    fail(`byte buffer has ${bufferLen - covered} trailing bytes after the last tensor (ends at ${covered}) that no tensor covers`)
+  }
+
+  const tensors = Object.fromEntries(
+    entries.map((e): [string, StoredTensor] => {
+      // A fresh buffer: aligned for Float64Array wherever the data sat in the file.
+      const copy = new Uint8Array(e.end - e.begin)
+      copy.set(bytes.subarray(dataStart + e.begin, dataStart + e.end))
+      const size = bytesPerElement[e.dtype]
+      if (!hostIsLittleEndian) swapBytes(copy, size)
+      const n = copy.length / size
+      const data =
+        e.dtype === "float32" ? new Float32Array(copy.buffer, 0, n)
+        : e.dtype === "float64" ? new Float64Array(copy.buffer, 0, n)
+        : new Int32Array(copy.buffer, 0, n)
+      return [e.name, { dtype: e.dtype, shape: e.shape, data }]
+    }),
+  )
+  return { tensors, metadata }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+const errCode = (e: unknown): string | undefined => (e as { code?: unknown } | null)?.code as string | undefined
+
+/**
+ * Writes a checkpoint so that `path` holds either the old file or the complete new one, never
+ * a torn write: temp file in the same directory (rename is atomic only within a filesystem),
+ * fsync, rename over `path`, fsync the directory so the rename itself survives a crash.
+ */
+export async function writeSafetensorsAtomic(
+  path: string,
+  tensors: Readonly<Record<string, StoredTensor>>,
+  metadata?: Readonly<Record<string, string>>,
+): Promise<void> {
+  const bytes = encodeSafetensors(tensors, metadata) // before touching disk: bad input writes nothing
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`
+  let created = false
+  try {
+    const handle = await open(tmp, "wx")
+    created = true
+    try {
+      await handle.writeFile(bytes)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    await rename(tmp, path)
+  } catch (e) {
+    if (created) await rm(tmp, { force: true }).catch(() => undefined)
+    throw e
+  }
+  await syncDirectory(dirname(path))
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  let handle
+  try {
+    handle = await open(dir, "r")
+    await handle.sync()
+  } catch (e) {
+    // Some platforms (Windows) and filesystems cannot fsync a directory; the file is in place.
+    const code = errCode(e)
+    if (!(process.platform === "win32" || code === "EINVAL" || code === "ENOTSUP" || code === "EISDIR" || code === "EPERM")) throw e
+  } finally {
+    await handle?.close()
+  }
+}
+
+/** Reads and decodes a checkpoint; an unreadable or missing file is a BadCheckpoint too. */
+export async function readSafetensors(path: string): Promise<Safetensors> {
+  let bytes: Uint8Array
+  try {
+    bytes = await readFile(path)
+  } catch (e) {
+    const code = errCode(e)
+    const message =
+      code === "ENOENT" ? `${path}: file does not exist`
+      : code === "EISDIR" ? `${path}: is a directory, not a safetensors file`
+      : `${path}: cannot read file (${e instanceof Error ? e.message : String(e)})`
+    throw new BadCheckpoint({ path, message })
+  }
+  return decodeSafetensors(bytes, path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matching a checkpoint to a model
+
+/**
+ * Refuses a checkpoint that does not hold exactly the tensors a model expects (e.g. one saved
+ * from another model config). Throws BadCheckpoint naming the first offending tensor, checking
+ * expected names in sorted order, then unexpected extras.
+ */
+export function checkTensors(
+  loaded: Readonly<Record<string, StoredTensor>>,
+  expected: Readonly<Record<string, { readonly dtype: DType; readonly shape: readonly number[] }>>,
+  path: string,
+): void {
+  const fail = (tensor: string, what: string): never => {
+    throw new BadCheckpoint({ path, tensor, message: `${path}: tensor "${tensor}" ${what}` })
+  }
+  const has = (r: object, k: string): boolean => Object.prototype.hasOwnProperty.call(r, k)
+  for (const name of Object.keys(expected).sort()) {
+    const want = expected[name]!
+    if (!has(loaded, name)) {
+      fail(name, `is missing from the checkpoint (model expects ${want.dtype} ${fmtShape(want.shape)}); was it saved from another model config?`)
+    }
+    const got = loaded[name]!
+    if (got.dtype !== want.dtype) {
+      fail(name, `has dtype ${got.dtype} in the checkpoint but the model expects ${want.dtype}`)
+    }
+    if (got.shape.length !== want.shape.length || got.shape.some((d, i) => d !== want.shape[i])) {
+      fail(
+        name,
+        `has shape ${fmtShape(got.shape)} in the checkpoint but the model expects ${fmtShape(want.shape)}; was it saved from another model config?`,
+      )
+    }
+  }
+  for (const name of Object.keys(loaded).sort()) {
+    if (!has(expected, name)) fail(name, `is in the checkpoint but the model has no such tensor; was it saved from another model config?`)
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * The training loop. One step, end to end:
+ *   batches.batchAt(step)            → tokens, targets (shifted), a pure function of the step
+ *   execute(gradient graph)          → loss + gradients   (executor.ts → primitives → kernels)
+ *   execute(AdamW graph, in place)   → parameters and moments updated on the device
+ * Parameters and optimizer state stay on the backend between steps; only the loss, the
+ * gradient norm and checkpoints are read back.
+ */
+import { Effect } from "effect"
+import { Backend, type BackendImpl, type Buffer } from "../backends/backend.js"
+import type { HostArray } from "../core/dtype.js"
+import { BadCheckpoint, NonFiniteLoss } from "../core/errors.js"
+import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
+import type { Tensor } from "../core/graph.js"
+import type { MemoryKind, MemoryReport } from "../core/memory.js"
+import { normal, rng } from "../core/random.js"
+import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js"
+import type { LlamaConfig } from "./config.js"
+import type { Batches } from "./data.js"
+import { type Mode, parameterShapes } from "./llama.js"
+import { type AdamWOptions, defaultAdamW, learningRate } from "./optimizer.js"
+import { type GradientGraph, stepGraphs } from "./step.js"
+
+export interface TrainOptions {
+  readonly model: LlamaConfig
+  readonly mode: Mode
+  readonly mlpChunks?: number | "auto"
+  readonly lmChunks?: number | "auto"
+  readonly batch: number
+  readonly seq: number
+  readonly steps: number
+  /** Micro-batches per optimizer step (gradient accumulation). */
+  readonly accumulation?: number
+  readonly lr: number
+  readonly minLr?: number
+  readonly warmup?: number
+  readonly adamw?: Partial<AdamWOptions>
+  readonly seed: number
+  /** Where checkpoints go; a run finding one there resumes from it. */
+  readonly checkpointDir?: string
+  readonly checkpointEvery?: number
+}
+
+export interface StepRecord {
+  readonly step: number
+  readonly loss: number
+  readonly lr: number
+  readonly gradNorm: number
+  readonly tokensPerSecond: number
+  /** The step's peak live bytes (the larger of the gradient and optimizer passes). */
+  readonly peak: number
+  readonly memory: MemoryReport
+}
+
+export interface TrainResult {
+  readonly records: readonly StepRecord[]
+  readonly resumedFrom: number
+  /** Final parameters, read back (HF names). */
+  readonly parameters: Record<string, Float32Array>
+}
+
+type TrainError = ExecutionError | NonFiniteLoss | BadCheckpoint
+
+/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
+export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
+  const random = rng(seed)
+  return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
+    const size = shape.reduce((a, b) => a * b, 1)
+    return [name, shape.length === 1 ? new Float32Array(size).fill(1) : Float32Array.from(normal(random, size, 0.02))]
+  }))
+}
+
+const upload = (b: BackendImpl, data: HostArray): Buffer => {
+  const buf = b.alloc(data instanceof Int32Array ? "int32" : "float32", data.length)
+  b.write(buf, data)
+  return buf
+}
+
+const countTargets = (targets: Int32Array): number => targets.reduce((n, t) => (t === -100 ? n : n + 1), 0)
+
+export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord) => void = () => {}): Effect.Effect<TrainResult, TrainError, Backend> {
+  return Effect.gen(function* () {
+    const backend = yield* Backend
+    const A = opts.accumulation ?? 1
+    const hyper = { ...defaultAdamW, ...opts.adamw }
+    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A }, hyper))
+    const names = graphs.first.names
+    const adam = graphs.adamw
+
+    // State: resume from the latest checkpoint, or start fresh.
+    const run = { seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: A, steps: opts.steps, lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0 }
+    const found = opts.checkpointDir === undefined ? undefined : yield* latestCheckpoint(opts.checkpointDir)
+    const state: CheckpointState = found === undefined
+      ? { step: 0, run, parameters: initialParameters(opts.model, opts.seed), m: {}, v: {} }
+      : yield* loadCheckpoint(found, parameterShapes(opts.model))
+    const differs = Object.entries(run).filter(([k, v]) => state.run?.[k] !== undefined && state.run[k] !== v)
+    if (found !== undefined && differs.length > 0) {
+      return yield* Effect.fail(new BadCheckpoint({ path: found, message: `${found} belongs to a run with ${differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")}; this run has ${differs.map(([k, v]) => `${k} ${v}`).join(", ")}. Resume with the same options, or train into another directory` }))
+    }
+    const zeros = (n: string) => new Float32Array(state.parameters[n]!.length)
+    const params = Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!)]))
+    const m = Object.fromEntries(names.map((n) => [n, upload(backend, state.m[n] ?? zeros(n))]))
+    const v = Object.fromEntries(names.map((n) => [n, upload(backend, state.v[n] ?? zeros(n))]))
+    const readAll = (bufs: Record<string, Buffer>) =>
+      Effect.promise(async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, (await backend.read(bufs[n]!)) as Float32Array] as const))))
+    const scalar = (x: number) => upload(backend, Float32Array.of(x))
+
+    const records: StepRecord[] = []
+    const schedule = { lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, steps: opts.steps }
+    for (let step = state.step + 1; step <= opts.steps; step++) {
+      const started = performance.now()
+      const micro = Array.from({ length: A }, (_, k) => batches.batchAt((step - 1) * A + k))
+      const count = Math.max(1, micro.reduce((n, b) => n + countTargets(b.targets), 0)) // global over the micro-batches
+      let grads: Buffer[] | undefined
+      let loss = 0
+      let worst: MemoryReport | undefined
+      for (const batch of micro) {
+        const g: GradientGraph = grads === undefined ? graphs.first : graphs.accumulate!
+        const data = [upload(backend, batch.tokens), upload(backend, batch.targets), scalar(count)]
+        const bindings = new Map<Tensor, Binding>([
+          [g.model.tokens, { buffer: data[0]!, kind: "activations" }],
+          [g.model.targets, { buffer: data[1]!, kind: "activations" }],
+          [g.model.count, { buffer: data[2]!, kind: "activations" }],
+        ])
+        names.forEach((n, i) => {
+          bindings.set(g.model.params[n]!, { buffer: params[n]!, kind: "weights" })
+          // The optimizer state is resident during the pass: bound (and counted), never read.
+          bindings.set(adam.m[n]!, { buffer: m[n]!, kind: "optimizer" }).set(adam.v[n]!, { buffer: v[n]!, kind: "optimizer" })
+          if (g.previous) bindings.set(g.previous[n]!, { buffer: grads![i]!, kind: "gradients" })
+        })
+        const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace }))
+        data.forEach((b) => backend.free(b))
+        const [lossBuffer, ...gradBuffers] = run.outputs
+        loss += ((yield* Effect.promise(() => backend.read(lossBuffer!))) as Float32Array)[0]!
+        backend.free(lossBuffer!)
+        // Accumulated gradients not written in place replace their predecessors.
+        grads?.forEach((b, i) => { if (b !== gradBuffers[i]) backend.free(b) })
+        grads = gradBuffers
+        if (worst === undefined || run.memory.peak > worst.peak) worst = run.memory
+      }
+      if (!Number.isFinite(loss)) {
+        grads!.forEach((b) => backend.free(b))
+        return yield* Effect.fail(new NonFiniteLoss({ step, loss, message: `loss is ${loss} at step ${step}; parameters were not updated and no checkpoint was written. Lower --lr or add --warmup steps` }))
+      }
+
+      // AdamW, in place over parameters and moments.
+      const lr = learningRate(schedule, step)
+      const scalars = [scalar(lr), scalar(1 - hyper.beta1 ** step), scalar(1 - hyper.beta2 ** step)]
+      const bindings = new Map<Tensor, Binding>([
+        [adam.lr, { buffer: scalars[0]!, kind: "temporaries" }],
+        [adam.correction1, { buffer: scalars[1]!, kind: "temporaries" }],
+        [adam.correction2, { buffer: scalars[2]!, kind: "temporaries" }],
+      ])
+      const kinds: Array<[Record<string, Tensor>, Record<string, Buffer> | Buffer[], MemoryKind]> = [[adam.params, params, "weights"], [adam.grads, grads!, "gradients"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"]]
+      for (const [tensors, buffers, kind] of kinds) names.forEach((n, i) => bindings.set(tensors[n]!, { buffer: Array.isArray(buffers) ? buffers[i]! : buffers[n]!, kind }))
+      const outputs = [adam.gradNorm, ...names.flatMap((n) => [adam.newParams[n]!, adam.newM[n]!, adam.newV[n]!])]
+      const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace }))
+      const [normBuffer, ...updated] = update.outputs
+      const gradNorm = ((yield* Effect.promise(() => backend.read(normBuffer!))) as Float32Array)[0]!
+      // Outputs that could not be written in place replace their inputs.
+      names.forEach((n, i) => {
+        const [p, mm, vv] = [updated[3 * i]!, updated[3 * i + 1]!, updated[3 * i + 2]!]
+        if (p !== params[n]) { backend.free(params[n]!); params[n] = p }
+        if (mm !== m[n]) { backend.free(m[n]!); m[n] = mm }
+        if (vv !== v[n]) { backend.free(v[n]!); v[n] = vv }
+      })
+      ;[normBuffer!, ...scalars, ...grads!].forEach((b) => backend.free(b))
+
+      const memory = update.memory.peak > worst!.peak ? update.memory : worst!
+      const seconds = (performance.now() - started) / 1000
+      const record: StepRecord = { step, loss, lr, gradNorm, tokensPerSecond: (A * opts.batch * opts.seq) / seconds, peak: memory.peak, memory }
+      records.push(record)
+      onStep(record)
+
+      const every = opts.checkpointEvery ?? 0
+      if (opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))) {
+        yield* saveCheckpoint(opts.checkpointDir, { step, run, parameters: yield* readAll(params), m: yield* readAll(m), v: yield* readAll(v) }, parameterShapes(opts.model))
+      }
+    }
+    const parameters = yield* readAll(params)
+    for (const bufs of [params, m, v]) for (const n of names) backend.free(bufs[n]!)
+    return { records, resumedFrom: state.step, parameters }
+  })
+}

@@ -1,0 +1,139 @@
+// The main job: modes agree, the planner predicts the measured peak, resume reproduces, errors are clear.
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect, Exit } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
+import { decodeConfig, decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
+import { makeBatches } from "../src/models/data.js"
+import { llamaLoss, type Mode, modes } from "../src/models/llama.js"
+import { planStep } from "../src/models/planner.js"
+import { type TrainOptions, train } from "../src/models/train.js"
+import { rng } from "../src/core/random.js"
+import { maxRelDiff } from "./helpers.js"
+
+const model: LlamaConfig = decodeConfigSync({
+  hidden_size: 32, intermediate_size: 80, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  vocab_size: 64, max_position_embeddings: 64,
+})
+const random = rng(3)
+// Something to learn: a fixed successor for every token, broken by 10% noise.
+const successor = Int32Array.from({ length: 64 }, (_, i) => (i * 37 + 11) % 64)
+const corpus = new Int32Array(4000)
+for (let i = 1; i < corpus.length; i++) corpus[i] = random() < 0.1 ? Math.floor(random() * 64) : successor[corpus[i - 1]!]!
+const base: TrainOptions = { model, mode: "vanilla", batch: 2, seq: 24, steps: 30, lr: 1e-2, warmup: 3, seed: 5, mlpChunks: 5, lmChunks: 7 }
+const batches = makeBatches({ tokens: corpus, batch: base.batch, seq: base.seq, seed: 9 })
+const runTrain = (opts: TrainOptions, onStep?: Parameters<typeof train>[2]) => Effect.runPromiseExit(train(opts, batches, onStep).pipe(Effect.provide(cpuBackendLayer())))
+const ok = async (opts: TrainOptions) => {
+  const exit = await runTrain(opts)
+  if (Exit.isFailure(exit)) throw new Error(String(exit.cause))
+  return exit.value
+}
+
+const dirs: string[] = []
+const tempDir = async () => { const d = await mkdtemp(join(tmpdir(), "miniseq-")); dirs.push(d); return d }
+afterAll(async () => { await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))) })
+
+describe("the four modes train identically", () => {
+  it("same loss curve over 30 steps (≤ 1e-4 relative) and the same parameters, with M that does not divide S", async () => {
+    const results = await Promise.all(modes.map((mode) => ok({ ...base, mode })))
+    const [vanilla, ...others] = results
+    const losses = vanilla!.records.map((r) => r.loss)
+    expect(losses.length).toBe(30)
+    expect(losses.at(-1)!).toBeLessThan(losses[0]! - 0.3) // it learns
+    for (const r of others) {
+      expect(maxRelDiff(r.records.map((x) => x.loss), losses)).toBeLessThan(1e-4)
+      for (const name of Object.keys(vanilla!.parameters)) expect(maxRelDiff(r.parameters[name]!, vanilla!.parameters[name]!)).toBeLessThan(1e-3)
+    }
+  })
+
+  it("gradient accumulation over 2 micro-batches of 1 equals one batch of 2", async () => {
+    // Micro-batch k of step s is batchAt((s−1)·A + k): feed the same rows both ways.
+    const rows = makeBatches({ tokens: corpus, batch: 1, seq: 24, seed: 9 })
+    const paired = { batch: 2, seq: 24, windows: rows.windows, batchAt: (s: number) => {
+      const [a, b] = [rows.batchAt(2 * s), rows.batchAt(2 * s + 1)]
+      return { tokens: Int32Array.from([...a.tokens, ...b.tokens]), targets: Int32Array.from([...a.targets, ...b.targets]), starts: Int32Array.from([...a.starts, ...b.starts]) }
+    } }
+    const once = await Effect.runPromise(train({ ...base, steps: 5, mode: "mst" }, paired).pipe(Effect.provide(cpuBackendLayer())))
+    const twice = await Effect.runPromise(train({ ...base, batch: 1, accumulation: 2, steps: 5, mode: "mst" }, rows).pipe(Effect.provide(cpuBackendLayer())))
+    expect(maxRelDiff(twice.records.map((r) => r.loss), once.records.map((r) => r.loss))).toBeLessThan(1e-5)
+  })
+})
+
+describe("the planner is the executor in counting mode", () => {
+  it("predicts the measured peak of a real CPU step within 5% (exactly, in fact), across modes and lengths", async () => {
+    for (const seq of [16, 40]) {
+      for (const mode of modes) {
+        const predicted = planStep(model, 2, seq, { mode, mlpChunks: 3, lmChunks: 4 }, makeCpuBackend()).peak
+        const cpu = makeCpuBackend()
+        const b = makeBatches({ tokens: corpus, batch: 2, seq, seed: 1 })
+        const r = await Effect.runPromise(train({ ...base, mode, seq, steps: 1, mlpChunks: 3, lmChunks: 4 }, b).pipe(Effect.provide(cpuBackendLayer(cpu))))
+        const measured = r.records[0]!.peak
+        expect(Math.abs(predicted - measured) / measured).toBeLessThan(0.05)
+        expect(predicted).toBe(measured)
+        expect(cpu.memory().peak).toBeGreaterThanOrEqual(measured) // the backend also held the upload staging
+      }
+    }
+  })
+
+  it("MST needs less memory than vanilla, and mst+checkpoint least of all, for a large vocabulary", () => {
+    const big = { ...model, vocab_size: 8192, max_position_embeddings: 512 }
+    const peak = (mode: Mode) => planStep(big, 1, 512, { mode }, makeCpuBackend()).peak
+    expect(peak("mst")).toBeLessThan(peak("vanilla"))
+    expect(peak("mst+checkpoint")).toBeLessThan(peak("checkpoint"))
+  })
+})
+
+describe("checkpoints and resume", () => {
+  it("an interrupted run, resumed, reproduces the uninterrupted one bitwise", async () => {
+    const whole = await ok({ ...base, steps: 12, mode: "mst" })
+    const dir = await tempDir()
+    const opts = { ...base, steps: 12, mode: "mst" as const, checkpointDir: dir, checkpointEvery: 4 }
+    const interrupted = await runTrain(opts, (r) => { if (r.step === 7) throw new Error("killed") })
+    expect(Exit.isFailure(interrupted)).toBe(true)
+    expect((await readdir(dir)).sort()).toEqual(["step-00000004"]) // step 7 never reached a checkpoint
+    const resumed = await ok(opts)
+    expect(resumed.resumedFrom).toBe(4)
+    expect(resumed.records.map((r) => r.loss)).toEqual(whole.records.slice(4).map((r) => r.loss))
+    for (const name of Object.keys(whole.parameters)) expect(resumed.parameters[name]).toEqual(whole.parameters[name])
+    expect((await readdir(dir)).sort()).toEqual(["step-00000008", "step-00000012"])
+    const state = JSON.parse(await readFile(join(dir, "step-00000012", "trainer_state.json"), "utf8"))
+    expect(state.step).toBe(12)
+  })
+
+  it("refuses to resume with other options or another model, naming what differs", async () => {
+    const dir = await tempDir()
+    await ok({ ...base, steps: 2, checkpointDir: dir })
+    const otherSeed = await runTrain({ ...base, steps: 4, seed: 6, checkpointDir: dir })
+    expect(String(Exit.isFailure(otherSeed) ? otherSeed.cause : "")).toMatch(/BadCheckpoint[\s\S]*seed 5[\s\S]*seed 6/)
+    const wider = await runTrain({ ...base, steps: 2, model: { ...model, intermediate_size: 96 }, checkpointDir: dir })
+    expect(String(Exit.isFailure(wider) ? wider.cause : "")).toContain('tensor "model.layers.0.mlp.down_proj.weight"')
+  })
+})
+
+describe("bad input is a clear error and loses nothing", () => {
+  it("a non-finite loss stops training before the update, keeping the last good checkpoint", async () => {
+    const dir = await tempDir()
+    const saved: Buffer[] = []
+    // lr 1e10 makes step 1's update blow the weights up, so step 2's loss is NaN.
+    const exploding = await runTrain({ ...base, steps: 4, lr: 1e10, warmup: 0, checkpointDir: dir, checkpointEvery: 1 }, async () => {})
+    const cause = String(Exit.isFailure(exploding) ? exploding.cause : "")
+    expect(cause).toContain("NonFiniteLoss: loss is NaN at step 2")
+    expect(cause).toContain("parameters were not updated")
+    expect(await readdir(dir)).toEqual(["step-00000001"])
+    saved.push(await readFile(join(dir, "step-00000001", "model.safetensors")))
+    expect(saved[0]!.length).toBeGreaterThan(0)
+  })
+
+  it("a sequence longer than the model allows", () => {
+    expect(() => llamaLoss(model, 1, 65, { mode: "mst" })).toThrow(/sequence length 65 exceeds the model's max_position_embeddings \(64\)/)
+  })
+
+  it("a bad config names the field", async () => {
+    const bad = await Effect.runPromiseExit(decodeConfig({ ...model, num_key_value_heads: 3 }))
+    expect(String(Exit.isFailure(bad) ? bad.cause : "")).toContain("num_key_value_heads: 3 must divide num_attention_heads (4)")
+    const missing = await Effect.runPromiseExit(decodeConfig({ hidden_size: 8 }))
+    expect(String(Exit.isFailure(missing) ? missing.cause : "")).toMatch(/BadConfig[\s\S]*intermediate_size/)
+  })
+})
