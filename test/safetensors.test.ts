@@ -42,7 +42,7 @@ function badCheckpoint(f: () => unknown): BadCheckpoint {
 // ---------------------------------------------------------------------------------------------
 
 const dtypeArb = fc.constantFrom<DType>("float32", "float64", "int32")
-const itemsize: Record<DType, number> = { float32: 4, float64: 8, int32: 4 }
+const itemsize: Record<DType, number> = { float32: 4, float64: 8, int32: 4, bfloat16: 2 }
 
 /** A tensor whose payload is arbitrary bytes: NaNs with payloads, -0, infinities, subnormals. */
 const tensorArb: fc.Arbitrary<StoredTensor> = fc

@@ -44,7 +44,10 @@ export interface MatmulSpec {
   readonly k: number
   readonly transA: boolean
   readonly transB: boolean
-  /** out += product instead of out = product: how a weight gradient accumulates in place. */
+  /**
+   * out += product instead of out = product: how a weight gradient accumulates in place. With
+   * accumulate, out may be float32 while a and b are bfloat16.
+   */
   readonly accumulate?: boolean
 }
 

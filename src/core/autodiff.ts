@@ -3,7 +3,7 @@
  * VJP rules in `primitives.ts` (and `regions.ts` for regions), so every backend runs it and the
  * executor plans its memory like any other graph.
  */
-import { isFloat } from "./dtype.js"
+import { isFloat, wider } from "./dtype.js"
 import { GraphError } from "./errors.js"
 import { type Node, schedule, type Tensor, withPhase } from "./graph.js"
 import * as o from "./ops.js"
@@ -13,8 +13,9 @@ import { regionVjp } from "./regions.js"
 function nodeVjp(node: Node, cts: readonly (Tensor | undefined)[]): readonly (Tensor | undefined)[] {
   if (node.op === "region") return regionVjp(node as Node<"region">, cts)
   if (node.op === "input") return []
-  const ct = cts[0]
-  if (ct === undefined) return node.inputs.map(() => undefined)
+  const given = cts[0]
+  if (given === undefined) return node.inputs.map(() => undefined)
+  const ct = o.cast(given, node.results[0]!.dtype) // a wider (fp32) cotangent enters the rule in the op's dtype
   const rule = rules[node.op] as { vjp(ct: Tensor, n: Node): (Tensor | undefined)[] }
   return rule.vjp(ct, node)
 }
@@ -38,11 +39,14 @@ export function vjp(
   return withPhase("backward", () => {
     const ct = new Map<Tensor, Tensor>()
     const accumulate = (t: Tensor, g: Tensor) => {
-      if (g.dtype !== t.dtype || g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
+      if (g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
         throw new GraphError({ message: `internal: gradient ${g} does not match ${t}` })
       }
+      // Gradients may be wider than their tensor (fp32 accumulators for bf16 weights): add in the wider type.
       const prev = ct.get(t)
-      ct.set(t, prev === undefined ? g : o.add(prev, g))
+      if (prev === undefined) return void ct.set(t, g)
+      const d = wider(prev.dtype, g.dtype)
+      ct.set(t, o.add(o.cast(prev, d), o.cast(g, d)))
     }
     outputs.forEach((t, i) => accumulate(t, cotangents[i]!))
     for (let k = nodes.length - 1; k >= 0; k--) {

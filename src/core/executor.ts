@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import type { BackendImpl, Buffer, View } from "../backends/backend.js"
 import { Backend, contiguousStrides } from "../backends/backend.js"
 import { makeCountingBackend } from "../backends/counting.js"
-import { bytesPerElement, dtypeOf, type HostArray } from "./dtype.js"
+import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, schedule, type Tensor, type TensorType } from "./graph.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
@@ -50,7 +50,10 @@ export interface RunResult {
 
 const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
 
-const elementwise: ReadonlySet<string> = new Set(["neg", "exp", "log", "sqrt", "recip", "sin", "cos", "add", "sub", "mul", "div", "maximum", "less", "equal", "where"])
+/** A matmul may add its product into a wider accumulator (bf16 operands, fp32 weight gradient). */
+const canAccumulateInto = (result: DType, acc: DType): boolean => result === acc || (result === "bfloat16" && acc === "float32")
+
+const elementwise: ReadonlySet<string> = new Set(["cast", "neg", "exp", "log", "sqrt", "recip", "sin", "cos", "add", "sub", "mul", "div", "maximum", "less", "equal", "where"])
 
 class Executor {
   /** Everything allocated and not yet freed, so a failed run can give it all back. */
@@ -117,7 +120,7 @@ class Executor {
       }
       const ins = node.inputs.map((t) => env.get(t)!)
       const acc = into.get(node.results[0]!)
-      if (acc !== undefined && node.op === "matmul" && uses.get(node.results[0]!) === 1) {
+      if (acc !== undefined && node.op === "matmul" && uses.get(node.results[0]!) === 1 && canAccumulateInto(node.results[0]!.dtype, acc.buffer.dtype)) {
         // A weight gradient the caller accumulates: the matmul adds straight into the accumulator.
         this.backend.matmul(ins[0]!.buffer, ins[1]!.buffer, acc.buffer, matmulSpec(node as Node<"matmul">, true))
         env.set(node.results[0]!, this.retain(acc))
@@ -174,14 +177,19 @@ class Executor {
     }
     if (parts.length === 1) {
       const body = a.bodyFor(parts[0]![1])
-      return this.runGraph(body.outputs, body.params, ins, temporaries).map((al, j) => {
+      return this.runGraph(body.outputs, body.params, ins, temporaries).map((out, j) => {
+        let al = out
+        if (al.buffer.dtype !== node.results[j]!.dtype) { // a bf16 piece summed into an fp32 result
+          al = this.castTo(out, node.results[j]!.shape, node.results[j]!.dtype)
+          this.release(out)
+        }
         // A fresh result changes owner from the body to the caller; an alias keeps its kind.
         if (al.refs === 1 && !al.external && al.kind !== kinds[j]) { this.ledger.retag(al.kind, kinds[j]!, al.bytes); al.kind = kinds[j]! }
         return al
       })
     }
     const results = node.results.map((r, j) => {
-      const al = this.allocate(r, kinds[j]!)
+      const al = this.allocate(a.combine[j] === "sum" ? { shape: r.shape, dtype: a.accumulate?.[j] ?? r.dtype } : r, kinds[j]!)
       if (a.combine[j] === "sum") this.backend.fill(al.buffer, 0)
       return al
     })
@@ -203,7 +211,9 @@ class Executor {
         if (al === acc) {
           // already accumulated in place by its matmul
         } else if (a.combine[j] === "sum") {
-          this.backend.binary("add", acc.buffer, al.buffer, acc.buffer) // in place: one accumulator for all pieces
+          const piece = al.buffer.dtype === acc.buffer.dtype ? al : this.castTo(al, body.outputs[j]!.shape, acc.buffer.dtype)
+          this.backend.binary("add", acc.buffer, piece.buffer, acc.buffer) // in place: one accumulator for all pieces
+          if (piece !== al) this.release(piece)
         } else {
           const shape = node.results[j]!.shape
           const strides = contiguousStrides(shape)
@@ -213,7 +223,20 @@ class Executor {
         this.release(al)
       })
     }
-    return results
+    // Accumulators wider than their result (fp32 sums of bf16 gradients) are cast once, here.
+    return results.map((acc, j) => {
+      if (acc.buffer.dtype === node.results[j]!.dtype) return acc
+      const out = this.allocate(node.results[j]!, kinds[j]!)
+      this.backend.cast(acc.buffer, out.buffer)
+      this.release(acc)
+      return out
+    })
+  }
+
+  castTo(al: Alloc, shape: readonly number[], dtype: DType): Alloc {
+    const out = this.allocate({ shape, dtype }, "temporaries")
+    this.backend.cast(al.buffer, out.buffer)
+    return out
   }
 
   slice(al: Alloc, t: Tensor, axis: number, start: number, len: number): Alloc {

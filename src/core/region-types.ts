@@ -1,3 +1,4 @@
+import type { DType } from "./dtype.js"
 import type { Tensor } from "./graph.js"
 
 /** A closed sub-graph: `outputs` depend only on `params` (and on constants). */
@@ -35,6 +36,8 @@ export interface RegionAttrs {
   /** The body for a piece of `len` elements (traced once per distinct length, then cached). */
   readonly bodyFor: (len: number) => Body
   readonly vjp?: CustomVjp | undefined
+  /** Per output: the dtype "sum" pieces accumulate in when wider than the output (fp32 for bf16). */
+  readonly accumulate?: readonly DType[] | undefined
   /** Attributes a fused backend kernel needs (e.g. attention's block size). */
   readonly params?: Readonly<Record<string, number | boolean | string>> | undefined
 }

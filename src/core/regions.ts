@@ -13,7 +13,7 @@
  * plain closures: `chunked(4, { axis: 1 })((x) => mlp(x, w))(h)`.
  */
 import { vjp } from "./autodiff.js"
-import { isFloat } from "./dtype.js"
+import { accumulatorDType, isFloat } from "./dtype.js"
 import { BadConfig, fmtShape, GraphError, ShapeError } from "./errors.js"
 import { input, makeNode, type Node, peekNextId, type Tensor, type TensorType } from "./graph.js"
 import * as o from "./ops.js"
@@ -105,7 +105,9 @@ function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonl
         throw new ShapeError({ op: spec.name, shapes: [t.shape, u.shape], message: `${spec.name}: pieces give outputs of different shapes` })
       }
     }
-    return outAxes[j] === null ? t : withLength(t, outAxes[j]!, length)
+    if (outAxes[j] !== null) return withLength(t, outAxes[j]!, length)
+    // Pieces summed across a split axis accumulate in at least fp32 (bf16 sums drift as M grows).
+    return spec.axis === null ? t : { shape: t.shape, dtype: accumulatorDType(t.dtype) }
   })
 
   const attrs: RegionAttrs = {
@@ -202,8 +204,8 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
     const body = memo((): Body => {
       const inPh = node.inputs.map((t, i) => placeholder(t, `in${i}`))
       const outPh = node.results.map((t, j) => placeholder(t, `out${j}`))
-      const ctPh = withCt.map((j) => placeholder(node.results[j]!, `ct${j}`))
-      const ctAt = node.results.map((_, j) => { const k = withCt.indexOf(j); return k < 0 ? undefined : ctPh[k] })
+      const ctPh = withCt.map((j) => placeholder({ shape: node.results[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
+      const ctAt = node.results.map((_, j) => { const k = withCt.indexOf(j); return k < 0 ? undefined : o.cast(ctPh[k]!, node.results[j]!.dtype) })
       const g = custom(inPh, outPh, ctAt)
       return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(inPh[i]!)) }
     })
@@ -212,8 +214,9 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
     inputs = [...node.inputs, ...withCt.map((j) => cts[j]!)]
     const bodyFor = memo((len: number): Body => {
       const fwd = a.bodyFor(len)
-      const ctPh = withCt.map((j) => placeholder(fwd.outputs[j]!, `ct${j}`))
-      const g = vjp(withCt.map((j) => fwd.outputs[j]!), ctPh, diff.map((i) => fwd.params[i]!))
+      // A cotangent may be wider than the piece's output (an fp32 sum of bf16 pieces): cast it in.
+      const ctPh = withCt.map((j) => placeholder({ shape: fwd.outputs[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
+      const g = vjp(withCt.map((j) => fwd.outputs[j]!), withCt.map((j, k) => o.cast(ctPh[k]!, fwd.outputs[j]!.dtype)), diff.map((i) => fwd.params[i]!))
       return { params: [...fwd.params, ...ctPh], outputs: g.map((t, k) => t ?? zerosFor(fwd.params[diff[k]!]!)) }
     })
     attrs = {
@@ -229,7 +232,9 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       params: a.params,
     }
   }
-  const bwd = regionNode(attrs, inputs, diff.map((i) => node.inputs[i]!))
+  // A gradient has its tensor's dtype, but the pieces of a shared input's gradient (a weight's)
+  // are summed in an fp32 accumulator and cast once at the end, so bf16 sums never drift with M.
+  const bwd = regionNode({ ...attrs, accumulate: diff.map((i) => accumulatorDType(node.inputs[i]!.dtype)) }, inputs, diff.map((i) => node.inputs[i]!))
   const out: (Tensor | undefined)[] = node.inputs.map(() => undefined)
   diff.forEach((i, k) => (out[i] = bwd.results[k]))
   return out

@@ -1,19 +1,11 @@
 /**
- * Training data: the shipped corpus, a train/validation split, and a deterministic batch loader.
+ * Training data: a train/validation split and a deterministic batch loader.
  *
  * The loader keeps no iterator state: `batchAt(step)` is a pure function of (seed, step). A run
  * resumed from a checkpoint at step k therefore sees exactly the batches k, k+1, ... that the
  * uninterrupted run would have seen — no data-loader state has to be saved.
  */
-import { readFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
-
-/** data/corpus.txt (Moby-Dick, public domain; see data/README.md), found relative to this file so any cwd works. */
-export const DEFAULT_CORPUS_PATH = fileURLToPath(new URL("../../data/corpus.txt", import.meta.url))
-
-export function loadCorpus(path: string = DEFAULT_CORPUS_PATH): string {
-  return readFileSync(path, "utf8")
-}
+// Reading the corpus from disk lives in corpus.ts (node-only); this module runs in a browser too.
 
 export interface Split {
   readonly train: Int32Array

@@ -91,7 +91,7 @@ export interface LlamaGraph {
   /** [B, S] int32 inputs; targets are already shifted (−100 = ignore). */
   readonly tokens: Tensor
   readonly targets: Tensor
-  /** The global number of non-ignored targets, a scalar input (exact across micro-batches). */
+  /** The global number of non-ignored targets, an fp32 scalar input (exact across micro-batches). */
   readonly count: Tensor
   readonly loss: Tensor
   readonly chunks: { readonly mlp: number; readonly lm: number }
@@ -116,7 +116,7 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   const hd = headDim(c)
   const tokens = input("tokens", [B, S], "int32")
   const targets = input("targets", [B, S], "int32")
-  const count = input("count", [], dtype)
+  const count = input("count", [], "float32")
 
   function layer(i: number, x: Tensor): Tensor {
     const w = (n: string) => p(`model.layers.${i}.${n}`)
@@ -138,5 +138,5 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   // Σ of token losses (per piece in MST), divided once by the global target count.
   const lmLoss = (h: Tensor, t: Tensor) => sumCrossEntropy(linear(rmsNorm(h, p("model.norm.weight"), c.rms_norm_eps), head), t)
   const total = mst ? chunked(chunks.lm, { axis: 1, combine: "sum" })(lmLoss)(x, targets) : lmLoss(x, targets)
-  return { params, tokens, targets, count, loss: o.div(total, count), chunks }
+  return { params, tokens, targets, count, loss: o.div(o.cast(total, "float32"), count), chunks } // the loss is fp32 whatever the weights
 }

@@ -1,9 +1,10 @@
 /**
  * AdamW with global-norm gradient clipping, as a graph that runs on the backend like any other:
- * parameters, gradients and the fp32 moment estimates go in; the updated ones come out, written
- * in place over their inputs. The learning rate and bias corrections are scalar inputs, so the
- * graph is built once and fed each step.
+ * parameters, gradients and moment estimates go in; the updated ones come out, written in place
+ * over their inputs. The learning rate and bias corrections are scalar inputs, so the graph is
+ * built once and fed each step. The arithmetic is fp32 whatever the storage dtypes.
  */
+import type { DType } from "../core/dtype.js"
 import type { Tensor } from "../core/graph.js"
 import { input } from "../core/graph.js"
 import * as o from "../core/ops.js"
@@ -20,8 +21,30 @@ export interface AdamWOptions {
 
 export const defaultAdamW: AdamWOptions = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1 }
 
+/** How weights and optimizer state are stored. */
+export interface Precision {
+  readonly name: string
+  /** The weights the model computes with. */
+  readonly param: DType
+  /** The AdamW moments. */
+  readonly state: DType
+  /** An fp32 master copy of the weights, updated by AdamW (mixed precision). */
+  readonly master: boolean
+}
+
+export const precisions = {
+  fp32: { name: "fp32", param: "float32", state: "float32", master: false },
+  /** bf16 weights and activations, fp32 master weights and moments. */
+  "bf16-mixed": { name: "bf16-mixed", param: "bfloat16", state: "float32", master: true },
+  /** Everything bf16 (weights, moments), no master copy. */
+  bf16: { name: "bf16", param: "bfloat16", state: "bfloat16", master: false },
+} as const satisfies Record<string, Precision>
+export type PrecisionName = keyof typeof precisions
+
 export interface AdamWGraph {
   readonly params: Record<string, Tensor>
+  /** fp32 master weights (mixed precision only). */
+  readonly master: Record<string, Tensor>
   readonly grads: Record<string, Tensor>
   readonly m: Record<string, Tensor>
   readonly v: Record<string, Tensor>
@@ -30,6 +53,7 @@ export interface AdamWGraph {
   readonly correction1: Tensor
   readonly correction2: Tensor
   readonly newParams: Record<string, Tensor>
+  readonly newMaster: Record<string, Tensor>
   readonly newM: Record<string, Tensor>
   readonly newV: Record<string, Tensor>
   /** The gradient norm before clipping. */
@@ -38,28 +62,46 @@ export interface AdamWGraph {
   readonly inPlace: ReadonlyMap<Tensor, Tensor>
 }
 
-export function adamwGraph(shapes: Readonly<Record<string, readonly number[]>>, opts: AdamWOptions = defaultAdamW): AdamWGraph {
+export function adamwGraph(
+  shapes: Readonly<Record<string, readonly number[]>>,
+  opts: AdamWOptions = defaultAdamW,
+  precision: Precision = precisions.fp32,
+  gradDTypes: Readonly<Record<string, DType>> = {},
+): AdamWGraph {
   const names = Object.keys(shapes)
-  const leaves = (prefix: string) => Object.fromEntries(names.map((n) => [n, input(`${prefix}${n}`, shapes[n]!, "float32")]))
-  const params = leaves(""), grads = leaves("grad."), m = leaves("adam.m."), v = leaves("adam.v.")
+  const leaves = (prefix: string, dtype: (n: string) => DType) => Object.fromEntries(names.map((n) => [n, input(`${prefix}${n}`, shapes[n]!, dtype(n))]))
+  const params = leaves("", () => precision.param)
+  const master = precision.master ? leaves("master.", () => "float32") : {}
+  const grads = leaves("grad.", (n) => gradDTypes[n] ?? precision.param)
+  const m = leaves("adam.m.", () => precision.state), v = leaves("adam.v.", () => precision.state)
   const lr = input("lr", [], "float32"), correction1 = input("correction1", [], "float32"), correction2 = input("correction2", [], "float32")
+  const f32 = (t: Tensor) => o.cast(t, "float32")
 
-  const gradNorm = o.sqrt(names.map((n) => o.sum(o.square(grads[n]!))).reduce((a, b) => o.add(a, b)))
+  const gradNorm = o.sqrt(names.map((n) => o.sum(o.square(f32(grads[n]!)))).reduce((a, b) => o.add(a, b)))
   const clip = Number.isFinite(opts.maxGradNorm) ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm)) : undefined
 
-  const newParams: Record<string, Tensor> = {}, newM: Record<string, Tensor> = {}, newV: Record<string, Tensor> = {}
+  const newParams: Record<string, Tensor> = {}, newMaster: Record<string, Tensor> = {}, newM: Record<string, Tensor> = {}, newV: Record<string, Tensor> = {}
   const inPlace = new Map<Tensor, Tensor>()
   for (const n of names) {
-    const g = clip === undefined ? grads[n]! : o.mul(grads[n]!, clip)
-    newM[n] = o.add(o.mul(m[n]!, opts.beta1), o.mul(g, 1 - opts.beta1))
-    newV[n] = o.add(o.mul(v[n]!, opts.beta2), o.mul(o.square(g), 1 - opts.beta2))
-    const step = o.div(o.div(newM[n], correction1), o.add(o.sqrt(o.div(newV[n], correction2)), opts.eps))
-    const decay = shapes[n]!.length >= 2 && opts.weightDecay > 0 ? o.add(step, o.mul(params[n]!, opts.weightDecay)) : step
-    newParams[n] = o.sub(params[n]!, o.mul(decay, lr))
+    const g = clip === undefined ? f32(grads[n]!) : o.mul(f32(grads[n]!), clip)
+    const m32 = o.add(o.mul(f32(m[n]!), opts.beta1), o.mul(g, 1 - opts.beta1))
+    const v32 = o.add(o.mul(f32(v[n]!), opts.beta2), o.mul(o.square(g), 1 - opts.beta2))
+    const step = o.div(o.div(m32, correction1), o.add(o.sqrt(o.div(v32, correction2)), opts.eps))
+    const w = precision.master ? master[n]! : f32(params[n]!)
+    const decay = shapes[n]!.length >= 2 && opts.weightDecay > 0 ? o.add(step, o.mul(w, opts.weightDecay)) : step
+    const w32 = o.sub(w, o.mul(decay, lr))
+    newM[n] = o.cast(m32, precision.state)
+    newV[n] = o.cast(v32, precision.state)
+    newParams[n] = o.cast(w32, precision.param)
     inPlace.set(newParams[n], params[n]!).set(newM[n], m[n]!).set(newV[n], v[n]!)
+    if (precision.master) inPlace.set((newMaster[n] = w32), master[n]!)
   }
-  return { params, grads, m, v, lr, correction1, correction2, newParams, newM, newV, gradNorm, inPlace }
+  return { params, master, grads, m, v, lr, correction1, correction2, newParams, newMaster, newM, newV, gradNorm, inPlace }
 }
+
+/** Every output of the AdamW graph: the norm, then per parameter its new weights, moments (and master). */
+export const adamwOutputs = (a: AdamWGraph): Tensor[] =>
+  [a.gradNorm, ...Object.keys(a.params).flatMap((n) => [a.newParams[n]!, a.newM[n]!, a.newV[n]!, ...(a.newMaster[n] ? [a.newMaster[n]] : [])])]
 
 export interface Schedule {
   readonly lr: number

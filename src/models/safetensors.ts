@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto"
 import { open, readFile, rename, rm } from "node:fs/promises"
 import { dirname } from "node:path"
 import { BadCheckpoint, fmtShape } from "../core/errors.js"
-import { bytesPerElement, type DType, type HostArray } from "../core/dtype.js"
+import { bytesPerElement, type DType, dtypeOf, type HostArray } from "../core/dtype.js"
 
 export interface StoredTensor {
   readonly dtype: DType
@@ -28,7 +28,7 @@ export interface Safetensors {
 const METADATA_KEY = "__metadata__"
 
 /** miniseq dtype -> safetensors dtype tag. */
-const tagOf: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32" }
+const tagOf: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32", bfloat16: "BF16" }
 const dtypeOfTag: Readonly<Record<string, DType>> = { F32: "float32", F64: "float64", I32: "int32" }
 /** Tags the spec defines that miniseq cannot hold in a HostArray. */
 const unsupportedTags = new Set([
@@ -48,14 +48,6 @@ const product = (shape: readonly number[]): number => shape.reduce((a, b) => a *
 
 const isShape = (s: unknown): s is number[] =>
   Array.isArray(s) && s.every((d) => typeof d === "number" && Number.isSafeInteger(d) && d >= 0)
-
-function matchesDType(data: HostArray, dtype: DType): boolean {
-  switch (dtype) {
-    case "float32": return data instanceof Float32Array
-    case "float64": return data instanceof Float64Array
-    case "int32": return data instanceof Int32Array
-  }
-}
 
 const arrayName = (data: unknown): string =>
   (data as { constructor?: { name?: string } } | null)?.constructor?.name ?? typeof data
@@ -91,7 +83,7 @@ export function encodeSafetensors(
     if (!isShape(t.shape)) {
       throw new Error(`safetensors: tensor "${name}" has shape ${JSON.stringify(t.shape)}; dims must be non-negative integers`)
     }
-    if (!matchesDType(t.data, t.dtype)) {
+    if (dtypeOf(t.data) !== t.dtype) {
       throw new Error(`safetensors: tensor "${name}" is declared ${t.dtype} but its data is a ${arrayName(t.data)}`)
     }
     if (t.data.length !== product(t.shape)) {

@@ -10,7 +10,7 @@ import type { MemoryKind } from "../core/memory.js"
 import * as o from "../core/ops.js"
 import type { LlamaConfig } from "./config.js"
 import { llamaLoss, type LlamaGraph, type ModelOptions, parameterShapes } from "./llama.js"
-import { type AdamWGraph, adamwGraph, type AdamWOptions, defaultAdamW } from "./optimizer.js"
+import { type AdamWGraph, adamwGraph, type AdamWOptions, defaultAdamW, type Precision, precisions } from "./optimizer.js"
 
 export interface GradientGraph {
   readonly model: LlamaGraph
@@ -44,11 +44,20 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
   return { model, names, previous, outputs: [value, ...gradients], gradients, inPlace }
 }
 
-export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: ModelOptions & { accumulation?: number }, adamw: AdamWOptions = defaultAdamW): StepGraphs {
+export interface StepOptions extends ModelOptions {
+  readonly accumulation?: number
+  readonly precision?: Precision
+}
+
+export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptions, adamw: AdamWOptions = defaultAdamW): StepGraphs {
+  const precision = opts.precision ?? precisions.fp32
+  const modelOpts = { ...opts, dtype: precision.param }
+  const first = gradientGraph(c, B, S, modelOpts, false)
+  const gradDTypes = Object.fromEntries(first.names.map((n, i) => [n, first.gradients[i]!.dtype]))
   return {
-    first: gradientGraph(c, B, S, opts, false),
-    ...((opts.accumulation ?? 1) > 1 ? { accumulate: gradientGraph(c, B, S, opts, true) } : {}),
-    adamw: adamwGraph(parameterShapes(c), adamw),
+    first,
+    ...((opts.accumulation ?? 1) > 1 ? { accumulate: gradientGraph(c, B, S, modelOpts, true) } : {}),
+    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes),
   }
 }
 
@@ -60,6 +69,7 @@ export function gradientInputs(g: GradientGraph, adamw: AdamWGraph): Map<Tensor,
     kinds.set(m.params[n]!, "weights")
     if (g.previous) kinds.set(g.previous[n]!, "gradients")
     kinds.set(adamw.m[n]!, "optimizer").set(adamw.v[n]!, "optimizer")
+    if (adamw.master[n]) kinds.set(adamw.master[n], "optimizer")
   }
   return kinds
 }
@@ -68,6 +78,7 @@ export function adamwInputs(a: AdamWGraph): Map<Tensor, MemoryKind> {
   const kinds = new Map<Tensor, MemoryKind>([[a.lr, "temporaries"], [a.correction1, "temporaries"], [a.correction2, "temporaries"]])
   for (const n of Object.keys(a.params)) {
     kinds.set(a.params[n]!, "weights").set(a.grads[n]!, "gradients").set(a.m[n]!, "optimizer").set(a.v[n]!, "optimizer")
+    if (a.master[n]) kinds.set(a.master[n], "optimizer")
   }
   return kinds
 }

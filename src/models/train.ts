@@ -18,7 +18,7 @@ import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint 
 import type { LlamaConfig } from "./config.js"
 import type { Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
-import { type AdamWOptions, defaultAdamW, learningRate } from "./optimizer.js"
+import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate } from "./optimizer.js"
 import { type GradientGraph, stepGraphs } from "./step.js"
 
 export interface TrainOptions {
@@ -153,7 +153,7 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
       ])
       const kinds: Array<[Record<string, Tensor>, Record<string, Buffer> | Buffer[], MemoryKind]> = [[adam.params, params, "weights"], [adam.grads, grads!, "gradients"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"]]
       for (const [tensors, buffers, kind] of kinds) names.forEach((n, i) => bindings.set(tensors[n]!, { buffer: Array.isArray(buffers) ? buffers[i]! : buffers[n]!, kind }))
-      const outputs = [adam.gradNorm, ...names.flatMap((n) => [adam.newParams[n]!, adam.newM[n]!, adam.newV[n]!])]
+      const outputs = adamwOutputs(adam) // fp32 training: norm, then (weights, m, v) per parameter
       const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace }))
       const [normBuffer, ...updated] = update.outputs
       const gradNorm = ((yield* Effect.promise(() => backend.read(normBuffer!))) as Float32Array)[0]!
@@ -171,6 +171,8 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
       const record: StepRecord = { step, loss, lr, gradNorm, tokensPerSecond: (A * opts.batch * opts.seq) / seconds, peak: memory.peak, memory }
       records.push(record)
       onStep(record)
+      // Give the event loop a turn: progress bars redraw, and Ctrl-C interrupts between steps.
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
       const every = opts.checkpointEvery ?? 0
       if (opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))) {

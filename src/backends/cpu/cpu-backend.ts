@@ -8,7 +8,7 @@
  */
 import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
 import { cpuRoutines } from "./fused.js"
-import { bytesPerElement, hostArray, isFloat, type DType, type HostArray } from "../../core/dtype.js"
+import { bytesPerElement, dtypeOf, hostArray, isFloat, type DType, type HostArray } from "../../core/dtype.js"
 
 export type CpuData = Float32Array | Float64Array | Int32Array
 type FloatData = Float32Array | Float64Array
@@ -71,14 +71,6 @@ const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
 
 function counts(kernel: string, values: Record<string, number>): void {
   for (const [name, v] of Object.entries(values)) check(isCount(v), kernel, () => `${name} must be a non-negative integer, got ${v}`)
-}
-
-function matchesHost(dtype: DType, data: HostArray): boolean {
-  switch (dtype) {
-    case "float32": return data instanceof Float32Array
-    case "float64": return data instanceof Float64Array
-    case "int32": return data instanceof Int32Array
-  }
 }
 
 /** Reads idx[i] and checks it addresses one of `bound` slots (a bad index is an executor bug). */
@@ -149,7 +141,7 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
 
     write(buffer, data) {
       const d = dataOf("write", buffer)
-      check(matchesHost(buffer.dtype, data), "write", () => `buffer is ${buffer.dtype} but data is a ${data.constructor.name}`)
+      check(dtypeOf(data) === buffer.dtype, "write", () => `buffer is ${buffer.dtype} but data is a ${data.constructor.name}`)
       check(data.length === buffer.size, "write", () => `buffer holds ${buffer.size} elements but data has ${data.length}`)
       d.set(data)
     },

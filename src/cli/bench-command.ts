@@ -1,0 +1,71 @@
+/** `miniseq bench`: measured peak memory and tokens/s against S for each mode, on the CPU backend. */
+import { mkdir, writeFile } from "node:fs/promises"
+import { dirname } from "node:path"
+import { Console, Effect } from "effect"
+import { Command, Flag } from "effect/cli"
+import { cpuBackendLayer, makeCpuBackend } from "../backends/cpu/index.js"
+import { BadConfig } from "../core/errors.js"
+import { attempt } from "../core/executor.js"
+import { makeBatches } from "../models/data.js"
+import { type Mode, modes } from "../models/llama.js"
+import { planStep } from "../models/planner.js"
+import { rng } from "../core/random.js"
+import { train } from "../models/train.js"
+import { chunksFlag, configFlag, loadModel, modelFlag, parseChunks } from "./options.js"
+import { formatBytes, formatCount, lineChart } from "./svg.js"
+
+interface Row { mode: Mode; seq: number; measuredPeak: number; plannedPeak: number; tokensPerSecond: number; chunks: { mlp: number; lm: number } }
+
+export const benchCommand = Command.make(
+  "bench",
+  {
+    model: modelFlag,
+    config: configFlag,
+    seqs: Flag.String("seqs").pipe(Flag.withDefault("64,128,256"), Flag.withDescription("comma-separated sequence lengths")),
+    modes: Flag.String("modes").pipe(Flag.withDefault(modes.join(",")), Flag.withDescription("comma-separated modes")),
+    batch: Flag.Int("batch").pipe(Flag.withDefault(1)),
+    steps: Flag.Int("steps").pipe(Flag.withDefault(2), Flag.withDescription("steps per point; tokens/s is the last step's")),
+    mlpChunks: chunksFlag("mlp-chunks", "MLP"),
+    lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
+    json: Flag.String("json").pipe(Flag.withDefault("bench/results/bench-cpu.json")),
+    svg: Flag.String("svg").pipe(Flag.withDefault("bench/results/bench-cpu.svg")),
+  },
+  (f) =>
+    Effect.gen(function* () {
+      const model = yield* loadModel(f.model, f.config)
+      const seqs = f.seqs.split(",").map(Number)
+      if (seqs.some((s) => !Number.isInteger(s) || s < 1)) return yield* Effect.fail(new BadConfig({ field: "seqs", message: `--seqs must be positive integers separated by commas, got "${f.seqs}"` }))
+      const chosen = f.modes.split(",") as Mode[]
+      const unknown = chosen.filter((m) => !modes.includes(m))
+      if (unknown.length > 0) return yield* Effect.fail(new BadConfig({ field: "modes", message: `unknown mode(s) ${unknown.join(", ")}; choose from ${modes.join(", ")}` }))
+      const [mlpChunks, lmChunks] = [yield* parseChunks("mlp-chunks", f.mlpChunks), yield* parseChunks("lm-chunks", f.lmChunks)]
+      const random = rng(1)
+      const tokens = Int32Array.from({ length: Math.max(...seqs) * f.batch * 4 + 1 }, () => Math.floor(random() * model.vocab_size))
+
+      yield* Console.log(`miniseq bench: ${f.model} (V = ${model.vocab_size}), batch ${f.batch}, CPU backend, ${f.steps} steps per point\n${"mode".padEnd(15)} ${"S".padStart(6)} ${"measured peak".padStart(14)} ${"planned".padStart(11)} ${"tokens/s".padStart(9)}`)
+      const rows: Row[] = []
+      for (const seq of seqs) {
+        for (const mode of chosen) {
+          const batches = makeBatches({ tokens, batch: f.batch, seq, seed: 1 })
+          const opts = { model, mode, mlpChunks, lmChunks, batch: f.batch, seq, steps: f.steps, lr: 1e-3, seed: 1 }
+          const r = yield* train(opts, batches).pipe(Effect.provide(cpuBackendLayer()))
+          const last = r.records.at(-1)!
+          const planned = yield* attempt(() => planStep(model, f.batch, seq, { mode, mlpChunks, lmChunks }, makeCpuBackend()))
+          const row: Row = { mode, seq, measuredPeak: Math.max(...r.records.map((x) => x.peak)), plannedPeak: planned.peak, tokensPerSecond: last.tokensPerSecond, chunks: planned.chunks }
+          rows.push(row)
+          yield* Console.log(`${mode.padEnd(15)} ${String(seq).padStart(6)} ${formatBytes(row.measuredPeak).padStart(14)} ${formatBytes(row.plannedPeak).padStart(11)} ${Math.round(row.tokensPerSecond).toString().padStart(9)}`)
+        }
+      }
+      yield* Effect.promise(async () => {
+        await mkdir(dirname(f.json), { recursive: true })
+        await writeFile(f.json, JSON.stringify({ model: f.model, config: model, batch: f.batch, backend: "cpu", date: new Date().toISOString(), rows }, null, 2) + "\n")
+        await mkdir(dirname(f.svg), { recursive: true })
+        await writeFile(f.svg, lineChart({
+          title: `measured peak memory of a training step — ${f.model} (V = ${formatCount(model.vocab_size)}), batch ${f.batch}, CPU`,
+          xLabel: "sequence length S", yLabel: "peak live bytes", logX: true, logY: true, format: formatBytes,
+          series: chosen.map((mode) => ({ name: mode, points: rows.filter((r) => r.mode === mode).map((r) => [r.seq, r.measuredPeak] as [number, number]) })),
+        }))
+      })
+      yield* Console.log(`wrote ${f.json} and ${f.svg}`)
+    }),
+).pipe(Command.withDescription("measure peak memory and tokens/s against S for each mode (CPU backend)"))

@@ -1,0 +1,92 @@
+/** `miniseq train`: train a Llama on the shipped corpus with a progress bar, plots and a JSON record. */
+import { mkdir, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { SingleBar } from "cli-progress"
+import { Console, Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { makeCpuBackend } from "../backends/cpu/index.js"
+import { cpuBackendLayer } from "../backends/cpu/index.js"
+import { BadConfig } from "../core/errors.js"
+import { attempt } from "../core/executor.js"
+import { memoryKinds } from "../core/memory.js"
+import { loadCorpus } from "../models/corpus.js"
+import { makeBatches, trainValSplit } from "../models/data.js"
+import { modes } from "../models/llama.js"
+import { planStep } from "../models/planner.js"
+import { makeTokenizer } from "../models/tokenizer.js"
+import { type StepRecord, train } from "../models/train.js"
+import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseChunks, positive } from "./options.js"
+import { formatBytes, lineChart, stackedBars } from "./svg.js"
+
+const flags = {
+  model: modelFlag,
+  config: configFlag,
+  mode: modeFlag,
+  mlpChunks: chunksFlag("mlp-chunks", "MLP"),
+  lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
+  batch: Flag.Int("batch").pipe(Flag.withDefault(8), Flag.withDescription("sequences per micro-batch")),
+  seq: Flag.Int("seq").pipe(Flag.withDefault(128), Flag.withDescription("tokens per sequence")),
+  steps: Flag.Int("steps").pipe(Flag.withDefault(300), Flag.withDescription("optimizer steps")),
+  accumulate: Flag.Int("accumulate").pipe(Flag.withDefault(1), Flag.withDescription("micro-batches per step (gradient accumulation)")),
+  lr: Flag.Finite("lr").pipe(Flag.withDefault(3e-3), Flag.withDescription("peak learning rate")),
+  warmup: Flag.Int("warmup").pipe(Flag.withDefault(20), Flag.withDescription("linear warmup steps, then cosine decay to lr/10")),
+  seed: Flag.Int("seed").pipe(Flag.withDefault(1)),
+  tokenizer: Flag.Literals("tokenizer", ["byte", "cl100k_base"] as const).pipe(Flag.withDefault("byte" as const), Flag.withDescription("byte (256) or cl100k_base (100k BPE; use --model tiny-bpe)")),
+  corpus: Flag.String("corpus").pipe(Flag.optional, Flag.withDescription("a UTF-8 text file (default: the shipped Moby-Dick)")),
+  out: Flag.String("out").pipe(Flag.withDefault("runs/latest"), Flag.withDescription("run directory: checkpoints, run.json, plots; an existing checkpoint there is resumed")),
+  checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDefault(100)),
+}
+
+export const trainCommand = Command.make("train", flags, (f) =>
+  Effect.gen(function* () {
+    const model = yield* loadModel(f.model, f.config)
+    const [mlpChunks, lmChunks] = [yield* parseChunks("mlp-chunks", f.mlpChunks), yield* parseChunks("lm-chunks", f.lmChunks)]
+    for (const [flag, v] of [["batch", f.batch], ["seq", f.seq], ["steps", f.steps], ["accumulate", f.accumulate]] as const) yield* positive(flag, v)
+    if (!(f.lr > 0)) return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
+    const tokenizer = makeTokenizer(f.tokenizer)
+    if (tokenizer.vocabSize > model.vocab_size) {
+      return yield* Effect.fail(new BadConfig({ field: "tokenizer", message: `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.vocab_size}; pick a model with a larger vocabulary (e.g. --model tiny-bpe)` }))
+    }
+    const text = yield* Effect.try({ try: () => loadCorpus(Option.getOrUndefined(f.corpus)), catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }) })
+    const split = trainValSplit(tokenizer.encode(text))
+    const batches = yield* Effect.try({ try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }), catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }) })
+
+    // What each mode would need for this exact step, from the planner (the executor, counting).
+    const cpu = makeCpuBackend()
+    const plans = yield* attempt(() => Object.fromEntries(modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks }, cpu)])))
+    yield* Console.log(`miniseq train: ${f.model}${Option.isSome(f.config) ? ` (${f.config.value})` : ""}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, CPU backend`)
+
+    const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
+    bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
+    const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
+    const options = { model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
+    const result = yield* train(options, batches, onStep).pipe(Effect.provide(cpuBackendLayer()), Effect.ensuring(Effect.sync(() => bar.stop())))
+    const records = result.records
+
+    if (result.resumedFrom > 0) yield* Console.log(`resumed from the checkpoint of step ${result.resumedFrom}`)
+    if (records.length > 0) {
+      const first = records[0]!, last = records.at(-1)!
+      const tps = records.reduce((s, r) => s + r.tokensPerSecond, 0) / records.length
+      yield* Console.log(`loss ${first.loss.toFixed(4)} (step ${first.step}) → ${last.loss.toFixed(4)} (step ${last.step}); ${Math.round(tps)} tokens/s on average`)
+      yield* Console.log(`measured peak of this run (${f.mode}): ${formatBytes(Math.max(...records.map((r) => r.peak)))} — the planner said ${formatBytes(plans[f.mode]!.peak)}`)
+    }
+    yield* Console.log("\npeak memory of one step, by mode (planner):")
+    for (const mode of modes) {
+      const p = plans[mode]!
+      const k = p.gradientPass.atPeak
+      yield* Console.log(`  ${mode.padEnd(15)} ${formatBytes(p.peak).padStart(10)}   weights ${formatBytes(k.weights)}, grads ${formatBytes(k.gradients)}, optimizer ${formatBytes(k.optimizer)}, saved ${formatBytes(k.activations)}, temps ${formatBytes(k.temporaries)}`)
+    }
+    yield* Console.log(`  vanilla / mst = ${(plans.vanilla!.peak / plans.mst!.peak).toFixed(2)}×, checkpoint / mst+checkpoint = ${(plans.checkpoint!.peak / plans["mst+checkpoint"]!.peak).toFixed(2)}×`)
+
+    yield* Effect.promise(async () => {
+      await mkdir(f.out, { recursive: true })
+      await writeFile(join(f.out, "run.json"), JSON.stringify({ options: { ...options, model }, resumedFrom: result.resumedFrom, records: records.map(({ memory: _m, ...r }) => r), plans }, null, 2) + "\n")
+      await writeFile(join(f.out, "loss.svg"), lineChart({ title: `training loss (${f.model}, ${f.mode})`, xLabel: "step", yLabel: "loss", series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }] }))
+      await writeFile(join(f.out, "memory.svg"), stackedBars({
+        title: `peak memory of one step (${f.model}, B=${f.batch}, S=${f.seq})`, yLabel: "bytes", categories: [...modes], format: formatBytes,
+        stacks: memoryKinds.map((kind) => ({ name: kind, values: modes.map((mode) => plans[mode]!.gradientPass.atPeak[kind]) })),
+      }))
+    })
+    yield* Console.log(`\nwrote ${join(f.out, "run.json")}, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
+  }),
+).pipe(Command.withDescription("train a Llama-family model with MST on the CPU"))
