@@ -34,15 +34,19 @@ export interface ModelOptions {
   readonly allowBeyondMaxPosition?: boolean
 }
 
+/** Pieces shorter than this cost more in per-piece overhead than they save in memory. */
+export const MIN_PIECE = 32
+
 /**
  * The automatic M: split until a piece's intermediate is no wider than the hidden state it
- * came from — M = ⌈I/d⌉ for the MLP (S×I → S×d) and M = ⌈V/d⌉ for the LM head (S×V → S×d),
- * never more pieces than tokens. For Llama3-8B that is M = 4 and M = 32.
+ * came from — M = ⌈I/d⌉ for the MLP (S×I → S×d) and M = ⌈V/d⌉ for the LM head (S×V → S×d) —
+ * but never into pieces shorter than MIN_PIECE tokens. For Llama3-8B that is M = 4 and M = 32.
  */
 export function autoChunks(c: LlamaConfig, S: number): { mlp: number; lm: number } {
+  const most = Math.max(1, Math.ceil(S / MIN_PIECE))
   return {
-    mlp: Math.max(1, Math.min(S, Math.ceil(c.intermediate_size / c.hidden_size))),
-    lm: Math.max(1, Math.min(S, Math.ceil(c.vocab_size / c.hidden_size))),
+    mlp: Math.max(1, Math.min(most, Math.ceil(c.intermediate_size / c.hidden_size))),
+    lm: Math.max(1, Math.min(most, Math.ceil(c.vocab_size / c.hidden_size))),
   }
 }
 

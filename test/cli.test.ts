@@ -1,0 +1,71 @@
+// The command line as a user meets it: bad arguments are one clear line and a non-zero exit;
+// a short training run writes its record and plots, and running it again resumes.
+import { execFile } from "node:child_process"
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { promisify } from "node:util"
+import { afterAll, describe, expect, it } from "vitest"
+
+const run = async (...args: string[]) => {
+  try {
+    const { stdout, stderr } = await promisify(execFile)("node", ["bin/miniseq.js", ...args], { timeout: 120_000 })
+    return { code: 0, out: stdout + stderr }
+  } catch (e) {
+    const err = e as { code?: number; stdout?: string; stderr?: string }
+    return { code: err.code ?? 1, out: (err.stdout ?? "") + (err.stderr ?? "") }
+  }
+}
+
+const dirs: string[] = []
+afterAll(async () => { await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))) })
+
+describe("miniseq CLI", () => {
+  it("rejects bad arguments with one line naming the flag and the fix", async () => {
+    const cases: Array<[string[], string]> = [
+      [["train", "--seq", "abc"], 'Invalid value for flag --seq: "abc"'],
+      [["train", "--mlp-chunks", "0"], 'miniseq: BadConfig: --mlp-chunks must be a positive integer or "auto", got "0"'],
+      [["train", "--seq", "5000"], "miniseq: ShapeError: sequence length 5000 exceeds the model's max_position_embeddings (1024)"],
+      [["train", "--tokenizer", "cl100k_base"], "pick a model with a larger vocabulary (e.g. --model tiny-bpe)"],
+      [["plan", "--model", "nope"], 'miniseq: BadConfig: unknown model "nope"; choose one of: tiny,'],
+      [["plan", "--max-seq", "--memory", "lots"], '--memory must be a size like 80GB or 512MiB, got "lots"'],
+      [["plan", "--config", "/nonexistent/config.json"], "miniseq: BadConfig: cannot read /nonexistent/config.json"],
+    ]
+    const results = await Promise.all(cases.map(([args]) => run(...args)))
+    results.forEach((r, i) => {
+      expect(r.code, cases[i]![0].join(" ")).not.toBe(0)
+      expect(r.out).toContain(cases[i]![1])
+      expect(r.out).not.toMatch(/\n\s+at /) // a message, not a stack trace
+    })
+  })
+
+  it("plans every mode, and finds the longest sequence that fits", async () => {
+    const r = await run("plan", "--model", "tiny", "--seq", "256", "--target", "cpu", "--precision", "fp32")
+    expect(r.code).toBe(0)
+    for (const mode of ["vanilla", "checkpoint", "mst", "mst+checkpoint"]) expect(r.out).toMatch(new RegExp(`\\n${mode.replace("+", "\\+")}\\s+256 `))
+    const m = await run("plan", "--model", "tiny-bpe", "--max-seq", "--memory", "1GiB", "--granularity", "256", "--precision", "fp32")
+    expect(m.code).toBe(0)
+    const seq = (mode: string) => Number(new RegExp(`\\n${mode.replace("+", "\\+")}\\s+(\\d+) `).exec(m.out)?.[1])
+    expect(seq("mst")).toBeGreaterThan(seq("vanilla"))
+    expect(seq("mst+checkpoint")).toBeGreaterThanOrEqual(seq("mst"))
+  })
+
+  it("trains, writes run.json and the plots, and resumes instead of starting over", async () => {
+    const out = await mkdtemp(join(tmpdir(), "miniseq-cli-"))
+    dirs.push(out)
+    const args = ["train", "--steps", "4", "--batch", "2", "--seq", "32", "--warmup", "1", "--checkpoint-every", "2", "--out", out]
+    const first = await run(...args)
+    expect(first.code, first.out).toBe(0)
+    expect(first.out).toMatch(/loss \d+\.\d+ \(step 1\) → \d+\.\d+ \(step 4\)/)
+    expect((await readdir(out)).sort()).toEqual(["checkpoints", "loss.svg", "memory.svg", "run.json"])
+    const record = JSON.parse(await readFile(join(out, "run.json"), "utf8"))
+    expect(record.records.map((r: { step: number }) => r.step)).toEqual([1, 2, 3, 4])
+    expect(await readFile(join(out, "loss.svg"), "utf8")).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/)
+    const again = await run(...args.map((a) => (a === "4" ? "6" : a)))
+    expect(again.code).not.toBe(0) // a longer schedule is a different run
+    expect(again.out).toContain("belongs to a run with steps 4")
+    const same = await run(...args)
+    expect(same.code, same.out).toBe(0)
+    expect(same.out).toContain("resumed from the checkpoint of step 4")
+  })
+})
