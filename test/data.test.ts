@@ -1,6 +1,7 @@
 import fc from "fast-check"
 import { beforeAll, describe, expect, it } from "vitest"
-import { loadCorpus, makeBatches, trainValSplit } from "../src/models/data.js"
+import { loadCorpus } from "../src/models/corpus.js"
+import { makeBatches, trainValSplit } from "../src/models/data.js"
 import { bpeTokenizer, byteTokenizer, makeTokenizer, type Tokenizer } from "../src/models/tokenizer.js"
 
 const corpus = loadCorpus()

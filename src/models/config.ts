@@ -55,17 +55,16 @@ function checkConfig(c: LlamaConfig): BadConfig | undefined {
  * Presets. The tiny default trains on a CPU in minutes; the others are the shapes of the real
  * models (as in their HF config.json), for planning memory and for GPU runs.
  */
+/** The CPU default: byte-level vocabulary, two layers. */
+const tiny = {
+  hidden_size: 64, intermediate_size: 192, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  vocab_size: 256, rope_theta: 10000, rms_norm_eps: 1e-5, max_position_embeddings: 1024, tie_word_embeddings: false,
+} as const
+
 export const presets = {
-  /** The CPU default: byte-level vocabulary, two layers. */
-  tiny: {
-    hidden_size: 64, intermediate_size: 192, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-    vocab_size: 256, rope_theta: 10000, rms_norm_eps: 1e-5, max_position_embeddings: 1024, tie_word_embeddings: false,
-  },
+  tiny,
   /** tiny with the 100k cl100k_base vocabulary: the LM head dominates memory. */
-  "tiny-bpe": {
-    hidden_size: 64, intermediate_size: 192, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-    vocab_size: 100277, rope_theta: 10000, rms_norm_eps: 1e-5, max_position_embeddings: 4096, tie_word_embeddings: false,
-  },
+  "tiny-bpe": { ...tiny, vocab_size: 100277, max_position_embeddings: 4096 },
   "llama-3.2-1b": {
     hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8,
     head_dim: 64, vocab_size: 128256, rope_theta: 500000, rms_norm_eps: 1e-5, max_position_embeddings: 131072, tie_word_embeddings: true,

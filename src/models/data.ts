@@ -6,6 +6,7 @@
  * uninterrupted run would have seen — no data-loader state has to be saved.
  */
 // Reading the corpus from disk lives in corpus.ts (node-only); this module runs in a browser too.
+import { rng } from "../core/random.js"
 
 export interface Split {
   readonly train: Int32Array
@@ -72,18 +73,6 @@ function hashSeedStep(seed: number, step: number): number {
   return h
 }
 
-/** mulberry32: a tiny, fast PRNG with good enough statistics for picking windows. Returns floats in [0, 1). */
-function mulberry32(state: number): () => number {
-  let a = state >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 // ---- the batch loader ----
 
 function requirePositiveInt(what: string, value: number, hint: string): void {
@@ -115,7 +104,7 @@ export function makeBatches(opts: BatchOptions): Batches {
     if (!Number.isSafeInteger(step) || step < 0) {
       throw new Error(`batchAt: step must be a non-negative integer, got ${step}`)
     }
-    const random = mulberry32(hashSeedStep(seed, step))
+    const random = rng(hashSeedStep(seed, step))
     const tokens = new Int32Array(batch * seq)
     const targets = new Int32Array(batch * seq)
     const starts = new Int32Array(batch)

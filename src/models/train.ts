@@ -13,7 +13,7 @@ import { BadCheckpoint, NonFiniteLoss } from "../core/errors.js"
 import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
 import type { Tensor } from "../core/graph.js"
 import type { MemoryKind, MemoryReport } from "../core/memory.js"
-import { normal, rng } from "../core/random.js"
+import { fillNormal, rng } from "../core/random.js"
 import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
 import type { Batches } from "./data.js"
@@ -66,7 +66,7 @@ export function initialParameters(c: LlamaConfig, seed: number): Record<string, 
   const random = rng(seed)
   return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
     const size = shape.reduce((a, b) => a * b, 1)
-    return [name, shape.length === 1 ? new Float32Array(size).fill(1) : Float32Array.from(normal(random, size, 0.02))]
+    return [name, shape.length === 1 ? new Float32Array(size).fill(1) : fillNormal(random, new Float32Array(size), 0.02)]
   }))
 }
 
@@ -172,7 +172,7 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
       records.push(record)
       onStep(record)
       // Give the event loop a turn: progress bars redraw, and Ctrl-C interrupts between steps.
-      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
 
       const every = opts.checkpointEvery ?? 0
       if (opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))) {

@@ -7,8 +7,9 @@
  * executor, never a user error, so a loud crash is the most useful thing to do.
  */
 import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
+import { describe, kernelChecks } from "../checks.js"
 import { cpuRoutines } from "./fused.js"
-import { bytesPerElement, dtypeOf, hostArray, isFloat, type DType, type HostArray } from "../../core/dtype.js"
+import { bytesPerElement, dtypeOf, hostArray } from "../../core/dtype.js"
 
 export type CpuData = Float32Array | Float64Array | Int32Array
 type FloatData = Float32Array | Float64Array
@@ -35,43 +36,10 @@ export interface CpuBackend extends BackendImpl {
 // Argument checks
 // ---------------------------------------------------------------------------------------------
 
-function fail(kernel: string, message: string): never {
-  throw new Error(`cpu.${kernel}: ${message}`)
-}
-
-function check(cond: boolean, kernel: string, message: () => string): void {
-  if (!cond) fail(kernel, message())
-}
-
-const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
-
-function sameSize(kernel: string, ...bufs: Buffer[]): void {
-  const size = bufs[0]!.size
-  check(bufs.every((b) => b.size === size), kernel, () => `operands must have equal sizes, got ${bufs.map(describe).join(", ")}`)
-}
-
-/** Elementwise operands hold out.size elements, or one (a scalar every element sees). */
-function scalarOrSize(kernel: string, size: number, ...bufs: Buffer[]): void {
-  check(bufs.every((b) => b.size === size || b.size === 1), kernel, () => `operands must hold ${size} elements or 1 (a scalar), got ${bufs.map(describe).join(", ")}`)
-}
+const { fail, check, sameSize, scalarOrSize, sameDType, floatOnly, counts, checkView } = kernelChecks("cpu", ["float32", "float64"])
 
 /** Index step of an elementwise operand: 0 for a broadcast scalar. */
 const step = (x: CpuData, out: CpuData): number => (x.length === out.length ? 1 : 0)
-
-function sameDType(kernel: string, ...bufs: Buffer[]): void {
-  const dtype = bufs[0]!.dtype
-  check(bufs.every((b) => b.dtype === dtype), kernel, () => `operands must have equal dtypes, got ${bufs.map(describe).join(", ")}`)
-}
-
-function floatOnly(kernel: string, ...bufs: Buffer[]): void {
-  for (const b of bufs) check(isFloat(b.dtype), kernel, () => `unsupported dtype ${b.dtype} (float32 or float64 only)`)
-}
-
-const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
-
-function counts(kernel: string, values: Record<string, number>): void {
-  for (const [name, v] of Object.entries(values)) check(isCount(v), kernel, () => `${name} must be a non-negative integer, got ${v}`)
-}
 
 /** Reads idx[i] and checks it addresses one of `bound` slots (a bad index is an executor bug). */
 function indexAt(kernel: string, idx: Int32Array, i: number, bound: number): number {
@@ -376,21 +344,6 @@ function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axi
 // ---------------------------------------------------------------------------------------------
 // Strided copy
 // ---------------------------------------------------------------------------------------------
-
-function checkView(kernel: string, name: string, v: View, size: number): void {
-  check(v.shape.length === v.strides.length, kernel, () => `${name} has rank ${v.shape.length} but ${v.strides.length} strides`)
-  check(v.shape.every(isCount), kernel, () => `${name} shape [${v.shape.join(", ")}] must be non-negative integers`)
-  check(v.strides.every(Number.isSafeInteger) && Number.isSafeInteger(v.offset), kernel, () => `${name} strides and offset must be integers`)
-  if (v.shape.some((n) => n === 0)) return // an empty view touches nothing
-  // The lowest and highest element the view touches must lie inside the buffer.
-  let lo = v.offset, hi = v.offset
-  v.shape.forEach((n, i) => {
-    const reach = (n - 1) * v.strides[i]!
-    if (reach < 0) lo += reach
-    else hi += reach
-  })
-  check(lo >= 0 && hi < size, kernel, () => `${name} reaches elements [${lo}, ${hi}] of a buffer of ${size}`)
-}
 
 /**
  * dst[dstView(i)] = src[srcView(i)] for every index i. First simplify the iteration space:

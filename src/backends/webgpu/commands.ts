@@ -38,6 +38,7 @@ export class CommandStream {
   private readonly staged: Uint32Array
   private readonly uniforms: GPUBuffer
   private readonly maxPerDim: number
+  private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>()
   /** Dispatches recorded since creation (for tests and benchmarks). */
   dispatches = 0
 
@@ -66,7 +67,9 @@ export class CommandStream {
       // A zero-byte binding is invalid; kernels never index an empty operand, so bind 4 bytes.
       entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: 0, size: Math.max(4, Math.ceil(b.bytes / 4) * 4) } })
     })
-    const group = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries })
+    let layout = this.layouts.get(pipeline)
+    if (layout === undefined) this.layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)))
+    const group = this.device.createBindGroup({ layout, entries })
     const pass = this.enc().beginComputePass()
     pass.setPipeline(pipeline)
     pass.setBindGroup(0, group)

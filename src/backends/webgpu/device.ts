@@ -81,10 +81,16 @@ const wantedLimits = [
   "maxComputeWorkgroupSizeY",
 ] as const
 
+/** The default configuration that worked last in this process: tried first next time. */
+let lastWorking: DeviceConfig | undefined
+
 export async function acquireDevice(opts: DeviceOptions = {}): Promise<GpuDevice> {
   // Mesa's EGL needs to be told there is no display; harmless for other backends.
   process.env.EGL_PLATFORM ??= "surfaceless"
-  const configs = opts.configs ?? defaultConfigs()
+  const same = (a: DeviceConfig) => (b: DeviceConfig) => a.flags.join(" ") === b.flags.join(" ") && a.featureLevel === b.featureLevel
+  const defaults = defaultConfigs()
+  const last = lastWorking !== undefined && defaults.some(same(lastWorking)) ? lastWorking : undefined
+  const configs = opts.configs ?? (last === undefined ? defaults : [last, ...defaults.filter((c) => !same(last)(c))])
   const tried: string[] = []
   for (const config of configs) {
     const label = `[${config.flags.join(" ")}] ${config.featureLevel}`
@@ -100,6 +106,8 @@ export async function acquireDevice(opts: DeviceOptions = {}): Promise<GpuDevice
       continue
     }
     if (adapter === null) { tried.push(`${label}: no adapter`); continue }
+    // Dawn's "null" backend gives an adapter that computes nothing: only when asked for by name.
+    if (adapter.info.device === "null-backend" && !config.flags.includes("backend=null")) { tried.push(`${label}: only the null backend`); continue }
 
     const requiredLimits: Record<string, number> = {}
     for (const name of wantedLimits) requiredLimits[name] = adapter.limits[name]
@@ -115,6 +123,7 @@ export async function acquireDevice(opts: DeviceOptions = {}): Promise<GpuDevice
       device, config, gpu, lost: undefined, error: undefined,
       info: { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description, flags: config.flags, featureLevel: config.featureLevel },
     }
+    if (opts.configs === undefined) lastWorking = config
     void device.lost.then((info) => { ctx.lost = `${info.reason}: ${info.message}` })
     device.addEventListener("uncapturederror", (ev) => {
       const message = (ev as GPUUncapturedErrorEvent).error.message

@@ -28,7 +28,8 @@ export const floatHelpers = /* wgsl */ `
 fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 // max that lets NaN win, like Math.max
 fn maxNan(a: f32, b: f32) -> f32 { if (isNan(a)) { return a; } if (isNan(b)) { return b; } return max(a, b); }
-const NEG_INF: f32 = bitcast<f32>(0xff800000u);
+// (a const-expression may not evaluate to infinity, so the bits go through a var)
+fn negInf() -> f32 { var bits = 0xff800000u; return bitcast<f32>(bits); }
 `
 
 /** The entry point of a kernel with `size` threads per workgroup; `body` sees `wid` and `li`. */
@@ -68,3 +69,12 @@ export function words(values: readonly number[]): Uint32Array {
   values.forEach((v, i) => { w[i] = v >>> 0 })
   return w
 }
+
+/** Records one dispatch of a kernel variant: how kernel modules outside the backend run. */
+export type RunKernel = (
+  key: string,
+  source: () => string,
+  params: readonly number[],
+  bindings: readonly { readonly buffer: GPUBuffer; readonly bytes: number }[],
+  workgroups: number,
+) => void

@@ -1,0 +1,59 @@
+# The CUDA backend's addon, build/Release/miniseq_cuda.node. Run through native/build.mjs (the
+# package's `install` script), which finds nvcc, sets MINISEQ_CUDA_HOME, and turns a failed
+# build into a one-line notice instead of a failed install. The .cu kernels are compiled by a
+# gyp rule with nvcc (sm_90 machine code plus compute_90 PTX) and linked with the C++ sources;
+# the CUDA runtime is linked statically, and cuBLAS is loaded at run time (native/src/cublas.cc),
+# so the addon needs neither libcudart.so nor cuBLAS to build or load.
+{
+  "variables": {
+    "cuda_home%": "<!(node -p \"process.env.MINISEQ_CUDA_HOME || '/usr/local/cuda'\")",
+    "cuda_gencode%": "arch=compute_90,code=[sm_90,compute_90]",
+  },
+  "targets": [
+    {
+      "target_name": "miniseq_cuda",
+      "sources": [
+        "native/src/addon.cc",
+        "native/src/device.cc",
+        "native/src/cublas.cc",
+        "native/kernels/binary.cu",
+        "native/kernels/cast.cu",
+        "native/kernels/copy.cu",
+        "native/kernels/fill.cu",
+        "native/kernels/index.cu",
+        "native/kernels/reduce.cu",
+        "native/kernels/unary.cu",
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<(cuda_home)/include",
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-fexceptions", "-O2"],
+      "libraries": [
+        "-L<(cuda_home)/lib64",
+        "-L<(cuda_home)/targets/x86_64-linux/lib",
+        "-lcudart_static",
+        "-ldl",
+        "-lrt",
+        "-lpthread",
+      ],
+      "rules": [
+        {
+          "rule_name": "nvcc",
+          "extension": "cu",
+          "inputs": ["native/kernels/common.cuh", "native/kernels/kernels.h"],
+          "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o"],
+          "action": [
+            "<(cuda_home)/bin/nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+            "-gencode", "<(cuda_gencode)", "<(RULE_INPUT_PATH)", "-o", "<@(_outputs)",
+          ],
+          "message": "nvcc <(RULE_INPUT_PATH)",
+          "process_outputs_as_sources": 1,
+        }
+      ],
+    }
+  ],
+}

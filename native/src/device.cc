@@ -1,0 +1,420 @@
+#include "device.h"
+
+#include <dlfcn.h>
+
+#include <cstring>
+
+namespace miniseq {
+
+std::string cudaText(cudaError_t e) { return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e); }
+
+// ---------------------------------------------------------------------------------------------
+// Caching allocator
+// ---------------------------------------------------------------------------------------------
+
+size_t CachingAllocator::sizeClass(size_t bytes) {
+  const size_t small = size_t(1) << 20;
+  if (bytes <= 512) return 512;
+  if (bytes <= small) return (bytes + 511) / 512 * 512;
+  size_t power = small;
+  while (power * 2 <= bytes) power *= 2;
+  const size_t step = power / 8;
+  return (bytes + step - 1) / step * step;
+}
+
+void* CachingAllocator::allocate(size_t bytes, size_t* capacity) {
+  const size_t cls = sizeClass(bytes);
+  *capacity = cls;
+  auto it = free_.find(cls);
+  if (it != free_.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= cls;
+    return p;
+  }
+  void* p = nullptr;
+  if (cudaMalloc(&p, cls) != cudaSuccess) {
+    cudaGetLastError();  // an allocation failure is not sticky: clear it
+    // Blocks cached in other classes may be what stands in the way.
+    emptyCache();
+    if (cudaMalloc(&p, cls) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+  }
+  reserved_ += cls;
+  return p;
+}
+
+void CachingAllocator::release(void* p, size_t capacity) {
+  if (p == nullptr) return;
+  free_[capacity].push_back(p);
+  cached_ += capacity;
+}
+
+void CachingAllocator::emptyCache() {
+  for (auto& [cls, blocks] : free_) {
+    for (void* p : blocks) {
+      cudaFree(p);  // waits for the device: blocks may still be in use by enqueued commands
+      reserved_ -= cls;
+    }
+    blocks.clear();
+  }
+  cached_ = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinned staging
+// ---------------------------------------------------------------------------------------------
+
+void* PinnedPool::take(size_t bytes, size_t* capacity) {
+  size_t cls = 4096;
+  while (cls < bytes) cls *= 2;
+  *capacity = cls;
+  auto it = free_.find(cls);
+  if (it != free_.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= cls;
+    return p;
+  }
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, cls, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();
+    clear();
+    if (cudaHostAlloc(&p, cls, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+  }
+  held_ += cls;
+  return p;
+}
+
+void PinnedPool::give(void* p, size_t capacity) {
+  if (cached_ + capacity > kMaxCached) {
+    cudaFreeHost(p);
+    held_ -= capacity;
+    return;
+  }
+  free_[capacity].push_back(p);
+  cached_ += capacity;
+}
+
+void PinnedPool::clear() {
+  for (auto& [cls, list] : free_) {
+    for (void* p : list) {
+      cudaFreeHost(p);
+      held_ -= cls;
+    }
+    list.clear();
+  }
+  cached_ = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// With the runtime linked statically, a machine without the NVIDIA driver answers
+// cudaErrorInsufficientDriver; saying that libcuda itself is missing is the useful reason.
+std::string driverMissing() {
+  void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (h != nullptr) return "";
+  const char* why = dlerror();
+  return why ? why : "libcuda.so.1 not found";
+}
+
+}  // namespace
+
+Device::Device(int ordinal) : ordinal_(ordinal) {
+  try {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      const std::string noDriver = driverMissing();
+      if (!noDriver.empty())
+        throw Failure("ERR_CUDA_NO_DRIVER", "no NVIDIA driver on this machine (" + noDriver + "); cudaGetDeviceCount: " + cudaText(status));
+      throw Failure("ERR_CUDA_NO_DEVICE", "cudaGetDeviceCount failed: " + cudaText(status));
+    }
+    if (count == 0) throw Failure("ERR_CUDA_NO_DEVICE", "cudaGetDeviceCount found no CUDA device");
+    if (ordinal < 0 || ordinal >= count)
+      throw Failure("ERR_CUDA_NO_DEVICE", "CUDA device " + std::to_string(ordinal) + " asked for, but this machine has " +
+                                              std::to_string(count));
+    check(cudaSetDevice(ordinal), "cudaSetDevice");
+    check(cudaGetDeviceProperties(&props_, ordinal), "cudaGetDeviceProperties");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaMalloc(reinterpret_cast<void**>(&errors_), sizeof(ErrorRecord)), "cudaMalloc (error record)");
+    check(cudaMemsetAsync(errors_, 0, sizeof(ErrorRecord), stream_), "cudaMemsetAsync");
+    launch_ = Launch{stream_, props_.multiProcessorCount, errors_};
+
+    // One tiny launch proves the kernels were built for this GPU (sm_90 code, compute_90 PTX).
+    cudaError_t probe = fill(launch_, I32, &errors_->code, 1, 0.0);
+    if (probe == cudaSuccess) probe = cudaStreamSynchronize(stream_);
+    if (probe != cudaSuccess) {
+      cudaGetLastError();
+      throw Failure("ERR_CUDA_ARCH", "miniseq's kernels (built for sm_90, with compute_90 PTX) do not run on " +
+                                         std::string(props_.name) + " (compute capability " + std::to_string(props_.major) +
+                                         "." + std::to_string(props_.minor) + "): " + cudaText(probe));
+    }
+
+    std::string why;
+    if (!cublas_.load(why)) throw Failure("ERR_CUBLAS", why);
+    cublasStatus s = cublas_.create(&cublasHandle_);
+    if (s != 0) throw Failure("ERR_CUBLAS", "cublasCreate failed: " + cublas_.describe(s));
+    s = cublas_.setStream(cublasHandle_, stream_);
+    if (s != 0) throw Failure("ERR_CUBLAS", "cublasSetStream failed: " + cublas_.describe(s));
+    cublas_.getVersion(cublasHandle_, &cublasVersion_);
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+Device::~Device() {
+  // Only what destroy() has not given back; after the runtime has shut down (process exit)
+  // nothing should be called, so an undestroyed device is left to the driver's cleanup.
+  if (!destroyed_) destroyed_ = true;
+}
+
+void Device::check(cudaError_t status, const char* what) const {
+  if (status == cudaSuccess) return;
+  cudaGetLastError();
+  throw Failure("ERR_CUDA", std::string(what) + ": " + cudaText(status));
+}
+
+void Device::destroy() {
+  if (destroyed_) return;
+  release();
+  destroyed_ = true;
+}
+
+void Device::release() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (cublasHandle_ != nullptr && cublas_.destroy != nullptr) cublas_.destroy(cublasHandle_);
+  cublasHandle_ = nullptr;
+  for (auto& [h, b] : blocks_)
+    if (b.ptr != nullptr) memory_.release(b.ptr, b.capacity);
+  blocks_.clear();
+  live_ = 0;
+  memory_.emptyCache();
+  for (const PendingStaging& p : staging_) {
+    pinned_.give(p.ptr, p.capacity);
+    events_.push_back(p.event);
+  }
+  staging_.clear();
+  pinned_.clear();
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  events_.clear();
+  if (errors_ != nullptr) cudaFree(errors_);
+  errors_ = nullptr;
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  stream_ = nullptr;
+}
+
+uint64_t Device::alloc(size_t bytes) {
+  Block b{nullptr, bytes, 0};
+  if (bytes > 0) {
+    b.ptr = memory_.allocate(bytes, &b.capacity);
+    if (b.ptr == nullptr) {
+      size_t freeBytes = 0, total = 0;
+      cudaMemGetInfo(&freeBytes, &total);
+      cudaGetLastError();
+      Failure f("ERR_CUDA_OOM", "cuda.alloc: out of device memory: asked for " + std::to_string(bytes) + " bytes with " +
+                                    std::to_string(live_) + " bytes in live buffers (" + std::to_string(freeBytes) +
+                                    " bytes free of " + std::to_string(total) + ")");
+      f.requested = static_cast<double>(bytes);
+      f.alive = static_cast<double>(live_);
+      f.reserved = static_cast<double>(memory_.reserved());
+      f.free = static_cast<double>(freeBytes);
+      f.total = static_cast<double>(total);
+      throw f;
+    }
+  }
+  const uint64_t h = nextHandle_++;
+  blocks_.emplace(h, b);
+  live_ += bytes;
+  if (live_ > peak_) peak_ = live_;
+  return h;
+}
+
+void Device::free(uint64_t handle) {
+  auto it = blocks_.find(handle);
+  if (it == blocks_.end()) throw Failure("ERR_CUDA_BUFFER", "cuda.free: buffer " + std::to_string(handle) + " is not live");
+  memory_.release(it->second.ptr, it->second.capacity);
+  live_ -= it->second.bytes;
+  blocks_.erase(it);
+}
+
+const Block& Device::block(uint64_t handle, const char* kernel) const {
+  auto it = blocks_.find(handle);
+  if (it == blocks_.end())
+    throw Failure("ERR_CUDA_BUFFER", std::string("cuda.") + kernel + ": buffer " + std::to_string(handle) +
+                                         " is not a live buffer of this device");
+  return it->second;
+}
+
+void* Device::scratch(size_t bytes, size_t* capacity) {
+  void* p = memory_.allocate(bytes, capacity);
+  if (p == nullptr) {
+    Failure f("ERR_CUDA_OOM", "cuda: out of device memory for " + std::to_string(bytes) + " bytes of scratch");
+    f.requested = static_cast<double>(bytes);
+    f.alive = static_cast<double>(live_);
+    throw f;
+  }
+  return p;
+}
+
+cudaEvent_t Device::takeEvent() {
+  if (!events_.empty()) {
+    cudaEvent_t e = events_.back();
+    events_.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+  return e;
+}
+
+void Device::collectStaging() {
+  size_t kept = 0;
+  for (const PendingStaging& p : staging_) {
+    const cudaError_t q = cudaEventQuery(p.event);
+    if (q == cudaSuccess) {
+      pinned_.give(p.ptr, p.capacity);
+      giveEvent(p.event);
+    } else {
+      if (q != cudaErrorNotReady) cudaGetLastError();
+      staging_[kept++] = p;
+    }
+  }
+  staging_.resize(kept);
+}
+
+void Device::write(const Block& dst, DType dtype, const void* data, size_t count) {
+  const size_t bytes = count * elementBytes(dtype);
+  if (bytes == 0) return;
+  collectStaging();
+  size_t capacity = 0;
+  void* host = pinned_.take(bytes, &capacity);
+  if (host == nullptr) {
+    // No pinned memory to be had: a synchronous copy from ordinary memory.
+    std::vector<uint16_t> converted;
+    const void* from = data;
+    if (dtype == BF16) {
+      converted.resize(count);
+      for (size_t i = 0; i < count; i++) converted[i] = floatToBf16(static_cast<const float*>(data)[i]);
+      from = converted.data();
+    }
+    check(cudaStreamSynchronize(stream_), "cuda.write");
+    check(cudaMemcpy(dst.ptr, from, bytes, cudaMemcpyHostToDevice), "cuda.write: cudaMemcpy");
+    return;
+  }
+  if (dtype == BF16) {
+    uint16_t* out = static_cast<uint16_t*>(host);
+    for (size_t i = 0; i < count; i++) out[i] = floatToBf16(static_cast<const float*>(data)[i]);
+  } else {
+    std::memcpy(host, data, bytes);
+  }
+  cudaEvent_t e = takeEvent();
+  const cudaError_t s = cudaMemcpyAsync(dst.ptr, host, bytes, cudaMemcpyHostToDevice, stream_);
+  if (s == cudaSuccess) cudaEventRecord(e, stream_);
+  staging_.push_back({host, capacity, e});
+  check(s, "cuda.write: cudaMemcpyAsync");
+}
+
+Transfer Device::beginRead(const Block* src, size_t bytes) {
+  collectStaging();
+  Transfer t;
+  t.bytes = bytes;
+  t.recordOffset = (bytes + 63) / 64 * 64;
+  t.staging = pinned_.take(t.recordOffset + sizeof(ErrorRecord), &t.capacity);
+  if (t.staging == nullptr) throw Failure("ERR_CUDA_OOM", "cuda.read: no pinned host memory for " + std::to_string(bytes) + " bytes");
+  t.event = takeEvent();
+  cudaError_t s = cudaSuccess;
+  if (bytes > 0) s = cudaMemcpyAsync(t.staging, src->ptr, bytes, cudaMemcpyDeviceToHost, stream_);
+  if (s == cudaSuccess)
+    s = cudaMemcpyAsync(static_cast<char*>(t.staging) + t.recordOffset, errors_, sizeof(ErrorRecord), cudaMemcpyDeviceToHost, stream_);
+  if (s == cudaSuccess) s = cudaMemsetAsync(errors_, 0, sizeof(ErrorRecord), stream_);
+  if (s == cudaSuccess) s = cudaEventRecord(t.event, stream_);
+  if (s != cudaSuccess) {
+    // The copies may have been enqueued: keep the staging until the stream has passed them.
+    staging_.push_back({t.staging, t.capacity, t.event});
+    check(s, "cuda.read");
+  }
+  return t;
+}
+
+void Device::endRead(const Transfer& t) {
+  if (destroyed_) {
+    cudaFreeHost(t.staging);
+    return;
+  }
+  pinned_.give(t.staging, t.capacity);
+  giveEvent(t.event);
+}
+
+// Row-major to column-major. cuBLAS reads matrices column-major; a row-major r × c matrix with
+// row stride c is, read column-major, its c × r transpose with leading dimension c. So we ask
+// cuBLAS for the transpose of what we want:
+//
+//   out = op(a)·op(b)  (row-major m × n)   ⇔   outᵀ = op(b)ᵀ·op(a)ᵀ  (column-major n × m, ld n)
+//
+// and pass b as cuBLAS's first operand, a as its second:
+// - b untransposed is row-major [k, n]: column-major that is n × k = op(b)ᵀ already → OP_N,
+//   ld n. Transposed (b holds [n, k]) it reads as k × n = op(b), so cuBLAS must transpose it →
+//   OP_T, ld k.
+// - a untransposed is row-major [m, k]: column-major k × m = op(a)ᵀ → OP_N, ld k. Transposed
+//   (a holds [k, m]) it reads as m × k = op(a) → OP_T, ld m.
+// cuBLAS's (m, n, k) are then our (n, m, k), and each batch entry steps by the matrix sizes.
+void Device::matmul(const Block& a, const Block& b, const Block& out, DType ab, DType outType, long long batch, long long m,
+                    long long n, long long k, bool transA, bool transB, bool accumulate, bool tf32) {
+  if (batch == 0 || m == 0 || n == 0) return;
+  if (k == 0) {
+    // An empty sum: out = 0, or out unchanged when accumulating.
+    if (!accumulate) check(cudaMemsetAsync(out.ptr, 0, out.bytes, stream_), "cuda.matmul");
+    return;
+  }
+  const long long lim = 2147483647LL;
+  if (m > lim || n > lim || k > lim || batch > lim) throw Failure("ERR_CUDA_ARG", "cuda.matmul: a dimension exceeds 2^31 - 1");
+  const int opFirst = transB ? CUBLAS_OP_T_ : CUBLAS_OP_N_;
+  const int ldFirst = static_cast<int>(transB ? k : n);
+  const int opSecond = transA ? CUBLAS_OP_T_ : CUBLAS_OP_N_;
+  const int ldSecond = static_cast<int>(transA ? m : k);
+
+  int abType = 0, cType = 0, compute = 0;
+  const float alpha32 = 1.0f, beta32 = accumulate ? 1.0f : 0.0f;
+  const double alpha64 = 1.0, beta64 = accumulate ? 1.0 : 0.0;
+  const void* alpha = &alpha32;
+  const void* beta = &beta32;
+  switch (ab) {
+    case F32:
+      abType = cType = CUDA_R_32F_;
+      compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32_ : CUBLAS_COMPUTE_32F_;
+      break;
+    case F64:
+      abType = cType = CUDA_R_64F_;
+      compute = CUBLAS_COMPUTE_64F_;
+      alpha = &alpha64;
+      beta = &beta64;
+      break;
+    case BF16:
+      // bfloat16 products accumulate in float32; out is bfloat16, or float32 (a weight gradient).
+      abType = CUDA_R_16BF_;
+      cType = outType == F32 ? CUDA_R_32F_ : CUDA_R_16BF_;
+      compute = CUBLAS_COMPUTE_32F_;
+      break;
+    default:
+      throw Failure("ERR_CUDA_ARG", "cuda.matmul: unsupported dtype");
+  }
+  const cublasStatus s = cublas_.gemmStridedBatchedEx(
+      cublasHandle_, opFirst, opSecond, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), alpha, b.ptr, abType,
+      ldFirst, n * k, a.ptr, abType, ldSecond, m * k, beta, out.ptr, cType, static_cast<int>(n), m * n, static_cast<int>(batch),
+      compute, CUBLAS_GEMM_DEFAULT_);
+  if (s != 0) throw Failure("ERR_CUBLAS", "cuda.matmul: cublasGemmStridedBatchedEx failed: " + cublas_.describe(s));
+}
+
+}  // namespace miniseq

@@ -1,0 +1,182 @@
+// One CUDA device as miniseq uses it: a stream every command goes on, a caching allocator for
+// device memory, a pool of pinned host staging buffers for transfers, and a cuBLAS handle bound
+// to the stream. No N-API here (see addon.cc): this is plain C++ over the CUDA runtime.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "../kernels/kernels.h"
+#include "cublas.h"
+
+namespace miniseq {
+
+// A failure with a machine-readable code; the addon turns it into a JS Error with `code` (and,
+// for ERR_CUDA_OOM, the byte counts as properties).
+struct Failure : std::runtime_error {
+  std::string code;
+  double requested = -1, alive = -1, reserved = -1, free = -1, total = -1;
+  Failure(std::string c, const std::string& message) : std::runtime_error(message), code(std::move(c)) {}
+};
+
+// "cudaErrorNoDevice: no CUDA-capable device is detected"
+std::string cudaText(cudaError_t e);
+
+// bfloat16 ↔ float32 on the host. Rounds to nearest even; NaN stays a (quiet) NaN.
+inline uint16_t floatToBf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float bf16ToFloat(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+// Device memory in size classes, each with a free list: a freed block goes back to its list and
+// serves the next request of the same class without a cudaMalloc (which is slow and
+// synchronizing). Every command runs on one stream, so a block freed after the commands that use
+// it were enqueued can be handed to later commands at once: they run after those anyway.
+class CachingAllocator {
+ public:
+  // Requests ≤ 1 MiB round up to 512 B; larger ones to an eighth of their power of two (≤ 12.5%
+  // slack).
+  static size_t sizeClass(size_t bytes);
+  // Returns nullptr when the device has no memory left even after emptying the cache.
+  void* allocate(size_t bytes, size_t* capacity);
+  void release(void* p, size_t capacity);
+  // Gives every cached block back to the driver.
+  void emptyCache();
+  size_t reserved() const { return reserved_; }
+  size_t cached() const { return cached_; }
+
+ private:
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t reserved_ = 0;  // bytes held from cudaMalloc: in use + cached
+  size_t cached_ = 0;
+};
+
+// Pinned (page-locked) host buffers in power-of-two classes, so transfers are real DMA that
+// neither blocks the host nor serializes the stream. Keeps at most kMaxCached bytes around.
+class PinnedPool {
+ public:
+  static constexpr size_t kMaxCached = size_t(256) << 20;
+  void* take(size_t bytes, size_t* capacity);  // nullptr when pinned memory is refused
+  void give(void* p, size_t capacity);
+  void clear();
+  size_t held() const { return held_; }
+
+ private:
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0, held_ = 0;
+};
+
+struct Block {
+  void* ptr;
+  size_t bytes;     // what was asked for
+  size_t capacity;  // its size class
+};
+
+// A device-to-host transfer in flight: staging holds the data, then (at recordOffset) a copy of
+// the ErrorRecord taken right after it.
+struct Transfer {
+  void* staging = nullptr;
+  size_t capacity = 0;
+  size_t bytes = 0;
+  size_t recordOffset = 0;
+  cudaEvent_t event = nullptr;
+  const ErrorRecord& record() const { return *reinterpret_cast<const ErrorRecord*>(static_cast<char*>(staging) + recordOffset); }
+};
+
+struct MemoryStats {
+  size_t live, peak, reserved, cached, pinned;
+};
+
+class Device {
+ public:
+  // Throws Failure: ERR_CUDA_NO_DRIVER, ERR_CUDA_NO_DEVICE, ERR_CUDA_ARCH, ERR_CUBLAS or ERR_CUDA.
+  explicit Device(int ordinal);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // Waits for the stream and gives everything back. Later calls fail with ERR_CUDA_DESTROYED.
+  void destroy();
+  bool destroyed() const { return destroyed_; }
+
+  uint64_t alloc(size_t bytes);
+  void free(uint64_t handle);
+  // The live block behind a handle; `kernel` names the caller in the error.
+  const Block& block(uint64_t handle, const char* kernel) const;
+
+  // Internal temporaries (reduction partials, copy snapshots): not counted as live.
+  void* scratch(size_t bytes, size_t* capacity);
+  void releaseScratch(void* p, size_t capacity) { memory_.release(p, capacity); }
+
+  // Host → device, through pinned staging recycled once the copy has run. `data` holds `count`
+  // elements of the dtype, except for bfloat16, where it holds `count` floats that are rounded
+  // to bfloat16 (to nearest even) on the host, halving what crosses the bus.
+  void write(const Block& dst, DType dtype, const void* data, size_t count);
+  // Enqueues device → staging copies of the first `bytes` of the block and of the ErrorRecord
+  // (then clears the record); a worker waits on the event, the main thread ends it.
+  Transfer beginRead(const Block* src, size_t bytes);
+  void endRead(const Transfer& t);
+
+  // out = op(a)·op(b) (+ out when accumulate) for row-major [batch, m, k]·[batch, k, n].
+  void matmul(const Block& a, const Block& b, const Block& out, DType ab, DType outType, long long batch, long long m,
+              long long n, long long k, bool transA, bool transB, bool accumulate, bool tf32);
+
+  // Throws Failure(ERR_CUDA) naming `what` when status is not cudaSuccess.
+  void check(cudaError_t status, const char* what) const;
+
+  const Launch& launch() const { return launch_; }
+  cudaStream_t stream() const { return stream_; }
+  int ordinal() const { return ordinal_; }
+  const cudaDeviceProp& props() const { return props_; }
+  const Cublas& cublas() const { return cublas_; }
+  int cublasVersion() const { return cublasVersion_; }
+
+  MemoryStats memory() const { return {live_, peak_, memory_.reserved(), memory_.cached(), pinned_.held()}; }
+  void resetPeak() { peak_ = live_; }
+  void emptyCache() { memory_.emptyCache(); }
+
+ private:
+  void release();
+  void collectStaging();
+  cudaEvent_t takeEvent();
+  void giveEvent(cudaEvent_t e) { events_.push_back(e); }
+
+  int ordinal_ = 0;
+  bool destroyed_ = false;
+  cudaDeviceProp props_{};
+  cudaStream_t stream_ = nullptr;
+  ErrorRecord* errors_ = nullptr;
+  Launch launch_{};
+  Cublas cublas_;
+  cublasHandle cublasHandle_ = nullptr;
+  int cublasVersion_ = 0;
+
+  CachingAllocator memory_;
+  PinnedPool pinned_;
+  std::unordered_map<uint64_t, Block> blocks_;
+  uint64_t nextHandle_ = 1;
+  size_t live_ = 0, peak_ = 0;
+
+  struct PendingStaging {
+    void* ptr;
+    size_t capacity;
+    cudaEvent_t event;
+  };
+  std::vector<PendingStaging> staging_;  // host → device copies not known to be done
+  std::vector<cudaEvent_t> events_;
+};
+
+}  // namespace miniseq

@@ -1,0 +1,29 @@
+import { Effect, Layer } from "effect"
+import { BackendUnavailable } from "../../core/errors.js"
+import { Backend } from "../backend.js"
+import { makeCudaBackend, type CudaOptions } from "./cuda-backend.js"
+
+export { makeCudaBackend, type CudaBackend, type CudaBuffer, type CudaDeviceInfo, type CudaMemory, type CudaOptions } from "./cuda-backend.js"
+export { addonPath, loadAddon } from "./native.js"
+
+/**
+ * The CUDA backend as the `Backend` service. The device is a scoped resource: started when the
+ * layer is built, given back (memory, stream, cuBLAS handle) when its scope closes. Fails with
+ * `BackendUnavailable` whose reason says exactly why: the addon was not built (and what the
+ * install said), no driver or GPU (the CUDA error), or cuBLAS could not be loaded (the dlopen
+ * error).
+ */
+export const cudaBackendLayer = (opts: CudaOptions = {}): Layer.Layer<Backend, BackendUnavailable> =>
+  Layer.effect(
+    Backend,
+    Effect.acquireRelease(
+      Effect.try({
+        try: () => makeCudaBackend(opts),
+        catch: (e) =>
+          e instanceof BackendUnavailable
+            ? e
+            : new BackendUnavailable({ backend: "cuda", reason: String(e), message: `cuda: could not start the device: ${String(e)}` }),
+      }),
+      (backend) => Effect.promise(() => backend.destroy()),
+    ),
+  )

@@ -1,0 +1,132 @@
+/**
+ * The native addon (native/, built by `npm install` into build/Release/miniseq_cuda.node) and
+ * its loader. The addon's `Device` takes buffer handles and plain numbers; every argument check
+ * that needs the graph's view of a buffer (dtypes, shapes, aliasing) happens in cuda-backend.ts
+ * before a call gets here, and the addon re-checks byte sizes so a bug cannot corrupt memory.
+ */
+import { existsSync, readFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import type { HostArray } from "../../core/dtype.js"
+
+/** Codes shared with native/kernels/kernels.h (DType, UnaryOp, BinaryOp, ReduceOp). */
+export const dtypeCode = { float32: 0, float64: 1, int32: 2, bfloat16: 3 } as const
+export const unaryCode = { neg: 0, exp: 1, log: 2, sqrt: 3, recip: 4, sin: 5, cos: 6 } as const
+export const binaryCode = { add: 0, sub: 1, mul: 2, div: 3, maximum: 4, less: 5, equal: 6 } as const
+export const reduceCode = { sum: 0, max: 1 } as const
+
+export interface NativeMemory {
+  /** Bytes of live buffers (what was asked for). */
+  readonly live: number
+  readonly peak: number
+  /** Bytes held from the driver: live buffers' size classes plus the cache. */
+  readonly reserved: number
+  /** Bytes of freed blocks kept for reuse. */
+  readonly cached: number
+  /** Pinned host staging held for transfers. */
+  readonly pinned: number
+}
+
+export interface NativeInfo {
+  readonly ordinal: number
+  readonly name: string
+  readonly computeCapability: string
+  readonly multiProcessors: number
+  readonly totalMemory: number
+  readonly freeMemory: number
+  readonly l2Cache: number
+  readonly cudaRuntime: number
+  readonly cudaDriver: number
+  readonly cublas: number
+  readonly cublasPath: string
+  readonly archs: string
+}
+
+type H = number
+type D = number
+
+/** native/src/addon.cc's Device; argument order as there. */
+export interface NativeDevice {
+  alloc(bytes: number): H
+  free(h: H): void
+  write(h: H, dtype: D, data: HostArray): void
+  read(h: H, dtype: D, count: number): Promise<HostArray>
+  sync(): Promise<void>
+  fill(h: H, dtype: D, n: number, value: number): void
+  iota(h: H, dtype: D, outer: number, len: number, inner: number): void
+  unary(op: number, dtype: D, x: H, out: H, n: number): void
+  binary(op: number, inDtype: D, outDtype: D, a: H, aScalar: boolean, b: H, bScalar: boolean, out: H, n: number): void
+  where(condDtype: D, dtype: D, c: H, cScalar: boolean, a: H, aScalar: boolean, b: H, bScalar: boolean, out: H, n: number): void
+  cast(from: D, to: D, x: H, out: H, n: number): void
+  /** params: [rank, srcOffset, dstOffset, shape…, srcStrides…, dstStrides…] */
+  copy(elemBytes: number, src: H, dst: H, params: Float64Array): void
+  reduce(op: number, dtype: D, x: H, out: H, outer: number, axis: number, inner: number): void
+  matmul(a: H, b: H, out: H, abDtype: D, outDtype: D, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, accumulate: boolean, tf32: boolean): void
+  gather(elemBytes: number, table: H, rows: number, idx: H, n: number, out: H, width: number): void
+  scatterAdd(dtype: D, idx: H, n: number, src: H, out: H, rows: number, width: number): void
+  takeAlong(elemBytes: number, x: H, idx: H, n: number, out: H, width: number): void
+  putAlong(elemBytes: number, idx: H, n: number, src: H, out: H, width: number): void
+  memory(): NativeMemory
+  resetPeak(): void
+  emptyCache(): void
+  info(): NativeInfo
+  pending(): number
+  destroy(): void
+}
+
+export interface NativeModule {
+  readonly Device: new (ordinal?: number) => NativeDevice
+  readonly archs: string
+  readonly cudaRuntimeBuiltWith: number
+}
+
+/** What the addon's errors carry besides the message (see native/src/device.h, Failure). */
+export interface NativeError extends Error {
+  readonly code?: string
+  readonly requested?: number
+  readonly alive?: number
+  readonly total?: number
+}
+
+export type AddonLoad =
+  | { readonly ok: true; readonly module: NativeModule; readonly path: string }
+  | { readonly ok: false; readonly reason: string; readonly path: string }
+
+/** Where the addon is: $MINISEQ_CUDA_ADDON, else build/Release beside this package's root. */
+export function addonPath(): string {
+  const fromEnv = process.env.MINISEQ_CUDA_ADDON
+  if (fromEnv) return fromEnv
+  return join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "build", "Release", "miniseq_cuda.node")
+}
+
+/** What native/build.mjs recorded about the last build, if anything. */
+function buildRecord(path: string): string {
+  const file = join(dirname(dirname(path)), "miniseq_cuda.json")
+  if (!existsSync(file)) return "no build was recorded: run `npm run build:cuda`"
+  try {
+    const r = JSON.parse(readFileSync(file, "utf8")) as { built?: boolean; reason?: string }
+    return r.built ? "the build record says it was built, so it was removed since: run `npm run build:cuda`" : `at install: ${r.reason ?? "?"}`
+  } catch {
+    return `unreadable build record ${file}`
+  }
+}
+
+let cached: AddonLoad | undefined
+
+export function loadAddon(): AddonLoad {
+  if (cached) return cached
+  const path = addonPath()
+  if (!existsSync(path)) {
+    cached = { ok: false, path, reason: `native addon not built: ${path} is missing (${buildRecord(path)})` }
+    return cached
+  }
+  try {
+    const module = createRequire(import.meta.url)(path) as NativeModule
+    cached = { ok: true, module, path }
+  } catch (e) {
+    cached = { ok: false, path, reason: `native addon failed to load: ${(e as Error).message}` }
+  }
+  return cached
+}

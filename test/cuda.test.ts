@@ -1,0 +1,598 @@
+/**
+ * The CUDA backend. Runs everywhere:
+ * - Without the addon or without a GPU, it checks that `BackendUnavailable` names the exact
+ *   reason (not built and why; no driver/GPU with the CUDA error; cuBLAS not loadable), and skips
+ *   the GPU cases, printing why. With MINISEQ_CUDA=1 a missing GPU fails instead.
+ * - With a GPU, every kernel is compared with the CPU backend (float32 and int32 exactly or to
+ *   a few ulp, float64 to ~1e-15, bfloat16 against float32 on bfloat16-rounded inputs), then whole
+ *   graphs — a chunked LM head + cross-entropy training step, a chunked SwiGLU MLP — against the
+ *   CPU backend in float64.
+ *
+ * On the GPU machine this file runs bundled (scripts/cuda-device.sh), so it sticks to the parts
+ * of vitest's API that scripts/cuda-vitest-shim.ts provides.
+ */
+import { Effect, Layer } from "effect"
+import { existsSync, readFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import { Backend, type BackendImpl, type Buffer, type MatmulSpec, type View } from "../src/backends/backend.js"
+import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
+import { addonPath, type CudaBackend, cudaBackendLayer, makeCudaBackend } from "../src/backends/cuda/index.js"
+import { valueAndGrad } from "../src/core/autodiff.js"
+import { type DType, type HostArray } from "../src/core/dtype.js"
+import { BackendUnavailable, OutOfMemory } from "../src/core/errors.js"
+import { evaluate, type Feed } from "../src/core/executor.js"
+import { input, type Tensor } from "../src/core/graph.js"
+import * as o from "../src/core/ops.js"
+import { rng } from "../src/core/random.js"
+import { checkpoint, chunked } from "../src/core/regions.js"
+import { linear, swiglu } from "../src/core/routines/basic.js"
+import { sumCrossEntropy, targetCount } from "../src/core/routines/cross-entropy.js"
+
+// ---------------------------------------------------------------------------------------------
+// The device, or why there is none
+// ---------------------------------------------------------------------------------------------
+
+const required = process.env.MINISEQ_CUDA === "1"
+let cuda: CudaBackend | undefined
+let missing: BackendUnavailable | undefined
+try {
+  cuda = makeCudaBackend()
+} catch (e) {
+  if (!(e instanceof BackendUnavailable)) throw e
+  missing = e
+  console.warn(`cuda: GPU cases ${required ? "FAIL (MINISEQ_CUDA=1)" : "skipped"}: ${e.reason}`)
+}
+const noGpu = cuda === undefined
+let tf32: CudaBackend | undefined
+afterAll(async () => {
+  await tf32?.destroy()
+  await cuda?.destroy()
+})
+
+describe("cuda availability", () => {
+  it("says exactly why it cannot run, or runs", () => {
+    if (cuda !== undefined) {
+      expect(cuda.name).toBe("cuda")
+      console.log(`cuda: ${cuda.device.name} (sm ${cuda.device.computeCapability}, ${cuda.device.multiProcessors} SMs, ` +
+        `${(cuda.device.totalMemory / 2 ** 30).toFixed(0)} GiB), CUDA runtime ${cuda.device.cudaRuntime}, driver ${cuda.device.cudaDriver}, ` +
+        `cuBLAS ${cuda.device.cublas} from ${cuda.device.cublasPath}`)
+      return
+    }
+    const e = missing!
+    expect(e.backend).toBe("cuda")
+    expect(e.message).toMatch(/^cuda: backend unavailable: /)
+    if (!existsSync(addonPath())) {
+      // Not built: the reason quotes what the install recorded.
+      expect(e.reason).toMatch(/^native addon not built: .*miniseq_cuda\.node is missing \((at install: .+|no build was recorded: .+)\)$/)
+      const record = join(dirname(dirname(addonPath())), "miniseq_cuda.json")
+      if (existsSync(record)) {
+        const r = JSON.parse(readFileSync(record, "utf8")) as { built: boolean; reason: string }
+        if (!r.built) expect(e.reason.includes(r.reason)).toBe(true)
+      }
+    } else {
+      // Built: the reason is the driver's, the device's or cuBLAS's own words.
+      expect(e.reason).toMatch(/^(no GPU: (no NVIDIA driver on this machine \(.+\); cudaGetDeviceCount: cudaError\w+: .+|cudaGetDeviceCount failed: cudaError\w+: .+|.+)|unsupported GPU: .+cudaError\w+: .+|cuBLAS not loadable: .+|native addon failed to load: .+)$/)
+    }
+  })
+
+  it("the Layer fails with the same BackendUnavailable, or provides the backend and releases it", async () => {
+    const program = Effect.gen(function* () { return (yield* Backend).name }).pipe(Effect.provide(cudaBackendLayer()))
+    if (cuda === undefined) {
+      const err = await Effect.runPromise(Effect.flip(program))
+      expect(err).toBeInstanceOf(BackendUnavailable)
+      expect(err.reason).toBe(missing!.reason)
+    } else {
+      expect(await Effect.runPromise(program)).toBe("cuda")
+    }
+  })
+
+  it("has a GPU when MINISEQ_CUDA=1", () => {
+    if (required && cuda === undefined) expect.fail(`MINISEQ_CUDA=1 but: ${missing!.reason}`)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+const cpu = makeCpuBackend({ fused: false })
+
+const f32 = new Float32Array(1)
+const u32 = new Uint32Array(f32.buffer)
+/** Rounds to bfloat16 (nearest even), as the backend does on write. */
+function bf16(x: number): number {
+  f32[0] = x
+  const u = u32[0]!
+  if ((u & 0x7fffffff) > 0x7f800000) return NaN
+  u32[0] = (((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16) >>> 0
+  return f32[0]!
+}
+const roundBf16 = (a: ArrayLike<number>): Float32Array => Float32Array.from(a, bf16)
+
+function normals(n: number, seed: number, opts: { positive?: boolean; scale?: number } = {}): Float32Array {
+  const r = rng(seed)
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i++) {
+    // Box–Muller from the project's seeded generator.
+    const v = Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r()) * (opts.scale ?? 1)
+    out[i] = opts.positive ? 0.5 + Math.abs(v) : v
+  }
+  return out
+}
+
+function ints(n: number, below: number, seed: number): Int32Array {
+  const r = rng(seed)
+  return Int32Array.from({ length: n }, () => Math.floor(r() * below))
+}
+
+/** The host array a backend takes for a dtype (bfloat16 travels as float32). */
+function hostOf(dtype: DType, data: ArrayLike<number>): HostArray {
+  switch (dtype) {
+    case "float64": return Float64Array.from(data)
+    case "int32": return Int32Array.from(data)
+    default: return Float32Array.from(data)
+  }
+}
+
+interface Arg { readonly dtype: DType; readonly data: ArrayLike<number> }
+const arg = (dtype: DType, data: ArrayLike<number>): Arg => ({ dtype, data })
+
+/**
+ * Runs `f` on one backend with inputs uploaded and outputs allocated, and reads the outputs back.
+ * Outputs start as NaN (or -1 for int32), so a kernel that skips elements shows.
+ */
+async function runOn(b: BackendImpl, ins: readonly Arg[], outs: readonly { dtype: DType; size: number; init?: ArrayLike<number> }[],
+  f: (ins: Buffer[], outs: Buffer[]) => void): Promise<HostArray[]> {
+  const inBufs = ins.map((a) => { const buf = b.alloc(a.dtype, a.data.length); b.write(buf, hostOf(a.dtype, a.data)); return buf })
+  const outBufs = outs.map((s) => {
+    const buf = b.alloc(s.dtype, s.size)
+    b.write(buf, hostOf(s.dtype, s.init ?? new Array<number>(s.size).fill(s.dtype === "int32" ? -1 : NaN)))
+    return buf
+  })
+  try {
+    f(inBufs, outBufs)
+    return await Promise.all(outBufs.map((x) => b.read(x)))
+  } finally {
+    for (const x of [...inBufs, ...outBufs]) b.free(x)
+  }
+}
+
+/** The CPU backend has no bfloat16: it runs those cases in float32 on bfloat16-rounded inputs. */
+const cpuArg = (a: Arg): Arg => (a.dtype === "bfloat16" ? arg("float32", roundBf16(a.data)) : a)
+const cpuDType = (d: DType): DType => (d === "bfloat16" ? "float32" : d)
+
+/** The same kernel call on CUDA and on the CPU backend. */
+async function both(ins: readonly Arg[], outs: readonly { dtype: DType; size: number; init?: ArrayLike<number> }[],
+  f: (b: BackendImpl, ins: Buffer[], outs: Buffer[]) => void): Promise<{ gpu: HostArray[]; ref: HostArray[] }> {
+  const gpu = await runOn(cuda!, ins, outs, (i, o) => f(cuda!, i, o))
+  const ref = await runOn(cpu, ins.map(cpuArg), outs.map((s) => ({ ...s, dtype: cpuDType(s.dtype), init: s.init === undefined ? undefined : s.dtype === "bfloat16" ? roundBf16(s.init) : s.init })),
+    (i, o) => f(cpu, i, o))
+  return { gpu, ref }
+}
+
+/** Equal element by element (NaN equals NaN, -0 equals 0). */
+function expectSame(what: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
+  expect(got.length, `${what}: length`).toBe(want.length)
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!, w = want[i]!
+    if (!(g === w || (Number.isNaN(g) && Number.isNaN(w)))) expect.fail(`${what}: element ${i} is ${g}, want ${w}`)
+  }
+}
+
+/** Non-finite values equal; finite ones within tol of the largest magnitude. */
+function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: number): void {
+  expect(got.length, `${what}: length`).toBe(want.length)
+  let scale = 0, diff = 0, at = -1
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!, w = want[i]!
+    if (!Number.isFinite(w) || !Number.isFinite(g)) {
+      if (!(g === w || (Number.isNaN(g) && Number.isNaN(w)))) expect.fail(`${what}: element ${i} is ${g}, want ${w}`)
+      continue
+    }
+    scale = Math.max(scale, Math.abs(w))
+    if (Math.abs(g - w) > diff) { diff = Math.abs(g - w); at = i }
+  }
+  const err = scale === 0 ? diff : diff / scale
+  if (!(err <= tol)) expect.fail(`${what}: error ${err.toExponential(2)} (element ${at}: ${got[at]} vs ${want[at]}) exceeds ${tol}`)
+}
+
+const floatTypes: readonly DType[] = ["float32", "float64", "bfloat16"]
+const allTypes: readonly DType[] = ["float32", "float64", "int32", "bfloat16"]
+
+// ---------------------------------------------------------------------------------------------
+// Kernels against the CPU backend
+// ---------------------------------------------------------------------------------------------
+
+describe.skipIf(noGpu)("cuda kernels", () => {
+  it("write/read round trips every dtype; bfloat16 rounds to nearest even on write", async () => {
+    const data = [0, -0, 1, -1.5, 3.14159, 1e-30, 65504.5, Infinity, -Infinity, NaN, 1 + 2 ** -8, 1 + 3 * 2 ** -9]
+    for (const dtype of ["float32", "float64"] as const) {
+      const [got] = await runOn(cuda!, [], [{ dtype, size: data.length, init: data }], () => {})
+      expectSame(dtype, got!, hostOf(dtype, data))
+    }
+    const [i32] = await runOn(cuda!, [], [{ dtype: "int32", size: 4, init: [0, -1, 2147483647, -2147483648] }], () => {})
+    expectSame("int32", i32!, [0, -1, 2147483647, -2147483648])
+    const [b] = await runOn(cuda!, [], [{ dtype: "bfloat16", size: data.length, init: data }], () => {})
+    expect(b).toBeInstanceOf(Float32Array)
+    expectSame("bfloat16", b!, roundBf16(data))
+  })
+
+  it("checks buffers: wrong host type, freed buffers, reads after free", async () => {
+    const buf = cuda!.alloc("float32", 3)
+    expect(() => cuda!.write(buf, new Float64Array(3))).toThrow(/cuda\.write: buffer is float32 but data is a Float64Array/)
+    expect(() => cuda!.write(buf, new Float32Array(2))).toThrow(/holds 3 elements but data has 2/)
+    cuda!.free(buf)
+    expect(() => cuda!.free(buf)).toThrow(/freed already/)
+    let rejected = ""
+    await cuda!.read(buf).catch((e: Error) => { rejected = e.message })
+    expect(rejected).toMatch(/cuda\.read: buffer float32\[3\] is not a live buffer/)
+    const i = cuda!.alloc("int32", 1)
+    expect(() => cuda!.fill(i, 0.5)).toThrow(/0\.5 is not an int32/)
+    cuda!.free(i)
+  })
+
+  it("fill and iota", async () => {
+    for (const dtype of allTypes) {
+      const value = dtype === "int32" ? -7 : -2.71828
+      const { gpu, ref } = await both([], [{ dtype, size: 1031 }, { dtype, size: 3 * 4 * 5 }, { dtype, size: 7 }], (b, _i, [f, io1, io2]) => {
+        b.fill(f!, value)
+        b.iota(io1!, [3, 4, 5], 1)
+        b.iota(io2!, [7], 0)
+      })
+      gpu.forEach((g, i) => expectSame(`${dtype} output ${i}`, g, dtype === "bfloat16" ? roundBf16(ref[i]!) : ref[i]!))
+    }
+  })
+
+  it("unary ops (float32 to a few ulp, sqrt/recip/neg exactly; float64; bfloat16)", async () => {
+    const ops = ["neg", "exp", "log", "sqrt", "recip", "sin", "cos"] as const
+    for (const dtype of floatTypes) {
+      for (const op of ops) {
+        const positive = op === "log" || op === "sqrt" || op === "recip"
+        const x = normals(1000, 7, { positive, scale: op === "sin" || op === "cos" ? 30 : 2 })
+        const { gpu: [g], ref: [r] } = await both([arg(dtype, x)], [{ dtype, size: x.length }], (b, [xb], [ob]) => b.unary(op, xb!, ob!))
+        const want = dtype === "bfloat16" ? roundBf16(r!) : r!
+        const exact = op === "neg" || op === "sqrt" || op === "recip"
+        if (dtype === "bfloat16") expectClose(`${op} ${dtype}`, g!, want, exact ? 0 : 8e-3)
+        else if (exact) expectSame(`${op} ${dtype}`, g!, want)
+        else expectClose(`${op} ${dtype}`, g!, want, dtype === "float32" ? 5e-7 : 1e-15)
+      }
+    }
+  })
+
+  it("binary ops exactly, with scalar operands, NaN and ±0, in every dtype", async () => {
+    const ops = ["add", "sub", "mul", "div", "maximum", "less", "equal"] as const
+    const a = normals(513, 1), b = normals(513, 2)
+    a[3] = NaN; b[4] = NaN; a[5] = 0; b[5] = -0; b[6] = 0; a[7] = b[7]!
+    for (const dtype of ["float32", "float64"] as const) {
+      for (const op of ops) {
+        for (const [sa, sb] of [[false, false], [true, false], [false, true]] as const) {
+          const A = sa ? a.subarray(0, 1) : a, B = sb ? b.subarray(8, 9) : b
+          const outDtype: DType = (op === "less" || op === "equal") ? "int32" : dtype
+          const { gpu: [g], ref: [r] } = await both([arg(dtype, A), arg(dtype, B)], [{ dtype: outDtype, size: 513 }], (be, [x, y], [z]) => be.binary(op, x!, y!, z!))
+          expectSame(`${op} ${dtype} scalars ${sa}/${sb}`, g!, r!)
+        }
+      }
+    }
+    // bfloat16: computed in float32 on the rounded inputs, rounded once.
+    for (const op of ops) {
+      const outDtype: DType = (op === "less" || op === "equal") ? "float32" : "bfloat16"
+      const { gpu: [g], ref: [r] } = await both([arg("bfloat16", a), arg("bfloat16", b)], [{ dtype: outDtype, size: 513 }], (be, [x, y], [z]) => be.binary(op, x!, y!, z!))
+      expectSame(`${op} bfloat16`, g!, outDtype === "bfloat16" ? roundBf16(r!) : r!)
+    }
+    // int32: wrapping + − ×, truncating ÷ with x / 0 = 0 and INT_MIN / -1 wrapping.
+    const r = rng(5)
+    const ia = Int32Array.from({ length: 300 }, (_, i) => (i % 7 === 0 ? 0 : i % 5 === 0 ? Math.floor((r() - 0.5) * 4e9) : Math.floor((r() - 0.5) * 2000)))
+    const ib = Int32Array.from({ length: 300 }, (_, i) => (i % 11 === 0 ? 0 : i % 3 === 0 ? Math.floor((r() - 0.5) * 4e9) : Math.floor((r() - 0.5) * 50)))
+    ia[1] = -2147483648; ib[1] = -1; ia[2] = 2147483647; ib[2] = 1
+    for (const op of ops) {
+      for (const outDtype of (op === "less" || op === "equal") ? (["int32", "float32", "bfloat16"] as const) : (["int32"] as const)) {
+        const { gpu: [g], ref: [rr] } = await both([arg("int32", ia), arg("int32", ib)], [{ dtype: outDtype, size: 300 }], (be, [x, y], [z]) => be.binary(op, x!, y!, z!))
+        expectSame(`${op} int32 → ${outDtype}`, g!, rr!)
+      }
+    }
+  })
+
+  it("where with float, int and NaN conditions and scalar branches", async () => {
+    const c = normals(257, 3).map((v, i) => (i % 3 === 0 ? 0 : i === 10 ? NaN : v))
+    const a = normals(257, 4), b = normals(257, 5)
+    for (const dtype of allTypes) {
+      const A = dtype === "int32" ? ints(257, 100, 1) : a, B = dtype === "int32" ? ints(257, 100, 2) : b
+      for (const [cs, as, bs] of [[false, false, false], [true, false, false], [false, true, false], [false, false, true]] as const) {
+        for (const condType of ["float32", "int32"] as const) {
+          const C = condType === "int32" ? Int32Array.from(c, (v) => (Number.isNaN(v) ? 1 : Math.trunc(v * 2))) : c
+          const { gpu: [g], ref: [r] } = await both(
+            [arg(condType, cs ? C.subarray(0, 1) : C), arg(dtype, as ? A.subarray(2, 3) : A), arg(dtype, bs ? B.subarray(2, 3) : B)],
+            [{ dtype, size: 257 }], (be, [x, y, z], [w]) => be.where(x!, y!, z!, w!))
+          expectSame(`where ${condType}/${dtype} ${cs}${as}${bs}`, g!, r!)
+        }
+      }
+    }
+  })
+
+  it("cast between every pair of dtypes with typed-array store rules", async () => {
+    const special = [0, -0, 0.5, -0.5, 1.5, -2.5, 2.5, 1e10, -3e9, 2147483647.9, -2147483648.7, 4294967296 + 5, NaN, Infinity, -Infinity, 1 + 2 ** -9, 3.999]
+    const x = [...special, ...normals(200, 9, { scale: 1000 })]
+    for (const from of allTypes) {
+      for (const to of allTypes) {
+        const src = from === "int32" ? Int32Array.from(x) : x
+        const { gpu: [g], ref: [r] } = await both([arg(from, src)], [{ dtype: to, size: x.length }], (be, [a], [b]) => be.cast(a!, b!))
+        // The CPU reference runs bfloat16 as float32: round its result where the target is bfloat16.
+        expectSame(`cast ${from} → ${to}`, g!, to === "bfloat16" ? roundBf16(r!) : r!)
+      }
+    }
+  })
+
+  it("strided copy: permutes, broadcasts (0 strides), negative strides, offsets, rank 8 and in place", async () => {
+    const cases: { n: number; src: View; dst: View; dstSize: number }[] = [
+      // transpose 37×19
+      { n: 37 * 19, src: { shape: [19, 37], strides: [1, 19], offset: 0 }, dst: { shape: [19, 37], strides: [37, 1], offset: 0 }, dstSize: 703 },
+      // broadcast a row of 5 to 4×5, and a scalar to 3×7
+      { n: 5, src: { shape: [4, 5], strides: [0, 1], offset: 0 }, dst: { shape: [4, 5], strides: [5, 1], offset: 0 }, dstSize: 20 },
+      { n: 1, src: { shape: [3, 7], strides: [0, 0], offset: 0 }, dst: { shape: [3, 7], strides: [7, 1], offset: 0 }, dstSize: 21 },
+      // reversed rows, into a window of a larger buffer
+      { n: 60, src: { shape: [6, 10], strides: [-10, 1], offset: 50 }, dst: { shape: [6, 10], strides: [12, 1], offset: 13 }, dstSize: 100 },
+      // rank 8 that does not merge
+      { n: 2 ** 7 * 3, src: { shape: [3, 2, 2, 2, 2, 2, 2, 2], strides: [1, 3, 6, 12, 24, 48, 96, 192], offset: 0 },
+        dst: { shape: [3, 2, 2, 2, 2, 2, 2, 2], strides: [128, 64, 32, 16, 8, 4, 2, 1], offset: 0 }, dstSize: 384 },
+      // rank 10, contiguous: merges into one memcpy
+      { n: 1024, src: { shape: [2, 2, 2, 2, 2, 2, 2, 2, 2, 2], strides: [512, 256, 128, 64, 32, 16, 8, 4, 2, 1], offset: 0 },
+        dst: { shape: [2, 2, 2, 2, 2, 2, 2, 2, 2, 2], strides: [512, 256, 128, 64, 32, 16, 8, 4, 2, 1], offset: 0 }, dstSize: 1024 },
+      // one element, size-1 dims only
+      { n: 9, src: { shape: [1, 1], strides: [4, 4], offset: 8 }, dst: { shape: [1, 1], strides: [1, 1], offset: 2 }, dstSize: 3 },
+    ]
+    for (const dtype of allTypes) {
+      for (const [ci, c] of cases.entries()) {
+        const data = dtype === "int32" ? ints(c.n, 1000, ci) : normals(c.n, ci)
+        const { gpu: [g], ref: [r] } = await both([arg(dtype, data)], [{ dtype, size: c.dstSize }], (be, [s], [d]) => be.copy(s!, c.src, d!, c.dst))
+        expectSame(`copy case ${ci} ${dtype}`, g!, dtype === "bfloat16" ? roundBf16(r!) : r!)
+      }
+      // In place, overlapping: shift a buffer by 3 within itself.
+      const data = dtype === "int32" ? ints(50, 1000, 99) : normals(50, 99)
+      const { gpu: [g], ref: [r] } = await both([], [{ dtype, size: 50, init: data }], (be, _i, [d]) =>
+        be.copy(d!, { shape: [40], strides: [1], offset: 0 }, d!, { shape: [40], strides: [1], offset: 3 }))
+      expectSame(`in-place copy ${dtype}`, g!, dtype === "bfloat16" ? roundBf16(r!) : r!)
+    }
+  })
+
+  it("reduce sum and max over [outer, axis, inner], long axes split across blocks, NaN and empty axes", async () => {
+    const shapes: [number, number, number][] = [
+      [3, 1537, 1], [4, 1100, 3], [1, 1000, 5], [5, 1, 3], [1, 200_000, 1], [1, 50_000, 3], [2, 0, 3], [64, 33, 70], [1000, 7, 1],
+    ]
+    for (const dtype of floatTypes) {
+      for (const [outer, axis, inner] of shapes) {
+        const x = normals(outer * axis * inner, outer + axis + inner)
+        if (x.length > 10) x[7] = NaN // one NaN: its max is NaN, its sum too
+        for (const op of ["sum", "max"] as const) {
+          const { gpu: [g], ref: [r] } = await both([arg(dtype, x)], [{ dtype, size: outer * inner }], (be, [a], [b]) => be.reduce(op, a!, b!, outer, axis, inner))
+          const what = `${op} ${dtype} [${outer}, ${axis}, ${inner}]`
+          // Both accumulate in float64 and round once; only the order of the additions differs.
+          if (dtype === "bfloat16") expectClose(what, g!, roundBf16(r!), 8e-3)
+          else if (op === "max") expectSame(what, g!, r!)
+          else expectClose(what, g!, r!, dtype === "float32" ? 1.2e-7 : 1e-14)
+        }
+      }
+    }
+  })
+
+  it("matmul: every transpose combination, batches, odd sizes, accumulate, k = 0", async () => {
+    const shapes: [number, number, number, number][] = [[1, 1, 1, 1], [3, 33, 17, 65], [2, 130, 70, 33], [1, 5, 7, 1000], [1, 256, 384, 512]]
+    for (const dtype of ["float32", "float64", "bfloat16"] as const) {
+      for (const [batch, m, n, k] of shapes) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            for (const accumulate of [false, true]) {
+              const a = normals(batch * m * k, m + k), b = normals(batch * k * n, n + k + 1), c = normals(batch * m * n, m + n)
+              const spec: MatmulSpec = { batch, m, n, k, transA, transB, accumulate }
+              // bfloat16 products accumulate into float32 outputs (a weight gradient) and bfloat16 ones.
+              for (const outDtype of dtype === "bfloat16" ? (["float32", "bfloat16"] as const) : [dtype]) {
+                const { gpu: [g], ref: [r] } = await both([arg(dtype, a), arg(dtype, b)], [{ dtype: outDtype, size: batch * m * n, init: c }],
+                  (be, [x, y], [z]) => be.matmul(x!, y!, z!, spec))
+                const what = `matmul ${dtype}→${outDtype} ${batch}×${m}×${n}×${k} ${transA ? "T" : "N"}${transB ? "T" : "N"}${accumulate ? " +=" : ""}`
+                // float32 accumulation over k = 1000 terms: ~1e-4 absolute on outputs of ~50 (seen on the H200).
+                const tol = dtype === "float64" ? 1e-13 : outDtype === "bfloat16" ? 8e-3 : 1e-5
+                expectClose(what, g!, outDtype === "bfloat16" ? roundBf16(r!) : r!, tol)
+              }
+            }
+          }
+        }
+      }
+    }
+    // k = 0: an empty sum, so out = 0 (or out unchanged with accumulate).
+    for (const accumulate of [false, true]) {
+      const { gpu: [g], ref: [r] } = await both([arg("float32", []), arg("float32", [])], [{ dtype: "float32", size: 6, init: [1, 2, 3, 4, 5, 6] }],
+        (be, [x, y], [z]) => be.matmul(x!, y!, z!, { batch: 1, m: 2, n: 3, k: 0, transA: false, transB: false, accumulate }))
+      expectSame(`matmul k = 0 ${accumulate}`, g!, r!)
+    }
+  })
+
+  it("matmul with allowTF32 stays within TF32 rounding", async () => {
+    tf32 ??= makeCudaBackend({ allowTF32: true })
+    const [m, n, k] = [256, 192, 320]
+    const a = normals(m * k, 1), b = normals(k * n, 2)
+    const spec: MatmulSpec = { batch: 1, m, n, k, transA: false, transB: true }
+    const [g] = await runOn(tf32, [arg("float32", a), arg("float32", b)], [{ dtype: "float32", size: m * n }], ([x, y], [z]) => tf32!.matmul(x!, y!, z!, spec))
+    const [r] = await runOn(cpu, [arg("float32", a), arg("float32", b)], [{ dtype: "float32", size: m * n }], ([x, y], [z]) => cpu.matmul(x!, y!, z!, spec))
+    expectClose("tf32 matmul", g!, r!, 5e-3)
+  })
+
+  it("gather, scatterAdd (bitwise the CPU's order), takeAlong, putAlong", async () => {
+    const rows = 37, width = 19, n = 300
+    const idx = ints(n, rows, 4)
+    const cols = ints(n, width, 5)
+    for (const dtype of allTypes) {
+      const table = dtype === "int32" ? ints(rows * width, 1 << 30, 1) : normals(rows * width, 1)
+      const src = dtype === "int32" ? ints(n * width, 1 << 30, 2) : normals(n * width, 2)
+      const one = dtype === "int32" ? ints(n, 1000, 3) : normals(n, 3)
+      const { gpu, ref } = await both(
+        [arg(dtype, table), arg("int32", idx), arg(dtype, src), arg("int32", cols), arg(dtype, one)],
+        [{ dtype, size: n * width }, { dtype, size: rows * width }, { dtype, size: n }, { dtype, size: n * width }],
+        (be, [t, i, s, c, v], [g, sa, ta, pa]) => {
+          be.gather(t!, i!, g!, width)
+          be.scatterAdd(i!, s!, sa!, width)
+          be.takeAlong(s!, c!, ta!, width)
+          be.putAlong(c!, v!, pa!, width)
+        })
+      const names = ["gather", "scatterAdd", "takeAlong", "putAlong"]
+      gpu.forEach((g, i) => {
+        // bfloat16 scatterAdd rounds after every addition on the GPU; the float32 reference does not.
+        if (dtype === "bfloat16" && i === 1) expectClose(`${names[i]} ${dtype}`, g, ref[i]!, 2e-2)
+        else expectSame(`${names[i]} ${dtype}`, g, dtype === "bfloat16" ? roundBf16(ref[i]!) : ref[i]!)
+      })
+    }
+  })
+
+  it("a bad index is reported by the next read, once", async () => {
+    const table = cuda!.alloc("float32", 10), idx = cuda!.alloc("int32", 3), out = cuda!.alloc("float32", 6)
+    cuda!.write(table, normals(10, 1))
+    cuda!.write(idx, Int32Array.from([1, 4, 7]))
+    cuda!.gather(table, idx, out, 2)
+    let message = ""
+    await cuda!.read(out).catch((e: Error) => { message = e.message })
+    expect(message).toMatch(/^cuda\.gather: index 7 at position 2 is out of range \[0, 5\)/)
+    expect((await cuda!.read(out)).length).toBe(6) // the record was cleared
+    expect(() => cuda!.takeAlong(out, idx, idx, 2)).toThrow(/cuda\.takeAlong: operands must have equal dtypes/)
+    for (const b of [table, idx, out]) cuda!.free(b)
+  })
+
+  it("counts live and peak bytes, reuses freed blocks, and throws OutOfMemory past the device", async () => {
+    const mem0 = cuda!.memory()
+    cuda!.memory().resetPeak()
+    const a = cuda!.alloc("float32", 1000), b = cuda!.alloc("bfloat16", 1000)
+    expect(cuda!.memory().live - mem0.live).toBe(6000)
+    cuda!.free(a)
+    const c = cuda!.alloc("float32", 1000) // the freed block, from the cache
+    expect(cuda!.memory().peak - mem0.live).toBe(6000)
+    cuda!.free(b); cuda!.free(c)
+    expect(cuda!.memory().live).toBe(mem0.live)
+    let oom: unknown
+    try { cuda!.alloc("float32", 2 ** 48) } catch (e) { oom = e }
+    expect(oom).toBeInstanceOf(OutOfMemory)
+    expect((oom as OutOfMemory).requested).toBe(2 ** 50)
+    expect((oom as OutOfMemory).message).toMatch(/out of device memory/)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Graphs: a training step on CUDA against the CPU backend in float64
+// ---------------------------------------------------------------------------------------------
+
+const reference = cpuBackendLayer(makeCpuBackend({ fused: false }))
+
+async function evalOn(layer: Layer.Layer<Backend>, outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>): Promise<HostArray[]> {
+  return (await Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(layer)))).values
+}
+
+/**
+ * One SGD step of a chunked LM head + cross-entropy: loss and the updated W, h's gradient. Built
+ * twice (the dtype under test on CUDA, float64 on the CPU) over the same inputs.
+ */
+function lmHeadStep(dtype: DType, M: number, dims: { B: number; S: number; d: number; V: number }) {
+  const { B, S, d, V } = dims
+  const h = input("h", [B, S, d], dtype), W = input("W", [V, d], dtype), targets = input("targets", [B, S], "int32")
+  const count = targetCount(targets, -100, dtype)
+  const piece = (hh: Tensor, tt: Tensor) => sumCrossEntropy(linear(hh, W), tt)
+  const loss = o.div(chunked(M, { axis: 1, combine: "sum" })(checkpoint(piece))(h, targets), count)
+  const { value, grads } = valueAndGrad(loss, { h, W })
+  const W1 = o.sub(W, o.mul(grads.W!, 0.5))
+  return { inputs: { h, W, targets }, outputs: [value, W1, grads.h!] }
+}
+
+describe.skipIf(noGpu)("cuda graphs against the CPU backend in float64", () => {
+  const dims = { B: 2, S: 13, d: 24, V: 301 }
+  const r = rng(11)
+  const targets = Int32Array.from({ length: dims.B * dims.S }, (_, i) => (i % 5 === 3 ? -100 : Math.floor(r() * dims.V)))
+  const hData = normals(dims.B * dims.S * dims.d, 1), WData = normals(dims.V * dims.d, 2, { scale: 0.3 })
+
+  async function compare(dtype: DType, M: number, tol: number) {
+    const test = lmHeadStep(dtype, M, dims), ref = lmHeadStep("float64", 1, dims)
+    const cudaLayer = Layer.succeed(Backend, cuda!)
+    const live0 = cuda!.memory().live
+    const got = await evalOn(cudaLayer, test.outputs, new Map<Tensor, Feed>([
+      [test.inputs.h, hostOf(dtype, hData)], [test.inputs.W, hostOf(dtype, WData)], [test.inputs.targets, targets]]))
+    const want = await evalOn(reference, ref.outputs, new Map<Tensor, Feed>([
+      [ref.inputs.h, Float64Array.from(hData)], [ref.inputs.W, Float64Array.from(WData)], [ref.inputs.targets, targets]]))
+    expect(cuda!.memory().live).toBe(live0) // the executor gave every buffer back
+    const names = ["loss", "W after one step", "dL/dh"]
+    got.forEach((g, i) => expectClose(`${names[i]} (${dtype}, M = ${M})`, g, want[i]!, tol))
+  }
+
+  for (const M of [1, 4, 13, 20]) {
+    it(`chunked LM head + cross-entropy SGD step, float32, M = ${M}`, () => compare("float32", M, 1e-5))
+  }
+  it("chunked LM head + cross-entropy SGD step, float64, M = 3", () => compare("float64", 3, 1e-12))
+
+  it("chunked SwiGLU MLP, float32, values and gradients", async () => {
+    const [B, S, d, I] = [2, 9, 16, 40]
+    const build = (dtype: DType, M: number) => {
+      const x = input("x", [B, S, d], dtype), gate = input("gate", [I, d], dtype), up = input("up", [I, d], dtype), down = input("down", [d, I], dtype)
+      const rr = input("r", [B, S, d], dtype)
+      const y = chunked(M, { axis: 1 })((hh: Tensor) => swiglu(hh, gate, up, down))(x)
+      const { value, grads } = valueAndGrad(o.sum(o.mul(y, rr)), { x, gate, up, down })
+      return { ins: [x, gate, up, down, rr], outs: [value, grads.x!, grads.gate!, grads.up!, grads.down!] }
+    }
+    const data = [B * S * d, I * d, I * d, d * I, B * S * d].map((n, i) => normals(n, 20 + i, { scale: 0.5 }))
+    const t = build("float32", 4), f = build("float64", 1)
+    const got = await evalOn(Layer.succeed(Backend, cuda!), t.outs, new Map(t.ins.map((x, i) => [x, hostOf("float32", data[i]!)] as [Tensor, Feed])))
+    const want = await evalOn(reference, f.outs, new Map(f.ins.map((x, i) => [x, Float64Array.from(data[i]!)] as [Tensor, Feed])))
+    got.forEach((g, i) => expectClose(`swiglu output ${i}`, g, want[i]!, 1e-5))
+  })
+
+  it("a bfloat16 linear layer (cast in the graph) with float32 accumulation", async () => {
+    const [n, d, V] = [33, 64, 50]
+    const x = input("x", [n, d], "float32"), W = input("W", [V, d], "float32")
+    const y = o.cast(linear(o.cast(x, "bfloat16"), o.cast(W, "bfloat16")), "float32")
+    const xd = normals(n * d, 1), Wd = normals(V * d, 2)
+    const [got] = await evalOn(Layer.succeed(Backend, cuda!), [y], new Map<Tensor, Feed>([[x, xd], [W, Wd]]))
+    const xr = input("x", [n, d], "float64"), Wr = input("W", [V, d], "float64")
+    const [want] = await evalOn(reference, [linear(xr, Wr)], new Map<Tensor, Feed>([[xr, Float64Array.from(roundBf16(xd))], [Wr, Float64Array.from(roundBf16(Wd))]]))
+    expectClose("bf16 linear", got!, want!, 8e-3)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Opt-in timings (MINISEQ_CUDA_PERF=1): a smoke check that the big paths run at GPU speed, not a
+// benchmark.
+// ---------------------------------------------------------------------------------------------
+
+describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", () => {
+  async function time(label: string, reps: number, work: number, unit: string, f: () => void): Promise<void> {
+    f()
+    await cuda!.synchronize()
+    const t0 = performance.now()
+    for (let i = 0; i < reps; i++) f()
+    await cuda!.synchronize()
+    const s = (performance.now() - t0) / 1000 / reps
+    console.log(`cuda timing: ${label}: ${(s * 1e3).toFixed(3)} ms, ${(work / s / 1e12).toFixed(2)} ${unit}`)
+  }
+
+  it("matmul, copy, reduce, elementwise and launch overhead", async () => {
+    const n = 8192
+    const a = cuda!.alloc("bfloat16", n * n), b = cuda!.alloc("bfloat16", n * n), c = cuda!.alloc("float32", n * n)
+    cuda!.fill(a, 0.01); cuda!.fill(b, 0.02)
+    const spec = { batch: 1, m: n, n, k: n, transA: false, transB: true }
+    await time(`bf16 matmul ${n}³ → fp32`, 10, 2 * n ** 3, "TFLOP/s", () => cuda!.matmul(a, b, c, spec))
+    const c16 = cuda!.alloc("bfloat16", n * n)
+    await time(`bf16 matmul ${n}³ → bf16`, 10, 2 * n ** 3, "TFLOP/s", () => cuda!.matmul(a, b, c16, spec))
+    const f1 = cuda!.alloc("float32", 4096 * 4096), f2 = cuda!.alloc("float32", 4096 * 4096), f3 = cuda!.alloc("float32", 4096 * 4096)
+    cuda!.fill(f1, 1); cuda!.fill(f2, 2)
+    await time("fp32 matmul 4096³ (exact)", 5, 2 * 4096 ** 3, "TFLOP/s", () => cuda!.matmul(f1, f2, f3, { batch: 1, m: 4096, n: 4096, k: 4096, transA: false, transB: false }))
+    const big = 1 << 28 // 1 GiB of float32
+    const x = cuda!.alloc("float32", big), y = cuda!.alloc("float32", big)
+    cuda!.fill(x, 1.5)
+    await time("contiguous copy 1 GiB", 5, 2 * 4 * big, "TB/s", () => cuda!.copy(x, { shape: [big], strides: [1], offset: 0 }, y, { shape: [big], strides: [1], offset: 0 }))
+    await time("transpose copy 16384² fp32", 5, 2 * 4 * big, "TB/s", () => cuda!.copy(x, { shape: [16384, 16384], strides: [1, 16384], offset: 0 }, y, { shape: [16384, 16384], strides: [16384, 1], offset: 0 }))
+    await time("binary add 1 GiB fp32", 5, 3 * 4 * big, "TB/s", () => cuda!.binary("add", x, x, y))
+    await time("unary exp 1 GiB fp32", 5, 2 * 4 * big, "TB/s", () => cuda!.unary("exp", x, y))
+    const rows = cuda!.alloc("float32", 2048)
+    await time("row sum [2048, 131072] fp32", 5, 4 * big, "TB/s", () => cuda!.reduce("sum", x, rows, 2048, 131072, 1))
+    const cols = cuda!.alloc("float32", 4096)
+    await time("column sum [1, 65536, 4096] fp32", 5, 4 * big, "TB/s", () => cuda!.reduce("sum", x, cols, 1, 65536, 4096))
+    const s1 = cuda!.alloc("float32", 1)
+    // work 1e6 per call and "T" in the unit: the number printed is millions of calls per second.
+    await time("fill of 1 element (launch overhead)", 20000, 1e6, "M calls/s", () => cuda!.fill(s1, 0))
+    for (const buf of [a, b, c, c16, f1, f2, f3, x, y, rows, cols, s1]) cuda!.free(buf)
+    console.log(`cuda memory after the timings: ${JSON.stringify({ ...cuda!.memory(), resetPeak: undefined, emptyCache: undefined })}`)
+    cuda!.memory().emptyCache()
+  })
+})
