@@ -69,9 +69,9 @@ export interface BackendImpl {
   readonly routines?: Readonly<Record<string, FusedRoutine>>
   alloc(dtype: DType, size: number): Buffer
   free(buffer: Buffer): void
-  /** Host → device. `data.length` equals `buffer.size`. */
+  /** Host → device. `data.length` equals `buffer.size`; bfloat16 buffers take float32 data (rounded). */
   write(buffer: Buffer, data: HostArray): void
-  /** Device → host; the only way data comes back, and it is explicit and async. */
+  /** Device → host; the only way data comes back, and it is explicit and async (bfloat16 → float32). */
   read(buffer: Buffer): Promise<HostArray>
 
   fill(out: Buffer, value: number): void
