@@ -43,9 +43,9 @@ function maxSeq(a: PlanArgs, mode: Mode, memory: number, step: number): { seq: n
 
 const row = (mode: string, S: string, p: StepPlan) => {
   const k = p.gradientPass.atPeak
-  return `${mode.padEnd(15)} ${S.padStart(8)} ${formatBytes(p.peak).padStart(10)} │ ${[k.weights, k.gradients, k.optimizer, k.activations, k.temporaries].map((b) => formatBytes(b).padStart(10)).join(" ")} │ M ${p.chunks.mlp}/${p.chunks.lm}`
+  return `${mode.padEnd(15)} ${S.padStart(8)} ${formatBytes(p.peak).padStart(10)} │ ${formatBytes(p.gradientPass.peak).padStart(10)}: ${[k.weights, k.gradients, k.optimizer, k.activations, k.temporaries].map((b) => formatBytes(b).padStart(10)).join(" ")} │ ${formatBytes(p.optimizerPass.peak).padStart(10)} │ M ${p.chunks.mlp}/${p.chunks.lm}`
 }
-const header = `${"mode".padEnd(15)} ${"S".padStart(8)} ${"peak".padStart(10)} │ ${["weights", "grads", "optimizer", "saved", "temps"].map((h) => h.padStart(10)).join(" ")} │ M mlp/lm`
+const header = `${"mode".padEnd(15)} ${"S".padStart(8)} ${"step peak".padStart(10)} │ ${"fwd+bwd".padStart(10)}: ${["weights", "grads", "optimizer", "saved", "temps"].map((h) => h.padStart(10)).join(" ")} │ ${"AdamW".padStart(10)} │ M mlp/lm`
 
 export const planCommand = Command.make(
   "plan",
