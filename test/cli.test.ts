@@ -28,7 +28,8 @@ describe("miniseq CLI", () => {
       [["train", "--seq", "5000"], "miniseq: ShapeError: sequence length 5000 exceeds the model's max_position_embeddings (1024)"],
       [["train", "--tokenizer", "cl100k_base"], "pick a model with a larger vocabulary (e.g. --model tiny-bpe)"],
       [["plan", "--model", "nope"], 'miniseq: BadConfig: unknown model "nope"; choose one of: tiny,'],
-      [["plan", "--max-seq", "--memory", "lots"], '--memory must be a size like 80GB or 512MiB, got "lots"'],
+      [["plan", "--max-seq", "--memory", "lots"], 'a memory size must look like 80GB or 512MiB, got "lots"'],
+      [["train", "--memory-limit", "4MiB", "--steps", "1"], "miniseq: OutOfMemory: out of memory: asked for"],
       [["plan", "--config", "/nonexistent/config.json"], "miniseq: BadConfig: cannot read /nonexistent/config.json"],
     ]
     const results = await Promise.all(cases.map(([args]) => run(...args)))

@@ -2,7 +2,7 @@
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Exit } from "effect"
+import { Cause, Effect, Exit } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { decodeConfig, decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
@@ -11,6 +11,7 @@ import { llamaLoss, type Mode, modes } from "../src/models/llama.js"
 import { planStep } from "../src/models/planner.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { rng } from "../src/core/random.js"
+import { OutOfMemory } from "../src/core/errors.js"
 import { maxRelDiff } from "./helpers.js"
 
 const model: LlamaConfig = decodeConfigSync({
@@ -25,8 +26,8 @@ for (let i = 1; i < corpus.length; i++) corpus[i] = random() < 0.1 ? Math.floor(
 const base: TrainOptions = { model, mode: "vanilla", batch: 2, seq: 24, steps: 30, lr: 1e-2, warmup: 3, seed: 5, mlpChunks: 5, lmChunks: 7 }
 const batches = makeBatches({ tokens: corpus, batch: base.batch, seq: base.seq, seed: 9 })
 const runTrain = (opts: TrainOptions, onStep?: Parameters<typeof train>[2]) => Effect.runPromiseExit(train(opts, batches, onStep).pipe(Effect.provide(cpuBackendLayer())))
-const ok = async (opts: TrainOptions) => {
-  const exit = await runTrain(opts)
+const ok = async (opts: TrainOptions, b = batches) => {
+  const exit = await Effect.runPromiseExit(train(opts, b).pipe(Effect.provide(cpuBackendLayer())))
   if (Exit.isFailure(exit)) throw new Error(String(exit.cause))
   return exit.value
 }
@@ -113,6 +114,26 @@ describe("checkpoints and resume", () => {
 })
 
 describe("bad input is a clear error and loses nothing", () => {
+  it("running out of memory names the request and the mode and M that would fit, and that advice works", async () => {
+    const wide = { ...model, vocab_size: 4096, max_position_embeddings: 64 }
+    const tokens = Int32Array.from(corpus, (t) => t * 61)
+    const b = makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })
+    const opts = { ...base, model: wide, seq: 48, steps: 1, mode: "vanilla" as const }
+    const vanilla = planStep(wide, 2, 48, { mode: "vanilla" }, makeCpuBackend()).peak
+    const best = planStep(wide, 2, 48, { mode: "mst", mlpChunks: 1, lmChunks: 16 }, makeCpuBackend()).peak
+    const limit = Math.floor((vanilla + best) / 2)
+    const exit = await Effect.runPromiseExit(train({ ...opts, memoryLimit: limit }, b).pipe(Effect.provide(cpuBackendLayer())))
+    expect(Exit.isFailure(exit)).toBe(true)
+    const failure = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+    expect(failure).toBeInstanceOf(OutOfMemory)
+    const oom = failure as OutOfMemory
+    expect(oom.limit).toBe(limit)
+    const hint = /--mode (\S+) --mlp-chunks (\d+) --lm-chunks (\d+) fits/.exec(oom.message)
+    expect(hint, oom.message).not.toBeNull()
+    const advised = await ok({ ...opts, mode: hint![1] as Mode, mlpChunks: Number(hint![2]), lmChunks: Number(hint![3]), memoryLimit: limit }, b)
+    expect(advised.records[0]!.peak).toBeLessThanOrEqual(limit)
+  })
+
   it("a non-finite loss stops training before the update, keeping the last good checkpoint", async () => {
     const dir = await tempDir()
     const saved: Buffer[] = []

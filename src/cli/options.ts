@@ -40,5 +40,5 @@ export function parseBytes(text: string): Effect.Effect<number, BadConfig> {
   const value = m === null ? NaN : Number(m[1]) * (m[2] ? units[m[2][0]!.toLowerCase()]! : 1)
   return Number.isFinite(value) && value > 0
     ? Effect.succeed(value)
-    : Effect.fail(new BadConfig({ field: "memory", message: `--memory must be a size like 80GB or 512MiB, got "${text}"` }))
+    : Effect.fail(new BadConfig({ field: "memory", message: `a memory size must look like 80GB or 512MiB, got "${text}"` }))
 }

@@ -15,7 +15,7 @@ import { modes } from "../models/llama.js"
 import { planStep } from "../models/planner.js"
 import { makeTokenizer } from "../models/tokenizer.js"
 import { type StepRecord, train } from "../models/train.js"
-import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseChunks, positive } from "./options.js"
+import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
 import { formatBytes, lineChart, stackedBars } from "./svg.js"
 
 const flags = {
@@ -35,6 +35,7 @@ const flags = {
   corpus: Flag.String("corpus").pipe(Flag.optional, Flag.withDescription("a UTF-8 text file (default: the shipped Moby-Dick)")),
   out: Flag.String("out").pipe(Flag.withDefault("runs/latest"), Flag.withDescription("run directory: checkpoints, run.json, plots; an existing checkpoint there is resumed")),
   checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDefault(100)),
+  memoryLimit: Flag.String("memory-limit").pipe(Flag.optional, Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB")),
 }
 
 export const trainCommand = Command.make("train", flags, (f) =>
@@ -59,7 +60,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
     bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
     const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
-    const options = { model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
+    const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
+    const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
     const result = yield* train(options, batches, onStep).pipe(Effect.provide(cpuBackendLayer()), Effect.ensuring(Effect.sync(() => bar.stop())))
     const records = result.records
 

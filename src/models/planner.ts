@@ -25,3 +25,21 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
   const optimizerPass = plan(adamwOutputs(a), adamwInputs(a), { inPlace: a.inPlace, ...(backend ? { for: backend } : {}) })
   return { peak: Math.max(gradientPass.peak, optimizerPass.peak), gradientPass, optimizerPass, chunks: g.first.model.chunks }
 }
+
+/**
+ * The fewest mini-sequences (powers of two for the MLP and the LM head, in MST modes) whose
+ * step fits `limit` bytes — the hint an OutOfMemory carries. Undefined when none fits.
+ */
+export function suggestChunks(c: LlamaConfig, B: number, S: number, opts: StepOptions, limit: number, backend?: Pick<BackendImpl, "routines">): { mode: StepOptions["mode"]; mlp: number; lm: number; peak: number } | undefined {
+  const counts = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].filter((m) => m <= S)
+  const modes: StepOptions["mode"][] = opts.mode === "mst" || opts.mode === "mst+checkpoint" ? [opts.mode, "mst+checkpoint"] : ["mst", "mst+checkpoint"]
+  for (const mode of [...new Set(modes)]) {
+    for (const lm of counts) {
+      for (const mlp of counts.filter((m) => m <= lm)) {
+        const peak = planStep(c, B, S, { ...opts, mode, mlpChunks: mlp, lmChunks: lm }, backend).peak
+        if (peak <= limit) return { mode, mlp, lm, peak }
+      }
+    }
+  }
+  return undefined
+}

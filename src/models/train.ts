@@ -9,7 +9,7 @@
 import { Effect } from "effect"
 import { Backend, type BackendImpl, type Buffer } from "../backends/backend.js"
 import type { HostArray } from "../core/dtype.js"
-import { BadCheckpoint, NonFiniteLoss } from "../core/errors.js"
+import { BadCheckpoint, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
 import type { Tensor } from "../core/graph.js"
 import type { MemoryKind, MemoryReport } from "../core/memory.js"
@@ -19,6 +19,7 @@ import type { LlamaConfig } from "./config.js"
 import type { Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
 import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate } from "./optimizer.js"
+import { suggestChunks } from "./planner.js"
 import { type GradientGraph, stepGraphs } from "./step.js"
 
 export interface TrainOptions {
@@ -36,6 +37,8 @@ export interface TrainOptions {
   readonly warmup?: number
   readonly adamw?: Partial<AdamWOptions>
   readonly seed: number
+  /** Fail with OutOfMemory (carrying the M that would fit) instead of allocating past this many bytes. */
+  readonly memoryLimit?: number
   /** Where checkpoints go; a run finding one there resumes from it. */
   readonly checkpointDir?: string
   readonly checkpointEvery?: number
@@ -79,6 +82,21 @@ const upload = (b: BackendImpl, data: HostArray): Buffer => {
 const countTargets = (targets: Int32Array): number => targets.reduce((n, t) => (t === -100 ? n : n + 1), 0)
 
 export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord) => void = () => {}): Effect.Effect<TrainResult, TrainError, Backend> {
+  return trainLoop(opts, batches, onStep).pipe(
+    Effect.catchTag("OutOfMemory", (e) => Effect.gen(function* () { return yield* Effect.fail(withSuggestion(e, opts, yield* Backend)) })),
+  )
+}
+
+/** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
+function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
+  const fit = suggestChunks(opts.model, opts.batch, opts.seq, { mode: opts.mode, accumulation: opts.accumulation }, e.limit, backend)
+  const hint = fit === undefined
+    ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
+    : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`
+  return new OutOfMemory({ requested: e.requested, alive: e.alive, limit: e.limit, ...(fit ? { suggestedM: fit.lm } : {}), message: `${e.message}; ${hint}` })
+}
+
+function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord) => void): Effect.Effect<TrainResult, TrainError, Backend> {
   return Effect.gen(function* () {
     const backend = yield* Backend
     const A = opts.accumulation ?? 1
@@ -105,6 +123,7 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
       Effect.promise(async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, (await backend.read(bufs[n]!)) as Float32Array] as const))))
     const scalar = (x: number) => upload(backend, Float32Array.of(x))
 
+    const limit = opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }
     const records: StepRecord[] = []
     const schedule = { lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, steps: opts.steps }
     for (let step = state.step + 1; step <= opts.steps; step++) {
@@ -128,7 +147,7 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
           bindings.set(adam.m[n]!, { buffer: m[n]!, kind: "optimizer" }).set(adam.v[n]!, { buffer: v[n]!, kind: "optimizer" })
           if (g.previous) bindings.set(g.previous[n]!, { buffer: grads![i]!, kind: "gradients" })
         })
-        const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace }))
+        const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace, ...limit }))
         data.forEach((b) => backend.free(b))
         const [lossBuffer, ...gradBuffers] = run.outputs
         loss += ((yield* Effect.promise(() => backend.read(lossBuffer!))) as Float32Array)[0]!
@@ -154,7 +173,7 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
       const kinds: Array<[Record<string, Tensor>, Record<string, Buffer> | Buffer[], MemoryKind]> = [[adam.params, params, "weights"], [adam.grads, grads!, "gradients"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"]]
       for (const [tensors, buffers, kind] of kinds) names.forEach((n, i) => bindings.set(tensors[n]!, { buffer: Array.isArray(buffers) ? buffers[i]! : buffers[n]!, kind }))
       const outputs = adamwOutputs(adam) // fp32 training: norm, then (weights, m, v) per parameter
-      const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace }))
+      const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace, ...limit }))
       const [normBuffer, ...updated] = update.outputs
       const gradNorm = ((yield* Effect.promise(() => backend.read(normBuffer!))) as Float32Array)[0]!
       // Outputs that could not be written in place replace their inputs.
