@@ -29,7 +29,7 @@ describe("miniseq CLI", () => {
       [["train", "--tokenizer", "cl100k_base"], "pick a model with a larger vocabulary (e.g. --model tiny-bpe)"],
       [["plan", "--model", "nope"], 'miniseq: BadConfig: unknown model "nope"; choose one of: tiny,'],
       [["plan", "--max-seq", "--memory", "lots"], 'a memory size must look like 80GB or 512MiB, got "lots"'],
-      [["train", "--memory-limit", "4MiB", "--steps", "1"], "miniseq: OutOfMemory: out of memory: asked for"],
+      [["train", "--memory-limit", "4MiB", "--steps", "1", "--out", join(tmpdir(), `miniseq-oom-${process.pid}`)], "miniseq: OutOfMemory: out of memory: asked for"],
       [["plan", "--config", "/nonexistent/config.json"], "miniseq: BadConfig: cannot read /nonexistent/config.json"],
     ]
     const results = await Promise.all(cases.map(([args]) => run(...args)))
