@@ -14,7 +14,7 @@
 import { Effect, Layer } from "effect"
 import fc from "fast-check"
 import { afterAll, describe, expect, it } from "vitest"
-import { Backend, type BackendImpl, type Buffer } from "../src/backends/backend.js"
+import { Backend, type BackendImpl, type Buffer, type FusedRoutine } from "../src/backends/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { COMPAT_TILE, CORE_TILE, makeWebGpuBackend, type MatmulTile, tileName, type WebGpuBackend, webgpuBackendLayer } from "../src/backends/webgpu/index.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
@@ -534,7 +534,7 @@ describe.skipIf(webgpu === undefined)("webgpu backend specifics", () => {
   it("fused crossEntropy and its VJP agree with the reference bodies on the same device, in fewer kernels", async () => {
     const unfused = await makeWebGpuBackend({ fusedRoutines: false })
     try {
-      expect(Object.keys(webgpu!.routines ?? {}).sort()).toEqual(["crossEntropy", "crossEntropy.vjp", "logsumexp"])
+      expect(Object.keys(webgpu!.routines ?? {}).sort()).toEqual(["attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp"])
       expect(unfused.routines).toBeUndefined()
       const [N, V] = [37, 300]
       const logits = input("logits", [N, V], "float32")
@@ -586,6 +586,88 @@ describe.skipIf(webgpu === undefined)("webgpu backend specifics", () => {
     const program = evaluate([o.mul(x, 3)], new Map([[x, Float32Array.from([1, 2, 3, 4])]])).pipe(Effect.provide(webgpuBackendLayer()))
     const { values } = await Effect.runPromise(program)
     expect(Array.from(values[0]!)).toEqual([3, 6, 9, 12])
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Fused flash attention on WebGPU: every case must really run the fused kernels
+// ---------------------------------------------------------------------------------------------
+
+/** The backend with every fused routine wrapped to count its calls. */
+function spied(be: WebGpuBackend): { subject: Subject; calls: Map<string, number>; dispatches: Map<string, number[]> } {
+  const calls = new Map<string, number>()
+  const dispatches = new Map<string, number[]>() // per call, the kernels it dispatched
+  const routines = Object.fromEntries(Object.entries(be.routines ?? {}).map(([name, f]): [string, FusedRoutine] =>
+    [name, (...args) => {
+      calls.set(name, (calls.get(name) ?? 0) + 1)
+      const before = be.stats().dispatches
+      f(...args)
+      dispatches.set(name, [...(dispatches.get(name) ?? []), be.stats().dispatches - before])
+    }]))
+  return { subject: { name: "webgpu (spied)", impl: { ...be, routines } }, calls, dispatches }
+}
+
+/** Which results of the attention region the loss reads: o (the usual), o and lse, or lse alone. */
+type AttnOutputs = "o" | "o+lse" | "lse"
+
+interface AttnCase {
+  readonly name: string
+  /** [B, H, Hkv, S, D] */
+  readonly dims: readonly [number, number, number, number, number]
+  readonly blockSize?: number
+  readonly outputs?: AttnOutputs
+  /** Run attention inside chunked(M) over the batch axis (pieces of uneven length). */
+  readonly chunks?: number
+}
+
+const attnResults = (y: Tensor, outputs: AttnOutputs): Tensor[] => {
+  const lse = y.node.results[1]!
+  return outputs === "o" ? [y] : outputs === "lse" ? [lse] : [y, lse]
+}
+
+const attnCase = (a: AttnCase): Case => {
+  const [B, H, Hkv, S, D] = a.dims
+  const outputs = a.outputs ?? "o"
+  const f = (q: Tensor, k: Tensor, v: Tensor) => attnResults(attention(q, k, v, { blockSize: a.blockSize ?? 16 }), outputs)
+  return {
+    name: a.name, inputs: [[B, H, S, D], [B, Hkv, S, D], [B, Hkv, S, D]], grad: true, tol: 1e-4,
+    build: ([q, k, v]) => (a.chunks === undefined ? f(q!, k!, v!) : chunked(a.chunks, { axis: 0 })(f)(q!, k!, v!)),
+  }
+}
+
+const attentionCases: AttnCase[] = [
+  { name: "S = 1, D = 16", dims: [1, 2, 2, 1, 16] },
+  { name: "S = 37 (not a multiple of any block), D = 16, GQA H = 4, Hkv = 2, o and lse", dims: [1, 4, 2, 37, 16], outputs: "o+lse" },
+  { name: "S = 150 (> 2 query blocks), D = 16, GQA H = 4, Hkv = 1", dims: [1, 4, 1, 150, 16], blockSize: 64 },
+  { name: "S = 70, D = 64, MHA, B = 2", dims: [2, 2, 2, 70, 64] },
+  { name: "S = 45, D = 64, GQA H = 4, Hkv = 1, lse alone", dims: [1, 4, 1, 45, 64], outputs: "lse" },
+  { name: "S = 33, D = 75 (ragged per-thread slices), GQA H = 4, Hkv = 2", dims: [1, 4, 2, 33, 75], blockSize: 8 },
+  { name: "S = 40, D = 256 (Gemma 2), GQA H = 4, Hkv = 2, o and lse", dims: [1, 4, 2, 40, 256] },
+  { name: "chunked(2) over B = 3 (pieces of 2 and 1), S = 19, D = 32, GQA H = 4, Hkv = 2", dims: [3, 4, 2, 19, 32], chunks: 2 },
+]
+
+describe.skipIf(webgpu === undefined)("webgpu fused attention matches the CPU reference in float64", () => {
+  for (const a of attentionCases) {
+    it(a.name, async () => {
+      const { subject, calls } = spied(webgpu!)
+      await checkCase(subject, attnCase(a))
+      // The fused kernels ran (once per chunk), not the reference body.
+      const pieces = a.chunks === undefined ? 1 : Math.ceil(a.dims[0] / Math.ceil(a.dims[0] / a.chunks))
+      expect(calls.get("attention"), "fused forward calls").toBe(a.chunks === undefined ? 1 : 2 * pieces) // chunked backward recomputes
+      expect(calls.get("attention.vjp"), "fused backward calls").toBe(pieces)
+    })
+  }
+
+  it("runs the forward as one kernel and the backward as three (delta, dQ, dK/dV)", async () => {
+    const [B, H, Hkv, S, D] = [1, 4, 2, 50, 32]
+    const [q, k, v] = [input("q", [B, H, S, D], "float32"), input("k", [B, Hkv, S, D], "float32"), input("v", [B, Hkv, S, D], "float32")]
+    const feeds = new Map<Tensor, Feed>([[q, randomArray("float32", q.size, 51)], [k, randomArray("float32", k.size, 52)], [v, randomArray("float32", v.size, 53)]])
+    const { subject, dispatches } = spied(webgpu!)
+    const y = attention(q, k, v)
+    const { grads } = valueAndGrad(o.sum(y), { q, k, v })
+    await evalOn(layerOf(subject.impl!), [y, grads.q!, grads.k!, grads.v!], feeds)
+    expect(dispatches.get("attention")).toEqual([1])
+    expect(dispatches.get("attention.vjp")).toEqual([3])
   })
 })
 

@@ -68,7 +68,7 @@ export interface WebGpuOptions extends DeviceOptions {
    * (64 threads) on a compatibility one.
    */
   readonly matmulTile?: MatmulTile
-  /** Run named routines (logsumexp, crossEntropy) with fused kernels (default true). */
+  /** Run named routines (logsumexp, crossEntropy, attention) with fused kernels (default true). */
   readonly fusedRoutines?: boolean
 }
 
@@ -127,7 +127,9 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
   const backend: WebGpuBackend = {
     name: "webgpu",
     // Fused kernels the executor runs instead of a routine's reference body.
-    routines: opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b)),
+    routines: opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b), {
+      alloc: (dtype, size) => backend.alloc(dtype, size), free: (b) => backend.free(b), fill: (b, value) => backend.fill(b, value),
+    }, device.limits),
     info: ctx.info,
     maxBufferBytes,
     matmulTile: tile,

@@ -8,8 +8,12 @@
  * - "logsumexp":         x [..., V] → lse [..., 1]
  * - "crossEntropy":      logits [N, V], targets [N] → nll [N] = lse − x[target] (0 if ignored)
  * - "crossEntropy.vjp":  logits, targets, nll, dnll → dlogits = (softmax − onehot(target))·dnll
+ *
+ * Plus causal flash attention, "attention" and "attention.vjp" (kernels in attention.ts), when
+ * the device has the 8 storage buffers and 16 KiB of workgroup memory they need.
  */
 import type { Buffer, FusedRoutine } from "../../backend.js"
+import { attentionFits, attentionRoutines, type Bind, type Scratch } from "./attention.js"
 import { entry, floatHelpers, paramsStruct, type RunKernel, storage } from "./common.js"
 
 const THREADS = 128
@@ -77,14 +81,15 @@ export const crossEntropyVjpWgsl = (): string =>
     dx[base + v] = exp(x[base + v] - lse) * gr - select(0.0, gr, i32(v) == t);
   }`, THREADS)
 
-type Bind = (b: Buffer) => { readonly buffer: GPUBuffer; readonly bytes: number }
-
 function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
   for (const b of bufs) if (b !== undefined && b.dtype !== "float32") throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
 }
 
-/** The fused routines, dispatching through the backend's `run` and binding through its `bind`. */
-export function fusedRoutines(run: RunKernel, bind: Bind): Record<string, FusedRoutine> {
+/**
+ * The fused routines, dispatching through the backend's `run` and binding through its `bind`;
+ * `scratch` allocates a kernel's internal buffers, and `limits` decides whether attention fits.
+ */
+export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch, limits?: Parameters<typeof attentionFits>[0]): Record<string, FusedRoutine> {
   const logsumexp: FusedRoutine = ([x], [out], shapes) => {
     const shape = shapes.inputs[0]
     if (x === undefined || out === undefined || shape === undefined || shape.length === 0) throw new Error("webgpu.logsumexp: expects x [..., V] and lse [..., 1]")
@@ -116,5 +121,6 @@ export function fusedRoutines(run: RunKernel, bind: Bind): Record<string, FusedR
     run("crossEntropy.vjp", crossEntropyVjpWgsl, [N, V, Number(params.ignoreIndex)], [bind(logits!), bind(targets!), bind(dnll), bind(dlogits)], N)
   }
 
-  return { logsumexp, crossEntropy, "crossEntropy.vjp": crossEntropyVjp }
+  const attention = scratch !== undefined && limits !== undefined && attentionFits(limits) ? attentionRoutines(run, bind, scratch) : {}
+  return { logsumexp, crossEntropy, "crossEntropy.vjp": crossEntropyVjp, ...attention }
 }
