@@ -23,6 +23,10 @@
         "native/kernels/index.cu",
         "native/kernels/reduce.cu",
         "native/kernels/unary.cu",
+        "native/kernels/softmax.cu",
+        "native/kernels/activation.cu",
+        "native/kernels/attention.cu",
+        "native/kernels/attention_backward.cu",
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -1,6 +1,6 @@
 /**
  * Training-step throughput of a model on a backend, side by side with the planner:
- *   npx tsx bench/train-throughput.ts [--backend cpu|webgpu] [--model tiny] [--batch 8] [--seq 128]
+ *   npx tsx bench/train-throughput.ts [--backend cpu|webgpu|cuda] [--model tiny] [--batch 8] [--seq 128]
  *                                     [--steps 5] [--modes vanilla,mst] [--out file.json]
  * Tokens/s is the median over the steps after the first (which compiles kernels and warms the JIT).
  * Random tokens: throughput does not depend on the text.
@@ -10,6 +10,7 @@ import { dirname } from "node:path"
 import { Effect, type Layer } from "effect"
 import type { Backend } from "../src/backends/backend.js"
 import { cpuBackendLayer } from "../src/backends/cpu/index.js"
+import { cudaBackendLayer } from "../src/backends/cuda/index.js"
 import { webgpuBackendLayer } from "../src/backends/webgpu/index.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, presets, type PresetName } from "../src/models/config.js"
@@ -28,7 +29,8 @@ const modes = arg("modes", "vanilla,mst").split(",") as Mode[]
 const out = arg("out", `bench/results/train-${backendName}-${modelName}.json`)
 
 const model = decodeConfigSync(presets[modelName])
-const layer: Layer.Layer<Backend, unknown> = backendName === "webgpu" ? webgpuBackendLayer() : cpuBackendLayer()
+const layers: Record<string, () => Layer.Layer<Backend, unknown>> = { cpu: cpuBackendLayer, webgpu: () => webgpuBackendLayer(), cuda: () => cudaBackendLayer() }
+const layer = (layers[backendName] ?? cpuBackendLayer)()
 const random = rng(1)
 const tokens = Int32Array.from({ length: batch * (seq + 1) * 8 }, () => Math.floor(random() * model.vocab_size))
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!

@@ -30,9 +30,10 @@ const started = Date.now()
 // Kept in memory and written at the end: `node-gyp rebuild` starts by deleting build/.
 const log = []
 
-// Keep these in step with binding.gyp.
+// Keep these in step with binding.gyp (GENCODE, KERNELS).
 const GENCODE = "arch=compute_90,code=[sm_90,compute_90]"
-const KERNELS = ["binary", "cast", "copy", "fill", "index", "reduce", "unary"]
+const FUSED = ["softmax", "activation", "attention", "attention_backward"]
+const KERNELS = ["binary", "cast", "copy", "fill", "index", "reduce", "unary", ...FUSED]
 const SOURCES = ["addon", "device", "cublas"]
 
 function finish(built, reason, extra = {}) {

@@ -9,12 +9,17 @@
 #    node_modules: "vitest" becomes scripts/cuda-vitest-shim.ts, effect and the rest are
 #    inlined). The addon built here goes along too, as a fallback. .device/modules.tgz is left
 #    alone: other work shares .device/.
-# 2. With the device tool, carrying .device/node.gz .device/node-include.tgz .device/setup.sh
+# 2. On the GPU machine, with .device/node.gz .device/node-include.tgz .device/setup.sh
 #    .device/gl .device/cuda:
 #      bash scripts/cuda-device.sh
-#    builds the addon with nvcc there (native/build.mjs --direct, headers from $NODE_INCLUDE),
-#    runs the bundled test with MINISEQ_CUDA=1 (and the timings, MINISEQ_CUDA_PERF=1), then the
-#    kernel cases again under compute-sanitizer's memcheck. Logs go to $OUT.
+#    builds the addon with nvcc there (native/build.mjs --direct, headers from $NODE_INCLUDE,
+#    the fused-routine kernels included), runs the bundled test with MINISEQ_CUDA=1 (every
+#    kernel, the graphs, every fused routine against the CPU reference, and the timings,
+#    MINISEQ_CUDA_PERF=1), then the kernel cases and the fused "[small]" cases under
+#    compute-sanitizer's memcheck, and the fused "[small]" cases under racecheck (shared-memory
+#    hazards in the attention and softmax kernels). Logs go to $OUT. The whole run keeps within
+#    $CUDA_DEVICE_BUDGET seconds (default 540, under a 600 s command limit); a
+#    sanitizer step with too little time left is skipped, saying so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +28,8 @@ if [ "${1:-}" = pack ]; then
   bash ../shared/device/pack.sh
   mkdir -p .device/cuda
   tar -czf .device/cuda/node-addon-api.tgz node_modules/node-addon-api
+  # The bundle takes everything test/cuda.test.ts imports, src/backends/cuda/fused.ts included;
+  # the kernels themselves travel as sources (native/) and are built on the GPU machine.
   node --input-type=module -e '
     import { build } from "esbuild"
     await build({
@@ -58,13 +65,28 @@ fi
 cp build/miniseq_cuda.json build/miniseq_cuda-build.log "$out/" 2>/dev/null
 
 export MINISEQ_CUDA=1 MINISEQ_CUDA_ADDON="$addon"
-MINISEQ_CUDA_PERF=1 timeout 180 node .device/cuda/cuda.test.mjs 2>&1 | tee "$out/test.log"
-status=${PIPESTATUS[0]}
+budget=${CUDA_DEVICE_BUDGET:-540}
+# The timeout for a step that wants $1 seconds, less if the budget is short; 0: skip it.
+allow() { local t=$1 left=$(( budget - SECONDS - 15 )); (( left < t )) && t=$left; (( t < 30 )) && t=0; echo "$t"; }
 
-# The kernel cases once more under memcheck (out-of-bounds and misaligned accesses); matmul's
-# big CPU references are left out to keep it short.
-if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-  SHIM_FILTER="cuda kernels > (write|fill|unary|binary|where|cast|strided|reduce|gather|a bad|counts)" timeout 90 compute-sanitizer --tool memcheck --print-limit 20 node .device/cuda/cuda.test.mjs >"$out/memcheck.log" 2>&1
-  echo "memcheck exit $?: $(grep -E 'ERROR SUMMARY|passed' "$out/memcheck.log" | tr '\n' ' ')"
-fi
+t=$(allow 240); [ "$t" = 0 ] && t=60
+MINISEQ_CUDA_PERF=1 timeout "$t" node .device/cuda/cuda.test.mjs 2>&1 | tee "$out/test.log"
+status=${PIPESTATUS[0]}
+grep -E "^(FAIL|cuda timing)" "$out/test.log" >"$out/summary.txt"; tail -1 "$out/test.log" >>"$out/summary.txt"
+
+# Under compute-sanitizer: memcheck (out-of-bounds and misaligned accesses) on the kernel cases
+# (matmul's big CPU references left out to keep it short) and on the small fused cases, then
+# racecheck (shared-memory hazards) on the small fused cases.
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+sanitize() { # name, tool, filter, seconds
+  local t; t=$(allow "$4")
+  if [ ! -x "$sanitizer" ]; then echo "$1: no compute-sanitizer"; return; fi
+  if [ "$t" = 0 ]; then echo "$1: skipped, ${SECONDS}s of ${budget}s used"; return; fi
+  SHIM_FILTER="$3" timeout "$t" "$sanitizer" --tool "$2" --print-limit 20 node .device/cuda/cuda.test.mjs >"$out/$1.log" 2>&1
+  echo "$1 exit $?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed' "$out/$1.log" | tr '\n' ' ')" | tee -a "$out/summary.txt"
+}
+sanitize memcheck memcheck "cuda kernels > (write|fill|unary|binary|where|cast|strided|reduce|gather|a bad|counts)" 90
+sanitize memcheck-fused memcheck "cuda fused routines .*\\[small\\]" 120
+sanitize racecheck-fused racecheck "cuda fused routines .*\\[small\\]" 150
+echo "done in ${SECONDS}s"
 exit "$status"

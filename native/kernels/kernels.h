@@ -26,7 +26,7 @@ struct ErrorRecord {
   long long value;
   long long bound;
 };
-enum KernelId : int { K_NONE = 0, K_GATHER = 1, K_SCATTER_ADD = 2, K_TAKE_ALONG = 3, K_PUT_ALONG = 4 };
+enum KernelId : int { K_NONE = 0, K_GATHER = 1, K_SCATTER_ADD = 2, K_TAKE_ALONG = 3, K_PUT_ALONG = 4, K_CROSS_ENTROPY = 5 };
 
 struct Launch {
   cudaStream_t stream;
@@ -83,5 +83,42 @@ cudaError_t takeAlong(const Launch&, int elemBytes, const void* x, const int32_t
 // out must be zeroed by the caller.
 cudaError_t putAlong(const Launch&, int elemBytes, const int32_t* idx, long long n, const void* src, void* out,
                      long long width);
+
+// ---------------------------------------------------------------------------------------------
+// Fused routines (src/core/routines): each equals its routine's reference body, computed in
+// float32 for float32 and bfloat16 (float64 for float64) and rounded once on store. Operands
+// of one call share a dtype; the TypeScript side casts a cotangent to it first, as the
+// reference body does.
+// ---------------------------------------------------------------------------------------------
+
+// softmax.cu: one block per row of `v` logits; pass 1 is the row's running max and Σ exp(x − max)
+// (a warp-shuffle then shared-memory reduction, in a fixed order), pass 2 writes.
+// crossEntropy: nll[i] = logsumexp(x[i, :]) − x[i, t[i]], 0 where t[i] == ignore. A target
+// outside [0, v) is recorded (K_CROSS_ENTROPY) and gives NaN.
+cudaError_t crossEntropy(const Launch&, DType, const void* logits, const int32_t* targets, long long n, long long v,
+                         long long ignore, void* nll);
+// dlogits[i, :] = (softmax(x[i, :]) − onehot(t[i]))·dnll[i], a zero row where t[i] == ignore.
+cudaError_t crossEntropyBackward(const Launch&, DType, const void* logits, const int32_t* targets, const void* dnll,
+                                 long long n, long long v, long long ignore, void* dlogits);
+// lse[i] = log Σ_j exp(x[i, j]) (−∞ for an empty or all −∞ row); dx = exp(x − lse)·g.
+cudaError_t logsumexp(const Launch&, DType, const void* x, long long rows, long long v, void* lse);
+cudaError_t logsumexpBackward(const Launch&, DType, const void* x, const void* lse, const void* g, long long rows,
+                              long long v, void* dx);
+
+// activation.cu: silu(x) = x·σ(x), σ(x) = 1 / (exp(−x) + 1); dx = g·σ·(1 + x·(1 − σ)).
+cudaError_t silu(const Launch&, DType, const void* x, void* y, long long n);
+cudaError_t siluBackward(const Launch&, DType, const void* x, const void* g, void* dx, long long n);
+
+// attention.cu, attention_backward.cu: causal flash attention with grouped-query heads.
+// q, o [b, h, s, d]; k, v [b, hkv, s, d] (h a multiple of hkv); lse [b, h, s]; d ≤ 256;
+// scale 1/√d. Backward needs attentionScratch() bytes of `scratch` (the rows' Σ dO·O − dLse);
+// dLse may be null. dk and dv sum the query heads that share a kv head, without atomics.
+constexpr long long kAttentionMaxHeadDim = 256;
+cudaError_t attentionForward(const Launch&, DType, const void* q, const void* k, const void* v, void* o, void* lse,
+                             long long b, long long h, long long hkv, long long s, long long d);
+long long attentionScratch(DType, long long b, long long h, long long s);
+cudaError_t attentionBackward(const Launch&, DType, const void* q, const void* k, const void* v, const void* o,
+                              const void* lse, const void* dO, const void* dLse, void* dq, void* dk, void* dv,
+                              long long b, long long h, long long hkv, long long s, long long d, void* scratch);
 
 }  // namespace miniseq

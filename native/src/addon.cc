@@ -72,6 +72,7 @@ const char* kernelName(int k) {
     case K_SCATTER_ADD: return "scatterAdd";
     case K_TAKE_ALONG: return "takeAlong";
     case K_PUT_ALONG: return "putAlong";
+    case K_CROSS_ENTROPY: return "crossEntropy";
     default: return "kernel";
   }
 }
@@ -134,6 +135,14 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::ScatterAdd>("scatterAdd"),
                            InstanceMethod<&DeviceWrap::TakeAlong>("takeAlong"),
                            InstanceMethod<&DeviceWrap::PutAlong>("putAlong"),
+                           InstanceMethod<&DeviceWrap::CrossEntropy>("crossEntropy"),
+                           InstanceMethod<&DeviceWrap::CrossEntropyBackward>("crossEntropyBackward"),
+                           InstanceMethod<&DeviceWrap::Logsumexp>("logsumexp"),
+                           InstanceMethod<&DeviceWrap::LogsumexpBackward>("logsumexpBackward"),
+                           InstanceMethod<&DeviceWrap::Silu>("silu"),
+                           InstanceMethod<&DeviceWrap::SiluBackward>("siluBackward"),
+                           InstanceMethod<&DeviceWrap::Attention>("attention"),
+                           InstanceMethod<&DeviceWrap::AttentionBackward>("attentionBackward"),
                            InstanceMethod<&DeviceWrap::Memory>("memory"),
                            InstanceMethod<&DeviceWrap::ResetPeak>("resetPeak"),
                            InstanceMethod<&DeviceWrap::EmptyCache>("emptyCache"),
@@ -429,6 +438,143 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     Device& d = dev(info.Env());
     d.check(cudaMemsetAsync(out.ptr, 0, n * width * eb, d.stream()), "cuda.putAlong");
     launched(info.Env(), putAlong(d.launch(), eb, static_cast<const int32_t*>(idx.ptr), n, src.ptr, out.ptr, width), "putAlong");
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Fused routines (kernels.h says what each computes). Every operand of a call has `dtype`
+  // except the int32 targets; cuda/fused.ts has cast cotangents to it already.
+  // -------------------------------------------------------------------------------------------
+
+  // An ignore index no int32 target can equal when it is not an int32 itself.
+  static long long ignoreArg(const Napi::CallbackInfo& info, size_t i) {
+    const double v = number(info, i);
+    if (v == static_cast<double>(static_cast<int32_t>(v)) && v >= -2147483648.0 && v <= 2147483647.0) return static_cast<long long>(v);
+    return static_cast<long long>(1) << 40;
+  }
+
+  // crossEntropy(dtype, logits, targets, nll, n, v, ignoreIndex)
+  void CrossEntropy(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long n = count(info, 4), v = count(info, 5), ignore = ignoreArg(info, 6);
+    const size_t eb = elementBytes(dtype);
+    const Block& x = block(info, 1, n * v * eb, "crossEntropy");
+    const Block& t = block(info, 2, n * 4, "crossEntropy");
+    const Block& out = block(info, 3, n * eb, "crossEntropy");
+    launched(info.Env(), crossEntropy(dev(info.Env()).launch(), dtype, x.ptr, static_cast<const int32_t*>(t.ptr), n, v, ignore, out.ptr),
+             "crossEntropy");
+  }
+
+  // crossEntropyBackward(dtype, logits, targets, dnll, dlogits, n, v, ignoreIndex)
+  void CrossEntropyBackward(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long n = count(info, 5), v = count(info, 6), ignore = ignoreArg(info, 7);
+    const size_t eb = elementBytes(dtype);
+    const Block& x = block(info, 1, n * v * eb, "crossEntropy.vjp");
+    const Block& t = block(info, 2, n * 4, "crossEntropy.vjp");
+    const Block& g = block(info, 3, n * eb, "crossEntropy.vjp");
+    const Block& dx = block(info, 4, n * v * eb, "crossEntropy.vjp");
+    launched(info.Env(), crossEntropyBackward(dev(info.Env()).launch(), dtype, x.ptr, static_cast<const int32_t*>(t.ptr), g.ptr, n, v, ignore, dx.ptr),
+             "crossEntropy.vjp");
+  }
+
+  // logsumexp(dtype, x, lse, rows, v)
+  void Logsumexp(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long rows = count(info, 3), v = count(info, 4);
+    const size_t eb = elementBytes(dtype);
+    const Block& x = block(info, 1, rows * v * eb, "logsumexp");
+    const Block& out = block(info, 2, rows * eb, "logsumexp");
+    launched(info.Env(), logsumexp(dev(info.Env()).launch(), dtype, x.ptr, rows, v, out.ptr), "logsumexp");
+  }
+
+  // logsumexpBackward(dtype, x, lse, g, dx, rows, v)
+  void LogsumexpBackward(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long rows = count(info, 5), v = count(info, 6);
+    const size_t eb = elementBytes(dtype);
+    const Block& x = block(info, 1, rows * v * eb, "logsumexp.vjp");
+    const Block& lse = block(info, 2, rows * eb, "logsumexp.vjp");
+    const Block& g = block(info, 3, rows * eb, "logsumexp.vjp");
+    const Block& dx = block(info, 4, rows * v * eb, "logsumexp.vjp");
+    launched(info.Env(), logsumexpBackward(dev(info.Env()).launch(), dtype, x.ptr, lse.ptr, g.ptr, rows, v, dx.ptr), "logsumexp.vjp");
+  }
+
+  // silu(dtype, x, y, n)
+  void Silu(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long n = count(info, 3);
+    const size_t bytes = n * elementBytes(dtype);
+    const Block& x = block(info, 1, bytes, "silu");
+    const Block& y = block(info, 2, bytes, "silu");
+    launched(info.Env(), silu(dev(info.Env()).launch(), dtype, x.ptr, y.ptr, n), "silu");
+  }
+
+  // siluBackward(dtype, x, g, dx, n)
+  void SiluBackward(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long n = count(info, 4);
+    const size_t bytes = n * elementBytes(dtype);
+    const Block& x = block(info, 1, bytes, "silu.vjp");
+    const Block& g = block(info, 2, bytes, "silu.vjp");
+    const Block& dx = block(info, 3, bytes, "silu.vjp");
+    launched(info.Env(), siluBackward(dev(info.Env()).launch(), dtype, x.ptr, g.ptr, dx.ptr, n), "silu.vjp");
+  }
+
+  // Attention's sizes from arguments first.. first + 4: b, h, hkv, s, d.
+  struct AttentionShape {
+    long long b, h, hkv, s, d;
+  };
+  AttentionShape attentionShape(const Napi::CallbackInfo& info, size_t first, const char* kernel) {
+    const AttentionShape a{count(info, first), count(info, first + 1), count(info, first + 2), count(info, first + 3), count(info, first + 4)};
+    if (a.hkv == 0 || a.h % a.hkv != 0 || a.h > 2147483647LL)
+      throw toJs(info.Env(), Failure("ERR_CUDA_ARG", std::string("cuda.") + kernel + ": " + std::to_string(a.h) +
+                                                         " query heads are not a multiple of " + std::to_string(a.hkv) + " kv heads"));
+    if (a.d > kAttentionMaxHeadDim)
+      throw toJs(info.Env(), Failure("ERR_CUDA_ARG", std::string("cuda.") + kernel + ": head dim " + std::to_string(a.d) + " exceeds " +
+                                                         std::to_string(kAttentionMaxHeadDim)));
+    return a;
+  }
+
+  // attention(dtype, q, k, v, o, lse, b, h, hkv, s, d)
+  void Attention(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const AttentionShape a = attentionShape(info, 6, "attention");
+    const size_t eb = elementBytes(dtype), qBytes = a.b * a.h * a.s * a.d * eb, kvBytes = a.b * a.hkv * a.s * a.d * eb;
+    const Block& q = block(info, 1, qBytes, "attention");
+    const Block& k = block(info, 2, kvBytes, "attention");
+    const Block& v = block(info, 3, kvBytes, "attention");
+    const Block& o = block(info, 4, qBytes, "attention");
+    const Block& lse = block(info, 5, a.b * a.h * a.s * eb, "attention");
+    launched(info.Env(), attentionForward(dev(info.Env()).launch(), dtype, q.ptr, k.ptr, v.ptr, o.ptr, lse.ptr, a.b, a.h, a.hkv, a.s, a.d),
+             "attention");
+  }
+
+  // attentionBackward(dtype, q, k, v, o, lse, dO, dLse, dq, dk, dv, b, h, hkv, s, d): dLse 0 for none.
+  void AttentionBackward(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const AttentionShape a = attentionShape(info, 11, "attention.vjp");
+    const size_t eb = elementBytes(dtype), qBytes = a.b * a.h * a.s * a.d * eb, kvBytes = a.b * a.hkv * a.s * a.d * eb;
+    const size_t rowBytes = a.b * a.h * a.s * eb;
+    const Block& q = block(info, 1, qBytes, "attention.vjp");
+    const Block& k = block(info, 2, kvBytes, "attention.vjp");
+    const Block& v = block(info, 3, kvBytes, "attention.vjp");
+    const Block& o = block(info, 4, qBytes, "attention.vjp");
+    const Block& lse = block(info, 5, rowBytes, "attention.vjp");
+    const Block& dO = block(info, 6, qBytes, "attention.vjp");
+    const void* dLse = count(info, 7) == 0 ? nullptr : block(info, 7, rowBytes, "attention.vjp").ptr;
+    const Block& dq = block(info, 8, qBytes, "attention.vjp");
+    const Block& dk = block(info, 9, kvBytes, "attention.vjp");
+    const Block& dv = block(info, 10, kvBytes, "attention.vjp");
+    Device& d = dev(info.Env());
+    const long long scratchBytes = attentionScratch(dtype, a.b, a.h, a.s);
+    void* scratch = nullptr;
+    size_t capacity = 0;
+    if (scratchBytes > 0) scratch = guarded(info.Env(), [&] { return d.scratch(static_cast<size_t>(scratchBytes), &capacity); });
+    const cudaError_t s = attentionBackward(d.launch(), dtype, q.ptr, k.ptr, v.ptr, o.ptr, lse.ptr, dO.ptr, dLse, dq.ptr, dk.ptr, dv.ptr,
+                                            a.b, a.h, a.hkv, a.s, a.d, scratch);
+    // Back to the cache now: later users of the block run after these kernels.
+    if (scratch != nullptr) d.releaseScratch(scratch, capacity);
+    launched(info.Env(), s, "attention.vjp");
   }
 
   Napi::Value Memory(const Napi::CallbackInfo& info) {

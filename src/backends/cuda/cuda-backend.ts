@@ -18,10 +18,13 @@
  *   (no TF32) unless `allowTF32`. exp/log/sin/cos use CUDA's float32 functions (≤ 2 ulp).
  * - `alloc` throws the typed `OutOfMemory` when the device has no memory left even after the
  *   allocator's cache is emptied.
+ * - Named routines (cross-entropy, logsumexp, SiLU, causal attention, and their VJPs) run as fused
+ *   kernels (./fused.ts) unless `fused: false`.
  */
 import type { Buffer, BackendImpl, MatmulSpec, View } from "../backend.js"
 import { bytesPerElement, dtypeOf, isFloat, type DType } from "../../core/dtype.js"
 import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
+import { cudaRoutines } from "./fused.js"
 import { binaryCode, dtypeCode, loadAddon, type NativeDevice, type NativeError, type NativeInfo, reduceCode, unaryCode } from "./native.js"
 
 export interface CudaBuffer extends Buffer {
@@ -62,6 +65,11 @@ export interface CudaOptions {
    * about 1e-3 relative error. Default false: float32 products are exact float32.
    */
   readonly allowTF32?: boolean
+  /**
+   * Run named routines with the fused kernels of ./fused.ts (default true); false runs their
+   * reference bodies, primitive by primitive.
+   */
+  readonly fused?: boolean
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +206,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
   return {
     name: "cuda",
+    ...(opts.fused === false ? {} : { routines: cudaRoutines({ dev, handle }) }),
     device: dev.info(),
 
     memory() {

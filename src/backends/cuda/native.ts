@@ -68,6 +68,18 @@ export interface NativeDevice {
   scatterAdd(dtype: D, idx: H, n: number, src: H, out: H, rows: number, width: number): void
   takeAlong(elemBytes: number, x: H, idx: H, n: number, out: H, width: number): void
   putAlong(elemBytes: number, idx: H, n: number, src: H, out: H, width: number): void
+  // Fused routines (native/kernels/kernels.h; src/backends/cuda/fused.ts calls them). Every
+  // operand has `dtype` except the int32 targets.
+  crossEntropy(dtype: D, logits: H, targets: H, nll: H, n: number, v: number, ignoreIndex: number): void
+  crossEntropyBackward(dtype: D, logits: H, targets: H, dnll: H, dlogits: H, n: number, v: number, ignoreIndex: number): void
+  logsumexp(dtype: D, x: H, lse: H, rows: number, v: number): void
+  logsumexpBackward(dtype: D, x: H, lse: H, g: H, dx: H, rows: number, v: number): void
+  silu(dtype: D, x: H, y: H, n: number): void
+  siluBackward(dtype: D, x: H, g: H, dx: H, n: number): void
+  attention(dtype: D, q: H, k: H, v: H, o: H, lse: H, b: number, h: number, hkv: number, s: number, d: number): void
+  /** dLse 0: no cotangent for lse. */
+  attentionBackward(dtype: D, q: H, k: H, v: H, o: H, lse: H, dO: H, dLse: H, dq: H, dk: H, dv: H,
+    b: number, h: number, hkv: number, s: number, d: number): void
   memory(): NativeMemory
   resetPeak(): void
   emptyCache(): void

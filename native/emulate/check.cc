@@ -1,0 +1,182 @@
+// Checks the fused-routine kernels, run on the CPU through host.h, against float64 references
+// (scripts/cuda-emulate.sh builds and runs it). `check all` (default): cross-entropy, logsumexp,
+// SiLU and attention in float32, bfloat16 and float64 over the shapes test/cuda.test.ts uses;
+// `check race`: a few small cases, for ThreadSanitizer. Tolerances as in test/cuda.test.ts.
+#include "kernels.h"
+#include <cuda_bf16.h>
+#include <cstdio>
+#include <cmath>
+#include <random>
+#include <vector>
+#include <string>
+#include <algorithm>
+using namespace miniseq;
+
+extern "C" cudaError_t emu_cudaGetLastError() { return cudaSuccess; }
+extern "C" cudaError_t emu_cudaFuncSetAttribute(const void*, enum cudaFuncAttribute, int) { return cudaSuccess; }
+
+static ErrorRecord record{};
+static Launch L{nullptr, 132, &record};
+static int failures = 0;
+
+static std::vector<double> randn(size_t n, unsigned seed, double scale = 1) {
+  std::mt19937 g(seed); std::normal_distribution<double> d(0, scale);
+  std::vector<double> v(n); for (auto& x : v) x = d(g); return v;
+}
+static float bf(double x) { return __bfloat162float(__float2bfloat16_rn(static_cast<float>(x))); }
+
+// A device-side buffer in dtype dt, exactly sized (ASan sees overruns).
+struct Buf {
+  DType dt; size_t n; void* p;
+  Buf(DType d, size_t n_) : dt(d), n(n_) { p = malloc(std::max<size_t>(1, n * elementBytes(d))); memset(p, 0xFF, std::max<size_t>(1, n * elementBytes(d))); }
+  Buf(DType d, const std::vector<double>& v) : Buf(d, v.size()) { for (size_t i = 0; i < n; i++) set(i, v[i]); }
+  ~Buf() { free(p); }
+  void set(size_t i, double x) {
+    if (dt == F32) static_cast<float*>(p)[i] = static_cast<float>(x);
+    else if (dt == F64) static_cast<double*>(p)[i] = x;
+    else if (dt == BF16) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(x));
+    else static_cast<int32_t*>(p)[i] = static_cast<int32_t>(x);
+  }
+  double get(size_t i) const {
+    if (dt == F32) return static_cast<float*>(p)[i];
+    if (dt == F64) return static_cast<double*>(p)[i];
+    if (dt == BF16) return __bfloat162float(static_cast<__nv_bfloat16*>(p)[i]);
+    return static_cast<int32_t*>(p)[i];
+  }
+  std::vector<double> vec() const { std::vector<double> v(n); for (size_t i = 0; i < n; i++) v[i] = get(i); return v; }
+};
+// The values the kernel saw (rounded to the dtype).
+static std::vector<double> seen(DType dt, const std::vector<double>& v) { Buf b(dt, v); return b.vec(); }
+
+static void close(const std::string& what, const std::vector<double>& got, const std::vector<double>& want, double tol) {
+  double scale = 0, diff = 0; size_t at = 0;
+  for (size_t i = 0; i < want.size(); i++) {
+    const double g = got[i], w = want[i];
+    if (!std::isfinite(w) || !std::isfinite(g)) { if (!(g == w || (std::isnan(g) && std::isnan(w)))) { printf("FAIL %s: element %zu is %g, want %g\n", what.c_str(), i, g, w); failures++; return; } continue; }
+    scale = std::max(scale, std::fabs(w));
+    if (std::fabs(g - w) > diff) { diff = std::fabs(g - w); at = i; }
+  }
+  const double err = scale == 0 ? diff : diff / scale;
+  if (!(err <= tol)) { printf("FAIL %s: error %.2e at %zu (%g vs %g) > %g\n", what.c_str(), err, at, got[at], want[at], tol); failures++; }
+  else printf("ok   %s: %.1e\n", what.c_str(), err);
+}
+static const char* name(DType d) { return d == F32 ? "f32" : d == F64 ? "f64" : "bf16"; }
+static double tolOf(DType d, double f32, double f64, double b16) { return d == F32 ? f32 : d == F64 ? f64 : b16; }
+
+static void ce(DType dt, long long N, long long V, unsigned seed, double scale) {
+  auto x = seen(dt, randn(N * V, seed, scale)); auto w = seen(dt, randn(N, seed + 1));
+  std::mt19937 g(seed); std::vector<double> t(N);
+  for (long long i = 0; i < N; i++) t[i] = (i % 4 == 1) ? -100 : static_cast<double>(g() % V);
+  Buf bx(dt, x), bt(I32, t), bw(dt, w), bn(dt, N), bd(dt, N * V);
+  if (crossEntropy(L, dt, bx.p, static_cast<int32_t*>(bt.p), N, V, -100, bn.p)) { puts("launch error"); failures++; }
+  if (crossEntropyBackward(L, dt, bx.p, static_cast<int32_t*>(bt.p), bw.p, N, V, -100, bd.p)) { puts("launch error"); failures++; }
+  std::vector<double> nll(N), dx(N * V);
+  for (long long i = 0; i < N; i++) {
+    double m = -INFINITY; for (long long j = 0; j < V; j++) m = std::max(m, x[i * V + j]);
+    double s = 0; for (long long j = 0; j < V; j++) s += std::exp(x[i * V + j] - m);
+    const double lse = m + std::log(s);
+    const bool ig = t[i] == -100;
+    nll[i] = ig ? 0 : lse - x[i * V + static_cast<long long>(t[i])];
+    for (long long j = 0; j < V; j++) dx[i * V + j] = ig ? 0 : (std::exp(x[i * V + j] - lse) - (j == t[i] ? 1 : 0)) * w[i];
+  }
+  const std::string what = std::string("ce ") + name(dt) + " " + std::to_string(N) + "x" + std::to_string(V);
+  close(what + " nll", bn.vec(), nll, tolOf(dt, 1e-5, 1e-12, 8e-3));
+  close(what + " dlogits", bd.vec(), dx, tolOf(dt, 1e-5, 1e-12, 8e-3));
+}
+
+static void lseAndSilu(DType dt, long long rows, long long V, unsigned seed) {
+  auto x = seen(dt, randn(rows * V, seed, 3)); auto gr = seen(dt, randn(rows, seed + 1));
+  Buf bx(dt, x), bl(dt, rows), bg(dt, gr), bd(dt, rows * V);
+  logsumexp(L, dt, bx.p, rows, V, bl.p);
+  logsumexpBackward(L, dt, bx.p, bl.p, bg.p, rows, V, bd.p);
+  auto lk = bl.vec();
+  std::vector<double> lse(rows), dx(rows * V);
+  for (long long i = 0; i < rows; i++) {
+    double m = -INFINITY; for (long long j = 0; j < V; j++) m = std::max(m, x[i * V + j]);
+    double s = 0; for (long long j = 0; j < V; j++) s += std::exp(x[i * V + j] - m);
+    lse[i] = m + std::log(s);
+    for (long long j = 0; j < V; j++) dx[i * V + j] = std::exp(x[i * V + j] - lk[i]) * gr[i];  // the kernel's saved lse
+  }
+  const std::string what = std::string("lse ") + name(dt) + " " + std::to_string(rows) + "x" + std::to_string(V);
+  close(what, bl.vec(), lse, tolOf(dt, 1e-6, 1e-13, 8e-3));
+  close(what + " dx", bd.vec(), dx, tolOf(dt, 1e-6, 1e-13, 8e-3));
+  // silu on the same x
+  Buf by(dt, rows * V), bdx(dt, rows * V), bg2(dt, seen(dt, randn(rows * V, seed + 2)));
+  auto g2 = bg2.vec();
+  silu(L, dt, bx.p, by.p, rows * V);
+  siluBackward(L, dt, bx.p, bg2.p, bdx.p, rows * V);
+  std::vector<double> y(rows * V), dy(rows * V);
+  for (long long i = 0; i < rows * V; i++) { const double s = 1 / (std::exp(-x[i]) + 1); y[i] = x[i] * s; dy[i] = g2[i] * s * (x[i] * (1 - s) + 1); }
+  close(std::string("silu ") + name(dt), by.vec(), y, tolOf(dt, 1e-6, 1e-13, 8e-3));
+  close(std::string("silu.vjp ") + name(dt), bdx.vec(), dy, tolOf(dt, 1e-6, 1e-13, 8e-3));
+}
+
+static void attn(DType dt, long long B, long long H, long long Hkv, long long S, long long D, unsigned seed, bool withDLse) {
+  const long long nq = B * H * S * D, nk = B * Hkv * S * D, nl = B * H * S;
+  auto q = seen(dt, randn(nq, seed)), k = seen(dt, randn(nk, seed + 1)), v = seen(dt, randn(nk, seed + 2)), dO = seen(dt, randn(nq, seed + 3));
+  auto dLse = seen(dt, randn(nl, seed + 4));
+  Buf bq(dt, q), bk(dt, k), bv(dt, v), bo(dt, nq), bl(dt, nl), bdO(dt, dO), bdL(dt, dLse), bdq(dt, nq), bdk(dt, nk), bdv(dt, nk);
+  if (attentionForward(L, dt, bq.p, bk.p, bv.p, bo.p, bl.p, B, H, Hkv, S, D)) { puts("fwd launch error"); failures++; }
+  std::vector<char> scratch(attentionScratch(dt, B, H, S) + 1);
+  if (attentionBackward(L, dt, bq.p, bk.p, bv.p, bo.p, bl.p, bdO.p, withDLse ? bdL.p : nullptr, bdq.p, bdk.p, bdv.p, B, H, Hkv, S, D, scratch.data())) { puts("bwd launch error"); failures++; }
+  // reference (float64), backward from the kernel's saved o and lse, as the routine does
+  const long long G = H / Hkv; const double sc = 1 / std::sqrt(static_cast<double>(D));
+  std::vector<double> o(nq, 0), lse(nl), dq(nq, 0), dk(nk, 0), dv(nk, 0);
+  auto ok = bo.vec(), lk = bl.vec();
+  for (long long b = 0; b < B; b++) for (long long h = 0; h < H; h++) {
+    const long long bh = b * H + h, kvh = b * Hkv + h / G;
+    for (long long r = 0; r < S; r++) {
+      std::vector<double> s(r + 1);
+      for (long long c = 0; c <= r; c++) { double d_ = 0; for (long long d = 0; d < D; d++) d_ += q[(bh * S + r) * D + d] * k[(kvh * S + c) * D + d]; s[c] = d_ * sc; }
+      const double m = *std::max_element(s.begin(), s.end()); double l = 0; for (double x : s) l += std::exp(x - m);
+      lse[bh * S + r] = m + std::log(l);
+      for (long long c = 0; c <= r; c++) for (long long d = 0; d < D; d++) o[(bh * S + r) * D + d] += std::exp(s[c] - lse[bh * S + r]) * v[(kvh * S + c) * D + d];
+      double delta = 0; for (long long d = 0; d < D; d++) delta += dO[(bh * S + r) * D + d] * ok[(bh * S + r) * D + d];
+      if (withDLse) delta -= dLse[bh * S + r];
+      for (long long c = 0; c <= r; c++) {
+        const double p = std::exp(s[c] - lk[bh * S + r]);
+        double dp = 0; for (long long d = 0; d < D; d++) dp += dO[(bh * S + r) * D + d] * v[(kvh * S + c) * D + d];
+        const double ds = p * (dp - delta);
+        for (long long d = 0; d < D; d++) {
+          dq[(bh * S + r) * D + d] += sc * ds * k[(kvh * S + c) * D + d];
+          dk[(kvh * S + c) * D + d] += sc * ds * q[(bh * S + r) * D + d];
+          dv[(kvh * S + c) * D + d] += p * dO[(bh * S + r) * D + d];
+        }
+      }
+    }
+  }
+  char buf[200]; snprintf(buf, sizeof buf, "attention %s B=%lld H=%lld Hkv=%lld S=%lld D=%lld%s", name(dt), B, H, Hkv, S, D, withDLse ? " +dLse" : "");
+  const double t = tolOf(dt, 2e-5, 1e-11, 1.5e-2);
+  close(std::string(buf) + " o", bo.vec(), o, t);
+  close(std::string(buf) + " lse", bl.vec(), lse, tolOf(dt, 1e-5, 1e-12, 8e-3));
+  close(std::string(buf) + " dq", bdq.vec(), dq, t);
+  close(std::string(buf) + " dk", bdk.vec(), dk, t);
+  close(std::string(buf) + " dv", bdv.vec(), dv, t);
+}
+
+int main(int argc, char** argv) {
+  const std::string which = argc > 1 ? argv[1] : "all";
+  if (which == "all" || which == "ce") {
+    for (DType dt : {F32, BF16, F64}) {
+      ce(dt, 37, 1001, 1, 2); ce(dt, 3, 4096, 2, 30); ce(dt, 4, 1004, 3, 2); ce(dt, 5, 7, 4, 2); ce(dt, 1, 70001, 5, 2);
+      lseAndSilu(dt, 15, 1001, 6); lseAndSilu(dt, 4, 1, 7); lseAndSilu(dt, 2, 4096, 8);
+    }
+    // out of range target
+    Buf bx(F32, randn(30, 9)), bt(I32, std::vector<double>{1, 10, -100}), bn(F32, 3);
+    record = ErrorRecord{};
+    crossEntropy(L, F32, bx.p, static_cast<int32_t*>(bt.p), 3, 10, -100, bn.p);
+    if (record.code != 1 || record.kernel != K_CROSS_ENTROPY || record.position != 1 || record.value != 10 || record.bound != 10 || !std::isnan(bn.get(1))) { puts("FAIL bad-target record"); failures++; }
+    else puts("ok   bad target recorded");
+  }
+  if (which == "race") {
+    ce(F32, 3, 1001, 1, 2); ce(F32, 2, 4096, 2, 2); lseAndSilu(F32, 2, 1001, 6);
+    attn(F32, 1, 2, 1, 70, 64, 21, true); attn(F64, 1, 2, 1, 40, 64, 21, false); attn(F32, 1, 2, 1, 33, 256, 21, false); attn(F32, 1, 2, 2, 65, 128, 21, false);
+  }
+  if (which == "all" || which == "attn") {
+    struct C { long long B, H, Hkv, S, D; };
+    for (C c : {C{1, 1, 1, 1, 64}, C{2, 2, 2, 77, 64}, C{1, 4, 2, 100, 64}, C{1, 4, 1, 130, 32}, C{1, 2, 1, 70, 256}, C{1, 2, 2, 129, 128}, C{1, 2, 1, 50, 80}})
+      for (DType dt : {F32, BF16, F64}) attn(dt, c.B, c.H, c.Hkv, c.S, c.D, 21, c.S == 77 || c.S == 50);
+  }
+  printf("%lld launches, %d failures\n", emu::launches, failures);
+  return failures ? 1 : 0;
+}

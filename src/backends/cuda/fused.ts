@@ -1,0 +1,253 @@
+/**
+ * Fused CUDA kernels for named routines (src/core/routines): the executor runs one of these
+ * instead of a routine's reference body (see `runRegion`). Each must agree with that body, and
+ * test/cuda.test.ts compares them with the CPU backend in float64.
+ *
+ * | routine              | inputs → outputs                                              | kernel            |
+ * | -------------------- | ------------------------------------------------------------- | ----------------- |
+ * | crossEntropy         | logits [N, V], targets int32 [N] → nll [N]                     | softmax.cu        |
+ * | crossEntropy.vjp     | logits, targets, nll, dnll → dlogits                          | softmax.cu        |
+ * | logsumexp            | x [..., V] → lse [..., 1]                                     | softmax.cu        |
+ * | logsumexp.vjp        | x, lse, g → dx                                                | softmax.cu        |
+ * | silu                 | x → y                                                         | activation.cu     |
+ * | silu.vjp             | x, y, g → dx                                                  | activation.cu     |
+ * | attention            | q [B, H, S, D], k, v [B, Hkv, S, D] → o, lse [B, H, S, 1]     | attention.cu      |
+ * | attention.vjp        | q, k, v, o, lse, dO (, dLse) → dq, dk, dv                     | attention_backward.cu |
+ *
+ * float32 and bfloat16 compute in float32, float64 in float64; results are rounded once (the
+ * reference bodies round every intermediate to the dtype, so bfloat16 results differ from them
+ * by bfloat16 rounding). A cotangent whose dtype differs from its output's is cast to it first,
+ * as the reference VJP does (into scratch this module allocates and frees: the executor does not
+ * count it). Attention is causal only, head dims up to 256, and SIMT (no tensor cores).
+ */
+import type { Buffer, FusedRoutine } from "../backend.js"
+import { bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
+import { OutOfMemory } from "../../core/errors.js"
+import { dtypeCode, type NativeDevice, type NativeError } from "./native.js"
+
+/** What the routines need from the backend that owns them. */
+export interface FusedContext {
+  readonly dev: NativeDevice
+  /** The addon handle of a live buffer of this backend; throws naming `kernel` otherwise. */
+  handle(kernel: string, b: Buffer): number
+}
+
+type Shapes = Parameters<FusedRoutine>[2]
+
+function fail(kernel: string, message: string): never {
+  throw new Error(`cuda.${kernel}: ${message}`)
+}
+
+function check(cond: boolean, kernel: string, message: () => string): void {
+  if (!cond) fail(kernel, message())
+}
+
+const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
+const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
+const fmt = (shape: readonly number[] | undefined): string => `[${(shape ?? []).join(", ")}]`
+const sameShape = (a: readonly number[] | undefined, b: readonly number[] | undefined): boolean =>
+  a !== undefined && b !== undefined && a.length === b.length && a.every((d, i) => d === b[i])
+
+function arity(kernel: string, inputs: readonly Buffer[], outputs: readonly Buffer[], shapes: Shapes, nIn: readonly number[], nOut: number): void {
+  check(nIn.includes(inputs.length) && shapes.inputs.length === inputs.length, kernel,
+    () => `takes ${nIn.join(" or ")} inputs, got ${inputs.length} (and ${shapes.inputs.length} input shapes)`)
+  check(outputs.length === nOut && shapes.outputs.length === nOut, kernel, () => `writes ${nOut} outputs, got ${outputs.length}`)
+  inputs.forEach((b, i) => check(b.size === numel(shapes.inputs[i]!), kernel, () => `input ${i} ${describe(b)} does not hold shape ${fmt(shapes.inputs[i])}`))
+  outputs.forEach((b, i) => check(b.size === numel(shapes.outputs[i]!), kernel, () => `output ${i} ${describe(b)} does not hold shape ${fmt(shapes.outputs[i])}`))
+}
+
+function floatDType(kernel: string, dtype: DType, ...bufs: Buffer[]): void {
+  check(isFloat(dtype), kernel, () => `unsupported dtype ${dtype} (float32, float64 or bfloat16 only)`)
+  for (const b of bufs) check(b.dtype === dtype, kernel, () => `operands must be ${dtype}, got ${bufs.map(describe).join(", ")}`)
+}
+
+/** A targets-style ignore index from the region's params (the routine's default otherwise). */
+function ignoreIndex(params: Readonly<Record<string, number | boolean | string>>): number {
+  const v = params.ignoreIndex
+  return typeof v === "number" ? v : -100
+}
+
+export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRoutine>> {
+  const { dev } = ctx
+  const code = (d: DType): number => dtypeCode[d]
+
+  /** Device scratch the routine frees itself once its kernels are enqueued (one stream: safe). */
+  function scratch(kernel: string, dtype: DType, size: number): number {
+    try {
+      return dev.alloc(size * bytesPerElement[dtype])
+    } catch (e) {
+      const err = e as NativeError
+      if (err.code !== "ERR_CUDA_OOM") throw e
+      throw new OutOfMemory({ requested: err.requested ?? size * bytesPerElement[dtype], alive: err.alive ?? 0, limit: err.total ?? 0,
+        message: `cuda.${kernel}: ${err.message}` })
+    }
+  }
+
+  /**
+   * Runs `f` with b's handle, or with a copy cast to `dtype` when b has another dtype (a cotangent
+   * wider or narrower than its output, cast in as the reference VJP casts it).
+   */
+  function as(kernel: string, b: Buffer, dtype: DType, temps: number[]): number {
+    const h = ctx.handle(kernel, b)
+    if (b.dtype === dtype) return h
+    check(isFloat(b.dtype), kernel, () => `a cotangent must be a float, got ${describe(b)}`)
+    const t = scratch(kernel, dtype, b.size)
+    temps.push(t)
+    dev.cast(code(b.dtype), code(dtype), h, t, b.size)
+    return t
+  }
+
+  /** Runs the body, then frees the scratch it took (after enqueueing, so later work reuses it). */
+  function withTemps(f: (temps: number[]) => void): void {
+    const temps: number[] = []
+    try {
+      f(temps)
+    } finally {
+      for (const t of temps) dev.free(t)
+    }
+  }
+
+  const crossEntropy: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "crossEntropy"
+    arity(k, inputs, outputs, shapes, [2], 1)
+    const [logits, targets] = inputs as [Buffer, Buffer]
+    const [nll] = outputs as [Buffer]
+    const [N, V] = shapes.inputs[0] as [number, number]
+    check(shapes.inputs[0]!.length === 2 && sameShape(shapes.inputs[1], [N]), k, () => `logits must be [N, V] and targets [N], got ${fmt(shapes.inputs[0])}, ${fmt(shapes.inputs[1])}`)
+    check(targets.dtype === "int32", k, () => `targets must be int32, got ${targets.dtype}`)
+    floatDType(k, logits.dtype, logits, nll)
+    dev.crossEntropy(code(logits.dtype), ctx.handle(k, logits), ctx.handle(k, targets), ctx.handle(k, nll), N, V, ignoreIndex(params))
+  }
+
+  const crossEntropyVjp: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "crossEntropy.vjp"
+    arity(k, inputs, outputs, shapes, [4], 1)
+    const [logits, targets, , dnll] = inputs as [Buffer, Buffer, Buffer, Buffer]
+    const [dlogits] = outputs as [Buffer]
+    const [N, V] = shapes.inputs[0] as [number, number]
+    check(shapes.inputs[0]!.length === 2 && sameShape(shapes.inputs[1], [N]) && dnll.size === N, k,
+      () => `logits must be [N, V], targets and dnll [N], got ${fmt(shapes.inputs[0])}, ${fmt(shapes.inputs[1])}, ${fmt(shapes.inputs[3])}`)
+    check(targets.dtype === "int32", k, () => `targets must be int32, got ${targets.dtype}`)
+    floatDType(k, logits.dtype, logits, dlogits)
+    withTemps((temps) => {
+      const g = as(k, dnll, logits.dtype, temps)
+      dev.crossEntropyBackward(code(logits.dtype), ctx.handle(k, logits), ctx.handle(k, targets), g, ctx.handle(k, dlogits), N, V, ignoreIndex(params))
+    })
+  }
+
+  /** rows × V of a [..., V] shape (a scalar is one row of one). */
+  const rowsOf = (shape: readonly number[]): [number, number] => {
+    const V = shape.at(-1) ?? 1
+    return [numel(shape.slice(0, -1)), V]
+  }
+
+  const logsumexp: FusedRoutine = (inputs, outputs, shapes) => {
+    const k = "logsumexp"
+    arity(k, inputs, outputs, shapes, [1], 1)
+    const [x] = inputs as [Buffer]
+    const [lse] = outputs as [Buffer]
+    floatDType(k, x.dtype, x, lse)
+    const [rows, V] = rowsOf(shapes.inputs[0]!)
+    check(lse.size === rows, k, () => `lse ${describe(lse)} must hold one value per row (${rows})`)
+    dev.logsumexp(code(x.dtype), ctx.handle(k, x), ctx.handle(k, lse), rows, V)
+  }
+
+  const logsumexpVjp: FusedRoutine = (inputs, outputs, shapes) => {
+    const k = "logsumexp.vjp"
+    arity(k, inputs, outputs, shapes, [3], 1)
+    const [x, lse, g] = inputs as [Buffer, Buffer, Buffer]
+    const [dx] = outputs as [Buffer]
+    floatDType(k, x.dtype, x, dx)
+    const [rows, V] = rowsOf(shapes.inputs[0]!)
+    check(lse.size === rows && g.size === rows, k, () => `lse and g must hold one value per row (${rows}), got ${describe(lse)}, ${describe(g)}`)
+    withTemps((temps) => {
+      dev.logsumexpBackward(code(x.dtype), ctx.handle(k, x), as(k, lse, x.dtype, temps), as(k, g, x.dtype, temps), ctx.handle(k, dx), rows, V)
+    })
+  }
+
+  const silu: FusedRoutine = (inputs, outputs, shapes) => {
+    const k = "silu"
+    arity(k, inputs, outputs, shapes, [1], 1)
+    const [x] = inputs as [Buffer]
+    const [y] = outputs as [Buffer]
+    floatDType(k, x.dtype, x, y)
+    check(y.size === x.size, k, () => `y ${describe(y)} must be x's size (${x.size})`)
+    dev.silu(code(x.dtype), ctx.handle(k, x), ctx.handle(k, y), x.size)
+  }
+
+  const siluVjp: FusedRoutine = (inputs, outputs, shapes) => {
+    const k = "silu.vjp"
+    arity(k, inputs, outputs, shapes, [3], 1)
+    const [x, , g] = inputs as [Buffer, Buffer, Buffer]
+    const [dx] = outputs as [Buffer]
+    floatDType(k, x.dtype, x, dx)
+    check(g.size === x.size && dx.size === x.size, k, () => `g and dx must be x's size (${x.size}), got ${describe(g)}, ${describe(dx)}`)
+    withTemps((temps) => dev.siluBackward(code(x.dtype), ctx.handle(k, x), as(k, g, x.dtype, temps), ctx.handle(k, dx), x.size))
+  }
+
+  /** B, H, Hkv, S, D from q's and k's shapes, checked as the routine checks them. */
+  function attentionDims(kernel: string, shapes: Shapes, params: Readonly<Record<string, number | boolean | string>>): [number, number, number, number, number] {
+    check(params.causal !== false, kernel, () => "only causal attention has a fused kernel")
+    const [qs, ks, vs] = shapes.inputs
+    check(qs?.length === 4 && sameShape(ks, vs) && ks?.length === 4, kernel, () => `q must be [B, H, S, D] and k, v [B, Hkv, S, D], got ${fmt(qs)}, ${fmt(ks)}, ${fmt(vs)}`)
+    const [B, H, S, D] = qs as [number, number, number, number]
+    const Hkv = ks![1]!
+    check(ks![0] === B && ks![2] === S && ks![3] === D && Hkv > 0 && H % Hkv === 0, kernel,
+      () => `k, v ${fmt(ks)} do not match q ${fmt(qs)} (H a multiple of Hkv)`)
+    check(D <= 256, kernel, () => `head dim ${D} exceeds 256, the largest the fused kernel supports`)
+    return [B, H, Hkv, S, D]
+  }
+
+  const attention: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "attention"
+    arity(k, inputs, outputs, shapes, [3], 2)
+    const [B, H, Hkv, S, D] = attentionDims(k, shapes, params)
+    const [q, kk, v] = inputs as [Buffer, Buffer, Buffer]
+    const [o, lse] = outputs as [Buffer, Buffer]
+    floatDType(k, q.dtype, q, kk, v, o, lse)
+    dev.attention(code(q.dtype), ctx.handle(k, q), ctx.handle(k, kk), ctx.handle(k, v), ctx.handle(k, o), ctx.handle(k, lse), B, H, Hkv, S, D)
+  }
+
+  /**
+   * Inputs [q, k, v, o, lse] then the cotangents that exist: dO and dLse, or one of them. One
+   * cotangent is dO when it has o's shape (with D = 1 both have the same shape; it is then taken
+   * as dO, the only one the public `attention()` can give, as it returns o alone).
+   */
+  const attentionVjp: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "attention.vjp"
+    arity(k, inputs, outputs, shapes, [6, 7], 3)
+    const [B, H, Hkv, S, D] = attentionDims(k, shapes, params)
+    const [q, kk, v, o, lse] = inputs as [Buffer, Buffer, Buffer, Buffer, Buffer]
+    const [dq, dk, dv] = outputs as [Buffer, Buffer, Buffer]
+    floatDType(k, q.dtype, q, kk, v, o, lse, dq, dk, dv)
+    let dO: Buffer | undefined, dLse: Buffer | undefined
+    if (inputs.length === 7) [dO, dLse] = [inputs[5], inputs[6]]
+    else if (sameShape(shapes.inputs[5], shapes.inputs[3])) dO = inputs[5]
+    else dLse = inputs[5]
+    check(dO === undefined || dO.size === q.size, k, () => `dO ${describe(dO!)} must have o's size ${q.size}`)
+    check(dLse === undefined || dLse.size === B * H * S, k, () => `dLse ${describe(dLse!)} must have lse's size ${B * H * S}`)
+    withTemps((temps) => {
+      let hdO: number
+      if (dO !== undefined) hdO = as(k, dO, q.dtype, temps)
+      else {
+        hdO = scratch(k, q.dtype, q.size)
+        temps.push(hdO)
+        dev.fill(hdO, code(q.dtype), q.size, 0)
+      }
+      const hdLse = dLse === undefined ? 0 : as(k, dLse, q.dtype, temps)
+      dev.attentionBackward(code(q.dtype), ctx.handle(k, q), ctx.handle(k, kk), ctx.handle(k, v), ctx.handle(k, o), ctx.handle(k, lse),
+        hdO, hdLse, ctx.handle(k, dq), ctx.handle(k, dk), ctx.handle(k, dv), B, H, Hkv, S, D)
+    })
+  }
+
+  return {
+    crossEntropy,
+    "crossEntropy.vjp": crossEntropyVjp,
+    logsumexp,
+    "logsumexp.vjp": logsumexpVjp,
+    silu,
+    "silu.vjp": siluVjp,
+    attention,
+    "attention.vjp": attentionVjp,
+  }
+}
