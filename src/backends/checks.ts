@@ -4,7 +4,7 @@
  * the backend and the kernel: a loud crash is the most useful thing to do.
  */
 import type { DType } from "../core/dtype.js"
-import type { Buffer, View } from "./backend.js"
+import type { Buffer, MatmulSpec, View } from "./backend.js"
 
 const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
 export const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
@@ -17,7 +17,7 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
   function check(cond: boolean, kernel: string, message: () => string): void {
     if (!cond) fail(kernel, message())
   }
-  return {
+  const shared = {
     fail,
     check,
     sameSize(kernel: string, ...bufs: Buffer[]): void {
@@ -54,6 +54,44 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
         else hi += reach
       })
       check(lo >= 0 && hi < size, kernel, () => `${what} reaches elements [${lo}, ${hi}] of a buffer of ${size}`)
+    },
+  }
+  return {
+    ...shared,
+    /** iota's shape and axis; returns out viewed as [outer, len, inner] (the value is the middle index). */
+    iotaLayout(out: Buffer, shape: readonly number[], axis: number): { outer: number; len: number; inner: number } {
+      shared.counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
+      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota", () => `axis ${axis} is out of range for rank ${shape.length}`)
+      const size = shape.reduce((a, b) => a * b, 1)
+      check(size === out.size, "iota", () => `shape [${shape.join(", ")}] has ${size} elements but out holds ${out.size}`)
+      const len = shape[axis]!
+      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1)
+      return { outer: len * inner === 0 ? 0 : size / (len * inner), len, inner }
+    },
+    /** matmul's sizes and aliasing (dtype rules differ by backend and stay with each). */
+    matmulSizes(a: Buffer, b: Buffer, out: Buffer, { batch, m, n, k }: MatmulSpec): void {
+      shared.counts("matmul", { batch, m, n, k })
+      check(a.size === batch * m * k, "matmul", () => `a ${describe(a)} does not hold batch·m·k = ${batch}·${m}·${k}`)
+      check(b.size === batch * k * n, "matmul", () => `b ${describe(b)} does not hold batch·k·n = ${batch}·${k}·${n}`)
+      check(out.size === batch * m * n, "matmul", () => `out ${describe(out)} does not hold batch·m·n = ${batch}·${m}·${n}`)
+      check(out !== a && out !== b, "matmul", () => "out must not alias an input")
+    },
+    /** reduce's [outer, axis, inner] against the buffers. */
+    reduceSizes(x: Buffer, out: Buffer, outer: number, axis: number, inner: number): void {
+      shared.counts("reduce", { outer, axis, inner })
+      check(x.size === outer * axis * inner, "reduce", () => `x ${describe(x)} is not [${outer}, ${axis}, ${inner}]`)
+      check(out.size === outer * inner, "reduce", () => `out ${describe(out)} is not [${outer}, ${inner}]`)
+      check(x !== out, "reduce", () => "out must not alias x")
+    },
+    /** copy's two views: inside their buffers and of one shape. */
+    copyViews(src: Buffer, srcView: View, dst: Buffer, dstView: View): void {
+      shared.checkView("copy", "srcView", srcView, src.size)
+      shared.checkView("copy", "dstView", dstView, dst.size)
+      check(
+        srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]),
+        "copy",
+        () => `srcView shape [${srcView.shape.join(", ")}] differs from dstView shape [${dstView.shape.join(", ")}]`,
+      )
     },
   }
 }

@@ -8,6 +8,7 @@
  */
 import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
 import { describe, kernelChecks } from "../checks.js"
+import { simplifyViews } from "../views.js"
 import { cpuRoutines } from "./fused.js"
 import { bytesPerElement, dtypeOf, hostArray } from "../../core/dtype.js"
 
@@ -36,7 +37,7 @@ export interface CpuBackend extends BackendImpl {
 // Argument checks
 // ---------------------------------------------------------------------------------------------
 
-const { fail, check, sameSize, scalarOrSize, sameDType, floatOnly, counts, checkView } = kernelChecks("cpu", ["float32", "float64"])
+const { fail, check, sameSize, scalarOrSize, sameDType, floatOnly, counts, iotaLayout, matmulSizes, reduceSizes, copyViews } = kernelChecks("cpu", ["float32", "float64"])
 
 /** Index step of an elementwise operand: 0 for a broadcast scalar. */
 const step = (x: CpuData, out: CpuData): number => (x.length === out.length ? 1 : 0)
@@ -130,14 +131,7 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
 
     iota(out, shape, axis) {
       const o = dataOf("iota", out)
-      counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
-      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota", () => `axis ${axis} is out of range for rank ${shape.length}`)
-      const size = shape.reduce((a, b) => a * b, 1)
-      check(size === out.size, "iota", () => `shape [${shape.join(", ")}] has ${size} elements but out holds ${out.size}`)
-      // Viewed as [outer, len, inner], the value is the middle index.
-      const len = shape[axis]!
-      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1)
-      const outer = len * inner === 0 ? 0 : size / (len * inner)
+      const { outer, len, inner } = iotaLayout(out, shape, axis)
       let i = 0
       for (let r = 0; r < outer; r++)
         for (let v = 0; v < len; v++)
@@ -177,35 +171,22 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
     copy(src, srcView, dst, dstView) {
       sameDType("copy", src, dst)
       const s = dataOf("copy", src), d = dataOf("copy", dst)
-      checkView("copy", "srcView", srcView, src.size)
-      checkView("copy", "dstView", dstView, dst.size)
-      check(
-        srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]),
-        "copy",
-        () => `srcView shape [${srcView.shape.join(", ")}] differs from dstView shape [${dstView.shape.join(", ")}]`,
-      )
+      copyViews(src, srcView, dst, dstView)
       // Reading from a snapshot keeps an overlapping in-place copy well defined.
       copyStrided(src === dst ? s.slice() : s, srcView, d, dstView)
     },
 
     reduce(op, x, out, outer, axis, inner) {
       floatOnly("reduce", x, out)
-      counts("reduce", { outer, axis, inner })
-      check(x.size === outer * axis * inner, "reduce", () => `x ${describe(x)} is not [${outer}, ${axis}, ${inner}]`)
-      check(out.size === outer * inner, "reduce", () => `out ${describe(out)} is not [${outer}, ${inner}]`)
-      check(x !== out, "reduce", () => "out must not alias x")
+      reduceSizes(x, out, outer, axis, inner)
       reduceLoop(op, floatData("reduce", x), floatData("reduce", out), outer, axis, inner)
     },
 
     matmul(a, b, out, spec) {
       const { batch, m, n, k, transA, transB } = spec
-      counts("matmul", { batch, m, n, k })
       floatOnly("matmul", a, b, out)
       sameDType("matmul", a, b, out)
-      check(a.size === batch * m * k, "matmul", () => `a ${describe(a)} does not hold batch·m·k = ${batch}·${m}·${k}`)
-      check(b.size === batch * k * n, "matmul", () => `b ${describe(b)} does not hold batch·k·n = ${batch}·${k}·${n}`)
-      check(out.size === batch * m * n, "matmul", () => `out ${describe(out)} does not hold batch·m·n = ${batch}·${m}·${n}`)
-      check(out !== a && out !== b, "matmul", () => "out must not alias an input")
+      matmulSizes(a, b, out, spec)
       const A = floatData("matmul", a), B = floatData("matmul", b), C = floatData("matmul", out)
       const kc = Math.min(KC, k)
       packA = scratch(packA, roundUp(Math.min(MC, m), MR) * kc)
@@ -353,20 +334,7 @@ function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axi
  */
 function copyStrided(s: CpuData, sv: View, d: CpuData, dv: View): void {
   if (sv.shape.some((n) => n === 0)) return
-  const shape: number[] = [], ss: number[] = [], ds: number[] = []
-  for (let i = 0; i < sv.shape.length; i++) {
-    const n = sv.shape[i]!
-    if (n === 1) continue
-    const last = shape.length - 1
-    if (last >= 0 && ss[last] === sv.strides[i]! * n && ds[last] === dv.strides[i]! * n) {
-      // The previous dim steps over exactly one run of this one in both views: merge.
-      shape[last] = shape[last]! * n
-      ss[last] = sv.strides[i]!
-      ds[last] = dv.strides[i]!
-    } else {
-      shape.push(n); ss.push(sv.strides[i]!); ds.push(dv.strides[i]!)
-    }
-  }
+  const { shape, src: ss, dst: ds } = simplifyViews(sv, dv)
   const rank = shape.length
   if (rank === 0) { d[dv.offset] = s[sv.offset]!; return }
 

@@ -22,8 +22,10 @@
  *   kernels (./fused.ts) unless `fused: false`.
  */
 import type { Buffer, BackendImpl, MatmulSpec, View } from "../backend.js"
-import { bytesPerElement, dtypeOf, isFloat, type DType } from "../../core/dtype.js"
+import { bytesPerElement, dtypeOf, type DType } from "../../core/dtype.js"
 import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
+import { describe, kernelChecks } from "../checks.js"
+import { simplifyViews } from "../views.js"
 import { cudaRoutines } from "./fused.js"
 import { binaryCode, dtypeCode, loadAddon, type NativeDevice, type NativeError, type NativeInfo, reduceCode, unaryCode } from "./native.js"
 
@@ -76,53 +78,7 @@ export interface CudaOptions {
 // Argument checks (as the CPU backend's: a failed check is an executor bug, so a loud Error)
 // ---------------------------------------------------------------------------------------------
 
-function fail(kernel: string, message: string): never {
-  throw new Error(`cuda.${kernel}: ${message}`)
-}
-
-function check(cond: boolean, kernel: string, message: () => string): void {
-  if (!cond) fail(kernel, message())
-}
-
-const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
-
-function sameSize(kernel: string, ...bufs: Buffer[]): void {
-  const size = bufs[0]!.size
-  check(bufs.every((b) => b.size === size), kernel, () => `operands must have equal sizes, got ${bufs.map(describe).join(", ")}`)
-}
-
-function scalarOrSize(kernel: string, size: number, ...bufs: Buffer[]): void {
-  check(bufs.every((b) => b.size === size || b.size === 1), kernel, () => `operands must hold ${size} elements or 1 (a scalar), got ${bufs.map(describe).join(", ")}`)
-}
-
-function sameDType(kernel: string, ...bufs: Buffer[]): void {
-  const dtype = bufs[0]!.dtype
-  check(bufs.every((b) => b.dtype === dtype), kernel, () => `operands must have equal dtypes, got ${bufs.map(describe).join(", ")}`)
-}
-
-function floatOnly(kernel: string, ...bufs: Buffer[]): void {
-  for (const b of bufs) check(isFloat(b.dtype), kernel, () => `unsupported dtype ${b.dtype} (float32, float64 or bfloat16 only)`)
-}
-
-const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
-
-function counts(kernel: string, values: Record<string, number>): void {
-  for (const [name, v] of Object.entries(values)) check(isCount(v), kernel, () => `${name} must be a non-negative integer, got ${v}`)
-}
-
-function checkView(kernel: string, name: string, v: View, size: number): void {
-  check(v.shape.length === v.strides.length, kernel, () => `${name} has rank ${v.shape.length} but ${v.strides.length} strides`)
-  check(v.shape.every(isCount), kernel, () => `${name} shape [${v.shape.join(", ")}] must be non-negative integers`)
-  check(v.strides.every(Number.isSafeInteger) && Number.isSafeInteger(v.offset), kernel, () => `${name} strides and offset must be integers`)
-  if (v.shape.some((n) => n === 0)) return
-  let lo = v.offset, hi = v.offset
-  v.shape.forEach((n, i) => {
-    const reach = (n - 1) * v.strides[i]!
-    if (reach < 0) lo += reach
-    else hi += reach
-  })
-  check(lo >= 0 && hi < size, kernel, () => `${name} reaches elements [${lo}, ${hi}] of a buffer of ${size}`)
-}
+const { fail, check, sameSize, scalarOrSize, sameDType, floatOnly, counts, iotaLayout, matmulSizes, reduceSizes, copyViews } = kernelChecks("cuda", ["float32", "float64", "bfloat16"])
 
 /**
  * The copy's iteration space, simplified as the CPU backend does: size-1 dims dropped, and
@@ -130,19 +86,7 @@ function checkView(kernel: string, name: string, v: View, size: number): void {
  * addon's parameter block, or undefined when more than 8 dims remain.
  */
 function copyParams(sv: View, dv: View): Float64Array | undefined {
-  const shape: number[] = [], ss: number[] = [], ds: number[] = []
-  for (let i = 0; i < sv.shape.length; i++) {
-    const n = sv.shape[i]!
-    if (n === 1) continue
-    const last = shape.length - 1
-    if (last >= 0 && ss[last] === sv.strides[i]! * n && ds[last] === dv.strides[i]! * n) {
-      shape[last] = shape[last]! * n
-      ss[last] = sv.strides[i]!
-      ds[last] = dv.strides[i]!
-    } else {
-      shape.push(n); ss.push(sv.strides[i]!); ds.push(dv.strides[i]!)
-    }
-  }
+  const { shape, src: ss, dst: ds } = simplifyViews(sv, dv)
   if (shape.length > 8) return undefined
   return Float64Array.from([shape.length, sv.offset, dv.offset, ...shape, ...ss, ...ds])
 }
@@ -266,13 +210,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
     iota(out, shape, axis) {
       const h = handle("iota", out)
-      counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
-      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota", () => `axis ${axis} is out of range for rank ${shape.length}`)
-      const size = shape.reduce((a, b) => a * b, 1)
-      check(size === out.size, "iota", () => `shape [${shape.join(", ")}] has ${size} elements but out holds ${out.size}`)
-      const len = shape[axis]!
-      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1)
-      const outer = len * inner === 0 ? 0 : size / (len * inner)
+      const { outer, len, inner } = iotaLayout(out, shape, axis)
       dev.iota(h, code(out), outer, len, inner)
     },
 
@@ -309,16 +247,10 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     copy(src, srcView, dst, dstView) {
       sameDType("copy", src, dst)
       const s = handle("copy", src), d = handle("copy", dst)
-      checkView("copy", "srcView", srcView, src.size)
-      checkView("copy", "dstView", dstView, dst.size)
-      check(
-        srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]),
-        "copy",
-        () => `srcView shape [${srcView.shape.join(", ")}] differs from dstView shape [${dstView.shape.join(", ")}]`,
-      )
+      copyViews(src, srcView, dst, dstView)
       if (srcView.shape.some((n) => n === 0)) return
       const params = copyParams(srcView, dstView)
-      if (params === undefined) fail("copy", `views of rank ${srcView.shape.length} stay above rank 8 after merging contiguous dims`)
+      if (params === undefined) return fail("copy", `views of rank ${srcView.shape.length} stay above rank 8 after merging contiguous dims`)
       // The addon snapshots src first when it is dst, like the CPU backend.
       dev.copy(elem(src), s, d, params)
     },
@@ -326,10 +258,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     reduce(op, x, out, outer, axis, inner) {
       floatOnly("reduce", x, out)
       sameDType("reduce", x, out)
-      counts("reduce", { outer, axis, inner })
-      check(x.size === outer * axis * inner, "reduce", () => `x ${describe(x)} is not [${outer}, ${axis}, ${inner}]`)
-      check(out.size === outer * inner, "reduce", () => `out ${describe(out)} is not [${outer}, ${inner}]`)
-      check(x !== out, "reduce", () => "out must not alias x")
+      reduceSizes(x, out, outer, axis, inner)
       const opCode = reduceCode[op]
       check(opCode !== undefined, "reduce", () => `unknown op ${String(op)}`)
       dev.reduce(opCode, code(x), handle("reduce", x), handle("reduce", out), outer, axis, inner)
@@ -337,16 +266,12 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
     matmul(a, b, out, spec: MatmulSpec) {
       const { batch, m, n, k, transA, transB } = spec
-      counts("matmul", { batch, m, n, k })
       floatOnly("matmul", a, b, out)
       sameDType("matmul", a, b)
       // bfloat16 operands may write (or accumulate into) a float32 out: a weight gradient.
       check(out.dtype === a.dtype || (a.dtype === "bfloat16" && out.dtype === "float32"), "matmul",
         () => `out ${describe(out)} must have the operands' dtype ${a.dtype}${a.dtype === "bfloat16" ? " or float32" : ""}`)
-      check(a.size === batch * m * k, "matmul", () => `a ${describe(a)} does not hold batch·m·k = ${batch}·${m}·${k}`)
-      check(b.size === batch * k * n, "matmul", () => `b ${describe(b)} does not hold batch·k·n = ${batch}·${k}·${n}`)
-      check(out.size === batch * m * n, "matmul", () => `out ${describe(out)} does not hold batch·m·n = ${batch}·${m}·${n}`)
-      check(out !== a && out !== b, "matmul", () => "out must not alias an input")
+      matmulSizes(a, b, out, spec)
       dev.matmul(handle("matmul", a), handle("matmul", b), handle("matmul", out), code(a), code(out), batch, m, n, k,
         transA, transB, spec.accumulate === true, tf32)
     },

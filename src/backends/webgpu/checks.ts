@@ -2,4 +2,4 @@
 import { kernelChecks } from "../checks.js"
 
 export { describe } from "../checks.js"
-export const { check, checkView, counts, fail, floatOnly, int32Only, sameDType, sameSize, scalarOrSize } = kernelChecks("webgpu", ["float32"])
+export const { check, checkView, copyViews, counts, fail, floatOnly, int32Only, iotaLayout, matmulSizes, reduceSizes, sameDType, sameSize, scalarOrSize } = kernelChecks("webgpu", ["float32"])

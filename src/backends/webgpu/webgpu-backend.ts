@@ -11,7 +11,7 @@ import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View
 import { bytesPerElement, dtypeOf, hostArray } from "../../core/dtype.js"
 import { DTypeError, OutOfMemory } from "../../core/errors.js"
 import { BufferPool } from "./buffers.js"
-import { check, checkView, counts, describe, fail, floatOnly, int32Only, sameDType, sameSize, scalarOrSize } from "./checks.js"
+import { check, copyViews, counts, describe, fail, floatOnly, int32Only, iotaLayout, matmulSizes, reduceSizes, sameDType, sameSize, scalarOrSize } from "./checks.js"
 import { type Binding, CommandStream } from "./commands.js"
 import { acquireDevice, type AdapterInfo, type DeviceOptions, type GpuDevice, releaseDevice } from "./device.js"
 import { f32Bits, WG, wgslType, words } from "./kernels/common.js"
@@ -208,14 +208,11 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     iota(out, shape, axis) {
       const o = bind("iota", out)
-      counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
-      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota", () => `axis ${axis} is out of range for rank ${shape.length}`)
-      const size = shape.reduce((a, b) => a * b, 1)
-      check(size === out.size, "iota", () => `shape [${shape.join(", ")}] has ${size} elements but out holds ${out.size}`)
+      const { len, inner } = iotaLayout(out, shape, axis)
+      const size = out.size
       if (size === 0) return
-      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1)
       const type = wgslType(out.dtype)
-      run(`iota:${type}`, () => iotaWgsl(type), [size, shape[axis]!, inner], [o], perElement(size))
+      run(`iota:${type}`, () => iotaWgsl(type), [size, len, inner], [o], perElement(size))
     },
 
     unary(op: UnaryOp, x, out) {
@@ -260,13 +257,7 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     copy(src, srcView: View, dst, dstView: View) {
       sameDType("copy", src, dst)
-      checkView("copy", "srcView", srcView, src.size)
-      checkView("copy", "dstView", dstView, dst.size)
-      check(
-        srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]),
-        "copy",
-        () => `srcView shape [${srcView.shape.join(", ")}] differs from dstView shape [${dstView.shape.join(", ")}]`,
-      )
+      copyViews(src, srcView, dst, dstView)
       const n = srcView.shape.reduce((a, b) => a * b, 1)
       if (n === 0) return
       const s = simplify(srcView, dstView)
@@ -278,10 +269,7 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     reduce(op: ReduceOp, x, out, outer, axis, inner) {
       floatOnly("reduce", x, out)
-      counts("reduce", { outer, axis, inner })
-      check(x.size === outer * axis * inner, "reduce", () => `x ${describe(x)} is not [${outer}, ${axis}, ${inner}]`)
-      check(out.size === outer * inner, "reduce", () => `out ${describe(out)} is not [${outer}, ${inner}]`)
-      check(x !== out, "reduce", () => "out must not alias x")
+      reduceSizes(x, out, outer, axis, inner)
       if (op !== "sum" && op !== "max") fail("reduce", `unknown op ${String(op)}`)
       if (out.size === 0) return
       if (axis === 0) { backend.fill(out, op === "sum" ? 0 : -Infinity); return } // the empty sum / max
@@ -292,13 +280,9 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     matmul(a, b, out, spec: MatmulSpec) {
       const { batch, m, n, k, transA, transB } = spec
-      counts("matmul", { batch, m, n, k })
       floatOnly("matmul", a, b, out)
       sameDType("matmul", a, b, out)
-      check(a.size === batch * m * k, "matmul", () => `a ${describe(a)} does not hold batch·m·k = ${batch}·${m}·${k}`)
-      check(b.size === batch * k * n, "matmul", () => `b ${describe(b)} does not hold batch·k·n = ${batch}·${k}·${n}`)
-      check(out.size === batch * m * n, "matmul", () => `out ${describe(out)} does not hold batch·m·n = ${batch}·${m}·${n}`)
-      check(out !== a && out !== b, "matmul", () => "out must not alias an input")
+      matmulSizes(a, b, out, spec)
       const o = bind("matmul", out)
       const accumulate = spec.accumulate === true
       if (out.size === 0) return

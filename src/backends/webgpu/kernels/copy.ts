@@ -12,29 +12,9 @@ import { entry, paramsStruct, storage, WG } from "./common.js"
 
 export const MAX_RANK = 8
 
-export interface Simplified {
-  readonly shape: number[]
-  readonly src: number[]
-  readonly dst: number[]
-}
+import type { Simplified } from "../../views.js"
 
-export function simplify(sv: View, dv: View): Simplified {
-  const shape: number[] = [], src: number[] = [], dst: number[] = []
-  for (let i = 0; i < sv.shape.length; i++) {
-    const n = sv.shape[i]!
-    if (n === 1) continue
-    const last = shape.length - 1
-    if (last >= 0 && src[last] === sv.strides[i]! * n && dst[last] === dv.strides[i]! * n) {
-      // The previous dim steps over exactly one run of this one in both views: merge.
-      shape[last] = shape[last]! * n
-      src[last] = sv.strides[i]!
-      dst[last] = dv.strides[i]!
-    } else {
-      shape.push(n); src.push(sv.strides[i]!); dst.push(dv.strides[i]!)
-    }
-  }
-  return { shape, src, dst }
-}
+export { type Simplified, simplifyViews as simplify } from "../../views.js"
 
 /** True when the simplified copy is one contiguous run in both buffers. */
 export const isContiguous = (s: Simplified): boolean => s.shape.length === 0 || (s.shape.length === 1 && s.src[0] === 1 && s.dst[0] === 1)
