@@ -81,6 +81,31 @@ const wantedLimits = [
   "maxComputeWorkgroupSizeY",
 ] as const
 
+/**
+ * A device on an adapter already found (from Dawn here, or from a browser's `navigator.gpu`):
+ * the kernels' limits raised as far as the adapter allows, loss and uncaptured errors recorded
+ * so the backend can report them.
+ */
+export async function deviceOn(gpu: GPU, adapter: GPUAdapter, config: DeviceConfig): Promise<GpuDevice> {
+  const requiredLimits: Record<string, number> = {}
+  for (const name of wantedLimits) requiredLimits[name] = adapter.limits[name]
+  const device = await adapter.requestDevice({ requiredLimits })
+  const a = adapter.info
+  const ctx: GpuDevice = {
+    device, config, gpu, lost: undefined, error: undefined,
+    info: { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description, flags: config.flags, featureLevel: config.featureLevel },
+  }
+  void device.lost.then((info) => { ctx.lost = `${info.reason}: ${info.message}` })
+  device.addEventListener("uncapturederror", (ev) => {
+    const message = (ev as GPUUncapturedErrorEvent).error.message
+    if (ctx.error === undefined) {
+      ctx.error = message
+      console.error(`miniseq webgpu: ${message}`)
+    }
+  })
+  return ctx
+}
+
 /** The default configuration that worked last in this process: tried first next time. */
 let lastWorking: DeviceConfig | undefined
 
@@ -109,29 +134,14 @@ export async function acquireDevice(opts: DeviceOptions = {}): Promise<GpuDevice
     // Dawn's "null" backend gives an adapter that computes nothing: only when asked for by name.
     if (adapter.info.device === "null-backend" && !config.flags.includes("backend=null")) { tried.push(`${label}: only the null backend`); continue }
 
-    const requiredLimits: Record<string, number> = {}
-    for (const name of wantedLimits) requiredLimits[name] = adapter.limits[name]
-    let device: GPUDevice
+    let ctx: GpuDevice
     try {
-      device = await adapter.requestDevice({ requiredLimits })
+      ctx = await deviceOn(gpu, adapter, config)
     } catch (e) {
       tried.push(`${label}: requestDevice failed: ${e instanceof Error ? e.message : String(e)}`)
       continue
     }
-    const a = adapter.info
-    const ctx: GpuDevice = {
-      device, config, gpu, lost: undefined, error: undefined,
-      info: { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description, flags: config.flags, featureLevel: config.featureLevel },
-    }
     if (opts.configs === undefined) lastWorking = config
-    void device.lost.then((info) => { ctx.lost = `${info.reason}: ${info.message}` })
-    device.addEventListener("uncapturederror", (ev) => {
-      const message = (ev as GPUUncapturedErrorEvent).error.message
-      if (ctx.error === undefined) {
-        ctx.error = message
-        console.error(`miniseq webgpu: ${message}`)
-      }
-    })
     return ctx
   }
   throw new BackendUnavailable({
