@@ -61,7 +61,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
     bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
     const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
     const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
-    const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
+    // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
+    const validation = split.val.length > f.seq ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
+    const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
     const result = yield* train(options, batches, onStep).pipe(Effect.provide(cpuBackendLayer()), Effect.ensuring(Effect.sync(() => bar.stop())))
     const records = result.records
 
@@ -70,6 +72,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       const first = records[0]!, last = records.at(-1)!
       const tps = records.reduce((s, r) => s + r.tokensPerSecond, 0) / records.length
       yield* Console.log(`loss ${first.loss.toFixed(4)} (step ${first.step}) → ${last.loss.toFixed(4)} (step ${last.step}); ${Math.round(tps)} tokens/s on average`)
+      if (result.validationLoss !== undefined) yield* Console.log(`held-out loss (8 batches of the last 5% of the corpus, never trained on): ${result.validationLoss.toFixed(4)}`)
       yield* Console.log(`measured peak of this run (${f.mode}): ${formatBytes(Math.max(...records.map((r) => r.peak)))} — the planner said ${formatBytes(plans[f.mode]!.peak)}`)
     }
     yield* Console.log("\npeak memory of one step, by mode (planner): forward + backward by kind, then the AdamW update")
@@ -83,7 +86,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
 
     yield* Effect.promise(async () => {
       await mkdir(f.out, { recursive: true })
-      await writeFile(join(f.out, "run.json"), JSON.stringify({ options: { ...options, model }, resumedFrom: result.resumedFrom, records: records.map(({ memory: _m, ...r }) => r), plans }, null, 2) + "\n")
+      await writeFile(join(f.out, "run.json"), JSON.stringify({ options: { ...options, validation: validation?.count ?? 0, model }, resumedFrom: result.resumedFrom, validationLoss: result.validationLoss, records: records.map(({ memory: _m, ...r }) => r), plans }, null, 2) + "\n")
       await writeFile(join(f.out, "loss.svg"), lineChart({ title: `training loss (${f.model}, ${f.mode})`, xLabel: "step", yLabel: "loss", series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }] }))
       await writeFile(join(f.out, "memory.svg"), stackedBars({
         title: `peak memory of one step (${f.model}, B=${f.batch}, S=${f.seq})`, yLabel: "bytes", categories: [...modes], format: formatBytes,

@@ -37,6 +37,8 @@ export interface TrainOptions {
   readonly warmup?: number
   readonly adamw?: Partial<AdamWOptions>
   readonly seed: number
+  /** Batches never trained on, and how many of them to score the final parameters on. */
+  readonly validation?: { readonly batches: Batches; readonly count: number }
   /** Fail with OutOfMemory (carrying the M that would fit) instead of allocating past this many bytes. */
   readonly memoryLimit?: number
   /** Where checkpoints go; a run finding one there resumes from it. */
@@ -60,6 +62,8 @@ export interface TrainResult {
   readonly resumedFrom: number
   /** Final parameters, read back (HF names). */
   readonly parameters: Record<string, Float32Array>
+  /** Mean loss of the final parameters on `validationBatches` held-out batches (when given). */
+  readonly validationLoss?: number
 }
 
 type TrainError = ExecutionError | NonFiniteLoss | BadCheckpoint
@@ -198,8 +202,24 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
         yield* saveCheckpoint(opts.checkpointDir, { step, run, parameters: yield* readAll(params), m: yield* readAll(m), v: yield* readAll(v) }, parameterShapes(opts.model))
       }
     }
+    // Held-out loss: the same graph's forward part only (the executor schedules what `loss` needs).
+    let validationLoss: number | undefined
+    if (opts.validation !== undefined && opts.validation.count > 0) {
+      const g = graphs.first
+      let total = 0
+      for (let i = 0; i < opts.validation.count; i++) {
+        const batch = opts.validation.batches.batchAt(i)
+        const data = [upload(backend, batch.tokens), upload(backend, batch.targets), scalar(Math.max(1, countTargets(batch.targets)))]
+        const bindings = new Map<Tensor, Binding>([[g.model.tokens, { buffer: data[0]!, kind: "activations" }], [g.model.targets, { buffer: data[1]!, kind: "activations" }], [g.model.count, { buffer: data[2]!, kind: "activations" }]])
+        names.forEach((n) => bindings.set(g.model.params[n]!, { buffer: params[n]!, kind: "weights" }))
+        const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, limit))
+        total += ((yield* Effect.promise(() => backend.read(run.outputs[0]!))) as Float32Array)[0]!
+        ;[...data, run.outputs[0]!].forEach((b) => backend.free(b))
+      }
+      validationLoss = total / opts.validation.count
+    }
     const parameters = yield* readAll(params)
     for (const bufs of [params, m, v]) for (const n of names) backend.free(bufs[n]!)
-    return { records, resumedFrom: state.step, parameters }
+    return { records, resumedFrom: state.step, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
   })
 }
