@@ -16,7 +16,7 @@ import type { MemoryKind, MemoryReport } from "../core/memory.js"
 import { fillNormal, rng } from "../core/random.js"
 import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
-import type { Batches } from "./data.js"
+import type { Batch, Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
 import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate } from "./optimizer.js"
 import { suggestChunks } from "./planner.js"
@@ -126,6 +126,18 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     const readAll = (bufs: Record<string, Buffer>) =>
       Effect.promise(async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, (await backend.read(bufs[n]!)) as Float32Array] as const))))
     const scalar = (x: number) => upload(backend, Float32Array.of(x))
+    const readScalar = (b: Buffer) => Effect.promise(async () => ((await backend.read(b)) as Float32Array)[0]!)
+    /** One batch on the device, bound to a loss graph with the current weights. */
+    const bindBatch = (g: GradientGraph, batch: Batch, count: number) => {
+      const data = [upload(backend, batch.tokens), upload(backend, batch.targets), scalar(count)]
+      const bindings = new Map<Tensor, Binding>([
+        [g.model.tokens, { buffer: data[0]!, kind: "activations" }],
+        [g.model.targets, { buffer: data[1]!, kind: "activations" }],
+        [g.model.count, { buffer: data[2]!, kind: "activations" }],
+      ])
+      for (const n of names) bindings.set(g.model.params[n]!, { buffer: params[n]!, kind: "weights" })
+      return { data, bindings }
+    }
 
     const limit = opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }
     const records: StepRecord[] = []
@@ -139,14 +151,8 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
       let worst: MemoryReport | undefined
       for (const batch of micro) {
         const g: GradientGraph = grads === undefined ? graphs.first : graphs.accumulate!
-        const data = [upload(backend, batch.tokens), upload(backend, batch.targets), scalar(count)]
-        const bindings = new Map<Tensor, Binding>([
-          [g.model.tokens, { buffer: data[0]!, kind: "activations" }],
-          [g.model.targets, { buffer: data[1]!, kind: "activations" }],
-          [g.model.count, { buffer: data[2]!, kind: "activations" }],
-        ])
+        const { data, bindings } = bindBatch(g, batch, count)
         names.forEach((n, i) => {
-          bindings.set(g.model.params[n]!, { buffer: params[n]!, kind: "weights" })
           // The optimizer state is resident during the pass: bound (and counted), never read.
           bindings.set(adam.m[n]!, { buffer: m[n]!, kind: "optimizer" }).set(adam.v[n]!, { buffer: v[n]!, kind: "optimizer" })
           if (g.previous) bindings.set(g.previous[n]!, { buffer: grads![i]!, kind: "gradients" })
@@ -154,7 +160,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
         const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace, ...limit }))
         data.forEach((b) => backend.free(b))
         const [lossBuffer, ...gradBuffers] = run.outputs
-        loss += ((yield* Effect.promise(() => backend.read(lossBuffer!))) as Float32Array)[0]!
+        loss += yield* readScalar(lossBuffer!)
         backend.free(lossBuffer!)
         // Accumulated gradients not written in place replace their predecessors.
         grads?.forEach((b, i) => { if (b !== gradBuffers[i]) backend.free(b) })
@@ -179,7 +185,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
       const outputs = adamwOutputs(adam) // fp32 training: norm, then (weights, m, v) per parameter
       const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace, ...limit }))
       const [normBuffer, ...updated] = update.outputs
-      const gradNorm = ((yield* Effect.promise(() => backend.read(normBuffer!))) as Float32Array)[0]!
+      const gradNorm = yield* readScalar(normBuffer!)
       // Outputs that could not be written in place replace their inputs.
       names.forEach((n, i) => {
         const [p, mm, vv] = [updated[3 * i]!, updated[3 * i + 1]!, updated[3 * i + 2]!]
@@ -209,11 +215,9 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
       let total = 0
       for (let i = 0; i < opts.validation.count; i++) {
         const batch = opts.validation.batches.batchAt(i)
-        const data = [upload(backend, batch.tokens), upload(backend, batch.targets), scalar(Math.max(1, countTargets(batch.targets)))]
-        const bindings = new Map<Tensor, Binding>([[g.model.tokens, { buffer: data[0]!, kind: "activations" }], [g.model.targets, { buffer: data[1]!, kind: "activations" }], [g.model.count, { buffer: data[2]!, kind: "activations" }]])
-        names.forEach((n) => bindings.set(g.model.params[n]!, { buffer: params[n]!, kind: "weights" }))
+        const { data, bindings } = bindBatch(g, batch, Math.max(1, countTargets(batch.targets)))
         const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, limit))
-        total += ((yield* Effect.promise(() => backend.read(run.outputs[0]!))) as Float32Array)[0]!
+        total += yield* readScalar(run.outputs[0]!)
         ;[...data, run.outputs[0]!].forEach((b) => backend.free(b))
       }
       validationLoss = total / opts.validation.count
