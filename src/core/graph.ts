@@ -79,7 +79,6 @@ export function input(name: string, shape: readonly number[], dtype: DType = "fl
   return makeNode("input", [], { name }, [{ shape, dtype }]).results[0]!
 }
 
-export const isInput = (t: Tensor): boolean => t.node.op === "input"
 
 /**
  * The nodes needed to compute `outputs`, in execution (creation) order. The walk stops at
