@@ -79,7 +79,6 @@ export function input(name: string, shape: readonly number[], dtype: DType = "fl
   return makeNode("input", [], { name }, [{ shape, dtype }]).results[0]!
 }
 
-
 /**
  * The nodes needed to compute `outputs`, in execution (creation) order. The walk stops at
  * `stop` tensors: they are bound from outside (region parameters, caller-provided values).
