@@ -4,6 +4,9 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Cause, Effect, Exit } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
+import { Layer } from "effect"
+import { Backend } from "../src/backends/backend.js"
+import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { decodeConfig, decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -113,6 +116,56 @@ describe("checkpoints and resume", () => {
     expect(String(Exit.isFailure(otherSeed) ? otherSeed.cause : "")).toMatch(/BadCheckpoint[\s\S]*seed 5[\s\S]*seed 6/)
     const wider = await runTrain({ ...base, steps: 2, model: { ...model, intermediate_size: 96 }, checkpointDir: dir })
     expect(String(Exit.isFailure(wider) ? wider.cause : "")).toContain('tensor "model.layers.0.mlp.down_proj.weight"')
+  })
+})
+
+describe("mixed precision (bfloat16 emulated on the CPU)", () => {
+  const bf16Layer = () => Layer.succeed(Backend, cpuWithBfloat16())
+  const okBf16 = async (opts: TrainOptions, onStep?: Parameters<typeof train>[2]) => {
+    const exit = await Effect.runPromiseExit(train(opts, batches, onStep).pipe(Effect.provide(bf16Layer())))
+    if (Exit.isFailure(exit)) throw new Error(String(exit.cause))
+    return exit.value
+  }
+  const isBf16 = (xs: Float32Array) => { const r = xs.slice(); roundToBfloat16(r); return r.every((x, i) => x === xs[i]) }
+
+  it("rounds to the nearest bfloat16, ties to even", () => {
+    const x = Float32Array.of(1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -2.5, 3.4028234663852886e38, Infinity, NaN, 1e-45)
+    roundToBfloat16(x)
+    // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷ (even wins), the largest float32 is past bfloat16's
+    // largest finite value, and the smallest float32 subnormal is below half of bfloat16's.
+    expect([...x]).toEqual([1, 1 + 2 ** -6, 1 + 2 ** -7, -2.5, Infinity, Infinity, NaN, 0])
+  })
+
+  it("bf16-mixed follows the fp32 loss curve, in every mode, and keeps fp32 master weights", async () => {
+    const fp32 = await ok({ ...base, steps: 20 })
+    const mixed = await Promise.all(modes.map((mode) => okBf16({ ...base, steps: 20, mode, precision: "bf16-mixed" })))
+    for (const r of mixed) {
+      expect(maxRelDiff(r.records.map((x) => x.loss), fp32.records.map((x) => x.loss))).toBeLessThan(2e-2)
+      expect(r.records.at(-1)!.loss).toBeLessThan(r.records[0]!.loss - 0.3)
+      // The returned weights are the fp32 master copy: updates smaller than a bf16 step survive in it.
+      expect(isBf16(r.parameters["model.layers.0.mlp.up_proj.weight"]!)).toBe(false)
+    }
+    const pure = await okBf16({ ...base, steps: 20, precision: "bf16" })
+    expect(isBf16(pure.parameters["model.layers.0.mlp.up_proj.weight"]!)).toBe(true) // no master copy
+    expect(maxRelDiff(pure.records.map((x) => x.loss), fp32.records.map((x) => x.loss))).toBeLessThan(5e-2)
+  })
+
+  it("an interrupted bf16-mixed run, resumed from its fp32 master checkpoint, reproduces the uninterrupted one bitwise", async () => {
+    const opts = { ...base, steps: 8, mode: "mst+checkpoint" as const, precision: "bf16-mixed" as const }
+    const whole = await okBf16(opts)
+    const dir = await tempDir()
+    await expect(okBf16({ ...opts, checkpointDir: dir, checkpointEvery: 4 }, (r) => { if (r.step === 6) throw new Error("killed") })).rejects.toThrow()
+    const resumed = await okBf16({ ...opts, checkpointDir: dir, checkpointEvery: 4 })
+    expect(resumed.resumedFrom).toBe(4)
+    expect(resumed.records.map((r) => r.loss)).toEqual(whole.records.slice(4).map((r) => r.loss))
+    for (const name of Object.keys(whole.parameters)) expect(resumed.parameters[name]).toEqual(whole.parameters[name])
+    const fp32Resume = await Effect.runPromiseExit(train({ ...opts, precision: "fp32", checkpointDir: dir }, batches).pipe(Effect.provide(bf16Layer())))
+    expect(String(Exit.isFailure(fp32Resume) ? fp32Resume.cause : "")).toMatch(/BadCheckpoint[\s\S]*precision bf16-mixed[\s\S]*precision fp32/)
+  })
+
+  it("a backend without bfloat16 buffers says so and names the fix", async () => {
+    const exit = await runTrain({ ...base, steps: 1, precision: "bf16-mixed" })
+    expect(String(Exit.isFailure(exit) ? exit.cause : "")).toMatch(/DTypeError[\s\S]*cpu backend does not have[\s\S]*--precision fp32/)
   })
 })
 

@@ -65,6 +65,8 @@ export type FusedRoutine = (
 
 export interface BackendImpl {
   readonly name: string
+  /** The element types its buffers can hold (int32 always, for indices). */
+  readonly dtypes: readonly DType[]
   /** Optional fused kernels by region name; the executor runs the reference body otherwise. */
   readonly routines?: Readonly<Record<string, FusedRoutine>>
   alloc(dtype: DType, size: number): Buffer

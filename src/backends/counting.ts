@@ -10,6 +10,7 @@ export function makeCountingBackend(fused: Iterable<string> = []): BackendImpl {
   const nothing = () => {}
   return {
     name: "counting",
+    dtypes: ["float32", "float64", "bfloat16", "int32"],
     // Plan for the backend you will run: its fused routines change what is allocated.
     routines: Object.fromEntries([...fused].map((name) => [name, nothing])),
     alloc: (dtype, size): Buffer => ({ dtype, size }),

@@ -8,8 +8,8 @@
  */
 import { Effect } from "effect"
 import { Backend, type BackendImpl, type Buffer } from "../backends/backend.js"
-import type { HostArray } from "../core/dtype.js"
-import { BadCheckpoint, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
+import type { DType, HostArray } from "../core/dtype.js"
+import { BadCheckpoint, DTypeError, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
 import type { Tensor } from "../core/graph.js"
 import type { MemoryKind, MemoryReport } from "../core/memory.js"
@@ -18,7 +18,7 @@ import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint 
 import type { LlamaConfig } from "./config.js"
 import type { Batch, Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
-import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate } from "./optimizer.js"
+import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate, type PrecisionName, precisions } from "./optimizer.js"
 import { suggestChunks } from "./planner.js"
 import { type GradientGraph, stepGraphs } from "./step.js"
 
@@ -36,6 +36,11 @@ export interface TrainOptions {
   readonly minLr?: number
   readonly warmup?: number
   readonly adamw?: Partial<AdamWOptions>
+  /**
+   * fp32 (default); bf16-mixed: bf16 weights and activations, fp32 master weights, moments and
+   * weight-gradient accumulators; bf16: everything bf16. bf16 needs a GPU backend.
+   */
+  readonly precision?: PrecisionName
   readonly seed: number
   /** Batches never trained on, and how many of them to score the final parameters on. */
   readonly validation?: { readonly batches: Batches; readonly count: number }
@@ -66,7 +71,7 @@ export interface TrainResult {
   readonly validationLoss?: number
 }
 
-type TrainError = ExecutionError | NonFiniteLoss | BadCheckpoint
+type TrainError = ExecutionError | NonFiniteLoss | BadCheckpoint | DTypeError
 
 /** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
 export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
@@ -77,8 +82,9 @@ export function initialParameters(c: LlamaConfig, seed: number): Record<string, 
   }))
 }
 
-const upload = (b: BackendImpl, data: HostArray): Buffer => {
-  const buf = b.alloc(data instanceof Int32Array ? "int32" : "float32", data.length)
+/** Host data onto the device; float32 data may go into a bfloat16 buffer (the backend rounds it). */
+const upload = (b: BackendImpl, data: HostArray, dtype: DType = data instanceof Int32Array ? "int32" : "float32"): Buffer => {
+  const buf = b.alloc(dtype, data.length)
   b.write(buf, data)
   return buf
 }
@@ -105,12 +111,16 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     const backend = yield* Backend
     const A = opts.accumulation ?? 1
     const hyper = { ...defaultAdamW, ...opts.adamw }
-    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A }, hyper))
+    const precision = precisions[opts.precision ?? "fp32"]
+    if (!backend.dtypes.includes(precision.param)) {
+      return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message: `precision ${precision.name} needs ${precision.param} buffers, which the ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend` }))
+    }
+    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A, precision }, hyper))
     const names = graphs.first.names
     const adam = graphs.adamw
 
     // State: resume from the latest checkpoint, or start fresh.
-    const run = { seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: A, steps: opts.steps, lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0 }
+    const run = { seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: A, steps: opts.steps, lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, precision: precision.name }
     const found = opts.checkpointDir === undefined ? undefined : yield* latestCheckpoint(opts.checkpointDir)
     const state: CheckpointState = found === undefined
       ? { step: 0, run, parameters: initialParameters(opts.model, opts.seed), m: {}, v: {} }
@@ -119,10 +129,13 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     if (found !== undefined && differs.length > 0) {
       return yield* Effect.fail(new BadCheckpoint({ path: found, message: `${found} belongs to a run with ${differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")}; this run has ${differs.map(([k, v]) => `${k} ${v}`).join(", ")}. Resume with the same options, or train into another directory` }))
     }
+    // A checkpoint holds fp32 weights: the master copy under mixed precision, which the bf16
+    // weights the model computes with are rounded from.
     const zeros = (n: string) => new Float32Array(state.parameters[n]!.length)
-    const params = Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!)]))
-    const m = Object.fromEntries(names.map((n) => [n, upload(backend, state.m[n] ?? zeros(n))]))
-    const v = Object.fromEntries(names.map((n) => [n, upload(backend, state.v[n] ?? zeros(n))]))
+    const params = Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!, precision.param)]))
+    const master = precision.master ? Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!, "float32")])) : undefined
+    const m = Object.fromEntries(names.map((n) => [n, upload(backend, state.m[n] ?? zeros(n), precision.state)]))
+    const v = Object.fromEntries(names.map((n) => [n, upload(backend, state.v[n] ?? zeros(n), precision.state)]))
     const readAll = (bufs: Record<string, Buffer>) =>
       Effect.promise(async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, (await backend.read(bufs[n]!)) as Float32Array] as const))))
     const scalar = (x: number) => upload(backend, Float32Array.of(x))
@@ -155,6 +168,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
         names.forEach((n, i) => {
           // The optimizer state is resident during the pass: bound (and counted), never read.
           bindings.set(adam.m[n]!, { buffer: m[n]!, kind: "optimizer" }).set(adam.v[n]!, { buffer: v[n]!, kind: "optimizer" })
+          if (master) bindings.set(adam.master[n]!, { buffer: master[n]!, kind: "optimizer" })
           if (g.previous) bindings.set(g.previous[n]!, { buffer: grads![i]!, kind: "gradients" })
         })
         const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace, ...limit }))
@@ -180,19 +194,19 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
         [adam.correction1, { buffer: scalars[1]!, kind: "temporaries" }],
         [adam.correction2, { buffer: scalars[2]!, kind: "temporaries" }],
       ])
-      const kinds: Array<[Record<string, Tensor>, Record<string, Buffer> | Buffer[], MemoryKind]> = [[adam.params, params, "weights"], [adam.grads, grads!, "gradients"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"]]
-      for (const [tensors, buffers, kind] of kinds) names.forEach((n, i) => bindings.set(tensors[n]!, { buffer: Array.isArray(buffers) ? buffers[i]! : buffers[n]!, kind }))
-      const outputs = adamwOutputs(adam) // fp32 training: norm, then (weights, m, v) per parameter
+      const resident: Array<[Record<string, Tensor>, Record<string, Buffer>, MemoryKind]> = [[adam.params, params, "weights"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"], ...(master ? [[adam.master, master, "optimizer"] as [Record<string, Tensor>, Record<string, Buffer>, MemoryKind]] : [])]
+      for (const [tensors, buffers, kind] of resident) for (const n of names) bindings.set(tensors[n]!, { buffer: buffers[n]!, kind })
+      names.forEach((n, i) => bindings.set(adam.grads[n]!, { buffer: grads![i]!, kind: "gradients" }))
+      const outputs = adamwOutputs(adam) // the norm, then per parameter: weights, m, v (and master)
       const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace, ...limit }))
       const [normBuffer, ...updated] = update.outputs
       const gradNorm = yield* readScalar(normBuffer!)
       // Outputs that could not be written in place replace their inputs.
-      names.forEach((n, i) => {
-        const [p, mm, vv] = [updated[3 * i]!, updated[3 * i + 1]!, updated[3 * i + 2]!]
-        if (p !== params[n]) { backend.free(params[n]!); params[n] = p }
-        if (mm !== m[n]) { backend.free(m[n]!); m[n] = mm }
-        if (vv !== v[n]) { backend.free(v[n]!); v[n] = vv }
-      })
+      const perParameter = resident.length
+      names.forEach((n, i) => resident.forEach(([, buffers], j) => {
+        const b = updated[perParameter * i + j]!
+        if (b !== buffers[n]) { backend.free(buffers[n]!); buffers[n] = b }
+      }))
       ;[normBuffer!, ...scalars, ...grads!].forEach((b) => backend.free(b))
 
       const memory = update.memory.peak > worst!.peak ? update.memory : worst!
@@ -205,7 +219,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
 
       const every = opts.checkpointEvery ?? 0
       if (opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))) {
-        yield* saveCheckpoint(opts.checkpointDir, { step, run, parameters: yield* readAll(params), m: yield* readAll(m), v: yield* readAll(v) }, parameterShapes(opts.model))
+        yield* saveCheckpoint(opts.checkpointDir, { step, run, parameters: yield* readAll(master ?? params), m: yield* readAll(m), v: yield* readAll(v) }, parameterShapes(opts.model))
       }
     }
     // Held-out loss: the same graph's forward part only (the executor schedules what `loss` needs).
@@ -222,8 +236,8 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
       }
       validationLoss = total / opts.validation.count
     }
-    const parameters = yield* readAll(params)
-    for (const bufs of [params, m, v]) for (const n of names) backend.free(bufs[n]!)
+    const parameters = yield* readAll(master ?? params)
+    for (const bufs of [params, m, v, ...(master ? [master] : [])]) for (const n of names) backend.free(bufs[n]!)
     return { records, resumedFrom: state.step, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
   })
 }

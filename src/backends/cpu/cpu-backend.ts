@@ -84,6 +84,7 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
 
   return {
     name: "cpu",
+    dtypes: ["float32", "float64", "int32"],
     ...(opts.fused === false ? {} : { routines: cpuRoutines }),
 
     memory: () => ({

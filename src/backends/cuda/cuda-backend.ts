@@ -150,6 +150,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
   return {
     name: "cuda",
+    dtypes: ["float32", "float64", "bfloat16", "int32"],
     ...(opts.fused === false ? {} : { routines: cudaRoutines({ dev, handle }) }),
     device: dev.info(),
 

@@ -126,6 +126,7 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
   const backend: WebGpuBackend = {
     name: "webgpu",
+    dtypes: ["float32", "int32"],
     // Fused kernels the executor runs instead of a routine's reference body.
     routines: opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b), {
       alloc: (dtype, size) => backend.alloc(dtype, size), free: (b) => backend.free(b), fill: (b, value) => backend.fill(b, value),

@@ -3,6 +3,7 @@
  * makes chunked losses exact: per-piece sums divided by one global count of non-ignored targets
  * (never a mean of per-piece means).
  */
+import { accumulatorDType } from "../dtype.js"
 import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
 import { routine } from "../regions.js"
@@ -53,9 +54,12 @@ export function tokenCrossEntropy(logits: Tensor, targets: Tensor, opts: CrossEn
   return opts.weights === undefined ? nll : o.mul(nll, opts.weights)
 }
 
-/** Σ of per-token losses over the whole batch: the piece-wise part of a chunked loss. */
+/**
+ * Σ of per-token losses over the whole batch: the piece-wise part of a chunked loss. The sum is
+ * at least float32: a bfloat16 sum of thousands of losses would keep only its top 8 bits.
+ */
 export const sumCrossEntropy = (logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor =>
-  o.sum(tokenCrossEntropy(logits, targets, opts))
+  o.sum(o.cast(tokenCrossEntropy(logits, targets, opts), accumulatorDType(logits.dtype)))
 
 /** The global divisor: the number of non-ignored targets, at least 1 so an all-ignored batch gives loss 0. */
 export const targetCount = (targets: Tensor, ignoreIndex = IGNORE_INDEX, dtype: Tensor["dtype"] = "float32"): Tensor =>
