@@ -146,6 +146,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::Memory>("memory"),
                            InstanceMethod<&DeviceWrap::ResetPeak>("resetPeak"),
                            InstanceMethod<&DeviceWrap::EmptyCache>("emptyCache"),
+                           InstanceMethod<&DeviceWrap::SetMemoryLimit>("setMemoryLimit"),
                            InstanceMethod<&DeviceWrap::Info>("info"),
                            InstanceMethod<&DeviceWrap::Pending>("pending"),
                            InstanceMethod<&DeviceWrap::Destroy>("destroy"),
@@ -590,6 +591,12 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
 
   void ResetPeak(const Napi::CallbackInfo& info) { dev(info.Env()).resetPeak(); }
   void EmptyCache(const Napi::CallbackInfo& info) { dev(info.Env()).emptyCache(); }
+  // setMemoryLimit(bytes): 0 lifts the cap.
+  void SetMemoryLimit(const Napi::CallbackInfo& info) {
+    const double bytes = info[0].As<Napi::Number>().DoubleValue();
+    if (!(bytes >= 0)) throw Napi::RangeError::New(info.Env(), "setMemoryLimit: bytes must be ≥ 0");
+    dev(info.Env()).setMemoryLimit(static_cast<size_t>(bytes));
+  }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Device& d = dev(info.Env());

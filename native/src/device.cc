@@ -32,6 +32,10 @@ void* CachingAllocator::allocate(size_t bytes, size_t* capacity) {
     cached_ -= cls;
     return p;
   }
+  if (limit_ != 0 && reserved_ + cls > limit_) {
+    emptyCache();  // cached blocks of other classes count against the cap too
+    if (reserved_ + cls > limit_) return nullptr;
+  }
   void* p = nullptr;
   if (cudaMalloc(&p, cls) != cudaSuccess) {
     cudaGetLastError();  // an allocation failure is not sticky: clear it
@@ -223,9 +227,13 @@ uint64_t Device::alloc(size_t bytes) {
       size_t freeBytes = 0, total = 0;
       cudaMemGetInfo(&freeBytes, &total);
       cudaGetLastError();
+      const size_t cap = memory_.limit();
       Failure f("ERR_CUDA_OOM", "cuda.alloc: out of device memory: asked for " + std::to_string(bytes) + " bytes with " +
-                                    std::to_string(live_) + " bytes in live buffers (" + std::to_string(freeBytes) +
-                                    " bytes free of " + std::to_string(total) + ")");
+                                    std::to_string(live_) + " bytes in live buffers (" +
+                                    (cap != 0 ? "memory limit " + std::to_string(cap) + " bytes"
+                                              : std::to_string(freeBytes) + " bytes free of " + std::to_string(total)) +
+                                    ")");
+      if (cap != 0) total = cap;
       f.requested = static_cast<double>(bytes);
       f.alive = static_cast<double>(live_);
       f.reserved = static_cast<double>(memory_.reserved());

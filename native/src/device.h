@@ -57,9 +57,13 @@ class CachingAllocator {
   void emptyCache();
   size_t reserved() const { return reserved_; }
   size_t cached() const { return cached_; }
+  // Caps the bytes held from the driver (0: no cap), as if the GPU had only this much memory.
+  void setLimit(size_t bytes) { limit_ = bytes; }
+  size_t limit() const { return limit_; }
 
  private:
   std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t limit_ = 0;
   size_t reserved_ = 0;  // bytes held from cudaMalloc: in use + cached
   size_t cached_ = 0;
 };
@@ -147,6 +151,7 @@ class Device {
   MemoryStats memory() const { return {live_, peak_, memory_.reserved(), memory_.cached(), pinned_.held()}; }
   void resetPeak() { peak_ = live_; }
   void emptyCache() { memory_.emptyCache(); }
+  void setMemoryLimit(size_t bytes) { memory_.setLimit(bytes); }
 
  private:
   void release();

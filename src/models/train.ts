@@ -42,6 +42,8 @@ export interface TrainOptions {
    */
   readonly precision?: PrecisionName
   readonly seed: number
+  /** Start from these weights (HF names, fp32) instead of the seeded initialisation. */
+  readonly initialParameters?: Readonly<Record<string, Float32Array>>
   /** Batches never trained on, and how many of them to score the final parameters on. */
   readonly validation?: { readonly batches: Batches; readonly count: number }
   /** Fail with OutOfMemory (carrying the M that would fit) instead of allocating past this many bytes. */
@@ -123,7 +125,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     const run = { seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: A, steps: opts.steps, lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, precision: precision.name }
     const found = opts.checkpointDir === undefined ? undefined : yield* latestCheckpoint(opts.checkpointDir)
     const state: CheckpointState = found === undefined
-      ? { step: 0, run, parameters: initialParameters(opts.model, opts.seed), m: {}, v: {} }
+      ? { step: 0, run, parameters: opts.initialParameters ?? initialParameters(opts.model, opts.seed), m: {}, v: {} }
       : yield* loadCheckpoint(found, parameterShapes(opts.model))
     const differs = Object.entries(run).filter(([k, v]) => state.run?.[k] !== undefined && state.run[k] !== v)
     if (found !== undefined && differs.length > 0) {
@@ -131,11 +133,16 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     }
     // A checkpoint holds fp32 weights: the master copy under mixed precision, which the bf16
     // weights the model computes with are rounded from.
-    const zeros = (n: string) => new Float32Array(state.parameters[n]!.length)
+    const moment = (saved: Float32Array | undefined, n: string): Buffer => {
+      if (saved !== undefined) return upload(backend, saved, precision.state)
+      const b = backend.alloc(precision.state, state.parameters[n]!.length)
+      backend.fill(b, 0)
+      return b
+    }
     const params = Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!, precision.param)]))
     const master = precision.master ? Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!, "float32")])) : undefined
-    const m = Object.fromEntries(names.map((n) => [n, upload(backend, state.m[n] ?? zeros(n), precision.state)]))
-    const v = Object.fromEntries(names.map((n) => [n, upload(backend, state.v[n] ?? zeros(n), precision.state)]))
+    const m = Object.fromEntries(names.map((n) => [n, moment(state.m[n], n)]))
+    const v = Object.fromEntries(names.map((n) => [n, moment(state.v[n], n)]))
     const readAll = (bufs: Record<string, Buffer>) =>
       Effect.promise(async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, (await backend.read(bufs[n]!)) as Float32Array] as const))))
     const scalar = (x: number) => upload(backend, Float32Array.of(x))

@@ -72,6 +72,11 @@ export interface CudaOptions {
    * reference bodies, primitive by primitive.
    */
   readonly fused?: boolean
+  /**
+   * Act as if the GPU had only this many bytes: the allocator holds no more from the driver
+   * (buffers, fused-kernel scratch and its cache; cuBLAS's own workspace is outside it).
+   */
+  readonly memoryLimit?: number
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,6 +134,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
   const reads = new Set<Promise<unknown>>()
   const tf32 = opts.allowTF32 === true
   let destroyed = false
+  if (opts.memoryLimit !== undefined) dev.setMemoryLimit(opts.memoryLimit)
 
   function handle(kernel: string, b: Buffer): number {
     if (!alive.has(b)) fail(kernel, `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`)

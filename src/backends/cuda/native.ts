@@ -83,6 +83,8 @@ export interface NativeDevice {
   memory(): NativeMemory
   resetPeak(): void
   emptyCache(): void
+  /** Caps the bytes the allocator holds from the driver; 0 lifts the cap. */
+  setMemoryLimit(bytes: number): void
   info(): NativeInfo
   pending(): number
   destroy(): void
