@@ -11,7 +11,9 @@
 #    alone: other work shares .device/.
 # 2. On the GPU machine, with .device/node.gz .device/node-include.tgz .device/setup.sh
 #    .device/gl .device/cuda:
-#      bash scripts/cuda-device.sh
+#      bash scripts/cuda-device.sh             the tests (below)
+#      bash scripts/cuda-device.sh bench ...   instead: bench/long-context.ts with PyTorch beside it,
+#                                              its arguments passed on, results in $OUT
 #    builds the addon with nvcc there (native/build.mjs --direct, headers from $NODE_INCLUDE,
 #    the fused-routine kernels included), runs the bundled test with MINISEQ_CUDA=1 (every
 #    kernel, the graphs, every fused routine against the CPU reference, and the timings,
@@ -32,11 +34,10 @@ if [ "${1:-}" = pack ]; then
   # the kernels themselves travel as sources (native/) and are built on the GPU machine.
   node --input-type=module -e '
     import { build } from "esbuild"
-    await build({
-      entryPoints: ["test/cuda.test.ts"], outfile: ".device/cuda/cuda.test.mjs", bundle: true, platform: "node",
-      format: "esm", target: "node20", alias: { vitest: "./scripts/cuda-vitest-shim.ts" }, logLevel: "warning",
-      banner: { js: "import { createRequire as __cr } from \"node:module\"; const require = __cr(import.meta.url);" },
-    })'
+    const common = { bundle: true, platform: "node", format: "esm", target: "node20", logLevel: "warning", external: ["webgpu"],
+      banner: { js: "import { createRequire as __cr } from \"node:module\"; const require = __cr(import.meta.url);" } }
+    await build({ ...common, entryPoints: ["test/cuda.test.ts"], outfile: ".device/cuda/cuda.test.mjs", alias: { vitest: "./scripts/cuda-vitest-shim.ts" } })
+    await build({ ...common, entryPoints: ["bench/long-context.ts"], outfile: ".device/cuda/long-context.mjs" })'
   if [ -f build/Release/miniseq_cuda.node ]; then cp build/Release/miniseq_cuda.node .device/cuda/; fi
   du -sh .device/node.gz .device/node-include.tgz .device/gl .device/cuda
   exit 0
@@ -65,6 +66,15 @@ fi
 cp build/miniseq_cuda.json build/miniseq_cuda-build.log "$out/" 2>/dev/null
 
 export MINISEQ_CUDA=1 MINISEQ_CUDA_ADDON="$addon"
+
+# bench: the long-context benchmark against PyTorch (bench/long-context.ts), arguments passed on.
+if [ "${1:-}" = bench ]; then
+  shift
+  python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$out/gpu.txt"
+  python3 -c "import transformers; print('transformers', transformers.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
+  NODE_OPTIONS=--max-old-space-size=16000 node .device/cuda/long-context.mjs --pytorch python3 --out "$out/long-context" "$@" 2>&1 | tee "$out/bench.log"
+  exit "${PIPESTATUS[0]}"
+fi
 budget=${CUDA_DEVICE_BUDGET:-540}
 # The timeout for a step that wants $1 seconds, less if the budget is short; 0: skip it.
 allow() { local t=$1 left=$(( budget - SECONDS - 15 )); (( left < t )) && t=$left; (( t < 30 )) && t=0; echo "$t"; }

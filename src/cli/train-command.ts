@@ -4,14 +4,19 @@ import { join } from "node:path"
 import { SingleBar } from "cli-progress"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { makeCpuBackend } from "../backends/cpu/index.js"
+import type { Layer } from "effect"
+import { Backend } from "../backends/backend.js"
 import { cpuBackendLayer } from "../backends/cpu/index.js"
+import { cudaBackendLayer } from "../backends/cuda/index.js"
+import { webgpuBackendLayer } from "../backends/webgpu/index.js"
+import type { BackendUnavailable } from "../core/errors.js"
 import { BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { memoryKinds } from "../core/memory.js"
 import { loadCorpus } from "../models/corpus.js"
 import { makeBatches, trainValSplit } from "../models/data.js"
 import { modes } from "../models/llama.js"
+import { type PrecisionName, precisions } from "../models/optimizer.js"
 import { planStep } from "../models/planner.js"
 import { makeTokenizer } from "../models/tokenizer.js"
 import { type StepRecord, train } from "../models/train.js"
@@ -35,6 +40,8 @@ const flags = {
   corpus: Flag.String("corpus").pipe(Flag.optional, Flag.withDescription("a UTF-8 text file (default: the shipped Moby-Dick)")),
   out: Flag.String("out").pipe(Flag.withDefault("runs/latest"), Flag.withDescription("run directory: checkpoints, run.json, plots; an existing checkpoint there is resumed")),
   checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDefault(100)),
+  backend: Flag.Literals("backend", ["cpu", "webgpu", "cuda"] as const).pipe(Flag.withDefault("cpu" as const), Flag.withDescription("where the kernels run: cpu, webgpu (Dawn) or cuda (the native addon)")),
+  precision: Flag.Literals("precision", ["fp32", "bf16-mixed", "bf16"] as const).pipe(Flag.withDefault("fp32" as const), Flag.withDescription("fp32; bf16-mixed: bf16 weights and activations, fp32 master weights and moments; bf16: all bf16 (bf16 needs --backend cuda)")),
   memoryLimit: Flag.String("memory-limit").pipe(Flag.optional, Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB")),
 }
 
@@ -52,47 +59,53 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const split = trainValSplit(tokenizer.encode(text))
     const batches = yield* Effect.try({ try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }), catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }) })
 
-    // What each mode would need for this exact step, from the planner (the executor, counting).
-    const cpu = makeCpuBackend()
-    const plans = yield* attempt(() => Object.fromEntries(modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks }, cpu)])))
-    yield* Console.log(`miniseq train: ${f.model}${Option.isSome(f.config) ? ` (${f.config.value})` : ""}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, CPU backend`)
+    const layers: Record<typeof f.backend, () => Layer.Layer<Backend, BackendUnavailable>> = { cpu: () => cpuBackendLayer(), webgpu: () => webgpuBackendLayer(), cuda: () => cudaBackendLayer() }
+    const tokenizerName = tokenizer.name, heldOut = split.val
+    // Everything below runs with the chosen backend provided (and given back at the end).
+    return yield* Effect.gen(function* () {
+      const backend = yield* Backend
+      const precision: PrecisionName = f.precision
+      // What each mode would need for this exact step, from the planner (the executor, counting).
+      const plans = yield* attempt(() => Object.fromEntries(modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks, precision: precisions[precision] }, backend)])))
+      yield* Console.log(`miniseq train: ${f.model}${Option.isSome(f.config) ? ` (${f.config.value})` : ""}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizerName}, ${backend.name} backend, ${precision}`)
 
-    const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
-    bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
-    const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
-    const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
-    // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
-    const validation = split.val.length > f.seq ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
-    const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
-    const result = yield* train(options, batches, onStep).pipe(Effect.provide(cpuBackendLayer()), Effect.ensuring(Effect.sync(() => bar.stop())))
-    const records = result.records
+      const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
+      bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
+      const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
+      const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
+      // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
+      const validation = heldOut.length > f.seq ? { batches: makeBatches({ tokens: heldOut, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
+      const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, precision, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
+      const result = yield* train(options, batches, onStep).pipe(Effect.ensuring(Effect.sync(() => bar.stop())))
+      const records = result.records
 
-    if (result.resumedFrom > 0) yield* Console.log(`resumed from the checkpoint of step ${result.resumedFrom}`)
-    if (records.length > 0) {
-      const first = records[0]!, last = records.at(-1)!
-      const tps = records.reduce((s, r) => s + r.tokensPerSecond, 0) / records.length
-      yield* Console.log(`loss ${first.loss.toFixed(4)} (step ${first.step}) → ${last.loss.toFixed(4)} (step ${last.step}); ${Math.round(tps)} tokens/s on average`)
-      if (result.validationLoss !== undefined) yield* Console.log(`held-out loss (8 batches of the last 5% of the corpus, never trained on): ${result.validationLoss.toFixed(4)}`)
-      yield* Console.log(`measured peak of this run (${f.mode}): ${formatBytes(Math.max(...records.map((r) => r.peak)))} — the planner said ${formatBytes(plans[f.mode]!.peak)}`)
-    }
-    yield* Console.log("\npeak memory of one step, by mode (planner): forward + backward by kind, then the AdamW update")
-    for (const mode of modes) {
-      const p = plans[mode]!
-      const k = p.gradientPass.atPeak
-      yield* Console.log(`  ${mode.padEnd(15)} ${formatBytes(p.gradientPass.peak).padStart(10)}   weights ${formatBytes(k.weights)}, grads ${formatBytes(k.gradients)}, optimizer ${formatBytes(k.optimizer)}, saved ${formatBytes(k.activations)}, temps ${formatBytes(k.temporaries)} │ AdamW ${formatBytes(p.optimizerPass.peak)}`)
-    }
-    const fb = (m: (typeof modes)[number]) => plans[m]!.gradientPass.peak
-    yield* Console.log(`  forward + backward: vanilla / mst = ${(fb("vanilla") / fb("mst")).toFixed(2)}×, checkpoint / mst+checkpoint = ${(fb("checkpoint") / fb("mst+checkpoint")).toFixed(2)}×`)
+      if (result.resumedFrom > 0) yield* Console.log(`resumed from the checkpoint of step ${result.resumedFrom}`)
+      if (records.length > 0) {
+        const first = records[0]!, last = records.at(-1)!
+        const tps = records.reduce((s, r) => s + r.tokensPerSecond, 0) / records.length
+        yield* Console.log(`loss ${first.loss.toFixed(4)} (step ${first.step}) → ${last.loss.toFixed(4)} (step ${last.step}); ${Math.round(tps)} tokens/s on average`)
+        if (result.validationLoss !== undefined) yield* Console.log(`held-out loss (8 batches of the last 5% of the corpus, never trained on): ${result.validationLoss.toFixed(4)}`)
+        yield* Console.log(`measured peak of this run (${f.mode}): ${formatBytes(Math.max(...records.map((r) => r.peak)))} — the planner said ${formatBytes(plans[f.mode]!.peak)}`)
+      }
+      yield* Console.log("\npeak memory of one step, by mode (planner): forward + backward by kind, then the AdamW update")
+      for (const mode of modes) {
+        const p = plans[mode]!
+        const k = p.gradientPass.atPeak
+        yield* Console.log(`  ${mode.padEnd(15)} ${formatBytes(p.gradientPass.peak).padStart(10)}   weights ${formatBytes(k.weights)}, grads ${formatBytes(k.gradients)}, optimizer ${formatBytes(k.optimizer)}, saved ${formatBytes(k.activations)}, temps ${formatBytes(k.temporaries)} │ AdamW ${formatBytes(p.optimizerPass.peak)}`)
+      }
+      const fb = (m: (typeof modes)[number]) => plans[m]!.gradientPass.peak
+      yield* Console.log(`  forward + backward: vanilla / mst = ${(fb("vanilla") / fb("mst")).toFixed(2)}×, checkpoint / mst+checkpoint = ${(fb("checkpoint") / fb("mst+checkpoint")).toFixed(2)}×`)
 
-    yield* Effect.promise(async () => {
-      await mkdir(f.out, { recursive: true })
-      await writeFile(join(f.out, "run.json"), JSON.stringify({ options: { ...options, validation: validation?.count ?? 0, model }, resumedFrom: result.resumedFrom, validationLoss: result.validationLoss, records: records.map(({ memory: _m, ...r }) => r), plans }, null, 2) + "\n")
-      await writeFile(join(f.out, "loss.svg"), lineChart({ title: `training loss (${f.model}, ${f.mode})`, xLabel: "step", yLabel: "loss", series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }] }))
-      await writeFile(join(f.out, "memory.svg"), stackedBars({
-        title: `peak memory of one step (${f.model}, B=${f.batch}, S=${f.seq})`, yLabel: "bytes", categories: [...modes], format: formatBytes,
-        stacks: memoryKinds.map((kind) => ({ name: kind, values: modes.map((mode) => plans[mode]!.gradientPass.atPeak[kind]) })),
-      }))
-    })
-    yield* Console.log(`\nwrote ${join(f.out, "run.json")}, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
+      yield* Effect.promise(async () => {
+        await mkdir(f.out, { recursive: true })
+        await writeFile(join(f.out, "run.json"), JSON.stringify({ options: { ...options, validation: validation?.count ?? 0, model }, resumedFrom: result.resumedFrom, validationLoss: result.validationLoss, records: records.map(({ memory: _m, ...r }) => r), plans }, null, 2) + "\n")
+        await writeFile(join(f.out, "loss.svg"), lineChart({ title: `training loss (${f.model}, ${f.mode})`, xLabel: "step", yLabel: "loss", series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }] }))
+        await writeFile(join(f.out, "memory.svg"), stackedBars({
+          title: `peak memory of one step (${f.model}, B=${f.batch}, S=${f.seq})`, yLabel: "bytes", categories: [...modes], format: formatBytes,
+          stacks: memoryKinds.map((kind) => ({ name: kind, values: modes.map((mode) => plans[mode]!.gradientPass.atPeak[kind]) })),
+        }))
+      })
+      yield* Console.log(`\nwrote ${join(f.out, "run.json")}, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
+    }).pipe(Effect.provide(layers[f.backend]()))
   }),
-).pipe(Command.withDescription("train a Llama-family model with MST on the CPU"))
+).pipe(Command.withDescription("train a Llama-family model with MST (CPU by default; --backend webgpu or cuda)"))

@@ -1,0 +1,222 @@
+/**
+ * Long-context training on one GPU, side by side with PyTorch, in one command:
+ *
+ *   node long-context.mjs [--model llama-3.2-1b] [--precision bf16-mixed] [--seqs 4096,8192,16384,32768,65536]
+ *       [--modes vanilla,checkpoint,mst,mst+checkpoint] [--steps 3] [--cap 40GiB] [--no-max-seq]
+ *       [--pytorch python3] [--backend cuda|cpu] [--out bench/results/long-context]
+ *
+ * 1. Throughput: for every mode and S, `--steps` full training steps (forward, backward, AdamW)
+ *    at batch 1 on random tokens; tokens/s is S over the median step time after the first. Peak
+ *    memory is the executor's count and the device allocator's own (which also holds fused-kernel
+ *    scratch). A (mode, S) the planner finds over the GPU's memory is not run.
+ * 2. Largest S: under a memory cap (`--cap`, enforced by the allocator, as a smaller GPU would),
+ *    the planner bisects the largest S per mode in multiples of 1024, and one real step at that S
+ *    checks it trains within the cap. The cap keeps those steps short: attention is O(S²).
+ * 3. PyTorch: bench/pytorch_baseline.py with the same model, precision, S and cap (HF Llama with
+ *    SDPA attention, with and without gradient checkpointing), run from here, in the same job.
+ *
+ * Writes <out>.json (everything) and <out>.md (the tables printed).
+ */
+import { spawnSync } from "node:child_process"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { dirname } from "node:path"
+import { Effect, Exit, Layer } from "effect"
+import { Backend, type BackendImpl } from "../src/backends/backend.js"
+import { makeCpuBackend } from "../src/backends/cpu/index.js"
+import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
+import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
+import { rng } from "../src/core/random.js"
+import { decodeConfigSync, presets, type PresetName } from "../src/models/config.js"
+import { makeBatches } from "../src/models/data.js"
+import { type Mode, parameterCount } from "../src/models/llama.js"
+import { type PrecisionName, precisions } from "../src/models/optimizer.js"
+import { planStep } from "../src/models/planner.js"
+import { initialParameters, train } from "../src/models/train.js"
+
+const arg = (name: string, fallback: string): string => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1]! : fallback
+}
+const GiB = 2 ** 30
+const modelName = arg("model", "llama-3.2-1b") as PresetName
+const precision = arg("precision", "bf16-mixed") as PrecisionName
+const seqs = arg("seqs", "4096,8192,16384,32768,65536").split(",").map(Number)
+const modes = arg("modes", "vanilla,checkpoint,mst,mst+checkpoint").split(",") as Mode[]
+const steps = Number(arg("steps", "3"))
+const cap = Number(arg("cap", "40").replace(/GiB|GB/i, "")) * GiB
+const maxSeq = !process.argv.includes("--no-max-seq")
+const python = arg("pytorch", "")
+const seqLimit = Number(arg("max-seq-limit", String(2 ** 20))) // the searches stop here
+const backendName = arg("backend", "cuda")
+const out = arg("out", "bench/results/long-context")
+const model = decodeConfigSync(presets[modelName])
+
+// ---------------------------------------------------------------------------------------------
+// Our side
+// ---------------------------------------------------------------------------------------------
+
+interface Device {
+  readonly backend: BackendImpl
+  /** Bytes the device has (or the cap). */
+  readonly total: number
+  readonly name: string
+  /** Allocator peak since the last reset, and what it holds from the driver. */
+  memory(): { peak: number; reserved: number }
+  reset(): void
+  close(): Promise<void>
+}
+
+function openDevice(limit?: number): Device {
+  if (backendName === "cpu") { // a dry run of this script (bf16 emulated), for checking it without a GPU
+    const cpu = makeCpuBackend()
+    return { backend: cpuWithBfloat16(cpu), total: limit ?? 64 * GiB, name: "cpu", memory: () => ({ peak: cpu.memory().peak, reserved: cpu.memory().live }), reset: () => cpu.memory().resetPeak(), close: async () => {} }
+  }
+  const cuda: CudaBackend = makeCudaBackend(limit === undefined ? {} : { memoryLimit: limit })
+  return {
+    backend: cuda, total: limit ?? cuda.device.totalMemory, name: cuda.device.name,
+    memory: () => ({ peak: cuda.memory().peak, reserved: cuda.memory().reserved }),
+    reset: () => { cuda.memory().emptyCache(); cuda.memory().resetPeak() },
+    close: () => cuda.destroy(),
+  }
+}
+
+interface Row {
+  readonly mode: Mode
+  readonly seq: number
+  readonly status: "ok" | "OOM" | "over memory (planned)"
+  readonly planned: number
+  readonly tokensPerSecond?: number
+  readonly stepMs?: number
+  readonly stepTimes?: number[]
+  readonly peak?: number
+  readonly devicePeak?: number
+  readonly deviceReserved?: number
+  readonly losses?: number[]
+  readonly error?: string
+}
+
+const weights = initialParameters(model, 1) // once: a billion normals take a while in JS
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
+
+async function measure(dev: Device, mode: Mode, seq: number, n: number): Promise<Row> {
+  const planned = planStep(model, 1, seq, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend).peak
+  if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned }
+  const random = rng(seq)
+  const tokens = Int32Array.from({ length: 2 * (seq + 1) }, () => Math.floor(random() * model.vocab_size))
+  const batches = makeBatches({ tokens, batch: 1, seq, seed: 1 })
+  const long = { ...model, max_position_embeddings: Math.max(model.max_position_embeddings, seq) } // RoPE extrapolates
+  dev.reset()
+  const exit = await Effect.runPromiseExit(
+    train({ model: long, mode, batch: 1, seq, steps: n, lr: 1e-4, warmup: 1, seed: 1, precision, initialParameters: weights, memoryLimit: dev.total }, batches)
+      .pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
+  )
+  const { peak: devicePeak, reserved: deviceReserved } = dev.memory()
+  if (Exit.isFailure(exit)) {
+    const text = String(exit.cause)
+    if (!text.includes("OutOfMemory")) throw new Error(`${mode} S=${seq}: ${text}`)
+    return { mode, seq, status: "OOM", planned, devicePeak, deviceReserved, error: text.split("\n")[0]!.slice(0, 400) }
+  }
+  const records = exit.value.records
+  const times = records.map((r) => seq / r.tokensPerSecond)
+  const dt = median(times.length > 1 ? times.slice(1) : times)
+  return { mode, seq, status: "ok", planned, tokensPerSecond: seq / dt, stepMs: 1000 * dt, stepTimes: times, peak: Math.max(...records.map((r) => r.peak)), devicePeak, deviceReserved, losses: records.map((r) => r.loss) }
+}
+
+/** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `dev.total`, by bisection. */
+function plannedMaxSeq(dev: Device, mode: Mode): number {
+  const fits = (k: number) => planStep(model, 1, 1024 * k, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend).peak <= dev.total
+  if (!fits(1)) return 0
+  let lo = 1, hi = 2
+  while (1024 * hi <= seqLimit && fits(hi)) { lo = hi; hi *= 2 }
+  if (1024 * hi > seqLimit) return 1024 * lo
+  while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (fits(mid)) lo = mid; else hi = mid }
+  return 1024 * lo
+}
+
+const log = (s: string) => console.log(s)
+const gib = (b: number | undefined) => (b === undefined ? "-" : (b / GiB).toFixed(1))
+const tps = (r: Row | undefined) => (r === undefined ? "-" : r.status === "ok" ? `${r.tokensPerSecond!.toFixed(0)} (${gib(r.devicePeak)})` : r.status === "OOM" ? "OOM" : "over")
+
+log(`${modelName} (${(parameterCount(model) / 1e9).toFixed(2)}B parameters), precision ${precision}, batch 1, ${steps} steps per point`)
+const full = openDevice()
+log(`device: ${full.name}, ${gib(full.total)} GiB`)
+const rows: Row[] = []
+for (const seq of seqs) {
+  for (const mode of modes) {
+    const r = await measure(full, mode, seq, steps)
+    rows.push(r)
+    log(`  ${mode.padEnd(15)} S=${String(seq).padStart(6)}: ${tps(r)}  planned ${gib(r.planned)} GiB`)
+  }
+}
+const fullCardPlan = Object.fromEntries(modes.map((m) => [m, plannedMaxSeq(full, m)]))
+await full.close()
+
+interface Limit { readonly mode: Mode; readonly planned: number; readonly verified?: Row }
+const limits: Limit[] = []
+if (maxSeq) {
+  const capped = openDevice(cap)
+  for (const mode of modes) {
+    const planned = plannedMaxSeq(capped, mode)
+    const verified = planned > 0 ? await measure(capped, mode, planned, 1) : undefined
+    limits.push({ mode, planned, ...(verified ? { verified } : {}) })
+    log(`  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step there: ${verified?.status ?? "-"} (${gib(verified?.devicePeak)} GiB on the device, ${verified?.stepMs === undefined ? "-" : (verified.stepMs / 1000).toFixed(1)} s)`)
+  }
+  await capped.close()
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch, same job
+// ---------------------------------------------------------------------------------------------
+
+interface TorchRow { mode: string; seq: number; status: string; tokens_per_s?: number; step_ms?: number; peak_reserved_gib?: number; peak_allocated_gib?: number }
+interface TorchRun { rows: TorchRow[]; max_seq: { mode: string; max_seq: number; first_oom: number | null; probes: TorchRow[] }[]; gpu: string; torch: string; transformers: string | null; implementation: string }
+function pytorch(extra: string[], file: string): TorchRun | undefined {
+  if (python === "") return undefined
+  const args = ["bench/pytorch_baseline.py", "--model", modelName, "--modes", "vanilla,checkpoint", "--out", file, "--max-seq-limit", String(seqLimit),
+    ...(precision === "bf16-mixed" ? ["--master-fp32"] : []), ...(precision === "fp32" ? ["--dtype", "fp32"] : []),
+    ...(backendName === "cpu" ? ["--device", "cpu"] : []), ...extra]
+  log(`$ ${python} ${args.join(" ")}`)
+  const r = spawnSync(python, args, { stdio: "inherit" })
+  if (r.status !== 0) { log(`PyTorch baseline failed (exit ${r.status})`); return undefined }
+  return JSON.parse(readFileSync(file, "utf8")) as TorchRun
+}
+mkdirSync(dirname(out), { recursive: true })
+const torchSweep = pytorch(["--seqs", seqs.join(","), "--steps", String(steps)], `${out}-pytorch.json`)
+const torchLimits = maxSeq && backendName === "cuda" ? pytorch(["--seqs", "1024", "--steps", "1", "--max-seq", "--memory-gb", String(cap / GiB)], `${out}-pytorch-max-seq.json`) : undefined
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+// ---------------------------------------------------------------------------------------------
+
+const lines: string[] = []
+const torchAt = (mode: string, seq: number) => torchSweep?.rows.find((r) => r.mode === mode && r.seq === seq)
+const torchCell = (r: TorchRow | undefined) => (r === undefined ? "-" : r.status === "ok" ? `${r.tokens_per_s!.toFixed(0)} (${r.peak_reserved_gib?.toFixed(1) ?? "-"})` : r.status)
+const ours = (mode: Mode, seq: number) => rows.find((r) => r.mode === mode && r.seq === seq)
+lines.push(`${modelName}, ${precision}, batch 1, on ${full.name}; tokens/s (peak GiB on the device)`, "")
+lines.push(`| S | ${modes.map((m) => `miniseq ${m}`).join(" | ")} | PyTorch vanilla | PyTorch checkpoint |`, `|---|${modes.map(() => "---|").join("")}---|---|`)
+for (const seq of seqs) lines.push(`| ${seq} | ${modes.map((m) => tps(ours(m, seq))).join(" | ")} | ${torchCell(torchAt("vanilla", seq))} | ${torchCell(torchAt("checkpoint", seq))} |`)
+const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? "-" : `${(a / b).toFixed(2)}×`)
+const at = 8192
+if (seqs.includes(at)) {
+  lines.push("", `At S = ${at}:`,
+    `- miniseq vanilla / PyTorch vanilla: ${ratio(ours("vanilla", at)?.tokensPerSecond, torchAt("vanilla", at)?.tokens_per_s)}`,
+    `- miniseq checkpoint / PyTorch checkpoint: ${ratio(ours("checkpoint", at)?.tokensPerSecond, torchAt("checkpoint", at)?.tokens_per_s)}`,
+    `- miniseq mst+checkpoint / PyTorch checkpoint: ${ratio(ours("mst+checkpoint", at)?.tokensPerSecond, torchAt("checkpoint", at)?.tokens_per_s)}`,
+    `- miniseq mst / miniseq vanilla: ${ratio(ours("mst", at)?.tokensPerSecond, ours("vanilla", at)?.tokensPerSecond)}; mst+checkpoint / checkpoint: ${ratio(ours("mst+checkpoint", at)?.tokensPerSecond, ours("checkpoint", at)?.tokensPerSecond)}`)
+}
+if (limits.length > 0) {
+  lines.push("", `Largest S that trains under a ${gib(cap)} GiB cap (multiples of 1024):`, "", "| framework, mode | largest S | one step there | device peak GiB |", "|---|---|---|---|")
+  for (const l of limits) lines.push(`| miniseq ${l.mode} | ${l.verified?.status === "ok" ? l.planned : `${l.planned} planned, step ${l.verified?.status ?? "-"}`} | ${l.verified?.stepMs === undefined ? "-" : `${(l.verified.stepMs / 1000).toFixed(1)} s`} | ${gib(l.verified?.devicePeak)} |`)
+  for (const l of torchLimits?.max_seq ?? []) {
+    const probe = l.probes.find((p) => p.seq === l.max_seq && p.status === "ok")
+    lines.push(`| PyTorch ${l.mode} | ${l.max_seq} | ${probe?.step_ms === undefined ? "-" : `${(probe.step_ms / 1000).toFixed(1)} s`} | ${probe?.peak_reserved_gib?.toFixed(1) ?? "-"} |`)
+  }
+  const best = limits.find((l) => l.mode === "mst+checkpoint")
+  const van = limits.find((l) => l.mode === "vanilla"), ck = torchLimits?.max_seq.find((l) => l.mode === "checkpoint")
+  if (best) lines.push("", `mst+checkpoint / miniseq vanilla: ${ratio(best.planned, van?.planned)}; mst+checkpoint / PyTorch checkpoint: ${ratio(best.planned, ck?.max_seq)}`)
+}
+lines.push("", `Planned largest S on the whole ${gib(full.total)} GiB: ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`)
+log("\n" + lines.join("\n"))
+writeFileSync(`${out}.md`, lines.join("\n") + "\n")
+writeFileSync(`${out}.json`, JSON.stringify({ model: modelName, config: model, precision, steps, cap, device: full.name, deviceBytes: full.total, date: new Date().toISOString(), rows, limits, fullCardPlan, pytorch: { sweep: torchSweep, maxSeq: torchLimits } }, null, 2) + "\n")
+log(`wrote ${out}.md and ${out}.json`)
