@@ -25,6 +25,7 @@
         "native/kernels/unary.cu",
         "native/kernels/softmax.cu",
         "native/kernels/activation.cu",
+        "native/kernels/optimizer.cu",
         "native/kernels/attention.cu",
         "native/kernels/attention_backward.cu",
       ],

@@ -36,7 +36,8 @@ if [ "${1:-}" = pack ]; then
     import { build } from "esbuild"
     const common = { bundle: true, platform: "node", format: "esm", target: "node20", logLevel: "warning", external: ["webgpu"],
       banner: { js: "import { createRequire as __cr } from \"node:module\"; const require = __cr(import.meta.url);" } }
-    await build({ ...common, entryPoints: ["test/cuda.test.ts"], outfile: ".device/cuda/cuda.test.mjs", alias: { vitest: "./scripts/cuda-vitest-shim.ts" } })
+    await build({ ...common, outfile: ".device/cuda/cuda.test.mjs", alias: { vitest: "./scripts/cuda-vitest-shim.ts" },
+      stdin: { contents: "import \"./test/cuda.test.ts\"; import \"./test/cuda-train.test.ts\"", resolveDir: ".", loader: "ts" } })
     await build({ ...common, entryPoints: ["bench/long-context.ts"], outfile: ".device/cuda/long-context.mjs" })'
   if [ -f build/Release/miniseq_cuda.node ]; then cp build/Release/miniseq_cuda.node .device/cuda/; fi
   du -sh .device/node.gz .device/node-include.tgz .device/gl .device/cuda

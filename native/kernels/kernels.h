@@ -109,6 +109,13 @@ cudaError_t logsumexpBackward(const Launch&, DType, const void* x, const void* l
 cudaError_t silu(const Launch&, DType, const void* x, void* y, long long n);
 cudaError_t siluBackward(const Launch&, DType, const void* x, const void* g, void* dx, long long n);
 
+// optimizer.cu: one parameter's AdamW step, in place. param and master (fp32, may be null) are
+// the weights; the scalars lr, 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor are device floats.
+// float32 or bfloat16 storage for param, grad and the moments m, v.
+cudaError_t adamw(const Launch&, DType paramType, DType gradType, DType stateType, void* param, const void* grad, void* m, void* v,
+                  float* master, const float* lr, const float* correction1, const float* correction2, const float* clip, double beta1,
+                  double beta2, double eps, double decay, long long n);
+
 // attention.cu, attention_backward.cu: causal flash attention with grouped-query heads.
 // q, o [b, h, s, d]; k, v [b, hkv, s, d] (h a multiple of hkv); lse [b, h, s]; d ≤ 256;
 // scale 1/√d. Backward needs attentionScratch() bytes of `scratch` (the rows' Σ dO·O − dLse);

@@ -141,6 +141,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::LogsumexpBackward>("logsumexpBackward"),
                            InstanceMethod<&DeviceWrap::Silu>("silu"),
                            InstanceMethod<&DeviceWrap::SiluBackward>("siluBackward"),
+                           InstanceMethod<&DeviceWrap::AdamW>("adamw"),
                            InstanceMethod<&DeviceWrap::Attention>("attention"),
                            InstanceMethod<&DeviceWrap::AttentionBackward>("attentionBackward"),
                            InstanceMethod<&DeviceWrap::Memory>("memory"),
@@ -519,6 +520,23 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& g = block(info, 2, bytes, "silu.vjp");
     const Block& dx = block(info, 3, bytes, "silu.vjp");
     launched(info.Env(), siluBackward(dev(info.Env()).launch(), dtype, x.ptr, g.ptr, dx.ptr, n), "silu.vjp");
+  }
+
+  // adamw(paramType, gradType, stateType, param, grad, m, v, master (0: none), lr, c1, c2, clip,
+  //       beta1, beta2, eps, decay, n)
+  void AdamW(const Napi::CallbackInfo& info) {
+    const DType p = dtypeArg(info, 0), g = dtypeArg(info, 1), s = dtypeArg(info, 2);
+    const long long n = count(info, 16);
+    const Block& param = block(info, 3, n * elementBytes(p), "adamw");
+    const Block& grad = block(info, 4, n * elementBytes(g), "adamw");
+    const Block& m = block(info, 5, n * elementBytes(s), "adamw");
+    const Block& v = block(info, 6, n * elementBytes(s), "adamw");
+    float* master = count(info, 7) == 0 ? nullptr : static_cast<float*>(block(info, 7, n * 4, "adamw").ptr);
+    const auto scalar = [&](size_t i) { return static_cast<const float*>(block(info, i, 4, "adamw").ptr); };
+    launched(info.Env(),
+             adamw(dev(info.Env()).launch(), p, g, s, param.ptr, grad.ptr, m.ptr, v.ptr, master, scalar(8), scalar(9), scalar(10), scalar(11),
+                   number(info, 12), number(info, 13), number(info, 14), number(info, 15), n),
+             "adamw");
   }
 
   // Attention's sizes from arguments first.. first + 4: b, h, hkv, s, d.

@@ -127,7 +127,13 @@ class Executor {
         node.inputs.forEach(drop)
         continue
       }
-      const donor = this.donorFor(node, uses)
+      const fusedInPlace = node.op === "region" ? this.runFusedInPlace(node as Node<"region">, ins, node.results.map(kindOf), uses) : undefined
+      if (fusedInPlace !== undefined) {
+        node.results.forEach((r, i) => { env.set(r, fusedInPlace[i]!); if (!uses.get(r)) drop(r) })
+        node.inputs.forEach(drop)
+        continue
+      }
+      const donor = elementwise.has(node.op) ? this.donorFor(node, uses, node.results[0]!) : undefined
       if (donor !== undefined) {
         // Overwrite a bound input nobody reads any more (e.g. w ← w − lr·update).
         rules[node.op as "add"].run!(this.backend, ins.map((a) => a.buffer), donor.buffer, node as Node<"add">)
@@ -144,15 +150,30 @@ class Executor {
     return result
   }
 
-  /** The bound input this node may write into, if it is elementwise and the input's last reader. */
-  donorFor(node: Node, uses: ReadonlyMap<Tensor, number>): Alloc | undefined {
-    const target = this.inPlace.get(node.results[0]!)
-    if (target === undefined || !elementwise.has(node.op)) return undefined
+  /** The bound input `out` may be written into (see `inPlace`), if this node is that input's last reader. */
+  donorFor(node: Node, uses: ReadonlyMap<Tensor, number>, out: Tensor): Alloc | undefined {
+    const target = this.inPlace.get(out)
+    if (target === undefined) return undefined
     const donor = this.bound.get(target)
     const readsHere = node.inputs.filter((t) => t === target).length
-    const out = node.results[0]!
     if (donor === undefined || (uses.get(target) ?? 0) !== readsHere || donor.buffer.dtype !== out.dtype || donor.buffer.size !== out.size) return undefined
     return donor
+  }
+
+  /**
+   * A fused routine declared elementwise (params.elementwise: each output element depends only on
+   * the same element of the inputs, so an output may share an input's buffer), with outputs to be
+   * written in place: its kernel writes straight over those inputs. Undefined when it does not apply.
+   */
+  runFusedInPlace(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[], uses: ReadonlyMap<Tensor, number>): Alloc[] | undefined {
+    const a = node.attrs
+    const fused = this.backend.routines?.[a.name]
+    if (fused === undefined || a.params?.elementwise !== true || pieces(a.length, a.chunk).length !== 1) return undefined
+    const donors = node.results.map((r) => this.donorFor(node, uses, r))
+    if (donors.every((d) => d === undefined)) return undefined
+    const outs = node.results.map((r, j) => (donors[j] !== undefined ? this.retain(donors[j]) : this.allocate(r, kinds[j]!)))
+    fused(ins.map((i) => i.buffer), outs.map((x) => x.buffer), { inputs: node.inputs.map((t) => t.shape), outputs: node.results.map((t) => t.shape) }, a.params)
+    return outs
   }
 
   runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[]): Alloc[] {

@@ -3,11 +3,16 @@
  * parameters, gradients and moment estimates go in; the updated ones come out, written in place
  * over their inputs. The learning rate and bias corrections are scalar inputs, so the graph is
  * built once and fed each step. The arithmetic is fp32 whatever the storage dtypes.
+ *
+ * Per parameter the update is a dozen elementwise ops, each a pass over memory. A backend with a
+ * fused "adamw" kernel runs the whole update as one pass instead (`fused`: the same ops become
+ * the routine's reference body), writing weights, moments and master weights in place.
  */
 import type { DType } from "../core/dtype.js"
 import type { Tensor } from "../core/graph.js"
 import { input } from "../core/graph.js"
 import * as o from "../core/ops.js"
+import { routine } from "../core/regions.js"
 
 export interface AdamWOptions {
   readonly beta1: number
@@ -62,11 +67,33 @@ export interface AdamWGraph {
   readonly inPlace: ReadonlyMap<Tensor, Tensor>
 }
 
+/**
+ * One parameter's update. In: weights (bf16 or fp32), the gradient, the moments, the scalars lr,
+ * 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor, and the fp32 master weights when mixed precision.
+ * Out: new weights, moments (and master weights). `decay` is this parameter's weight decay.
+ */
+function adamwUpdate(opts: AdamWOptions, precision: Precision, decay: number) {
+  const f32 = (t: Tensor) => o.cast(t, "float32")
+  return (param: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, correction1: Tensor, correction2: Tensor, clip: Tensor, master?: Tensor): Tensor[] => {
+    const g = o.mul(f32(grad), clip)
+    const m32 = o.add(o.mul(f32(m), opts.beta1), o.mul(g, 1 - opts.beta1))
+    const v32 = o.add(o.mul(f32(v), opts.beta2), o.mul(o.square(g), 1 - opts.beta2))
+    const step = o.div(o.div(m32, correction1), o.add(o.sqrt(o.div(v32, correction2)), opts.eps))
+    const w = master ?? f32(param)
+    const w32 = o.sub(w, o.mul(decay > 0 ? o.add(step, o.mul(w, decay)) : step, lr))
+    return [o.cast(w32, precision.param), o.cast(m32, precision.state), o.cast(v32, precision.state), ...(master ? [w32] : [])]
+  }
+}
+
+/** AdamW's update has no gradient: training never differentiates through the optimizer. */
+const noGradient = (inputs: readonly Tensor[]) => inputs.map(() => undefined)
+
 export function adamwGraph(
   shapes: Readonly<Record<string, readonly number[]>>,
   opts: AdamWOptions = defaultAdamW,
   precision: Precision = precisions.fp32,
   gradDTypes: Readonly<Record<string, DType>> = {},
+  fused = false,
 ): AdamWGraph {
   const names = Object.keys(shapes)
   const leaves = (prefix: string, dtype: (n: string) => DType) => Object.fromEntries(names.map((n) => [n, input(`${prefix}${n}`, shapes[n]!, dtype(n))]))
@@ -78,23 +105,21 @@ export function adamwGraph(
   const f32 = (t: Tensor) => o.cast(t, "float32")
 
   const gradNorm = o.sqrt(names.map((n) => o.sum(o.square(f32(grads[n]!)))).reduce((a, b) => o.add(a, b)))
-  const clip = Number.isFinite(opts.maxGradNorm) ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm)) : undefined
+  const clip = Number.isFinite(opts.maxGradNorm) ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm)) : o.full([], 1, "float32")
 
   const newParams: Record<string, Tensor> = {}, newMaster: Record<string, Tensor> = {}, newM: Record<string, Tensor> = {}, newV: Record<string, Tensor> = {}
   const inPlace = new Map<Tensor, Tensor>()
   for (const n of names) {
-    const g = clip === undefined ? f32(grads[n]!) : o.mul(f32(grads[n]!), clip)
-    const m32 = o.add(o.mul(f32(m[n]!), opts.beta1), o.mul(g, 1 - opts.beta1))
-    const v32 = o.add(o.mul(f32(v[n]!), opts.beta2), o.mul(o.square(g), 1 - opts.beta2))
-    const step = o.div(o.div(m32, correction1), o.add(o.sqrt(o.div(v32, correction2)), opts.eps))
-    const w = precision.master ? master[n]! : f32(params[n]!)
-    const decay = shapes[n]!.length >= 2 && opts.weightDecay > 0 ? o.add(step, o.mul(w, opts.weightDecay)) : step
-    const w32 = o.sub(w, o.mul(decay, lr))
-    newM[n] = o.cast(m32, precision.state)
-    newV[n] = o.cast(v32, precision.state)
-    newParams[n] = o.cast(w32, precision.param)
-    inPlace.set(newParams[n], params[n]!).set(newM[n], m[n]!).set(newV[n], v[n]!)
-    if (precision.master) inPlace.set((newMaster[n] = w32), master[n]!)
+    const decay = shapes[n]!.length >= 2 ? opts.weightDecay : 0 // matrices only
+    const update = adamwUpdate(opts, precision, decay)
+    const run = fused
+      ? routine("adamw", update, noGradient, { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: decay, elementwise: true })
+      : update
+    const args = [params[n]!, grads[n]!, m[n]!, v[n]!, lr, correction1, correction2, clip, ...(precision.master ? [master[n]!] : [])]
+    const [p, mm, vv, w32] = run(...args) as Tensor[]
+    newParams[n] = p!, newM[n] = mm!, newV[n] = vv!
+    inPlace.set(p!, params[n]!).set(mm!, m[n]!).set(vv!, v[n]!)
+    if (w32 !== undefined) inPlace.set((newMaster[n] = w32), master[n]!)
   }
   return { params, master, grads, m, v, lr, correction1, correction2, newParams, newMaster, newM, newV, gradNorm, inPlace }
 }

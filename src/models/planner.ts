@@ -19,7 +19,7 @@ export interface StepPlan {
 
 /** Plans one training step (forward + backward, then AdamW) for a backend's fused routines. */
 export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions, backend?: Pick<BackendImpl, "routines">): StepPlan {
-  const g = stepGraphs(c, B, S, opts)
+  const g = stepGraphs(c, B, S, { fusedAdamW: backend?.routines?.adamw !== undefined, ...opts })
   const gradientPass = plan(g.first.outputs, gradientInputs(g.first, g.adamw), { gradients: g.first.gradients, ...(backend ? { for: backend } : {}) })
   const a = g.adamw
   const optimizerPass = plan(adamwOutputs(a), adamwInputs(a), { inPlace: a.inPlace, ...(backend ? { for: backend } : {}) })

@@ -47,6 +47,8 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
 export interface StepOptions extends ModelOptions {
   readonly accumulation?: number
   readonly precision?: Precision
+  /** Build AdamW as one "adamw" routine per parameter (for a backend with that fused kernel). */
+  readonly fusedAdamW?: boolean
 }
 
 export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptions, adamw: AdamWOptions = defaultAdamW): StepGraphs {
@@ -57,7 +59,7 @@ export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptio
   return {
     first,
     ...((opts.accumulation ?? 1) > 1 ? { accumulate: gradientGraph(c, B, S, modelOpts, true) } : {}),
-    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes),
+    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes, opts.fusedAdamW ?? false),
   }
 }
 

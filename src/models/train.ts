@@ -101,7 +101,7 @@ export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepReco
 
 /** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
 function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
-  const fit = suggestChunks(opts.model, opts.batch, opts.seq, { mode: opts.mode, accumulation: opts.accumulation }, e.limit, backend)
+  const fit = suggestChunks(opts.model, opts.batch, opts.seq, { mode: opts.mode, accumulation: opts.accumulation, precision: precisions[opts.precision ?? "fp32"] }, e.limit, backend)
   const hint = fit === undefined
     ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
     : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`
@@ -117,7 +117,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     if (!backend.dtypes.includes(precision.param)) {
       return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message: `precision ${precision.name} needs ${precision.param} buffers, which the ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend` }))
     }
-    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A, precision }, hyper))
+    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A, precision, fusedAdamW: backend.routines?.adamw !== undefined }, hyper))
     const names = graphs.first.names
     const adam = graphs.adamw
 

@@ -11,6 +11,7 @@
  * | logsumexp.vjp        | x, lse, g → dx                                                | softmax.cu        |
  * | silu                 | x → y                                                         | activation.cu     |
  * | silu.vjp             | x, y, g → dx                                                  | activation.cu     |
+ * | adamw                | w, g, m, v, lr, 1−β₁ᵗ, 1−β₂ᵗ, clip (, master) → w, m, v (, master) | optimizer.cu |
  * | attention            | q [B, H, S, D], k, v [B, Hkv, S, D] → o, lse [B, H, S, 1]     | attention.cu      |
  * | attention.vjp        | q, k, v, o, lse, dO (, dLse) → dq, dk, dv                     | attention_backward.cu |
  *
@@ -185,6 +186,27 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     withTemps((temps) => dev.siluBackward(code(x.dtype), ctx.handle(k, x), as(k, g, x.dtype, temps), ctx.handle(k, dx), x.size))
   }
 
+  /** One parameter's AdamW update (src/models/optimizer.ts); the executor hands it outputs that alias their inputs. */
+  const adamw: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "adamw"
+    arity(k, inputs, outputs, shapes, [8, 9], inputs.length - 5)
+    const [w, g, m, v, lr, c1, c2, clip, master] = inputs as Buffer[]
+    const [wOut, mOut, vOut, masterOut] = outputs as Buffer[]
+    const storage = (b: Buffer) => b.dtype === "float32" || b.dtype === "bfloat16"
+    check([w, g, m, v].every((b) => storage(b!) && b!.size === w!.size), k, () => `w, g, m, v must be float32 or bfloat16 of one size, got ${[w, g, m, v].map((b) => describe(b!)).join(", ")}`)
+    check([lr, c1, c2, clip].every((b) => b!.dtype === "float32" && b!.size === 1), k, () => "lr, the corrections and clip must be float32 scalars")
+    check(master === undefined || (master.dtype === "float32" && master.size === w!.size), k, () => `master weights must be float32 [${w!.size}]`)
+    // The kernel updates in place: each output must be its input's buffer, or first get a copy of it.
+    const pairs: [Buffer, Buffer | undefined][] = [[w!, wOut], [m!, mOut], [v!, vOut], ...(master ? [[master, masterOut] as [Buffer, Buffer | undefined]] : [])]
+    for (const [input, out] of pairs) {
+      if (out === undefined || out.dtype !== input.dtype || out.size !== input.size) fail(k, `outputs must match w, m, v (and master), got ${outputs.map(describe).join(", ")}`)
+      if (out !== input) dev.cast(code(input.dtype), code(input.dtype), ctx.handle(k, input), ctx.handle(k, out), input.size) // a plain copy
+    }
+    const h = (b: Buffer | undefined) => (b === undefined ? 0 : ctx.handle(k, b))
+    dev.adamw(code(w!.dtype), code(g!.dtype), code(m!.dtype), h(wOut), h(g), h(mOut), h(vOut), h(masterOut), h(lr), h(c1), h(c2), h(clip),
+      Number(params.beta1), Number(params.beta2), Number(params.eps), Number(params.weightDecay), w!.size)
+  }
+
   /** B, H, Hkv, S, D from q's and k's shapes, checked as the routine checks them. */
   function attentionDims(kernel: string, shapes: Shapes, params: Readonly<Record<string, number | boolean | string>>): [number, number, number, number, number] {
     check(params.causal !== false, kernel, () => "only causal attention has a fused kernel")
@@ -247,6 +269,7 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     "logsumexp.vjp": logsumexpVjp,
     silu,
     "silu.vjp": siluVjp,
+    adamw,
     attention,
     "attention.vjp": attentionVjp,
   }

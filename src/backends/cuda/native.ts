@@ -76,6 +76,9 @@ export interface NativeDevice {
   logsumexpBackward(dtype: D, x: H, lse: H, g: H, dx: H, rows: number, v: number): void
   silu(dtype: D, x: H, y: H, n: number): void
   siluBackward(dtype: D, x: H, g: H, dx: H, n: number): void
+  /** One parameter's AdamW step in place; master 0: none. lr … clip are one-float buffers. */
+  adamw(paramType: D, gradType: D, stateType: D, param: H, grad: H, m: H, v: H, master: H, lr: H, correction1: H, correction2: H, clip: H,
+    beta1: number, beta2: number, eps: number, decay: number, n: number): void
   attention(dtype: D, q: H, k: H, v: H, o: H, lse: H, b: number, h: number, hkv: number, s: number, d: number): void
   /** dLse 0: no cotangent for lse. */
   attentionBackward(dtype: D, q: H, k: H, v: H, o: H, lse: H, dO: H, dLse: H, dq: H, dk: H, dv: H,

@@ -1,0 +1,145 @@
+/**
+ * Training on the CUDA backend: the fused AdamW kernel against the CPU's reference body, and
+ * mixed-precision (bf16 weights, fp32 master weights) training against the CPU with bfloat16
+ * emulated. The GPU cases run where a GPU is (MINISEQ_CUDA=1 makes a missing one a failure, as
+ * in test/cuda.test.ts); elsewhere only the CPU-side checks run.
+ */
+import { Effect, Exit, Layer } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import { Backend, type BackendImpl, type Buffer } from "../src/backends/backend.js"
+import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
+import { makeCpuBackend } from "../src/backends/cpu/index.js"
+import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
+import { BackendUnavailable } from "../src/core/errors.js"
+import { type Binding, execute } from "../src/core/executor.js"
+import type { Tensor } from "../src/core/graph.js"
+import { rng } from "../src/core/random.js"
+import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
+import { makeBatches } from "../src/models/data.js"
+import { modes } from "../src/models/llama.js"
+import { adamwGraph, adamwOutputs, defaultAdamW, type PrecisionName, precisions } from "../src/models/optimizer.js"
+import { planStep } from "../src/models/planner.js"
+import { type TrainOptions, train } from "../src/models/train.js"
+import { maxRelDiff } from "./helpers.js"
+
+const required = process.env.MINISEQ_CUDA === "1"
+let cuda: CudaBackend | undefined
+try {
+  cuda = makeCudaBackend()
+} catch (e) {
+  if (!(e instanceof BackendUnavailable)) throw e
+  if (required) throw e
+}
+afterAll(async () => { await cuda?.destroy() })
+
+const shapes = { "w.matrix": [33, 17], "w.norm": [17] }
+const random = rng(11)
+const values = (n: number, scale: number) => Float32Array.from({ length: n }, () => (random() - 0.5) * scale)
+const sizeOf = (n: string) => shapes[n as keyof typeof shapes].reduce((a, b) => a * b, 1)
+
+/** Runs one AdamW step (fused or not) on `backend` from the same starting state; returns every output read back. */
+async function adamwStep(backend: BackendImpl, precision: PrecisionName, fused: boolean, state: Record<string, Float32Array>) {
+  const p = precisions[precision]
+  const a = adamwGraph(shapes, { ...defaultAdamW, maxGradNorm: 0.5 }, p, { "w.matrix": "float32", "w.norm": "float32" }, fused)
+  const bufs: Buffer[] = []
+  const put = (data: Float32Array, dtype: Buffer["dtype"]) => { const b = backend.alloc(dtype, data.length); backend.write(b, data); bufs.push(b); return b }
+  const bindings = new Map<Tensor, Binding>([
+    [a.lr, { buffer: put(Float32Array.of(3e-3), "float32"), kind: "temporaries" }],
+    [a.correction1, { buffer: put(Float32Array.of(1 - 0.9 ** 3), "float32"), kind: "temporaries" }],
+    [a.correction2, { buffer: put(Float32Array.of(1 - 0.95 ** 3), "float32"), kind: "temporaries" }],
+  ])
+  const inputs: Record<string, Buffer> = {}
+  for (const n of Object.keys(shapes)) {
+    const bind = (t: Tensor, key: string, dtype: Buffer["dtype"], kind: Binding["kind"]) => bindings.set(t, { buffer: (inputs[`${key}.${n}`] = put(state[`${key}.${n}`]!, dtype)), kind })
+    bind(a.params[n]!, "w", p.param, "weights")
+    bind(a.grads[n]!, "g", "float32", "gradients")
+    bind(a.m[n]!, "m", p.state, "optimizer")
+    bind(a.v[n]!, "v", p.state, "optimizer")
+    if (p.master) bind(a.master[n]!, "w", "float32", "optimizer")
+  }
+  const run = execute(backend, adamwOutputs(a), bindings, { inPlace: a.inPlace })
+  const read = await Promise.all(run.outputs.map(async (b) => Float32Array.from((await backend.read(b)) as Float32Array)))
+  const inPlace = run.outputs.slice(1).filter((b) => Object.values(inputs).includes(b)).length
+  for (const b of run.outputs) if (!bufs.includes(b)) backend.free(b)
+  for (const b of bufs) backend.free(b)
+  return { read, inPlace, outputs: run.outputs.length - 1 }
+}
+
+function startState(): Record<string, Float32Array> {
+  const s: Record<string, Float32Array> = {}
+  for (const n of Object.keys(shapes)) {
+    const size = sizeOf(n)
+    s[`w.${n}`] = values(size, 0.2)
+    s[`g.${n}`] = values(size, 0.05)
+    s[`m.${n}`] = values(size, 0.01)
+    s[`v.${n}`] = Float32Array.from(values(size, 1e-3), Math.abs)
+  }
+  return s
+}
+
+describe("AdamW as one routine per parameter", () => {
+  it("the routine form computes the unfused graph's update bitwise (CPU, fp32 and bf16-mixed)", async () => {
+    const state = startState()
+    for (const precision of ["fp32", "bf16-mixed"] as const) {
+      const plain = await adamwStep(cpuWithBfloat16(), precision, false, state)
+      const routine = await adamwStep(cpuWithBfloat16(), precision, true, state)
+      expect(routine.read).toEqual(plain.read)
+    }
+  })
+
+  it("a backend's fused adamw kernel is handed its outputs in place (the executor's donation)", async () => {
+    const cpu = makeCpuBackend()
+    const calls: boolean[] = []
+    const spy: BackendImpl = { ...cpu, routines: { adamw: (ins, outs) => { calls.push(outs.every((b, j) => b === ins[[0, 2, 3, 8][j]!])) } } }
+    const r = await adamwStep(spy, "fp32", true, startState())
+    expect(calls).toEqual([true, true]) // each parameter's w, m, v written over themselves
+    expect(r.inPlace).toBe(r.outputs)
+  })
+})
+
+describe.skipIf(cuda === undefined)("cuda training", () => {
+  it("fused AdamW equals the CPU reference body bitwise, in place (fp32, bf16-mixed, bf16)", async () => {
+    const state = startState()
+    for (const precision of ["fp32", "bf16-mixed", "bf16"] as const) {
+      const want = await adamwStep(cpuWithBfloat16(), precision, false, state)
+      const got = await adamwStep(cuda!, precision, true, state)
+      expect(got.inPlace, `${precision}: outputs written in place`).toBe(got.outputs)
+      got.read.forEach((x, i) => expect(maxRelDiff(x, want.read[i]!), `${precision} output ${i}`).toBe(0))
+    }
+  })
+
+  const model: LlamaConfig = decodeConfigSync({
+    hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 96, max_position_embeddings: 128,
+  })
+  const tokens = Int32Array.from({ length: 6000 }, (_, i) => (i * 37 + (i >> 4)) % 96)
+  const base: TrainOptions = { model, mode: "vanilla", batch: 2, seq: 48, steps: 15, lr: 5e-3, warmup: 2, seed: 3, mlpChunks: 5, lmChunks: 7 }
+  const on = async (backend: BackendImpl, opts: TrainOptions) => {
+    const exit = await Effect.runPromiseExit(train(opts, makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })).pipe(Effect.provide(Layer.succeed(Backend, backend))))
+    if (Exit.isFailure(exit)) throw new Error(String(exit.cause))
+    return exit.value
+  }
+
+  it("bf16-mixed training follows the CPU's emulated bf16 run in every mode, and the planner equals the executor's count", async () => {
+    const reference = await on(cpuWithBfloat16(), { ...base, precision: "bf16-mixed" })
+    for (const mode of modes) {
+      const opts: TrainOptions = { ...base, mode, precision: "bf16-mixed" }
+      const r = await on(cuda!, opts)
+      const losses = r.records.map((x) => x.loss)
+      expect(maxRelDiff(losses, reference.records.map((x) => x.loss)), `${mode} loss curve`).toBeLessThan(2e-2)
+      expect(losses.at(-1)!).toBeLessThan(losses[0]! - 0.3)
+      const planned = planStep(model, 2, 48, { mode, mlpChunks: 5, lmChunks: 7, precision: precisions["bf16-mixed"] }, cuda!).peak
+      expect(Math.max(...r.records.map((x) => x.peak)), `${mode} planned peak`).toBe(planned)
+    }
+  })
+
+  it("a memory limit on the device gives OutOfMemory naming the mode and M that fit", async () => {
+    const need = planStep(model, 2, 48, { mode: "vanilla", precision: precisions["bf16-mixed"] }, cuda!).peak
+    const small = makeCudaBackend({ memoryLimit: Math.floor(need * 0.9) })
+    try {
+      const exit = await Effect.runPromiseExit(train({ ...base, steps: 1, precision: "bf16-mixed", memoryLimit: Math.floor(need * 0.9) }, makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })).pipe(Effect.provide(Layer.succeed(Backend, small as BackendImpl))))
+      expect(String(Exit.isFailure(exit) ? exit.cause : "")).toMatch(/OutOfMemory[\s\S]*the planner finds --mode mst/)
+    } finally {
+      await small.destroy()
+    }
+  })
+})
