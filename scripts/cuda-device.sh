@@ -60,7 +60,9 @@ echo "libcublas.so.13: ${cublas:-not found}" | tee -a "$out/gpu.txt"
 # Build here with this machine's nvcc; fall back to the addon built on the developer machine.
 export PATH="$PATH:/usr/local/cuda/bin"
 addon="$PWD/build/Release/miniseq_cuda.node"
-if ! node native/build.mjs --direct --strict 2>&1 | tee "$out/build.log"; then
+if [ -n "${MINISEQ_SKIP_BUILD:-}" ] && [ -f "$addon" ]; then
+  echo "reusing the addon built before (MINISEQ_SKIP_BUILD)"
+elif ! node native/build.mjs --direct --strict 2>&1 | tee "$out/build.log"; then
   echo "device build failed; using the addon carried from the developer machine"
   addon="$PWD/.device/cuda/miniseq_cuda.node"
 fi
