@@ -50,12 +50,12 @@ async function adamwStep(backend: BackendImpl, precision: PrecisionName, fused: 
   ])
   const inputs: Record<string, Buffer> = {}
   for (const n of Object.keys(shapes)) {
-    const bind = (t: Tensor, key: string, dtype: Buffer["dtype"], kind: Binding["kind"]) => bindings.set(t, { buffer: (inputs[`${key}.${n}`] = put(state[`${key}.${n}`]!, dtype)), kind })
-    bind(a.params[n]!, "w", p.param, "weights")
-    bind(a.grads[n]!, "g", "float32", "gradients")
-    bind(a.m[n]!, "m", p.state, "optimizer")
-    bind(a.v[n]!, "v", p.state, "optimizer")
-    if (p.master) bind(a.master[n]!, "w", "float32", "optimizer")
+    const bind = (t: Tensor, name: string, data: string, dtype: Buffer["dtype"], kind: Binding["kind"]) => bindings.set(t, { buffer: (inputs[`${name}.${n}`] = put(state[`${data}.${n}`]!, dtype)), kind })
+    bind(a.params[n]!, "w", "w", p.param, "weights")
+    bind(a.grads[n]!, "g", "g", "float32", "gradients")
+    bind(a.m[n]!, "m", "m", p.state, "optimizer")
+    bind(a.v[n]!, "v", "v", p.state, "optimizer")
+    if (p.master) bind(a.master[n]!, "master", "w", "float32", "optimizer") // the master copy starts as the weights
   }
   const run = execute(backend, adamwOutputs(a), bindings, { inPlace: a.inPlace })
   const read = await Promise.all(run.outputs.map(async (b) => Float32Array.from((await backend.read(b)) as Float32Array)))
