@@ -3,7 +3,7 @@
  *
  *   node long-context.mjs [--model llama-3.2-1b] [--precision bf16-mixed] [--seqs 4096,8192,16384,32768,65536]
  *       [--modes vanilla,checkpoint,mst,mst+checkpoint] [--steps 3] [--cap 40GiB] [--no-max-seq]
- *       [--pytorch python3] [--backend cuda|cpu] [--out bench/results/long-context]
+ *       [--pytorch python3] [--backend cuda|cpu] [--profile mode:S,...] [--out bench/results/long-context]
  *
  * 1. Throughput: for every mode and S, `--steps` full training steps (forward, backward, AdamW)
  *    at batch 1 on random tokens; tokens/s is S over the median step time after the first. Peak
@@ -14,6 +14,8 @@
  *    checks it trains within the cap. The cap keeps those steps short: attention is O(S²).
  * 3. PyTorch: bench/pytorch_baseline.py with the same model, precision, S and cap (HF Llama with
  *    SDPA attention, with and without gradient checkpointing), run from here, in the same job.
+ *
+ * 4. --profile mst+checkpoint:8192: where one step's GPU time goes, per operation (CUDA only).
  *
  * Writes <out>.json (everything) and <out>.md (the tables printed).
  */
@@ -49,6 +51,7 @@ const python = arg("pytorch", "")
 const seqLimit = Number(arg("max-seq-limit", String(2 ** 20))) // the searches stop here
 const backendName = arg("backend", "cuda")
 const out = arg("out", "bench/results/long-context")
+const profiles = arg("profile", "").split(",").filter((x) => x !== "").map((x) => { const [m, s] = x.split(":"); return { mode: m as Mode, seq: Number(s) } })
 const model = decodeConfigSync(presets[modelName])
 
 // ---------------------------------------------------------------------------------------------
@@ -63,6 +66,7 @@ interface Device {
   /** Allocator peak since the last reset, and what it holds from the driver. */
   memory(): { peak: number; reserved: number }
   reset(): void
+  readonly profiler?: CudaBackend["profiler"]
   close(): Promise<void>
 }
 
@@ -73,7 +77,7 @@ function openDevice(limit?: number): Device {
   }
   const cuda: CudaBackend = makeCudaBackend(limit === undefined ? {} : { memoryLimit: limit })
   return {
-    backend: cuda, total: limit ?? cuda.device.totalMemory, name: cuda.device.name,
+    backend: cuda, total: limit ?? cuda.device.totalMemory, name: cuda.device.name, profiler: cuda.profiler,
     memory: () => ({ peak: cuda.memory().peak, reserved: cuda.memory().reserved }),
     reset: () => { cuda.memory().emptyCache(); cuda.memory().resetPeak() },
     close: () => cuda.destroy(),
@@ -98,7 +102,7 @@ interface Row {
 const weights = initialParameters(model, 1) // once: a billion normals take a while in JS
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
 
-async function measure(dev: Device, mode: Mode, seq: number, n: number): Promise<Row> {
+async function measure(dev: Device, mode: Mode, seq: number, n: number, profileAfter?: number): Promise<Row> {
   const planned = planStep(model, 1, seq, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend).peak
   if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned }
   const random = rng(seq)
@@ -107,7 +111,9 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number): Promise
   const long = { ...model, max_position_embeddings: Math.max(model.max_position_embeddings, seq) } // RoPE extrapolates
   dev.reset()
   const exit = await Effect.runPromiseExit(
-    train({ model: long, mode, batch: 1, seq, steps: n, lr: 1e-4, warmup: 1, seed: 1, precision, initialParameters: weights, memoryLimit: dev.total }, batches)
+    train({ model: long, mode, batch: 1, seq, steps: n, lr: 1e-4, warmup: 1, seed: 1, precision, initialParameters: weights, memoryLimit: dev.total }, batches,
+      // With profileAfter: profile the steps after that one (the first compiles and warms up).
+      (r) => { if (r.step === profileAfter) dev.profiler?.start() })
       .pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
   )
   const { peak: devicePeak, reserved: deviceReserved } = dev.memory()
@@ -147,6 +153,15 @@ for (const seq of seqs) {
     rows.push(r)
     log(`  ${mode.padEnd(15)} S=${String(seq).padStart(6)}: ${tps(r)}  planned ${gib(r.planned)} GiB`)
   }
+}
+const profiled: { mode: Mode; seq: number; stepMs?: number; entries: { name: string; calls: number; ms: number }[] }[] = []
+for (const p of profiles) {
+  const r = await measure(full, p.mode, p.seq, 2, 1)
+  const entries = full.profiler?.stop() ?? []
+  const total = entries.reduce((s, e) => s + e.ms, 0)
+  profiled.push({ mode: p.mode, seq: p.seq, stepMs: r.stepTimes === undefined ? undefined : 1000 * r.stepTimes[1]!, entries })
+  log(`\nprofile of one ${p.mode} step at S=${p.seq} (${r.stepTimes === undefined ? r.status : `${(1000 * r.stepTimes[1]!).toFixed(0)} ms wall`}, ${total.toFixed(0)} ms on the GPU incl. idle):`)
+  for (const e of entries.slice(0, 30)) log(`  ${e.name.padEnd(34)} ${String(e.calls).padStart(7)} calls ${e.ms.toFixed(1).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)}%`)
 }
 const fullCardPlan = Object.fromEntries(modes.map((m) => [m, plannedMaxSeq(full, m)]))
 await full.close()
@@ -218,5 +233,5 @@ if (limits.length > 0) {
 lines.push("", `Planned largest S on the whole ${gib(full.total)} GiB: ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`)
 log("\n" + lines.join("\n"))
 writeFileSync(`${out}.md`, lines.join("\n") + "\n")
-writeFileSync(`${out}.json`, JSON.stringify({ model: modelName, config: model, precision, steps, cap, device: full.name, deviceBytes: full.total, date: new Date().toISOString(), rows, limits, fullCardPlan, pytorch: { sweep: torchSweep, maxSeq: torchLimits } }, null, 2) + "\n")
+writeFileSync(`${out}.json`, JSON.stringify({ model: modelName, config: model, precision, steps, cap, device: full.name, deviceBytes: full.total, date: new Date().toISOString(), rows, limits, fullCardPlan, profiled, pytorch: { sweep: torchSweep, maxSeq: torchLimits } }, null, 2) + "\n")
 log(`wrote ${out}.md and ${out}.json`)

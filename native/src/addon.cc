@@ -148,6 +148,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::ResetPeak>("resetPeak"),
                            InstanceMethod<&DeviceWrap::EmptyCache>("emptyCache"),
                            InstanceMethod<&DeviceWrap::SetMemoryLimit>("setMemoryLimit"),
+                           InstanceMethod<&DeviceWrap::ProfileMark>("profileMark"),
+                           InstanceMethod<&DeviceWrap::ProfileCollect>("profileCollect"),
                            InstanceMethod<&DeviceWrap::Info>("info"),
                            InstanceMethod<&DeviceWrap::Pending>("pending"),
                            InstanceMethod<&DeviceWrap::Destroy>("destroy"),
@@ -609,6 +611,23 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
 
   void ResetPeak(const Napi::CallbackInfo& info) { dev(info.Env()).resetPeak(); }
   void EmptyCache(const Napi::CallbackInfo& info) { dev(info.Env()).emptyCache(); }
+  // profileMark(id); profileCollect() → Float64Array [id, ms since the previous mark, ...]
+  void ProfileMark(const Napi::CallbackInfo& info) {
+    const int id = static_cast<int>(count(info, 0));
+    Device& d = dev(info.Env());
+    guarded(info.Env(), [&] { d.profileMark(id); });
+  }
+  Napi::Value ProfileCollect(const Napi::CallbackInfo& info) {
+    Device& d = dev(info.Env());
+    const std::vector<std::pair<int, float>> marks = guarded(info.Env(), [&] { return d.profileCollect(); });
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), marks.size() * 2);
+    for (size_t i = 0; i < marks.size(); i++) {
+      out[2 * i] = marks[i].first;
+      out[2 * i + 1] = marks[i].second;
+    }
+    return out;
+  }
+
   // setMemoryLimit(bytes): 0 lifts the cap.
   void SetMemoryLimit(const Napi::CallbackInfo& info) {
     const double bytes = info[0].As<Napi::Number>().DoubleValue();

@@ -198,6 +198,10 @@ void Device::destroy() {
 
 void Device::release() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  for (auto& [id, e] : marks_) cudaEventDestroy(e);
+  marks_.clear();
+  for (cudaEvent_t e : timingEvents_) cudaEventDestroy(e);
+  timingEvents_.clear();
   if (cublasHandle_ != nullptr && cublas_.destroy != nullptr) cublas_.destroy(cublasHandle_);
   cublasHandle_ = nullptr;
   for (auto& [h, b] : blocks_)
@@ -274,6 +278,31 @@ void* Device::scratch(size_t bytes, size_t* capacity) {
     throw f;
   }
   return p;
+}
+
+void Device::profileMark(int id) {
+  cudaEvent_t e = nullptr;
+  if (!timingEvents_.empty()) {
+    e = timingEvents_.back();
+    timingEvents_.pop_back();
+  } else {
+    check(cudaEventCreate(&e), "cudaEventCreate (profile)");
+  }
+  check(cudaEventRecord(e, stream_), "cudaEventRecord (profile)");
+  marks_.emplace_back(id, e);
+}
+
+std::vector<std::pair<int, float>> Device::profileCollect() {
+  check(cudaStreamSynchronize(stream_), "cuda.profileCollect");
+  std::vector<std::pair<int, float>> out;
+  for (size_t i = 0; i < marks_.size(); i++) {
+    float ms = 0;
+    if (i > 0) check(cudaEventElapsedTime(&ms, marks_[i - 1].second, marks_[i].second), "cudaEventElapsedTime");
+    out.emplace_back(marks_[i].first, ms);
+  }
+  for (auto& [id, e] : marks_) timingEvents_.push_back(e);
+  marks_.clear();
+  return out;
 }
 
 cudaEvent_t Device::takeEvent() {

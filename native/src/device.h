@@ -153,6 +153,12 @@ class Device {
   void emptyCache() { memory_.emptyCache(); }
   void setMemoryLimit(size_t bytes) { memory_.setLimit(bytes); }
 
+  // Profiling: a timing event recorded on the stream, tagged with the caller's id. Two marks
+  // around an operation bracket its GPU time; collect() waits for the stream and returns the
+  // (id, ms since the previous mark) of every mark since the last collect.
+  void profileMark(int id);
+  std::vector<std::pair<int, float>> profileCollect();
+
  private:
   void release();
   void collectStaging();
@@ -182,6 +188,8 @@ class Device {
   };
   std::vector<PendingStaging> staging_;  // host → device copies not known to be done
   std::vector<cudaEvent_t> events_;
+  std::vector<std::pair<int, cudaEvent_t>> marks_;
+  std::vector<cudaEvent_t> timingEvents_;
 };
 
 }  // namespace miniseq

@@ -27,6 +27,7 @@ import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
 import { describe, kernelChecks } from "../checks.js"
 import { simplifyViews } from "../views.js"
 import { cudaRoutines } from "./fused.js"
+import { type CudaProfiler, withProfiler } from "./profile.js"
 import { binaryCode, dtypeCode, loadAddon, type NativeDevice, type NativeError, type NativeInfo, reduceCode, unaryCode } from "./native.js"
 
 export interface CudaBuffer extends Buffer {
@@ -57,6 +58,8 @@ export interface CudaBackend extends BackendImpl {
   synchronize(): Promise<void>
   /** Waits for reads in flight, then gives the device's memory, stream and cuBLAS handle back. */
   destroy(): Promise<void>
+  /** GPU time per operation between `start()` and `stop()` (./profile.ts). */
+  readonly profiler: CudaProfiler
 }
 
 export interface CudaOptions {
@@ -154,7 +157,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     return p
   }
 
-  return {
+  const backend: Omit<CudaBackend, "profiler"> = {
     name: "cuda",
     dtypes: ["float32", "float64", "bfloat16", "int32"],
     ...(opts.fused === false ? {} : { routines: cudaRoutines({ dev, handle }) }),
@@ -323,4 +326,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
       dev.putAlong(elem(src), ix, idx.size, s, o, width)
     },
   }
+  // Every kernel goes through the profiler's wrapper, which costs one test while it is off.
+  const { backend: timed, profiler } = withProfiler(backend, dev)
+  return { ...timed, profiler }
 }

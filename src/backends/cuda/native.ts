@@ -88,6 +88,10 @@ export interface NativeDevice {
   emptyCache(): void
   /** Caps the bytes the allocator holds from the driver; 0 lifts the cap. */
   setMemoryLimit(bytes: number): void
+  /** Records a timing event tagged `id` (src/backends/cuda/profile.ts). */
+  profileMark(id: number): void
+  /** Waits for the stream; [id, ms since the previous mark, …] for every mark since the last call. */
+  profileCollect(): Float64Array
   info(): NativeInfo
   pending(): number
   destroy(): void
