@@ -34,16 +34,21 @@ export interface ModelOptions {
   readonly allowBeyondMaxPosition?: boolean
 }
 
-/** Pieces shorter than this cost more in per-piece overhead than they save in memory. */
-export const MIN_PIECE = 32
+/**
+ * The shortest piece worth making: max(32, d/2) tokens. A piece's matmuls are [P × d]·[d × N];
+ * much shorter than d, they stream the whole weight (and, in backward, its fp32 gradient
+ * accumulator) for little work, and cost more time than they save memory.
+ */
+export const minPiece = (c: LlamaConfig): number => Math.max(32, Math.floor(c.hidden_size / 2))
 
 /**
  * The automatic M: split until a piece's intermediate is no wider than the hidden state it
  * came from — M = ⌈I/d⌉ for the MLP (S×I → S×d) and M = ⌈V/d⌉ for the LM head (S×V → S×d) —
- * but never into pieces shorter than MIN_PIECE tokens. For Llama3-8B that is M = 4 and M = 32.
+ * but never into pieces shorter than `minPiece`. For Llama3-8B that is M = 4 and M = 32 from
+ * S = 64k on (fewer, longer pieces below).
  */
 export function autoChunks(c: LlamaConfig, S: number): { mlp: number; lm: number } {
-  const most = Math.max(1, Math.ceil(S / MIN_PIECE))
+  const most = Math.max(1, Math.ceil(S / minPiece(c)))
   return {
     mlp: Math.max(1, Math.min(most, Math.ceil(c.intermediate_size / c.hidden_size))),
     lm: Math.max(1, Math.min(most, Math.ceil(c.vocab_size / c.hidden_size))),
