@@ -2,9 +2,8 @@
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Cause, Effect, Exit } from "effect"
+import { Cause, Effect, Exit, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { Layer } from "effect"
 import { Backend } from "../src/backends/backend.js"
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
@@ -14,6 +13,9 @@ import { llamaLoss, type Mode, modes } from "../src/models/llama.js"
 import { planStep } from "../src/models/planner.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { rng } from "../src/core/random.js"
+import { evaluate } from "../src/core/executor.js"
+import { input } from "../src/core/graph.js"
+import { rmsNorm, rope } from "../src/core/routines/basic.js"
 import { OutOfMemory } from "../src/core/errors.js"
 import { maxRelDiff } from "./helpers.js"
 
@@ -134,6 +136,23 @@ describe("mixed precision (bfloat16 emulated on the CPU)", () => {
     // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷ (even wins), the largest float32 is past bfloat16's
     // largest finite value, and the smallest float32 subnormal is below half of bfloat16's.
     expect([...x]).toEqual([1, 1 + 2 ** -6, 1 + 2 ** -7, -2.5, Infinity, Infinity, NaN, 0])
+  })
+
+  it("RoPE and RMSNorm on bf16 inputs stay within bf16 rounding of float64, at positions past 256 too", async () => {
+    const S = 8200, D = 8
+    const data = Float32Array.from({ length: S * D }, (_, i) => Math.sin(i * 0.37) + 0.5)
+    roundToBfloat16(data) // exact bf16 values, so both runs see the same input
+    const run = async (dtype: "bfloat16" | "float64", layer: Layer.Layer<Backend>) => {
+      const x = input("x", [1, 1, S, D], dtype), w = input("w", [D], dtype)
+      const feeds = new Map([[x, dtype === "float64" ? Float64Array.from(data) : data], [w, dtype === "float64" ? new Float64Array(D).fill(1.5) : new Float32Array(D).fill(1.5)]])
+      return (await Effect.runPromise(evaluate([rope(x, 500000), rmsNorm(x, w)], feeds).pipe(Effect.provide(layer)))).values
+    }
+    const [ropeBf16, normBf16] = await run("bfloat16", Layer.succeed(Backend, cpuWithBfloat16()))
+    const [ropeF64, normF64] = await run("float64", cpuBackendLayer())
+    const worst = (a: ArrayLike<number>, b: ArrayLike<number>) => { let w = 0; for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i]! - b[i]!)); return w }
+    // |values| ≤ 1.5·√2, so a few bf16 roundings (2⁻⁸ relative each) stay below 0.03.
+    expect(worst(ropeBf16!, ropeF64!)).toBeLessThan(0.03)
+    expect(worst(normBf16!, normF64!)).toBeLessThan(0.03)
   })
 
   it("bf16-mixed follows the fp32 loss curve, in every mode, and keeps fp32 master weights", async () => {

@@ -3,6 +3,7 @@
  * decomposition into primitives — the semantics, the fallback on a backend without a fused
  * kernel, and the oracle fused kernels are tested against.
  */
+import { wider } from "../dtype.js"
 import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
 import { routine } from "../regions.js"
@@ -23,10 +24,18 @@ export const logsumexp: (x: Tensor) => Tensor = routine(
 export const softmax = (x: Tensor): Tensor => o.exp(o.sub(x, logsumexp(x)))
 export const logSoftmax = (x: Tensor): Tensor => o.sub(x, logsumexp(x))
 
-/** RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. */
+/** The dtype a routine computes in: at least float32 (bfloat16 values are widened first). */
+const computeType = (t: Tensor): Tensor["dtype"] => wider(t.dtype, "float32")
+
+/**
+ * RMSNorm over the last axis: x / √(mean(x²) + eps) · weight. Normalised in at least float32
+ * and cast back before the weight, as Hugging Face's LlamaRMSNorm does: a bfloat16 mean of
+ * squares would keep three significant digits.
+ */
 export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
-  const inv = o.rsqrt(o.add(o.mean(o.square(x), -1, true), eps))
-  return o.mul(o.mul(x, inv), weight)
+  const h = o.cast(x, computeType(x))
+  const inv = o.rsqrt(o.add(o.mean(o.square(h), -1, true), eps))
+  return o.mul(o.cast(o.mul(h, inv), x.dtype), weight)
 }
 
 /**
@@ -52,15 +61,18 @@ export const swiglu = (x: Tensor, gate: Tensor, up: Tensor, down: Tensor): Tenso
 /**
  * Rotary position embedding on x [..., S, D] (D even), in the "rotate half" layout Hugging
  * Face Llama uses: x·cos + rotate_half(x)·sin, with angle(p, i) = (p + offset) · θ^(−2i/D).
+ * The angles are computed in at least float32 and cos, sin cast to x's dtype, as Hugging Face
+ * does: in bfloat16 a position past 256 would already be rounded (8191 to 8192).
  */
 export function rope(x: Tensor, theta = 10000, offset = 0): Tensor {
   const [S, D] = [x.shape.at(-2)!, x.shape.at(-1)!]
   const half = D / 2
-  const pos = o.add(o.cast(o.iota([S, half], 0), x.dtype), offset)
-  const i = o.cast(o.iota([S, half], 1), x.dtype)
+  const f = computeType(x)
+  const pos = o.add(o.cast(o.iota([S, half], 0), f), offset)
+  const i = o.cast(o.iota([S, half], 1), f)
   const freq = o.exp(o.mul(i, (-2 / D) * Math.log(theta)))
   const angle = o.concat([o.mul(pos, freq), o.mul(pos, freq)], 1)
-  const [cos, sin] = [o.cos(angle), o.sin(angle)]
+  const [cos, sin] = [o.cast(o.cos(angle), x.dtype), o.cast(o.sin(angle), x.dtype)]
   const rotated = o.concat([o.neg(o.slice(x, -1, half, D)), o.slice(x, -1, 0, half)], -1)
   return o.add(o.mul(x, cos), o.mul(rotated, sin))
 }
