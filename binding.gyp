@@ -26,6 +26,7 @@
         "native/kernels/softmax.cu",
         "native/kernels/activation.cu",
         "native/kernels/optimizer.cu",
+        "native/kernels/norm.cu",
         "native/kernels/attention.cu",
         "native/kernels/attention_backward.cu",
       ],

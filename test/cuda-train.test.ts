@@ -7,12 +7,15 @@
 import { Effect, Exit, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Backend, type BackendImpl, type Buffer } from "../src/backends/backend.js"
-import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
+import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
 import { BackendUnavailable } from "../src/core/errors.js"
-import { type Binding, execute } from "../src/core/executor.js"
-import type { Tensor } from "../src/core/graph.js"
+import { valueAndGrad } from "../src/core/autodiff.js"
+import { type Binding, evaluate, execute } from "../src/core/executor.js"
+import { input, type Tensor } from "../src/core/graph.js"
+import * as o from "../src/core/ops.js"
+import { fusedRmsNorm, rmsNorm } from "../src/core/routines/basic.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -97,7 +100,40 @@ describe("AdamW as one routine per parameter", () => {
   })
 })
 
+/** value and gradients (w.r.t. x and w, weighted by r) of an RMSNorm on `backend`, in `dtype`. */
+async function normCase(backend: BackendImpl, dtype: "float32" | "float64" | "bfloat16", fused: boolean, rows: number, d: number, seed: number) {
+  const random = rng(seed)
+  const data = (n: number, f: () => number) => { const a = Float32Array.from({ length: n }, f); roundToBfloat16(a); return a } // bf16-exact inputs
+  const xs = data(rows * d, () => (random() - 0.5) * 4), ws = data(d, () => 0.5 + random()), rs = data(rows * d, () => random() - 0.5)
+  const x = input("x", [rows, d], dtype), w = input("w", [d], dtype), r = input("r", [rows, d], dtype)
+  const y = (fused ? fusedRmsNorm : rmsNorm)(x, w, 1e-5)
+  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), { x, w })
+  const host = (a: Float32Array) => (dtype === "float64" ? Float64Array.from(a) : a)
+  const feeds = new Map([[x, host(xs)], [w, host(ws)], [r, host(rs)]])
+  const run = await Effect.runPromise(evaluate([y, grads.x!, grads.w!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))
+  return run.values
+}
+
+describe("RMSNorm as one routine", () => {
+  it("the routine form gives the plain ops' value and gradients (CPU, float64)", async () => {
+    const plain = await normCase(makeCpuBackend(), "float64", false, 7, 24, 1)
+    const routine = await normCase(makeCpuBackend(), "float64", true, 7, 24, 1)
+    routine.forEach((v, i) => expect(maxRelDiff(v, plain[i]!), `output ${i}`).toBeLessThan(1e-14))
+  })
+})
+
 describe.skipIf(cuda === undefined)("cuda training", () => {
+  it("fused rmsNorm and rmsNorm.vjp against the CPU in float64 (one row, many rows, odd widths)", async () => {
+    for (const [rows, d] of [[1, 64], [37, 1000], [300, 2048], [1030, 96]] as const) {
+      const want = await normCase(makeCpuBackend(), "float64", false, rows, d, rows)
+      for (const [dtype, tol] of [["float64", 1e-12], ["float32", 2e-5], ["bfloat16", 2e-2]] as const) {
+        const got = await normCase(cuda!, dtype, true, rows, d, rows)
+        got.forEach((v, i) => expect(maxRelDiff(v, want[i]!), `${dtype} [${rows}, ${d}] output ${i} (y, dx, dw)`).toBeLessThan(tol))
+      }
+    }
+  })
+
+
   it("fused AdamW equals the CPU reference body bitwise, in place (fp32, bf16-mixed, bf16)", async () => {
     const state = startState()
     for (const precision of ["fp32", "bf16-mixed", "bf16"] as const) {

@@ -154,6 +154,28 @@ static void attn(DType dt, long long B, long long H, long long Hkv, long long S,
   close(std::string(buf) + " dv", bdv.vec(), dv, t);
 }
 
+// rmsNorm and its backward against float64: y = (x·inv)·w, dx = inv·(g·w − n·mean(g·w·n)),
+// dw = Σ_rows g·n. The rounding of n to the dtype before the weight is left out of the reference.
+static void norm(DType dt, long long rows, long long d, unsigned seed) {
+  const std::vector<double> x = seen(dt, randn(rows * d, seed)), w = seen(dt, randn(d, seed + 1, 0.5)), g = seen(dt, randn(rows * d, seed + 2));
+  std::vector<double> y(rows * d), dx(rows * d), dw(d, 0.0);
+  for (long long r = 0; r < rows; r++) {
+    double ss = 0, dot = 0;
+    for (long long j = 0; j < d; j++) ss += x[r * d + j] * x[r * d + j];
+    const double inv = 1 / std::sqrt(ss / d + 1e-5);
+    for (long long j = 0; j < d; j++) { const double n = x[r * d + j] * inv; y[r * d + j] = n * w[j]; dot += g[r * d + j] * w[j] * n; dw[j] += g[r * d + j] * n; }
+    for (long long j = 0; j < d; j++) dx[r * d + j] = inv * (g[r * d + j] * w[j] - x[r * d + j] * inv * dot / d);
+  }
+  Buf bx(dt, x), bw(dt, w), bg(dt, g), by(dt, rows * d), bdx(dt, rows * d), bdw(dt, d);
+  std::vector<unsigned char> scratch(static_cast<size_t>(rmsNormScratch(L, dt, rows, d)) + 1);
+  rmsNorm(L, dt, bx.p, bw.p, by.p, rows, d, 1e-5);
+  rmsNormBackward(L, dt, bx.p, bw.p, bg.p, bdx.p, bdw.p, rows, d, 1e-5, scratch.data());
+  const std::string what = " " + std::string(name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(d) + "]";
+  close("rmsNorm" + what, by.vec(), y, tolOf(dt, 1e-5, 1e-12, 1.5e-2));
+  close("rmsNorm.vjp dx" + what, bdx.vec(), dx, tolOf(dt, 1e-5, 1e-12, 2e-2));
+  close("rmsNorm.vjp dw" + what, bdw.vec(), dw, tolOf(dt, 1e-5, 1e-12, 2e-2));
+}
+
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "all";
   if (which == "all" || which == "ce") {
@@ -168,7 +190,10 @@ int main(int argc, char** argv) {
     if (record.code != 1 || record.kernel != K_CROSS_ENTROPY || record.position != 1 || record.value != 10 || record.bound != 10 || !std::isnan(bn.get(1))) { puts("FAIL bad-target record"); failures++; }
     else puts("ok   bad target recorded");
   }
+  if (which == "all" || which == "norm")
+    for (DType dt : {F32, BF16, F64}) { norm(dt, 1, 64, 31); norm(dt, 37, 1000, 32); norm(dt, 300, 512, 33); norm(dt, 5, 2048, 34); }
   if (which == "race") {
+    norm(F32, 3, 300, 35);
     ce(F32, 3, 1001, 1, 2); ce(F32, 2, 4096, 2, 2); lseAndSilu(F32, 2, 1001, 6);
     attn(F32, 1, 2, 1, 70, 64, 21, true); attn(F64, 1, 2, 1, 40, 64, 21, false); attn(F32, 1, 2, 1, 33, 256, 21, false); attn(F32, 1, 2, 2, 65, 128, 21, false);
   }

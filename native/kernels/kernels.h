@@ -109,6 +109,13 @@ cudaError_t logsumexpBackward(const Launch&, DType, const void* x, const void* l
 cudaError_t silu(const Launch&, DType, const void* x, void* y, long long n);
 cudaError_t siluBackward(const Launch&, DType, const void* x, const void* g, void* dx, long long n);
 
+// norm.cu: y = (x·inv rounded)·w per row of [rows, d], inv = 1/√(mean(x²) + eps); the backward
+// writes dx and dw (summed over rows, deterministically) and needs rmsNormScratch() bytes.
+cudaError_t rmsNorm(const Launch&, DType, const void* x, const void* w, void* y, long long rows, long long d, double eps);
+long long rmsNormScratch(const Launch&, DType, long long rows, long long d);
+cudaError_t rmsNormBackward(const Launch&, DType, const void* x, const void* w, const void* g, void* dx, void* dw, long long rows,
+                            long long d, double eps, void* scratch);
+
 // optimizer.cu: one parameter's AdamW step, in place. param and master (fp32, may be null) are
 // the weights; the scalars lr, 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor are device floats.
 // float32 or bfloat16 storage for param, grad and the moments m, v.

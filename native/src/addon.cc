@@ -142,6 +142,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::Silu>("silu"),
                            InstanceMethod<&DeviceWrap::SiluBackward>("siluBackward"),
                            InstanceMethod<&DeviceWrap::AdamW>("adamw"),
+                           InstanceMethod<&DeviceWrap::RmsNorm>("rmsNorm"),
+                           InstanceMethod<&DeviceWrap::RmsNormBackward>("rmsNormBackward"),
                            InstanceMethod<&DeviceWrap::Attention>("attention"),
                            InstanceMethod<&DeviceWrap::AttentionBackward>("attentionBackward"),
                            InstanceMethod<&DeviceWrap::Memory>("memory"),
@@ -522,6 +524,36 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& g = block(info, 2, bytes, "silu.vjp");
     const Block& dx = block(info, 3, bytes, "silu.vjp");
     launched(info.Env(), siluBackward(dev(info.Env()).launch(), dtype, x.ptr, g.ptr, dx.ptr, n), "silu.vjp");
+  }
+
+  // rmsNorm(dtype, x, w, y, rows, d, eps)
+  void RmsNorm(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long rows = count(info, 4), d = count(info, 5);
+    const size_t eb = elementBytes(dtype);
+    const Block& x = block(info, 1, rows * d * eb, "rmsNorm");
+    const Block& w = block(info, 2, d * eb, "rmsNorm");
+    const Block& y = block(info, 3, rows * d * eb, "rmsNorm");
+    launched(info.Env(), rmsNorm(dev(info.Env()).launch(), dtype, x.ptr, w.ptr, y.ptr, rows, d, number(info, 6)), "rmsNorm");
+  }
+
+  // rmsNormBackward(dtype, x, w, g, dx, dw, rows, d, eps)
+  void RmsNormBackward(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long rows = count(info, 7), d = count(info, 8);
+    const size_t eb = elementBytes(dtype);
+    const Block& x = block(info, 1, rows * d * eb, "rmsNorm.vjp");
+    const Block& w = block(info, 2, d * eb, "rmsNorm.vjp");
+    const Block& g = block(info, 3, rows * d * eb, "rmsNorm.vjp");
+    const Block& dx = block(info, 4, rows * d * eb, "rmsNorm.vjp");
+    const Block& dw = block(info, 5, d * eb, "rmsNorm.vjp");
+    Device& dv = dev(info.Env());
+    size_t capacity = 0;
+    const long long bytes = rmsNormScratch(dv.launch(), dtype, rows, d);
+    void* scratch = guarded(info.Env(), [&] { return dv.scratch(static_cast<size_t>(bytes), &capacity); });
+    const cudaError_t s = rmsNormBackward(dv.launch(), dtype, x.ptr, w.ptr, g.ptr, dx.ptr, dw.ptr, rows, d, number(info, 9), scratch);
+    dv.releaseScratch(scratch, capacity);
+    launched(info.Env(), s, "rmsNorm.vjp");
   }
 
   // adamw(paramType, gradType, stateType, param, grad, m, v, master (0: none), lr, c1, c2, clip,

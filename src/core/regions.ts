@@ -156,9 +156,10 @@ export function chunked(M: number, opts: ChunkedOptions = {}) {
 
 /**
  * A named routine with a hand-written backward rule (like flash attention's recompute-based
- * backward). Its body is the reference decomposition; a backend may run a fused kernel instead.
+ * backward), or without one: its backward is then the VJP of its body, as the region
+ * "<name>.vjp". Its body is the reference decomposition; a backend may run a fused kernel instead.
  */
-export function routine<R extends Result>(name: string, f: Fn<R>, backward: CustomVjp, params?: RegionAttrs["params"]): Fn<R> {
+export function routine<R extends Result>(name: string, f: Fn<R>, backward?: CustomVjp, params?: RegionAttrs["params"]): Fn<R> {
   return (...args) => buildRegion({ name, axis: null, M: 1, combine: "sum", vjp: backward, params }, f, args)
 }
 

@@ -14,7 +14,7 @@ import type { DType } from "../core/dtype.js"
 import { input, type Tensor } from "../core/graph.js"
 import * as o from "../core/ops.js"
 import { attention } from "../core/routines/attention.js"
-import { linear, rmsNorm, rope, swiglu } from "../core/routines/basic.js"
+import { fusedRmsNorm, linear, rmsNorm as plainRmsNorm, rope, swiglu } from "../core/routines/basic.js"
 import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
 import { checkpoint, chunked } from "../core/regions.js"
 import { headDim, type LlamaConfig } from "./config.js"
@@ -30,6 +30,8 @@ export interface ModelOptions {
   /** Keys per block of the attention's online softmax. */
   readonly attentionBlock?: number
   readonly dtype?: DType
+  /** RMSNorm as the fused routine (for a backend that has the "rmsNorm" kernel). */
+  readonly fusedNorm?: boolean
   /** Planning only: allow S beyond max_position_embeddings (as with RoPE scaling). */
   readonly allowBeyondMaxPosition?: boolean
 }
@@ -120,6 +122,7 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   }
   const mst = opts.mode === "mst" || opts.mode === "mst+checkpoint"
   const perLayerCheckpoint = opts.mode === "checkpoint" || opts.mode === "mst+checkpoint"
+  const rmsNorm = opts.fusedNorm ? fusedRmsNorm : plainRmsNorm
   const params = parameterInputs(c, dtype)
   const p = (name: string): Tensor => params[name]!
   const hd = headDim(c)

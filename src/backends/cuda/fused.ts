@@ -11,6 +11,8 @@
  * | logsumexp.vjp        | x, lse, g → dx                                                | softmax.cu        |
  * | silu                 | x → y                                                         | activation.cu     |
  * | silu.vjp             | x, y, g → dx                                                  | activation.cu     |
+ * | rmsNorm              | x [..., d], w [d] → y                                         | norm.cu           |
+ * | rmsNorm.vjp          | x, w, g → dx, dw                                              | norm.cu           |
  * | adamw                | w, g, m, v, lr, 1−β₁ᵗ, 1−β₂ᵗ, clip (, master) → w, m, v (, master) | optimizer.cu |
  * | attention            | q [B, H, S, D], k, v [B, Hkv, S, D] → o, lse [B, H, S, 1]     | attention.cu      |
  * | attention.vjp        | q, k, v, o, lse, dO (, dLse) → dq, dk, dv                     | attention_backward.cu |
@@ -186,6 +188,34 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     withTemps((temps) => dev.siluBackward(code(x.dtype), ctx.handle(k, x), as(k, g, x.dtype, temps), ctx.handle(k, dx), x.size))
   }
 
+  /** Rows and width of an RMSNorm: x [..., d] with weight [d], both of x's dtype. */
+  function normDims(kernel: string, shapes: Shapes, x: Buffer, w: Buffer, ...more: Buffer[]): [number, number] {
+    const [xs, ws] = shapes.inputs
+    const d = ws?.[0] ?? 0
+    check(ws?.length === 1 && xs !== undefined && xs.at(-1) === d && d > 0, kernel, () => `x must be [..., d] and w [d], got ${fmt(xs)}, ${fmt(ws)}`)
+    floatDType(kernel, x.dtype, x, w, ...more)
+    return [x.size / d, d]
+  }
+
+  const rmsNorm: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "rmsNorm"
+    arity(k, inputs, outputs, shapes, [2], 1)
+    const [x, w] = inputs as [Buffer, Buffer]
+    const [y] = outputs as [Buffer]
+    const [rows, d] = normDims(k, shapes, x, w, y)
+    dev.rmsNorm(code(x.dtype), ctx.handle(k, x), ctx.handle(k, w), ctx.handle(k, y), rows, d, Number(params.eps))
+  }
+
+  const rmsNormVjp: FusedRoutine = (inputs, outputs, shapes, params) => {
+    const k = "rmsNorm.vjp"
+    arity(k, inputs, outputs, shapes, [3], 2)
+    const [x, w, g] = inputs as [Buffer, Buffer, Buffer]
+    const [dx, dw] = outputs as [Buffer, Buffer]
+    const [rows, d] = normDims(k, shapes, x, w, dx, dw)
+    check(g.size === x.size, k, () => `g ${describe(g)} must be x's size (${x.size})`)
+    withTemps((temps) => dev.rmsNormBackward(code(x.dtype), ctx.handle(k, x), ctx.handle(k, w), as(k, g, x.dtype, temps), ctx.handle(k, dx), ctx.handle(k, dw), rows, d, Number(params.eps)))
+  }
+
   /** One parameter's AdamW update (src/models/optimizer.ts); the executor hands it outputs that alias their inputs. */
   const adamw: FusedRoutine = (inputs, outputs, shapes, params) => {
     const k = "adamw"
@@ -270,6 +300,8 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     silu,
     "silu.vjp": siluVjp,
     adamw,
+    rmsNorm,
+    "rmsNorm.vjp": rmsNormVjp,
     attention,
     "attention.vjp": attentionVjp,
   }

@@ -39,6 +39,14 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
 }
 
 /**
+ * RMSNorm as the routine "rmsNorm" (and its backward, "rmsNorm.vjp", the VJP of the same body),
+ * for a backend that fuses it: one kernel instead of a dozen elementwise passes. The backward
+ * recomputes the normalisation from x, so only x and the weight are saved.
+ */
+export const fusedRmsNorm = (x: Tensor, weight: Tensor, eps = 1e-5): Tensor =>
+  routine("rmsNorm", (a: Tensor, w: Tensor) => rmsNorm(a, w, eps), undefined, { eps })(x, weight)
+
+/**
  * SiLU, x·σ(x), as a routine: its backward rule g·σ(x)·(1 + x·(1 − σ(x))) needs only x, so the
  * chain of intermediates inside σ is never saved (as a fused kernel would behave).
  */
