@@ -29,6 +29,8 @@
         "native/kernels/norm.cu",
         "native/kernels/attention.cu",
         "native/kernels/attention_backward.cu",
+        "native/kernels/attention_mma.cu",
+        "native/kernels/attention_mma_backward.cu",
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

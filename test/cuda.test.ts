@@ -799,7 +799,9 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
   })
 
   // attention: S = 1, S not a multiple of any block, several blocks, D = 32, 64, 80, 128, 256,
-  // MHA and GQA with 2 and 1 kv heads.
+  // MHA and GQA with 2 and 1 kv heads. bfloat16 with D a multiple of 16 up to 128 runs the
+  // tensor-core kernels (query blocks of 128, key blocks of 64 and 128, dK/dV query steps of 32),
+  // everything else the SIMT ones.
   const attnCases: [string, [number, number, number, number, number]][] = [
     ["S = 1, D = 64 [small]", [1, 1, 1, 1, 64]],
     ["MHA B = 2, H = 2, S = 77, D = 64 [small]", [2, 2, 2, 77, 64]],
@@ -810,13 +812,14 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     ["MHA H = 2, S = 129, D = 128", [1, 2, 2, 129, 128]],
     ["GQA H = 2, Hkv = 1, S = 50, D = 80 (not a multiple of 16)", [1, 2, 1, 50, 80]],
     ["GQA H = 4, Hkv = 2, S = 300, D = 128 (many blocks)", [1, 4, 2, 300, 128]],
+    ["GQA H = 8, Hkv = 2, S = 200, D = 128 [small]", [1, 8, 2, 200, 128]],
   ]
   for (const [name, [B, H, Hkv, S, D]] of attnCases) {
     it(`attention float32: ${name}`, async () => {
       await compareFused(`attention float32 ${name}`, "float32", attentionCase(B, H, Hkv, S, D, 21), 2e-5)
     })
   }
-  for (const [name, [B, H, Hkv, S, D]] of [attnCases[0]!, attnCases[2]!, attnCases[4]!, attnCases[7]!]) {
+  for (const [name, [B, H, Hkv, S, D]] of [0, 1, 2, 4, 6, 7, 8, 9].map((i) => attnCases[i]!)) {
     // bfloat16 o and lse are saved rounded, and the backward reads them: ~1% in the gradients.
     it(`attention bfloat16: ${name}`, async () => {
       await compareFused(`attention bfloat16 ${name}`, "bfloat16", attentionCase(B, H, Hkv, S, D, 22), [1.5e-2, 5e-2, 5e-2, 5e-2])
@@ -828,13 +831,15 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     })
   }
 
-  it("attention gradients are bitwise the same run to run (no atomics) [small]", async () => {
+  it("attention gradients are bitwise the same run to run (no atomics), float32 and bfloat16 [small]", async () => {
     const c = attentionCase(1, 4, 2, 100, 64, 24)
-    const t = c.build("float32")
-    const feeds = new Map(t.inputs.map((x, i) => [x, c.data[i]!] as [Tensor, Feed]))
-    const first = await evalOn(Layer.succeed(Backend, cuda!), t.outputs, feeds)
-    const second = await evalOn(Layer.succeed(Backend, cuda!), t.outputs, feeds)
-    first.forEach((g, i) => expectSame(`run-to-run ${c.names[i]}`, second[i]!, g))
+    for (const dtype of ["float32", "bfloat16"] as const) {
+      const t = c.build(dtype)
+      const feeds = new Map(t.inputs.map((x, i) => [x, c.data[i]!] as [Tensor, Feed]))
+      const first = await evalOn(Layer.succeed(Backend, cuda!), t.outputs, feeds)
+      const second = await evalOn(Layer.succeed(Backend, cuda!), t.outputs, feeds)
+      first.forEach((g, i) => expectSame(`run-to-run ${dtype} ${c.names[i]}`, second[i]!, g))
+    }
   })
 
   it("attention.vjp with cotangents for lse: dO and dLse, dLse alone, and a float32 dO for bfloat16 q [small]", async () => {
@@ -918,7 +923,7 @@ describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", 
     cuda!.memory().emptyCache()
   })
 
-  it("fused routines: cross-entropy over a 32k vocabulary, causal attention (SIMT)", async () => {
+  it("fused routines: cross-entropy over a 32k vocabulary, causal attention (tensor cores for bf16, SIMT otherwise)", async () => {
     const routines = cuda!.routines!
     const [N, V] = [8192, 32000]
     const logits = cuda!.alloc("bfloat16", N * V), targets = cuda!.alloc("int32", N), nll = cuda!.alloc("bfloat16", N)
@@ -930,22 +935,27 @@ describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", 
       routines["crossEntropy.vjp"]!([logits, targets, nll, dnll], [dlogits], { inputs: [[N, V], [N], [N], [N]], outputs: [[N, V]] }, { ignoreIndex: -100 }))
     for (const b of [logits, targets, nll, dnll, dlogits]) cuda!.free(b)
 
-    for (const dtype of ["bfloat16", "float32"] as const) {
-      for (const D of [64, 128, 256]) {
-        const [B, H, Hkv, S] = [1, 32, 8, D === 256 ? 2048 : 4096]
-        const q = cuda!.alloc(dtype, B * H * S * D), k = cuda!.alloc(dtype, B * Hkv * S * D), v = cuda!.alloc(dtype, B * Hkv * S * D)
-        const out = cuda!.alloc(dtype, B * H * S * D), lse = cuda!.alloc(dtype, B * H * S)
-        const dq = cuda!.alloc(dtype, B * H * S * D), dk = cuda!.alloc(dtype, B * Hkv * S * D), dv = cuda!.alloc(dtype, B * Hkv * S * D)
-        for (const [x, val] of [[q, 0.01], [k, 0.02], [v, 0.03]] as const) cuda!.fill(x, val)
-        const qs = [B, H, S, D], ks = [B, Hkv, S, D], ls = [B, H, S, 1]
-        // Causal: half of the S×S scores. Forward 2 matmuls, backward counted as 5 (it does 7: S and dP twice).
-        const fwdFlops = 2 * 2 * B * H * S * S * D / 2
-        await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} forward`, 3, fwdFlops, "TFLOP/s", () =>
-          routines.attention!([q, k, v], [out, lse], { inputs: [qs, ks, ks], outputs: [qs, ls] }, { causal: true }))
-        await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} backward`, 3, 2.5 * fwdFlops, "TFLOP/s", () =>
-          routines["attention.vjp"]!([q, k, v, out, lse, out], [dq, dk, dv], { inputs: [qs, ks, ks, qs, ls, qs], outputs: [qs, ks, ks] }, { causal: true }))
-        for (const b of [q, k, v, out, lse, dq, dk, dv]) cuda!.free(b)
-      }
+    // bfloat16 at D = 64 (Llama-3.2-1B's heads: H = 32, Hkv = 8) and 128 runs on tensor cores,
+    // bfloat16 at D = 256 and float32 on the SIMT kernels.
+    const attnShapes: [DType, number, number][] = [ // dtype, S, D
+      ["bfloat16", 8192, 64], ["bfloat16", 8192, 128], ["bfloat16", 4096, 64], ["bfloat16", 4096, 128], ["bfloat16", 2048, 256],
+      ["float32", 4096, 64], ["float32", 4096, 128], ["float32", 2048, 256],
+    ]
+    for (const [dtype, S, D] of attnShapes) {
+      const [B, H, Hkv] = [1, 32, 8]
+      const reps = dtype === "bfloat16" && D <= 128 ? 10 : 3
+      const q = cuda!.alloc(dtype, B * H * S * D), k = cuda!.alloc(dtype, B * Hkv * S * D), v = cuda!.alloc(dtype, B * Hkv * S * D)
+      const out = cuda!.alloc(dtype, B * H * S * D), lse = cuda!.alloc(dtype, B * H * S)
+      const dq = cuda!.alloc(dtype, B * H * S * D), dk = cuda!.alloc(dtype, B * Hkv * S * D), dv = cuda!.alloc(dtype, B * Hkv * S * D)
+      for (const [x, val] of [[q, 0.01], [k, 0.02], [v, 0.03]] as const) cuda!.fill(x, val)
+      const qs = [B, H, S, D], ks = [B, Hkv, S, D], ls = [B, H, S, 1]
+      // Causal: half of the S×S scores. Forward 2 matmuls, backward counted as 5 (it does 7: S and dP twice).
+      const fwdFlops = 2 * 2 * B * H * S * S * D / 2
+      await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} forward`, reps, fwdFlops, "TFLOP/s", () =>
+        routines.attention!([q, k, v], [out, lse], { inputs: [qs, ks, ks], outputs: [qs, ls] }, { causal: true }))
+      await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} backward`, reps, 2.5 * fwdFlops, "TFLOP/s", () =>
+        routines["attention.vjp"]!([q, k, v, out, lse, out], [dq, dk, dv], { inputs: [qs, ks, ks, qs, ls, qs], outputs: [qs, ks, ks] }, { causal: true }))
+      for (const b of [q, k, v, out, lse, dq, dk, dv]) cuda!.free(b)
     }
     cuda!.memory().emptyCache()
   })

@@ -12,7 +12,9 @@
 // h / (H / Hkv): grouped-query attention reads the shared K and V, nothing is expanded.
 //
 // This is a plain SIMT implementation: float32 FMAs from shared memory, no tensor cores (mma /
-// wgmma) and no asynchronous copies. It is exact-math flash attention, not a fast one.
+// wgmma) and no asynchronous copies. It is exact-math flash attention, not a fast one: bfloat16
+// inputs with a head dim that is a multiple of 16 up to 128 go to the tensor-core kernel
+// (attention_mma.cu) instead; float32, float64 and other head dims stay here.
 //
 // Numerics: float32 for float32 and bfloat16 inputs (float64 for float64), rounded once on
 // store; the reference body rounds every intermediate to the input dtype.
@@ -164,6 +166,9 @@ cudaError_t attentionForward(const Launch& l, DType dtype, const void* q, const 
                              long long h, long long hkv, long long s, long long d) {
   if (hkv <= 0 || h % hkv != 0 || d > kAttentionMaxHeadDim || h > 2147483647LL) return cudaErrorInvalidValue;
   if (b * h * s == 0) return cudaSuccess;
+  if (dtype == BF16 && attn::useTensorCores(d, {q, k, v}))
+    return attn::forwardTensorCores(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
+                                    static_cast<bf16*>(o), static_cast<bf16*>(lse), b, h, hkv, s, d);
   MINISEQ_DISPATCH_FLOAT(dtype, T, {
     const T* qs = static_cast<const T*>(q);
     const T* ks = static_cast<const T*>(k);

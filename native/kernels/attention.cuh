@@ -1,12 +1,15 @@
 // What attention.cu (forward) and attention_backward.cu share: tile shapes, the shared-memory
-// tile loader, and the 16-lane row reductions. See attention.cu for the design.
+// tile loader, and the 16-lane row reductions of the SIMT kernels (see attention.cu for their
+// design), and the entry points of the bf16 tensor-core kernels they hand over to.
 #pragma once
+#include <initializer_list>
+
 #include "common.cuh"
 
 namespace miniseq {
 namespace attn {
 
-// Thread layout of every attention kernel: 16 × TY threads, thread (ty, tx) = threadIdx.x / 16,
+// Thread layout of every SIMT attention kernel: 16 × TY threads, thread (ty, tx) = threadIdx.x / 16,
 // threadIdx.x % 16. A score tile [rows, BC] gives thread (ty, tx) rows ty + TY·i and columns
 // tx + 16·j; an accumulator [rows, DMAX] gives it rows ty + TY·i and columns tx + 16·j. A warp
 // is two values of ty, so the 16 threads of one row are half a warp (shuffles by xor 8, 4, 2, 1).
@@ -63,6 +66,22 @@ template <typename K> cudaError_t allowSmem(K kernel, size_t bytes) {
 }
 
 constexpr long long kMaxGrid = 2147483647LL;
+
+// The bf16 tensor-core kernels (attention_mma.cu, attention_mma_backward.cu) take head dims that
+// are multiples of 16 up to 128, and read q, k, v (and dO) in 16-byte pieces, so these must be
+// 16-byte aligned (device allocations always are).
+inline bool useTensorCores(long long d, std::initializer_list<const void*> inputs) {
+  if (d <= 0 || d % 16 != 0 || d > 128) return false;
+  for (const void* p : inputs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+cudaError_t forwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, bf16* lse, long long B, long long H,
+                               long long Hkv, long long S, long long D);
+// dq, dk, dv from delta = Σ dO·O − dLse per query row (attention_backward.cu computes it).
+cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const bf16* lse,
+                                const float* delta, bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S,
+                                long long D);
 
 }  // namespace attn
 }  // namespace miniseq

@@ -12,7 +12,9 @@
 //    right there, in the CTA.
 // 3. dQ: one CTA per (batch·head, block of BR queries), Q, dO, lse, Δ in shared memory, walking
 //    the key blocks up to the diagonal: S, dP and dS again, then dQ += dS·K in registers.
-// dQ and dK carry the 1/√d scale once, at the end. SIMT only, as the forward (attention.cu).
+// dQ and dK carry the 1/√d scale once, at the end. SIMT, as the forward (attention.cu): for
+// bfloat16 with a head dim that is a multiple of 16 up to 128, kernels 2 and 3 are the
+// tensor-core ones of attention_mma_backward.cu instead, after the same delta kernel.
 #include "attention.cuh"
 
 namespace miniseq {
@@ -31,6 +33,13 @@ __global__ void deltaKernel(const T* __restrict__ o, const T* __restrict__ dO, c
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) delta[row] = dLse == nullptr ? s : s - load(dLse, row);
+}
+
+template <typename T>
+cudaError_t launchDelta(const Launch& l, const T* o, const T* dO, const T* dLse, Compute<T>* delta, long long rows, long long D) {
+  if ((rows + 7) / 8 > kMaxGrid) return cudaErrorInvalidValue;
+  deltaKernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, l.stream>>>(o, dO, dLse, delta, rows, static_cast<int>(D));
+  return cudaGetLastError();
 }
 
 // S = Q·Kᵀ and dP = dO·Vᵀ for thread (ty, tx)'s rows ty + TY·i and columns tx + 16·j.
@@ -274,12 +283,11 @@ cudaError_t backward(const Launch& l, const T* q, const T* k, const T* v, const 
   constexpr int BR = Tiles::BR, BC = Tiles::BC, TY = Tiles::TY, LD = kLd<DMAX>, PL = BC + 1;
   const long long BH = B * H, BHkv = B * Hkv, rows = BH * S;
   const long long nQB = (S + BR - 1) / BR, nKB = (S + BC - 1) / BC;
-  if (BH * nQB > kMaxGrid || BHkv * nKB > kMaxGrid || (rows + 7) / 8 > kMaxGrid) return cudaErrorInvalidValue;
+  if (BH * nQB > kMaxGrid || BHkv * nKB > kMaxGrid) return cudaErrorInvalidValue;
   const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iD = static_cast<int>(D);
   const A scale = static_cast<A>(1.0 / sqrt(static_cast<double>(D)));
 
-  deltaKernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, l.stream>>>(o, dO, dLse, delta, rows, iD);
-  cudaError_t e = cudaGetLastError();
+  cudaError_t e = launchDelta<T>(l, o, dO, dLse, delta, rows, D);
   if (e != cudaSuccess) return e;
 
   const size_t kv = 2 * static_cast<size_t>(BC) * LD, qo = 2 * static_cast<size_t>(BR) * LD, stats = 2 * static_cast<size_t>(BR);
@@ -309,6 +317,15 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
   if (hkv <= 0 || h % hkv != 0 || d > kAttentionMaxHeadDim || h > 2147483647LL) return cudaErrorInvalidValue;
   if (b * h * s == 0) return cudaSuccess;
   if (scratch == nullptr) return cudaErrorInvalidValue;
+  if (dtype == BF16 && attn::useTensorCores(d, {q, k, v, dO})) {
+    const bf16 *qs = static_cast<const bf16*>(q), *ks = static_cast<const bf16*>(k), *vs = static_cast<const bf16*>(v);
+    const bf16 *ls = static_cast<const bf16*>(lse), *gs = static_cast<const bf16*>(dO);
+    float* delta = static_cast<float*>(scratch);
+    const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const bf16*>(dLse), delta, b * h * s, d);
+    if (e != cudaSuccess) return e;
+    return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
+                                     hkv, s, d);
+  }
   MINISEQ_DISPATCH_FLOAT(dtype, T, {
     using A = Compute<T>;
     const T *qs = static_cast<const T*>(q), *ks = static_cast<const T*>(k), *vs = static_cast<const T*>(v);
