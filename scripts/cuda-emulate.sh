@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The fused-routine kernels (native/kernels/{softmax,activation,norm,attention,attention_backward}.cu)
-# on the CPU, for a machine without a GPU. Each kernel file is rewritten a little (a launch
+# The fused-routine kernels (native/kernels/{softmax,activation,norm,attention*}.cu) on the CPU,
+# for a machine without a GPU. Each kernel file is rewritten a little (a launch
 # `k<<<grid, block, smem, stream>>>(args)` becomes `emu::launch(k, emu::Cfg(grid, block, smem,
 # stream), args)`, the `extern __shared__` array the block's buffer), compiled as C++ with
 # native/emulate/host.h (a CUDA thread per std::thread, barriers for __syncthreads and shuffles)
@@ -20,7 +20,11 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp native/kernels/*.cuh native/kernels/kernels.h "$work/"
-for f in softmax activation norm attention attention_backward; do
+# The tensor-core kernels' PTX (ldmatrix, mma.sync, cp.async) becomes warp-level host code.
+cp native/emulate/attention_ptx.h "$work/attention_ptx.cuh"
+sources=()
+for f in softmax activation norm attention attention_backward attention_mma attention_mma_backward; do
+  sources+=("$work/$f.cc")
   node -e '
     const fs = require("fs")
     let s = fs.readFileSync(process.argv[1], "utf8")
@@ -34,6 +38,6 @@ if [ "$mode" = race ]; then san=(-fsanitize=thread); else san=(-fsanitize=addres
 echo "compiling the kernels for the host (${san[*]})"
 g++ -std=c++17 -O1 -g "${san[@]}" -w -include native/emulate/host.h -I"$cuda/include" -I"$work" \
   -DcudaGetLastError=emu_cudaGetLastError -DcudaFuncSetAttribute=emu_cudaFuncSetAttribute \
-  "$work"/softmax.cc "$work"/activation.cc "$work"/norm.cc "$work"/attention.cc "$work"/attention_backward.cc native/emulate/check.cc -o "$work/check" -lpthread
+  "${sources[@]}" native/emulate/check.cc -o "$work/check" -lpthread
 # TSan reports go to stderr and make the exit code non-zero.
 TSAN_OPTIONS="halt_on_error=0 exitcode=66" "$work/check" "$mode"
