@@ -42,7 +42,7 @@ const arg = (name: string, fallback: string): string => {
 const GiB = 2 ** 30
 const modelName = arg("model", "llama-3.2-1b") as PresetName
 const precision = arg("precision", "bf16-mixed") as PrecisionName
-const seqs = arg("seqs", "4096,8192,16384,32768,65536").split(",").map(Number)
+const seqs = arg("seqs", "4096,8192,16384,32768,65536").split(",").filter((s) => s !== "none").map(Number) // "none": no sweep
 const modes = arg("modes", "vanilla,checkpoint,mst,mst+checkpoint").split(",") as Mode[]
 const steps = Number(arg("steps", "3"))
 const cap = Number(arg("cap", "40").replace(/GiB|GB/i, "")) * GiB
@@ -196,7 +196,7 @@ function pytorch(extra: string[], file: string): TorchRun | undefined {
   return JSON.parse(readFileSync(file, "utf8")) as TorchRun
 }
 mkdirSync(dirname(out), { recursive: true })
-const torchSweep = pytorch(["--seqs", seqs.join(","), "--steps", String(steps)], `${out}-pytorch.json`)
+const torchSweep = seqs.length > 0 ? pytorch(["--seqs", seqs.join(","), "--steps", String(steps)], `${out}-pytorch.json`) : undefined
 const torchLimits = maxSeq && backendName === "cuda" ? pytorch(["--seqs", "1024", "--steps", "1", "--max-seq", "--memory-gb", String(cap / GiB)], `${out}-pytorch-max-seq.json`) : undefined
 
 // ---------------------------------------------------------------------------------------------

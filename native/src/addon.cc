@@ -540,7 +540,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   // rmsNormBackward(dtype, x, w, g, dx, dw, rows, d, eps)
   void RmsNormBackward(const Napi::CallbackInfo& info) {
     const DType dtype = dtypeArg(info, 0);
-    const long long rows = count(info, 7), d = count(info, 8);
+    const long long rows = count(info, 6), d = count(info, 7);
     const size_t eb = elementBytes(dtype);
     const Block& x = block(info, 1, rows * d * eb, "rmsNorm.vjp");
     const Block& w = block(info, 2, d * eb, "rmsNorm.vjp");
@@ -551,7 +551,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     size_t capacity = 0;
     const long long bytes = rmsNormScratch(dv.launch(), dtype, rows, d);
     void* scratch = guarded(info.Env(), [&] { return dv.scratch(static_cast<size_t>(bytes), &capacity); });
-    const cudaError_t s = rmsNormBackward(dv.launch(), dtype, x.ptr, w.ptr, g.ptr, dx.ptr, dw.ptr, rows, d, number(info, 9), scratch);
+    const cudaError_t s = rmsNormBackward(dv.launch(), dtype, x.ptr, w.ptr, g.ptr, dx.ptr, dw.ptr, rows, d, number(info, 8), scratch);
     dv.releaseScratch(scratch, capacity);
     launched(info.Env(), s, "rmsNorm.vjp");
   }
