@@ -107,7 +107,9 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
   if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned }
   const random = rng(seq)
   const tokens = Int32Array.from({ length: 2 * (seq + 1) }, () => Math.floor(random() * model.vocab_size))
-  const batches = makeBatches({ tokens, batch: 1, seq, seed: 1 })
+  // One batch for every step, as the PyTorch baseline does, so that the loss curves compare.
+  const stream = makeBatches({ tokens, batch: 1, seq, seed: 1 })
+  const batches = { ...stream, batchAt: () => stream.batchAt(0) }
   const long = { ...model, max_position_embeddings: Math.max(model.max_position_embeddings, seq) } // RoPE extrapolates
   dev.reset()
   const exit = await Effect.runPromiseExit(
@@ -166,15 +168,23 @@ for (const p of profiles) {
 const fullCardPlan = Object.fromEntries(modes.map((m) => [m, plannedMaxSeq(full, m)]))
 await full.close()
 
-interface Limit { readonly mode: Mode; readonly planned: number; readonly verified?: Row }
+/** Per mode: the planner's largest S under the cap, the largest S a real step trained at, and the smallest that did not. */
+interface Limit { readonly mode: Mode; readonly planned: number; readonly trained?: Row; readonly firstOom?: number }
 const limits: Limit[] = []
 if (maxSeq) {
   const capped = openDevice(cap)
   for (const mode of modes) {
     const planned = plannedMaxSeq(capped, mode)
-    const verified = planned > 0 ? await measure(capped, mode, planned, 1) : undefined
-    limits.push({ mode, planned, ...(verified ? { verified } : {}) })
-    log(`  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step there: ${verified?.status ?? "-"} (${gib(verified?.devicePeak)} GiB on the device, ${verified?.stepMs === undefined ? "-" : (verified.stepMs / 1000).toFixed(1)} s)`)
+    // The device holds more than the plan (allocator size classes, kernel scratch): step down by
+    // eighths from the planned S until a real step fits.
+    let S = planned, trained: Row | undefined, firstOom: number | undefined
+    for (let tries = 0; S >= 1024 && tries < 5 && trained === undefined; tries++) {
+      const r = await measure(capped, mode, S, 1)
+      log(`  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceReserved)} GiB reserved${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`})`)
+      if (r.status === "ok") trained = r
+      else { firstOom = S; S = Math.floor((S * 7) / 8 / 1024) * 1024 }
+    }
+    limits.push({ mode, planned, ...(trained ? { trained } : {}), ...(firstOom === undefined ? {} : { firstOom }) })
   }
   await capped.close()
 }
@@ -220,15 +230,16 @@ if (seqs.includes(at)) {
     `- miniseq mst / miniseq vanilla: ${ratio(ours("mst", at)?.tokensPerSecond, ours("vanilla", at)?.tokensPerSecond)}; mst+checkpoint / checkpoint: ${ratio(ours("mst+checkpoint", at)?.tokensPerSecond, ours("checkpoint", at)?.tokensPerSecond)}`)
 }
 if (limits.length > 0) {
-  lines.push("", `Largest S that trains under a ${gib(cap)} GiB cap (multiples of 1024):`, "", "| framework, mode | largest S | one step there | device peak GiB |", "|---|---|---|---|")
-  for (const l of limits) lines.push(`| miniseq ${l.mode} | ${l.verified?.status === "ok" ? l.planned : `${l.planned} planned, step ${l.verified?.status ?? "-"}`} | ${l.verified?.stepMs === undefined ? "-" : `${(l.verified.stepMs / 1000).toFixed(1)} s`} | ${gib(l.verified?.devicePeak)} |`)
+  lines.push("", `Largest S that trains under a ${gib(cap)} GiB cap (multiples of 1024; miniseq: planned, then real steps down from there):`, "",
+    "| framework, mode | trained | did not fit | planned | one step | GiB reserved |", "|---|---|---|---|---|---|")
+  for (const l of limits) lines.push(`| miniseq ${l.mode} | ${l.trained?.seq ?? "-"} | ${l.firstOom ?? "-"} | ${l.planned} | ${l.trained?.stepMs === undefined ? "-" : `${(l.trained.stepMs / 1000).toFixed(1)} s`} | ${gib(l.trained?.deviceReserved)} |`)
   for (const l of torchLimits?.max_seq ?? []) {
     const probe = l.probes.find((p) => p.seq === l.max_seq && p.status === "ok")
-    lines.push(`| PyTorch ${l.mode} | ${l.max_seq} | ${probe?.step_ms === undefined ? "-" : `${(probe.step_ms / 1000).toFixed(1)} s`} | ${probe?.peak_reserved_gib?.toFixed(1) ?? "-"} |`)
+    lines.push(`| PyTorch ${l.mode} | ${l.max_seq} | ${l.first_oom ?? "-"} | - | ${probe?.step_ms === undefined ? "-" : `${(probe.step_ms / 1000).toFixed(1)} s`} | ${probe?.peak_reserved_gib?.toFixed(1) ?? "-"} |`)
   }
-  const best = limits.find((l) => l.mode === "mst+checkpoint")
-  const van = limits.find((l) => l.mode === "vanilla"), ck = torchLimits?.max_seq.find((l) => l.mode === "checkpoint")
-  if (best) lines.push("", `mst+checkpoint / miniseq vanilla: ${ratio(best.planned, van?.planned)}; mst+checkpoint / PyTorch checkpoint: ${ratio(best.planned, ck?.max_seq)}`)
+  const trainedAt = (m: Mode) => limits.find((l) => l.mode === m)?.trained?.seq
+  const ck = torchLimits?.max_seq.find((l) => l.mode === "checkpoint")
+  lines.push("", `trained S, mst+checkpoint / miniseq vanilla: ${ratio(trainedAt("mst+checkpoint"), trainedAt("vanilla"))}; mst+checkpoint / PyTorch checkpoint: ${ratio(trainedAt("mst+checkpoint"), ck?.max_seq)}`)
 }
 lines.push("", `Planned largest S on the whole ${gib(full.total)} GiB: ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`)
 log("\n" + lines.join("\n"))

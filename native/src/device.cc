@@ -18,7 +18,7 @@ size_t CachingAllocator::sizeClass(size_t bytes) {
   if (bytes <= small) return (bytes + 511) / 512 * 512;
   size_t power = small;
   while (power * 2 <= bytes) power *= 2;
-  const size_t step = power / 8;
+  const size_t step = power / 64;
   return (bytes + step - 1) / step * step;
 }
 
