@@ -15,7 +15,7 @@ import { valueAndGrad } from "../src/core/autodiff.js"
 import { type Binding, evaluate, execute } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
-import { fusedRmsNorm, rmsNorm } from "../src/core/routines/basic.js"
+import { fusedRmsNorm, rmsNorm, silu, siluMul } from "../src/core/routines/basic.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -114,6 +114,26 @@ async function normCase(backend: BackendImpl, dtype: "float32" | "float64" | "bf
   return run.values
 }
 
+/** silu(a)·b and its gradients w.r.t. a and b (weighted by r) on `backend`. */
+async function siluMulCase(backend: BackendImpl, dtype: "float32" | "float64" | "bfloat16", fused: boolean, n: number, seed: number) {
+  const random = rng(seed)
+  const data = () => { const v = Float32Array.from({ length: n }, () => (random() - 0.5) * 8); roundToBfloat16(v); return v }
+  const a = input("a", [n], dtype), b = input("b", [n], dtype), r = input("r", [n], dtype)
+  const y = fused ? siluMul(a, b) : o.mul(silu(a), b)
+  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), { a, b })
+  const host = (v: Float32Array) => (dtype === "float64" ? Float64Array.from(v) : v)
+  const feeds = new Map([[a, host(data())], [b, host(data())], [r, host(data())]])
+  return (await Effect.runPromise(evaluate([y, grads.a!, grads.b!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))).values
+}
+
+describe("SwiGLU's product as one routine", () => {
+  it("the routine form gives the plain ops' value and gradients (CPU, float64)", async () => {
+    const plain = await siluMulCase(makeCpuBackend(), "float64", false, 300, 4)
+    const routine = await siluMulCase(makeCpuBackend(), "float64", true, 300, 4)
+    routine.forEach((v, i) => expect(maxRelDiff(v, plain[i]!), `output ${i}`).toBeLessThan(1e-14))
+  })
+})
+
 describe("RMSNorm as one routine", () => {
   it("the routine form gives the plain ops' value and gradients (CPU, float64)", async () => {
     const plain = await normCase(makeCpuBackend(), "float64", false, 7, 24, 1)
@@ -123,6 +143,16 @@ describe("RMSNorm as one routine", () => {
 })
 
 describe.skipIf(cuda === undefined)("cuda training", () => {
+  it("fused siluMul and siluMul.vjp against the CPU in float64", async () => {
+    for (const n of [1, 1000, 70001]) {
+      const want = await siluMulCase(makeCpuBackend(), "float64", false, n, n)
+      for (const [dtype, tol] of [["float64", 1e-13], ["float32", 1e-6], ["bfloat16", 1e-2]] as const) {
+        const got = await siluMulCase(cuda!, dtype, true, n, n)
+        got.forEach((v, i) => expect(maxRelDiff(v, want[i]!), `${dtype} n=${n} output ${i} (y, da, db)`).toBeLessThan(tol))
+      }
+    }
+  })
+
   it("fused rmsNorm and rmsNorm.vjp against the CPU in float64 (one row, many rows, odd widths)", async () => {
     for (const [rows, d] of [[1, 64], [37, 1000], [300, 2048], [1030, 96]] as const) {
       const want = await normCase(makeCpuBackend(), "float64", false, rows, d, rows)

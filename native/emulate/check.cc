@@ -109,6 +109,16 @@ static void lseAndSilu(DType dt, long long rows, long long V, unsigned seed) {
   for (long long i = 0; i < rows * V; i++) { const double s = 1 / (std::exp(-x[i]) + 1); y[i] = x[i] * s; dy[i] = g2[i] * s * (x[i] * (1 - s) + 1); }
   close(std::string("silu ") + name(dt), by.vec(), y, tolOf(dt, 1e-6, 1e-13, 8e-3));
   close(std::string("silu.vjp ") + name(dt), bdx.vec(), dy, tolOf(dt, 1e-6, 1e-13, 8e-3));
+  // siluMul: silu(x)·b and its two gradients
+  Buf bb(dt, seen(dt, randn(rows * V, seed + 3))), bm(dt, rows * V), bda(dt, rows * V), bdb(dt, rows * V);
+  auto b = bb.vec();
+  siluMul(L, dt, bx.p, bb.p, bm.p, rows * V);
+  siluMulBackward(L, dt, bx.p, bb.p, bg2.p, bda.p, bdb.p, rows * V);
+  std::vector<double> m(rows * V), da(rows * V), db(rows * V);
+  for (long long i = 0; i < rows * V; i++) { const double s = 1 / (std::exp(-x[i]) + 1); m[i] = x[i] * s * b[i]; da[i] = g2[i] * b[i] * s * (x[i] * (1 - s) + 1); db[i] = g2[i] * x[i] * s; }
+  close(std::string("siluMul ") + name(dt), bm.vec(), m, tolOf(dt, 1e-6, 1e-13, 8e-3));
+  close(std::string("siluMul.vjp da ") + name(dt), bda.vec(), da, tolOf(dt, 1e-6, 1e-13, 8e-3));
+  close(std::string("siluMul.vjp db ") + name(dt), bdb.vec(), db, tolOf(dt, 1e-6, 1e-13, 8e-3));
 }
 
 static void attn(DType dt, long long B, long long H, long long Hkv, long long S, long long D, unsigned seed, bool withDLse) {

@@ -108,6 +108,9 @@ cudaError_t logsumexpBackward(const Launch&, DType, const void* x, const void* l
 // activation.cu: silu(x) = x·σ(x), σ(x) = 1 / (exp(−x) + 1); dx = g·σ·(1 + x·(1 − σ)).
 cudaError_t silu(const Launch&, DType, const void* x, void* y, long long n);
 cudaError_t siluBackward(const Launch&, DType, const void* x, const void* g, void* dx, long long n);
+// y = silu(a)·b (SwiGLU's product); da = g·b·σ(a)·(1 + a·(1 − σ(a))), db = g·silu(a).
+cudaError_t siluMul(const Launch&, DType, const void* a, const void* b, void* y, long long n);
+cudaError_t siluMulBackward(const Launch&, DType, const void* a, const void* b, const void* g, void* da, void* db, long long n);
 
 // norm.cu: y = (x·inv rounded)·w per row of [rows, d], inv = 1/√(mean(x²) + eps); the backward
 // writes dx and dw (summed over rows, deterministically) and needs rmsNormScratch() bytes.

@@ -141,6 +141,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::LogsumexpBackward>("logsumexpBackward"),
                            InstanceMethod<&DeviceWrap::Silu>("silu"),
                            InstanceMethod<&DeviceWrap::SiluBackward>("siluBackward"),
+                           InstanceMethod<&DeviceWrap::SiluMul>("siluMul"),
+                           InstanceMethod<&DeviceWrap::SiluMulBackward>("siluMulBackward"),
                            InstanceMethod<&DeviceWrap::AdamW>("adamw"),
                            InstanceMethod<&DeviceWrap::RmsNorm>("rmsNorm"),
                            InstanceMethod<&DeviceWrap::RmsNormBackward>("rmsNormBackward"),
@@ -524,6 +526,30 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& g = block(info, 2, bytes, "silu.vjp");
     const Block& dx = block(info, 3, bytes, "silu.vjp");
     launched(info.Env(), siluBackward(dev(info.Env()).launch(), dtype, x.ptr, g.ptr, dx.ptr, n), "silu.vjp");
+  }
+
+  // siluMul(dtype, a, b, y, n)
+  void SiluMul(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long n = count(info, 4);
+    const size_t bytes = n * elementBytes(dtype);
+    const Block& a = block(info, 1, bytes, "siluMul");
+    const Block& b = block(info, 2, bytes, "siluMul");
+    const Block& y = block(info, 3, bytes, "siluMul");
+    launched(info.Env(), siluMul(dev(info.Env()).launch(), dtype, a.ptr, b.ptr, y.ptr, n), "siluMul");
+  }
+
+  // siluMulBackward(dtype, a, b, g, da, db, n)
+  void SiluMulBackward(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long n = count(info, 6);
+    const size_t bytes = n * elementBytes(dtype);
+    const Block& a = block(info, 1, bytes, "siluMul.vjp");
+    const Block& b = block(info, 2, bytes, "siluMul.vjp");
+    const Block& g = block(info, 3, bytes, "siluMul.vjp");
+    const Block& da = block(info, 4, bytes, "siluMul.vjp");
+    const Block& db = block(info, 5, bytes, "siluMul.vjp");
+    launched(info.Env(), siluMulBackward(dev(info.Env()).launch(), dtype, a.ptr, b.ptr, g.ptr, da.ptr, db.ptr, n), "siluMul.vjp");
   }
 
   // rmsNorm(dtype, x, w, y, rows, d, eps)

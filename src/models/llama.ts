@@ -32,6 +32,8 @@ export interface ModelOptions {
   readonly dtype?: DType
   /** RMSNorm as the fused routine (for a backend that has the "rmsNorm" kernel). */
   readonly fusedNorm?: boolean
+  /** SwiGLU's product as the fused "siluMul" routine. */
+  readonly fusedSiluMul?: boolean
   /** Planning only: allow S beyond max_position_embeddings (as with RoPE scaling). */
   readonly allowBeyondMaxPosition?: boolean
 }
@@ -138,7 +140,7 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
     const v = splitHeads(linear(h, w("self_attn.v_proj.weight")), c.num_key_value_heads, hd)
     const a = attention(q, k, v, { blockSize: opts.attentionBlock ?? 64 })
     const x1 = o.add(x, linear(mergeHeads(a), w("self_attn.o_proj.weight")))
-    const mlp = (t: Tensor) => swiglu(rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps), w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"))
+    const mlp = (t: Tensor) => swiglu(rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps), w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"), opts.fusedSiluMul)
     return o.add(x1, mst ? chunked(chunks.mlp, { axis: 1 })(mlp)(x1) : mlp(x1))
   }
 

@@ -11,6 +11,8 @@
  * | logsumexp.vjp        | x, lse, g → dx                                                | softmax.cu        |
  * | silu                 | x → y                                                         | activation.cu     |
  * | silu.vjp             | x, y, g → dx                                                  | activation.cu     |
+ * | siluMul              | a, b → silu(a)·b                                              | activation.cu     |
+ * | siluMul.vjp          | a, b, g → da, db                                              | activation.cu     |
  * | rmsNorm              | x [..., d], w [d] → y                                         | norm.cu           |
  * | rmsNorm.vjp          | x, w, g → dx, dw                                              | norm.cu           |
  * | adamw                | w, g, m, v, lr, 1−β₁ᵗ, 1−β₂ᵗ, clip (, master) → w, m, v (, master) | optimizer.cu |
@@ -192,6 +194,26 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     withTemps((temps) => dev.siluBackward(code(x.dtype), ctx.handle(k, x), as(k, g, x.dtype, temps), ctx.handle(k, dx), x.size))
   }
 
+  const siluMul: FusedRoutine = (inputs, outputs, shapes) => {
+    const k = "siluMul"
+    arity(k, inputs, outputs, shapes, [2], 1)
+    const [a, b] = inputs as [Buffer, Buffer]
+    const [y] = outputs as [Buffer]
+    floatDType(k, a.dtype, a, b, y)
+    check(b.size === a.size && y.size === a.size, k, () => `a, b and y must have one size, got ${[a, b, y].map(describe).join(", ")}`)
+    dev.siluMul(code(a.dtype), ctx.handle(k, a), ctx.handle(k, b), ctx.handle(k, y), a.size)
+  }
+
+  const siluMulVjp: FusedRoutine = (inputs, outputs, shapes) => {
+    const k = "siluMul.vjp"
+    arity(k, inputs, outputs, shapes, [3], 2)
+    const [a, b, g] = inputs as [Buffer, Buffer, Buffer]
+    const [da, db] = outputs as [Buffer, Buffer]
+    floatDType(k, a.dtype, a, b, da, db)
+    check([b, g, da, db].every((x) => x.size === a.size), k, () => `every operand must be a's size (${a.size})`)
+    withTemps((temps) => dev.siluMulBackward(code(a.dtype), ctx.handle(k, a), ctx.handle(k, b), as(k, g, a.dtype, temps), ctx.handle(k, da), ctx.handle(k, db), a.size))
+  }
+
   /** Rows and width of an RMSNorm: x [..., d] with weight [d], both of x's dtype. */
   function normDims(kernel: string, shapes: Shapes, x: Buffer, w: Buffer, ...more: Buffer[]): [number, number] {
     const [xs, ws] = shapes.inputs
@@ -303,6 +325,8 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     "logsumexp.vjp": logsumexpVjp,
     silu,
     "silu.vjp": siluVjp,
+    siluMul,
+    "siluMul.vjp": siluMulVjp,
     adamw,
     rmsNorm,
     "rmsNorm.vjp": rmsNormVjp,
