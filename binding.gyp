@@ -27,6 +27,7 @@
         "native/kernels/activation.cu",
         "native/kernels/optimizer.cu",
         "native/kernels/norm.cu",
+        "native/kernels/rope.cu",
         "native/kernels/attention.cu",
         "native/kernels/attention_backward.cu",
         "native/kernels/attention_mma.cu",

@@ -32,7 +32,7 @@ const log = []
 
 // Keep these in step with binding.gyp (GENCODE, KERNELS).
 const GENCODE = "arch=compute_90,code=[sm_90,compute_90]"
-const FUSED = ["softmax", "activation", "optimizer", "norm", "attention", "attention_backward", "attention_mma", "attention_mma_backward"]
+const FUSED = ["softmax", "activation", "optimizer", "norm", "rope", "attention", "attention_backward", "attention_mma", "attention_mma_backward"]
 const KERNELS = ["binary", "cast", "copy", "fill", "index", "reduce", "unary", ...FUSED]
 const SOURCES = ["addon", "device", "cublas"]
 

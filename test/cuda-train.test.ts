@@ -15,7 +15,7 @@ import { valueAndGrad } from "../src/core/autodiff.js"
 import { type Binding, evaluate, execute } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
-import { fusedRmsNorm, rmsNorm, silu, siluMul } from "../src/core/routines/basic.js"
+import { fusedRmsNorm, fusedRope, rmsNorm, rope, silu, siluMul } from "../src/core/routines/basic.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -126,6 +126,29 @@ async function siluMulCase(backend: BackendImpl, dtype: "float32" | "float64" | 
   return (await Effect.runPromise(evaluate([y, grads.a!, grads.b!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))).values
 }
 
+/** RoPE of x [rows, S, D] at positions offset.., and its gradient (weighted by r), on `backend`. */
+async function ropeCase(backend: BackendImpl, dtype: "float32" | "float64" | "bfloat16", fused: boolean, shape: [number, number, number], offset: number, seed: number) {
+  const random = rng(seed)
+  const n = shape[0] * shape[1] * shape[2]
+  const data = () => { const v = Float32Array.from({ length: n }, () => random() - 0.5); roundToBfloat16(v); return v }
+  const x = input("x", shape, dtype), r = input("r", shape, dtype)
+  const y = (fused ? fusedRope : rope)(x, 500000, offset)
+  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), { x })
+  const host = (v: Float32Array) => (dtype === "float64" ? Float64Array.from(v) : v)
+  const feeds = new Map([[x, host(data())], [r, host(data())]])
+  return { values: (await Effect.runPromise(evaluate([y, grads.x!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))).values, dx: grads.x! }
+}
+
+describe("RoPE as one routine", () => {
+  it("the routine form gives the plain ops' value and gradient, and its backward reads only the cotangent (CPU, float64)", async () => {
+    const plain = await ropeCase(makeCpuBackend(), "float64", false, [3, 17, 8], 5, 6)
+    const routine = await ropeCase(makeCpuBackend(), "float64", true, [3, 17, 8], 5, 6)
+    routine.values.forEach((v, i) => expect(maxRelDiff(v, plain.values[i]!), `output ${i}`).toBeLessThan(1e-14))
+    const backward = routine.dx.node as { op: string; attrs: { name: string }; inputs: readonly unknown[] }
+    expect(`${backward.op} ${backward.attrs.name} with ${backward.inputs.length} input`).toBe("region rope.vjp with 1 input")
+  })
+})
+
 describe("SwiGLU's product as one routine", () => {
   it("the routine form gives the plain ops' value and gradients (CPU, float64)", async () => {
     const plain = await siluMulCase(makeCpuBackend(), "float64", false, 300, 4)
@@ -143,6 +166,16 @@ describe("RMSNorm as one routine", () => {
 })
 
 describe.skipIf(cuda === undefined)("cuda training", () => {
+  it("fused rope and rope.vjp against the CPU in float64 (odd S, offsets, head dims 8, 64, 128)", async () => {
+    for (const [shape, offset] of [[[1, 1, 8], 0], [[4, 77, 64], 3], [[2, 130, 128], 0]] as const) {
+      const want = await ropeCase(makeCpuBackend(), "float64", false, [...shape], offset, shape[1])
+      for (const [dtype, tol] of [["float64", 1e-12], ["float32", 1e-4], ["bfloat16", 2e-2]] as const) {
+        const got = await ropeCase(cuda!, dtype, true, [...shape], offset, shape[1])
+        got.values.forEach((v, i) => expect(maxRelDiff(v, want.values[i]!), `${dtype} [${shape}] output ${i} (y, dx)`).toBeLessThan(tol))
+      }
+    }
+  })
+
   it("fused siluMul and siluMul.vjp against the CPU in float64", async () => {
     for (const n of [1, 1000, 70001]) {
       const want = await siluMulCase(makeCpuBackend(), "float64", false, n, n)

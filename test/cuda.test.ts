@@ -597,7 +597,7 @@ describe.skipIf(noGpu)("cuda graphs against the CPU backend in float64", () => {
 // under compute-sanitizer.
 // ---------------------------------------------------------------------------------------------
 
-const fusedNames = ["adamw", "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "rmsNorm", "rmsNorm.vjp", "silu", "silu.vjp", "siluMul", "siluMul.vjp"] // adamw, rmsNorm, siluMul: test/cuda-train.test.ts
+const fusedNames = ["adamw", "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "rmsNorm", "rmsNorm.vjp", "rope", "rope.vjp", "silu", "silu.vjp", "siluMul", "siluMul.vjp"] // adamw, rmsNorm, rope, siluMul: test/cuda-train.test.ts
 
 /** The CUDA backend with its fused routines counted. */
 function spied(): { layer: Layer.Layer<Backend>; calls: Map<string, number> } {

@@ -186,6 +186,29 @@ static void norm(DType dt, long long rows, long long d, unsigned seed) {
   close("rmsNorm.vjp dw" + what, bdw.vec(), dw, tolOf(dt, 1e-5, 1e-12, 2e-2));
 }
 
+// rope (and its inverse, the VJP) against float64 rotations of x [rows, S, D].
+static void ropeCheck(DType dt, long long rows, long long S, long long D, double offset, unsigned seed) {
+  const std::vector<double> x = seen(dt, randn(rows * S * D, seed));
+  const long long half = D / 2;
+  std::vector<double> y(x.size()), back(x.size());
+  for (long long r = 0; r < rows; r++)
+    for (long long s = 0; s < S; s++)
+      for (long long i = 0; i < half; i++) {
+        const double angle = (s + offset) * std::pow(500000.0, -2.0 * i / D), c = std::cos(angle), sn = std::sin(angle);
+        const long long at = (r * S + s) * D + i;
+        y[at] = x[at] * c - x[at + half] * sn;
+        y[at + half] = x[at + half] * c + x[at] * sn;
+        back[at] = x[at] * c + x[at + half] * sn;
+        back[at + half] = x[at + half] * c - x[at] * sn;
+      }
+  Buf bx(dt, x), by(dt, x.size()), bb(dt, x.size());
+  rope(L, dt, bx.p, by.p, rows, S, D, 500000, offset, false);
+  rope(L, dt, bx.p, bb.p, rows, S, D, 500000, offset, true);
+  const std::string what = " " + std::string(name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(S) + ", " + std::to_string(D) + "]";
+  close("rope" + what, by.vec(), y, tolOf(dt, 1e-4, 1e-12, 2e-2));
+  close("rope.vjp" + what, bb.vec(), back, tolOf(dt, 1e-4, 1e-12, 2e-2));
+}
+
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "all";
   if (which == "all" || which == "ce") {
@@ -201,7 +224,10 @@ int main(int argc, char** argv) {
     else puts("ok   bad target recorded");
   }
   if (which == "all" || which == "norm")
-    for (DType dt : {F32, BF16, F64}) { norm(dt, 1, 64, 31); norm(dt, 37, 1000, 32); norm(dt, 300, 512, 33); norm(dt, 5, 2048, 34); }
+    for (DType dt : {F32, BF16, F64}) {
+      norm(dt, 1, 64, 31); norm(dt, 37, 1000, 32); norm(dt, 300, 512, 33); norm(dt, 5, 2048, 34);
+      ropeCheck(dt, 1, 1, 8, 0, 41); ropeCheck(dt, 4, 77, 64, 3, 42); ropeCheck(dt, 2, 130, 128, 0, 43);
+    }
   if (which == "race") {
     norm(F32, 3, 300, 35);
     ce(F32, 3, 1001, 1, 2); ce(F32, 2, 4096, 2, 2); lseAndSilu(F32, 2, 1001, 6);

@@ -119,6 +119,11 @@ long long rmsNormScratch(const Launch&, DType, long long rows, long long d);
 cudaError_t rmsNormBackward(const Launch&, DType, const void* x, const void* w, const void* g, void* dx, void* dw, long long rows,
                             long long d, double eps, void* scratch);
 
+// rope.cu: rotary position embedding (rotate-half layout) of x [rows, s, d], d even, at
+// positions offset..offset+s−1; inverse rotates by −angle (RoPE's VJP). y may alias x.
+cudaError_t rope(const Launch&, DType, const void* x, void* y, long long rows, long long s, long long d, double theta, double offset,
+                 bool inverse);
+
 // optimizer.cu: one parameter's AdamW step, in place. param and master (fp32, may be null) are
 // the weights; the scalars lr, 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor are device floats.
 // float32 or bfloat16 storage for param, grad and the moments m, v.

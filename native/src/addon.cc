@@ -143,6 +143,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::SiluBackward>("siluBackward"),
                            InstanceMethod<&DeviceWrap::SiluMul>("siluMul"),
                            InstanceMethod<&DeviceWrap::SiluMulBackward>("siluMulBackward"),
+                           InstanceMethod<&DeviceWrap::Rope>("rope"),
                            InstanceMethod<&DeviceWrap::AdamW>("adamw"),
                            InstanceMethod<&DeviceWrap::RmsNorm>("rmsNorm"),
                            InstanceMethod<&DeviceWrap::RmsNormBackward>("rmsNormBackward"),
@@ -526,6 +527,16 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& g = block(info, 2, bytes, "silu.vjp");
     const Block& dx = block(info, 3, bytes, "silu.vjp");
     launched(info.Env(), siluBackward(dev(info.Env()).launch(), dtype, x.ptr, g.ptr, dx.ptr, n), "silu.vjp");
+  }
+
+  // rope(dtype, x, y, rows, s, d, theta, offset, inverse)
+  void Rope(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long rows = count(info, 3), s = count(info, 4), d = count(info, 5);
+    const size_t bytes = rows * s * d * elementBytes(dtype);
+    const Block& x = block(info, 1, bytes, "rope");
+    const Block& y = block(info, 2, bytes, "rope");
+    launched(info.Env(), rope(dev(info.Env()).launch(), dtype, x.ptr, y.ptr, rows, s, d, number(info, 6), number(info, 7), flag(info, 8)), "rope");
   }
 
   // siluMul(dtype, a, b, y, n)

@@ -17,7 +17,7 @@ const describePrecision = {
 } as const
 
 /** The routines a GPU backend runs fused (flash attention, cross-entropy, …): plans for GPUs assume them. */
-export const gpuFusedRoutines = ["attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "silu", "silu.vjp", "adamw", "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp"]
+export const gpuFusedRoutines = ["attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "silu", "silu.vjp", "adamw", "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp", "rope", "rope.vjp"]
 
 const targetFor = (target: "cpu" | "gpu") =>
   target === "cpu" ? makeCpuBackend() : { routines: Object.fromEntries(gpuFusedRoutines.map((n) => [n, () => {}])) }

@@ -36,6 +36,11 @@ export interface RegionAttrs {
   /** The body for a piece of `len` elements (traced once per distinct length, then cached). */
   readonly bodyFor: (len: number) => Body
   readonly vjp?: CustomVjp | undefined
+  /**
+   * "cotangents": the hand-written rule reads only the output cotangents (a linear map such as
+   * RoPE), so the backward keeps neither the inputs nor the outputs alive for it.
+   */
+  readonly vjpReads?: "cotangents" | undefined
   /** Per output: the dtype "sum" pieces accumulate in when wider than the output (fp32 for bf16). */
   readonly accumulate?: readonly DType[] | undefined
   /** Attributes a fused backend kernel needs (e.g. attention's block size). */

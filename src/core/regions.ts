@@ -71,6 +71,7 @@ interface RegionSpec {
   M: number
   combine: Combine
   vjp?: CustomVjp | undefined
+  vjpReads?: RegionAttrs["vjpReads"]
   params?: RegionAttrs["params"]
 }
 
@@ -123,6 +124,7 @@ function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonl
       return { params: [...tr.placeholders, ...captured], outputs: tr.outputs }
     },
     vjp: spec.vjp,
+    vjpReads: spec.vjpReads,
     params: spec.params,
   }
   const node = regionNode(attrs, [...args, ...captured], outputTypes)
@@ -159,8 +161,8 @@ export function chunked(M: number, opts: ChunkedOptions = {}) {
  * backward), or without one: its backward is then the VJP of its body, as the region
  * "<name>.vjp". Its body is the reference decomposition; a backend may run a fused kernel instead.
  */
-export function routine<R extends Result>(name: string, f: Fn<R>, backward?: CustomVjp, params?: RegionAttrs["params"]): Fn<R> {
-  return (...args) => buildRegion({ name, axis: null, M: 1, combine: "sum", vjp: backward, params }, f, args)
+export function routine<R extends Result>(name: string, f: Fn<R>, backward?: CustomVjp, params?: RegionAttrs["params"], vjpReads?: RegionAttrs["vjpReads"]): Fn<R> {
+  return (...args) => buildRegion({ name, axis: null, M: 1, combine: "sum", vjp: backward, vjpReads, params }, f, args)
 }
 
 /**
@@ -199,16 +201,18 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
   let attrs: RegionAttrs
   let inputs: Tensor[]
   if (a.vjp !== undefined) {
-    // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents.
+    // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents (or,
+    // with vjpReads "cotangents", only those).
     const custom = a.vjp
-    inputs = [...node.inputs, ...node.results, ...withCt.map((j) => cts[j]!)]
+    const saves = a.vjpReads !== "cotangents"
+    inputs = [...(saves ? [...node.inputs, ...node.results] : []), ...withCt.map((j) => cts[j]!)]
     const body = memo((): Body => {
-      const inPh = node.inputs.map((t, i) => placeholder(t, `in${i}`))
-      const outPh = node.results.map((t, j) => placeholder(t, `out${j}`))
+      const inPh = saves ? node.inputs.map((t, i) => placeholder(t, `in${i}`)) : []
+      const outPh = saves ? node.results.map((t, j) => placeholder(t, `out${j}`)) : []
       const ctPh = withCt.map((j) => placeholder({ shape: node.results[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
       const ctAt = node.results.map((_, j) => { const k = withCt.indexOf(j); return k < 0 ? undefined : o.cast(ctPh[k]!, node.results[j]!.dtype) })
       const g = custom(inPh, outPh, ctAt)
-      return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(inPh[i]!)) }
+      return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(node.inputs[i]!)) }
     })
     attrs = { name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"), outAxes: diff.map(() => null), length: 0, chunk: 0, bodyFor: body, params: a.params }
   } else {

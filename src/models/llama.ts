@@ -14,7 +14,7 @@ import type { DType } from "../core/dtype.js"
 import { input, type Tensor } from "../core/graph.js"
 import * as o from "../core/ops.js"
 import { attention } from "../core/routines/attention.js"
-import { fusedRmsNorm, linear, rmsNorm as plainRmsNorm, rope, swiglu } from "../core/routines/basic.js"
+import { fusedRmsNorm, fusedRope, linear, rmsNorm as plainRmsNorm, rope as plainRope, swiglu } from "../core/routines/basic.js"
 import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
 import { checkpoint, chunked } from "../core/regions.js"
 import { headDim, type LlamaConfig } from "./config.js"
@@ -34,6 +34,8 @@ export interface ModelOptions {
   readonly fusedNorm?: boolean
   /** SwiGLU's product as the fused "siluMul" routine. */
   readonly fusedSiluMul?: boolean
+  /** RoPE as the fused "rope" routine. */
+  readonly fusedRope?: boolean
   /** Planning only: allow S beyond max_position_embeddings (as with RoPE scaling). */
   readonly allowBeyondMaxPosition?: boolean
 }
@@ -125,6 +127,7 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   const mst = opts.mode === "mst" || opts.mode === "mst+checkpoint"
   const perLayerCheckpoint = opts.mode === "checkpoint" || opts.mode === "mst+checkpoint"
   const rmsNorm = opts.fusedNorm ? fusedRmsNorm : plainRmsNorm
+  const rope = opts.fusedRope ? fusedRope : plainRope
   const params = parameterInputs(c, dtype)
   const p = (name: string): Tensor => params[name]!
   const hd = headDim(c)

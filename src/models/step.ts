@@ -53,7 +53,7 @@ export interface StepOptions extends ModelOptions {
 
 /** The graph options that depend on which routines a backend fuses. */
 export const fusedFor = (backend: { readonly routines?: Readonly<Record<string, unknown>> } | undefined) =>
-  ({ fusedAdamW: backend?.routines?.adamw !== undefined, fusedNorm: backend?.routines?.rmsNorm !== undefined, fusedSiluMul: backend?.routines?.siluMul !== undefined })
+  ({ fusedAdamW: backend?.routines?.adamw !== undefined, fusedNorm: backend?.routines?.rmsNorm !== undefined, fusedSiluMul: backend?.routines?.siluMul !== undefined, fusedRope: backend?.routines?.rope !== undefined })
 
 export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptions, adamw: AdamWOptions = defaultAdamW): StepGraphs {
   const precision = opts.precision ?? precisions.fp32

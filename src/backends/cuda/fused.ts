@@ -11,6 +11,8 @@
  * | logsumexp.vjp        | x, lse, g → dx                                                | softmax.cu        |
  * | silu                 | x → y                                                         | activation.cu     |
  * | silu.vjp             | x, y, g → dx                                                  | activation.cu     |
+ * | rope                 | x [..., S, D] → y                                             | rope.cu           |
+ * | rope.vjp             | g → dx (the inverse rotation; nothing of the forward)         | rope.cu           |
  * | siluMul              | a, b → silu(a)·b                                              | activation.cu     |
  * | siluMul.vjp          | a, b, g → da, db                                              | activation.cu     |
  * | rmsNorm              | x [..., d], w [d] → y                                         | norm.cu           |
@@ -194,6 +196,19 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     withTemps((temps) => dev.siluBackward(code(x.dtype), ctx.handle(k, x), as(k, g, x.dtype, temps), ctx.handle(k, dx), x.size))
   }
 
+  /** RoPE forward (inverse false) or its VJP (true): x or g [..., S, D] in, y or dx out. */
+  const rope = (inverse: boolean): FusedRoutine => (inputs, outputs, shapes, params) => {
+    const k = inverse ? "rope.vjp" : "rope"
+    arity(k, inputs, outputs, shapes, [1], 1)
+    const [x] = inputs as [Buffer]
+    const [y] = outputs as [Buffer]
+    const shape = shapes.outputs[0]!
+    const [S, D] = [shape.at(-2) ?? 0, shape.at(-1) ?? 0]
+    check(shape.length >= 2 && D % 2 === 0 && D > 0, k, () => `x must be [..., S, D] with D even, got ${fmt(shape)}`)
+    check(isFloat(y.dtype) && x.size === y.size, k, () => `x ${describe(x)} and y ${describe(y)} must be floats of one size`)
+    withTemps((temps) => dev.rope(code(y.dtype), as(k, x, y.dtype, temps), ctx.handle(k, y), y.size / (S * D), S, D, Number(params.theta), Number(params.offset), inverse))
+  }
+
   const siluMul: FusedRoutine = (inputs, outputs, shapes) => {
     const k = "siluMul"
     arity(k, inputs, outputs, shapes, [2], 1)
@@ -327,6 +342,8 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     "silu.vjp": siluVjp,
     siluMul,
     "siluMul.vjp": siluMulVjp,
+    rope: rope(false),
+    "rope.vjp": rope(true),
     adamw,
     rmsNorm,
     "rmsNorm.vjp": rmsNormVjp,

@@ -79,9 +79,10 @@ export const swiglu = (x: Tensor, gate: Tensor, up: Tensor, down: Tensor, fused 
  * Rotary position embedding on x [..., S, D] (D even), in the "rotate half" layout Hugging
  * Face Llama uses: x·cos + rotate_half(x)·sin, with angle(p, i) = (p + offset) · θ^(−2i/D).
  * The angles are computed in at least float32 and cos, sin cast to x's dtype, as Hugging Face
- * does: in bfloat16 a position past 256 would already be rounded (8191 to 8192).
+ * does: in bfloat16 a position past 256 would already be rounded (8191 to 8192). `inverse`
+ * rotates by −angle: the transpose of the rotation, so RoPE's VJP.
  */
-export function rope(x: Tensor, theta = 10000, offset = 0): Tensor {
+export function rope(x: Tensor, theta = 10000, offset = 0, inverse = false): Tensor {
   const [S, D] = [x.shape.at(-2)!, x.shape.at(-1)!]
   const half = D / 2
   const f = computeType(x)
@@ -89,7 +90,17 @@ export function rope(x: Tensor, theta = 10000, offset = 0): Tensor {
   const i = o.cast(o.iota([S, half], 1), f)
   const freq = o.exp(o.mul(i, (-2 / D) * Math.log(theta)))
   const angle = o.concat([o.mul(pos, freq), o.mul(pos, freq)], 1)
-  const [cos, sin] = [o.cast(o.cos(angle), x.dtype), o.cast(o.sin(angle), x.dtype)]
+  const [cos, sin] = [o.cast(o.cos(angle), x.dtype), o.cast(inverse ? o.neg(o.sin(angle)) : o.sin(angle), x.dtype)]
   const rotated = o.concat([o.neg(o.slice(x, -1, half, D)), o.slice(x, -1, 0, half)], -1)
   return o.add(o.mul(x, cos), o.mul(rotated, sin))
+}
+
+/**
+ * RoPE as the routine "rope", for a backend that fuses it: one pass instead of the slices,
+ * concatenation and products. Its backward, the routine "rope.vjp", is the inverse rotation of
+ * the cotangent alone (the map is linear), so nothing of the forward is kept for it.
+ */
+export function fusedRope(x: Tensor, theta = 10000, offset = 0): Tensor {
+  const params = { theta, offset }
+  return routine("rope", (a: Tensor) => rope(a, theta, offset), (_in, _out, [g]) => [rope(g!, theta, offset, true)], params, "cotangents")(x)
 }
