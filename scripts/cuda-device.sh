@@ -75,14 +75,9 @@ if [ "${1:-}" = bench ]; then
   shift
   python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$out/gpu.txt"
   python3 -c "import transformers; print('transformers', transformers.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
-  # MINISEQ_NSYS=1: under Nsight Systems, with a per-kernel summary (kernels.csv) afterwards.
-  runner=()
-  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-  if [ -n "${MINISEQ_NSYS:-}" ] && [ -n "$nsys" ]; then runner=("$nsys" profile --trace=cuda -o /tmp/profile --force-overwrite true); fi
-  NODE_OPTIONS=--max-old-space-size=16000 "${runner[@]}" node .device/cuda/long-context.mjs --pytorch python3 --out "$out/long-context" "$@" 2>&1 | tee "$out/bench.log"
-  status=${PIPESTATUS[0]}
-  if [ ${#runner[@]} -gt 0 ]; then "$nsys" stats --report cuda_gpu_kern_sum --format csv --output "$out/kernels" /tmp/profile.nsys-rep >/dev/null 2>&1; fi
-  exit "$status"
+  # (The GPU machine has no Nsight Systems: --profile mode:S times each kernel with CUDA events.)
+  NODE_OPTIONS=--max-old-space-size=16000 node .device/cuda/long-context.mjs --pytorch python3 --out "$out/long-context" "$@" 2>&1 | tee "$out/bench.log"
+  exit "${PIPESTATUS[0]}"
 fi
 budget=${CUDA_DEVICE_BUDGET:-540}
 # The timeout for a step that wants $1 seconds, less if the budget is short; 0: skip it.
