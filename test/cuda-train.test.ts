@@ -10,6 +10,8 @@ import { Backend, type BackendImpl, type Buffer } from "../src/backends/backend.
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
+import type { NativeDevice } from "../src/backends/cuda/native.js"
+import { withProfiler } from "../src/backends/cuda/profile.js"
 import { BackendUnavailable } from "../src/core/errors.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { type Binding, evaluate, execute } from "../src/core/executor.js"
@@ -162,6 +164,33 @@ describe("RMSNorm as one routine", () => {
     const plain = await normCase(makeCpuBackend(), "float64", false, 7, 24, 1)
     const routine = await normCase(makeCpuBackend(), "float64", true, 7, 24, 1)
     routine.forEach((v, i) => expect(maxRelDiff(v, plain[i]!), `output ${i}`).toBeLessThan(1e-14))
+  })
+})
+
+describe("the CUDA profiler's bookkeeping (a stand-in device)", () => {
+  it("pairs each kernel's start and end marks, names them, and counts the gaps as GPU idle", () => {
+    // The stand-in's clock: the k-th mark comes k ms after the one before it.
+    let marks: number[] = []
+    const dev = {
+      profileMark: (id: number) => { marks.push(id) },
+      profileCollect: () => { const out = Float64Array.from(marks.flatMap((id, k) => [id, k])); marks = []; return out },
+    } as unknown as NativeDevice
+    const cpu = makeCpuBackend()
+    const { backend, profiler } = withProfiler(cpu, dev)
+    const [a, b, c] = [backend.alloc("float32", 4), backend.alloc("float32", 4), backend.alloc("float32", 4)]
+    backend.fill(a, 1) // not profiled: before start()
+    profiler.start()
+    backend.binary("add", a, a, b) // marks 0 (start), 1 (end: 1 ms)
+    backend.binary("mul", b, b, c) // marks 2 (start: 2 ms idle), 3 (end: 3 ms)
+    backend.binary("add", c, c, a) // marks 4 (4 ms idle), 5 (5 ms)
+    const entries = profiler.stop()
+    expect(entries).toEqual([
+      { name: "binary.add", calls: 2, ms: 6 },
+      { name: "(gpu idle)", calls: 0, ms: 6 },
+      { name: "binary.mul", calls: 1, ms: 3 },
+    ])
+    backend.binary("add", a, a, b) // not profiled: after stop()
+    expect(marks).toEqual([])
   })
 })
 
