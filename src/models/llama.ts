@@ -30,12 +30,12 @@ export interface ModelOptions {
   /** Keys per block of the attention's online softmax. */
   readonly attentionBlock?: number
   readonly dtype?: DType
-  /** RMSNorm as the fused routine (for a backend that has the "rmsNorm" kernel). */
-  readonly fusedNorm?: boolean
-  /** SwiGLU's product as the fused "siluMul" routine. */
-  readonly fusedSiluMul?: boolean
-  /** RoPE as the fused "rope" routine. */
-  readonly fusedRope?: boolean
+  /**
+   * The routines the backend runs as fused kernels (its `routines`' names). RMSNorm ("rmsNorm"),
+   * SwiGLU's product ("siluMul") and RoPE ("rope") become routines only where they are fused;
+   * elsewhere their plain ops keep less alive for backward.
+   */
+  readonly fused?: readonly string[]
   /** Planning only: allow S beyond max_position_embeddings (as with RoPE scaling). */
   readonly allowBeyondMaxPosition?: boolean
 }
@@ -126,8 +126,9 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   }
   const mst = opts.mode === "mst" || opts.mode === "mst+checkpoint"
   const perLayerCheckpoint = opts.mode === "checkpoint" || opts.mode === "mst+checkpoint"
-  const rmsNorm = opts.fusedNorm ? fusedRmsNorm : plainRmsNorm
-  const rope = opts.fusedRope ? fusedRope : plainRope
+  const fused = new Set(opts.fused)
+  const rmsNorm = fused.has("rmsNorm") ? fusedRmsNorm : plainRmsNorm
+  const rope = fused.has("rope") ? fusedRope : plainRope
   const params = parameterInputs(c, dtype)
   const p = (name: string): Tensor => params[name]!
   const hd = headDim(c)
@@ -143,7 +144,7 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
     const v = splitHeads(linear(h, w("self_attn.v_proj.weight")), c.num_key_value_heads, hd)
     const a = attention(q, k, v, { blockSize: opts.attentionBlock ?? 64 })
     const x1 = o.add(x, linear(mergeHeads(a), w("self_attn.o_proj.weight")))
-    const mlp = (t: Tensor) => swiglu(rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps), w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"), opts.fusedSiluMul)
+    const mlp = (t: Tensor) => swiglu(rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps), w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"), fused.has("siluMul"))
     return o.add(x1, mst ? chunked(chunks.mlp, { axis: 1 })(mlp)(x1) : mlp(x1))
   }
 

@@ -7,7 +7,7 @@ import { plan } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"
 import { adamwOutputs } from "./optimizer.js"
-import { adamwInputs, fusedFor, gradientInputs, type StepOptions, stepGraphs } from "./step.js"
+import { adamwInputs, fusedRoutines, gradientInputs, type StepOptions, stepGraphs } from "./step.js"
 
 export interface StepPlan {
   /** The larger of the two passes: what the step needs. */
@@ -19,7 +19,7 @@ export interface StepPlan {
 
 /** Plans one training step (forward + backward, then AdamW) for a backend's fused routines. */
 export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions, backend?: Pick<BackendImpl, "routines">): StepPlan {
-  const g = stepGraphs(c, B, S, { ...fusedFor(backend), ...opts })
+  const g = stepGraphs(c, B, S, { fused: fusedRoutines(backend), ...opts })
   const gradientPass = plan(g.first.outputs, gradientInputs(g.first, g.adamw), { gradients: g.first.gradients, ...(backend ? { for: backend } : {}) })
   const a = g.adamw
   const optimizerPass = plan(adamwOutputs(a), adamwInputs(a), { inPlace: a.inPlace, ...(backend ? { for: backend } : {}) })

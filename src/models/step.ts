@@ -47,13 +47,11 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
 export interface StepOptions extends ModelOptions {
   readonly accumulation?: number
   readonly precision?: Precision
-  /** Build AdamW as one "adamw" routine per parameter (for a backend with that fused kernel). */
-  readonly fusedAdamW?: boolean
 }
 
-/** The graph options that depend on which routines a backend fuses. */
-export const fusedFor = (backend: { readonly routines?: Readonly<Record<string, unknown>> } | undefined) =>
-  ({ fusedAdamW: backend?.routines?.adamw !== undefined, fusedNorm: backend?.routines?.rmsNorm !== undefined, fusedSiluMul: backend?.routines?.siluMul !== undefined, fusedRope: backend?.routines?.rope !== undefined })
+/** The names of the routines a backend fuses: the graphs are built for them (`ModelOptions.fused`). */
+export const fusedRoutines = (backend: { readonly routines?: Readonly<Record<string, unknown>> } | undefined): string[] =>
+  Object.keys(backend?.routines ?? {})
 
 export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptions, adamw: AdamWOptions = defaultAdamW): StepGraphs {
   const precision = opts.precision ?? precisions.fp32
@@ -63,7 +61,7 @@ export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptio
   return {
     first,
     ...((opts.accumulation ?? 1) > 1 ? { accumulate: gradientGraph(c, B, S, modelOpts, true) } : {}),
-    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes, opts.fusedAdamW ?? false),
+    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes, opts.fused?.includes("adamw") ?? false),
   }
 }
 

@@ -20,7 +20,7 @@ import type { Batch, Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
 import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate, type PrecisionName, precisions } from "./optimizer.js"
 import { suggestChunks } from "./planner.js"
-import { fusedFor, type GradientGraph, stepGraphs } from "./step.js"
+import { fusedRoutines, type GradientGraph, stepGraphs } from "./step.js"
 
 export interface TrainOptions {
   readonly model: LlamaConfig
@@ -117,7 +117,7 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
     if (!backend.dtypes.includes(precision.param)) {
       return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message: `precision ${precision.name} needs ${precision.param} buffers, which the ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend` }))
     }
-    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A, precision, ...fusedFor(backend) }, hyper))
+    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A, precision, fused: fusedRoutines(backend) }, hyper))
     const names = graphs.first.names
     const adam = graphs.adamw
 
