@@ -16,7 +16,7 @@ import { memoryKinds } from "../core/memory.js"
 import { loadCorpus } from "../models/corpus.js"
 import { makeBatches, trainValSplit } from "../models/data.js"
 import { modes } from "../models/llama.js"
-import { type PrecisionName, precisions } from "../models/optimizer.js"
+import { precisions } from "../models/optimizer.js"
 import { planStep } from "../models/planner.js"
 import { makeTokenizer } from "../models/tokenizer.js"
 import { type StepRecord, train } from "../models/train.js"
@@ -60,21 +60,20 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const batches = yield* Effect.try({ try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }), catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }) })
 
     const layers: Record<typeof f.backend, () => Layer.Layer<Backend, BackendUnavailable>> = { cpu: () => cpuBackendLayer(), webgpu: () => webgpuBackendLayer(), cuda: () => cudaBackendLayer() }
-    const tokenizerName = tokenizer.name, heldOut = split.val
     // Everything below runs with the chosen backend provided (and given back at the end).
     return yield* Effect.gen(function* () {
       const backend = yield* Backend
-      const precision: PrecisionName = f.precision
+      const precision = f.precision
       // What each mode would need for this exact step, from the planner (the executor, counting).
       const plans = yield* attempt(() => Object.fromEntries(modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks, precision: precisions[precision] }, backend)])))
-      yield* Console.log(`miniseq train: ${f.model}${Option.isSome(f.config) ? ` (${f.config.value})` : ""}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizerName}, ${backend.name} backend, ${precision}`)
+      yield* Console.log(`miniseq train: ${f.model}${Option.isSome(f.config) ? ` (${f.config.value})` : ""}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`)
 
       const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
       bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
       const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
       const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
       // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
-      const validation = heldOut.length > f.seq ? { batches: makeBatches({ tokens: heldOut, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
+      const validation = split.val.length > f.seq ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
       const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, precision, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
       const result = yield* train(options, batches, onStep).pipe(Effect.ensuring(Effect.sync(() => bar.stop())))
       const records = result.records

@@ -67,13 +67,14 @@ export interface AdamWGraph {
   readonly inPlace: ReadonlyMap<Tensor, Tensor>
 }
 
+const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
+
 /**
  * One parameter's update. In: weights (bf16 or fp32), the gradient, the moments, the scalars lr,
  * 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor, and the fp32 master weights when mixed precision.
  * Out: new weights, moments (and master weights). `decay` is this parameter's weight decay.
  */
 function adamwUpdate(opts: AdamWOptions, precision: Precision, decay: number) {
-  const f32 = (t: Tensor) => o.cast(t, "float32")
   return (param: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, correction1: Tensor, correction2: Tensor, clip: Tensor, master?: Tensor): Tensor[] => {
     const g = o.mul(f32(grad), clip)
     const m32 = o.add(o.mul(f32(m), opts.beta1), o.mul(g, 1 - opts.beta1))
@@ -102,7 +103,6 @@ export function adamwGraph(
   const grads = leaves("grad.", (n) => gradDTypes[n] ?? precision.param)
   const m = leaves("adam.m.", () => precision.state), v = leaves("adam.v.", () => precision.state)
   const lr = input("lr", [], "float32"), correction1 = input("correction1", [], "float32"), correction2 = input("correction2", [], "float32")
-  const f32 = (t: Tensor) => o.cast(t, "float32")
 
   const gradNorm = o.sqrt(names.map((n) => o.sum(o.square(f32(grads[n]!)))).reduce((a, b) => o.add(a, b)))
   const clip = Number.isFinite(opts.maxGradNorm) ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm)) : o.full([], 1, "float32")

@@ -66,14 +66,15 @@ export const linear = (x: Tensor, weight: Tensor): Tensor => o.matmul(x, weight,
  * SwiGLU's product silu(a)·b as the routine "siluMul" (backward "siluMul.vjp", the VJP of the
  * same body), for a backend that fuses it: one pass, and silu(a) is never stored for backward.
  */
-export const siluMul: (a: Tensor, b: Tensor) => Tensor = routine("siluMul", (a: Tensor, b: Tensor) => o.mul(silu(a), b))
+const siluTimes = (a: Tensor, b: Tensor): Tensor => o.mul(silu(a), b)
+export const siluMul: (a: Tensor, b: Tensor) => Tensor = routine("siluMul", siluTimes)
 
 /**
  * The Llama MLP: down(silu(gate(x)) ⊙ up(x)); its S×I intermediates are what MST chunks.
  * `fused`: the product as the "siluMul" routine.
  */
 export const swiglu = (x: Tensor, gate: Tensor, up: Tensor, down: Tensor, fused = false): Tensor =>
-  linear((fused ? siluMul : (a: Tensor, b: Tensor) => o.mul(silu(a), b))(linear(x, gate), linear(x, up)), down)
+  linear((fused ? siluMul : siluTimes)(linear(x, gate), linear(x, up)), down)
 
 /**
  * Rotary position embedding on x [..., S, D] (D even), in the "rotate half" layout Hugging
