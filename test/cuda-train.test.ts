@@ -102,43 +102,44 @@ describe("AdamW as one routine per parameter", () => {
   })
 })
 
-/** value and gradients (w.r.t. x and w, weighted by r) of an RMSNorm on `backend`, in `dtype`. */
-async function normCase(backend: BackendImpl, dtype: "float32" | "float64" | "bfloat16", fused: boolean, rows: number, d: number, seed: number) {
+type FloatType = "float32" | "float64" | "bfloat16"
+
+/**
+ * y = f(inputs) on `backend`, and the gradient of Σ y·r for random r with respect to every
+ * input: [y, ...gradients] read back, and the gradient tensors. Inputs are drawn by `draw` from
+ * uniform [0, 1) and rounded to bf16, so every dtype sees exactly the same values.
+ */
+async function valueAndGrads(backend: BackendImpl, dtype: FloatType, seed: number, inputs: Record<string, { shape: number[]; draw: (u: number) => number }>, f: (t: Record<string, Tensor>) => Tensor) {
   const random = rng(seed)
-  const data = (n: number, f: () => number) => { const a = Float32Array.from({ length: n }, f); roundToBfloat16(a); return a } // bf16-exact inputs
-  const xs = data(rows * d, () => (random() - 0.5) * 4), ws = data(d, () => 0.5 + random()), rs = data(rows * d, () => random() - 0.5)
-  const x = input("x", [rows, d], dtype), w = input("w", [d], dtype), r = input("r", [rows, d], dtype)
-  const y = (fused ? fusedRmsNorm : rmsNorm)(x, w, 1e-5)
-  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), { x, w })
-  const host = (a: Float32Array) => (dtype === "float64" ? Float64Array.from(a) : a)
-  const feeds = new Map([[x, host(xs)], [w, host(ws)], [r, host(rs)]])
-  const run = await Effect.runPromise(evaluate([y, grads.x!, grads.w!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))
-  return run.values
+  const data = (shape: readonly number[], draw: (u: number) => number) => {
+    const v = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => draw(random()))
+    roundToBfloat16(v)
+    return dtype === "float64" ? Float64Array.from(v) : v
+  }
+  const names = Object.keys(inputs)
+  const t = Object.fromEntries(names.map((n) => [n, input(n, inputs[n]!.shape, dtype)]))
+  const y = f(t)
+  const r = input("r", y.shape, dtype)
+  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), t)
+  const feeds = new Map([...names.map((n) => [t[n]!, data(inputs[n]!.shape, inputs[n]!.draw)] as const), [r, data(y.shape, (u) => u - 0.5)] as const])
+  const run = await Effect.runPromise(evaluate([y, ...names.map((n) => grads[n]!)], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))
+  return { values: run.values, grads }
 }
 
-/** silu(a)·b and its gradients w.r.t. a and b (weighted by r) on `backend`. */
-async function siluMulCase(backend: BackendImpl, dtype: "float32" | "float64" | "bfloat16", fused: boolean, n: number, seed: number) {
-  const random = rng(seed)
-  const data = () => { const v = Float32Array.from({ length: n }, () => (random() - 0.5) * 8); roundToBfloat16(v); return v }
-  const a = input("a", [n], dtype), b = input("b", [n], dtype), r = input("r", [n], dtype)
-  const y = fused ? siluMul(a, b) : o.mul(silu(a), b)
-  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), { a, b })
-  const host = (v: Float32Array) => (dtype === "float64" ? Float64Array.from(v) : v)
-  const feeds = new Map([[a, host(data())], [b, host(data())], [r, host(data())]])
-  return (await Effect.runPromise(evaluate([y, grads.a!, grads.b!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))).values
-}
+/** An RMSNorm of x [rows, d] with weight [d]: y, dx, dw. */
+const normCase = async (backend: BackendImpl, dtype: FloatType, fused: boolean, rows: number, d: number, seed: number) =>
+  (await valueAndGrads(backend, dtype, seed, { x: { shape: [rows, d], draw: (u) => (u - 0.5) * 4 }, w: { shape: [d], draw: (u) => 0.5 + u } },
+    ({ x, w }) => (fused ? fusedRmsNorm : rmsNorm)(x!, w!, 1e-5))).values
 
-/** RoPE of x [rows, S, D] at positions offset.., and its gradient (weighted by r), on `backend`. */
-async function ropeCase(backend: BackendImpl, dtype: "float32" | "float64" | "bfloat16", fused: boolean, shape: [number, number, number], offset: number, seed: number) {
-  const random = rng(seed)
-  const n = shape[0] * shape[1] * shape[2]
-  const data = () => { const v = Float32Array.from({ length: n }, () => random() - 0.5); roundToBfloat16(v); return v }
-  const x = input("x", shape, dtype), r = input("r", shape, dtype)
-  const y = (fused ? fusedRope : rope)(x, 500000, offset)
-  const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), { x })
-  const host = (v: Float32Array) => (dtype === "float64" ? Float64Array.from(v) : v)
-  const feeds = new Map([[x, host(data())], [r, host(data())]])
-  return { values: (await Effect.runPromise(evaluate([y, grads.x!], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))).values, dx: grads.x! }
+/** silu(a)·b: y, da, db. */
+const siluMulCase = async (backend: BackendImpl, dtype: FloatType, fused: boolean, n: number, seed: number) =>
+  (await valueAndGrads(backend, dtype, seed, { a: { shape: [n], draw: (u) => (u - 0.5) * 8 }, b: { shape: [n], draw: (u) => (u - 0.5) * 8 } },
+    ({ a, b }) => (fused ? siluMul(a!, b!) : o.mul(silu(a!), b!)))).values
+
+/** RoPE of x [rows, S, D] at positions offset..: y and dx, and the dx tensor. */
+async function ropeCase(backend: BackendImpl, dtype: FloatType, fused: boolean, shape: [number, number, number], offset: number, seed: number) {
+  const { values, grads } = await valueAndGrads(backend, dtype, seed, { x: { shape, draw: (u) => u - 0.5 } }, ({ x }) => (fused ? fusedRope : rope)(x!, 500000, offset))
+  return { values, dx: grads.x! }
 }
 
 describe("RoPE as one routine", () => {
