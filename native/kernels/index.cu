@@ -4,8 +4,10 @@
 //
 // scatterAdd is deterministic without atomics: one thread per column walks the indices in order
 // 0, 1, 2, …, so every output element is the same sequence of rounded additions as in the CPU
-// backend (bitwise equal for float32, float64 and int32). Its parallelism is the row width, which
-// is plenty for embedding-sized rows and slow for very narrow ones.
+// backend (bitwise equal in every dtype). Its parallelism is the row width, which is plenty for
+// embedding-sized rows and slow for very narrow ones. The walk goes kScatterBatch indices at a
+// time: their rows are loaded together and stored together (one memory round trip per batch,
+// not per index), and an index repeating a row earlier in its batch adds into that row's slot.
 #include "common.cuh"
 
 namespace miniseq {
@@ -35,19 +37,50 @@ cudaError_t gather(const Launch& l, int elemBytes, const void* table, long long 
   return cudaGetLastError();
 }
 
+constexpr int kScatterBatch = 16;
+
+template <typename T>
+__device__ __forceinline__ T addRounded(T a, T b) {  // one addition, rounded to T as the CPU does
+  if constexpr (isInt<T>) return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+  else return convert<T>(convert<Compute<T>>(a) + convert<Compute<T>>(b));
+}
+
+// Every loop over a batch is unrolled with constant indices (the slot is matched, never used as
+// an index), so the batch stays in registers.
 template <typename T>
 __global__ void scatterAddKernel(const int32_t* __restrict__ idx, long long n, const T* __restrict__ src, T* __restrict__ out,
                                  long long rows, long long width, ErrorRecord* errors) {
   MINISEQ_GRID_STRIDE(j, width) {
-    for (long long i = 0; i < n; i++) {
-      const int32_t r = idx[i];
-      if (r < 0 || r >= rows) {
-        if (j == 0) reportIndex(errors, K_SCATTER_ADD, i, r, rows);
-        continue;
+    for (long long i0 = 0; i0 < n; i0 += kScatterBatch) {
+      const long long count = n - i0 < kScatterBatch ? n - i0 : kScatterBatch;
+      int32_t row[kScatterBatch];  // -1: outside the table, skipped
+      int slot[kScatterBatch];     // the first index of this batch with the same row
+      T acc[kScatterBatch];
+#pragma unroll
+      for (int b = 0; b < kScatterBatch; b++) {
+        if (b < count) {
+          const int32_t r = idx[i0 + b];
+          const bool ok = r >= 0 && r < rows;
+          if (!ok && j == 0) reportIndex(errors, K_SCATTER_ADD, i0 + b, r, rows);
+          row[b] = ok ? r : -1;
+          slot[b] = b;
+#pragma unroll
+          for (int e = b - 1; e >= 0; e--) if (row[e] == row[b]) slot[b] = e;
+          if (ok && slot[b] == b) acc[b] = out[static_cast<long long>(r) * width + j];
+        }
       }
-      T* o = out + static_cast<long long>(r) * width + j;
-      if constexpr (isInt<T>) *o = static_cast<int32_t>(static_cast<uint32_t>(*o) + static_cast<uint32_t>(src[i * width + j]));
-      else *o = convert<T>(load(o, 0) + load(src, i * width + j));
+#pragma unroll
+      for (int b = 0; b < kScatterBatch; b++) {
+        if (b < count && row[b] >= 0) {
+          const T v = src[(i0 + b) * width + j];
+#pragma unroll
+          for (int e = 0; e <= b; e++) if (e == slot[b]) acc[e] = addRounded(acc[e], v);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kScatterBatch; b++) {
+        if (b < count && row[b] >= 0 && slot[b] == b) out[static_cast<long long>(row[b]) * width + j] = acc[b];
+      }
     }
   }
 }
