@@ -1,10 +1,12 @@
 // The heart of MST's correctness: chunked(M)(f) has the same value and gradients as f, for any
-// shapes and any M (1, S, > S, S % M ≠ 0), also nested with checkpoint both ways.
+// shapes and any M (1, S, > S, S % M ≠ 0), also nested with checkpoint both ways, and for a loss
+// with its gradients taken in the forward pass.
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { valueAndGrad, vjp } from "../src/core/autodiff.js"
 import type { DType } from "../src/core/dtype.js"
-import type { Feed } from "../src/core/executor.js"
+import { execute, type Feed, plan } from "../src/core/executor.js"
+import { makeCountingBackend } from "../src/backends/counting.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
 import { linear, swiglu } from "../src/core/routines/basic.js"
@@ -51,11 +53,16 @@ const mOf = (S: number, extra: number) => 1 + (extra % (S + 2))
 
 type Wrap = "chunked" | "chunked(checkpoint)" | "checkpoint(chunked)"
 const wraps: Wrap[] = ["chunked", "chunked(checkpoint)", "checkpoint(chunked)"]
+/** A scalar loss may also take its gradients in the forward pass. */
+type LossWrap = Wrap | "chunked, gradients in forward" | "checkpoint(chunked, gradients in forward)"
+const lossWraps: LossWrap[] = [...wraps, "chunked, gradients in forward", "checkpoint(chunked, gradients in forward)"]
 
-function wrap<R extends Tensor>(how: Wrap, M: number, combine: "concat" | "sum", f: (...a: Tensor[]) => R): (...a: Tensor[]) => R {
-  const ch = (g: (...a: Tensor[]) => R) => chunked(M, { axis: 1, combine })(g)
+function wrap<R extends Tensor>(how: LossWrap, M: number, combine: "concat" | "sum", f: (...a: Tensor[]) => R): (...a: Tensor[]) => R {
+  const ch = (g: (...a: Tensor[]) => R, gradientsInForward = false) => chunked(M, { axis: 1, combine, gradientsInForward })(g)
   if (how === "chunked") return ch(f)
   if (how === "chunked(checkpoint)") return ch(checkpoint(f))
+  if (how === "chunked, gradients in forward") return ch(f, true)
+  if (how === "checkpoint(chunked, gradients in forward)") return checkpoint(ch(f, true))
   return checkpoint(ch(f))
 }
 
@@ -75,7 +82,7 @@ for (const dtype of ["float64", "float32"] as const) {
       })
     }
 
-    for (const how of wraps) {
+    for (const how of lossWraps) {
       it(`LM head + cross-entropy with ignored targets and token weights, ${how}`, async () => {
         const lmDims = fc.record({
           B: fc.integer({ min: 1, max: 2 }), S: fc.integer({ min: 1, max: 9 }), d: fc.integer({ min: 1, max: 4 }),
@@ -86,6 +93,9 @@ for (const dtype of ["float64", "float32"] as const) {
           const M = mOf(S, extraM)
           const { ts, feeds } = leaves(dtype, { h: [B, S, d], W: [V, d], w: [B, S] }, seed)
           const { h, W, w } = ts as Record<string, Tensor>
+          // Token weights are positive, as real ones are: weights of both signs can cancel the
+          // loss to nearly 0, where float32's relative error means nothing.
+          feeds.set(w!, randomArray(dtype, w!.size, seed + 7, { positive: true }))
           const targets = input("targets", [B, S], "int32")
           const random = rng(seed)
           const firstChunk = Math.ceil(S / Math.min(M, S))
@@ -135,5 +145,43 @@ describe("gradients accumulate and scale linearly", () => {
       const g0v = feeds.get(g0!) as Float64Array
       expect(maxRelDiff(acc!, bg!.map((e, i) => e + g0v[i]!))).toBeLessThan(1e-15)
     }), { numRuns: propertyRuns(20) })
+  })
+})
+
+describe("gradients taken in the forward pass", () => {
+  const lmLoss = (B: number, S: number, d: number, V: number) => {
+    const h = input("h", [B, S, d], "float64"), W = input("W", [V, d], "float64"), targets = input("targets", [B, S], "int32")
+    const piece = (hh: Tensor, tt: Tensor) => sumCrossEntropy(linear(hh, W), tt)
+    return { h, W, targets, loss: (gradientsInForward: boolean) => chunked(4, { axis: 1, combine: "sum", gradientsInForward })(piece)(h, targets) }
+  }
+
+  it("a forward-only run computes none of them: the same plan as without the option", () => {
+    const { h, W, targets, loss } = lmLoss(1, 64, 8, 50)
+    const inputs = new Map<Tensor, "activations" | "weights">([[h, "activations"], [W, "weights"], [targets, "activations"]])
+    expect(plan([loss(true)], inputs).peak).toBe(plan([loss(false)], inputs).peak)
+    // With backward, the forward pass holds W's fp32 gradient sum (and h's gradient) instead.
+    const withGrads = (on: boolean) => { const l = loss(on); return plan([l, ...Object.values(valueAndGrad(l, { h, W }).grads)], inputs).peak }
+    expect(withGrads(true)).toBeGreaterThan(plan([loss(true)], inputs).peak)
+  })
+
+  it("backward recomputes nothing: the logits matmul runs once per piece, not twice", () => {
+    const { h, W, targets, loss } = lmLoss(1, 64, 8, 50)
+    const matmuls = (on: boolean) => {
+      const g = valueAndGrad(loss(on), { h, W })
+      let n = 0
+      const counting = makeCountingBackend()
+      const backend = { ...counting, matmul: () => { n++ } }
+      const bind = (t: Tensor) => [t, { buffer: backend.alloc(t.dtype, t.size), kind: "activations" as const }] as const
+      execute(backend, [g.value, g.grads.h!, g.grads.W!], new Map([bind(h), bind(W), bind(targets)]))
+      return n
+    }
+    // 4 pieces × (logits, dh, dW); without the option backward recomputes each piece's logits.
+    expect(matmuls(true)).toBe(12)
+    expect(matmuls(false)).toBe(16)
+  })
+
+  it("a region that does not return one scalar is refused, naming the fix", () => {
+    const x = input("x", [1, 6, 3], "float64")
+    expect(() => chunked(2, { axis: 1, gradientsInForward: true })((t: Tensor) => o.mul(t, 2))(x)).toThrow(/gradientsInForward needs a region that returns one scalar/)
   })
 })

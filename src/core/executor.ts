@@ -50,6 +50,9 @@ export interface RunResult {
 
 const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
 
+/** A region's summed result that a piece's matmul writes (first piece) or adds (the others) straight into. */
+interface Into { readonly acc: Alloc; readonly first: boolean }
+
 /** A matmul may add its product into a wider accumulator (bf16 operands, fp32 weight gradient). */
 const canAccumulateInto = (result: DType, acc: DType): boolean => result === acc || (result === "bfloat16" && acc === "float32")
 
@@ -98,7 +101,7 @@ class Executor {
    * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
    * is freed by the time this returns, except the outputs (returned with one reference each).
    */
-  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind, into: ReadonlyMap<Tensor, Alloc> = new Map()): Alloc[] {
+  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind, into: ReadonlyMap<Tensor, Into> = new Map()): Alloc[] {
     const nodes = schedule(outputs, new Set(params))
     const env = new Map<Tensor, Alloc>()
     const uses = new Map<Tensor, number>()
@@ -119,11 +122,12 @@ class Executor {
         throw new GraphError({ message: `input "${(node as Node<"input">).attrs.name}" ${node.results[0]!.shape.length ? `of shape [${node.results[0]!.shape.join(", ")}] ` : ""}was not given a value; bind it when running the graph` })
       }
       const ins = node.inputs.map((t) => env.get(t)!)
-      const acc = into.get(node.results[0]!)
-      if (acc !== undefined && node.op === "matmul" && uses.get(node.results[0]!) === 1 && canAccumulateInto(node.results[0]!.dtype, acc.buffer.dtype)) {
-        // A weight gradient the caller accumulates: the matmul adds straight into the accumulator.
-        this.backend.matmul(ins[0]!.buffer, ins[1]!.buffer, acc.buffer, matmulSpec(node as Node<"matmul">, true))
-        env.set(node.results[0]!, this.retain(acc))
+      const target = into.get(node.results[0]!)
+      if (target !== undefined && node.op === "matmul" && uses.get(node.results[0]!) === 1 && canAccumulateInto(node.results[0]!.dtype, target.acc.buffer.dtype)) {
+        // A weight gradient the caller accumulates: the matmul adds straight into the accumulator
+        // (the first piece's writes it).
+        this.backend.matmul(ins[0]!.buffer, ins[1]!.buffer, target.acc.buffer, matmulSpec(node as Node<"matmul">, !target.first))
+        env.set(node.results[0]!, this.retain(target.acc))
         node.inputs.forEach(drop)
         continue
       }
@@ -141,8 +145,8 @@ class Executor {
         node.inputs.forEach(drop)
         continue
       }
-      const outs = this.runNode(node, ins, node.results.map(kindOf))
-      node.results.forEach((r, i) => { env.set(r, outs[i]!); if (!uses.get(r)) drop(r) })
+      const outs = this.runNode(node, ins, node.results.map(kindOf), node.results.map((r) => (uses.get(r) ?? 0) > 0))
+      node.results.forEach((r, i) => { const out = outs[i]; if (out === undefined) return; env.set(r, out); if (!uses.get(r)) drop(r) })
       node.inputs.forEach(drop)
     }
     const result = outputs.map((t) => this.retain(env.get(t)!))
@@ -176,8 +180,8 @@ class Executor {
     return outs
   }
 
-  runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[]): Alloc[] {
-    if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds)
+  runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
+    if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds, wanted)
     const rule = rules[node.op as keyof typeof rules] as { alias?: true; run?(b: BackendImpl, i: readonly Buffer[], o: Buffer, n: Node): void }
     if (rule.alias) return [this.retain(ins[0]!)]
     const out = this.allocate(node.results[0]!, kinds[0]!)
@@ -185,8 +189,12 @@ class Executor {
     return [out]
   }
 
-  /** A region: its body once, or once per piece with inputs sliced and outputs combined. */
-  runRegion(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[]): Alloc[] {
+  /**
+   * A region: its body once, or once per piece with inputs sliced and outputs combined. A body
+   * computes only the results in `wanted` (a forward-only run skips gradients taken in forward);
+   * the others come back undefined. A fused kernel computes them all.
+   */
+  runRegion(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
     const a = node.attrs
     const parts = pieces(a.length, a.chunk)
     const temporaries = () => "temporaries" as const
@@ -196,9 +204,12 @@ class Executor {
       fused(ins.map((i) => i.buffer), outs.map((x) => x.buffer), { inputs: node.inputs.map((t) => t.shape), outputs: node.results.map((t) => t.shape) }, a.params ?? {})
       return outs
     }
+    const keep = node.results.flatMap((_, j) => (wanted[j] ? [j] : []))
+    const scatter = (outs: readonly Alloc[]): (Alloc | undefined)[] => node.results.map((_, j) => (keep.includes(j) ? outs[keep.indexOf(j)] : undefined))
     if (parts.length === 1) {
       const body = a.bodyFor(parts[0]![1])
-      return this.runGraph(body.outputs, body.params, ins, temporaries).map((out, j) => {
+      return scatter(this.runGraph(keep.map((j) => body.outputs[j]!), body.params, ins, temporaries).map((out, k) => {
+        const j = keep[k]!
         let al = out
         if (al.buffer.dtype !== node.results[j]!.dtype) { // a bf16 piece summed into an fp32 result
           al = this.castTo(out, node.results[j]!.shape, node.results[j]!.dtype)
@@ -207,14 +218,12 @@ class Executor {
         // A fresh result changes owner from the body to the caller; an alias keeps its kind.
         if (al.refs === 1 && !al.external && al.kind !== kinds[j]) { this.ledger.retag(al.kind, kinds[j]!, al.bytes); al.kind = kinds[j]! }
         return al
-      })
+      }))
     }
-    const results = node.results.map((r, j) => {
-      const al = this.allocate(a.combine[j] === "sum" ? { shape: r.shape, dtype: a.accumulate?.[j] ?? r.dtype } : r, kinds[j]!)
-      if (a.combine[j] === "sum") this.backend.fill(al.buffer, 0)
-      return al
-    })
+    // A "sum" result needs no zeroing: the first piece writes it, the others add into it.
+    const results = keep.map((j) => { const r = node.results[j]!; return this.allocate(a.combine[j] === "sum" ? { shape: r.shape, dtype: a.accumulate?.[j] ?? r.dtype } : r, kinds[j]!) })
     for (const [start, len] of parts) {
+      const first = start === 0
       const body = a.bodyFor(len)
       const sliced: Alloc[] = []
       const pieceIns = ins.map((al, i) => {
@@ -224,13 +233,17 @@ class Executor {
         sliced.push(s)
         return s
       })
-      const into = new Map(body.outputs.flatMap((t, j) => (a.combine[j] === "sum" ? [[t, results[j]!] as const] : [])))
-      const outs = this.runGraph(body.outputs, body.params, pieceIns, temporaries, into)
+      const into = new Map(keep.flatMap((j, k) => (a.combine[j] === "sum" ? [[body.outputs[j]!, { acc: results[k]!, first }] as const] : [])))
+      const outs = this.runGraph(keep.map((j) => body.outputs[j]!), body.params, pieceIns, temporaries, into)
       sliced.forEach((s) => this.release(s))
-      outs.forEach((al, j) => {
-        const acc = results[j]!
+      outs.forEach((al, k) => {
+        const j = keep[k]!
+        const acc = results[k]!
         if (al === acc) {
           // already accumulated in place by its matmul
+        } else if (a.combine[j] === "sum" && first) {
+          if (al.buffer.dtype === acc.buffer.dtype) this.backend.copy(al.buffer, dense(body.outputs[j]!.shape), acc.buffer, dense(body.outputs[j]!.shape))
+          else this.backend.cast(al.buffer, acc.buffer)
         } else if (a.combine[j] === "sum") {
           const piece = al.buffer.dtype === acc.buffer.dtype ? al : this.castTo(al, body.outputs[j]!.shape, acc.buffer.dtype)
           this.backend.binary("add", acc.buffer, piece.buffer, acc.buffer) // in place: one accumulator for all pieces
@@ -245,13 +258,14 @@ class Executor {
       })
     }
     // Accumulators wider than their result (fp32 sums of bf16 gradients) are cast once, here.
-    return results.map((acc, j) => {
+    return scatter(results.map((acc, k) => {
+      const j = keep[k]!
       if (acc.buffer.dtype === node.results[j]!.dtype) return acc
       const out = this.allocate(node.results[j]!, kinds[j]!)
       this.backend.cast(acc.buffer, out.buffer)
       this.release(acc)
       return out
-    })
+    }))
   }
 
   castTo(al: Alloc, shape: readonly number[], dtype: DType): Alloc {

@@ -37,10 +37,11 @@ export interface RegionAttrs {
   readonly bodyFor: (len: number) => Body
   readonly vjp?: CustomVjp | undefined
   /**
-   * "cotangents": the hand-written rule reads only the output cotangents (a linear map such as
-   * RoPE), so the backward keeps neither the inputs nor the outputs alive for it.
+   * What the hand-written rule reads besides the output cotangents (default: inputs and outputs).
+   * "cotangents": nothing else (a linear map such as RoPE), so the backward keeps neither the
+   * inputs nor the outputs alive for it. "outputs": the outputs only.
    */
-  readonly vjpReads?: "cotangents" | undefined
+  readonly vjpReads?: "cotangents" | "outputs" | undefined
   /** Per output: the dtype "sum" pieces accumulate in when wider than the output (fp32 for bf16). */
   readonly accumulate?: readonly DType[] | undefined
   /** Attributes a fused backend kernel needs (e.g. attention's block size). */

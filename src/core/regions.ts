@@ -8,6 +8,8 @@
  *   ceil(L/M), the last may be shorter), combining pieces by concatenation or by summing.
  *   Backward is again a chunked region: per piece, recompute, VJP, write the input-gradient
  *   slice, and add the gradients of shared tensors (weights) into one buffer in place.
+ *   With `gradientsInForward` (a scalar loss) the pieces' gradients are taken in the forward pass
+ *   instead, and backward only scales them: nothing is recomputed.
  *
  * Tensors a body closes over (weights) become the region's shared inputs, so model code stays
  * plain closures: `chunked(4, { axis: 1 })((x) => mlp(x, w))(h)`.
@@ -141,6 +143,13 @@ export interface ChunkedOptions {
   readonly axis?: number
   /** "concat" reassembles per-token outputs; "sum" adds per-piece results (losses). */
   readonly combine?: Combine
+  /**
+   * For a region returning one scalar (a loss, combine "sum"): take each piece's gradients right
+   * after its value, while its activations (the logits) are alive, instead of recomputing the
+   * piece in backward. The VJP of a scalar is its gradient times the cotangent, so backward only
+   * scales what the forward pass kept. Costs the gradients' memory from the forward pass on.
+   */
+  readonly gradientsInForward?: boolean
 }
 
 /**
@@ -152,8 +161,53 @@ export function chunked(M: number, opts: ChunkedOptions = {}) {
   return <R extends Result>(f: Fn<R>): Fn<R> =>
     (...args) => {
       if (args.length === 0) throw new ShapeError({ op: "chunked", shapes: [], message: "chunked: pass the tensors to split as arguments (at least one)" })
-      return buildRegion({ name: "chunked", axis: opts.axis ?? 1, M, combine: opts.combine ?? "concat" }, f, args)
+      const r = buildRegion({ name: "chunked", axis: opts.axis ?? 1, M, combine: opts.combine ?? "concat" }, f, args)
+      return (opts.gradientsInForward ? gradientsInForward(r) : r) as R
     }
+}
+
+/**
+ * The chunked region behind `loss`, rebuilt so that each piece also returns its gradients for a
+ * unit cotangent (split inputs' gradients concatenated, shared inputs' summed in fp32), with a
+ * backward rule that multiplies them by the real cotangent.
+ */
+function gradientsInForward(loss: Result): Tensor {
+  const node = (Array.isArray(loss) ? undefined : (loss as Tensor).node) as Node<"region"> | undefined
+  if (node === undefined || node.results.length !== 1 || node.results[0]!.size !== 1) {
+    throw new ShapeError({ op: "chunked", shapes: node ? node.results.map((t) => t.shape) : [], message: "chunked: gradientsInForward needs a region that returns one scalar (a loss); drop the option for other regions" })
+  }
+  const a = node.attrs
+  const diff = node.inputs.flatMap((t, i) => (isFloat(t.dtype) ? [i] : []))
+  const split = (i: number) => a.inAxes[i] !== null
+  const bodyFor = memo((len: number): Body => {
+    const fwd = a.bodyFor(len)
+    const value = fwd.outputs[0]!
+    const g = vjp([value], [o.full(value.shape, 1, value.dtype)], diff.map((i) => fwd.params[i]!))
+    return { params: fwd.params, outputs: [value, ...g.map((t, k) => t ?? zerosFor(fwd.params[diff[k]!]!))] }
+  })
+  const gradTypes = diff.map((i): TensorType => {
+    const t = node.inputs[i]!
+    return { shape: t.shape, dtype: split(i) ? t.dtype : accumulatorDType(t.dtype) }
+  })
+  // Cast (an fp32 sum to its weight's bf16, as a backward region would) before scaling: exact
+  // when the cotangent is 1, the loss itself, and the fp32 sum is never copied.
+  const rule: CustomVjp = (_ins, outs, [ct]) => {
+    const grads: (Tensor | undefined)[] = node.inputs.map(() => undefined)
+    diff.forEach((i, k) => {
+      const dtype = node.inputs[i]!.dtype
+      grads[i] = o.mul(o.cast(outs[k + 1]!, dtype), o.cast(o.reshape(ct!, []), dtype))
+    })
+    return grads
+  }
+  const attrs: RegionAttrs = {
+    ...a,
+    combine: [...a.combine, ...diff.map((i) => (split(i) ? "concat" : "sum") as Combine)],
+    outAxes: [...a.outAxes, ...diff.map((i) => a.inAxes[i]!)],
+    bodyFor,
+    vjp: rule,
+    vjpReads: "outputs",
+  }
+  return regionNode(attrs, node.inputs, [node.results[0]!, ...gradTypes]).results[0]!
 }
 
 /**
@@ -201,14 +255,15 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
   let attrs: RegionAttrs
   let inputs: Tensor[]
   if (a.vjp !== undefined) {
-    // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents (or,
-    // with vjpReads "cotangents", only those).
+    // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents (with
+    // vjpReads "outputs" no inputs, with "cotangents" only the cotangents).
     const custom = a.vjp
-    const saves = a.vjpReads !== "cotangents"
-    inputs = [...(saves ? [...node.inputs, ...node.results] : []), ...withCt.map((j) => cts[j]!)]
+    const readsInputs = a.vjpReads === undefined
+    const readsOutputs = a.vjpReads !== "cotangents"
+    inputs = [...(readsInputs ? node.inputs : []), ...(readsOutputs ? node.results : []), ...withCt.map((j) => cts[j]!)]
     const body = memo((): Body => {
-      const inPh = saves ? node.inputs.map((t, i) => placeholder(t, `in${i}`)) : []
-      const outPh = saves ? node.results.map((t, j) => placeholder(t, `out${j}`)) : []
+      const inPh = readsInputs ? node.inputs.map((t, i) => placeholder(t, `in${i}`)) : []
+      const outPh = readsOutputs ? node.results.map((t, j) => placeholder(t, `out${j}`)) : []
       const ctPh = withCt.map((j) => placeholder({ shape: node.results[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
       const ctAt = node.results.map((_, j) => { const k = withCt.indexOf(j); return k < 0 ? undefined : o.cast(ctPh[k]!, node.results[j]!.dtype) })
       const g = custom(inPh, outPh, ctAt)

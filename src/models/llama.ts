@@ -153,8 +153,11 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
     x = perLayerCheckpoint ? checkpoint((t: Tensor) => layer(i, t))(x) : layer(i, x)
   }
   const head = p(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight")
-  // Σ of token losses (per piece in MST), divided once by the global target count.
-  const lmLoss = (h: Tensor, t: Tensor) => sumCrossEntropy(linear(rmsNorm(h, p("model.norm.weight"), c.rms_norm_eps), head), t)
-  const total = mst ? chunked(chunks.lm, { axis: 1, combine: "sum" })(lmLoss)(x, targets) : lmLoss(x, targets)
-  return { params, tokens, targets, count, loss: o.div(o.cast(total, "float32"), count), chunks } // the loss is fp32 whatever the weights
+  // Σ of token losses (per piece in MST) over one global target count, never a mean of means.
+  // In MST each piece takes its gradients in the forward pass, while its logits are alive; the
+  // loss is the result itself, so its cotangent is exactly 1 and scaling by it rounds nothing.
+  const perToken = o.div(1, count)
+  const lmLoss = (h: Tensor, t: Tensor) => o.mul(sumCrossEntropy(linear(rmsNorm(h, p("model.norm.weight"), c.rms_norm_eps), head), t), perToken)
+  const loss = mst ? chunked(chunks.lm, { axis: 1, combine: "sum", gradientsInForward: true })(lmLoss)(x, targets) : lmLoss(x, targets)
+  return { params, tokens, targets, count, loss: o.cast(loss, "float32"), chunks } // the loss is fp32 whatever the weights
 }
