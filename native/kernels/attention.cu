@@ -16,8 +16,9 @@
 // inputs with a head dim that is a multiple of 16 up to 128 go to the tensor-core kernel
 // (attention_mma.cu) instead; float32, float64 and other head dims stay here.
 //
-// Numerics: float32 for float32 and bfloat16 inputs (float64 for float64), rounded once on
-// store; the reference body rounds every intermediate to the input dtype.
+// Numerics: float32 for float32 and bfloat16 inputs (float64 for float64), o rounded once on
+// store; lse is stored in that compute type, not rounded to bf16 (the routine declares it so).
+// The reference body rounds every intermediate to the input dtype.
 #include "attention.cuh"
 
 namespace miniseq {
@@ -26,7 +27,7 @@ namespace {
 
 template <typename T, int DMAX, int BR, int BC, int TY>
 __global__ void __launch_bounds__(16 * TY)
-    forwardKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o, T* __restrict__ lse,
+    forwardKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o, Compute<T>* __restrict__ lse,
                   int H, int G, long long S, int D, Compute<T> scale, long long BH) {
   using A = Compute<T>;
   constexpr int NT = 16 * TY, LD = kLd<DMAX>, PL = BC + 1, RI = BR / TY, CJ = BC / 16, DJ = DMAX / 16;
@@ -138,12 +139,12 @@ __global__ void __launch_bounds__(16 * TY)
       const int d = tx + 16 * j;
       if (d < D) orow[d] = convert<T>(acc[i][j] / l[i]);
     }
-    if (tx == 0) lse[bh * S + r] = convert<T>(m[i] + log(l[i]));
+    if (tx == 0) lse[bh * S + r] = m[i] + log(l[i]);
   }
 }
 
 template <typename T, int DMAX>
-cudaError_t forward(const Launch& l, const T* q, const T* k, const T* v, T* o, T* lse, long long B, long long H, long long Hkv,
+cudaError_t forward(const Launch& l, const T* q, const T* k, const T* v, T* o, Compute<T>* lse, long long B, long long H, long long Hkv,
                     long long S, long long D) {
   using A = Compute<T>;
   using Tiles = ForwardTiles<A, DMAX>;
@@ -168,13 +169,13 @@ cudaError_t attentionForward(const Launch& l, DType dtype, const void* q, const 
   if (b * h * s == 0) return cudaSuccess;
   if (dtype == BF16 && attn::useTensorCores(d, {q, k, v}))
     return attn::forwardTensorCores(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
-                                    static_cast<bf16*>(o), static_cast<bf16*>(lse), b, h, hkv, s, d);
+                                    static_cast<bf16*>(o), static_cast<float*>(lse), b, h, hkv, s, d);
   MINISEQ_DISPATCH_FLOAT(dtype, T, {
     const T* qs = static_cast<const T*>(q);
     const T* ks = static_cast<const T*>(k);
     const T* vs = static_cast<const T*>(v);
     T* os = static_cast<T*>(o);
-    T* ls = static_cast<T*>(lse);
+    Compute<T>* ls = static_cast<Compute<T>*>(lse);
     if (d <= 64) return attn::forward<T, 64>(l, qs, ks, vs, os, ls, b, h, hkv, s, d);
     if (d <= 128) return attn::forward<T, 128>(l, qs, ks, vs, os, ls, b, h, hkv, s, d);
     return attn::forward<T, 256>(l, qs, ks, vs, os, ls, b, h, hkv, s, d);

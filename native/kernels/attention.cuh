@@ -76,10 +76,10 @@ inline bool useTensorCores(long long d, std::initializer_list<const void*> input
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   return true;
 }
-cudaError_t forwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, bf16* lse, long long B, long long H,
+cudaError_t forwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H,
                                long long Hkv, long long S, long long D);
 // dq, dk, dv from delta = Σ dO·O − dLse per query row (attention_backward.cu computes it).
-cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const bf16* lse,
+cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse,
                                 const float* delta, bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S,
                                 long long D);
 

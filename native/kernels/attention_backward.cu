@@ -12,6 +12,7 @@
 //    right there, in the CTA.
 // 3. dQ: one CTA per (batch·head, block of BR queries), Q, dO, lse, Δ in shared memory, walking
 //    the key blocks up to the diagonal: S, dP and dS again, then dQ += dS·K in registers.
+// lse and dLse are in the compute type (float32 for bfloat16, as the forward stores lse).
 // dQ and dK carry the 1/√d scale once, at the end. SIMT, as the forward (attention.cu): for
 // bfloat16 with a head dim that is a multiple of 16 up to 128, kernels 2 and 3 are the
 // tensor-core ones of attention_mma_backward.cu instead, after the same delta kernel.
@@ -22,7 +23,7 @@ namespace attn {
 namespace {
 
 template <typename T>
-__global__ void deltaKernel(const T* __restrict__ o, const T* __restrict__ dO, const T* __restrict__ dLse, Compute<T>* __restrict__ delta,
+__global__ void deltaKernel(const T* __restrict__ o, const T* __restrict__ dO, const Compute<T>* __restrict__ dLse, Compute<T>* __restrict__ delta,
                             long long rows, int D) {
   using A = Compute<T>;
   const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -32,11 +33,11 @@ __global__ void deltaKernel(const T* __restrict__ o, const T* __restrict__ dO, c
   for (int d = lane; d < D; d += 32) s += load(dO, row * D + d) * load(o, row * D + d);
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-  if (lane == 0) delta[row] = dLse == nullptr ? s : s - load(dLse, row);
+  if (lane == 0) delta[row] = dLse == nullptr ? s : s - dLse[row];
 }
 
 template <typename T>
-cudaError_t launchDelta(const Launch& l, const T* o, const T* dO, const T* dLse, Compute<T>* delta, long long rows, long long D) {
+cudaError_t launchDelta(const Launch& l, const T* o, const T* dO, const Compute<T>* dLse, Compute<T>* delta, long long rows, long long D) {
   if ((rows + 7) / 8 > kMaxGrid) return cudaErrorInvalidValue;
   deltaKernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, l.stream>>>(o, dO, dLse, delta, rows, static_cast<int>(D));
   return cudaGetLastError();
@@ -76,19 +77,20 @@ __device__ __forceinline__ void scoresAndDp(const A* sQ, const A* sdO, const A* 
 
 // lse and Δ of query rows row0.. into shared memory (0 past the sequence).
 template <typename T, int BR, int NT>
-__device__ __forceinline__ void loadRowStats(Compute<T>* sL, Compute<T>* sD, const T* lse, const Compute<T>* delta, long long row0, long long S) {
+__device__ __forceinline__ void loadRowStats(Compute<T>* sL, Compute<T>* sD, const Compute<T>* lse, const Compute<T>* delta, long long row0,
+                                             long long S) {
   for (int r = threadIdx.x; r < BR; r += NT) {
     const long long gr = row0 + r;
-    sL[r] = gr < S ? load(lse, gr) : Compute<T>(0);
+    sL[r] = gr < S ? lse[gr] : Compute<T>(0);
     sD[r] = gr < S ? delta[gr] : Compute<T>(0);
   }
 }
 
 template <typename T, int DMAX, int BR, int BC, int TY>
 __global__ void __launch_bounds__(16 * TY)
-    dkdvKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dO, const T* __restrict__ lse,
-               const Compute<T>* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv, int H, int G, long long S, int D, Compute<T> scale,
-               long long BHkv) {
+    dkdvKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dO,
+               const Compute<T>* __restrict__ lse, const Compute<T>* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv, int H, int G,
+               long long S, int D, Compute<T> scale, long long BHkv) {
   using A = Compute<T>;
   constexpr int NT = 16 * TY, LD = kLd<DMAX>, PL = BC + 1, RI = BR / TY, CJ = BC / 16, CI = BC / TY, DJ = DMAX / 16;
   static_assert(BR % TY == 0 && BC % TY == 0 && BC % 16 == 0 && DMAX % 16 == 0, "tile shapes");
@@ -191,8 +193,9 @@ __global__ void __launch_bounds__(16 * TY)
 
 template <typename T, int DMAX, int BR, int BC, int TY>
 __global__ void __launch_bounds__(16 * TY)
-    dqKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dO, const T* __restrict__ lse,
-             const Compute<T>* __restrict__ delta, T* __restrict__ dq, int H, int G, long long S, int D, Compute<T> scale, long long BH) {
+    dqKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dO,
+             const Compute<T>* __restrict__ lse, const Compute<T>* __restrict__ delta, T* __restrict__ dq, int H, int G, long long S, int D,
+             Compute<T> scale, long long BH) {
   using A = Compute<T>;
   constexpr int NT = 16 * TY, LD = kLd<DMAX>, PL = BC + 1, RI = BR / TY, CJ = BC / 16, DJ = DMAX / 16;
   static_assert(BR % TY == 0 && BC % 16 == 0 && DMAX % 16 == 0, "tile shapes");
@@ -276,8 +279,9 @@ __global__ void __launch_bounds__(16 * TY)
 }
 
 template <typename T, int DMAX>
-cudaError_t backward(const Launch& l, const T* q, const T* k, const T* v, const T* o, const T* lse, const T* dO, const T* dLse, T* dq, T* dk,
-                     T* dv, long long B, long long H, long long Hkv, long long S, long long D, Compute<T>* delta) {
+cudaError_t backward(const Launch& l, const T* q, const T* k, const T* v, const T* o, const Compute<T>* lse, const T* dO,
+                     const Compute<T>* dLse, T* dq, T* dk, T* dv, long long B, long long H, long long Hkv, long long S, long long D,
+                     Compute<T>* delta) {
   using A = Compute<T>;
   using Tiles = BackwardTiles<A, DMAX>;
   constexpr int BR = Tiles::BR, BC = Tiles::BC, TY = Tiles::TY, LD = kLd<DMAX>, PL = BC + 1;
@@ -308,7 +312,7 @@ cudaError_t backward(const Launch& l, const T* q, const T* k, const T* v, const 
 }  // namespace attn
 
 long long attentionScratch(DType dtype, long long b, long long h, long long s) {
-  return b * h * s * (dtype == F64 ? 8 : 4);
+  return b * h * s * computeBytes(dtype);
 }
 
 cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const void* k, const void* v, const void* o, const void* lse,
@@ -319,9 +323,10 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
   if (scratch == nullptr) return cudaErrorInvalidValue;
   if (dtype == BF16 && attn::useTensorCores(d, {q, k, v, dO})) {
     const bf16 *qs = static_cast<const bf16*>(q), *ks = static_cast<const bf16*>(k), *vs = static_cast<const bf16*>(v);
-    const bf16 *ls = static_cast<const bf16*>(lse), *gs = static_cast<const bf16*>(dO);
+    const bf16* gs = static_cast<const bf16*>(dO);
+    const float* ls = static_cast<const float*>(lse);
     float* delta = static_cast<float*>(scratch);
-    const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const bf16*>(dLse), delta, b * h * s, d);
+    const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const float*>(dLse), delta, b * h * s, d);
     if (e != cudaSuccess) return e;
     return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
                                      hkv, s, d);
@@ -329,8 +334,8 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
   MINISEQ_DISPATCH_FLOAT(dtype, T, {
     using A = Compute<T>;
     const T *qs = static_cast<const T*>(q), *ks = static_cast<const T*>(k), *vs = static_cast<const T*>(v);
-    const T *os = static_cast<const T*>(o), *ls = static_cast<const T*>(lse), *gs = static_cast<const T*>(dO);
-    const T* gl = static_cast<const T*>(dLse);
+    const T *os = static_cast<const T*>(o), *gs = static_cast<const T*>(dO);
+    const A *ls = static_cast<const A*>(lse), *gl = static_cast<const A*>(dLse);
     T *dqs = static_cast<T*>(dq), *dks = static_cast<T*>(dk), *dvs = static_cast<T*>(dv);
     A* delta = static_cast<A*>(scratch);
     if (d <= 64) return attn::backward<T, 64>(l, qs, ks, vs, os, ls, gs, gl, dqs, dks, dvs, b, h, hkv, s, d, delta);

@@ -16,7 +16,8 @@
 //   columns; the 4 lanes of the row add up their sums once, at the end.
 // - P is rounded to bf16 from the S registers straight into the A fragments of P·V; V is read
 //   transposed (ldmatrix .trans) as its B operand.
-// - At the end o = acc / l and lse = (m + log2 l)·ln 2; rows past S are computed, never stored.
+// - At the end o = acc / l and lse = (m + log2 l)·ln 2, stored as fp32 (a bf16 lse would move the
+//   backward's P by up to 3%); rows past S are computed, never stored.
 //
 // Shared memory: Q (128 rows) + K (64) + V (64), DMAX + 8 bf16 a row: 68 KiB at DMAX = 128, one
 // CTA per SM (219 registers a thread); 36 KiB at DMAX = 64, two CTAs per SM (122 registers).
@@ -31,7 +32,7 @@ constexpr int kForwardBR = 128, kForwardBC = 64;
 template <int DMAX>
 __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
     forwardMmaKernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, bf16* __restrict__ o,
-                     bf16* __restrict__ lse, int H, int G, long long S, int D, float scaleLog2, long long BH) {
+                     float* __restrict__ lse, int H, int G, long long S, int D, float scaleLog2, long long BH) {
   constexpr int BR = kForwardBR, BC = kForwardBC, P = kPitch<DMAX>;
   constexpr int DIM_STEPS = DMAX / 16, KEY_TILES = BC / 8, DIM_TILES = DMAX / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -144,12 +145,12 @@ __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
     const float sum = groupSum(l[h]);
     if (row[h] >= S) continue;
     storeRow<DIM_TILES>(o + bh * S * D, row[h], D, acc, h, 1.f / sum);
-    if (lane % 4 == 0) lse[bh * S + row[h]] = __float2bfloat16_rn((m[h] + log2f(sum)) * kLn2);
+    if (lane % 4 == 0) lse[bh * S + row[h]] = (m[h] + log2f(sum)) * kLn2;
   }
 }
 
 template <int DMAX>
-cudaError_t launchForward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, bf16* lse, long long B, long long H,
+cudaError_t launchForward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H,
                           long long Hkv, long long S, long long D) {
   const size_t smem = static_cast<size_t>(kForwardBR + 2 * kForwardBC) * kPitch<DMAX> * sizeof(bf16);
   const long long BH = B * H, nQB = (S + kForwardBR - 1) / kForwardBR;
@@ -165,7 +166,7 @@ cudaError_t launchForward(const Launch& l, const bf16* q, const bf16* k, const b
 
 }  // namespace
 
-cudaError_t forwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, bf16* lse, long long B, long long H,
+cudaError_t forwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H,
                                long long Hkv, long long S, long long D) {
   if (D <= 64) return launchForward<64>(l, q, k, v, o, lse, B, H, Hkv, S, D);
   return launchForward<128>(l, q, k, v, o, lse, B, H, Hkv, S, D);

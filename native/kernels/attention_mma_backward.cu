@@ -2,7 +2,7 @@
 // (attention_backward.cu keeps its SIMT kernels for the rest, and computes Δ = Σ_d dO·O − dLse
 // for both). FA2's backward split into two kernels, so that no gradient needs float atomics and
 // every sum runs in the same order on every run. Both recompute P = exp(s·scale − lse) from the
-// saved log-sum-exp, in base 2 as the forward (attention_mma.cu) does, and both keep their
+// saved log-sum-exp (fp32), in base 2 as the forward (attention_mma.cu) does, and both keep their
 // gradient accumulators in registers, in the mma C layout (lane l holds rows l/4 and l/4 + 8).
 // dK and dQ carry the scale once, when stored.
 #include "attention_mma.cuh"
@@ -34,7 +34,7 @@ constexpr int kKeyBlock = 128, kDkdvQueryBlock = 32;
 template <int DMAX>
 __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
     dkdvMmaKernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dO,
-                  const bf16* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk, bf16* __restrict__ dv, int H, int G,
+                  const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk, bf16* __restrict__ dv, int H, int G,
                   long long S, int D, float scale, float scaleLog2, long long BHkv) {
   constexpr int BC = kKeyBlock, BR = kDkdvQueryBlock, P = kPitch<DMAX>;
   constexpr int DIM_STEPS = DMAX / 16, QUERY_TILES = BR / 8, DIM_TILES = DMAX / 8;
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
   // Thread t < BR reads lse·log2 e and Δ of row t of step i's block (0 past the sequence).
   auto loadRowStats = [&](long long i, float& lseLog2, float& rowDelta) {
     const long long bh = headOf(i), r = rowOf(i) + threadIdx.x;
-    lseLog2 = r < S ? __bfloat162float(lse[bh * S + r]) * kLog2e : 0.f;
+    lseLog2 = r < S ? lse[bh * S + r] * kLog2e : 0.f;
     rowDelta = r < S ? delta[bh * S + r] : 0.f;
   };
 
@@ -173,7 +173,7 @@ constexpr int kDqBR = 128, kDqBC = 64;
 template <int DMAX>
 __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
     dqMmaKernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dO,
-                const bf16* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dq, int H, int G, long long S, int D,
+                const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dq, int H, int G, long long S, int D,
                 float scale, float scaleLog2, long long BH) {
   constexpr int BR = kDqBR, BC = kDqBC, P = kPitch<DMAX>;
   constexpr int DIM_STEPS = DMAX / 16, KEY_TILES = BC / 8, DIM_TILES = DMAX / 8;
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
   float lseLog2[2], rowDelta[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    lseLog2[h] = row[h] < S ? __bfloat162float(lse[bh * S + row[h]]) * kLog2e : 0.f;
+    lseLog2[h] = row[h] < S ? lse[bh * S + row[h]] * kLog2e : 0.f;
     rowDelta[h] = row[h] < S ? delta[bh * S + row[h]] : 0.f;
   }
 
@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(kMmaThreads, DMAX <= 64 ? 2 : 1)
 }
 
 template <int DMAX>
-cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const bf16* lse, const float* delta,
+cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                            bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D) {
   constexpr int BR = kDkdvQueryBlock;
   const long long BH = B * H, BHkv = B * Hkv;
@@ -302,7 +302,7 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
 
 }  // namespace
 
-cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const bf16* lse,
+cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse,
                                 const float* delta, bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S,
                                 long long D) {
   if (D <= 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, D);

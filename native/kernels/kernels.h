@@ -15,6 +15,8 @@ namespace miniseq {
 enum DType : int { F32 = 0, F64 = 1, I32 = 2, BF16 = 3 };
 
 inline int elementBytes(DType d) { return d == F64 ? 8 : d == BF16 ? 2 : 4; }
+// The compute (accumulator) type's bytes: float32 for float32 and bfloat16, float64 for float64.
+inline int computeBytes(DType d) { return d == F64 ? 8 : 4; }
 
 // Kernels that read indices record the first out-of-range one here instead of touching memory
 // they must not. The record lives in device memory and is read back (and cleared) with the next
@@ -132,8 +134,8 @@ cudaError_t adamw(const Launch&, DType paramType, DType gradType, DType stateTyp
                   double beta2, double eps, double decay, long long n);
 
 // attention.cu, attention_backward.cu: causal flash attention with grouped-query heads.
-// q, o [b, h, s, d]; k, v [b, hkv, s, d] (h a multiple of hkv); lse [b, h, s]; d ≤ 256;
-// scale 1/√d. Backward needs attentionScratch() bytes of `scratch` (the rows' Σ dO·O − dLse);
+// q, o [b, h, s, d]; k, v [b, hkv, s, d] (h a multiple of hkv); lse and dLse [b, h, s] in the
+// compute type (float for bfloat16 too, computeBytes); d ≤ 256; scale 1/√d. Backward needs attentionScratch() bytes of `scratch` (the rows' Σ dO·O − dLse);
 // dLse may be null. dk and dv sum the query heads that share a kv head, without atomics.
 constexpr long long kAttentionMaxHeadDim = 256;
 cudaError_t attentionForward(const Launch&, DType, const void* q, const void* k, const void* v, void* o, void* lse,

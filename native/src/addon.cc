@@ -625,7 +625,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     return a;
   }
 
-  // attention(dtype, q, k, v, o, lse, b, h, hkv, s, d)
+  // attention(dtype, q, k, v, o, lse, b, h, hkv, s, d): lse in the compute type (float32 for bf16).
   void Attention(const Napi::CallbackInfo& info) {
     const DType dtype = dtypeArg(info, 0);
     const AttentionShape a = attentionShape(info, 6, "attention");
@@ -634,17 +634,18 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& k = block(info, 2, kvBytes, "attention");
     const Block& v = block(info, 3, kvBytes, "attention");
     const Block& o = block(info, 4, qBytes, "attention");
-    const Block& lse = block(info, 5, a.b * a.h * a.s * eb, "attention");
+    const Block& lse = block(info, 5, a.b * a.h * a.s * computeBytes(dtype), "attention");
     launched(info.Env(), attentionForward(dev(info.Env()).launch(), dtype, q.ptr, k.ptr, v.ptr, o.ptr, lse.ptr, a.b, a.h, a.hkv, a.s, a.d),
              "attention");
   }
 
-  // attentionBackward(dtype, q, k, v, o, lse, dO, dLse, dq, dk, dv, b, h, hkv, s, d): dLse 0 for none.
+  // attentionBackward(dtype, q, k, v, o, lse, dO, dLse, dq, dk, dv, b, h, hkv, s, d): dLse 0 for none;
+  // lse and dLse in the compute type, as the forward writes lse.
   void AttentionBackward(const Napi::CallbackInfo& info) {
     const DType dtype = dtypeArg(info, 0);
     const AttentionShape a = attentionShape(info, 11, "attention.vjp");
     const size_t eb = elementBytes(dtype), qBytes = a.b * a.h * a.s * a.d * eb, kvBytes = a.b * a.hkv * a.s * a.d * eb;
-    const size_t rowBytes = a.b * a.h * a.s * eb;
+    const size_t rowBytes = a.b * a.h * a.s * computeBytes(dtype);
     const Block& q = block(info, 1, qBytes, "attention.vjp");
     const Block& k = block(info, 2, kvBytes, "attention.vjp");
     const Block& v = block(info, 3, kvBytes, "attention.vjp");

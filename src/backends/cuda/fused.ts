@@ -18,13 +18,14 @@
  * | rmsNorm              | x [..., d], w [d] → y                                         | norm.cu           |
  * | rmsNorm.vjp          | x, w, g → dx, dw                                              | norm.cu           |
  * | adamw                | w, g, m, v, lr, 1−β₁ᵗ, 1−β₂ᵗ, clip (, master) → w, m, v (, master) | optimizer.cu |
- * | attention            | q [B, H, S, D], k, v [B, Hkv, S, D] → o, lse [B, H, S, 1]     | attention.cu, attention_mma.cu |
+ * | attention            | q [B, H, S, D], k, v [B, Hkv, S, D] → o, lse [B, H, S, 1] (fp32 for bf16) | attention.cu, attention_mma.cu |
  * | attention.vjp        | q, k, v, o, lse, dO (, dLse) → dq, dk, dv                     | attention_backward.cu, attention_mma_backward.cu |
  *
  * float32 and bfloat16 compute in float32, float64 in float64; results are rounded once (the
  * reference bodies round every intermediate to the dtype, so bfloat16 results differ from them
- * by bfloat16 rounding). A cotangent whose dtype differs from its output's is cast to it first,
- * as the reference VJP does (into scratch this module allocates and frees: the executor does not
+ * by bfloat16 rounding). Attention's lse (and dLse) is in that compute dtype, not rounded to
+ * bfloat16. A cotangent whose dtype differs from its output's is cast to it first, as the
+ * reference VJP does (into scratch this module allocates and frees: the executor does not
  * count it). Attention is causal only, head dims up to 256. bfloat16 with a head dim that is a
  * multiple of 16 up to 128 runs on tensor cores (mma.sync, the *_mma.cu kernels; on an NVIDIA
  * H200 at B = 1, H = 32, Hkv = 8, S = 8192: forward 235 TFLOP/s at D = 64 and 213 at D = 128,
@@ -32,7 +33,7 @@
  * (no tensor cores, 9–24 TFLOP/s).
  */
 import type { Buffer, FusedRoutine } from "../backend.js"
-import { bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
+import { accumulatorDType, bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
 import { OutOfMemory } from "../../core/errors.js"
 import { dtypeCode, type NativeDevice, type NativeError } from "./native.js"
 
@@ -291,13 +292,18 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     return [B, H, Hkv, S, D]
   }
 
+  /** Attention's lse is in q's accumulator dtype (float32 for bfloat16), as the routine declares. */
+  const lseDType = (kernel: string, q: Buffer, lse: Buffer): void =>
+    check(lse.dtype === accumulatorDType(q.dtype), kernel, () => `lse ${describe(lse)} must be ${accumulatorDType(q.dtype)} for ${q.dtype} q`)
+
   const attention: FusedRoutine = (inputs, outputs, shapes, params) => {
     const k = "attention"
     arity(k, inputs, outputs, shapes, [3], 2)
     const [B, H, Hkv, S, D] = attentionDims(k, shapes, params)
     const [q, kk, v] = inputs as [Buffer, Buffer, Buffer]
     const [o, lse] = outputs as [Buffer, Buffer]
-    floatDType(k, q.dtype, q, kk, v, o, lse)
+    floatDType(k, q.dtype, q, kk, v, o)
+    lseDType(k, q, lse)
     dev.attention(code(q.dtype), ctx.handle(k, q), ctx.handle(k, kk), ctx.handle(k, v), ctx.handle(k, o), ctx.handle(k, lse), B, H, Hkv, S, D)
   }
 
@@ -312,7 +318,8 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     const [B, H, Hkv, S, D] = attentionDims(k, shapes, params)
     const [q, kk, v, o, lse] = inputs as [Buffer, Buffer, Buffer, Buffer, Buffer]
     const [dq, dk, dv] = outputs as [Buffer, Buffer, Buffer]
-    floatDType(k, q.dtype, q, kk, v, o, lse, dq, dk, dv)
+    floatDType(k, q.dtype, q, kk, v, o, dq, dk, dv)
+    lseDType(k, q, lse)
     let dO: Buffer | undefined, dLse: Buffer | undefined
     if (inputs.length === 7) [dO, dLse] = [inputs[5], inputs[6]]
     else if (sameShape(shapes.inputs[5], shapes.inputs[3])) dO = inputs[5]
@@ -327,7 +334,7 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
         temps.push(hdO)
         dev.fill(hdO, code(q.dtype), q.size, 0)
       }
-      const hdLse = dLse === undefined ? 0 : as(k, dLse, q.dtype, temps)
+      const hdLse = dLse === undefined ? 0 : as(k, dLse, lse.dtype, temps)
       dev.attentionBackward(code(q.dtype), ctx.handle(k, q), ctx.handle(k, kk), ctx.handle(k, v), ctx.handle(k, o), ctx.handle(k, lse),
         hdO, hdLse, ctx.handle(k, dq), ctx.handle(k, dk), ctx.handle(k, dv), B, H, Hkv, S, D)
     })

@@ -84,6 +84,7 @@ export interface NativeDevice {
   /** One parameter's AdamW step in place; master 0: none. lr … clip are one-float buffers. */
   adamw(paramType: D, gradType: D, stateType: D, param: H, grad: H, m: H, v: H, master: H, lr: H, correction1: H, correction2: H, clip: H,
     beta1: number, beta2: number, eps: number, decay: number, n: number): void
+  /** lse (and dLse below) in the accumulator dtype: float32 for bfloat16 and float32, float64 for float64. */
   attention(dtype: D, q: H, k: H, v: H, o: H, lse: H, b: number, h: number, hkv: number, s: number, d: number): void
   /** dLse 0: no cotangent for lse. */
   attentionBackward(dtype: D, q: H, k: H, v: H, o: H, lse: H, dO: H, dLse: H, dq: H, dk: H, dv: H,

@@ -3,10 +3,14 @@
  * so no S×S score matrix is ever alive — only S×block at a time. The backward rule recomputes
  * each block's probabilities from the saved log-sum-exp instead of saving them.
  *
+ * The log-sum-exp is kept in the accumulator dtype (float32 for bfloat16, as FlashAttention
+ * does): bfloat16 would round it by up to 0.03 at lse ≈ 9–16, and the recomputed P by up to 3%.
+ *
  * q [B, H, S, D]; k, v [B, Hkv, S, D] with H a multiple of Hkv (grouped-query attention).
  */
 import { ShapeError } from "../errors.js"
 import type { Tensor } from "../graph.js"
+import { accumulatorDType } from "../dtype.js"
 import * as o from "../ops.js"
 import { lazyRoutine } from "../regions.js"
 
@@ -65,7 +69,8 @@ function forward(q: Tensor, kIn: Tensor, vIn: Tensor, blockSize: number): Tensor
     acc = o.add(o.mul(acc, rescale), o.matmul(p, o.slice(v, 2, start, start + len)))
     m = mNew
   }
-  return [o.div(acc, l), o.add(m, o.log(l))]
+  const wide = accumulatorDType(q.dtype) // lse = m + log l is not rounded to q's dtype (see the top)
+  return [o.div(acc, l), o.add(o.cast(m, wide), o.log(o.cast(l, wide)))]
 }
 
 function backward(q: Tensor, kIn: Tensor, vIn: Tensor, out: Tensor, lse: Tensor, dOut: Tensor | undefined, dLse: Tensor | undefined, blockSize: number): Tensor[] {
@@ -76,14 +81,15 @@ function backward(q: Tensor, kIn: Tensor, vIn: Tensor, out: Tensor, lse: Tensor,
   const dO = dOut ?? o.zerosLike(out)
   // dS = P ⊙ (dP − rowsum(dO ⊙ O) + dLse)
   let delta = o.sum(o.mul(dO, out), -1, true)
-  if (dLse !== undefined) delta = o.sub(delta, dLse)
+  if (dLse !== undefined) delta = o.sub(delta, o.cast(dLse, delta.dtype))
   let dq = o.zerosLike(q)
   const dks: Tensor[] = []
   const dvs: Tensor[] = []
   for (const [start, len] of blocks(S, blockSize)) {
     const kj = o.slice(k, 2, start, start + len)
     const vj = o.slice(v, 2, start, start + len)
-    const p = o.exp(o.sub(blockScores(q, k, start, len, scale), lse))
+    // s − lse in lse's (wider) dtype, so its precision is not rounded away; then P in q's.
+    const p = o.cast(o.exp(o.sub(o.cast(blockScores(q, k, start, len, scale), lse.dtype), lse)), q.dtype)
     dvs.push(o.matmul(p, dO, { transA: true }))
     const ds = o.mul(p, o.sub(o.matmul(dO, vj, { transB: true }), delta))
     dq = o.add(dq, o.mul(o.matmul(ds, kj), scale))
@@ -103,7 +109,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     "attention",
     (qq, kk, vv) => forward(qq!, kk!, vv!, blockSize),
     ([qq, kk, vv], [out, lse], [dOut, dLse]) => backward(qq!, kk!, vv!, out!, lse!, dOut, dLse, blockSize),
-    ([qq]) => [qq!, { shape: [...qq!.shape.slice(0, 3), 1], dtype: qq!.dtype }],
+    ([qq]) => [qq!, { shape: [...qq!.shape.slice(0, 3), 1], dtype: accumulatorDType(qq!.dtype) }],
     { blockSize, causal: true },
   )
   return run(q, k, v)[0]!
