@@ -2,12 +2,14 @@
 # Everything a GPU session measures, in one command on the GPU machine (after
 # `bash scripts/cuda-device.sh pack` here, carrying what that script says):
 #   tests  the CUDA tests and sanitizers (scripts/cuda-device.sh)
-#   sweep  bench/long-context.ts against PyTorch at S = $SEQS, with a profile of one step at 8k
+#   sweep  bench/long-context.ts against PyTorch at S = $SEQS, with a profile of one step in each
+#          $PROFILE mode:S (default mst+checkpoint:8192)
+#   attention  PyTorch's causal SDPA timed like the tests time ours (bench/attention_pytorch.py)
 #   max    the largest S per mode under a $CAP GiB cap, ours and PyTorch's
 # STAGES picks and orders them (default "tests sweep max"). Each stage copies its results to
 # $OUT as soon as it ends, so a run cut short keeps what it finished: tests.txt, sweep.md,
-# sweep.json, max.md, max.json, and every log in logs.tgz (six files: a device run returns
-# eight at most).
+# sweep.json, attention.txt, max.md, max.json, and every log in logs.tgz (seven files: a device
+# run returns eight at most).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 final="${OUT:-/tmp/cuda-session}"
@@ -19,16 +21,19 @@ for stage in ${STAGES:-tests sweep max}; do
   case "$stage" in
     tests)
       OUT=$work/tests MINISEQ_SKIP_BUILD=$built CUDA_DEVICE_BUDGET=${CUDA_DEVICE_BUDGET:-200} bash scripts/cuda-device.sh >"$work/tests.out" 2>&1
-      grep -E "^(ok|FAIL)|passed|SUMMARY|skipped" "$work/tests.out" >"$work/tests.txt"
+      grep -E "^(ok|FAIL|cuda timing)|passed|SUMMARY|skipped" "$work/tests.out" >"$work/tests.txt"
       keep "$work/tests.txt" tests.txt ;;
     sweep)
       OUT=$work/sweep MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs "${SEQS:-4096,8192,16384,32768,65536}" --steps 2 \
-        --no-max-seq --profile mst+checkpoint:8192 >"$work/sweep.out" 2>&1
+        --no-max-seq --profile "${PROFILE:-mst+checkpoint:8192}" >"$work/sweep.out" 2>&1
       keep "$work/sweep/long-context.md" sweep.md; keep "$work/sweep/long-context.json" sweep.json ;;
+    attention)
+      python3 bench/attention_pytorch.py --seqs 4096,8192,32768 --dims 64,128 --out "$work/attention.json" >"$work/attention.txt" 2>&1
+      keep "$work/attention.txt" attention.txt ;;
     max)
       OUT=$work/max MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs none --cap "${CAP:-32}" >"$work/max.out" 2>&1
       keep "$work/max/long-context.md" max.md; keep "$work/max/long-context.json" max.json ;;
-    *) echo "unknown stage $stage (tests, sweep, max)"; exit 2 ;;
+    *) echo "unknown stage $stage (tests, sweep, attention, max)"; exit 2 ;;
   esac
   built=1
   echo "$stage done at ${SECONDS}s"
