@@ -210,6 +210,34 @@ static void ropeCheck(DType dt, long long rows, long long S, long long D, double
   close("rope.vjp" + what, bb.vec(), back, tolOf(dt, 1e-4, 1e-12, 2e-2));
 }
 
+// scatterAdd against the CPU's walk over i = 0, 1, 2, … (rounding to the dtype after each
+// addition): bitwise equal. Repeated rows, a row missing, a bad index (skipped and recorded).
+static void scatterCheck(DType dt, long long n, long long rows, long long width, unsigned seed) {
+  std::mt19937 g(seed);
+  std::vector<double> idx(n);
+  for (auto& r : idx) r = static_cast<double>(g() % (rows - 1));  // row rows − 1 never appears
+  if (n > 3) idx[n / 2] = static_cast<double>(rows + 5);
+  const std::vector<double> src = seen(dt, randn(n * width, seed + 1));
+  Buf bi(I32, idx), bs(dt, src), bo(dt, std::vector<double>(rows * width, 0.0));
+  std::vector<char> scratch(scatterAddScratch(n) + 1);
+  record = ErrorRecord{};
+  if (scatterAdd(L, dt, static_cast<int32_t*>(bi.p), n, bs.p, bo.p, rows, width, scratch.data())) { puts("scatterAdd launch error"); failures++; }
+  std::vector<double> want(rows * width, 0.0);
+  for (long long i = 0; i < n; i++) {
+    const long long r = static_cast<long long>(idx[i]);
+    if (r < 0 || r >= rows) continue;
+    for (long long j = 0; j < width; j++) {
+      double& o = want[r * width + j];
+      if (dt == F32) o = static_cast<float>(static_cast<float>(o) + static_cast<float>(src[i * width + j]));
+      else if (dt == BF16) o = bf(static_cast<float>(o) + static_cast<float>(src[i * width + j]));
+      else o += src[i * width + j];
+    }
+  }
+  const std::string what = std::string("scatterAdd ") + name(dt) + " n=" + std::to_string(n) + " rows=" + std::to_string(rows) + " width=" + std::to_string(width);
+  close(what, bo.vec(), want, 0);
+  if (n > 3 && (record.code != 1 || record.kernel != K_SCATTER_ADD || record.position != n / 2)) { printf("FAIL %s: bad index not recorded\n", what.c_str()); failures++; }
+}
+
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "all";
   if (which == "all" || which == "ce") {
@@ -229,7 +257,10 @@ int main(int argc, char** argv) {
       norm(dt, 1, 64, 31); norm(dt, 37, 1000, 32); norm(dt, 300, 512, 33); norm(dt, 5, 2048, 34);
       ropeCheck(dt, 1, 1, 8, 0, 41); ropeCheck(dt, 4, 77, 64, 3, 42); ropeCheck(dt, 2, 130, 128, 0, 43);
     }
+  if (which == "all" || which == "index")
+    for (DType dt : {F32, BF16, F64}) { scatterCheck(dt, 1, 3, 5, 51); scatterCheck(dt, 300, 37, 19, 52); scatterCheck(dt, 1000, 4, 64, 53); scatterCheck(dt, 517, 2000, 3, 54); }
   if (which == "race") {
+    scatterCheck(F32, 70, 9, 8, 55);
     norm(F32, 3, 300, 35);
     ce(F32, 3, 1001, 1, 2); ce(F32, 2, 4096, 2, 2); lseAndSilu(F32, 2, 1001, 6);
     attn(F32, 1, 2, 1, 70, 64, 21, true); attn(F64, 1, 2, 1, 40, 64, 21, false); attn(F32, 1, 2, 1, 33, 256, 21, false); attn(F32, 1, 2, 2, 65, 128, 21, false);

@@ -76,10 +76,11 @@ cudaError_t reduce(const Launch&, ReduceOp, DType, const void* x, void* out, lon
 // Index kernels. `idx` is int32; rows/width bound the indices.
 cudaError_t gather(const Launch&, int elemBytes, const void* table, long long rows, const int32_t* idx,
                    long long n, void* out, long long width);
-// out must be zeroed by the caller; one thread per column walks the indices in order, so the
-// sums are deterministic and added in the CPU backend's order.
+// out must be zeroed by the caller. The (row, index) pairs are sorted in `scratch`
+// (scatterAddScratch(n) bytes), so the sums are deterministic and added in the CPU backend's order.
+long long scatterAddScratch(long long n);
 cudaError_t scatterAdd(const Launch&, DType, const int32_t* idx, long long n, const void* src, void* out,
-                       long long rows, long long width);
+                       long long rows, long long width, void* scratch);
 cudaError_t takeAlong(const Launch&, int elemBytes, const void* x, const int32_t* idx, long long n, void* out,
                       long long width);
 // out must be zeroed by the caller.

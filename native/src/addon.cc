@@ -422,8 +422,12 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& out = block(info, 4, rows * width * elementBytes(dtype), "scatterAdd");
     Device& d = dev(info.Env());
     d.check(cudaMemsetAsync(out.ptr, 0, rows * width * elementBytes(dtype), d.stream()), "cuda.scatterAdd");
-    launched(info.Env(), scatterAdd(d.launch(), dtype, static_cast<const int32_t*>(idx.ptr), n, src.ptr, out.ptr, rows, width),
-             "scatterAdd");
+    const long long scratchBytes = scatterAddScratch(n);
+    size_t capacity = 0;
+    void* scratch = scratchBytes == 0 ? nullptr : guarded(info.Env(), [&] { return d.scratch(static_cast<size_t>(scratchBytes), &capacity); });
+    const cudaError_t s = scatterAdd(d.launch(), dtype, static_cast<const int32_t*>(idx.ptr), n, src.ptr, out.ptr, rows, width, scratch);
+    if (scratch != nullptr) d.releaseScratch(scratch, capacity);  // stream-ordered: later users run after these kernels
+    launched(info.Env(), s, "scatterAdd");
   }
 
   // takeAlong(elemBytes, x, idx, n, out, width): out[i] = x[i, idx[i]]
