@@ -31,7 +31,7 @@ for stage in ${STAGES:-tests sweep max}; do
       python3 bench/attention_pytorch.py --seqs 4096,8192,32768 --dims 64,128 --out "$work/attention.json" >"$work/attention.txt" 2>&1
       keep "$work/attention.txt" attention.txt ;;
     max)
-      OUT=$work/max MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs none --cap "${CAP:-32}" >"$work/max.out" 2>&1
+      OUT=$work/max MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs none --cap "${CAP:-32}" ${MAX_ARGS:-} >"$work/max.out" 2>&1
       keep "$work/max/long-context.md" max.md; keep "$work/max/long-context.json" max.json ;;
     *) echo "unknown stage $stage (tests, sweep, attention, max)"; exit 2 ;;
   esac
