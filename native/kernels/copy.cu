@@ -83,25 +83,19 @@ static bool asVectors(const CopyParams& c, int elemBytes, const void* src, const
   return true;
 }
 
+template <typename T> static void launchCopy(const Launch& l, const void* src, void* dst, const CopyParams& c) {
+  const T* s = static_cast<const T*>(src);
+  T* d = static_cast<T*>(dst);
+  if (fits32(c)) copyKernel<T, int><<<gridFor(l, c.count), kThreads, 0, l.stream>>>(s, d, narrow<int>(c));
+  else copyKernel<T, long long><<<gridFor(l, c.count), kThreads, 0, l.stream>>>(s, d, narrow<long long>(c));
+}
+
 cudaError_t copy(const Launch& l, int elemBytes, const void* src, void* dst, const CopyParams& c) {
   if (c.count <= 0) return cudaSuccess;
   if (c.rank < 0 || c.rank > kMaxRank) return cudaErrorInvalidValue;
   CopyParams v;
-  if (asVectors(c, elemBytes, src, dst, v)) {
-    if (fits32(v))
-      copyKernel<uint4, int><<<gridFor(l, v.count), kThreads, 0, l.stream>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst), narrow<int>(v));
-    else
-      copyKernel<uint4, long long><<<gridFor(l, v.count), kThreads, 0, l.stream>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst),
-                                                                                    narrow<long long>(v));
-    return cudaGetLastError();
-  }
-  MINISEQ_DISPATCH_BYTES(elemBytes, T, {
-    if (fits32(c))
-      copyKernel<T, int><<<gridFor(l, c.count), kThreads, 0, l.stream>>>(static_cast<const T*>(src), static_cast<T*>(dst), narrow<int>(c));
-    else
-      copyKernel<T, long long><<<gridFor(l, c.count), kThreads, 0, l.stream>>>(static_cast<const T*>(src), static_cast<T*>(dst),
-                                                                                narrow<long long>(c));
-  });
+  if (asVectors(c, elemBytes, src, dst, v)) launchCopy<uint4>(l, src, dst, v);
+  else MINISEQ_DISPATCH_BYTES(elemBytes, T, { launchCopy<T>(l, src, dst, c); });
   return cudaGetLastError();
 }
 
