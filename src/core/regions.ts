@@ -185,29 +185,24 @@ function gradientsInForward(loss: Result): Tensor {
     const g = vjp([value], [o.full(value.shape, 1, value.dtype)], diff.map((i) => fwd.params[i]!))
     return { params: fwd.params, outputs: [value, ...g.map((t, k) => t ?? zerosFor(fwd.params[diff[k]!]!))] }
   })
-  const gradTypes = diff.map((i): TensorType => {
-    const t = node.inputs[i]!
-    return { shape: t.shape, dtype: split(i) ? t.dtype : accumulatorDType(t.dtype) }
-  })
-  // Cast (an fp32 sum to its weight's bf16, as a backward region would) before scaling: exact
-  // when the cotangent is 1, the loss itself, and the fp32 sum is never copied.
+  // Each gradient has its input's type; a shared input's pieces are summed in fp32 and cast
+  // once, as a backward region does. Scaling by the cotangent afterwards is exact when it is 1
+  // (the region is the loss itself), and only the input-sized gradient is kept for backward.
   const rule: CustomVjp = (_ins, outs, [ct]) => {
     const grads: (Tensor | undefined)[] = node.inputs.map(() => undefined)
-    diff.forEach((i, k) => {
-      const dtype = node.inputs[i]!.dtype
-      grads[i] = o.mul(o.cast(outs[k + 1]!, dtype), o.cast(o.reshape(ct!, []), dtype))
-    })
+    diff.forEach((i, k) => { grads[i] = o.mul(outs[k + 1]!, o.cast(o.reshape(ct!, []), node.inputs[i]!.dtype)) })
     return grads
   }
   const attrs: RegionAttrs = {
     ...a,
     combine: [...a.combine, ...diff.map((i) => (split(i) ? "concat" : "sum") as Combine)],
     outAxes: [...a.outAxes, ...diff.map((i) => a.inAxes[i]!)],
+    accumulate: [node.results[0]!.dtype, ...diff.map((i) => accumulatorDType(node.inputs[i]!.dtype))],
     bodyFor,
     vjp: rule,
     vjpReads: "outputs",
   }
-  return regionNode(attrs, node.inputs, [node.results[0]!, ...gradTypes]).results[0]!
+  return regionNode(attrs, node.inputs, [node.results[0]!, ...diff.map((i) => node.inputs[i]!)]).results[0]!
 }
 
 /**
