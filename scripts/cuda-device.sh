@@ -17,7 +17,8 @@
 #    builds the addon with nvcc there (native/build.mjs --direct, headers from $NODE_INCLUDE,
 #    the fused-routine kernels included), runs the bundled test with MINISEQ_CUDA=1 (every
 #    kernel, the graphs, every fused routine against the CPU reference, and the timings,
-#    MINISEQ_CUDA_PERF=1), then the kernel cases and the fused "[small]" cases under
+#    MINISEQ_CUDA_PERF=1), then the shared backend suite with CUDA among its backends
+#    (test/conformance.test.ts, its chunked-vs-unchunked properties included), then the kernel cases and the fused "[small]" cases under
 #    compute-sanitizer's memcheck, and the fused "[small]" cases under racecheck (shared-memory
 #    hazards in the attention and softmax kernels). Logs go to $OUT. The whole run keeps within
 #    $CUDA_DEVICE_BUDGET seconds (default 540, under a 600 s command limit); a
@@ -38,7 +39,9 @@ if [ "${1:-}" = pack ]; then
       banner: { js: "import { createRequire as __cr } from \"node:module\"; const require = __cr(import.meta.url);" } }
     await build({ ...common, outfile: ".device/cuda/cuda.test.mjs", alias: { vitest: "./scripts/cuda-vitest-shim.ts" },
       stdin: { contents: "import \"./test/cuda.test.ts\"; import \"./test/cuda-train.test.ts\"", resolveDir: ".", loader: "ts" } })
-    await build({ ...common, entryPoints: ["bench/long-context.ts"], outfile: ".device/cuda/long-context.mjs" })'
+    await build({ ...common, entryPoints: ["bench/long-context.ts"], outfile: ".device/cuda/long-context.mjs" })
+    await build({ ...common, entryPoints: ["test/conformance.test.ts"], outfile: ".device/cuda/conformance.test.mjs", external: [],
+      alias: { vitest: "./scripts/cuda-vitest-shim.ts", webgpu: "./scripts/webgpu-absent.ts" } })'
   if [ -f build/Release/miniseq_cuda.node ]; then cp build/Release/miniseq_cuda.node .device/cuda/; fi
   du -sh .device/node.gz .device/node-include.tgz .device/gl .device/cuda
   exit 0
@@ -87,6 +90,20 @@ t=$(allow 240); [ "$t" = 0 ] && t=60
 MINISEQ_CUDA_PERF=1 timeout "$t" node .device/cuda/cuda.test.mjs 2>&1 | tee "$out/test.log"
 status=${PIPESTATUS[0]}
 grep -E "^(FAIL|cuda timing)" "$out/test.log" >"$out/summary.txt"; tail -1 "$out/test.log" >>"$out/summary.txt"
+
+# The shared backend suite (test/conformance.test.ts) with CUDA as one of its backends: every
+# primitive and routine against the CPU in float64, kernels called directly, and chunked(M)
+# against unchunked as fast-check properties. (WebGPU is absent from the bundle: skipped.)
+t=$(allow 120)
+if [ "$t" != 0 ]; then
+  timeout "$t" node .device/cuda/conformance.test.mjs >"$out/conformance.log" 2>&1
+  conformance=$?
+  grep -E "^FAIL" "$out/conformance.log" >>"$out/summary.txt"
+  echo "conformance exit $conformance: $(tail -1 "$out/conformance.log")" | tee -a "$out/summary.txt"
+  [ "$conformance" = 0 ] || status=1
+else
+  echo "conformance: skipped, ${SECONDS}s of ${budget}s used" | tee -a "$out/summary.txt"
+fi
 
 # Under compute-sanitizer: memcheck (out-of-bounds and misaligned accesses) on the kernel cases
 # (matmul's big CPU references left out to keep it short; the allocator case too, since its

@@ -1,7 +1,8 @@
 /**
- * A small stand-in for vitest's describe/it/expect, so test/cuda.test.ts can run as one bundled
- * script on the GPU machine, which has Node but no node_modules (scripts/cuda-device.sh bundles
- * the test with esbuild, aliasing "vitest" to this file). Only what test/cuda.test.ts uses.
+ * A small stand-in for vitest's describe/it/expect, so test/cuda.test.ts, cuda-train.test.ts
+ * and conformance.test.ts can run as bundled scripts on the GPU machine, which has Node but no
+ * node_modules (scripts/cuda-device.sh bundles them with esbuild, aliasing "vitest" to this
+ * file). Only what those tests use.
  * SHIM_FILTER=regexp runs only the tests whose full name matches it. Ends with vitest-like
  * "N passed, N failed, N skipped" and exit code 1 on any failure.
  */
@@ -37,7 +38,9 @@ export function expect(actual: unknown, message?: string) {
     toBe: (want: unknown) => assert.ok(Object.is(actual, want), m(`expected ${String(actual)} to be ${String(want)}`)),
     toEqual: (want: unknown) => assert.deepStrictEqual(actual, want, m("not equal")),
     toBeLessThan: (want: number) => assert.ok((actual as number) < want, m(`expected ${String(actual)} < ${want}`)),
+    toBeGreaterThan: (want: number) => assert.ok((actual as number) > want, m(`expected ${String(actual)} > ${want}`)),
     toMatch: (re: RegExp) => assert.match(String(actual), re, m(`${JSON.stringify(actual)} does not match ${re}`)),
+    toBeUndefined: () => assert.ok(actual === undefined, m(`expected ${String(actual)} to be undefined`)),
     toBeInstanceOf: (c: abstract new (...a: never[]) => unknown) => assert.ok(actual instanceof c, m(`${String(actual)} is not a ${c.name}`)),
     toThrow: (re?: RegExp) => (re ? assert.throws(actual as () => unknown, re) : assert.throws(actual as () => unknown)),
   }

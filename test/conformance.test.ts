@@ -9,7 +9,8 @@
  *
  * The WebGPU cases are skipped, with the reason printed, on a machine without an adapter —
  * except in CI (CI=true), where a missing adapter fails the suite: CI is expected to have Mesa's
- * llvmpipe.
+ * llvmpipe. The CUDA cases likewise run where the addon finds a GPU (on the GPU machine,
+ * scripts/cuda-device.sh runs this file bundled, with MINISEQ_CUDA=1 making a missing GPU fail).
  */
 import { Effect, Layer } from "effect"
 import fc from "fast-check"
@@ -18,6 +19,7 @@ import { Backend, type BackendImpl, type Buffer, type FusedRoutine } from "../sr
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { COMPAT_TILE, CORE_TILE, makeWebGpuBackend, type MatmulTile, tileName, type WebGpuBackend, webgpuBackendLayer } from "../src/backends/webgpu/index.js"
+import { makeCudaBackend } from "../src/backends/cuda/index.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { accumulatorDType, type DType, hostArray, type HostArray } from "../src/core/dtype.js"
 import { BackendUnavailable, DTypeError, OutOfMemory } from "../src/core/errors.js"
@@ -55,9 +57,20 @@ try {
 }
 afterAll(async () => { await webgpu?.destroy() })
 
+let cuda: BackendImpl & { destroy(): Promise<void> } | undefined
+let cudaMissing: string | undefined
+try {
+  cuda = makeCudaBackend()
+} catch (e) {
+  if (!(e instanceof BackendUnavailable) || process.env.MINISEQ_CUDA === "1") throw e
+  cudaMissing = e.reason
+}
+afterAll(async () => { await cuda?.destroy() })
+
 const subjects: Subject[] = [
   { name: "cpu", impl: makeCpuBackend() },
   webgpu !== undefined ? { name: "webgpu", impl: webgpu } : { name: "webgpu", unavailable: webgpuMissing ?? "unknown" },
+  cuda !== undefined ? { name: "cuda", impl: cuda } : { name: "cuda", unavailable: cudaMissing ?? "unknown" },
 ]
 
 if (webgpu === undefined && inCI) {
