@@ -177,32 +177,29 @@ function gradientsInForward(loss: Result): Tensor {
     throw new ShapeError({ op: "chunked", shapes: node ? node.results.map((t) => t.shape) : [], message: "chunked: gradientsInForward needs a region that returns one scalar (a loss); drop the option for other regions" })
   }
   const a = node.attrs
-  const diff = node.inputs.flatMap((t, i) => (isFloat(t.dtype) ? [i] : []))
-  const split = (i: number) => a.inAxes[i] !== null
+  const grads = gradientLayout(node)
   const bodyFor = memo((len: number): Body => {
     const fwd = a.bodyFor(len)
     const value = fwd.outputs[0]!
-    const g = vjp([value], [o.full(value.shape, 1, value.dtype)], diff.map((i) => fwd.params[i]!))
-    return { params: fwd.params, outputs: [value, ...g.map((t, k) => t ?? zerosFor(fwd.params[diff[k]!]!))] }
+    return { params: fwd.params, outputs: [value, ...pieceGradients(fwd, [value], [o.full(value.shape, 1, value.dtype)], grads.diff)] }
   })
-  // Each gradient has its input's type; a shared input's pieces are summed in fp32 and cast
-  // once, as a backward region does. Scaling by the cotangent afterwards is exact when it is 1
-  // (the region is the loss itself), and only the input-sized gradient is kept for backward.
+  // Scaling by the cotangent after the cast to the input's dtype is exact when it is 1 (the
+  // region is the loss itself), and only the input-sized gradient is kept for backward.
   const rule: CustomVjp = (_ins, outs, [ct]) => {
-    const grads: (Tensor | undefined)[] = node.inputs.map(() => undefined)
-    diff.forEach((i, k) => { grads[i] = o.mul(outs[k + 1]!, o.cast(o.reshape(ct!, []), node.inputs[i]!.dtype)) })
-    return grads
+    const scaled: (Tensor | undefined)[] = node.inputs.map(() => undefined)
+    grads.diff.forEach((i, k) => { scaled[i] = o.mul(outs[k + 1]!, o.cast(o.reshape(ct!, []), node.inputs[i]!.dtype)) })
+    return scaled
   }
   const attrs: RegionAttrs = {
     ...a,
-    combine: [...a.combine, ...diff.map((i) => (split(i) ? "concat" : "sum") as Combine)],
-    outAxes: [...a.outAxes, ...diff.map((i) => a.inAxes[i]!)],
-    accumulate: [node.results[0]!.dtype, ...diff.map((i) => accumulatorDType(node.inputs[i]!.dtype))],
+    combine: [...a.combine, ...grads.combine],
+    outAxes: [...a.outAxes, ...grads.outAxes],
+    accumulate: [node.results[0]!.dtype, ...grads.accumulate],
     bodyFor,
     vjp: rule,
     vjpReads: "outputs",
   }
-  return regionNode(attrs, node.inputs, [node.results[0]!, ...diff.map((i) => node.inputs[i]!)]).results[0]!
+  return regionNode(attrs, node.inputs, [node.results[0]!, ...grads.types]).results[0]!
 }
 
 /**
@@ -240,11 +237,34 @@ export function lazyRoutine(name: string, f: Fn<readonly Tensor[]>, backward: Cu
 
 const zerosFor = (t: Tensor): Tensor => o.zeros(t.shape, t.dtype)
 
+/**
+ * How a region's gradients come out, for its float inputs `diff`: split inputs get theirs slice
+ * by slice (concatenated), shared inputs (weights) sum over the pieces. Each has its input's
+ * dtype, but a shared input's pieces are summed in an fp32 accumulator and cast once at the end,
+ * so bf16 sums never drift with M.
+ */
+function gradientLayout(node: Node<"region">) {
+  const a = node.attrs
+  const diff = node.inputs.flatMap((t, i) => (isFloat(t.dtype) ? [i] : []))
+  return {
+    diff,
+    combine: diff.map((i): Combine => (a.inAxes[i] === null ? "sum" : "concat")),
+    outAxes: diff.map((i) => a.inAxes[i]!),
+    accumulate: diff.map((i) => accumulatorDType(node.inputs[i]!.dtype)),
+    types: diff.map((i) => node.inputs[i]!),
+  }
+}
+
+/** One piece's gradients for the body params `diff`, given its outputs' cotangents (zeros where none flows). */
+const pieceGradients = (piece: Body, outputs: readonly Tensor[], cts: readonly Tensor[], diff: readonly number[]): Tensor[] =>
+  vjp(outputs, cts, diff.map((i) => piece.params[i]!)).map((t, k) => t ?? zerosFor(piece.params[diff[k]!]!))
+
 /** The VJP of a region is another region: per piece, recompute the body and run its VJP. */
 export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefined)[]): (Tensor | undefined)[] {
   const a = node.attrs
   const withCt = cts.flatMap((c, j) => (c === undefined ? [] : [j]))
-  const diff = node.inputs.flatMap((t, i) => (isFloat(t.dtype) ? [i] : []))
+  const grads = gradientLayout(node)
+  const diff = grads.diff
   if (diff.length === 0) return node.inputs.map(() => undefined)
 
   let attrs: RegionAttrs
@@ -271,25 +291,22 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       const fwd = a.bodyFor(len)
       // A cotangent may be wider than the piece's output (an fp32 sum of bf16 pieces): cast it in.
       const ctPh = withCt.map((j) => placeholder({ shape: fwd.outputs[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
-      const g = vjp(withCt.map((j) => fwd.outputs[j]!), withCt.map((j, k) => o.cast(ctPh[k]!, fwd.outputs[j]!.dtype)), diff.map((i) => fwd.params[i]!))
-      return { params: [...fwd.params, ...ctPh], outputs: g.map((t, k) => t ?? zerosFor(fwd.params[diff[k]!]!)) }
+      const outputs = withCt.map((j) => fwd.outputs[j]!)
+      return { params: [...fwd.params, ...ctPh], outputs: pieceGradients(fwd, outputs, withCt.map((j, k) => o.cast(ctPh[k]!, outputs[k]!.dtype)), diff) }
     })
     attrs = {
       name: `${a.name}.vjp`,
       // A "concat" output's cotangent is split like the output; a "sum" output's is shared.
       inAxes: [...a.inAxes, ...withCt.map((j) => (a.combine[j] === "concat" ? a.outAxes[j]! : null))],
-      // Split inputs get their gradient slice by slice; shared inputs (weights) accumulate.
-      combine: diff.map((i) => (a.inAxes[i] === null ? "sum" : "concat")),
-      outAxes: diff.map((i) => a.inAxes[i]!),
+      combine: grads.combine,
+      outAxes: grads.outAxes,
       length: a.length,
       chunk: a.chunk,
       bodyFor,
       params: a.params,
     }
   }
-  // A gradient has its tensor's dtype, but the pieces of a shared input's gradient (a weight's)
-  // are summed in an fp32 accumulator and cast once at the end, so bf16 sums never drift with M.
-  const bwd = regionNode({ ...attrs, accumulate: diff.map((i) => accumulatorDType(node.inputs[i]!.dtype)) }, inputs, diff.map((i) => node.inputs[i]!))
+  const bwd = regionNode({ ...attrs, accumulate: grads.accumulate }, inputs, grads.types)
   const out: (Tensor | undefined)[] = node.inputs.map(() => undefined)
   diff.forEach((i, k) => (out[i] = bwd.results[k]))
   return out
