@@ -209,6 +209,17 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     }
   }
 
+  // Runs launch(scratch) with `bytes` of device scratch (nullptr when none is needed), giving the
+  // block back to the cache as soon as the kernels are enqueued: later users of it run after them
+  // on the one stream.
+  template <typename F> cudaError_t withScratch(Napi::Env env, Device& d, long long bytes, F&& launch) {
+    size_t capacity = 0;
+    void* scratch = bytes > 0 ? guarded(env, [&] { return d.scratch(static_cast<size_t>(bytes), &capacity); }) : nullptr;
+    const cudaError_t s = launch(scratch);
+    if (scratch != nullptr) d.releaseScratch(scratch, capacity);
+    return s;
+  }
+
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
     const long long bytes = count(info, 0);
     Device& d = dev(info.Env());
@@ -380,14 +391,10 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& x = block(info, 2, outer * axis * inner * elementBytes(dtype), "reduce");
     const Block& out = block(info, 3, outer * inner * elementBytes(dtype), "reduce");
     Device& d = dev(info.Env());
-    const long long scratchElems = reduceScratch(d.launch(), outer, axis, inner);
-    double* scratch = nullptr;
-    size_t capacity = 0;
-    if (scratchElems > 0)
-      scratch = static_cast<double*>(guarded(info.Env(), [&] { return d.scratch(scratchElems * sizeof(double), &capacity); }));
-    const cudaError_t s = reduce(d.launch(), static_cast<ReduceOp>(op), dtype, x.ptr, out.ptr, outer, axis, inner, scratch);
-    if (scratch != nullptr) d.releaseScratch(scratch, capacity);
-    launched(info.Env(), s, "reduce");
+    const long long scratchBytes = reduceScratch(d.launch(), outer, axis, inner) * static_cast<long long>(sizeof(double));
+    launched(info.Env(), withScratch(info.Env(), d, scratchBytes, [&](void* scratch) {
+      return reduce(d.launch(), static_cast<ReduceOp>(op), dtype, x.ptr, out.ptr, outer, axis, inner, static_cast<double*>(scratch));
+    }), "reduce");
   }
 
   // matmul(a, b, out, abDtype, outDtype, batch, m, n, k, transA, transB, accumulate, tf32)
@@ -422,12 +429,9 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& out = block(info, 4, rows * width * elementBytes(dtype), "scatterAdd");
     Device& d = dev(info.Env());
     d.check(cudaMemsetAsync(out.ptr, 0, rows * width * elementBytes(dtype), d.stream()), "cuda.scatterAdd");
-    const long long scratchBytes = scatterAddScratch(n);
-    size_t capacity = 0;
-    void* scratch = scratchBytes == 0 ? nullptr : guarded(info.Env(), [&] { return d.scratch(static_cast<size_t>(scratchBytes), &capacity); });
-    const cudaError_t s = scatterAdd(d.launch(), dtype, static_cast<const int32_t*>(idx.ptr), n, src.ptr, out.ptr, rows, width, scratch);
-    if (scratch != nullptr) d.releaseScratch(scratch, capacity);  // stream-ordered: later users run after these kernels
-    launched(info.Env(), s, "scatterAdd");
+    launched(info.Env(), withScratch(info.Env(), d, scatterAddScratch(n), [&](void* scratch) {
+      return scatterAdd(d.launch(), dtype, static_cast<const int32_t*>(idx.ptr), n, src.ptr, out.ptr, rows, width, scratch);
+    }), "scatterAdd");
   }
 
   // takeAlong(elemBytes, x, idx, n, out, width): out[i] = x[i, idx[i]]
@@ -589,12 +593,9 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& dx = block(info, 4, rows * d * eb, "rmsNorm.vjp");
     const Block& dw = block(info, 5, d * eb, "rmsNorm.vjp");
     Device& dv = dev(info.Env());
-    size_t capacity = 0;
-    const long long bytes = rmsNormScratch(dv.launch(), dtype, rows, d);
-    void* scratch = guarded(info.Env(), [&] { return dv.scratch(static_cast<size_t>(bytes), &capacity); });
-    const cudaError_t s = rmsNormBackward(dv.launch(), dtype, x.ptr, w.ptr, g.ptr, dx.ptr, dw.ptr, rows, d, number(info, 8), scratch);
-    dv.releaseScratch(scratch, capacity);
-    launched(info.Env(), s, "rmsNorm.vjp");
+    launched(info.Env(), withScratch(info.Env(), dv, rmsNormScratch(dv.launch(), dtype, rows, d), [&](void* scratch) {
+      return rmsNormBackward(dv.launch(), dtype, x.ptr, w.ptr, g.ptr, dx.ptr, dw.ptr, rows, d, number(info, 8), scratch);
+    }), "rmsNorm.vjp");
   }
 
   // adamw(paramType, gradType, stateType, param, grad, m, v, master (0: none), lr, c1, c2, clip,
@@ -661,15 +662,10 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& dk = block(info, 9, kvBytes, "attention.vjp");
     const Block& dv = block(info, 10, kvBytes, "attention.vjp");
     Device& d = dev(info.Env());
-    const long long scratchBytes = attentionScratch(dtype, a.b, a.h, a.s);
-    void* scratch = nullptr;
-    size_t capacity = 0;
-    if (scratchBytes > 0) scratch = guarded(info.Env(), [&] { return d.scratch(static_cast<size_t>(scratchBytes), &capacity); });
-    const cudaError_t s = attentionBackward(d.launch(), dtype, q.ptr, k.ptr, v.ptr, o.ptr, lse.ptr, dO.ptr, dLse, dq.ptr, dk.ptr, dv.ptr,
-                                            a.b, a.h, a.hkv, a.s, a.d, scratch);
-    // Back to the cache now: later users of the block run after these kernels.
-    if (scratch != nullptr) d.releaseScratch(scratch, capacity);
-    launched(info.Env(), s, "attention.vjp");
+    launched(info.Env(), withScratch(info.Env(), d, attentionScratch(dtype, a.b, a.h, a.s), [&](void* scratch) {
+      return attentionBackward(d.launch(), dtype, q.ptr, k.ptr, v.ptr, o.ptr, lse.ptr, dO.ptr, dLse, dq.ptr, dk.ptr, dv.ptr,
+                               a.b, a.h, a.hkv, a.s, a.d, scratch);
+    }), "attention.vjp");
   }
 
   Napi::Value Memory(const Napi::CallbackInfo& info) {
