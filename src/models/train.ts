@@ -201,7 +201,8 @@ function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord)
         [adam.correction1, { buffer: scalars[1]!, kind: "temporaries" }],
         [adam.correction2, { buffer: scalars[2]!, kind: "temporaries" }],
       ])
-      const resident: Array<[Record<string, Tensor>, Record<string, Buffer>, MemoryKind]> = [[adam.params, params, "weights"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"], ...(master ? [[adam.master, master, "optimizer"] as [Record<string, Tensor>, Record<string, Buffer>, MemoryKind]] : [])]
+      type Resident = [Record<string, Tensor>, Record<string, Buffer>, MemoryKind] // graph inputs, their buffers, their kind
+      const resident: Resident[] = [[adam.params, params, "weights"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"], ...(master ? [[adam.master, master, "optimizer"] as Resident] : [])]
       for (const [tensors, buffers, kind] of resident) for (const n of names) bindings.set(tensors[n]!, { buffer: buffers[n]!, kind })
       names.forEach((n, i) => bindings.set(adam.grads[n]!, { buffer: grads![i]!, kind: "gradients" }))
       const outputs = adamwOutputs(adam) // the norm, then per parameter: weights, m, v (and master)
