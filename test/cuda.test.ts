@@ -205,6 +205,8 @@ function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<numbe
     if (Math.abs(g - w) > diff) { diff = Math.abs(g - w); at = i }
   }
   const err = scale === 0 ? diff : diff / scale
+  // MINISEQ_CUDA_ERRORS=1 prints every comparison's error beside its tolerance (for tuning them).
+  if (process.env.MINISEQ_CUDA_ERRORS) console.log(`error ${err.toExponential(2)} of ${tol}  ${what}`)
   if (!(err <= tol)) expect.fail(`${what}: error ${err.toExponential(2)} (element ${at}: ${got[at]} vs ${want[at]}) exceeds ${tol}`)
 }
 
@@ -821,13 +823,15 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
   ]
   for (const [name, [B, H, Hkv, S, D]] of attnCases) {
     it(`attention float32: ${name}`, async () => {
-      await compareFused(`attention float32 ${name}`, "float32", attentionCase(B, H, Hkv, S, D, 21), 2e-5)
+      await compareFused(`attention float32 ${name}`, "float32", attentionCase(B, H, Hkv, S, D, 21), 5e-6) // seen: ≤ 1.1e-6
     })
   }
   for (const [name, [B, H, Hkv, S, D]] of [0, 1, 2, 4, 6, 7, 8, 9].map((i) => attnCases[i]!)) {
-    // bfloat16 o is saved rounded (lse stays float32), and the backward reads it: ~1% in the gradients.
+    // bfloat16: o rounded once (≤ 2⁻⁹ relative) plus P rounded to bf16 for the tensor cores; the
+    // gradients also go through bf16 dS and the saved bf16 o (lse stays float32). Seen on the H200:
+    // o ≤ 2.9e-3, dq/dk/dv ≤ 5.2e-3. A bf16 lse (as before) moved them by up to 3%.
     it(`attention bfloat16: ${name}`, async () => {
-      await compareFused(`attention bfloat16 ${name}`, "bfloat16", attentionCase(B, H, Hkv, S, D, 22), [1.5e-2, 5e-2, 5e-2, 5e-2])
+      await compareFused(`attention bfloat16 ${name}`, "bfloat16", attentionCase(B, H, Hkv, S, D, 22), [8e-3, 1.5e-2, 1.5e-2, 1.5e-2])
     })
   }
   for (const [name, [B, H, Hkv, S, D]] of [attnCases[2]!, attnCases[5]!]) {
@@ -856,7 +860,7 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     const shapes = { q: [B, H, S, D], kv: [B, Hkv, S, D], lse: [B, H, S, 1] }
     for (const dtype of ["float32", "bfloat16"] as const) {
       const rq = dtype === "bfloat16" ? roundBf16(q) : q, rk = dtype === "bfloat16" ? roundBf16(k) : k, rv = dtype === "bfloat16" ? roundBf16(v) : v
-      const tol = dtype === "bfloat16" ? 5e-2 : 2e-5
+      const tol = dtype === "bfloat16" ? 1.5e-2 : 5e-6 // as the attention bfloat16 cases above
       const lseType = accumulatorDType(dtype) // float32 for bfloat16 too
       const ctSets: (readonly ("dO" | "dLse")[])[] = [["dO", "dLse"], ["dLse"], ["dO"]]
       for (const cts of ctSets) {
