@@ -82,6 +82,18 @@ describe("cuda availability", () => {
     }
   })
 
+  // The kernels are compiled wherever nvcc is, GPU or not, so that a change that breaks them fails
+  // here (npm install itself stays green: the other backends must install everywhere).
+  it("where the install found nvcc, the addon was built", () => {
+    const record = join(dirname(dirname(addonPath())), "miniseq_cuda.json")
+    if (!existsSync(record)) return // no install step has run (a bundle on the GPU machine builds its own)
+    const r = JSON.parse(readFileSync(record, "utf8")) as { built: boolean; reason: string; nvcc?: string }
+    if (r.nvcc === undefined) return // no toolkit at install time: nothing was compiled
+    if (!r.built)
+      expect.fail(`the CUDA addon did not build with ${r.nvcc}: ${r.reason}; ` +
+        "fix the build and run `npm run build:cuda`, or install with MINISEQ_SKIP_CUDA=1 to leave CUDA out")
+  })
+
   it("the Layer fails with the same BackendUnavailable, or provides the backend and releases it", async () => {
     const program = Effect.gen(function* () { return (yield* Backend).name }).pipe(Effect.provide(cudaBackendLayer()))
     if (cuda === undefined) {
