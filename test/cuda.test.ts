@@ -14,12 +14,11 @@
  * of vitest's API that scripts/cuda-vitest-shim.ts provides.
  */
 import { Effect, Layer } from "effect"
-import { existsSync, readFileSync } from "node:fs"
-import { dirname, join } from "node:path"
+import { existsSync } from "node:fs"
 import { afterAll, describe, expect, it } from "vitest"
 import { Backend, type BackendImpl, type Buffer, type FusedRoutine, type MatmulSpec, type View } from "../src/backends/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
-import { addonPath, type CudaBackend, cudaBackendLayer, makeCudaBackend } from "../src/backends/cuda/index.js"
+import { addonPath, type CudaBackend, cudaBackendLayer, makeCudaBackend, readBuildRecord } from "../src/backends/cuda/index.js"
 import { cudaRoutines } from "../src/backends/cuda/fused.js"
 import type { NativeDevice } from "../src/backends/cuda/native.js"
 import { gpuFusedRoutines } from "../src/cli/plan-command.js"
@@ -71,11 +70,8 @@ describe("cuda availability", () => {
     if (!existsSync(addonPath())) {
       // Not built: the reason quotes what the install recorded.
       expect(e.reason).toMatch(/^native addon not built: .*miniseq_cuda\.node is missing \((at install: .+|no build was recorded: .+)\)$/)
-      const record = join(dirname(dirname(addonPath())), "miniseq_cuda.json")
-      if (existsSync(record)) {
-        const r = JSON.parse(readFileSync(record, "utf8")) as { built: boolean; reason: string }
-        if (!r.built) expect(e.reason.includes(r.reason)).toBe(true)
-      }
+      const r = readBuildRecord()
+      if (r !== undefined && !r.built) expect(e.reason.includes(r.reason!)).toBe(true)
     } else {
       // Built: the reason is the driver's, the device's or cuBLAS's own words.
       expect(e.reason).toMatch(/^(no GPU: (no NVIDIA driver on this machine \(.+\); cudaGetDeviceCount: cudaError\w+: .+|cudaGetDeviceCount failed: cudaError\w+: .+|.+)|unsupported GPU: .+cudaError\w+: .+|cuBLAS not loadable: .+|native addon failed to load: .+)$/)
@@ -85,9 +81,8 @@ describe("cuda availability", () => {
   // The kernels are compiled wherever nvcc is, GPU or not, so that a change that breaks them fails
   // here (npm install itself stays green: the other backends must install everywhere).
   it("where the install found nvcc, the addon was built", () => {
-    const record = join(dirname(dirname(addonPath())), "miniseq_cuda.json")
-    if (!existsSync(record)) return // no install step has run (a bundle on the GPU machine builds its own)
-    const r = JSON.parse(readFileSync(record, "utf8")) as { built: boolean; reason: string; nvcc?: string }
+    const r = readBuildRecord()
+    if (r === undefined) return // no install step has run (a bundle on the GPU machine builds its own)
     if (r.nvcc === undefined) return // no toolkit at install time: nothing was compiled
     if (!r.built)
       expect.fail(`the CUDA addon did not build with ${r.nvcc}: ${r.reason}; ` +

@@ -4,7 +4,7 @@ import { Backend } from "../backend.js"
 import { makeCudaBackend, type CudaOptions } from "./cuda-backend.js"
 
 export { makeCudaBackend, type CudaBackend, type CudaBuffer, type CudaDeviceInfo, type CudaMemory, type CudaOptions } from "./cuda-backend.js"
-export { addonPath, loadAddon } from "./native.js"
+export { addonPath, loadAddon, readBuildRecord } from "./native.js"
 
 /**
  * The CUDA backend as the `Backend` service. The device is a scoped resource: started when the

@@ -128,16 +128,27 @@ export function addonPath(): string {
   return join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "build", "Release", "miniseq_cuda.node")
 }
 
-/** What native/build.mjs recorded about the last build, if anything. */
-function buildRecord(path: string): string {
-  const file = join(dirname(dirname(path)), "miniseq_cuda.json")
-  if (!existsSync(file)) return "no build was recorded: run `npm run build:cuda`"
+/** What native/build.mjs recorded about the last build: build/miniseq_cuda.json beside the addon's folder. */
+export interface BuildRecord { readonly built: boolean; readonly reason?: string; readonly nvcc?: string }
+
+const buildRecordPath = (addon: string): string => join(dirname(dirname(addon)), "miniseq_cuda.json")
+
+/** The build record for the addon at `addon`; undefined when none was written, throws when it is unreadable. */
+export function readBuildRecord(addon: string = addonPath()): BuildRecord | undefined {
+  const file = buildRecordPath(addon)
+  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as BuildRecord) : undefined
+}
+
+/** Why the addon at `path` is missing, in the build record's words. */
+function missingReason(path: string): string {
+  let r: BuildRecord | undefined
   try {
-    const r = JSON.parse(readFileSync(file, "utf8")) as { built?: boolean; reason?: string }
-    return r.built ? "the build record says it was built, so it was removed since: run `npm run build:cuda`" : `at install: ${r.reason ?? "?"}`
+    r = readBuildRecord(path)
   } catch {
-    return `unreadable build record ${file}`
+    return `unreadable build record ${buildRecordPath(path)}`
   }
+  if (r === undefined) return "no build was recorded: run `npm run build:cuda`"
+  return r.built ? "the build record says it was built, so it was removed since: run `npm run build:cuda`" : `at install: ${r.reason ?? "?"}`
 }
 
 let cached: AddonLoad | undefined
@@ -146,7 +157,7 @@ export function loadAddon(): AddonLoad {
   if (cached) return cached
   const path = addonPath()
   if (!existsSync(path)) {
-    cached = { ok: false, path, reason: `native addon not built: ${path} is missing (${buildRecord(path)})` }
+    cached = { ok: false, path, reason: `native addon not built: ${path} is missing (${missingReason(path)})` }
     return cached
   }
   try {
