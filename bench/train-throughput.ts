@@ -8,7 +8,7 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { dirname } from "node:path"
 import { Effect, type Layer } from "effect"
-import type { Backend } from "../src/backends/backend.js"
+import type { Backend } from "../src/core/backend.js"
 import { cpuBackendLayer } from "../src/backends/cpu/index.js"
 import { cudaBackendLayer } from "../src/backends/cuda/index.js"
 import { webgpuBackendLayer } from "../src/backends/webgpu/index.js"

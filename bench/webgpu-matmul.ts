@@ -9,7 +9,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { makeWebGpuBackend, type MatmulTile, tileName } from "../src/backends/webgpu/index.js"
-import type { MatmulSpec } from "../src/backends/backend.js"
+import type { MatmulSpec } from "../src/core/backend.js"
 
 interface Row { tile: string; shape: string; batch: number; m: number; n: number; k: number; transB: boolean; reps: number; ms: number; gflops: number }
 

@@ -1,4 +1,4 @@
 export * from "./core/index.js"
-export { Backend, type BackendImpl, type Buffer } from "./backends/backend.js"
+export { Backend, type BackendImpl, type Buffer } from "./core/backend.js"
 export { cpuBackendLayer, makeCpuBackend } from "./backends/cpu/index.js"
-export { makeCountingBackend } from "./backends/counting.js"
+export { makeCountingBackend } from "./core/counting.js"

@@ -15,7 +15,7 @@
 import { Effect, Layer } from "effect"
 import fc from "fast-check"
 import { afterAll, describe, expect, it } from "vitest"
-import { Backend, type BackendImpl, type Buffer, type FusedRoutine } from "../src/backends/backend.js"
+import { Backend, type BackendImpl, type Buffer, type FusedRoutine } from "../src/core/backend.js"
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { COMPAT_TILE, CORE_TILE, makeWebGpuBackend, type MatmulTile, tileName, type WebGpuBackend, webgpuBackendLayer } from "../src/backends/webgpu/index.js"

@@ -5,7 +5,7 @@
 import { describe, it, expect } from "vitest"
 import fc from "fast-check"
 import { Effect } from "effect"
-import { Backend, type Buffer, type MatmulSpec, type View } from "../src/backends/backend.js"
+import { Backend, type Buffer, type MatmulSpec, type View } from "../src/core/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { hostArray, type DType } from "../src/core/dtype.js"
 

@@ -6,7 +6,7 @@
  */
 import { Effect, Exit, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { Backend, type BackendImpl, type Buffer } from "../src/backends/backend.js"
+import { Backend, type BackendImpl, type Buffer } from "../src/core/backend.js"
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"

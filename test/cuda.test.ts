@@ -16,7 +16,7 @@
 import { Effect, Layer } from "effect"
 import { existsSync } from "node:fs"
 import { afterAll, describe, expect, it } from "vitest"
-import { Backend, type BackendImpl, type Buffer, type FusedRoutine, type MatmulSpec, type View } from "../src/backends/backend.js"
+import { Backend, type BackendImpl, type Buffer, type FusedRoutine, type MatmulSpec, type View } from "../src/core/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { addonPath, type CudaBackend, cudaBackendLayer, makeCudaBackend, readBuildRecord } from "../src/backends/cuda/index.js"
 import { cudaRoutines } from "../src/backends/cuda/fused.js"

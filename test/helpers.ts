@@ -1,5 +1,5 @@
 import { Effect, type Layer } from "effect"
-import type { Backend } from "../src/backends/backend.js"
+import type { Backend } from "../src/core/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { type DType, type HostArray, hostArray } from "../src/core/dtype.js"
 import { evaluate, type Feed, type RunOptions } from "../src/core/executor.js"

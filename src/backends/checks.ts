@@ -4,7 +4,7 @@
  * the backend and the kernel: a loud crash is the most useful thing to do.
  */
 import type { DType } from "../core/dtype.js"
-import type { Buffer, MatmulSpec, View } from "./backend.js"
+import type { Buffer, MatmulSpec, View } from "../core/backend.js"
 
 const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
 export const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`

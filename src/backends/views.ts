@@ -1,5 +1,5 @@
 /** Strided views, simplified the same way by every backend before a copy. */
-import type { View } from "./backend.js"
+import type { View } from "../core/backend.js"
 
 export interface Simplified {
   readonly shape: number[]

@@ -4,9 +4,9 @@
  * MemoryLedger. It never reads device memory, so a counting backend yields the same numbers.
  */
 import { Effect } from "effect"
-import type { BackendImpl, Buffer, View } from "../backends/backend.js"
-import { Backend, contiguousStrides } from "../backends/backend.js"
-import { makeCountingBackend } from "../backends/counting.js"
+import type { BackendImpl, Buffer, View } from "./backend.js"
+import { Backend, contiguousStrides } from "./backend.js"
+import { makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, schedule, type Tensor, type TensorType } from "./graph.js"

@@ -2,7 +2,7 @@
  * The user-facing ops: thin wrappers over the primitives that add numpy-style broadcasting,
  * number operands, negative axes and keepDims. Everything here builds graph nodes.
  */
-import { numel } from "../backends/backend.js"
+import { numel } from "./backend.js"
 import type { DType } from "./dtype.js"
 import { fmtShape, ShapeError } from "./errors.js"
 import { Tensor } from "./graph.js"

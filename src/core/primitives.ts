@@ -6,8 +6,8 @@
  * Elementwise primitives take operands of equal shape, or a scalar (shape []) operand;
  * `ops.ts` inserts explicit `broadcast` nodes for everything else.
  */
-import type { BackendImpl, BinaryOp, Buffer, MatmulSpec, UnaryOp, View } from "../backends/backend.js"
-import { contiguousStrides, numel } from "../backends/backend.js"
+import type { BackendImpl, BinaryOp, Buffer, MatmulSpec, UnaryOp, View } from "./backend.js"
+import { contiguousStrides, numel } from "./backend.js"
 import { type DType, isFloat } from "./dtype.js"
 import { DTypeError, fmtShape, ShapeError } from "./errors.js"
 import { makeNode, type Node, type NodeAttrs, type Primitive, type Tensor, type TensorType } from "./graph.js"

@@ -2,7 +2,7 @@
  * The memory planner is the executor in counting mode: it runs the very graphs of a training
  * step on a backend that allocates nothing, so its numbers are the schedule's exact live bytes.
  */
-import type { BackendImpl } from "../backends/backend.js"
+import type { BackendImpl } from "../core/backend.js"
 import { plan } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"

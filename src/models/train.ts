@@ -7,7 +7,7 @@
  * gradient norm and checkpoints are read back.
  */
 import { Effect } from "effect"
-import { Backend, type BackendImpl, type Buffer } from "../backends/backend.js"
+import { Backend, type BackendImpl, type Buffer } from "../core/backend.js"
 import type { DType, HostArray } from "../core/dtype.js"
 import { BadCheckpoint, DTypeError, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"

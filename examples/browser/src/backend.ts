@@ -8,7 +8,7 @@
  */
 /// <reference types="@webgpu/types" />
 import { Effect, Layer } from "effect"
-import { Backend } from "../../../src/backends/backend.js"
+import { Backend } from "../../../src/core/backend.js"
 import { makeCpuBackend } from "../../../src/backends/cpu/index.js"
 import { deviceOn, type GpuDevice } from "../../../src/backends/webgpu/device.js"
 import { type WebGpuBackend, webGpuBackendOn } from "../../../src/backends/webgpu/webgpu-backend.js"

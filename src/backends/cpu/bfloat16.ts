@@ -6,7 +6,7 @@
  * This lets the mixed-precision training path (bf16 weights, fp32 master weights and moments)
  * run, and be tested, on a machine without a GPU.
  */
-import type { BackendImpl, Buffer, FusedRoutine } from "../backend.js"
+import type { BackendImpl, Buffer, FusedRoutine } from "../../core/backend.js"
 import { type CpuBackend, type CpuBuffer, makeCpuBackend } from "./cpu-backend.js"
 
 /** A bfloat16 buffer: its values live in a float32 buffer of the wrapped backend. */

@@ -6,7 +6,7 @@
  * its arguments and throws a plain `Error` naming the kernel: a failed check here is a bug in the
  * executor, never a user error, so a loud crash is the most useful thing to do.
  */
-import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
+import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../../core/backend.js"
 import { describe, kernelChecks } from "../checks.js"
 import { simplifyViews } from "../views.js"
 import { cpuRoutines } from "./fused.js"

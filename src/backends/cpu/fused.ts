@@ -2,7 +2,7 @@
  * Fused CPU kernels for named routines. Each must equal its routine's reference body (the
  * conformance tests compare them); what it saves is memory: no N×V temporaries.
  */
-import type { FusedRoutine } from "../backend.js"
+import type { FusedRoutine } from "../../core/backend.js"
 import type { CpuBuffer, CpuData } from "./cpu-backend.js"
 
 const data = (b: unknown): CpuData => (b as CpuBuffer).data

@@ -1,5 +1,5 @@
 import { Layer } from "effect"
-import { Backend } from "../backend.js"
+import { Backend } from "../../core/backend.js"
 import { makeCpuBackend, type CpuBackend } from "./cpu-backend.js"
 
 export { makeCpuBackend, type CpuBackend, type CpuBuffer, type CpuData, type CpuMemory } from "./cpu-backend.js"

@@ -21,7 +21,7 @@
  * - Named routines (cross-entropy, logsumexp, SiLU, causal attention, and their VJPs) run as fused
  *   kernels (./fused.ts) unless `fused: false`.
  */
-import type { Buffer, BackendImpl, MatmulSpec, View } from "../backend.js"
+import type { Buffer, BackendImpl, MatmulSpec, View } from "../../core/backend.js"
 import { bytesPerElement, dtypeOf, type DType } from "../../core/dtype.js"
 import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
 import { describe, kernelChecks } from "../checks.js"

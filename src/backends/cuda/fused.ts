@@ -32,7 +32,7 @@
  * backward 146 and 152; docs/cuda.md); float32, float64 and other head dims run on SIMT kernels
  * (no tensor cores, 9–24 TFLOP/s).
  */
-import type { Buffer, FusedRoutine } from "../backend.js"
+import type { Buffer, FusedRoutine } from "../../core/backend.js"
 import { accumulatorDType, bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
 import { OutOfMemory } from "../../core/errors.js"
 import { dtypeCode, type NativeDevice, type NativeError } from "./native.js"

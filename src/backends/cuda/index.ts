@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { BackendUnavailable } from "../../core/errors.js"
-import { Backend } from "../backend.js"
+import { Backend } from "../../core/backend.js"
 import { makeCudaBackend, type CudaOptions } from "./cuda-backend.js"
 
 export { makeCudaBackend, type CudaBackend, type CudaBuffer, type CudaDeviceInfo, type CudaMemory, type CudaOptions } from "./cuda-backend.js"

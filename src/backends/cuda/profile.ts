@@ -5,7 +5,7 @@
  * the milliseconds between each pair. The time between one operation's end and the next one's
  * start is the GPU waiting for the host to enqueue work: reported as "(gpu idle)".
  */
-import type { BackendImpl, FusedRoutine } from "../backend.js"
+import type { BackendImpl, FusedRoutine } from "../../core/backend.js"
 import type { NativeDevice } from "./native.js"
 
 export interface ProfileEntry {

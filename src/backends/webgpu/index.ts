@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { BackendUnavailable } from "../../core/errors.js"
-import { Backend } from "../backend.js"
+import { Backend } from "../../core/backend.js"
 import { makeWebGpuBackend, type WebGpuOptions } from "./webgpu-backend.js"
 
 export { makeWebGpuBackend, webGpuBackendOn, type WebGpuBackend, type WebGpuBuffer, type WebGpuMemory, type WebGpuOptions } from "./webgpu-backend.js"

@@ -7,7 +7,7 @@
  * 64-bit floats, so float64 is refused at allocation.
  */
 /// <reference types="@webgpu/types" />
-import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../backend.js"
+import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../../core/backend.js"
 import { bytesPerElement, dtypeOf, hostArray } from "../../core/dtype.js"
 import { DTypeError, OutOfMemory } from "../../core/errors.js"
 import { BufferPool } from "./buffers.js"

@@ -29,7 +29,7 @@
  *      key of the block (blocks entirely below the diagonal are skipped). The GQA sum over the
  *      heads of a group happens in registers, in a fixed order, with no scratch.
  */
-import type { BackendImpl, Buffer, FusedRoutine } from "../../backend.js"
+import type { BackendImpl, Buffer, FusedRoutine } from "../../../core/backend.js"
 import { entry, f32Bits, paramsStruct, type RunKernel, storage } from "./common.js"
 
 /** Threads per workgroup of every attention kernel. */

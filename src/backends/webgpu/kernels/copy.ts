@@ -7,7 +7,7 @@
  * thread per element, which turns its linear index into coordinates, innermost dim first.
  * Elements are moved as raw 32-bit words, so one shader serves float32 and int32.
  */
-import type { View } from "../../backend.js"
+import type { View } from "../../../core/backend.js"
 import { entry, paramsStruct, storage, WG } from "./common.js"
 
 export const MAX_RANK = 8

@@ -9,7 +9,7 @@
  * operand gets no binding of its own: the shader reads it from `out`. Each thread reads its
  * element before writing it, so the result is the same.
  */
-import type { BinaryOp, UnaryOp } from "../../backend.js"
+import type { BinaryOp, UnaryOp } from "../../../core/backend.js"
 import { entry, floatHelpers, paramsStruct, type Scalar, storage, WG } from "./common.js"
 
 export interface Operand {

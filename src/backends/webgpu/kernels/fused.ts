@@ -12,7 +12,7 @@
  * Plus causal flash attention, "attention" and "attention.vjp" (kernels in attention.ts), when
  * the device has the 8 storage buffers and 16 KiB of workgroup memory they need.
  */
-import type { Buffer, FusedRoutine } from "../../backend.js"
+import type { Buffer, FusedRoutine } from "../../../core/backend.js"
 import { attentionFits, attentionRoutines, type Bind, type Scratch } from "./attention.js"
 import { entry, floatHelpers, paramsStruct, type RunKernel, storage } from "./common.js"
 

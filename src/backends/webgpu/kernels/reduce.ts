@@ -9,7 +9,7 @@
  *   neighbouring elements (consecutive inner indices), so the loads coalesce.
  * Sums accumulate in float32 (the tree keeps the rounding error small); max lets NaN win.
  */
-import type { ReduceOp } from "../../backend.js"
+import type { ReduceOp } from "../../../core/backend.js"
 import { entry, floatHelpers, paramsStruct, storage, WG } from "./common.js"
 
 /** Threads per row in the row kernel (a power of two for the tree). */

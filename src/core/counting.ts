@@ -3,7 +3,7 @@
  * schedule a real backend would run and so yields the exact memory plan, in milliseconds.
  * Give it the names of the fused routines of the backend being planned for.
  */
-import { hostArray } from "../core/dtype.js"
+import { hostArray } from "./dtype.js"
 import type { BackendImpl, Buffer } from "./backend.js"
 
 export function makeCountingBackend(fused: Iterable<string> = []): BackendImpl {

@@ -11,7 +11,7 @@
  *   broadcast is an explicit `copy` with 0 strides.
  */
 import { Context } from "effect"
-import type { DType, HostArray } from "../core/dtype.js"
+import type { DType, HostArray } from "./dtype.js"
 
 /** An opaque handle to device memory. Backends extend it with their own storage. */
 export interface Buffer {
