@@ -7,6 +7,7 @@ import fc from "fast-check"
 import { Effect } from "effect"
 import { Backend, type Buffer, type MatmulSpec, type View } from "../src/core/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
+import { matmulNaive } from "../src/backends/cpu/matmul.js"
 import { hostArray, type DType } from "../src/core/dtype.js"
 
 const numRuns = Number(process.env.MINISEQ_PROPERTY_RUNS ?? 30)
@@ -394,21 +395,15 @@ describe("reduce", () => {
 // ---------------------------------------------------------------------------------------------
 
 describe("matmul", () => {
-  /** Naive triple loop in float64, plus Σ|a||b| per output for a rounding tolerance. */
+  /**
+   * The definition (`matmulNaive`, the triple loop) in float64, plus Σ|a||b| per output (the
+   * definition on |a| and |b|) for a rounding tolerance.
+   */
   function matmulRef(a: readonly number[], b: readonly number[], s: MatmulSpec): { value: number[]; scale: number[] } {
-    const value: number[] = [], scale: number[] = []
-    for (let t = 0; t < s.batch; t++) for (let i = 0; i < s.m; i++) for (let j = 0; j < s.n; j++) {
-      let acc = 0, abs = 0
-      for (let p = 0; p < s.k; p++) {
-        const av = a[t * s.m * s.k + (s.transA ? p * s.m + i : i * s.k + p)]!
-        const bv = b[t * s.k * s.n + (s.transB ? j * s.k + p : p * s.n + j)]!
-        acc += av * bv
-        abs += Math.abs(av * bv)
-      }
-      value.push(acc)
-      scale.push(abs)
-    }
-    return { value, scale }
+    const value = new Float64Array(s.batch * s.m * s.n), scale = new Float64Array(value.length)
+    matmulNaive(Float64Array.from(a), Float64Array.from(b), value, s)
+    matmulNaive(Float64Array.from(a, Math.abs), Float64Array.from(b, Math.abs), scale, s)
+    return { value: Array.from(value), scale: Array.from(scale) }
   }
   async function checkMatmul(dtype: DType, spec: MatmulSpec, seed: number) {
     const av = randomValues(dtype, spec.batch * spec.m * spec.k, seed)
