@@ -22,8 +22,9 @@ import fc from "fast-check"
 import type { MatmulSpec } from "../src/core/backend.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { matmulBlocked, matmulNaive } from "../src/backends/cpu/matmul.js"
+import { propertyRuns } from "./helpers.js"
 
-const numRuns = Number(process.env.MINISEQ_PROPERTY_RUNS ?? 100)
+const numRuns = propertyRuns(100)
 type Float = "float32" | "float64"
 type FloatArray = Float32Array | Float64Array
 
