@@ -27,6 +27,8 @@ type FloatData = Float32Array | Float64Array
  */
 export function matmulNaive(A: FloatData, B: FloatData, C: FloatData, spec: MatmulSpec): void {
   const { batch, m, n, k, transA, transB } = spec
+  // k = 0 is an empty sum: out = 0, or out left as it is (not even -0 turned into +0).
+  if (k === 0 && spec.accumulate) return
   for (let t = 0; t < batch; t++) {
     const a = t * m * k, b = t * k * n, c = t * m * n
     for (let i = 0; i < m; i++) {
