@@ -65,24 +65,64 @@ export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptio
   }
 }
 
-/** What each bound input of the gradient pass counts as, plus the optimizer state resident beside it. */
-export function gradientInputs(g: GradientGraph, adamw: AdamWGraph): Map<Tensor, MemoryKind> {
-  const m = g.model
-  const kinds = new Map<Tensor, MemoryKind>([[m.tokens, "activations"], [m.targets, "activations"], [m.count, "activations"]])
-  for (const n of g.names) {
-    kinds.set(m.params[n]!, "weights")
-    if (g.previous) kinds.set(g.previous[n]!, "gradients")
-    kinds.set(adamw.m[n]!, "optimizer").set(adamw.v[n]!, "optimizer")
-    if (adamw.master[n]) kinds.set(adamw.master[n], "optimizer")
-  }
-  return kinds
+/**
+ * What a bound input of a step's graphs holds: one parameter's share of the training state (its
+ * weights, fp32 master copy, AdamW moments or accumulated gradient), or one of the step's own values.
+ */
+export type StepInput =
+  | { readonly holds: "weights" | "master" | "m" | "v" | "gradients"; readonly parameter: string }
+  | { readonly holds: "tokens" | "targets" | "count" | "lr" | "correction1" | "correction2" }
+
+/** The memory kind each held thing counts as: the planner counts by it, the trainer binds by it. */
+const kindOf: Readonly<Record<StepInput["holds"], MemoryKind>> = {
+  tokens: "activations", targets: "activations", count: "activations",
+  weights: "weights", gradients: "gradients", master: "optimizer", m: "optimizer", v: "optimizer",
+  lr: "temporaries", correction1: "temporaries", correction2: "temporaries",
 }
 
-export function adamwInputs(a: AdamWGraph): Map<Tensor, MemoryKind> {
-  const kinds = new Map<Tensor, MemoryKind>([[a.lr, "temporaries"], [a.correction1, "temporaries"], [a.correction2, "temporaries"]])
-  for (const n of Object.keys(a.params)) {
-    kinds.set(a.params[n]!, "weights").set(a.grads[n]!, "gradients").set(a.m[n]!, "optimizer").set(a.v[n]!, "optimizer")
-    if (a.master[n]) kinds.set(a.master[n], "optimizer")
+export const memoryKind = (i: StepInput): MemoryKind => kindOf[i.holds]
+
+/** Each input's memory kind: what a plan binds its inputs with. */
+export const inputKinds = (inputs: ReadonlyMap<Tensor, StepInput>): Map<Tensor, MemoryKind> =>
+  new Map([...inputs].map(([t, i]) => [t, memoryKind(i)]))
+
+/** The inputs of the loss alone (held-out evaluation): the batch and the weights. */
+export function lossInputs(m: LlamaGraph): Map<Tensor, StepInput> {
+  const inputs = new Map<Tensor, StepInput>([
+    [m.tokens, { holds: "tokens" }], [m.targets, { holds: "targets" }], [m.count, { holds: "count" }],
+  ])
+  for (const [parameter, t] of Object.entries(m.params)) inputs.set(t, { holds: "weights", parameter })
+  return inputs
+}
+
+/** The optimizer state of one parameter, resident during either pass. */
+const optimizerState = (a: AdamWGraph, parameter: string): [Tensor, StepInput][] => [
+  [a.m[parameter]!, { holds: "m", parameter }],
+  [a.v[parameter]!, { holds: "v", parameter }],
+  ...(a.master[parameter] ? [[a.master[parameter], { holds: "master", parameter }] as [Tensor, StepInput]] : []),
+]
+
+/**
+ * The inputs of a gradient pass: the loss's, the gradients it adds into (accumulation), and the
+ * optimizer state resident beside it (bound, and so counted, but never read).
+ */
+export function gradientInputs(g: GradientGraph, a: AdamWGraph): Map<Tensor, StepInput> {
+  const inputs = lossInputs(g.model)
+  for (const parameter of g.names) {
+    if (g.previous) inputs.set(g.previous[parameter]!, { holds: "gradients", parameter })
+    for (const [t, i] of optimizerState(a, parameter)) inputs.set(t, i)
   }
-  return kinds
+  return inputs
+}
+
+/** The inputs of the AdamW pass: the step's scalars, then each parameter's weights, gradient and state. */
+export function adamwInputs(a: AdamWGraph): Map<Tensor, StepInput> {
+  const inputs = new Map<Tensor, StepInput>([
+    [a.lr, { holds: "lr" }], [a.correction1, { holds: "correction1" }], [a.correction2, { holds: "correction2" }],
+  ])
+  for (const parameter of Object.keys(a.params)) {
+    inputs.set(a.params[parameter]!, { holds: "weights", parameter }).set(a.grads[parameter]!, { holds: "gradients", parameter })
+    for (const [t, i] of optimizerState(a, parameter)) inputs.set(t, i)
+  }
+  return inputs
 }
