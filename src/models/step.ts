@@ -69,9 +69,10 @@ export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptio
  * What a bound input of a step's graphs holds: one parameter's share of the training state (its
  * weights, fp32 master copy, AdamW moments or accumulated gradient), or one of the step's own values.
  */
-export type StepInput =
-  | { readonly holds: "weights" | "master" | "m" | "v" | "gradients"; readonly parameter: string }
-  | { readonly holds: "tokens" | "targets" | "count" | "lr" | "correction1" | "correction2" }
+export type StepInput = { readonly holds: StateHolds; readonly parameter: string } | { readonly holds: ValueHolds }
+export type StateHolds = "weights" | "master" | "m" | "v" | "gradients"
+/** Values bound afresh for each pass. */
+export type ValueHolds = "tokens" | "targets" | "count" | "lr" | "correction1" | "correction2"
 
 /** The memory kind each held thing counts as: the planner counts by it, the trainer binds by it. */
 const kindOf: Readonly<Record<StepInput["holds"], MemoryKind>> = {

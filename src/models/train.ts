@@ -1,26 +1,26 @@
 /**
- * The training loop. One step, end to end:
- *   batches.batchAt(step)            → tokens, targets (shifted), a pure function of the step
- *   execute(gradient graph)          → loss + gradients   (executor.ts → primitives → kernels)
- *   execute(AdamW graph, in place)   → parameters and moments updated on the device
- * Parameters and optimizer state stay on the backend between steps; only the loss, the
- * gradient norm and checkpoints are read back.
+ * The training loop. A run prepares its state on the device, then each step is
+ *   gradientPass   batches.batchAt(…) → loss + gradients   (executor.ts → primitives → kernels)
+ *   optimizerPass  AdamW, in place: parameters and moments updated on the device
+ *   checkpoint     every `checkpointEvery` steps and at the end, when a directory is given
+ * and the final weights are scored on held-out batches. Parameters and optimizer state stay on
+ * the backend between steps; only the loss, the gradient norm and checkpoints are read back.
  */
 import { Effect } from "effect"
-import { Backend, type BackendImpl, type Buffer } from "../core/backend.js"
-import type { DType, HostArray } from "../core/dtype.js"
-import { BadCheckpoint, DTypeError, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
-import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
-import type { Tensor } from "../core/graph.js"
-import type { MemoryKind, MemoryReport } from "../core/memory.js"
-import { fillNormal, rng } from "../core/random.js"
-import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js"
+import { Backend, type BackendImpl } from "../core/backend.js"
+import { DTypeError, type NonFiniteLoss, OutOfMemory, type BadCheckpoint } from "../core/errors.js"
+import { attempt, type ExecutionError } from "../core/executor.js"
+import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"
 import type { Batch, Batches } from "./data.js"
-import { type Mode, parameterShapes } from "./llama.js"
-import { type AdamWOptions, adamwOutputs, defaultAdamW, learningRate, type PrecisionName, precisions } from "./optimizer.js"
+import type { Mode } from "./llama.js"
+import { type AdamWOptions, defaultAdamW, type PrecisionName, precisions } from "./optimizer.js"
 import { suggestChunks } from "./planner.js"
-import { fusedRoutines, type GradientGraph, stepGraphs } from "./step.js"
+import { fusedRoutines, stepGraphs } from "./step.js"
+import { type Gradients, gradientPass, heldOutLoss, optimizerPass, type Trainer, type Update } from "./train-passes.js"
+import { freeState, prepareState, readParameters, type RunIdentity, saveState } from "./train-state.js"
+
+export { initialParameters } from "./train-state.js"
 
 export interface TrainOptions {
   readonly model: LlamaConfig
@@ -75,28 +75,74 @@ export interface TrainResult {
 
 type TrainError = ExecutionError | NonFiniteLoss | BadCheckpoint | DTypeError
 
-/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
-export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
-  const random = rng(seed)
-  return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
-    const size = shape.reduce((a, b) => a * b, 1)
-    return [name, shape.length === 1 ? new Float32Array(size).fill(1) : fillNormal(random, new Float32Array(size), 0.02)]
-  }))
-}
-
-/** Host data onto the device; float32 data may go into a bfloat16 buffer (the backend rounds it). */
-const upload = (b: BackendImpl, data: HostArray, dtype: DType = data instanceof Int32Array ? "int32" : "float32"): Buffer => {
-  const buf = b.alloc(dtype, data.length)
-  b.write(buf, data)
-  return buf
-}
-
-const countTargets = (targets: Int32Array): number => targets.reduce((n, t) => (t === -100 ? n : n + 1), 0)
-
-export function train(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord) => void = () => {}): Effect.Effect<TrainResult, TrainError, Backend> {
-  return trainLoop(opts, batches, onStep).pipe(
+export function train(
+  opts: TrainOptions,
+  batches: Batches,
+  onStep: (r: StepRecord) => void = () => {},
+): Effect.Effect<TrainResult, TrainError, Backend> {
+  return Effect.gen(function* () {
+    const t = yield* setUp(opts, yield* Backend)
+    const state = yield* prepareState(t.backend, t.graphs.first.names, precisionOf(opts), opts, t.run)
+    const records: StepRecord[] = []
+    for (let step = state.step + 1; step <= opts.steps; step++) {
+      const started = performance.now()
+      const gradients = yield* gradientPass(t, state, step, microBatches(batches, step, t.run.accumulation))
+      const update = yield* optimizerPass(t, state, step, gradients.grads)
+      const record = stepRecord(opts, step, started, gradients, update)
+      records.push(record)
+      onStep(record)
+      yield* aTurnForTheEventLoop
+      if (checkpointDue(opts, step)) yield* saveState(t.backend, state, opts.checkpointDir!, step, t.run, opts.model)
+    }
+    const held = opts.validation
+    const validationLoss = held !== undefined && held.count > 0 ? yield* heldOutLoss(t, state, held) : undefined
+    const parameters = yield* readParameters(t.backend, state)
+    freeState(t.backend, state)
+    return { records, resumedFrom: state.step, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
+  }).pipe(
     Effect.catchTag("OutOfMemory", (e) => Effect.gen(function* () { return yield* Effect.fail(withSuggestion(e, opts, yield* Backend)) })),
   )
+}
+
+const precisionOf = (opts: TrainOptions) => precisions[opts.precision ?? "fp32"]
+
+/** The run's graphs, built for this backend's fused routines, once its dtypes allow the precision. */
+function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer, ExecutionError> {
+  return Effect.gen(function* () {
+    const precision = precisionOf(opts)
+    if (!backend.dtypes.includes(precision.param)) {
+      return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message: `precision ${precision.name} needs ${precision.param} buffers, which the ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend` }))
+    }
+    const run = runIdentity(opts)
+    const hyper = { ...defaultAdamW, ...opts.adamw }
+    const stepOpts = { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: run.accumulation, precision, fused: fusedRoutines(backend) }
+    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, stepOpts, hyper))
+    return { backend, graphs, hyper, run, limit: opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit } }
+  })
+}
+
+const runIdentity = (opts: TrainOptions): RunIdentity => ({
+  seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: opts.accumulation ?? 1, steps: opts.steps,
+  lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, precision: precisionOf(opts).name,
+})
+
+/** Step `step`'s micro-batches: a pure function of the step, so a resumed run sees the same data. */
+const microBatches = (batches: Batches, step: number, accumulation: number): Batch[] =>
+  Array.from({ length: accumulation }, (_, k) => batches.batchAt((step - 1) * accumulation + k))
+
+function stepRecord(opts: TrainOptions, step: number, started: number, gradients: Gradients, update: Update): StepRecord {
+  const memory = update.memory.peak > gradients.memory.peak ? update.memory : gradients.memory
+  const seconds = (performance.now() - started) / 1000
+  const tokensPerSecond = ((opts.accumulation ?? 1) * opts.batch * opts.seq) / seconds
+  return { step, loss: gradients.loss, lr: update.lr, gradNorm: update.gradNorm, tokensPerSecond, peak: memory.peak, memory }
+}
+
+/** Progress bars redraw, and Ctrl-C interrupts, between steps. */
+const aTurnForTheEventLoop = Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
+
+const checkpointDue = (opts: TrainOptions, step: number): boolean => {
+  const every = opts.checkpointEvery ?? 0
+  return opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))
 }
 
 /** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
@@ -106,146 +152,4 @@ function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl
     ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
     : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`
   return new OutOfMemory({ requested: e.requested, alive: e.alive, limit: e.limit, ...(fit ? { suggestedM: fit.lm } : {}), message: `${e.message}; ${hint}` })
-}
-
-function trainLoop(opts: TrainOptions, batches: Batches, onStep: (r: StepRecord) => void): Effect.Effect<TrainResult, TrainError, Backend> {
-  return Effect.gen(function* () {
-    const backend = yield* Backend
-    const A = opts.accumulation ?? 1
-    const hyper = { ...defaultAdamW, ...opts.adamw }
-    const precision = precisions[opts.precision ?? "fp32"]
-    if (!backend.dtypes.includes(precision.param)) {
-      return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message: `precision ${precision.name} needs ${precision.param} buffers, which the ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend` }))
-    }
-    const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: A, precision, fused: fusedRoutines(backend) }, hyper))
-    const names = graphs.first.names
-    const adam = graphs.adamw
-
-    // State: resume from the latest checkpoint, or start fresh.
-    const run = { seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: A, steps: opts.steps, lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, precision: precision.name }
-    const found = opts.checkpointDir === undefined ? undefined : yield* latestCheckpoint(opts.checkpointDir)
-    const state: CheckpointState = found === undefined
-      ? { step: 0, run, parameters: opts.initialParameters ?? initialParameters(opts.model, opts.seed), m: {}, v: {} }
-      : yield* loadCheckpoint(found, parameterShapes(opts.model))
-    const differs = Object.entries(run).filter(([k, v]) => state.run?.[k] !== undefined && state.run[k] !== v)
-    if (found !== undefined && differs.length > 0) {
-      return yield* Effect.fail(new BadCheckpoint({ path: found, message: `${found} belongs to a run with ${differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")}; this run has ${differs.map(([k, v]) => `${k} ${v}`).join(", ")}. Resume with the same options, or train into another directory` }))
-    }
-    // A checkpoint holds fp32 weights: the master copy under mixed precision, which the bf16
-    // weights the model computes with are rounded from.
-    const moment = (saved: Float32Array | undefined, n: string): Buffer => {
-      if (saved !== undefined) return upload(backend, saved, precision.state)
-      const b = backend.alloc(precision.state, state.parameters[n]!.length)
-      backend.fill(b, 0)
-      return b
-    }
-    const params = Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!, precision.param)]))
-    const master = precision.master ? Object.fromEntries(names.map((n) => [n, upload(backend, state.parameters[n]!, "float32")])) : undefined
-    const m = Object.fromEntries(names.map((n) => [n, moment(state.m[n], n)]))
-    const v = Object.fromEntries(names.map((n) => [n, moment(state.v[n], n)]))
-    const readAll = (bufs: Record<string, Buffer>) =>
-      Effect.promise(async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, (await backend.read(bufs[n]!)) as Float32Array] as const))))
-    const scalar = (x: number) => upload(backend, Float32Array.of(x))
-    const readScalar = (b: Buffer) => Effect.promise(async () => ((await backend.read(b)) as Float32Array)[0]!)
-    /** One batch on the device, bound to a loss graph with the current weights. */
-    const bindBatch = (g: GradientGraph, batch: Batch, count: number) => {
-      const data = [upload(backend, batch.tokens), upload(backend, batch.targets), scalar(count)]
-      const bindings = new Map<Tensor, Binding>([
-        [g.model.tokens, { buffer: data[0]!, kind: "activations" }],
-        [g.model.targets, { buffer: data[1]!, kind: "activations" }],
-        [g.model.count, { buffer: data[2]!, kind: "activations" }],
-      ])
-      for (const n of names) bindings.set(g.model.params[n]!, { buffer: params[n]!, kind: "weights" })
-      return { data, bindings }
-    }
-
-    const limit = opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }
-    const records: StepRecord[] = []
-    const schedule = { lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, steps: opts.steps }
-    for (let step = state.step + 1; step <= opts.steps; step++) {
-      const started = performance.now()
-      const micro = Array.from({ length: A }, (_, k) => batches.batchAt((step - 1) * A + k))
-      const count = Math.max(1, micro.reduce((n, b) => n + countTargets(b.targets), 0)) // global over the micro-batches
-      let grads: Buffer[] | undefined
-      let loss = 0
-      let worst: MemoryReport | undefined
-      for (const batch of micro) {
-        const g: GradientGraph = grads === undefined ? graphs.first : graphs.accumulate!
-        const { data, bindings } = bindBatch(g, batch, count)
-        names.forEach((n, i) => {
-          // The optimizer state is resident during the pass: bound (and counted), never read.
-          bindings.set(adam.m[n]!, { buffer: m[n]!, kind: "optimizer" }).set(adam.v[n]!, { buffer: v[n]!, kind: "optimizer" })
-          if (master) bindings.set(adam.master[n]!, { buffer: master[n]!, kind: "optimizer" })
-          if (g.previous) bindings.set(g.previous[n]!, { buffer: grads![i]!, kind: "gradients" })
-        })
-        const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace, ...limit }))
-        data.forEach((b) => backend.free(b))
-        const [lossBuffer, ...gradBuffers] = run.outputs
-        loss += yield* readScalar(lossBuffer!)
-        backend.free(lossBuffer!)
-        // Accumulated gradients not written in place replace their predecessors.
-        grads?.forEach((b, i) => { if (b !== gradBuffers[i]) backend.free(b) })
-        grads = gradBuffers
-        if (worst === undefined || run.memory.peak > worst.peak) worst = run.memory
-      }
-      if (!Number.isFinite(loss)) {
-        grads!.forEach((b) => backend.free(b))
-        return yield* Effect.fail(new NonFiniteLoss({ step, loss, message: `loss is ${loss} at step ${step}; parameters were not updated and no checkpoint was written. Lower --lr or add --warmup steps` }))
-      }
-
-      // AdamW, in place over parameters and moments.
-      const lr = learningRate(schedule, step)
-      const scalars = [scalar(lr), scalar(1 - hyper.beta1 ** step), scalar(1 - hyper.beta2 ** step)]
-      const bindings = new Map<Tensor, Binding>([
-        [adam.lr, { buffer: scalars[0]!, kind: "temporaries" }],
-        [adam.correction1, { buffer: scalars[1]!, kind: "temporaries" }],
-        [adam.correction2, { buffer: scalars[2]!, kind: "temporaries" }],
-      ])
-      type Resident = [Record<string, Tensor>, Record<string, Buffer>, MemoryKind] // graph inputs, their buffers, their kind
-      const resident: Resident[] = [[adam.params, params, "weights"], [adam.m, m, "optimizer"], [adam.v, v, "optimizer"], ...(master ? [[adam.master, master, "optimizer"] as Resident] : [])]
-      for (const [tensors, buffers, kind] of resident) for (const n of names) bindings.set(tensors[n]!, { buffer: buffers[n]!, kind })
-      names.forEach((n, i) => bindings.set(adam.grads[n]!, { buffer: grads![i]!, kind: "gradients" }))
-      const outputs = adamwOutputs(adam) // the norm, then per parameter: weights, m, v (and master)
-      const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: adam.inPlace, ...limit }))
-      const [normBuffer, ...updated] = update.outputs
-      const gradNorm = yield* readScalar(normBuffer!)
-      // Outputs that could not be written in place replace their inputs.
-      const perParameter = resident.length
-      names.forEach((n, i) => resident.forEach(([, buffers], j) => {
-        const b = updated[perParameter * i + j]!
-        if (b !== buffers[n]) { backend.free(buffers[n]!); buffers[n] = b }
-      }))
-      ;[normBuffer!, ...scalars, ...grads!].forEach((b) => backend.free(b))
-
-      const memory = update.memory.peak > worst!.peak ? update.memory : worst!
-      const seconds = (performance.now() - started) / 1000
-      const record: StepRecord = { step, loss, lr, gradNorm, tokensPerSecond: (A * opts.batch * opts.seq) / seconds, peak: memory.peak, memory }
-      records.push(record)
-      onStep(record)
-      // Give the event loop a turn: progress bars redraw, and Ctrl-C interrupts between steps.
-      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
-
-      const every = opts.checkpointEvery ?? 0
-      if (opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))) {
-        yield* saveCheckpoint(opts.checkpointDir, { step, run, parameters: yield* readAll(master ?? params), m: yield* readAll(m), v: yield* readAll(v) }, parameterShapes(opts.model))
-      }
-    }
-    // Held-out loss: the same graph's forward part only (the executor schedules what `loss` needs).
-    let validationLoss: number | undefined
-    if (opts.validation !== undefined && opts.validation.count > 0) {
-      const g = graphs.first
-      let total = 0
-      for (let i = 0; i < opts.validation.count; i++) {
-        const batch = opts.validation.batches.batchAt(i)
-        const { data, bindings } = bindBatch(g, batch, Math.max(1, countTargets(batch.targets)))
-        const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, limit))
-        total += yield* readScalar(run.outputs[0]!)
-        ;[...data, run.outputs[0]!].forEach((b) => backend.free(b))
-      }
-      validationLoss = total / opts.validation.count
-    }
-    const parameters = yield* readAll(master ?? params)
-    for (const bufs of [params, m, v, ...(master ? [master] : [])]) for (const n of names) backend.free(bufs[n]!)
-    return { records, resumedFrom: state.step, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
-  })
 }

@@ -1,0 +1,150 @@
+/**
+ * The passes of a training step, each one execution of a graph of step.ts on the device:
+ *   gradientPass   forward + backward over the step's micro-batches, gradients summed in place
+ *   optimizerPass  AdamW, in place over the weights and moments
+ *   heldOutLoss    the loss alone, on batches never trained on
+ * Each binds its inputs through the maps of step.ts, which the planner counts with too.
+ */
+import { Effect } from "effect"
+import type { BackendImpl, Buffer } from "../core/backend.js"
+import { NonFiniteLoss } from "../core/errors.js"
+import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
+import type { Tensor } from "../core/graph.js"
+import type { MemoryReport } from "../core/memory.js"
+import type { Batch, Batches } from "./data.js"
+import { type AdamWOptions, adamwOutputs, learningRate } from "./optimizer.js"
+import {
+  adamwInputs, gradientInputs, lossInputs, memoryKind, type StateHolds, type StepGraphs, type StepInput, type ValueHolds,
+} from "./step.js"
+import { type PerParameter, type RunIdentity, type TrainState, upload } from "./train-state.js"
+
+/** What every pass of a run shares. */
+export interface Trainer {
+  readonly backend: BackendImpl
+  readonly graphs: StepGraphs
+  readonly hyper: AdamWOptions
+  readonly run: RunIdentity
+  /** The executor's memory limit: a pass past it fails with OutOfMemory. */
+  readonly limit: { readonly limit?: number }
+}
+
+/**
+ * Binds each input a pass's map lists to the buffer that holds it, with the memory kind that map
+ * gives it: the same kinds the planner counts.
+ */
+function bindInputs(
+  inputs: ReadonlyMap<Tensor, StepInput>,
+  state: Partial<Record<StateHolds, PerParameter>>,
+  values: Partial<Record<ValueHolds, Buffer>>,
+): Map<Tensor, Binding> {
+  const bindings = new Map<Tensor, Binding>()
+  for (const [t, i] of inputs) {
+    const buffer = "parameter" in i ? state[i.holds]?.[i.parameter] : values[i.holds]
+    if (buffer === undefined) throw new Error(`training bound no buffer for ${t}, which holds ${i.holds}`)
+    bindings.set(t, { buffer, kind: memoryKind(i) })
+  }
+  return bindings
+}
+
+const scalar = (backend: BackendImpl, x: number) => upload(backend, Float32Array.of(x))
+const readScalar = (backend: BackendImpl, b: Buffer) => Effect.promise(async () => ((await backend.read(b)) as Float32Array)[0]!)
+const freeAll = (backend: BackendImpl, buffers: Iterable<Buffer>) => { for (const b of buffers) backend.free(b) }
+
+const countTargets = (targets: Int32Array): number => targets.reduce((n, t) => (t === -100 ? n : n + 1), 0)
+
+/** One batch on the device, with `count`, the number of targets its loss divides by. */
+const batchValues = (backend: BackendImpl, batch: Batch, count: number) =>
+  ({ tokens: upload(backend, batch.tokens), targets: upload(backend, batch.targets), count: scalar(backend, count) })
+
+export interface Gradients {
+  /** The summed loss of the micro-batches (each normalised by the global target count). */
+  readonly loss: number
+  readonly grads: PerParameter
+  /** The report of the micro-batch with the highest peak. */
+  readonly memory: MemoryReport
+}
+
+/** Forward and backward over `micro`, the step's micro-batches, adding each one's gradients into the last. */
+export function gradientPass(t: Trainer, s: TrainState, step: number, micro: readonly Batch[]): Effect.Effect<Gradients, ExecutionError | NonFiniteLoss> {
+  return Effect.gen(function* () {
+    const { backend, graphs } = t
+    const count = Math.max(1, micro.reduce((n, b) => n + countTargets(b.targets), 0)) // global over the micro-batches
+    let grads: PerParameter | undefined
+    let loss = 0
+    let worst: MemoryReport | undefined
+    for (const batch of micro) {
+      const g = grads === undefined ? graphs.first : graphs.accumulate!
+      const values = batchValues(backend, batch, count)
+      // The optimizer state is resident during the pass: bound (and counted), never read.
+      const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
+      const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }))
+      freeAll(backend, Object.values(values))
+      const [lossBuffer, ...gradBuffers] = run.outputs
+      loss += yield* readScalar(backend, lossBuffer!)
+      backend.free(lossBuffer!)
+      const next = Object.fromEntries(g.names.map((n, i) => [n, gradBuffers[i]!]))
+      // Accumulated gradients not written in place replace their predecessors.
+      if (grads) for (const n of g.names) if (grads[n] !== next[n]) backend.free(grads[n]!)
+      grads = next
+      if (worst === undefined || run.memory.peak > worst.peak) worst = run.memory
+    }
+    if (!Number.isFinite(loss)) {
+      freeAll(backend, Object.values(grads!))
+      return yield* Effect.fail(new NonFiniteLoss({ step, loss, message: `loss is ${loss} at step ${step}; parameters were not updated and no checkpoint was written. Lower --lr or add --warmup steps` }))
+    }
+    return { loss, grads: grads!, memory: worst! }
+  })
+}
+
+export interface Update {
+  readonly lr: number
+  /** The gradient norm before clipping. */
+  readonly gradNorm: number
+  readonly memory: MemoryReport
+}
+
+/** AdamW at `step`, in place over the weights and moments; frees the gradients. */
+export function optimizerPass(t: Trainer, s: TrainState, step: number, grads: PerParameter): Effect.Effect<Update, ExecutionError> {
+  return Effect.gen(function* () {
+    const { backend, graphs: { adamw: a }, hyper } = t
+    const lr = learningRate(t.run, step)
+    const values = {
+      lr: scalar(backend, lr),
+      correction1: scalar(backend, 1 - hyper.beta1 ** step),
+      correction2: scalar(backend, 1 - hyper.beta2 ** step),
+    }
+    const bindings = bindInputs(adamwInputs(a), { ...s, gradients: grads }, values)
+    const outputs = adamwOutputs(a)
+    const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: a.inPlace, ...t.limit }))
+    const result = new Map(outputs.map((o, i) => [o, update.outputs[i]!]))
+    const normBuffer = result.get(a.gradNorm)!
+    const gradNorm = yield* readScalar(backend, normBuffer)
+    // Outputs that could not be written in place replace their inputs.
+    const replace = (buffers: PerParameter, updated: Record<string, Tensor>) => {
+      for (const n of Object.keys(buffers)) {
+        const b = result.get(updated[n]!)!
+        if (b !== buffers[n]) { backend.free(buffers[n]!); buffers[n] = b }
+      }
+    }
+    replace(s.weights, a.newParams), replace(s.m, a.newM), replace(s.v, a.newV)
+    if (s.master) replace(s.master, a.newMaster)
+    freeAll(backend, [normBuffer, ...Object.values(values), ...Object.values(grads)])
+    return { lr, gradNorm, memory: update.memory }
+  })
+}
+
+/** The mean loss of the current weights on `count` held-out batches (the loss graph's forward part only). */
+export function heldOutLoss(t: Trainer, s: TrainState, held: { readonly batches: Batches; readonly count: number }): Effect.Effect<number, ExecutionError> {
+  return Effect.gen(function* () {
+    const { backend, graphs: { first: g } } = t
+    let total = 0
+    for (let i = 0; i < held.count; i++) {
+      const batch = held.batches.batchAt(i)
+      const values = batchValues(backend, batch, Math.max(1, countTargets(batch.targets)))
+      const run = yield* attempt(() => execute(backend, [g.model.loss], bindInputs(lossInputs(g.model), s, values), t.limit))
+      total += yield* readScalar(backend, run.outputs[0]!)
+      freeAll(backend, [...Object.values(values), run.outputs[0]!])
+    }
+    return total / held.count
+  })
+}

@@ -1,0 +1,123 @@
+/**
+ * The training state on the device: each parameter's weights, AdamW moments and (mixed precision)
+ * fp32 master copy, resident between steps. Started fresh or from the latest checkpoint, saved as one.
+ */
+import { Effect } from "effect"
+import type { BackendImpl, Buffer } from "../core/backend.js"
+import type { DType, HostArray } from "../core/dtype.js"
+import { BadCheckpoint } from "../core/errors.js"
+import { fillNormal, rng } from "../core/random.js"
+import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js"
+import type { LlamaConfig } from "./config.js"
+import { parameterShapes } from "./llama.js"
+import type { Precision } from "./optimizer.js"
+
+/** One buffer per parameter name. */
+export type PerParameter = Record<string, Buffer>
+
+export interface TrainState {
+  /** The step this state is after: 0 when fresh, the checkpoint's step when resumed. */
+  readonly step: number
+  readonly weights: PerParameter
+  /** The fp32 master weights (mixed precision), which the bf16 `weights` are rounded from. */
+  readonly master?: PerParameter
+  readonly m: PerParameter
+  readonly v: PerParameter
+}
+
+/** The options that decide a run's numbers (its schedule among them): a resume must match them. */
+export type RunIdentity = {
+  readonly seed: number
+  readonly batch: number
+  readonly seq: number
+  readonly accumulation: number
+  readonly steps: number
+  readonly lr: number
+  readonly minLr: number
+  readonly warmup: number
+  readonly precision: string
+}
+
+/** Where a run starts from when no checkpoint is found. */
+export interface Start {
+  readonly model: LlamaConfig
+  readonly seed: number
+  readonly initialParameters?: Readonly<Record<string, Float32Array>>
+  readonly checkpointDir?: string
+}
+
+/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
+export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
+  const random = rng(seed)
+  return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
+    const size = shape.reduce((a, b) => a * b, 1)
+    const init = shape.length === 1 ? new Float32Array(size).fill(1) : fillNormal(random, new Float32Array(size), 0.02)
+    return [name, init]
+  }))
+}
+
+/** Host data onto the device; float32 data may go into a bfloat16 buffer (the backend rounds it). */
+export const upload = (b: BackendImpl, data: HostArray, dtype: DType = data instanceof Int32Array ? "int32" : "float32"): Buffer => {
+  const buf = b.alloc(dtype, data.length)
+  b.write(buf, data)
+  return buf
+}
+
+/** Resumes from the latest checkpoint in `start.checkpointDir` (made with the same options), or starts fresh. */
+function startingPoint(start: Start, run: RunIdentity): Effect.Effect<CheckpointState, BadCheckpoint> {
+  return Effect.gen(function* () {
+    const found = start.checkpointDir === undefined ? undefined : yield* latestCheckpoint(start.checkpointDir)
+    if (found === undefined) {
+      return { step: 0, run, parameters: start.initialParameters ?? initialParameters(start.model, start.seed), m: {}, v: {} }
+    }
+    const state = yield* loadCheckpoint(found, parameterShapes(start.model))
+    const differs = Object.entries(run).filter(([k, v]) => state.run?.[k] !== undefined && state.run[k] !== v)
+    if (differs.length > 0) {
+      const theirs = differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")
+      const ours = differs.map(([k, v]) => `${k} ${v}`).join(", ")
+      return yield* Effect.fail(new BadCheckpoint({ path: found, message: `${found} belongs to a run with ${theirs}; this run has ${ours}. Resume with the same options, or train into another directory` }))
+    }
+    return state
+  })
+}
+
+/** The run's starting point, uploaded in the precision's dtypes (fresh moments are zeros). */
+export function prepareState(backend: BackendImpl, names: readonly string[], precision: Precision, start: Start, run: RunIdentity): Effect.Effect<TrainState, BadCheckpoint> {
+  return Effect.map(startingPoint(start, run), (saved) => {
+    const perParameter = (buffer: (n: string) => Buffer) => Object.fromEntries(names.map((n) => [n, buffer(n)]))
+    const moment = (values: Float32Array | undefined, n: string): Buffer => {
+      if (values !== undefined) return upload(backend, values, precision.state)
+      const b = backend.alloc(precision.state, saved.parameters[n]!.length)
+      backend.fill(b, 0)
+      return b
+    }
+    // A checkpoint holds fp32 weights: the master copy under mixed precision.
+    const weights = perParameter((n) => upload(backend, saved.parameters[n]!, precision.param))
+    const master = precision.master ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32")) : undefined
+    const m = perParameter((n) => moment(saved.m[n], n))
+    const v = perParameter((n) => moment(saved.v[n], n))
+    return { step: saved.step, weights, ...(master ? { master } : {}), m, v }
+  })
+}
+
+const readAll = (backend: BackendImpl, buffers: PerParameter): Effect.Effect<Record<string, Float32Array>> =>
+  Effect.promise(async () => Object.fromEntries(await Promise.all(
+    Object.entries(buffers).map(async ([n, b]) => [n, (await backend.read(b)) as Float32Array] as const),
+  )))
+
+/** The fp32 weights, read back: the master copy under mixed precision. */
+export const readParameters = (backend: BackendImpl, s: TrainState) => readAll(backend, s.master ?? s.weights)
+
+/** Writes the state after `step` as a checkpoint (atomically: see checkpoint.ts). */
+export function saveState(backend: BackendImpl, s: TrainState, dir: string, step: number, run: RunIdentity, model: LlamaConfig): Effect.Effect<string, BadCheckpoint> {
+  return Effect.gen(function* () {
+    const parameters = yield* readParameters(backend, s)
+    const m = yield* readAll(backend, s.m)
+    const v = yield* readAll(backend, s.v)
+    return yield* saveCheckpoint(dir, { step, run, parameters, m, v }, parameterShapes(model))
+  })
+}
+
+export function freeState(backend: BackendImpl, s: TrainState): void {
+  for (const buffers of [s.weights, s.m, s.v, ...(s.master ? [s.master] : [])]) Object.values(buffers).forEach((b) => backend.free(b))
+}
