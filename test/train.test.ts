@@ -10,6 +10,7 @@ import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { decodeConfig, decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import { llamaLoss, type Mode, modes } from "../src/models/llama.js"
+import { precisions } from "../src/models/optimizer.js"
 import { planStep } from "../src/models/planner.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { rng } from "../src/core/random.js"
@@ -82,6 +83,22 @@ describe("the planner is the executor in counting mode", () => {
         expect(Math.abs(predicted - measured) / measured).toBeLessThan(0.05)
         expect(predicted).toBe(measured)
         expect(cpu.memory().peak).toBeGreaterThanOrEqual(measured) // the backend also held the upload staging
+      }
+    }
+  })
+
+  it("measures the plan kind by kind (fp32, bf16-mixed): training binds by the planner's maps", async () => {
+    for (const precision of ["fp32", "bf16-mixed"] as const) {
+      for (const mode of modes) {
+        const backend = cpuWithBfloat16()
+        const chunks = { mlpChunks: 3, lmChunks: 4 }
+        const step = { mode, ...chunks, precision: precisions[precision] }
+        const { gradientPass, optimizerPass } = planStep(model, 2, 24, step, backend)
+        const opts = { ...base, mode, precision, steps: 1, ...chunks }
+        const layer = Layer.succeed(Backend, backend)
+        const r = await Effect.runPromise(train(opts, batches).pipe(Effect.provide(layer)))
+        const larger = optimizerPass.peak > gradientPass.peak ? optimizerPass : gradientPass
+        expect(r.records[0]!.memory).toEqual(larger)
       }
     }
   })

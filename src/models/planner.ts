@@ -7,7 +7,9 @@ import { plan } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"
 import { adamwOutputs } from "./optimizer.js"
-import { adamwInputs, fusedRoutines, gradientInputs, inputKinds, type StepOptions, stepGraphs } from "./step.js"
+import {
+  adamwInputs, fusedRoutines, gradientInputs, inputKinds, type StepOptions, stepGraphs,
+} from "./step.js"
 
 export interface StepPlan {
   /** The larger of the two passes: what the step needs. */
@@ -20,9 +22,11 @@ export interface StepPlan {
 /** Plans one training step (forward + backward, then AdamW) for a backend's fused routines. */
 export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions, backend?: Pick<BackendImpl, "routines">): StepPlan {
   const g = stepGraphs(c, B, S, { fused: fusedRoutines(backend), ...opts })
-  const gradientPass = plan(g.first.outputs, inputKinds(gradientInputs(g.first, g.adamw)), { gradients: g.first.gradients, ...(backend ? { for: backend } : {}) })
+  const target = backend ? { for: backend } : {}
+  const gradientInputKinds = inputKinds(gradientInputs(g.first, g.adamw))
+  const gradientPass = plan(g.first.outputs, gradientInputKinds, { gradients: g.first.gradients, ...target })
   const a = g.adamw
-  const optimizerPass = plan(adamwOutputs(a), inputKinds(adamwInputs(a)), { inPlace: a.inPlace, ...(backend ? { for: backend } : {}) })
+  const optimizerPass = plan(adamwOutputs(a), inputKinds(adamwInputs(a)), { inPlace: a.inPlace, ...target })
   return { peak: Math.max(gradientPass.peak, optimizerPass.peak), gradientPass, optimizerPass, chunks: g.first.model.chunks }
 }
 

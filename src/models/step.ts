@@ -69,7 +69,9 @@ export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptio
  * What a bound input of a step's graphs holds: one parameter's share of the training state (its
  * weights, fp32 master copy, AdamW moments or accumulated gradient), or one of the step's own values.
  */
-export type StepInput = { readonly holds: StateHolds; readonly parameter: string } | { readonly holds: ValueHolds }
+export type StepInput =
+  | { readonly holds: StateHolds; readonly parameter: string }
+  | { readonly holds: ValueHolds }
 export type StateHolds = "weights" | "master" | "m" | "v" | "gradients"
 /** Values bound afresh for each pass. */
 export type ValueHolds = "tokens" | "targets" | "count" | "lr" | "correction1" | "correction2"
@@ -96,12 +98,11 @@ export function lossInputs(m: LlamaGraph): Map<Tensor, StepInput> {
   return inputs
 }
 
-/** The optimizer state of one parameter, resident during either pass. */
-const optimizerState = (a: AdamWGraph, parameter: string): [Tensor, StepInput][] => [
-  [a.m[parameter]!, { holds: "m", parameter }],
-  [a.v[parameter]!, { holds: "v", parameter }],
-  ...(a.master[parameter] ? [[a.master[parameter], { holds: "master", parameter }] as [Tensor, StepInput]] : []),
-]
+/** One parameter's optimizer state, resident during either pass. */
+function addOptimizerState(inputs: Map<Tensor, StepInput>, a: AdamWGraph, parameter: string): void {
+  inputs.set(a.m[parameter]!, { holds: "m", parameter }).set(a.v[parameter]!, { holds: "v", parameter })
+  if (a.master[parameter]) inputs.set(a.master[parameter], { holds: "master", parameter })
+}
 
 /**
  * The inputs of a gradient pass: the loss's, the gradients it adds into (accumulation), and the
@@ -111,19 +112,22 @@ export function gradientInputs(g: GradientGraph, a: AdamWGraph): Map<Tensor, Ste
   const inputs = lossInputs(g.model)
   for (const parameter of g.names) {
     if (g.previous) inputs.set(g.previous[parameter]!, { holds: "gradients", parameter })
-    for (const [t, i] of optimizerState(a, parameter)) inputs.set(t, i)
+    addOptimizerState(inputs, a, parameter)
   }
   return inputs
 }
 
-/** The inputs of the AdamW pass: the step's scalars, then each parameter's weights, gradient and state. */
+/** The inputs of the AdamW pass: the step's scalars, and each parameter's weights, gradient and state. */
 export function adamwInputs(a: AdamWGraph): Map<Tensor, StepInput> {
   const inputs = new Map<Tensor, StepInput>([
-    [a.lr, { holds: "lr" }], [a.correction1, { holds: "correction1" }], [a.correction2, { holds: "correction2" }],
+    [a.lr, { holds: "lr" }],
+    [a.correction1, { holds: "correction1" }],
+    [a.correction2, { holds: "correction2" }],
   ])
   for (const parameter of Object.keys(a.params)) {
-    inputs.set(a.params[parameter]!, { holds: "weights", parameter }).set(a.grads[parameter]!, { holds: "gradients", parameter })
-    for (const [t, i] of optimizerState(a, parameter)) inputs.set(t, i)
+    inputs.set(a.params[parameter]!, { holds: "weights", parameter })
+    inputs.set(a.grads[parameter]!, { holds: "gradients", parameter })
+    addOptimizerState(inputs, a, parameter)
   }
   return inputs
 }

@@ -14,7 +14,8 @@ import type { MemoryReport } from "../core/memory.js"
 import type { Batch, Batches } from "./data.js"
 import { type AdamWOptions, adamwOutputs, learningRate } from "./optimizer.js"
 import {
-  adamwInputs, gradientInputs, lossInputs, memoryKind, type StateHolds, type StepGraphs, type StepInput, type ValueHolds,
+  adamwInputs, gradientInputs, lossInputs, memoryKind, type StateHolds, type StepGraphs, type StepInput,
+  type ValueHolds,
 } from "./step.js"
 import { type PerParameter, type RunIdentity, type TrainState, upload } from "./train-state.js"
 
@@ -47,14 +48,20 @@ function bindInputs(
 }
 
 const scalar = (backend: BackendImpl, x: number) => upload(backend, Float32Array.of(x))
-const readScalar = (backend: BackendImpl, b: Buffer) => Effect.promise(async () => ((await backend.read(b)) as Float32Array)[0]!)
-const freeAll = (backend: BackendImpl, buffers: Iterable<Buffer>) => { for (const b of buffers) backend.free(b) }
+const readScalar = (backend: BackendImpl, b: Buffer) =>
+  Effect.promise(async () => ((await backend.read(b)) as Float32Array)[0]!)
+const freeAll = (backend: BackendImpl, buffers: Iterable<Buffer>) => {
+  for (const b of buffers) backend.free(b)
+}
 
 const countTargets = (targets: Int32Array): number => targets.reduce((n, t) => (t === -100 ? n : n + 1), 0)
 
 /** One batch on the device, with `count`, the number of targets its loss divides by. */
-const batchValues = (backend: BackendImpl, batch: Batch, count: number) =>
-  ({ tokens: upload(backend, batch.tokens), targets: upload(backend, batch.targets), count: scalar(backend, count) })
+const batchValues = (backend: BackendImpl, batch: Batch, count: number) => ({
+  tokens: upload(backend, batch.tokens),
+  targets: upload(backend, batch.targets),
+  count: scalar(backend, count),
+})
 
 export interface Gradients {
   /** The summed loss of the micro-batches (each normalised by the global target count). */
@@ -65,10 +72,16 @@ export interface Gradients {
 }
 
 /** Forward and backward over `micro`, the step's micro-batches, adding each one's gradients into the last. */
-export function gradientPass(t: Trainer, s: TrainState, step: number, micro: readonly Batch[]): Effect.Effect<Gradients, ExecutionError | NonFiniteLoss> {
+export function gradientPass(
+  t: Trainer,
+  s: TrainState,
+  step: number,
+  micro: readonly Batch[],
+): Effect.Effect<Gradients, ExecutionError | NonFiniteLoss> {
   return Effect.gen(function* () {
     const { backend, graphs } = t
-    const count = Math.max(1, micro.reduce((n, b) => n + countTargets(b.targets), 0)) // global over the micro-batches
+    // The loss divides by the targets of all micro-batches, so their sum is the batch's mean loss.
+    const count = Math.max(1, micro.reduce((n, b) => n + countTargets(b.targets), 0))
     let grads: PerParameter | undefined
     let loss = 0
     let worst: MemoryReport | undefined
@@ -77,7 +90,8 @@ export function gradientPass(t: Trainer, s: TrainState, step: number, micro: rea
       const values = batchValues(backend, batch, count)
       // The optimizer state is resident during the pass: bound (and counted), never read.
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
-      const run = yield* attempt(() => execute(backend, g.outputs, bindings, { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }))
+      const options = { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }
+      const run = yield* attempt(() => execute(backend, g.outputs, bindings, options))
       freeAll(backend, Object.values(values))
       const [lossBuffer, ...gradBuffers] = run.outputs
       loss += yield* readScalar(backend, lossBuffer!)
@@ -90,7 +104,9 @@ export function gradientPass(t: Trainer, s: TrainState, step: number, micro: rea
     }
     if (!Number.isFinite(loss)) {
       freeAll(backend, Object.values(grads!))
-      return yield* Effect.fail(new NonFiniteLoss({ step, loss, message: `loss is ${loss} at step ${step}; parameters were not updated and no checkpoint was written. Lower --lr or add --warmup steps` }))
+      const message = `loss is ${loss} at step ${step}; parameters were not updated`
+        + " and no checkpoint was written. Lower --lr or add --warmup steps"
+      return yield* Effect.fail(new NonFiniteLoss({ step, loss, message }))
     }
     return { loss, grads: grads!, memory: worst! }
   })
@@ -104,7 +120,12 @@ export interface Update {
 }
 
 /** AdamW at `step`, in place over the weights and moments; frees the gradients. */
-export function optimizerPass(t: Trainer, s: TrainState, step: number, grads: PerParameter): Effect.Effect<Update, ExecutionError> {
+export function optimizerPass(
+  t: Trainer,
+  s: TrainState,
+  step: number,
+  grads: PerParameter,
+): Effect.Effect<Update, ExecutionError> {
   return Effect.gen(function* () {
     const { backend, graphs: { adamw: a }, hyper } = t
     const lr = learningRate(t.run, step)
@@ -115,7 +136,8 @@ export function optimizerPass(t: Trainer, s: TrainState, step: number, grads: Pe
     }
     const bindings = bindInputs(adamwInputs(a), { ...s, gradients: grads }, values)
     const outputs = adamwOutputs(a)
-    const update = yield* attempt(() => execute(backend, outputs, bindings, { inPlace: a.inPlace, ...t.limit }))
+    const options = { inPlace: a.inPlace, ...t.limit }
+    const update = yield* attempt(() => execute(backend, outputs, bindings, options))
     const result = new Map(outputs.map((o, i) => [o, update.outputs[i]!]))
     const normBuffer = result.get(a.gradNorm)!
     const gradNorm = yield* readScalar(backend, normBuffer)
@@ -126,22 +148,36 @@ export function optimizerPass(t: Trainer, s: TrainState, step: number, grads: Pe
         if (b !== buffers[n]) { backend.free(buffers[n]!); buffers[n] = b }
       }
     }
-    replace(s.weights, a.newParams), replace(s.m, a.newM), replace(s.v, a.newV)
+    replace(s.weights, a.newParams)
+    replace(s.m, a.newM)
+    replace(s.v, a.newV)
     if (s.master) replace(s.master, a.newMaster)
     freeAll(backend, [normBuffer, ...Object.values(values), ...Object.values(grads)])
     return { lr, gradNorm, memory: update.memory }
   })
 }
 
-/** The mean loss of the current weights on `count` held-out batches (the loss graph's forward part only). */
-export function heldOutLoss(t: Trainer, s: TrainState, held: { readonly batches: Batches; readonly count: number }): Effect.Effect<number, ExecutionError> {
+/** Batches never trained on, and how many of them to score the weights on. */
+export interface HeldOut {
+  readonly batches: Batches
+  readonly count: number
+}
+
+/** The mean loss of the weights on `count` held-out batches, by the forward part alone (none: undefined). */
+export function heldOutLoss(
+  t: Trainer,
+  s: TrainState,
+  held: HeldOut | undefined,
+): Effect.Effect<number | undefined, ExecutionError> {
   return Effect.gen(function* () {
+    if (held === undefined || !(held.count > 0)) return undefined
     const { backend, graphs: { first: g } } = t
     let total = 0
     for (let i = 0; i < held.count; i++) {
       const batch = held.batches.batchAt(i)
       const values = batchValues(backend, batch, Math.max(1, countTargets(batch.targets)))
-      const run = yield* attempt(() => execute(backend, [g.model.loss], bindInputs(lossInputs(g.model), s, values), t.limit))
+      const bindings = bindInputs(lossInputs(g.model), s, values)
+      const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, t.limit))
       total += yield* readScalar(backend, run.outputs[0]!)
       freeAll(backend, [...Object.values(values), run.outputs[0]!])
     }

@@ -51,40 +51,54 @@ export function initialParameters(c: LlamaConfig, seed: number): Record<string, 
   const random = rng(seed)
   return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
     const size = shape.reduce((a, b) => a * b, 1)
-    const init = shape.length === 1 ? new Float32Array(size).fill(1) : fillNormal(random, new Float32Array(size), 0.02)
-    return [name, init]
+    const values = new Float32Array(size)
+    return [name, shape.length === 1 ? values.fill(1) : fillNormal(random, values, 0.02)]
   }))
 }
 
 /** Host data onto the device; float32 data may go into a bfloat16 buffer (the backend rounds it). */
-export const upload = (b: BackendImpl, data: HostArray, dtype: DType = data instanceof Int32Array ? "int32" : "float32"): Buffer => {
+export const upload = (
+  b: BackendImpl,
+  data: HostArray,
+  dtype: DType = data instanceof Int32Array ? "int32" : "float32",
+): Buffer => {
   const buf = b.alloc(dtype, data.length)
   b.write(buf, data)
   return buf
 }
 
-/** Resumes from the latest checkpoint in `start.checkpointDir` (made with the same options), or starts fresh. */
+/** The latest checkpoint in `start.checkpointDir`, made by a run with the same options, or a fresh start. */
 function startingPoint(start: Start, run: RunIdentity): Effect.Effect<CheckpointState, BadCheckpoint> {
   return Effect.gen(function* () {
     const found = start.checkpointDir === undefined ? undefined : yield* latestCheckpoint(start.checkpointDir)
     if (found === undefined) {
-      return { step: 0, run, parameters: start.initialParameters ?? initialParameters(start.model, start.seed), m: {}, v: {} }
+      const parameters = start.initialParameters ?? initialParameters(start.model, start.seed)
+      return { step: 0, run, parameters, m: {}, v: {} }
     }
     const state = yield* loadCheckpoint(found, parameterShapes(start.model))
     const differs = Object.entries(run).filter(([k, v]) => state.run?.[k] !== undefined && state.run[k] !== v)
     if (differs.length > 0) {
       const theirs = differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")
       const ours = differs.map(([k, v]) => `${k} ${v}`).join(", ")
-      return yield* Effect.fail(new BadCheckpoint({ path: found, message: `${found} belongs to a run with ${theirs}; this run has ${ours}. Resume with the same options, or train into another directory` }))
+      const message = `${found} belongs to a run with ${theirs}; this run has ${ours}.`
+        + " Resume with the same options, or train into another directory"
+      return yield* Effect.fail(new BadCheckpoint({ path: found, message }))
     }
     return state
   })
 }
 
 /** The run's starting point, uploaded in the precision's dtypes (fresh moments are zeros). */
-export function prepareState(backend: BackendImpl, names: readonly string[], precision: Precision, start: Start, run: RunIdentity): Effect.Effect<TrainState, BadCheckpoint> {
+export function prepareState(
+  backend: BackendImpl,
+  names: readonly string[],
+  precision: Precision,
+  start: Start,
+  run: RunIdentity,
+): Effect.Effect<TrainState, BadCheckpoint> {
   return Effect.map(startingPoint(start, run), (saved) => {
-    const perParameter = (buffer: (n: string) => Buffer) => Object.fromEntries(names.map((n) => [n, buffer(n)]))
+    const perParameter = (buffer: (n: string) => Buffer): PerParameter =>
+      Object.fromEntries(names.map((n) => [n, buffer(n)]))
     const moment = (values: Float32Array | undefined, n: string): Buffer => {
       if (values !== undefined) return upload(backend, values, precision.state)
       const b = backend.alloc(precision.state, saved.parameters[n]!.length)
@@ -93,7 +107,9 @@ export function prepareState(backend: BackendImpl, names: readonly string[], pre
     }
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
     const weights = perParameter((n) => upload(backend, saved.parameters[n]!, precision.param))
-    const master = precision.master ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32")) : undefined
+    const master = precision.master
+      ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32"))
+      : undefined
     const m = perParameter((n) => moment(saved.m[n], n))
     const v = perParameter((n) => moment(saved.v[n], n))
     return { step: saved.step, weights, ...(master ? { master } : {}), m, v }
@@ -109,7 +125,14 @@ const readAll = (backend: BackendImpl, buffers: PerParameter): Effect.Effect<Rec
 export const readParameters = (backend: BackendImpl, s: TrainState) => readAll(backend, s.master ?? s.weights)
 
 /** Writes the state after `step` as a checkpoint (atomically: see checkpoint.ts). */
-export function saveState(backend: BackendImpl, s: TrainState, dir: string, step: number, run: RunIdentity, model: LlamaConfig): Effect.Effect<string, BadCheckpoint> {
+export function saveState(
+  backend: BackendImpl,
+  s: TrainState,
+  dir: string,
+  step: number,
+  run: RunIdentity,
+  model: LlamaConfig,
+): Effect.Effect<string, BadCheckpoint> {
   return Effect.gen(function* () {
     const parameters = yield* readParameters(backend, s)
     const m = yield* readAll(backend, s.m)
@@ -119,5 +142,7 @@ export function saveState(backend: BackendImpl, s: TrainState, dir: string, step
 }
 
 export function freeState(backend: BackendImpl, s: TrainState): void {
-  for (const buffers of [s.weights, s.m, s.v, ...(s.master ? [s.master] : [])]) Object.values(buffers).forEach((b) => backend.free(b))
+  for (const buffers of [s.weights, s.m, s.v, ...(s.master ? [s.master] : [])]) {
+    for (const b of Object.values(buffers)) backend.free(b)
+  }
 }

@@ -8,7 +8,7 @@
  */
 import { Effect } from "effect"
 import { Backend, type BackendImpl } from "../core/backend.js"
-import { DTypeError, type NonFiniteLoss, OutOfMemory, type BadCheckpoint } from "../core/errors.js"
+import { type BadCheckpoint, DTypeError, type NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type ExecutionError } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"
@@ -17,8 +17,12 @@ import type { Mode } from "./llama.js"
 import { type AdamWOptions, defaultAdamW, type PrecisionName, precisions } from "./optimizer.js"
 import { suggestChunks } from "./planner.js"
 import { fusedRoutines, stepGraphs } from "./step.js"
-import { type Gradients, gradientPass, heldOutLoss, optimizerPass, type Trainer, type Update } from "./train-passes.js"
-import { freeState, prepareState, readParameters, type RunIdentity, saveState } from "./train-state.js"
+import {
+  type Gradients, gradientPass, type HeldOut, heldOutLoss, optimizerPass, type Trainer, type Update,
+} from "./train-passes.js"
+import {
+  freeState, prepareState, readParameters, type RunIdentity, saveState, type TrainState,
+} from "./train-state.js"
 
 export { initialParameters } from "./train-state.js"
 
@@ -45,7 +49,7 @@ export interface TrainOptions {
   /** Start from these weights (HF names, fp32) instead of the seeded initialisation. */
   readonly initialParameters?: Readonly<Record<string, Float32Array>>
   /** Batches never trained on, and how many of them to score the final parameters on. */
-  readonly validation?: { readonly batches: Batches; readonly count: number }
+  readonly validation?: HeldOut
   /** Fail with OutOfMemory (carrying the M that would fit) instead of allocating past this many bytes. */
   readonly memoryLimit?: number
   /** Where checkpoints go; a run finding one there resumes from it. */
@@ -88,19 +92,21 @@ export function train(
       const started = performance.now()
       const gradients = yield* gradientPass(t, state, step, microBatches(batches, step, t.run.accumulation))
       const update = yield* optimizerPass(t, state, step, gradients.grads)
-      const record = stepRecord(opts, step, started, gradients, update)
+      const record = stepRecord(t, step, started, gradients, update)
       records.push(record)
       onStep(record)
       yield* aTurnForTheEventLoop
-      if (checkpointDue(opts, step)) yield* saveState(t.backend, state, opts.checkpointDir!, step, t.run, opts.model)
+      yield* checkpoint(t, state, opts, step)
     }
-    const held = opts.validation
-    const validationLoss = held !== undefined && held.count > 0 ? yield* heldOutLoss(t, state, held) : undefined
+    const validationLoss = yield* heldOutLoss(t, state, opts.validation)
     const parameters = yield* readParameters(t.backend, state)
     freeState(t.backend, state)
-    return { records, resumedFrom: state.step, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
+    const resumedFrom = state.step
+    return { records, resumedFrom, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
   }).pipe(
-    Effect.catchTag("OutOfMemory", (e) => Effect.gen(function* () { return yield* Effect.fail(withSuggestion(e, opts, yield* Backend)) })),
+    Effect.catchTag("OutOfMemory", (e) => Effect.gen(function* () {
+      return yield* Effect.fail(withSuggestion(e, opts, yield* Backend))
+    })),
   )
 }
 
@@ -111,13 +117,18 @@ function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer,
   return Effect.gen(function* () {
     const precision = precisionOf(opts)
     if (!backend.dtypes.includes(precision.param)) {
-      return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message: `precision ${precision.name} needs ${precision.param} buffers, which the ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend` }))
+      const message = `precision ${precision.name} needs ${precision.param} buffers, which the`
+        + ` ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend`
+      return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message }))
     }
     const run = runIdentity(opts)
     const hyper = { ...defaultAdamW, ...opts.adamw }
-    const stepOpts = { mode: opts.mode, mlpChunks: opts.mlpChunks, lmChunks: opts.lmChunks, accumulation: run.accumulation, precision, fused: fusedRoutines(backend) }
+    const { mode, mlpChunks, lmChunks } = opts
+    const fused = fusedRoutines(backend)
+    const stepOpts = { mode, mlpChunks, lmChunks, accumulation: run.accumulation, precision, fused }
     const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, stepOpts, hyper))
-    return { backend, graphs, hyper, run, limit: opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit } }
+    const limit = opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }
+    return { backend, graphs, hyper, run, limit }
   })
 }
 
@@ -130,26 +141,40 @@ const runIdentity = (opts: TrainOptions): RunIdentity => ({
 const microBatches = (batches: Batches, step: number, accumulation: number): Batch[] =>
   Array.from({ length: accumulation }, (_, k) => batches.batchAt((step - 1) * accumulation + k))
 
-function stepRecord(opts: TrainOptions, step: number, started: number, gradients: Gradients, update: Update): StepRecord {
-  const memory = update.memory.peak > gradients.memory.peak ? update.memory : gradients.memory
+/** What `onStep` is told: the step's loss, learning rate, gradient norm, speed and peak memory. */
+function stepRecord(t: Trainer, step: number, started: number, g: Gradients, update: Update): StepRecord {
+  const memory = update.memory.peak > g.memory.peak ? update.memory : g.memory
   const seconds = (performance.now() - started) / 1000
-  const tokensPerSecond = ((opts.accumulation ?? 1) * opts.batch * opts.seq) / seconds
-  return { step, loss: gradients.loss, lr: update.lr, gradNorm: update.gradNorm, tokensPerSecond, peak: memory.peak, memory }
+  const tokensPerSecond = (t.run.accumulation * t.run.batch * t.run.seq) / seconds
+  const { lr, gradNorm } = update
+  return { step, loss: g.loss, lr, gradNorm, tokensPerSecond, peak: memory.peak, memory }
 }
 
 /** Progress bars redraw, and Ctrl-C interrupts, between steps. */
 const aTurnForTheEventLoop = Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
 
-const checkpointDue = (opts: TrainOptions, step: number): boolean => {
+/** Saves the state after `step` when one is due: every `checkpointEvery` steps, and after the last. */
+function checkpoint(
+  t: Trainer,
+  s: TrainState,
+  opts: TrainOptions,
+  step: number,
+): Effect.Effect<void, BadCheckpoint> {
   const every = opts.checkpointEvery ?? 0
-  return opts.checkpointDir !== undefined && (step === opts.steps || (every > 0 && step % every === 0))
+  const due = step === opts.steps || (every > 0 && step % every === 0)
+  if (opts.checkpointDir === undefined || !due) return Effect.void
+  return Effect.asVoid(saveState(t.backend, s, opts.checkpointDir, step, t.run, opts.model))
 }
 
 /** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
 function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
-  const fit = suggestChunks(opts.model, opts.batch, opts.seq, { mode: opts.mode, accumulation: opts.accumulation, precision: precisions[opts.precision ?? "fp32"] }, e.limit, backend)
+  const stepOpts = { mode: opts.mode, accumulation: opts.accumulation, precision: precisionOf(opts) }
+  const fit = suggestChunks(opts.model, opts.batch, opts.seq, stepOpts, e.limit, backend)
   const hint = fit === undefined
     ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
-    : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`
-  return new OutOfMemory({ requested: e.requested, alive: e.alive, limit: e.limit, ...(fit ? { suggestedM: fit.lm } : {}), message: `${e.message}; ${hint}` })
+    : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm}`
+      + ` fits (${fit.peak} bytes)`
+  const { requested, alive, limit } = e
+  const message = `${e.message}; ${hint}`
+  return new OutOfMemory({ requested, alive, limit, ...(fit ? { suggestedM: fit.lm } : {}), message })
 }
