@@ -1,13 +1,13 @@
 /**
  * The training state on the device: each parameter's weights, AdamW moments and (mixed precision)
- * fp32 master copy, resident between steps. Started fresh or from the latest checkpoint, saved as one.
+ * fp32 master copy, resident between steps. Started fresh or from the latest checkpoint.
  */
 import { Effect } from "effect"
 import type { BackendImpl, Buffer } from "../core/backend.js"
 import type { DType, HostArray } from "../core/dtype.js"
 import { BadCheckpoint } from "../core/errors.js"
 import { fillNormal, rng } from "../core/random.js"
-import { type CheckpointState, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js"
+import { type CheckpointState, latestCheckpoint, loadCheckpoint } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
 import { parameterShapes } from "./llama.js"
 import type { Precision } from "./optimizer.js"
@@ -124,20 +124,13 @@ const readAll = (backend: BackendImpl, buffers: PerParameter): Effect.Effect<Rec
 /** The fp32 weights, read back: the master copy under mixed precision. */
 export const readParameters = (backend: BackendImpl, s: TrainState) => readAll(backend, s.master ?? s.weights)
 
-/** Writes the state after `step` as a checkpoint (atomically: see checkpoint.ts). */
-export function saveState(
-  backend: BackendImpl,
-  s: TrainState,
-  dir: string,
-  step: number,
-  run: RunIdentity,
-  model: LlamaConfig,
-): Effect.Effect<string, BadCheckpoint> {
+/** The state read back as a checkpoint holds it: fp32 weights (the master copy) and moments. */
+export function readState(backend: BackendImpl, s: TrainState) {
   return Effect.gen(function* () {
     const parameters = yield* readParameters(backend, s)
     const m = yield* readAll(backend, s.m)
     const v = yield* readAll(backend, s.v)
-    return yield* saveCheckpoint(dir, { step, run, parameters, m, v }, parameterShapes(model))
+    return { parameters, m, v }
   })
 }
 

@@ -11,9 +11,10 @@ import { Backend, type BackendImpl } from "../core/backend.js"
 import { type BadCheckpoint, DTypeError, type NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type ExecutionError } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
+import { saveCheckpoint } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
 import type { Batch, Batches } from "./data.js"
-import type { Mode } from "./llama.js"
+import { type Mode, parameterShapes } from "./llama.js"
 import { type AdamWOptions, defaultAdamW, type PrecisionName, precisions } from "./optimizer.js"
 import { suggestChunks } from "./planner.js"
 import { fusedRoutines, stepGraphs } from "./step.js"
@@ -21,7 +22,7 @@ import {
   type Gradients, gradientPass, type HeldOut, heldOutLoss, optimizerPass, type Trainer, type Update,
 } from "./train-passes.js"
 import {
-  freeState, prepareState, readParameters, type RunIdentity, saveState, type TrainState,
+  freeState, prepareState, readParameters, readState, type RunIdentity, type TrainState,
 } from "./train-state.js"
 
 export { initialParameters } from "./train-state.js"
@@ -153,7 +154,7 @@ function stepRecord(t: Trainer, step: number, started: number, g: Gradients, upd
 /** Progress bars redraw, and Ctrl-C interrupts, between steps. */
 const aTurnForTheEventLoop = Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
 
-/** Saves the state after `step` when one is due: every `checkpointEvery` steps, and after the last. */
+/** Saves the state after `step` when due (every `checkpointEvery` steps, and the last), atomically. */
 function checkpoint(
   t: Trainer,
   s: TrainState,
@@ -162,8 +163,12 @@ function checkpoint(
 ): Effect.Effect<void, BadCheckpoint> {
   const every = opts.checkpointEvery ?? 0
   const due = step === opts.steps || (every > 0 && step % every === 0)
-  if (opts.checkpointDir === undefined || !due) return Effect.void
-  return Effect.asVoid(saveState(t.backend, s, opts.checkpointDir, step, t.run, opts.model))
+  const dir = opts.checkpointDir
+  if (dir === undefined || !due) return Effect.void
+  return Effect.gen(function* () {
+    const state = yield* readState(t.backend, s)
+    yield* saveCheckpoint(dir, { step, run: t.run, ...state }, parameterShapes(opts.model))
+  })
 }
 
 /** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
