@@ -88,7 +88,6 @@ export function gradientPass(
     for (const batch of micro) {
       const g = grads === undefined ? graphs.first : graphs.accumulate!
       const values = batchValues(backend, batch, count)
-      // The optimizer state is resident during the pass: bound (and counted), never read.
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
       const options = { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }
       const run = yield* attempt(() => execute(backend, g.outputs, bindings, options))

@@ -26,19 +26,12 @@ export interface TrainState {
 }
 
 /** The options that decide a run's numbers (its schedule among them): a resume must match them. */
-export type RunIdentity = {
-  readonly seed: number
-  readonly batch: number
-  readonly seq: number
-  readonly accumulation: number
-  readonly steps: number
-  readonly lr: number
-  readonly minLr: number
-  readonly warmup: number
-  readonly precision: string
-}
+export type RunIdentity = Readonly<{
+  seed: number; batch: number; seq: number; accumulation: number
+  steps: number; lr: number; minLr: number; warmup: number; precision: string
+}>
 
-/** Where a run starts from when no checkpoint is found. */
+/** Where a run starts: the latest checkpoint in `checkpointDir`, else `initialParameters` or the seed's. */
 export interface Start {
   readonly model: LlamaConfig
   readonly seed: number
