@@ -15,7 +15,8 @@
 import { Effect, Layer } from "effect"
 import fc from "fast-check"
 import { afterAll, describe, expect, it } from "vitest"
-import { Backend, type BackendImpl, type Buffer, type FusedRoutine } from "../src/core/backend.js"
+import { Backend, type BackendImpl, type Buffer } from "../src/core/backend.js"
+import { mapKernels } from "../src/core/routines/registry.js"
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { COMPAT_TILE, CORE_TILE, makeWebGpuBackend, type MatmulTile, tileName, type WebGpuBackend, webgpuBackendLayer } from "../src/backends/webgpu/index.js"
@@ -611,13 +612,12 @@ describe.skipIf(webgpu === undefined)("webgpu backend specifics", () => {
 function spied(be: WebGpuBackend): { subject: Subject; calls: Map<string, number>; dispatches: Map<string, number[]> } {
   const calls = new Map<string, number>()
   const dispatches = new Map<string, number[]>() // per call, the kernels it dispatched
-  const routines = Object.fromEntries(Object.entries(be.routines ?? {}).map(([name, f]): [string, FusedRoutine] =>
-    [name, (...args) => {
-      calls.set(name, (calls.get(name) ?? 0) + 1)
-      const before = be.stats().dispatches
-      f(...args)
-      dispatches.set(name, [...(dispatches.get(name) ?? []), be.stats().dispatches - before])
-    }]))
+  const routines = mapKernels(be.routines ?? {}, (f, name) => (call) => {
+    calls.set(name, (calls.get(name) ?? 0) + 1)
+    const before = be.stats().dispatches
+    f(call)
+    dispatches.set(name, [...(dispatches.get(name) ?? []), be.stats().dispatches - before])
+  })
   return { subject: { name: "webgpu (spied)", impl: { ...be, routines } }, calls, dispatches }
 }
 

@@ -18,6 +18,7 @@ import { type Binding, evaluate, execute } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
 import { fusedRmsNorm, fusedRope, rmsNorm, rope, silu, siluMul } from "../src/core/routines/basic.js"
+import type { RoutineKernel } from "../src/core/routines/registry.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -95,7 +96,10 @@ describe("AdamW as one routine per parameter", () => {
   it("a backend's fused adamw kernel is handed its outputs in place (the executor's donation)", async () => {
     const cpu = makeCpuBackend()
     const calls: boolean[] = []
-    const spy: BackendImpl = { ...cpu, routines: { adamw: (ins, outs) => { calls.push(outs.every((b, j) => b === ins[[0, 2, 3, 8][j]!])) } } }
+    const adamw = ({ inputs: i, outputs: o }: Parameters<RoutineKernel<"adamw">>[0]) => {
+      calls.push(o.w === i.w && o.m === i.m && o.v === i.v && o.master === i.master)
+    }
+    const spy: BackendImpl = { ...cpu, routines: { adamw } }
     const r = await adamwStep(spy, "fp32", true, startState())
     expect(calls).toEqual([true, true]) // each parameter's w, m, v written over themselves
     expect(r.inPlace).toBe(r.outputs)

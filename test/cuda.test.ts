@@ -16,7 +16,8 @@
 import { Effect, Layer } from "effect"
 import { existsSync } from "node:fs"
 import { afterAll, describe, expect, it } from "vitest"
-import { Backend, type BackendImpl, type Buffer, type FusedRoutine, type MatmulSpec, type View } from "../src/core/backend.js"
+import { Backend, type BackendImpl, type Buffer, type MatmulSpec, type View } from "../src/core/backend.js"
+import { mapKernels } from "../src/core/routines/registry.js"
 import { cpuBackendLayer, makeCpuBackend } from "../src/backends/cpu/index.js"
 import { addonPath, type CudaBackend, cudaBackendLayer, makeCudaBackend, readBuildRecord } from "../src/backends/cuda/index.js"
 import { cudaRoutines } from "../src/backends/cuda/fused.js"
@@ -616,10 +617,7 @@ const fusedNames = ["adamw", "attention", "attention.vjp", "crossEntropy", "cros
 /** The CUDA backend with its fused routines counted. */
 function spied(): { layer: Layer.Layer<Backend>; calls: Map<string, number> } {
   const calls = new Map<string, number>()
-  const routines: Record<string, FusedRoutine> = {}
-  for (const [name, f] of Object.entries(cuda!.routines ?? {})) {
-    routines[name] = (...args) => { calls.set(name, (calls.get(name) ?? 0) + 1); f(...args) }
-  }
+  const routines = mapKernels(cuda!.routines ?? {}, (f, name) => (call) => { calls.set(name, (calls.get(name) ?? 0) + 1); f(call) })
   return { layer: Layer.succeed(Backend, { ...cuda!, routines }), calls }
 }
 
@@ -784,7 +782,10 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     const f = cuda!.routines!.crossEntropy!
     let message = ""
     await runOn(cuda!, [arg("float32", normals(N * V, 1)), arg("int32", [1, 10, -100])], [{ dtype: "float32", size: N }],
-      (ins, outs) => f(ins, outs, { inputs: [[N, V], [N]], outputs: [[N]] }, { ignoreIndex: -100 })).catch((e: Error) => { message = e.message })
+      ([logits, targets], [nll]) => f({
+        inputs: { logits: logits!, targets: targets! }, outputs: { nll: nll! },
+        shapes: { inputs: { logits: [N, V], targets: [N] }, outputs: { nll: [N] } }, attrs: { ignoreIndex: -100 },
+      })).catch((e: Error) => { message = e.message })
     expect(message).toMatch(/^cuda\.crossEntropy: index 10 at position 1 is out of range \[0, 10\)/)
   })
 
@@ -874,13 +875,17 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
         const want = attentionReference(dims, rq, rk, rv, cts.includes("dO") ? dO : undefined, cts.includes("dLse") ? dLse : undefined)
         // float32 cotangents: dO is cast to bfloat16 for bfloat16 q, as the reference VJP does; dLse has lse's dtype.
         const ctArgs = cts.map((c) => (c === "dO" ? arg("float32", dO) : arg("float32", dLse)))
-        const ctShapes = cts.map((c) => (c === "dO" ? shapes.q : shapes.lse))
+        const ctShapes = Object.fromEntries(cts.map((c) => [c, c === "dO" ? shapes.q : shapes.lse]))
         const got = await runOn(cuda!, [arg(dtype, q), arg(dtype, k), arg(dtype, v), ...ctArgs],
           [{ dtype, size: nq }, { dtype: lseType, size: nl }, { dtype, size: nq }, { dtype, size: nk }, { dtype, size: nk }],
           ([qb, kb, vb, ...ctb], [ob, lb, dqb, dkb, dvb]) => {
-            routines.attention!([qb!, kb!, vb!], [ob!, lb!], { inputs: [shapes.q, shapes.kv, shapes.kv], outputs: [shapes.q, shapes.lse] }, { causal: true })
-            routines["attention.vjp"]!([qb!, kb!, vb!, ob!, lb!, ...ctb], [dqb!, dkb!, dvb!],
-              { inputs: [shapes.q, shapes.kv, shapes.kv, shapes.q, shapes.lse, ...ctShapes], outputs: [shapes.q, shapes.kv, shapes.kv] }, { causal: true })
+            const attrs = { causal: true, blockSize: 64 }
+            const fwd = { q: qb!, k: kb!, v: vb! }, fwdShapes = { q: shapes.q, k: shapes.kv, v: shapes.kv }
+            const ct = Object.fromEntries(cts.map((c, i) => [c, ctb[i]!]))
+            routines.attention!({ inputs: fwd, outputs: { o: ob!, lse: lb! }, attrs,
+              shapes: { inputs: fwdShapes, outputs: { o: shapes.q, lse: shapes.lse } } })
+            routines["attention.vjp"]!({ inputs: { ...fwd, o: ob!, lse: lb!, ...ct }, outputs: { dQ: dqb!, dK: dkb!, dV: dvb! }, attrs,
+              shapes: { inputs: { ...fwdShapes, o: shapes.q, lse: shapes.lse, ...ctShapes }, outputs: { dQ: shapes.q, dK: shapes.kv, dV: shapes.kv } } })
           })
         const what = `attention.vjp ${dtype} with ${cts.join(" and ")}`
         expectClose(`${what}: o`, got[0]!, want.out, dtype === "bfloat16" ? 1.5e-2 : 2e-5)
@@ -946,10 +951,12 @@ describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", 
     const logits = cuda!.alloc("bfloat16", N * V), targets = cuda!.alloc("int32", N), nll = cuda!.alloc("bfloat16", N)
     const dnll = cuda!.alloc("bfloat16", N), dlogits = cuda!.alloc("bfloat16", N * V)
     cuda!.fill(logits, 0.01); cuda!.fill(targets, 7); cuda!.fill(dnll, 1)
-    const ceShapes = { inputs: [[N, V], [N]], outputs: [[N]] }
-    await time(`crossEntropy bf16 ${N}×${V}`, 10, 2 * N * V, "TB/s", () => routines.crossEntropy!([logits, targets], [nll], ceShapes, { ignoreIndex: -100 }))
-    await time(`crossEntropy.vjp bf16 ${N}×${V} (reads twice, writes once)`, 10, 3 * 2 * N * V, "TB/s", () =>
-      routines["crossEntropy.vjp"]!([logits, targets, nll, dnll], [dlogits], { inputs: [[N, V], [N], [N], [N]], outputs: [[N, V]] }, { ignoreIndex: -100 }))
+    const ce = { inputs: { logits, targets }, shapes: { logits: [N, V], targets: [N] }, attrs: { ignoreIndex: -100 } }
+    await time(`crossEntropy bf16 ${N}×${V}`, 10, 2 * N * V, "TB/s", () => routines.crossEntropy!({
+      inputs: ce.inputs, outputs: { nll }, shapes: { inputs: ce.shapes, outputs: { nll: [N] } }, attrs: ce.attrs }))
+    await time(`crossEntropy.vjp bf16 ${N}×${V} (reads twice, writes once)`, 10, 3 * 2 * N * V, "TB/s", () => routines["crossEntropy.vjp"]!({
+      inputs: { ...ce.inputs, nll, dNll: dnll }, outputs: { dLogits: dlogits }, attrs: ce.attrs,
+      shapes: { inputs: { ...ce.shapes, nll: [N], dNll: [N] }, outputs: { dLogits: [N, V] } } }))
     for (const b of [logits, targets, nll, dnll, dlogits]) cuda!.free(b)
 
     // bfloat16 at D = 64 (Llama-3.2-1B's heads: H = 32, Hkv = 8) and 128 runs on tensor cores,
@@ -968,10 +975,12 @@ describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", 
       const qs = [B, H, S, D], ks = [B, Hkv, S, D], ls = [B, H, S, 1]
       // Causal: half of the S×S scores. Forward 2 matmuls, backward counted as 5 (it does 7: S and dP twice).
       const fwdFlops = 2 * 2 * B * H * S * S * D / 2
+      const attrs = { causal: true, blockSize: 64 }, inShapes = { q: qs, k: ks, v: ks }
       await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} forward`, reps, fwdFlops, "TFLOP/s", () =>
-        routines.attention!([q, k, v], [out, lse], { inputs: [qs, ks, ks], outputs: [qs, ls] }, { causal: true }))
+        routines.attention!({ inputs: { q, k, v }, outputs: { o: out, lse }, shapes: { inputs: inShapes, outputs: { o: qs, lse: ls } }, attrs }))
       await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} backward`, reps, 2.5 * fwdFlops, "TFLOP/s", () =>
-        routines["attention.vjp"]!([q, k, v, out, lse, out], [dq, dk, dv], { inputs: [qs, ks, ks, qs, ls, qs], outputs: [qs, ks, ks] }, { causal: true }))
+        routines["attention.vjp"]!({ inputs: { q, k, v, o: out, lse, dO: out }, outputs: { dQ: dq, dK: dk, dV: dv }, attrs,
+          shapes: { inputs: { ...inShapes, o: qs, lse: ls, dO: qs }, outputs: { dQ: qs, dK: ks, dV: ks } } }))
       for (const b of [q, k, v, out, lse, dq, dk, dv]) cuda!.free(b)
     }
     cuda!.memory().emptyCache()

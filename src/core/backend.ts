@@ -12,6 +12,7 @@
  */
 import { Context } from "effect"
 import type { DType, HostArray } from "./dtype.js"
+import type { RoutineKernels } from "./routines/registry.js"
 
 /** An opaque handle to device memory. Backends extend it with their own storage. */
 export interface Buffer {
@@ -51,24 +52,12 @@ export interface MatmulSpec {
   readonly accumulate?: boolean
 }
 
-/**
- * A fused kernel for a named region (a routine such as "attention", "attention.vjp",
- * "logsumexp", "silu"): it reads the region's inputs and writes all its outputs, and must agree
- * with the region's reference body. Scratch memory it uses internally is its own business.
- */
-export type FusedRoutine = (
-  inputs: readonly Buffer[],
-  outputs: readonly Buffer[],
-  shapes: { readonly inputs: readonly (readonly number[])[]; readonly outputs: readonly (readonly number[])[] },
-  params: Readonly<Record<string, number | boolean | string>>,
-) => void
-
 export interface BackendImpl {
   readonly name: string
-  /** The element types its buffers can hold (int32 always, for indices). */
+  /** The element types its buffers can hold (int32 always, for indices); its floats are what kernels compute in. */
   readonly dtypes: readonly DType[]
-  /** Optional fused kernels by region name; the executor runs the reference body otherwise. */
-  readonly routines?: Readonly<Record<string, FusedRoutine>>
+  /** Fused kernels for routines (./routines/registry.ts); the executor runs the reference body of any other. */
+  readonly routines?: RoutineKernels
   alloc(dtype: DType, size: number): Buffer
   free(buffer: Buffer): void
   /** Host → device. `data.length` equals `buffer.size`; bfloat16 buffers take float32 data (rounded). */
@@ -112,3 +101,12 @@ export function contiguousStrides(shape: readonly number[]): number[] {
 }
 
 export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
+
+/** A contiguous row-major view of `shape` starting at `offset`. */
+export const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
+
+/** iota's out viewed as [outer, len, inner]: each element's value is its middle index. */
+export function iotaDims(shape: readonly number[], axis: number): { outer: number; len: number; inner: number } {
+  const size = numel(shape), len = shape[axis]!, inner = numel(shape.slice(axis + 1))
+  return { outer: len * inner === 0 ? 0 : size / (len * inner), len, inner }
+}

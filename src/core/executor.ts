@@ -4,15 +4,16 @@
  * MemoryLedger. It never reads device memory, so a counting backend yields the same numbers.
  */
 import { Effect } from "effect"
-import type { BackendImpl, Buffer, View } from "./backend.js"
-import { Backend, contiguousStrides } from "./backend.js"
+import type { BackendImpl, Buffer } from "./backend.js"
+import { Backend, contiguousStrides, dense } from "./backend.js"
 import { makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, schedule, type Tensor, type TensorType } from "./graph.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
 import { matmulSpec, rules } from "./primitives.js"
-import { pieces } from "./region-types.js"
+import { pieces, type RoutineSite } from "./region-types.js"
+import { type AnyRoutineKernel, kernelFor } from "./routines/registry.js"
 
 /** A buffer the executor counts and frees when its last user is done. */
 interface Alloc {
@@ -48,7 +49,6 @@ export interface RunResult {
   readonly memory: MemoryReport
 }
 
-const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
 
 /** A region's summed result that a piece's matmul writes (first piece) or adds (the others) straight into. */
 interface Into { readonly acc: Alloc; readonly first: boolean }
@@ -170,13 +170,12 @@ class Executor {
    * written in place: its kernel writes straight over those inputs. Undefined when it does not apply.
    */
   runFusedInPlace(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[], uses: ReadonlyMap<Tensor, number>): Alloc[] | undefined {
-    const a = node.attrs
-    const fused = this.backend.routines?.[a.name]
-    if (fused === undefined || a.params?.elementwise !== true || pieces(a.length, a.chunk).length !== 1) return undefined
+    const fused = this.fusedKernel(node)
+    if (fused === undefined || !fused.site.elementwise) return undefined
     const donors = node.results.map((r) => this.donorFor(node, uses, r))
     if (donors.every((d) => d === undefined)) return undefined
     const outs = node.results.map((r, j) => (donors[j] !== undefined ? this.retain(donors[j]) : this.allocate(r, kinds[j]!)))
-    fused(ins.map((i) => i.buffer), outs.map((x) => x.buffer), { inputs: node.inputs.map((t) => t.shape), outputs: node.results.map((t) => t.shape) }, a.params)
+    callKernel(fused, node, ins, outs)
     return outs
   }
 
@@ -198,10 +197,10 @@ class Executor {
     const a = node.attrs
     const parts = pieces(a.length, a.chunk)
     const temporaries = () => "temporaries" as const
-    const fused = this.backend.routines?.[a.name]
-    if (fused !== undefined && parts.length === 1) {
+    const fused = this.fusedKernel(node)
+    if (fused !== undefined) {
       const outs = node.results.map((r, j) => this.allocate(r, kinds[j]!))
-      fused(ins.map((i) => i.buffer), outs.map((x) => x.buffer), { inputs: node.inputs.map((t) => t.shape), outputs: node.results.map((t) => t.shape) }, a.params ?? {})
+      callKernel(fused, node, ins, outs)
       return outs
     }
     const keep = node.results.flatMap((_, j) => (wanted[j] ? [j] : []))
@@ -268,6 +267,13 @@ class Executor {
     }))
   }
 
+  /** The backend's kernel for this routine region, if it has one and the region runs in one piece. */
+  fusedKernel(node: Node<"region">): { kernel: AnyRoutineKernel; site: RoutineSite } | undefined {
+    const { routine: site, name, length, chunk } = node.attrs
+    const kernel = site && kernelFor(this.backend.routines, name)
+    return kernel && pieces(length, chunk).length === 1 ? { kernel, site } : undefined
+  }
+
   castTo(al: Alloc, shape: readonly number[], dtype: DType): Alloc {
     const out = this.allocate({ shape, dtype }, "temporaries")
     this.backend.cast(al.buffer, out.buffer)
@@ -281,6 +287,18 @@ class Executor {
     this.backend.copy(al.buffer, { shape: pieceShape, strides, offset: start * strides[axis]! }, out.buffer, dense(pieceShape))
     return out
   }
+}
+
+/** Runs a routine's fused kernel: the region's buffers and shapes handed over by name. */
+function callKernel({ kernel, site }: { kernel: AnyRoutineKernel; site: RoutineSite }, node: Node<"region">,
+  ins: readonly Alloc[], outs: readonly Alloc[]): void {
+  const named = <T>(names: readonly string[], xs: readonly T[]) => Object.fromEntries(names.map((n, i) => [n, xs[i]!]))
+  kernel({
+    inputs: named(site.inputs, ins.map((a) => a.buffer)),
+    outputs: named(site.outputs, outs.map((a) => a.buffer)),
+    shapes: { inputs: named(site.inputs, node.inputs.map((t) => t.shape)), outputs: named(site.outputs, node.results.map((t) => t.shape)) },
+    attrs: site.attrs,
+  })
 }
 
 /** The forward values the backward pass reads: what "saved activations" means. */

@@ -1,5 +1,6 @@
 import type { DType } from "./dtype.js"
 import type { Tensor } from "./graph.js"
+import type { Attrs } from "./routines/declare.js"
 
 /** A closed sub-graph: `outputs` depend only on `params` (and on constants). */
 export interface Body {
@@ -44,8 +45,19 @@ export interface RegionAttrs {
   readonly vjpReads?: "cotangents" | "outputs" | undefined
   /** Per output: the dtype "sum" pieces accumulate in when wider than the output (fp32 for bf16). */
   readonly accumulate?: readonly DType[] | undefined
-  /** Attributes a fused backend kernel needs (e.g. attention's block size). */
-  readonly params?: Readonly<Record<string, number | boolean | string>> | undefined
+  /** Set when the region is a routine a backend may run as one fused kernel. */
+  readonly routine?: RoutineSite | undefined
+}
+
+/** A routine region as its kernel sees it (the declaration is in routines/registry.ts). */
+export interface RoutineSite {
+  /** The name of each input and output, position by position. */
+  readonly inputs: readonly string[]
+  readonly outputs: readonly string[]
+  /** What the kernel is told besides its buffers (e.g. attention's block size). */
+  readonly attrs: Attrs
+  /** The declaration's executor directive: outputs may be written over inputs. */
+  readonly elementwise: boolean
 }
 
 /** [start, length] of each piece of an axis of `length` split into pieces of `chunk`. */

@@ -19,8 +19,9 @@ import { accumulatorDType, isFloat } from "./dtype.js"
 import { BadConfig, fmtShape, GraphError, ShapeError } from "./errors.js"
 import { input, makeNode, type Node, peekNextId, type Tensor, type TensorType } from "./graph.js"
 import * as o from "./ops.js"
-import type { Body, Combine, CustomVjp, RegionAttrs } from "./region-types.js"
+import type { Body, Combine, CustomVjp, RegionAttrs, RoutineSite } from "./region-types.js"
 import { pieces } from "./region-types.js"
+import { type AttrsOf, bareName, type RoutineDecl } from "./routines/declare.js"
 
 export type { Body, Combine, CustomVjp, RegionAttrs } from "./region-types.js"
 
@@ -74,7 +75,7 @@ interface RegionSpec {
   combine: Combine
   vjp?: CustomVjp | undefined
   vjpReads?: RegionAttrs["vjpReads"]
-  params?: RegionAttrs["params"]
+  routine?: { readonly decl: RoutineDecl; readonly attrs: AttrsOf<RoutineDecl> } | undefined
 }
 
 function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonly Tensor[]): R {
@@ -127,7 +128,7 @@ function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonl
     },
     vjp: spec.vjp,
     vjpReads: spec.vjpReads,
-    params: spec.params,
+    routine: spec.routine && siteOf(spec.routine.decl, spec.routine.attrs, args.length + captured.length, first.outputs.length),
   }
   const node = regionNode(attrs, [...args, ...captured], outputTypes)
   return (first.returnsArray ? node.results : node.results[0]) as unknown as R
@@ -203,12 +204,34 @@ function gradientsInForward(loss: Result): Tensor {
 }
 
 /**
- * A named routine with a hand-written backward rule (like flash attention's recompute-based
- * backward), or without one: its backward is then the VJP of its body, as the region
- * "<name>.vjp". Its body is the reference decomposition; a backend may run a fused kernel instead.
+ * The kernel's view of a routine region with `inputs` and `outputs` buffers: the declared names
+ * in order (a trailing optional one may be absent).
  */
-export function routine<R extends Result>(name: string, f: Fn<R>, backward?: CustomVjp, params?: RegionAttrs["params"], vjpReads?: RegionAttrs["vjpReads"]): Fn<R> {
-  return (...args) => buildRegion({ name, axis: null, M: 1, combine: "sum", vjp: backward, vjpReads, params }, f, args)
+function siteOf(decl: RoutineDecl, attrs: AttrsOf<RoutineDecl>, inputs: number, outputs: number): RoutineSite {
+  if (inputs > decl.inputs.length || outputs > decl.outputs.length) {
+    throw new GraphError({ message: tooManyOperands(decl, inputs, outputs) })
+  }
+  const names = (declared: readonly string[], n: number) => declared.slice(0, n).map(bareName)
+  return { inputs: names(decl.inputs, inputs), outputs: names(decl.outputs, outputs), attrs, elementwise: decl.elementwise }
+}
+
+const tooManyOperands = (decl: RoutineDecl, inputs: number, outputs: number): string =>
+  `routine ${decl.name} declares ${decl.inputs.length} inputs and ${decl.outputs.length} outputs, got ${inputs} and ${outputs}` +
+  " (a body must not close over tensors: pass them as arguments)"
+
+/** The name of the cotangent of `name` (a VJP's input) or of its gradient (a VJP's output): o → dO. */
+const adjointName = (name: string): string => `d${name[0]!.toUpperCase()}${name.slice(1)}`
+
+/**
+ * A routine with a hand-written backward rule (like flash attention's recompute-based backward),
+ * or without one: its backward is then the VJP of its body, as the region "<name>.vjp". Its body
+ * is the reference decomposition; a backend may run a fused kernel instead (`decl` says how that
+ * kernel sees the region, `attrs` what it is told).
+ */
+export function routine<D extends RoutineDecl, R extends Result>(decl: D, f: Fn<R>, backward?: CustomVjp,
+  attrs?: AttrsOf<D>, vjpReads?: RegionAttrs["vjpReads"]): Fn<R> {
+  const spec = { name: decl.name, axis: null, M: 1, combine: "sum" as const, vjp: backward, vjpReads }
+  return (...args) => buildRegion({ ...spec, routine: { decl, attrs: attrs ?? {} } }, f, args)
 }
 
 /**
@@ -216,7 +239,9 @@ export function routine<R extends Result>(name: string, f: Fn<R>, backward?: Cus
  * (a backend with the fused kernel never needs it: planning a 64k-token attention stays cheap).
  * Its body must not close over tensors.
  */
-export function lazyRoutine(name: string, f: Fn<readonly Tensor[]>, backward: CustomVjp, resultTypes: (args: readonly Tensor[]) => TensorType[], params?: RegionAttrs["params"]): Fn<readonly Tensor[]> {
+export function lazyRoutine<D extends RoutineDecl>(decl: D, f: Fn<readonly Tensor[]>, backward: CustomVjp,
+  resultTypes: (args: readonly Tensor[]) => TensorType[], attrs: AttrsOf<D>): Fn<readonly Tensor[]> {
+  const name = decl.name
   return (...args) => {
     const types = resultTypes(args)
     const bodyFor = memo((): Body => {
@@ -230,8 +255,11 @@ export function lazyRoutine(name: string, f: Fn<readonly Tensor[]>, backward: Cu
       })
       return { params: tr.placeholders, outputs: tr.outputs }
     })
-    const attrs: RegionAttrs = { name, inAxes: args.map(() => null), combine: types.map(() => "sum"), outAxes: types.map(() => null), length: 0, chunk: 0, bodyFor, vjp: backward, params }
-    return regionNode(attrs, args, types).results
+    const region: RegionAttrs = {
+      name, inAxes: args.map(() => null), combine: types.map(() => "sum"), outAxes: types.map(() => null), length: 0, chunk: 0,
+      bodyFor, vjp: backward, routine: siteOf(decl, attrs, args.length, types.length),
+    }
+    return regionNode(region, args, types).results
   }
 }
 
@@ -284,7 +312,10 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       const g = custom(inPh, outPh, ctAt)
       return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(node.inputs[i]!)) }
     })
-    attrs = { name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"), outAxes: diff.map(() => null), length: 0, chunk: 0, bodyFor: body, params: a.params }
+    attrs = {
+      name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"), outAxes: diff.map(() => null), length: 0, chunk: 0,
+      bodyFor: body, routine: a.routine && vjpSite(a.routine, diff, withCt, readsInputs, readsOutputs),
+    }
   } else {
     inputs = [...node.inputs, ...withCt.map((j) => cts[j]!)]
     const bodyFor = memo((len: number): Body => {
@@ -303,11 +334,20 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       length: a.length,
       chunk: a.chunk,
       bodyFor,
-      params: a.params,
+      routine: a.routine && vjpSite(a.routine, diff, withCt, true, false),
     }
   }
   const bwd = regionNode({ ...attrs, accumulate: grads.accumulate }, inputs, grads.types)
   const out: (Tensor | undefined)[] = node.inputs.map(() => undefined)
   diff.forEach((i, k) => (out[i] = bwd.results[k]))
   return out
+}
+
+/**
+ * How the kernel of a routine's VJP sees it: the forward's inputs and outputs it reads, then the
+ * cotangents that flow (o → dO); it writes the gradients of the float inputs (q → dQ).
+ */
+function vjpSite(fwd: RoutineSite, diff: readonly number[], withCt: readonly number[], readsInputs: boolean, readsOutputs: boolean): RoutineSite {
+  const inputs = [...(readsInputs ? fwd.inputs : []), ...(readsOutputs ? fwd.outputs : []), ...withCt.map((j) => adjointName(fwd.outputs[j]!))]
+  return { inputs, outputs: diff.map((i) => adjointName(fwd.inputs[i]!)), attrs: fwd.attrs, elementwise: false }
 }

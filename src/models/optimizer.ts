@@ -12,7 +12,7 @@ import type { DType } from "../core/dtype.js"
 import type { Tensor } from "../core/graph.js"
 import { input } from "../core/graph.js"
 import * as o from "../core/ops.js"
-import { routine } from "../core/regions.js"
+import { adamw, adamwUpdate } from "../core/routines/adamw.js"
 
 export interface AdamWOptions {
   readonly beta1: number
@@ -69,26 +69,6 @@ export interface AdamWGraph {
 
 const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
 
-/**
- * One parameter's update. In: weights (bf16 or fp32), the gradient, the moments, the scalars lr,
- * 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor, and the fp32 master weights when mixed precision.
- * Out: new weights, moments (and master weights). `decay` is this parameter's weight decay.
- */
-function adamwUpdate(opts: AdamWOptions, precision: Precision, decay: number) {
-  return (param: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, correction1: Tensor, correction2: Tensor, clip: Tensor, master?: Tensor): Tensor[] => {
-    const g = o.mul(f32(grad), clip)
-    const m32 = o.add(o.mul(f32(m), opts.beta1), o.mul(g, 1 - opts.beta1))
-    const v32 = o.add(o.mul(f32(v), opts.beta2), o.mul(o.square(g), 1 - opts.beta2))
-    const step = o.div(o.div(m32, correction1), o.add(o.sqrt(o.div(v32, correction2)), opts.eps))
-    const w = master ?? f32(param)
-    const w32 = o.sub(w, o.mul(decay > 0 ? o.add(step, o.mul(w, decay)) : step, lr))
-    return [o.cast(w32, precision.param), o.cast(m32, precision.state), o.cast(v32, precision.state), ...(master ? [w32] : [])]
-  }
-}
-
-/** AdamW's update has no gradient: training never differentiates through the optimizer. */
-const noGradient = (inputs: readonly Tensor[]) => inputs.map(() => undefined)
-
 export function adamwGraph(
   shapes: Readonly<Record<string, readonly number[]>>,
   opts: AdamWOptions = defaultAdamW,
@@ -111,10 +91,8 @@ export function adamwGraph(
   const inPlace = new Map<Tensor, Tensor>()
   for (const n of names) {
     const decay = shapes[n]!.length >= 2 ? opts.weightDecay : 0 // matrices only
-    const update = adamwUpdate(opts, precision, decay)
-    const run = fused
-      ? routine("adamw", update, noGradient, { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: decay, elementwise: true })
-      : update
+    const attrs = { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: decay }
+    const run = fused ? adamw(attrs, precision) : adamwUpdate(attrs, precision)
     const args = [params[n]!, grads[n]!, m[n]!, v[n]!, lr, correction1, correction2, clip, ...(precision.master ? [master[n]!] : [])]
     const [p, mm, vv, w32] = run(...args) as Tensor[]
     newParams[n] = p!, newM[n] = mm!, newV[n] = vv!

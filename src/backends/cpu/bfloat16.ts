@@ -6,7 +6,8 @@
  * This lets the mixed-precision training path (bf16 weights, fp32 master weights and moments)
  * run, and be tested, on a machine without a GPU.
  */
-import type { BackendImpl, Buffer, FusedRoutine } from "../../core/backend.js"
+import type { BackendImpl, Buffer } from "../../core/backend.js"
+import { type AnyRoutineKernel, mapKernels } from "../../core/routines/registry.js"
 import { type CpuBackend, type CpuBuffer, makeCpuBackend } from "./cpu-backend.js"
 
 /** A bfloat16 buffer: its values live in a float32 buffer of the wrapped backend. */
@@ -33,15 +34,16 @@ export function cpuWithBfloat16(backend: CpuBackend = makeCpuBackend()): Backend
   const rounded = (...outs: Buffer[]): void => {
     for (const o of outs) if (isBf16(o)) roundToBfloat16((o.inner as CpuBuffer).data as Float32Array)
   }
-  const routine = (f: FusedRoutine): FusedRoutine => (inputs, outputs, shapes, params) => {
-    f(inputs.map(raw), outputs.map(raw), shapes, params)
-    rounded(...outputs)
+  const rawAll = (bufs: Readonly<Record<string, Buffer>>) => Object.fromEntries(Object.entries(bufs).map(([n, b]) => [n, raw(b)]))
+  const routine = (f: AnyRoutineKernel): AnyRoutineKernel => (call) => {
+    f({ ...call, inputs: rawAll(call.inputs), outputs: rawAll(call.outputs) })
+    rounded(...Object.values(call.outputs))
   }
 
   return {
     name: `${backend.name}+bf16`,
     dtypes: [...backend.dtypes, "bfloat16"],
-    ...(backend.routines ? { routines: Object.fromEntries(Object.entries(backend.routines).map(([k, f]) => [k, routine(f)])) } : {}),
+    ...(backend.routines ? { routines: mapKernels(backend.routines, routine) } : {}),
     alloc: (dtype, size) => (dtype === "bfloat16" ? ({ dtype, size, inner: backend.alloc("float32", size) } satisfies Bf16Buffer) : backend.alloc(dtype, size)),
     free: (b) => backend.free(raw(b)),
     write: (b, data) => { backend.write(raw(b), data); rounded(b) },

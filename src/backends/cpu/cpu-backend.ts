@@ -2,16 +2,19 @@
  * The CPU backend: every kernel of the contract in plain TypeScript over typed arrays.
  *
  * This is the reference backend. It favours clarity, but it is also the backend people train on
- * without a GPU, so the two hot kernels (`copy` and `matmul`) have fast paths. Every kernel checks
- * its arguments and throws a plain `Error` naming the kernel: a failed check here is a bug in the
- * executor, never a user error, so a loud crash is the most useful thing to do.
+ * without a GPU, so the two hot kernels (`copy` and `matmul`) have fast paths. Arguments are
+ * checked before they get here (src/core/checked-backend.ts); what is left to check is what only
+ * the data shows: an index out of range throws a plain `Error` naming the kernel.
  */
 import type { Buffer, BackendImpl, BinaryOp, ReduceOp, UnaryOp, View } from "../../core/backend.js"
-import { describe, kernelChecks } from "../checks.js"
+import { iotaDims } from "../../core/backend.js"
+import { checkedBackend } from "../../core/checked-backend.js"
+import { kernelChecks } from "../../core/kernel-checks.js"
+import { LiveBuffers, type LiveMemory } from "../../core/live-buffers.js"
 import { simplifyViews } from "../views.js"
 import { cpuRoutines } from "./fused.js"
 import { matmulBlocked, matmulNaive } from "./matmul.js"
-import { bytesPerElement, dtypeOf, hostArray } from "../../core/dtype.js"
+import { hostArray } from "../../core/dtype.js"
 
 export type CpuData = Float32Array | Float64Array | Int32Array
 type FloatData = Float32Array | Float64Array
@@ -21,24 +24,18 @@ export interface CpuBuffer extends Buffer {
   readonly data: CpuData
 }
 
-export interface CpuMemory {
-  /** Bytes of buffers currently allocated. */
-  readonly live: number
-  /** Most bytes allocated at once since creation or the last `resetPeak`. */
-  readonly peak: number
-  resetPeak(): void
-}
+export type CpuMemory = LiveMemory
 
 export interface CpuBackend extends BackendImpl {
   /** The backend's own byte count, independent of the executor's accounting. */
   memory(): CpuMemory
 }
 
-// ---------------------------------------------------------------------------------------------
-// Argument checks
-// ---------------------------------------------------------------------------------------------
+const { fail } = kernelChecks("cpu", [])
 
-const { fail, check, sameSize, scalarOrSize, sameDType, floatOnly, counts, iotaLayout, matmulSizes, reduceSizes, copyViews } = kernelChecks("cpu", ["float32", "float64"])
+const data = (b: Buffer): CpuData => (b as CpuBuffer).data
+const floats = (b: Buffer): FloatData => data(b) as FloatData
+const ints = (b: Buffer): Int32Array => data(b) as Int32Array
 
 /** Index step of an elementwise operand: 0 for a broadcast scalar. */
 const step = (x: CpuData, out: CpuData): number => (x.length === out.length ? 1 : 0)
@@ -62,140 +59,58 @@ export interface CpuOptions {
 }
 
 export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
-  // Buffers this instance allocated and has not freed: catches double frees, use after free and
-  // buffers handed over from another backend.
-  const alive = new WeakSet<Buffer>()
-  let liveBytes = 0
-  let peakBytes = 0
+  const buffers = new LiveBuffers()
 
-  const bytesOf = (b: Buffer): number => b.size * bytesPerElement[b.dtype]
-
-  function dataOf(kernel: string, b: Buffer): CpuData {
-    if (!alive.has(b)) fail(kernel, `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`)
-    return (b as CpuBuffer).data
-  }
-  const floatData = (kernel: string, b: Buffer): FloatData => dataOf(kernel, b) as FloatData
-  function intData(kernel: string, b: Buffer, what: string): Int32Array {
-    check(b.dtype === "int32", kernel, () => `${what} must be int32, got ${b.dtype}`)
-    return dataOf(kernel, b) as Int32Array
-  }
-
-  return {
+  return checkedBackend<CpuBackend>({
     name: "cpu",
     dtypes: ["float32", "float64", "int32"],
     ...(opts.fused === false ? {} : { routines: cpuRoutines }),
 
-    memory: () => ({
-      live: liveBytes,
-      peak: peakBytes,
-      resetPeak: () => { peakBytes = liveBytes },
-    }),
+    memory: () => buffers.memory(),
 
-    alloc(dtype, size) {
-      counts("alloc", { size })
-      check(dtype in bytesPerElement, "alloc", () => `unknown dtype ${String(dtype)}`)
-      const buffer: CpuBuffer = { dtype, size, data: hostArray(dtype, size) }
-      alive.add(buffer)
-      liveBytes += bytesOf(buffer)
-      peakBytes = Math.max(peakBytes, liveBytes)
-      return buffer
-    },
+    alloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size) }),
+    free() {},
+    write: (buffer, values) => data(buffer).set(values),
+    // A copy, so later kernels cannot change what the caller holds.
+    read: async (buffer) => data(buffer).slice(),
 
-    free(buffer) {
-      if (!alive.has(buffer)) fail("free", `buffer ${describe(buffer)} was freed already or never allocated by this backend`)
-      alive.delete(buffer)
-      liveBytes -= bytesOf(buffer)
-    },
-
-    write(buffer, data) {
-      const d = dataOf("write", buffer)
-      check(dtypeOf(data) === buffer.dtype, "write", () => `buffer is ${buffer.dtype} but data is a ${data.constructor.name}`)
-      check(data.length === buffer.size, "write", () => `buffer holds ${buffer.size} elements but data has ${data.length}`)
-      d.set(data)
-    },
-
-    async read(buffer) {
-      // A copy, so later kernels cannot change what the caller holds. (async: a bad buffer rejects.)
-      return dataOf("read", buffer).slice()
-    },
-
-    fill(out, value) {
-      const o = dataOf("fill", out)
-      if (out.dtype === "int32") {
-        // An Int32Array would silently turn 0.5 into 0 and -Infinity into 0.
-        check(Number.isInteger(value) && value >= -2147483648 && value <= 2147483647, "fill", () => `${value} is not an int32`)
-      }
-      o.fill(value)
-    },
+    fill: (out, value) => data(out).fill(value),
 
     iota(out, shape, axis) {
-      const o = dataOf("iota", out)
-      const { outer, len, inner } = iotaLayout(out, shape, axis)
+      const o = data(out)
+      const { outer, len, inner } = iotaDims(shape, axis)
       let i = 0
       for (let r = 0; r < outer; r++)
         for (let v = 0; v < len; v++)
           for (let j = 0; j < inner; j++) o[i++] = v
     },
 
-    unary(op, x, out) {
-      floatOnly("unary", x, out)
-      sameDType("unary", x, out)
-      sameSize("unary", x, out)
-      unaryLoop(op, floatData("unary", x), floatData("unary", out))
-    },
-
-    binary(op, a, b, out) {
-      sameDType("binary", a, b)
-      // Comparisons write 1/0 in whatever dtype out has; arithmetic keeps the operands' dtype.
-      if (op !== "less" && op !== "equal") sameDType("binary", a, out)
-      scalarOrSize("binary", out.size, a, b)
-      binaryLoop(op, dataOf("binary", a), dataOf("binary", b), dataOf("binary", out), a.dtype === "int32")
-    },
+    unary: (op, x, out) => unaryLoop(op, floats(x), floats(out)),
+    binary: (op, a, b, out) => binaryLoop(op, data(a), data(b), data(out), a.dtype === "int32"),
 
     where(cond, a, b, out) {
-      sameDType("where", a, b, out)
-      scalarOrSize("where", out.size, cond, a, b)
-      const c = dataOf("where", cond), x = dataOf("where", a), y = dataOf("where", b), o = dataOf("where", out)
+      const c = data(cond), x = data(a), y = data(b), o = data(out)
       const [sc, sx, sy] = [step(c, o), step(x, o), step(y, o)]
       for (let i = 0; i < o.length; i++) o[i] = c[i * sc] !== 0 ? x[i * sx]! : y[i * sy]!
     },
 
-    cast(x, out) {
-      sameSize("cast", x, out)
-      // TypedArray.set converts each element like a store does: float64 → float32 rounds to
-      // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
-      dataOf("cast", out).set(dataOf("cast", x))
-    },
+    // TypedArray.set converts each element like a store does: float64 → float32 rounds to
+    // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
+    cast: (x, out) => data(out).set(data(x)),
 
-    copy(src, srcView, dst, dstView) {
-      sameDType("copy", src, dst)
-      const s = dataOf("copy", src), d = dataOf("copy", dst)
-      copyViews(src, srcView, dst, dstView)
-      // Reading from a snapshot keeps an overlapping in-place copy well defined.
-      copyStrided(src === dst ? s.slice() : s, srcView, d, dstView)
-    },
+    // Reading from a snapshot keeps an overlapping in-place copy well defined.
+    copy: (src, srcView, dst, dstView) => copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
 
-    reduce(op, x, out, outer, axis, inner) {
-      floatOnly("reduce", x, out)
-      reduceSizes(x, out, outer, axis, inner)
-      reduceLoop(op, floatData("reduce", x), floatData("reduce", out), outer, axis, inner)
-    },
+    reduce: (op, x, out, outer, axis, inner) => reduceLoop(op, floats(x), floats(out), outer, axis, inner),
 
     matmul(a, b, out, spec) {
-      floatOnly("matmul", a, b, out)
-      sameDType("matmul", a, b, out)
-      matmulSizes(a, b, out, spec)
-      const A = floatData("matmul", a), B = floatData("matmul", b), C = floatData("matmul", out)
+      const A = floats(a), B = floats(b), C = floats(out)
       if (opts.matmul === "naive") matmulNaive(A, B, C, spec)
       else matmulBlocked(A, B, C, spec)
     },
 
     gather(table, idx, out, width) {
-      counts("gather", { width })
-      sameDType("gather", table, out)
-      const t = dataOf("gather", table), ix = intData("gather", idx, "idx"), o = dataOf("gather", out)
-      check(out.size === idx.size * width, "gather", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
-      check(width === 0 ? table.size === 0 : table.size % width === 0, "gather", () => `table ${describe(table)} is not rows × ${width}`)
+      const t = data(table), ix = ints(idx), o = data(out)
       const rows = width === 0 ? 0 : table.size / width
       for (let i = 0; i < ix.length; i++) {
         const from = indexAt("gather", ix, i, rows) * width, to = i * width
@@ -204,12 +119,7 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
     },
 
     scatterAdd(idx, src, out, width) {
-      counts("scatterAdd", { width })
-      sameDType("scatterAdd", src, out)
-      const ix = intData("scatterAdd", idx, "idx"), s = dataOf("scatterAdd", src), o = dataOf("scatterAdd", out)
-      check(src.size === idx.size * width, "scatterAdd", () => `src ${describe(src)} is not [${idx.size}, ${width}]`)
-      check(width === 0 ? out.size === 0 : out.size % width === 0, "scatterAdd", () => `out ${describe(out)} is not rows × ${width}`)
-      check(src !== out, "scatterAdd", () => "out must not alias src")
+      const ix = ints(idx), s = data(src), o = data(out)
       const rows = width === 0 ? 0 : out.size / width
       o.fill(0)
       for (let i = 0; i < ix.length; i++) {
@@ -219,25 +129,16 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
     },
 
     takeAlong(x, idx, out, width) {
-      counts("takeAlong", { width })
-      sameDType("takeAlong", x, out)
-      const xd = dataOf("takeAlong", x), ix = intData("takeAlong", idx, "idx"), o = dataOf("takeAlong", out)
-      check(out.size === idx.size, "takeAlong", () => `out ${describe(out)} must have one element per index (${idx.size})`)
-      check(x.size === idx.size * width, "takeAlong", () => `x ${describe(x)} is not [${idx.size}, ${width}]`)
+      const xd = data(x), ix = ints(idx), o = data(out)
       for (let i = 0; i < ix.length; i++) o[i] = xd[i * width + indexAt("takeAlong", ix, i, width)]!
     },
 
     putAlong(idx, src, out, width) {
-      counts("putAlong", { width })
-      sameDType("putAlong", src, out)
-      const ix = intData("putAlong", idx, "idx"), s = dataOf("putAlong", src), o = dataOf("putAlong", out)
-      check(src.size === idx.size, "putAlong", () => `src ${describe(src)} must have one element per index (${idx.size})`)
-      check(out.size === idx.size * width, "putAlong", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
-      check(src !== out, "putAlong", () => "out must not alias src")
+      const ix = ints(idx), s = data(src), o = data(out)
       o.fill(0)
       for (let i = 0; i < ix.length; i++) o[i * width + indexAt("putAlong", ix, i, width)] = s[i]!
     },
-  }
+  }, buffers)
 }
 
 // ---------------------------------------------------------------------------------------------

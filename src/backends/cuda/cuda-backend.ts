@@ -2,7 +2,8 @@
  * The CUDA backend: every kernel of the contract on an NVIDIA GPU, through the native addon
  * (native/: CUDA kernels, a caching allocator, cuBLAS for matmul). Semantics are the CPU
  * backend's (src/backends/cpu/cpu-backend.ts), checked kernel by kernel in test/cuda.test.ts;
- * this file checks arguments the same way and says where the GPU differs.
+ * arguments are checked by the contract (src/core/checked-backend.ts); this file says where the
+ * GPU differs.
  *
  * - Everything is enqueued on one CUDA stream, in call order; kernels return at once.
  * - `read` enqueues a copy into pinned host memory and resolves once a worker thread has seen
@@ -22,9 +23,11 @@
  *   kernels (./fused.ts) unless `fused: false`.
  */
 import type { Buffer, BackendImpl, MatmulSpec, View } from "../../core/backend.js"
-import { bytesPerElement, dtypeOf, type DType } from "../../core/dtype.js"
+import { iotaDims } from "../../core/backend.js"
+import { checkedBackend } from "../../core/checked-backend.js"
+import { bytesPerElement } from "../../core/dtype.js"
 import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
-import { describe, kernelChecks } from "../checks.js"
+import { kernelChecks } from "../../core/kernel-checks.js"
 import { simplifyViews } from "../views.js"
 import { cudaRoutines } from "./fused.js"
 import { type CudaProfiler, withProfiler } from "./profile.js"
@@ -82,11 +85,8 @@ export interface CudaOptions {
   readonly memoryLimit?: number
 }
 
-// ---------------------------------------------------------------------------------------------
-// Argument checks (as the CPU backend's: a failed check is an executor bug, so a loud Error)
-// ---------------------------------------------------------------------------------------------
-
-const { fail, check, sameSize, scalarOrSize, sameDType, floatOnly, counts, iotaLayout, matmulSizes, reduceSizes, copyViews } = kernelChecks("cuda", ["float32", "float64", "bfloat16"])
+// What only this backend can tell is wrong (a failed check is an executor bug, so a loud Error).
+const { fail, check, sameDType } = kernelChecks("cuda", ["float32", "float64", "bfloat16"])
 
 /**
  * The copy's iteration space, simplified as the CPU backend does: size-1 dims dropped, and
@@ -133,20 +133,12 @@ export function makeCudaBackend(opts: CudaOptions = {}): CudaBackend {
 }
 
 function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
-  const alive = new WeakSet<Buffer>()
   const reads = new Set<Promise<unknown>>()
   const tf32 = opts.allowTF32 === true
   let destroyed = false
   if (opts.memoryLimit !== undefined) dev.setMemoryLimit(opts.memoryLimit)
 
-  function handle(kernel: string, b: Buffer): number {
-    if (!alive.has(b)) fail(kernel, `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`)
-    return (b as CudaBuffer).handle
-  }
-  function intHandle(kernel: string, b: Buffer, what: string): number {
-    check(b.dtype === "int32", kernel, () => `${what} must be int32, got ${b.dtype}`)
-    return handle(kernel, b)
-  }
+  const handle = (b: Buffer): number => (b as CudaBuffer).handle
   const elem = (b: Buffer): number => bytesPerElement[b.dtype]
   const code = (b: Buffer): number => dtypeCode[b.dtype]
 
@@ -178,8 +170,6 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     },
 
     alloc(dtype, size) {
-      counts("alloc", { size })
-      check(dtype in bytesPerElement, "alloc", () => `unknown dtype ${String(dtype)}`)
       let h: number
       try {
         h = dev.alloc(size * bytesPerElement[dtype])
@@ -188,76 +178,40 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
         if (err.code !== "ERR_CUDA_OOM") throw e
         throw new OutOfMemory({ requested: err.requested ?? size * bytesPerElement[dtype], alive: err.alive ?? 0, limit: err.total ?? 0, message: err.message })
       }
-      const buffer: CudaBuffer = { dtype, size, handle: h }
-      alive.add(buffer)
-      return buffer
+      return { dtype, size, handle: h } satisfies CudaBuffer
     },
 
-    free(buffer) {
-      if (!alive.has(buffer)) fail("free", `buffer ${describe(buffer)} was freed already or never allocated by this backend`)
-      alive.delete(buffer)
-      dev.free((buffer as CudaBuffer).handle)
-    },
-
-    write(buffer, data) {
-      const h = handle("write", buffer)
-      const want: DType = buffer.dtype === "bfloat16" ? "float32" : buffer.dtype
-      check(dtypeOf(data) === want, "write", () => `buffer is ${buffer.dtype} but data is a ${data.constructor.name}${buffer.dtype === "bfloat16" ? " (bfloat16 is written from a Float32Array)" : ""}`)
-      check(data.length === buffer.size, "write", () => `buffer holds ${buffer.size} elements but data has ${data.length}`)
-      dev.write(h, code(buffer), data)
-    },
-
-    async read(buffer) {
-      const h = handle("read", buffer)
-      return track(dev.read(h, code(buffer), buffer.size))
-    },
-
-    fill(out, value) {
-      const h = handle("fill", out)
-      if (out.dtype === "int32") check(Number.isInteger(value) && value >= -2147483648 && value <= 2147483647, "fill", () => `${value} is not an int32`)
-      dev.fill(h, code(out), out.size, value)
-    },
+    free: (buffer) => dev.free(handle(buffer)),
+    write: (buffer, data) => dev.write(handle(buffer), code(buffer), data),
+    read: async (buffer) => track(dev.read(handle(buffer), code(buffer), buffer.size)),
+    fill: (out, value) => dev.fill(handle(out), code(out), out.size, value),
 
     iota(out, shape, axis) {
-      const h = handle("iota", out)
-      const { outer, len, inner } = iotaLayout(out, shape, axis)
-      dev.iota(h, code(out), outer, len, inner)
+      const { outer, len, inner } = iotaDims(shape, axis)
+      dev.iota(handle(out), code(out), outer, len, inner)
     },
 
     unary(op, x, out) {
-      floatOnly("unary", x, out)
-      sameDType("unary", x, out)
-      sameSize("unary", x, out)
       const opCode = unaryCode[op]
       check(opCode !== undefined, "unary", () => `unknown op ${String(op)}`)
-      dev.unary(opCode, code(x), handle("unary", x), handle("unary", out), out.size)
+      dev.unary(opCode, code(x), handle(x), handle(out), out.size)
     },
 
     binary(op, a, b, out) {
-      sameDType("binary", a, b)
-      if (op !== "less" && op !== "equal") sameDType("binary", a, out)
-      scalarOrSize("binary", out.size, a, b)
       const opCode = binaryCode[op]
       check(opCode !== undefined, "binary", () => `unknown op ${String(op)}`)
-      dev.binary(opCode, code(a), code(out), handle("binary", a), a.size !== out.size, handle("binary", b), b.size !== out.size, handle("binary", out), out.size)
+      dev.binary(opCode, code(a), code(out), handle(a), a.size !== out.size, handle(b), b.size !== out.size, handle(out), out.size)
     },
 
     where(cond, a, b, out) {
-      sameDType("where", a, b, out)
-      scalarOrSize("where", out.size, cond, a, b)
-      dev.where(code(cond), code(out), handle("where", cond), cond.size !== out.size, handle("where", a), a.size !== out.size,
-        handle("where", b), b.size !== out.size, handle("where", out), out.size)
+      dev.where(code(cond), code(out), handle(cond), cond.size !== out.size, handle(a), a.size !== out.size,
+        handle(b), b.size !== out.size, handle(out), out.size)
     },
 
-    cast(x, out) {
-      sameSize("cast", x, out)
-      dev.cast(code(x), code(out), handle("cast", x), handle("cast", out), out.size)
-    },
+    cast: (x, out) => dev.cast(code(x), code(out), handle(x), handle(out), out.size),
 
     copy(src, srcView, dst, dstView) {
-      sameDType("copy", src, dst)
-      const s = handle("copy", src), d = handle("copy", dst)
-      copyViews(src, srcView, dst, dstView)
+      const s = handle(src), d = handle(dst)
       if (srcView.shape.some((n) => n === 0)) return
       const params = copyParams(srcView, dstView)
       if (params === undefined) return fail("copy", `views of rank ${srcView.shape.length} stay above rank 8 after merging contiguous dims`)
@@ -266,67 +220,32 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     },
 
     reduce(op, x, out, outer, axis, inner) {
-      floatOnly("reduce", x, out)
-      sameDType("reduce", x, out)
-      reduceSizes(x, out, outer, axis, inner)
+      sameDType("reduce", x, out) // its kernels write the dtype they read
       const opCode = reduceCode[op]
       check(opCode !== undefined, "reduce", () => `unknown op ${String(op)}`)
-      dev.reduce(opCode, code(x), handle("reduce", x), handle("reduce", out), outer, axis, inner)
+      dev.reduce(opCode, code(x), handle(x), handle(out), outer, axis, inner)
     },
 
     matmul(a, b, out, spec: MatmulSpec) {
       const { batch, m, n, k, transA, transB } = spec
-      floatOnly("matmul", a, b, out)
-      sameDType("matmul", a, b)
-      // bfloat16 operands may write (or accumulate into) a float32 out: a weight gradient.
-      check(out.dtype === a.dtype || (a.dtype === "bfloat16" && out.dtype === "float32"), "matmul",
-        () => `out ${describe(out)} must have the operands' dtype ${a.dtype}${a.dtype === "bfloat16" ? " or float32" : ""}`)
-      matmulSizes(a, b, out, spec)
-      dev.matmul(handle("matmul", a), handle("matmul", b), handle("matmul", out), code(a), code(out), batch, m, n, k,
-        transA, transB, spec.accumulate === true, tf32)
+      dev.matmul(handle(a), handle(b), handle(out), code(a), code(out), batch, m, n, k, transA, transB, spec.accumulate === true, tf32)
     },
 
     gather(table, idx, out, width) {
-      counts("gather", { width })
-      sameDType("gather", table, out)
-      const t = handle("gather", table), ix = intHandle("gather", idx, "idx"), o = handle("gather", out)
-      check(out.size === idx.size * width, "gather", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
-      check(width === 0 ? table.size === 0 : table.size % width === 0, "gather", () => `table ${describe(table)} is not rows × ${width}`)
       const rows = width === 0 ? 0 : table.size / width
-      dev.gather(elem(table), t, rows, ix, idx.size, o, width)
+      dev.gather(elem(table), handle(table), rows, handle(idx), idx.size, handle(out), width)
     },
 
     scatterAdd(idx, src, out, width) {
-      counts("scatterAdd", { width })
-      sameDType("scatterAdd", src, out)
-      const ix = intHandle("scatterAdd", idx, "idx"), s = handle("scatterAdd", src), o = handle("scatterAdd", out)
-      check(src.size === idx.size * width, "scatterAdd", () => `src ${describe(src)} is not [${idx.size}, ${width}]`)
-      check(width === 0 ? out.size === 0 : out.size % width === 0, "scatterAdd", () => `out ${describe(out)} is not rows × ${width}`)
-      check(src !== out, "scatterAdd", () => "out must not alias src")
       const rows = width === 0 ? 0 : out.size / width
-      dev.scatterAdd(code(out), ix, idx.size, s, o, rows, width)
+      dev.scatterAdd(code(out), handle(idx), idx.size, handle(src), handle(out), rows, width)
     },
 
-    takeAlong(x, idx, out, width) {
-      counts("takeAlong", { width })
-      sameDType("takeAlong", x, out)
-      const xs = handle("takeAlong", x), ix = intHandle("takeAlong", idx, "idx"), o = handle("takeAlong", out)
-      check(out.size === idx.size, "takeAlong", () => `out ${describe(out)} must have one element per index (${idx.size})`)
-      check(x.size === idx.size * width, "takeAlong", () => `x ${describe(x)} is not [${idx.size}, ${width}]`)
-      dev.takeAlong(elem(x), xs, ix, idx.size, o, width)
-    },
-
-    putAlong(idx, src, out, width) {
-      counts("putAlong", { width })
-      sameDType("putAlong", src, out)
-      const ix = intHandle("putAlong", idx, "idx"), s = handle("putAlong", src), o = handle("putAlong", out)
-      check(src.size === idx.size, "putAlong", () => `src ${describe(src)} must have one element per index (${idx.size})`)
-      check(out.size === idx.size * width, "putAlong", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
-      check(src !== out, "putAlong", () => "out must not alias src")
-      dev.putAlong(elem(src), ix, idx.size, s, o, width)
-    },
+    takeAlong: (x, idx, out, width) => dev.takeAlong(elem(x), handle(x), handle(idx), idx.size, handle(out), width),
+    putAlong: (idx, src, out, width) => dev.putAlong(elem(src), handle(idx), idx.size, handle(src), handle(out), width),
   }
-  // Every kernel goes through the profiler's wrapper, which costs one test while it is off.
+  // Every kernel goes through the profiler's wrapper, which costs one test while it is off; the
+  // contract's checks come before both.
   const { backend: timed, profiler } = withProfiler(backend, dev)
-  return { ...timed, profiler }
+  return checkedBackend({ ...timed, profiler })
 }

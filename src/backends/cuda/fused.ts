@@ -1,25 +1,11 @@
 /**
- * Fused CUDA kernels for named routines (src/core/routines): the executor runs one of these
- * instead of a routine's reference body (see `runRegion`). Each must agree with that body, and
- * test/cuda.test.ts compares them with the CPU backend in float64.
- *
- * | routine              | inputs → outputs                                              | kernel            |
- * | -------------------- | ------------------------------------------------------------- | ----------------- |
- * | crossEntropy         | logits [N, V], targets int32 [N] → nll [N]                     | softmax.cu        |
- * | crossEntropy.vjp     | logits, targets, nll, dnll → dlogits                          | softmax.cu        |
- * | logsumexp            | x [..., V] → lse [..., 1]                                     | softmax.cu        |
- * | logsumexp.vjp        | x, lse, g → dx                                                | softmax.cu        |
- * | silu                 | x → y                                                         | activation.cu     |
- * | silu.vjp             | x, y, g → dx                                                  | activation.cu     |
- * | rope                 | x [..., S, D] → y                                             | rope.cu           |
- * | rope.vjp             | g → dx (the inverse rotation; nothing of the forward)         | rope.cu           |
- * | siluMul              | a, b → silu(a)·b                                              | activation.cu     |
- * | siluMul.vjp          | a, b, g → da, db                                              | activation.cu     |
- * | rmsNorm              | x [..., d], w [d] → y                                         | norm.cu           |
- * | rmsNorm.vjp          | x, w, g → dx, dw                                              | norm.cu           |
- * | adamw                | w, g, m, v, lr, 1−β₁ᵗ, 1−β₂ᵗ, clip (, master) → w, m, v (, master) | optimizer.cu |
- * | attention            | q [B, H, S, D], k, v [B, Hkv, S, D] → o, lse [B, H, S, 1] (fp32 for bf16) | attention.cu, attention_mma.cu |
- * | attention.vjp        | q, k, v, o, lse, dO (, dLse) → dq, dk, dv                     | attention_backward.cu, attention_mma_backward.cu |
+ * Fused CUDA kernels for named routines (their names, inputs and outputs are declared in
+ * src/core/routines/registry.ts, which also checks each call's buffers against its shapes): the
+ * executor runs one of these instead of a routine's reference body. Each must agree with that
+ * body, and test/cuda.test.ts compares them with the CPU backend in float64. Kernels (native/kernels):
+ * crossEntropy, logsumexp: softmax.cu; silu, siluMul: activation.cu; rope: rope.cu; rmsNorm: norm.cu;
+ * adamw: optimizer.cu; attention: attention.cu, attention_mma.cu, attention_backward.cu,
+ * attention_mma_backward.cu (and each one's .vjp beside it).
  *
  * float32 and bfloat16 compute in float32, float64 in float64; results are rounded once (the
  * reference bodies round every intermediate to the dtype, so bfloat16 results differ from them
@@ -32,55 +18,67 @@
  * backward 146 and 152; docs/cuda.md); float32, float64 and other head dims run on SIMT kernels
  * (no tensor cores, 9–24 TFLOP/s).
  */
-import type { Buffer, FusedRoutine } from "../../core/backend.js"
+import type { Buffer } from "../../core/backend.js"
+import { numel } from "../../core/backend.js"
 import { accumulatorDType, bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
-import { OutOfMemory } from "../../core/errors.js"
+import { fmtShape as fmt, OutOfMemory } from "../../core/errors.js"
+import { describe, kernelChecks } from "../../core/kernel-checks.js"
+import type { RoutineKernels } from "../../core/routines/registry.js"
 import { dtypeCode, type NativeDevice, type NativeError } from "./native.js"
 
 /** What the routines need from the backend that owns them. */
 export interface FusedContext {
   readonly dev: NativeDevice
-  /** The addon handle of a live buffer of this backend; throws naming `kernel` otherwise. */
-  handle(kernel: string, b: Buffer): number
+  /** The addon handle of a live buffer of this backend. */
+  handle(b: Buffer): number
 }
 
-type Shapes = Parameters<FusedRoutine>[2]
+type Shape = readonly number[]
 
-function fail(kernel: string, message: string): never {
-  throw new Error(`cuda.${kernel}: ${message}`)
-}
+const { check, fail } = kernelChecks("cuda", ["float32", "float64", "bfloat16"])
 
-function check(cond: boolean, kernel: string, message: () => string): void {
-  if (!cond) fail(kernel, message())
-}
-
-const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
-const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
-const fmt = (shape: readonly number[] | undefined): string => `[${(shape ?? []).join(", ")}]`
-const sameShape = (a: readonly number[] | undefined, b: readonly number[] | undefined): boolean =>
+const sameShape = (a: Shape | undefined, b: Shape | undefined): boolean =>
   a !== undefined && b !== undefined && a.length === b.length && a.every((d, i) => d === b[i])
-
-function arity(kernel: string, inputs: readonly Buffer[], outputs: readonly Buffer[], shapes: Shapes, nIn: readonly number[], nOut: number): void {
-  check(nIn.includes(inputs.length) && shapes.inputs.length === inputs.length, kernel,
-    () => `takes ${nIn.join(" or ")} inputs, got ${inputs.length} (and ${shapes.inputs.length} input shapes)`)
-  check(outputs.length === nOut && shapes.outputs.length === nOut, kernel, () => `writes ${nOut} outputs, got ${outputs.length}`)
-  inputs.forEach((b, i) => check(b.size === numel(shapes.inputs[i]!), kernel, () => `input ${i} ${describe(b)} does not hold shape ${fmt(shapes.inputs[i])}`))
-  outputs.forEach((b, i) => check(b.size === numel(shapes.outputs[i]!), kernel, () => `output ${i} ${describe(b)} does not hold shape ${fmt(shapes.outputs[i])}`))
-}
 
 function floatDType(kernel: string, dtype: DType, ...bufs: Buffer[]): void {
   check(isFloat(dtype), kernel, () => `unsupported dtype ${dtype} (float32, float64 or bfloat16 only)`)
   for (const b of bufs) check(b.dtype === dtype, kernel, () => `operands must be ${dtype}, got ${bufs.map(describe).join(", ")}`)
 }
 
-/** A targets-style ignore index from the region's params (the routine's default otherwise). */
-function ignoreIndex(params: Readonly<Record<string, number | boolean | string>>): number {
-  const v = params.ignoreIndex
-  return typeof v === "number" ? v : -100
+/** rows × V of a [..., V] shape (a scalar is one row of one). */
+const rowsOf = (shape: Shape): [number, number] => [numel(shape.slice(0, -1)), shape.at(-1) ?? 1]
+
+/** B, H, Hkv, S, D from q's and k's shapes, checked as the routine checks them. */
+function attentionDims(kernel: string, qs: Shape, ks: Shape, vs: Shape, causal: boolean): [number, number, number, number, number] {
+  check(causal, kernel, () => "only causal attention has a fused kernel")
+  check(qs.length === 4 && sameShape(ks, vs) && ks.length === 4, kernel,
+    () => `q must be [B, H, S, D] and k, v [B, Hkv, S, D], got ${fmt(qs)}, ${fmt(ks)}, ${fmt(vs)}`)
+  const [B, H, S, D] = qs as [number, number, number, number]
+  const Hkv = ks[1]!
+  check(ks[0] === B && ks[2] === S && ks[3] === D && Hkv > 0 && H % Hkv === 0, kernel,
+    () => `k, v ${fmt(ks)} do not match q ${fmt(qs)} (H a multiple of Hkv)`)
+  check(D <= 256, kernel, () => `head dim ${D} exceeds 256, the largest the fused kernel supports`)
+  return [B, H, Hkv, S, D]
 }
 
-export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRoutine>> {
+/** Rows and width of an RMSNorm: x [..., d] with weight [d], both of x's dtype. */
+function normDims(kernel: string, xs: Shape, ws: Shape, x: Buffer, w: Buffer, ...more: Buffer[]): [number, number] {
+  const d = ws[0] ?? 0
+  check(ws.length === 1 && xs.at(-1) === d && d > 0, kernel, () => `x must be [..., d] and w [d], got ${fmt(xs)}, ${fmt(ws)}`)
+  floatDType(kernel, x.dtype, x, w, ...more)
+  return [x.size / d, d]
+}
+
+/** Attention's lse is in q's accumulator dtype (float32 for bfloat16), as the routine declares. */
+const lseDType = (kernel: string, q: Buffer, lse: Buffer): void =>
+  check(lse.dtype === accumulatorDType(q.dtype), kernel, () => `lse ${describe(lse)} must be ${accumulatorDType(q.dtype)} for ${q.dtype} q`)
+
+const targetsInt32 = (kernel: string, targets: Buffer): void =>
+  check(targets.dtype === "int32", kernel, () => `targets must be int32, got ${targets.dtype}`)
+
+export function cudaRoutines(ctx: FusedContext): RoutineKernels {
   const { dev } = ctx
+  const h = ctx.handle
   const code = (d: DType): number => dtypeCode[d]
 
   /** Device scratch the routine frees itself once its kernels are enqueued (one stream: safe). */
@@ -96,16 +94,15 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
   }
 
   /**
-   * Runs `f` with b's handle, or with a copy cast to `dtype` when b has another dtype (a cotangent
-   * wider or narrower than its output, cast in as the reference VJP casts it).
+   * b's handle, or that of a copy cast to `dtype` when b has another dtype (a cotangent wider or
+   * narrower than its output, cast in as the reference VJP casts it).
    */
   function as(kernel: string, b: Buffer, dtype: DType, temps: number[]): number {
-    const h = ctx.handle(kernel, b)
-    if (b.dtype === dtype) return h
+    if (b.dtype === dtype) return h(b)
     check(isFloat(b.dtype), kernel, () => `a cotangent must be a float, got ${describe(b)}`)
     const t = scratch(kernel, dtype, b.size)
     temps.push(t)
-    dev.cast(code(b.dtype), code(dtype), h, t, b.size)
+    dev.cast(code(b.dtype), code(dtype), h(b), t, b.size)
     return t
   }
 
@@ -119,242 +116,150 @@ export function cudaRoutines(ctx: FusedContext): Readonly<Record<string, FusedRo
     }
   }
 
-  const crossEntropy: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "crossEntropy"
-    arity(k, inputs, outputs, shapes, [2], 1)
-    const [logits, targets] = inputs as [Buffer, Buffer]
-    const [nll] = outputs as [Buffer]
-    const [N, V] = shapes.inputs[0] as [number, number]
-    check(shapes.inputs[0]!.length === 2 && sameShape(shapes.inputs[1], [N]), k, () => `logits must be [N, V] and targets [N], got ${fmt(shapes.inputs[0])}, ${fmt(shapes.inputs[1])}`)
-    check(targets.dtype === "int32", k, () => `targets must be int32, got ${targets.dtype}`)
-    floatDType(k, logits.dtype, logits, nll)
-    dev.crossEntropy(code(logits.dtype), ctx.handle(k, logits), ctx.handle(k, targets), ctx.handle(k, nll), N, V, ignoreIndex(params))
-  }
-
-  const crossEntropyVjp: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "crossEntropy.vjp"
-    arity(k, inputs, outputs, shapes, [4], 1)
-    const [logits, targets, , dnll] = inputs as [Buffer, Buffer, Buffer, Buffer]
-    const [dlogits] = outputs as [Buffer]
-    const [N, V] = shapes.inputs[0] as [number, number]
-    check(shapes.inputs[0]!.length === 2 && sameShape(shapes.inputs[1], [N]) && dnll.size === N, k,
-      () => `logits must be [N, V], targets and dnll [N], got ${fmt(shapes.inputs[0])}, ${fmt(shapes.inputs[1])}, ${fmt(shapes.inputs[3])}`)
-    check(targets.dtype === "int32", k, () => `targets must be int32, got ${targets.dtype}`)
-    floatDType(k, logits.dtype, logits, dlogits)
-    withTemps((temps) => {
-      const g = as(k, dnll, logits.dtype, temps)
-      dev.crossEntropyBackward(code(logits.dtype), ctx.handle(k, logits), ctx.handle(k, targets), g, ctx.handle(k, dlogits), N, V, ignoreIndex(params))
-    })
-  }
-
-  /** rows × V of a [..., V] shape (a scalar is one row of one). */
-  const rowsOf = (shape: readonly number[]): [number, number] => {
-    const V = shape.at(-1) ?? 1
-    return [numel(shape.slice(0, -1)), V]
-  }
-
-  const logsumexp: FusedRoutine = (inputs, outputs, shapes) => {
-    const k = "logsumexp"
-    arity(k, inputs, outputs, shapes, [1], 1)
-    const [x] = inputs as [Buffer]
-    const [lse] = outputs as [Buffer]
-    floatDType(k, x.dtype, x, lse)
-    const [rows, V] = rowsOf(shapes.inputs[0]!)
-    check(lse.size === rows, k, () => `lse ${describe(lse)} must hold one value per row (${rows})`)
-    dev.logsumexp(code(x.dtype), ctx.handle(k, x), ctx.handle(k, lse), rows, V)
-  }
-
-  const logsumexpVjp: FusedRoutine = (inputs, outputs, shapes) => {
-    const k = "logsumexp.vjp"
-    arity(k, inputs, outputs, shapes, [3], 1)
-    const [x, lse, g] = inputs as [Buffer, Buffer, Buffer]
-    const [dx] = outputs as [Buffer]
-    floatDType(k, x.dtype, x, dx)
-    const [rows, V] = rowsOf(shapes.inputs[0]!)
-    check(lse.size === rows && g.size === rows, k, () => `lse and g must hold one value per row (${rows}), got ${describe(lse)}, ${describe(g)}`)
-    withTemps((temps) => {
-      dev.logsumexpBackward(code(x.dtype), ctx.handle(k, x), as(k, lse, x.dtype, temps), as(k, g, x.dtype, temps), ctx.handle(k, dx), rows, V)
-    })
-  }
-
-  const silu: FusedRoutine = (inputs, outputs, shapes) => {
-    const k = "silu"
-    arity(k, inputs, outputs, shapes, [1], 1)
-    const [x] = inputs as [Buffer]
-    const [y] = outputs as [Buffer]
-    floatDType(k, x.dtype, x, y)
-    check(y.size === x.size, k, () => `y ${describe(y)} must be x's size (${x.size})`)
-    dev.silu(code(x.dtype), ctx.handle(k, x), ctx.handle(k, y), x.size)
-  }
-
-  const siluVjp: FusedRoutine = (inputs, outputs, shapes) => {
-    const k = "silu.vjp"
-    arity(k, inputs, outputs, shapes, [3], 1)
-    const [x, , g] = inputs as [Buffer, Buffer, Buffer]
-    const [dx] = outputs as [Buffer]
-    floatDType(k, x.dtype, x, dx)
-    check(g.size === x.size && dx.size === x.size, k, () => `g and dx must be x's size (${x.size}), got ${describe(g)}, ${describe(dx)}`)
-    withTemps((temps) => dev.siluBackward(code(x.dtype), ctx.handle(k, x), as(k, g, x.dtype, temps), ctx.handle(k, dx), x.size))
-  }
-
-  /** RoPE forward (inverse false) or its VJP (true): x or g [..., S, D] in, y or dx out. */
-  const rope = (inverse: boolean): FusedRoutine => (inputs, outputs, shapes, params) => {
-    const k = inverse ? "rope.vjp" : "rope"
-    arity(k, inputs, outputs, shapes, [1], 1)
-    const [x] = inputs as [Buffer]
-    const [y] = outputs as [Buffer]
-    const shape = shapes.outputs[0]!
+  /** RoPE forward (inverse false) or its VJP (true): x or dY [..., S, D] in, y or dX out. */
+  function rope(k: string, x: Buffer, y: Buffer, shape: Shape, { theta, offset }: { theta: number; offset: number }, inverse: boolean) {
     const [S, D] = [shape.at(-2) ?? 0, shape.at(-1) ?? 0]
     check(shape.length >= 2 && D % 2 === 0 && D > 0, k, () => `x must be [..., S, D] with D even, got ${fmt(shape)}`)
     check(isFloat(y.dtype) && x.size === y.size, k, () => `x ${describe(x)} and y ${describe(y)} must be floats of one size`)
-    withTemps((temps) => dev.rope(code(y.dtype), as(k, x, y.dtype, temps), ctx.handle(k, y), y.size / (S * D), S, D, Number(params.theta), Number(params.offset), inverse))
-  }
-
-  const siluMul: FusedRoutine = (inputs, outputs, shapes) => {
-    const k = "siluMul"
-    arity(k, inputs, outputs, shapes, [2], 1)
-    const [a, b] = inputs as [Buffer, Buffer]
-    const [y] = outputs as [Buffer]
-    floatDType(k, a.dtype, a, b, y)
-    check(b.size === a.size && y.size === a.size, k, () => `a, b and y must have one size, got ${[a, b, y].map(describe).join(", ")}`)
-    dev.siluMul(code(a.dtype), ctx.handle(k, a), ctx.handle(k, b), ctx.handle(k, y), a.size)
-  }
-
-  const siluMulVjp: FusedRoutine = (inputs, outputs, shapes) => {
-    const k = "siluMul.vjp"
-    arity(k, inputs, outputs, shapes, [3], 2)
-    const [a, b, g] = inputs as [Buffer, Buffer, Buffer]
-    const [da, db] = outputs as [Buffer, Buffer]
-    floatDType(k, a.dtype, a, b, da, db)
-    check([b, g, da, db].every((x) => x.size === a.size), k, () => `every operand must be a's size (${a.size})`)
-    withTemps((temps) => dev.siluMulBackward(code(a.dtype), ctx.handle(k, a), ctx.handle(k, b), as(k, g, a.dtype, temps), ctx.handle(k, da), ctx.handle(k, db), a.size))
-  }
-
-  /** Rows and width of an RMSNorm: x [..., d] with weight [d], both of x's dtype. */
-  function normDims(kernel: string, shapes: Shapes, x: Buffer, w: Buffer, ...more: Buffer[]): [number, number] {
-    const [xs, ws] = shapes.inputs
-    const d = ws?.[0] ?? 0
-    check(ws?.length === 1 && xs !== undefined && xs.at(-1) === d && d > 0, kernel, () => `x must be [..., d] and w [d], got ${fmt(xs)}, ${fmt(ws)}`)
-    floatDType(kernel, x.dtype, x, w, ...more)
-    return [x.size / d, d]
-  }
-
-  const rmsNorm: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "rmsNorm"
-    arity(k, inputs, outputs, shapes, [2], 1)
-    const [x, w] = inputs as [Buffer, Buffer]
-    const [y] = outputs as [Buffer]
-    const [rows, d] = normDims(k, shapes, x, w, y)
-    dev.rmsNorm(code(x.dtype), ctx.handle(k, x), ctx.handle(k, w), ctx.handle(k, y), rows, d, Number(params.eps))
-  }
-
-  const rmsNormVjp: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "rmsNorm.vjp"
-    arity(k, inputs, outputs, shapes, [3], 2)
-    const [x, w, g] = inputs as [Buffer, Buffer, Buffer]
-    const [dx, dw] = outputs as [Buffer, Buffer]
-    const [rows, d] = normDims(k, shapes, x, w, dx, dw)
-    check(g.size === x.size, k, () => `g ${describe(g)} must be x's size (${x.size})`)
-    withTemps((temps) => dev.rmsNormBackward(code(x.dtype), ctx.handle(k, x), ctx.handle(k, w), as(k, g, x.dtype, temps), ctx.handle(k, dx), ctx.handle(k, dw), rows, d, Number(params.eps)))
-  }
-
-  /** One parameter's AdamW update (src/models/optimizer.ts); the executor hands it outputs that alias their inputs. */
-  const adamw: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "adamw"
-    arity(k, inputs, outputs, shapes, [8, 9], inputs.length - 5)
-    const [w, g, m, v, lr, c1, c2, clip, master] = inputs as Buffer[]
-    const [wOut, mOut, vOut, masterOut] = outputs as Buffer[]
-    const storage = (b: Buffer) => b.dtype === "float32" || b.dtype === "bfloat16"
-    check([w, g, m, v].every((b) => storage(b!) && b!.size === w!.size), k, () => `w, g, m, v must be float32 or bfloat16 of one size, got ${[w, g, m, v].map((b) => describe(b!)).join(", ")}`)
-    check([lr, c1, c2, clip].every((b) => b!.dtype === "float32" && b!.size === 1), k, () => "lr, the corrections and clip must be float32 scalars")
-    check(master === undefined || (master.dtype === "float32" && master.size === w!.size), k, () => `master weights must be float32 [${w!.size}]`)
-    // The kernel updates in place: each output must be its input's buffer, or first get a copy of it.
-    const pairs: [Buffer, Buffer | undefined][] = [[w!, wOut], [m!, mOut], [v!, vOut], ...(master ? [[master, masterOut] as [Buffer, Buffer | undefined]] : [])]
-    for (const [input, out] of pairs) {
-      if (out === undefined || out.dtype !== input.dtype || out.size !== input.size) fail(k, `outputs must match w, m, v (and master), got ${outputs.map(describe).join(", ")}`)
-      if (out !== input) dev.cast(code(input.dtype), code(input.dtype), ctx.handle(k, input), ctx.handle(k, out), input.size) // a plain copy
-    }
-    const h = (b: Buffer | undefined) => (b === undefined ? 0 : ctx.handle(k, b))
-    dev.adamw(code(w!.dtype), code(g!.dtype), code(m!.dtype), h(wOut), h(g), h(mOut), h(vOut), h(masterOut), h(lr), h(c1), h(c2), h(clip),
-      Number(params.beta1), Number(params.beta2), Number(params.eps), Number(params.weightDecay), w!.size)
-  }
-
-  /** B, H, Hkv, S, D from q's and k's shapes, checked as the routine checks them. */
-  function attentionDims(kernel: string, shapes: Shapes, params: Readonly<Record<string, number | boolean | string>>): [number, number, number, number, number] {
-    check(params.causal !== false, kernel, () => "only causal attention has a fused kernel")
-    const [qs, ks, vs] = shapes.inputs
-    check(qs?.length === 4 && sameShape(ks, vs) && ks?.length === 4, kernel, () => `q must be [B, H, S, D] and k, v [B, Hkv, S, D], got ${fmt(qs)}, ${fmt(ks)}, ${fmt(vs)}`)
-    const [B, H, S, D] = qs as [number, number, number, number]
-    const Hkv = ks![1]!
-    check(ks![0] === B && ks![2] === S && ks![3] === D && Hkv > 0 && H % Hkv === 0, kernel,
-      () => `k, v ${fmt(ks)} do not match q ${fmt(qs)} (H a multiple of Hkv)`)
-    check(D <= 256, kernel, () => `head dim ${D} exceeds 256, the largest the fused kernel supports`)
-    return [B, H, Hkv, S, D]
-  }
-
-  /** Attention's lse is in q's accumulator dtype (float32 for bfloat16), as the routine declares. */
-  const lseDType = (kernel: string, q: Buffer, lse: Buffer): void =>
-    check(lse.dtype === accumulatorDType(q.dtype), kernel, () => `lse ${describe(lse)} must be ${accumulatorDType(q.dtype)} for ${q.dtype} q`)
-
-  const attention: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "attention"
-    arity(k, inputs, outputs, shapes, [3], 2)
-    const [B, H, Hkv, S, D] = attentionDims(k, shapes, params)
-    const [q, kk, v] = inputs as [Buffer, Buffer, Buffer]
-    const [o, lse] = outputs as [Buffer, Buffer]
-    floatDType(k, q.dtype, q, kk, v, o)
-    lseDType(k, q, lse)
-    dev.attention(code(q.dtype), ctx.handle(k, q), ctx.handle(k, kk), ctx.handle(k, v), ctx.handle(k, o), ctx.handle(k, lse), B, H, Hkv, S, D)
-  }
-
-  /**
-   * Inputs [q, k, v, o, lse] then the cotangents that exist: dO and dLse, or one of them. One
-   * cotangent is dO when it has o's shape (with D = 1 both have the same shape; it is then taken
-   * as dO, the only one the public `attention()` can give, as it returns o alone).
-   */
-  const attentionVjp: FusedRoutine = (inputs, outputs, shapes, params) => {
-    const k = "attention.vjp"
-    arity(k, inputs, outputs, shapes, [6, 7], 3)
-    const [B, H, Hkv, S, D] = attentionDims(k, shapes, params)
-    const [q, kk, v, o, lse] = inputs as [Buffer, Buffer, Buffer, Buffer, Buffer]
-    const [dq, dk, dv] = outputs as [Buffer, Buffer, Buffer]
-    floatDType(k, q.dtype, q, kk, v, o, dq, dk, dv)
-    lseDType(k, q, lse)
-    let dO: Buffer | undefined, dLse: Buffer | undefined
-    if (inputs.length === 7) [dO, dLse] = [inputs[5], inputs[6]]
-    else if (sameShape(shapes.inputs[5], shapes.inputs[3])) dO = inputs[5]
-    else dLse = inputs[5]
-    check(dO === undefined || dO.size === q.size, k, () => `dO ${describe(dO!)} must have o's size ${q.size}`)
-    check(dLse === undefined || dLse.size === B * H * S, k, () => `dLse ${describe(dLse!)} must have lse's size ${B * H * S}`)
-    withTemps((temps) => {
-      let hdO: number
-      if (dO !== undefined) hdO = as(k, dO, q.dtype, temps)
-      else {
-        hdO = scratch(k, q.dtype, q.size)
-        temps.push(hdO)
-        dev.fill(hdO, code(q.dtype), q.size, 0)
-      }
-      const hdLse = dLse === undefined ? 0 : as(k, dLse, lse.dtype, temps)
-      dev.attentionBackward(code(q.dtype), ctx.handle(k, q), ctx.handle(k, kk), ctx.handle(k, v), ctx.handle(k, o), ctx.handle(k, lse),
-        hdO, hdLse, ctx.handle(k, dq), ctx.handle(k, dk), ctx.handle(k, dv), B, H, Hkv, S, D)
-    })
+    withTemps((temps) => dev.rope(code(y.dtype), as(k, x, y.dtype, temps), h(y), y.size / (S * D), S, D, theta, offset, inverse))
   }
 
   return {
-    crossEntropy,
-    "crossEntropy.vjp": crossEntropyVjp,
-    logsumexp,
-    "logsumexp.vjp": logsumexpVjp,
-    silu,
-    "silu.vjp": siluVjp,
-    siluMul,
-    "siluMul.vjp": siluMulVjp,
-    rope: rope(false),
-    "rope.vjp": rope(true),
-    adamw,
-    rmsNorm,
-    "rmsNorm.vjp": rmsNormVjp,
-    attention,
-    "attention.vjp": attentionVjp,
+    crossEntropy({ inputs: { logits, targets }, outputs: { nll }, shapes: { inputs: s }, attrs }) {
+      const k = "crossEntropy"
+      const [N, V] = s.logits as [number, number]
+      check(s.logits.length === 2 && sameShape(s.targets, [N]), k,
+        () => `logits must be [N, V] and targets [N], got ${fmt(s.logits)}, ${fmt(s.targets)}`)
+      targetsInt32(k, targets)
+      floatDType(k, logits.dtype, logits, nll)
+      dev.crossEntropy(code(logits.dtype), h(logits), h(targets), h(nll), N, V, attrs.ignoreIndex)
+    },
+
+    "crossEntropy.vjp"({ inputs: { logits, targets, dNll }, outputs: { dLogits }, shapes: { inputs: s }, attrs }) {
+      const k = "crossEntropy.vjp"
+      const [N, V] = s.logits as [number, number]
+      check(s.logits.length === 2 && sameShape(s.targets, [N]) && dNll.size === N, k,
+        () => `logits must be [N, V], targets and dNll [N], got ${fmt(s.logits)}, ${fmt(s.targets)}, ${fmt(s.dNll)}`)
+      targetsInt32(k, targets)
+      floatDType(k, logits.dtype, logits, dLogits)
+      withTemps((temps) => {
+        const g = as(k, dNll, logits.dtype, temps)
+        dev.crossEntropyBackward(code(logits.dtype), h(logits), h(targets), g, h(dLogits), N, V, attrs.ignoreIndex)
+      })
+    },
+
+    logsumexp({ inputs: { x }, outputs: { lse }, shapes }) {
+      const k = "logsumexp"
+      floatDType(k, x.dtype, x, lse)
+      const [rows, V] = rowsOf(shapes.inputs.x)
+      check(lse.size === rows, k, () => `lse ${describe(lse)} must hold one value per row (${rows})`)
+      dev.logsumexp(code(x.dtype), h(x), h(lse), rows, V)
+    },
+
+    "logsumexp.vjp"({ inputs: { x, lse, dLse }, outputs: { dX }, shapes }) {
+      const k = "logsumexp.vjp"
+      floatDType(k, x.dtype, x, dX)
+      const [rows, V] = rowsOf(shapes.inputs.x)
+      check(lse.size === rows && dLse.size === rows, k,
+        () => `lse and dLse must hold one value per row (${rows}), got ${describe(lse)}, ${describe(dLse)}`)
+      withTemps((temps) => {
+        dev.logsumexpBackward(code(x.dtype), h(x), as(k, lse, x.dtype, temps), as(k, dLse, x.dtype, temps), h(dX), rows, V)
+      })
+    },
+
+    silu({ inputs: { x }, outputs: { y } }) {
+      const k = "silu"
+      floatDType(k, x.dtype, x, y)
+      check(y.size === x.size, k, () => `y ${describe(y)} must be x's size (${x.size})`)
+      dev.silu(code(x.dtype), h(x), h(y), x.size)
+    },
+
+    "silu.vjp"({ inputs: { x, dY }, outputs: { dX } }) {
+      const k = "silu.vjp"
+      floatDType(k, x.dtype, x, dX)
+      check(dY.size === x.size && dX.size === x.size, k,
+        () => `dY and dX must be x's size (${x.size}), got ${describe(dY)}, ${describe(dX)}`)
+      withTemps((temps) => dev.siluBackward(code(x.dtype), h(x), as(k, dY, x.dtype, temps), h(dX), x.size))
+    },
+
+    rope: ({ inputs: { x }, outputs: { y }, shapes, attrs }) => rope("rope", x, y, shapes.outputs.y, attrs, false),
+    "rope.vjp": ({ inputs: { dY }, outputs: { dX }, shapes, attrs }) => rope("rope.vjp", dY, dX, shapes.outputs.dX, attrs, true),
+
+    siluMul({ inputs: { a, b }, outputs: { y } }) {
+      const k = "siluMul"
+      floatDType(k, a.dtype, a, b, y)
+      check(b.size === a.size && y.size === a.size, k, () => `a, b and y must have one size, got ${[a, b, y].map(describe).join(", ")}`)
+      dev.siluMul(code(a.dtype), h(a), h(b), h(y), a.size)
+    },
+
+    "siluMul.vjp"({ inputs: { a, b, dY }, outputs: { dA, dB } }) {
+      const k = "siluMul.vjp"
+      floatDType(k, a.dtype, a, b, dA, dB)
+      check([b, dY, dA, dB].every((x) => x.size === a.size), k, () => `every operand must be a's size (${a.size})`)
+      withTemps((temps) => dev.siluMulBackward(code(a.dtype), h(a), h(b), as(k, dY, a.dtype, temps), h(dA), h(dB), a.size))
+    },
+
+    rmsNorm({ inputs: { x, w }, outputs: { y }, shapes: { inputs: s }, attrs }) {
+      const [rows, d] = normDims("rmsNorm", s.x, s.w, x, w, y)
+      dev.rmsNorm(code(x.dtype), h(x), h(w), h(y), rows, d, attrs.eps)
+    },
+
+    "rmsNorm.vjp"({ inputs: { x, w, dY }, outputs: { dX, dW }, shapes: { inputs: s }, attrs }) {
+      const k = "rmsNorm.vjp"
+      const [rows, d] = normDims(k, s.x, s.w, x, w, dX, dW)
+      check(dY.size === x.size, k, () => `dY ${describe(dY)} must be x's size (${x.size})`)
+      withTemps((temps) => dev.rmsNormBackward(code(x.dtype), h(x), h(w), as(k, dY, x.dtype, temps), h(dX), h(dW), rows, d, attrs.eps))
+    },
+
+    /** One parameter's AdamW update; the executor hands it outputs that alias their inputs. */
+    adamw({ inputs, outputs, attrs }) {
+      const k = "adamw"
+      const { w, g, m, v, lr, correction1, correction2, clip, master } = inputs
+      const storage = (b: Buffer) => b.dtype === "float32" || b.dtype === "bfloat16"
+      check([w, g, m, v].every((b) => storage(b) && b.size === w.size), k,
+        () => `w, g, m, v must be float32 or bfloat16 of one size, got ${[w, g, m, v].map(describe).join(", ")}`)
+      check([lr, correction1, correction2, clip].every((b) => b.dtype === "float32" && b.size === 1), k,
+        () => "lr, the corrections and clip must be float32 scalars")
+      check(master === undefined || (master.dtype === "float32" && master.size === w.size), k, () => `master weights must be float32 [${w.size}]`)
+      check((master === undefined) === (outputs.master === undefined), k, () => "master weights go in and come out together")
+      // The kernel updates in place: each output must be its input's buffer, or first get a copy of it.
+      const pairs: [Buffer, Buffer][] = [[w, outputs.w], [m, outputs.m], [v, outputs.v], ...(master ? [[master, outputs.master!] as [Buffer, Buffer]] : [])]
+      for (const [input, out] of pairs) {
+        if (out.dtype !== input.dtype) fail(k, `outputs must match w, m, v (and master), got ${Object.values(outputs).map(describe).join(", ")}`)
+        if (out !== input) dev.cast(code(input.dtype), code(input.dtype), h(input), h(out), input.size) // a plain copy
+      }
+      const hm = (b: Buffer | undefined) => (b === undefined ? 0 : h(b))
+      dev.adamw(code(w.dtype), code(g.dtype), code(m.dtype), h(outputs.w), h(g), h(outputs.m), h(outputs.v), hm(outputs.master),
+        h(lr), h(correction1), h(correction2), h(clip), attrs.beta1, attrs.beta2, attrs.eps, attrs.weightDecay, w.size)
+    },
+
+    attention({ inputs: { q, k: kk, v }, outputs: { o, lse }, shapes: { inputs: s }, attrs }) {
+      const k = "attention"
+      const [B, H, Hkv, S, D] = attentionDims(k, s.q, s.k, s.v, attrs.causal)
+      floatDType(k, q.dtype, q, kk, v, o)
+      lseDType(k, q, lse)
+      dev.attention(code(q.dtype), h(q), h(kk), h(v), h(o), h(lse), B, H, Hkv, S, D)
+    },
+
+    /** The cotangents that flow: dO and dLse, or one of them (a missing dO is zeros). */
+    "attention.vjp"({ inputs: { q, k: kk, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV }, shapes: { inputs: s }, attrs }) {
+      const k = "attention.vjp"
+      const [B, H, Hkv, S, D] = attentionDims(k, s.q, s.k, s.v, attrs.causal)
+      floatDType(k, q.dtype, q, kk, v, o, dQ, dK, dV)
+      lseDType(k, q, lse)
+      check(dO === undefined || dO.size === q.size, k, () => `dO ${describe(dO!)} must have o's size ${q.size}`)
+      check(dLse === undefined || dLse.size === B * H * S, k, () => `dLse ${describe(dLse!)} must have lse's size ${B * H * S}`)
+      withTemps((temps) => {
+        let hdO: number
+        if (dO !== undefined) hdO = as(k, dO, q.dtype, temps)
+        else {
+          hdO = scratch(k, q.dtype, q.size)
+          temps.push(hdO)
+          dev.fill(hdO, code(q.dtype), q.size, 0)
+        }
+        const hdLse = dLse === undefined ? 0 : as(k, dLse, lse.dtype, temps)
+        dev.attentionBackward(code(q.dtype), h(q), h(kk), h(v), h(o), h(lse), hdO, hdLse, h(dQ), h(dK), h(dV), B, H, Hkv, S, D)
+      })
+    },
   }
 }

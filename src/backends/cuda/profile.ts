@@ -5,7 +5,8 @@
  * the milliseconds between each pair. The time between one operation's end and the next one's
  * start is the GPU waiting for the host to enqueue work: reported as "(gpu idle)".
  */
-import type { BackendImpl, FusedRoutine } from "../../core/backend.js"
+import type { BackendImpl } from "../../core/backend.js"
+import { mapKernels } from "../../core/routines/registry.js"
 import type { NativeDevice } from "./native.js"
 
 export interface ProfileEntry {
@@ -59,7 +60,7 @@ export function withProfiler<B extends BackendImpl>(backend: B, dev: NativeDevic
     scatterAdd: timed(b.scatterAdd.bind(b), fixed("scatterAdd")),
     takeAlong: timed(b.takeAlong.bind(b), fixed("takeAlong")),
     putAlong: timed(b.putAlong.bind(b), fixed("putAlong")),
-    ...(b.routines ? { routines: Object.fromEntries(Object.entries(b.routines).map(([n, f]) => [n, timed<Parameters<FusedRoutine>, void>(f, fixed(n))])) } : {}),
+    ...(b.routines ? { routines: mapKernels(b.routines, (f, n) => timed(f, fixed(n))) } : {}),
   }
   const profiler: CudaProfiler = {
     start() {

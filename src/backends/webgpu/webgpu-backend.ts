@@ -1,17 +1,20 @@
 /**
  * The WebGPU backend: every kernel of the contract as a WGSL compute shader.
  *
- * Kernels check their arguments like the CPU backend (same rules, same messages), pick a
- * pipeline variant, and record a dispatch; nothing runs until the command stream is submitted
+ * Kernels get arguments checked by the contract (src/core/checked-backend.ts), pick a pipeline
+ * variant, and record a dispatch; nothing runs until the command stream is submitted
  * (in batches, and before every host write or read). dtypes: float32 and int32 — WGSL has no
  * 64-bit floats, so float64 is refused at allocation.
  */
 /// <reference types="@webgpu/types" />
 import type { Buffer, BackendImpl, BinaryOp, MatmulSpec, ReduceOp, UnaryOp, View } from "../../core/backend.js"
-import { bytesPerElement, dtypeOf, hostArray } from "../../core/dtype.js"
+import { iotaDims, numel } from "../../core/backend.js"
+import { checkedBackend } from "../../core/checked-backend.js"
+import { bytesPerElement, hostArray } from "../../core/dtype.js"
 import { DTypeError, OutOfMemory } from "../../core/errors.js"
+import { kernelChecks } from "../../core/kernel-checks.js"
+import { LiveBuffers } from "../../core/live-buffers.js"
 import { BufferPool } from "./buffers.js"
-import { check, copyViews, counts, describe, fail, floatOnly, int32Only, iotaLayout, matmulSizes, reduceSizes, sameDType, sameSize, scalarOrSize } from "./checks.js"
 import { type Binding, CommandStream } from "./commands.js"
 import { acquireDevice, type AdapterInfo, type DeviceOptions, type GpuDevice, releaseDevice } from "./device.js"
 import { f32Bits, WG, wgslType, words } from "./kernels/common.js"
@@ -21,6 +24,7 @@ import { gatherWgsl, putAlongWgsl, scatterAddWgsl, takeAlongWgsl } from "./kerne
 import { COMPAT_TILE, CORE_TILE, type MatmulTile, matmulWgsl, tileName } from "./kernels/matmul.js"
 import { reduceLoopWgsl, reduceRowsWgsl, ROW_MIN_AXIS } from "./kernels/reduce.js"
 import { fusedRoutines } from "./kernels/fused.js"
+import type { Scratch } from "./kernels/attention.js"
 import { PipelineCache } from "./pipelines.js"
 
 /** A WebGPU buffer: the pooled GPUBuffer (possibly larger) and the bytes it logically holds. */
@@ -72,6 +76,8 @@ export interface WebGpuOptions extends DeviceOptions {
   readonly fusedRoutines?: boolean
 }
 
+const { check, fail } = kernelChecks("webgpu", ["float32"])
+
 /** Acquires a device (failing with BackendUnavailable when there is none) and builds the backend. */
 export async function makeWebGpuBackend(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
   return webGpuBackendOn(await acquireDevice(opts), opts)
@@ -88,14 +94,11 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     console.error(`miniseq webgpu: ${message}`)
   })
   const tile = opts.matmulTile ?? (ctx.config.featureLevel === "core" ? CORE_TILE : COMPAT_TILE)
-  const alive = new WeakSet<Buffer>()
-  let liveBytes = 0
-  let peakBytes = 0
+  const buffers = new LiveBuffers()
   let destroyed = false
 
   function gpuOf(kernel: string, b: Buffer): WebGpuBuffer {
     if (destroyed) fail(kernel, "the backend was destroyed")
-    if (!alive.has(b)) fail(kernel, `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`)
     return b as WebGpuBuffer
   }
   const bind = (kernel: string, b: Buffer): Binding => {
@@ -124,19 +127,19 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
   /** Index step of an elementwise operand: 0 for a broadcast scalar. */
   const step = (x: Buffer, out: Buffer) => (x.size === out.size ? 1 : 0)
 
+  // Fused kernels' scratch goes through the checked backend, so it counts in `memory()`.
+  const scratch = { alloc: (dtype, size) => checked.alloc(dtype, size), free: (b) => checked.free(b), fill: (b, value) => checked.fill(b, value) } satisfies Scratch
   const backend: WebGpuBackend = {
     name: "webgpu",
     dtypes: ["float32", "int32"],
     // Fused kernels the executor runs instead of a routine's reference body.
-    routines: opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b), {
-      alloc: (dtype, size) => backend.alloc(dtype, size), free: (b) => backend.free(b), fill: (b, value) => backend.fill(b, value),
-    }, device.limits),
+    routines: opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b), scratch, device.limits),
     info: ctx.info,
     maxBufferBytes,
     matmulTile: tile,
     limits: device.limits,
 
-    memory: () => ({ live: liveBytes, peak: peakBytes, reserved: pool.reservedBytes, resetPeak: () => { peakBytes = liveBytes } }),
+    memory: () => ({ ...buffers.memory(), reserved: pool.reservedBytes }),
     stats: () => ({ dispatches: stream.dispatches, pipelines: pipelines.size }),
     flush: () => stream.flush(),
     sync: () => stream.sync(),
@@ -152,7 +155,6 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     alloc(dtype, size) {
-      counts("alloc", { size })
       if (destroyed) fail("alloc", "the backend was destroyed")
       if (dtype === "float64") {
         throw new DTypeError({ op: "webgpu.alloc", dtypes: [dtype], message: "webgpu: float64 is not supported (WGSL has no 64-bit floats); build the graph in float32, or use the CPU backend for float64" })
@@ -161,31 +163,18 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
       const bytes = size * bytesPerElement[dtype]
       if (bytes > maxBufferBytes) {
         throw new OutOfMemory({
-          requested: bytes, alive: liveBytes, limit: maxBufferBytes,
+          requested: bytes, alive: buffers.memory().live, limit: maxBufferBytes,
           message: `webgpu: a ${dtype}[${size}] tensor needs ${bytes} bytes, more than the ${maxBufferBytes} bytes one WebGPU buffer can bind on this device (maxStorageBufferBindingSize); split the work into more mini-sequences (raise M of chunked) or use shorter sequences`,
         })
       }
-      const buffer: WebGpuBuffer = { dtype, size, bytes, gpu: pool.acquire(Math.max(4, bytes)) }
-      alive.add(buffer)
-      liveBytes += bytes
-      peakBytes = Math.max(peakBytes, liveBytes)
-      return buffer
+      return { dtype, size, bytes, gpu: pool.acquire(Math.max(4, bytes)) } satisfies WebGpuBuffer
     },
 
     free(buffer) {
-      if (!alive.has(buffer)) fail("free", `buffer ${describe(buffer)} was freed already or never allocated by this backend`)
-      alive.delete(buffer)
-      const g = buffer as WebGpuBuffer
-      liveBytes -= g.bytes
-      if (!destroyed) pool.release(g.gpu)
+      if (!destroyed) pool.release((buffer as WebGpuBuffer).gpu)
     },
 
-    write(buffer, data) {
-      const g = gpuOf("write", buffer)
-      check(dtypeOf(data) === buffer.dtype, "write", () => `buffer is ${buffer.dtype} but data is a ${data.constructor.name}`)
-      check(data.length === buffer.size, "write", () => `buffer holds ${buffer.size} elements but data has ${data.length}`)
-      stream.write(g.gpu, data)
-    },
+    write: (buffer, data) => stream.write(gpuOf("write", buffer).gpu, data),
 
     async read(buffer) {
       const g = gpuOf("read", buffer)
@@ -199,9 +188,6 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     fill(out, value) {
       const o = bind("fill", out)
-      if (out.dtype === "int32") {
-        check(Number.isInteger(value) && value >= -2147483648 && value <= 2147483647, "fill", () => `${value} is not an int32`)
-      }
       const bits = out.dtype === "int32" ? value >>> 0 : f32Bits(value)
       if (bits === 0) stream.clear(o.buffer, o.bytes) // zeros (also int 0): no shader needed
       else run("fill", fillWgsl, [out.size, bits], [o], perElement(out.size))
@@ -209,7 +195,7 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     iota(out, shape, axis) {
       const o = bind("iota", out)
-      const { len, inner } = iotaLayout(out, shape, axis)
+      const { len, inner } = iotaDims(shape, axis)
       const size = out.size
       if (size === 0) return
       const type = wgslType(out.dtype)
@@ -217,19 +203,12 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     unary(op: UnaryOp, x, out) {
-      floatOnly("unary", x, out)
-      sameDType("unary", x, out)
-      sameSize("unary", x, out)
       const alias = x === out
       const ins = alias ? [] : [bind("unary", x)]
       run(`unary:${op}:${alias}`, () => unaryWgsl(op, alias), [out.size, 1], [...ins, bind("unary", out)], perElement(out.size))
     },
 
     binary(op: BinaryOp, a, b, out) {
-      sameDType("binary", a, b)
-      // Comparisons write 1/0 in whatever dtype out has; arithmetic keeps the operands' dtype.
-      if (op !== "less" && op !== "equal") sameDType("binary", a, out)
-      scalarOrSize("binary", out.size, a, b)
       const [ta, to] = [wgslType(a.dtype), wgslType(out.dtype)]
       const [aliasA, aliasB] = [a === out, b === out]
       const ins = [...(aliasA ? [] : [bind("binary", a)]), ...(aliasB ? [] : [bind("binary", b)])]
@@ -238,8 +217,6 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     where(cond, a, b, out) {
-      sameDType("where", a, b, out)
-      scalarOrSize("where", out.size, cond, a, b)
       const operands = [cond, a, b]
       const alias = operands.map((x) => x === out) as [boolean, boolean, boolean]
       const ins = operands.filter((x) => x !== out).map((x) => bind("where", x))
@@ -249,7 +226,6 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     cast(x, out) {
-      sameSize("cast", x, out)
       const [i, o] = [bind("cast", x), bind("cast", out)]
       if (x.dtype === out.dtype) { if (x !== out) stream.copy(i.buffer, 0, o.buffer, 0, o.bytes); return }
       const [from, to] = [wgslType(x.dtype), wgslType(out.dtype)]
@@ -257,9 +233,7 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     copy(src, srcView: View, dst, dstView: View) {
-      sameDType("copy", src, dst)
-      copyViews(src, srcView, dst, dstView)
-      const n = srcView.shape.reduce((a, b) => a * b, 1)
+      const n = numel(srcView.shape)
       if (n === 0) return
       const s = simplify(srcView, dstView)
       check(s.shape.length <= MAX_RANK, "copy", () => `views of rank ${s.shape.length} after merging contiguous dims (at most ${MAX_RANK} supported)`)
@@ -269,8 +243,6 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     reduce(op: ReduceOp, x, out, outer, axis, inner) {
-      floatOnly("reduce", x, out)
-      reduceSizes(x, out, outer, axis, inner)
       if (op !== "sum" && op !== "max") fail("reduce", `unknown op ${String(op)}`)
       if (out.size === 0) return
       if (axis === 0) { backend.fill(out, op === "sum" ? 0 : -Infinity); return } // the empty sum / max
@@ -281,9 +253,6 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
 
     matmul(a, b, out, spec: MatmulSpec) {
       const { batch, m, n, k, transA, transB } = spec
-      floatOnly("matmul", a, b, out)
-      sameDType("matmul", a, b, out)
-      matmulSizes(a, b, out, spec)
       const o = bind("matmul", out)
       const accumulate = spec.accumulate === true
       if (out.size === 0) return
@@ -294,23 +263,12 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     gather(table, idx, out, width) {
-      counts("gather", { width })
-      sameDType("gather", table, out)
-      int32Only("gather", idx, "idx")
-      check(out.size === idx.size * width, "gather", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
-      check(width === 0 ? table.size === 0 : table.size % width === 0, "gather", () => `table ${describe(table)} is not rows × ${width}`)
       const o = bind("gather", out)
       if (out.size === 0) return
       run("gather", gatherWgsl, [out.size, width, table.size / width], [input("gather", table, out), input("gather", idx, out), o], perElement(out.size))
     },
 
     scatterAdd(idx, src, out, width) {
-      counts("scatterAdd", { width })
-      sameDType("scatterAdd", src, out)
-      int32Only("scatterAdd", idx, "idx")
-      check(src.size === idx.size * width, "scatterAdd", () => `src ${describe(src)} is not [${idx.size}, ${width}]`)
-      check(width === 0 ? out.size === 0 : out.size % width === 0, "scatterAdd", () => `out ${describe(out)} is not rows × ${width}`)
-      check(src !== out, "scatterAdd", () => "out must not alias src")
       const o = bind("scatterAdd", out)
       if (out.size === 0) return
       if (idx.size === 0) { stream.clear(o.buffer, o.bytes); return }
@@ -324,28 +282,17 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     },
 
     takeAlong(x, idx, out, width) {
-      counts("takeAlong", { width })
-      sameDType("takeAlong", x, out)
-      int32Only("takeAlong", idx, "idx")
-      check(out.size === idx.size, "takeAlong", () => `out ${describe(out)} must have one element per index (${idx.size})`)
-      check(x.size === idx.size * width, "takeAlong", () => `x ${describe(x)} is not [${idx.size}, ${width}]`)
       const o = bind("takeAlong", out)
       if (out.size === 0) return
       run("takeAlong", takeAlongWgsl, [out.size, width], [input("takeAlong", x, out), input("takeAlong", idx, out), o], perElement(out.size))
     },
 
     putAlong(idx, src, out, width) {
-      counts("putAlong", { width })
-      sameDType("putAlong", src, out)
-      int32Only("putAlong", idx, "idx")
-      check(src.size === idx.size, "putAlong", () => `src ${describe(src)} must have one element per index (${idx.size})`)
-      check(out.size === idx.size * width, "putAlong", () => `out ${describe(out)} is not [${idx.size}, ${width}]`)
-      check(src !== out, "putAlong", () => "out must not alias src")
       const o = bind("putAlong", out)
       if (out.size === 0) return
       run("putAlong", putAlongWgsl, [out.size, width], [input("putAlong", idx, out), bind("putAlong", src), o], perElement(out.size))
     },
   }
-
-  return backend
+  const checked = checkedBackend(backend, buffers)
+  return checked
 }

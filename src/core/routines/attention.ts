@@ -12,7 +12,16 @@ import { ShapeError } from "../errors.js"
 import type { Tensor } from "../graph.js"
 import { accumulatorDType } from "../dtype.js"
 import * as o from "../ops.js"
+import { pieces } from "../region-types.js"
 import { lazyRoutine } from "../regions.js"
+import { declareRoutine } from "./declare.js"
+
+type AttentionAttrs = { blockSize: number; causal: boolean }
+// How fused kernels see attention and its VJP (collected in ./registry.ts): the VJP gets the
+// cotangents that flow, dO and dLse, or one of them.
+export const attentionRoutine = declareRoutine<AttentionAttrs>()("attention", { inputs: ["q", "k", "v"], outputs: ["o", "lse"] })
+export const attentionVjpRoutine = declareRoutine<AttentionAttrs>()("attention.vjp",
+  { inputs: ["q", "k", "v", "o", "lse", "dO?", "dLse?"], outputs: ["dQ", "dK", "dV"] })
 
 export interface AttentionOptions {
   /** Keys per block of the online softmax. */
@@ -41,11 +50,8 @@ function causalBias(S: number, start: number, len: number, dtype: Tensor["dtype"
   return o.where(o.less(q, k), -Infinity, o.zeros([], dtype))
 }
 
-function blocks(S: number, size: number): Array<[number, number]> {
-  const out: Array<[number, number]> = []
-  for (let s = 0; s < S; s += size) out.push([s, Math.min(size, S - s)])
-  return out
-}
+/** [start, length] of each key block (none when S = 0, where pieces() gives one empty piece). */
+const blocks = (S: number, size: number): Array<[number, number]> => pieces(S, size).filter(([, len]) => len > 0)
 
 /** Scores of every query against one key block, masked: [B, H, S, len]. */
 function blockScores(q: Tensor, k: Tensor, start: number, len: number, scale: number): Tensor {
@@ -106,7 +112,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     throw new ShapeError({ op: "attention", shapes: [q.shape, k.shape, v.shape], message: `attention: q must be [B, H, S, D] and k, v [B, Hkv, S, D] with H a multiple of Hkv (got q [${q.shape}], k [${k.shape}], v [${v.shape}])` })
   }
   const run = lazyRoutine(
-    "attention",
+    attentionRoutine,
     (qq, kk, vv) => forward(qq!, kk!, vv!, blockSize),
     ([qq, kk, vv], [out, lse], [dOut, dLse]) => backward(qq!, kk!, vv!, out!, lse!, dOut, dLse, blockSize),
     ([qq]) => [qq!, { shape: [...qq!.shape.slice(0, 3), 1], dtype: accumulatorDType(qq!.dtype) }],

@@ -7,13 +7,28 @@ import { wider } from "../dtype.js"
 import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
 import { routine } from "../regions.js"
+import { declareRoutine } from "./declare.js"
+
+// How fused kernels see this file's routines (collected in ./registry.ts). A VJP reads the
+// forward's inputs and outputs it needs, then the cotangents (y → dY); it writes gradients (x → dX).
+export const logsumexpRoutine = declareRoutine()("logsumexp", { inputs: ["x"], outputs: ["lse"] })
+export const logsumexpVjpRoutine = declareRoutine()("logsumexp.vjp", { inputs: ["x", "lse", "dLse"], outputs: ["dX"] })
+export const rmsNormRoutine = declareRoutine<{ eps: number }>()("rmsNorm", { inputs: ["x", "w"], outputs: ["y"] })
+export const rmsNormVjpRoutine = declareRoutine<{ eps: number }>()("rmsNorm.vjp", { inputs: ["x", "w", "dY"], outputs: ["dX", "dW"] })
+export const siluRoutine = declareRoutine()("silu", { inputs: ["x"], outputs: ["y"] })
+export const siluVjpRoutine = declareRoutine()("silu.vjp", { inputs: ["x", "y", "dY"], outputs: ["dX"] })
+export const siluMulRoutine = declareRoutine()("siluMul", { inputs: ["a", "b"], outputs: ["y"] })
+export const siluMulVjpRoutine = declareRoutine()("siluMul.vjp", { inputs: ["a", "b", "dY"], outputs: ["dA", "dB"] })
+type RopeAttrs = { theta: number; offset: number }
+export const ropeRoutine = declareRoutine<RopeAttrs>()("rope", { inputs: ["x"], outputs: ["y"] })
+export const ropeVjpRoutine = declareRoutine<RopeAttrs>()("rope.vjp", { inputs: ["dY"], outputs: ["dX"] })
 
 /**
  * log Σ exp(x) over the last axis (kept with size 1). A routine with its own backward rule,
  * g·exp(x − lse), so it saves only its input and output — not the exp(x − max) intermediate.
  */
 export const logsumexp: (x: Tensor) => Tensor = routine(
-  "logsumexp",
+  logsumexpRoutine,
   (x: Tensor) => {
     const m = o.stopGradient(o.max(x, -1, true))
     return o.add(m, o.log(o.sum(o.exp(o.sub(x, m)), -1, true)))
@@ -44,14 +59,14 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
  * recomputes the normalisation from x, so only x and the weight are saved.
  */
 export const fusedRmsNorm = (x: Tensor, weight: Tensor, eps = 1e-5): Tensor =>
-  routine("rmsNorm", (a: Tensor, w: Tensor) => rmsNorm(a, w, eps), undefined, { eps })(x, weight)
+  routine(rmsNormRoutine, (a: Tensor, w: Tensor) => rmsNorm(a, w, eps), undefined, { eps })(x, weight)
 
 /**
  * SiLU, x·σ(x), as a routine: its backward rule g·σ(x)·(1 + x·(1 − σ(x))) needs only x, so the
  * chain of intermediates inside σ is never saved (as a fused kernel would behave).
  */
 export const silu: (x: Tensor) => Tensor = routine(
-  "silu",
+  siluRoutine,
   (x: Tensor) => o.mul(x, o.sigmoid(x)),
   ([x], _out, [g]) => {
     const s = o.sigmoid(x!)
@@ -67,7 +82,7 @@ export const linear = (x: Tensor, weight: Tensor): Tensor => o.matmul(x, weight,
  * same body), for a backend that fuses it: one pass, and silu(a) is never stored for backward.
  */
 const siluTimes = (a: Tensor, b: Tensor): Tensor => o.mul(silu(a), b)
-export const siluMul: (a: Tensor, b: Tensor) => Tensor = routine("siluMul", siluTimes)
+export const siluMul: (a: Tensor, b: Tensor) => Tensor = routine(siluMulRoutine, siluTimes)
 
 /**
  * The Llama MLP: down(silu(gate(x)) ⊙ up(x)); its S×I intermediates are what MST chunks.
@@ -103,5 +118,6 @@ export function rope(x: Tensor, theta = 10000, offset = 0, inverse = false): Ten
  */
 export function fusedRope(x: Tensor, theta = 10000, offset = 0): Tensor {
   const params = { theta, offset }
-  return routine("rope", (a: Tensor) => rope(a, theta, offset), (_in, _out, [g]) => [rope(g!, theta, offset, true)], params, "cotangents")(x)
+  const inverse = (_in: readonly Tensor[], _out: readonly Tensor[], [g]: readonly (Tensor | undefined)[]) => [rope(g!, theta, offset, true)]
+  return routine(ropeRoutine, (a: Tensor) => rope(a, theta, offset), inverse, params, "cotangents")(x)
 }

@@ -8,6 +8,13 @@ import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
 import { routine } from "../regions.js"
 import { logsumexp } from "./basic.js"
+import { declareRoutine } from "./declare.js"
+
+// How fused kernels see cross-entropy and its VJP (collected in ./registry.ts).
+export const crossEntropyRoutine = declareRoutine<{ ignoreIndex: number }>()("crossEntropy",
+  { inputs: ["logits", "targets"], outputs: ["nll"] })
+export const crossEntropyVjpRoutine = declareRoutine<{ ignoreIndex: number }>()("crossEntropy.vjp",
+  { inputs: ["logits", "targets", "nll", "dNll"], outputs: ["dLogits"] })
 
 export const IGNORE_INDEX = -100
 
@@ -32,7 +39,7 @@ const safeTargets = (targets: Tensor, ignoreIndex: number): Tensor => o.where(o.
  */
 function tokenNll(ignoreIndex: number): (logits: Tensor, targets: Tensor) => Tensor {
   return routine(
-    "crossEntropy",
+    crossEntropyRoutine,
     (logits: Tensor, targets: Tensor) => {
       const lse = o.reshape(logsumexp(logits), targets.shape)
       return o.mul(o.sub(lse, o.takeAlong(logits, safeTargets(targets, ignoreIndex))), targetMask(targets, ignoreIndex, logits.dtype))

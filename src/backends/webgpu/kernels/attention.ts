@@ -29,7 +29,8 @@
  *      key of the block (blocks entirely below the diagonal are skipped). The GQA sum over the
  *      heads of a group happens in registers, in a fixed order, with no scratch.
  */
-import type { BackendImpl, Buffer, FusedRoutine } from "../../../core/backend.js"
+import type { BackendImpl, Buffer } from "../../../core/backend.js"
+import type { RoutineKernels } from "../../../core/routines/registry.js"
 import { entry, f32Bits, paramsStruct, type RunKernel, storage } from "./common.js"
 
 /** Threads per workgroup of every attention kernel. */
@@ -344,91 +345,65 @@ export function attentionFits(limits: Pick<GPUSupportedLimits, "maxStorageBuffer
 
 interface Dims { readonly B: number; readonly H: number; readonly Hkv: number; readonly S: number; readonly D: number }
 
-function dimsOf(name: string, shapes: Parameters<FusedRoutine>[2], params: Parameters<FusedRoutine>[3]): Dims {
-  const [qs, ks, vs] = shapes.inputs
-  if (qs?.length !== 4 || ks?.length !== 4 || vs?.length !== 4) throw new Error(`webgpu.${name}: expects q [B, H, S, D] and k, v [B, Hkv, S, D]`)
-  const [B, H, S, D] = qs as [number, number, number, number]
-  const Hkv = ks[1]!
-  if (ks[0] !== B || ks[2] !== S || ks[3] !== D || ks.some((n, i) => n !== vs[i]) || Hkv === 0 || H % Hkv !== 0) {
-    throw new Error(`webgpu.${name}: q [${qs}] does not match k [${ks}] and v [${vs}]`)
+/** B, H, Hkv, S, D from q's and k's shapes (the contract checked the buffers hold them). */
+function dimsOf(name: string, q: readonly number[], k: readonly number[], v: readonly number[], causal: boolean): Dims {
+  if (q.length !== 4 || k.length !== 4 || v.length !== 4) throw new Error(`webgpu.${name}: expects q [B, H, S, D] and k, v [B, Hkv, S, D]`)
+  const [B, H, S, D] = q as [number, number, number, number]
+  const Hkv = k[1]!
+  if (k[0] !== B || k[2] !== S || k[3] !== D || k.some((n, i) => n !== v[i]) || Hkv === 0 || H % Hkv !== 0) {
+    throw new Error(`webgpu.${name}: q [${q}] does not match k [${k}] and v [${v}]`)
   }
-  if (params.causal === false) throw new Error(`webgpu.${name}: only causal attention is fused`)
+  if (!causal) throw new Error(`webgpu.${name}: only causal attention is fused`)
   if (D < 1 || D > MAX_HEAD_DIM) throw new Error(`webgpu.${name}: head width ${D} is outside 1..${MAX_HEAD_DIM}`)
   return { B, H, Hkv, S, D }
 }
 
 function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
-  for (const b of bufs) {
-    if (b === undefined) throw new Error(`webgpu.${name}: missing an operand`)
-    if (b.dtype !== "float32") throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
-  }
-}
-
-function sized(name: string, what: string, b: Buffer, size: number): void {
-  if (b.size !== size) throw new Error(`webgpu.${name}: ${what} holds ${b.size} elements, expected ${size}`)
+  for (const b of bufs) if (b !== undefined && b.dtype !== "float32") throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
 }
 
 /** The fused "attention" and "attention.vjp" routines. */
-export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch): Record<string, FusedRoutine> {
+export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch): RoutineKernels {
   const paramsFor = ({ H, Hkv, S, D }: Dims, blocks: number, groups: number, tile: number) => [S, H, Hkv, blocks, groups, f32Bits(1 / Math.sqrt(D)), tile]
 
-  const forward: FusedRoutine = ([q, k, v], [o, lse], shapes, params) => {
-    const dims = dimsOf("attention", shapes, params)
-    const { B, H, Hkv, S, D } = dims
-    float32("attention", q, k, v, o, lse)
-    sized("attention", "q", q!, B * H * S * D); sized("attention", "k", k!, B * Hkv * S * D); sized("attention", "v", v!, B * Hkv * S * D)
-    sized("attention", "o", o!, B * H * S * D); sized("attention", "lse", lse!, B * H * S)
-    const tiles = attentionTiles(D)
-    const blocks = Math.ceil(S / tiles.rows)
-    const groups = B * H * blocks
-    run(`attention:${D}`, () => attentionForwardWgsl(D), paramsFor(dims, blocks, groups, tiles.fwdKeys),
-      [bind(q!), bind(k!), bind(v!), bind(o!), bind(lse!)], groups)
-  }
-
-  /**
-   * Inputs [q, k, v, o, lse, dO] (only o has a cotangent), [q, k, v, o, lse, dO, dLse], or
-   * [q, k, v, o, lse, dLse] (only lse has one; told apart from dO by its width — with D = 1 the
-   * two look alike and a lone cotangent is taken to be dO's).
-   */
-  const backward: FusedRoutine = (inputs, [dq, dk, dv], shapes, params) => {
-    const dims = dimsOf("attention.vjp", shapes, params)
-    const { B, H, Hkv, S, D } = dims
-    const [q, k, v, o, lse] = inputs
-    let dO: Buffer | undefined
-    let dLse: Buffer | undefined
-    if (inputs.length === 7) [dO, dLse] = [inputs[5], inputs[6]]
-    else if (inputs.length === 6) {
-      const last = shapes.inputs[5]
-      if (last?.[last.length - 1] === D) dO = inputs[5]
-      else dLse = inputs[5]
-    } else throw new Error(`webgpu.attention.vjp: expects 6 or 7 inputs, got ${inputs.length}`)
-    float32("attention.vjp", q, k, v, o, lse, dq, dk, dv, ...(dO === undefined ? [] : [dO]), ...(dLse === undefined ? [] : [dLse]))
-    const rows = B * H * S
-    sized("attention.vjp", "q", q!, rows * D); sized("attention.vjp", "o", o!, rows * D); sized("attention.vjp", "lse", lse!, rows)
-    sized("attention.vjp", "k", k!, B * Hkv * S * D); sized("attention.vjp", "v", v!, B * Hkv * S * D)
-    sized("attention.vjp", "dq", dq!, rows * D); sized("attention.vjp", "dk", dk!, B * Hkv * S * D); sized("attention.vjp", "dv", dv!, B * Hkv * S * D)
-    if (dO !== undefined) sized("attention.vjp", "dO", dO, rows * D)
-    if (dLse !== undefined) sized("attention.vjp", "dLse", dLse, rows)
-
-    // Scratch goes back to the backend's pool as soon as its last dispatch is recorded: commands
-    // run in order, so whoever gets the buffer next writes it after these kernels read it.
-    const delta = scratch.alloc("float32", rows)
-    let zeros: Buffer | undefined
-    if (dO === undefined) { zeros = scratch.alloc("float32", rows * D); scratch.fill(zeros, 0); dO = zeros }
-    try {
-      const withDlse = dLse !== undefined
-      run(`attention.delta:${withDlse}`, () => attentionDeltaWgsl(withDlse), [rows, D],
-        [bind(o!), bind(dO), ...(withDlse ? [bind(dLse!)] : []), bind(delta)], Math.ceil(rows / T))
+  return {
+    attention({ inputs: { q, k, v }, outputs: { o, lse }, shapes: { inputs: s }, attrs }) {
+      const dims = dimsOf("attention", s.q, s.k, s.v, attrs.causal)
+      const { B, H, S, D } = dims
+      float32("attention", q, k, v, o, lse)
       const tiles = attentionTiles(D)
       const blocks = Math.ceil(S / tiles.rows)
-      const reads = [bind(q!), bind(k!), bind(v!), bind(dO), bind(lse!), bind(delta)]
-      run(`attention.dq:${D}`, () => attentionDqWgsl(D), paramsFor(dims, blocks, B * H * blocks, tiles.dqKeys), [...reads, bind(dq!)], B * H * blocks)
-      run(`attention.dkv:${D}`, () => attentionDkvWgsl(D), paramsFor(dims, blocks, B * Hkv * blocks, tiles.dkvQueries), [...reads, bind(dk!), bind(dv!)], B * Hkv * blocks)
-    } finally {
-      scratch.free(delta)
-      if (zeros !== undefined) scratch.free(zeros)
-    }
-  }
+      const groups = B * H * blocks
+      run(`attention:${D}`, () => attentionForwardWgsl(D), paramsFor(dims, blocks, groups, tiles.fwdKeys),
+        [bind(q), bind(k), bind(v), bind(o), bind(lse)], groups)
+    },
 
-  return { attention: forward, "attention.vjp": backward }
+    /** The cotangents that flow: dO and dLse, or one of them. */
+    "attention.vjp"({ inputs: { q, k, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV }, shapes: { inputs: s }, attrs }) {
+      const dims = dimsOf("attention.vjp", s.q, s.k, s.v, attrs.causal)
+      const { B, H, Hkv, S, D } = dims
+      float32("attention.vjp", q, k, v, o, lse, dQ, dK, dV, dO, dLse)
+      const rows = B * H * S
+
+      // Scratch goes back to the backend's pool as soon as its last dispatch is recorded: commands
+      // run in order, so whoever gets the buffer next writes it after these kernels read it.
+      const delta = scratch.alloc("float32", rows)
+      let zeros: Buffer | undefined
+      if (dO === undefined) { zeros = scratch.alloc("float32", rows * D); scratch.fill(zeros, 0) }
+      const dOut = dO ?? zeros!
+      try {
+        const withDlse = dLse !== undefined
+        run(`attention.delta:${withDlse}`, () => attentionDeltaWgsl(withDlse), [rows, D],
+          [bind(o), bind(dOut), ...(withDlse ? [bind(dLse)] : []), bind(delta)], Math.ceil(rows / T))
+        const tiles = attentionTiles(D)
+        const blocks = Math.ceil(S / tiles.rows)
+        const reads = [bind(q), bind(k), bind(v), bind(dOut), bind(lse), bind(delta)]
+        run(`attention.dq:${D}`, () => attentionDqWgsl(D), paramsFor(dims, blocks, B * H * blocks, tiles.dqKeys), [...reads, bind(dQ)], B * H * blocks)
+        run(`attention.dkv:${D}`, () => attentionDkvWgsl(D), paramsFor(dims, blocks, B * Hkv * blocks, tiles.dkvQueries), [...reads, bind(dK), bind(dV)], B * Hkv * blocks)
+      } finally {
+        scratch.free(delta)
+        if (zeros !== undefined) scratch.free(zeros)
+      }
+    },
+  }
 }

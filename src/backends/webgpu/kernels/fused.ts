@@ -12,7 +12,8 @@
  * Plus causal flash attention, "attention" and "attention.vjp" (kernels in attention.ts), when
  * the device has the 8 storage buffers and 16 KiB of workgroup memory they need.
  */
-import type { Buffer, FusedRoutine } from "../../../core/backend.js"
+import type { Buffer } from "../../../core/backend.js"
+import type { RoutineKernels } from "../../../core/routines/registry.js"
 import { attentionFits, attentionRoutines, type Bind, type Scratch } from "./attention.js"
 import { entry, floatHelpers, paramsStruct, type RunKernel, storage } from "./common.js"
 
@@ -88,39 +89,26 @@ function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
 /**
  * The fused routines, dispatching through the backend's `run` and binding through its `bind`;
  * `scratch` allocates a kernel's internal buffers, and `limits` decides whether attention fits.
+ * (Names, sizes and shapes are checked by the contract before a kernel runs.)
  */
-export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch, limits?: Parameters<typeof attentionFits>[0]): Record<string, FusedRoutine> {
-  const logsumexp: FusedRoutine = ([x], [out], shapes) => {
-    const shape = shapes.inputs[0]
-    if (x === undefined || out === undefined || shape === undefined || shape.length === 0) throw new Error("webgpu.logsumexp: expects x [..., V] and lse [..., 1]")
-    float32("logsumexp", x, out)
-    const width = shape[shape.length - 1]!
-    if (x.size !== out.size * width) throw new Error(`webgpu.logsumexp: x of ${x.size} elements is not ${out.size} rows of ${width}`)
-    run("logsumexp", logsumexpWgsl, [out.size, width], [bind(x), bind(out)], out.size)
+export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch, limits?: Parameters<typeof attentionFits>[0]): RoutineKernels {
+  const kernels: RoutineKernels = {
+    logsumexp({ inputs: { x }, outputs: { lse }, shapes }) {
+      float32("logsumexp", x, lse)
+      const width = shapes.inputs.x.at(-1) ?? 1
+      run("logsumexp", logsumexpWgsl, [lse.size, width], [bind(x), bind(lse)], lse.size)
+    },
+    crossEntropy({ inputs: { logits, targets }, outputs: { nll }, shapes, attrs }) {
+      const [N, V] = shapes.inputs.logits as [number, number]
+      float32("crossEntropy", logits, nll)
+      run("crossEntropy", crossEntropyWgsl, [N, V, attrs.ignoreIndex], [bind(logits), bind(targets), bind(nll)], N)
+    },
+    "crossEntropy.vjp"({ inputs: { logits, targets, dNll }, outputs: { dLogits }, shapes, attrs }) {
+      const [N, V] = shapes.inputs.logits as [number, number]
+      float32("crossEntropy.vjp", logits, dNll, dLogits)
+      run("crossEntropy.vjp", crossEntropyVjpWgsl, [N, V, attrs.ignoreIndex], [bind(logits), bind(targets), bind(dNll), bind(dLogits)], N)
+    },
   }
-
-  /** [N, V] from the logits' shape, checked against the targets. */
-  const rowsOf = (name: string, logits: Buffer | undefined, targets: Buffer | undefined, shape: readonly number[] | undefined): [number, number] => {
-    if (logits === undefined || targets === undefined || shape?.length !== 2) throw new Error(`webgpu.${name}: expects logits [N, V] and targets [N]`)
-    const [N, V] = shape as [number, number]
-    if (targets.dtype !== "int32" || targets.size !== N || logits.size !== N * V) throw new Error(`webgpu.${name}: logits [${N}, ${V}] and targets int32[${N}] expected, got ${logits.dtype}[${logits.size}], ${targets.dtype}[${targets.size}]`)
-    return [N, V]
-  }
-
-  const crossEntropy: FusedRoutine = ([logits, targets], [nll], shapes, params) => {
-    const [N, V] = rowsOf("crossEntropy", logits, targets, shapes.inputs[0])
-    float32("crossEntropy", logits, nll)
-    if (nll?.size !== N) throw new Error(`webgpu.crossEntropy: nll must hold ${N} elements`)
-    run("crossEntropy", crossEntropyWgsl, [N, V, Number(params.ignoreIndex)], [bind(logits!), bind(targets!), bind(nll)], N)
-  }
-
-  const crossEntropyVjp: FusedRoutine = ([logits, targets, , dnll], [dlogits], shapes, params) => {
-    const [N, V] = rowsOf("crossEntropy.vjp", logits, targets, shapes.inputs[0])
-    float32("crossEntropy.vjp", logits, dnll, dlogits)
-    if (dnll?.size !== N || dlogits?.size !== N * V) throw new Error(`webgpu.crossEntropy.vjp: expects dnll [${N}] and dlogits [${N}, ${V}]`)
-    run("crossEntropy.vjp", crossEntropyVjpWgsl, [N, V, Number(params.ignoreIndex)], [bind(logits!), bind(targets!), bind(dnll), bind(dlogits)], N)
-  }
-
   const attention = scratch !== undefined && limits !== undefined && attentionFits(limits) ? attentionRoutines(run, bind, scratch) : {}
-  return { logsumexp, crossEntropy, "crossEntropy.vjp": crossEntropyVjp, ...attention }
+  return { ...kernels, ...attention }
 }

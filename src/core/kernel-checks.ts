@@ -1,13 +1,16 @@
 /**
- * Argument checks every backend runs on its kernels' inputs, with the same messages. A failed
- * check is a bug in the executor (or a hand-written caller), so it throws a plain Error naming
- * the backend and the kernel: a loud crash is the most useful thing to do.
+ * The checks behind the backend contract (./checked-backend.ts applies them to every backend).
+ * A failed check is a bug in the executor (or a hand-written caller), so it throws a plain Error
+ * naming the backend and the kernel: a loud crash is the most useful thing to do.
  */
-import type { DType } from "../core/dtype.js"
-import type { Buffer, MatmulSpec, View } from "../core/backend.js"
+import type { DType } from "./dtype.js"
+import type { Buffer, MatmulSpec, View } from "./backend.js"
+import { numel } from "./backend.js"
 
 const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
 export const describe = (b: Buffer): string => `${b.dtype}[${b.size}]`
+const list = (bufs: readonly Buffer[]): string => bufs.map(describe).join(", ")
+const fmt = (shape: readonly number[]): string => `[${shape.join(", ")}]`
 
 /** The checks for one backend (`name` prefixes messages) computing in these float dtypes. */
 export function kernelChecks(name: string, floats: readonly DType[]) {
@@ -22,18 +25,21 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     check,
     sameSize(kernel: string, ...bufs: Buffer[]): void {
       const size = bufs[0]!.size
-      check(bufs.every((b) => b.size === size), kernel, () => `operands must have equal sizes, got ${bufs.map(describe).join(", ")}`)
+      check(bufs.every((b) => b.size === size), kernel, () => `operands must have equal sizes, got ${list(bufs)}`)
     },
     /** Elementwise operands hold out.size elements, or one (a scalar every element sees). */
     scalarOrSize(kernel: string, size: number, ...bufs: Buffer[]): void {
-      check(bufs.every((b) => b.size === size || b.size === 1), kernel, () => `operands must hold ${size} elements or 1 (a scalar), got ${bufs.map(describe).join(", ")}`)
+      check(bufs.every((b) => b.size === size || b.size === 1), kernel,
+        () => `operands must hold ${size} elements or 1 (a scalar), got ${list(bufs)}`)
     },
     sameDType(kernel: string, ...bufs: Buffer[]): void {
       const dtype = bufs[0]!.dtype
-      check(bufs.every((b) => b.dtype === dtype), kernel, () => `operands must have equal dtypes, got ${bufs.map(describe).join(", ")}`)
+      check(bufs.every((b) => b.dtype === dtype), kernel, () => `operands must have equal dtypes, got ${list(bufs)}`)
     },
     floatOnly(kernel: string, ...bufs: Buffer[]): void {
-      for (const b of bufs) check(floats.includes(b.dtype), kernel, () => `unsupported dtype ${b.dtype} (${floats.join(" or ")} only)`)
+      for (const b of bufs) {
+        check(floats.includes(b.dtype), kernel, () => `unsupported dtype ${b.dtype} (${floats.join(" or ")} only)`)
+      }
     },
     int32Only(kernel: string, b: Buffer, what: string): void {
       check(b.dtype === "int32", kernel, () => `${what} must be int32, got ${b.dtype}`)
@@ -44,8 +50,9 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     /** A view's shape and strides are integers and every element it touches lies inside the buffer. */
     checkView(kernel: string, what: string, v: View, size: number): void {
       check(v.shape.length === v.strides.length, kernel, () => `${what} has rank ${v.shape.length} but ${v.strides.length} strides`)
-      check(v.shape.every(isCount), kernel, () => `${what} shape [${v.shape.join(", ")}] must be non-negative integers`)
-      check(v.strides.every(Number.isSafeInteger) && Number.isSafeInteger(v.offset), kernel, () => `${what} strides and offset must be integers`)
+      check(v.shape.every(isCount), kernel, () => `${what} shape ${fmt(v.shape)} must be non-negative integers`)
+      check(v.strides.every(Number.isSafeInteger) && Number.isSafeInteger(v.offset), kernel,
+        () => `${what} strides and offset must be integers`)
       if (v.shape.some((n) => n === 0)) return // an empty view touches nothing
       let lo = v.offset, hi = v.offset
       v.shape.forEach((n, i) => {
@@ -58,17 +65,14 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
   }
   return {
     ...shared,
-    /** iota's shape and axis; returns out viewed as [outer, len, inner] (the value is the middle index). */
-    iotaLayout(out: Buffer, shape: readonly number[], axis: number): { outer: number; len: number; inner: number } {
+    /** iota's shape and axis against out. */
+    iotaShape(out: Buffer, shape: readonly number[], axis: number): void {
       shared.counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
-      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota", () => `axis ${axis} is out of range for rank ${shape.length}`)
-      const size = shape.reduce((a, b) => a * b, 1)
-      check(size === out.size, "iota", () => `shape [${shape.join(", ")}] has ${size} elements but out holds ${out.size}`)
-      const len = shape[axis]!
-      const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1)
-      return { outer: len * inner === 0 ? 0 : size / (len * inner), len, inner }
+      check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota",
+        () => `axis ${axis} is out of range for rank ${shape.length}`)
+      check(numel(shape) === out.size, "iota", () => `shape ${fmt(shape)} has ${numel(shape)} elements but out holds ${out.size}`)
     },
-    /** matmul's sizes and aliasing (dtype rules differ by backend and stay with each). */
+    /** matmul's sizes and aliasing. */
     matmulSizes(a: Buffer, b: Buffer, out: Buffer, { batch, m, n, k }: MatmulSpec): void {
       shared.counts("matmul", { batch, m, n, k })
       check(a.size === batch * m * k, "matmul", () => `a ${describe(a)} does not hold batch·m·k = ${batch}·${m}·${k}`)
@@ -87,11 +91,25 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     copyViews(src: Buffer, srcView: View, dst: Buffer, dstView: View): void {
       shared.checkView("copy", "srcView", srcView, src.size)
       shared.checkView("copy", "dstView", dstView, dst.size)
-      check(
-        srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]),
-        "copy",
-        () => `srcView shape [${srcView.shape.join(", ")}] differs from dstView shape [${dstView.shape.join(", ")}]`,
-      )
+      check(srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]), "copy",
+        () => `srcView shape ${fmt(srcView.shape)} differs from dstView shape ${fmt(dstView.shape)}`)
+    },
+    /** A table of rows × width (gather's table, scatterAdd's out). */
+    rowsOf(kernel: string, what: string, t: Buffer, width: number): void {
+      check(width === 0 ? t.size === 0 : t.size % width === 0, kernel, () => `${what} ${describe(t)} is not rows × ${width}`)
+    },
+    /** One row of `width` per index (gather's out, scatterAdd's src, takeAlong's x, putAlong's out). */
+    rowPerIndex(kernel: string, what: string, b: Buffer, idx: Buffer, width: number): void {
+      check(b.size === idx.size * width, kernel, () => `${what} ${describe(b)} is not [${idx.size}, ${width}]`)
+    },
+    /** One element per index (takeAlong's out, putAlong's src). */
+    onePerIndex(kernel: string, what: string, b: Buffer, idx: Buffer): void {
+      check(b.size === idx.size, kernel, () => `${what} ${describe(b)} must have one element per index (${idx.size})`)
+    },
+    notAliased(kernel: string, src: Buffer, out: Buffer): void {
+      check(src !== out, kernel, () => "out must not alias src")
     },
   }
 }
+
+export type KernelChecks = ReturnType<typeof kernelChecks>
