@@ -3,6 +3,7 @@ import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { makeCpuBackend } from "../backends/cpu/index.js"
 import { attempt } from "../core/executor.js"
+import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
@@ -17,10 +18,12 @@ const describePrecision = {
 } as const
 
 /** The routines a GPU backend runs fused (flash attention, cross-entropy, …): plans for GPUs assume them. */
-export const gpuFusedRoutines = ["attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "silu", "silu.vjp", "adamw", "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp", "rope", "rope.vjp"]
+export const gpuFusedRoutines: readonly RoutineName[] = [
+  "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "silu", "silu.vjp", "adamw",
+  "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp", "rope", "rope.vjp",
+]
 
-const targetFor = (target: "cpu" | "gpu") =>
-  target === "cpu" ? makeCpuBackend() : { routines: Object.fromEntries(gpuFusedRoutines.map((n) => [n, () => {}])) }
+const targetFor = (target: "cpu" | "gpu") => (target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}) })
 
 interface PlanArgs { model: LlamaConfig; batch: number; mlpChunks: number | "auto"; lmChunks: number | "auto"; target: "cpu" | "gpu"; precision: Precision }
 

@@ -5,7 +5,7 @@
  */
 import { Effect } from "effect"
 import type { BackendImpl, Buffer } from "./backend.js"
-import { Backend, contiguousStrides, dense } from "./backend.js"
+import { Backend, contiguousStrides, dense, numel } from "./backend.js"
 import { makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
@@ -69,7 +69,7 @@ class Executor {
   ) {}
 
   allocate(t: TensorType, kind: MemoryKind): Alloc {
-    const size = t.shape.reduce((a, b) => a * b, 1)
+    const size = numel(t.shape)
     const bytes = size * bytesPerElement[t.dtype]
     this.ledger.add(kind, bytes)
     const a: Alloc = { buffer: this.backend.alloc(t.dtype, size), bytes, kind, refs: 1, external: false }

@@ -3,6 +3,7 @@
  * a device until an executor runs it. Every node knows its inputs, its attributes and the
  * shape and dtype of each result, so shape errors surface while the graph is built.
  */
+import { numel } from "./backend.js"
 import type { DType } from "./dtype.js"
 import type { PrimitiveAttrs } from "./primitives.js"
 import type { RegionAttrs } from "./region-types.js"
@@ -42,7 +43,7 @@ export class Tensor implements TensorType {
     readonly dtype: DType,
   ) {}
   get rank(): number { return this.shape.length }
-  get size(): number { return this.shape.reduce((a, b) => a * b, 1) }
+  get size(): number { return numel(this.shape) }
   toString(): string { return `Tensor(${this.node.op}#${this.node.id}, [${this.shape.join(", ")}], ${this.dtype})` }
 }
 

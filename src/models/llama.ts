@@ -9,6 +9,7 @@
  *   mst              the MLP (with its norm) and the LM head + loss run as chunked(M) regions
  *   mst+checkpoint   both, nested: chunked MLP inside checkpointed layers
  */
+import { numel } from "../core/backend.js"
 import { BadConfig, ShapeError } from "../core/errors.js"
 import type { DType } from "../core/dtype.js"
 import { input, type Tensor } from "../core/graph.js"
@@ -83,7 +84,7 @@ export function parameterShapes(c: LlamaConfig): Record<string, number[]> {
 }
 
 export const parameterCount = (c: LlamaConfig): number =>
-  Object.values(parameterShapes(c)).reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0)
+  Object.values(parameterShapes(c)).reduce((n, s) => n + numel(s), 0)
 
 /** Symbolic parameters, one input per HF name. */
 export function parameterInputs(c: LlamaConfig, dtype: DType = "float32"): Record<string, Tensor> {

@@ -11,6 +11,7 @@
 import { randomBytes } from "node:crypto"
 import { open, readFile, rename, rm } from "node:fs/promises"
 import { dirname } from "node:path"
+import { numel } from "../core/backend.js"
 import { BadCheckpoint, fmtShape } from "../core/errors.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "../core/dtype.js"
 
@@ -43,8 +44,6 @@ const hostIsLittleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 function swapBytes(bytes: Uint8Array, itemsize: number): void {
   for (let i = 0; i + itemsize <= bytes.length; i += itemsize) bytes.subarray(i, i + itemsize).reverse()
 }
-
-const product = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
 
 const isShape = (s: unknown): s is number[] =>
   Array.isArray(s) && s.every((d) => typeof d === "number" && Number.isSafeInteger(d) && d >= 0)
@@ -86,9 +85,9 @@ export function encodeSafetensors(
     if (dtypeOf(t.data) !== t.dtype) {
       throw new Error(`safetensors: tensor "${name}" is declared ${t.dtype} but its data is a ${arrayName(t.data)}`)
     }
-    if (t.data.length !== product(t.shape)) {
+    if (t.data.length !== numel(t.shape)) {
       throw new Error(
-        `safetensors: tensor "${name}" has ${t.data.length} elements but shape ${fmtShape(t.shape)} needs ${product(t.shape)}`,
+        `safetensors: tensor "${name}" has ${t.data.length} elements but shape ${fmtShape(t.shape)} needs ${numel(t.shape)}`,
       )
     }
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
@@ -159,7 +158,7 @@ function parseEntry(
   }
   const [begin, end] = offsets as [number, number]
   if (begin > end) return bad(`data_offsets [${begin}, ${end}] end before they begin`)
-  const expected = product(shape) * bytesPerElement[dtype]
+  const expected = numel(shape) * bytesPerElement[dtype]
   if (end - begin !== expected) {
     return bad(
       `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${tag} ${fmtShape(shape)} needs ${expected}`,

@@ -9,7 +9,7 @@
 import { Cause, Effect, Exit } from "effect"
 import { decodeConfigSync, presets } from "../../../src/models/config.js"
 import { makeBatches, trainValSplit } from "../../../src/models/data.js"
-import { type Mode, modes, parameterShapes } from "../../../src/models/llama.js"
+import { type Mode, modes, parameterCount } from "../../../src/models/llama.js"
 import { byteTokenizer } from "../../../src/models/tokenizer.js"
 import { type StepRecord, train } from "../../../src/models/train.js"
 import { type BackendChoice, type BackendPreference, webgpuLayerForBrowser } from "./backend.js"
@@ -146,7 +146,7 @@ function main(): void {
     ui.start.disabled = true
     return
   }
-  const params = Object.values(parameterShapes(model)).reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0)
+  const params = parameterCount(model)
   ui.info.textContent =
     `Model: tiny Llama — ${model.num_hidden_layers} layers, hidden ${model.hidden_size}, ${model.num_attention_heads} heads, ` +
     `byte vocabulary (${model.vocab_size}), ${params.toLocaleString("en-US")} parameters. ` +
