@@ -9,7 +9,7 @@ import { Backend, contiguousStrides, dense, numel } from "./backend.js"
 import { makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
-import { type Node, schedule, type Tensor, type TensorType } from "./graph.js"
+import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
 import { matmulSpec, rules } from "./primitives.js"
 import { pieces, type RoutineSite } from "./region-types.js"
@@ -56,7 +56,38 @@ interface Into { readonly acc: Alloc; readonly first: boolean }
 /** A matmul may add its product into a wider accumulator (bf16 operands, fp32 weight gradient). */
 const canAccumulateInto = (result: DType, acc: DType): boolean => result === acc || (result === "bfloat16" && acc === "float32")
 
-const elementwise: ReadonlySet<string> = new Set(["cast", "neg", "exp", "log", "sqrt", "recip", "sin", "cos", "add", "sub", "mul", "div", "maximum", "less", "equal", "where"])
+/**
+ * Where a node's results go. Most get fresh buffers; three reuse one instead:
+ * - accumulate: a matmul adds its product straight into a region's summed result (a weight
+ *   gradient, piece by piece), so no per-piece product is ever alive;
+ * - fusedInPlace: a fused elementwise routine (AdamW) writes over inputs nobody reads afterwards;
+ * - overwrite: an elementwise primitive writes over a bound input nobody reads afterwards
+ *   (w ← w − lr·update, see `RunOptions.inPlace`).
+ */
+type Placement =
+  | { readonly kind: "fresh" }
+  | { readonly kind: "accumulate"; readonly into: Into }
+  | { readonly kind: "fusedInPlace"; readonly fused: FusedKernel; readonly donors: readonly (Alloc | undefined)[] }
+  | { readonly kind: "overwrite"; readonly donor: Alloc }
+const fresh: Placement = { kind: "fresh" }
+
+/** A routine's fused kernel and how it sees the region. */
+interface FusedKernel { readonly kernel: AnyRoutineKernel; readonly site: RoutineSite }
+
+/** How many readers each value has: the nodes that take it, and the caller for each output. */
+function readers(nodes: readonly Node[], outputs: readonly Tensor[]): Map<Tensor, number> {
+  const uses = new Map<Tensor, number>()
+  const use = (t: Tensor) => uses.set(t, (uses.get(t) ?? 0) + 1)
+  for (const n of nodes) n.inputs.forEach(use)
+  outputs.forEach(use)
+  return uses
+}
+
+const unboundInput = (node: Node<"input">): string => {
+  const shape = node.results[0]!.shape
+  const of = shape.length ? `of shape [${shape.join(", ")}] ` : ""
+  return `input "${node.attrs.name}" ${of}was not given a value; bind it when running the graph`
+}
 
 class Executor {
   /** Everything allocated and not yet freed, so a failed run can give it all back. */
@@ -101,57 +132,76 @@ class Executor {
    * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
    * is freed by the time this returns, except the outputs (returned with one reference each).
    */
-  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind, into: ReadonlyMap<Tensor, Into> = new Map()): Alloc[] {
+  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind,
+    into: ReadonlyMap<Tensor, Into> = new Map()): Alloc[] {
     const nodes = schedule(outputs, new Set(params))
+    const uses = readers(nodes, outputs)
     const env = new Map<Tensor, Alloc>()
-    const uses = new Map<Tensor, number>()
-    const use = (t: Tensor) => uses.set(t, (uses.get(t) ?? 0) + 1)
-    for (const n of nodes) n.inputs.forEach(use)
-    outputs.forEach(use)
+    /** One reader of `t` is done: after the last, its buffer is released. */
     const drop = (t: Tensor) => {
       const left = (uses.get(t) ?? 0) - 1
       uses.set(t, left)
-      if (left <= 0) { const a = env.get(t); if (a !== undefined) { env.delete(t); this.release(a) } }
+      const a = env.get(t)
+      if (left <= 0 && a !== undefined) { env.delete(t); this.release(a) }
     }
-    params.forEach((p, i) => {
-      env.set(p, this.retain(args[i]!))
-      if (!uses.get(p)) drop(p)
-    })
+    const define = (t: Tensor, a: Alloc) => { env.set(t, a); if (!uses.get(t)) drop(t) }
+
+    params.forEach((p, i) => define(p, this.retain(args[i]!)))
+    // In creation order: place each node's results, run it, then let go of what it read.
     for (const node of nodes) {
-      if (node.op === "input") {
-        throw new GraphError({ message: `input "${(node as Node<"input">).attrs.name}" ${node.results[0]!.shape.length ? `of shape [${node.results[0]!.shape.join(", ")}] ` : ""}was not given a value; bind it when running the graph` })
-      }
+      if (node.op === "input") throw new GraphError({ message: unboundInput(node as Node<"input">) })
       const ins = node.inputs.map((t) => env.get(t)!)
-      const target = into.get(node.results[0]!)
-      if (target !== undefined && node.op === "matmul" && uses.get(node.results[0]!) === 1 && canAccumulateInto(node.results[0]!.dtype, target.acc.buffer.dtype)) {
-        // A weight gradient the caller accumulates: the matmul adds straight into the accumulator
-        // (the first piece's writes it).
-        this.backend.matmul(ins[0]!.buffer, ins[1]!.buffer, target.acc.buffer, matmulSpec(node as Node<"matmul">, !target.first))
-        env.set(node.results[0]!, this.retain(target.acc))
-        node.inputs.forEach(drop)
-        continue
-      }
-      const fusedInPlace = node.op === "region" ? this.runFusedInPlace(node as Node<"region">, ins, node.results.map(kindOf), uses) : undefined
-      if (fusedInPlace !== undefined) {
-        node.results.forEach((r, i) => { env.set(r, fusedInPlace[i]!); if (!uses.get(r)) drop(r) })
-        node.inputs.forEach(drop)
-        continue
-      }
-      const donor = elementwise.has(node.op) ? this.donorFor(node, uses, node.results[0]!) : undefined
-      if (donor !== undefined) {
-        // Overwrite a bound input nobody reads any more (e.g. w ← w − lr·update).
-        rules[node.op as "add"].run!(this.backend, ins.map((a) => a.buffer), donor.buffer, node as Node<"add">)
-        env.set(node.results[0]!, this.retain(donor))
-        node.inputs.forEach(drop)
-        continue
-      }
-      const outs = this.runNode(node, ins, node.results.map(kindOf), node.results.map((r) => (uses.get(r) ?? 0) > 0))
-      node.results.forEach((r, i) => { const out = outs[i]; if (out === undefined) return; env.set(r, out); if (!uses.get(r)) drop(r) })
+      const outs = this.run(node, ins, this.placementOf(node, uses, into), kindOf, uses)
+      node.results.forEach((r, i) => { const out = outs[i]; if (out !== undefined) define(r, out) })
       node.inputs.forEach(drop)
     }
     const result = outputs.map((t) => this.retain(env.get(t)!))
     outputs.forEach(drop)
     return result
+  }
+
+  /** Where a node's results go: fresh buffers, unless one of three reuses applies (see Placement). */
+  placementOf(node: Node, uses: ReadonlyMap<Tensor, number>, into: ReadonlyMap<Tensor, Into>): Placement {
+    const result = node.results[0]!
+    const acc = into.get(result)
+    if (node.op === "matmul" && acc !== undefined && uses.get(result) === 1 && canAccumulateInto(result.dtype, acc.acc.buffer.dtype)) {
+      return { kind: "accumulate", into: acc }
+    }
+    if (node.op === "region") {
+      const fused = this.fusedKernel(node as Node<"region">)
+      const donors = fused?.site.elementwise ? node.results.map((r) => this.donorFor(node, uses, r)) : []
+      return fused !== undefined && donors.some((d) => d !== undefined) ? { kind: "fusedInPlace", fused, donors } : fresh
+    }
+    const donor = rules[node.op as Primitive].elementwise ? this.donorFor(node, uses, result) : undefined
+    return donor !== undefined ? { kind: "overwrite", donor } : fresh
+  }
+
+  /** Runs `node` on `ins` into the buffers `placement` names; returns its results' buffers. */
+  run(node: Node, ins: readonly Alloc[], placement: Placement, kindOf: (t: Tensor) => MemoryKind,
+    uses: ReadonlyMap<Tensor, number>): (Alloc | undefined)[] {
+    const bufs = ins.map((a) => a.buffer)
+    switch (placement.kind) {
+      case "accumulate": {
+        // The first piece's matmul writes the accumulator, the others add into it.
+        const [a, b] = bufs as [Buffer, Buffer]
+        const { acc, first } = placement.into
+        this.backend.matmul(a, b, acc.buffer, matmulSpec(node as Node<"matmul">, !first))
+        return [this.retain(acc)]
+      }
+      case "fusedInPlace": {
+        const outs = node.results.map((r, j) => {
+          const donor = placement.donors[j]
+          return donor !== undefined ? this.retain(donor) : this.allocate(r, kindOf(r))
+        })
+        callKernel(placement.fused, node as Node<"region">, ins, outs)
+        return outs
+      }
+      case "overwrite":
+        rules[node.op as "add"].run!(this.backend, bufs, placement.donor.buffer, node as Node<"add">)
+        return [this.retain(placement.donor)]
+      case "fresh":
+        return this.runNode(node, ins, node.results.map(kindOf), node.results.map((r) => (uses.get(r) ?? 0) > 0))
+    }
   }
 
   /** The bound input `out` may be written into (see `inPlace`), if this node is that input's last reader. */
@@ -160,28 +210,13 @@ class Executor {
     if (target === undefined) return undefined
     const donor = this.bound.get(target)
     const readsHere = node.inputs.filter((t) => t === target).length
-    if (donor === undefined || (uses.get(target) ?? 0) !== readsHere || donor.buffer.dtype !== out.dtype || donor.buffer.size !== out.size) return undefined
-    return donor
-  }
-
-  /**
-   * A fused routine declared elementwise (params.elementwise: each output element depends only on
-   * the same element of the inputs, so an output may share an input's buffer), with outputs to be
-   * written in place: its kernel writes straight over those inputs. Undefined when it does not apply.
-   */
-  runFusedInPlace(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[], uses: ReadonlyMap<Tensor, number>): Alloc[] | undefined {
-    const fused = this.fusedKernel(node)
-    if (fused === undefined || !fused.site.elementwise) return undefined
-    const donors = node.results.map((r) => this.donorFor(node, uses, r))
-    if (donors.every((d) => d === undefined)) return undefined
-    const outs = node.results.map((r, j) => (donors[j] !== undefined ? this.retain(donors[j]) : this.allocate(r, kinds[j]!)))
-    callKernel(fused, node, ins, outs)
-    return outs
+    const fits = donor !== undefined && donor.buffer.dtype === out.dtype && donor.buffer.size === out.size
+    return fits && (uses.get(target) ?? 0) === readsHere ? donor : undefined
   }
 
   runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
     if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds, wanted)
-    const rule = rules[node.op as keyof typeof rules] as { alias?: true; run?(b: BackendImpl, i: readonly Buffer[], o: Buffer, n: Node): void }
+    const rule = rules[node.op as Primitive] as { alias?: true; run?(b: BackendImpl, i: readonly Buffer[], o: Buffer, n: Node): void }
     if (rule.alias) return [this.retain(ins[0]!)]
     const out = this.allocate(node.results[0]!, kinds[0]!)
     rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, node)
@@ -268,7 +303,7 @@ class Executor {
   }
 
   /** The backend's kernel for this routine region, if it has one and the region runs in one piece. */
-  fusedKernel(node: Node<"region">): { kernel: AnyRoutineKernel; site: RoutineSite } | undefined {
+  fusedKernel(node: Node<"region">): FusedKernel | undefined {
     const { routine: site, name, length, chunk } = node.attrs
     const kernel = site && kernelFor(this.backend.routines, name)
     return kernel && pieces(length, chunk).length === 1 ? { kernel, site } : undefined
@@ -290,7 +325,7 @@ class Executor {
 }
 
 /** Runs a routine's fused kernel: the region's buffers and shapes handed over by name. */
-function callKernel({ kernel, site }: { kernel: AnyRoutineKernel; site: RoutineSite }, node: Node<"region">,
+function callKernel({ kernel, site }: FusedKernel, node: Node<"region">,
   ins: readonly Alloc[], outs: readonly Alloc[]): void {
   const named = <T>(names: readonly string[], xs: readonly T[]) => Object.fromEntries(names.map((n, i) => [n, xs[i]!]))
   kernel({

@@ -7,7 +7,7 @@
  * `ops.ts` inserts explicit `broadcast` nodes for everything else.
  */
 import type { BackendImpl, BinaryOp, Buffer, MatmulSpec, UnaryOp, View } from "./backend.js"
-import { contiguousStrides, numel } from "./backend.js"
+import { contiguousStrides, dense, numel } from "./backend.js"
 import { type DType, isFloat } from "./dtype.js"
 import { DTypeError, fmtShape, ShapeError } from "./errors.js"
 import { makeNode, type Node, type NodeAttrs, type Primitive, type Tensor, type TensorType } from "./graph.js"
@@ -49,6 +49,8 @@ interface Rule<K extends Primitive> {
   /** Enqueue the kernel. `alias` rules run no kernel: the result shares input 0's buffer. */
   run?(b: BackendImpl, ins: readonly Buffer[], out: Buffer, node: Node<K>): void
   alias?: true
+  /** Each result element depends only on the same element of the inputs: out may overwrite an input. */
+  elementwise?: true
 }
 
 export type Rules = { readonly [K in Primitive]: Rule<K> }
@@ -87,12 +89,14 @@ function elementwiseShape(op: string, inputs: readonly TensorType[]): readonly n
 }
 
 const unary = (op: UnaryOp, vjp: (ct: Tensor, x: Tensor, y: Tensor) => Tensor): Rule<UnaryOp> => ({
+  elementwise: true,
   infer: ([x]) => { needFloat(op, x!); return x! },
   run: (b, [x], out) => b.unary(op, x!, out),
   vjp: (ct, n) => [vjp(ct, n.inputs[0]!, n.results[0]!)],
 })
 
 const binary = (op: BinaryOp, vjp: (ct: Tensor, a: Tensor, b: Tensor, y: Tensor) => Cotangent[]): Rule<BinaryOp> => ({
+  elementwise: true,
   infer: (ins) => ({ shape: elementwiseShape(op, ins), dtype: sameDType(op, ins) }),
   run: (b, [x, y], out) => b.binary(op, x!, y!, out),
   vjp: (ct, n) => {
@@ -105,7 +109,6 @@ const noGrad = (n: Node): Cotangent[] => n.inputs.map(() => undefined)
 
 /** View of `shape` read through `strides` from `offset`. */
 const view = (shape: readonly number[], strides: readonly number[], offset = 0): View => ({ shape, strides, offset })
-const dense = (shape: readonly number[], offset = 0): View => view(shape, contiguousStrides(shape), offset)
 
 /** [outer, axis, inner] sizes around `axis` — how reductions and concat see a tensor. */
 export function around(shape: readonly number[], axis: number): [number, number, number] {
@@ -154,6 +157,7 @@ export const rules: Rules = {
   equal: binary("equal", () => [undefined, undefined]),
 
   where: {
+    elementwise: true,
     infer: (ins) => ({ shape: elementwiseShape("where", ins), dtype: sameDType("where", ins.slice(1)) }),
     run: (b, [c, x, y], out) => b.where(c!, x!, y!, out),
     vjp: (ct, n) => {
@@ -325,6 +329,7 @@ export const rules: Rules = {
   },
 
   cast: {
+    elementwise: true,
     infer: ([x], { dtype }) => ({ shape: x!.shape, dtype }),
     run: (b, [x], out) => b.cast(x!, out),
     vjp: (ct, n) => [isFloat(n.inputs[0]!.dtype) ? o.cast(ct, n.inputs[0]!.dtype) : undefined],
