@@ -54,9 +54,9 @@ export interface MatmulSpec {
 
 export interface BackendImpl {
   readonly name: string
-  /** The element types its buffers can hold (int32 always, for indices); its floats are what kernels compute in. */
+  /** The element types its buffers can hold (int32 always, for indices); kernels compute in its floats. */
   readonly dtypes: readonly DType[]
-  /** Fused kernels for routines (./routines/registry.ts); the executor runs the reference body of any other. */
+  /** Fused kernels for routines (./routines/registry.ts); any other runs its reference body. */
   readonly routines?: RoutineKernels
   alloc(dtype: DType, size: number): Buffer
   free(buffer: Buffer): void
@@ -103,10 +103,13 @@ export function contiguousStrides(shape: readonly number[]): number[] {
 export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
 
 /** A contiguous row-major view of `shape` starting at `offset`. */
-export const dense = (shape: readonly number[], offset = 0): View => ({ shape, strides: contiguousStrides(shape), offset })
+export const dense = (shape: readonly number[], offset = 0): View =>
+  ({ shape, strides: contiguousStrides(shape), offset })
+
+interface IotaDims { readonly outer: number; readonly len: number; readonly inner: number }
 
 /** iota's out viewed as [outer, len, inner]: each element's value is its middle index. */
-export function iotaDims(shape: readonly number[], axis: number): { outer: number; len: number; inner: number } {
+export function iotaDims(shape: readonly number[], axis: number): IotaDims {
   const size = numel(shape), len = shape[axis]!, inner = numel(shape.slice(axis + 1))
   return { outer: len * inner === 0 ? 0 : size / (len * inner), len, inner }
 }

@@ -7,7 +7,7 @@
  */
 import type { BackendImpl, Buffer } from "./backend.js"
 import { numel } from "./backend.js"
-import { bytesPerElement, dtypeOf, isFloat } from "./dtype.js"
+import { bytesPerElement, dtypeOf, type HostArray, isFloat } from "./dtype.js"
 import { describe, type KernelChecks, kernelChecks } from "./kernel-checks.js"
 import { LiveBuffers } from "./live-buffers.js"
 import type { AnyRoutineCall } from "./routines/declare.js"
@@ -18,14 +18,21 @@ type Kernel = "write" | "fill" | "iota" | "unary" | "binary" | "where" | "cast" 
 
 const isInt32 = (v: number): boolean => Number.isInteger(v) && v >= -2147483648 && v <= 2147483647
 
+/** What the four index kernels share: a width, values moved in one dtype, int32 indices. */
+function indexKernel(c: KernelChecks, kernel: string, idx: Buffer, values: Buffer, out: Buffer,
+  width: number) {
+  c.counts(kernel, { width })
+  c.sameDType(kernel, values, out)
+  c.int32Only(kernel, idx, "idx")
+}
+
 /** Each kernel's checks on its arguments, given the backend's checks (`c`, naming the backend). */
 const contract: { readonly [K in Kernel]: (c: KernelChecks, ...args: Parameters<BackendImpl[K]>) => void } = {
   write(c, buffer, data) {
     // bfloat16 has no host array: it is written from float32 (and rounded by the backend).
     const bf16 = buffer.dtype === "bfloat16"
-    c.check(dtypeOf(data) === (bf16 ? "float32" : buffer.dtype), "write", () =>
-      `buffer is ${buffer.dtype} but data is a ${data.constructor.name}${bf16 ? " (bfloat16 is written from a Float32Array)" : ""}`)
-    c.check(data.length === buffer.size, "write", () => `buffer holds ${buffer.size} elements but data has ${data.length}`)
+    c.check(dtypeOf(data) === (bf16 ? "float32" : buffer.dtype), "write", () => wrongData(buffer, data))
+    c.check(data.length === buffer.size, "write", () => wrongLength(buffer, data))
   },
   fill(c, out, value) {
     // An Int32Array would silently turn 0.5 into 0 and -Infinity into 0.
@@ -60,35 +67,28 @@ const contract: { readonly [K in Kernel]: (c: KernelChecks, ...args: Parameters<
     c.floatOnly("matmul", a, b, out)
     c.sameDType("matmul", a, b)
     // bfloat16 operands may write (or accumulate into) a float32 out: a weight gradient.
-    c.check(out.dtype === a.dtype || (a.dtype === "bfloat16" && out.dtype === "float32"), "matmul", () => matmulOutDType(a, out))
+    const widens = a.dtype === "bfloat16" && out.dtype === "float32"
+    c.check(out.dtype === a.dtype || widens, "matmul", () => matmulOutDType(a, out))
     c.matmulSizes(a, b, out, spec)
   },
   gather(c, table, idx, out, width) {
-    c.counts("gather", { width })
-    c.sameDType("gather", table, out)
-    c.int32Only("gather", idx, "idx")
+    indexKernel(c, "gather", idx, table, out, width)
     c.rowPerIndex("gather", "out", out, idx, width)
     c.rowsOf("gather", "table", table, width)
   },
   scatterAdd(c, idx, src, out, width) {
-    c.counts("scatterAdd", { width })
-    c.sameDType("scatterAdd", src, out)
-    c.int32Only("scatterAdd", idx, "idx")
+    indexKernel(c, "scatterAdd", idx, src, out, width)
     c.rowPerIndex("scatterAdd", "src", src, idx, width)
     c.rowsOf("scatterAdd", "out", out, width)
     c.notAliased("scatterAdd", src, out)
   },
   takeAlong(c, x, idx, out, width) {
-    c.counts("takeAlong", { width })
-    c.sameDType("takeAlong", x, out)
-    c.int32Only("takeAlong", idx, "idx")
+    indexKernel(c, "takeAlong", idx, x, out, width)
     c.onePerIndex("takeAlong", "out", out, idx)
     c.rowPerIndex("takeAlong", "x", x, idx, width)
   },
   putAlong(c, idx, src, out, width) {
-    c.counts("putAlong", { width })
-    c.sameDType("putAlong", src, out)
-    c.int32Only("putAlong", idx, "idx")
+    indexKernel(c, "putAlong", idx, src, out, width)
     c.onePerIndex("putAlong", "src", src, idx)
     c.rowPerIndex("putAlong", "out", out, idx, width)
     c.notAliased("putAlong", src, out)
@@ -96,25 +96,37 @@ const contract: { readonly [K in Kernel]: (c: KernelChecks, ...args: Parameters<
 }
 const kernels = Object.keys(contract) as Kernel[]
 
+// Messages, out of the checks' way.
+const wrongData = (b: Buffer, data: HostArray): string =>
+  `buffer is ${b.dtype} but data is a ${data.constructor.name}` +
+  (b.dtype === "bfloat16" ? " (bfloat16 is written from a Float32Array)" : "")
+const wrongLength = (b: Buffer, data: HostArray): string =>
+  `buffer holds ${b.size} elements but data has ${data.length}`
 const matmulOutDType = (a: Buffer, out: Buffer): string =>
-  `out ${describe(out)} must have the operands' dtype ${a.dtype}${a.dtype === "bfloat16" ? " or float32" : ""}`
+  `out ${describe(out)} must have the operands' dtype ${a.dtype}` + (a.dtype === "bfloat16" ? " or float32" : "")
 const notLive = (b: Buffer): string =>
   `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`
-const notAllocated = (b: Buffer): string => `buffer ${describe(b)} was freed already or never allocated by this backend`
-const isBuffer = (x: unknown): x is Buffer => typeof x === "object" && x !== null && "dtype" in x && "size" in x
+const notAllocated = (b: Buffer): string =>
+  `buffer ${describe(b)} was freed already or never allocated by this backend`
+const wrongShape = (name: string, b: Buffer, shape: readonly number[] | undefined): string =>
+  `${name} ${describe(b)} does not hold shape [${(shape ?? []).join(", ")}]`
+const isBuffer = (x: unknown): x is Buffer =>
+  typeof x === "object" && x !== null && "dtype" in x && "size" in x
 
 /** A fused routine's call against its declaration: every required buffer there, each of its shape. */
-function checkCall(c: KernelChecks, name: RoutineName, call: AnyRoutineCall, live: (kernel: string, b: Buffer) => void): void {
+function checkCall(c: KernelChecks, name: RoutineName, call: AnyRoutineCall,
+  live: (k: string, b: Buffer) => void) {
   const decl = routineTable[name]
   for (const side of ["inputs", "outputs"] as const) {
     const declared: readonly string[] = decl[side]
     const given = call[side]
-    for (const n of declared) if (!n.endsWith("?")) c.check(n in given, name, () => `missing ${side.slice(0, -1)} ${n}`)
+    const what = side === "inputs" ? "input" : "output"
+    for (const n of declared) if (!n.endsWith("?")) c.check(n in given, name, () => `missing ${what} ${n}`)
     for (const [n, b] of Object.entries(given)) {
-      c.check(declared.includes(n) || declared.includes(`${n}?`), name, () => `has no ${side.slice(0, -1)} named ${n}`)
+      c.check(declared.includes(n) || declared.includes(`${n}?`), name, () => `has no ${what} named ${n}`)
       live(name, b)
       const shape = call.shapes[side][n]
-      c.check(shape !== undefined && b.size === numel(shape), name, () => `${n} ${describe(b)} does not hold shape [${shape ?? []}]`)
+      c.check(shape !== undefined && b.size === numel(shape), name, () => wrongShape(n, b, shape))
     }
   }
 }
@@ -151,7 +163,10 @@ export function checkedBackend<B extends BackendImpl>(impl: B, buffers: LiveBuff
       return impl.read(b)
     },
     ...(impl.routines && {
-      routines: mapKernels(impl.routines, (kernel, name) => (call) => { checkCall(c, name, call, live); kernel(call) }),
+      routines: mapKernels(impl.routines, (kernel, name) => (call) => {
+        checkCall(c, name, call, live)
+        kernel(call)
+      }),
     }),
   } satisfies BackendImpl as B
 }

@@ -11,7 +11,7 @@ import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
-import { matmulSpec, rules } from "./primitives.js"
+import { matmulSpec, type Rule, rules } from "./primitives.js"
 import { pieces, type RoutineSite } from "./region-types.js"
 import { type AnyRoutineKernel, kernelFor } from "./routines/registry.js"
 
@@ -67,9 +67,13 @@ const canAccumulateInto = (result: DType, acc: DType): boolean => result === acc
 type Placement =
   | { readonly kind: "fresh" }
   | { readonly kind: "accumulate"; readonly into: Into }
-  | { readonly kind: "fusedInPlace"; readonly fused: FusedKernel; readonly donors: readonly (Alloc | undefined)[] }
+  | { readonly kind: "fusedInPlace"; readonly fused: FusedKernel; readonly donors: readonly Donor[] }
   | { readonly kind: "overwrite"; readonly donor: Alloc }
 const fresh: Placement = { kind: "fresh" }
+/** Per result of a fused routine: the input buffer it overwrites, or undefined for a fresh one. */
+type Donor = Alloc | undefined
+
+type KindOf = (t: Tensor) => MemoryKind
 
 /** A routine's fused kernel and how it sees the region. */
 interface FusedKernel { readonly kernel: AnyRoutineKernel; readonly site: RoutineSite }
@@ -132,7 +136,7 @@ class Executor {
    * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
    * is freed by the time this returns, except the outputs (returned with one reference each).
    */
-  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: (t: Tensor) => MemoryKind,
+  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: KindOf,
     into: ReadonlyMap<Tensor, Into> = new Map()): Alloc[] {
     const nodes = schedule(outputs, new Set(params))
     const uses = readers(nodes, outputs)
@@ -163,22 +167,24 @@ class Executor {
   /** Where a node's results go: fresh buffers, unless one of three reuses applies (see Placement). */
   placementOf(node: Node, uses: ReadonlyMap<Tensor, number>, into: ReadonlyMap<Tensor, Into>): Placement {
     const result = node.results[0]!
-    const acc = into.get(result)
-    if (node.op === "matmul" && acc !== undefined && uses.get(result) === 1 && canAccumulateInto(result.dtype, acc.acc.buffer.dtype)) {
-      return { kind: "accumulate", into: acc }
+    const sum = into.get(result)
+    const fits = sum !== undefined && uses.get(result) === 1 && canAccumulateInto(result.dtype, sum.acc.buffer.dtype)
+    if (node.op === "matmul" && fits) {
+      return { kind: "accumulate", into: sum }
     }
     if (node.op === "region") {
       const fused = this.fusedKernel(node as Node<"region">)
       const donors = fused?.site.elementwise ? node.results.map((r) => this.donorFor(node, uses, r)) : []
-      return fused !== undefined && donors.some((d) => d !== undefined) ? { kind: "fusedInPlace", fused, donors } : fresh
+      const some = fused !== undefined && donors.some((d) => d !== undefined)
+      return some ? { kind: "fusedInPlace", fused, donors } : fresh
     }
     const donor = rules[node.op as Primitive].elementwise ? this.donorFor(node, uses, result) : undefined
     return donor !== undefined ? { kind: "overwrite", donor } : fresh
   }
 
   /** Runs `node` on `ins` into the buffers `placement` names; returns its results' buffers. */
-  run(node: Node, ins: readonly Alloc[], placement: Placement, kindOf: (t: Tensor) => MemoryKind,
-    uses: ReadonlyMap<Tensor, number>): (Alloc | undefined)[] {
+  run(node: Node, ins: readonly Alloc[], placement: Placement, kindOf: KindOf, uses: ReadonlyMap<Tensor, number>):
+    (Alloc | undefined)[] {
     const bufs = ins.map((a) => a.buffer)
     switch (placement.kind) {
       case "accumulate": {
@@ -200,7 +206,8 @@ class Executor {
         rules[node.op as "add"].run!(this.backend, bufs, placement.donor.buffer, node as Node<"add">)
         return [this.retain(placement.donor)]
       case "fresh":
-        return this.runNode(node, ins, node.results.map(kindOf), node.results.map((r) => (uses.get(r) ?? 0) > 0))
+        const wanted = node.results.map((r) => (uses.get(r) ?? 0) > 0)
+        return this.runNode(node, ins, node.results.map(kindOf), wanted)
     }
   }
 
@@ -216,10 +223,10 @@ class Executor {
 
   runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
     if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds, wanted)
-    const rule = rules[node.op as Primitive] as { alias?: true; run?(b: BackendImpl, i: readonly Buffer[], o: Buffer, n: Node): void }
+    const rule = rules[node.op as Primitive] as Rule<Primitive>
     if (rule.alias) return [this.retain(ins[0]!)]
     const out = this.allocate(node.results[0]!, kinds[0]!)
-    rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, node)
+    rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, node as Node<Primitive>)
     return [out]
   }
 
@@ -327,11 +334,13 @@ class Executor {
 /** Runs a routine's fused kernel: the region's buffers and shapes handed over by name. */
 function callKernel({ kernel, site }: FusedKernel, node: Node<"region">,
   ins: readonly Alloc[], outs: readonly Alloc[]): void {
-  const named = <T>(names: readonly string[], xs: readonly T[]) => Object.fromEntries(names.map((n, i) => [n, xs[i]!]))
+  const named = <T>(names: readonly string[], xs: readonly T[]) =>
+    Object.fromEntries(names.map((n, i) => [n, xs[i]!]))
+  const shapes = (names: readonly string[], ts: readonly Tensor[]) => named(names, ts.map((t) => t.shape))
   kernel({
     inputs: named(site.inputs, ins.map((a) => a.buffer)),
     outputs: named(site.outputs, outs.map((a) => a.buffer)),
-    shapes: { inputs: named(site.inputs, node.inputs.map((t) => t.shape)), outputs: named(site.outputs, node.results.map((t) => t.shape)) },
+    shapes: { inputs: shapes(site.inputs, node.inputs), outputs: shapes(site.outputs, node.results) },
     attrs: site.attrs,
   })
 }

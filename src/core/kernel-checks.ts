@@ -25,7 +25,8 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     check,
     sameSize(kernel: string, ...bufs: Buffer[]): void {
       const size = bufs[0]!.size
-      check(bufs.every((b) => b.size === size), kernel, () => `operands must have equal sizes, got ${list(bufs)}`)
+      check(bufs.every((b) => b.size === size), kernel,
+        () => `operands must have equal sizes, got ${list(bufs)}`)
     },
     /** Elementwise operands hold out.size elements, or one (a scalar every element sees). */
     scalarOrSize(kernel: string, size: number, ...bufs: Buffer[]): void {
@@ -34,11 +35,13 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     },
     sameDType(kernel: string, ...bufs: Buffer[]): void {
       const dtype = bufs[0]!.dtype
-      check(bufs.every((b) => b.dtype === dtype), kernel, () => `operands must have equal dtypes, got ${list(bufs)}`)
+      check(bufs.every((b) => b.dtype === dtype), kernel,
+        () => `operands must have equal dtypes, got ${list(bufs)}`)
     },
     floatOnly(kernel: string, ...bufs: Buffer[]): void {
       for (const b of bufs) {
-        check(floats.includes(b.dtype), kernel, () => `unsupported dtype ${b.dtype} (${floats.join(" or ")} only)`)
+        check(floats.includes(b.dtype), kernel,
+          () => `unsupported dtype ${b.dtype} (${floats.join(" or ")} only)`)
       }
     },
     int32Only(kernel: string, b: Buffer, what: string): void {
@@ -50,7 +53,8 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     /** A view's shape and strides are integers and every element it touches lies inside the buffer. */
     checkView(kernel: string, what: string, v: View, size: number): void {
       check(v.shape.length === v.strides.length, kernel, () => `${what} has rank ${v.shape.length} but ${v.strides.length} strides`)
-      check(v.shape.every(isCount), kernel, () => `${what} shape ${fmt(v.shape)} must be non-negative integers`)
+      check(v.shape.every(isCount), kernel,
+        () => `${what} shape ${fmt(v.shape)} must be non-negative integers`)
       check(v.strides.every(Number.isSafeInteger) && Number.isSafeInteger(v.offset), kernel,
         () => `${what} strides and offset must be integers`)
       if (v.shape.some((n) => n === 0)) return // an empty view touches nothing
@@ -70,7 +74,8 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
       shared.counts("iota", Object.fromEntries(shape.map((n, i) => [`shape[${i}]`, n])))
       check(Number.isInteger(axis) && axis >= 0 && axis < shape.length, "iota",
         () => `axis ${axis} is out of range for rank ${shape.length}`)
-      check(numel(shape) === out.size, "iota", () => `shape ${fmt(shape)} has ${numel(shape)} elements but out holds ${out.size}`)
+      check(numel(shape) === out.size, "iota",
+        () => `shape ${fmt(shape)} has ${numel(shape)} elements but out holds ${out.size}`)
     },
     /** matmul's sizes and aliasing. */
     matmulSizes(a: Buffer, b: Buffer, out: Buffer, { batch, m, n, k }: MatmulSpec): void {
@@ -91,20 +96,24 @@ export function kernelChecks(name: string, floats: readonly DType[]) {
     copyViews(src: Buffer, srcView: View, dst: Buffer, dstView: View): void {
       shared.checkView("copy", "srcView", srcView, src.size)
       shared.checkView("copy", "dstView", dstView, dst.size)
-      check(srcView.shape.length === dstView.shape.length && srcView.shape.every((n, i) => n === dstView.shape[i]), "copy",
+      const [s, d] = [srcView.shape, dstView.shape]
+      check(s.length === d.length && s.every((n, i) => n === d[i]), "copy",
         () => `srcView shape ${fmt(srcView.shape)} differs from dstView shape ${fmt(dstView.shape)}`)
     },
     /** A table of rows × width (gather's table, scatterAdd's out). */
     rowsOf(kernel: string, what: string, t: Buffer, width: number): void {
-      check(width === 0 ? t.size === 0 : t.size % width === 0, kernel, () => `${what} ${describe(t)} is not rows × ${width}`)
+      check(width === 0 ? t.size === 0 : t.size % width === 0, kernel,
+        () => `${what} ${describe(t)} is not rows × ${width}`)
     },
     /** One row of `width` per index (gather's out, scatterAdd's src, takeAlong's x, putAlong's out). */
     rowPerIndex(kernel: string, what: string, b: Buffer, idx: Buffer, width: number): void {
-      check(b.size === idx.size * width, kernel, () => `${what} ${describe(b)} is not [${idx.size}, ${width}]`)
+      check(b.size === idx.size * width, kernel,
+        () => `${what} ${describe(b)} is not [${idx.size}, ${width}]`)
     },
     /** One element per index (takeAlong's out, putAlong's src). */
     onePerIndex(kernel: string, what: string, b: Buffer, idx: Buffer): void {
-      check(b.size === idx.size, kernel, () => `${what} ${describe(b)} must have one element per index (${idx.size})`)
+      check(b.size === idx.size, kernel,
+        () => `${what} ${describe(b)} must have one element per index (${idx.size})`)
     },
     notAliased(kernel: string, src: Buffer, out: Buffer): void {
       check(src !== out, kernel, () => "out must not alias src")

@@ -33,6 +33,7 @@ export class LiveBuffers {
   }
 
   memory(): LiveMemory {
-    return { live: this.liveBytes, peak: this.peakBytes, resetPeak: () => { this.peakBytes = this.liveBytes } }
+    const resetPeak = () => { this.peakBytes = this.liveBytes }
+    return { live: this.liveBytes, peak: this.peakBytes, resetPeak }
   }
 }

@@ -42,7 +42,7 @@ export interface PrimitiveAttrs {
 
 type Cotangent = Tensor | undefined
 
-interface Rule<K extends Primitive> {
+export interface Rule<K extends Primitive> {
   infer(inputs: readonly Tensor[], attrs: PrimitiveAttrs[K]): TensorType
   /** Cotangents of the inputs, given the cotangent of the result (undefined: no gradient). */
   vjp(ct: Tensor, node: Node<K>): Cotangent[]

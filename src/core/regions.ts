@@ -75,8 +75,11 @@ interface RegionSpec {
   combine: Combine
   vjp?: CustomVjp | undefined
   vjpReads?: RegionAttrs["vjpReads"]
-  routine?: { readonly decl: RoutineDecl; readonly attrs: AttrsOf<RoutineDecl> } | undefined
+  routine?: RoutineSpec | undefined
 }
+
+/** A routine's declaration and the attributes this use of it gives its kernel. */
+interface RoutineSpec { readonly decl: RoutineDecl; readonly attrs: AttrsOf<RoutineDecl> }
 
 function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonly Tensor[]): R {
   const axes = args.map((a) => (spec.axis === null ? null : spec.axis < 0 ? spec.axis + a.rank : spec.axis))
@@ -128,7 +131,7 @@ function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonl
     },
     vjp: spec.vjp,
     vjpReads: spec.vjpReads,
-    routine: spec.routine && siteOf(spec.routine.decl, spec.routine.attrs, args.length + captured.length, first.outputs.length),
+    routine: spec.routine && siteOf(spec.routine, args.length + captured.length, first.outputs.length),
   }
   const node = regionNode(attrs, [...args, ...captured], outputTypes)
   return (first.returnsArray ? node.results : node.results[0]) as unknown as R
@@ -207,16 +210,18 @@ function gradientsInForward(loss: Result): Tensor {
  * The kernel's view of a routine region with `inputs` and `outputs` buffers: the declared names
  * in order (a trailing optional one may be absent).
  */
-function siteOf(decl: RoutineDecl, attrs: AttrsOf<RoutineDecl>, inputs: number, outputs: number): RoutineSite {
+function siteOf({ decl, attrs }: RoutineSpec, inputs: number, outputs: number): RoutineSite {
   if (inputs > decl.inputs.length || outputs > decl.outputs.length) {
     throw new GraphError({ message: tooManyOperands(decl, inputs, outputs) })
   }
   const names = (declared: readonly string[], n: number) => declared.slice(0, n).map(bareName)
-  return { inputs: names(decl.inputs, inputs), outputs: names(decl.outputs, outputs), attrs, elementwise: decl.elementwise }
+  const { elementwise } = decl
+  return { inputs: names(decl.inputs, inputs), outputs: names(decl.outputs, outputs), attrs, elementwise }
 }
 
 const tooManyOperands = (decl: RoutineDecl, inputs: number, outputs: number): string =>
-  `routine ${decl.name} declares ${decl.inputs.length} inputs and ${decl.outputs.length} outputs, got ${inputs} and ${outputs}` +
+  `routine ${decl.name} declares ${decl.inputs.length} inputs and ${decl.outputs.length} outputs, ` +
+  `got ${inputs} and ${outputs}` +
   " (a body must not close over tensors: pass them as arguments)"
 
 /** The name of the cotangent of `name` (a VJP's input) or of its gradient (a VJP's output): o → dO. */
@@ -256,8 +261,9 @@ export function lazyRoutine<D extends RoutineDecl>(decl: D, f: Fn<readonly Tenso
       return { params: tr.placeholders, outputs: tr.outputs }
     })
     const region: RegionAttrs = {
-      name, inAxes: args.map(() => null), combine: types.map(() => "sum"), outAxes: types.map(() => null), length: 0, chunk: 0,
-      bodyFor, vjp: backward, routine: siteOf(decl, attrs, args.length, types.length),
+      name, inAxes: args.map(() => null), combine: types.map(() => "sum"), outAxes: types.map(() => null),
+      length: 0, chunk: 0, bodyFor, vjp: backward,
+      routine: siteOf({ decl, attrs }, args.length, types.length),
     }
     return regionNode(region, args, types).results
   }
@@ -313,8 +319,9 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(node.inputs[i]!)) }
     })
     attrs = {
-      name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"), outAxes: diff.map(() => null), length: 0, chunk: 0,
-      bodyFor: body, routine: a.routine && vjpSite(a.routine, diff, withCt, readsInputs, readsOutputs),
+      name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"),
+      outAxes: diff.map(() => null), length: 0, chunk: 0, bodyFor: body,
+      routine: a.routine && vjpSite(a.routine, diff, withCt, readsInputs, readsOutputs),
     }
   } else {
     inputs = [...node.inputs, ...withCt.map((j) => cts[j]!)]
@@ -347,7 +354,10 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
  * How the kernel of a routine's VJP sees it: the forward's inputs and outputs it reads, then the
  * cotangents that flow (o → dO); it writes the gradients of the float inputs (q → dQ).
  */
-function vjpSite(fwd: RoutineSite, diff: readonly number[], withCt: readonly number[], readsInputs: boolean, readsOutputs: boolean): RoutineSite {
-  const inputs = [...(readsInputs ? fwd.inputs : []), ...(readsOutputs ? fwd.outputs : []), ...withCt.map((j) => adjointName(fwd.outputs[j]!))]
-  return { inputs, outputs: diff.map((i) => adjointName(fwd.inputs[i]!)), attrs: fwd.attrs, elementwise: false }
+function vjpSite(fwd: RoutineSite, diff: readonly number[], withCt: readonly number[], readsInputs: boolean,
+  readsOutputs: boolean): RoutineSite {
+  const cotangents = withCt.map((j) => adjointName(fwd.outputs[j]!))
+  const inputs = [...(readsInputs ? fwd.inputs : []), ...(readsOutputs ? fwd.outputs : []), ...cotangents]
+  const outputs = diff.map((i) => adjointName(fwd.inputs[i]!))
+  return { inputs, outputs, attrs: fwd.attrs, elementwise: false }
 }

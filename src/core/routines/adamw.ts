@@ -32,15 +32,16 @@ const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
  * Out: new weights and moments in their storage dtypes `store` (and fp32 master weights).
  */
 export function adamwUpdate(a: AdamWAttrs, store: { readonly param: DType; readonly state: DType }) {
-  return (param: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, correction1: Tensor, correction2: Tensor,
-    clip: Tensor, master?: Tensor): Tensor[] => {
+  return (param: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, correction1: Tensor,
+    correction2: Tensor, clip: Tensor, master?: Tensor): Tensor[] => {
     const g = o.mul(f32(grad), clip)
     const m32 = o.add(o.mul(f32(m), a.beta1), o.mul(g, 1 - a.beta1))
     const v32 = o.add(o.mul(f32(v), a.beta2), o.mul(o.square(g), 1 - a.beta2))
     const step = o.div(o.div(m32, correction1), o.add(o.sqrt(o.div(v32, correction2)), a.eps))
     const w = master ?? f32(param)
     const w32 = o.sub(w, o.mul(a.weightDecay > 0 ? o.add(step, o.mul(w, a.weightDecay)) : step, lr))
-    return [o.cast(w32, store.param), o.cast(m32, store.state), o.cast(v32, store.state), ...(master ? [w32] : [])]
+    const stored = [o.cast(w32, store.param), o.cast(m32, store.state), o.cast(v32, store.state)]
+    return master ? [...stored, w32] : stored
   }
 }
 
@@ -48,4 +49,5 @@ export function adamwUpdate(a: AdamWAttrs, store: { readonly param: DType; reado
 const noGradient = (inputs: readonly Tensor[]) => inputs.map(() => undefined)
 
 /** The update as the routine "adamw": one fused kernel where the backend has it. */
-export const adamw = (a: AdamWAttrs, store: Parameters<typeof adamwUpdate>[1]) => routine(adamwRoutine, adamwUpdate(a, store), noGradient, a)
+export const adamw = (a: AdamWAttrs, store: Parameters<typeof adamwUpdate>[1]) =>
+  routine(adamwRoutine, adamwUpdate(a, store), noGradient, a)

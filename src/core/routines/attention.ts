@@ -19,7 +19,8 @@ import { declareRoutine } from "./declare.js"
 type AttentionAttrs = { blockSize: number; causal: boolean }
 // How fused kernels see attention and its VJP (collected in ./registry.ts): the VJP gets the
 // cotangents that flow, dO and dLse, or one of them.
-export const attentionRoutine = declareRoutine<AttentionAttrs>()("attention", { inputs: ["q", "k", "v"], outputs: ["o", "lse"] })
+export const attentionRoutine = declareRoutine<AttentionAttrs>()("attention",
+  { inputs: ["q", "k", "v"], outputs: ["o", "lse"] })
 export const attentionVjpRoutine = declareRoutine<AttentionAttrs>()("attention.vjp",
   { inputs: ["q", "k", "v", "o", "lse", "dO?", "dLse?"], outputs: ["dQ", "dK", "dV"] })
 
@@ -51,7 +52,8 @@ function causalBias(S: number, start: number, len: number, dtype: Tensor["dtype"
 }
 
 /** [start, length] of each key block (none when S = 0, where pieces() gives one empty piece). */
-const blocks = (S: number, size: number): Array<[number, number]> => pieces(S, size).filter(([, len]) => len > 0)
+const blocks = (S: number, size: number): Array<[number, number]> =>
+  pieces(S, size).filter(([, len]) => len > 0)
 
 /** Scores of every query against one key block, masked: [B, H, S, len]. */
 function blockScores(q: Tensor, k: Tensor, start: number, len: number, scale: number): Tensor {

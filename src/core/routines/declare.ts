@@ -12,7 +12,7 @@ export type Attrs = Readonly<Record<string, AttrValue>>
 export interface RoutineDecl<N extends string = string, I extends string = string, O extends string = string,
   A extends Attrs = Attrs> {
   readonly name: N
-  /** Input names in the order the region takes them; "name?" may be absent (then so are those after it). */
+  /** Input names in the order the region takes them; one marked "name?" may be absent. */
   readonly inputs: readonly I[]
   readonly outputs: readonly O[]
   /**
@@ -29,9 +29,14 @@ export interface RoutineDecl<N extends string = string, I extends string = strin
  * { inputs: ["x", "w"], outputs: ["y"] })`.
  */
 export const declareRoutine = <A extends Attrs = Record<never, never>>() =>
-  <const N extends string, const I extends string, const O extends string>(
-    name: N, io: { readonly inputs: readonly I[]; readonly outputs: readonly O[]; readonly elementwise?: true },
-  ): RoutineDecl<N, I, O, A> => ({ name, inputs: io.inputs, outputs: io.outputs, elementwise: io.elementwise === true })
+  <const N extends string, const I extends string, const O extends string>(name: N, io: Io<I, O>):
+    RoutineDecl<N, I, O, A> => ({ name, ...io, elementwise: io.elementwise === true })
+
+interface Io<I extends string, O extends string> {
+  readonly inputs: readonly I[]
+  readonly outputs: readonly O[]
+  readonly elementwise?: true
+}
 
 /** A declared name without its "?". */
 export const bareName = (name: string): string => name.replace(/\?$/, "")
@@ -39,7 +44,8 @@ export const bareName = (name: string): string => name.replace(/\?$/, "")
 type Required<N extends string> = N extends `${string}?` ? never : N
 type Optional<N extends string> = N extends `${infer B}?` ? B : never
 /** Buffers (or shapes) by name: the required ones always there, the optional ones maybe. */
-export type ByName<N extends string, T> = { readonly [K in Required<N>]: T } & { readonly [K in Optional<N>]?: T }
+export type ByName<N extends string, T> =
+  { readonly [K in Required<N>]: T } & { readonly [K in Optional<N>]?: T }
 
 type Shape = readonly number[]
 
@@ -47,7 +53,10 @@ type Shape = readonly number[]
 export interface RoutineCall<D extends RoutineDecl> {
   readonly inputs: ByName<InputName<D>, Buffer>
   readonly outputs: ByName<OutputName<D>, Buffer>
-  readonly shapes: { readonly inputs: ByName<InputName<D>, Shape>; readonly outputs: ByName<OutputName<D>, Shape> }
+  readonly shapes: {
+    readonly inputs: ByName<InputName<D>, Shape>
+    readonly outputs: ByName<OutputName<D>, Shape>
+  }
   readonly attrs: AttrsOf<D>
 }
 
@@ -55,10 +64,12 @@ type InputName<D> = D extends RoutineDecl<string, infer I, string, Attrs> ? I : 
 type OutputName<D> = D extends RoutineDecl<string, string, infer O, Attrs> ? O : never
 export type AttrsOf<D> = D extends RoutineDecl<string, string, string, infer A> ? A : never
 
+type ShapesByName = Readonly<Record<string, Shape>>
+
 /** A call seen without its routine's names (for code that wraps every kernel alike). */
 export interface AnyRoutineCall {
   readonly inputs: Readonly<Record<string, Buffer>>
   readonly outputs: Readonly<Record<string, Buffer>>
-  readonly shapes: { readonly inputs: Readonly<Record<string, Shape>>; readonly outputs: Readonly<Record<string, Shape>> }
+  readonly shapes: { readonly inputs: ShapesByName; readonly outputs: ShapesByName }
   readonly attrs: Attrs
 }

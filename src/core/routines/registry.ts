@@ -11,7 +11,8 @@ import * as basic from "./basic.js"
 import { crossEntropyRoutine, crossEntropyVjpRoutine } from "./cross-entropy.js"
 import type { AnyRoutineCall, RoutineCall, RoutineDecl } from "./declare.js"
 
-const byName = <const Ds extends readonly RoutineDecl[]>(...decls: Ds): { readonly [D in Ds[number] as D["name"]]: D } =>
+type ByRoutineName<Ds extends readonly RoutineDecl[]> = { readonly [D in Ds[number] as D["name"]]: D }
+const byName = <const Ds extends readonly RoutineDecl[]>(...decls: Ds): ByRoutineName<Ds> =>
   Object.fromEntries(decls.map((d) => [d.name, d])) as never
 
 export const routineTable = byName(
@@ -41,7 +42,8 @@ export const kernelFor = (kernels: RoutineKernels | undefined, name: string): An
   kernels?.[name as RoutineName] as AnyRoutineKernel | undefined
 
 /** Every kernel of `kernels` passed through `wrap` (spies, timers, dtype adapters). */
-export function mapKernels(kernels: RoutineKernels, wrap: (kernel: AnyRoutineKernel, name: RoutineName) => AnyRoutineKernel): RoutineKernels {
+export function mapKernels(kernels: RoutineKernels,
+  wrap: (k: AnyRoutineKernel, name: RoutineName) => AnyRoutineKernel): RoutineKernels {
   const entries = Object.entries(kernels) as [RoutineName, AnyRoutineKernel][]
   return Object.fromEntries(entries.map(([name, k]) => [name, wrap(k, name)]))
 }
