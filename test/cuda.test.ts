@@ -617,7 +617,10 @@ const fusedNames = ["adamw", "attention", "attention.vjp", "crossEntropy", "cros
 /** The CUDA backend with its fused routines counted. */
 function spied(): { layer: Layer.Layer<Backend>; calls: Map<string, number> } {
   const calls = new Map<string, number>()
-  const routines = mapKernels(cuda!.routines ?? {}, (f, name) => (call) => { calls.set(name, (calls.get(name) ?? 0) + 1); f(call) })
+  const routines = mapKernels(cuda!.routines ?? {}, (f, name) => (call) => {
+    calls.set(name, (calls.get(name) ?? 0) + 1)
+    f(call)
+  })
   return { layer: Layer.succeed(Backend, { ...cuda!, routines }), calls }
 }
 
@@ -784,7 +787,8 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     await runOn(cuda!, [arg("float32", normals(N * V, 1)), arg("int32", [1, 10, -100])], [{ dtype: "float32", size: N }],
       ([logits, targets], [nll]) => f({
         inputs: { logits: logits!, targets: targets! }, outputs: { nll: nll! },
-        shapes: { inputs: { logits: [N, V], targets: [N] }, outputs: { nll: [N] } }, attrs: { ignoreIndex: -100 },
+        shapes: { inputs: { logits: [N, V], targets: [N] }, outputs: { nll: [N] } },
+        attrs: { ignoreIndex: -100 },
       })).catch((e: Error) => { message = e.message })
     expect(message).toMatch(/^cuda\.crossEntropy: index 10 at position 1 is out of range \[0, 10\)/)
   })
@@ -884,8 +888,9 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
             const ct = Object.fromEntries(cts.map((c, i) => [c, ctb[i]!]))
             routines.attention!({ inputs: fwd, outputs: { o: ob!, lse: lb! }, attrs,
               shapes: { inputs: fwdShapes, outputs: { o: shapes.q, lse: shapes.lse } } })
-            routines["attention.vjp"]!({ inputs: { ...fwd, o: ob!, lse: lb!, ...ct }, outputs: { dQ: dqb!, dK: dkb!, dV: dvb! }, attrs,
-              shapes: { inputs: { ...fwdShapes, o: shapes.q, lse: shapes.lse, ...ctShapes }, outputs: { dQ: shapes.q, dK: shapes.kv, dV: shapes.kv } } })
+            const gradShapes = { dQ: shapes.q, dK: shapes.kv, dV: shapes.kv }
+            routines["attention.vjp"]!({ inputs: { ...fwd, o: ob!, lse: lb!, ...ct }, outputs: { dQ: dqb!, dK: dkb!, dV: dvb! },
+              attrs, shapes: { inputs: { ...fwdShapes, o: shapes.q, lse: shapes.lse, ...ctShapes }, outputs: gradShapes } })
           })
         const what = `attention.vjp ${dtype} with ${cts.join(" and ")}`
         expectClose(`${what}: o`, got[0]!, want.out, dtype === "bfloat16" ? 1.5e-2 : 2e-5)
@@ -954,7 +959,8 @@ describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", 
     const ce = { inputs: { logits, targets }, shapes: { logits: [N, V], targets: [N] }, attrs: { ignoreIndex: -100 } }
     await time(`crossEntropy bf16 ${N}×${V}`, 10, 2 * N * V, "TB/s", () => routines.crossEntropy!({
       inputs: ce.inputs, outputs: { nll }, shapes: { inputs: ce.shapes, outputs: { nll: [N] } }, attrs: ce.attrs }))
-    await time(`crossEntropy.vjp bf16 ${N}×${V} (reads twice, writes once)`, 10, 3 * 2 * N * V, "TB/s", () => routines["crossEntropy.vjp"]!({
+    const backward = `crossEntropy.vjp bf16 ${N}×${V} (reads twice, writes once)`
+    await time(backward, 10, 3 * 2 * N * V, "TB/s", () => routines["crossEntropy.vjp"]!({
       inputs: { ...ce.inputs, nll, dNll: dnll }, outputs: { dLogits: dlogits }, attrs: ce.attrs,
       shapes: { inputs: { ...ce.shapes, nll: [N], dNll: [N] }, outputs: { dLogits: [N, V] } } }))
     for (const b of [logits, targets, nll, dnll, dlogits]) cuda!.free(b)
@@ -977,9 +983,11 @@ describe.skipIf(noGpu || process.env.MINISEQ_CUDA_PERF !== "1")("cuda timings", 
       const fwdFlops = 2 * 2 * B * H * S * S * D / 2
       const attrs = { causal: true, blockSize: 64 }, inShapes = { q: qs, k: ks, v: ks }
       await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} forward`, reps, fwdFlops, "TFLOP/s", () =>
-        routines.attention!({ inputs: { q, k, v }, outputs: { o: out, lse }, shapes: { inputs: inShapes, outputs: { o: qs, lse: ls } }, attrs }))
+        routines.attention!({ inputs: { q, k, v }, outputs: { o: out, lse }, attrs,
+          shapes: { inputs: inShapes, outputs: { o: qs, lse: ls } } }))
       await time(`attention ${dtype} B=${B} H=${H} Hkv=${Hkv} S=${S} D=${D} backward`, reps, 2.5 * fwdFlops, "TFLOP/s", () =>
-        routines["attention.vjp"]!({ inputs: { q, k, v, o: out, lse, dO: out }, outputs: { dQ: dq, dK: dk, dV: dv }, attrs,
+        routines["attention.vjp"]!({ inputs: { q, k, v, o: out, lse, dO: out }, outputs: { dQ: dq, dK: dk, dV: dv },
+          attrs,
           shapes: { inputs: { ...inShapes, o: qs, lse: ls, dO: qs }, outputs: { dQ: qs, dK: ks, dV: ks } } }))
       for (const b of [q, k, v, out, lse, dq, dk, dv]) cuda!.free(b)
     }

@@ -19,10 +19,13 @@ describe("the routine registry", () => {
     const called = new Set<string>()
     const counting = makeCountingBackend()
     const backend = checkedBackend({ ...counting, routines: sameKernel(routineNames, () => {}) })
-    const spied = { ...backend, routines: mapKernels(backend.routines!, (k, n) => (call) => { called.add(n); k(call) }) }
-    const bind = (t: Tensor) => [t, { buffer: spied.alloc(t.dtype, t.size), kind: "activations" as const }] as const
+    const routines = mapKernels(backend.routines!, (k, n) => (call) => { called.add(n); k(call) })
+    const spied = { ...backend, routines }
+    const kind = "activations" as const
+    const bind = (t: Tensor) => [t, { buffer: spied.alloc(t.dtype, t.size), kind }] as const
 
-    const [x, w, head, targets] = [input("x", [1, 2, 4, 8]), input("w", [8]), input("head", [5, 8]), input("t", [8], "int32")]
+    const [x, w, head] = [input("x", [1, 2, 4, 8]), input("w", [8]), input("head", [5, 8])]
+    const targets = input("t", [8], "int32")
     const h = fusedRope(fusedRmsNorm(x, w), 10000, 0)
     const a = attention(h, h, h)
     const y = o.add(siluMul(a, silu(a)), logsumexp(a))
@@ -32,7 +35,8 @@ describe("the routine registry", () => {
 
     const opt = adamwGraph({ w: [4, 4] }, undefined, undefined, {}, true)
     const state = [opt.params, opt.grads, opt.m, opt.v].flatMap((r) => Object.values(r))
-    execute(spied, adamwOutputs(opt), new Map([...state, opt.lr, opt.correction1, opt.correction2].map(bind)), { inPlace: opt.inPlace })
+    const scalars = [opt.lr, opt.correction1, opt.correction2]
+    execute(spied, adamwOutputs(opt), new Map([...state, ...scalars].map(bind)), { inPlace: opt.inPlace })
 
     expect([...called].sort()).toEqual([...routineNames].sort())
   })

@@ -19,11 +19,12 @@ const describePrecision = {
 
 /** The routines a GPU backend runs fused (flash attention, cross-entropy, …): plans for GPUs assume them. */
 export const gpuFusedRoutines: readonly RoutineName[] = [
-  "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "silu", "silu.vjp", "adamw",
-  "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp", "rope", "rope.vjp",
+  "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp",
+  "silu", "silu.vjp", "adamw", "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp", "rope", "rope.vjp",
 ]
 
-const targetFor = (target: "cpu" | "gpu") => (target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}) })
+const targetFor = (target: "cpu" | "gpu") =>
+  target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}) }
 
 interface PlanArgs { model: LlamaConfig; batch: number; mlpChunks: number | "auto"; lmChunks: number | "auto"; target: "cpu" | "gpu"; precision: Precision }
 

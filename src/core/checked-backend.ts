@@ -103,7 +103,8 @@ const wrongData = (b: Buffer, data: HostArray): string =>
 const wrongLength = (b: Buffer, data: HostArray): string =>
   `buffer holds ${b.size} elements but data has ${data.length}`
 const matmulOutDType = (a: Buffer, out: Buffer): string =>
-  `out ${describe(out)} must have the operands' dtype ${a.dtype}` + (a.dtype === "bfloat16" ? " or float32" : "")
+  `out ${describe(out)} must have the operands' dtype ${a.dtype}` +
+  (a.dtype === "bfloat16" ? " or float32" : "")
 const notLive = (b: Buffer): string =>
   `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`
 const notAllocated = (b: Buffer): string =>

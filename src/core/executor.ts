@@ -168,8 +168,8 @@ class Executor {
   placementOf(node: Node, uses: ReadonlyMap<Tensor, number>, into: ReadonlyMap<Tensor, Into>): Placement {
     const result = node.results[0]!
     const sum = into.get(result)
-    const fits = sum !== undefined && uses.get(result) === 1 && canAccumulateInto(result.dtype, sum.acc.buffer.dtype)
-    if (node.op === "matmul" && fits) {
+    const fits = sum !== undefined && canAccumulateInto(result.dtype, sum.acc.buffer.dtype)
+    if (node.op === "matmul" && fits && uses.get(result) === 1) {
       return { kind: "accumulate", into: sum }
     }
     if (node.op === "region") {
@@ -183,8 +183,8 @@ class Executor {
   }
 
   /** Runs `node` on `ins` into the buffers `placement` names; returns its results' buffers. */
-  run(node: Node, ins: readonly Alloc[], placement: Placement, kindOf: KindOf, uses: ReadonlyMap<Tensor, number>):
-    (Alloc | undefined)[] {
+  run(node: Node, ins: readonly Alloc[], placement: Placement, kindOf: KindOf,
+    uses: ReadonlyMap<Tensor, number>): (Alloc | undefined)[] {
     const bufs = ins.map((a) => a.buffer)
     switch (placement.kind) {
       case "accumulate": {

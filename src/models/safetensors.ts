@@ -87,7 +87,8 @@ export function encodeSafetensors(
     }
     if (t.data.length !== numel(t.shape)) {
       throw new Error(
-        `safetensors: tensor "${name}" has ${t.data.length} elements but shape ${fmtShape(t.shape)} needs ${numel(t.shape)}`,
+        `safetensors: tensor "${name}" has ${t.data.length} elements but shape ${fmtShape(t.shape)} needs ` +
+          `${numel(t.shape)}`,
       )
     }
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)

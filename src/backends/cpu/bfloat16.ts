@@ -34,7 +34,8 @@ export function cpuWithBfloat16(backend: CpuBackend = makeCpuBackend()): Backend
   const rounded = (...outs: Buffer[]): void => {
     for (const o of outs) if (isBf16(o)) roundToBfloat16((o.inner as CpuBuffer).data as Float32Array)
   }
-  const rawAll = (bufs: Readonly<Record<string, Buffer>>) => Object.fromEntries(Object.entries(bufs).map(([n, b]) => [n, raw(b)]))
+  const rawAll = (bufs: Readonly<Record<string, Buffer>>) =>
+    Object.fromEntries(Object.entries(bufs).map(([n, b]) => [n, raw(b)]))
   const routine = (f: AnyRoutineKernel): AnyRoutineKernel => (call) => {
     f({ ...call, inputs: rawAll(call.inputs), outputs: rawAll(call.outputs) })
     rounded(...Object.values(call.outputs))

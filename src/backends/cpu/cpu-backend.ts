@@ -99,7 +99,8 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
     cast: (x, out) => data(out).set(data(x)),
 
     // Reading from a snapshot keeps an overlapping in-place copy well defined.
-    copy: (src, srcView, dst, dstView) => copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
+    copy: (src, srcView, dst, dstView) =>
+      copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
 
     reduce: (op, x, out, outer, axis, inner) => reduceLoop(op, floats(x), floats(out), outer, axis, inner),
 

@@ -200,7 +200,8 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     binary(op, a, b, out) {
       const opCode = binaryCode[op]
       check(opCode !== undefined, "binary", () => `unknown op ${String(op)}`)
-      dev.binary(opCode, code(a), code(out), handle(a), a.size !== out.size, handle(b), b.size !== out.size, handle(out), out.size)
+      dev.binary(opCode, code(a), code(out), handle(a), a.size !== out.size, handle(b), b.size !== out.size,
+        handle(out), out.size)
     },
 
     where(cond, a, b, out) {
@@ -228,7 +229,8 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
     matmul(a, b, out, spec: MatmulSpec) {
       const { batch, m, n, k, transA, transB } = spec
-      dev.matmul(handle(a), handle(b), handle(out), code(a), code(out), batch, m, n, k, transA, transB, spec.accumulate === true, tf32)
+      dev.matmul(handle(a), handle(b), handle(out), code(a), code(out), batch, m, n, k, transA, transB,
+        spec.accumulate === true, tf32)
     },
 
     gather(table, idx, out, width) {
@@ -241,8 +243,10 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
       dev.scatterAdd(code(out), handle(idx), idx.size, handle(src), handle(out), rows, width)
     },
 
-    takeAlong: (x, idx, out, width) => dev.takeAlong(elem(x), handle(x), handle(idx), idx.size, handle(out), width),
-    putAlong: (idx, src, out, width) => dev.putAlong(elem(src), handle(idx), idx.size, handle(src), handle(out), width),
+    takeAlong: (x, idx, out, width) =>
+      dev.takeAlong(elem(x), handle(x), handle(idx), idx.size, handle(out), width),
+    putAlong: (idx, src, out, width) =>
+      dev.putAlong(elem(src), handle(idx), idx.size, handle(src), handle(out), width),
   }
   // Every kernel goes through the profiler's wrapper, which costs one test while it is off; the
   // contract's checks come before both.

@@ -128,12 +128,17 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
   const step = (x: Buffer, out: Buffer) => (x.size === out.size ? 1 : 0)
 
   // Fused kernels' scratch goes through the checked backend, so it counts in `memory()`.
-  const scratch = { alloc: (dtype, size) => checked.alloc(dtype, size), free: (b) => checked.free(b), fill: (b, value) => checked.fill(b, value) } satisfies Scratch
+  const scratch: Scratch = {
+    alloc: (dtype, size) => checked.alloc(dtype, size),
+    free: (b) => checked.free(b),
+    fill: (b, value) => checked.fill(b, value),
+  }
   const backend: WebGpuBackend = {
     name: "webgpu",
     dtypes: ["float32", "int32"],
     // Fused kernels the executor runs instead of a routine's reference body.
-    routines: opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b), scratch, device.limits),
+    routines: opts.fusedRoutines === false ? undefined
+      : fusedRoutines(run, (b) => bind("routine", b), scratch, device.limits),
     info: ctx.info,
     maxBufferBytes,
     matmulTile: tile,

@@ -346,8 +346,12 @@ export function attentionFits(limits: Pick<GPUSupportedLimits, "maxStorageBuffer
 interface Dims { readonly B: number; readonly H: number; readonly Hkv: number; readonly S: number; readonly D: number }
 
 /** B, H, Hkv, S, D from q's and k's shapes (the contract checked the buffers hold them). */
-function dimsOf(name: string, q: readonly number[], k: readonly number[], v: readonly number[], causal: boolean): Dims {
-  if (q.length !== 4 || k.length !== 4 || v.length !== 4) throw new Error(`webgpu.${name}: expects q [B, H, S, D] and k, v [B, Hkv, S, D]`)
+type Shape = readonly number[]
+
+function dimsOf(name: string, q: Shape, k: Shape, v: Shape, causal: boolean): Dims {
+  if (q.length !== 4 || k.length !== 4 || v.length !== 4) {
+    throw new Error(`webgpu.${name}: expects q [B, H, S, D] and k, v [B, Hkv, S, D]`)
+  }
   const [B, H, S, D] = q as [number, number, number, number]
   const Hkv = k[1]!
   if (k[0] !== B || k[2] !== S || k[3] !== D || k.some((n, i) => n !== v[i]) || Hkv === 0 || H % Hkv !== 0) {
@@ -359,7 +363,11 @@ function dimsOf(name: string, q: readonly number[], k: readonly number[], v: rea
 }
 
 function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
-  for (const b of bufs) if (b !== undefined && b.dtype !== "float32") throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
+  for (const b of bufs) {
+    if (b !== undefined && b.dtype !== "float32") {
+      throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
+    }
+  }
 }
 
 /** The fused "attention" and "attention.vjp" routines. */
@@ -379,7 +387,8 @@ export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch):
     },
 
     /** The cotangents that flow: dO and dLse, or one of them. */
-    "attention.vjp"({ inputs: { q, k, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV }, shapes: { inputs: s }, attrs }) {
+    "attention.vjp"({ inputs: { q, k, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV }, shapes: { inputs: s },
+      attrs }) {
       const dims = dimsOf("attention.vjp", s.q, s.k, s.v, attrs.causal)
       const { B, H, Hkv, S, D } = dims
       float32("attention.vjp", q, k, v, o, lse, dQ, dK, dV, dO, dLse)
@@ -398,8 +407,12 @@ export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch):
         const tiles = attentionTiles(D)
         const blocks = Math.ceil(S / tiles.rows)
         const reads = [bind(q), bind(k), bind(v), bind(dOut), bind(lse), bind(delta)]
-        run(`attention.dq:${D}`, () => attentionDqWgsl(D), paramsFor(dims, blocks, B * H * blocks, tiles.dqKeys), [...reads, bind(dQ)], B * H * blocks)
-        run(`attention.dkv:${D}`, () => attentionDkvWgsl(D), paramsFor(dims, blocks, B * Hkv * blocks, tiles.dkvQueries), [...reads, bind(dK), bind(dV)], B * Hkv * blocks)
+        const [qGroups, kvGroups] = [B * H * blocks, B * Hkv * blocks]
+        run(`attention.dq:${D}`, () => attentionDqWgsl(D), paramsFor(dims, blocks, qGroups, tiles.dqKeys),
+          [...reads, bind(dQ)], qGroups)
+        const kvParams = paramsFor(dims, blocks, kvGroups, tiles.dkvQueries)
+        run(`attention.dkv:${D}`, () => attentionDkvWgsl(D), kvParams,
+          [...reads, bind(dK), bind(dV)], kvGroups)
       } finally {
         scratch.free(delta)
         if (zeros !== undefined) scratch.free(zeros)

@@ -91,7 +91,8 @@ function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
  * `scratch` allocates a kernel's internal buffers, and `limits` decides whether attention fits.
  * (Names, sizes and shapes are checked by the contract before a kernel runs.)
  */
-export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch, limits?: Parameters<typeof attentionFits>[0]): RoutineKernels {
+export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch,
+  limits?: Parameters<typeof attentionFits>[0]): RoutineKernels {
   const kernels: RoutineKernels = {
     logsumexp({ inputs: { x }, outputs: { lse }, shapes }) {
       float32("logsumexp", x, lse)
@@ -101,12 +102,14 @@ export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch, lim
     crossEntropy({ inputs: { logits, targets }, outputs: { nll }, shapes, attrs }) {
       const [N, V] = shapes.inputs.logits as [number, number]
       float32("crossEntropy", logits, nll)
-      run("crossEntropy", crossEntropyWgsl, [N, V, attrs.ignoreIndex], [bind(logits), bind(targets), bind(nll)], N)
+      const bindings = [bind(logits), bind(targets), bind(nll)]
+      run("crossEntropy", crossEntropyWgsl, [N, V, attrs.ignoreIndex], bindings, N)
     },
     "crossEntropy.vjp"({ inputs: { logits, targets, dNll }, outputs: { dLogits }, shapes, attrs }) {
       const [N, V] = shapes.inputs.logits as [number, number]
       float32("crossEntropy.vjp", logits, dNll, dLogits)
-      run("crossEntropy.vjp", crossEntropyVjpWgsl, [N, V, attrs.ignoreIndex], [bind(logits), bind(targets), bind(dNll), bind(dLogits)], N)
+      const bindings = [bind(logits), bind(targets), bind(dNll), bind(dLogits)]
+      run("crossEntropy.vjp", crossEntropyVjpWgsl, [N, V, attrs.ignoreIndex], bindings, N)
     },
   }
   const attention = scratch !== undefined && limits !== undefined && attentionFits(limits) ? attentionRoutines(run, bind, scratch) : {}
