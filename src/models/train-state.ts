@@ -3,7 +3,7 @@
  * fp32 master copy, resident between steps. Started fresh or from the latest checkpoint.
  */
 import { Effect } from "effect"
-import type { BackendImpl, Buffer } from "../core/backend.js"
+import { type BackendImpl, type Buffer, numel } from "../core/backend.js"
 import type { DType, HostArray } from "../core/dtype.js"
 import { BadCheckpoint } from "../core/errors.js"
 import { fillNormal, rng } from "../core/random.js"
@@ -43,8 +43,7 @@ export interface Start {
 export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
   const random = rng(seed)
   return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
-    const size = shape.reduce((a, b) => a * b, 1)
-    const values = new Float32Array(size)
+    const values = new Float32Array(numel(shape))
     return [name, shape.length === 1 ? values.fill(1) : fillNormal(random, values, 0.02)]
   }))
 }
