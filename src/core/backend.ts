@@ -9,6 +9,9 @@
  * - `out` is always written by the kernel; it may alias an input for elementwise kernels.
  * - Elementwise operands hold out's size or 1 element (a scalar every element sees); any other
  *   broadcast is an explicit `copy` with 0 strides.
+ * Every backend is wrapped by `checkedBackend` (./checked-backend.ts), which checks each call
+ * against these rules once for all of them; the fused routines' interfaces are in
+ * ./routines/registry.ts.
  */
 import { Context } from "effect"
 import type { DType, HostArray } from "./dtype.js"
