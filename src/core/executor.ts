@@ -205,9 +205,10 @@ class Executor {
       case "overwrite":
         rules[node.op as "add"].run!(this.backend, bufs, placement.donor.buffer, node as Node<"add">)
         return [this.retain(placement.donor)]
-      case "fresh":
+      case "fresh": {
         const wanted = node.results.map((r) => (uses.get(r) ?? 0) > 0)
         return this.runNode(node, ins, node.results.map(kindOf), wanted)
+      }
     }
   }
 
