@@ -12,6 +12,7 @@ import { gpuFusedRoutines } from "../src/cli/plan-command.js"
 import { decodeConfigSync, presets } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import { modes } from "../src/models/llama.js"
+import { precisions } from "../src/models/optimizer.js"
 import { planStep } from "../src/models/planner.js"
 import { train } from "../src/models/train.js"
 import { rng } from "../src/core/random.js"
@@ -26,7 +27,7 @@ for (const name of ["tiny", "tiny-bpe", "llama-3.2-1b", "llama3-8b"] as const) {
       for (const mode of modes) {
         for (const [t, backend] of Object.entries(targets)) {
           if (t === "cpu" && name !== "tiny") continue
-          const p = planStep(model, 1, S, { mode, precision, allowBeyondMaxPosition: true }, backend)
+          const p = planStep(model, 1, S, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, backend)
           plans[`${name} ${precision} S=${S} ${mode} ${t}`] = { peak: p.peak, chunks: p.chunks, gradient: p.gradientPass, optimizer: p.optimizerPass }
         }
       }
