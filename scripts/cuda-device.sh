@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA backend on the GPU machine (an H200 with CUDA 13 and cuBLAS, but no Node): build the
-# addon there and run test/cuda.test.ts against the GPU, results under $OUT.
+# addon there and run the test/cuda*.test.ts files against the GPU, results under $OUT.
 #
 # 1. Here, in the repo root (needs npm install done, nvcc optional):
 #      bash scripts/cuda-device.sh pack
@@ -31,14 +31,14 @@ if [ "${1:-}" = pack ]; then
   bash ../shared/device/pack.sh
   mkdir -p .device/cuda
   tar -czf .device/cuda/node-addon-api.tgz node_modules/node-addon-api
-  # The bundle takes everything test/cuda.test.ts imports, src/backends/cuda/fused.ts included;
+  # The bundle takes everything the test/cuda*.test.ts files import, src/backends/cuda/fused.ts included;
   # the kernels themselves travel as sources (native/) and are built on the GPU machine.
   node --input-type=module -e '
     import { build } from "esbuild"
     const common = { bundle: true, platform: "node", format: "esm", target: "node20", logLevel: "warning", external: ["webgpu"],
       banner: { js: "import { createRequire as __cr } from \"node:module\"; const require = __cr(import.meta.url);" } }
     await build({ ...common, outfile: ".device/cuda/cuda.test.mjs", alias: { vitest: "./scripts/cuda-vitest-shim.ts" },
-      stdin: { contents: "import \"./test/cuda.test.ts\"; import \"./test/cuda-train.test.ts\"", resolveDir: ".", loader: "ts" } })
+      stdin: { contents: ["cuda", "cuda-kernels", "cuda-graphs", "cuda-fused", "cuda-train", "cuda-timings"].map((f) => `import "./test/${f}.test.ts"`).join("; "), resolveDir: ".", loader: "ts" } })
     await build({ ...common, entryPoints: ["bench/long-context.ts"], outfile: ".device/cuda/long-context.mjs" })
     await build({ ...common, entryPoints: ["test/conformance.test.ts"], outfile: ".device/cuda/conformance.test.mjs", external: [],
       alias: { vitest: "./scripts/cuda-vitest-shim.ts", webgpu: "./scripts/webgpu-absent.ts" } })'

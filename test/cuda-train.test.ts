@@ -2,7 +2,7 @@
  * Training on the CUDA backend: the fused AdamW kernel against the CPU's reference body, and
  * mixed-precision (bf16 weights, fp32 master weights) training against the CPU with bfloat16
  * emulated. The GPU cases run where a GPU is (MINISEQ_CUDA=1 makes a missing one a failure, as
- * in test/cuda.test.ts); elsewhere only the CPU-side checks run.
+ * in test/cuda-fused.test.ts); elsewhere only the CPU-side checks run.
  */
 import { Effect, Exit, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"

@@ -1,7 +1,7 @@
 /**
  * The CUDA backend: every kernel of the contract on an NVIDIA GPU, through the native addon
  * (native/: CUDA kernels, a caching allocator, cuBLAS for matmul). Semantics are the CPU
- * backend's (src/backends/cpu/cpu-backend.ts), checked kernel by kernel in test/cuda.test.ts;
+ * backend's (src/backends/cpu/cpu-backend.ts), checked kernel by kernel in test/cuda-kernels.test.ts;
  * arguments are checked by the contract (src/core/checked-backend.ts); this file says where the
  * GPU differs.
  *

@@ -2,7 +2,7 @@
  * Fused CUDA kernels for named routines (their names, inputs and outputs are declared in
  * src/core/routines/registry.ts, which also checks each call's buffers against its shapes): the
  * executor runs one of these instead of a routine's reference body. Each must agree with that
- * body, and test/cuda.test.ts compares them with the CPU backend in float64. Kernels (native/kernels):
+ * body, and test/cuda-fused.test.ts compares them with the CPU backend in float64. Kernels (native/kernels):
  * crossEntropy, logsumexp: softmax.cu; silu, siluMul: activation.cu; rope: rope.cu; rmsNorm: norm.cu;
  * adamw: optimizer.cu; attention: attention.cu, attention_mma.cu, attention_backward.cu,
  * attention_mma_backward.cu (and each one's .vjp beside it).
