@@ -9,6 +9,7 @@ import * as o from "../src/core/ops.js"
 import { attention } from "../src/core/routines/attention.js"
 import { chunked } from "../src/core/regions.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "../src/core/errors.js"
+import { apply } from "../src/core/primitives.js"
 
 function thrown(f: () => unknown): unknown {
   try { f() } catch (e) { return e }
@@ -21,6 +22,13 @@ describe("ShapeError", () => {
     expect(e).toBeInstanceOf(ShapeError)
     expect((e as ShapeError).message).toBe("add: shapes [2, 3] and [4] do not broadcast (dim 1: 3 vs 4)")
     expect((e as ShapeError).shapes).toEqual([[2, 3], [4]])
+  })
+  it("a primitive given the wrong number of operands (its rule sees a tuple of its arity)", () => {
+    const e = thrown(() => apply("add", [input("a", [2])], {})) as ShapeError
+    expect(e).toBeInstanceOf(ShapeError)
+    expect(e.message).toBe("add: takes 2 operands, got 1")
+    expect((thrown(() => apply("where", [input("c", [2]), input("a", [2])], {})) as ShapeError).message)
+      .toBe("where: takes 3 operands, got 2")
   })
   it("matmul with different inner dims", () => {
     const e = thrown(() => o.matmul(input("a", [2, 3]), input("b", [4, 5]))) as ShapeError

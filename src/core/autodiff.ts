@@ -7,7 +7,7 @@ import { isFloat, wider } from "./dtype.js"
 import { GraphError } from "./errors.js"
 import { type Node, schedule, type Tensor, withPhase } from "./graph.js"
 import * as o from "./ops.js"
-import { rules } from "./primitives.js"
+import { ruleOf, siteOf } from "./primitives.js"
 import { regionVjp } from "./regions.js"
 
 function nodeVjp(node: Node, cts: readonly (Tensor | undefined)[]): readonly (Tensor | undefined)[] {
@@ -16,8 +16,7 @@ function nodeVjp(node: Node, cts: readonly (Tensor | undefined)[]): readonly (Te
   const given = cts[0]
   if (given === undefined) return node.inputs.map(() => undefined)
   const ct = o.cast(given, node.results[0]!.dtype) // a wider (fp32) cotangent enters the rule in the op's dtype
-  const rule = rules[node.op] as { vjp(ct: Tensor, n: Node): (Tensor | undefined)[] }
-  return rule.vjp(ct, node)
+  return ruleOf(node.op).vjp(ct, siteOf(node))
 }
 
 /**

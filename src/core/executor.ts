@@ -11,7 +11,7 @@ import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
-import { matmulSpec, type Rule, rules } from "./primitives.js"
+import { matmulSpec, ruleOf, type Site, siteOf } from "./primitives.js"
 import { pieces, type RoutineSite } from "./region-types.js"
 import { type AnyRoutineKernel, kernelFor } from "./routines/registry.js"
 
@@ -178,7 +178,7 @@ class Executor {
       const some = fused !== undefined && donors.some((d) => d !== undefined)
       return some ? { kind: "fusedInPlace", fused, donors } : fresh
     }
-    const donor = rules[node.op as Primitive].elementwise ? this.donorFor(node, uses, result) : undefined
+    const donor = ruleOf(node.op as Primitive).elementwise ? this.donorFor(node, uses, result) : undefined
     return donor !== undefined ? { kind: "overwrite", donor } : fresh
   }
 
@@ -191,7 +191,7 @@ class Executor {
         // The first piece's matmul writes the accumulator, the others add into it.
         const [a, b] = bufs as [Buffer, Buffer]
         const { acc, first } = placement.into
-        this.backend.matmul(a, b, acc.buffer, matmulSpec(node as Node<"matmul">, !first))
+        this.backend.matmul(a, b, acc.buffer, matmulSpec(siteOf(node) as Site<"matmul">, !first))
         return [this.retain(acc)]
       }
       case "fusedInPlace": {
@@ -203,7 +203,7 @@ class Executor {
         return outs
       }
       case "overwrite":
-        rules[node.op as "add"].run!(this.backend, bufs, placement.donor.buffer, node as Node<"add">)
+        ruleOf(node.op as Primitive).run!(this.backend, bufs, placement.donor.buffer, siteOf(node))
         return [this.retain(placement.donor)]
       case "fresh": {
         const wanted = node.results.map((r) => (uses.get(r) ?? 0) > 0)
@@ -224,10 +224,10 @@ class Executor {
 
   runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
     if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds, wanted)
-    const rule = rules[node.op as Primitive] as Rule<Primitive>
+    const rule = ruleOf(node.op as Primitive)
     if (rule.alias) return [this.retain(ins[0]!)]
     const out = this.allocate(node.results[0]!, kinds[0]!)
-    rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, node as Node<Primitive>)
+    rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, siteOf(node))
     return [out]
   }
 

@@ -42,18 +42,47 @@ export interface PrimitiveAttrs {
 
 type Cotangent = Tensor | undefined
 
+/** How many tensors each primitive takes ("any": concat's list). */
+const arity = {
+  neg: 1, exp: 1, log: 1, sqrt: 1, recip: 1, sin: 1, cos: 1,
+  add: 2, sub: 2, mul: 2, div: 2, maximum: 2, less: 2, equal: 2,
+  where: 3, reshape: 1, broadcast: 1, permute: 1, slice: 1, pad: 1, concat: "any", sum: 1, max: 1,
+  matmul: 2, gather: 2, scatterAdd: 2, takeAlong: 2, putAlong: 2, cast: 1, fill: 0, iota: 0, stopGradient: 1,
+} as const satisfies { readonly [K in Primitive]: 0 | 1 | 2 | 3 | "any" }
+
+/** A primitive's operands as a tuple of its arity, so rules destructure them without `!`. */
+type Operands<K extends Primitive, T> = { 0: readonly []; 1: readonly [T]; 2: readonly [T, T]; 3: readonly [T, T, T]; any: readonly T[] }[(typeof arity)[K]]
+
+/** What a rule sees of its node: the operands, the result, the attributes. */
+export interface Site<K extends Primitive> {
+  readonly inputs: Operands<K, Tensor>
+  readonly y: Tensor
+  readonly attrs: PrimitiveAttrs[K]
+}
+
 export interface Rule<K extends Primitive> {
-  infer(inputs: readonly Tensor[], attrs: PrimitiveAttrs[K]): TensorType
+  infer(inputs: Operands<K, Tensor>, attrs: PrimitiveAttrs[K]): TensorType
   /** Cotangents of the inputs, given the cotangent of the result (undefined: no gradient). */
-  vjp(ct: Tensor, node: Node<K>): Cotangent[]
+  vjp(ct: Tensor, n: Site<K>): Cotangent[]
   /** Enqueue the kernel. `alias` rules run no kernel: the result shares input 0's buffer. */
-  run?(b: BackendImpl, ins: readonly Buffer[], out: Buffer, node: Node<K>): void
+  run?(b: BackendImpl, ins: Operands<K, Buffer>, out: Buffer, n: Site<K>): void
   alias?: true
   /** Each result element depends only on the same element of the inputs: out may overwrite an input. */
   elementwise?: true
 }
 
 export type Rules = { readonly [K in Primitive]: Rule<K> }
+
+/** A rule and its site seen without the primitive's arity: how autodiff and the executor call them. */
+export interface AnyRule {
+  vjp(ct: Tensor, n: AnySite): Cotangent[]
+  run?(b: BackendImpl, ins: readonly Buffer[], out: Buffer, n: AnySite): void
+  alias?: true
+  elementwise?: true
+}
+export type AnySite = Site<Primitive> & { readonly inputs: readonly Tensor[] }
+export const ruleOf = (op: Primitive): AnyRule => rules[op] as unknown as AnyRule
+export const siteOf = (n: Node): AnySite => ({ inputs: n.inputs, y: n.results[0] as Tensor, attrs: n.attrs } as AnySite)
 
 // ---------- shape-rule helpers ----------
 
@@ -73,6 +102,10 @@ function needFloat(op: string, t: TensorType): void {
   if (!isFloat(t.dtype)) throw new DTypeError({ op, dtypes: [t.dtype], message: `${op}: needs a float tensor, got ${t.dtype}; cast() it first` })
 }
 
+function needIndices(op: string, t: TensorType): void {
+  if (t.dtype !== "int32") throw new DTypeError({ op, dtypes: [t.dtype], message: `${op}: indices must be int32, got ${t.dtype}` })
+}
+
 function checkAxis(op: string, t: TensorType, axis: number): void {
   if (!Number.isInteger(axis) || axis < 0 || axis >= t.shape.length) fail(op, [t], `axis ${axis} is out of range for rank ${t.shape.length}`)
 }
@@ -90,22 +123,17 @@ function elementwiseShape(op: string, inputs: readonly TensorType[]): readonly n
 
 const unary = (op: UnaryOp, vjp: (ct: Tensor, x: Tensor, y: Tensor) => Tensor): Rule<UnaryOp> => ({
   elementwise: true,
-  infer: ([x]) => { needFloat(op, x!); return x! },
-  run: (b, [x], out) => b.unary(op, x!, out),
-  vjp: (ct, n) => [vjp(ct, n.inputs[0]!, n.results[0]!)],
+  infer: ([x]) => { needFloat(op, x); return x },
+  run: (b, [x], out) => b.unary(op, x, out),
+  vjp: (ct, { inputs: [x], y }) => [vjp(ct, x, y)],
 })
 
 const binary = (op: BinaryOp, vjp: (ct: Tensor, a: Tensor, b: Tensor, y: Tensor) => Cotangent[]): Rule<BinaryOp> => ({
   elementwise: true,
   infer: (ins) => ({ shape: elementwiseShape(op, ins), dtype: sameDType(op, ins) }),
-  run: (b, [x, y], out) => b.binary(op, x!, y!, out),
-  vjp: (ct, n) => {
-    const [a, b] = n.inputs as [Tensor, Tensor]
-    return vjp(ct, a, b, n.results[0]!).map((g, i) => (g === undefined ? g : o.sumTo(g, n.inputs[i]!.shape)))
-  },
+  run: (b, [x, y], out) => b.binary(op, x, y, out),
+  vjp: (ct, { inputs, y }) => vjp(ct, ...inputs, y).map((g, i) => (g === undefined ? g : o.sumTo(g, inputs[i]!.shape))),
 })
-
-const noGrad = (n: Node): Cotangent[] => n.inputs.map(() => undefined)
 
 /** View of `shape` read through `strides` from `offset`. */
 const view = (shape: readonly number[], strides: readonly number[], offset = 0): View => ({ shape, strides, offset })
@@ -115,8 +143,8 @@ export function around(shape: readonly number[], axis: number): [number, number,
   return [numel(shape.slice(0, axis)), shape[axis]!, numel(shape.slice(axis + 1))]
 }
 
-function matmulDims(ins: readonly TensorType[], attrs: PrimitiveAttrs["matmul"]) {
-  const [a, b] = ins as [TensorType, TensorType]
+function matmulDims(ins: readonly [TensorType, TensorType], attrs: PrimitiveAttrs["matmul"]) {
+  const [a, b] = ins
   if (a.shape.length < 2 || a.shape.length !== b.shape.length) fail("matmul", ins, "operands need the same rank ≥ 2 (batch dims first)")
   const r = a.shape.length
   const batchDims = a.shape.slice(0, r - 2)
@@ -128,7 +156,7 @@ function matmulDims(ins: readonly TensorType[], attrs: PrimitiveAttrs["matmul"])
 }
 
 /** The kernel's view of a matmul node. */
-export function matmulSpec(n: Node<"matmul">, accumulate = false): MatmulSpec {
+export function matmulSpec(n: Pick<Site<"matmul">, "inputs" | "attrs">, accumulate = false): MatmulSpec {
   const { batch, m, n: cols, k } = matmulDims(n.inputs, n.attrs)
   return { batch, m, n: cols, k, transA: n.attrs.transA, transB: n.attrs.transB, accumulate }
 }
@@ -159,84 +187,77 @@ export const rules: Rules = {
   where: {
     elementwise: true,
     infer: (ins) => ({ shape: elementwiseShape("where", ins), dtype: sameDType("where", ins.slice(1)) }),
-    run: (b, [c, x, y], out) => b.where(c!, x!, y!, out),
-    vjp: (ct, n) => {
-      const [c, a, b] = n.inputs as [Tensor, Tensor, Tensor]
-      return [undefined, o.sumTo(o.where(c, ct, 0), a.shape), o.sumTo(o.where(c, 0, ct), b.shape)]
-    },
+    run: (b, [c, x, y], out) => b.where(c, x, y, out),
+    vjp: (ct, { inputs: [c, a, b] }) => [undefined, o.sumTo(o.where(c, ct, 0), a.shape), o.sumTo(o.where(c, 0, ct), b.shape)],
   },
 
   reshape: {
     infer: ([x], { shape }) => {
-      if (shape.some((d) => !Number.isInteger(d) || d < 0) || numel(shape) !== x!.size) fail("reshape", [x!, { shape, dtype: x!.dtype }], `cannot reshape ${x!.size} elements to ${fmtShape(shape)}`)
-      return { shape, dtype: x!.dtype }
+      if (shape.some((d) => !Number.isInteger(d) || d < 0) || numel(shape) !== x.size) fail("reshape", [x, { shape, dtype: x.dtype }], `cannot reshape ${x.size} elements to ${fmtShape(shape)}`)
+      return { shape, dtype: x.dtype }
     },
     alias: true,
-    vjp: (ct, n) => [o.reshape(ct, n.inputs[0]!.shape)],
+    vjp: (ct, { inputs: [x] }) => [o.reshape(ct, x.shape)],
   },
   broadcast: {
     infer: ([x], { shape }) => {
-      const ok = x!.shape.length === shape.length && x!.shape.every((d, i) => d === shape[i] || d === 1)
-      if (!ok) fail("broadcast", [x!, { shape, dtype: x!.dtype }], `cannot broadcast to ${fmtShape(shape)} (same rank, size-1 dims stretch)`)
-      return { shape, dtype: x!.dtype }
+      const ok = x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i] || d === 1)
+      if (!ok) fail("broadcast", [x, { shape, dtype: x.dtype }], `cannot broadcast to ${fmtShape(shape)} (same rank, size-1 dims stretch)`)
+      return { shape, dtype: x.dtype }
     },
-    run: (b, [x], out, n) => {
-      const inShape = n.inputs[0]!.shape
-      const s = contiguousStrides(inShape).map((st, i) => (inShape[i] === 1 ? 0 : st))
-      b.copy(x!, view(n.attrs.shape, s), out, dense(n.attrs.shape))
+    run: (b, [x], out, { inputs: [t], attrs: { shape } }) => {
+      const s = contiguousStrides(t.shape).map((st, i) => (t.shape[i] === 1 ? 0 : st))
+      b.copy(x, view(shape, s), out, dense(shape))
     },
-    vjp: (ct, n) => [o.sumTo(ct, n.inputs[0]!.shape)],
+    vjp: (ct, { inputs: [x] }) => [o.sumTo(ct, x.shape)],
   },
   permute: {
     infer: ([x], { perm }) => {
-      const r = x!.shape.length
-      if (perm.length !== r || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) fail("permute", [x!], `[${perm.join(", ")}] is not a permutation of ${r} axes`)
-      return { shape: perm.map((p) => x!.shape[p]!), dtype: x!.dtype }
+      const r = x.shape.length
+      if (perm.length !== r || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) fail("permute", [x], `[${perm.join(", ")}] is not a permutation of ${r} axes`)
+      return { shape: perm.map((p) => x.shape[p]!), dtype: x.dtype }
     },
-    run: (b, [x], out, n) => {
-      const s = contiguousStrides(n.inputs[0]!.shape)
-      const shape = n.results[0]!.shape
-      b.copy(x!, view(shape, n.attrs.perm.map((p) => s[p]!)), out, dense(shape))
+    run: (b, [x], out, { inputs: [t], y, attrs: { perm } }) => {
+      const s = contiguousStrides(t.shape)
+      b.copy(x, view(y.shape, perm.map((p) => s[p]!)), out, dense(y.shape))
     },
-    vjp: (ct, n) => {
-      const inv = new Array<number>(n.attrs.perm.length)
-      n.attrs.perm.forEach((p, i) => (inv[p] = i))
+    vjp: (ct, { attrs: { perm } }) => {
+      const inv = new Array<number>(perm.length)
+      perm.forEach((p, i) => (inv[p] = i))
       return [o.permute(ct, inv)]
     },
   },
   slice: {
     infer: ([x], { axis, start, end }) => {
-      checkAxis("slice", x!, axis)
-      if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= x!.shape[axis]!)) {
-        fail("slice", [x!], `range ${start}:${end} is outside axis ${axis} of length ${x!.shape[axis]}`)
+      checkAxis("slice", x, axis)
+      if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= x.shape[axis]!)) {
+        fail("slice", [x], `range ${start}:${end} is outside axis ${axis} of length ${x.shape[axis]}`)
       }
-      return { shape: x!.shape.map((d, i) => (i === axis ? end - start : d)), dtype: x!.dtype }
+      return { shape: x.shape.map((d, i) => (i === axis ? end - start : d)), dtype: x.dtype }
     },
-    run: (b, [x], out, n) => {
-      const s = contiguousStrides(n.inputs[0]!.shape)
-      const shape = n.results[0]!.shape
-      b.copy(x!, view(shape, s, n.attrs.start * s[n.attrs.axis]!), out, dense(shape))
+    run: (b, [x], out, { inputs: [t], y, attrs: { axis, start } }) => {
+      const s = contiguousStrides(t.shape)
+      b.copy(x, view(y.shape, s, start * s[axis]!), out, dense(y.shape))
     },
-    vjp: (ct, n) => [o.pad(ct, n.attrs.axis, n.attrs.start, n.inputs[0]!.shape[n.attrs.axis]! - n.attrs.end)],
+    vjp: (ct, { inputs: [x], attrs: { axis, start, end } }) => [o.pad(ct, axis, start, x.shape[axis]! - end)],
   },
   pad: {
     infer: ([x], { axis, before, after }) => {
-      checkAxis("pad", x!, axis)
-      if (!(Number.isInteger(before) && Number.isInteger(after) && before >= 0 && after >= 0)) fail("pad", [x!], "padding must be non-negative integers")
-      return { shape: x!.shape.map((d, i) => (i === axis ? d + before + after : d)), dtype: x!.dtype }
+      checkAxis("pad", x, axis)
+      if (!(Number.isInteger(before) && Number.isInteger(after) && before >= 0 && after >= 0)) fail("pad", [x], "padding must be non-negative integers")
+      return { shape: x.shape.map((d, i) => (i === axis ? d + before + after : d)), dtype: x.dtype }
     },
-    run: (b, [x], out, n) => {
-      const outStrides = contiguousStrides(n.results[0]!.shape)
-      const inShape = n.inputs[0]!.shape
+    run: (b, [x], out, { inputs: [t], y, attrs: { axis, before } }) => {
+      const outStrides = contiguousStrides(y.shape)
       b.fill(out, 0)
-      b.copy(x!, dense(inShape), out, view(inShape, outStrides, n.attrs.before * outStrides[n.attrs.axis]!))
+      b.copy(x, dense(t.shape), out, view(t.shape, outStrides, before * outStrides[axis]!))
     },
-    vjp: (ct, n) => [o.slice(ct, n.attrs.axis, n.attrs.before, n.attrs.before + n.inputs[0]!.shape[n.attrs.axis]!)],
+    vjp: (ct, { inputs: [x], attrs: { axis, before } }) => [o.slice(ct, axis, before, before + x.shape[axis]!)],
   },
   concat: {
     infer: (ins, { axis }) => {
-      if (ins.length === 0) throw new ShapeError({ op: "concat", shapes: [], message: "concat: needs at least one tensor" })
-      const first = ins[0]!
+      const first = ins[0]
+      if (first === undefined) throw new ShapeError({ op: "concat", shapes: [], message: "concat: needs at least one tensor" })
       checkAxis("concat", first, axis)
       const dtype = sameDType("concat", ins)
       for (const t of ins) {
@@ -244,32 +265,31 @@ export const rules: Rules = {
       }
       return { shape: first.shape.map((d, i) => (i === axis ? ins.reduce((s, t) => s + t.shape[axis]!, 0) : d)), dtype }
     },
-    run: (b, ins, out, n) => {
-      const outStrides = contiguousStrides(n.results[0]!.shape)
+    run: (b, ins, out, { inputs, y, attrs: { axis } }) => {
+      const outStrides = contiguousStrides(y.shape)
       let at = 0
-      n.inputs.forEach((t, i) => {
-        b.copy(ins[i]!, dense(t.shape), out, view(t.shape, outStrides, at * outStrides[n.attrs.axis]!))
-        at += t.shape[n.attrs.axis]!
+      inputs.forEach((t, i) => {
+        b.copy(ins[i]!, dense(t.shape), out, view(t.shape, outStrides, at * outStrides[axis]!))
+        at += t.shape[axis]!
       })
     },
-    vjp: (ct, n) => {
+    vjp: (ct, { inputs, attrs: { axis } }) => {
       let at = 0
-      return n.inputs.map((t) => o.slice(ct, n.attrs.axis, at, (at += t.shape[n.attrs.axis]!)))
+      return inputs.map((t) => o.slice(ct, axis, at, (at += t.shape[axis]!)))
     },
   },
 
   sum: {
-    infer: ([x], { axis }) => { checkAxis("sum", x!, axis); return { shape: x!.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x!.dtype } },
-    run: (b, [x], out, n) => b.reduce("sum", x!, out, ...around(n.inputs[0]!.shape, n.attrs.axis)),
-    vjp: (ct, n) => [o.broadcastTo(ct, n.inputs[0]!.shape)],
+    infer: ([x], { axis }) => { checkAxis("sum", x, axis); return { shape: x.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x.dtype } },
+    run: (b, [x], out, { inputs: [t], attrs: { axis } }) => b.reduce("sum", x, out, ...around(t.shape, axis)),
+    vjp: (ct, { inputs: [x] }) => [o.broadcastTo(ct, x.shape)],
   },
   // Ties share nothing out: every maximal element receives the full gradient.
   max: {
-    infer: ([x], { axis }) => { checkAxis("max", x!, axis); needFloat("max", x!); return { shape: x!.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x!.dtype } },
-    run: (b, [x], out, n) => b.reduce("max", x!, out, ...around(n.inputs[0]!.shape, n.attrs.axis)),
-    vjp: (ct, n) => {
-      const x = n.inputs[0]!
-      const isMax = o.equal(x, o.broadcastTo(n.results[0]!, x.shape))
+    infer: ([x], { axis }) => { checkAxis("max", x, axis); needFloat("max", x); return { shape: x.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x.dtype } },
+    run: (b, [x], out, { inputs: [t], attrs: { axis } }) => b.reduce("max", x, out, ...around(t.shape, axis)),
+    vjp: (ct, { inputs: [x], y }) => {
+      const isMax = o.equal(x, o.broadcastTo(y, x.shape))
       return [o.mul(isMax, o.broadcastTo(ct, x.shape))]
     },
   },
@@ -277,14 +297,12 @@ export const rules: Rules = {
   matmul: {
     infer: (ins, attrs) => {
       const d = matmulDims(ins, attrs)
-      needFloat("matmul", ins[0]!)
+      needFloat("matmul", ins[0])
       return { shape: [...d.batchDims, d.m, d.n], dtype: sameDType("matmul", ins) }
     },
-    run: (b, [x, y], out, n) => b.matmul(x!, y!, out, matmulSpec(n)),
+    run: (b, [x, y], out, n) => b.matmul(x, y, out, matmulSpec(n)),
     // C = op(A)·op(B): dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC, written back through each flag.
-    vjp: (ct, n) => {
-      const [a, b] = n.inputs as [Tensor, Tensor]
-      const { transA, transB } = n.attrs
+    vjp: (ct, { inputs: [a, b], attrs: { transA, transB } }) => {
       const dA = transA ? o.matmul(b, ct, { transA: transB, transB: true }) : o.matmul(ct, b, { transA: false, transB: !transB })
       const dB = transB ? o.matmul(ct, a, { transA: true, transB: transA }) : o.matmul(a, ct, { transA: !transA, transB: false })
       return [dA, dB]
@@ -293,66 +311,70 @@ export const rules: Rules = {
 
   gather: {
     infer: ([table, idx]) => {
-      if (table!.shape.length !== 2) fail("gather", [table!, idx!], "table must be [rows, width]")
-      if (idx!.dtype !== "int32") throw new DTypeError({ op: "gather", dtypes: [idx!.dtype], message: `gather: indices must be int32, got ${idx!.dtype}` })
-      return { shape: [...idx!.shape, table!.shape[1]!], dtype: table!.dtype }
+      if (table.shape.length !== 2) fail("gather", [table, idx], "table must be [rows, width]")
+      needIndices("gather", idx)
+      return { shape: [...idx.shape, table.shape[1]!], dtype: table.dtype }
     },
-    run: (b, [t, i], out, n) => b.gather(t!, i!, out, n.inputs[0]!.shape[1]!),
-    vjp: (ct, n) => [o.scatterAdd(n.inputs[1]!, ct, n.inputs[0]!.shape[0]!), undefined],
+    run: (b, [t, i], out, { inputs: [table] }) => b.gather(t, i, out, table.shape[1]!),
+    vjp: (ct, { inputs: [table, idx] }) => [o.scatterAdd(idx, ct, table.shape[0]!), undefined],
   },
   scatterAdd: {
     infer: ([idx, src], { rows }) => {
-      if (idx!.dtype !== "int32") throw new DTypeError({ op: "scatterAdd", dtypes: [idx!.dtype], message: `scatterAdd: indices must be int32, got ${idx!.dtype}` })
-      if (src!.shape.length !== idx!.shape.length + 1 || idx!.shape.some((d, i) => d !== src!.shape[i])) fail("scatterAdd", [idx!, src!], "src must be [...indices.shape, width]")
-      return { shape: [rows, src!.shape[src!.shape.length - 1]!], dtype: src!.dtype }
+      needIndices("scatterAdd", idx)
+      if (src.shape.length !== idx.shape.length + 1 || idx.shape.some((d, i) => d !== src.shape[i])) fail("scatterAdd", [idx, src], "src must be [...indices.shape, width]")
+      return { shape: [rows, src.shape[src.shape.length - 1]!], dtype: src.dtype }
     },
-    run: (b, [i, s], out, n) => b.scatterAdd(i!, s!, out, n.results[0]!.shape[1]!),
-    vjp: (ct, n) => [undefined, o.gather(ct, n.inputs[0]!)],
+    run: (b, [i, s], out, { y }) => b.scatterAdd(i, s, out, y.shape[1]!),
+    vjp: (ct, { inputs: [idx] }) => [undefined, o.gather(ct, idx)],
   },
   takeAlong: {
     infer: ([x, idx]) => {
-      if (idx!.dtype !== "int32") throw new DTypeError({ op: "takeAlong", dtypes: [idx!.dtype], message: `takeAlong: indices must be int32, got ${idx!.dtype}` })
-      if (x!.shape.length !== idx!.shape.length + 1 || idx!.shape.some((d, i) => d !== x!.shape[i])) fail("takeAlong", [x!, idx!], "x must be [...indices.shape, width]")
-      return { shape: idx!.shape, dtype: x!.dtype }
+      needIndices("takeAlong", idx)
+      if (x.shape.length !== idx.shape.length + 1 || idx.shape.some((d, i) => d !== x.shape[i])) fail("takeAlong", [x, idx], "x must be [...indices.shape, width]")
+      return { shape: idx.shape, dtype: x.dtype }
     },
-    run: (b, [x, i], out, n) => b.takeAlong(x!, i!, out, n.inputs[0]!.shape.at(-1)!),
-    vjp: (ct, n) => [o.putAlong(n.inputs[1]!, ct, n.inputs[0]!.shape.at(-1)!), undefined],
+    run: (b, [x, i], out, { inputs: [t] }) => b.takeAlong(x, i, out, t.shape.at(-1)!),
+    vjp: (ct, { inputs: [x, idx] }) => [o.putAlong(idx, ct, x.shape.at(-1)!), undefined],
   },
   putAlong: {
     infer: ([idx, src], { width }) => {
-      if (idx!.dtype !== "int32") throw new DTypeError({ op: "putAlong", dtypes: [idx!.dtype], message: `putAlong: indices must be int32, got ${idx!.dtype}` })
-      if (src!.shape.length !== idx!.shape.length || idx!.shape.some((d, i) => d !== src!.shape[i])) fail("putAlong", [idx!, src!], "src must have the indices' shape")
-      return { shape: [...idx!.shape, width], dtype: src!.dtype }
+      needIndices("putAlong", idx)
+      if (src.shape.length !== idx.shape.length || idx.shape.some((d, i) => d !== src.shape[i])) fail("putAlong", [idx, src], "src must have the indices' shape")
+      return { shape: [...idx.shape, width], dtype: src.dtype }
     },
-    run: (b, [i, s], out, n) => b.putAlong(i!, s!, out, n.attrs.width),
-    vjp: (ct, n) => [undefined, o.takeAlong(ct, n.inputs[0]!)],
+    run: (b, [i, s], out, { attrs: { width } }) => b.putAlong(i, s, out, width),
+    vjp: (ct, { inputs: [idx] }) => [undefined, o.takeAlong(ct, idx)],
   },
 
   cast: {
     elementwise: true,
-    infer: ([x], { dtype }) => ({ shape: x!.shape, dtype }),
-    run: (b, [x], out) => b.cast(x!, out),
-    vjp: (ct, n) => [isFloat(n.inputs[0]!.dtype) ? o.cast(ct, n.inputs[0]!.dtype) : undefined],
+    infer: ([x], { dtype }) => ({ shape: x.shape, dtype }),
+    run: (b, [x], out) => b.cast(x, out),
+    vjp: (ct, { inputs: [x] }) => [isFloat(x.dtype) ? o.cast(ct, x.dtype) : undefined],
   },
   fill: {
     infer: (_ins, { shape, dtype }) => ({ shape, dtype }),
-    run: (b, _ins, out, n) => b.fill(out, n.attrs.value),
+    run: (b, _ins, out, { attrs: { value } }) => b.fill(out, value),
     vjp: () => [],
   },
   iota: {
     infer: (_ins, { shape, axis, dtype }) => { if (shape.length > 0) checkAxis("iota", { shape, dtype }, axis); return { shape, dtype } },
-    run: (b, _ins, out, n) => b.iota(out, n.attrs.shape, n.attrs.axis),
+    run: (b, _ins, out, { attrs: { shape, axis } }) => b.iota(out, shape, axis),
     vjp: () => [],
   },
   stopGradient: {
-    infer: ([x]) => x!,
+    infer: ([x]) => x,
     alias: true,
-    vjp: (_ct, n) => noGrad(n),
+    vjp: () => [undefined],
   },
 }
 
-/** Builds a primitive node after checking its shapes and dtypes. */
+/** Builds a primitive node after checking its operand count, shapes and dtypes. */
 export function apply<K extends Primitive>(op: K, inputs: readonly Tensor[], attrs: PrimitiveAttrs[K]): Tensor {
-  const type = (rules[op] as Rule<K>).infer(inputs, attrs)
-  return makeNode(op, inputs, attrs as NodeAttrs[K], [type]).results[0]!
+  const n = arity[op] as number | "any"
+  if (n !== "any" && inputs.length !== n) {
+    throw new ShapeError({ op, shapes: inputs.map((t) => t.shape), message: `${op}: takes ${n} operands, got ${inputs.length}` })
+  }
+  const type = (rules[op] as Rule<K>).infer(inputs as unknown as Operands<K, Tensor>, attrs)
+  return makeNode(op, inputs, attrs as NodeAttrs[K], [type]).results[0] as Tensor
 }
