@@ -9,7 +9,7 @@
  * path, the tensor at fault and what is wrong, never with a RangeError from deep inside.
  */
 import { randomBytes } from "node:crypto"
-import { open, readFile, rename, rm } from "node:fs/promises"
+import { type FileHandle, open, readFile, rename, rm } from "node:fs/promises"
 import { dirname } from "node:path"
 import { numel } from "../core/backend.js"
 import { BadCheckpoint, fmtShape } from "../core/errors.js"
@@ -294,7 +294,7 @@ export async function writeSafetensorsAtomic(
 }
 
 async function syncDirectory(dir: string): Promise<void> {
-  let handle
+  let handle: FileHandle | undefined
   try {
     handle = await open(dir, "r")
     await handle.sync()

@@ -195,7 +195,7 @@ function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axi
       const base = r * axis
       let acc = empty
       if (sum) for (let a = 0; a < axis; a++) acc += x[base + a]!
-      else for (let a = 0; a < axis; a++) { const v = x[base + a]!; if (v > acc || v !== v) acc = v; if (acc !== acc) break }
+      else for (let a = 0; a < axis; a++) { const v = x[base + a]!; if (v > acc || Number.isNaN(v)) acc = v; if (Number.isNaN(acc)) break }
       o[r] = acc
     }
     return
@@ -208,7 +208,7 @@ function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axi
       const base = (r * axis + a) * inner
       if (sum) for (let j = 0; j < inner; j++) acc[j] = acc[j]! + x[base + j]!
       // Once NaN, `v > NaN` is false, so a NaN accumulator stays NaN.
-      else for (let j = 0; j < inner; j++) { const v = x[base + j]!, m = acc[j]!; if (v > m || v !== v) acc[j] = v }
+      else for (let j = 0; j < inner; j++) { const v = x[base + j]!, m = acc[j]!; if (v > m || Number.isNaN(v)) acc[j] = v }
     }
     o.set(acc, r * inner)
   }
