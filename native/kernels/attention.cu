@@ -167,6 +167,9 @@ cudaError_t attentionForward(const Launch& l, DType dtype, const void* q, const 
                              long long h, long long hkv, long long s, long long d) {
   if (hkv <= 0 || h % hkv != 0 || d > kAttentionMaxHeadDim || h > 2147483647LL) return cudaErrorInvalidValue;
   if (b * h * s == 0) return cudaSuccess;
+  if (dtype == BF16 && attn::hopper::forwardVariant() != 0 && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, o}))
+    return attn::hopper::forward(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(o),
+                                 static_cast<float*>(lse), b, h, hkv, s, d, attn::hopper::forwardVariant());
   if (dtype == BF16 && attn::useTensorCores(d, {q, k, v}))
     return attn::forwardTensorCores(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
                                     static_cast<bf16*>(o), static_cast<float*>(lse), b, h, hkv, s, d);

@@ -83,5 +83,15 @@ cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, c
                                 const float* delta, bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S,
                                 long long D);
 
+// The Hopper (sm_90a) forward of attention_hopper.cu: wgmma, TMA, warp-specialised warpgroups.
+// bf16, D = 64 or 128, on a compute capability 9.0 device; forwardVariant() reads
+// MINISEQ_ATTN_WGMMA once (0: not used, 1: pipelined, 2: unpipelined).
+namespace hopper {
+bool forwardAvailable(long long d, long long b, long long h, long long s, std::initializer_list<const void*> ptrs);
+int forwardVariant();
+cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H, long long Hkv,
+                    long long S, long long D, int variant);
+}  // namespace hopper
+
 }  // namespace attn
 }  // namespace miniseq

@@ -1,0 +1,39 @@
+// A Node-free door to miniseq's attention kernels for bench/attention_hopper/run.py: extern "C"
+// functions on raw device pointers (PyTorch tensors' data_ptr()), built into libminiseq_attn.so
+// together with native/kernels/attention*.cu (see build.sh).
+#include "../../native/kernels/attention.cuh"
+
+using namespace miniseq;
+
+extern "C" {
+
+// impl 0: the mma.sync kernel (attention_mma.cu); 1: the Hopper kernel, pipelined; 2: unpipelined;
+// 3: whatever attentionForward dispatches to (MINISEQ_ATTN_WGMMA decides).
+int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void* o, void* lse, long long b, long long h, long long hkv,
+                    long long s, long long d, void* stream) {
+  Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
+  cudaError_t e;
+  if (impl == 0)
+    e = attn::forwardTensorCores(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(o),
+                                 static_cast<float*>(lse), b, h, hkv, s, d);
+  else if (impl == 3)
+    e = attentionForward(l, BF16, q, k, v, o, lse, b, h, hkv, s, d);
+  else {
+    if (!attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, o})) return -1;
+    e = attn::hopper::forward(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(o),
+                              static_cast<float*>(lse), b, h, hkv, s, d, impl);
+  }
+  return static_cast<int>(e);
+}
+
+long long ms_attn_scratch(long long b, long long h, long long s) { return attentionScratch(BF16, b, h, s); }
+
+int ms_attn_backward(const void* q, const void* k, const void* v, const void* o, const void* lse, const void* dO, void* dq, void* dk, void* dv,
+                     long long b, long long h, long long hkv, long long s, long long d, void* scratch, void* stream) {
+  Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
+  return static_cast<int>(attentionBackward(l, BF16, q, k, v, o, lse, dO, nullptr, dq, dk, dv, b, h, hkv, s, d, scratch));
+}
+
+int ms_sync() { return static_cast<int>(cudaDeviceSynchronize()); }
+const char* ms_error_string(int e) { return cudaGetErrorString(static_cast<cudaError_t>(e)); }
+}
