@@ -34,7 +34,7 @@ const log = []
 const GENCODE = "arch=compute_90,code=[sm_90,compute_90]"
 // wgmma / setmaxnreg kernels: sm_90a machine code only (chosen at run time on a 9.0 device).
 const GENCODE_HOPPER = "arch=compute_90a,code=sm_90a"
-const HOPPER = ["attention_hopper"]
+const HOPPER = ["attention_hopper", "attention_hopper_backward"]
 const FUSED = ["softmax", "activation", "optimizer", "norm", "rope", "attention", "attention_backward", "attention_mma", "attention_mma_backward"]
 const KERNELS = ["binary", "cast", "copy", "fill", "index", "reduce", "unary", ...FUSED]
 const SOURCES = ["addon", "device", "cublas"]

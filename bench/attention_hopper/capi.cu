@@ -28,10 +28,17 @@ int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void*
 
 long long ms_attn_scratch(long long b, long long h, long long s) { return attentionScratch(BF16, b, h, s); }
 
-int ms_attn_backward(const void* q, const void* k, const void* v, const void* o, const void* lse, const void* dO, void* dq, void* dk, void* dv,
+// impl 0: the mma.sync backward; 1: the Hopper backward (delta from attention_backward.cu's kernel either way).
+int ms_attn_backward(int impl, const void* q, const void* k, const void* v, const void* o, const void* lse, const void* dO, void* dq, void* dk, void* dv,
                      long long b, long long h, long long hkv, long long s, long long d, void* scratch, void* stream) {
   Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
-  return static_cast<int>(attentionBackward(l, BF16, q, k, v, o, lse, dO, nullptr, dq, dk, dv, b, h, hkv, s, d, scratch));
+  if (impl == 0) return static_cast<int>(attentionBackward(l, BF16, q, k, v, o, lse, dO, nullptr, dq, dk, dv, b, h, hkv, s, d, scratch));
+  if (!attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv})) return -1;
+  cudaError_t e = attn::launchDeltaBf16(l, static_cast<const bf16*>(o), static_cast<const bf16*>(dO), nullptr, static_cast<float*>(scratch), b * h * s, d);
+  if (e != cudaSuccess) return static_cast<int>(e);
+  return static_cast<int>(attn::hopper::backward(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
+                                                 static_cast<const bf16*>(dO), static_cast<const float*>(lse), static_cast<const float*>(scratch),
+                                                 static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d));
 }
 
 int ms_sync() { return static_cast<int>(cudaDeviceSynchronize()); }

@@ -24,7 +24,7 @@ def load(path):
     lib = ctypes.CDLL(path)
     P, L = ctypes.c_void_p, ctypes.c_longlong
     lib.ms_attn_forward.argtypes = [ctypes.c_int, P, P, P, P, P, L, L, L, L, L, P]
-    lib.ms_attn_backward.argtypes = [P, P, P, P, P, P, P, P, P, L, L, L, L, L, P, P]
+    lib.ms_attn_backward.argtypes = [ctypes.c_int, P, P, P, P, P, P, P, P, P, L, L, L, L, L, P, P]
     lib.ms_attn_scratch.argtypes = [L, L, L]
     lib.ms_attn_scratch.restype = L
     lib.ms_error_string.restype = ctypes.c_char_p
@@ -47,12 +47,12 @@ class Ours:
                                       torch.cuda.current_stream().cuda_stream)
         self.check(rc, f"forward {impl}")
 
-    def backward(self, q, k, v, o, lse, dO, dq, dk, dv, scratch):
+    def backward(self, impl, q, k, v, o, lse, dO, dq, dk, dv, scratch):
         B, H, S, D = q.shape
         Hkv = k.shape[1]
-        rc = self.lib.ms_attn_backward(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), lse.data_ptr(), dO.data_ptr(), dq.data_ptr(),
+        rc = self.lib.ms_attn_backward(impl, q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), lse.data_ptr(), dO.data_ptr(), dq.data_ptr(),
                                        dk.data_ptr(), dv.data_ptr(), B, H, Hkv, S, D, scratch.data_ptr(), torch.cuda.current_stream().cuda_stream)
-        self.check(rc, "backward")
+        self.check(rc, f"backward {impl}")
 
     def sync(self):
         torch.cuda.synchronize()
@@ -72,6 +72,49 @@ def reference(q, k, v):
     return o, lse
 
 
+def check_backward(ours, q, k, v):
+    """dq, dk, dv of ours (mma.sync and Hopper backward, fed the mma.sync forward's o and lse) against float64 autograd."""
+    B, H, S, D = q.shape
+    Hkv = k.shape[1]
+    dO = torch.randn_like(q)
+    qd, kd, vd = [t.double().requires_grad_(True) for t in (q, k, v)]
+    ro, _ = reference(qd, kd, vd)
+    rq, rk, rv = torch.autograd.grad(ro, (qd, kd, vd), dO.double())
+    o = torch.empty_like(q)
+    lse = torch.empty(B, H, S, device="cuda", dtype=torch.float32)
+    ours.forward("mma", q, k, v, o, lse)
+    scratch = torch.empty(max(16, ours.lib.ms_attn_scratch(B, H, S)), dtype=torch.uint8, device="cuda")
+    out = {}
+    for name, impl in (("mma", 0), ("wgmma", 1)):
+        runs = []
+        try:
+            for _ in range(2):
+                g = [torch.full_like(t, float("nan")) for t in (q, k, v)]
+                ours.backward(impl, q, k, v, o, lse, dO, g[0], g[1], g[2], scratch)
+                ours.sync()
+                runs.append(g)
+        except RuntimeError as e:
+            out[name] = dict(error=str(e), ok=False)
+            continue
+        g = runs[0]
+        errs = dict(dq=rel(g[0], rq), dk=rel(g[1], rk), dv=rel(g[2], rv))
+        unwritten = sum(int((~torch.isfinite(t)).sum().item()) for t in g)
+        same = all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(runs[0], runs[1]))
+        worst = max(errs.values())
+        out[name] = dict(**errs, worst=worst, unwritten=unwritten, same_bits=same,
+                         ok=unwritten == 0 and same and math.isfinite(worst) and worst < 1.5e-2)
+    return out
+
+
+def bwd_summary(b):
+    if not b:
+        return "-"
+    w, m = b.get("wgmma", {}), b.get("mma", {})
+    if "worst" not in w:
+        return "wgmma " + str(w.get("error", "?"))
+    return f"wgmma dq {w['dq']:.1e} dk {w['dk']:.1e} dv {w['dv']:.1e} unw {w['unwritten']} bits {w['same_bits']} (mma worst {m.get('worst', float('nan')):.1e})"
+
+
 def rel(a, b):
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
@@ -80,12 +123,13 @@ def rel(a, b):
 def correct(ours, args):
     cases = []
     for D in (64, 128):
-        for S in (1, 2, 17, 64, 127, 128, 129, 200, 255, 256, 257, 383, 640, 1000, 1025, 2048, 3001):
+        for S in (1, 17, 64, 127, 128, 129, 200, 257, 383, 1000, 2048, 3001):
             for g in (1, 4, 8):
                 Hkv = 2 if S > 1500 else 1 + (S % 2)
                 cases.append((1 + (S < 300), Hkv * g, Hkv, S, D))
     cases += [(1, 32, 8, 4096, 64), (1, 32, 8, 4096, 128)]
     results, fails, shown = [], 0, False
+    fails_bwd = [0]
     torch.manual_seed(1)
     for (B, H, Hkv, S, D) in cases:
         q = torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16)
@@ -128,22 +172,30 @@ def correct(ours, args):
                     print("  o[0,0,0,:8]", o[0, 0, 0, :8].tolist(), "ref", ro[0, 0, 0, :8].tolist())
                     print("  o[0,0,100,:8]", o[0, 0, 100, :8].tolist(), "ref", ro[0, 0, 100, :8].tolist())
                     print("  lse[0,0,:4]", lse[0, 0, :4].tolist(), "ref", rl[0, 0, :4].tolist())
+        if S <= 2048:
+            row["bwd"] = check_backward(ours, q, k, v)
+            for impl in ("wgmma",):
+                r = row["bwd"].get(impl, {})
+                if not r.get("ok"):
+                    fails_bwd[0] += 1
         results.append(row)
         w = row.get("wgmma", {})
         m = row.get("mma", {})
         print(f"B={B} H={H:>2} Hkv={Hkv} S={S:>5} D={D:>3}  wgmma rel {w.get('rel_o', float('nan')):.2e} lse {w.get('max_lse', float('nan')):.1e}"
               f" unwritten {w.get('unwritten', '-')} bits {w.get('same_bits', '-')}  nopipe {row.get('wgmma_nopipe', {}).get('rel_o', float('nan')):.2e}"
-              f"  swapv {row.get('wgmma_swapv', {}).get('rel_o', float('nan')):.2e}  mma {m.get('rel_o', float('nan')):.2e}  {'ok' if w.get('ok') and row.get('wgmma_nopipe', {}).get('ok') else 'FAIL ' + str(w.get('error', ''))}",
+              f"  swapv {row.get('wgmma_swapv', {}).get('rel_o', float('nan')):.2e}"
+              f"  bwd {bwd_summary(row.get('bwd'))}  mma {m.get('rel_o', float('nan')):.2e}  {'ok' if w.get('ok') and row.get('wgmma_nopipe', {}).get('ok') else 'FAIL ' + str(w.get('error', ''))}",
               flush=True)
         del q, k, v, ro, rl
     torch.cuda.empty_cache()
-    summary = dict(cases=len(cases), failures=fails,
+    summary = dict(cases=len(cases), failures=fails, backward_failures=fails_bwd[0],
+                   worst_bwd={i: max((r["bwd"][i].get("worst", math.inf) for r in results if "bwd" in r and i in r["bwd"]), default=None) for i in ("mma", "wgmma")},
                    worst_rel_o={i: max((r[i].get("rel_o", math.inf) if "rel_o" in r.get(i, {}) else math.inf) for r in results) for i in IMPLS},
                    worst_lse={i: max((r[i].get("max_lse", math.inf) if "max_lse" in r.get(i, {}) else math.inf) for r in results) for i in IMPLS})
     print("correctness:", json.dumps(summary))
     with open(args.out, "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), summary=summary, rows=results), f, indent=1)
-    return fails
+    return fails + fails_bwd[0]
 
 
 def median_ms(fn, reps, warmup=3):
@@ -185,17 +237,21 @@ def timing(ours, args):
                     row[f"{impl}_fwd"] = flops / ms / 1e9
                 except RuntimeError as e:
                     row[f"{impl}_fwd_error"] = str(e)
-            # ours backward (today's mma.sync backward; the forward's o and lse feed it)
-            try:
-                ours.forward("wgmma" if "wgmma" in impls else "mma", q, k, v, o, lse)
-                dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-                scratch = torch.empty(max(1, ours.lib.ms_attn_scratch(B, H, S)), dtype=torch.uint8, device="cuda")
-                ms = median_ms(lambda: ours.backward(q, k, v, o, lse, dO, dq, dk, dv, scratch), max(5, reps // 2))
-                ours.sync()
-                row["ours_bwd_ms"] = ms
-                row["ours_bwd"] = 2.5 * flops / ms / 1e9
-            except RuntimeError as e:
-                row["ours_bwd_error"] = str(e)
+            # ours backward: the mma.sync kernels and the Hopper ones, on the forward's o and lse
+            ours.forward("mma", q, k, v, o, lse)
+            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            scratch = torch.empty(max(16, ours.lib.ms_attn_scratch(B, H, S)), dtype=torch.uint8, device="cuda")
+            for name, impl in (("mma", 0), ("wgmma", 1)):
+                if name not in impls:
+                    continue
+                try:
+                    ms = median_ms(lambda: ours.backward(impl, q, k, v, o, lse, dO, dq, dk, dv, scratch), max(5, reps // 2))
+                    ours.sync()
+                    row[f"{name}_bwd_ms"] = ms
+                    row[f"{name}_bwd"] = 2.5 * flops / ms / 1e9
+                except RuntimeError as e:
+                    row[f"{name}_bwd_error"] = str(e)
+            row["ours_bwd"] = row.get("wgmma_bwd") if args.bwd == "wgmma" else row.get("mma_bwd")
             row["ours_fwd"] = max([row.get(f"{i}_fwd", 0) for i in impls if i != "mma"] or [0]) or None
             ke, ve = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
             for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
@@ -217,7 +273,7 @@ def timing(ours, args):
             rows.append(row)
             f = lambda key: f"{row[key]:7.1f}" if key in row and row[key] else "      -"
             print(f"S={S:>6} D={D:>3} | " + " ".join(f"{i} {f(i + '_fwd')}" for i in impls) +
-                  f" | cudnn {f('cudnn_fwd')} flash {f('flash_fwd')} || bwd ours(mma) {f('ours_bwd')} cudnn {f('cudnn_bwd')} flash {f('flash_bwd')}", flush=True)
+                  f" | cudnn {f('cudnn_fwd')} flash {f('flash_fwd')} || bwd mma {f('mma_bwd')} wgmma {f('wgmma_bwd')} cudnn {f('cudnn_bwd')} flash {f('flash_bwd')}", flush=True)
             del q, k, v, dO, o, lse, ke, ve
             torch.cuda.empty_cache()
             with open(args.out, "w") as fh:
@@ -237,6 +293,7 @@ def main():
     p.add_argument("--dims", default="64,128")
     p.add_argument("--impls", default="mma,wgmma,wgmma_nopipe")
     p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--bwd", default="wgmma", help="which backward is reported as ours_bwd")
     a = p.parse_args()
     ours = Ours(load(a.lib))
     if a.mode == "correct":

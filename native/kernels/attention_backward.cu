@@ -309,6 +309,11 @@ cudaError_t backward(const Launch& l, const T* q, const T* k, const T* v, const 
 }
 
 }  // namespace
+
+cudaError_t launchDeltaBf16(const Launch& l, const bf16* o, const bf16* dO, const float* dLse, float* delta, long long rows, long long D) {
+  return launchDelta<bf16>(l, o, dO, dLse, delta, rows, D);
+}
+
 }  // namespace attn
 
 long long attentionScratch(DType dtype, long long b, long long h, long long s) {
@@ -328,6 +333,9 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
     float* delta = static_cast<float*>(scratch);
     const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const float*>(dLse), delta, b * h * s, d);
     if (e != cudaSuccess) return e;
+    if (attn::hopper::backwardEnabled() && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv}))
+      return attn::hopper::backward(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
+                                    hkv, s, d);
     return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
                                      hkv, s, d);
   }

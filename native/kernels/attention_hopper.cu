@@ -34,6 +34,31 @@
 namespace miniseq {
 namespace attn {
 namespace hopper {
+PFN_cuTensorMapEncodeTiled_v12000 encodeFn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  });
+  return fn;
+}
+
+// A [heads, S, D] bf16 tensor as boxes of 64 columns × rows × 1 head, 128-byte swizzle, zeros past S.
+bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long S, int D, int rows) {
+  auto encode = encodeFn();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(D), static_cast<cuuint64_t>(S), static_cast<cuuint64_t>(heads)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(D) * 2, static_cast<cuuint64_t>(S) * D * 2};
+  const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(rows), 1};  // 64 bf16 = one 128-byte swizzle row
+  const cuuint32_t elem[3] = {1, 1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(ptr), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 namespace {
 
 constexpr int BM = 128, BN = 128, STAGES = 2, THREADS = 384;
@@ -284,36 +309,11 @@ __global__ void __launch_bounds__(THREADS, 1)
 #endif
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 encodeFn() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  });
-  return fn;
-}
-
-// A [heads, S, D] bf16 tensor as boxes of 64 columns × rows × 1 head, 128-byte swizzle, zeros past S.
-bool makeMap(CUtensorMap* map, const void* ptr, long long heads, long long S, int D, int rows) {
-  auto encode = encodeFn();
-  if (encode == nullptr) return false;
-  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(D), static_cast<cuuint64_t>(S), static_cast<cuuint64_t>(heads)};
-  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(D) * 2, static_cast<cuuint64_t>(S) * D * 2};
-  const cuuint32_t box[3] = {PANEL, static_cast<cuuint32_t>(rows), 1};
-  const cuuint32_t elem[3] = {1, 1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(ptr), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 template <int D, bool PIPELINED>
 cudaError_t launch(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H, long long Hkv,
                    long long S, int swapV) {
   CUtensorMap mq, mk, mv;
-  if (!makeMap(&mq, q, B * H, S, D, BM) || !makeMap(&mk, k, B * Hkv, S, D, BN) || !makeMap(&mv, v, B * Hkv, S, D, BN))
+  if (!makeTensorMap(&mq, q, B * H, S, D, BM) || !makeTensorMap(&mk, k, B * Hkv, S, D, BN) || !makeTensorMap(&mv, v, B * Hkv, S, D, BN))
     return cudaErrorNotSupported;
   auto kernel = forwardKernel<D, PIPELINED>;
   const size_t bytes = Smem<D>::BYTES;
@@ -368,6 +368,14 @@ int forwardVariant() {
     return std::atoi(e);
   }();
   return v;
+}
+
+bool backwardEnabled() {
+  static bool on = [] {
+    const char* e = std::getenv("MINISEQ_ATTN_WGMMA_BWD");
+    return e != nullptr && *e != 0 && std::atoi(e) != 0;
+  }();
+  return on;
 }
 
 }  // namespace hopper
