@@ -7,8 +7,9 @@ using namespace miniseq;
 
 extern "C" {
 
-// impl 0: the mma.sync kernel (attention_mma.cu); 1: the Hopper kernel, pipelined; 2: unpipelined;
-// 3: whatever attentionForward dispatches to (MINISEQ_ATTN_WGMMA decides).
+// impl 0: the mma.sync kernel (attention_mma.cu); 100: whatever attentionForward dispatches to
+// (MINISEQ_ATTN_WGMMA decides); otherwise the Hopper kernel's variant impl (1: pipelined, 2:
+// unpipelined, + 4: v1's grid order).
 int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void* o, void* lse, long long b, long long h, long long hkv,
                     long long s, long long d, void* stream) {
   Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
@@ -16,7 +17,7 @@ int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void*
   if (impl == 0)
     e = attn::forwardTensorCores(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(o),
                                  static_cast<float*>(lse), b, h, hkv, s, d);
-  else if (impl == 3)
+  else if (impl == 100)
     e = attentionForward(l, BF16, q, k, v, o, lse, b, h, hkv, s, d);
   else {
     if (!attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, o})) return -1;
@@ -28,7 +29,8 @@ int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void*
 
 long long ms_attn_scratch(long long b, long long h, long long s) { return attentionScratch(BF16, b, h, s); }
 
-// impl 0: the mma.sync backward; 1: the Hopper backward (delta from attention_backward.cu's kernel either way).
+// impl 0: the mma.sync backward; otherwise the Hopper backward's variant (1; 5: v1's grid order);
+// delta from attention_backward.cu's kernel either way.
 int ms_attn_backward(int impl, const void* q, const void* k, const void* v, const void* o, const void* lse, const void* dO, void* dq, void* dk, void* dv,
                      long long b, long long h, long long hkv, long long s, long long d, void* scratch, void* stream) {
   Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
@@ -38,7 +40,7 @@ int ms_attn_backward(int impl, const void* q, const void* k, const void* v, cons
   if (e != cudaSuccess) return static_cast<int>(e);
   return static_cast<int>(attn::hopper::backward(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
                                                  static_cast<const bf16*>(dO), static_cast<const float*>(lse), static_cast<const float*>(scratch),
-                                                 static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d));
+                                                 static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d, impl));
 }
 
 int ms_sync() { return static_cast<int>(cudaDeviceSynchronize()); }

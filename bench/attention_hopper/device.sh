@@ -18,7 +18,7 @@ cat $B/ptxas.txt >> $OUT/build.log
   grep -o "HGMMA\.[^ ]*" $B/hopper.sass | sort | uniq -c | head -20
   echo "build+sass $(( $(date +%s) - t0 )) s"; } >> $info 2>&1
 timeout 30 $B/sanity 1 f > $B/sanity1.txt 2>&1; src=$?
-IMPLS=mma,wgmma,wgmma_nopipe
+IMPLS=mma,wgmma,wgmma_nopipe,wgmma_v1order,wgmma_pingpong
 if [ $src = 124 ]; then echo "forward sanity hung: skipping the wgmma stages" | tee -a $info; IMPLS=mma; fi
 timeout 30 $B/sanity 1 > $B/sanity1b.txt 2>&1; srcb=$?
 NOBWD=""

@@ -18,7 +18,10 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NO_WGMMA_BWD = False
-IMPLS = {"mma": 0, "wgmma": 1, "wgmma_nopipe": 2, "wgmma_swapv": 3}  # swapv: a debugging variant (V descriptor offsets exchanged)
+# forward variants (attention_hopper.cu's bits: 2 unpipelined, 4 v1's grid order, 8 ping-pong); 100: what attentionForward dispatches to
+IMPLS = {"mma": 0, "wgmma": 1, "wgmma_nopipe": 2, "wgmma_v1order": 5, "wgmma_pingpong": 9, "dispatch": 100}
+# backward variants (bits: 2 the dK/dV kernel without the overlap, 4 v1's grid order; 7 is v1 exactly)
+BWD_IMPLS = {"mma": 0, "wgmma": 1, "wgmma_serial": 3, "wgmma_v1": 7}
 
 
 def load(path):
@@ -86,7 +89,9 @@ def check_backward(ours, q, k, v):
     ours.forward("mma", q, k, v, o, lse)
     scratch = torch.empty(max(16, ours.lib.ms_attn_scratch(B, H, S)), dtype=torch.uint8, device="cuda")
     out = {}
-    for name, impl in (("mma", 0),) + ((("wgmma", 1),) if not NO_WGMMA_BWD else ()):
+    for name, impl in BWD_IMPLS.items():
+        if NO_WGMMA_BWD and name != "mma":
+            continue
         runs = []
         try:
             for _ in range(2):
@@ -107,6 +112,12 @@ def check_backward(ours, q, k, v):
     return out
 
 
+def all_ok(row):
+    fwd = all(row[i].get("ok") for i in IMPLS if i != "mma" and i in row)
+    bwd = all(v.get("ok") for k, v in row.get("bwd", {}).items() if k != "mma")
+    return fwd and bwd
+
+
 def bwd_summary(b):
     if not b:
         return "-"
@@ -117,8 +128,11 @@ def bwd_summary(b):
 
 
 def rel(a, b):
+    """||a - b|| / ||b||; where b is exactly zero (dq and dk at S = 1), the RMS of a instead."""
     a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+    if b.norm().item() == 0:
+        return (a.norm() / math.sqrt(a.numel())).item()
+    return ((a - b).norm() / b.norm()).item()
 
 
 def correct(ours, args):
@@ -138,7 +152,7 @@ def correct(ours, args):
         v = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
         ro, rl = reference(q, k, v)
         row = dict(B=B, H=H, Hkv=Hkv, S=S, D=D)
-        for impl in ("mma", "wgmma", "wgmma_nopipe", "wgmma_swapv"):
+        for impl in ("mma", "wgmma", "wgmma_nopipe", "wgmma_v1order", "wgmma_pingpong", "dispatch"):
             o = torch.full_like(q, float("nan"))
             lse = torch.full((B, H, S), float("nan"), device="cuda", dtype=torch.float32)
             try:
@@ -146,7 +160,7 @@ def correct(ours, args):
                 ours.sync()
             except RuntimeError as e:
                 row[impl] = dict(error=str(e))
-                fails += impl in ("wgmma", "wgmma_nopipe")
+                fails += impl.startswith("wgmma")
                 continue
             unwritten = int((~torch.isfinite(o)).sum().item() + (~torch.isfinite(lse)).sum().item())
             eo = rel(o, ro)
@@ -161,7 +175,7 @@ def correct(ours, args):
                 r["same_bits"] = bool(torch.equal(o.view(torch.int16), o2.view(torch.int16)) and torch.equal(lse.view(torch.int32), lse2.view(torch.int32)))
                 r["ok"] = ok and r["same_bits"]
             row[impl] = r
-            if impl in ("wgmma", "wgmma_nopipe") and not r["ok"]:
+            if (impl.startswith("wgmma") or impl == "dispatch") and not r["ok"]:
                 fails += 1
                 if not shown and S >= 128:
                     shown = True
@@ -175,24 +189,26 @@ def correct(ours, args):
                     print("  lse[0,0,:4]", lse[0, 0, :4].tolist(), "ref", rl[0, 0, :4].tolist())
         if S <= 2048:
             row["bwd"] = check_backward(ours, q, k, v)
-            for impl in ("wgmma",):
+            for impl in BWD_IMPLS:
                 r = row["bwd"].get(impl, {})
-                if not r.get("ok"):
+                if impl != "mma" and impl in row["bwd"] and not r.get("ok"):
                     fails_bwd[0] += 1
         results.append(row)
         w = row.get("wgmma", {})
         m = row.get("mma", {})
         print(f"B={B} H={H:>2} Hkv={Hkv} S={S:>5} D={D:>3}  wgmma rel {w.get('rel_o', float('nan')):.2e} lse {w.get('max_lse', float('nan')):.1e}"
               f" unwritten {w.get('unwritten', '-')} bits {w.get('same_bits', '-')}  nopipe {row.get('wgmma_nopipe', {}).get('rel_o', float('nan')):.2e}"
-              f"  swapv {row.get('wgmma_swapv', {}).get('rel_o', float('nan')):.2e}"
-              f"  bwd {bwd_summary(row.get('bwd'))}  mma {m.get('rel_o', float('nan')):.2e}  {'ok' if w.get('ok') and row.get('wgmma_nopipe', {}).get('ok') else 'FAIL ' + str(w.get('error', ''))}",
+              f"  dispatch {row.get('dispatch', {}).get('rel_o', float('nan')):.2e}"
+              f"  bwd {bwd_summary(row.get('bwd'))}  mma {m.get('rel_o', float('nan')):.2e}  {'ok' if all_ok(row) else 'FAIL ' + str(w.get('error', ''))}",
               flush=True)
         del q, k, v, ro, rl
     torch.cuda.empty_cache()
     summary = dict(cases=len(cases), failures=fails, backward_failures=fails_bwd[0],
-                   worst_bwd={i: max((r["bwd"][i].get("worst", math.inf) for r in results if "bwd" in r and i in r["bwd"]), default=None) for i in ("mma", "wgmma")},
+                   worst_bwd={i: max((r["bwd"][i].get("worst", math.inf) for r in results if "bwd" in r and i in r["bwd"]), default=None) for i in BWD_IMPLS},
                    worst_rel_o={i: max((r[i].get("rel_o", math.inf) if "rel_o" in r.get(i, {}) else math.inf) for r in results) for i in IMPLS},
-                   worst_lse={i: max((r[i].get("max_lse", math.inf) if "max_lse" in r.get(i, {}) else math.inf) for r in results) for i in IMPLS})
+                   worst_lse={i: max((r[i].get("max_lse", math.inf) if "max_lse" in r.get(i, {}) else math.inf) for r in results) for i in IMPLS},
+                   bwd_same_bits=all(r["bwd"][i].get("same_bits", False) for r in results if "bwd" in r for i in r["bwd"]),
+                   fwd_same_bits=all(r["wgmma"].get("same_bits", False) for r in results if "wgmma" in r))
     print("correctness:", json.dumps(summary))
     with open(args.out, "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), summary=summary, rows=results), f, indent=1)
@@ -242,8 +258,8 @@ def timing(ours, args):
             ours.forward("mma", q, k, v, o, lse)
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
             scratch = torch.empty(max(16, ours.lib.ms_attn_scratch(B, H, S)), dtype=torch.uint8, device="cuda")
-            for name, impl in (("mma", 0), ("wgmma", 1)):
-                if (name == "wgmma" and args.no_wgmma_bwd) or (name == "wgmma" and "wgmma" not in impls):
+            for name, impl in BWD_IMPLS.items():
+                if name != "mma" and (args.no_wgmma_bwd or "wgmma" not in impls):
                     continue
                 try:
                     ms = median_ms(lambda: ours.backward(impl, q, k, v, o, lse, dO, dq, dk, dv, scratch), max(5, reps // 2))
@@ -253,7 +269,7 @@ def timing(ours, args):
                 except RuntimeError as e:
                     row[f"{name}_bwd_error"] = str(e)
             row["ours_bwd"] = row.get("wgmma_bwd") if args.bwd == "wgmma" else row.get("mma_bwd")
-            row["ours_fwd"] = max([row.get(f"{i}_fwd", 0) for i in impls if i != "mma"] or [0]) or None
+            row["ours_fwd"] = row.get("wgmma_fwd")  # the variant attentionForward dispatches to by default
             ke, ve = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
             for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
                 try:
@@ -274,7 +290,7 @@ def timing(ours, args):
             rows.append(row)
             f = lambda key: f"{row[key]:7.1f}" if key in row and row[key] else "      -"
             print(f"S={S:>6} D={D:>3} | " + " ".join(f"{i} {f(i + '_fwd')}" for i in impls) +
-                  f" | cudnn {f('cudnn_fwd')} flash {f('flash_fwd')} || bwd mma {f('mma_bwd')} wgmma {f('wgmma_bwd')} cudnn {f('cudnn_bwd')} flash {f('flash_bwd')}", flush=True)
+                  f" | cudnn {f('cudnn_fwd')} flash {f('flash_fwd')} || bwd " + " ".join(f"{i} {f(i + '_bwd')}" for i in BWD_IMPLS) + f" cudnn {f('cudnn_bwd')} flash {f('flash_bwd')}", flush=True)
             del q, k, v, dO, o, lse, ke, ve
             torch.cuda.empty_cache()
             with open(args.out, "w") as fh:
@@ -292,7 +308,7 @@ def main():
     p.add_argument("--out", default="attention.json")
     p.add_argument("--seqs", default="4096,8192,32768")
     p.add_argument("--dims", default="64,128")
-    p.add_argument("--impls", default="mma,wgmma,wgmma_nopipe")
+    p.add_argument("--impls", default="mma,wgmma,wgmma_nopipe,wgmma_v1order,wgmma_pingpong")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--bwd", default="wgmma", help="which backward is reported as ours_bwd")
     p.add_argument("--no-wgmma-bwd", action="store_true", help="skip the Hopper backward (it hung in the sanity run)")

@@ -83,7 +83,7 @@ template <> struct Acc<128> {
 template <int D, bool PIPELINED>
 __global__ void __launch_bounds__(THREADS, 1)
     forwardKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
-                  bf16* __restrict__ o, float* __restrict__ lse, int H, int G, int S, int BH, float scaleLog2, int swapV) {
+                  bf16* __restrict__ o, float* __restrict__ lse, int H, int G, int S, int BH, float scaleLog2, int headsOuter, int pingpong) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Smem<D>;
   constexpr int OREG = D / 2;  // accumulator registers of a 64 × D tile per thread
@@ -100,8 +100,11 @@ __global__ void __launch_bounds__(THREADS, 1)
   auto emptyV = [&](int s) { return smem(&bars[1 + 3 * STAGES + s]); };
 
   const int nM = (S + BM - 1) / BM;
-  const int bh = blockIdx.x % BH;
-  const int mb = nM - 1 - static_cast<int>(blockIdx.x / BH);
+  // headsOuter: all query blocks of a head (heaviest first), then the next head, so the CTAs in
+  // flight share one kv head's K and V in L2; else each query block of every head, then the next
+  // block (v1's order).
+  const int bh = headsOuter ? static_cast<int>(blockIdx.x / nM) : static_cast<int>(blockIdx.x % BH);
+  const int mb = nM - 1 - (headsOuter ? static_cast<int>(blockIdx.x % nM) : static_cast<int>(blockIdx.x / BH));
   const int kvh = (bh / H) * (H / G) + (bh % H) / G;
   const int m0 = mb * BM;
   const int nBlocks = (min(m0 + BM, S) - 1) / BN + 1;  // key blocks 0 .. nBlocks − 1, walked from the last
@@ -173,8 +176,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       wgFence();
 #pragma unroll
       for (int kk = 0; kk < BN / 16; kk++) {
-        // swapV (a debugging variant) exchanges the two byte offsets of the N-major descriptor.
-        const uint64_t db = swapV ? descriptor(sV(s) + kk * 16 * 128, 1024, BN * 128) : descriptor(sV(s) + kk * 16 * 128, BN * 128, 1024);
+        const uint64_t db = descriptor(sV(s) + kk * 16 * 128, BN * 128, 1024);
         Acc<D>::pv(acc, pf[kk], db);
       }
       wgCommit();
@@ -236,9 +238,21 @@ __global__ void __launch_bounds__(THREADS, 1)
     barWait(barQ, 0);
     float alpha[2];
     if (PIPELINED) {
+      // pingpong: the two consumers take turns to issue their products (named barriers 1 and 2),
+      // so one's softmax runs while the other's GEMMs do. Each has nBlocks + 1 issue points;
+      // consumer 1 opens consumer 0's first turn and skips its own last hand-over.
+      auto turn = [&] {
+        if (pingpong) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + c) : "memory");
+      };
+      auto handOver = [&](bool last) {
+        if (pingpong && !(last && c == 1)) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - c) : "memory");
+      };
+      if (pingpong && c == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
       // Block 0 (the diagonal one): S, softmax, P.
       barWait(fullK(0), 0);
+      turn();
       issueS(0);
+      handOver(false);
       wgWait<0>();
       pin(sc);
       barArrive(emptyK(0));
@@ -247,9 +261,11 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int i = 1; i < nBlocks; i++) {
         const int s = i % STAGES, sp = (i - 1) % STAGES;
         barWait(fullK(s), (i / STAGES) & 1);
-        issueS(s);
         barWait(fullV(sp), ((i - 1) / STAGES) & 1);
+        turn();
+        issueS(s);
         issuePV(sp);
+        handOver(false);
         wgWait<1>();  // S of block i is done; P·V of block i − 1 may still run
         pin(sc);
         barArrive(emptyK(s));
@@ -262,7 +278,9 @@ __global__ void __launch_bounds__(THREADS, 1)
       }
       const int sl = (nBlocks - 1) % STAGES;
       barWait(fullV(sl), ((nBlocks - 1) / STAGES) & 1);
+      turn();
       issuePV(sl);
+      handOver(true);
       wgWait<0>();
       pin(acc);
       barArrive(emptyV(sl));
@@ -311,20 +329,18 @@ __global__ void __launch_bounds__(THREADS, 1)
 
 template <int D, bool PIPELINED>
 cudaError_t launch(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H, long long Hkv,
-                   long long S, int swapV) {
+                   long long S, int headsOuter, int pingpong) {
   CUtensorMap mq, mk, mv;
   if (!makeTensorMap(&mq, q, B * H, S, D, BM) || !makeTensorMap(&mk, k, B * Hkv, S, D, BN) || !makeTensorMap(&mv, v, B * Hkv, S, D, BN))
     return cudaErrorNotSupported;
   auto kernel = forwardKernel<D, PIPELINED>;
   const size_t bytes = Smem<D>::BYTES;
-  static std::once_flag once;
-  static cudaError_t attr = cudaSuccess;
-  std::call_once(once, [&] { attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)); });
+  cudaError_t attr = allowSmemOnce(kernel, bytes);
   if (attr != cudaSuccess) return attr;
   const long long nM = (S + BM - 1) / BM;
   kernel<<<static_cast<unsigned>(B * H * nM), THREADS, bytes, l.stream>>>(mq, mk, mv, o, lse, static_cast<int>(H), static_cast<int>(H / Hkv),
                                                                           static_cast<int>(S), static_cast<int>(B * H),
-                                                                          static_cast<float>(1.4426950408889634 / sqrt(static_cast<double>(D))), swapV);
+                                                                          static_cast<float>(1.4426950408889634 / sqrt(static_cast<double>(D))), headsOuter, pingpong);
   return cudaGetLastError();
 }
 
@@ -351,29 +367,34 @@ bool forwardAvailable(long long d, long long b, long long h, long long s, std::i
 
 cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H, long long Hkv,
                     long long S, long long D, int variant) {
-  const bool pipelined = variant != 2;
-  const int swapV = variant == 3;
+  const bool pipelined = (variant & 2) == 0;
+  const int headsOuter = (variant & 4) == 0, pingpong = (variant & 8) != 0;
   if (D == 64)
-    return pipelined ? launch<64, true>(l, q, k, v, o, lse, B, H, Hkv, S, swapV) : launch<64, false>(l, q, k, v, o, lse, B, H, Hkv, S, swapV);
+    return pipelined ? launch<64, true>(l, q, k, v, o, lse, B, H, Hkv, S, headsOuter, pingpong)
+                     : launch<64, false>(l, q, k, v, o, lse, B, H, Hkv, S, headsOuter, 0);
   if (D == 128)
-    return pipelined ? launch<128, true>(l, q, k, v, o, lse, B, H, Hkv, S, swapV) : launch<128, false>(l, q, k, v, o, lse, B, H, Hkv, S, swapV);
+    return pipelined ? launch<128, true>(l, q, k, v, o, lse, B, H, Hkv, S, headsOuter, pingpong)
+                     : launch<128, false>(l, q, k, v, o, lse, B, H, Hkv, S, headsOuter, 0);
   return cudaErrorInvalidValue;
 }
 
-// MINISEQ_ATTN_WGMMA: unset or 0 keeps the mma.sync kernels; 1 (or 2, the unpipelined variant) takes this one.
+// MINISEQ_ATTN_WGMMA: unset or 1 takes this kernel on a 9.0 device (pipelined, heads-outer
+// order); 0 keeps the mma.sync kernel; other values pick variants (forward(): bit 2 unpipelined,
+// bit 4 v1's grid order, bit 8 ping-pong between the consumers).
 int forwardVariant() {
   static int v = [] {
     const char* e = std::getenv("MINISEQ_ATTN_WGMMA");
-    if (e == nullptr || *e == 0) return 0;
+    if (e == nullptr || *e == 0) return 1;
     return std::atoi(e);
   }();
   return v;
 }
 
+// MINISEQ_ATTN_WGMMA_BWD: unset or non-zero takes the Hopper backward on a 9.0 device; 0 keeps mma.sync.
 bool backwardEnabled() {
   static bool on = [] {
     const char* e = std::getenv("MINISEQ_ATTN_WGMMA_BWD");
-    return e != nullptr && *e != 0 && std::atoi(e) != 0;
+    return e == nullptr || *e == 0 || std::atoi(e) != 0;
   }();
   return on;
 }

@@ -31,11 +31,32 @@
 #pragma once
 #include <cuda.h>
 
+#include <mutex>
+#include <utility>
+#include <vector>
+
 #include "common.cuh"
 
 namespace miniseq {
 namespace attn {
 namespace hopper {
+
+// Raises a kernel's dynamic shared-memory limit once per (kernel, device): the attribute is per
+// device, and every instantiation here has the same signature, so the cache is keyed by address.
+inline cudaError_t allowSmemOnce(const void* kernel, size_t bytes) {
+  static std::mutex mu;
+  static std::vector<std::pair<const void*, int>> done;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& d : done)
+    if (d.first == kernel && d.second == dev) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) done.emplace_back(kernel, dev);
+  return e;
+}
+template <typename K> cudaError_t allowSmemOnce(K* kernel, size_t bytes) { return allowSmemOnce(reinterpret_cast<const void*>(kernel), bytes); }
 
 __device__ __forceinline__ uint32_t smem(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 

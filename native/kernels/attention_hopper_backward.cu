@@ -21,7 +21,6 @@
 // delta = Σ dO·O − dLse per row comes from attention_backward.cu's deltaKernel (scratch).
 #include <cudaTypedefs.h>
 
-#include <mutex>
 
 #include "attention_hopper.cuh"
 
@@ -72,11 +71,11 @@ template <int D> struct KvSmem {
   static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + 1024;
 };
 
-template <int D>
+template <int D, bool OVERLAP>
 __global__ void __launch_bounds__(THREADS, 1)
     dkdvKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
                const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
-               bf16* __restrict__ dv, int H, int G, int S, int BHkv, float scale, float scaleLog2) {
+               bf16* __restrict__ dv, int H, int G, int S, int BHkv, float scale, float scaleLog2, int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = KvSmem<D>;
   constexpr int PANELS = D / 64, OREG = D / 2;
@@ -90,7 +89,11 @@ __global__ void __launch_bounds__(THREADS, 1)
   auto full = [&](int s) { return smem(&bars[1 + s]); };
   auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
 
-  const int bhkv = blockIdx.x % BHkv, nb = static_cast<int>(blockIdx.x / BHkv);
+  // headsOuter: all key blocks of a kv head (heaviest, the first, first), then the next kv head,
+  // so the CTAs in flight read the same Q and dO rows from L2.
+  const int nKB = (S + 127) / 128;
+  const int bhkv = headsOuter ? static_cast<int>(blockIdx.x / nKB) : static_cast<int>(blockIdx.x % BHkv);
+  const int nb = headsOuter ? static_cast<int>(blockIdx.x % nKB) : static_cast<int>(blockIdx.x / BHkv);
   const int n0 = nb * 128;
   const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
   const int nQ = (S + 63) / 64, qStart = n0 / 64;
@@ -144,47 +147,103 @@ __global__ void __launch_bounds__(THREADS, 1)
       const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
       const long long rowBase = static_cast<long long>(b * H + hkv * G + g) * S;
       const int q0 = mq * 64;
-      barWait(full(s), (i / STAGES) & 1);
-      pin(st);
-      pin(dp);
-      wgFence();
-      gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
-      gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
-      wgCommit();
-      wgWait<0>();
-      pin(st);
-      pin(dp);
-      const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
-#pragma unroll
-      for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
+      if constexpr (OVERLAP) {  // D = 64 only: at D = 128 keeping P alive across dV's product spills
+        barWait(full(s), (i / STAGES) & 1);
+        // Sᵀ and dPᵀ issued as two groups: Pᵀ is computed while dPᵀ is still in the tensor cores,
+        // and dSᵀ while dV += Pᵀ·dO is.
+        pin(st);
+        pin(dp);
+        wgFence();
+        gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+        wgCommit();
+        gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+        wgCommit();
+        wgWait<1>();
+        pin(st);
+        const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+  #pragma unroll
+        for (int j = 0; j < 8; j++)
+  #pragma unroll
+          for (int r = 0; r < 2; r++)
+  #pragma unroll
+            for (int e = 0; e < 2; e++) {
+              // query column q0 + 8j + 2·q4 + e: its lse (base 2); past S, P = 0
+              const int idx = 4 * j + 2 * r + e;
+              const int qi = q0 + 8 * j + 2 * q4 + e;
+              const float l2 = qi < S ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+              st[idx] = p;
+            }
+        toA(st, pa);
+        pin(dV);
+        wgFence();
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+        wgCommit();
+        wgWait<1>();  // dPᵀ done; dV may still run
+        pin(dp);
+  #pragma unroll
+        for (int j = 0; j < 8; j++)
+  #pragma unroll
           for (int e = 0; e < 2; e++) {
-            const int idx = 4 * j + 2 * r + e;
-            // query column q0 + 8j + 2·q4 + e: its lse (base 2) and delta; past S, P = 0
             const int qi = q0 + 8 * j + 2 * q4 + e;
-            const bool in = qi < S;
-            const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
-            const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
-            float p = ex2(fmaf(st[idx], scaleLog2, -l2));
-            if (mask && qi < (r ? keyB : keyA)) p = 0.f;
-            st[idx] = p;
-            dp[idx] = p * (dp[idx] - dl);
+            const float dl = qi < S ? __ldg(delta + rowBase + qi) : 0.f;
+  #pragma unroll
+            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - dl);
           }
-      toA(st, pa);
-      toA(dp, da);
-      pin(dV);
-      pin(dK);
-      wgFence();
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
-      wgCommit();
-      wgWait<0>();
-      pin(dV);
-      pin(dK);
+        toA(dp, da);
+        pin(dK);
+        wgFence();
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+        wgCommit();
+        wgWait<0>();
+        pin(dV);
+        pin(dK);
+      } else {
+        barWait(full(s), (i / STAGES) & 1);
+        pin(st);
+        pin(dp);
+        wgFence();
+        gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+        gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+        wgCommit();
+        wgWait<0>();
+        pin(st);
+        pin(dp);
+        const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+  #pragma unroll
+        for (int j = 0; j < 8; j++)
+  #pragma unroll
+          for (int r = 0; r < 2; r++)
+  #pragma unroll
+            for (int e = 0; e < 2; e++) {
+              // query column q0 + 8j + 2·q4 + e: its lse (base 2) and delta; past S, P = 0
+              const int idx = 4 * j + 2 * r + e;
+              const int qi = q0 + 8 * j + 2 * q4 + e;
+              const bool in = qi < S;
+              const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+              const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
+              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+              st[idx] = p;
+              dp[idx] = p * (dp[idx] - dl);
+            }
+        toA(st, pa);
+        toA(dp, da);
+        pin(dV);
+        pin(dK);
+        wgFence();
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+        wgCommit();
+        wgWait<0>();
+        pin(dV);
+        pin(dK);
+      }
       barArrive(empty(s));
     }
     const int keys[2] = {keyA, keyB};
@@ -211,7 +270,7 @@ template <int D>
 __global__ void __launch_bounds__(THREADS, 1)
     dqKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
              const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dq, int H,
-             int G, int S, int BH, float scale, float scaleLog2) {
+             int G, int S, int BH, float scale, float scaleLog2, int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = QSmem<D>;
   constexpr int PANELS = D / 64, OREG = D / 2;
@@ -228,7 +287,8 @@ __global__ void __launch_bounds__(THREADS, 1)
   auto emptyV = [&](int s) { return smem(&bars[1 + 3 * STAGES + s]); };
 
   const int nM = (S + 127) / 128;
-  const int bh = blockIdx.x % BH, mb = nM - 1 - static_cast<int>(blockIdx.x / BH);
+  const int bh = headsOuter ? static_cast<int>(blockIdx.x / nM) : static_cast<int>(blockIdx.x % BH);
+  const int mb = nM - 1 - (headsOuter ? static_cast<int>(blockIdx.x % nM) : static_cast<int>(blockIdx.x / BH));
   const int kvh = (bh / H) * (H / G) + (bh % H) / G;
   const int m0 = mb * 128;
   const int nBlocks = (min(m0 + 128, S) - 1) / 64 + 1;
@@ -291,13 +351,12 @@ __global__ void __launch_bounds__(THREADS, 1)
       pin(dp);
       wgFence();
       gemmNT64<D>(st, aQ, 128 * 128, sK(s), 64 * 128);
+      wgCommit();
       barWait(fullV(s), par);
       gemmNT64<D>(dp, aO, 128 * 128, sV(s), 64 * 128);
       wgCommit();
-      wgWait<0>();
+      wgWait<1>();  // S done: P while dP is still in the tensor cores
       pin(st);
-      pin(dp);
-      barArrive(emptyV(s));
       const bool mask = n * 64 + 63 > rowMin;
 #pragma unroll
       for (int j = 0; j < 8; j++)
@@ -309,8 +368,13 @@ __global__ void __launch_bounds__(THREADS, 1)
             const int col = n * 64 + 8 * j + 2 * q4 + e;
             float p = ex2(fmaf(st[idx], scaleLog2, -(r ? l2B : l2A)));
             if (mask && col > (r ? rowB : rowA)) p = 0.f;
-            dp[idx] = p * (dp[idx] - (r ? dlB : dlA));
+            st[idx] = p;
           }
+      wgWait<0>();
+      pin(dp);
+      barArrive(emptyV(s));
+#pragma unroll
+      for (int idx = 0; idx < 32; idx++) dp[idx] = st[idx] * (dp[idx] - ((idx & 2) ? dlB : dlA));
       toA(dp, da);
       pin(dQ);
       wgFence();
@@ -336,7 +400,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 
 template <int D>
 cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
-                           bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S) {
+                           bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, int headsOuter, bool overlap) {
   CUtensorMap mq64, mo64, mk128, mv128, mq128, mo128, mk64, mv64;
   if (!makeTensorMap(&mq64, q, B * H, S, D, 64) || !makeTensorMap(&mo64, dO, B * H, S, D, 64) || !makeTensorMap(&mk128, k, B * Hkv, S, D, 128) ||
       !makeTensorMap(&mv128, v, B * Hkv, S, D, 128) || !makeTensorMap(&mq128, q, B * H, S, D, 128) ||
@@ -344,32 +408,31 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
     return cudaErrorNotSupported;
   const double scale = 1.0 / sqrt(static_cast<double>(D));
   const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
-  auto kv = dkdvKernel<D>;
+  auto kv = overlap && D == 64 ? dkdvKernel<D, D == 64> : dkdvKernel<D, false>;
   auto dqk = dqKernel<D>;
-  static std::once_flag once;
-  static cudaError_t attr = cudaSuccess;
-  std::call_once(once, [&] {
-    attr = cudaFuncSetAttribute(kv, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(KvSmem<D>::BYTES));
-    if (attr == cudaSuccess) attr = cudaFuncSetAttribute(dqk, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(QSmem<D>::BYTES));
-  });
+  cudaError_t attr = allowSmemOnce(kv, KvSmem<D>::BYTES);
+  if (attr == cudaSuccess) attr = allowSmemOnce(dqk, QSmem<D>::BYTES);
   if (attr != cudaSuccess) return attr;
   const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S);
   const long long nKB = (S + 127) / 128, nQB = (S + 127) / 128;
   kv<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, KvSmem<D>::BYTES, l.stream>>>(mq64, mk128, mv128, mo64, lse, delta, dk, dv, iH, G, iS,
-                                                                                      static_cast<int>(B * Hkv), fScale, scaleLog2);
+                                                                                      static_cast<int>(B * Hkv), fScale, scaleLog2, headsOuter);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   dqk<<<static_cast<unsigned>(B * H * nQB), THREADS, QSmem<D>::BYTES, l.stream>>>(mq128, mk64, mv64, mo128, lse, delta, dq, iH, G, iS,
-                                                                                   static_cast<int>(B * H), fScale, scaleLog2);
+                                                                                   static_cast<int>(B * H), fScale, scaleLog2, headsOuter);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
-                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D) {
-  if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S);
-  if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S);
+                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant) {
+  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order
+  const int headsOuter = (variant & 4) == 0;
+  const bool overlap = (variant & 2) == 0;
+  if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
+  if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
   return cudaErrorInvalidValue;
 }
 
