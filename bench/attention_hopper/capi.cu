@@ -29,18 +29,21 @@ int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void*
 
 long long ms_attn_scratch(long long b, long long h, long long s) { return attentionScratch(BF16, b, h, s); }
 
-// impl 0: the mma.sync backward; otherwise the Hopper backward's variant (1; 5: v1's grid order);
-// delta from attention_backward.cu's kernel either way.
+// impl 0: the mma.sync backward; 100: whatever attentionBackward dispatches to; otherwise the
+// Hopper backward's variant (attention_hopper_backward.cu); delta from attention_backward.cu's
+// kernel either way.
 int ms_attn_backward(int impl, const void* q, const void* k, const void* v, const void* o, const void* lse, const void* dO, void* dq, void* dk, void* dv,
                      long long b, long long h, long long hkv, long long s, long long d, void* scratch, void* stream) {
   Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
-  if (impl == 0) return static_cast<int>(attentionBackward(l, BF16, q, k, v, o, lse, dO, nullptr, dq, dk, dv, b, h, hkv, s, d, scratch));
-  if (!attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv})) return -1;
-  cudaError_t e = attn::launchDeltaBf16(l, static_cast<const bf16*>(o), static_cast<const bf16*>(dO), nullptr, static_cast<float*>(scratch), b * h * s, d);
+  if (impl == 100) return static_cast<int>(attentionBackward(l, BF16, q, k, v, o, lse, dO, nullptr, dq, dk, dv, b, h, hkv, s, d, scratch));
+  float* delta = static_cast<float*>(scratch);
+  cudaError_t e = attn::launchDeltaBf16(l, static_cast<const bf16*>(o), static_cast<const bf16*>(dO), nullptr, delta, b * h * s, d);
   if (e != cudaSuccess) return static_cast<int>(e);
-  return static_cast<int>(attn::hopper::backward(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
-                                                 static_cast<const bf16*>(dO), static_cast<const float*>(lse), static_cast<const float*>(scratch),
-                                                 static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d, impl));
+  const bf16 *qs = static_cast<const bf16*>(q), *ks = static_cast<const bf16*>(k), *vs = static_cast<const bf16*>(v), *gs = static_cast<const bf16*>(dO);
+  bf16 *dqs = static_cast<bf16*>(dq), *dks = static_cast<bf16*>(dk), *dvs = static_cast<bf16*>(dv);
+  if (impl == 0) return static_cast<int>(attn::backwardTensorCores(l, qs, ks, vs, gs, static_cast<const float*>(lse), delta, dqs, dks, dvs, b, h, hkv, s, d));
+  if (!attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv})) return -1;
+  return static_cast<int>(attn::hopper::backward(l, qs, ks, vs, gs, static_cast<const float*>(lse), delta, dqs, dks, dvs, b, h, hkv, s, d, impl));
 }
 
 int ms_sync() { return static_cast<int>(cudaDeviceSynchronize()); }

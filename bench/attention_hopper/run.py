@@ -21,7 +21,7 @@ NO_WGMMA_BWD = False
 # forward variants (attention_hopper.cu's bits: 2 unpipelined, 4 v1's grid order, 8 ping-pong); 100: what attentionForward dispatches to
 IMPLS = {"mma": 0, "wgmma": 1, "wgmma_nopipe": 2, "wgmma_v1order": 5, "wgmma_pingpong": 9, "dispatch": 100}
 # backward variants (bits: 2 the dK/dV kernel without the overlap, 4 v1's grid order; 7 is v1 exactly)
-BWD_IMPLS = {"mma": 0, "wgmma": 1, "wgmma_serial": 3, "wgmma_v1": 7}
+BWD_IMPLS = {"mma": 0, "wgmma": 1, "wgmma_serial": 3, "wgmma_v1": 7, "dispatch": 100}
 
 
 def load(path):

@@ -61,9 +61,9 @@ int run(long long B, long long H, long long Hkv, long long S, long long D, int i
   for (int i = 0; i < 6; i++) { CK(cudaMalloc(&g[i], (i % 3 == 0 ? nq : nk) * 2)); CK(cudaMemset(g[i], 0xFF, (i % 3 == 0 ? nq : nk) * 2)); }
   CK(cudaMemcpy(dO, hv.data(), std::min(nq, nk) * 2, cudaMemcpyHostToDevice));
   if (nq > nk) CK(cudaMemcpy(dO + nk, hq.data(), (nq - nk) * 2, cudaMemcpyHostToDevice));
-  CK(attentionBackward(l, BF16, q, k, v, o0, lse0, dO, nullptr, g[0], g[1], g[2], B, H, Hkv, S, D, delta));
   CK(attn::launchDeltaBf16(l, o0, dO, nullptr, delta, nl, D));
-  CK(attn::hopper::backward(l, q, k, v, dO, lse0, delta, g[3], g[4], g[5], B, H, Hkv, S, D));
+  CK(attn::backwardTensorCores(l, q, k, v, dO, lse0, delta, g[0], g[1], g[2], B, H, Hkv, S, D));
+  CK(attn::hopper::backward(l, q, k, v, dO, lse0, delta, g[3], g[4], g[5], B, H, Hkv, S, D, impl == 2 ? 3 : impl));
   CK(cudaDeviceSynchronize());
   const char* names[3] = {"dq", "dk", "dv"};
   for (int i = 0; i < 3; i++) {

@@ -333,9 +333,9 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
     float* delta = static_cast<float*>(scratch);
     const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const float*>(dLse), delta, b * h * s, d);
     if (e != cudaSuccess) return e;
-    if (attn::hopper::backwardEnabled() && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv}))
+    if (attn::hopper::backwardVariant() != 0 && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv}))
       return attn::hopper::backward(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
-                                    hkv, s, d);
+                                    hkv, s, d, attn::hopper::backwardVariant());
     return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
                                      hkv, s, d);
   }
