@@ -29,8 +29,8 @@ if [ $srcb = 124 ]; then echo "backward sanity hung: skipping the wgmma backward
   [ $srcb = 124 ] && SF=f
   [ $src = 124 ] && exit 0
   echo "== memcheck"; timeout 90 compute-sanitizer --tool memcheck $B/sanity 1 $SF; echo "rc=$?"
-  [ -n "$RACE" ] && { echo "== racecheck"; timeout 90 compute-sanitizer --tool racecheck $B/sanity 1 $SF; echo "rc=$?"; }
-  [ -n "$RACE" ] && { echo "== synccheck"; timeout 60 compute-sanitizer --tool synccheck $B/sanity 1 $SF; echo "rc=$?"; }
+  [ -n "$RACE" ] && { echo "== racecheck"; timeout ${RACE_TIMEOUT:-90} compute-sanitizer --tool racecheck $B/sanity 1 $SF; echo "rc=$?"; }
+  [ -n "$RACE" ] && { echo "== synccheck"; timeout ${RACE_TIMEOUT:-60} compute-sanitizer --tool synccheck $B/sanity 1 $SF; echo "rc=$?"; }
   echo "sanitizers done $(( $(date +%s) - t0 )) s" ) > $OUT/sanitizer.txt 2>&1
 tail -3 $OUT/sanitizer.txt
 [ $src != 124 ] && timeout ${CORRECT_TIMEOUT:-150} python3 bench/attention_hopper/run.py correct $NOBWD --lib $B/libminiseq_attn.so --out $OUT/correct.json > $OUT/correct.log 2>&1; echo "correct rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/correct.log
