@@ -14,7 +14,9 @@
 // This is a plain SIMT implementation: float32 FMAs from shared memory, no tensor cores (mma /
 // wgmma) and no asynchronous copies. It is exact-math flash attention, not a fast one: bfloat16
 // inputs with a head dim that is a multiple of 16 up to 128 go to the tensor-core kernel
-// (attention_mma.cu) instead; float32, float64 and other head dims stay here.
+// (attention_mma.cu) instead; float32, float64 and other head dims stay here. On a compute
+// capability 9.0 device, bf16 with D = 64 or 128 goes to the Hopper kernel (attention_hopper.cu:
+// wgmma, TMA, warp-specialised; MINISEQ_ATTN_WGMMA=0 turns it off) before either.
 //
 // Numerics: float32 for float32 and bfloat16 inputs (float64 for float64), o rounded once on
 // store; lse is stored in that compute type, not rounded to bf16 (the routine declares it so).

@@ -96,8 +96,9 @@ int forwardVariant();
 cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H, long long Hkv,
                     long long S, long long D, int variant);
 // The backward of attention_hopper_backward.cu (dK/dV kernel + dQ kernel, deterministic);
-// backwardVariant() reads MINISEQ_ATTN_WGMMA_BWD once (the same rules).
-int backwardVariant();
+// backwardVariant(s) reads MINISEQ_ATTN_WGMMA_BWD once (the same rules; unset: a default that
+// depends on the sequence length s).
+int backwardVariant(long long s);
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                      bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant = 1);
 }  // namespace hopper

@@ -379,8 +379,12 @@ cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v
 }
 
 // The variants attentionForward / attentionBackward take on a 9.0 device when the switches are
-// unset: the ones the device runs in HOPPER-NOTES.md measured correct (and fastest).
-constexpr int kDefaultForward = 5, kDefaultBackward = 7;
+// unset: the fastest of those the device runs measured correct (HOPPER-NOTES.md, H100, run 2).
+// Forward: pipelined, v1's grid order (heads-outer measured slower at every S). Backward: the
+// dK/dV kernel without the overlap (the overlapped one measured slower), v1's grid order below
+// 16k tokens, heads-outer from 16k (4–5% faster at 32k, where Q and dO no longer fit in L2).
+constexpr int kDefaultForward = 5, kDefaultBackward = 7, kDefaultBackwardLong = 3;
+constexpr long long kLongSequence = 16384;
 
 int readSwitch(const char* name, int unset) {
   const char* e = std::getenv(name);
@@ -396,11 +400,12 @@ int forwardVariant() {
   return v;
 }
 
-// MINISEQ_ATTN_WGMMA_BWD: the same for the backward (kDefaultBackward; bit 2 the dK/dV kernel
-// without the overlap, bit 4 v1's grid order).
-int backwardVariant() {
-  static int v = readSwitch("MINISEQ_ATTN_WGMMA_BWD", kDefaultBackward);
-  return v;
+// MINISEQ_ATTN_WGMMA_BWD: the same for the backward (bit 2 the dK/dV kernel without the overlap,
+// bit 4 v1's grid order); unset: kDefaultBackward, or kDefaultBackwardLong from kLongSequence.
+int backwardVariant(long long s) {
+  static int v = readSwitch("MINISEQ_ATTN_WGMMA_BWD", -1);
+  if (v >= 0) return v;
+  return s >= kLongSequence ? kDefaultBackwardLong : kDefaultBackward;
 }
 
 }  // namespace hopper

@@ -19,6 +19,11 @@
 //   K read N-major), then dQ ·= scale.
 //
 // delta = Σ dO·O − dLse per row comes from attention_backward.cu's deltaKernel (scratch).
+//
+// Variants (backward()'s bits; attention_hopper.cu picks the default): 2 = the dK/dV kernel
+// issues its four products as one batch (v1); without it, at D = 64, Sᵀ and dPᵀ are two groups
+// and Pᵀ, dSᵀ are computed while the next product runs (measured slower, HOPPER-NOTES.md);
+// 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer.
 #include <cudaTypedefs.h>
 
 
