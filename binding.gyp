@@ -8,10 +8,34 @@
   "variables": {
     "cuda_home%": "<!(node -p \"process.env.MINISEQ_CUDA_HOME || '/usr/local/cuda'\")",
     "cuda_gencode%": "arch=compute_90,code=[sm_90,compute_90]",
+    # Kernels that use wgmma / setmaxnreg (sm_90a only): their own target, so that only they
+    # get this machine code; attentionForward picks them at run time on a 9.0 device only.
+    "cuda_gencode_hopper%": "arch=compute_90a,code=sm_90a",
   },
   "targets": [
     {
+      "target_name": "miniseq_cuda_hopper",
+      "type": "static_library",
+      "sources": ["native/kernels/attention_hopper.cu", "native/kernels/attention_hopper_backward.cu"],
+      "include_dirs": ["<(cuda_home)/include"],
+      "rules": [
+        {
+          "rule_name": "nvcc_hopper",
+          "extension": "cu",
+          "inputs": ["native/kernels/common.cuh", "native/kernels/kernels.h", "native/kernels/attention.cuh", "native/kernels/attention_hopper.cuh"],
+          "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o"],
+          "action": [
+            "<(cuda_home)/bin/nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+            "-gencode", "<(cuda_gencode_hopper)", "<(RULE_INPUT_PATH)", "-o", "<@(_outputs)",
+          ],
+          "message": "nvcc (sm_90a) <(RULE_INPUT_PATH)",
+          "process_outputs_as_sources": 1,
+        }
+      ],
+    },
+    {
       "target_name": "miniseq_cuda",
+      "dependencies": ["miniseq_cuda_hopper"],
       "sources": [
         "native/src/addon.cc",
         "native/src/device.cc",

@@ -32,6 +32,9 @@ const log = []
 
 // Keep these in step with binding.gyp (GENCODE, KERNELS).
 const GENCODE = "arch=compute_90,code=[sm_90,compute_90]"
+// wgmma / setmaxnreg kernels: sm_90a machine code only (chosen at run time on a 9.0 device).
+const GENCODE_HOPPER = "arch=compute_90a,code=sm_90a"
+const HOPPER = ["attention_hopper", "attention_hopper_backward"]
 const FUSED = ["softmax", "activation", "optimizer", "norm", "rope", "attention", "attention_backward", "attention_mma", "attention_mma_backward"]
 const KERNELS = ["binary", "cast", "copy", "fill", "index", "reduce", "unary", ...FUSED]
 const SOURCES = ["addon", "device", "cublas"]
@@ -44,7 +47,7 @@ function finish(built, reason, extra = {}) {
   else rmSync(logFile, { force: true })
   const seconds = Math.round((Date.now() - started) / 100) / 10
   writeFileSync(statusFile, JSON.stringify({ built, reason, seconds, log: existsSync(logFile) ? logFile : undefined, ...extra }, null, 2) + "\n")
-  if (built) console.log(`miniseq: CUDA backend built (${addon.slice(root.length + 1)}, sm_90 + compute_90 PTX) in ${seconds} s`)
+  if (built) console.log(`miniseq: CUDA backend built (${addon.slice(root.length + 1)}, sm_90 + compute_90 PTX, sm_90a for the Hopper attention) in ${seconds} s`)
   else console.log(`miniseq: CUDA backend unavailable: ${reason}`)
   process.exit(built || !strict ? 0 : 1)
 }
@@ -126,7 +129,8 @@ async function direct(cudaHome, nvcc) {
   mkdirSync(dirname(addon), { recursive: true })
   const cxx = process.env.CXX ?? "g++"
   const jobs = [
-    ...KERNELS.map((k) => [nvcc, ["-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-gencode", GENCODE, `native/kernels/${k}.cu`, "-o", join(obj, `${k}.o`)]]),
+    ...[...KERNELS, ...HOPPER].map((k) => [nvcc, ["-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-gencode", HOPPER.includes(k) ? GENCODE_HOPPER : GENCODE,
+      `native/kernels/${k}.cu`, "-o", join(obj, `${k}.o`)]]),
     ...SOURCES.map((s) => [cxx, ["-c", "-O2", "-std=c++17", "-fPIC", "-fexceptions", "-DNAPI_VERSION=8", "-DNAPI_CPP_EXCEPTIONS",
       `-I${nodeInclude}`, `-I${napiInclude}`, `-I${join(cudaHome, "include")}`, `native/src/${s}.cc`, "-o", join(obj, `${s}.o`)]]),
   ]
@@ -136,7 +140,7 @@ async function direct(cudaHome, nvcc) {
   for (let i = 0; i < jobs.length; i += width) results.push(...(await Promise.all(jobs.slice(i, i + width).map(([c, a]) => run(c, a)))))
   const bad = results.find((r) => r.code !== 0)
   if (bad) return { ok: false, reason: `compile failed: ${firstError(bad.out)} (full log: ${logFile})` }
-  const link = await run(cxx, ["-shared", "-o", addon, ...KERNELS.map((k) => join(obj, `${k}.o`)), ...SOURCES.map((s) => join(obj, `${s}.o`)),
+  const link = await run(cxx, ["-shared", "-o", addon, ...[...KERNELS, ...HOPPER].map((k) => join(obj, `${k}.o`)), ...SOURCES.map((s) => join(obj, `${s}.o`)),
     `-L${join(cudaHome, "lib64")}`, `-L${join(cudaHome, "targets", "x86_64-linux", "lib")}`, "-lcudart_static", "-ldl", "-lrt", "-lpthread"])
   return link.code === 0 ? { ok: true } : { ok: false, reason: `link failed: ${firstError(link.out)} (full log: ${logFile})` }
 }

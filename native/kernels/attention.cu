@@ -14,7 +14,9 @@
 // This is a plain SIMT implementation: float32 FMAs from shared memory, no tensor cores (mma /
 // wgmma) and no asynchronous copies. It is exact-math flash attention, not a fast one: bfloat16
 // inputs with a head dim that is a multiple of 16 up to 128 go to the tensor-core kernel
-// (attention_mma.cu) instead; float32, float64 and other head dims stay here.
+// (attention_mma.cu) instead; float32, float64 and other head dims stay here. On a compute
+// capability 9.0 device, bf16 with D = 64 or 128 goes to the Hopper kernel (attention_hopper.cu:
+// wgmma, TMA, warp-specialised; MINISEQ_ATTN_WGMMA=0 turns it off) before either.
 //
 // Numerics: float32 for float32 and bfloat16 inputs (float64 for float64), o rounded once on
 // store; lse is stored in that compute type, not rounded to bf16 (the routine declares it so).
@@ -167,6 +169,9 @@ cudaError_t attentionForward(const Launch& l, DType dtype, const void* q, const 
                              long long h, long long hkv, long long s, long long d) {
   if (hkv <= 0 || h % hkv != 0 || d > kAttentionMaxHeadDim || h > 2147483647LL) return cudaErrorInvalidValue;
   if (b * h * s == 0) return cudaSuccess;
+  if (dtype == BF16 && attn::hopper::forwardVariant() != 0 && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, o}))
+    return attn::hopper::forward(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(o),
+                                 static_cast<float*>(lse), b, h, hkv, s, d, attn::hopper::forwardVariant());
   if (dtype == BF16 && attn::useTensorCores(d, {q, k, v}))
     return attn::forwardTensorCores(l, static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
                                     static_cast<bf16*>(o), static_cast<float*>(lse), b, h, hkv, s, d);

@@ -83,5 +83,25 @@ cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, c
                                 const float* delta, bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S,
                                 long long D);
 
+// delta = Σ dO·O − dLse per row (dLse may be null), for the bf16 backward kernels.
+cudaError_t launchDeltaBf16(const Launch& l, const bf16* o, const bf16* dO, const float* dLse, float* delta, long long rows, long long D);
+
+// The Hopper (sm_90a) forward of attention_hopper.cu: wgmma, TMA, warp-specialised warpgroups.
+// bf16, D = 64 or 128, on a compute capability 9.0 device; forwardVariant() reads
+// MINISEQ_ATTN_WGMMA once (unset: this kernel's default variant, 0: the mma.sync one, another
+// number: that variant, see attention_hopper.cu).
+namespace hopper {
+bool forwardAvailable(long long d, long long b, long long h, long long s, std::initializer_list<const void*> ptrs);
+int forwardVariant();
+cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse, long long B, long long H, long long Hkv,
+                    long long S, long long D, int variant);
+// The backward of attention_hopper_backward.cu (dK/dV kernel + dQ kernel, deterministic);
+// backwardVariant(s) reads MINISEQ_ATTN_WGMMA_BWD once (the same rules; unset: a default that
+// depends on the sequence length s).
+int backwardVariant(long long s);
+cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
+                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant = 1);
+}  // namespace hopper
+
 }  // namespace attn
 }  // namespace miniseq

@@ -15,7 +15,9 @@
 // lse and dLse are in the compute type (float32 for bfloat16, as the forward stores lse).
 // dQ and dK carry the 1/√d scale once, at the end. SIMT, as the forward (attention.cu): for
 // bfloat16 with a head dim that is a multiple of 16 up to 128, kernels 2 and 3 are the
-// tensor-core ones of attention_mma_backward.cu instead, after the same delta kernel.
+// tensor-core ones of attention_mma_backward.cu instead, after the same delta kernel; on a
+// compute capability 9.0 device with D = 64 or 128 they are the Hopper ones of
+// attention_hopper_backward.cu (wgmma, TMA; MINISEQ_ATTN_WGMMA_BWD=0 turns them off).
 #include "attention.cuh"
 
 namespace miniseq {
@@ -309,6 +311,11 @@ cudaError_t backward(const Launch& l, const T* q, const T* k, const T* v, const 
 }
 
 }  // namespace
+
+cudaError_t launchDeltaBf16(const Launch& l, const bf16* o, const bf16* dO, const float* dLse, float* delta, long long rows, long long D) {
+  return launchDelta<bf16>(l, o, dO, dLse, delta, rows, D);
+}
+
 }  // namespace attn
 
 long long attentionScratch(DType dtype, long long b, long long h, long long s) {
@@ -328,6 +335,9 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
     float* delta = static_cast<float*>(scratch);
     const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const float*>(dLse), delta, b * h * s, d);
     if (e != cudaSuccess) return e;
+    if (attn::hopper::backwardVariant(s) != 0 && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv}))
+      return attn::hopper::backward(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
+                                    hkv, s, d, attn::hopper::backwardVariant(s));
     return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
                                      hkv, s, d);
   }

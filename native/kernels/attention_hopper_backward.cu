@@ -1,0 +1,446 @@
+// The "attention" routine's backward for Hopper (sm_90a): bf16, D = 64 and 128, causal, GQA, in
+// the style of attention_hopper.cu (TMA on mbarriers, a producer warpgroup and two consumer
+// warpgroups, wgmma for every product). Deterministic: two kernels, no atomics, every sum in a
+// fixed order, like attention_mma_backward.cu (whose structure this follows):
+//
+// dK/dV kernel: one CTA per (batch·kv head, block of 128 keys); consumer c owns keys 64c .. 64c+63
+// of the block, K and V stay in shared memory. The producer streams (Q, dO) tiles of 64 queries
+// for every query head of the group and every query block at or below the diagonal into a
+// 2-stage ring. Per tile, transposed so that keys are the M dimension:
+//   Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ                (wgmma m64n64, both operands K-major in shared memory)
+//   Pᵀ = 2^(Sᵀ·scale·log2 e − lse·log2 e) (masked: query < key, or past S)
+//   dSᵀ = Pᵀ ∘ (dPᵀ − delta)
+//   dV += Pᵀ·dO, dK += dSᵀ·Q              (wgmma m64nD, A from registers, B N-major)
+// then dK ·= scale. dK and dV sum the query heads sharing the kv head in order: no atomics.
+//
+// dQ kernel: one CTA per (batch·head, block of 128 queries), consumer c owns 64 rows; Q and dO
+// stay in shared memory, K and V tiles of 64 keys stream in from the diagonal down:
+//   S = Q·Kᵀ, dP = dO·Vᵀ (m64n64), P and dS as above (masked: key > query), dQ += dS·K (m64nD,
+//   K read N-major), then dQ ·= scale.
+//
+// delta = Σ dO·O − dLse per row comes from attention_backward.cu's deltaKernel (scratch).
+//
+// Variants (backward()'s bits; attention_hopper.cu picks the default): 2 = the dK/dV kernel
+// issues its four products as one batch (v1); without it, at D = 64, Sᵀ and dPᵀ are two groups
+// and Pᵀ, dSᵀ are computed while the next product runs (measured slower, HOPPER-NOTES.md);
+// 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer.
+#include <cudaTypedefs.h>
+
+
+#include "attention_hopper.cuh"
+
+namespace miniseq {
+namespace attn {
+namespace hopper {
+// From attention_hopper.cu.
+bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long S, int D, int rows);
+
+namespace {
+
+constexpr int THREADS = 384, STAGES = 2;
+constexpr float kLog2e = 1.4426950408889634f;
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int D> struct Mma;
+template <> struct Mma<64> {
+  static __device__ __forceinline__ void rs(float (&o)[32], const uint32_t (&a)[4], uint64_t d) { wgmmaRS64(o, a, d, 1); }
+};
+template <> struct Mma<128> {
+  static __device__ __forceinline__ void rs(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
+};
+
+// acc (64 × 64, fp32, accumulator layout) → bf16 A fragments of its 4 k16 slices.
+__device__ __forceinline__ void toA(const float (&x)[32], uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    a[kk][0] = packBf16(x[8 * kk + 0], x[8 * kk + 1]);
+    a[kk][1] = packBf16(x[8 * kk + 2], x[8 * kk + 3]);
+    a[kk][2] = packBf16(x[8 * kk + 4], x[8 * kk + 5]);
+    a[kk][3] = packBf16(x[8 * kk + 6], x[8 * kk + 7]);
+  }
+}
+
+// x = A·Bᵀ for a 64-row A and a 64-row B tile, both [rows × D] in 128-byte-swizzle panels
+// (panel stride aPanel, bPanel bytes).
+template <int D> __device__ __forceinline__ void gemmNT64(float (&x)[32], uint32_t a, uint32_t aPanel, uint32_t b, uint32_t bPanel) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    const int p = kk / 4, k4 = kk % 4;
+    wgmmaSS64(x, descriptor(a + p * aPanel + k4 * 32, 16, 1024), descriptor(b + p * bPanel + k4 * 32, 16, 1024), kk > 0 ? 1 : 0);
+  }
+}
+#endif
+
+template <int D> struct KvSmem {
+  static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
+  static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + 1024;
+};
+
+template <int D, bool OVERLAP>
+__global__ void __launch_bounds__(THREADS, 1)
+    dkdvKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
+               const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
+               bf16* __restrict__ dv, int H, int G, int S, int BHkv, float scale, float scaleLog2, int headsOuter) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = KvSmem<D>;
+  constexpr int PANELS = D / 64, OREG = D / 2;
+  extern __shared__ uint8_t smemRaw[];
+  __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
+  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
+  const uint32_t sK = base, sV = base + L::KV;
+  auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
+  auto sO = [&](int s) { return base + 2 * L::KV + (STAGES + s) * L::QT; };
+  const uint32_t barKV = smem(&bars[0]);
+  auto full = [&](int s) { return smem(&bars[1 + s]); };
+  auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
+
+  // headsOuter: all key blocks of a kv head (heaviest, the first, first), then the next kv head,
+  // so the CTAs in flight read the same Q and dO rows from L2.
+  const int nKB = (S + 127) / 128;
+  const int bhkv = headsOuter ? static_cast<int>(blockIdx.x / nKB) : static_cast<int>(blockIdx.x % BHkv);
+  const int nb = headsOuter ? static_cast<int>(blockIdx.x % nKB) : static_cast<int>(blockIdx.x / BHkv);
+  const int n0 = nb * 128;
+  const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
+  const int nQ = (S + 63) / 64, qStart = n0 / 64;
+  const int perHead = nQ - qStart, total = G * perHead;
+
+  if (threadIdx.x == 0) {
+    barInit(barKV, 1);
+    for (int s = 0; s < STAGES; s++) {
+      barInit(full(s), 1);
+      barInit(empty(s), 256);
+    }
+    barInitFence();
+  }
+  __syncthreads();
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    regDealloc<24>();
+    if (threadIdx.x == 0) {
+      barArriveExpect(barKV, 2 * L::KV);
+#pragma unroll
+      for (int p = 0; p < PANELS; p++) {
+        tmaLoad3d(sK + p * 128 * 128, &tmK, barKV, p * 64, n0, bhkv);
+        tmaLoad3d(sV + p * 128 * 128, &tmV, barKV, p * 64, n0, bhkv);
+      }
+      for (int i = 0; i < total; i++) {
+        const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
+        const int bh = b * H + hkv * G + g;
+        barWait(empty(s), ((i / STAGES) & 1) ^ 1);
+        barArriveExpect(full(s), 2 * L::QT);
+#pragma unroll
+        for (int p = 0; p < PANELS; p++) {
+          tmaLoad3d(sQ(s) + p * 64 * 128, &tmQ, full(s), p * 64, mq * 64, bh);
+          tmaLoad3d(sO(s) + p * 64 * 128, &tmO, full(s), p * 64, mq * 64, bh);
+        }
+      }
+    }
+  } else {
+    regAlloc<240>();
+    const int c = wg - 1;
+    const int t = threadIdx.x % 128, w = t / 32, lane = t % 32, q4 = lane % 4;
+    const int keyA = n0 + 64 * c + 16 * w + lane / 4, keyB = keyA + 8;  // this thread's two rows (keys)
+    const int keyMin = n0 + 64 * c;
+    float dK[OREG], dV[OREG];
+#pragma unroll
+    for (int i = 0; i < OREG; i++) dK[i] = dV[i] = 0.f;
+    float st[32], dp[32];
+    uint32_t pa[4][4], da[4][4];
+    const uint32_t aK = sK + c * 64 * 128, aV = sV + c * 64 * 128;
+    barWait(barKV, 0);
+    for (int i = 0; i < total; i++) {
+      const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
+      const long long rowBase = static_cast<long long>(b * H + hkv * G + g) * S;
+      const int q0 = mq * 64;
+      if constexpr (OVERLAP) {  // D = 64 only: at D = 128 keeping P alive across dV's product spills
+        barWait(full(s), (i / STAGES) & 1);
+        // Sᵀ and dPᵀ issued as two groups: Pᵀ is computed while dPᵀ is still in the tensor cores,
+        // and dSᵀ while dV += Pᵀ·dO is.
+        pin(st);
+        pin(dp);
+        wgFence();
+        gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+        wgCommit();
+        gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+        wgCommit();
+        wgWait<1>();
+        pin(st);
+        const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+  #pragma unroll
+        for (int j = 0; j < 8; j++)
+  #pragma unroll
+          for (int r = 0; r < 2; r++)
+  #pragma unroll
+            for (int e = 0; e < 2; e++) {
+              // query column q0 + 8j + 2·q4 + e: its lse (base 2); past S, P = 0
+              const int idx = 4 * j + 2 * r + e;
+              const int qi = q0 + 8 * j + 2 * q4 + e;
+              const float l2 = qi < S ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+              st[idx] = p;
+            }
+        toA(st, pa);
+        pin(dV);
+        wgFence();
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+        wgCommit();
+        wgWait<1>();  // dPᵀ done; dV may still run
+        pin(dp);
+  #pragma unroll
+        for (int j = 0; j < 8; j++)
+  #pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int qi = q0 + 8 * j + 2 * q4 + e;
+            const float dl = qi < S ? __ldg(delta + rowBase + qi) : 0.f;
+  #pragma unroll
+            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - dl);
+          }
+        toA(dp, da);
+        pin(dK);
+        wgFence();
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+        wgCommit();
+        wgWait<0>();
+        pin(dV);
+        pin(dK);
+      } else {
+        barWait(full(s), (i / STAGES) & 1);
+        pin(st);
+        pin(dp);
+        wgFence();
+        gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+        gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+        wgCommit();
+        wgWait<0>();
+        pin(st);
+        pin(dp);
+        const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+  #pragma unroll
+        for (int j = 0; j < 8; j++)
+  #pragma unroll
+          for (int r = 0; r < 2; r++)
+  #pragma unroll
+            for (int e = 0; e < 2; e++) {
+              // query column q0 + 8j + 2·q4 + e: its lse (base 2) and delta; past S, P = 0
+              const int idx = 4 * j + 2 * r + e;
+              const int qi = q0 + 8 * j + 2 * q4 + e;
+              const bool in = qi < S;
+              const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+              const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
+              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+              st[idx] = p;
+              dp[idx] = p * (dp[idx] - dl);
+            }
+        toA(st, pa);
+        toA(dp, da);
+        pin(dV);
+        pin(dK);
+        wgFence();
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+  #pragma unroll
+        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+        wgCommit();
+        wgWait<0>();
+        pin(dV);
+        pin(dK);
+      }
+      barArrive(empty(s));
+    }
+    const int keys[2] = {keyA, keyB};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      if (keys[r] >= S) continue;
+      const long long off = (static_cast<long long>(bhkv) * S + keys[r]) * D;
+#pragma unroll
+      for (int j = 0; j < D / 8; j++) {
+        *reinterpret_cast<uint32_t*>(dk + off + 8 * j + 2 * q4) = packBf16(dK[4 * j + 2 * r] * scale, dK[4 * j + 2 * r + 1] * scale);
+        *reinterpret_cast<uint32_t*>(dv + off + 8 * j + 2 * q4) = packBf16(dV[4 * j + 2 * r], dV[4 * j + 2 * r + 1]);
+      }
+    }
+  }
+#endif
+}
+
+template <int D> struct QSmem {
+  static constexpr uint32_t QO = 128 * D * 2, KV = 64 * D * 2;
+  static constexpr size_t BYTES = 2 * QO + 2 * STAGES * KV + 1024;
+};
+
+template <int D>
+__global__ void __launch_bounds__(THREADS, 1)
+    dqKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
+             const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dq, int H,
+             int G, int S, int BH, float scale, float scaleLog2, int headsOuter) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = QSmem<D>;
+  constexpr int PANELS = D / 64, OREG = D / 2;
+  extern __shared__ uint8_t smemRaw[];
+  __shared__ __align__(8) uint64_t bars[1 + 4 * STAGES];
+  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
+  const uint32_t sQ = base, sO = base + L::QO;
+  auto sK = [&](int s) { return base + 2 * L::QO + s * L::KV; };
+  auto sV = [&](int s) { return base + 2 * L::QO + (STAGES + s) * L::KV; };
+  const uint32_t barQ = smem(&bars[0]);
+  auto fullK = [&](int s) { return smem(&bars[1 + s]); };
+  auto fullV = [&](int s) { return smem(&bars[1 + STAGES + s]); };
+  auto emptyK = [&](int s) { return smem(&bars[1 + 2 * STAGES + s]); };
+  auto emptyV = [&](int s) { return smem(&bars[1 + 3 * STAGES + s]); };
+
+  const int nM = (S + 127) / 128;
+  const int bh = headsOuter ? static_cast<int>(blockIdx.x / nM) : static_cast<int>(blockIdx.x % BH);
+  const int mb = nM - 1 - (headsOuter ? static_cast<int>(blockIdx.x % nM) : static_cast<int>(blockIdx.x / BH));
+  const int kvh = (bh / H) * (H / G) + (bh % H) / G;
+  const int m0 = mb * 128;
+  const int nBlocks = (min(m0 + 128, S) - 1) / 64 + 1;
+
+  if (threadIdx.x == 0) {
+    barInit(barQ, 1);
+    for (int s = 0; s < STAGES; s++) {
+      barInit(fullK(s), 1);
+      barInit(fullV(s), 1);
+      barInit(emptyK(s), 256);
+      barInit(emptyV(s), 256);
+    }
+    barInitFence();
+  }
+  __syncthreads();
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    regDealloc<24>();
+    if (threadIdx.x == 0) {
+      barArriveExpect(barQ, 2 * L::QO);
+#pragma unroll
+      for (int p = 0; p < PANELS; p++) {
+        tmaLoad3d(sQ + p * 128 * 128, &tmQ, barQ, p * 64, m0, bh);
+        tmaLoad3d(sO + p * 128 * 128, &tmO, barQ, p * 64, m0, bh);
+      }
+      for (int i = 0; i < nBlocks; i++) {
+        const int n = nBlocks - 1 - i, s = i % STAGES;
+        const uint32_t par = ((i / STAGES) & 1) ^ 1;
+        barWait(emptyK(s), par);
+        barArriveExpect(fullK(s), L::KV);
+#pragma unroll
+        for (int p = 0; p < PANELS; p++) tmaLoad3d(sK(s) + p * 64 * 128, &tmK, fullK(s), p * 64, n * 64, kvh);
+        barWait(emptyV(s), par);
+        barArriveExpect(fullV(s), L::KV);
+#pragma unroll
+        for (int p = 0; p < PANELS; p++) tmaLoad3d(sV(s) + p * 64 * 128, &tmV, fullV(s), p * 64, n * 64, kvh);
+      }
+    }
+  } else {
+    regAlloc<240>();
+    const int c = wg - 1;
+    const int t = threadIdx.x % 128, w = t / 32, lane = t % 32, q4 = lane % 4;
+    const int rowA = m0 + 64 * c + 16 * w + lane / 4, rowB = rowA + 8;
+    const int rowMin = m0 + 64 * c;
+    const long long rowBase = static_cast<long long>(bh) * S;
+    const float l2A = rowA < S ? lse[rowBase + rowA] * kLog2e : 0.f, l2B = rowB < S ? lse[rowBase + rowB] * kLog2e : 0.f;
+    const float dlA = rowA < S ? delta[rowBase + rowA] : 0.f, dlB = rowB < S ? delta[rowBase + rowB] : 0.f;
+    float dQ[OREG];
+#pragma unroll
+    for (int i = 0; i < OREG; i++) dQ[i] = 0.f;
+    float st[32], dp[32];
+    uint32_t da[4][4];
+    const uint32_t aQ = sQ + c * 64 * 128, aO = sO + c * 64 * 128;
+    barWait(barQ, 0);
+    for (int i = 0; i < nBlocks; i++) {
+      const int n = nBlocks - 1 - i, s = i % STAGES;
+      const uint32_t par = (i / STAGES) & 1;
+      barWait(fullK(s), par);
+      pin(st);
+      pin(dp);
+      wgFence();
+      gemmNT64<D>(st, aQ, 128 * 128, sK(s), 64 * 128);
+      wgCommit();
+      barWait(fullV(s), par);
+      gemmNT64<D>(dp, aO, 128 * 128, sV(s), 64 * 128);
+      wgCommit();
+      wgWait<1>();  // S done: P while dP is still in the tensor cores
+      pin(st);
+      const bool mask = n * 64 + 63 > rowMin;
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int idx = 4 * j + 2 * r + e;
+            const int col = n * 64 + 8 * j + 2 * q4 + e;
+            float p = ex2(fmaf(st[idx], scaleLog2, -(r ? l2B : l2A)));
+            if (mask && col > (r ? rowB : rowA)) p = 0.f;
+            st[idx] = p;
+          }
+      wgWait<0>();
+      pin(dp);
+      barArrive(emptyV(s));
+#pragma unroll
+      for (int idx = 0; idx < 32; idx++) dp[idx] = st[idx] * (dp[idx] - ((idx & 2) ? dlB : dlA));
+      toA(dp, da);
+      pin(dQ);
+      wgFence();
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dQ, da[kk], descriptor(sK(s) + kk * 16 * 128, 64 * 128, 1024));
+      wgCommit();
+      wgWait<0>();
+      pin(dQ);
+      barArrive(emptyK(s));
+    }
+    const int rows[2] = {rowA, rowB};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      if (rows[r] >= S) continue;
+      const long long off = (rowBase + rows[r]) * D;
+#pragma unroll
+      for (int j = 0; j < D / 8; j++)
+        *reinterpret_cast<uint32_t*>(dq + off + 8 * j + 2 * q4) = packBf16(dQ[4 * j + 2 * r] * scale, dQ[4 * j + 2 * r + 1] * scale);
+    }
+  }
+#endif
+}
+
+template <int D>
+cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
+                           bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, int headsOuter, bool overlap) {
+  CUtensorMap mq64, mo64, mk128, mv128, mq128, mo128, mk64, mv64;
+  if (!makeTensorMap(&mq64, q, B * H, S, D, 64) || !makeTensorMap(&mo64, dO, B * H, S, D, 64) || !makeTensorMap(&mk128, k, B * Hkv, S, D, 128) ||
+      !makeTensorMap(&mv128, v, B * Hkv, S, D, 128) || !makeTensorMap(&mq128, q, B * H, S, D, 128) ||
+      !makeTensorMap(&mo128, dO, B * H, S, D, 128) || !makeTensorMap(&mk64, k, B * Hkv, S, D, 64) || !makeTensorMap(&mv64, v, B * Hkv, S, D, 64))
+    return cudaErrorNotSupported;
+  const double scale = 1.0 / sqrt(static_cast<double>(D));
+  const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
+  auto kv = overlap && D == 64 ? dkdvKernel<D, D == 64> : dkdvKernel<D, false>;
+  auto dqk = dqKernel<D>;
+  cudaError_t attr = allowSmemOnce(kv, KvSmem<D>::BYTES);
+  if (attr == cudaSuccess) attr = allowSmemOnce(dqk, QSmem<D>::BYTES);
+  if (attr != cudaSuccess) return attr;
+  const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S);
+  const long long nKB = (S + 127) / 128, nQB = (S + 127) / 128;
+  kv<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, KvSmem<D>::BYTES, l.stream>>>(mq64, mk128, mv128, mo64, lse, delta, dk, dv, iH, G, iS,
+                                                                                      static_cast<int>(B * Hkv), fScale, scaleLog2, headsOuter);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  dqk<<<static_cast<unsigned>(B * H * nQB), THREADS, QSmem<D>::BYTES, l.stream>>>(mq128, mk64, mv64, mo128, lse, delta, dq, iH, G, iS,
+                                                                                   static_cast<int>(B * H), fScale, scaleLog2, headsOuter);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
+                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant) {
+  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order
+  const int headsOuter = (variant & 4) == 0;
+  const bool overlap = (variant & 2) == 0;
+  if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
+  if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace hopper
+}  // namespace attn
+}  // namespace miniseq
