@@ -3,11 +3,10 @@
 // print the peak live bytes by kind. The counting backend's plan is checked against each run.
 //   npx tsx examples/chunked-memory.ts [--json out.json]
 import { writeFileSync } from "node:fs"
-import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import {
   chunked, execute, input, linear, type MemoryKind, type MemoryReport, ops as o, plan, randomFill,
-  sumCrossEntropy, swiglu, targetCount, type Tensor, valueAndGrad,
-} from "../src/index.js"
+  makeCpuBackend, sumCrossEntropy, swiglu, targetCount, type Tensor, valueAndGrad,
+} from "miniseq"
 
 const d = 64, I = 224, V = 8192 // I ≈ 3.5·d as in Llama; a 8k vocabulary
 type Block = "mlp" | "lm-head"

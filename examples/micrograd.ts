@@ -2,7 +2,7 @@
 // spirals. Build the graph once, differentiate it once, then run it every step.
 //   npx tsx examples/micrograd.ts
 import { Effect } from "effect"
-import { cpuBackendLayer, evaluate, input, normal, ops as o, rng, valueAndGrad } from "../src/index.js"
+import { cpuBackendLayer, evaluate, input, normal, ops as o, rng, valueAndGrad } from "miniseq"
 
 const N = 200, H = 32, steps = 300, lr = 0.5
 const random = rng(7)

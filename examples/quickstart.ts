@@ -1,6 +1,6 @@
 // The README's snippet, runnable: plan the memory of a chunked LM head + loss at S = 4096.
 //   npx tsx examples/quickstart.ts
-import { chunked, input, makeCpuBackend, linear, ops as o, plan, sumCrossEntropy, targetCount, type Tensor, valueAndGrad } from "../src/index.js"
+import { chunked, input, makeCpuBackend, linear, ops as o, plan, sumCrossEntropy, targetCount, type Tensor, valueAndGrad } from "miniseq"
 
 const h = input("h", [1, 4096, 64]) // [B, S, d]: symbolic, nothing runs yet
 const W = input("lm_head", [32000, 64]) // [V, d], Hugging Face layout

@@ -1,16 +1,22 @@
 #!/usr/bin/env node
-// Builds the CUDA backend's addon, build/Release/miniseq_cuda.node, as the package's `install`
-// script. A machine without nvcc, or a build that fails, must not fail `npm install`: this
-// prints one line saying why the CUDA backend is unavailable, records it in
-// build/miniseq_cuda.json (the backend's BackendUnavailable reason quotes it), and exits 0.
+// Builds the CUDA backend's addon, build/Release/miniseq_cuda.node: when asked (`npm run
+// build:cuda`), when `miniseq train --backend cuda` first needs it, and in CI wherever nvcc
+// exists. A machine without nvcc, or a build that fails, prints one line saying why the CUDA
+// backend is unavailable, records it in build/miniseq_cuda.json (the backend's
+// BackendUnavailable reason quotes it), and exits 0 (1 with --strict).
+//
+// As the package's `install` script (--on-install) it compiles nothing unless
+// MINISEQ_BUILD_CUDA=1: a plain `npm install` takes seconds, not minutes of nvcc. (The explicit
+// install script also keeps npm from running `node-gyp rebuild` for binding.gyp by default.)
 //
 //   node native/build.mjs             node-gyp (binding.gyp), Node headers as npm/node-gyp find them
 //   node native/build.mjs --direct    nvcc + g++ by hand, headers from --nodedir=DIR or $NODE_INCLUDE
 //                                     (the GPU machine, which has no npm/node-gyp)
 //   --strict                          exit 1 when the addon is not built (device scripts, CI checks)
+//   --on-install                      npm's install step: build only with MINISEQ_BUILD_CUDA=1
 //
 // Environment: NVCC (the compiler to use), CUDA_HOME / CUDA_PATH (where nvcc lives),
-// MINISEQ_SKIP_CUDA=1 (don't build).
+// MINISEQ_SKIP_CUDA=1 (don't build), MINISEQ_BUILD_CUDA=1 (build at install).
 import { spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, realpathSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
@@ -146,6 +152,10 @@ async function direct(cudaHome, nvcc) {
 }
 
 async function main() {
+  if (args.includes("--on-install") && process.env.MINISEQ_BUILD_CUDA !== "1") {
+    if (!existsSync(addon)) console.log("miniseq: CUDA backend not built at install: `miniseq train --backend cuda` builds it on first use (or now: `npm run build:cuda` in the miniseq folder)")
+    process.exit(0)
+  }
   if (process.env.MINISEQ_SKIP_CUDA === "1") finish(false, "skipped (MINISEQ_SKIP_CUDA=1 at install time)")
   const nvcc = findNvcc()
   if (nvcc === undefined) finish(false, "nvcc not found at install time (looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, PATH, /usr/local/cuda/bin); install the CUDA toolkit and run `npm run build:cuda`")

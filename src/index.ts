@@ -1,4 +1,11 @@
-export * from "./core/index.js"
-export { Backend, type BackendImpl, type Buffer } from "./core/backend.js"
-export { cpuBackendLayer, makeCpuBackend } from "./backends/cpu/index.js"
-export { makeCountingBackend } from "./core/counting.js"
+/**
+ * miniseq for Node: everything in `portable.ts` (graphs, autodiff, regions, executor, planner,
+ * the Llama model, configs, tokenizers, `train`, the CPU backend) plus reading and writing files:
+ * safetensors, training checkpoints and text corpora. The WebGPU and CUDA backends are separate
+ * entry points, `miniseq/webgpu` and `miniseq/cuda`, so importing `miniseq` loads neither Dawn nor
+ * the native addon.
+ */
+export * from "./portable.js"
+export { readSafetensors, writeSafetensorsAtomic } from "./models/safetensors.js"
+export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./models/checkpoint.js"
+export { DEFAULT_CORPUS_PATH, loadCorpus } from "./models/corpus.js"

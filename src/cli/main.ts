@@ -1,10 +1,10 @@
 /** The `miniseq` command line: train, plan, bench. */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Console, Effect } from "effect"
 import { Command } from "effect/cli"
 import { BackendUnavailable, BadCheckpoint, BadConfig, DTypeError, GraphError, NonFiniteLoss, OutOfMemory, ShapeError } from "../core/errors.js"
 import { benchCommand } from "./bench-command.js"
 import { planCommand } from "./plan-command.js"
+import { cliServices, runMain } from "./node-services.js"
 import { trainCommand } from "./train-command.js"
 
 const miniseq = Command.make("miniseq").pipe(
@@ -18,6 +18,6 @@ const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some
 
 Command.run(miniseq, { version: "0.1.0" }).pipe(
   Effect.catchIf(isOurs, (e) => Console.error(`miniseq: ${e._tag}: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
-  Effect.provide(NodeServices.layer),
-  NodeRuntime.runMain,
+  Effect.provide(cliServices),
+  runMain,
 )

@@ -7,10 +7,7 @@ import { Command, Flag } from "effect/cli"
 import type { Layer } from "effect"
 import { Backend } from "../core/backend.js"
 import { cpuBackendLayer } from "../backends/cpu/index.js"
-import { cudaBackendLayer } from "../backends/cuda/index.js"
-import { webgpuBackendLayer } from "../backends/webgpu/index.js"
-import type { BackendUnavailable } from "../core/errors.js"
-import { BadConfig } from "../core/errors.js"
+import { BackendUnavailable, BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { memoryKinds } from "../core/memory.js"
 import { loadCorpus } from "../models/corpus.js"
@@ -19,6 +16,7 @@ import { modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
 import { planStep } from "../models/planner.js"
 import { makeTokenizer } from "../models/tokenizer.js"
+import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
 import { formatBytes, lineChart, stackedBars } from "./svg.js"
@@ -45,6 +43,24 @@ const flags = {
   memoryLimit: Flag.String("memory-limit").pipe(Flag.optional, Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB")),
 }
 
+/**
+ * The chosen backend's layer. WebGPU and CUDA are loaded only when chosen: Dawn for Node (the
+ * optional `webgpu` package) need not be installed, nor the CUDA addon built, to train on the CPU.
+ */
+function backendLayer(name: "cpu" | "webgpu" | "cuda"): Effect.Effect<Layer.Layer<Backend, BackendUnavailable>, BackendUnavailable> {
+  if (name === "cpu") return Effect.succeed(cpuBackendLayer())
+  if (name === "cuda") return ensureCudaAddon.pipe(Effect.andThen(Effect.promise(() => import("../backends/cuda/index.js"))), Effect.map((m) => m.cudaBackendLayer()))
+  return Effect.tryPromise({
+    try: () => import("../backends/webgpu/index.js"),
+    catch: (e) => {
+      const reason = String(e).includes("'webgpu'")
+        ? "Dawn for Node is not installed: run `npm install webgpu@0.6.2` (an optional peer dependency of miniseq)"
+        : `could not load the WebGPU backend: ${String(e)}`
+      return new BackendUnavailable({ backend: "webgpu", reason, message: `webgpu: backend unavailable: ${reason}` })
+    },
+  }).pipe(Effect.map((m) => m.webgpuBackendLayer()))
+}
+
 export const trainCommand = Command.make("train", flags, (f) =>
   Effect.gen(function* () {
     const model = yield* loadModel(f.model, f.config)
@@ -59,7 +75,6 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const split = trainValSplit(tokenizer.encode(text))
     const batches = yield* Effect.try({ try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }), catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }) })
 
-    const layers: Record<typeof f.backend, () => Layer.Layer<Backend, BackendUnavailable>> = { cpu: () => cpuBackendLayer(), webgpu: () => webgpuBackendLayer(), cuda: () => cudaBackendLayer() }
     // Everything below runs with the chosen backend provided (and given back at the end).
     return yield* Effect.gen(function* () {
       const backend = yield* Backend
@@ -105,6 +120,6 @@ export const trainCommand = Command.make("train", flags, (f) =>
         }))
       })
       yield* Console.log(`\nwrote ${join(f.out, "run.json")}, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
-    }).pipe(Effect.provide(layers[f.backend]()))
+    }).pipe(Effect.provide(yield* backendLayer(f.backend)))
   }),
 ).pipe(Command.withDescription("train a Llama-family model with MST (CPU by default; --backend webgpu or cuda)"))

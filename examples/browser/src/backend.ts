@@ -2,17 +2,14 @@
  * Which backend the page trains on: WebGPU through the browser's own `navigator.gpu` when it
  * offers an adapter, else the CPU backend — with the reason, so the page can say why.
  *
- * In Node the WebGPU backend finds its adapter through Dawn (`acquireDevice`); here the adapter
- * comes from `navigator.gpu`, and `deviceOn` + `webGpuBackendOn` do the rest exactly as in Node.
- * The bundle stubs out the `webgpu` package (see build.mjs).
+ * In Node the WebGPU backend finds its adapter through Dawn; a bundler building for the browser
+ * gets `miniseq/webgpu`'s browser entry instead, whose `acquireBrowserDevice` takes the adapter
+ * from `navigator.gpu` (and miniseq's package.json tells the bundler to leave Dawn and Node's
+ * modules out). `webGpuBackendOn` then builds the very backend that runs in Node.
  */
-/// <reference types="@webgpu/types" />
 import { Effect, Layer } from "effect"
-import { Backend } from "../../../src/core/backend.js"
-import { makeCpuBackend } from "../../../src/backends/cpu/index.js"
-import { deviceOn, type GpuDevice } from "../../../src/backends/webgpu/device.js"
-import { type WebGpuBackend, webGpuBackendOn } from "../../../src/backends/webgpu/webgpu-backend.js"
-import { BackendUnavailable } from "../../../src/core/errors.js"
+import { Backend, BackendUnavailable, makeCpuBackend } from "miniseq"
+import { acquireBrowserDevice, type WebGpuBackend, webGpuBackendOn } from "miniseq/webgpu"
 
 export interface BackendChoice {
   readonly kind: "webgpu" | "cpu"
@@ -23,18 +20,6 @@ export interface BackendChoice {
 }
 
 export type BackendPreference = "auto" | "cpu"
-
-const unavailable = (reason: string) => new BackendUnavailable({ backend: "webgpu", reason, message: `webgpu: ${reason}` })
-
-/** A device from the browser's own WebGPU, wired up as the backend wires a Dawn device. */
-async function acquireBrowserDevice(): Promise<GpuDevice> {
-  // navigator.gpu exists only in secure contexts (https, localhost) of browsers with WebGPU on.
-  const gpu: GPU | undefined = (navigator as Navigator & { gpu?: GPU }).gpu
-  if (gpu === undefined) throw unavailable("this browser exposes no WebGPU (navigator.gpu is undefined)")
-  const adapter = await gpu.requestAdapter()
-  if (adapter === null) throw unavailable("navigator.gpu.requestAdapter() found no adapter (WebGPU is disabled or the GPU is blocklisted; Chromium: --enable-unsafe-webgpu)")
-  return deviceOn(gpu, adapter, { flags: [], featureLevel: "core" })
-}
 
 const describeAdapter = (b: WebGpuBackend) => {
   const name = [b.info.vendor, b.info.architecture, b.info.device, b.info.description].filter((s) => s !== "").join(" ")
@@ -59,7 +44,7 @@ export function webgpuLayerForBrowser(onChoice: (choice: BackendChoice) => void,
     Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => webGpuBackendOn(await acquireBrowserDevice()),
-        catch: (e) => (e instanceof BackendUnavailable ? e : unavailable(`could not start the device: ${e instanceof Error ? e.message : String(e)}`)),
+        catch: (e) => (e instanceof BackendUnavailable ? e : new BackendUnavailable({ backend: "webgpu", reason: `could not start the device: ${String(e)}`, message: `webgpu: ${String(e)}` })),
       }).pipe(Effect.tap((b) => Effect.sync(() => onChoice({ kind: "webgpu", description: describeAdapter(b) })))),
       (b) => Effect.promise(() => b.destroy()),
     ),

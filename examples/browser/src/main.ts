@@ -7,11 +7,7 @@
  * Tests read progress from `window.__miniseq`.
  */
 import { Cause, Effect, Exit } from "effect"
-import { decodeConfigSync, presets } from "../../../src/models/config.js"
-import { makeBatches, trainValSplit } from "../../../src/models/data.js"
-import { type Mode, modes, parameterCount } from "../../../src/models/llama.js"
-import { byteTokenizer } from "../../../src/models/tokenizer.js"
-import { type StepRecord, train } from "../../../src/models/train.js"
+import { byteTokenizer, decodeConfigSync, makeBatches, type Mode, modes, parameterCount, presets, type StepRecord, train, trainValSplit } from "miniseq"
 import { type BackendChoice, type BackendPreference, webgpuLayerForBrowser } from "./backend.js"
 import { drawLossPlot } from "./plot.js"
 

@@ -1,0 +1,38 @@
+/**
+ * The part of miniseq's public API that runs anywhere JavaScript does (Node and browsers): graphs,
+ * autodiff, regions, the executor and planner, the Llama model, configs, tokenizers, batching,
+ * `train`, the safetensors format in memory, and the CPU backend. `index.ts` (Node) adds file I/O;
+ * `browser.ts` is exactly this.
+ */
+export * from "./core/index.js"
+export {
+  Backend, type BackendImpl, type BinaryOp, type Buffer, contiguousStrides, type FusedRoutine, type MatmulSpec, numel,
+  type ReduceOp, type UnaryOp, type View,
+} from "./core/backend.js"
+export { makeCountingBackend } from "./core/counting.js"
+export { cpuBackendLayer, type CpuBackend, type CpuBuffer, type CpuData, type CpuMemory, makeCpuBackend } from "./backends/cpu/index.js"
+
+// Models: configs and presets, the Llama graph, the optimizer, one training step.
+export { decodeConfig, decodeConfigSync, headDim, LlamaConfig, preset, type PresetName, presetNames, presets } from "./models/config.js"
+export {
+  autoChunks, type LlamaGraph, llamaLoss, minPiece, type Mode, type ModelOptions, modes, parameterCount, parameterInputs,
+  parameterShapes,
+} from "./models/llama.js"
+export {
+  type AdamWGraph, adamwGraph, type AdamWOptions, adamwOutputs, defaultAdamW, learningRate, type Precision, type PrecisionName,
+  precisions, type Schedule,
+} from "./models/optimizer.js"
+export { type StepGraphs, type StepOptions, stepGraphs } from "./models/step.js"
+export { planStep, type StepPlan, suggestChunks } from "./models/planner.js"
+
+// Data: tokenizers, train/validation split, seeded batches.
+export { bpeTokenizer, byteTokenizer, makeTokenizer, type Tokenizer, type TokenizerName } from "./models/tokenizer.js"
+export { type Batch, type Batches, type BatchOptions, makeBatches, type Split, trainValSplit } from "./models/data.js"
+
+// Training.
+export { initialParameters, type StepRecord, train, type TrainOptions, type TrainResult } from "./models/train.js"
+export type { HeldOut } from "./models/train-passes.js"
+
+// The safetensors format, in memory (reading and writing files: `readSafetensors`, `writeSafetensorsAtomic`, Node only).
+export { checkTensors, decodeSafetensors, encodeSafetensors, type Safetensors, type StoredTensor } from "./models/safetensors.js"
+export type { CheckpointState } from "./models/checkpoint.js"
