@@ -1,7 +1,7 @@
 /** `miniseq bench`: measured peak memory and tokens/s against S for each mode, on the CPU backend. */
 import { mkdir, writeFile } from "node:fs/promises"
 import { dirname } from "node:path"
-import { Console, Effect } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { cpuBackendLayer, makeCpuBackend } from "../backends/cpu/index.js"
 import { BadConfig } from "../core/errors.js"
@@ -40,6 +40,7 @@ export const benchCommand = Command.make(
   (f) =>
     Effect.gen(function* () {
       const model = yield* loadModel(f.model, f.config)
+      const name = Option.isSome(f.config) ? f.config.value : f.model
       const seqs = f.seqs.split(",").map(Number)
       if (seqs.some((s) => !Number.isInteger(s) || s < 1)) return yield* Effect.fail(new BadConfig({ field: "seqs", message: `--seqs must be positive integers separated by commas, got "${f.seqs}"` }))
       const chosen = f.modes.split(",") as Mode[]
@@ -49,7 +50,7 @@ export const benchCommand = Command.make(
       const random = rng(1)
       const tokens = Int32Array.from({ length: Math.max(...seqs) * f.batch * 4 + 1 }, () => Math.floor(random() * model.vocab_size))
 
-      yield* Console.log(`miniseq bench: ${f.model} (V = ${model.vocab_size}), batch ${f.batch}, CPU backend, ${f.steps} steps per point\n${"mode".padEnd(15)} ${"S".padStart(6)} ${"measured peak".padStart(14)} ${"planned".padStart(11)} ${"fwd+bwd".padStart(11)} ${"tokens/s".padStart(9)}`)
+      yield* Console.log(`miniseq bench: ${name} (V = ${model.vocab_size}), batch ${f.batch}, CPU backend, ${f.steps} steps per point\n${"mode".padEnd(15)} ${"S".padStart(6)} ${"measured peak".padStart(14)} ${"planned".padStart(11)} ${"fwd+bwd".padStart(11)} ${"tokens/s".padStart(9)}`)
       const rows: Row[] = []
       let optimizerPeak = 0
       for (const seq of seqs) {
@@ -67,10 +68,10 @@ export const benchCommand = Command.make(
       }
       yield* Effect.promise(async () => {
         await mkdir(dirname(f.json), { recursive: true })
-        await writeFile(f.json, JSON.stringify({ model: f.model, config: model, batch: f.batch, backend: "cpu", date: new Date().toISOString(), optimizerPeak, rows }, null, 2) + "\n")
+        await writeFile(f.json, JSON.stringify({ model: name, config: model, batch: f.batch, backend: "cpu", date: new Date().toISOString(), optimizerPeak, rows }, null, 2) + "\n")
         await mkdir(dirname(f.svg), { recursive: true })
         await writeFile(f.svg, lineChart({
-          title: `peak memory, forward + backward — ${f.model} (V = ${formatCount(model.vocab_size)}), batch ${f.batch}, CPU`,
+          title: `peak memory, forward + backward — ${name} (V = ${formatCount(model.vocab_size)}), batch ${f.batch}, CPU`,
           xLabel: "sequence length S", yLabel: "peak live bytes", logX: true, logY: true, format: formatBytes,
           // A step's peak is the larger of these curves and the AdamW update's (the same in every mode).
           series: [

@@ -10,8 +10,8 @@ import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { Console, Effect } from "effect"
 
-/** The package's root: two folders above this file, in src/cli/ and in dist/cli/ alike. */
-export const packageRoot = fileURLToPath(new URL("../../", import.meta.url))
+import { packageRoot } from "./package-info.js"
+
 export const buildScript = fileURLToPath(new URL("../../native/build.mjs", import.meta.url))
 
 /** Builds the addon unless it is there (or $MINISEQ_CUDA_ADDON names one); never fails: the layer reports what is missing. */

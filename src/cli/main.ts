@@ -3,6 +3,7 @@ import { Console, Effect } from "effect"
 import { Command } from "effect/cli"
 import { BackendUnavailable, BadCheckpoint, BadConfig, DTypeError, GraphError, NonFiniteLoss, OutOfMemory, ShapeError } from "../core/errors.js"
 import { benchCommand } from "./bench-command.js"
+import { version } from "./package-info.js"
 import { planCommand } from "./plan-command.js"
 import { cliServices, runMain } from "./node-services.js"
 import { trainCommand } from "./train-command.js"
@@ -16,7 +17,7 @@ const miniseq = Command.make("miniseq").pipe(
 const ours = [BadConfig, BadCheckpoint, NonFiniteLoss, OutOfMemory, ShapeError, DTypeError, GraphError, BackendUnavailable]
 const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some((C) => e instanceof C)
 
-Command.run(miniseq, { version: "0.1.0" }).pipe(
+Command.run(miniseq, { version }).pipe(
   Effect.catchIf(isOurs, (e) => Console.error(`miniseq: ${e._tag}: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
   Effect.provide(cliServices),
   runMain,

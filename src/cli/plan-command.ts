@@ -1,5 +1,5 @@
 /** `miniseq plan`: the memory of one training step in each mode, and the longest sequence that fits. */
-import { Console, Effect } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { makeCpuBackend } from "../backends/cpu/index.js"
 import { attempt } from "../core/executor.js"
@@ -73,7 +73,7 @@ export const planCommand = Command.make(
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
       const args: PlanArgs = { model, batch: f.batch, mlpChunks: yield* parseChunks("mlp-chunks", f.mlpChunks), lmChunks: yield* parseChunks("lm-chunks", f.lmChunks), target: f.target, precision: precisions[f.precision] }
-      const what = `${f.model}, batch ${f.batch}, ${describePrecision[f.precision]}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}`
+      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}`
       if (!f.maxSeq) {
         yield* Console.log(`one training step, ${what}, S = ${f.seq}:\n${header}`)
         for (const mode of modes) yield* Console.log(row(mode, String(f.seq), yield* attempt(() => planAt(args, mode, f.seq))))

@@ -1,16 +1,16 @@
-/** `miniseq train`: train a Llama on the shipped corpus with a progress bar, plots and a JSON record. */
-import { mkdir, writeFile } from "node:fs/promises"
+/** `miniseq train`: train a Llama on the shipped corpus with a progress bar, plots and the run's record (run-record.ts). */
+import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { SingleBar } from "cli-progress"
-import { Console, Effect, Option } from "effect"
+import { Cause, Console, Effect, Exit, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { Layer } from "effect"
 import { Backend } from "../core/backend.js"
 import { cpuBackendLayer } from "../backends/cpu/index.js"
 import { BackendUnavailable, BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
-import { memoryKinds } from "../core/memory.js"
-import { loadCorpus } from "../models/corpus.js"
+import { latestCheckpoint } from "../models/checkpoint.js"
+import { DEFAULT_CORPUS_PATH, loadCorpus } from "../models/corpus.js"
 import { makeBatches, trainValSplit } from "../models/data.js"
 import { modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
@@ -19,7 +19,8 @@ import { makeTokenizer } from "../models/tokenizer.js"
 import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
-import { formatBytes, lineChart, stackedBars } from "./svg.js"
+import { checkpointStep, describeCorpus, History, type RunInfo, writeRunFiles } from "./run-record.js"
+import { formatBytes } from "./svg.js"
 
 const flags = {
   model: modelFlag,
@@ -75,23 +76,48 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const split = trainValSplit(tokenizer.encode(text))
     const batches = yield* Effect.try({ try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }), catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }) })
 
+    const modelName = Option.isSome(f.config) ? f.config.value : f.model
+    const corpusPath = Option.getOrElse(f.corpus, () => DEFAULT_CORPUS_PATH)
+    const corpus = yield* Effect.try({ try: () => describeCorpus(corpusPath), catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }) })
+    const checkpointDir = join(f.out, "checkpoints")
+    // The run's earlier records, up to the checkpoint it resumes from (none for a fresh run).
+    const history = new History(f.out, checkpointStep(yield* latestCheckpoint(checkpointDir)))
+    const started = new Date().toISOString()
+
     // Everything below runs with the chosen backend provided (and given back at the end).
     return yield* Effect.gen(function* () {
       const backend = yield* Backend
       const precision = f.precision
       // What each mode would need for this exact step, from the planner (the executor, counting).
       const plans = yield* attempt(() => Object.fromEntries(modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks, precision: precisions[precision] }, backend)])))
-      yield* Console.log(`miniseq train: ${f.model}${Option.isSome(f.config) ? ` (${f.config.value})` : ""}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`)
+      yield* Console.log(`miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`)
 
       const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
       bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
-      const onStep = (r: StepRecord) => bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
+      const onStep = (r: StepRecord) => {
+        history.add(r)
+        bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
+      }
       const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
       // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
       const validation = split.val.length > f.seq ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
-      const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, precision, checkpointDir: join(f.out, "checkpoints"), checkpointEvery: f.checkpointEvery }
-      const result = yield* train(options, batches, onStep).pipe(Effect.ensuring(Effect.sync(() => bar.stop())))
-      const records = result.records
+      const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, precision, checkpointDir, checkpointEvery: f.checkpointEvery }
+      const info: RunInfo = {
+        model: modelName, backend: backend.name, precision, mode: f.mode, tokenizer: tokenizer.name, corpus, batch: f.batch, seq: f.seq,
+        options: { ...options, validation: validation?.count ?? 0 }, plans, started,
+      }
+      // A failed or interrupted run still leaves run.json and the charts for every step so far —
+      // unless this invocation ran no step and an earlier record is there (e.g. a resume with
+      // mismatched options): that one is kept as it is.
+      const onEnd = <A, E>(exit: Exit.Exit<A, E>) => Effect.sync(() => {
+        if (Exit.isSuccess(exit) || (history.added === 0 && existsSync(join(f.out, "run.json")))) return
+        const interrupted = Cause.hasInterruptsOnly(exit.cause)
+        const error = interrupted ? undefined : Cause.pretty(exit.cause).split("\n")[0]
+        writeRunFiles(f.out, info, history, { status: interrupted ? "interrupted" : "failed", ...(error === undefined ? {} : { error }) })
+        console.error(`\nminiseq: run ${interrupted ? "interrupted" : "failed"} after step ${history.records.at(-1)?.step ?? 0}; wrote ${join(f.out, "run.json")} (${history.records.length} steps)`)
+      })
+      const result = yield* train(options, batches, onStep).pipe(Effect.ensuring(Effect.sync(() => bar.stop())), Effect.onExit(onEnd))
+      const records = history.records
 
       if (result.resumedFrom > 0) yield* Console.log(`resumed from the checkpoint of step ${result.resumedFrom}`)
       if (records.length > 0) {
@@ -110,16 +136,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
       const fb = (m: (typeof modes)[number]) => plans[m]!.gradientPass.peak
       yield* Console.log(`  forward + backward: vanilla / mst = ${(fb("vanilla") / fb("mst")).toFixed(2)}×, checkpoint / mst+checkpoint = ${(fb("checkpoint") / fb("mst+checkpoint")).toFixed(2)}×`)
 
-      yield* Effect.promise(async () => {
-        await mkdir(f.out, { recursive: true })
-        await writeFile(join(f.out, "run.json"), JSON.stringify({ options: { ...options, validation: validation?.count ?? 0, model }, resumedFrom: result.resumedFrom, validationLoss: result.validationLoss, records: records.map(({ memory: _m, ...r }) => r), plans }, null, 2) + "\n")
-        await writeFile(join(f.out, "loss.svg"), lineChart({ title: `training loss (${f.model}, ${f.mode})`, xLabel: "step", yLabel: "loss", series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }] }))
-        await writeFile(join(f.out, "memory.svg"), stackedBars({
-          title: `peak memory of one step (${f.model}, B=${f.batch}, S=${f.seq})`, yLabel: "bytes", categories: [...modes], format: formatBytes,
-          stacks: memoryKinds.map((kind) => ({ name: kind, values: modes.map((mode) => plans[mode]!.gradientPass.atPeak[kind]) })),
-        }))
-      })
-      yield* Console.log(`\nwrote ${join(f.out, "run.json")}, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
+      const outcome = { status: "completed" as const, resumedFrom: result.resumedFrom, ...(result.validationLoss === undefined ? {} : { validationLoss: result.validationLoss }) }
+      yield* Effect.sync(() => writeRunFiles(f.out, info, history, outcome))
+      yield* Console.log(`\nwrote ${join(f.out, "run.json")} (${records.length} steps), steps.jsonl, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
     }).pipe(Effect.provide(yield* backendLayer(f.backend)))
   }),
 ).pipe(Command.withDescription("train a Llama-family model with MST (CPU by default; --backend webgpu or cuda)"))
