@@ -41,6 +41,21 @@ describe("miniseq CLI", () => {
     })
   })
 
+  it("--help describes every flag, with its default", async () => {
+    for (const command of ["train", "plan", "bench"]) {
+      const r = await run(command, "--help")
+      expect(r.code).toBe(0)
+      const flags = r.out.slice(r.out.indexOf("FLAGS\n") + 6, r.out.indexOf("GLOBAL FLAGS")).trim().split("\n")
+      expect(flags.length).toBeGreaterThan(5)
+      for (const line of flags) {
+        const m = /^--([a-z-]+) (?:string|integer|number|choice)?\s+(\S.*)$/.exec(line.trim())
+        expect(m, `${command}: ${line}`).not.toBeNull()
+        // Flags without a default are optional (--config, --corpus, --memory-limit) or off (--max-seq).
+        if (!["config", "corpus", "memory-limit", "max-seq"].includes(m![1]!)) expect(m![2], `${command} --${m![1]}`).toContain("(default: ")
+      }
+    }
+  })
+
   it("plans every mode, and finds the longest sequence that fits", async () => {
     const r = await run("plan", "--model", "tiny", "--seq", "256", "--target", "cpu", "--precision", "fp32")
     expect(r.code).toBe(0)

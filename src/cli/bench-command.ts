@@ -28,14 +28,14 @@ export const benchCommand = Command.make(
   {
     model: modelFlag,
     config: configFlag,
-    seqs: Flag.String("seqs").pipe(Flag.withDefault("64,128,256"), Flag.withDescription("comma-separated sequence lengths")),
-    modes: Flag.String("modes").pipe(Flag.withDefault(modes.join(",")), Flag.withDescription("comma-separated modes")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(1)),
-    steps: Flag.Int("steps").pipe(Flag.withDefault(2), Flag.withDescription("steps per point; tokens/s is the last step's")),
+    seqs: Flag.String("seqs").pipe(Flag.withDefault("64,128,256"), Flag.withDescription("comma-separated sequence lengths (default: 64,128,256)")),
+    modes: Flag.String("modes").pipe(Flag.withDefault(modes.join(",")), Flag.withDescription("comma-separated modes (default: vanilla,checkpoint,mst,mst+checkpoint)")),
+    batch: Flag.Int("batch").pipe(Flag.withDefault(1), Flag.withDescription("sequences per batch (default: 1)")),
+    steps: Flag.Int("steps").pipe(Flag.withDefault(2), Flag.withDescription("steps per point; tokens/s is the last step's (default: 2)")),
     mlpChunks: chunksFlag("mlp-chunks", "MLP"),
     lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
-    json: Flag.String("json").pipe(Flag.withDefault("bench/results/bench-cpu.json")),
-    svg: Flag.String("svg").pipe(Flag.withDefault("bench/results/bench-cpu.svg")),
+    json: Flag.String("json").pipe(Flag.withDefault("bench/results/bench-cpu.json"), Flag.withDescription("where to write the measurements (JSON) (default: bench/results/bench-cpu.json)")),
+    svg: Flag.String("svg").pipe(Flag.withDefault("bench/results/bench-cpu.svg"), Flag.withDescription("where to write the chart (SVG) (default: bench/results/bench-cpu.svg)")),
   },
   (f) =>
     Effect.gen(function* () {

@@ -6,11 +6,11 @@ import { BadConfig } from "../core/errors.js"
 import { decodeConfig, type LlamaConfig, preset, presetNames } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 
-export const modelFlag = Flag.String("model").pipe(Flag.withDefault("tiny"), Flag.withDescription(`model preset: ${presetNames.join(", ")}`))
+export const modelFlag = Flag.String("model").pipe(Flag.withDefault("tiny"), Flag.withDescription(`model preset: ${presetNames.join(", ")} (default: tiny)`))
 export const configFlag = Flag.String("config").pipe(Flag.optional, Flag.withDescription("a Hugging Face config.json instead of a preset"))
-export const modeFlag = Flag.Literals("mode", modes).pipe(Flag.withDefault("mst" as Mode), Flag.withDescription("vanilla | checkpoint | mst | mst+checkpoint"))
+export const modeFlag = Flag.Literals("mode", modes).pipe(Flag.withDefault("mst" as Mode), Flag.withDescription("vanilla | checkpoint | mst | mst+checkpoint (default: mst)"))
 export const chunksFlag = (name: string, what: string) =>
-  Flag.String(name).pipe(Flag.withDefault("auto"), Flag.withDescription(`mini-sequences for the ${what}: a positive integer or "auto"`))
+  Flag.String(name).pipe(Flag.withDefault("auto"), Flag.withDescription(`mini-sequences for the ${what}: a positive integer or "auto" (default: auto)`))
 
 /** The model config from --config (a JSON file) or else --model (a preset). */
 export function loadModel(model: string, config: Option.Option<string>): Effect.Effect<LlamaConfig, BadConfig> {

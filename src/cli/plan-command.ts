@@ -56,15 +56,15 @@ export const planCommand = Command.make(
   {
     model: modelFlag,
     config: configFlag,
-    seq: Flag.Int("seq").pipe(Flag.withDefault(4096), Flag.withDescription("sequence length to plan")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(1)),
+    seq: Flag.Int("seq").pipe(Flag.withDefault(4096), Flag.withDescription("sequence length to plan (default: 4096)")),
+    batch: Flag.Int("batch").pipe(Flag.withDefault(1), Flag.withDescription("sequences per batch (default: 1)")),
     mlpChunks: chunksFlag("mlp-chunks", "MLP"),
     lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
-    precision: Flag.Literals("precision", ["bf16", "bf16-mixed", "fp32"] as const).pipe(Flag.withDefault("bf16" as const), Flag.withDescription("bf16: bf16 weights and AdamW moments; bf16-mixed: bf16 weights with fp32 master weights and moments; fp32: everything fp32")),
-    target: Flag.Literals("target", ["gpu", "cpu"] as const).pipe(Flag.withDefault("gpu" as const), Flag.withDescription("gpu: fused attention and cross-entropy; cpu: the CPU backend's kernels")),
-    maxSeq: Flag.Boolean("max-seq").pipe(Flag.withDefault(false), Flag.withDescription("find the largest S that fits --memory in each mode")),
-    memory: Flag.String("memory").pipe(Flag.withDefault("80GB"), Flag.withDescription("device memory for --max-seq")),
-    granularity: Flag.Int("granularity").pipe(Flag.withDefault(1024), Flag.withDescription("--max-seq searches multiples of this")),
+    precision: Flag.Literals("precision", ["bf16", "bf16-mixed", "fp32"] as const).pipe(Flag.withDefault("bf16" as const), Flag.withDescription("bf16: bf16 weights and AdamW moments; bf16-mixed: bf16 weights with fp32 master weights and moments; fp32: everything fp32 (default: bf16)")),
+    target: Flag.Literals("target", ["gpu", "cpu"] as const).pipe(Flag.withDefault("gpu" as const), Flag.withDescription("gpu: fused attention and cross-entropy; cpu: the CPU backend's kernels (default: gpu)")),
+    maxSeq: Flag.Boolean("max-seq").pipe(Flag.withDefault(false), Flag.withDescription("find the largest S that fits --memory in each mode (default: false)")),
+    memory: Flag.String("memory").pipe(Flag.withDefault("80GB"), Flag.withDescription("device memory for --max-seq (default: 80GB)")),
+    granularity: Flag.Int("granularity").pipe(Flag.withDefault(1024), Flag.withDescription("--max-seq searches multiples of this (default: 1024)")),
   },
   (f) =>
     Effect.gen(function* () {
