@@ -12,6 +12,7 @@ import { Effect } from "effect"
 import { BadCheckpoint } from "../core/errors.js"
 import { checkTensors, readSafetensors, type StoredTensor, writeSafetensorsAtomic } from "./safetensors.js"
 
+/** What a checkpoint holds: the step, the run's identity, the fp32 parameters and AdamW moments. */
 export interface CheckpointState {
   readonly step: number
   /** The options that decide the run's numbers (seed, batch, schedule…): a resume must match them. */

@@ -8,6 +8,7 @@ import { BadConfig } from "../core/errors.js"
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 const PositiveFinite = Schema.Finite.check(Schema.isGreaterThan(0))
 
+/** A Hugging Face Llama `config.json` (the fields miniseq reads), as an Effect Schema; `LlamaConfig` is also its type. */
 export const LlamaConfig = Schema.Struct({
   hidden_size: PositiveInt,
   intermediate_size: PositiveInt,
@@ -24,6 +25,7 @@ export const LlamaConfig = Schema.Struct({
 })
 export type LlamaConfig = typeof LlamaConfig.Type
 
+/** The attention head width: `head_dim`, else `hidden_size / num_attention_heads`. */
 export const headDim = (c: LlamaConfig): number => c.head_dim ?? c.hidden_size / c.num_attention_heads
 
 /** Decodes and cross-checks a config; every problem is a BadConfig naming the field. */
@@ -37,6 +39,7 @@ export function decodeConfig(raw: unknown): Effect.Effect<LlamaConfig, BadConfig
   )
 }
 
+/** `decodeConfig`, synchronously: throws `BadConfig` for a config that does not decode. */
 export const decodeConfigSync = (raw: unknown): LlamaConfig => Effect.runSync(decodeConfig(raw))
 
 function checkConfig(c: LlamaConfig): BadConfig | undefined {
@@ -61,6 +64,7 @@ const tiny = {
   vocab_size: 256, rope_theta: 10000, rms_norm_eps: 1e-5, max_position_embeddings: 1024, tie_word_embeddings: false,
 } as const
 
+/** Built-in model configs by name (`tiny` trains in minutes on a CPU; the others are real models' shapes for the planner). */
 export const presets = {
   tiny,
   /** tiny with the 100k cl100k_base vocabulary: the LM head dominates memory. */
@@ -98,9 +102,12 @@ export const presets = {
   },
 } as const satisfies Record<string, LlamaConfig>
 
+/** The name of a built-in preset. */
 export type PresetName = keyof typeof presets
+/** Every preset's name, in `presets` order. */
 export const presetNames = Object.keys(presets) as PresetName[]
 
+/** The preset called `name`, decoded; fails with `BadConfig` naming the known presets. */
 export function preset(name: string): Effect.Effect<LlamaConfig, BadConfig> {
   if (!(name in presets)) {
     return Effect.fail(new BadConfig({ field: "model", message: `unknown model "${name}"; choose one of: ${presetNames.join(", ")} (or pass --config config.json)` }))

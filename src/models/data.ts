@@ -8,6 +8,7 @@
 // Reading the corpus from disk lives in corpus.ts (node-only); this module runs in a browser too.
 import { rng } from "../core/random.js"
 
+/** A token stream cut into the part to train on and a held-out tail. */
 export interface Split {
   readonly train: Int32Array
   readonly val: Int32Array
@@ -25,6 +26,7 @@ export function trainValSplit(tokens: Int32Array, valFraction = 0.05): Split {
   return { train: tokens.subarray(0, cut), val: tokens.subarray(cut) }
 }
 
+/** One [batch, seq] batch: input tokens and next-token targets. */
 export interface Batch {
   /** B·S input ids, row-major: row b is tokens[b·S .. (b+1)·S). */
   readonly tokens: Int32Array
@@ -34,6 +36,7 @@ export interface Batch {
   readonly starts: Int32Array
 }
 
+/** Options of `makeBatches`. */
 export interface BatchOptions {
   readonly tokens: Int32Array
   /** B: rows (sequences) per batch. */
@@ -43,6 +46,7 @@ export interface BatchOptions {
   readonly seed: number
 }
 
+/** Seeded batches by index: `batchAt(i)` is a pure function of `i`, so a resumed run sees the same data. */
 export interface Batches {
   readonly batch: number
   readonly seq: number

@@ -20,9 +20,12 @@ import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
 import { checkpoint, chunked } from "../core/regions.js"
 import { headDim, type LlamaConfig } from "./config.js"
 
+/** How a training step lays out memory: nothing wrapped, layers recomputed, MLP and LM head chunked (MST), or both. */
 export const modes = ["vanilla", "checkpoint", "mst", "mst+checkpoint"] as const
+/** One of `modes`. */
 export type Mode = (typeof modes)[number]
 
+/** How `llamaLoss` builds the graph: the mode, M for the MLP and the LM head, dtype and the fused routines to use. */
 export interface ModelOptions {
   readonly mode: Mode
   /** Mini-sequences for the MLP and for the LM head; "auto" applies `autoChunks`. */
@@ -83,6 +86,7 @@ export function parameterShapes(c: LlamaConfig): Record<string, number[]> {
   return shapes
 }
 
+/** The model's number of parameters. */
 export const parameterCount = (c: LlamaConfig): number =>
   Object.values(parameterShapes(c)).reduce((n, s) => n + numel(s), 0)
 
@@ -102,6 +106,7 @@ const mergeHeads = (x: Tensor): Tensor => {
   return o.reshape(o.permute(x, [0, 2, 1, 3]), [B, S, H * hd])
 }
 
+/** The graph of a Llama's training loss, with its inputs (parameters by Hugging Face name, tokens, targets, count). */
 export interface LlamaGraph {
   readonly params: Record<string, Tensor>
   /** [B, S] int32 inputs; targets are already shifted (−100 = ignore). */

@@ -14,6 +14,7 @@ import { input } from "../core/graph.js"
 import * as o from "../core/ops.js"
 import { adamw, adamwUpdate } from "../core/routines/adamw.js"
 
+/** AdamW's hyper-parameters (the learning rate comes from the schedule). */
 export interface AdamWOptions {
   readonly beta1: number
   readonly beta2: number
@@ -24,6 +25,7 @@ export interface AdamWOptions {
   readonly maxGradNorm: number
 }
 
+/** β1 0.9, β2 0.95, ε 1e-8, weight decay 0.1, global-norm clipping at 1. */
 export const defaultAdamW: AdamWOptions = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1 }
 
 /** How weights and optimizer state are stored. */
@@ -37,6 +39,7 @@ export interface Precision {
   readonly master: boolean
 }
 
+/** The precisions a run can train in, by name: which dtype weights, master weights, moments and activations use. */
 export const precisions = {
   fp32: { name: "fp32", param: "float32", state: "float32", master: false },
   /** bf16 weights and activations, fp32 master weights and moments. */
@@ -44,8 +47,10 @@ export const precisions = {
   /** Everything bf16 (weights, moments), no master copy. */
   bf16: { name: "bf16", param: "bfloat16", state: "bfloat16", master: false },
 } as const satisfies Record<string, Precision>
+/** "fp32", "bf16-mixed" or "bf16". */
 export type PrecisionName = keyof typeof precisions
 
+/** The AdamW update as a graph: its inputs (parameters, gradients, moments, scalars) and outputs. */
 export interface AdamWGraph {
   readonly params: Record<string, Tensor>
   /** fp32 master weights (mixed precision only). */
@@ -69,6 +74,7 @@ export interface AdamWGraph {
 
 const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
 
+/** Builds the AdamW update for parameters of these shapes, with global-norm clipping. */
 export function adamwGraph(
   shapes: Readonly<Record<string, readonly number[]>>,
   opts: AdamWOptions = defaultAdamW,
@@ -106,6 +112,7 @@ export function adamwGraph(
 export const adamwOutputs = (a: AdamWGraph): Tensor[] =>
   [a.gradNorm, ...Object.keys(a.params).flatMap((n) => [a.newParams[n]!, a.newM[n]!, a.newV[n]!, ...(a.newMaster[n] ? [a.newMaster[n]] : [])])]
 
+/** Linear warmup to `lr`, then cosine decay to `minLr` at `steps`. */
 export interface Schedule {
   readonly lr: number
   readonly minLr: number

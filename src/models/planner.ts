@@ -11,6 +11,7 @@ import {
   adamwInputs, fusedRoutines, gradientInputs, inputKinds, type StepOptions, stepGraphs,
 } from "./step.js"
 
+/** The planned memory of one training step: its peak, and each pass's report by kind. */
 export interface StepPlan {
   /** The larger of the two passes: what the step needs. */
   readonly peak: number

@@ -15,12 +15,14 @@ import { numel } from "../core/backend.js"
 import { BadCheckpoint, fmtShape } from "../core/errors.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "../core/dtype.js"
 
+/** One tensor of a safetensors file: dtype, shape and data. */
 export interface StoredTensor {
   readonly dtype: DType
   readonly shape: readonly number[]
   readonly data: HostArray
 }
 
+/** A decoded safetensors file: its tensors by name and its string metadata. */
 export interface Safetensors {
   readonly tensors: Record<string, StoredTensor>
   readonly metadata: Record<string, string>

@@ -23,6 +23,7 @@ export interface GradientGraph {
   readonly inPlace: ReadonlyMap<Tensor, Tensor>
 }
 
+/** The graphs of one training step: the loss and its gradients (per micro-batch), and the AdamW update. */
 export interface StepGraphs {
   readonly first: GradientGraph
   /** For micro-batches 2…A of gradient accumulation (built only when asked for). */
@@ -44,6 +45,7 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
   return { model, names, previous, outputs: [value, ...gradients], gradients, inPlace }
 }
 
+/** `ModelOptions` plus gradient accumulation and the precision. */
 export interface StepOptions extends ModelOptions {
   readonly accumulation?: number
   readonly precision?: Precision
@@ -53,6 +55,7 @@ export interface StepOptions extends ModelOptions {
 export const fusedRoutines = (backend: { readonly routines?: Readonly<Record<string, unknown>> } | undefined): string[] =>
   Object.keys(backend?.routines ?? {})
 
+/** Builds one training step's graphs for a model, batch and sequence length. */
 export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptions, adamw: AdamWOptions = defaultAdamW): StepGraphs {
   const precision = opts.precision ?? precisions.fp32
   const modelOpts = { ...opts, dtype: precision.param }

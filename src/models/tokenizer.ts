@@ -10,6 +10,7 @@ import { Tiktoken, type TiktokenBPE } from "js-tiktoken/lite"
 // Importing one ranks file (not the package root) loads only cl100k, not every encoding.
 import cl100kRanks from "js-tiktoken/ranks/cl100k_base"
 
+/** Text ⇄ token ids. */
 export interface Tokenizer {
   readonly name: string
   /** Size of the id space: every id `encode` returns is in [0, vocabSize). Use it as the embedding table's row count. */
@@ -18,6 +19,7 @@ export interface Tokenizer {
   decode(ids: ArrayLike<number>): string
 }
 
+/** The tokenizers `makeTokenizer` knows. */
 export type TokenizerName = "byte" | "cl100k_base"
 
 function checkIds(name: string, ids: ArrayLike<number>, vocabSize: number): void {
@@ -34,6 +36,7 @@ const utf8Encoder = new TextEncoder()
 // instead of throwing; ignoreBOM keeps a leading U+FEFF, so encode/decode round-trips every string.
 const utf8Decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true })
 
+/** The UTF-8 bytes as tokens (vocabulary 256): no files, never fails. */
 export const byteTokenizer: Tokenizer = {
   name: "byte",
   vocabSize: 256,
@@ -66,6 +69,7 @@ const bpeRanks: Record<"cl100k_base", TiktokenBPE> = { cl100k_base: cl100kRanks 
 // Building the rank tables takes ~0.25 s, so do it once per encoding, on first use.
 const bpeCache = new Map<string, Tokenizer>()
 
+/** OpenAI's cl100k_base byte-pair encoding (100 277 ids), from the ranks js-tiktoken ships. */
 export function bpeTokenizer(name: "cl100k_base"): Tokenizer {
   const cached = bpeCache.get(name)
   if (cached) return cached
@@ -89,6 +93,7 @@ export function bpeTokenizer(name: "cl100k_base"): Tokenizer {
   return tokenizer
 }
 
+/** The tokenizer called `name`. */
 export function makeTokenizer(name: TokenizerName): Tokenizer {
   switch (name) {
     case "byte":

@@ -27,6 +27,7 @@ import {
 
 export { initialParameters } from "./train-state.js"
 
+/** What `train` runs: the model, how its memory is laid out (mode, M), the batch shape, the schedule and where checkpoints go. */
 export interface TrainOptions {
   readonly model: LlamaConfig
   readonly mode: Mode
@@ -58,6 +59,7 @@ export interface TrainOptions {
   readonly checkpointEvery?: number
 }
 
+/** One optimizer step, as `train` reports it to `onStep` and in `TrainResult.records`. */
 export interface StepRecord {
   readonly step: number
   readonly loss: number
@@ -69,6 +71,7 @@ export interface StepRecord {
   readonly memory: MemoryReport
 }
 
+/** What `train` returns once every step ran (and the held-out batches were scored). */
 export interface TrainResult {
   readonly records: readonly StepRecord[]
   readonly resumedFrom: number
@@ -80,6 +83,16 @@ export interface TrainResult {
 
 type TrainError = ExecutionError | NonFiniteLoss | BadCheckpoint | DTypeError
 
+/**
+ * Trains `opts.model` for `opts.steps` optimizer steps on `batches`, on the `Backend` the caller
+ * provides (`Effect.provide(cpuBackendLayer())`, `webgpuBackendLayer()`, `cudaBackendLayer()`).
+ * Parameters and AdamW moments stay on the device; only the loss, the gradient norm and
+ * checkpoints are read back. `onStep` hears each step's record as soon as it is done. With
+ * `checkpointDir`, a run that finds a checkpoint there resumes from it (its options must match)
+ * and reproduces the uninterrupted run exactly. Fails with the executor's typed errors
+ * (`OutOfMemory` with the mode and M that would fit, `ShapeError`, …), `NonFiniteLoss`,
+ * `BadCheckpoint` or `DTypeError` (a precision the backend cannot store).
+ */
 export function train(
   opts: TrainOptions,
   batches: Batches,
