@@ -158,7 +158,7 @@ async function main() {
   }
   if (process.env.MINISEQ_SKIP_CUDA === "1") finish(false, "skipped (MINISEQ_SKIP_CUDA=1 at install time)")
   const nvcc = findNvcc()
-  if (nvcc === undefined) finish(false, "nvcc not found at install time (looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, PATH, /usr/local/cuda/bin); install the CUDA toolkit and run `npm run build:cuda`")
+  if (nvcc === undefined) finish(false, "nvcc not found (looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, PATH, /usr/local/cuda/bin); install the CUDA toolkit and run `npm run build:cuda`")
   const cudaHome = cudaHomeOf(nvcc)
   const staticRt = [join(cudaHome, "lib64", "libcudart_static.a"), join(cudaHome, "targets", "x86_64-linux", "lib", "libcudart_static.a")]
   if (!staticRt.some((p) => existsSync(p))) finish(false, `libcudart_static.a not found under ${cudaHome} (nvcc is ${nvcc})`)

@@ -77,7 +77,8 @@ describe("miniseq CLI", () => {
     expect((await readdir(out)).sort()).toEqual(["checkpoints", "loss.svg", "memory.svg", "run.json", "steps.jsonl"])
     const record = JSON.parse(await readFile(join(out, "run.json"), "utf8"))
     expect(record.records.map((r: { step: number }) => r.step)).toEqual([1, 2, 3, 4])
-    expect(record).toMatchObject({ status: "completed", model: "tiny", backend: "cpu", precision: "fp32", tokenizer: "byte", miniseq: "0.1.0", steps: 4 })
+    expect(record).toMatchObject({ status: "completed", model: "tiny", backend: "cpu", precision: "fp32", tokenizer: "byte", steps: 4 })
+    expect(record.miniseq).toBe(JSON.parse(await readFile("package.json", "utf8")).version)
     expect(record.corpus.path).toMatch(/data\/corpus\.txt$/)
     expect(record.corpus.sha256).toMatch(/^[0-9a-f]{64}$/)
     expect(Date.parse(record.started)).not.toBeNaN()
@@ -91,6 +92,7 @@ describe("miniseq CLI", () => {
     // Re-running the finished run keeps its history: the same records, the same chart.
     const after = JSON.parse(await readFile(join(out, "run.json"), "utf8"))
     expect(after.records).toEqual(record.records)
+    expect(after.started).toBe(record.started)
     expect(await readFile(join(out, "loss.svg"), "utf8")).toContain("<polyline")
     expect((await readFile(join(out, "steps.jsonl"), "utf8")).trim().split("\n")).toHaveLength(4)
   })

@@ -117,8 +117,18 @@ export interface RunInfo {
   /** The options given to `train()` (the model's config included). */
   readonly options: Readonly<Record<string, unknown>>
   readonly plans: Readonly<Record<string, StepPlan>>
-  /** When this invocation started (ISO 8601). */
+  /** When the run first started (ISO 8601); a resume keeps the first invocation's date. */
   readonly started: string
+}
+
+/** When the run recorded in `dir`/run.json first started, if it says. */
+export function previousStart(dir: string): string | undefined {
+  try {
+    const started = (JSON.parse(readFileSync(join(dir, "run.json"), "utf8")) as { started?: unknown }).started
+    return typeof started === "string" ? started : undefined
+  } catch {
+    return undefined
+  }
 }
 
 export type Outcome =

@@ -19,7 +19,7 @@ import { makeTokenizer } from "../models/tokenizer.js"
 import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
-import { checkpointStep, describeCorpus, History, type RunInfo, writeRunFiles } from "./run-record.js"
+import { checkpointStep, describeCorpus, History, previousStart, type RunInfo, writeRunFiles } from "./run-record.js"
 import { formatBytes } from "./svg.js"
 
 const flags = {
@@ -82,7 +82,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const checkpointDir = join(f.out, "checkpoints")
     // The run's earlier records, up to the checkpoint it resumes from (none for a fresh run).
     const history = new History(f.out, checkpointStep(yield* latestCheckpoint(checkpointDir)))
-    const started = new Date().toISOString()
+    // A resumed run keeps the date it first started.
+    const started = history.records.length > 0 ? previousStart(f.out) ?? new Date().toISOString() : new Date().toISOString()
 
     // Everything below runs with the chosen backend provided (and given back at the end).
     return yield* Effect.gen(function* () {
