@@ -6,9 +6,11 @@
  */
 export * from "./core/index.js"
 export {
-  Backend, type BackendImpl, type BinaryOp, type Buffer, contiguousStrides, type FusedRoutine, type MatmulSpec, numel,
-  type ReduceOp, type UnaryOp, type View,
+  Backend, type BackendImpl, type BinaryOp, type Buffer, contiguousStrides, type MatmulSpec, numel, type ReduceOp, type UnaryOp,
+  type View,
 } from "./core/backend.js"
+export { checkedBackend } from "./core/checked-backend.js"
+export { type RoutineKernel, type RoutineKernels, type RoutineName, routineNames } from "./core/routines/registry.js"
 export { makeCountingBackend } from "./core/counting.js"
 export { cpuBackendLayer, type CpuBackend, type CpuBuffer, type CpuData, type CpuMemory, makeCpuBackend } from "./backends/cpu/index.js"
 
