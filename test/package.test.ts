@@ -73,7 +73,7 @@ beforeAll(async () => {
   }
   await writeFile(join(project, "package-lock.json"), JSON.stringify(lock, null, 2))
   const started = performance.now()
-  await exec("npm", ["ci", "--offline", "--no-audit", "--no-fund"], { cwd: project, maxBuffer: 1 << 24 })
+  await exec("npm", ["ci", "--offline", "--engine-strict", "--no-audit", "--no-fund"], { cwd: project, maxBuffer: 1 << 24 })
   installSeconds = (performance.now() - started) / 1000
   console.log(`package: npm ci of the tarball (${packed.length} files) took ${installSeconds.toFixed(1)} s`)
 }, 120_000)
