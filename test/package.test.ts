@@ -133,6 +133,41 @@ describe("the packed package", () => {
     expect(stdout).toContain("one training step, tiny")
   })
 
+  it("says which package to install for --backend webgpu (Dawn is an optional peer dependency)", async () => {
+    const args = ["train", "--backend", "webgpu", "--steps", "1", "--batch", "1", "--seq", "16", "--out", join(dir, "run-webgpu")]
+    const r = await exec(join(project, "node_modules", ".bin", "miniseq"), args, { cwd: project }).then(() => "", (e: { stderr?: string }) => e.stderr ?? "")
+    expect(r).toContain("miniseq: BackendUnavailable: webgpu: backend unavailable: Dawn for Node is not installed: run `npm install webgpu@0.6.2`")
+  })
+
+  it("bundles for the browser with no Node module and no Dawn, and type-checks with the browser condition", async () => {
+    const source = `
+      import { Effect } from "effect"
+      import { byteTokenizer, cpuBackendLayer, makeBatches, presets, train, trainValSplit } from "miniseq"
+      import { acquireBrowserDevice, webgpuBackendLayer } from "miniseq/webgpu"
+      const batches = makeBatches({ tokens: trainValSplit(byteTokenizer.encode("hello ".repeat(100))).train, batch: 1, seq: 16, seed: 1 })
+      const opts = { model: presets.tiny, mode: "mst" as const, batch: 1, seq: 16, steps: 1, lr: 1e-3, seed: 1 }
+      const layer = navigator.gpu === undefined ? cpuBackendLayer() : webgpuBackendLayer()
+      void Effect.runPromise(train(opts, batches).pipe(Effect.provide(layer))).then((r) => console.log(r.records.length, acquireBrowserDevice))
+    `
+    await writeFile(join(project, "page.ts"), source)
+    const esbuild = join(repo, "node_modules", ".bin", "esbuild")
+    await exec(esbuild, ["page.ts", "--bundle", "--platform=browser", "--format=esm", "--outfile=page.js", "--metafile=meta.json", "--log-level=warning"], { cwd: project })
+    const inputs = Object.keys((JSON.parse(await readFile(join(project, "meta.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs)
+    expect(inputs).toContain("node_modules/miniseq/dist/backends/webgpu/browser.js")
+    expect(inputs.filter((f) => /^node:|node_modules\/webgpu\/|miniseq\/dist\/(index|backends\/webgpu\/index|backends\/cuda\/.*)\.js$/.test(f))).toEqual([])
+    const tsconfig = {
+      compilerOptions: {
+        target: "ES2022", module: "ESNext", moduleResolution: "bundler", customConditions: ["browser"], strict: true, noEmit: true,
+        skipLibCheck: false, exactOptionalPropertyTypes: true, noPropertyAccessFromIndexSignature: true, lib: ["ES2022", "DOM"], types: [],
+      },
+      files: ["page.ts"],
+    }
+    await writeFile(join(project, "tsconfig.browser.json"), JSON.stringify(tsconfig, null, 2))
+    const tsc = join(repo, "node_modules", ".bin", "tsc")
+    const r = await exec(tsc, ["-p", "tsconfig.browser.json"], { cwd: project }).then(() => "", (e: { stdout?: string }) => e.stdout ?? String(e))
+    expect(r).toBe("")
+  })
+
   it("type-checks a TypeScript consumer under strict flags, its declarations included", async () => {
     const source = `
       import { Effect } from "effect"
