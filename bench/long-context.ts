@@ -42,7 +42,10 @@ const arg = (name: string, fallback: string): string => {
 const GiB = 2 ** 30
 const modelName = arg("model", "llama-3.2-1b") as PresetName
 const precision = arg("precision", "bf16-mixed") as PrecisionName
-const seqs = arg("seqs", "4096,8192,16384,32768,65536").split(",").filter((s) => s !== "none").map(Number) // "none": no sweep
+const seqs = arg("seqs", "4096,8192,16384,32768,65536")
+  .split(",")
+  .filter((s) => s !== "none")
+  .map(Number) // "none": no sweep
 const modes = arg("modes", "vanilla,checkpoint,mst,mst+checkpoint").split(",") as Mode[]
 const steps = Number(arg("steps", "3"))
 const cap = Number(arg("cap", "40").replace(/GiB|GB/i, "")) * GiB
@@ -51,7 +54,13 @@ const python = arg("pytorch", "")
 const seqLimit = Number(arg("max-seq-limit", String(2 ** 20))) // the searches stop here
 const backendName = arg("backend", "cuda")
 const out = arg("out", "bench/results/long-context")
-const profiles = arg("profile", "").split(",").filter((x) => x !== "").map((x) => { const [m, s] = x.split(":"); return { mode: m as Mode, seq: Number(s) } })
+const profiles = arg("profile", "")
+  .split(",")
+  .filter((x) => x !== "")
+  .map((x) => {
+    const [m, s] = x.split(":")
+    return { mode: m as Mode, seq: Number(s) }
+  })
 const model = decodeConfigSync(presets[modelName])
 
 // ---------------------------------------------------------------------------------------------
@@ -71,15 +80,29 @@ interface Device {
 }
 
 function openDevice(limit?: number): Device {
-  if (backendName === "cpu") { // a dry run of this script (bf16 emulated), for checking it without a GPU
+  if (backendName === "cpu") {
+    // a dry run of this script (bf16 emulated), for checking it without a GPU
     const cpu = makeCpuBackend()
-    return { backend: cpuWithBfloat16(cpu), total: limit ?? 64 * GiB, name: "cpu", memory: () => ({ peak: cpu.memory().peak, reserved: cpu.memory().live }), reset: () => cpu.memory().resetPeak(), close: async () => {} }
+    return {
+      backend: cpuWithBfloat16(cpu),
+      total: limit ?? 64 * GiB,
+      name: "cpu",
+      memory: () => ({ peak: cpu.memory().peak, reserved: cpu.memory().live }),
+      reset: () => cpu.memory().resetPeak(),
+      close: async () => {},
+    }
   }
   const cuda: CudaBackend = makeCudaBackend(limit === undefined ? {} : { memoryLimit: limit })
   return {
-    backend: cuda, total: limit ?? cuda.device.totalMemory, name: cuda.device.name, profiler: cuda.profiler,
+    backend: cuda,
+    total: limit ?? cuda.device.totalMemory,
+    name: cuda.device.name,
+    profiler: cuda.profiler,
     memory: () => ({ peak: cuda.memory().peak, reserved: cuda.memory().reserved }),
-    reset: () => { cuda.memory().emptyCache(); cuda.memory().resetPeak() },
+    reset: () => {
+      cuda.memory().emptyCache()
+      cuda.memory().resetPeak()
+    },
     close: () => cuda.destroy(),
   }
 }
@@ -103,7 +126,13 @@ const weights = initialParameters(model, 1) // once: a billion normals take a wh
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
 
 async function measure(dev: Device, mode: Mode, seq: number, n: number, profileAfter?: number): Promise<Row> {
-  const planned = planStep(model, 1, seq, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend).peak
+  const planned = planStep(
+    model,
+    1,
+    seq,
+    { mode, precision: precisions[precision], allowBeyondMaxPosition: true },
+    dev.backend,
+  ).peak
   if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned }
   const random = rng(seq)
   const tokens = Int32Array.from({ length: 2 * (seq + 1) }, () => Math.floor(random() * model.vocab_size))
@@ -113,10 +142,26 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
   const long = { ...model, max_position_embeddings: Math.max(model.max_position_embeddings, seq) } // RoPE extrapolates
   dev.reset()
   const exit = await Effect.runPromiseExit(
-    train({ model: long, mode, batch: 1, seq, steps: n, lr: 1e-4, warmup: 1, seed: 1, precision, initialParameters: weights, memoryLimit: dev.total }, batches,
+    train(
+      {
+        model: long,
+        mode,
+        batch: 1,
+        seq,
+        steps: n,
+        lr: 1e-4,
+        warmup: 1,
+        seed: 1,
+        precision,
+        initialParameters: weights,
+        memoryLimit: dev.total,
+      },
+      batches,
       // With profileAfter: profile the steps after that one (the first compiles and warms up).
-      (r) => { if (r.step === profileAfter) dev.profiler?.start() })
-      .pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
+      (r) => {
+        if (r.step === profileAfter) dev.profiler?.start()
+      },
+    ).pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
   )
   const { peak: devicePeak, reserved: deviceReserved } = dev.memory()
   if (Exit.isFailure(exit)) {
@@ -127,25 +172,56 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
   const records = exit.value.records
   const times = records.map((r) => seq / r.tokensPerSecond)
   const dt = median(times.length > 1 ? times.slice(1) : times)
-  return { mode, seq, status: "ok", planned, tokensPerSecond: seq / dt, stepMs: 1000 * dt, stepTimes: times, peak: Math.max(...records.map((r) => r.peak)), devicePeak, deviceReserved, losses: records.map((r) => r.loss) }
+  return {
+    mode,
+    seq,
+    status: "ok",
+    planned,
+    tokensPerSecond: seq / dt,
+    stepMs: 1000 * dt,
+    stepTimes: times,
+    peak: Math.max(...records.map((r) => r.peak)),
+    devicePeak,
+    deviceReserved,
+    losses: records.map((r) => r.loss),
+  }
 }
 
 /** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `dev.total`, by bisection. */
 function plannedMaxSeq(dev: Device, mode: Mode): number {
-  const fits = (k: number) => planStep(model, 1, 1024 * k, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend).peak <= dev.total
+  const fits = (k: number) =>
+    planStep(model, 1, 1024 * k, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend)
+      .peak <= dev.total
   if (!fits(1)) return 0
-  let lo = 1, hi = 2
-  while (1024 * hi <= seqLimit && fits(hi)) { lo = hi; hi *= 2 }
+  let lo = 1,
+    hi = 2
+  while (1024 * hi <= seqLimit && fits(hi)) {
+    lo = hi
+    hi *= 2
+  }
   if (1024 * hi > seqLimit) return 1024 * lo
-  while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (fits(mid)) lo = mid; else hi = mid }
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1
+    if (fits(mid)) lo = mid
+    else hi = mid
+  }
   return 1024 * lo
 }
 
 const log = (s: string) => console.log(s)
 const gib = (b: number | undefined) => (b === undefined ? "-" : (b / GiB).toFixed(1))
-const tps = (r: Row | undefined) => (r === undefined ? "-" : r.status === "ok" ? `${r.tokensPerSecond!.toFixed(0)} (${gib(r.devicePeak)})` : r.status === "OOM" ? "OOM" : "over")
+const tps = (r: Row | undefined) =>
+  r === undefined
+    ? "-"
+    : r.status === "ok"
+      ? `${r.tokensPerSecond!.toFixed(0)} (${gib(r.devicePeak)})`
+      : r.status === "OOM"
+        ? "OOM"
+        : "over"
 
-log(`${modelName} (${(parameterCount(model) / 1e9).toFixed(2)}B parameters), precision ${precision}, batch 1, ${steps} steps per point`)
+log(
+  `${modelName} (${(parameterCount(model) / 1e9).toFixed(2)}B parameters), precision ${precision}, batch 1, ${steps} steps per point`,
+)
 const full = openDevice()
 log(`device: ${full.name}, ${gib(full.total)} GiB`)
 const rows: Row[] = []
@@ -156,20 +232,36 @@ for (const seq of seqs) {
     log(`  ${mode.padEnd(15)} S=${String(seq).padStart(6)}: ${tps(r)}  planned ${gib(r.planned)} GiB`)
   }
 }
-const profiled: { mode: Mode; seq: number; stepMs?: number; entries: { name: string; calls: number; ms: number }[] }[] = []
+const profiled: { mode: Mode; seq: number; stepMs?: number; entries: { name: string; calls: number; ms: number }[] }[] =
+  []
 for (const p of profiles) {
   const r = await measure(full, p.mode, p.seq, 2, 1)
   const entries = full.profiler?.stop() ?? []
   const total = entries.reduce((s, e) => s + e.ms, 0)
-  profiled.push({ mode: p.mode, seq: p.seq, stepMs: r.stepTimes === undefined ? undefined : 1000 * r.stepTimes[1]!, entries })
-  log(`\nprofile of one ${p.mode} step at S=${p.seq} (${r.stepTimes === undefined ? r.status : `${(1000 * r.stepTimes[1]!).toFixed(0)} ms wall`}, ${total.toFixed(0)} ms on the GPU incl. idle):`)
-  for (const e of entries.slice(0, 30)) log(`  ${e.name.padEnd(34)} ${String(e.calls).padStart(7)} calls ${e.ms.toFixed(1).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)}%`)
+  profiled.push({
+    mode: p.mode,
+    seq: p.seq,
+    stepMs: r.stepTimes === undefined ? undefined : 1000 * r.stepTimes[1]!,
+    entries,
+  })
+  log(
+    `\nprofile of one ${p.mode} step at S=${p.seq} (${r.stepTimes === undefined ? r.status : `${(1000 * r.stepTimes[1]!).toFixed(0)} ms wall`}, ${total.toFixed(0)} ms on the GPU incl. idle):`,
+  )
+  for (const e of entries.slice(0, 30))
+    log(
+      `  ${e.name.padEnd(34)} ${String(e.calls).padStart(7)} calls ${e.ms.toFixed(1).padStart(9)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%`,
+    )
 }
 const fullCardPlan = Object.fromEntries(modes.map((m) => [m, plannedMaxSeq(full, m)]))
 await full.close()
 
 /** Per mode: the planner's largest S under the cap, the largest S a real step trained at, and the smallest that did not. */
-interface Limit { readonly mode: Mode; readonly planned: number; readonly trained?: Row; readonly firstOom?: number }
+interface Limit {
+  readonly mode: Mode
+  readonly planned: number
+  readonly trained?: Row
+  readonly firstOom?: number
+}
 const limits: Limit[] = []
 if (maxSeq) {
   const capped = openDevice(cap)
@@ -177,12 +269,19 @@ if (maxSeq) {
     const planned = plannedMaxSeq(capped, mode)
     // The device holds more than the plan (allocator size classes, kernel scratch): step down by
     // eighths from the planned S until a real step fits.
-    let S = planned, trained: Row | undefined, firstOom: number | undefined
+    let S = planned,
+      trained: Row | undefined,
+      firstOom: number | undefined
     for (let tries = 0; S >= 1024 && tries < 5 && trained === undefined; tries++) {
       const r = await measure(capped, mode, S, 1)
-      log(`  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceReserved)} GiB reserved${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`})`)
+      log(
+        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceReserved)} GiB reserved${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`})`,
+      )
       if (r.status === "ok") trained = r
-      else { firstOom = S; S = Math.floor((S * 7) / 8 / 1024) * 1024 }
+      else {
+        firstOom = S
+        S = Math.floor((S * 7) / 8 / 1024) * 1024
+      }
     }
     limits.push({ mode, planned, ...(trained ? { trained } : {}), ...(firstOom === undefined ? {} : { firstOom }) })
   }
@@ -193,21 +292,58 @@ if (maxSeq) {
 // PyTorch, same job
 // ---------------------------------------------------------------------------------------------
 
-interface TorchRow { mode: string; seq: number; status: string; tokens_per_s?: number; step_ms?: number; peak_reserved_gib?: number; peak_allocated_gib?: number }
-interface TorchRun { rows: TorchRow[]; max_seq: { mode: string; max_seq: number; first_oom: number | null; probes: TorchRow[] }[]; gpu: string; torch: string; transformers: string | null; implementation: string }
+interface TorchRow {
+  mode: string
+  seq: number
+  status: string
+  tokens_per_s?: number
+  step_ms?: number
+  peak_reserved_gib?: number
+  peak_allocated_gib?: number
+}
+interface TorchRun {
+  rows: TorchRow[]
+  max_seq: { mode: string; max_seq: number; first_oom: number | null; probes: TorchRow[] }[]
+  gpu: string
+  torch: string
+  transformers: string | null
+  implementation: string
+}
 function pytorch(extra: string[], file: string): TorchRun | undefined {
   if (python === "") return undefined
-  const args = ["bench/pytorch_baseline.py", "--model", modelName, "--modes", "vanilla,checkpoint", "--out", file, "--max-seq-limit", String(seqLimit),
-    ...(precision === "bf16-mixed" ? ["--master-fp32"] : []), ...(precision === "fp32" ? ["--dtype", "fp32"] : []),
-    ...(backendName === "cpu" ? ["--device", "cpu"] : []), ...extra]
+  const args = [
+    "bench/pytorch_baseline.py",
+    "--model",
+    modelName,
+    "--modes",
+    "vanilla,checkpoint",
+    "--out",
+    file,
+    "--max-seq-limit",
+    String(seqLimit),
+    ...(precision === "bf16-mixed" ? ["--master-fp32"] : []),
+    ...(precision === "fp32" ? ["--dtype", "fp32"] : []),
+    ...(backendName === "cpu" ? ["--device", "cpu"] : []),
+    ...extra,
+  ]
   log(`$ ${python} ${args.join(" ")}`)
   const r = spawnSync(python, args, { stdio: "inherit" })
-  if (r.status !== 0) { log(`PyTorch baseline failed (exit ${r.status})`); return undefined }
+  if (r.status !== 0) {
+    log(`PyTorch baseline failed (exit ${r.status})`)
+    return undefined
+  }
   return JSON.parse(readFileSync(file, "utf8")) as TorchRun
 }
 mkdirSync(dirname(out), { recursive: true })
-const torchSweep = seqs.length > 0 ? pytorch(["--seqs", seqs.join(","), "--steps", String(steps)], `${out}-pytorch.json`) : undefined
-const torchLimits = maxSeq && backendName === "cuda" ? pytorch(["--seqs", "1024", "--steps", "1", "--max-seq", "--memory-gb", String(cap / GiB)], `${out}-pytorch-max-seq.json`) : undefined
+const torchSweep =
+  seqs.length > 0 ? pytorch(["--seqs", seqs.join(","), "--steps", String(steps)], `${out}-pytorch.json`) : undefined
+const torchLimits =
+  maxSeq && backendName === "cuda"
+    ? pytorch(
+        ["--seqs", "1024", "--steps", "1", "--max-seq", "--memory-gb", String(cap / GiB)],
+        `${out}-pytorch-max-seq.json`,
+      )
+    : undefined
 
 // ---------------------------------------------------------------------------------------------
 // Tables
@@ -215,36 +351,88 @@ const torchLimits = maxSeq && backendName === "cuda" ? pytorch(["--seqs", "1024"
 
 const lines: string[] = []
 const torchAt = (mode: string, seq: number) => torchSweep?.rows.find((r) => r.mode === mode && r.seq === seq)
-const torchCell = (r: TorchRow | undefined) => (r === undefined ? "-" : r.status === "ok" ? `${r.tokens_per_s!.toFixed(0)} (${r.peak_reserved_gib?.toFixed(1) ?? "-"})` : r.status)
+const torchCell = (r: TorchRow | undefined) =>
+  r === undefined
+    ? "-"
+    : r.status === "ok"
+      ? `${r.tokens_per_s!.toFixed(0)} (${r.peak_reserved_gib?.toFixed(1) ?? "-"})`
+      : r.status
 const ours = (mode: Mode, seq: number) => rows.find((r) => r.mode === mode && r.seq === seq)
 lines.push(`${modelName}, ${precision}, batch 1, on ${full.name}; tokens/s (peak GiB on the device)`, "")
-lines.push(`| S | ${modes.map((m) => `miniseq ${m}`).join(" | ")} | PyTorch vanilla | PyTorch checkpoint |`, `|---|${modes.map(() => "---|").join("")}---|---|`)
-for (const seq of seqs) lines.push(`| ${seq} | ${modes.map((m) => tps(ours(m, seq))).join(" | ")} | ${torchCell(torchAt("vanilla", seq))} | ${torchCell(torchAt("checkpoint", seq))} |`)
-const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? "-" : `${(a / b).toFixed(2)}×`)
+lines.push(
+  `| S | ${modes.map((m) => `miniseq ${m}`).join(" | ")} | PyTorch vanilla | PyTorch checkpoint |`,
+  `|---|${modes.map(() => "---|").join("")}---|---|`,
+)
+for (const seq of seqs)
+  lines.push(
+    `| ${seq} | ${modes.map((m) => tps(ours(m, seq))).join(" | ")} | ${torchCell(torchAt("vanilla", seq))} | ${torchCell(torchAt("checkpoint", seq))} |`,
+  )
+const ratio = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined ? "-" : `${(a / b).toFixed(2)}×`
 const at = 8192
 if (seqs.includes(at)) {
-  lines.push("", `At S = ${at}:`,
+  lines.push(
+    "",
+    `At S = ${at}:`,
     `- miniseq vanilla / PyTorch vanilla: ${ratio(ours("vanilla", at)?.tokensPerSecond, torchAt("vanilla", at)?.tokens_per_s)}`,
     `- miniseq checkpoint / PyTorch checkpoint: ${ratio(ours("checkpoint", at)?.tokensPerSecond, torchAt("checkpoint", at)?.tokens_per_s)}`,
     `- miniseq mst+checkpoint / PyTorch checkpoint: ${ratio(ours("mst+checkpoint", at)?.tokensPerSecond, torchAt("checkpoint", at)?.tokens_per_s)}`,
-    `- miniseq mst / miniseq vanilla: ${ratio(ours("mst", at)?.tokensPerSecond, ours("vanilla", at)?.tokensPerSecond)}; mst+checkpoint / checkpoint: ${ratio(ours("mst+checkpoint", at)?.tokensPerSecond, ours("checkpoint", at)?.tokensPerSecond)}`)
+    `- miniseq mst / miniseq vanilla: ${ratio(ours("mst", at)?.tokensPerSecond, ours("vanilla", at)?.tokensPerSecond)}; mst+checkpoint / checkpoint: ${ratio(ours("mst+checkpoint", at)?.tokensPerSecond, ours("checkpoint", at)?.tokensPerSecond)}`,
+  )
 }
 if (limits.length > 0) {
-  lines.push("", `Largest S that trains under a ${gib(cap)} GiB cap (multiples of 1024; miniseq: planned, then real steps down from there):`, "",
-    "| framework, mode | trained | did not fit | planned | one step | peak GiB (ours: live; PyTorch: reserved) |", "|---|---|---|---|---|---|")
+  lines.push(
+    "",
+    `Largest S that trains under a ${gib(cap)} GiB cap (multiples of 1024; miniseq: planned, then real steps down from there):`,
+    "",
+    "| framework, mode | trained | did not fit | planned | one step | peak GiB (ours: live; PyTorch: reserved) |",
+    "|---|---|---|---|---|---|",
+  )
   // Our cap is on what the allocator holds, so a step that trained stayed under it; what it
   // still holds after the step (deviceReserved) may be less than the live peak, so not shown.
-  for (const l of limits) lines.push(`| miniseq ${l.mode} | ${l.trained?.seq ?? "-"} | ${l.firstOom ?? "-"} | ${l.planned} | ${l.trained?.stepMs === undefined ? "-" : `${(l.trained.stepMs / 1000).toFixed(1)} s`} | ${gib(l.trained?.devicePeak)} |`)
+  for (const l of limits)
+    lines.push(
+      `| miniseq ${l.mode} | ${l.trained?.seq ?? "-"} | ${l.firstOom ?? "-"} | ${l.planned} | ${l.trained?.stepMs === undefined ? "-" : `${(l.trained.stepMs / 1000).toFixed(1)} s`} | ${gib(l.trained?.devicePeak)} |`,
+    )
   for (const l of torchLimits?.max_seq ?? []) {
     const probe = l.probes.find((p) => p.seq === l.max_seq && p.status === "ok")
-    lines.push(`| PyTorch ${l.mode} | ${l.max_seq} | ${l.first_oom ?? "-"} | - | ${probe?.step_ms === undefined ? "-" : `${(probe.step_ms / 1000).toFixed(1)} s`} | ${probe?.peak_reserved_gib?.toFixed(1) ?? "-"} |`)
+    lines.push(
+      `| PyTorch ${l.mode} | ${l.max_seq} | ${l.first_oom ?? "-"} | - | ${probe?.step_ms === undefined ? "-" : `${(probe.step_ms / 1000).toFixed(1)} s`} | ${probe?.peak_reserved_gib?.toFixed(1) ?? "-"} |`,
+    )
   }
   const trainedAt = (m: Mode) => limits.find((l) => l.mode === m)?.trained?.seq
   const ck = torchLimits?.max_seq.find((l) => l.mode === "checkpoint")
-  lines.push("", `trained S, mst+checkpoint / miniseq vanilla: ${ratio(trainedAt("mst+checkpoint"), trainedAt("vanilla"))}; mst+checkpoint / PyTorch checkpoint: ${ratio(trainedAt("mst+checkpoint"), ck?.max_seq)}`)
+  lines.push(
+    "",
+    `trained S, mst+checkpoint / miniseq vanilla: ${ratio(trainedAt("mst+checkpoint"), trainedAt("vanilla"))}; mst+checkpoint / PyTorch checkpoint: ${ratio(trainedAt("mst+checkpoint"), ck?.max_seq)}`,
+  )
 }
-lines.push("", `Planned largest S on the whole ${gib(full.total)} GiB: ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`)
+lines.push(
+  "",
+  `Planned largest S on the whole ${gib(full.total)} GiB: ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`,
+)
 log("\n" + lines.join("\n"))
 writeFileSync(`${out}.md`, lines.join("\n") + "\n")
-writeFileSync(`${out}.json`, JSON.stringify({ model: modelName, config: model, precision, steps, cap, device: full.name, deviceBytes: full.total, date: new Date().toISOString(), rows, limits, fullCardPlan, profiled, pytorch: { sweep: torchSweep, maxSeq: torchLimits } }, null, 2) + "\n")
+writeFileSync(
+  `${out}.json`,
+  JSON.stringify(
+    {
+      model: modelName,
+      config: model,
+      precision,
+      steps,
+      cap,
+      device: full.name,
+      deviceBytes: full.total,
+      date: new Date().toISOString(),
+      rows,
+      limits,
+      fullCardPlan,
+      profiled,
+      pytorch: { sweep: torchSweep, maxSeq: torchLimits },
+    },
+    null,
+    2,
+  ) + "\n",
+)
 log(`wrote ${out}.md and ${out}.json`)

@@ -11,7 +11,18 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { makeWebGpuBackend, type MatmulTile, tileName } from "../src/backends/webgpu/index.js"
 import type { MatmulSpec } from "../src/core/backend.js"
 
-interface Row { tile: string; shape: string; batch: number; m: number; n: number; k: number; transB: boolean; reps: number; ms: number; gflops: number }
+interface Row {
+  tile: string
+  shape: string
+  batch: number
+  m: number
+  n: number
+  k: number
+  transB: boolean
+  reps: number
+  ms: number
+  gflops: number
+}
 
 const arg = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`)
@@ -37,7 +48,9 @@ const median = (xs: number[]): number => {
 async function measure(spec: MatmulSpec): Promise<Row> {
   const { batch, m, n, k } = spec
   const random = (len: number) => Float32Array.from({ length: len }, () => Math.random() * 2 - 1)
-  const a = backend.alloc("float32", batch * m * k), b = backend.alloc("float32", batch * k * n), out = backend.alloc("float32", batch * m * n)
+  const a = backend.alloc("float32", batch * m * k),
+    b = backend.alloc("float32", batch * k * n),
+    out = backend.alloc("float32", batch * m * n)
   backend.write(a, random(batch * m * k))
   backend.write(b, random(batch * k * n))
   const time = async (reps: number) => {
@@ -54,29 +67,58 @@ async function measure(spec: MatmulSpec): Promise<Row> {
   const times: number[] = []
   const budget = performance.now() + 1500
   while (times.length < 3 || (times.length < 15 && performance.now() < budget)) times.push(await time(reps))
-  backend.free(a); backend.free(b); backend.free(out)
+  backend.free(a)
+  backend.free(b)
+  backend.free(out)
   const ms = median(times)
   const shape = batch > 1 ? `${batch}×${m}×${n}×${k}` : `${m}×${n}×${k}`
-  return { tile: tileName(backend.matmulTile), shape, batch, m, n, k, transB: spec.transB, reps, ms, gflops: (2 * batch * m * n * k) / (ms * 1e6) }
+  return {
+    tile: tileName(backend.matmulTile),
+    shape,
+    batch,
+    m,
+    n,
+    k,
+    transB: spec.transB,
+    reps,
+    ms,
+    gflops: (2 * batch * m * n * k) / (ms * 1e6),
+  }
 }
 
 const rows: Row[] = []
-const print = (r: Row) => console.log(`${r.tile.padStart(18)} ${r.shape.padStart(18)} ${String(r.transB).padStart(7)} ${r.ms.toFixed(3).padStart(10)} ${r.gflops.toFixed(1).padStart(9)}`)
-console.log(`adapter: ${backend.info.description || backend.info.device} (${backend.info.vendor || "?"}, ${backend.info.architecture || "?"}) flags [${backend.info.flags.join(" ")}] ${backend.info.featureLevel}`)
-console.log(`${"tile".padStart(18)} ${"shape".padStart(18)} ${"transB".padStart(7)} ${"ms".padStart(10)} ${"GFLOP/s".padStart(9)}`)
+const print = (r: Row) =>
+  console.log(
+    `${r.tile.padStart(18)} ${r.shape.padStart(18)} ${String(r.transB).padStart(7)} ${r.ms.toFixed(3).padStart(10)} ${r.gflops.toFixed(1).padStart(9)}`,
+  )
+console.log(
+  `adapter: ${backend.info.description || backend.info.device} (${backend.info.vendor || "?"}, ${backend.info.architecture || "?"}) flags [${backend.info.flags.join(" ")}] ${backend.info.featureLevel}`,
+)
+console.log(
+  `${"tile".padStart(18)} ${"shape".padStart(18)} ${"transB".padStart(7)} ${"ms".padStart(10)} ${"GFLOP/s".padStart(9)}`,
+)
 for (const tile of tiles) {
-  if (tile !== undefined) { await backend.destroy(); backend = await makeWebGpuBackend({ matmulTile: tile }) }
+  if (tile !== undefined) {
+    await backend.destroy()
+    backend = await makeWebGpuBackend({ matmulTile: tile })
+  }
   let tooSlow = false
   for (const size of sizes) {
     if (tooSlow) break
     for (const transB of [false, true]) {
       const row = await measure({ batch: 1, m: size, n: size, k: size, transA: false, transB })
-      rows.push(row); print(row)
+      rows.push(row)
+      print(row)
       if (row.ms > 2000) tooSlow = true
     }
   }
   // Attention-shaped: many heads of S×S scores from S×64 queries and keys (q·kᵀ).
-  if (!tooSlow) for (const S of [512, 1024]) { const row = await measure({ batch: 32, m: S, n: S, k: 64, transA: false, transB: true }); rows.push(row); print(row) }
+  if (!tooSlow)
+    for (const S of [512, 1024]) {
+      const row = await measure({ batch: 32, m: S, n: S, k: 64, transA: false, transB: true })
+      rows.push(row)
+      print(row)
+    }
 }
 
 // Launch overhead: many tiny kernels (what a training step of small ops is bound by).
@@ -92,14 +134,21 @@ backend.free(tiny)
 console.log(`dispatch overhead: ${launchUs.toFixed(1)} µs per tiny kernel (${launches} in a row, submitted in batches)`)
 
 mkdirSync(new URL("./results/", import.meta.url), { recursive: true })
-writeFileSync(outFile, JSON.stringify({
-  backend: backend.name,
-  date: new Date().toISOString(),
-  node: process.version,
-  adapter: backend.info,
-  method: "float32; reps matmuls per submit+wait, median of timings after warm-up; GFLOP/s = 2·batch·m·n·k / time",
-  dispatchOverheadUs: launchUs,
-  rows,
-}, null, 2) + "\n")
+writeFileSync(
+  outFile,
+  JSON.stringify(
+    {
+      backend: backend.name,
+      date: new Date().toISOString(),
+      node: process.version,
+      adapter: backend.info,
+      method: "float32; reps matmuls per submit+wait, median of timings after warm-up; GFLOP/s = 2·batch·m·n·k / time",
+      dispatchOverheadUs: launchUs,
+      rows,
+    },
+    null,
+    2,
+  ) + "\n",
+)
 console.log(`wrote ${outFile}`)
 await backend.destroy()

@@ -20,10 +20,16 @@ const out = join(root, "docs", "api.md")
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"))
 
 /** Strips comments and string literals, so brackets can be counted. */
-const code = (s) => s.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "").replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`/g, '""')
+const code = (s) =>
+  s
+    .replace(/\/\*[\s\S]*?\*\//g, "")
+    .replace(/\/\/.*$/gm, "")
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`/g, '""')
 const depth = (s) => {
   let d = 0
-  for (const c of code(s)) if ("{([".includes(c)) d++; else if ("})]".includes(c)) d--
+  for (const c of code(s))
+    if ("{([".includes(c)) d++
+    else if ("})]".includes(c)) d--
   return d
 }
 
@@ -41,7 +47,10 @@ function statements(file) {
       i = j
       continue
     }
-    if (line.trim() === "" || line.startsWith("//") || line.startsWith("import ")) { if (!line.startsWith("//")) doc = ""; continue }
+    if (line.trim() === "" || line.startsWith("//") || line.startsWith("import ")) {
+      if (!line.startsWith("//")) doc = ""
+      continue
+    }
     let text = line
     let d = depth(line)
     while ((d > 0 || !/[;}]\s*$/.test(text)) && i + 1 < lines.length) {
@@ -55,8 +64,12 @@ function statements(file) {
   return result
 }
 
-const kindOf = (text) => /^(?:export )?(?:declare )?(?:abstract )?(function|const|let|class|interface|type|enum|namespace)\s/.exec(text)?.[1]
-const nameOf = (text) => /^(?:export )?(?:declare )?(?:abstract )?(?:function|const|let|class|interface|type|enum|namespace)\s+([A-Za-z_$][\w$]*)/.exec(text)?.[1]
+const kindOf = (text) =>
+  /^(?:export )?(?:declare )?(?:abstract )?(function|const|let|class|interface|type|enum|namespace)\s/.exec(text)?.[1]
+const nameOf = (text) =>
+  /^(?:export )?(?:declare )?(?:abstract )?(?:function|const|let|class|interface|type|enum|namespace)\s+([A-Za-z_$][\w$]*)/.exec(
+    text,
+  )?.[1]
 
 const parsed = new Map()
 /** The file's declarations (exported or not) and its export statements. */
@@ -75,13 +88,20 @@ function parse(file) {
       continue
     }
     const star = /^export \* (?:as (\w+) )?from "(.+)";/.exec(s.text)
-    if (star) { exports.push({ star: true, as: star[1], from: star[2] }); continue }
+    if (star) {
+      exports.push({ star: true, as: star[1], from: star[2] })
+      continue
+    }
     const list = /^export (type )?\{([^}]*)\}(?: from "(.+)")?;/.exec(s.text)
     if (list) {
-      const names = list[2].split(",").map((x) => x.trim()).filter(Boolean).map((x) => {
-        const [orig, alias] = x.replace(/^type /, "").split(/\s+as\s+/)
-        return { orig, alias: alias ?? orig }
-      })
+      const names = list[2]
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean)
+        .map((x) => {
+          const [orig, alias] = x.replace(/^type /, "").split(/\s+as\s+/)
+          return { orig, alias: alias ?? orig }
+        })
       exports.push({ star: false, names, from: list[3] })
     }
   }
@@ -104,10 +124,24 @@ function exported(file, seen = new Set()) {
   const { decls, exports } = parse(file)
   for (const d of decls.values()) if (d.exported) all.set(d.name, d)
   for (const e of exports) {
-    if (e.star && e.as) { all.set(e.as, { name: e.as, kind: "namespace", texts: [], doc: "", file: target(file, e.from), members: exported(target(file, e.from)) }); continue }
+    if (e.star && e.as) {
+      all.set(e.as, {
+        name: e.as,
+        kind: "namespace",
+        texts: [],
+        doc: "",
+        file: target(file, e.from),
+        members: exported(target(file, e.from)),
+      })
+      continue
+    }
     const from = e.from === undefined ? file : target(file, e.from)
-    const theirs = e.from === undefined ? new Map([...decls.values()].map((d) => [d.name, d])) : exported(from, new Set(seen))
-    if (e.star) { for (const [n, d] of theirs) if (n !== "default") all.set(n, d); continue }
+    const theirs =
+      e.from === undefined ? new Map([...decls.values()].map((d) => [d.name, d])) : exported(from, new Set(seen))
+    if (e.star) {
+      for (const [n, d] of theirs) if (n !== "default") all.set(n, d)
+      continue
+    }
     for (const { orig, alias } of e.names) {
       const d = theirs.get(orig)
       if (d === undefined) throw new Error(`${relative(root, file)}: ${orig} not found in ${relative(root, from)}`)
@@ -118,9 +152,24 @@ function exported(file, seen = new Set()) {
 }
 
 /** A doc comment as Markdown: the text without the comment's frame. */
-const docText = (doc) => doc.replace(/^\s*\/\*\*\s?/, "").replace(/\s*\*\/\s*$/, "").split("\n").map((l) => l.replace(/^\s*\* ?/, "")).join("\n").trim()
+const docText = (doc) =>
+  doc
+    .replace(/^\s*\/\*\*\s?/, "")
+    .replace(/\s*\*\/\s*$/, "")
+    .split("\n")
+    .map((l) => l.replace(/^\s*\* ?/, ""))
+    .join("\n")
+    .trim()
 
-const sections = [["function", "Functions"], ["const", "Values"], ["class", "Classes"], ["interface", "Interfaces"], ["type", "Types"], ["enum", "Enums"], ["namespace", "Namespaces"]]
+const sections = [
+  ["function", "Functions"],
+  ["const", "Values"],
+  ["class", "Classes"],
+  ["interface", "Interfaces"],
+  ["type", "Types"],
+  ["enum", "Enums"],
+  ["namespace", "Namespaces"],
+]
 const anchor = (entry, name) => `${entry}-${name}`.toLowerCase().replace(/[^a-z0-9-]/g, "-")
 
 function renderEntry(entry, file) {
@@ -134,7 +183,13 @@ function renderEntry(entry, file) {
     for (const [name, d] of here) {
       lines.push(`<a id="${anchor(entry, name)}"></a>`, `#### \`${name}\``, "")
       if (d.kind === "namespace") {
-        lines.push(`\`import { ${name} } from "${entry}"\`: ${[...d.members.keys()].sort().map((m) => `\`${name}.${m}\``).join(", ")}.`, "")
+        lines.push(
+          `\`import { ${name} } from "${entry}"\`: ${[...d.members.keys()]
+            .sort()
+            .map((m) => `\`${name}.${m}\``)
+            .join(", ")}.`,
+          "",
+        )
         for (const [m, md] of [...d.members].sort(([a], [b]) => a.localeCompare(b))) {
           lines.push(`- \`${name}.${m}\`${md.doc ? `: ${docText(md.doc).split("\n").join(" ")}` : ""}`)
         }
@@ -151,9 +206,14 @@ function renderEntry(entry, file) {
   return { text: lines.join("\n"), undocumented }
 }
 
-const entries = Object.entries(pkg.exports).filter(([k]) => k !== "./package.json")
+const entries = Object.entries(pkg.exports)
+  .filter(([k]) => k !== "./package.json")
   .map(([k, v]) => [k === "." ? pkg.name : `${pkg.name}/${k.slice(2)}`, join(root, v.types)])
-for (const [, file] of entries) if (!existsSync(file)) { console.error(`api-docs: ${relative(root, file)} is missing: run \`npm run build\` first`); process.exit(1) }
+for (const [, file] of entries)
+  if (!existsSync(file)) {
+    console.error(`api-docs: ${relative(root, file)} is missing: run \`npm run build\` first`)
+    process.exit(1)
+  }
 
 const rendered = entries.map(([entry, file]) => ({ entry, ...renderEntry(entry, file) }))
 const text = [
@@ -171,10 +231,15 @@ const text = [
 
 if (process.argv.includes("--check")) {
   const current = existsSync(out) ? readFileSync(out, "utf8") : ""
-  if (current !== text) { console.error("docs/api.md is out of date: run `npm run docs:api`"); process.exit(1) }
+  if (current !== text) {
+    console.error("docs/api.md is out of date: run `npm run docs:api`")
+    process.exit(1)
+  }
   console.log("docs/api.md is up to date")
 } else {
   writeFileSync(out, text)
   const undocumented = rendered.flatMap((r) => r.undocumented.map((n) => `${r.entry}:${n}`))
-  console.log(`wrote ${relative(root, out)}: ${rendered.map((r) => r.entry).join(", ")}; ${undocumented.length} symbols without a doc comment${undocumented.length ? ` (${undocumented.join(", ")})` : ""}`)
+  console.log(
+    `wrote ${relative(root, out)}: ${rendered.map((r) => r.entry).join(", ")}; ${undocumented.length} symbols without a doc comment${undocumented.length ? ` (${undocumented.join(", ")})` : ""}`,
+  )
 }

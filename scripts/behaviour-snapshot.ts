@@ -27,8 +27,19 @@ for (const name of ["tiny", "tiny-bpe", "llama-3.2-1b", "llama3-8b"] as const) {
       for (const mode of modes) {
         for (const [t, backend] of Object.entries(targets)) {
           if (t === "cpu" && name !== "tiny") continue
-          const p = planStep(model, 1, S, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, backend)
-          plans[`${name} ${precision} S=${S} ${mode} ${t}`] = { peak: p.peak, chunks: p.chunks, gradient: p.gradientPass, optimizer: p.optimizerPass }
+          const p = planStep(
+            model,
+            1,
+            S,
+            { mode, precision: precisions[precision], allowBeyondMaxPosition: true },
+            backend,
+          )
+          plans[`${name} ${precision} S=${S} ${mode} ${t}`] = {
+            peak: p.peak,
+            chunks: p.chunks,
+            gradient: p.gradientPass,
+            optimizer: p.optimizerPass,
+          }
         }
       }
     }
@@ -36,8 +47,13 @@ for (const name of ["tiny", "tiny-bpe", "llama-3.2-1b", "llama3-8b"] as const) {
 }
 
 const model = decodeConfigSync({
-  hidden_size: 32, intermediate_size: 80, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-  vocab_size: 64, max_position_embeddings: 64,
+  hidden_size: 32,
+  intermediate_size: 80,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 64,
+  max_position_embeddings: 64,
 })
 const random = rng(3)
 const corpus = new Int32Array(3000)
@@ -47,11 +63,35 @@ for (const precision of ["fp32", "bf16-mixed", "bf16"] as const) {
   for (const mode of modes) {
     for (const accumulation of [1, 2]) {
       const batches = makeBatches({ tokens: corpus, batch: 2, seq: 24, seed: 9 })
-      const layer = precision === "fp32" ? Layer.succeed(Backend, makeCpuBackend()) : Layer.succeed(Backend, cpuWithBfloat16())
-      const r = await Effect.runPromise(train({ model, mode, precision, accumulation, batch: 2, seq: 24, steps: 6, lr: 1e-2, warmup: 2, seed: 5, mlpChunks: 5, lmChunks: 7 }, batches).pipe(Effect.provide(layer)))
+      const layer =
+        precision === "fp32" ? Layer.succeed(Backend, makeCpuBackend()) : Layer.succeed(Backend, cpuWithBfloat16())
+      const r = await Effect.runPromise(
+        train(
+          {
+            model,
+            mode,
+            precision,
+            accumulation,
+            batch: 2,
+            seq: 24,
+            steps: 6,
+            lr: 1e-2,
+            warmup: 2,
+            seed: 5,
+            mlpChunks: 5,
+            lmChunks: 7,
+          },
+          batches,
+        ).pipe(Effect.provide(layer)),
+      )
       const hash = createHash("sha256")
       for (const k of Object.keys(r.parameters).sort()) hash.update(k).update(new Uint8Array(r.parameters[k]!.buffer))
-      runs[`${precision} ${mode} accumulate=${accumulation}`] = { losses: r.records.map((s) => s.loss), gradNorms: r.records.map((s) => s.gradNorm), peaks: r.records.map((s) => s.peak), weights: hash.digest("hex") }
+      runs[`${precision} ${mode} accumulate=${accumulation}`] = {
+        losses: r.records.map((s) => s.loss),
+        gradNorms: r.records.map((s) => s.gradNorm),
+        peaks: r.records.map((s) => s.peak),
+        weights: hash.digest("hex"),
+      }
     }
   }
 }

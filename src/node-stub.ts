@@ -5,9 +5,11 @@
  * writing checkpoints and safetensors files, Dawn's device — that a page never calls; calling it
  * anyway fails with an error that says so.
  */
-const nodeOnly = (name: string) => (..._args: unknown[]): never => {
-  throw new Error(`miniseq: ${name} is Node-only (files, Dawn); it is not available in a browser bundle`)
-}
+const nodeOnly =
+  (name: string) =>
+  (..._args: unknown[]): never => {
+    throw new Error(`miniseq: ${name} is Node-only (files, Dawn); it is not available in a browser bundle`)
+  }
 
 // node:fs, node:fs/promises
 export const open = nodeOnly("open")

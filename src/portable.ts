@@ -6,23 +6,63 @@
  */
 export * from "./core/index.js"
 export {
-  Backend, type BackendImpl, type BinaryOp, type Buffer, contiguousStrides, type MatmulSpec, numel, type ReduceOp, type UnaryOp,
+  Backend,
+  type BackendImpl,
+  type BinaryOp,
+  type Buffer,
+  contiguousStrides,
+  type MatmulSpec,
+  numel,
+  type ReduceOp,
+  type UnaryOp,
   type View,
 } from "./core/backend.js"
 export { checkedBackend } from "./core/checked-backend.js"
 export { type RoutineKernel, type RoutineKernels, type RoutineName, routineNames } from "./core/routines/registry.js"
 export { makeCountingBackend } from "./core/counting.js"
-export { cpuBackendLayer, type CpuBackend, type CpuBuffer, type CpuData, type CpuMemory, makeCpuBackend } from "./backends/cpu/index.js"
+export {
+  cpuBackendLayer,
+  type CpuBackend,
+  type CpuBuffer,
+  type CpuData,
+  type CpuMemory,
+  makeCpuBackend,
+} from "./backends/cpu/index.js"
 
 // Models: configs and presets, the Llama graph, the optimizer, one training step.
-export { decodeConfig, decodeConfigSync, headDim, LlamaConfig, preset, type PresetName, presetNames, presets } from "./models/config.js"
 export {
-  autoChunks, type LlamaGraph, llamaLoss, minPiece, type Mode, type ModelOptions, modes, parameterCount, parameterInputs,
+  decodeConfig,
+  decodeConfigSync,
+  headDim,
+  LlamaConfig,
+  preset,
+  type PresetName,
+  presetNames,
+  presets,
+} from "./models/config.js"
+export {
+  autoChunks,
+  type LlamaGraph,
+  llamaLoss,
+  minPiece,
+  type Mode,
+  type ModelOptions,
+  modes,
+  parameterCount,
+  parameterInputs,
   parameterShapes,
 } from "./models/llama.js"
 export {
-  type AdamWGraph, adamwGraph, type AdamWOptions, adamwOutputs, defaultAdamW, learningRate, type Precision, type PrecisionName,
-  precisions, type Schedule,
+  type AdamWGraph,
+  adamwGraph,
+  type AdamWOptions,
+  adamwOutputs,
+  defaultAdamW,
+  learningRate,
+  type Precision,
+  type PrecisionName,
+  precisions,
+  type Schedule,
 } from "./models/optimizer.js"
 export { type StepGraphs, type StepOptions, stepGraphs } from "./models/step.js"
 export { planStep, type StepPlan, suggestChunks } from "./models/planner.js"
@@ -36,5 +76,11 @@ export { initialParameters, type StepRecord, train, type TrainOptions, type Trai
 export type { HeldOut } from "./models/train-passes.js"
 
 // The safetensors format, in memory (reading and writing files: `readSafetensors`, `writeSafetensorsAtomic`, Node only).
-export { checkTensors, decodeSafetensors, encodeSafetensors, type Safetensors, type StoredTensor } from "./models/safetensors.js"
+export {
+  checkTensors,
+  decodeSafetensors,
+  encodeSafetensors,
+  type Safetensors,
+  type StoredTensor,
+} from "./models/safetensors.js"
 export type { CheckpointState } from "./models/checkpoint.js"

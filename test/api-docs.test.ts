@@ -5,7 +5,10 @@ import { describe, expect, it } from "vitest"
 
 describe("the API reference", () => {
   it("docs/api.md is what `npm run docs:api` writes from the current declarations", async () => {
-    const r = await promisify(execFile)("node", ["scripts/api-docs.mjs", "--check"]).then((x) => x.stdout, (e: { stderr?: string }) => e.stderr ?? String(e))
+    const r = await promisify(execFile)("node", ["scripts/api-docs.mjs", "--check"]).then(
+      (x) => x.stdout,
+      (e: { stderr?: string }) => e.stderr ?? String(e),
+    )
     expect(r.trim()).toBe("docs/api.md is up to date")
   })
 })

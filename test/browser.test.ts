@@ -17,7 +17,14 @@ if (missing !== undefined && !inCI) console.warn(`test/browser.test.ts skipped: 
 
 // This machine's network is closed: without the background-networking flags Chromium keeps
 // trying (and failing) to reach Google's services. Playwright adds --headless itself.
-const baseArgs = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+const baseArgs = [
+  "--no-sandbox",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+]
 
 interface Progress {
   backend: "webgpu" | "cpu" | undefined
@@ -45,15 +52,24 @@ async function trainInBrowser(query: string, extraArgs: readonly string[]): Prom
   const profile = mkdtempSync(join(tmpdir(), "miniseq-chromium-"))
   profiles.push(profile)
   const started = performance.now()
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: [...baseArgs, ...extraArgs] })
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...baseArgs, ...extraArgs],
+  })
   try {
     const page = context.pages()[0] ?? (await context.newPage())
     const problems: string[] = []
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`))
-    page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`) })
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console error: ${m.text()}`)
+    })
     await page.goto(`${url}${query}`)
     await page.click("#start")
-    await page.waitForFunction(() => (globalThis as unknown as { __miniseq: Progress }).__miniseq.done, null, { timeout: 60_000, polling: 250 })
+    await page.waitForFunction(() => (globalThis as unknown as { __miniseq: Progress }).__miniseq.done, null, {
+      timeout: 60_000,
+      polling: 250,
+    })
     const progress = await page.evaluate(() => (globalThis as unknown as { __miniseq: Progress }).__miniseq)
     const notice = page.locator("#backend-notice")
     return {
@@ -79,8 +95,10 @@ function expectLearned(run: Run, minSteps: number): void {
 
 const report = (name: string, run: Run) => {
   const s = run.progress.steps
-  console.log(`browser (${name}): ${run.progress.backendDescription}, ${s.length} steps, loss ${s[0]?.loss.toFixed(3)} → ${s.at(-1)?.loss.toFixed(3)}, ` +
-    `${Math.round(s.at(-1)?.tokensPerSecond ?? 0)} tokens/s, ${run.seconds.toFixed(1)} s with the browser's start`)
+  console.log(
+    `browser (${name}): ${run.progress.backendDescription}, ${s.length} steps, loss ${s[0]?.loss.toFixed(3)} → ${s.at(-1)?.loss.toFixed(3)}, ` +
+      `${Math.round(s.at(-1)?.tokensPerSecond ?? 0)} tokens/s, ${run.seconds.toFixed(1)} s with the browser's start`,
+  )
 }
 
 describe.skipIf(missing !== undefined && !inCI)("the browser example in headless Chromium", () => {
@@ -130,6 +148,7 @@ describe.skipIf(missing !== undefined && !inCI)("the browser example in headless
     expect(run.notice.text).toContain(run.progress.fallbackReason)
     expect(run.status).toContain("CPU")
     expectLearned(run, 40)
-    if (webgpuFirstLoss !== undefined) expect(Math.abs(run.progress.steps[0]!.loss - webgpuFirstLoss)).toBeLessThan(1e-3 * webgpuFirstLoss)
+    if (webgpuFirstLoss !== undefined)
+      expect(Math.abs(run.progress.steps[0]!.loss - webgpuFirstLoss)).toBeLessThan(1e-3 * webgpuFirstLoss)
   }, 60_000)
 })

@@ -37,7 +37,9 @@ const backend = makeCpuBackend()
 function upload(dtype: DType, values: readonly number[]): Buffer {
   const buf = backend.alloc(dtype, values.length)
   const host = hostArray(dtype, values.length)
-  values.forEach((v, i) => { host[i] = v })
+  values.forEach((v, i) => {
+    host[i] = v
+  })
   backend.write(buf, host)
   return buf
 }
@@ -50,7 +52,8 @@ const store = (dtype: DType, v: number): number => hostArray(dtype, 1).fill(v)[0
 function expectClose(actual: readonly number[], expected: readonly number[], tol: (i: number) => number) {
   expect(actual.length).toBe(expected.length)
   for (let i = 0; i < expected.length; i++) {
-    const a = actual[i]!, e = expected[i]!
+    const a = actual[i]!,
+      e = expected[i]!
     if (Number.isNaN(e) || !Number.isFinite(e)) expect(a).toBe(e)
     else if (Math.abs(a - e) > tol(i)) expect.fail(`element ${i}: got ${a}, expected ${e} (tolerance ${tol(i)})`)
   }
@@ -74,7 +77,9 @@ describe("buffers and memory", () => {
     be.memory().resetPeak()
     expect(be.memory()).toMatchObject({ live: 32, peak: 32 })
     const d = be.alloc("float32", 0)
-    be.free(b); be.free(c); be.free(d)
+    be.free(b)
+    be.free(c)
+    be.free(d)
     expect(be.memory()).toMatchObject({ live: 0, peak: 32 })
   })
 
@@ -113,7 +118,12 @@ describe("buffers and memory", () => {
 
   it("works as the Backend service", () => {
     const be = makeCpuBackend()
-    const name = Effect.runSync(Effect.provide(Backend.use((b) => Effect.succeed(b.name)), cpuBackendLayer(be)))
+    const name = Effect.runSync(
+      Effect.provide(
+        Backend.use((b) => Effect.succeed(b.name)),
+        cpuBackendLayer(be),
+      ),
+    )
     expect(name).toBe("cpu")
   })
 })
@@ -139,7 +149,10 @@ describe("fill and iota", () => {
         const expected = Array.from({ length: prod(shape) }, (_, flat) => {
           let rest = flat
           const coord: number[] = []
-          for (let d = shape.length - 1; d >= 0; d--) { coord[d] = rest % shape[d]!; rest = Math.floor(rest / shape[d]!) }
+          for (let d = shape.length - 1; d >= 0; d--) {
+            coord[d] = rest % shape[d]!
+            rest = Math.floor(rest / shape[d]!)
+          }
           return coord[axis]!
         })
         expect(await download(out)).toEqual(expected)
@@ -152,12 +165,19 @@ describe("fill and iota", () => {
 
 describe("elementwise", () => {
   const unaryRef: Record<string, (x: number) => number> = {
-    neg: (x) => -x, exp: Math.exp, log: Math.log, sqrt: Math.sqrt, recip: (x) => 1 / x, sin: Math.sin, cos: Math.cos,
+    neg: (x) => -x,
+    exp: Math.exp,
+    log: Math.log,
+    sqrt: Math.sqrt,
+    recip: (x) => 1 / x,
+    sin: Math.sin,
+    cos: Math.cos,
   }
   it.each(floats)("unary %s", async (dtype) => {
     const xs = [...randomValues(dtype, 13, 1).map(Math.abs), 0, -1, NaN, Infinity]
     for (const [op, f] of Object.entries(unaryRef)) {
-      const x = upload(dtype, xs), out = backend.alloc(dtype, xs.length)
+      const x = upload(dtype, xs),
+        out = backend.alloc(dtype, xs.length)
       backend.unary(op as never, x, out)
       expect(await download(out)).toEqual(xs.map((v) => store(dtype, f(v))))
       backend.unary(op as never, x, x) // in place
@@ -186,7 +206,9 @@ describe("elementwise", () => {
     const bs = [...randomValues(dtype, 20, 3), 3, 2, 2, 0]
     bs[5] = as[5]! // some equal pairs
     for (const [op, f] of Object.entries(binaryRef)) {
-      const a = upload(dtype, as), b = upload(dtype, bs), out = backend.alloc(dtype, as.length)
+      const a = upload(dtype, as),
+        b = upload(dtype, bs),
+        out = backend.alloc(dtype, as.length)
       const expected = as.map((x, i) => store(dtype, f(x, bs[i]!, dtype)))
       backend.binary(op as never, a, b, out)
       expect(await download(out), op).toEqual(expected)
@@ -208,8 +230,10 @@ describe("elementwise", () => {
   })
 
   it("less/equal write 1/0 in the output's dtype", async () => {
-    const a = upload("float32", [1, 2, 3]), b = upload("float32", [2, 2, 2])
-    const i = backend.alloc("int32", 3), f = backend.alloc("float64", 3)
+    const a = upload("float32", [1, 2, 3]),
+      b = upload("float32", [2, 2, 2])
+    const i = backend.alloc("int32", 3),
+      f = backend.alloc("float64", 3)
     backend.binary("less", a, b, i)
     backend.binary("equal", a, b, f)
     expect(await download(i)).toEqual([1, 0, 0])
@@ -219,9 +243,13 @@ describe("elementwise", () => {
 
   it.each(all)("where %s", async (dtype) => {
     const cs = [0, 1, -2, 0, 5]
-    const as = randomValues(dtype, 5, 4), bs = randomValues(dtype, 5, 5)
+    const as = randomValues(dtype, 5, 4),
+      bs = randomValues(dtype, 5, 5)
     for (const condType of all) {
-      const c = upload(condType, cs), a = upload(dtype, as), b = upload(dtype, bs), out = backend.alloc(dtype, 5)
+      const c = upload(condType, cs),
+        a = upload(dtype, as),
+        b = upload(dtype, bs),
+        out = backend.alloc(dtype, 5)
       backend.where(c, a, b, out)
       expect(await download(out)).toEqual(cs.map((v, i) => (v !== 0 ? as[i]! : bs[i]!)))
     }
@@ -238,12 +266,13 @@ describe("elementwise", () => {
     const f32 = backend.alloc("float32", 1)
     backend.cast(upload("float64", [0.1]), f32)
     expect(await download(f32)).toEqual([Math.fround(0.1)])
-    for (const from of all) for (const to of all) {
-      const vs = randomValues(from, 9, 6)
-      const out = backend.alloc(to, 9)
-      backend.cast(upload(from, vs), out)
-      expect(await download(out)).toEqual(vs.map((v) => store(to, to === "int32" ? Math.trunc(v) : v)))
-    }
+    for (const from of all)
+      for (const to of all) {
+        const vs = randomValues(from, 9, 6)
+        const out = backend.alloc(to, 9)
+        backend.cast(upload(from, vs), out)
+        expect(await download(out)).toEqual(vs.map((v) => store(to, to === "int32" ? Math.trunc(v) : v)))
+      }
   })
 })
 
@@ -254,7 +283,9 @@ function copyRef(src: readonly number[], sv: View, dst: readonly number[], dv: V
   const out = [...dst]
   const total = prod(sv.shape)
   for (let flat = 0; flat < total; flat++) {
-    let rest = flat, so = sv.offset, doff = dv.offset
+    let rest = flat,
+      so = sv.offset,
+      doff = dv.offset
     for (let d = sv.shape.length - 1; d >= 0; d--) {
       const c = rest % sv.shape[d]!
       rest = Math.floor(rest / sv.shape[d]!)
@@ -268,17 +299,23 @@ function copyRef(src: readonly number[], sv: View, dst: readonly number[], dv: V
 const contiguous = (shape: readonly number[], offset = 0): View => {
   const strides: number[] = []
   let s = 1
-  for (let d = shape.length - 1; d >= 0; d--) { strides[d] = s; s *= shape[d]! }
+  for (let d = shape.length - 1; d >= 0; d--) {
+    strides[d] = s
+    s *= shape[d]!
+  }
   return { shape, strides, offset }
 }
 
 describe("copy", () => {
   async function checkCopy(dtype: DType, srcSize: number, sv: View, dstSize: number, dv: View, seed = 7) {
-    const sVals = randomValues(dtype, srcSize, seed), dVals = randomValues(dtype, dstSize, seed + 1)
-    const s = upload(dtype, sVals), d = upload(dtype, dVals)
+    const sVals = randomValues(dtype, srcSize, seed),
+      dVals = randomValues(dtype, dstSize, seed + 1)
+    const s = upload(dtype, sVals),
+      d = upload(dtype, dVals)
     backend.copy(s, sv, d, dv)
     expect(await download(d)).toEqual(copyRef(sVals, sv, dVals, dv))
-    backend.free(s); backend.free(d)
+    backend.free(s)
+    backend.free(d)
   }
 
   it.each(all)("transpose, broadcast, slices, rank 0 and rank 6 (%s)", async (dtype) => {
@@ -298,7 +335,11 @@ describe("copy", () => {
     // rank 6 transposed view: dims of a contiguous [3, 2, 2, 1, 3, 2] read in the order `perm`
     const base = contiguous([3, 2, 2, 1, 3, 2])
     const perm = [5, 3, 0, 2, 4, 1]
-    const permuted: View = { shape: perm.map((p) => [3, 2, 2, 1, 3, 2][p]!), strides: perm.map((p) => base.strides[p]!), offset: 0 }
+    const permuted: View = {
+      shape: perm.map((p) => [3, 2, 2, 1, 3, 2][p]!),
+      strides: perm.map((p) => base.strides[p]!),
+      offset: 0,
+    }
     await checkCopy(dtype, 72, permuted, 72, contiguous(permuted.shape))
     await checkCopy(dtype, 72, contiguous(shape6), 72, contiguous(shape6))
     // empty shape touches nothing
@@ -313,7 +354,8 @@ describe("copy", () => {
   })
 
   it("rejects out-of-bounds views, mismatched shapes and dtypes", () => {
-    const s = backend.alloc("float32", 6), d = backend.alloc("float32", 6)
+    const s = backend.alloc("float32", 6),
+      d = backend.alloc("float32", 6)
     expect(() => backend.copy(s, contiguous([2, 3], 1), d, contiguous([2, 3]))).toThrow(/reaches/)
     expect(() => backend.copy(s, { shape: [3], strides: [-1], offset: 1 }, d, contiguous([3]))).toThrow(/reaches/)
     expect(() => backend.copy(s, contiguous([2, 3]), d, contiguous([3, 2]))).toThrow(/differs/)
@@ -321,14 +363,29 @@ describe("copy", () => {
   })
 
   // A random view: random dims, random (possibly zero or negative) strides, offset so it fits.
-  const viewArb = fc.array(fc.record({ n: fc.integer({ min: 0, max: 4 }), s: fc.integer({ min: -3, max: 4 }) }), { minLength: 0, maxLength: 6 })
+  const viewArb = fc.array(fc.record({ n: fc.integer({ min: 0, max: 4 }), s: fc.integer({ min: -3, max: 4 }) }), {
+    minLength: 0,
+    maxLength: 6,
+  })
   it("matches the reference on random views of rank 0..6 (property)", async () => {
     await fc.assert(
-      fc.asyncProperty(viewArb, fc.integer({ min: 0, max: 3 }), fc.nat({ max: 100 }), fc.constantFrom(...all), fc.boolean(),
+      fc.asyncProperty(
+        viewArb,
+        fc.integer({ min: 0, max: 3 }),
+        fc.nat({ max: 100 }),
+        fc.constantFrom(...all),
+        fc.boolean(),
         async (dims, slack, seed, dtype, permuteDst) => {
           const shape = dims.map((d) => d.n)
-          let lo = 0, hi = 0
-          dims.forEach((d) => { const r = (d.n - 1) * d.s; if (d.n > 0) { if (r < 0) lo += r; else hi += r } })
+          let lo = 0,
+            hi = 0
+          dims.forEach((d) => {
+            const r = (d.n - 1) * d.s
+            if (d.n > 0) {
+              if (r < 0) lo += r
+              else hi += r
+            }
+          })
           const sv: View = { shape, strides: dims.map((d) => d.s), offset: -lo + slack }
           const srcSize = hi - lo + 1 + 2 * slack
           // Destination: an injective layout, contiguous or with its dims stored in reverse order.
@@ -336,10 +393,13 @@ describe("copy", () => {
           if (permuteDst) order.reverse()
           const stored = contiguous(order.map((i) => shape[i]!))
           const strides: number[] = []
-          order.forEach((dim, pos) => { strides[dim] = stored.strides[pos]! })
+          order.forEach((dim, pos) => {
+            strides[dim] = stored.strides[pos]!
+          })
           const dv: View = { shape, strides, offset: slack }
           await checkCopy(dtype, srcSize, sv, prod(shape) + 2 * slack, dv, seed)
-        }),
+        },
+      ),
       { numRuns },
     )
   })
@@ -350,23 +410,35 @@ describe("copy", () => {
 describe("reduce", () => {
   function reduceRef(op: "sum" | "max", x: readonly number[], outer: number, axis: number, inner: number): number[] {
     const out: number[] = []
-    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) {
-      let acc = op === "sum" ? 0 : -Infinity
-      for (let a = 0; a < axis; a++) {
-        const v = x[(o * axis + a) * inner + i]!
-        acc = op === "sum" ? acc + v : Number.isNaN(v) || Number.isNaN(acc) ? NaN : Math.max(acc, v)
+    for (let o = 0; o < outer; o++)
+      for (let i = 0; i < inner; i++) {
+        let acc = op === "sum" ? 0 : -Infinity
+        for (let a = 0; a < axis; a++) {
+          const v = x[(o * axis + a) * inner + i]!
+          acc = op === "sum" ? acc + v : Number.isNaN(v) || Number.isNaN(acc) ? NaN : Math.max(acc, v)
+        }
+        out[o * inner + i] = acc
       }
-      out[o * inner + i] = acc
-    }
     return out
   }
 
   it.each(floats)("sum and max over [outer, axis, inner] (%s), including empty axes", async (dtype) => {
-    const shapes = [[1, 1, 1], [1, 7, 1], [3, 5, 1], [1, 5, 4], [2, 3, 6], [4, 0, 3], [2, 0, 1], [0, 3, 2], [3, 130, 2]]
+    const shapes = [
+      [1, 1, 1],
+      [1, 7, 1],
+      [3, 5, 1],
+      [1, 5, 4],
+      [2, 3, 6],
+      [4, 0, 3],
+      [2, 0, 1],
+      [0, 3, 2],
+      [3, 130, 2],
+    ]
     for (const [outer, axis, inner] of shapes as [number, number, number][]) {
       const xs = randomValues(dtype, outer * axis * inner, outer + axis + inner)
       for (const op of ["sum", "max"] as const) {
-        const x = upload(dtype, xs), out = backend.alloc(dtype, outer * inner)
+        const x = upload(dtype, xs),
+          out = backend.alloc(dtype, outer * inner)
         backend.reduce(op, x, out, outer, axis, inner)
         const expected = reduceRef(op, xs, outer, axis, inner).map((v) => store(dtype, v))
         expectClose(await download(out), expected, () => (dtype === "float32" ? 1e-5 * axis : 1e-12 * axis))
@@ -387,8 +459,12 @@ describe("reduce", () => {
   })
 
   it("rejects int32 and wrong sizes", () => {
-    expect(() => backend.reduce("sum", backend.alloc("int32", 4), backend.alloc("int32", 2), 2, 2, 1)).toThrow(/unsupported dtype/)
-    expect(() => backend.reduce("sum", backend.alloc("float32", 4), backend.alloc("float32", 3), 2, 2, 1)).toThrow(/out/)
+    expect(() => backend.reduce("sum", backend.alloc("int32", 4), backend.alloc("int32", 2), 2, 2, 1)).toThrow(
+      /unsupported dtype/,
+    )
+    expect(() => backend.reduce("sum", backend.alloc("float32", 4), backend.alloc("float32", 3), 2, 2, 1)).toThrow(
+      /out/,
+    )
   })
 })
 
@@ -400,7 +476,8 @@ describe("matmul", () => {
    * definition on |a| and |b|) for a rounding tolerance.
    */
   function matmulRef(a: readonly number[], b: readonly number[], s: MatmulSpec): { value: number[]; scale: number[] } {
-    const value = new Float64Array(s.batch * s.m * s.n), scale = new Float64Array(value.length)
+    const value = new Float64Array(s.batch * s.m * s.n),
+      scale = new Float64Array(value.length)
     matmulNaive(Float64Array.from(a), Float64Array.from(b), value, s)
     matmulNaive(Float64Array.from(a, Math.abs), Float64Array.from(b, Math.abs), scale, s)
     return { value: Array.from(value), scale: Array.from(scale) }
@@ -408,7 +485,9 @@ describe("matmul", () => {
   async function checkMatmul(dtype: DType, spec: MatmulSpec, seed: number) {
     const av = randomValues(dtype, spec.batch * spec.m * spec.k, seed)
     const bv = randomValues(dtype, spec.batch * spec.k * spec.n, seed + 1)
-    const a = upload(dtype, av), b = upload(dtype, bv), out = backend.alloc(dtype, spec.batch * spec.m * spec.n)
+    const a = upload(dtype, av),
+      b = upload(dtype, bv),
+      out = backend.alloc(dtype, spec.batch * spec.m * spec.n)
     backend.fill(out, 12345) // stale contents must not leak into the result
     backend.matmul(a, b, out, spec)
     const ref = matmulRef(av, bv, spec)
@@ -416,29 +495,54 @@ describe("matmul", () => {
     // rounded once per 256-deep block of k plus once at the end.
     const tol = dtype === "float32" ? (2 + Math.ceil(spec.k / 256)) * 2 ** -24 : 2 * (spec.k + 2) * 2 ** -53
     expectClose(await download(out), ref.value, (i) => tol * ref.scale[i]! + 1e-300)
-    backend.free(a); backend.free(b); backend.free(out)
+    backend.free(a)
+    backend.free(b)
+    backend.free(out)
   }
-  const transCombos = [[false, false], [false, true], [true, false], [true, true]] as const
+  const transCombos = [
+    [false, false],
+    [false, true],
+    [true, false],
+    [true, true],
+  ] as const
 
   it.each(floats)("edge sizes, batches and all four transposition combos (%s)", async (dtype) => {
     const sizes: [number, number, number, number][] = [
-      [1, 1, 1, 1], [1, 1, 5, 1], [1, 5, 1, 1], [1, 1, 1, 9], [2, 3, 5, 7], [3, 4, 4, 4], [1, 17, 9, 33],
-      [2, 65, 67, 63], [1, 1, 300, 1], [1, 67, 260, 258], [2, 5, 0, 3], [1, 0, 4, 3], [2, 3, 4, 0], [0, 3, 3, 3],
+      [1, 1, 1, 1],
+      [1, 1, 5, 1],
+      [1, 5, 1, 1],
+      [1, 1, 1, 9],
+      [2, 3, 5, 7],
+      [3, 4, 4, 4],
+      [1, 17, 9, 33],
+      [2, 65, 67, 63],
+      [1, 1, 300, 1],
+      [1, 67, 260, 258],
+      [2, 5, 0, 3],
+      [1, 0, 4, 3],
+      [2, 3, 4, 0],
+      [0, 3, 3, 3],
     ]
     let seed = 100
-    for (const [batch, m, n, k] of sizes) for (const [transA, transB] of transCombos) {
-      await checkMatmul(dtype, { batch, m, n, k, transA, transB }, seed++)
-    }
+    for (const [batch, m, n, k] of sizes)
+      for (const [transA, transB] of transCombos) {
+        await checkMatmul(dtype, { batch, m, n, k, transA, transB }, seed++)
+      }
   })
 
   it("matches the naive triple loop on random shapes (property)", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.record({
-          batch: fc.integer({ min: 1, max: 3 }), m: fc.integer({ min: 1, max: 40 }), n: fc.integer({ min: 1, max: 40 }),
-          k: fc.integer({ min: 1, max: 40 }), transA: fc.boolean(), transB: fc.boolean(),
+          batch: fc.integer({ min: 1, max: 3 }),
+          m: fc.integer({ min: 1, max: 40 }),
+          n: fc.integer({ min: 1, max: 40 }),
+          k: fc.integer({ min: 1, max: 40 }),
+          transA: fc.boolean(),
+          transB: fc.boolean(),
         }),
-        fc.constantFrom(...floats), fc.nat({ max: 1000 }),
+        fc.constantFrom(...floats),
+        fc.nat({ max: 1000 }),
         (spec, dtype, seed) => checkMatmul(dtype, spec, seed),
       ),
       { numRuns },
@@ -455,7 +559,8 @@ describe("matmul", () => {
 
   it("rejects int32, mixed dtypes, wrong sizes and aliasing", () => {
     const spec = { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false }
-    const i = () => backend.alloc("int32", 4), f = () => backend.alloc("float32", 4)
+    const i = () => backend.alloc("int32", 4),
+      f = () => backend.alloc("float32", 4)
     expect(() => backend.matmul(i(), i(), i(), spec)).toThrow(/unsupported dtype int32/)
     expect(() => backend.matmul(f(), backend.alloc("float64", 4), f(), spec)).toThrow(/dtypes/)
     expect(() => backend.matmul(f(), backend.alloc("float32", 5), f(), spec)).toThrow(/b float32\[5\]/)
@@ -468,10 +573,12 @@ describe("matmul", () => {
 
 describe("gather / scatterAdd / takeAlong / putAlong", () => {
   it.each(all)("gather and its adjoint scatterAdd (%s)", async (dtype) => {
-    const rows = 5, width = 3
+    const rows = 5,
+      width = 3
     const tableVals = randomValues(dtype, rows * width, 8)
     const idxVals = [4, 0, 0, 2, 4, 4, 1]
-    const table = upload(dtype, tableVals), idx = upload("int32", idxVals)
+    const table = upload(dtype, tableVals),
+      idx = upload("int32", idxVals)
     const out = backend.alloc(dtype, idxVals.length * width)
     backend.gather(table, idx, out, width)
     expect(await download(out)).toEqual(idxVals.flatMap((r) => tableVals.slice(r * width, r * width + width)))
@@ -481,15 +588,23 @@ describe("gather / scatterAdd / takeAlong / putAlong", () => {
     backend.fill(acc, 7) // must be zeroed first
     backend.scatterAdd(idx, upload(dtype, srcVals), acc, width)
     const expected = Array<number>(rows * width).fill(0)
-    idxVals.forEach((r, i) => { for (let j = 0; j < width; j++) expected[r * width + j] = expected[r * width + j]! + srcVals[i * width + j]! })
-    expectClose(await download(acc), expected.map((v) => store(dtype, v)), () => (dtype === "float32" ? 1e-5 : 1e-12))
+    idxVals.forEach((r, i) => {
+      for (let j = 0; j < width; j++) expected[r * width + j] = expected[r * width + j]! + srcVals[i * width + j]!
+    })
+    expectClose(
+      await download(acc),
+      expected.map((v) => store(dtype, v)),
+      () => (dtype === "float32" ? 1e-5 : 1e-12),
+    )
   })
 
   it.each(all)("takeAlong and its adjoint putAlong (%s)", async (dtype) => {
-    const rows = 4, width = 6
+    const rows = 4,
+      width = 6
     const xVals = randomValues(dtype, rows * width, 10)
     const idxVals = [5, 0, 3, 3]
-    const x = upload(dtype, xVals), idx = upload("int32", idxVals)
+    const x = upload(dtype, xVals),
+      idx = upload("int32", idxVals)
     const out = backend.alloc(dtype, rows)
     backend.takeAlong(x, idx, out, width)
     expect(await download(out)).toEqual(idxVals.map((c, i) => xVals[i * width + c]!))
@@ -499,18 +614,26 @@ describe("gather / scatterAdd / takeAlong / putAlong", () => {
     backend.fill(put, 7)
     backend.putAlong(idx, upload(dtype, srcVals), put, width)
     const expected = Array<number>(rows * width).fill(0)
-    idxVals.forEach((c, i) => { expected[i * width + c] = srcVals[i]! })
+    idxVals.forEach((c, i) => {
+      expected[i * width + c] = srcVals[i]!
+    })
     expect(await download(put)).toEqual(expected)
   })
 
   it("rejects out-of-range and non-int32 indices", () => {
     const table = backend.alloc("float32", 6) // 3 rows × 2
     const out = backend.alloc("float32", 2)
-    expect(() => backend.gather(table, upload("int32", [3]), out, 2)).toThrow(/index 3 at position 0 is out of range \[0, 3\)/)
+    expect(() => backend.gather(table, upload("int32", [3]), out, 2)).toThrow(
+      /index 3 at position 0 is out of range \[0, 3\)/,
+    )
     expect(() => backend.gather(table, upload("int32", [-1]), out, 2)).toThrow(/out of range/)
     expect(() => backend.gather(table, upload("float32", [0]), out, 2)).toThrow(/idx must be int32/)
-    expect(() => backend.takeAlong(table, upload("int32", [0, 1, 2]), backend.alloc("float32", 3), 2)).toThrow(/out of range \[0, 2\)/)
+    expect(() => backend.takeAlong(table, upload("int32", [0, 1, 2]), backend.alloc("float32", 3), 2)).toThrow(
+      /out of range \[0, 2\)/,
+    )
     expect(() => backend.scatterAdd(upload("int32", [3]), out, table, 2)).toThrow(/out of range/)
-    expect(() => backend.putAlong(upload("int32", [0, 2, 0]), backend.alloc("float32", 3), table, 2)).toThrow(/out of range/)
+    expect(() => backend.putAlong(upload("int32", [0, 2, 0]), backend.alloc("float32", 3), table, 2)).toThrow(
+      /out of range/,
+    )
   })
 })

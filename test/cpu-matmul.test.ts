@@ -55,7 +55,8 @@ function runBoth({ spec, dtype, seed }: Case) {
   // Stale contents: overwritten without accumulate, added to with it.
   const out0 = randomArray(dtype, batch * m * n, seed + 2)
   if (out0.length > 0) out0[0] = -0 // the sign of zero survives an accumulate of nothing
-  const fast = out0.slice(), naive = out0.slice()
+  const fast = out0.slice(),
+    naive = out0.slice()
   matmulBlocked(a, b, fast, spec)
   matmulNaive(a, b, naive, spec)
   return { a, b, out0, fast, naive }
@@ -74,7 +75,8 @@ function expectWithinBound(c: Case): void {
   const tol = dtype === "float32" ? (2 + blocks) * 2 ** -24 : 2 * (spec.k + blocks + 2) * 2 ** -53
   for (let i = 0; i < fast.length; i++) {
     const err = Math.abs(fast[i]! - naive[i]!)
-    if (!(err <= tol * scale[i]!)) expect.fail(`out[${i}]: fast ${fast[i]} naive ${naive[i]} differ by ${err} > ${tol} × ${scale[i]}`)
+    if (!(err <= tol * scale[i]!))
+      expect.fail(`out[${i}]: fast ${fast[i]} naive ${naive[i]} differ by ${err} > ${tol} × ${scale[i]}`)
   }
 }
 
@@ -93,10 +95,24 @@ const caseOf = (maxMn: number, maxK: number): fc.Arbitrary<Case> =>
 
 /** Degenerate sizes fast-check may or may not draw: every 0 and 1, each flag combination. */
 const edgeExamples: [Case][] = []
-for (const [batch, m, n, k] of [[0, 2, 2, 2], [1, 0, 3, 2], [1, 3, 0, 2], [2, 3, 2, 0], [1, 1, 1, 1], [2, 1, 5, 1], [1, 5, 1, 3]] as const) {
+for (const [batch, m, n, k] of [
+  [0, 2, 2, 2],
+  [1, 0, 3, 2],
+  [1, 3, 0, 2],
+  [2, 3, 2, 0],
+  [1, 1, 1, 1],
+  [2, 1, 5, 1],
+  [1, 5, 1, 3],
+] as const) {
   for (const dtype of ["float32", "float64"] as const) {
     for (const accumulate of [false, true]) {
-      edgeExamples.push([{ spec: { batch, m, n, k, transA: accumulate, transB: !accumulate, accumulate }, dtype, seed: batch + m + n + k }])
+      edgeExamples.push([
+        {
+          spec: { batch, m, n, k, transA: accumulate, transB: !accumulate, accumulate },
+          dtype,
+          seed: batch + m + n + k,
+        },
+      ])
     }
   }
 }
@@ -118,7 +134,12 @@ describe("CPU matmul: the fast path equals the definition", () => {
 
   it("across every block edge (m > 64, n > 256, k = 256; n > 256, k = 513), batched, accumulating", () => {
     for (const dtype of ["float32", "float64"] as const) {
-      for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      for (const [transA, transB] of [
+        [false, false],
+        [false, true],
+        [true, false],
+        [true, true],
+      ] as const) {
         const spec = { batch: 2, m: 67, n: 260, k: 256, transA, transB, accumulate: true }
         const { fast, naive } = runBoth({ spec, dtype, seed: 7 })
         expect(bits(fast)).toEqual(bits(naive))
@@ -133,7 +154,9 @@ describe("makeCpuBackend({ matmul })", () => {
     const spec = { batch: 1, m: 2, n: 2, k: 3, transA: false, transB: false }
     for (const matmul of ["naive", "blocked"] as const) {
       const backend = makeCpuBackend({ matmul })
-      const a = backend.alloc("float64", 6), b = backend.alloc("float64", 6), out = backend.alloc("float64", 4)
+      const a = backend.alloc("float64", 6),
+        b = backend.alloc("float64", 6),
+        out = backend.alloc("float64", 4)
       backend.write(a, Float64Array.of(1, 2, 3, 4, 5, 6))
       backend.write(b, Float64Array.of(7, 8, 9, 10, 11, 12))
       backend.matmul(a, b, out, spec)

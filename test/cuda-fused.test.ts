@@ -1,19 +1,31 @@
 // Every fused CUDA routine against the CPU backend's reference bodies in float64.
 import { Layer } from "effect"
 import { describe, expect, it } from "vitest"
-import { Backend, } from "../src/core/backend.js"
+import { Backend } from "../src/core/backend.js"
 import { mapKernels } from "../src/core/routines/registry.js"
-import { makeCudaBackend, } from "../src/backends/cuda/index.js"
+import { makeCudaBackend } from "../src/backends/cuda/index.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { accumulatorDType, type DType, type HostArray } from "../src/core/dtype.js"
-import { type Feed } from "../src/core/executor.js"
+import type { Feed } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
 import { rng } from "../src/core/random.js"
 import { attention } from "../src/core/routines/attention.js"
-import { logsumexp, silu, } from "../src/core/routines/basic.js"
+import { logsumexp, silu } from "../src/core/routines/basic.js"
 import { tokenCrossEntropy } from "../src/core/routines/cross-entropy.js"
-import { arg, cuda, evalOn, expectClose, expectSame, hostOf, noGpu, normals, reference, roundBf16, runOn, } from "./backends/cuda-device.js"
+import {
+  arg,
+  cuda,
+  evalOn,
+  expectClose,
+  expectSame,
+  hostOf,
+  noGpu,
+  normals,
+  reference,
+  roundBf16,
+  runOn,
+} from "./backends/cuda-device.js"
 
 // ---------------------------------------------------------------------------------------------
 // Fused routines: the CUDA kernels (src/backends/cuda/fused.ts) against the CPU backend running
@@ -24,7 +36,23 @@ import { arg, cuda, evalOn, expectClose, expectSame, hostOf, noGpu, normals, ref
 // under compute-sanitizer.
 // ---------------------------------------------------------------------------------------------
 
-const fusedNames = ["adamw", "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp", "rmsNorm", "rmsNorm.vjp", "rope", "rope.vjp", "silu", "silu.vjp", "siluMul", "siluMul.vjp"] // adamw, rmsNorm, rope, siluMul: test/cuda-train.test.ts
+const fusedNames = [
+  "adamw",
+  "attention",
+  "attention.vjp",
+  "crossEntropy",
+  "crossEntropy.vjp",
+  "logsumexp",
+  "logsumexp.vjp",
+  "rmsNorm",
+  "rmsNorm.vjp",
+  "rope",
+  "rope.vjp",
+  "silu",
+  "silu.vjp",
+  "siluMul",
+  "siluMul.vjp",
+] // adamw, rmsNorm, rope, siluMul: test/cuda-train.test.ts
 
 /** The CUDA backend with its fused routines counted. */
 function spied(): { layer: Layer.Layer<Backend>; calls: Map<string, number> } {
@@ -46,14 +74,28 @@ interface FusedCase {
 }
 
 /** Runs the case on CUDA in `dtype` and on the CPU in float64; tol per output (or one for all). */
-async function compareFused(what: string, dtype: DType, c: FusedCase, tol: number | readonly number[]): Promise<HostArray[]> {
-  const test = c.build(dtype), ref = c.build("float64")
+async function compareFused(
+  what: string,
+  dtype: DType,
+  c: FusedCase,
+  tol: number | readonly number[],
+): Promise<HostArray[]> {
+  const test = c.build(dtype),
+    ref = c.build("float64")
   const { layer, calls } = spied()
   const live0 = cuda!.memory().live
   const feed = (t: Tensor, d: Float32Array | Int32Array, f64: boolean): Feed =>
     d instanceof Int32Array ? d : f64 ? Float64Array.from(dtype === "bfloat16" ? roundBf16(d) : d) : hostOf(t.dtype, d)
-  const got = await evalOn(layer, test.outputs, new Map(test.inputs.map((t, i) => [t, feed(t, c.data[i]!, false)] as [Tensor, Feed])))
-  const want = await evalOn(reference, ref.outputs, new Map(ref.inputs.map((t, i) => [t, feed(t, c.data[i]!, true)] as [Tensor, Feed])))
+  const got = await evalOn(
+    layer,
+    test.outputs,
+    new Map(test.inputs.map((t, i) => [t, feed(t, c.data[i]!, false)] as [Tensor, Feed])),
+  )
+  const want = await evalOn(
+    reference,
+    ref.outputs,
+    new Map(ref.inputs.map((t, i) => [t, feed(t, c.data[i]!, true)] as [Tensor, Feed])),
+  )
   expect(cuda!.memory().live, `${what}: live bytes after the run`).toBe(live0) // scratch and results all given back
   for (const name of c.fused) expect(calls.get(name) ?? 0, `${what}: calls of the fused ${name}`).toBe(1)
   got.forEach((g, i) => expectClose(`${what}: ${c.names[i]}`, g, want[i]!, typeof tol === "number" ? tol : tol[i]!))
@@ -61,12 +103,21 @@ async function compareFused(what: string, dtype: DType, c: FusedCase, tol: numbe
 }
 
 /** Per-token cross-entropy weighted by w (so every row has its own dnll); outputs nll, dlogits. */
-function ceCase(N: number, V: number, seed: number, opts: { ignore?: (i: number) => boolean; scale?: number } = {}): FusedCase {
+function ceCase(
+  N: number,
+  V: number,
+  seed: number,
+  opts: { ignore?: (i: number) => boolean; scale?: number } = {},
+): FusedCase {
   const r = rng(seed)
-  const targets = Int32Array.from({ length: N }, (_, i) => (opts.ignore?.(i) ? -100 : Math.min(V - 1, Math.floor(r() * V))))
+  const targets = Int32Array.from({ length: N }, (_, i) =>
+    opts.ignore?.(i) ? -100 : Math.min(V - 1, Math.floor(r() * V)),
+  )
   return {
     build: (dtype) => {
-      const logits = input("logits", [N, V], dtype), t = input("targets", [N], "int32"), w = input("w", [N], dtype)
+      const logits = input("logits", [N, V], dtype),
+        t = input("targets", [N], "int32"),
+        w = input("w", [N], dtype)
       const nll = tokenCrossEntropy(logits, t)
       const { grads } = valueAndGrad(o.sum(o.mul(nll, w)), { logits })
       return { inputs: [logits, t, w], outputs: [nll, grads.logits!] }
@@ -78,12 +129,14 @@ function ceCase(N: number, V: number, seed: number, opts: { ignore?: (i: number)
 }
 
 function lseCase(shape: readonly number[], seed: number, negInfEvery = 0): FusedCase {
-  const n = shape.reduce((a, b) => a * b, 1), rows = n / shape.at(-1)!
+  const n = shape.reduce((a, b) => a * b, 1),
+    rows = n / shape.at(-1)!
   const x = normals(n, seed, { scale: 3 })
   if (negInfEvery > 0) for (let i = 1; i < n; i += negInfEvery) x[i] = -Infinity // never a whole row
   return {
     build: (dtype) => {
-      const xs = input("x", shape, dtype), w = input("w", [...shape.slice(0, -1), 1], dtype)
+      const xs = input("x", shape, dtype),
+        w = input("w", [...shape.slice(0, -1), 1], dtype)
       const lse = logsumexp(xs)
       const { grads } = valueAndGrad(o.sum(o.mul(lse, w)), { x: xs })
       return { inputs: [xs, w], outputs: [lse, grads.x!] }
@@ -97,10 +150,13 @@ function lseCase(shape: readonly number[], seed: number, negInfEvery = 0): Fused
 function siluCase(shape: readonly number[], seed: number): FusedCase {
   const n = shape.reduce((a, b) => a * b, 1)
   const x = normals(n, seed, { scale: 6 })
-  x[0] = 100; x[1] = -100; x[2] = 0
+  x[0] = 100
+  x[1] = -100
+  x[2] = 0
   return {
     build: (dtype) => {
-      const xs = input("x", shape, dtype), w = input("w", shape, dtype)
+      const xs = input("x", shape, dtype),
+        w = input("w", shape, dtype)
       const y = silu(xs)
       const { grads } = valueAndGrad(o.sum(o.mul(y, w)), { x: xs })
       return { inputs: [xs, w], outputs: [y, grads.x!] }
@@ -115,13 +171,20 @@ function siluCase(shape: readonly number[], seed: number): FusedCase {
 function attentionCase(B: number, H: number, Hkv: number, S: number, D: number, seed: number): FusedCase {
   return {
     build: (dtype) => {
-      const q = input("q", [B, H, S, D], dtype), k = input("k", [B, Hkv, S, D], dtype), v = input("v", [B, Hkv, S, D], dtype)
+      const q = input("q", [B, H, S, D], dtype),
+        k = input("k", [B, Hkv, S, D], dtype),
+        v = input("v", [B, Hkv, S, D], dtype)
       const r = input("r", [B, H, S, D], dtype)
       const out = attention(q, k, v)
       const { grads } = valueAndGrad(o.sum(o.mul(out, r)), { q, k, v })
       return { inputs: [q, k, v, r], outputs: [out, grads.q!, grads.k!, grads.v!] }
     },
-    data: [normals(B * H * S * D, seed), normals(B * Hkv * S * D, seed + 1), normals(B * Hkv * S * D, seed + 2), normals(B * H * S * D, seed + 3)],
+    data: [
+      normals(B * H * S * D, seed),
+      normals(B * Hkv * S * D, seed + 1),
+      normals(B * Hkv * S * D, seed + 2),
+      normals(B * H * S * D, seed + 3),
+    ],
     names: ["o", "dq", "dk", "dv"],
     fused: ["attention", "attention.vjp"],
   }
@@ -131,16 +194,31 @@ function attentionCase(B: number, H: number, Hkv: number, S: number, D: number, 
  * Causal attention and its VJP in float64, written out directly: the oracle for the lse
  * cotangent, which the public `attention()` (it returns o alone) never produces.
  */
-function attentionReference(dims: readonly [number, number, number, number, number], q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>,
-  dO: ArrayLike<number> | undefined, dLse: ArrayLike<number> | undefined) {
+function attentionReference(
+  dims: readonly [number, number, number, number, number],
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  dO: ArrayLike<number> | undefined,
+  dLse: ArrayLike<number> | undefined,
+) {
   const [B, H, Hkv, S, D] = dims
-  const G = H / Hkv, scale = 1 / Math.sqrt(D)
-  const out = new Float64Array(B * H * S * D), lse = new Float64Array(B * H * S)
-  const dq = new Float64Array(B * H * S * D), dk = new Float64Array(B * Hkv * S * D), dv = new Float64Array(B * Hkv * S * D)
-  const dot = (a: ArrayLike<number>, i: number, b: ArrayLike<number>, j: number) => { let s = 0; for (let d = 0; d < D; d++) s += a[i + d]! * b[j + d]!; return s }
+  const G = H / Hkv,
+    scale = 1 / Math.sqrt(D)
+  const out = new Float64Array(B * H * S * D),
+    lse = new Float64Array(B * H * S)
+  const dq = new Float64Array(B * H * S * D),
+    dk = new Float64Array(B * Hkv * S * D),
+    dv = new Float64Array(B * Hkv * S * D)
+  const dot = (a: ArrayLike<number>, i: number, b: ArrayLike<number>, j: number) => {
+    let s = 0
+    for (let d = 0; d < D; d++) s += a[i + d]! * b[j + d]!
+    return s
+  }
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
-      const bh = b * H + h, kvh = b * Hkv + Math.floor(h / G)
+      const bh = b * H + h,
+        kvh = b * Hkv + Math.floor(h / G)
       for (let r = 0; r < S; r++) {
         const qi = (bh * S + r) * D
         const s = Array.from({ length: r + 1 }, (_, c) => dot(q, qi, k, (kvh * S + c) * D) * scale)
@@ -148,7 +226,8 @@ function attentionReference(dims: readonly [number, number, number, number, numb
         const l = s.reduce((acc, x) => acc + Math.exp(x - m), 0)
         lse[bh * S + r] = m + Math.log(l)
         const p = s.map((x) => Math.exp(x - lse[bh * S + r]!))
-        for (let c = 0; c <= r; c++) for (let d = 0; d < D; d++) out[qi + d] = out[qi + d]! + p[c]! * v[(kvh * S + c) * D + d]!
+        for (let c = 0; c <= r; c++)
+          for (let d = 0; d < D; d++) out[qi + d] = out[qi + d]! + p[c]! * v[(kvh * S + c) * D + d]!
         const delta = (dO ? dot(dO, qi, out, qi) : 0) - (dLse ? dLse[bh * S + r]! : 0)
         for (let c = 0; c <= r; c++) {
           const kc = (kvh * S + c) * D
@@ -184,8 +263,12 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     ["N = 5, V = 7 (shorter than a warp), all ignored but one [small]", ceCase(5, 7, 6, { ignore: (i) => i !== 2 })],
   ]
   for (const [name, c] of ceCases) {
-    it(`crossEntropy float32: ${name}`, async () => { await compareFused(`crossEntropy float32 ${name}`, "float32", c, 1e-5) })
-    it(`crossEntropy bfloat16: ${name}`, async () => { await compareFused(`crossEntropy bfloat16 ${name}`, "bfloat16", c, 8e-3) })
+    it(`crossEntropy float32: ${name}`, async () => {
+      await compareFused(`crossEntropy float32 ${name}`, "float32", c, 1e-5)
+    })
+    it(`crossEntropy bfloat16: ${name}`, async () => {
+      await compareFused(`crossEntropy bfloat16 ${name}`, "bfloat16", c, 8e-3)
+    })
   }
   it("crossEntropy float64: N = 37, V = 1001 and N = 16, V = 1004", async () => {
     await compareFused("crossEntropy float64 (odd)", "float64", ceCases[0]![1], 1e-12)
@@ -196,12 +279,20 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     const [N, V] = [3, 10]
     const f = cuda!.routines!.crossEntropy!
     let message = ""
-    await runOn(cuda!, [arg("float32", normals(N * V, 1)), arg("int32", [1, 10, -100])], [{ dtype: "float32", size: N }],
-      ([logits, targets], [nll]) => f({
-        inputs: { logits: logits!, targets: targets! }, outputs: { nll: nll! },
-        shapes: { inputs: { logits: [N, V], targets: [N] }, outputs: { nll: [N] } },
-        attrs: { ignoreIndex: -100 },
-      })).catch((e: Error) => { message = e.message })
+    await runOn(
+      cuda!,
+      [arg("float32", normals(N * V, 1)), arg("int32", [1, 10, -100])],
+      [{ dtype: "float32", size: N }],
+      ([logits, targets], [nll]) =>
+        f({
+          inputs: { logits: logits!, targets: targets! },
+          outputs: { nll: nll! },
+          shapes: { inputs: { logits: [N, V], targets: [N] }, outputs: { nll: [N] } },
+          attrs: { ignoreIndex: -100 },
+        }),
+    ).catch((e: Error) => {
+      message = e.message
+    })
     expect(message).toMatch(/^cuda\.crossEntropy: index 10 at position 1 is out of range \[0, 10\)/)
   })
 
@@ -255,7 +346,12 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     // gradients also go through bf16 dS and the saved bf16 o (lse stays float32). Seen on the H200:
     // o ≤ 2.9e-3, dq/dk/dv ≤ 5.2e-3. A bf16 lse (as before) moved them by up to 3%.
     it(`attention bfloat16: ${name}`, async () => {
-      await compareFused(`attention bfloat16 ${name}`, "bfloat16", attentionCase(B, H, Hkv, S, D, 22), [8e-3, 1.5e-2, 1.5e-2, 1.5e-2])
+      await compareFused(
+        `attention bfloat16 ${name}`,
+        "bfloat16",
+        attentionCase(B, H, Hkv, S, D, 22),
+        [8e-3, 1.5e-2, 1.5e-2, 1.5e-2],
+      )
     })
   }
   for (const [name, [B, H, Hkv, S, D]] of [attnCases[2]!, attnCases[5]!]) {
@@ -283,27 +379,54 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     const routines = cuda!.routines!
     const shapes = { q: [B, H, S, D], kv: [B, Hkv, S, D], lse: [B, H, S, 1] }
     for (const dtype of ["float32", "bfloat16"] as const) {
-      const rq = dtype === "bfloat16" ? roundBf16(q) : q, rk = dtype === "bfloat16" ? roundBf16(k) : k, rv = dtype === "bfloat16" ? roundBf16(v) : v
+      const rq = dtype === "bfloat16" ? roundBf16(q) : q,
+        rk = dtype === "bfloat16" ? roundBf16(k) : k,
+        rv = dtype === "bfloat16" ? roundBf16(v) : v
       const tol = dtype === "bfloat16" ? 1.5e-2 : 5e-6 // as the attention bfloat16 cases above
       const lseType = accumulatorDType(dtype) // float32 for bfloat16 too
       const ctSets: (readonly ("dO" | "dLse")[])[] = [["dO", "dLse"], ["dLse"], ["dO"]]
       for (const cts of ctSets) {
-        const want = attentionReference(dims, rq, rk, rv, cts.includes("dO") ? dO : undefined, cts.includes("dLse") ? dLse : undefined)
+        const want = attentionReference(
+          dims,
+          rq,
+          rk,
+          rv,
+          cts.includes("dO") ? dO : undefined,
+          cts.includes("dLse") ? dLse : undefined,
+        )
         // float32 cotangents: dO is cast to bfloat16 for bfloat16 q, as the reference VJP does; dLse has lse's dtype.
         const ctArgs = cts.map((c) => (c === "dO" ? arg("float32", dO) : arg("float32", dLse)))
         const ctShapes = Object.fromEntries(cts.map((c) => [c, c === "dO" ? shapes.q : shapes.lse]))
-        const got = await runOn(cuda!, [arg(dtype, q), arg(dtype, k), arg(dtype, v), ...ctArgs],
-          [{ dtype, size: nq }, { dtype: lseType, size: nl }, { dtype, size: nq }, { dtype, size: nk }, { dtype, size: nk }],
+        const got = await runOn(
+          cuda!,
+          [arg(dtype, q), arg(dtype, k), arg(dtype, v), ...ctArgs],
+          [
+            { dtype, size: nq },
+            { dtype: lseType, size: nl },
+            { dtype, size: nq },
+            { dtype, size: nk },
+            { dtype, size: nk },
+          ],
           ([qb, kb, vb, ...ctb], [ob, lb, dqb, dkb, dvb]) => {
             const attrs = { causal: true, blockSize: 64 }
-            const fwd = { q: qb!, k: kb!, v: vb! }, fwdShapes = { q: shapes.q, k: shapes.kv, v: shapes.kv }
+            const fwd = { q: qb!, k: kb!, v: vb! },
+              fwdShapes = { q: shapes.q, k: shapes.kv, v: shapes.kv }
             const ct = Object.fromEntries(cts.map((c, i) => [c, ctb[i]!]))
-            routines.attention!({ inputs: fwd, outputs: { o: ob!, lse: lb! }, attrs,
-              shapes: { inputs: fwdShapes, outputs: { o: shapes.q, lse: shapes.lse } } })
+            routines.attention!({
+              inputs: fwd,
+              outputs: { o: ob!, lse: lb! },
+              attrs,
+              shapes: { inputs: fwdShapes, outputs: { o: shapes.q, lse: shapes.lse } },
+            })
             const gradShapes = { dQ: shapes.q, dK: shapes.kv, dV: shapes.kv }
-            routines["attention.vjp"]!({ inputs: { ...fwd, o: ob!, lse: lb!, ...ct }, outputs: { dQ: dqb!, dK: dkb!, dV: dvb! },
-              attrs, shapes: { inputs: { ...fwdShapes, o: shapes.q, lse: shapes.lse, ...ctShapes }, outputs: gradShapes } })
-          })
+            routines["attention.vjp"]!({
+              inputs: { ...fwd, o: ob!, lse: lb!, ...ct },
+              outputs: { dQ: dqb!, dK: dkb!, dV: dvb! },
+              attrs,
+              shapes: { inputs: { ...fwdShapes, o: shapes.q, lse: shapes.lse, ...ctShapes }, outputs: gradShapes },
+            })
+          },
+        )
         const what = `attention.vjp ${dtype} with ${cts.join(" and ")}`
         expectClose(`${what}: o`, got[0]!, want.out, dtype === "bfloat16" ? 1.5e-2 : 2e-5)
         expectClose(`${what}: lse`, got[1]!, want.lse, 1e-5) // fp32 for bfloat16 too: not rounded to bf16's 8e-3
@@ -315,4 +438,3 @@ describe.skipIf(noGpu)("cuda fused routines against the CPU reference bodies in 
     }
   })
 })
-

@@ -36,7 +36,9 @@ try {
   if (!(e instanceof BackendUnavailable)) throw e
   if (required) throw e
 }
-afterAll(async () => { await cuda?.destroy() })
+afterAll(async () => {
+  await cuda?.destroy()
+})
 
 const shapes = { "w.matrix": [33, 17], "w.norm": [17] }
 const random = rng(11)
@@ -44,11 +46,27 @@ const values = (n: number, scale: number) => Float32Array.from({ length: n }, ()
 const sizeOf = (n: string) => shapes[n as keyof typeof shapes].reduce((a, b) => a * b, 1)
 
 /** Runs one AdamW step (fused or not) on `backend` from the same starting state; returns every output read back. */
-async function adamwStep(backend: BackendImpl, precision: PrecisionName, fused: boolean, state: Record<string, Float32Array>) {
+async function adamwStep(
+  backend: BackendImpl,
+  precision: PrecisionName,
+  fused: boolean,
+  state: Record<string, Float32Array>,
+) {
   const p = precisions[precision]
-  const a = adamwGraph(shapes, { ...defaultAdamW, maxGradNorm: 0.5 }, p, { "w.matrix": "float32", "w.norm": "float32" }, fused)
+  const a = adamwGraph(
+    shapes,
+    { ...defaultAdamW, maxGradNorm: 0.5 },
+    p,
+    { "w.matrix": "float32", "w.norm": "float32" },
+    fused,
+  )
   const bufs: Buffer[] = []
-  const put = (data: Float32Array, dtype: Buffer["dtype"]) => { const b = backend.alloc(dtype, data.length); backend.write(b, data); bufs.push(b); return b }
+  const put = (data: Float32Array, dtype: Buffer["dtype"]) => {
+    const b = backend.alloc(dtype, data.length)
+    backend.write(b, data)
+    bufs.push(b)
+    return b
+  }
   const bindings = new Map<Tensor, Binding>([
     [a.lr, { buffer: put(Float32Array.of(3e-3), "float32"), kind: "temporaries" }],
     [a.correction1, { buffer: put(Float32Array.of(1 - 0.9 ** 3), "float32"), kind: "temporaries" }],
@@ -56,7 +74,8 @@ async function adamwStep(backend: BackendImpl, precision: PrecisionName, fused: 
   ])
   const inputs: Record<string, Buffer> = {}
   for (const n of Object.keys(shapes)) {
-    const bind = (t: Tensor, name: string, data: string, dtype: Buffer["dtype"], kind: Binding["kind"]) => bindings.set(t, { buffer: (inputs[`${name}.${n}`] = put(state[`${data}.${n}`]!, dtype)), kind })
+    const bind = (t: Tensor, name: string, data: string, dtype: Buffer["dtype"], kind: Binding["kind"]) =>
+      bindings.set(t, { buffer: (inputs[`${name}.${n}`] = put(state[`${data}.${n}`]!, dtype)), kind })
     bind(a.params[n]!, "w", "w", p.param, "weights")
     bind(a.grads[n]!, "g", "g", "float32", "gradients")
     bind(a.m[n]!, "m", "m", p.state, "optimizer")
@@ -64,7 +83,9 @@ async function adamwStep(backend: BackendImpl, precision: PrecisionName, fused: 
     if (p.master) bind(a.master[n]!, "master", "w", "float32", "optimizer") // the master copy starts as the weights
   }
   const run = execute(backend, adamwOutputs(a), bindings, { inPlace: a.inPlace })
-  const read = await Promise.all(run.outputs.map(async (b) => Float32Array.from((await backend.read(b)) as Float32Array)))
+  const read = await Promise.all(
+    run.outputs.map(async (b) => Float32Array.from((await backend.read(b)) as Float32Array)),
+  )
   const inPlace = run.outputs.slice(1).filter((b) => Object.values(inputs).includes(b)).length
   for (const b of run.outputs) if (!bufs.includes(b)) backend.free(b)
   for (const b of bufs) backend.free(b)
@@ -113,7 +134,13 @@ type FloatType = "float32" | "float64" | "bfloat16"
  * input: [y, ...gradients] read back, and the gradient tensors. Inputs are drawn by `draw` from
  * uniform [0, 1) and rounded to bf16, so every dtype sees exactly the same values.
  */
-async function valueAndGrads(backend: BackendImpl, dtype: FloatType, seed: number, inputs: Record<string, { shape: number[]; draw: (u: number) => number }>, f: (t: Record<string, Tensor>) => Tensor) {
+async function valueAndGrads(
+  backend: BackendImpl,
+  dtype: FloatType,
+  seed: number,
+  inputs: Record<string, { shape: number[]; draw: (u: number) => number }>,
+  f: (t: Record<string, Tensor>) => Tensor,
+) {
   const random = rng(seed)
   const data = (shape: readonly number[], draw: (u: number) => number) => {
     const v = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => draw(random()))
@@ -125,24 +152,59 @@ async function valueAndGrads(backend: BackendImpl, dtype: FloatType, seed: numbe
   const y = f(t)
   const r = input("r", y.shape, dtype)
   const { grads } = valueAndGrad(o.sum(o.cast(o.mul(y, r), "float32")), t)
-  const feeds = new Map([...names.map((n) => [t[n]!, data(inputs[n]!.shape, inputs[n]!.draw)] as const), [r, data(y.shape, (u) => u - 0.5)] as const])
-  const run = await Effect.runPromise(evaluate([y, ...names.map((n) => grads[n]!)], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))))
+  const feeds = new Map([
+    ...names.map((n) => [t[n]!, data(inputs[n]!.shape, inputs[n]!.draw)] as const),
+    [r, data(y.shape, (u) => u - 0.5)] as const,
+  ])
+  const run = await Effect.runPromise(
+    evaluate([y, ...names.map((n) => grads[n]!)], feeds).pipe(Effect.provide(Layer.succeed(Backend, backend))),
+  )
   return { values: run.values, grads }
 }
 
 /** An RMSNorm of x [rows, d] with weight [d]: y, dx, dw. */
-const normCase = async (backend: BackendImpl, dtype: FloatType, fused: boolean, rows: number, d: number, seed: number) =>
-  (await valueAndGrads(backend, dtype, seed, { x: { shape: [rows, d], draw: (u) => (u - 0.5) * 4 }, w: { shape: [d], draw: (u) => 0.5 + u } },
-    ({ x, w }) => (fused ? fusedRmsNorm : rmsNorm)(x!, w!, 1e-5))).values
+const normCase = async (
+  backend: BackendImpl,
+  dtype: FloatType,
+  fused: boolean,
+  rows: number,
+  d: number,
+  seed: number,
+) =>
+  (
+    await valueAndGrads(
+      backend,
+      dtype,
+      seed,
+      { x: { shape: [rows, d], draw: (u) => (u - 0.5) * 4 }, w: { shape: [d], draw: (u) => 0.5 + u } },
+      ({ x, w }) => (fused ? fusedRmsNorm : rmsNorm)(x!, w!, 1e-5),
+    )
+  ).values
 
 /** silu(a)·b: y, da, db. */
 const siluMulCase = async (backend: BackendImpl, dtype: FloatType, fused: boolean, n: number, seed: number) =>
-  (await valueAndGrads(backend, dtype, seed, { a: { shape: [n], draw: (u) => (u - 0.5) * 8 }, b: { shape: [n], draw: (u) => (u - 0.5) * 8 } },
-    ({ a, b }) => (fused ? siluMul(a!, b!) : o.mul(silu(a!), b!)))).values
+  (
+    await valueAndGrads(
+      backend,
+      dtype,
+      seed,
+      { a: { shape: [n], draw: (u) => (u - 0.5) * 8 }, b: { shape: [n], draw: (u) => (u - 0.5) * 8 } },
+      ({ a, b }) => (fused ? siluMul(a!, b!) : o.mul(silu(a!), b!)),
+    )
+  ).values
 
 /** RoPE of x [rows, S, D] at positions offset..: y and dx, and the dx tensor. */
-async function ropeCase(backend: BackendImpl, dtype: FloatType, fused: boolean, shape: [number, number, number], offset: number, seed: number) {
-  const { values, grads } = await valueAndGrads(backend, dtype, seed, { x: { shape, draw: (u) => u - 0.5 } }, ({ x }) => (fused ? fusedRope : rope)(x!, 500000, offset))
+async function ropeCase(
+  backend: BackendImpl,
+  dtype: FloatType,
+  fused: boolean,
+  shape: [number, number, number],
+  offset: number,
+  seed: number,
+) {
+  const { values, grads } = await valueAndGrads(backend, dtype, seed, { x: { shape, draw: (u) => u - 0.5 } }, ({ x }) =>
+    (fused ? fusedRope : rope)(x!, 500000, offset),
+  )
   return { values, dx: grads.x! }
 }
 
@@ -152,7 +214,9 @@ describe("RoPE as one routine", () => {
     const routine = await ropeCase(makeCpuBackend(), "float64", true, [3, 17, 8], 5, 6)
     routine.values.forEach((v, i) => expect(maxRelDiff(v, plain.values[i]!), `output ${i}`).toBeLessThan(1e-14))
     const backward = routine.dx.node as { op: string; attrs: { name: string }; inputs: readonly unknown[] }
-    expect(`${backward.op} ${backward.attrs.name} with ${backward.inputs.length} input`).toBe("region rope.vjp with 1 input")
+    expect(`${backward.op} ${backward.attrs.name} with ${backward.inputs.length} input`).toBe(
+      "region rope.vjp with 1 input",
+    )
   })
 })
 
@@ -177,8 +241,14 @@ describe("the CUDA profiler's bookkeeping (a stand-in device)", () => {
     // The stand-in's clock: the k-th mark comes k ms after the one before it.
     let marks: number[] = []
     const dev = {
-      profileMark: (id: number) => { marks.push(id) },
-      profileCollect: () => { const out = Float64Array.from(marks.flatMap((id, k) => [id, k])); marks = []; return out },
+      profileMark: (id: number) => {
+        marks.push(id)
+      },
+      profileCollect: () => {
+        const out = Float64Array.from(marks.flatMap((id, k) => [id, k]))
+        marks = []
+        return out
+      },
     } as unknown as NativeDevice
     const cpu = makeCpuBackend()
     const { backend, profiler } = withProfiler(cpu, dev)
@@ -201,11 +271,21 @@ describe("the CUDA profiler's bookkeeping (a stand-in device)", () => {
 
 describe.skipIf(cuda === undefined)("cuda training", () => {
   it("fused rope and rope.vjp against the CPU in float64 (odd S, offsets, head dims 8, 64, 128)", async () => {
-    for (const [shape, offset] of [[[1, 1, 8], 0], [[4, 77, 64], 3], [[2, 130, 128], 0]] as const) {
+    for (const [shape, offset] of [
+      [[1, 1, 8], 0],
+      [[4, 77, 64], 3],
+      [[2, 130, 128], 0],
+    ] as const) {
       const want = await ropeCase(makeCpuBackend(), "float64", false, [...shape], offset, shape[1])
-      for (const [dtype, tol] of [["float64", 1e-12], ["float32", 1e-4], ["bfloat16", 2e-2]] as const) {
+      for (const [dtype, tol] of [
+        ["float64", 1e-12],
+        ["float32", 1e-4],
+        ["bfloat16", 2e-2],
+      ] as const) {
         const got = await ropeCase(cuda!, dtype, true, [...shape], offset, shape[1])
-        got.values.forEach((v, i) => expect(maxRelDiff(v, want.values[i]!), `${dtype} [${shape}] output ${i} (y, dx)`).toBeLessThan(tol))
+        got.values.forEach((v, i) =>
+          expect(maxRelDiff(v, want.values[i]!), `${dtype} [${shape}] output ${i} (y, dx)`).toBeLessThan(tol),
+        )
       }
     }
   })
@@ -213,23 +293,39 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
   it("fused siluMul and siluMul.vjp against the CPU in float64", async () => {
     for (const n of [1, 1000, 70001]) {
       const want = await siluMulCase(makeCpuBackend(), "float64", false, n, n)
-      for (const [dtype, tol] of [["float64", 1e-13], ["float32", 1e-6], ["bfloat16", 1e-2]] as const) {
+      for (const [dtype, tol] of [
+        ["float64", 1e-13],
+        ["float32", 1e-6],
+        ["bfloat16", 1e-2],
+      ] as const) {
         const got = await siluMulCase(cuda!, dtype, true, n, n)
-        got.forEach((v, i) => expect(maxRelDiff(v, want[i]!), `${dtype} n=${n} output ${i} (y, da, db)`).toBeLessThan(tol))
+        got.forEach((v, i) =>
+          expect(maxRelDiff(v, want[i]!), `${dtype} n=${n} output ${i} (y, da, db)`).toBeLessThan(tol),
+        )
       }
     }
   })
 
   it("fused rmsNorm and rmsNorm.vjp against the CPU in float64 (one row, many rows, odd widths)", async () => {
-    for (const [rows, d] of [[1, 64], [37, 1000], [300, 2048], [1030, 96]] as const) {
+    for (const [rows, d] of [
+      [1, 64],
+      [37, 1000],
+      [300, 2048],
+      [1030, 96],
+    ] as const) {
       const want = await normCase(makeCpuBackend(), "float64", false, rows, d, rows)
-      for (const [dtype, tol] of [["float64", 1e-12], ["float32", 2e-5], ["bfloat16", 2e-2]] as const) {
+      for (const [dtype, tol] of [
+        ["float64", 1e-12],
+        ["float32", 2e-5],
+        ["bfloat16", 2e-2],
+      ] as const) {
         const got = await normCase(cuda!, dtype, true, rows, d, rows)
-        got.forEach((v, i) => expect(maxRelDiff(v, want[i]!), `${dtype} [${rows}, ${d}] output ${i} (y, dx, dw)`).toBeLessThan(tol))
+        got.forEach((v, i) =>
+          expect(maxRelDiff(v, want[i]!), `${dtype} [${rows}, ${d}] output ${i} (y, dx, dw)`).toBeLessThan(tol),
+        )
       }
     }
   })
-
 
   it("fused AdamW equals the CPU reference body bitwise, in place (fp32, bf16-mixed, bf16)", async () => {
     const state = startState()
@@ -242,12 +338,33 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
   })
 
   const model: LlamaConfig = decodeConfigSync({
-    hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 96, max_position_embeddings: 128,
+    hidden_size: 64,
+    intermediate_size: 160,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 96,
+    max_position_embeddings: 128,
   })
   const tokens = Int32Array.from({ length: 6000 }, (_, i) => (i * 37 + (i >> 4)) % 96)
-  const base: TrainOptions = { model, mode: "vanilla", batch: 2, seq: 48, steps: 15, lr: 5e-3, warmup: 2, seed: 3, mlpChunks: 5, lmChunks: 7 }
+  const base: TrainOptions = {
+    model,
+    mode: "vanilla",
+    batch: 2,
+    seq: 48,
+    steps: 15,
+    lr: 5e-3,
+    warmup: 2,
+    seed: 3,
+    mlpChunks: 5,
+    lmChunks: 7,
+  }
   const on = async (backend: BackendImpl, opts: TrainOptions) => {
-    const exit = await Effect.runPromiseExit(train(opts, makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })).pipe(Effect.provide(Layer.succeed(Backend, backend))))
+    const exit = await Effect.runPromiseExit(
+      train(opts, makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })).pipe(
+        Effect.provide(Layer.succeed(Backend, backend)),
+      ),
+    )
     if (Exit.isFailure(exit)) throw new Error(String(exit.cause))
     return exit.value
   }
@@ -258,9 +375,21 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
       const opts: TrainOptions = { ...base, mode, precision: "bf16-mixed" }
       const r = await on(cuda!, opts)
       const losses = r.records.map((x) => x.loss)
-      expect(maxRelDiff(losses, reference.records.map((x) => x.loss)), `${mode} loss curve`).toBeLessThan(2e-2)
+      expect(
+        maxRelDiff(
+          losses,
+          reference.records.map((x) => x.loss),
+        ),
+        `${mode} loss curve`,
+      ).toBeLessThan(2e-2)
       expect(losses.at(-1)!).toBeLessThan(losses[0]! - 0.3)
-      const planned = planStep(model, 2, 48, { mode, mlpChunks: 5, lmChunks: 7, precision: precisions["bf16-mixed"] }, cuda!).peak
+      const planned = planStep(
+        model,
+        2,
+        48,
+        { mode, mlpChunks: 5, lmChunks: 7, precision: precisions["bf16-mixed"] },
+        cuda!,
+      ).peak
       expect(Math.max(...r.records.map((x) => x.peak)), `${mode} planned peak`).toBe(planned)
     }
   })
@@ -268,14 +397,19 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
   it("a memory limit on the device gives OutOfMemory naming the mode and M that fit", async () => {
     // Between what vanilla needs and what mst+checkpoint in 16 pieces needs: only the latter fits.
     // (This tiny model's weights and moments dominate, so the two differ by a few percent.)
-    const peakOf = (mode: TrainOptions["mode"], m: number) => planStep(model, 2, 48, { mode, mlpChunks: m, lmChunks: m, precision: precisions["bf16-mixed"] }, cuda!).peak
+    const peakOf = (mode: TrainOptions["mode"], m: number) =>
+      planStep(model, 2, 48, { mode, mlpChunks: m, lmChunks: m, precision: precisions["bf16-mixed"] }, cuda!).peak
     const need = peakOf("vanilla", 1)
     const fits = peakOf("mst+checkpoint", 16)
     expect(fits).toBeLessThan(need)
     const limit = Math.floor((need + fits) / 2)
     const small = makeCudaBackend({ memoryLimit: limit })
     try {
-      const exit = await Effect.runPromiseExit(train({ ...base, steps: 1, precision: "bf16-mixed" }, makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })).pipe(Effect.provide(Layer.succeed(Backend, small as BackendImpl))))
+      const exit = await Effect.runPromiseExit(
+        train({ ...base, steps: 1, precision: "bf16-mixed" }, makeBatches({ tokens, batch: 2, seq: 48, seed: 1 })).pipe(
+          Effect.provide(Layer.succeed(Backend, small as BackendImpl)),
+        ),
+      )
       expect(String(Exit.isFailure(exit) ? exit.cause : "")).toMatch(/OutOfMemory[\s\S]*the planner finds --mode mst/)
     } finally {
       await small.destroy()

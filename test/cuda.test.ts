@@ -7,24 +7,26 @@
  * (cuda-train) and opt-in timings (cuda-timings); test/backends/cuda-device.ts holds the device
  * they share and their helpers.
  */
-import { Effect, } from "effect"
+import { Effect } from "effect"
 import { existsSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import { Backend, } from "../src/core/backend.js"
+import { Backend } from "../src/core/backend.js"
 import { addonPath, cudaBackendLayer, readBuildRecord } from "../src/backends/cuda/index.js"
 import { cudaRoutines } from "../src/backends/cuda/fused.js"
 import type { NativeDevice } from "../src/backends/cuda/native.js"
 import { gpuFusedRoutines } from "../src/cli/plan-command.js"
-import { BackendUnavailable, } from "../src/core/errors.js"
-import { cuda, missing, required, } from "./backends/cuda-device.js"
+import { BackendUnavailable } from "../src/core/errors.js"
+import { cuda, missing, required } from "./backends/cuda-device.js"
 
 describe("cuda availability", () => {
   it("says exactly why it cannot run, or runs", () => {
     if (cuda !== undefined) {
       expect(cuda.name).toBe("cuda")
-      console.log(`cuda: ${cuda.device.name} (sm ${cuda.device.computeCapability}, ${cuda.device.multiProcessors} SMs, ` +
-        `${(cuda.device.totalMemory / 2 ** 30).toFixed(0)} GiB), CUDA runtime ${cuda.device.cudaRuntime}, driver ${cuda.device.cudaDriver}, ` +
-        `cuBLAS ${cuda.device.cublas} from ${cuda.device.cublasPath}`)
+      console.log(
+        `cuda: ${cuda.device.name} (sm ${cuda.device.computeCapability}, ${cuda.device.multiProcessors} SMs, ` +
+          `${(cuda.device.totalMemory / 2 ** 30).toFixed(0)} GiB), CUDA runtime ${cuda.device.cudaRuntime}, driver ${cuda.device.cudaDriver}, ` +
+          `cuBLAS ${cuda.device.cublas} from ${cuda.device.cublasPath}`,
+      )
       return
     }
     const e = missing!
@@ -32,12 +34,16 @@ describe("cuda availability", () => {
     expect(e.message).toMatch(/^cuda: backend unavailable: /)
     if (!existsSync(addonPath())) {
       // Not built: the reason quotes what the install recorded.
-      expect(e.reason).toMatch(/^native addon not built: .*miniseq_cuda\.node is missing \((at install: .+|no build was recorded: .+)\)$/)
+      expect(e.reason).toMatch(
+        /^native addon not built: .*miniseq_cuda\.node is missing \((at install: .+|no build was recorded: .+)\)$/,
+      )
       const r = readBuildRecord()
       if (r !== undefined && !r.built) expect(e.reason.includes(r.reason!)).toBe(true)
     } else {
       // Built: the reason is the driver's, the device's or cuBLAS's own words.
-      expect(e.reason).toMatch(/^(no GPU: (no NVIDIA driver on this machine \(.+\); cudaGetDeviceCount: cudaError\w+: .+|cudaGetDeviceCount failed: cudaError\w+: .+|.+)|unsupported GPU: .+cudaError\w+: .+|cuBLAS not loadable: .+|native addon failed to load: .+)$/)
+      expect(e.reason).toMatch(
+        /^(no GPU: (no NVIDIA driver on this machine \(.+\); cudaGetDeviceCount: cudaError\w+: .+|cudaGetDeviceCount failed: cudaError\w+: .+|.+)|unsupported GPU: .+cudaError\w+: .+|cuBLAS not loadable: .+|native addon failed to load: .+)$/,
+      )
     }
   })
 
@@ -48,12 +54,16 @@ describe("cuda availability", () => {
     if (r === undefined) return // no install step has run (a bundle on the GPU machine builds its own)
     if (r.nvcc === undefined) return // no toolkit at install time: nothing was compiled
     if (!r.built)
-      expect.fail(`the CUDA addon did not build with ${r.nvcc}: ${r.reason}; ` +
-        "fix the build and run `npm run build:cuda`, or install with MINISEQ_SKIP_CUDA=1 to leave CUDA out")
+      expect.fail(
+        `the CUDA addon did not build with ${r.nvcc}: ${r.reason}; ` +
+          "fix the build and run `npm run build:cuda`, or install with MINISEQ_SKIP_CUDA=1 to leave CUDA out",
+      )
   })
 
   it("the Layer fails with the same BackendUnavailable, or provides the backend and releases it", async () => {
-    const program = Effect.gen(function* () { return (yield* Backend).name }).pipe(Effect.provide(cudaBackendLayer()))
+    const program = Effect.gen(function* () {
+      return (yield* Backend).name
+    }).pipe(Effect.provide(cudaBackendLayer()))
     if (cuda === undefined) {
       const err = await Effect.runPromise(Effect.flip(program))
       expect(err).toBeInstanceOf(BackendUnavailable)

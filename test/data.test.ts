@@ -154,6 +154,8 @@ describe("makeBatches", () => {
     expect(() => makeBatches({ tokens, batch: 2.5, seq: S, seed: 0 })).toThrow(/batch must be a positive integer/)
     expect(() => makeBatches({ tokens, batch: B, seq: -1, seed: 0 })).toThrow(/seq must be a positive integer, got -1/)
     expect(() => makeBatches({ tokens, batch: B, seq: S, seed: Number.NaN })).toThrow(/seed must be an integer/)
-    expect(() => makeBatches({ tokens, batch: B, seq: S, seed: 0 }).batchAt(-1)).toThrow(/step must be a non-negative integer/)
+    expect(() => makeBatches({ tokens, batch: B, seq: S, seed: 0 }).batchAt(-1)).toThrow(
+      /step must be a non-negative integer/,
+    )
   })
 })

@@ -12,7 +12,11 @@ import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "../s
 import { apply } from "../src/core/primitives.js"
 
 function thrown(f: () => unknown): unknown {
-  try { f() } catch (e) { return e }
+  try {
+    f()
+  } catch (e) {
+    return e
+  }
   throw new Error("expected an error")
 }
 
@@ -27,8 +31,9 @@ describe("ShapeError", () => {
     const e = thrown(() => apply("add", [input("a", [2])], {})) as ShapeError
     expect(e).toBeInstanceOf(ShapeError)
     expect(e.message).toBe("add: takes 2 operands, got 1")
-    expect((thrown(() => apply("where", [input("c", [2]), input("a", [2])], {})) as ShapeError).message)
-      .toBe("where: takes 3 operands, got 2")
+    expect((thrown(() => apply("where", [input("c", [2]), input("a", [2])], {})) as ShapeError).message).toBe(
+      "where: takes 3 operands, got 2",
+    )
   })
   it("matmul with different inner dims", () => {
     const e = thrown(() => o.matmul(input("a", [2, 3]), input("b", [4, 5]))) as ShapeError
@@ -36,13 +41,19 @@ describe("ShapeError", () => {
     expect(e.message).toContain("matmul: inner dims differ (3 vs 4)")
   })
   it("reshape to a different element count", () => {
-    expect((thrown(() => o.reshape(input("a", [2, 3]), [4, 2])) as ShapeError).message).toContain("cannot reshape 6 elements to [4, 2]")
+    expect((thrown(() => o.reshape(input("a", [2, 3]), [4, 2])) as ShapeError).message).toContain(
+      "cannot reshape 6 elements to [4, 2]",
+    )
   })
   it("slice out of range", () => {
-    expect((thrown(() => o.slice(input("a", [2, 3]), 1, 1, 5)) as ShapeError).message).toContain("range 1:5 is outside axis 1 of length 3")
+    expect((thrown(() => o.slice(input("a", [2, 3]), 1, 1, 5)) as ShapeError).message).toContain(
+      "range 1:5 is outside axis 1 of length 3",
+    )
   })
   it("chunked arguments of different lengths along the split axis", () => {
-    const e = thrown(() => chunked(2)((a, b) => o.add(a, b))(input("a", [1, 4, 2]), input("b", [1, 5, 2]))) as ShapeError
+    const e = thrown(() =>
+      chunked(2)((a, b) => o.add(a, b))(input("a", [1, 4, 2]), input("b", [1, 5, 2])),
+    ) as ShapeError
     expect(e).toBeInstanceOf(ShapeError)
     expect(e.message).toContain("same length along axis 1 (got 4, 5)")
   })
@@ -51,7 +62,9 @@ describe("ShapeError", () => {
     expect(e.message).toContain('use combine "sum" for reductions')
   })
   it("attention with heads that do not group", () => {
-    const e = thrown(() => attention(input("q", [1, 3, 4, 2]), input("k", [1, 2, 4, 2]), input("v", [1, 2, 4, 2]))) as ShapeError
+    const e = thrown(() =>
+      attention(input("q", [1, 3, 4, 2]), input("k", [1, 2, 4, 2]), input("v", [1, 2, 4, 2])),
+    ) as ShapeError
     expect(e.message).toContain("H a multiple of Hkv")
   })
 })
@@ -63,7 +76,9 @@ describe("DTypeError", () => {
     expect(e.message).toBe("add: operands must share a dtype (got float32 and float64); insert cast()")
   })
   it("float indices", () => {
-    expect((thrown(() => o.gather(input("t", [4, 2]), input("i", [3], "float32"))) as DTypeError).message).toContain("indices must be int32")
+    expect((thrown(() => o.gather(input("t", [4, 2]), input("i", [3], "float32"))) as DTypeError).message).toContain(
+      "indices must be int32",
+    )
   })
   it("matmul of integers", () => {
     expect(thrown(() => o.matmul(input("a", [2, 2], "int32"), input("b", [2, 2], "int32")))).toBeInstanceOf(DTypeError)
@@ -96,7 +111,9 @@ describe("GraphError", () => {
   })
   it("a feed of the wrong size", async () => {
     const a = input("x", [3])
-    const exit = await Effect.runPromiseExit(evaluate([o.exp(a)], new Map([[a, new Float32Array(2)]])).pipe(Effect.provide(cpuBackendLayer())))
+    const exit = await Effect.runPromiseExit(
+      evaluate([o.exp(a)], new Map([[a, new Float32Array(2)]])).pipe(Effect.provide(cpuBackendLayer())),
+    )
     expect(String(Exit.isFailure(exit) ? exit.cause : "")).toContain("has 2 float32 values; it needs 3 float32")
   })
 })
@@ -105,7 +122,10 @@ describe("OutOfMemory", () => {
   const x = input("x", [1, 64, 8])
   const w = input("w", [32, 8])
   const y = o.sum(o.exp(o.matmul(x, w, { transB: true }))) // a [64, 32] intermediate
-  const inputs = new Map([[x, "activations" as const], [w, "weights" as const]])
+  const inputs = new Map([
+    [x, "activations" as const],
+    [w, "weights" as const],
+  ])
 
   it("reports the request, what is alive and the limit, before allocating", () => {
     const need = plan([y], inputs).peak
@@ -121,7 +141,14 @@ describe("OutOfMemory", () => {
     const { makeCpuBackend } = await import("../src/backends/cpu/index.js")
     const cpu = makeCpuBackend()
     const exit = await Effect.runPromiseExit(
-      evaluate([y], new Map([[x, new Float32Array(x.size)], [w, new Float32Array(w.size)]]), { limit: 4096 }).pipe(Effect.provide(cpuBackendLayer(cpu))),
+      evaluate(
+        [y],
+        new Map([
+          [x, new Float32Array(x.size)],
+          [w, new Float32Array(w.size)],
+        ]),
+        { limit: 4096 },
+      ).pipe(Effect.provide(cpuBackendLayer(cpu))),
     )
     expect(Exit.isFailure(exit)).toBe(true)
     if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain("OutOfMemory")

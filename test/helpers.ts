@@ -7,17 +7,27 @@ import { input, type Tensor } from "../src/core/graph.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { normal, rng } from "../src/core/random.js"
 
-export const propertyRuns = (base: number): number => Math.max(1, Math.round(base * Number(process.env.MINISEQ_PROPERTY_SCALE ?? 1)))
+export const propertyRuns = (base: number): number =>
+  Math.max(1, Math.round(base * Number(process.env.MINISEQ_PROPERTY_SCALE ?? 1)))
 
 const fusedCpu = cpuBackendLayer()
 /** The CPU backend without fused kernels: every routine runs its reference body. */
 export const referenceCpu = cpuBackendLayer(makeCpuBackend({ fused: false }))
 
-export async function run(outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>, opts: RunOptions & { layer?: Layer.Layer<Backend> } = {}) {
+export async function run(
+  outputs: readonly Tensor[],
+  feeds: ReadonlyMap<Tensor, Feed>,
+  opts: RunOptions & { layer?: Layer.Layer<Backend> } = {},
+) {
   return Effect.runPromise(evaluate(outputs, feeds, opts).pipe(Effect.provide(opts.layer ?? fusedCpu)))
 }
 
-export function randomArray(dtype: DType, n: number, seed: number, opts: { positive?: boolean; std?: number } = {}): HostArray {
+export function randomArray(
+  dtype: DType,
+  n: number,
+  seed: number,
+  opts: { positive?: boolean; std?: number } = {},
+): HostArray {
   const a = hostArray(dtype, n)
   const r = rng(seed)
   const xs = normal(r, n, opts.std ?? 1)
@@ -55,7 +65,9 @@ export interface GradCase {
  */
 export async function gradientError(c: GradCase, seed = 1, layer?: Layer.Layer<Backend>): Promise<number> {
   const xs = c.shapes.map((s, i) => input(`x${i}`, s, "float64"))
-  const fixed = (c.fixed ?? []).map((f, i) => input(`f${i}`, f.shape, f.data instanceof Int32Array ? "int32" : "float64"))
+  const fixed = (c.fixed ?? []).map((f, i) =>
+    input(`f${i}`, f.shape, f.data instanceof Int32Array ? "int32" : "float64"),
+  )
   const y = c.build(xs, fixed)
   const rT = input("r", y.shape, "float64")
   const { sum, mul } = await import("../src/core/ops.js")
@@ -63,10 +75,17 @@ export async function gradientError(c: GradCase, seed = 1, layer?: Layer.Layer<B
   const { grads } = valueAndGrad(loss, Object.fromEntries(xs.map((x, i) => [`x${i}`, x])))
   const data = xs.map((x, i) => randomArray("float64", x.size, seed * 31 + i, { positive: c.positive }) as Float64Array)
   const r = randomArray("float64", rT.size, seed * 97) as Float64Array
-  const feeds = (vals: readonly Float64Array[]) => new Map<Tensor, Feed>([
-    ...xs.map((x, i) => [x, vals[i]!] as const), ...fixed.map((f, i) => [f, c.fixed![i]!.data] as const), [rT, r],
-  ])
-  const gradOut = await run(xs.map((_, i) => grads[`x${i}`]!), feeds(data), { layer })
+  const feeds = (vals: readonly Float64Array[]) =>
+    new Map<Tensor, Feed>([
+      ...xs.map((x, i) => [x, vals[i]!] as const),
+      ...fixed.map((f, i) => [f, c.fixed![i]!.data] as const),
+      [rT, r],
+    ])
+  const gradOut = await run(
+    xs.map((_, i) => grads[`x${i}`]!),
+    feeds(data),
+    { layer },
+  )
   let worst = 0
   const h = 1e-5
   for (let d = 0; d < 3; d++) {

@@ -15,23 +15,35 @@ type Wrap = "none" | "checkpoint" | number
 
 /** Forward + backward of Σ(MLP(x) ⊙ r) for a SwiGLU MLP with S×I intermediates. */
 function mlpStep(B: number, S: number, d: number, I: number, wrap: Wrap) {
-  const x = input("x", [B, S, d]), r = input("r", [B, S, d])
-  const gate = input("gate", [I, d]), up = input("up", [I, d]), down = input("down", [d, I])
+  const x = input("x", [B, S, d]),
+    r = input("r", [B, S, d])
+  const gate = input("gate", [I, d]),
+    up = input("up", [I, d]),
+    down = input("down", [d, I])
   const mlp = (h: Tensor) => swiglu(h, gate, up, down)
   const y = wrap === "none" ? mlp(x) : wrap === "checkpoint" ? checkpoint(mlp)(x) : chunked(wrap, { axis: 1 })(mlp)(x)
   const { value, grads } = valueAndGrad(o.sum(o.mul(y, r)), { x, gate, up, down })
   const outputs = [value, grads.x, grads.gate, grads.up, grads.down]
-  const inputs = new Map<Tensor, MemoryKind>([[x, "activations"], [r, "activations"], [gate, "weights"], [up, "weights"], [down, "weights"]])
+  const inputs = new Map<Tensor, MemoryKind>([
+    [x, "activations"],
+    [r, "activations"],
+    [gate, "weights"],
+    [up, "weights"],
+    [down, "weights"],
+  ])
   return { outputs, gradients: outputs.slice(1), inputs }
 }
 
 describe("chunked MLP memory", () => {
   const [B, S, d, I] = [1, 256, 16, 64]
   const bytes = 4
-  const peakOf = (w: Wrap) => { const s = mlpStep(B, S, d, I, w); return plan(s.outputs, s.inputs, { gradients: s.gradients }).peak }
+  const peakOf = (w: Wrap) => {
+    const s = mlpStep(B, S, d, I, w)
+    return plan(s.outputs, s.inputs, { gradients: s.gradients }).peak
+  }
 
   it("stays under weights + gradients + a few S·d buffers + ceil(S/M)·I·bytes·8, and falls as M grows", () => {
-    const fixed = (3 * I * d) * bytes * 2 // weights and their gradients
+    const fixed = 3 * I * d * bytes * 2 // weights and their gradients
     const Ms = [1, 2, 4, 8, 16, 64]
     const peaks = Ms.map((M) => peakOf(M))
     Ms.forEach((M, i) => {
@@ -59,11 +71,13 @@ describe("chunked MLP memory", () => {
       const s = mlpStep(B, 40, d, I, w)
       const cpu = makeCpuBackend()
       const planned = plan(s.outputs, s.inputs, { gradients: s.gradients, for: cpu })
-      const bindings = new Map([...s.inputs].map(([t, kind], i) => {
-        const buffer = cpu.alloc(t.dtype, t.size)
-        cpu.write(buffer, randomArray(t.dtype, t.size, i))
-        return [t, { buffer, kind }] as const
-      }))
+      const bindings = new Map(
+        [...s.inputs].map(([t, kind], i) => {
+          const buffer = cpu.alloc(t.dtype, t.size)
+          cpu.write(buffer, randomArray(t.dtype, t.size, i))
+          return [t, { buffer, kind }] as const
+        }),
+      )
       cpu.memory().resetPeak()
       const measured = execute(cpu, s.outputs, bindings, { gradients: s.gradients })
       expect(measured.memory).toEqual(planned)

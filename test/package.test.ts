@@ -15,18 +15,31 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 const exec = promisify(execFile)
 const repo = resolve(import.meta.dirname, "..")
 const pkg = JSON.parse(await readFile(join(repo, "package.json"), "utf8")) as {
-  name: string; version: string; dependencies: Record<string, string>; peerDependencies: Record<string, string>
+  name: string
+  version: string
+  dependencies: Record<string, string>
+  peerDependencies: Record<string, string>
   peerDependenciesMeta: Record<string, { optional?: boolean }>
 }
 const requiredPeers = Object.keys(pkg.peerDependencies).filter((n) => pkg.peerDependenciesMeta[n]?.optional !== true)
-const effectVersion = (JSON.parse(await readFile(join(repo, "node_modules", "effect", "package.json"), "utf8")) as { version: string }).version
+const effectVersion = (
+  JSON.parse(await readFile(join(repo, "node_modules", "effect", "package.json"), "utf8")) as { version: string }
+).version
 
 let dir = ""
 let project = ""
 let packed: string[] = []
 let installSeconds = 0
 
-interface LockEntry { version: string; resolved?: string; integrity?: string; dependencies?: Record<string, string>; peerDependencies?: Record<string, string>; peerDependenciesMeta?: Record<string, { optional?: boolean }>; [k: string]: unknown }
+interface LockEntry {
+  version: string
+  resolved?: string
+  integrity?: string
+  dependencies?: Record<string, string>
+  peerDependencies?: Record<string, string>
+  peerDependenciesMeta?: Record<string, { optional?: boolean }>
+  [k: string]: unknown
+}
 
 /** The lock entries (hoisted, as in this repository) that `names` need, transitively. */
 function closure(lock: Record<string, LockEntry>, names: string[]): Record<string, LockEntry> {
@@ -40,8 +53,15 @@ function closure(lock: Record<string, LockEntry>, names: string[]): Record<strin
     if (entry === undefined) throw new Error(`package-lock.json has no hoisted ${key}`)
     const { dev: _d, devOptional: _o, peer: _p, ...kept } = entry
     out[key] = kept as LockEntry
-    const optionalPeers = new Set(Object.entries(entry.peerDependenciesMeta ?? {}).filter(([, m]) => m.optional).map(([n]) => n))
-    queue.push(...Object.keys(entry.dependencies ?? {}), ...Object.keys(entry.peerDependencies ?? {}).filter((n) => !optionalPeers.has(n)))
+    const optionalPeers = new Set(
+      Object.entries(entry.peerDependenciesMeta ?? {})
+        .filter(([, m]) => m.optional)
+        .map(([n]) => n),
+    )
+    queue.push(
+      ...Object.keys(entry.dependencies ?? {}),
+      ...Object.keys(entry.peerDependencies ?? {}).filter((n) => !optionalPeers.has(n)),
+    )
   }
   return out
 }
@@ -50,43 +70,84 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "miniseq-pack-"))
   // `npm pack` runs `prepare` (the build), as publishing does.
   const { stdout } = await exec("npm", ["pack", "--json", "--pack-destination", dir], { cwd: repo, maxBuffer: 1 << 24 })
-  const info = JSON.parse(stdout.slice(stdout.indexOf("["))) as Array<{ filename: string; integrity: string; files: Array<{ path: string }> }>
+  const info = JSON.parse(stdout.slice(stdout.indexOf("["))) as Array<{
+    filename: string
+    integrity: string
+    files: Array<{ path: string }>
+  }>
   const tarball = info[0]!
   packed = tarball.files.map((f) => f.path)
 
   project = join(dir, "consumer")
   await mkdir(project)
   const dependencies = { miniseq: `file:../${tarball.filename}`, effect: effectVersion }
-  await writeFile(join(project, "package.json"), JSON.stringify({ name: "consumer", version: "1.0.0", type: "module", private: true, dependencies }, null, 2))
-  const repoLock = JSON.parse(await readFile(join(repo, "package-lock.json"), "utf8")) as { packages: Record<string, LockEntry> }
+  await writeFile(
+    join(project, "package.json"),
+    JSON.stringify({ name: "consumer", version: "1.0.0", type: "module", private: true, dependencies }, null, 2),
+  )
+  const repoLock = JSON.parse(await readFile(join(repo, "package-lock.json"), "utf8")) as {
+    packages: Record<string, LockEntry>
+  }
   const needed = closure(repoLock.packages, [...Object.keys(pkg.dependencies), ...requiredPeers])
   const lock = {
-    name: "consumer", version: "1.0.0", lockfileVersion: 3, requires: true,
+    name: "consumer",
+    version: "1.0.0",
+    lockfileVersion: 3,
+    requires: true,
     packages: {
       "": { name: "consumer", version: "1.0.0", dependencies },
       "node_modules/miniseq": {
-        version: pkg.version, resolved: `file:../${tarball.filename}`, integrity: tarball.integrity, license: "MIT", hasInstallScript: true,
-        dependencies: pkg.dependencies, peerDependencies: pkg.peerDependencies, peerDependenciesMeta: pkg.peerDependenciesMeta, bin: { miniseq: "bin/miniseq.js" }, engines: { node: ">=20" },
+        version: pkg.version,
+        resolved: `file:../${tarball.filename}`,
+        integrity: tarball.integrity,
+        license: "MIT",
+        hasInstallScript: true,
+        dependencies: pkg.dependencies,
+        peerDependencies: pkg.peerDependencies,
+        peerDependenciesMeta: pkg.peerDependenciesMeta,
+        bin: { miniseq: "bin/miniseq.js" },
+        engines: { node: ">=20" },
       },
       ...needed,
     },
   }
   await writeFile(join(project, "package-lock.json"), JSON.stringify(lock, null, 2))
   const started = performance.now()
-  await exec("npm", ["ci", "--offline", "--engine-strict", "--no-audit", "--no-fund"], { cwd: project, maxBuffer: 1 << 24 })
+  await exec("npm", ["ci", "--offline", "--engine-strict", "--no-audit", "--no-fund"], {
+    cwd: project,
+    maxBuffer: 1 << 24,
+  })
   installSeconds = (performance.now() - started) / 1000
   console.log(`package: npm ci of the tarball (${packed.length} files) took ${installSeconds.toFixed(1)} s`)
 }, 120_000)
 
-afterAll(async () => { if (dir !== "") await rm(dir, { recursive: true, force: true }) })
+afterAll(async () => {
+  if (dir !== "") await rm(dir, { recursive: true, force: true })
+})
 
 describe("the packed package", () => {
   it("ships compiled JavaScript, declarations, the CLI, the corpus and the CUDA sources — no TypeScript sources, tests or docs", () => {
-    for (const f of ["package.json", "README.md", "LICENSE", "CHANGELOG.md", "bin/miniseq.js", "dist/index.js", "dist/index.d.ts", "dist/browser.js",
-      "dist/backends/webgpu/index.js", "dist/backends/webgpu/browser.js", "dist/backends/cuda/index.js", "data/corpus.txt", "native/build.mjs", "binding.gyp"]) {
+    for (const f of [
+      "package.json",
+      "README.md",
+      "LICENSE",
+      "CHANGELOG.md",
+      "bin/miniseq.js",
+      "dist/index.js",
+      "dist/index.d.ts",
+      "dist/browser.js",
+      "dist/backends/webgpu/index.js",
+      "dist/backends/webgpu/browser.js",
+      "dist/backends/cuda/index.js",
+      "data/corpus.txt",
+      "native/build.mjs",
+      "binding.gyp",
+    ]) {
       expect(packed, f).toContain(f)
     }
-    const stray = packed.filter((f) => /^(src|test|docs|examples|scripts|bench|\.ci)\//.test(f) || (f.endsWith(".ts") && !f.endsWith(".d.ts")))
+    const stray = packed.filter(
+      (f) => /^(src|test|docs|examples|scripts|bench|\.ci)\//.test(f) || (f.endsWith(".ts") && !f.endsWith(".d.ts")),
+    )
     expect(stray).toEqual([])
   })
 
@@ -129,14 +190,35 @@ describe("the packed package", () => {
   })
 
   it("runs the miniseq command as compiled JavaScript", async () => {
-    const { stdout } = await exec(join(project, "node_modules", ".bin", "miniseq"), ["plan", "--model", "tiny", "--seq", "256"], { cwd: project })
+    const { stdout } = await exec(
+      join(project, "node_modules", ".bin", "miniseq"),
+      ["plan", "--model", "tiny", "--seq", "256"],
+      { cwd: project },
+    )
     expect(stdout).toContain("one training step, tiny")
   })
 
   it("says which package to install for --backend webgpu (Dawn is an optional peer dependency)", async () => {
-    const args = ["train", "--backend", "webgpu", "--steps", "1", "--batch", "1", "--seq", "16", "--out", join(dir, "run-webgpu")]
-    const r = await exec(join(project, "node_modules", ".bin", "miniseq"), args, { cwd: project }).then(() => "", (e: { stderr?: string }) => e.stderr ?? "")
-    expect(r).toContain("miniseq: BackendUnavailable: webgpu: backend unavailable: Dawn for Node is not installed: run `npm install webgpu@0.6.2`")
+    const args = [
+      "train",
+      "--backend",
+      "webgpu",
+      "--steps",
+      "1",
+      "--batch",
+      "1",
+      "--seq",
+      "16",
+      "--out",
+      join(dir, "run-webgpu"),
+    ]
+    const r = await exec(join(project, "node_modules", ".bin", "miniseq"), args, { cwd: project }).then(
+      () => "",
+      (e: { stderr?: string }) => e.stderr ?? "",
+    )
+    expect(r).toContain(
+      "miniseq: BackendUnavailable: webgpu: backend unavailable: Dawn for Node is not installed: run `npm install webgpu@0.6.2`",
+    )
   })
 
   it("bundles for the browser with no Node module and no Dawn, and type-checks with the browser condition", async () => {
@@ -151,20 +233,50 @@ describe("the packed package", () => {
     `
     await writeFile(join(project, "page.ts"), source)
     const esbuild = join(repo, "node_modules", ".bin", "esbuild")
-    await exec(esbuild, ["page.ts", "--bundle", "--platform=browser", "--format=esm", "--outfile=page.js", "--metafile=meta.json", "--log-level=warning"], { cwd: project })
-    const inputs = Object.keys((JSON.parse(await readFile(join(project, "meta.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs)
+    await exec(
+      esbuild,
+      [
+        "page.ts",
+        "--bundle",
+        "--platform=browser",
+        "--format=esm",
+        "--outfile=page.js",
+        "--metafile=meta.json",
+        "--log-level=warning",
+      ],
+      { cwd: project },
+    )
+    const inputs = Object.keys(
+      (JSON.parse(await readFile(join(project, "meta.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs,
+    )
     expect(inputs).toContain("node_modules/miniseq/dist/backends/webgpu/browser.js")
-    expect(inputs.filter((f) => /^node:|node_modules\/webgpu\/|miniseq\/dist\/(index|backends\/webgpu\/index|backends\/cuda\/.*)\.js$/.test(f))).toEqual([])
+    expect(
+      inputs.filter((f) =>
+        /^node:|node_modules\/webgpu\/|miniseq\/dist\/(index|backends\/webgpu\/index|backends\/cuda\/.*)\.js$/.test(f),
+      ),
+    ).toEqual([])
     const tsconfig = {
       compilerOptions: {
-        target: "ES2022", module: "ESNext", moduleResolution: "bundler", customConditions: ["browser"], strict: true, noEmit: true,
-        skipLibCheck: false, exactOptionalPropertyTypes: true, noPropertyAccessFromIndexSignature: true, lib: ["ES2022", "DOM"], types: [],
+        target: "ES2022",
+        module: "ESNext",
+        moduleResolution: "bundler",
+        customConditions: ["browser"],
+        strict: true,
+        noEmit: true,
+        skipLibCheck: false,
+        exactOptionalPropertyTypes: true,
+        noPropertyAccessFromIndexSignature: true,
+        lib: ["ES2022", "DOM"],
+        types: [],
       },
       files: ["page.ts"],
     }
     await writeFile(join(project, "tsconfig.browser.json"), JSON.stringify(tsconfig, null, 2))
     const tsc = join(repo, "node_modules", ".bin", "tsc")
-    const r = await exec(tsc, ["-p", "tsconfig.browser.json"], { cwd: project }).then(() => "", (e: { stdout?: string }) => e.stdout ?? String(e))
+    const r = await exec(tsc, ["-p", "tsconfig.browser.json"], { cwd: project }).then(
+      () => "",
+      (e: { stdout?: string }) => e.stdout ?? String(e),
+    )
     expect(r).toBe("")
   })
 
@@ -199,16 +311,30 @@ describe("the packed package", () => {
     await writeFile(join(project, "use.ts"), source)
     const tsconfig = {
       compilerOptions: {
-        target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, skipLibCheck: false,
-        noUncheckedIndexedAccess: true, noPropertyAccessFromIndexSignature: true, exactOptionalPropertyTypes: true,
+        target: "ES2022",
+        module: "NodeNext",
+        moduleResolution: "NodeNext",
+        strict: true,
+        noEmit: true,
+        skipLibCheck: false,
+        noUncheckedIndexedAccess: true,
+        noPropertyAccessFromIndexSignature: true,
+        exactOptionalPropertyTypes: true,
         // DOM for effect's own declarations (CryptoKey, Storage) and @webgpu/types', which skipLibCheck: false checks too.
-        noImplicitOverride: true, noImplicitReturns: true, lib: ["ES2022", "DOM"], types: ["node"], typeRoots: [join(repo, "node_modules", "@types")],
+        noImplicitOverride: true,
+        noImplicitReturns: true,
+        lib: ["ES2022", "DOM"],
+        types: ["node"],
+        typeRoots: [join(repo, "node_modules", "@types")],
       },
       files: ["use.ts"],
     }
     await writeFile(join(project, "tsconfig.json"), JSON.stringify(tsconfig, null, 2))
     const tsc = join(repo, "node_modules", ".bin", "tsc")
-    const r = await exec(tsc, ["-p", "."], { cwd: project }).then(() => "", (e: { stdout?: string }) => e.stdout ?? String(e))
+    const r = await exec(tsc, ["-p", "."], { cwd: project }).then(
+      () => "",
+      (e: { stdout?: string }) => e.stdout ?? String(e),
+    )
     expect(r).toBe("")
   })
 })

@@ -19,7 +19,10 @@ describe("the routine registry", () => {
     const called = new Set<string>()
     const counting = makeCountingBackend()
     const backend = checkedBackend({ ...counting, routines: sameKernel(routineNames, () => {}) })
-    const routines = mapKernels(backend.routines!, (k, n) => (call) => { called.add(n); k(call) })
+    const routines = mapKernels(backend.routines!, (k, n) => (call) => {
+      called.add(n)
+      k(call)
+    })
     const spied = { ...backend, routines }
     const kind = "activations" as const
     const bind = (t: Tensor) => [t, { buffer: spied.alloc(t.dtype, t.size), kind }] as const

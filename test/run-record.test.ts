@@ -8,20 +8,45 @@ import { checkpointStep, History, readSteps, writeRunFiles } from "../src/cli/ru
 import type { StepRecord } from "../src/models/train.js"
 
 const dirs: string[] = []
-afterAll(async () => { await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))) })
-const fresh = async () => { const d = await mkdtemp(join(tmpdir(), "miniseq-record-")); dirs.push(d); return d }
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
+})
+const fresh = async () => {
+  const d = await mkdtemp(join(tmpdir(), "miniseq-record-"))
+  dirs.push(d)
+  return d
+}
 
-const record = (step: number, loss = 5 - step / 10): StepRecord =>
-  ({ step, loss, lr: 1e-3, gradNorm: 1, tokensPerSecond: 100, peak: 1000, memory: { peak: 1000 } as StepRecord["memory"] })
+const record = (step: number, loss = 5 - step / 10): StepRecord => ({
+  step,
+  loss,
+  lr: 1e-3,
+  gradNorm: 1,
+  tokensPerSecond: 100,
+  peak: 1000,
+  memory: { peak: 1000 } as StepRecord["memory"],
+})
 const info = {
-  model: "tiny", backend: "cpu", precision: "fp32", mode: "mst", tokenizer: "byte",
-  corpus: { path: "corpus.txt", sha256: "0".repeat(64), bytes: 1 }, batch: 1, seq: 8, options: {}, plans: {}, started: "2026-12-07T00:00:00.000Z",
+  model: "tiny",
+  backend: "cpu",
+  precision: "fp32",
+  mode: "mst",
+  tokenizer: "byte",
+  corpus: { path: "corpus.txt", sha256: "0".repeat(64), bytes: 1 },
+  batch: 1,
+  seq: 8,
+  options: {},
+  plans: {},
+  started: "2026-12-07T00:00:00.000Z",
 }
 
 describe("the run record", () => {
   it("reads steps.jsonl up to a last line cut short", async () => {
     const dir = await fresh()
-    await writeFile(join(dir, "steps.jsonl"), `${JSON.stringify({ step: 1, loss: 5 })}\n${JSON.stringify({ step: 2, loss: 4 })}\n{"step": 3, "lo`)
+    await writeFile(
+      join(dir, "steps.jsonl"),
+      `${JSON.stringify({ step: 1, loss: 5 })}\n${JSON.stringify({ step: 2, loss: 4 })}\n{"step": 3, "lo`,
+    )
     expect(readSteps(join(dir, "steps.jsonl")).map((r) => r.step)).toEqual([1, 2])
   })
 
@@ -32,7 +57,14 @@ describe("the run record", () => {
     const resumed = new History(dir, checkpointStep(join(dir, "checkpoints", "step-00000005")))
     expect(resumed.records.map((r) => r.step)).toEqual([1, 2, 3, 4, 5])
     resumed.add(record(6, 0.5))
-    expect(readSteps(resumed.file).map((r) => [r.step, r.loss])).toEqual([[1, 4.9], [2, 4.8], [3, 4.7], [4, 4.6], [5, 4.5], [6, 0.5]])
+    expect(readSteps(resumed.file).map((r) => [r.step, r.loss])).toEqual([
+      [1, 4.9],
+      [2, 4.8],
+      [3, 4.7],
+      [4, 4.6],
+      [5, 4.5],
+      [6, 0.5],
+    ])
     expect(resumed.records[0]).not.toHaveProperty("memory")
   })
 

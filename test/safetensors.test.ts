@@ -58,19 +58,25 @@ const tensorArb: fc.Arbitrary<StoredTensor> = fc
   })
 
 const nameArb = fc
-  .oneof(fc.string(), fc.string({ unit: "binary" }), fc.constantFrom("", "0", "10", "a.b.weight", "__proto__", "constructor"))
+  .oneof(
+    fc.string(),
+    fc.string({ unit: "binary" }),
+    fc.constantFrom("", "0", "10", "a.b.weight", "__proto__", "constructor"),
+  )
   .filter((n) => n !== "__metadata__")
 
 const tensorsArb = fc.uniqueArray(fc.tuple(nameArb, tensorArb), { selector: ([n]) => n, maxLength: 6 }).map((es) => {
   const r: Record<string, StoredTensor> = {}
-  for (const [n, t] of es) Object.defineProperty(r, n, { value: t, enumerable: true, writable: true, configurable: true })
+  for (const [n, t] of es)
+    Object.defineProperty(r, n, { value: t, enumerable: true, writable: true, configurable: true })
   return r
 })
 
 const metadataArb = fc.option(
   fc.uniqueArray(fc.tuple(fc.string(), fc.string()), { selector: ([k]) => k, maxLength: 4 }).map((es) => {
     const r: Record<string, string> = {}
-    for (const [k, v] of es) Object.defineProperty(r, k, { value: v, enumerable: true, writable: true, configurable: true })
+    for (const [k, v] of es)
+      Object.defineProperty(r, k, { value: v, enumerable: true, writable: true, configurable: true })
     return r
   }),
   { nil: undefined },
@@ -108,7 +114,10 @@ describe("round trip", () => {
     const f64 = new Float64Array([-0, Infinity, -Infinity, NaN])
     new DataView(f64.buffer).setUint32(24, 0xdeadbeef, true) // NaN with a payload
     const { tensors } = decodeSafetensors(
-      encodeSafetensors({ a: { dtype: "float32", shape: [4], data: f32 }, b: { dtype: "float64", shape: [2, 2], data: f64 } }),
+      encodeSafetensors({
+        a: { dtype: "float32", shape: [4], data: f32 },
+        b: { dtype: "float64", shape: [2, 2], data: f64 },
+      }),
     )
     expect(bytesOf(tensors["a"]!.data)).toEqual(bytesOf(f32))
     expect(bytesOf(tensors["b"]!.data)).toEqual(bytesOf(f64))
@@ -127,7 +136,8 @@ describe("round trip", () => {
   })
 
   it("reads files whose tensors are laid out in another order than their names (as other writers do)", () => {
-    const header = '{"a":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"b":{"dtype":"I32","shape":[],"data_offsets":[0,4]},"z":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]}}'
+    const header =
+      '{"a":{"dtype":"I32","shape":[1],"data_offsets":[4,8]},"b":{"dtype":"I32","shape":[],"data_offsets":[0,4]},"z":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]}}'
     const { tensors, metadata } = decodeSafetensors(rawFile(header, [7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]))
     expect(Array.from(tensors["a"]!.data)).toEqual([-1])
     expect(Array.from(tensors["b"]!.data)).toEqual([7])
@@ -142,10 +152,25 @@ describe("golden bytes, built from the spec", () => {
     const header = '{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}' // 54 bytes
     expect(header.length).toBe(54)
     const expected = new Uint8Array([
-      56, 0, 0, 0, 0, 0, 0, 0, // header length 56 (54 padded to a multiple of 8), u64 LE
-      ...Array.from(header, (c) => c.charCodeAt(0)), 0x20, 0x20, // two spaces of padding
-      0x00, 0x00, 0x80, 0x3f, // 1.0f LE
-      0x00, 0x00, 0x00, 0x40, // 2.0f LE
+      56,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0, // header length 56 (54 padded to a multiple of 8), u64 LE
+      ...Array.from(header, (c) => c.charCodeAt(0)),
+      0x20,
+      0x20, // two spaces of padding
+      0x00,
+      0x00,
+      0x80,
+      0x3f, // 1.0f LE
+      0x00,
+      0x00,
+      0x00,
+      0x40, // 2.0f LE
     ])
     const bytes = encodeSafetensors({ w: { dtype: "float32", shape: [2], data: new Float32Array([1, 2]) } })
     expect(bytes).toEqual(expected)
@@ -157,7 +182,10 @@ describe("golden bytes, built from the spec", () => {
     const padded = header + " ".repeat((8 - (header.length % 8)) % 8)
     const expected = rawFile(padded, [0, 0, 0, 0, 0, 0, 0xf0, 0xbf /* -1.0 */, 0xfe, 0xff, 0xff, 0xff /* -2 */])
     const bytes = encodeSafetensors(
-      { b: { dtype: "int32", shape: [1, 1], data: new Int32Array([-2]) }, a: { dtype: "float64", shape: [], data: new Float64Array([-1]) } },
+      {
+        b: { dtype: "int32", shape: [1, 1], data: new Int32Array([-2]) },
+        a: { dtype: "float64", shape: [], data: new Float64Array([-1]) },
+      },
       { format: "pt" },
     )
     expect(bytes).toEqual(expected)
@@ -179,7 +207,9 @@ describe("malformed files are BadCheckpoint", () => {
   it("header length beyond the file (including a huge u64)", () => {
     const f = rawFile("{}")
     new DataView(f.buffer).setBigUint64(0, 100n, true)
-    expect(badCheckpoint(() => decodeSafetensors(f, "p")).message).toMatch(/p: header length 100 runs past the end of the file \(10 bytes\)/)
+    expect(badCheckpoint(() => decodeSafetensors(f, "p")).message).toMatch(
+      /p: header length 100 runs past the end of the file \(10 bytes\)/,
+    )
     new DataView(f.buffer).setBigUint64(0, 0xffffffffffffffffn, true)
     expect(badCheckpoint(() => decodeSafetensors(f)).message).toMatch(/header length 18446744073709551615/)
   })
@@ -188,16 +218,24 @@ describe("malformed files are BadCheckpoint", () => {
     const notUtf8 = rawFile("{}")
     notUtf8[8] = 0xff
     expect(badCheckpoint(() => decodeSafetensors(notUtf8, "p")).message).toBe("p: header is not valid UTF-8")
-    expect(badCheckpoint(() => decodeSafetensors(rawFile('{"a":'), "p")).message).toMatch(/^p: header is not valid JSON/)
+    expect(badCheckpoint(() => decodeSafetensors(rawFile('{"a":'), "p")).message).toMatch(
+      /^p: header is not valid JSON/,
+    )
     expect(badCheckpoint(() => decodeSafetensors(rawFile(""), "p")).message).toMatch(/^p: header is not valid JSON/)
     for (const h of ["[]", "null", "3", '"x"']) {
-      expect(badCheckpoint(() => decodeSafetensors(rawFile(h), "p")).message).toMatch(/^p: header must be a JSON object/)
+      expect(badCheckpoint(() => decodeSafetensors(rawFile(h), "p")).message).toMatch(
+        /^p: header must be a JSON object/,
+      )
     }
   })
 
   it("bad __metadata__", () => {
-    expect(badCheckpoint(() => decodeSafetensors(rawFile('{"__metadata__":[1]}'))).message).toMatch(/__metadata__ must be an object/)
-    expect(badCheckpoint(() => decodeSafetensors(rawFile('{"__metadata__":{"k":1}}'))).message).toMatch(/"k" must be a string/)
+    expect(badCheckpoint(() => decodeSafetensors(rawFile('{"__metadata__":[1]}'))).message).toMatch(
+      /__metadata__ must be an object/,
+    )
+    expect(badCheckpoint(() => decodeSafetensors(rawFile('{"__metadata__":{"k":1}}'))).message).toMatch(
+      /"k" must be a string/,
+    )
   })
 
   const cases: [string, string, number[], RegExp][] = [
@@ -207,16 +245,36 @@ describe("malformed files are BadCheckpoint", () => {
     ["missing data_offsets", JSON.stringify({ dtype: "F32", shape: [1] }), [0, 0, 0, 0], /missing "data_offsets"/],
     ["non-string dtype", entry(4, [1], [0, 4]), [0, 0, 0, 0], /dtype must be a string/],
     ["unknown dtype", entry("Q7", [1], [0, 4]), [0, 0, 0, 0], /unknown dtype "Q7" \(supported: F32, F64, I32\)/],
-    ["unsupported dtype", entry("BF16", [2], [0, 4]), [0, 0, 0, 0], /dtype BF16 is not supported .*supported: F32, F64, I32/],
+    [
+      "unsupported dtype",
+      entry("BF16", [2], [0, 4]),
+      [0, 0, 0, 0],
+      /dtype BF16 is not supported .*supported: F32, F64, I32/,
+    ],
     ["negative dim", entry("F32", [-1], [0, 4]), [0, 0, 0, 0], /shape \[-1\] must be a list of non-negative integers/],
     ["fractional dim", entry("F32", [1.5], [0, 4]), [0, 0, 0, 0], /shape \[1\.5\]/],
     ["shape not a list", entry("F32", "1", [0, 4]), [0, 0, 0, 0], /shape "1"/],
-    ["offsets not a pair", entry("F32", [1], [0]), [0, 0, 0, 0], /data_offsets \[0\] must be two non-negative integers/],
+    [
+      "offsets not a pair",
+      entry("F32", [1], [0]),
+      [0, 0, 0, 0],
+      /data_offsets \[0\] must be two non-negative integers/,
+    ],
     ["negative offset", entry("F32", [1], [-4, 0]), [0, 0, 0, 0], /must be two non-negative integers/],
     ["offsets reversed", entry("F32", [0], [4, 0]), [0, 0, 0, 0], /end before they begin/],
     ["byte length vs shape", entry("F32", [2, 3], [0, 8]), Array(8).fill(0), /hold 8 bytes but F32 \[2, 3\] needs 24/],
-    ["truncated data", entry("F64", [2], [0, 16]), Array(10).fill(0), /run past the end of the byte buffer \(10 bytes\); the file is truncated/],
-    ["gap at the start", entry("F32", [1], [4, 8]), Array(8).fill(0), /gap of 4 bytes after the start of the byte buffer/],
+    [
+      "truncated data",
+      entry("F64", [2], [0, 16]),
+      Array(10).fill(0),
+      /run past the end of the byte buffer \(10 bytes\); the file is truncated/,
+    ],
+    [
+      "gap at the start",
+      entry("F32", [1], [4, 8]),
+      Array(8).fill(0),
+      /gap of 4 bytes after the start of the byte buffer/,
+    ],
   ]
   for (const [what, e, data, msg] of cases) {
     it(`${what}: names the tensor`, () => {
@@ -266,15 +324,18 @@ describe("malformed files are BadCheckpoint", () => {
       b: { dtype: "float64", shape: [1, 1], data: new Float64Array([3]) },
     })
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat(file.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), (edits) => {
-        const f = new Uint8Array(file)
-        for (const [i, v] of edits) f[i] = v
-        try {
-          decodeSafetensors(f)
-        } catch (e) {
-          expect(e).toBeInstanceOf(BadCheckpoint)
-        }
-      }),
+      fc.property(
+        fc.array(fc.tuple(fc.nat(file.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }),
+        (edits) => {
+          const f = new Uint8Array(file)
+          for (const [i, v] of edits) f[i] = v
+          try {
+            decodeSafetensors(f)
+          } catch (e) {
+            expect(e).toBeInstanceOf(BadCheckpoint)
+          }
+        },
+      ),
       { numRuns: 2000 },
     )
   })
@@ -283,15 +344,21 @@ describe("malformed files are BadCheckpoint", () => {
 describe("encode refuses inconsistent tensors with a plain Error naming the tensor", () => {
   const enc = (t: unknown) => () => encodeSafetensors({ "blk.w": t as StoredTensor })
   it("length vs shape", () => {
-    expect(enc({ dtype: "float32", shape: [2, 2], data: new Float32Array(3) })).toThrow(/"blk\.w" has 3 elements but shape \[2, 2\] needs 4/)
+    expect(enc({ dtype: "float32", shape: [2, 2], data: new Float32Array(3) })).toThrow(
+      /"blk\.w" has 3 elements but shape \[2, 2\] needs 4/,
+    )
   })
   it("dtype vs array type", () => {
-    expect(enc({ dtype: "float64", shape: [1], data: new Float32Array(1) })).toThrow(/"blk\.w" is declared float64 but its data is a Float32Array/)
+    expect(enc({ dtype: "float64", shape: [1], data: new Float32Array(1) })).toThrow(
+      /"blk\.w" is declared float64 but its data is a Float32Array/,
+    )
     expect(enc({ dtype: "int32", shape: [1], data: new Float64Array(1) })).toThrow(/"blk\.w" is declared int32/)
   })
   it("bad shape and reserved name", () => {
     expect(enc({ dtype: "float32", shape: [-1], data: new Float32Array(0) })).toThrow(/"blk\.w" has shape \[-1\]/)
-    expect(() => encodeSafetensors({ __metadata__: { dtype: "float32", shape: [], data: new Float32Array(1) } })).toThrow(/reserved/)
+    expect(() =>
+      encodeSafetensors({ __metadata__: { dtype: "float32", shape: [], data: new Float32Array(1) } }),
+    ).toThrow(/reserved/)
   })
 })
 
@@ -349,7 +416,10 @@ describe("files", () => {
     await chmod(ro, 0o555)
     try {
       const path = join(ro, "m.safetensors")
-      const result = await writeSafetensorsAtomic(path, w).then(() => "ok", () => "failed")
+      const result = await writeSafetensorsAtomic(path, w).then(
+        () => "ok",
+        () => "failed",
+      )
       // Root ignores permissions; otherwise the write must fail and leave the directory empty.
       if (result === "failed") expect(await readdir(ro)).toEqual([])
       else expect(await readdir(ro)).toEqual(["m.safetensors"])
@@ -360,7 +430,10 @@ describe("files", () => {
 
   it("a missing file is BadCheckpoint saying it does not exist", async () => {
     const path = join(dir, "absent.safetensors")
-    const err = await readSafetensors(path).then(() => undefined, (e: unknown) => e)
+    const err = await readSafetensors(path).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(err).toBeInstanceOf(BadCheckpoint)
     expect((err as BadCheckpoint).message).toBe(`${path}: file does not exist`)
     expect((err as BadCheckpoint).path).toBe(path)
@@ -369,9 +442,14 @@ describe("files", () => {
   it("a corrupt file on disk is BadCheckpoint naming its path", async () => {
     const path = join(dir, "bad.safetensors")
     await writeFile(path, rawFile(`{"w":${entry("F32", [4], [0, 16])}}`, Array(8).fill(0)))
-    const err = await readSafetensors(path).then(() => undefined, (e: unknown) => e)
+    const err = await readSafetensors(path).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(err).toBeInstanceOf(BadCheckpoint)
-    expect((err as BadCheckpoint).message).toMatch(new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: tensor "w": .*truncated`))
+    expect((err as BadCheckpoint).message).toMatch(
+      new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: tensor "w": .*truncated`),
+    )
   })
 })
 
@@ -388,7 +466,9 @@ describe("checkTensors", () => {
   })
 
   it("names a missing tensor", () => {
-    const e = badCheckpoint(() => checkTensors(loaded, { ...spec(loaded), "ln.g": { dtype: "float32", shape: [4] } }, "c.st"))
+    const e = badCheckpoint(() =>
+      checkTensors(loaded, { ...spec(loaded), "ln.g": { dtype: "float32", shape: [4] } }, "c.st"),
+    )
     expect(e.tensor).toBe("ln.g")
     expect(e.message).toMatch(/^c\.st: tensor "ln\.g" is missing from the checkpoint \(model expects float32 \[4\]\)/)
   })
@@ -401,15 +481,21 @@ describe("checkTensors", () => {
   })
 
   it("shows both shapes on a shape mismatch", () => {
-    const e = badCheckpoint(() => checkTensors(loaded, { ...spec(loaded), "emb.weight": { dtype: "float32", shape: [12, 4] } }, "c.st"))
+    const e = badCheckpoint(() =>
+      checkTensors(loaded, { ...spec(loaded), "emb.weight": { dtype: "float32", shape: [12, 4] } }, "c.st"),
+    )
     expect(e.tensor).toBe("emb.weight")
     expect(e.message).toMatch(/has shape \[10, 4\] in the checkpoint but the model expects \[12, 4\]/)
-    const r = badCheckpoint(() => checkTensors(loaded, { ...spec(loaded), "head.bias": { dtype: "float32", shape: [10, 1] } }, "c.st"))
+    const r = badCheckpoint(() =>
+      checkTensors(loaded, { ...spec(loaded), "head.bias": { dtype: "float32", shape: [10, 1] } }, "c.st"),
+    )
     expect(r.message).toMatch(/has shape \[10\] in the checkpoint but the model expects \[10, 1\]/)
   })
 
   it("names a dtype mismatch", () => {
-    const e = badCheckpoint(() => checkTensors(loaded, { ...spec(loaded), "head.bias": { dtype: "float64", shape: [10] } }, "c.st"))
+    const e = badCheckpoint(() =>
+      checkTensors(loaded, { ...spec(loaded), "head.bias": { dtype: "float64", shape: [10] } }, "c.st"),
+    )
     expect(e.message).toMatch(/tensor "head\.bias" has dtype float32 in the checkpoint but the model expects float64/)
   })
 })

@@ -19,7 +19,8 @@ function checkWellFormed(s: string): void {
     const m = tag.exec(s)
     if (!m) throw new Error(`bad tag at ${lt}: ${s.slice(lt, lt + 60)}`)
     const [whole, close, name, attrs, selfClose] = m
-    for (const [, v] of attrs!.matchAll(/="([^"]*)"/g)) if (!textOk.test(v!)) throw new Error(`bad attribute value ${v}`)
+    for (const [, v] of attrs!.matchAll(/="([^"]*)"/g))
+      if (!textOk.test(v!)) throw new Error(`bad attribute value ${v}`)
     const names = [...attrs!.matchAll(/([\w:-]+)="/g)].map((a) => a[1])
     if (new Set(names).size !== names.length) throw new Error(`duplicate attribute in ${whole}`)
     if (close) {
@@ -75,8 +76,21 @@ describe("lineChart", () => {
     xLabel: "step",
     yLabel: "loss",
     series: [
-      { name: "vanilla", points: [[0, 3], [5, 1], [10, 0]] },
-      { name: "mst", points: [[0, 10], [10, 5]] },
+      {
+        name: "vanilla",
+        points: [
+          [0, 3],
+          [5, 1],
+          [10, 0],
+        ],
+      },
+      {
+        name: "mst",
+        points: [
+          [0, 10],
+          [10, 5],
+        ],
+      },
     ],
   })
 
@@ -94,22 +108,71 @@ describe("lineChart", () => {
 
   it("puts powers of 2 on a log axis of powers of 2", () => {
     const xs = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
-    const svg = lineChart({ title: "t", xLabel: "x", yLabel: "y", logX: true, series: [{ name: "a", points: xs.map((x) => [x, x / 100]) }] })
+    const svg = lineChart({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      logX: true,
+      series: [{ name: "a", points: xs.map((x) => [x, x / 100]) }],
+    })
     expect(texts(svg, "tick-x")).toEqual(["512", "1k", "2k", "4k", "8k", "16k", "32k", "64k"])
   })
 
   it("puts powers of 10 on a general log axis, and formats bytes", () => {
-    const svg = lineChart({ title: "t", xLabel: "x", yLabel: "y", logX: true, series: [{ name: "a", points: [[3, 1], [4e5, 2]] }] })
+    const svg = lineChart({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      logX: true,
+      series: [
+        {
+          name: "a",
+          points: [
+            [3, 1],
+            [4e5, 2],
+          ],
+        },
+      ],
+    })
     expect(texts(svg, "tick-x")).toEqual(["1", "10", "100", "1k", "10k", "100k", "1M"])
     const bytes = lineChart({
-      title: "t", xLabel: "x", yLabel: "y", logY: true, format: formatBytes,
-      series: [{ name: "a", points: [[1, 2 ** 20], [2, 2 ** 30]] }],
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      logY: true,
+      format: formatBytes,
+      series: [
+        {
+          name: "a",
+          points: [
+            [1, 2 ** 20],
+            [2, 2 ** 30],
+          ],
+        },
+      ],
     })
-    expect(texts(bytes, "tick-y")).toEqual(["1 MiB", "2 MiB", "4 MiB", "8 MiB", "16 MiB", "32 MiB", "64 MiB", "128 MiB", "256 MiB", "512 MiB", "1 GiB"])
+    expect(texts(bytes, "tick-y")).toEqual([
+      "1 MiB",
+      "2 MiB",
+      "4 MiB",
+      "8 MiB",
+      "16 MiB",
+      "32 MiB",
+      "64 MiB",
+      "128 MiB",
+      "256 MiB",
+      "512 MiB",
+      "1 GiB",
+    ])
   })
 
   it("escapes text", () => {
-    const svg = lineChart({ title: `a & b <c> "d"`, xLabel: "<x>", yLabel: "y'", series: [{ name: "s&<>", points: [[1, 1]] }] })
+    const svg = lineChart({
+      title: `a & b <c> "d"`,
+      xLabel: "<x>",
+      yLabel: "y'",
+      series: [{ name: "s&<>", points: [[1, 1]] }],
+    })
     checkWellFormed(svg)
     expect(svg).toContain("a &amp; b &lt;c&gt; &quot;d&quot;")
     expect(svg).toContain("&lt;x&gt;")
@@ -119,7 +182,18 @@ describe("lineChart", () => {
 
   it("has a legend entry per series, with distinct colours", () => {
     const names = ["one", "two", "three", "four"]
-    const svg = lineChart({ title: "t", xLabel: "x", yLabel: "y", series: names.map((name, i) => ({ name, points: [[0, i], [1, i + 1]] })) })
+    const svg = lineChart({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      series: names.map((name, i) => ({
+        name,
+        points: [
+          [0, i],
+          [1, i + 1],
+        ],
+      })),
+    })
     expect(texts(svg, "legend")).toEqual(names)
     const strokes = [...svg.matchAll(/<polyline [^>]*stroke="([^"]+)"/g)].map((m) => m[1])
     expect(new Set(strokes).size).toBe(4)
@@ -128,10 +202,32 @@ describe("lineChart", () => {
   it("marks small series, draws single points, and breaks lines at non-finite points", () => {
     const one = lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "a", points: [[1, 1]] }] })
     expect(one.match(/<circle/g)?.length).toBe(2) // the point and its legend marker
-    const gap = lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "a", points: [[0, 0], [1, 1], [2, NaN], [3, 3], [4, 4], [5, Infinity]] }] })
+    const gap = lineChart({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      series: [
+        {
+          name: "a",
+          points: [
+            [0, 0],
+            [1, 1],
+            [2, NaN],
+            [3, 3],
+            [4, 4],
+            [5, Infinity],
+          ],
+        },
+      ],
+    })
     expect(gap.match(/<polyline/g)?.length).toBe(2)
     expect(gap.match(/<circle/g)?.length).toBe(4 + 1)
-    const many = lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "a", points: Array.from({ length: 60 }, (_, i): [number, number] => [i, i * i]) }] })
+    const many = lineChart({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      series: [{ name: "a", points: Array.from({ length: 60 }, (_, i): [number, number] => [i, i * i]) }],
+    })
     expect(many).not.toContain("<circle") // no markers, in the plot or the legend
   })
 
@@ -142,16 +238,34 @@ describe("lineChart", () => {
       fc.integer({ min: -1000, max: 1000 }),
     )
     const series = fc.array(
-      fc.record({ name: fc.constantFrom("a", "b&c", "<x>", '"q"', ""), points: fc.array(fc.tuple(value, value), { maxLength: 60 }) }),
+      fc.record({
+        name: fc.constantFrom("a", "b&c", "<x>", '"q"', ""),
+        points: fc.array(fc.tuple(value, value), { maxLength: 60 }),
+      }),
       { maxLength: 10 },
     )
     fc.assert(
       fc.property(series, fc.boolean(), fc.boolean(), fc.boolean(), (series, logX, logY, bytes) => {
-        const svg = lineChart({ title: "t", xLabel: "x", yLabel: "y", series, logX, logY, ...(bytes ? { format: formatBytes } : {}) })
+        const svg = lineChart({
+          title: "t",
+          xLabel: "x",
+          yLabel: "y",
+          series,
+          logX,
+          logY,
+          ...(bytes ? { format: formatBytes } : {}),
+        })
         checkWellFormed(svg)
         expect(noBadNumbers(svg)).toBe(true)
         // equal values on every point: a zero range
-        const flat = lineChart({ title: "t", xLabel: "x", yLabel: "y", logX, logY, series: series.map((s) => ({ ...s, points: s.points.map(([x]) => [x, 7] as [number, number]) })) })
+        const flat = lineChart({
+          title: "t",
+          xLabel: "x",
+          yLabel: "y",
+          logX,
+          logY,
+          series: series.map((s) => ({ ...s, points: s.points.map(([x]) => [x, 7] as [number, number]) })),
+        })
         expect(noBadNumbers(flat)).toBe(true)
       }),
       { numRuns: 300 },
@@ -182,19 +296,36 @@ describe("stackedBars", () => {
   })
 
   it("puts nice ticks on the y axis", () => {
-    const svg = stackedBars({ title: "t", yLabel: "y", categories: ["a", "b"], stacks: [{ name: "s", values: [4, 9] }] })
+    const svg = stackedBars({
+      title: "t",
+      yLabel: "y",
+      categories: ["a", "b"],
+      stacks: [{ name: "s", values: [4, 9] }],
+    })
     expect(texts(svg, "tick-y")).toEqual(["0", "2", "4", "6", "8", "10"])
   })
 
   it("never writes NaN, undefined or Infinity and stays well-formed", () => {
-    const value = fc.oneof(fc.double(), fc.constantFrom(0, 1, 1e-300, Number.MAX_VALUE, -3), fc.integer({ min: -10, max: 1e6 }))
+    const value = fc.oneof(
+      fc.double(),
+      fc.constantFrom(0, 1, 1e-300, Number.MAX_VALUE, -3),
+      fc.integer({ min: -10, max: 1e6 }),
+    )
     fc.assert(
       fc.property(
         fc.array(fc.constantFrom("a", "b & c", "<d>", "a rather long category name"), { maxLength: 12 }),
-        fc.array(fc.record({ name: fc.constantFrom("x", "y<", "z\""), values: fc.array(value, { maxLength: 14 }) }), { maxLength: 10 }),
+        fc.array(fc.record({ name: fc.constantFrom("x", "y<", 'z"'), values: fc.array(value, { maxLength: 14 }) }), {
+          maxLength: 10,
+        }),
         fc.boolean(),
         (categories, stacks, bytes) => {
-          const svg = stackedBars({ title: "t", yLabel: "y", categories, stacks, ...(bytes ? { format: formatBytes } : {}) })
+          const svg = stackedBars({
+            title: "t",
+            yLabel: "y",
+            categories,
+            stacks,
+            ...(bytes ? { format: formatBytes } : {}),
+          })
           checkWellFormed(svg)
           expect(noBadNumbers(svg)).toBe(true)
         },

@@ -26,7 +26,9 @@ const result = await build({
   logLevel: "warning",
 })
 // The page must not carry Dawn or Node's modules: a bundler gets the browser entries and stubs.
-const nodeOnly = Object.keys(result.metafile.inputs).filter((f) => /^node:|node_modules\/webgpu\/|(^|\/)dist\/backends\/cuda\//.test(f))
+const nodeOnly = Object.keys(result.metafile.inputs).filter((f) =>
+  /^node:|node_modules\/webgpu\/|(^|\/)dist\/backends\/cuda\//.test(f),
+)
 if (nodeOnly.length > 0) throw new Error(`the browser bundle includes Node-only modules: ${nodeOnly.join(", ")}`)
 const bytes = Object.entries(result.metafile.outputs).find(([file]) => file.endsWith("main.js"))?.[1].bytes ?? 0
 console.log(`built examples/browser/dist/main.js (${(bytes / 1024).toFixed(0)} KiB)`)

@@ -48,7 +48,10 @@ export function serve(port = 0) {
     try {
       if (file === undefined) throw Object.assign(new Error("not found"), { code: "ENOENT" })
       const body = await readFile(file)
-      res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream", "cache-control": "no-store" })
+      res.writeHead(200, {
+        "content-type": types[extname(file)] ?? "application/octet-stream",
+        "cache-control": "no-store",
+      })
       res.end(req.method === "HEAD" ? undefined : body)
     } catch (e) {
       const missing = e.code === "ENOENT" || e.code === "EISDIR"

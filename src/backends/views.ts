@@ -14,7 +14,9 @@ export interface Simplified {
  * innermost loop is usually long and stride-1.
  */
 export function simplifyViews(sv: View, dv: View): Simplified {
-  const shape: number[] = [], src: number[] = [], dst: number[] = []
+  const shape: number[] = [],
+    src: number[] = [],
+    dst: number[] = []
   for (let i = 0; i < sv.shape.length; i++) {
     const n = sv.shape[i]!
     if (n === 1) continue
@@ -25,7 +27,9 @@ export function simplifyViews(sv: View, dv: View): Simplified {
       src[last] = sv.strides[i]!
       dst[last] = dv.strides[i]!
     } else {
-      shape.push(n); src.push(sv.strides[i]!); dst.push(dv.strides[i]!)
+      shape.push(n)
+      src.push(sv.strides[i]!)
+      dst.push(dv.strides[i]!)
     }
   }
   return { shape, src, dst }

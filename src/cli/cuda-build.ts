@@ -18,6 +18,8 @@ export const buildScript = fileURLToPath(new URL("../../native/build.mjs", impor
 export const ensureCudaAddon: Effect.Effect<void> = Effect.gen(function* () {
   const { addonPath } = yield* Effect.promise(() => import("../backends/cuda/index.js"))
   if (process.env.MINISEQ_CUDA_ADDON || existsSync(addonPath()) || !existsSync(buildScript)) return
-  yield* Console.log("miniseq: the CUDA backend is not built yet: building it once now (node native/build.mjs; later runs reuse it)")
+  yield* Console.log(
+    "miniseq: the CUDA backend is not built yet: building it once now (node native/build.mjs; later runs reuse it)",
+  )
   yield* Effect.sync(() => spawnSync(process.execPath, [buildScript], { cwd: packageRoot, stdio: "inherit" }))
 })

@@ -1,7 +1,16 @@
 /** The `miniseq` command line: train, plan, bench. */
 import { Console, Effect } from "effect"
 import { Command } from "effect/cli"
-import { BackendUnavailable, BadCheckpoint, BadConfig, DTypeError, GraphError, NonFiniteLoss, OutOfMemory, ShapeError } from "../core/errors.js"
+import {
+  BackendUnavailable,
+  BadCheckpoint,
+  BadConfig,
+  DTypeError,
+  GraphError,
+  NonFiniteLoss,
+  OutOfMemory,
+  ShapeError,
+} from "../core/errors.js"
 import { benchCommand } from "./bench-command.js"
 import { version } from "./package-info.js"
 import { planCommand } from "./plan-command.js"
@@ -14,11 +23,28 @@ const miniseq = Command.make("miniseq").pipe(
 )
 
 /** Our typed errors already say what went wrong and what to do: print that, not a stack. */
-const ours = [BadConfig, BadCheckpoint, NonFiniteLoss, OutOfMemory, ShapeError, DTypeError, GraphError, BackendUnavailable]
+const ours = [
+  BadConfig,
+  BadCheckpoint,
+  NonFiniteLoss,
+  OutOfMemory,
+  ShapeError,
+  DTypeError,
+  GraphError,
+  BackendUnavailable,
+]
 const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some((C) => e instanceof C)
 
 Command.run(miniseq, { version }).pipe(
-  Effect.catchIf(isOurs, (e) => Console.error(`miniseq: ${e._tag}: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
+  Effect.catchIf(isOurs, (e) =>
+    Console.error(`miniseq: ${e._tag}: ${e.message}`).pipe(
+      Effect.andThen(
+        Effect.sync(() => {
+          process.exitCode = 1
+        }),
+      ),
+    ),
+  ),
   Effect.provide(cliServices),
   runMain,
 )

@@ -40,7 +40,10 @@ export const cliServices = Layer.mergeAll(
   Path.layer,
   Layer.succeed(Stdio.Stdio, stdio),
   Layer.succeed(Terminal.Terminal, terminal),
-  Layer.succeed(ChildProcessSpawner.ChildProcessSpawner, ChildProcessSpawner.make(() => Effect.die("miniseq's CLI starts no processes"))),
+  Layer.succeed(
+    ChildProcessSpawner.ChildProcessSpawner,
+    ChildProcessSpawner.make(() => Effect.die("miniseq's CLI starts no processes")),
+  ),
 )
 
 /** Runs the CLI: SIGINT/SIGTERM interrupt it (finalizers run), and the exit code follows its outcome. */

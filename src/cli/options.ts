@@ -6,18 +6,34 @@ import { BadConfig } from "../core/errors.js"
 import { decodeConfig, type LlamaConfig, preset, presetNames } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 
-export const modelFlag = Flag.String("model").pipe(Flag.withDefault("tiny"), Flag.withDescription(`model preset: ${presetNames.join(", ")} (default: tiny)`))
-export const configFlag = Flag.String("config").pipe(Flag.optional, Flag.withDescription("a Hugging Face config.json instead of a preset"))
-export const modeFlag = Flag.Literals("mode", modes).pipe(Flag.withDefault("mst" as Mode), Flag.withDescription("vanilla | checkpoint | mst | mst+checkpoint (default: mst)"))
+export const modelFlag = Flag.String("model").pipe(
+  Flag.withDefault("tiny"),
+  Flag.withDescription(`model preset: ${presetNames.join(", ")} (default: tiny)`),
+)
+export const configFlag = Flag.String("config").pipe(
+  Flag.optional,
+  Flag.withDescription("a Hugging Face config.json instead of a preset"),
+)
+export const modeFlag = Flag.Literals("mode", modes).pipe(
+  Flag.withDefault("mst" as Mode),
+  Flag.withDescription("vanilla | checkpoint | mst | mst+checkpoint (default: mst)"),
+)
 export const chunksFlag = (name: string, what: string) =>
-  Flag.String(name).pipe(Flag.withDefault("auto"), Flag.withDescription(`mini-sequences for the ${what}: a positive integer or "auto" (default: auto)`))
+  Flag.String(name).pipe(
+    Flag.withDefault("auto"),
+    Flag.withDescription(`mini-sequences for the ${what}: a positive integer or "auto" (default: auto)`),
+  )
 
 /** The model config from --config (a JSON file) or else --model (a preset). */
 export function loadModel(model: string, config: Option.Option<string>): Effect.Effect<LlamaConfig, BadConfig> {
   if (Option.isNone(config)) return preset(model)
   return Effect.tryPromise({
     try: async () => JSON.parse(await readFile(config.value, "utf8")) as unknown,
-    catch: (e) => new BadConfig({ field: "config", message: `cannot read ${config.value}: ${e instanceof Error ? e.message : String(e)}` }),
+    catch: (e) =>
+      new BadConfig({
+        field: "config",
+        message: `cannot read ${config.value}: ${e instanceof Error ? e.message : String(e)}`,
+      }),
   }).pipe(Effect.flatMap(decodeConfig))
 }
 
@@ -26,11 +42,15 @@ export function parseChunks(flag: string, value: string): Effect.Effect<number |
   const n = Number(value)
   return Number.isInteger(n) && n >= 1
     ? Effect.succeed(n)
-    : Effect.fail(new BadConfig({ field: flag, message: `--${flag} must be a positive integer or "auto", got "${value}"` }))
+    : Effect.fail(
+        new BadConfig({ field: flag, message: `--${flag} must be a positive integer or "auto", got "${value}"` }),
+      )
 }
 
 export function positive(flag: string, value: number): Effect.Effect<number, BadConfig> {
-  return Number.isInteger(value) && value >= 1 ? Effect.succeed(value) : Effect.fail(new BadConfig({ field: flag, message: `--${flag} must be a positive integer, got ${value}` }))
+  return Number.isInteger(value) && value >= 1
+    ? Effect.succeed(value)
+    : Effect.fail(new BadConfig({ field: flag, message: `--${flag} must be a positive integer, got ${value}` }))
 }
 
 /** "80GB", "80GiB", "512MB", "1.5e9" → bytes (GB and GiB both mean 2^30, as GPU specs do). */
@@ -40,5 +60,7 @@ export function parseBytes(text: string): Effect.Effect<number, BadConfig> {
   const value = m === null ? NaN : Number(m[1]) * (m[2] ? units[m[2][0]!.toLowerCase()]! : 1)
   return Number.isFinite(value) && value > 0
     ? Effect.succeed(value)
-    : Effect.fail(new BadConfig({ field: "memory", message: `a memory size must look like 80GB or 512MiB, got "${text}"` }))
+    : Effect.fail(
+        new BadConfig({ field: "memory", message: `a memory size must look like 80GB or 512MiB, got "${text}"` }),
+      )
 }

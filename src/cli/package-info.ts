@@ -3,4 +3,6 @@ import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 
 export const packageRoot = fileURLToPath(new URL("../../", import.meta.url))
-export const version: string = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version
+export const version: string = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version

@@ -19,28 +19,68 @@ const describePrecision = {
 
 /** The routines a GPU backend runs fused (flash attention, cross-entropy, …): plans for GPUs assume them. */
 export const gpuFusedRoutines: readonly RoutineName[] = [
-  "attention", "attention.vjp", "crossEntropy", "crossEntropy.vjp", "logsumexp", "logsumexp.vjp",
-  "silu", "silu.vjp", "adamw", "rmsNorm", "rmsNorm.vjp", "siluMul", "siluMul.vjp", "rope", "rope.vjp",
+  "attention",
+  "attention.vjp",
+  "crossEntropy",
+  "crossEntropy.vjp",
+  "logsumexp",
+  "logsumexp.vjp",
+  "silu",
+  "silu.vjp",
+  "adamw",
+  "rmsNorm",
+  "rmsNorm.vjp",
+  "siluMul",
+  "siluMul.vjp",
+  "rope",
+  "rope.vjp",
 ]
 
 const targetFor = (target: "cpu" | "gpu") =>
   target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}) }
 
-interface PlanArgs { model: LlamaConfig; batch: number; mlpChunks: number | "auto"; lmChunks: number | "auto"; target: "cpu" | "gpu"; precision: Precision }
+interface PlanArgs {
+  model: LlamaConfig
+  batch: number
+  mlpChunks: number | "auto"
+  lmChunks: number | "auto"
+  target: "cpu" | "gpu"
+  precision: Precision
+}
 
 const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
-  planStep(a.model, a.batch, S, { mode, mlpChunks: a.mlpChunks, lmChunks: a.lmChunks, precision: a.precision, allowBeyondMaxPosition: true }, targetFor(a.target))
+  planStep(
+    a.model,
+    a.batch,
+    S,
+    { mode, mlpChunks: a.mlpChunks, lmChunks: a.lmChunks, precision: a.precision, allowBeyondMaxPosition: true },
+    targetFor(a.target),
+  )
 
 /** The largest S (a multiple of `step`) whose step fits in `memory`, by bisection over plans. */
 function maxSeq(a: PlanArgs, mode: Mode, memory: number, step: number): { seq: number; plan?: StepPlan } {
-  const fits = (S: number) => { const p = planAt(a, mode, S); return p.peak <= memory ? p : undefined }
-  let lo = 0, hi = step
+  const fits = (S: number) => {
+    const p = planAt(a, mode, S)
+    return p.peak <= memory ? p : undefined
+  }
+  let lo = 0,
+    hi = step
   let best: StepPlan | undefined
-  for (;;) { const p = fits(hi); if (p === undefined) break; best = p; lo = hi; hi *= 2; if (hi > 2 ** 24) break }
+  for (;;) {
+    const p = fits(hi)
+    if (p === undefined) break
+    best = p
+    lo = hi
+    hi *= 2
+    if (hi > 2 ** 24) break
+  }
   while (hi - lo > step) {
     const mid = Math.floor((lo + hi) / 2 / step) * step
     const p = fits(mid)
-    if (p !== undefined) { lo = mid; best = p } else hi = mid
+    if (p !== undefined) {
+      lo = mid
+      best = p
+    } else hi = mid
   }
   return { seq: lo, ...(best ? { plan: best } : {}) }
 }
@@ -60,11 +100,28 @@ export const planCommand = Command.make(
     batch: Flag.Int("batch").pipe(Flag.withDefault(1), Flag.withDescription("sequences per batch (default: 1)")),
     mlpChunks: chunksFlag("mlp-chunks", "MLP"),
     lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
-    precision: Flag.Literals("precision", ["bf16", "bf16-mixed", "fp32"] as const).pipe(Flag.withDefault("bf16" as const), Flag.withDescription("bf16: bf16 weights and AdamW moments; bf16-mixed: bf16 weights with fp32 master weights and moments; fp32: everything fp32 (default: bf16)")),
-    target: Flag.Literals("target", ["gpu", "cpu"] as const).pipe(Flag.withDefault("gpu" as const), Flag.withDescription("gpu: fused attention and cross-entropy; cpu: the CPU backend's kernels (default: gpu)")),
-    maxSeq: Flag.Boolean("max-seq").pipe(Flag.withDefault(false), Flag.withDescription("find the largest S that fits --memory in each mode (default: false)")),
-    memory: Flag.String("memory").pipe(Flag.withDefault("80GB"), Flag.withDescription("device memory for --max-seq (default: 80GB)")),
-    granularity: Flag.Int("granularity").pipe(Flag.withDefault(1024), Flag.withDescription("--max-seq searches multiples of this (default: 1024)")),
+    precision: Flag.Literals("precision", ["bf16", "bf16-mixed", "fp32"] as const).pipe(
+      Flag.withDefault("bf16" as const),
+      Flag.withDescription(
+        "bf16: bf16 weights and AdamW moments; bf16-mixed: bf16 weights with fp32 master weights and moments; fp32: everything fp32 (default: bf16)",
+      ),
+    ),
+    target: Flag.Literals("target", ["gpu", "cpu"] as const).pipe(
+      Flag.withDefault("gpu" as const),
+      Flag.withDescription("gpu: fused attention and cross-entropy; cpu: the CPU backend's kernels (default: gpu)"),
+    ),
+    maxSeq: Flag.Boolean("max-seq").pipe(
+      Flag.withDefault(false),
+      Flag.withDescription("find the largest S that fits --memory in each mode (default: false)"),
+    ),
+    memory: Flag.String("memory").pipe(
+      Flag.withDefault("80GB"),
+      Flag.withDescription("device memory for --max-seq (default: 80GB)"),
+    ),
+    granularity: Flag.Int("granularity").pipe(
+      Flag.withDefault(1024),
+      Flag.withDescription("--max-seq searches multiples of this (default: 1024)"),
+    ),
   },
   (f) =>
     Effect.gen(function* () {
@@ -72,24 +129,41 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
-      const args: PlanArgs = { model, batch: f.batch, mlpChunks: yield* parseChunks("mlp-chunks", f.mlpChunks), lmChunks: yield* parseChunks("lm-chunks", f.lmChunks), target: f.target, precision: precisions[f.precision] }
+      const args: PlanArgs = {
+        model,
+        batch: f.batch,
+        mlpChunks: yield* parseChunks("mlp-chunks", f.mlpChunks),
+        lmChunks: yield* parseChunks("lm-chunks", f.lmChunks),
+        target: f.target,
+        precision: precisions[f.precision],
+      }
       const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}`
       if (!f.maxSeq) {
         yield* Console.log(`one training step, ${what}, S = ${f.seq}:\n${header}`)
-        for (const mode of modes) yield* Console.log(row(mode, String(f.seq), yield* attempt(() => planAt(args, mode, f.seq))))
-        if (f.seq > model.max_position_embeddings) yield* Console.log(`note: S exceeds max_position_embeddings (${model.max_position_embeddings})`)
+        for (const mode of modes)
+          yield* Console.log(row(mode, String(f.seq), yield* attempt(() => planAt(args, mode, f.seq))))
+        if (f.seq > model.max_position_embeddings)
+          yield* Console.log(`note: S exceeds max_position_embeddings (${model.max_position_embeddings})`)
         return
       }
       const memory = yield* parseBytes(f.memory)
-      yield* Console.log(`largest S that fits ${formatBytes(memory)}, ${what} (S in multiples of ${f.granularity}):\n${header}`)
+      yield* Console.log(
+        `largest S that fits ${formatBytes(memory)}, ${what} (S in multiples of ${f.granularity}):\n${header}`,
+      )
       const found: Partial<Record<Mode, number>> = {}
       for (const mode of modes) {
         const r = yield* attempt(() => maxSeq(args, mode, memory, f.granularity))
         found[mode] = r.seq
-        yield* Console.log(r.plan ? row(mode, String(r.seq), r.plan) : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`)
+        yield* Console.log(
+          r.plan
+            ? row(mode, String(r.seq), r.plan)
+            : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`,
+        )
       }
       if (found.vanilla && found["mst+checkpoint"]) {
-        yield* Console.log(`mst+checkpoint / vanilla = ${(found["mst+checkpoint"] / found.vanilla).toFixed(1)}×; mst+checkpoint / checkpoint = ${(found["mst+checkpoint"] / (found.checkpoint ?? 1)).toFixed(1)}×`)
+        yield* Console.log(
+          `mst+checkpoint / vanilla = ${(found["mst+checkpoint"] / found.vanilla).toFixed(1)}×; mst+checkpoint / checkpoint = ${(found["mst+checkpoint"] / (found.checkpoint ?? 1)).toFixed(1)}×`,
+        )
       }
     }),
 ).pipe(Command.withDescription("plan the memory of a training step (the executor in counting mode)"))

@@ -140,15 +140,37 @@ export function writeRunFiles(dir: string, info: RunInfo, history: History, outc
   mkdirSync(dir, { recursive: true })
   const records = history.records
   const { plans, ...rest } = info
-  const record = { miniseq: version, ...rest, updated: new Date().toISOString(), ...outcome, steps: records.length, records, plans }
+  const record = {
+    miniseq: version,
+    ...rest,
+    updated: new Date().toISOString(),
+    ...outcome,
+    steps: records.length,
+    records,
+    plans,
+  }
   writeAtomic(join(dir, "run.json"), `${JSON.stringify(record, null, 2)}\n`)
   const what = `${info.model}, ${info.mode}, ${info.backend}, ${info.precision}`
-  writeAtomic(join(dir, "loss.svg"), lineChart({
-    title: `training loss (${what})`, xLabel: "step", yLabel: "loss",
-    series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }],
-  }))
-  writeAtomic(join(dir, "memory.svg"), stackedBars({
-    title: `peak memory of one step (${info.model}, B=${info.batch}, S=${info.seq}, ${info.precision})`, yLabel: "bytes", categories: [...modes], format: formatBytes,
-    stacks: memoryKinds.map((kind) => ({ name: kind, values: modes.map((mode) => plans[mode]?.gradientPass.atPeak[kind] ?? 0) })),
-  }))
+  writeAtomic(
+    join(dir, "loss.svg"),
+    lineChart({
+      title: `training loss (${what})`,
+      xLabel: "step",
+      yLabel: "loss",
+      series: [{ name: "loss", points: records.map((r) => [r.step, r.loss]) }],
+    }),
+  )
+  writeAtomic(
+    join(dir, "memory.svg"),
+    stackedBars({
+      title: `peak memory of one step (${info.model}, B=${info.batch}, S=${info.seq}, ${info.precision})`,
+      yLabel: "bytes",
+      categories: [...modes],
+      format: formatBytes,
+      stacks: memoryKinds.map((kind) => ({
+        name: kind,
+        values: modes.map((mode) => plans[mode]?.gradientPass.atPeak[kind] ?? 0),
+      })),
+    }),
+  )
 }

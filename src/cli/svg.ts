@@ -45,17 +45,20 @@ const dash = (i: number): string | undefined => (i >= PALETTE.length ? "6 3" : u
 const ENTITIES: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" }
 /** XML-escapes text, dropping characters XML 1.0 forbids. */
 export const esc = (s: string): string =>
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are the control characters XML forbids
   s.replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, "").replace(/[&<>"']/g, (c) => ENTITIES[c]!)
 
 /** A coordinate: finite, clamped, two decimals. */
-const num = (v: number): string => (Number.isFinite(v) ? String(Math.round(Math.max(-1e6, Math.min(1e6, v)) * 100) / 100) : "0")
+const num = (v: number): string =>
+  Number.isFinite(v) ? String(Math.round(Math.max(-1e6, Math.min(1e6, v)) * 100) / 100) : "0"
 const clean = (v: number): number => Number(v.toPrecision(12))
 const sig3 = (v: number): string => String(Number(v.toPrecision(3)))
 
 type Attrs = Record<string, string | number | undefined>
 function el(tag: string, attrs: Attrs, body?: string): string {
   let a = ""
-  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) a += ` ${k}="${typeof v === "number" ? num(v) : esc(v)}"`
+  for (const [k, v] of Object.entries(attrs))
+    if (v !== undefined) a += ` ${k}="${typeof v === "number" ? num(v) : esc(v)}"`
   return body === undefined ? `<${tag}${a}/>` : `<${tag}${a}>${body}</${tag}>`
 }
 const text = (attrs: Attrs, s: string): string => el("text", attrs, esc(s))
@@ -100,7 +103,8 @@ const clamp01 = (f: number): number => (f >= 0 ? Math.min(1, f) : 0) // NaN → 
 
 function extent(values: number[]): [number, number] | undefined {
   if (values.length === 0) return undefined
-  let lo = Infinity, hi = -Infinity
+  let lo = Infinity,
+    hi = -Infinity
   for (const v of values) {
     lo = Math.min(lo, v)
     hi = Math.max(hi, v)
@@ -130,10 +134,12 @@ function linearAxis(values: number[], format?: Format): Axis {
   const mag = 10 ** Math.floor(Math.log10(raw / unit))
   const r = raw / unit / mag
   const step = (r <= 1 ? 1 : r <= 2 ? 2 : r <= 5 ? 5 : 10) * mag * unit
-  let d0 = Math.floor(lo / step) * step, d1 = Math.ceil(hi / step) * step
+  let d0 = Math.floor(lo / step) * step,
+    d1 = Math.ceil(hi / step) * step
   let ticks: number[] = []
   if ([step, d0, d1].every(Number.isFinite) && step > 0) {
-    const i0 = Math.round(d0 / step), n = Math.round(d1 / step) - i0
+    const i0 = Math.round(d0 / step),
+      n = Math.round(d1 / step) - i0
     for (let k = 0; k <= n && k <= 50; k++) ticks.push(clean((i0 + k) * step))
   } else {
     // overflow at the extremes of the double range: ticks at the data ends
@@ -155,7 +161,8 @@ function logAxis(values: number[], format?: Format): Axis {
   const lg = base2 ? Math.log2 : Math.log10
   const base = base2 ? 2 : 10
   const ext = extent(values.map(lg))
-  let e0 = ext ? Math.floor(ext[0] + 1e-9) : 0, e1 = ext ? Math.ceil(ext[1] - 1e-9) : 1
+  let e0 = ext ? Math.floor(ext[0] + 1e-9) : 0,
+    e1 = ext ? Math.ceil(ext[1] - 1e-9) : 1
   if (e0 >= e1) {
     e0 -= 1
     e1 += 1
@@ -171,16 +178,33 @@ function logAxis(values: number[], format?: Format): Axis {
     const extra = e === e1 ? [] : !base2 && e1 - e0 <= 2 ? [2, 5] : base2 && k === 1 && e1 - e0 <= 3 ? [1.5] : []
     for (const m of extra) ticks.push({ at: (e + lg(m) - e0) / (e1 - e0), v: clean(m * base ** e), e })
   }
-  const ls = labels(ticks.map((t) => t.v), format)
+  const ls = labels(
+    ticks.map((t) => t.v),
+    format,
+  )
   const label = (t: (typeof ticks)[number], i: number): string =>
     Number.isFinite(t.v) && t.v > 0 ? ls[i]! : base2 ? `2^${t.e}` : `1e${t.e}`
   return { frac, ticks: ticks.map((t, i) => ({ at: t.at, label: label(t, i) })) }
 }
 
-interface Box { l: number; t: number; w: number; h: number }
+interface Box {
+  l: number
+  t: number
+  w: number
+  h: number
+}
 
 /** Background, title, grid, axes, tick labels and axis titles. */
-function frame(W: number, H: number, b: Box, title: string, y: Axis, yLabel: string, x?: Axis, xLabel?: string): string {
+function frame(
+  W: number,
+  H: number,
+  b: Box,
+  title: string,
+  y: Axis,
+  yLabel: string,
+  x?: Axis,
+  xLabel?: string,
+): string {
   const out = [
     el("rect", { width: W, height: H, fill: "white" }),
     text({ x: W / 2, y: 24, "text-anchor": "middle", "font-size": 15, "font-weight": "bold" }, title),
@@ -195,7 +219,9 @@ function frame(W: number, H: number, b: Box, title: string, y: Axis, yLabel: str
     out.push(el("line", { x1: px, x2: px, y1: b.t, y2: b.t + b.h, stroke: "#e4e4e4" }))
     out.push(text({ class: "tick-x", x: px, y: b.t + b.h + 16, "text-anchor": "middle", "font-size": 11 }, t.label))
   }
-  out.push(el("path", { d: `M${num(b.l)},${num(b.t)}V${num(b.t + b.h)}H${num(b.l + b.w)}`, fill: "none", stroke: "#333" }))
+  out.push(
+    el("path", { d: `M${num(b.l)},${num(b.t)}V${num(b.t + b.h)}H${num(b.l + b.w)}`, fill: "none", stroke: "#333" }),
+  )
   const yl = { x: 16, y: b.t + b.h / 2 }
   out.push(text({ ...yl, transform: `rotate(-90 ${num(yl.x)} ${num(yl.y)})`, "text-anchor": "middle" }, yLabel))
   if (xLabel !== undefined) out.push(text({ x: b.l + b.w / 2, y: H - 12, "text-anchor": "middle" }, xLabel))
@@ -205,20 +231,33 @@ function frame(W: number, H: number, b: Box, title: string, y: Axis, yLabel: str
 const svg = (W: number, H: number, body: string): string =>
   `<svg xmlns="http://www.w3.org/2000/svg" width="${num(W)}" height="${num(H)}" viewBox="0 0 ${num(W)} ${num(H)}" ` +
   `font-family="sans-serif" font-size="12">\n${body}\n</svg>\n`
-const size = (v: number | undefined, dflt: number): number => (v !== undefined && Number.isFinite(v) ? Math.min(1e5, Math.max(200, v)) : dflt)
+const size = (v: number | undefined, dflt: number): number =>
+  v !== undefined && Number.isFinite(v) ? Math.min(1e5, Math.max(200, v)) : dflt
 /** Right margin wide enough for the legend (≈7 px per character at 12 px). */
 const legendWidth = (names: string[], W: number): number =>
   names.length === 0 ? 0 : Math.min(W * 0.35, Math.max(90, 40 + 7 * Math.max(...names.map((n) => n.length))))
 
 export function lineChart(o: LineChartOptions): string {
-  const W = size(o.width, 720), H = size(o.height, 420)
+  const W = size(o.width, 720),
+    H = size(o.height, 420)
   const ok = (v: number, log?: boolean): boolean => Number.isFinite(v) && (!log || v > 0)
   const valid = (p: [number, number]): boolean => ok(p[0], o.logX) && ok(p[1], o.logY)
   const all = o.series.flatMap((s) => s.points.filter(valid))
   const axis = (vs: number[], log?: boolean, f?: Format): Axis => (log ? logAxis(vs, f) : linearAxis(vs, f))
-  const xa = axis(all.map((p) => p[0]), o.logX, o.xFormat)
-  const ya = axis(all.map((p) => p[1]), o.logY, o.format)
-  const lw = legendWidth(o.series.map((s) => s.name), W)
+  const xa = axis(
+    all.map((p) => p[0]),
+    o.logX,
+    o.xFormat,
+  )
+  const ya = axis(
+    all.map((p) => p[1]),
+    o.logY,
+    o.format,
+  )
+  const lw = legendWidth(
+    o.series.map((s) => s.name),
+    W,
+  )
   const b: Box = { l: 78, t: 44, w: Math.max(20, W - 78 - 24 - lw), h: Math.max(20, H - 44 - 56) }
   const px = (x: number): number => b.l + xa.frac(x) * b.w
   const py = (y: number): number => b.t + (1 - ya.frac(y)) * b.h
@@ -234,12 +273,33 @@ export function lineChart(o: LineChartOptions): string {
     const g = [el("title", {}, esc(s.name))]
     for (const run of runs) {
       const pts = run.map(([x, y]) => `${num(px(x))},${num(py(y))}`).join(" ")
-      if (run.length >= 2) g.push(el("polyline", { points: pts, fill: "none", stroke: colour(i), "stroke-width": 2, "stroke-dasharray": dash(i) }))
-      if (markAll || run.length === 1) for (const [x, y] of run) g.push(el("circle", { cx: px(x), cy: py(y), r: 3, fill: colour(i) }))
+      if (run.length >= 2)
+        g.push(
+          el("polyline", {
+            points: pts,
+            fill: "none",
+            stroke: colour(i),
+            "stroke-width": 2,
+            "stroke-dasharray": dash(i),
+          }),
+        )
+      if (markAll || run.length === 1)
+        for (const [x, y] of run) g.push(el("circle", { cx: px(x), cy: py(y), r: 3, fill: colour(i) }))
     }
     out.push(el("g", { class: "series" }, g.join("")))
-    const ly = b.t + 8 + i * 20, lx = W - lw - 4
-    out.push(el("line", { x1: lx, x2: lx + 20, y1: ly, y2: ly, stroke: colour(i), "stroke-width": 2, "stroke-dasharray": dash(i) }))
+    const ly = b.t + 8 + i * 20,
+      lx = W - lw - 4
+    out.push(
+      el("line", {
+        x1: lx,
+        x2: lx + 20,
+        y1: ly,
+        y2: ly,
+        stroke: colour(i),
+        "stroke-width": 2,
+        "stroke-dasharray": dash(i),
+      }),
+    )
     if (markAll) out.push(el("circle", { cx: lx + 10, cy: ly, r: 3, fill: colour(i) }))
     out.push(text({ class: "legend", x: lx + 26, y: ly + 4 }, s.name))
   })
@@ -247,15 +307,24 @@ export function lineChart(o: LineChartOptions): string {
 }
 
 export function stackedBars(o: StackedBarsOptions): string {
-  const W = size(o.width, 720), H = size(o.height, 420)
+  const W = size(o.width, 720),
+    H = size(o.height, 420)
   const fmt = o.format ?? formatCount
   const value = (s: { values: number[] }, c: number): number => {
     const v = s.values[c]
     return v !== undefined && Number.isFinite(v) && v > 0 ? v : 0
   }
-  const totals = o.categories.map((_, c) => Math.min(Number.MAX_VALUE, o.stacks.reduce((a, s) => a + value(s, c), 0)))
+  const totals = o.categories.map((_, c) =>
+    Math.min(
+      Number.MAX_VALUE,
+      o.stacks.reduce((a, s) => a + value(s, c), 0),
+    ),
+  )
   const ya = linearAxis([0, Math.max(0, ...totals) * 1.08 || 1], o.format) // headroom for the total labels
-  const lw = legendWidth(o.stacks.map((s) => s.name), W)
+  const lw = legendWidth(
+    o.stacks.map((s) => s.name),
+    W,
+  )
   const catLen = Math.max(0, ...o.categories.map((c) => c.length))
   const w = Math.max(20, W - 78 - 24 - lw)
   const band = w / Math.max(1, o.categories.length)
@@ -272,20 +341,43 @@ export function stackedBars(o: StackedBarsOptions): string {
     o.stacks.forEach((s, i) => {
       const v = value(s, c)
       if (v === 0) return
-      const y0 = py(acc), y1 = py((acc += v))
-      out.push(el("rect", { x, y: y1, width: bw, height: Math.max(0, y0 - y1), fill: colour(i), stroke: "white", "stroke-width": 0.5 },
-        el("title", {}, esc(`${s.name} · ${cat}: ${fmt(v)}`))))
+      const y0 = py(acc),
+        y1 = py((acc += v))
+      out.push(
+        el(
+          "rect",
+          { x, y: y1, width: bw, height: Math.max(0, y0 - y1), fill: colour(i), stroke: "white", "stroke-width": 0.5 },
+          el("title", {}, esc(`${s.name} · ${cat}: ${fmt(v)}`)),
+        ),
+      )
     })
     const total = totals[c]!
-    if (Number.isFinite(total)) out.push(text({ class: "total", x: x + bw / 2, y: py(total) - 5, "text-anchor": "middle", "font-size": 11 }, fmt(total)))
-    const cx = x + bw / 2, cy = b.t + b.h + 16
-    out.push(rotate
-      ? text({ class: "category", x: cx, y: cy, "text-anchor": "end", "font-size": 11, transform: `rotate(-35 ${num(cx)} ${num(cy)})` }, cat)
-      : text({ class: "category", x: cx, y: cy, "text-anchor": "middle", "font-size": 11 }, cat))
+    if (Number.isFinite(total))
+      out.push(
+        text({ class: "total", x: x + bw / 2, y: py(total) - 5, "text-anchor": "middle", "font-size": 11 }, fmt(total)),
+      )
+    const cx = x + bw / 2,
+      cy = b.t + b.h + 16
+    out.push(
+      rotate
+        ? text(
+            {
+              class: "category",
+              x: cx,
+              y: cy,
+              "text-anchor": "end",
+              "font-size": 11,
+              transform: `rotate(-35 ${num(cx)} ${num(cy)})`,
+            },
+            cat,
+          )
+        : text({ class: "category", x: cx, y: cy, "text-anchor": "middle", "font-size": 11 }, cat),
+    )
   })
   // Legend top-down in the order the segments stack visually (last stack on top).
   o.stacks.forEach((s, i) => {
-    const ly = b.t + 8 + (o.stacks.length - 1 - i) * 20, lx = W - lw - 4
+    const ly = b.t + 8 + (o.stacks.length - 1 - i) * 20,
+      lx = W - lw - 4
     out.push(el("rect", { x: lx + 4, y: ly - 6, width: 12, height: 12, fill: colour(i) }))
     out.push(text({ class: "legend", x: lx + 26, y: ly + 4 }, s.name))
   })

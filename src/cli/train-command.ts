@@ -31,26 +31,66 @@ const flags = {
   batch: Flag.Int("batch").pipe(Flag.withDefault(8), Flag.withDescription("sequences per micro-batch (default: 8)")),
   seq: Flag.Int("seq").pipe(Flag.withDefault(128), Flag.withDescription("tokens per sequence (default: 128)")),
   steps: Flag.Int("steps").pipe(Flag.withDefault(300), Flag.withDescription("optimizer steps (default: 300)")),
-  accumulate: Flag.Int("accumulate").pipe(Flag.withDefault(1), Flag.withDescription("micro-batches per step (gradient accumulation) (default: 1)")),
+  accumulate: Flag.Int("accumulate").pipe(
+    Flag.withDefault(1),
+    Flag.withDescription("micro-batches per step (gradient accumulation) (default: 1)"),
+  ),
   lr: Flag.Finite("lr").pipe(Flag.withDefault(3e-3), Flag.withDescription("peak learning rate (default: 3e-3)")),
-  warmup: Flag.Int("warmup").pipe(Flag.withDefault(20), Flag.withDescription("linear warmup steps, then cosine decay to lr/10 (default: 20)")),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(1), Flag.withDescription("seed of the initial weights and the batch order (default: 1)")),
-  tokenizer: Flag.Literals("tokenizer", ["byte", "cl100k_base"] as const).pipe(Flag.withDefault("byte" as const), Flag.withDescription("byte (256) or cl100k_base (100k BPE; use --model tiny-bpe) (default: byte)")),
-  corpus: Flag.String("corpus").pipe(Flag.optional, Flag.withDescription("a UTF-8 text file (default: the shipped Moby-Dick)")),
-  out: Flag.String("out").pipe(Flag.withDefault("runs/latest"), Flag.withDescription("run directory: checkpoints/, steps.jsonl, run.json, loss.svg, memory.svg; an existing checkpoint there is resumed (default: runs/latest)")),
-  checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDefault(100), Flag.withDescription("save a checkpoint every N steps (and after the last); 0: only after the last (default: 100)")),
-  backend: Flag.Literals("backend", ["cpu", "webgpu", "cuda"] as const).pipe(Flag.withDefault("cpu" as const), Flag.withDescription("where the kernels run: cpu, webgpu (Dawn) or cuda (the native addon) (default: cpu)")),
-  precision: Flag.Literals("precision", ["fp32", "bf16-mixed", "bf16"] as const).pipe(Flag.withDefault("fp32" as const), Flag.withDescription("fp32; bf16-mixed: bf16 weights and activations, fp32 master weights and moments; bf16: all bf16 (bf16 needs --backend cuda) (default: fp32)")),
-  memoryLimit: Flag.String("memory-limit").pipe(Flag.optional, Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB")),
+  warmup: Flag.Int("warmup").pipe(
+    Flag.withDefault(20),
+    Flag.withDescription("linear warmup steps, then cosine decay to lr/10 (default: 20)"),
+  ),
+  seed: Flag.Int("seed").pipe(
+    Flag.withDefault(1),
+    Flag.withDescription("seed of the initial weights and the batch order (default: 1)"),
+  ),
+  tokenizer: Flag.Literals("tokenizer", ["byte", "cl100k_base"] as const).pipe(
+    Flag.withDefault("byte" as const),
+    Flag.withDescription("byte (256) or cl100k_base (100k BPE; use --model tiny-bpe) (default: byte)"),
+  ),
+  corpus: Flag.String("corpus").pipe(
+    Flag.optional,
+    Flag.withDescription("a UTF-8 text file (default: the shipped Moby-Dick)"),
+  ),
+  out: Flag.String("out").pipe(
+    Flag.withDefault("runs/latest"),
+    Flag.withDescription(
+      "run directory: checkpoints/, steps.jsonl, run.json, loss.svg, memory.svg; an existing checkpoint there is resumed (default: runs/latest)",
+    ),
+  ),
+  checkpointEvery: Flag.Int("checkpoint-every").pipe(
+    Flag.withDefault(100),
+    Flag.withDescription("save a checkpoint every N steps (and after the last); 0: only after the last (default: 100)"),
+  ),
+  backend: Flag.Literals("backend", ["cpu", "webgpu", "cuda"] as const).pipe(
+    Flag.withDefault("cpu" as const),
+    Flag.withDescription("where the kernels run: cpu, webgpu (Dawn) or cuda (the native addon) (default: cpu)"),
+  ),
+  precision: Flag.Literals("precision", ["fp32", "bf16-mixed", "bf16"] as const).pipe(
+    Flag.withDefault("fp32" as const),
+    Flag.withDescription(
+      "fp32; bf16-mixed: bf16 weights and activations, fp32 master weights and moments; bf16: all bf16 (bf16 needs --backend cuda) (default: fp32)",
+    ),
+  ),
+  memoryLimit: Flag.String("memory-limit").pipe(
+    Flag.optional,
+    Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB"),
+  ),
 }
 
 /**
  * The chosen backend's layer. WebGPU and CUDA are loaded only when chosen: Dawn for Node (the
  * optional `webgpu` package) need not be installed, nor the CUDA addon built, to train on the CPU.
  */
-function backendLayer(name: "cpu" | "webgpu" | "cuda"): Effect.Effect<Layer.Layer<Backend, BackendUnavailable>, BackendUnavailable> {
+function backendLayer(
+  name: "cpu" | "webgpu" | "cuda",
+): Effect.Effect<Layer.Layer<Backend, BackendUnavailable>, BackendUnavailable> {
   if (name === "cpu") return Effect.succeed(cpuBackendLayer())
-  if (name === "cuda") return ensureCudaAddon.pipe(Effect.andThen(Effect.promise(() => import("../backends/cuda/index.js"))), Effect.map((m) => m.cudaBackendLayer()))
+  if (name === "cuda")
+    return ensureCudaAddon.pipe(
+      Effect.andThen(Effect.promise(() => import("../backends/cuda/index.js"))),
+      Effect.map((m) => m.cudaBackendLayer()),
+    )
   return Effect.tryPromise({
     try: () => import("../backends/webgpu/index.js"),
     catch: (e) => {
@@ -65,35 +105,74 @@ function backendLayer(name: "cpu" | "webgpu" | "cuda"): Effect.Effect<Layer.Laye
 export const trainCommand = Command.make("train", flags, (f) =>
   Effect.gen(function* () {
     const model = yield* loadModel(f.model, f.config)
-    const [mlpChunks, lmChunks] = [yield* parseChunks("mlp-chunks", f.mlpChunks), yield* parseChunks("lm-chunks", f.lmChunks)]
-    for (const [flag, v] of [["batch", f.batch], ["seq", f.seq], ["steps", f.steps], ["accumulate", f.accumulate]] as const) yield* positive(flag, v)
-    if (!(f.lr > 0)) return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
+    const [mlpChunks, lmChunks] = [
+      yield* parseChunks("mlp-chunks", f.mlpChunks),
+      yield* parseChunks("lm-chunks", f.lmChunks),
+    ]
+    for (const [flag, v] of [
+      ["batch", f.batch],
+      ["seq", f.seq],
+      ["steps", f.steps],
+      ["accumulate", f.accumulate],
+    ] as const)
+      yield* positive(flag, v)
+    if (!(f.lr > 0))
+      return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
     const tokenizer = makeTokenizer(f.tokenizer)
     if (tokenizer.vocabSize > model.vocab_size) {
-      return yield* Effect.fail(new BadConfig({ field: "tokenizer", message: `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.vocab_size}; pick a model with a larger vocabulary (e.g. --model tiny-bpe)` }))
+      return yield* Effect.fail(
+        new BadConfig({
+          field: "tokenizer",
+          message: `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.vocab_size}; pick a model with a larger vocabulary (e.g. --model tiny-bpe)`,
+        }),
+      )
     }
-    const text = yield* Effect.try({ try: () => loadCorpus(Option.getOrUndefined(f.corpus)), catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }) })
+    const text = yield* Effect.try({
+      try: () => loadCorpus(Option.getOrUndefined(f.corpus)),
+      catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }),
+    })
     const split = trainValSplit(tokenizer.encode(text))
-    const batches = yield* Effect.try({ try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }), catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }) })
+    const batches = yield* Effect.try({
+      try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }),
+      catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }),
+    })
 
     const modelName = Option.isSome(f.config) ? f.config.value : f.model
     const corpusPath = Option.getOrElse(f.corpus, () => DEFAULT_CORPUS_PATH)
-    const corpus = yield* Effect.try({ try: () => describeCorpus(corpusPath), catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }) })
+    const corpus = yield* Effect.try({
+      try: () => describeCorpus(corpusPath),
+      catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }),
+    })
     const checkpointDir = join(f.out, "checkpoints")
     // The run's earlier records, up to the checkpoint it resumes from (none for a fresh run).
     const history = new History(f.out, checkpointStep(yield* latestCheckpoint(checkpointDir)))
     // A resumed run keeps the date it first started.
-    const started = history.records.length > 0 ? previousStart(f.out) ?? new Date().toISOString() : new Date().toISOString()
+    const started =
+      history.records.length > 0 ? (previousStart(f.out) ?? new Date().toISOString()) : new Date().toISOString()
 
     // Everything below runs with the chosen backend provided (and given back at the end).
     return yield* Effect.gen(function* () {
       const backend = yield* Backend
       const precision = f.precision
       // What each mode would need for this exact step, from the planner (the executor, counting).
-      const plans = yield* attempt(() => Object.fromEntries(modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks, precision: precisions[precision] }, backend)])))
-      yield* Console.log(`miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`)
+      const plans = yield* attempt(() =>
+        Object.fromEntries(
+          modes.map((mode) => [
+            mode,
+            planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks, precision: precisions[precision] }, backend),
+          ]),
+        ),
+      )
+      yield* Console.log(
+        `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`,
+      )
 
-      const bar = new SingleBar({ format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left", hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 })
+      const bar = new SingleBar({
+        format: "step {value}/{total} │ loss {loss} │ {tps} tok/s │ peak {peak} │ {eta_formatted} left",
+        hideCursor: true,
+        noTTYOutput: true,
+        notTTYSchedule: 5000,
+      })
       bar.start(f.steps, 0, { loss: "-", tps: "-", peak: "-" })
       const onStep = (r: StepRecord) => {
         history.add(r)
@@ -101,45 +180,103 @@ export const trainCommand = Command.make("train", flags, (f) =>
       }
       const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
       // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
-      const validation = split.val.length > f.seq ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 } : undefined
-      const options = { ...(memoryLimit === undefined ? {} : { memoryLimit }), ...(validation === undefined ? {} : { validation }), model, mode: f.mode, mlpChunks, lmChunks, batch: f.batch, seq: f.seq, steps: f.steps, accumulation: f.accumulate, lr: f.lr, warmup: f.warmup, seed: f.seed, precision, checkpointDir, checkpointEvery: f.checkpointEvery }
+      const validation =
+        split.val.length > f.seq
+          ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 }
+          : undefined
+      const options = {
+        ...(memoryLimit === undefined ? {} : { memoryLimit }),
+        ...(validation === undefined ? {} : { validation }),
+        model,
+        mode: f.mode,
+        mlpChunks,
+        lmChunks,
+        batch: f.batch,
+        seq: f.seq,
+        steps: f.steps,
+        accumulation: f.accumulate,
+        lr: f.lr,
+        warmup: f.warmup,
+        seed: f.seed,
+        precision,
+        checkpointDir,
+        checkpointEvery: f.checkpointEvery,
+      }
       const info: RunInfo = {
-        model: modelName, backend: backend.name, precision, mode: f.mode, tokenizer: tokenizer.name, corpus, batch: f.batch, seq: f.seq,
-        options: { ...options, validation: validation?.count ?? 0 }, plans, started,
+        model: modelName,
+        backend: backend.name,
+        precision,
+        mode: f.mode,
+        tokenizer: tokenizer.name,
+        corpus,
+        batch: f.batch,
+        seq: f.seq,
+        options: { ...options, validation: validation?.count ?? 0 },
+        plans,
+        started,
       }
       // A failed or interrupted run still leaves run.json and the charts for every step so far —
       // unless this invocation ran no step and an earlier record is there (e.g. a resume with
       // mismatched options): that one is kept as it is.
-      const onEnd = <A, E>(exit: Exit.Exit<A, E>) => Effect.sync(() => {
-        if (Exit.isSuccess(exit) || (history.added === 0 && existsSync(join(f.out, "run.json")))) return
-        const interrupted = Cause.hasInterruptsOnly(exit.cause)
-        const error = interrupted ? undefined : Cause.pretty(exit.cause).split("\n")[0]
-        writeRunFiles(f.out, info, history, { status: interrupted ? "interrupted" : "failed", ...(error === undefined ? {} : { error }) })
-        console.error(`\nminiseq: run ${interrupted ? "interrupted" : "failed"} after step ${history.records.at(-1)?.step ?? 0}; wrote ${join(f.out, "run.json")} (${history.records.length} steps)`)
-      })
-      const result = yield* train(options, batches, onStep).pipe(Effect.ensuring(Effect.sync(() => bar.stop())), Effect.onExit(onEnd))
+      const onEnd = <A, E>(exit: Exit.Exit<A, E>) =>
+        Effect.sync(() => {
+          if (Exit.isSuccess(exit) || (history.added === 0 && existsSync(join(f.out, "run.json")))) return
+          const interrupted = Cause.hasInterruptsOnly(exit.cause)
+          const error = interrupted ? undefined : Cause.pretty(exit.cause).split("\n")[0]
+          writeRunFiles(f.out, info, history, {
+            status: interrupted ? "interrupted" : "failed",
+            ...(error === undefined ? {} : { error }),
+          })
+          console.error(
+            `\nminiseq: run ${interrupted ? "interrupted" : "failed"} after step ${history.records.at(-1)?.step ?? 0}; wrote ${join(f.out, "run.json")} (${history.records.length} steps)`,
+          )
+        })
+      const result = yield* train(options, batches, onStep).pipe(
+        Effect.ensuring(Effect.sync(() => bar.stop())),
+        Effect.onExit(onEnd),
+      )
       const records = history.records
 
       if (result.resumedFrom > 0) yield* Console.log(`resumed from the checkpoint of step ${result.resumedFrom}`)
       if (records.length > 0) {
-        const first = records[0]!, last = records.at(-1)!
+        const first = records[0]!,
+          last = records.at(-1)!
         const tps = records.reduce((s, r) => s + r.tokensPerSecond, 0) / records.length
-        yield* Console.log(`loss ${first.loss.toFixed(4)} (step ${first.step}) → ${last.loss.toFixed(4)} (step ${last.step}); ${Math.round(tps)} tokens/s on average`)
-        if (result.validationLoss !== undefined) yield* Console.log(`held-out loss (8 batches of the last 5% of the corpus, never trained on): ${result.validationLoss.toFixed(4)}`)
-        yield* Console.log(`measured peak of this run (${f.mode}): ${formatBytes(Math.max(...records.map((r) => r.peak)))} — the planner said ${formatBytes(plans[f.mode]!.peak)}`)
+        yield* Console.log(
+          `loss ${first.loss.toFixed(4)} (step ${first.step}) → ${last.loss.toFixed(4)} (step ${last.step}); ${Math.round(tps)} tokens/s on average`,
+        )
+        if (result.validationLoss !== undefined)
+          yield* Console.log(
+            `held-out loss (8 batches of the last 5% of the corpus, never trained on): ${result.validationLoss.toFixed(4)}`,
+          )
+        yield* Console.log(
+          `measured peak of this run (${f.mode}): ${formatBytes(Math.max(...records.map((r) => r.peak)))} — the planner said ${formatBytes(plans[f.mode]!.peak)}`,
+        )
       }
-      yield* Console.log("\npeak memory of one step, by mode (planner): forward + backward by kind, then the AdamW update")
+      yield* Console.log(
+        "\npeak memory of one step, by mode (planner): forward + backward by kind, then the AdamW update",
+      )
       for (const mode of modes) {
         const p = plans[mode]!
         const k = p.gradientPass.atPeak
-        yield* Console.log(`  ${mode.padEnd(15)} ${formatBytes(p.gradientPass.peak).padStart(10)}   weights ${formatBytes(k.weights)}, grads ${formatBytes(k.gradients)}, optimizer ${formatBytes(k.optimizer)}, saved ${formatBytes(k.activations)}, temps ${formatBytes(k.temporaries)} │ AdamW ${formatBytes(p.optimizerPass.peak)}`)
+        yield* Console.log(
+          `  ${mode.padEnd(15)} ${formatBytes(p.gradientPass.peak).padStart(10)}   weights ${formatBytes(k.weights)}, grads ${formatBytes(k.gradients)}, optimizer ${formatBytes(k.optimizer)}, saved ${formatBytes(k.activations)}, temps ${formatBytes(k.temporaries)} │ AdamW ${formatBytes(p.optimizerPass.peak)}`,
+        )
       }
       const fb = (m: (typeof modes)[number]) => plans[m]!.gradientPass.peak
-      yield* Console.log(`  forward + backward: vanilla / mst = ${(fb("vanilla") / fb("mst")).toFixed(2)}×, checkpoint / mst+checkpoint = ${(fb("checkpoint") / fb("mst+checkpoint")).toFixed(2)}×`)
+      yield* Console.log(
+        `  forward + backward: vanilla / mst = ${(fb("vanilla") / fb("mst")).toFixed(2)}×, checkpoint / mst+checkpoint = ${(fb("checkpoint") / fb("mst+checkpoint")).toFixed(2)}×`,
+      )
 
-      const outcome = { status: "completed" as const, resumedFrom: result.resumedFrom, ...(result.validationLoss === undefined ? {} : { validationLoss: result.validationLoss }) }
+      const outcome = {
+        status: "completed" as const,
+        resumedFrom: result.resumedFrom,
+        ...(result.validationLoss === undefined ? {} : { validationLoss: result.validationLoss }),
+      }
       yield* Effect.sync(() => writeRunFiles(f.out, info, history, outcome))
-      yield* Console.log(`\nwrote ${join(f.out, "run.json")} (${records.length} steps), steps.jsonl, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`)
+      yield* Console.log(
+        `\nwrote ${join(f.out, "run.json")} (${records.length} steps), steps.jsonl, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`,
+      )
     }).pipe(Effect.provide(yield* backendLayer(f.backend)))
   }),
 ).pipe(Command.withDescription("train a Llama-family model with MST (CPU by default; --backend webgpu or cuda)"))

@@ -33,7 +33,8 @@ export function vjp(
   const nodes = schedule(outputs, targets)
   // Only tensors downstream of `wrt` can carry a gradient back to it.
   const live = new Set<Tensor>(targets)
-  for (const n of nodes) if (n.inputs.some((i) => live.has(i))) for (const r of n.results) if (isFloat(r.dtype)) live.add(r)
+  for (const n of nodes)
+    if (n.inputs.some((i) => live.has(i))) for (const r of n.results) if (isFloat(r.dtype)) live.add(r)
 
   return withPhase("backward", () => {
     const ct = new Map<Tensor, Tensor>()
@@ -73,14 +74,21 @@ export interface ValueAndGrad<K extends string> {
  */
 export function valueAndGrad<K extends string>(loss: Tensor, wrt: { readonly [P in K]: Tensor }): ValueAndGrad<K> {
   if (loss.size !== 1 || !isFloat(loss.dtype)) {
-    throw new GraphError({ message: `valueAndGrad: the loss must be a float scalar, got ${loss}; reduce it with sum() or mean() first` })
+    throw new GraphError({
+      message: `valueAndGrad: the loss must be a float scalar, got ${loss}; reduce it with sum() or mean() first`,
+    })
   }
   const names = Object.keys(wrt) as K[]
   const seed = withPhase("backward", () => o.full(loss.shape, 1, loss.dtype))
-  const gs = vjp([loss], [seed], names.map((n) => wrt[n]))
+  const gs = vjp(
+    [loss],
+    [seed],
+    names.map((n) => wrt[n]),
+  )
   const grads = {} as { [P in K]: Tensor }
   names.forEach((n, i) => (grads[n] = gs[i] ?? withPhase("backward", () => o.zerosLike(wrt[n]))))
   return { value: loss, grads }
 }
 
-export const grad = <K extends string>(loss: Tensor, wrt: { readonly [P in K]: Tensor }) => valueAndGrad(loss, wrt).grads
+export const grad = <K extends string>(loss: Tensor, wrt: { readonly [P in K]: Tensor }) =>
+  valueAndGrad(loss, wrt).grads

@@ -99,20 +99,32 @@ export class Backend extends Context.Service<Backend, BackendImpl>()("miniseq/Ba
 export function contiguousStrides(shape: readonly number[]): number[] {
   const strides = new Array<number>(shape.length)
   let s = 1
-  for (let i = shape.length - 1; i >= 0; i--) { strides[i] = s; s *= shape[i]! }
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s
+    s *= shape[i]!
+  }
   return strides
 }
 
 export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1)
 
 /** A contiguous row-major view of `shape` starting at `offset`. */
-export const dense = (shape: readonly number[], offset = 0): View =>
-  ({ shape, strides: contiguousStrides(shape), offset })
+export const dense = (shape: readonly number[], offset = 0): View => ({
+  shape,
+  strides: contiguousStrides(shape),
+  offset,
+})
 
-interface IotaDims { readonly outer: number; readonly len: number; readonly inner: number }
+interface IotaDims {
+  readonly outer: number
+  readonly len: number
+  readonly inner: number
+}
 
 /** iota's out viewed as [outer, len, inner]: each element's value is its middle index. */
 export function iotaDims(shape: readonly number[], axis: number): IotaDims {
-  const size = numel(shape), len = shape[axis]!, inner = numel(shape.slice(axis + 1))
+  const size = numel(shape),
+    len = shape[axis]!,
+    inner = numel(shape.slice(axis + 1))
   return { outer: len * inner === 0 ? 0 : size / (len * inner), len, inner }
 }

@@ -13,14 +13,26 @@ import { LiveBuffers } from "./live-buffers.js"
 import type { AnyRoutineCall } from "./routines/declare.js"
 import { mapKernels, type RoutineName, routineTable } from "./routines/registry.js"
 
-type Kernel = "write" | "fill" | "iota" | "unary" | "binary" | "where" | "cast" | "copy" | "reduce" | "matmul"
-  | "gather" | "scatterAdd" | "takeAlong" | "putAlong"
+type Kernel =
+  | "write"
+  | "fill"
+  | "iota"
+  | "unary"
+  | "binary"
+  | "where"
+  | "cast"
+  | "copy"
+  | "reduce"
+  | "matmul"
+  | "gather"
+  | "scatterAdd"
+  | "takeAlong"
+  | "putAlong"
 
 const isInt32 = (v: number): boolean => Number.isInteger(v) && v >= -2147483648 && v <= 2147483647
 
 /** What the four index kernels share: a width, values moved in one dtype, int32 indices. */
-function indexKernel(c: KernelChecks, kernel: string, idx: Buffer, values: Buffer, out: Buffer,
-  width: number) {
+function indexKernel(c: KernelChecks, kernel: string, idx: Buffer, values: Buffer, out: Buffer, width: number) {
   c.counts(kernel, { width })
   c.sameDType(kernel, values, out)
   c.int32Only(kernel, idx, "idx")
@@ -103,20 +115,16 @@ const wrongData = (b: Buffer, data: HostArray): string =>
 const wrongLength = (b: Buffer, data: HostArray): string =>
   `buffer holds ${b.size} elements but data has ${data.length}`
 const matmulOutDType = (a: Buffer, out: Buffer): string =>
-  `out ${describe(out)} must have the operands' dtype ${a.dtype}` +
-  (a.dtype === "bfloat16" ? " or float32" : "")
+  `out ${describe(out)} must have the operands' dtype ${a.dtype}` + (a.dtype === "bfloat16" ? " or float32" : "")
 const notLive = (b: Buffer): string =>
   `buffer ${describe(b)} is not a live buffer of this backend (freed already, or never allocated here)`
-const notAllocated = (b: Buffer): string =>
-  `buffer ${describe(b)} was freed already or never allocated by this backend`
+const notAllocated = (b: Buffer): string => `buffer ${describe(b)} was freed already or never allocated by this backend`
 const wrongShape = (name: string, b: Buffer, shape: readonly number[] | undefined): string =>
   `${name} ${describe(b)} does not hold shape [${(shape ?? []).join(", ")}]`
-const isBuffer = (x: unknown): x is Buffer =>
-  typeof x === "object" && x !== null && "dtype" in x && "size" in x
+const isBuffer = (x: unknown): x is Buffer => typeof x === "object" && x !== null && "dtype" in x && "size" in x
 
 /** A fused routine's call against its declaration: every required buffer there, each of its shape. */
-function checkCall(c: KernelChecks, name: RoutineName, call: AnyRoutineCall,
-  live: (k: string, b: Buffer) => void) {
+function checkCall(c: KernelChecks, name: RoutineName, call: AnyRoutineCall, live: (k: string, b: Buffer) => void) {
   const decl = routineTable[name]
   for (const side of ["inputs", "outputs"] as const) {
     const declared: readonly string[] = decl[side]
@@ -139,11 +147,13 @@ function checkCall(c: KernelChecks, name: RoutineName, call: AnyRoutineCall,
 export function checkedBackend<B extends BackendImpl>(impl: B, buffers: LiveBuffers = new LiveBuffers()): B {
   const c = kernelChecks(impl.name, impl.dtypes.filter(isFloat))
   const live = (kernel: string, b: Buffer): void => c.check(buffers.has(b), kernel, () => notLive(b))
-  const run = <K extends Kernel>(k: K) => (...args: Parameters<BackendImpl[K]>) => {
-    for (const a of args) if (isBuffer(a)) live(k, a)
-    contract[k](c, ...args)
-    return (impl[k] as (...a: typeof args) => void)(...args)
-  }
+  const run =
+    <K extends Kernel>(k: K) =>
+    (...args: Parameters<BackendImpl[K]>) => {
+      for (const a of args) if (isBuffer(a)) live(k, a)
+      contract[k](c, ...args)
+      return (impl[k] as (...a: typeof args) => void)(...args)
+    }
   return {
     ...impl,
     ...Object.fromEntries(kernels.map((k) => [k, run(k)])),

@@ -12,10 +12,16 @@ export const isFloat = (d: DType): boolean => d !== "int32"
 
 export function hostArray(dtype: DType, size: number): HostArray {
   switch (dtype) {
-    case "float32": return new Float32Array(size)
-    case "float64": return new Float64Array(size)
-    case "int32": return new Int32Array(size)
-    case "bfloat16": throw new Error("bfloat16 has no host array here: the CPU backend computes in float32 or float64 (bfloat16 is for GPU backends and memory plans)")
+    case "float32":
+      return new Float32Array(size)
+    case "float64":
+      return new Float64Array(size)
+    case "int32":
+      return new Int32Array(size)
+    case "bfloat16":
+      throw new Error(
+        "bfloat16 has no host array here: the CPU backend computes in float32 or float64 (bfloat16 is for GPU backends and memory plans)",
+      )
   }
 }
 

@@ -49,12 +49,15 @@ export interface RunResult {
   readonly memory: MemoryReport
 }
 
-
 /** A region's summed result that a piece's matmul writes (first piece) or adds (the others) straight into. */
-interface Into { readonly acc: Alloc; readonly first: boolean }
+interface Into {
+  readonly acc: Alloc
+  readonly first: boolean
+}
 
 /** A matmul may add its product into a wider accumulator (bf16 operands, fp32 weight gradient). */
-const canAccumulateInto = (result: DType, acc: DType): boolean => result === acc || (result === "bfloat16" && acc === "float32")
+const canAccumulateInto = (result: DType, acc: DType): boolean =>
+  result === acc || (result === "bfloat16" && acc === "float32")
 
 /**
  * Where a node's results go. Most get fresh buffers; three reuse one instead:
@@ -76,7 +79,10 @@ type Donor = Alloc | undefined
 type KindOf = (t: Tensor) => MemoryKind
 
 /** A routine's fused kernel and how it sees the region. */
-interface FusedKernel { readonly kernel: AnyRoutineKernel; readonly site: RoutineSite }
+interface FusedKernel {
+  readonly kernel: AnyRoutineKernel
+  readonly site: RoutineSite
+}
 
 /** How many readers each value has: the nodes that take it, and the caller for each output. */
 function readers(nodes: readonly Node[], outputs: readonly Tensor[]): Map<Tensor, number> {
@@ -118,12 +124,18 @@ class Executor {
     return { buffer: b.buffer, bytes, kind: b.kind, refs: 1, external: true }
   }
 
-  retain(a: Alloc): Alloc { a.refs++; return a }
+  retain(a: Alloc): Alloc {
+    a.refs++
+    return a
+  }
 
   release(a: Alloc): void {
     if (--a.refs > 0) return
     this.ledger.remove(a.kind, a.bytes)
-    if (!a.external) { this.owned.delete(a); this.backend.free(a.buffer) }
+    if (!a.external) {
+      this.owned.delete(a)
+      this.backend.free(a.buffer)
+    }
   }
 
   /** After a failure: free whatever the interrupted run still held. */
@@ -136,8 +148,13 @@ class Executor {
    * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
    * is freed by the time this returns, except the outputs (returned with one reference each).
    */
-  runGraph(outputs: readonly Tensor[], params: readonly Tensor[], args: readonly Alloc[], kindOf: KindOf,
-    into: ReadonlyMap<Tensor, Into> = new Map()): Alloc[] {
+  runGraph(
+    outputs: readonly Tensor[],
+    params: readonly Tensor[],
+    args: readonly Alloc[],
+    kindOf: KindOf,
+    into: ReadonlyMap<Tensor, Into> = new Map(),
+  ): Alloc[] {
     const nodes = schedule(outputs, new Set(params))
     const uses = readers(nodes, outputs)
     const env = new Map<Tensor, Alloc>()
@@ -146,9 +163,15 @@ class Executor {
       const left = (uses.get(t) ?? 0) - 1
       uses.set(t, left)
       const a = env.get(t)
-      if (left <= 0 && a !== undefined) { env.delete(t); this.release(a) }
+      if (left <= 0 && a !== undefined) {
+        env.delete(t)
+        this.release(a)
+      }
     }
-    const define = (t: Tensor, a: Alloc) => { env.set(t, a); if (!uses.get(t)) drop(t) }
+    const define = (t: Tensor, a: Alloc) => {
+      env.set(t, a)
+      if (!uses.get(t)) drop(t)
+    }
 
     params.forEach((p, i) => define(p, this.retain(args[i]!)))
     // In creation order: place each node's results, run it, then let go of what it read.
@@ -156,7 +179,10 @@ class Executor {
       if (node.op === "input") throw new GraphError({ message: unboundInput(node as Node<"input">) })
       const ins = node.inputs.map((t) => env.get(t)!)
       const outs = this.run(node, ins, this.placementOf(node, uses, into), kindOf, uses)
-      node.results.forEach((r, i) => { const out = outs[i]; if (out !== undefined) define(r, out) })
+      node.results.forEach((r, i) => {
+        const out = outs[i]
+        if (out !== undefined) define(r, out)
+      })
       node.inputs.forEach(drop)
     }
     const result = outputs.map((t) => this.retain(env.get(t)!))
@@ -183,8 +209,13 @@ class Executor {
   }
 
   /** Runs `node` on `ins` into the buffers `placement` names; returns its results' buffers. */
-  run(node: Node, ins: readonly Alloc[], placement: Placement, kindOf: KindOf,
-    uses: ReadonlyMap<Tensor, number>): (Alloc | undefined)[] {
+  run(
+    node: Node,
+    ins: readonly Alloc[],
+    placement: Placement,
+    kindOf: KindOf,
+    uses: ReadonlyMap<Tensor, number>,
+  ): (Alloc | undefined)[] {
     const bufs = ins.map((a) => a.buffer)
     switch (placement.kind) {
       case "accumulate": {
@@ -222,12 +253,22 @@ class Executor {
     return fits && (uses.get(target) ?? 0) === readsHere ? donor : undefined
   }
 
-  runNode(node: Node, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
+  runNode(
+    node: Node,
+    ins: readonly Alloc[],
+    kinds: readonly MemoryKind[],
+    wanted: readonly boolean[],
+  ): (Alloc | undefined)[] {
     if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds, wanted)
     const rule = ruleOf(node.op as Primitive)
     if (rule.alias) return [this.retain(ins[0]!)]
     const out = this.allocate(node.results[0]!, kinds[0]!)
-    rule.run!(this.backend, ins.map((a) => a.buffer), out.buffer, siteOf(node))
+    rule.run!(
+      this.backend,
+      ins.map((a) => a.buffer),
+      out.buffer,
+      siteOf(node),
+    )
     return [out]
   }
 
@@ -236,7 +277,12 @@ class Executor {
    * computes only the results in `wanted` (a forward-only run skips gradients taken in forward);
    * the others come back undefined. A fused kernel computes them all.
    */
-  runRegion(node: Node<"region">, ins: readonly Alloc[], kinds: readonly MemoryKind[], wanted: readonly boolean[]): (Alloc | undefined)[] {
+  runRegion(
+    node: Node<"region">,
+    ins: readonly Alloc[],
+    kinds: readonly MemoryKind[],
+    wanted: readonly boolean[],
+  ): (Alloc | undefined)[] {
     const a = node.attrs
     const parts = pieces(a.length, a.chunk)
     const temporaries = () => "temporaries" as const
@@ -247,23 +293,41 @@ class Executor {
       return outs
     }
     const keep = node.results.flatMap((_, j) => (wanted[j] ? [j] : []))
-    const scatter = (outs: readonly Alloc[]): (Alloc | undefined)[] => node.results.map((_, j) => (keep.includes(j) ? outs[keep.indexOf(j)] : undefined))
+    const scatter = (outs: readonly Alloc[]): (Alloc | undefined)[] =>
+      node.results.map((_, j) => (keep.includes(j) ? outs[keep.indexOf(j)] : undefined))
     if (parts.length === 1) {
       const body = a.bodyFor(parts[0]![1])
-      return scatter(this.runGraph(keep.map((j) => body.outputs[j]!), body.params, ins, temporaries).map((out, k) => {
-        const j = keep[k]!
-        let al = out
-        if (al.buffer.dtype !== node.results[j]!.dtype) { // a bf16 piece summed into an fp32 result
-          al = this.castTo(out, node.results[j]!.shape, node.results[j]!.dtype)
-          this.release(out)
-        }
-        // A fresh result changes owner from the body to the caller; an alias keeps its kind.
-        if (al.refs === 1 && !al.external && al.kind !== kinds[j]) { this.ledger.retag(al.kind, kinds[j]!, al.bytes); al.kind = kinds[j]! }
-        return al
-      }))
+      return scatter(
+        this.runGraph(
+          keep.map((j) => body.outputs[j]!),
+          body.params,
+          ins,
+          temporaries,
+        ).map((out, k) => {
+          const j = keep[k]!
+          let al = out
+          if (al.buffer.dtype !== node.results[j]!.dtype) {
+            // a bf16 piece summed into an fp32 result
+            al = this.castTo(out, node.results[j]!.shape, node.results[j]!.dtype)
+            this.release(out)
+          }
+          // A fresh result changes owner from the body to the caller; an alias keeps its kind.
+          if (al.refs === 1 && !al.external && al.kind !== kinds[j]) {
+            this.ledger.retag(al.kind, kinds[j]!, al.bytes)
+            al.kind = kinds[j]!
+          }
+          return al
+        }),
+      )
     }
     // A "sum" result needs no zeroing: the first piece writes it, the others add into it.
-    const results = keep.map((j) => { const r = node.results[j]!; return this.allocate(a.combine[j] === "sum" ? { shape: r.shape, dtype: a.accumulate?.[j] ?? r.dtype } : r, kinds[j]!) })
+    const results = keep.map((j) => {
+      const r = node.results[j]!
+      return this.allocate(
+        a.combine[j] === "sum" ? { shape: r.shape, dtype: a.accumulate?.[j] ?? r.dtype } : r,
+        kinds[j]!,
+      )
+    })
     for (const [start, len] of parts) {
       const first = start === 0
       const body = a.bodyFor(len)
@@ -275,8 +339,18 @@ class Executor {
         sliced.push(s)
         return s
       })
-      const into = new Map(keep.flatMap((j, k) => (a.combine[j] === "sum" ? [[body.outputs[j]!, { acc: results[k]!, first }] as const] : [])))
-      const outs = this.runGraph(keep.map((j) => body.outputs[j]!), body.params, pieceIns, temporaries, into)
+      const into = new Map(
+        keep.flatMap((j, k) =>
+          a.combine[j] === "sum" ? [[body.outputs[j]!, { acc: results[k]!, first }] as const] : [],
+        ),
+      )
+      const outs = this.runGraph(
+        keep.map((j) => body.outputs[j]!),
+        body.params,
+        pieceIns,
+        temporaries,
+        into,
+      )
       sliced.forEach((s) => this.release(s))
       outs.forEach((al, k) => {
         const j = keep[k]!
@@ -284,30 +358,38 @@ class Executor {
         if (al === acc) {
           // already accumulated in place by its matmul
         } else if (a.combine[j] === "sum" && first) {
-          if (al.buffer.dtype === acc.buffer.dtype) this.backend.copy(al.buffer, dense(body.outputs[j]!.shape), acc.buffer, dense(body.outputs[j]!.shape))
+          if (al.buffer.dtype === acc.buffer.dtype)
+            this.backend.copy(al.buffer, dense(body.outputs[j]!.shape), acc.buffer, dense(body.outputs[j]!.shape))
           else this.backend.cast(al.buffer, acc.buffer)
         } else if (a.combine[j] === "sum") {
-          const piece = al.buffer.dtype === acc.buffer.dtype ? al : this.castTo(al, body.outputs[j]!.shape, acc.buffer.dtype)
+          const piece =
+            al.buffer.dtype === acc.buffer.dtype ? al : this.castTo(al, body.outputs[j]!.shape, acc.buffer.dtype)
           this.backend.binary("add", acc.buffer, piece.buffer, acc.buffer) // in place: one accumulator for all pieces
           if (piece !== al) this.release(piece)
         } else {
           const shape = node.results[j]!.shape
           const strides = contiguousStrides(shape)
           const pieceShape = body.outputs[j]!.shape
-          this.backend.copy(al.buffer, dense(pieceShape), acc.buffer, { shape: pieceShape, strides, offset: start * strides[a.outAxes[j]!]! })
+          this.backend.copy(al.buffer, dense(pieceShape), acc.buffer, {
+            shape: pieceShape,
+            strides,
+            offset: start * strides[a.outAxes[j]!]!,
+          })
         }
         this.release(al)
       })
     }
     // Accumulators wider than their result (fp32 sums of bf16 gradients) are cast once, here.
-    return scatter(results.map((acc, k) => {
-      const j = keep[k]!
-      if (acc.buffer.dtype === node.results[j]!.dtype) return acc
-      const out = this.allocate(node.results[j]!, kinds[j]!)
-      this.backend.cast(acc.buffer, out.buffer)
-      this.release(acc)
-      return out
-    }))
+    return scatter(
+      results.map((acc, k) => {
+        const j = keep[k]!
+        if (acc.buffer.dtype === node.results[j]!.dtype) return acc
+        const out = this.allocate(node.results[j]!, kinds[j]!)
+        this.backend.cast(acc.buffer, out.buffer)
+        this.release(acc)
+        return out
+      }),
+    )
   }
 
   /** The backend's kernel for this routine region, if it has one and the region runs in one piece. */
@@ -327,20 +409,38 @@ class Executor {
     const pieceShape = t.shape.map((d, i) => (i === axis ? len : d))
     const out = this.allocate({ shape: pieceShape, dtype: t.dtype }, "temporaries")
     const strides = contiguousStrides(t.shape)
-    this.backend.copy(al.buffer, { shape: pieceShape, strides, offset: start * strides[axis]! }, out.buffer, dense(pieceShape))
+    this.backend.copy(
+      al.buffer,
+      { shape: pieceShape, strides, offset: start * strides[axis]! },
+      out.buffer,
+      dense(pieceShape),
+    )
     return out
   }
 }
 
 /** Runs a routine's fused kernel: the region's buffers and shapes handed over by name. */
-function callKernel({ kernel, site }: FusedKernel, node: Node<"region">,
-  ins: readonly Alloc[], outs: readonly Alloc[]): void {
-  const named = <T>(names: readonly string[], xs: readonly T[]) =>
-    Object.fromEntries(names.map((n, i) => [n, xs[i]!]))
-  const shapes = (names: readonly string[], ts: readonly Tensor[]) => named(names, ts.map((t) => t.shape))
+function callKernel(
+  { kernel, site }: FusedKernel,
+  node: Node<"region">,
+  ins: readonly Alloc[],
+  outs: readonly Alloc[],
+): void {
+  const named = <T>(names: readonly string[], xs: readonly T[]) => Object.fromEntries(names.map((n, i) => [n, xs[i]!]))
+  const shapes = (names: readonly string[], ts: readonly Tensor[]) =>
+    named(
+      names,
+      ts.map((t) => t.shape),
+    )
   kernel({
-    inputs: named(site.inputs, ins.map((a) => a.buffer)),
-    outputs: named(site.outputs, outs.map((a) => a.buffer)),
+    inputs: named(
+      site.inputs,
+      ins.map((a) => a.buffer),
+    ),
+    outputs: named(
+      site.outputs,
+      outs.map((a) => a.buffer),
+    ),
     shapes: { inputs: shapes(site.inputs, node.inputs), outputs: shapes(site.outputs, node.results) },
     attrs: site.attrs,
   })
@@ -356,7 +456,11 @@ export function savedForBackward(outputs: readonly Tensor[], bound: ReadonlySet<
 }
 
 /** Which kind a top-level value counts as: a requested gradient, a value saved for backward, or a temporary. */
-function kindRule(outputs: readonly Tensor[], bound: ReadonlySet<Tensor>, gradients: readonly Tensor[]): (t: Tensor) => MemoryKind {
+function kindRule(
+  outputs: readonly Tensor[],
+  bound: ReadonlySet<Tensor>,
+  gradients: readonly Tensor[],
+): (t: Tensor) => MemoryKind {
   const grads = new Set(gradients)
   const saved = savedForBackward(outputs, bound)
   return (t) => (grads.has(t) ? "gradients" : saved.has(t) ? "activations" : "temporaries")
@@ -366,14 +470,21 @@ function kindRule(outputs: readonly Tensor[], bound: ReadonlySet<Tensor>, gradie
  * Runs `outputs` on `backend` with the given bound tensors (parameters, data). Plain and
  * synchronous: kernels only enqueue. Throws the typed errors of `errors.ts`.
  */
-export function execute(backend: BackendImpl, outputs: readonly Tensor[], bindings: ReadonlyMap<Tensor, Binding>, opts: RunOptions = {}): RunResult {
+export function execute(
+  backend: BackendImpl,
+  outputs: readonly Tensor[],
+  bindings: ReadonlyMap<Tensor, Binding>,
+  opts: RunOptions = {},
+): RunResult {
   const ledger = new MemoryLedger(opts.limit)
   const bound = new Map<Tensor, Alloc>()
   const ex = new Executor(backend, ledger, bound, opts.inPlace)
   const params = [...bindings.keys()]
   for (const [t, b] of bindings) {
     if (b.buffer.dtype !== t.dtype || b.buffer.size !== t.size) {
-      throw new GraphError({ message: `binding for ${t} holds ${b.buffer.size} ${b.buffer.dtype} elements; it needs ${t.size} ${t.dtype}` })
+      throw new GraphError({
+        message: `binding for ${t} holds ${b.buffer.size} ${b.buffer.dtype} elements; it needs ${t.size} ${t.dtype}`,
+      })
     }
   }
   const args = params.map((t) => ex.bind(bindings.get(t)!))
@@ -396,21 +507,35 @@ export interface PlanOptions extends RunOptions {
 }
 
 /** The memory plan: the same schedule on a backend that allocates nothing. */
-export function plan(outputs: readonly Tensor[], inputs: ReadonlyMap<Tensor, MemoryKind>, opts: PlanOptions = {}): MemoryReport {
+export function plan(
+  outputs: readonly Tensor[],
+  inputs: ReadonlyMap<Tensor, MemoryKind>,
+  opts: PlanOptions = {},
+): MemoryReport {
   const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}))
-  const bindings = new Map([...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const))
+  const bindings = new Map(
+    [...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const),
+  )
   return execute(counting, outputs, bindings, opts).memory
 }
 
 export type ExecutionError = ShapeError | DTypeError | OutOfMemory | GraphError | BadConfig
 
 const isExecutionError = (e: unknown): e is ExecutionError =>
-  e instanceof ShapeError || e instanceof DTypeError || e instanceof OutOfMemory || e instanceof GraphError || e instanceof BadConfig
+  e instanceof ShapeError ||
+  e instanceof DTypeError ||
+  e instanceof OutOfMemory ||
+  e instanceof GraphError ||
+  e instanceof BadConfig
 
 /** Runs a synchronous step, turning our typed errors into typed failures (anything else is a defect). */
 export const attempt = <A>(f: () => A): Effect.Effect<A, ExecutionError> =>
   Effect.suspend(() => {
-    try { return Effect.succeed(f()) } catch (e) { return isExecutionError(e) ? Effect.fail(e) : Effect.die(e) }
+    try {
+      return Effect.succeed(f())
+    } catch (e) {
+      return isExecutionError(e) ? Effect.fail(e) : Effect.die(e)
+    }
   })
 
 export type Feed = HostArray | { readonly data: HostArray; readonly kind: MemoryKind }
@@ -424,24 +549,38 @@ export interface Evaluated {
  * Uploads `feeds`, runs `outputs` on the Backend service, reads the outputs back and frees
  * everything. The simplest way to run a graph; training loops keep buffers on the device.
  */
-export function evaluate(outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>, opts: RunOptions = {}): Effect.Effect<Evaluated, ExecutionError, Backend> {
+export function evaluate(
+  outputs: readonly Tensor[],
+  feeds: ReadonlyMap<Tensor, Feed>,
+  opts: RunOptions = {},
+): Effect.Effect<Evaluated, ExecutionError, Backend> {
   return Effect.gen(function* () {
     const backend = yield* Backend
     const bindings = new Map<Tensor, Binding>()
     const result = yield* attempt(() => {
       for (const [t, feed] of feeds) {
-        const { data, kind } = ArrayBuffer.isView(feed) ? { data: feed as HostArray, kind: "activations" as const } : (feed as { data: HostArray; kind: MemoryKind })
+        const { data, kind } = ArrayBuffer.isView(feed)
+          ? { data: feed as HostArray, kind: "activations" as const }
+          : (feed as { data: HostArray; kind: MemoryKind })
         // bfloat16 has no host array: its values travel as float32 and the backend rounds them.
         const fits = dtypeOf(data) === t.dtype || (t.dtype === "bfloat16" && data instanceof Float32Array)
         if (!fits || data.length !== t.size) {
-          throw new GraphError({ message: `feed for ${t} has ${data.length} ${dtypeOf(data)} values; it needs ${t.size} ${t.dtype}` })
+          throw new GraphError({
+            message: `feed for ${t} has ${data.length} ${dtypeOf(data)} values; it needs ${t.size} ${t.dtype}`,
+          })
         }
         const buffer = backend.alloc(t.dtype, t.size)
         backend.write(buffer, data)
         bindings.set(t, { buffer, kind })
       }
       return execute(backend, outputs, bindings, opts)
-    }).pipe(Effect.ensuring(Effect.sync(() => { for (const b of bindings.values()) backend.free(b.buffer) })))
+    }).pipe(
+      Effect.ensuring(
+        Effect.sync(() => {
+          for (const b of bindings.values()) backend.free(b.buffer)
+        }),
+      ),
+    )
     const values: HostArray[] = []
     for (const b of result.outputs) values.push(yield* Effect.promise(() => backend.read(b)))
     // An output may be a bound input itself (or appear twice): free each buffer once.

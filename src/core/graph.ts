@@ -42,9 +42,15 @@ export class Tensor implements TensorType {
     readonly shape: readonly number[],
     readonly dtype: DType,
   ) {}
-  get rank(): number { return this.shape.length }
-  get size(): number { return numel(this.shape) }
-  toString(): string { return `Tensor(${this.node.op}#${this.node.id}, [${this.shape.join(", ")}], ${this.dtype})` }
+  get rank(): number {
+    return this.shape.length
+  }
+  get size(): number {
+    return numel(this.shape)
+  }
+  toString(): string {
+    return `Tensor(${this.node.op}#${this.node.id}, [${this.shape.join(", ")}], ${this.dtype})`
+  }
 }
 
 let nextId = 0
@@ -69,13 +75,18 @@ export function makeNode<K extends Op>(
 export function withPhase<A>(phase: Phase, build: () => A): A {
   const saved = currentPhase
   currentPhase = phase
-  try { return build() } finally { currentPhase = saved }
+  try {
+    return build()
+  } finally {
+    currentPhase = saved
+  }
 }
 
 /** A leaf tensor, bound to data when the graph runs. */
 export function input(name: string, shape: readonly number[], dtype: DType = "float32"): Tensor {
   for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new Error(`input "${name}": shape [${shape.join(", ")}] must hold non-negative integers`)
+    if (!Number.isInteger(d) || d < 0)
+      throw new Error(`input "${name}": shape [${shape.join(", ")}] must hold non-negative integers`)
   }
   return makeNode("input", [], { name }, [{ shape, dtype }]).results[0]!
 }

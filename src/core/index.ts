@@ -5,7 +5,17 @@ export { input, type Node, type Phase, Tensor, type TensorType } from "./graph.j
 export * as ops from "./ops.js"
 export { grad, valueAndGrad, vjp } from "./autodiff.js"
 export { checkpoint, chunked, type ChunkedOptions, routine } from "./regions.js"
-export { attempt, type Binding, evaluate, execute, type Feed, plan, savedForBackward, type RunOptions, type RunResult } from "./executor.js"
+export {
+  attempt,
+  type Binding,
+  evaluate,
+  execute,
+  type Feed,
+  plan,
+  savedForBackward,
+  type RunOptions,
+  type RunResult,
+} from "./executor.js"
 export { type ByKind, type MemoryKind, memoryKinds, type MemoryReport } from "./memory.js"
 export * from "./routines/basic.js"
 export * from "./routines/cross-entropy.js"

@@ -19,7 +19,9 @@ export class LiveBuffers {
   private liveBytes = 0
   private peakBytes = 0
 
-  has(b: Buffer): boolean { return this.alive.has(b) }
+  has(b: Buffer): boolean {
+    return this.alive.has(b)
+  }
 
   add(b: Buffer): void {
     this.alive.add(b)
@@ -33,7 +35,9 @@ export class LiveBuffers {
   }
 
   memory(): LiveMemory {
-    const resetPeak = () => { this.peakBytes = this.liveBytes }
+    const resetPeak = () => {
+      this.peakBytes = this.liveBytes
+    }
     return { live: this.liveBytes, peak: this.peakBytes, resetPeak }
   }
 }

@@ -36,7 +36,9 @@ export class MemoryLedger {
   add(kind: MemoryKind, bytes: number): void {
     if (this.total + bytes > this.limit) {
       throw new OutOfMemory({
-        requested: bytes, alive: this.total, limit: this.limit,
+        requested: bytes,
+        alive: this.total,
+        limit: this.limit,
         message: `out of memory: asked for ${bytes} bytes with ${this.total} alive and a limit of ${this.limit}; raise M for the chunked blocks, add checkpoint(), or shorten the sequence`,
       })
     }
@@ -44,7 +46,10 @@ export class MemoryLedger {
     this.live[kind] += bytes
     this.total += bytes
     if (this.live[kind] > this.peakByKind[kind]) this.peakByKind[kind] = this.live[kind]
-    if (this.total > this.peak) { this.peak = this.total; this.atPeak = { ...this.live } }
+    if (this.total > this.peak) {
+      this.peak = this.total
+      this.atPeak = { ...this.live }
+    }
   }
 
   remove(kind: MemoryKind, bytes: number): void {
@@ -59,6 +64,12 @@ export class MemoryLedger {
   }
 
   report(): MemoryReport {
-    return { peak: this.peak, atPeak: { ...this.atPeak }, peakByKind: { ...this.peakByKind }, liveAtEnd: this.total, allocations: this.allocations }
+    return {
+      peak: this.peak,
+      atPeak: { ...this.atPeak },
+      peakByKind: { ...this.peakByKind },
+      liveAtEnd: this.total,
+      allocations: this.allocations,
+    }
   }
 }

@@ -5,7 +5,7 @@
 import { numel } from "./backend.js"
 import type { DType } from "./dtype.js"
 import { fmtShape, ShapeError } from "./errors.js"
-import { Tensor } from "./graph.js"
+import type { Tensor } from "./graph.js"
 import { apply } from "./primitives.js"
 
 export type Operand = Tensor | number
@@ -31,7 +31,11 @@ export function broadcastShapes(op: string, a: readonly number[], b: readonly nu
     const da = a[a.length - r + i] ?? 1
     const db = b[b.length - r + i] ?? 1
     if (da !== db && da !== 1 && db !== 1) {
-      throw new ShapeError({ op, shapes: [a, b], message: `${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} do not broadcast (dim ${i}: ${da} vs ${db})` })
+      throw new ShapeError({
+        op,
+        shapes: [a, b],
+        message: `${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} do not broadcast (dim ${i}: ${da} vs ${db})`,
+      })
     }
     out.push(da === 1 ? db : da)
   }
@@ -41,7 +45,8 @@ export function broadcastShapes(op: string, a: readonly number[], b: readonly nu
 /** Stretch `t` to `shape` (numpy rules). Scalars stay scalars: kernels broadcast them for free. */
 export function broadcastTo(t: Tensor, shape: readonly number[]): Tensor {
   if (t.shape.length === shape.length && t.shape.every((d, i) => d === shape[i])) return t
-  const lifted = t.shape.length < shape.length ? reshape(t, [...new Array(shape.length - t.shape.length).fill(1), ...t.shape]) : t
+  const lifted =
+    t.shape.length < shape.length ? reshape(t, [...new Array(shape.length - t.shape.length).fill(1), ...t.shape]) : t
   return apply("broadcast", [lifted], { shape: [...shape] })
 }
 
@@ -60,7 +65,8 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
 const asTensor = (x: Operand, like: Tensor): Tensor => (typeof x === "number" ? scalar(x, like.dtype) : x)
 
 function elementwise(op: "add" | "sub" | "mul" | "div" | "maximum" | "less" | "equal", a: Operand, b: Operand): Tensor {
-  if (typeof a === "number" && typeof b === "number") throw new ShapeError({ op, shapes: [], message: `${op}: at least one operand must be a tensor` })
+  if (typeof a === "number" && typeof b === "number")
+    throw new ShapeError({ op, shapes: [], message: `${op}: at least one operand must be a tensor` })
   const ta = asTensor(a, (typeof a === "number" ? b : a) as Tensor)
   const tb = asTensor(b, ta)
   if (ta.shape.length === 0 || tb.shape.length === 0) return apply(op, [ta, tb], {})
@@ -81,7 +87,10 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   const like = typeof a !== "number" ? a : typeof b !== "number" ? b : cond
   const ta = typeof a === "number" ? scalar(a, like.dtype) : a
   const tb = typeof b === "number" ? scalar(b, like.dtype) : b
-  const shape = [ta, tb].reduce((s, t) => (t.shape.length === 0 ? s : broadcastShapes("where", s, t.shape)), [...cond.shape])
+  const shape = [ta, tb].reduce(
+    (s, t) => (t.shape.length === 0 ? s : broadcastShapes("where", s, t.shape)),
+    [...cond.shape],
+  )
   const fit = (t: Tensor) => (t.shape.length === 0 ? t : broadcastTo(t, shape))
   return apply("where", [fit(cond), fit(ta), fit(tb)], {})
 }
@@ -107,7 +116,8 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   return apply("reshape", [x], { shape: resolved })
 }
 
-export const permute = (x: Tensor, perm: readonly number[]): Tensor => apply("permute", [x], { perm: perm.map((p) => normAxis(p, x.rank)) })
+export const permute = (x: Tensor, perm: readonly number[]): Tensor =>
+  apply("permute", [x], { perm: perm.map((p) => normAxis(p, x.rank)) })
 
 /** Swap two axes (the last two by default). */
 export function transpose(x: Tensor, a = -2, b = -1): Tensor {
@@ -125,15 +135,24 @@ export const concat = (xs: readonly Tensor[], axis: number): Tensor =>
   xs.length === 1 ? xs[0]! : apply("concat", xs, { axis: normAxis(axis, xs[0]?.rank ?? 1) })
 
 function reduce(op: "sum" | "max", x: Tensor, axis: number | readonly number[] | undefined, keepDims: boolean): Tensor {
-  const axes = (axis === undefined ? x.shape.map((_, i) => i) : typeof axis === "number" ? [axis] : axis).map((a) => normAxis(a, x.rank))
+  const axes = (axis === undefined ? x.shape.map((_, i) => i) : typeof axis === "number" ? [axis] : axis).map((a) =>
+    normAxis(a, x.rank),
+  )
   let r = x
   for (const a of axes) r = apply(op, [r], { axis: a })
-  return keepDims ? r : reshape(r, x.shape.filter((_, i) => !axes.includes(i)))
+  return keepDims
+    ? r
+    : reshape(
+        r,
+        x.shape.filter((_, i) => !axes.includes(i)),
+      )
 }
 
 /** Sum over `axis` (all axes when omitted). */
-export const sum = (x: Tensor, axis?: number | readonly number[], keepDims = false): Tensor => reduce("sum", x, axis, keepDims)
-export const max = (x: Tensor, axis?: number | readonly number[], keepDims = false): Tensor => reduce("max", x, axis, keepDims)
+export const sum = (x: Tensor, axis?: number | readonly number[], keepDims = false): Tensor =>
+  reduce("sum", x, axis, keepDims)
+export const max = (x: Tensor, axis?: number | readonly number[], keepDims = false): Tensor =>
+  reduce("max", x, axis, keepDims)
 export function mean(x: Tensor, axis?: number | readonly number[], keepDims = false): Tensor {
   const s = sum(x, axis, keepDims)
   return div(s, x.size / Math.max(1, s.size))
@@ -151,9 +170,11 @@ export function matmul(a: Tensor, b: Tensor, flags: { transA?: boolean; transB?:
 }
 
 export const gather = (table: Tensor, indices: Tensor): Tensor => apply("gather", [table, indices], {})
-export const scatterAdd = (indices: Tensor, src: Tensor, rows: number): Tensor => apply("scatterAdd", [indices, src], { rows })
+export const scatterAdd = (indices: Tensor, src: Tensor, rows: number): Tensor =>
+  apply("scatterAdd", [indices, src], { rows })
 export const takeAlong = (x: Tensor, indices: Tensor): Tensor => apply("takeAlong", [x, indices], {})
-export const putAlong = (indices: Tensor, src: Tensor, width: number): Tensor => apply("putAlong", [indices, src], { width })
+export const putAlong = (indices: Tensor, src: Tensor, width: number): Tensor =>
+  apply("putAlong", [indices, src], { width })
 export const cast = (x: Tensor, dtype: DType): Tensor => (x.dtype === dtype ? x : apply("cast", [x], { dtype }))
 /** The same values, with no gradient flowing back through them. */
 export const stopGradient = (x: Tensor): Tensor => apply("stopGradient", [x], {})

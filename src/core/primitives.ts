@@ -16,8 +16,20 @@ import * as o from "./ops.js"
 type NoAttrs = Record<never, never>
 
 export interface PrimitiveAttrs {
-  neg: NoAttrs; exp: NoAttrs; log: NoAttrs; sqrt: NoAttrs; recip: NoAttrs; sin: NoAttrs; cos: NoAttrs
-  add: NoAttrs; sub: NoAttrs; mul: NoAttrs; div: NoAttrs; maximum: NoAttrs; less: NoAttrs; equal: NoAttrs
+  neg: NoAttrs
+  exp: NoAttrs
+  log: NoAttrs
+  sqrt: NoAttrs
+  recip: NoAttrs
+  sin: NoAttrs
+  cos: NoAttrs
+  add: NoAttrs
+  sub: NoAttrs
+  mul: NoAttrs
+  div: NoAttrs
+  maximum: NoAttrs
+  less: NoAttrs
+  equal: NoAttrs
   where: NoAttrs
   reshape: { readonly shape: readonly number[] }
   /** Same rank; dims of size 1 stretch to `shape`. */
@@ -44,14 +56,48 @@ type Cotangent = Tensor | undefined
 
 /** How many tensors each primitive takes ("any": concat's list). */
 const arity = {
-  neg: 1, exp: 1, log: 1, sqrt: 1, recip: 1, sin: 1, cos: 1,
-  add: 2, sub: 2, mul: 2, div: 2, maximum: 2, less: 2, equal: 2,
-  where: 3, reshape: 1, broadcast: 1, permute: 1, slice: 1, pad: 1, concat: "any", sum: 1, max: 1,
-  matmul: 2, gather: 2, scatterAdd: 2, takeAlong: 2, putAlong: 2, cast: 1, fill: 0, iota: 0, stopGradient: 1,
+  neg: 1,
+  exp: 1,
+  log: 1,
+  sqrt: 1,
+  recip: 1,
+  sin: 1,
+  cos: 1,
+  add: 2,
+  sub: 2,
+  mul: 2,
+  div: 2,
+  maximum: 2,
+  less: 2,
+  equal: 2,
+  where: 3,
+  reshape: 1,
+  broadcast: 1,
+  permute: 1,
+  slice: 1,
+  pad: 1,
+  concat: "any",
+  sum: 1,
+  max: 1,
+  matmul: 2,
+  gather: 2,
+  scatterAdd: 2,
+  takeAlong: 2,
+  putAlong: 2,
+  cast: 1,
+  fill: 0,
+  iota: 0,
+  stopGradient: 1,
 } as const satisfies { readonly [K in Primitive]: 0 | 1 | 2 | 3 | "any" }
 
 /** A primitive's operands as a tuple of its arity, so rules destructure them without `!`. */
-type Operands<K extends Primitive, T> = { 0: readonly []; 1: readonly [T]; 2: readonly [T, T]; 3: readonly [T, T, T]; any: readonly T[] }[(typeof arity)[K]]
+type Operands<K extends Primitive, T> = {
+  0: readonly []
+  1: readonly [T]
+  2: readonly [T, T]
+  3: readonly [T, T, T]
+  any: readonly T[]
+}[(typeof arity)[K]]
 
 /** What a rule sees of its node: the operands, the result, the attributes. */
 export interface Site<K extends Primitive> {
@@ -82,32 +128,47 @@ export interface AnyRule {
 }
 export type AnySite = Site<Primitive> & { readonly inputs: readonly Tensor[] }
 export const ruleOf = (op: Primitive): AnyRule => rules[op] as unknown as AnyRule
-export const siteOf = (n: Node): AnySite => ({ inputs: n.inputs, y: n.results[0] as Tensor, attrs: n.attrs } as AnySite)
+export const siteOf = (n: Node): AnySite => ({ inputs: n.inputs, y: n.results[0] as Tensor, attrs: n.attrs }) as AnySite
 
 // ---------- shape-rule helpers ----------
 
 function fail(op: string, inputs: readonly TensorType[], why: string): never {
-  throw new ShapeError({ op, shapes: inputs.map((t) => t.shape), message: `${op}: ${why} (got ${inputs.map((t) => fmtShape(t.shape)).join(" and ")})` })
+  throw new ShapeError({
+    op,
+    shapes: inputs.map((t) => t.shape),
+    message: `${op}: ${why} (got ${inputs.map((t) => fmtShape(t.shape)).join(" and ")})`,
+  })
 }
 
 function sameDType(op: string, inputs: readonly TensorType[]): DType {
   const d = inputs[0]!.dtype
   if (inputs.some((t) => t.dtype !== d)) {
-    throw new DTypeError({ op, dtypes: inputs.map((t) => t.dtype), message: `${op}: operands must share a dtype (got ${inputs.map((t) => t.dtype).join(" and ")}); insert cast()` })
+    throw new DTypeError({
+      op,
+      dtypes: inputs.map((t) => t.dtype),
+      message: `${op}: operands must share a dtype (got ${inputs.map((t) => t.dtype).join(" and ")}); insert cast()`,
+    })
   }
   return d
 }
 
 function needFloat(op: string, t: TensorType): void {
-  if (!isFloat(t.dtype)) throw new DTypeError({ op, dtypes: [t.dtype], message: `${op}: needs a float tensor, got ${t.dtype}; cast() it first` })
+  if (!isFloat(t.dtype))
+    throw new DTypeError({
+      op,
+      dtypes: [t.dtype],
+      message: `${op}: needs a float tensor, got ${t.dtype}; cast() it first`,
+    })
 }
 
 function needIndices(op: string, t: TensorType): void {
-  if (t.dtype !== "int32") throw new DTypeError({ op, dtypes: [t.dtype], message: `${op}: indices must be int32, got ${t.dtype}` })
+  if (t.dtype !== "int32")
+    throw new DTypeError({ op, dtypes: [t.dtype], message: `${op}: indices must be int32, got ${t.dtype}` })
 }
 
 function checkAxis(op: string, t: TensorType, axis: number): void {
-  if (!Number.isInteger(axis) || axis < 0 || axis >= t.shape.length) fail(op, [t], `axis ${axis} is out of range for rank ${t.shape.length}`)
+  if (!Number.isInteger(axis) || axis < 0 || axis >= t.shape.length)
+    fail(op, [t], `axis ${axis} is out of range for rank ${t.shape.length}`)
 }
 
 /** Result shape of elementwise operands: all equal, or scalars beside one shape. */
@@ -123,7 +184,10 @@ function elementwiseShape(op: string, inputs: readonly TensorType[]): readonly n
 
 const unary = (op: UnaryOp, vjp: (ct: Tensor, x: Tensor, y: Tensor) => Tensor): Rule<UnaryOp> => ({
   elementwise: true,
-  infer: ([x]) => { needFloat(op, x); return x },
+  infer: ([x]) => {
+    needFloat(op, x)
+    return x
+  },
   run: (b, [x], out) => b.unary(op, x, out),
   vjp: (ct, { inputs: [x], y }) => [vjp(ct, x, y)],
 })
@@ -145,7 +209,8 @@ export function around(shape: readonly number[], axis: number): [number, number,
 
 function matmulDims(ins: readonly [TensorType, TensorType], attrs: PrimitiveAttrs["matmul"]) {
   const [a, b] = ins
-  if (a.shape.length < 2 || a.shape.length !== b.shape.length) fail("matmul", ins, "operands need the same rank ≥ 2 (batch dims first)")
+  if (a.shape.length < 2 || a.shape.length !== b.shape.length)
+    fail("matmul", ins, "operands need the same rank ≥ 2 (batch dims first)")
   const r = a.shape.length
   const batchDims = a.shape.slice(0, r - 2)
   if (batchDims.some((d, i) => d !== b.shape[i])) fail("matmul", ins, "batch dims must match")
@@ -188,12 +253,17 @@ export const rules: Rules = {
     elementwise: true,
     infer: (ins) => ({ shape: elementwiseShape("where", ins), dtype: sameDType("where", ins.slice(1)) }),
     run: (b, [c, x, y], out) => b.where(c, x, y, out),
-    vjp: (ct, { inputs: [c, a, b] }) => [undefined, o.sumTo(o.where(c, ct, 0), a.shape), o.sumTo(o.where(c, 0, ct), b.shape)],
+    vjp: (ct, { inputs: [c, a, b] }) => [
+      undefined,
+      o.sumTo(o.where(c, ct, 0), a.shape),
+      o.sumTo(o.where(c, 0, ct), b.shape),
+    ],
   },
 
   reshape: {
     infer: ([x], { shape }) => {
-      if (shape.some((d) => !Number.isInteger(d) || d < 0) || numel(shape) !== x.size) fail("reshape", [x, { shape, dtype: x.dtype }], `cannot reshape ${x.size} elements to ${fmtShape(shape)}`)
+      if (shape.some((d) => !Number.isInteger(d) || d < 0) || numel(shape) !== x.size)
+        fail("reshape", [x, { shape, dtype: x.dtype }], `cannot reshape ${x.size} elements to ${fmtShape(shape)}`)
       return { shape, dtype: x.dtype }
     },
     alias: true,
@@ -202,7 +272,12 @@ export const rules: Rules = {
   broadcast: {
     infer: ([x], { shape }) => {
       const ok = x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i] || d === 1)
-      if (!ok) fail("broadcast", [x, { shape, dtype: x.dtype }], `cannot broadcast to ${fmtShape(shape)} (same rank, size-1 dims stretch)`)
+      if (!ok)
+        fail(
+          "broadcast",
+          [x, { shape, dtype: x.dtype }],
+          `cannot broadcast to ${fmtShape(shape)} (same rank, size-1 dims stretch)`,
+        )
       return { shape, dtype: x.dtype }
     },
     run: (b, [x], out, { inputs: [t], attrs: { shape } }) => {
@@ -214,12 +289,21 @@ export const rules: Rules = {
   permute: {
     infer: ([x], { perm }) => {
       const r = x.shape.length
-      if (perm.length !== r || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) fail("permute", [x], `[${perm.join(", ")}] is not a permutation of ${r} axes`)
+      if (perm.length !== r || [...perm].sort((a, b) => a - b).some((p, i) => p !== i))
+        fail("permute", [x], `[${perm.join(", ")}] is not a permutation of ${r} axes`)
       return { shape: perm.map((p) => x.shape[p]!), dtype: x.dtype }
     },
     run: (b, [x], out, { inputs: [t], y, attrs: { perm } }) => {
       const s = contiguousStrides(t.shape)
-      b.copy(x, view(y.shape, perm.map((p) => s[p]!)), out, dense(y.shape))
+      b.copy(
+        x,
+        view(
+          y.shape,
+          perm.map((p) => s[p]!),
+        ),
+        out,
+        dense(y.shape),
+      )
     },
     vjp: (ct, { attrs: { perm } }) => {
       const inv = new Array<number>(perm.length)
@@ -244,7 +328,8 @@ export const rules: Rules = {
   pad: {
     infer: ([x], { axis, before, after }) => {
       checkAxis("pad", x, axis)
-      if (!(Number.isInteger(before) && Number.isInteger(after) && before >= 0 && after >= 0)) fail("pad", [x], "padding must be non-negative integers")
+      if (!(Number.isInteger(before) && Number.isInteger(after) && before >= 0 && after >= 0))
+        fail("pad", [x], "padding must be non-negative integers")
       return { shape: x.shape.map((d, i) => (i === axis ? d + before + after : d)), dtype: x.dtype }
     },
     run: (b, [x], out, { inputs: [t], y, attrs: { axis, before } }) => {
@@ -257,11 +342,13 @@ export const rules: Rules = {
   concat: {
     infer: (ins, { axis }) => {
       const first = ins[0]
-      if (first === undefined) throw new ShapeError({ op: "concat", shapes: [], message: "concat: needs at least one tensor" })
+      if (first === undefined)
+        throw new ShapeError({ op: "concat", shapes: [], message: "concat: needs at least one tensor" })
       checkAxis("concat", first, axis)
       const dtype = sameDType("concat", ins)
       for (const t of ins) {
-        if (t.shape.length !== first.shape.length || t.shape.some((d, i) => i !== axis && d !== first.shape[i])) fail("concat", ins, `shapes must match except along axis ${axis}`)
+        if (t.shape.length !== first.shape.length || t.shape.some((d, i) => i !== axis && d !== first.shape[i]))
+          fail("concat", ins, `shapes must match except along axis ${axis}`)
       }
       return { shape: first.shape.map((d, i) => (i === axis ? ins.reduce((s, t) => s + t.shape[axis]!, 0) : d)), dtype }
     },
@@ -280,13 +367,20 @@ export const rules: Rules = {
   },
 
   sum: {
-    infer: ([x], { axis }) => { checkAxis("sum", x, axis); return { shape: x.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x.dtype } },
+    infer: ([x], { axis }) => {
+      checkAxis("sum", x, axis)
+      return { shape: x.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x.dtype }
+    },
     run: (b, [x], out, { inputs: [t], attrs: { axis } }) => b.reduce("sum", x, out, ...around(t.shape, axis)),
     vjp: (ct, { inputs: [x] }) => [o.broadcastTo(ct, x.shape)],
   },
   // Ties share nothing out: every maximal element receives the full gradient.
   max: {
-    infer: ([x], { axis }) => { checkAxis("max", x, axis); needFloat("max", x); return { shape: x.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x.dtype } },
+    infer: ([x], { axis }) => {
+      checkAxis("max", x, axis)
+      needFloat("max", x)
+      return { shape: x.shape.map((d, i) => (i === axis ? 1 : d)), dtype: x.dtype }
+    },
     run: (b, [x], out, { inputs: [t], attrs: { axis } }) => b.reduce("max", x, out, ...around(t.shape, axis)),
     vjp: (ct, { inputs: [x], y }) => {
       const isMax = o.equal(x, o.broadcastTo(y, x.shape))
@@ -303,8 +397,12 @@ export const rules: Rules = {
     run: (b, [x, y], out, n) => b.matmul(x, y, out, matmulSpec(n)),
     // C = op(A)·op(B): dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC, written back through each flag.
     vjp: (ct, { inputs: [a, b], attrs: { transA, transB } }) => {
-      const dA = transA ? o.matmul(b, ct, { transA: transB, transB: true }) : o.matmul(ct, b, { transA: false, transB: !transB })
-      const dB = transB ? o.matmul(ct, a, { transA: true, transB: transA }) : o.matmul(a, ct, { transA: !transA, transB: false })
+      const dA = transA
+        ? o.matmul(b, ct, { transA: transB, transB: true })
+        : o.matmul(ct, b, { transA: false, transB: !transB })
+      const dB = transB
+        ? o.matmul(ct, a, { transA: true, transB: transA })
+        : o.matmul(a, ct, { transA: !transA, transB: false })
       return [dA, dB]
     },
   },
@@ -321,7 +419,8 @@ export const rules: Rules = {
   scatterAdd: {
     infer: ([idx, src], { rows }) => {
       needIndices("scatterAdd", idx)
-      if (src.shape.length !== idx.shape.length + 1 || idx.shape.some((d, i) => d !== src.shape[i])) fail("scatterAdd", [idx, src], "src must be [...indices.shape, width]")
+      if (src.shape.length !== idx.shape.length + 1 || idx.shape.some((d, i) => d !== src.shape[i]))
+        fail("scatterAdd", [idx, src], "src must be [...indices.shape, width]")
       return { shape: [rows, src.shape[src.shape.length - 1]!], dtype: src.dtype }
     },
     run: (b, [i, s], out, { y }) => b.scatterAdd(i, s, out, y.shape[1]!),
@@ -330,7 +429,8 @@ export const rules: Rules = {
   takeAlong: {
     infer: ([x, idx]) => {
       needIndices("takeAlong", idx)
-      if (x.shape.length !== idx.shape.length + 1 || idx.shape.some((d, i) => d !== x.shape[i])) fail("takeAlong", [x, idx], "x must be [...indices.shape, width]")
+      if (x.shape.length !== idx.shape.length + 1 || idx.shape.some((d, i) => d !== x.shape[i]))
+        fail("takeAlong", [x, idx], "x must be [...indices.shape, width]")
       return { shape: idx.shape, dtype: x.dtype }
     },
     run: (b, [x, i], out, { inputs: [t] }) => b.takeAlong(x, i, out, t.shape.at(-1)!),
@@ -339,7 +439,8 @@ export const rules: Rules = {
   putAlong: {
     infer: ([idx, src], { width }) => {
       needIndices("putAlong", idx)
-      if (src.shape.length !== idx.shape.length || idx.shape.some((d, i) => d !== src.shape[i])) fail("putAlong", [idx, src], "src must have the indices' shape")
+      if (src.shape.length !== idx.shape.length || idx.shape.some((d, i) => d !== src.shape[i]))
+        fail("putAlong", [idx, src], "src must have the indices' shape")
       return { shape: [...idx.shape, width], dtype: src.dtype }
     },
     run: (b, [i, s], out, { attrs: { width } }) => b.putAlong(i, s, out, width),
@@ -358,7 +459,10 @@ export const rules: Rules = {
     vjp: () => [],
   },
   iota: {
-    infer: (_ins, { shape, axis, dtype }) => { if (shape.length > 0) checkAxis("iota", { shape, dtype }, axis); return { shape, dtype } },
+    infer: (_ins, { shape, axis, dtype }) => {
+      if (shape.length > 0) checkAxis("iota", { shape, dtype }, axis)
+      return { shape, dtype }
+    },
     run: (b, _ins, out, { attrs: { shape, axis } }) => b.iota(out, shape, axis),
     vjp: () => [],
   },
@@ -373,7 +477,11 @@ export const rules: Rules = {
 export function apply<K extends Primitive>(op: K, inputs: readonly Tensor[], attrs: PrimitiveAttrs[K]): Tensor {
   const n = arity[op] as number | "any"
   if (n !== "any" && inputs.length !== n) {
-    throw new ShapeError({ op, shapes: inputs.map((t) => t.shape), message: `${op}: takes ${n} operands, got ${inputs.length}` })
+    throw new ShapeError({
+      op,
+      shapes: inputs.map((t) => t.shape),
+      message: `${op}: takes ${n} operands, got ${inputs.length}`,
+    })
   }
   const type = (rules[op] as Rule<K>).infer(inputs as unknown as Operands<K, Tensor>, attrs)
   return makeNode(op, inputs, attrs as NodeAttrs[K], [type]).results[0] as Tensor

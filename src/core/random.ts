@@ -14,7 +14,11 @@ export function rng(seed: number): () => number {
 }
 
 /** Standard normal samples (Box–Muller), written into `out` (a typed array: fine for a billion). */
-export function fillNormal<A extends { length: number; [i: number]: number }>(random: () => number, out: A, std = 1): A {
+export function fillNormal<A extends { length: number; [i: number]: number }>(
+  random: () => number,
+  out: A,
+  std = 1,
+): A {
   const n = out.length
   for (let i = 0; i < n; i += 2) {
     const u = Math.max(random(), 1e-12)
@@ -26,12 +30,16 @@ export function fillNormal<A extends { length: number; [i: number]: number }>(ra
   return out
 }
 
-export const normal = (random: () => number, n: number, std = 1): number[] => fillNormal(random, new Array<number>(n), std)
+export const normal = (random: () => number, n: number, std = 1): number[] =>
+  fillNormal(random, new Array<number>(n), std)
 
 /** Seeded data for a tensor: normals · std for floats, integers in [0, intBelow) for int32. */
 export function randomFill(t: TensorType, seed: number, intBelow = 2, std = 0.1): HostArray {
   const random = rng(seed)
-  const a = hostArray(t.dtype, t.shape.reduce((x, y) => x * y, 1))
+  const a = hostArray(
+    t.dtype,
+    t.shape.reduce((x, y) => x * y, 1),
+  )
   if (t.dtype === "int32") for (let i = 0; i < a.length; i++) a[i] = Math.floor(random() * intBelow)
   else fillNormal(random, a, std)
   return a

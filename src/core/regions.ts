@@ -29,9 +29,17 @@ type Result = Tensor | readonly Tensor[]
 type Fn<R extends Result> = (...args: Tensor[]) => R
 
 const placeholder = (t: TensorType, name: string): Tensor => input(name, t.shape, t.dtype)
-const withLength = (t: TensorType, axis: number, len: number): TensorType => ({ shape: t.shape.map((d, i) => (i === axis ? len : d)), dtype: t.dtype })
+const withLength = (t: TensorType, axis: number, len: number): TensorType => ({
+  shape: t.shape.map((d, i) => (i === axis ? len : d)),
+  dtype: t.dtype,
+})
 
-interface Trace { placeholders: Tensor[]; outputs: Tensor[]; captured: Tensor[]; returnsArray: boolean }
+interface Trace {
+  placeholders: Tensor[]
+  outputs: Tensor[]
+  captured: Tensor[]
+  returnsArray: boolean
+}
 
 /** Calls `f` on fresh placeholders and finds the outside tensors its result depends on. */
 function trace(f: Fn<Result>, argTypes: readonly TensorType[]): Trace {
@@ -46,12 +54,20 @@ function trace(f: Fn<Result>, argTypes: readonly TensorType[]): Trace {
   while (stack.length > 0) {
     const t = stack.pop()!
     if (own.has(t)) continue
-    if (t.node.id < start) { captured.add(t); continue }
+    if (t.node.id < start) {
+      captured.add(t)
+      continue
+    }
     if (seen.has(t.node)) continue
     seen.add(t.node)
     stack.push(...t.node.inputs)
   }
-  return { placeholders, outputs, returnsArray: Array.isArray(r), captured: [...captured].sort((a, b) => a.node.id - b.node.id || a.index - b.index) }
+  return {
+    placeholders,
+    outputs,
+    returnsArray: Array.isArray(r),
+    captured: [...captured].sort((a, b) => a.node.id - b.node.id || a.index - b.index),
+  }
 }
 
 const memo = <A>(make: (len: number) => A): ((len: number) => A) => {
@@ -79,37 +95,68 @@ interface RegionSpec {
 }
 
 /** A routine's declaration and the attributes this use of it gives its kernel. */
-interface RoutineSpec { readonly decl: RoutineDecl; readonly attrs: AttrsOf<RoutineDecl> }
+interface RoutineSpec {
+  readonly decl: RoutineDecl
+  readonly attrs: AttrsOf<RoutineDecl>
+}
 
 function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonly Tensor[]): R {
   const axes = args.map((a) => (spec.axis === null ? null : spec.axis < 0 ? spec.axis + a.rank : spec.axis))
   axes.forEach((ax, i) => {
     if (ax !== null && (ax < 0 || ax >= args[i]!.rank)) {
-      throw new ShapeError({ op: spec.name, shapes: args.map((a) => a.shape), message: `${spec.name}: argument ${i} of shape ${fmtShape(args[i]!.shape)} has no axis ${spec.axis}` })
+      throw new ShapeError({
+        op: spec.name,
+        shapes: args.map((a) => a.shape),
+        message: `${spec.name}: argument ${i} of shape ${fmtShape(args[i]!.shape)} has no axis ${spec.axis}`,
+      })
     }
   })
   const lengths = new Set(args.map((a, i) => (axes[i] === null ? -1 : a.shape[axes[i]!]!)).filter((l) => l >= 0))
   if (lengths.size > 1) {
-    throw new ShapeError({ op: spec.name, shapes: args.map((a) => a.shape), message: `${spec.name}: every argument must have the same length along axis ${spec.axis} (got ${[...lengths].join(", ")}); pass tensors that should not be split by closing over them` })
+    throw new ShapeError({
+      op: spec.name,
+      shapes: args.map((a) => a.shape),
+      message: `${spec.name}: every argument must have the same length along axis ${spec.axis} (got ${[...lengths].join(", ")}); pass tensors that should not be split by closing over them`,
+    })
   }
   const length = lengths.size === 0 ? 0 : [...lengths][0]!
   const chunk = length === 0 ? 0 : Math.ceil(length / Math.min(spec.M, length))
   const lens = [...new Set(pieces(length, chunk).map(([, l]) => l))]
-  const traces = new Map(lens.map((len) => [len, trace(f as Fn<Result>, args.map((a, i) => (axes[i] === null ? a : withLength(a, axes[i]!, len))))]))
+  const traces = new Map(
+    lens.map((len) => [
+      len,
+      trace(
+        f as Fn<Result>,
+        args.map((a, i) => (axes[i] === null ? a : withLength(a, axes[i]!, len))),
+      ),
+    ]),
+  )
   const first = traces.get(lens[0]!)!
-  const captured = [...new Set([...traces.values()].flatMap((t) => t.captured))].sort((a, b) => a.node.id - b.node.id || a.index - b.index)
+  const captured = [...new Set([...traces.values()].flatMap((t) => t.captured))].sort(
+    (a, b) => a.node.id - b.node.id || a.index - b.index,
+  )
 
-  const outAxes = first.outputs.map((t) => (spec.combine === "concat" && spec.axis !== null ? (spec.axis < 0 ? spec.axis + t.rank : spec.axis) : null))
+  const outAxes = first.outputs.map((t) =>
+    spec.combine === "concat" && spec.axis !== null ? (spec.axis < 0 ? spec.axis + t.rank : spec.axis) : null,
+  )
   const outputTypes = first.outputs.map((t, j): TensorType => {
     for (const [len, tr] of traces) {
       const u = tr.outputs[j]!
       const ax = outAxes[j] ?? null
       const expect = ax === null ? t.shape : withLength(t, ax, len).shape
       if (ax !== null && (ax >= u.rank || u.shape[ax] !== len)) {
-        throw new ShapeError({ op: spec.name, shapes: [u.shape], message: `${spec.name}: output ${j} of a ${len}-long piece has shape ${fmtShape(u.shape)}; combine "concat" needs its axis ${spec.axis} to be the piece length — use combine "sum" for reductions` })
+        throw new ShapeError({
+          op: spec.name,
+          shapes: [u.shape],
+          message: `${spec.name}: output ${j} of a ${len}-long piece has shape ${fmtShape(u.shape)}; combine "concat" needs its axis ${spec.axis} to be the piece length — use combine "sum" for reductions`,
+        })
       }
       if (u.shape.length !== expect.length || u.shape.some((d, i) => d !== expect[i])) {
-        throw new ShapeError({ op: spec.name, shapes: [t.shape, u.shape], message: `${spec.name}: pieces give outputs of different shapes` })
+        throw new ShapeError({
+          op: spec.name,
+          shapes: [t.shape, u.shape],
+          message: `${spec.name}: pieces give outputs of different shapes`,
+        })
       }
     }
     if (outAxes[j] !== null) return withLength(t, outAxes[j]!, length)
@@ -126,7 +173,12 @@ function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonl
     chunk,
     bodyFor: (len) => {
       const tr = traces.get(len)
-      if (tr === undefined) throw new ShapeError({ op: spec.name, shapes: [], message: `${spec.name}: no body traced for pieces of ${len}` })
+      if (tr === undefined)
+        throw new ShapeError({
+          op: spec.name,
+          shapes: [],
+          message: `${spec.name}: no body traced for pieces of ${len}`,
+        })
       return { params: [...tr.placeholders, ...captured], outputs: tr.outputs }
     },
     vjp: spec.vjp,
@@ -161,10 +213,16 @@ export interface ChunkedOptions {
  * a time, forward and backward. Tensors `f` closes over are shared by every piece.
  */
 export function chunked(M: number, opts: ChunkedOptions = {}) {
-  if (!Number.isInteger(M) || M < 1) throw new BadConfig({ field: "M", message: `chunked: M must be a positive integer, got ${M}` })
+  if (!Number.isInteger(M) || M < 1)
+    throw new BadConfig({ field: "M", message: `chunked: M must be a positive integer, got ${M}` })
   return <R extends Result>(f: Fn<R>): Fn<R> =>
     (...args) => {
-      if (args.length === 0) throw new ShapeError({ op: "chunked", shapes: [], message: "chunked: pass the tensors to split as arguments (at least one)" })
+      if (args.length === 0)
+        throw new ShapeError({
+          op: "chunked",
+          shapes: [],
+          message: "chunked: pass the tensors to split as arguments (at least one)",
+        })
       const r = buildRegion({ name: "chunked", axis: opts.axis ?? 1, M, combine: opts.combine ?? "concat" }, f, args)
       return (opts.gradientsInForward ? gradientsInForward(r) : r) as R
     }
@@ -178,20 +236,30 @@ export function chunked(M: number, opts: ChunkedOptions = {}) {
 function gradientsInForward(loss: Result): Tensor {
   const node = (Array.isArray(loss) ? undefined : (loss as Tensor).node) as Node<"region"> | undefined
   if (node === undefined || node.results.length !== 1 || node.results[0]!.size !== 1) {
-    throw new ShapeError({ op: "chunked", shapes: node ? node.results.map((t) => t.shape) : [], message: "chunked: gradientsInForward needs a region that returns one scalar (a loss); drop the option for other regions" })
+    throw new ShapeError({
+      op: "chunked",
+      shapes: node ? node.results.map((t) => t.shape) : [],
+      message:
+        "chunked: gradientsInForward needs a region that returns one scalar (a loss); drop the option for other regions",
+    })
   }
   const a = node.attrs
   const grads = gradientLayout(node)
   const bodyFor = memo((len: number): Body => {
     const fwd = a.bodyFor(len)
     const value = fwd.outputs[0]!
-    return { params: fwd.params, outputs: [value, ...pieceGradients(fwd, [value], [o.full(value.shape, 1, value.dtype)], grads.diff)] }
+    return {
+      params: fwd.params,
+      outputs: [value, ...pieceGradients(fwd, [value], [o.full(value.shape, 1, value.dtype)], grads.diff)],
+    }
   })
   // Scaling by the cotangent after the cast to the input's dtype is exact when it is 1 (the
   // region is the loss itself), and only the input-sized gradient is kept for backward.
   const rule: CustomVjp = (_ins, outs, [ct]) => {
     const scaled: (Tensor | undefined)[] = node.inputs.map(() => undefined)
-    grads.diff.forEach((i, k) => { scaled[i] = o.mul(outs[k + 1]!, o.cast(o.reshape(ct!, []), node.inputs[i]!.dtype)) })
+    grads.diff.forEach((i, k) => {
+      scaled[i] = o.mul(outs[k + 1]!, o.cast(o.reshape(ct!, []), node.inputs[i]!.dtype))
+    })
     return scaled
   }
   const attrs: RegionAttrs = {
@@ -233,8 +301,13 @@ const adjointName = (name: string): string => `d${name[0]!.toUpperCase()}${name.
  * is the reference decomposition; a backend may run a fused kernel instead (`decl` says how that
  * kernel sees the region, `attrs` what it is told).
  */
-export function routine<D extends RoutineDecl, R extends Result>(decl: D, f: Fn<R>, backward?: CustomVjp,
-  attrs?: AttrsOf<D>, vjpReads?: RegionAttrs["vjpReads"]): Fn<R> {
+export function routine<D extends RoutineDecl, R extends Result>(
+  decl: D,
+  f: Fn<R>,
+  backward?: CustomVjp,
+  attrs?: AttrsOf<D>,
+  vjpReads?: RegionAttrs["vjpReads"],
+): Fn<R> {
   const spec = { name: decl.name, axis: null, M: 1, combine: "sum" as const, vjp: backward, vjpReads }
   return (...args) => buildRegion({ ...spec, routine: { decl, attrs: attrs ?? {} } }, f, args)
 }
@@ -244,25 +317,44 @@ export function routine<D extends RoutineDecl, R extends Result>(decl: D, f: Fn<
  * (a backend with the fused kernel never needs it: planning a 64k-token attention stays cheap).
  * Its body must not close over tensors.
  */
-export function lazyRoutine<D extends RoutineDecl>(decl: D, f: Fn<readonly Tensor[]>, backward: CustomVjp,
-  resultTypes: (args: readonly Tensor[]) => TensorType[], attrs: AttrsOf<D>): Fn<readonly Tensor[]> {
+export function lazyRoutine<D extends RoutineDecl>(
+  decl: D,
+  f: Fn<readonly Tensor[]>,
+  backward: CustomVjp,
+  resultTypes: (args: readonly Tensor[]) => TensorType[],
+  attrs: AttrsOf<D>,
+): Fn<readonly Tensor[]> {
   const name = decl.name
   return (...args) => {
     const types = resultTypes(args)
     const bodyFor = memo((): Body => {
       const tr = trace(f, args)
-      if (tr.captured.length > 0) throw new GraphError({ message: `routine ${name} must not close over tensors; pass them as arguments` })
+      if (tr.captured.length > 0)
+        throw new GraphError({ message: `routine ${name} must not close over tensors; pass them as arguments` })
       tr.outputs.forEach((t, j) => {
         const want = types[j]
-        if (want === undefined || t.dtype !== want.dtype || t.shape.length !== want.shape.length || t.shape.some((d, i) => d !== want.shape[i])) {
-          throw new GraphError({ message: `routine ${name}: result ${j} is ${t}, but its declared type is ${want ? `[${want.shape.join(", ")}] ${want.dtype}` : "missing"}` })
+        if (
+          want === undefined ||
+          t.dtype !== want.dtype ||
+          t.shape.length !== want.shape.length ||
+          t.shape.some((d, i) => d !== want.shape[i])
+        ) {
+          throw new GraphError({
+            message: `routine ${name}: result ${j} is ${t}, but its declared type is ${want ? `[${want.shape.join(", ")}] ${want.dtype}` : "missing"}`,
+          })
         }
       })
       return { params: tr.placeholders, outputs: tr.outputs }
     })
     const region: RegionAttrs = {
-      name, inAxes: args.map(() => null), combine: types.map(() => "sum"), outAxes: types.map(() => null),
-      length: 0, chunk: 0, bodyFor, vjp: backward,
+      name,
+      inAxes: args.map(() => null),
+      combine: types.map(() => "sum"),
+      outAxes: types.map(() => null),
+      length: 0,
+      chunk: 0,
+      bodyFor,
+      vjp: backward,
       routine: siteOf({ decl, attrs }, args.length, types.length),
     }
     return regionNode(region, args, types).results
@@ -290,8 +382,17 @@ function gradientLayout(node: Node<"region">) {
 }
 
 /** One piece's gradients for the body params `diff`, given its outputs' cotangents (zeros where none flows). */
-const pieceGradients = (piece: Body, outputs: readonly Tensor[], cts: readonly Tensor[], diff: readonly number[]): Tensor[] =>
-  vjp(outputs, cts, diff.map((i) => piece.params[i]!)).map((t, k) => t ?? zerosFor(piece.params[diff[k]!]!))
+const pieceGradients = (
+  piece: Body,
+  outputs: readonly Tensor[],
+  cts: readonly Tensor[],
+  diff: readonly number[],
+): Tensor[] =>
+  vjp(
+    outputs,
+    cts,
+    diff.map((i) => piece.params[i]!),
+  ).map((t, k) => t ?? zerosFor(piece.params[diff[k]!]!))
 
 /** The VJP of a region is another region: per piece, recompute the body and run its VJP. */
 export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefined)[]): (Tensor | undefined)[] {
@@ -314,13 +415,21 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       const inPh = readsInputs ? node.inputs.map((t, i) => placeholder(t, `in${i}`)) : []
       const outPh = readsOutputs ? node.results.map((t, j) => placeholder(t, `out${j}`)) : []
       const ctPh = withCt.map((j) => placeholder({ shape: node.results[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
-      const ctAt = node.results.map((_, j) => { const k = withCt.indexOf(j); return k < 0 ? undefined : o.cast(ctPh[k]!, node.results[j]!.dtype) })
+      const ctAt = node.results.map((_, j) => {
+        const k = withCt.indexOf(j)
+        return k < 0 ? undefined : o.cast(ctPh[k]!, node.results[j]!.dtype)
+      })
       const g = custom(inPh, outPh, ctAt)
       return { params: [...inPh, ...outPh, ...ctPh], outputs: diff.map((i) => g[i] ?? zerosFor(node.inputs[i]!)) }
     })
     attrs = {
-      name: `${a.name}.vjp`, inAxes: inputs.map(() => null), combine: diff.map(() => "sum"),
-      outAxes: diff.map(() => null), length: 0, chunk: 0, bodyFor: body,
+      name: `${a.name}.vjp`,
+      inAxes: inputs.map(() => null),
+      combine: diff.map(() => "sum"),
+      outAxes: diff.map(() => null),
+      length: 0,
+      chunk: 0,
+      bodyFor: body,
       routine: a.routine && vjpSite(a.routine, diff, withCt, readsInputs, readsOutputs),
     }
   } else {
@@ -330,7 +439,15 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       // A cotangent may be wider than the piece's output (an fp32 sum of bf16 pieces): cast it in.
       const ctPh = withCt.map((j) => placeholder({ shape: fwd.outputs[j]!.shape, dtype: cts[j]!.dtype }, `ct${j}`))
       const outputs = withCt.map((j) => fwd.outputs[j]!)
-      return { params: [...fwd.params, ...ctPh], outputs: pieceGradients(fwd, outputs, withCt.map((j, k) => o.cast(ctPh[k]!, outputs[k]!.dtype)), diff) }
+      return {
+        params: [...fwd.params, ...ctPh],
+        outputs: pieceGradients(
+          fwd,
+          outputs,
+          withCt.map((j, k) => o.cast(ctPh[k]!, outputs[k]!.dtype)),
+          diff,
+        ),
+      }
     })
     attrs = {
       name: `${a.name}.vjp`,
@@ -354,8 +471,13 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
  * How the kernel of a routine's VJP sees it: the forward's inputs and outputs it reads, then the
  * cotangents that flow (o → dO); it writes the gradients of the float inputs (q → dQ).
  */
-function vjpSite(fwd: RoutineSite, diff: readonly number[], withCt: readonly number[], readsInputs: boolean,
-  readsOutputs: boolean): RoutineSite {
+function vjpSite(
+  fwd: RoutineSite,
+  diff: readonly number[],
+  withCt: readonly number[],
+  readsInputs: boolean,
+  readsOutputs: boolean,
+): RoutineSite {
   const cotangents = withCt.map((j) => adjointName(fwd.outputs[j]!))
   const inputs = [...(readsInputs ? fwd.inputs : []), ...(readsOutputs ? fwd.outputs : []), ...cotangents]
   const outputs = diff.map((i) => adjointName(fwd.inputs[i]!))

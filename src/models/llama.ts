@@ -15,7 +15,14 @@ import type { DType } from "../core/dtype.js"
 import { input, type Tensor } from "../core/graph.js"
 import * as o from "../core/ops.js"
 import { attention } from "../core/routines/attention.js"
-import { fusedRmsNorm, fusedRope, linear, rmsNorm as plainRmsNorm, rope as plainRope, swiglu } from "../core/routines/basic.js"
+import {
+  fusedRmsNorm,
+  fusedRope,
+  linear,
+  rmsNorm as plainRmsNorm,
+  rope as plainRope,
+  swiglu,
+} from "../core/routines/basic.js"
 import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
 import { checkpoint, chunked } from "../core/regions.js"
 import { headDim, type LlamaConfig } from "./config.js"
@@ -67,7 +74,8 @@ export function autoChunks(c: LlamaConfig, S: number): { mlp: number; lm: number
 
 /** Every parameter's Hugging Face name and shape (weights are [out, in] as in nn.Linear). */
 export function parameterShapes(c: LlamaConfig): Record<string, number[]> {
-  const d = c.hidden_size, hd = headDim(c)
+  const d = c.hidden_size,
+    hd = headDim(c)
   const shapes: Record<string, number[]> = { "model.embed_tokens.weight": [c.vocab_size, d] }
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `model.layers.${i}`
@@ -92,7 +100,9 @@ export const parameterCount = (c: LlamaConfig): number =>
 
 /** Symbolic parameters, one input per HF name. */
 export function parameterInputs(c: LlamaConfig, dtype: DType = "float32"): Record<string, Tensor> {
-  return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => [name, input(name, shape, dtype)]))
+  return Object.fromEntries(
+    Object.entries(parameterShapes(c)).map(([name, shape]) => [name, input(name, shape, dtype)]),
+  )
 }
 
 /** [B, S, H·hd] → [B, H, S, hd] */
@@ -121,9 +131,14 @@ export interface LlamaGraph {
 /** The training loss of a Llama for a [B, S] batch, in the given mode. */
 export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptions): LlamaGraph {
   if (S > c.max_position_embeddings && !opts.allowBeyondMaxPosition) {
-    throw new ShapeError({ op: "llama", shapes: [[B, S]], message: `sequence length ${S} exceeds the model's max_position_embeddings (${c.max_position_embeddings}); shorten --seq or raise max_position_embeddings in the config` })
+    throw new ShapeError({
+      op: "llama",
+      shapes: [[B, S]],
+      message: `sequence length ${S} exceeds the model's max_position_embeddings (${c.max_position_embeddings}); shorten --seq or raise max_position_embeddings in the config`,
+    })
   }
-  if (!modes.includes(opts.mode)) throw new BadConfig({ field: "mode", message: `unknown mode "${opts.mode}"; choose one of: ${modes.join(", ")}` })
+  if (!modes.includes(opts.mode))
+    throw new BadConfig({ field: "mode", message: `unknown mode "${opts.mode}"; choose one of: ${modes.join(", ")}` })
   const dtype = opts.dtype ?? "float32"
   const auto = autoChunks(c, S)
   const chunks = {
@@ -150,7 +165,14 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
     const v = splitHeads(linear(h, w("self_attn.v_proj.weight")), c.num_key_value_heads, hd)
     const a = attention(q, k, v, { blockSize: opts.attentionBlock ?? 64 })
     const x1 = o.add(x, linear(mergeHeads(a), w("self_attn.o_proj.weight")))
-    const mlp = (t: Tensor) => swiglu(rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps), w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"), fused.has("siluMul"))
+    const mlp = (t: Tensor) =>
+      swiglu(
+        rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps),
+        w("mlp.gate_proj.weight"),
+        w("mlp.up_proj.weight"),
+        w("mlp.down_proj.weight"),
+        fused.has("siluMul"),
+      )
     return o.add(x1, mst ? chunked(chunks.mlp, { axis: 1 })(mlp)(x1) : mlp(x1))
   }
 
@@ -163,7 +185,10 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   // In MST each piece takes its gradients in the forward pass, while its logits are alive; the
   // loss is the result itself, so its cotangent is exactly 1 and scaling by it rounds nothing.
   const perToken = o.div(1, count)
-  const lmLoss = (h: Tensor, t: Tensor) => o.mul(sumCrossEntropy(linear(rmsNorm(h, p("model.norm.weight"), c.rms_norm_eps), head), t), perToken)
-  const loss = mst ? chunked(chunks.lm, { axis: 1, combine: "sum", gradientsInForward: true })(lmLoss)(x, targets) : lmLoss(x, targets)
+  const lmLoss = (h: Tensor, t: Tensor) =>
+    o.mul(sumCrossEntropy(linear(rmsNorm(h, p("model.norm.weight"), c.rms_norm_eps), head), t), perToken)
+  const loss = mst
+    ? chunked(chunks.lm, { axis: 1, combine: "sum", gradientsInForward: true })(lmLoss)(x, targets)
+    : lmLoss(x, targets)
   return { params, tokens, targets, count, loss: o.cast(loss, "float32"), chunks } // the loss is fp32 whatever the weights
 }

@@ -83,34 +83,75 @@ export function adamwGraph(
   fused = false,
 ): AdamWGraph {
   const names = Object.keys(shapes)
-  const leaves = (prefix: string, dtype: (n: string) => DType) => Object.fromEntries(names.map((n) => [n, input(`${prefix}${n}`, shapes[n]!, dtype(n))]))
+  const leaves = (prefix: string, dtype: (n: string) => DType) =>
+    Object.fromEntries(names.map((n) => [n, input(`${prefix}${n}`, shapes[n]!, dtype(n))]))
   const params = leaves("", () => precision.param)
   const master = precision.master ? leaves("master.", () => "float32") : {}
   const grads = leaves("grad.", (n) => gradDTypes[n] ?? precision.param)
-  const m = leaves("adam.m.", () => precision.state), v = leaves("adam.v.", () => precision.state)
-  const lr = input("lr", [], "float32"), correction1 = input("correction1", [], "float32"), correction2 = input("correction2", [], "float32")
+  const m = leaves("adam.m.", () => precision.state),
+    v = leaves("adam.v.", () => precision.state)
+  const lr = input("lr", [], "float32"),
+    correction1 = input("correction1", [], "float32"),
+    correction2 = input("correction2", [], "float32")
 
   const gradNorm = o.sqrt(names.map((n) => o.sum(o.square(f32(grads[n]!)))).reduce((a, b) => o.add(a, b)))
-  const clip = Number.isFinite(opts.maxGradNorm) ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm)) : o.full([], 1, "float32")
+  const clip = Number.isFinite(opts.maxGradNorm)
+    ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm))
+    : o.full([], 1, "float32")
 
-  const newParams: Record<string, Tensor> = {}, newMaster: Record<string, Tensor> = {}, newM: Record<string, Tensor> = {}, newV: Record<string, Tensor> = {}
+  const newParams: Record<string, Tensor> = {},
+    newMaster: Record<string, Tensor> = {},
+    newM: Record<string, Tensor> = {},
+    newV: Record<string, Tensor> = {}
   const inPlace = new Map<Tensor, Tensor>()
   for (const n of names) {
     const decay = shapes[n]!.length >= 2 ? opts.weightDecay : 0 // matrices only
     const attrs = { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: decay }
     const run = fused ? adamw(attrs, precision) : adamwUpdate(attrs, precision)
-    const args = [params[n]!, grads[n]!, m[n]!, v[n]!, lr, correction1, correction2, clip, ...(precision.master ? [master[n]!] : [])]
+    const args = [
+      params[n]!,
+      grads[n]!,
+      m[n]!,
+      v[n]!,
+      lr,
+      correction1,
+      correction2,
+      clip,
+      ...(precision.master ? [master[n]!] : []),
+    ]
     const [p, mm, vv, w32] = run(...args) as Tensor[]
-    newParams[n] = p!, newM[n] = mm!, newV[n] = vv!
+    ;(newParams[n] = p!), (newM[n] = mm!), (newV[n] = vv!)
     inPlace.set(p!, params[n]!).set(mm!, m[n]!).set(vv!, v[n]!)
     if (w32 !== undefined) inPlace.set((newMaster[n] = w32), master[n]!)
   }
-  return { params, master, grads, m, v, lr, correction1, correction2, newParams, newMaster, newM, newV, gradNorm, inPlace }
+  return {
+    params,
+    master,
+    grads,
+    m,
+    v,
+    lr,
+    correction1,
+    correction2,
+    newParams,
+    newMaster,
+    newM,
+    newV,
+    gradNorm,
+    inPlace,
+  }
 }
 
 /** Every output of the AdamW graph: the norm, then per parameter its new weights, moments (and master). */
-export const adamwOutputs = (a: AdamWGraph): Tensor[] =>
-  [a.gradNorm, ...Object.keys(a.params).flatMap((n) => [a.newParams[n]!, a.newM[n]!, a.newV[n]!, ...(a.newMaster[n] ? [a.newMaster[n]] : [])])]
+export const adamwOutputs = (a: AdamWGraph): Tensor[] => [
+  a.gradNorm,
+  ...Object.keys(a.params).flatMap((n) => [
+    a.newParams[n]!,
+    a.newM[n]!,
+    a.newV[n]!,
+    ...(a.newMaster[n] ? [a.newMaster[n]] : []),
+  ]),
+]
 
 /** Linear warmup to `lr`, then cosine decay to `minLr` at `steps`. */
 export interface Schedule {

@@ -35,8 +35,23 @@ const tagOf: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I
 const dtypeOfTag: Readonly<Record<string, DType>> = { F32: "float32", F64: "float64", I32: "int32" }
 /** Tags the spec defines that miniseq cannot hold in a HostArray. */
 const unsupportedTags = new Set([
-  "BOOL", "U8", "I8", "U16", "I16", "U32", "U64", "I64", "F16", "BF16",
-  "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64",
+  "BOOL",
+  "U8",
+  "I8",
+  "U16",
+  "I16",
+  "U32",
+  "U64",
+  "I64",
+  "F16",
+  "BF16",
+  "F8_E4M3",
+  "F8_E5M2",
+  "F8_E8M0",
+  "F6_E2M3",
+  "F6_E3M2",
+  "F4",
+  "C64",
 ])
 const supportedList = Object.keys(dtypeOfTag).join(", ")
 
@@ -82,7 +97,9 @@ export function encodeSafetensors(
     const t = tensors[name]!
     if (!(t.dtype in tagOf)) throw new Error(`safetensors: tensor "${name}" has unknown dtype ${String(t.dtype)}`)
     if (!isShape(t.shape)) {
-      throw new Error(`safetensors: tensor "${name}" has shape ${JSON.stringify(t.shape)}; dims must be non-negative integers`)
+      throw new Error(
+        `safetensors: tensor "${name}" has shape ${JSON.stringify(t.shape)}; dims must be non-negative integers`,
+      )
     }
     if (dtypeOf(t.data) !== t.dtype) {
       throw new Error(`safetensors: tensor "${name}" is declared ${t.dtype} but its data is a ${arrayName(t.data)}`)
@@ -184,11 +201,14 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
   const fail = (message: string, tensor?: string): never => {
     throw new BadCheckpoint({ path, ...(tensor === undefined ? {} : { tensor }), message: `${path}: ${message}` })
   }
-  if (bytes.length < 8) fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length; not a safetensors file`)
+  if (bytes.length < 8)
+    fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length; not a safetensors file`)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const headerLenBig = view.getBigUint64(0, true)
   if (headerLenBig > BigInt(bytes.length - 8)) {
-    fail(`header length ${headerLenBig} runs past the end of the file (${bytes.length} bytes); the file is truncated or not safetensors`)
+    fail(
+      `header length ${headerLenBig} runs past the end of the file (${bytes.length} bytes); the file is truncated or not safetensors`,
+    )
   }
   const headerLen = Number(headerLenBig)
   const dataStart = 8 + headerLen
@@ -214,7 +234,8 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
   if (rawMeta !== undefined) {
     if (!isPlainObject(rawMeta)) fail(`${METADATA_KEY} must be an object of strings`)
     for (const [k, v] of Object.entries(rawMeta as Record<string, unknown>)) {
-      if (typeof v !== "string") fail(`${METADATA_KEY} value for ${JSON.stringify(k)} must be a string, got ${JSON.stringify(v)}`)
+      if (typeof v !== "string")
+        fail(`${METADATA_KEY} value for ${JSON.stringify(k)} must be a string, got ${JSON.stringify(v)}`)
       Object.defineProperty(metadata, k, { value: v, enumerable: true, writable: true, configurable: true })
     }
   }
@@ -229,17 +250,25 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
   let prev: Entry | undefined
   for (const e of byOffset) {
     if (e.begin < covered) {
-      fail(`tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] overlap tensor "${prev?.name}" (ends at ${covered})`, e.name)
+      fail(
+        `tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] overlap tensor "${prev?.name}" (ends at ${covered})`,
+        e.name,
+      )
     }
     if (e.begin > covered) {
       const after = prev === undefined ? "the start of the byte buffer" : `tensor "${prev.name}" (ends at ${covered})`
-      fail(`tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] leave a gap of ${e.begin - covered} bytes after ${after}`, e.name)
+      fail(
+        `tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] leave a gap of ${e.begin - covered} bytes after ${after}`,
+        e.name,
+      )
     }
     covered = e.end
     prev = e
   }
   if (covered !== bufferLen) {
-    fail(`byte buffer has ${bufferLen - covered} trailing bytes after the last tensor (ends at ${covered}) that no tensor covers`)
+    fail(
+      `byte buffer has ${bufferLen - covered} trailing bytes after the last tensor (ends at ${covered}) that no tensor covers`,
+    )
   }
 
   const tensors = Object.fromEntries(
@@ -251,9 +280,11 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
       if (!hostIsLittleEndian) swapBytes(copy, size)
       const n = copy.length / size
       const data =
-        e.dtype === "float32" ? new Float32Array(copy.buffer, 0, n)
-        : e.dtype === "float64" ? new Float64Array(copy.buffer, 0, n)
-        : new Int32Array(copy.buffer, 0, n)
+        e.dtype === "float32"
+          ? new Float32Array(copy.buffer, 0, n)
+          : e.dtype === "float64"
+            ? new Float64Array(copy.buffer, 0, n)
+            : new Int32Array(copy.buffer, 0, n)
       return [e.name, { dtype: e.dtype, shape: e.shape, data }]
     }),
   )
@@ -303,7 +334,16 @@ async function syncDirectory(dir: string): Promise<void> {
   } catch (e) {
     // Some platforms (Windows) and filesystems cannot fsync a directory; the file is in place.
     const code = errCode(e)
-    if (!(process.platform === "win32" || code === "EINVAL" || code === "ENOTSUP" || code === "EISDIR" || code === "EPERM")) throw e
+    if (
+      !(
+        process.platform === "win32" ||
+        code === "EINVAL" ||
+        code === "ENOTSUP" ||
+        code === "EISDIR" ||
+        code === "EPERM"
+      )
+    )
+      throw e
   } finally {
     await handle?.close()
   }
@@ -317,9 +357,11 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
   } catch (e) {
     const code = errCode(e)
     const message =
-      code === "ENOENT" ? `${path}: file does not exist`
-      : code === "EISDIR" ? `${path}: is a directory, not a safetensors file`
-      : `${path}: cannot read file (${e instanceof Error ? e.message : String(e)})`
+      code === "ENOENT"
+        ? `${path}: file does not exist`
+        : code === "EISDIR"
+          ? `${path}: is a directory, not a safetensors file`
+          : `${path}: cannot read file (${e instanceof Error ? e.message : String(e)})`
     throw new BadCheckpoint({ path, message })
   }
   return decodeSafetensors(bytes, path)
@@ -341,11 +383,14 @@ export function checkTensors(
   const fail = (tensor: string, what: string): never => {
     throw new BadCheckpoint({ path, tensor, message: `${path}: tensor "${tensor}" ${what}` })
   }
-  const has = (r: object, k: string): boolean => Object.prototype.hasOwnProperty.call(r, k)
+  const has = (r: object, k: string): boolean => Object.hasOwn(r, k)
   for (const name of Object.keys(expected).sort()) {
     const want = expected[name]!
     if (!has(loaded, name)) {
-      fail(name, `is missing from the checkpoint (model expects ${want.dtype} ${fmtShape(want.shape)}); was it saved from another model config?`)
+      fail(
+        name,
+        `is missing from the checkpoint (model expects ${want.dtype} ${fmtShape(want.shape)}); was it saved from another model config?`,
+      )
     }
     const got = loaded[name]!
     if (got.dtype !== want.dtype) {
@@ -359,6 +404,7 @@ export function checkTensors(
     }
   }
   for (const name of Object.keys(loaded).sort()) {
-    if (!has(expected, name)) fail(name, `is in the checkpoint but the model has no such tensor; was it saved from another model config?`)
+    if (!has(expected, name))
+      fail(name, `is in the checkpoint but the model has no such tensor; was it saved from another model config?`)
   }
 }

@@ -10,7 +10,14 @@ import type { MemoryKind } from "../core/memory.js"
 import * as o from "../core/ops.js"
 import type { LlamaConfig } from "./config.js"
 import { llamaLoss, type LlamaGraph, type ModelOptions, parameterShapes } from "./llama.js"
-import { type AdamWGraph, adamwGraph, type AdamWOptions, defaultAdamW, type Precision, precisions } from "./optimizer.js"
+import {
+  type AdamWGraph,
+  adamwGraph,
+  type AdamWOptions,
+  defaultAdamW,
+  type Precision,
+  precisions,
+} from "./optimizer.js"
 
 export interface GradientGraph {
   readonly model: LlamaGraph
@@ -39,7 +46,9 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
     const gradients = names.map((n) => grads[n]!)
     return { model, names, outputs: [value, ...gradients], gradients, inPlace: new Map() }
   }
-  const previous = Object.fromEntries(names.map((n) => [n, input(`grad.${n}`, model.params[n]!.shape, model.params[n]!.dtype)]))
+  const previous = Object.fromEntries(
+    names.map((n) => [n, input(`grad.${n}`, model.params[n]!.shape, model.params[n]!.dtype)]),
+  )
   const gradients = names.map((n) => o.add(previous[n]!, grads[n]!))
   const inPlace = new Map(gradients.map((g, i) => [g, previous[names[i]!]!] as const))
   return { model, names, previous, outputs: [value, ...gradients], gradients, inPlace }
@@ -52,11 +61,18 @@ export interface StepOptions extends ModelOptions {
 }
 
 /** The names of the routines a backend fuses: the graphs are built for them (`ModelOptions.fused`). */
-export const fusedRoutines = (backend: { readonly routines?: Readonly<Record<string, unknown>> } | undefined): string[] =>
-  Object.keys(backend?.routines ?? {})
+export const fusedRoutines = (
+  backend: { readonly routines?: Readonly<Record<string, unknown>> } | undefined,
+): string[] => Object.keys(backend?.routines ?? {})
 
 /** Builds one training step's graphs for a model, batch and sequence length. */
-export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptions, adamw: AdamWOptions = defaultAdamW): StepGraphs {
+export function stepGraphs(
+  c: LlamaConfig,
+  B: number,
+  S: number,
+  opts: StepOptions,
+  adamw: AdamWOptions = defaultAdamW,
+): StepGraphs {
   const precision = opts.precision ?? precisions.fp32
   const modelOpts = { ...opts, dtype: precision.param }
   const first = gradientGraph(c, B, S, modelOpts, false)
@@ -72,18 +88,24 @@ export function stepGraphs(c: LlamaConfig, B: number, S: number, opts: StepOptio
  * What a bound input of a step's graphs holds: one parameter's share of the training state (its
  * weights, fp32 master copy, AdamW moments or accumulated gradient), or one of the step's own values.
  */
-export type StepInput =
-  | { readonly holds: StateHolds; readonly parameter: string }
-  | { readonly holds: ValueHolds }
+export type StepInput = { readonly holds: StateHolds; readonly parameter: string } | { readonly holds: ValueHolds }
 export type StateHolds = "weights" | "master" | "m" | "v" | "gradients"
 /** Values bound afresh for each pass. */
 export type ValueHolds = "tokens" | "targets" | "count" | "lr" | "correction1" | "correction2"
 
 /** The memory kind each held thing counts as: the planner counts by it, the trainer binds by it. */
 const kindOf: Readonly<Record<StepInput["holds"], MemoryKind>> = {
-  tokens: "activations", targets: "activations", count: "activations",
-  weights: "weights", gradients: "gradients", master: "optimizer", m: "optimizer", v: "optimizer",
-  lr: "temporaries", correction1: "temporaries", correction2: "temporaries",
+  tokens: "activations",
+  targets: "activations",
+  count: "activations",
+  weights: "weights",
+  gradients: "gradients",
+  master: "optimizer",
+  m: "optimizer",
+  v: "optimizer",
+  lr: "temporaries",
+  correction1: "temporaries",
+  correction2: "temporaries",
 }
 
 export const memoryKind = (i: StepInput): MemoryKind => kindOf[i.holds]
@@ -95,7 +117,9 @@ export const inputKinds = (inputs: ReadonlyMap<Tensor, StepInput>): Map<Tensor, 
 /** The inputs of the loss alone (held-out evaluation): the batch and the weights. */
 export function lossInputs(m: LlamaGraph): Map<Tensor, StepInput> {
   const inputs = new Map<Tensor, StepInput>([
-    [m.tokens, { holds: "tokens" }], [m.targets, { holds: "targets" }], [m.count, { holds: "count" }],
+    [m.tokens, { holds: "tokens" }],
+    [m.targets, { holds: "targets" }],
+    [m.count, { holds: "count" }],
   ])
   for (const [parameter, t] of Object.entries(m.params)) inputs.set(t, { holds: "weights", parameter })
   return inputs

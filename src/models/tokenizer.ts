@@ -74,7 +74,8 @@ export function bpeTokenizer(name: "cl100k_base"): Tokenizer {
   const cached = bpeCache.get(name)
   if (cached) return cached
   const ranks = bpeRanks[name]
-  if (!ranks) throw new Error(`bpeTokenizer: unknown encoding "${String(name)}"; available: ${Object.keys(bpeRanks).join(", ")}`)
+  if (!ranks)
+    throw new Error(`bpeTokenizer: unknown encoding "${String(name)}"; available: ${Object.keys(bpeRanks).join(", ")}`)
   const tiktoken = new Tiktoken(ranks)
   const vocabSize = vocabSizeOf(ranks)
   const tokenizer: Tokenizer = {

@@ -14,7 +14,13 @@ import type { MemoryReport } from "../core/memory.js"
 import type { Batch, Batches } from "./data.js"
 import { type AdamWOptions, adamwOutputs, learningRate } from "./optimizer.js"
 import {
-  adamwInputs, gradientInputs, lossInputs, memoryKind, type StateHolds, type StepGraphs, type StepInput,
+  adamwInputs,
+  gradientInputs,
+  lossInputs,
+  memoryKind,
+  type StateHolds,
+  type StepGraphs,
+  type StepInput,
   type ValueHolds,
 } from "./step.js"
 import { type PerParameter, type RunIdentity, type TrainState, upload } from "./train-state.js"
@@ -81,7 +87,10 @@ export function gradientPass(
   return Effect.gen(function* () {
     const { backend, graphs } = t
     // The loss divides by the targets of all micro-batches, so their sum is the batch's mean loss.
-    const count = Math.max(1, micro.reduce((n, b) => n + countTargets(b.targets), 0))
+    const count = Math.max(
+      1,
+      micro.reduce((n, b) => n + countTargets(b.targets), 0),
+    )
     let grads: PerParameter | undefined
     let loss = 0
     let worst: MemoryReport | undefined
@@ -103,8 +112,9 @@ export function gradientPass(
     }
     if (!Number.isFinite(loss)) {
       freeAll(backend, Object.values(grads!))
-      const message = `loss is ${loss} at step ${step}; parameters were not updated`
-        + " and no checkpoint was written. Lower --lr or add --warmup steps"
+      const message =
+        `loss is ${loss} at step ${step}; parameters were not updated` +
+        " and no checkpoint was written. Lower --lr or add --warmup steps"
       return yield* Effect.fail(new NonFiniteLoss({ step, loss, message }))
     }
     return { loss, grads: grads!, memory: worst! }
@@ -126,7 +136,11 @@ export function optimizerPass(
   grads: PerParameter,
 ): Effect.Effect<Update, ExecutionError> {
   return Effect.gen(function* () {
-    const { backend, graphs: { adamw: a }, hyper } = t
+    const {
+      backend,
+      graphs: { adamw: a },
+      hyper,
+    } = t
     const lr = learningRate(t.run, step)
     const values = {
       lr: scalar(backend, lr),
@@ -144,7 +158,10 @@ export function optimizerPass(
     const replace = (buffers: PerParameter, updated: Record<string, Tensor>) => {
       for (const n of Object.keys(buffers)) {
         const b = result.get(updated[n]!)!
-        if (b !== buffers[n]) { backend.free(buffers[n]!); buffers[n] = b }
+        if (b !== buffers[n]) {
+          backend.free(buffers[n]!)
+          buffers[n] = b
+        }
       }
     }
     replace(s.weights, a.newParams)
@@ -170,7 +187,10 @@ export function heldOutLoss(
 ): Effect.Effect<number | undefined, ExecutionError> {
   return Effect.gen(function* () {
     if (held === undefined || !(held.count > 0)) return undefined
-    const { backend, graphs: { first: g } } = t
+    const {
+      backend,
+      graphs: { first: g },
+    } = t
     let total = 0
     for (let i = 0; i < held.count; i++) {
       const batch = held.batches.batchAt(i)

@@ -27,8 +27,15 @@ export interface TrainState {
 
 /** The options that decide a run's numbers (its schedule among them): a resume must match them. */
 export type RunIdentity = Readonly<{
-  seed: number; batch: number; seq: number; accumulation: number
-  steps: number; lr: number; minLr: number; warmup: number; precision: string
+  seed: number
+  batch: number
+  seq: number
+  accumulation: number
+  steps: number
+  lr: number
+  minLr: number
+  warmup: number
+  precision: string
 }>
 
 /** Where a run starts: the latest checkpoint in `checkpointDir`, else `initialParameters` or the seed's. */
@@ -42,10 +49,12 @@ export interface Start {
 /** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
 export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
   const random = rng(seed)
-  return Object.fromEntries(Object.entries(parameterShapes(c)).map(([name, shape]) => {
-    const values = new Float32Array(numel(shape))
-    return [name, shape.length === 1 ? values.fill(1) : fillNormal(random, values, 0.02)]
-  }))
+  return Object.fromEntries(
+    Object.entries(parameterShapes(c)).map(([name, shape]) => {
+      const values = new Float32Array(numel(shape))
+      return [name, shape.length === 1 ? values.fill(1) : fillNormal(random, values, 0.02)]
+    }),
+  )
 }
 
 /** Host data onto the device; float32 data may go into a bfloat16 buffer (the backend rounds it). */
@@ -72,8 +81,9 @@ function startingPoint(start: Start, run: RunIdentity): Effect.Effect<Checkpoint
     if (differs.length > 0) {
       const theirs = differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")
       const ours = differs.map(([k, v]) => `${k} ${v}`).join(", ")
-      const message = `${found} belongs to a run with ${theirs}; this run has ${ours}.`
-        + " Resume with the same options, or train into another directory"
+      const message =
+        `${found} belongs to a run with ${theirs}; this run has ${ours}.` +
+        " Resume with the same options, or train into another directory"
       return yield* Effect.fail(new BadCheckpoint({ path: found, message }))
     }
     return state
@@ -99,9 +109,7 @@ export function prepareState(
     }
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
     const weights = perParameter((n) => upload(backend, saved.parameters[n]!, precision.param))
-    const master = precision.master
-      ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32"))
-      : undefined
+    const master = precision.master ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32")) : undefined
     const m = perParameter((n) => moment(saved.m[n], n))
     const v = perParameter((n) => moment(saved.v[n], n))
     return { step: saved.step, weights, ...(master ? { master } : {}), m, v }
@@ -109,9 +117,13 @@ export function prepareState(
 }
 
 const readAll = (backend: BackendImpl, buffers: PerParameter): Effect.Effect<Record<string, Float32Array>> =>
-  Effect.promise(async () => Object.fromEntries(await Promise.all(
-    Object.entries(buffers).map(async ([n, b]) => [n, (await backend.read(b)) as Float32Array] as const),
-  )))
+  Effect.promise(async () =>
+    Object.fromEntries(
+      await Promise.all(
+        Object.entries(buffers).map(async ([n, b]) => [n, (await backend.read(b)) as Float32Array] as const),
+      ),
+    ),
+  )
 
 /** The fp32 weights, read back: the master copy under mixed precision. */
 export const readParameters = (backend: BackendImpl, s: TrainState) => readAll(backend, s.master ?? s.weights)

@@ -19,11 +19,15 @@ import { type AdamWOptions, defaultAdamW, type PrecisionName, precisions } from 
 import { suggestChunks } from "./planner.js"
 import { fusedRoutines, stepGraphs } from "./step.js"
 import {
-  type Gradients, gradientPass, type HeldOut, heldOutLoss, optimizerPass, type Trainer, type Update,
+  type Gradients,
+  gradientPass,
+  type HeldOut,
+  heldOutLoss,
+  optimizerPass,
+  type Trainer,
+  type Update,
 } from "./train-passes.js"
-import {
-  freeState, prepareState, readParameters, readState, type RunIdentity, type TrainState,
-} from "./train-state.js"
+import { freeState, prepareState, readParameters, readState, type RunIdentity, type TrainState } from "./train-state.js"
 
 export { initialParameters } from "./train-state.js"
 
@@ -118,9 +122,11 @@ export function train(
     const resumedFrom = state.step
     return { records, resumedFrom, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
   }).pipe(
-    Effect.catchTag("OutOfMemory", (e) => Effect.gen(function* () {
-      return yield* Effect.fail(withSuggestion(e, opts, yield* Backend))
-    })),
+    Effect.catchTag("OutOfMemory", (e) =>
+      Effect.gen(function* () {
+        return yield* Effect.fail(withSuggestion(e, opts, yield* Backend))
+      }),
+    ),
   )
 }
 
@@ -131,8 +137,9 @@ function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer,
   return Effect.gen(function* () {
     const precision = precisionOf(opts)
     if (!backend.dtypes.includes(precision.param)) {
-      const message = `precision ${precision.name} needs ${precision.param} buffers, which the`
-        + ` ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend`
+      const message =
+        `precision ${precision.name} needs ${precision.param} buffers, which the` +
+        ` ${backend.name} backend does not have; train with --precision fp32, or on the cuda backend`
       return yield* Effect.fail(new DTypeError({ op: "train", dtypes: [precision.param], message }))
     }
     const run = runIdentity(opts)
@@ -147,8 +154,15 @@ function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer,
 }
 
 const runIdentity = (opts: TrainOptions): RunIdentity => ({
-  seed: opts.seed, batch: opts.batch, seq: opts.seq, accumulation: opts.accumulation ?? 1, steps: opts.steps,
-  lr: opts.lr, minLr: opts.minLr ?? opts.lr / 10, warmup: opts.warmup ?? 0, precision: precisionOf(opts).name,
+  seed: opts.seed,
+  batch: opts.batch,
+  seq: opts.seq,
+  accumulation: opts.accumulation ?? 1,
+  steps: opts.steps,
+  lr: opts.lr,
+  minLr: opts.minLr ?? opts.lr / 10,
+  warmup: opts.warmup ?? 0,
+  precision: precisionOf(opts).name,
 })
 
 /** Step `step`'s micro-batches: a pure function of the step, so a resumed run sees the same data. */
@@ -168,12 +182,7 @@ function stepRecord(t: Trainer, step: number, started: number, g: Gradients, upd
 const aTurnForTheEventLoop = Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
 
 /** Saves the state after `step` when due (every `checkpointEvery` steps, and the last), atomically. */
-function checkpoint(
-  t: Trainer,
-  s: TrainState,
-  opts: TrainOptions,
-  step: number,
-): Effect.Effect<void, BadCheckpoint> {
+function checkpoint(t: Trainer, s: TrainState, opts: TrainOptions, step: number): Effect.Effect<void, BadCheckpoint> {
   const every = opts.checkpointEvery ?? 0
   const due = step === opts.steps || (every > 0 && step % every === 0)
   const dir = opts.checkpointDir
@@ -188,10 +197,11 @@ function checkpoint(
 function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
   const stepOpts = { mode: opts.mode, accumulation: opts.accumulation, precision: precisionOf(opts) }
   const fit = suggestChunks(opts.model, opts.batch, opts.seq, stepOpts, e.limit, backend)
-  const hint = fit === undefined
-    ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
-    : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm}`
-      + ` fits (${fit.peak} bytes)`
+  const hint =
+    fit === undefined
+      ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
+      : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm}` +
+        ` fits (${fit.peak} bytes)`
   const { requested, alive, limit } = e
   const message = `${e.message}; ${hint}`
   return new OutOfMemory({ requested, alive, limit, ...(fit ? { suggestedM: fit.lm } : {}), message })

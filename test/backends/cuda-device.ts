@@ -5,15 +5,15 @@
  * On the GPU machine these files run bundled (scripts/cuda-device.sh), so they stick to the parts
  * of vitest's API that scripts/cuda-vitest-shim.ts provides.
  */
-import { Effect, Layer } from "effect"
-import { afterAll, expect, } from "vitest"
-import { Backend, type BackendImpl, type Buffer, } from "../../src/core/backend.js"
+import { Effect, type Layer } from "effect"
+import { afterAll, expect } from "vitest"
+import type { Backend, BackendImpl, Buffer } from "../../src/core/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../../src/backends/cpu/index.js"
-import { type CudaBackend, makeCudaBackend, } from "../../src/backends/cuda/index.js"
-import { type DType, type HostArray } from "../../src/core/dtype.js"
-import { BackendUnavailable, } from "../../src/core/errors.js"
+import { type CudaBackend, makeCudaBackend } from "../../src/backends/cuda/index.js"
+import type { DType, HostArray } from "../../src/core/dtype.js"
+import { BackendUnavailable } from "../../src/core/errors.js"
 import { evaluate, type Feed } from "../../src/core/executor.js"
-import { type Tensor } from "../../src/core/graph.js"
+import type { Tensor } from "../../src/core/graph.js"
 import { rng } from "../../src/core/random.js"
 
 export const required = process.env.MINISEQ_CUDA === "1"
@@ -68,22 +68,36 @@ export function ints(n: number, below: number, seed: number): Int32Array {
 /** The host array a backend takes for a dtype (bfloat16 travels as float32). */
 export function hostOf(dtype: DType, data: ArrayLike<number>): HostArray {
   switch (dtype) {
-    case "float64": return Float64Array.from(data)
-    case "int32": return Int32Array.from(data)
-    default: return Float32Array.from(data)
+    case "float64":
+      return Float64Array.from(data)
+    case "int32":
+      return Int32Array.from(data)
+    default:
+      return Float32Array.from(data)
   }
 }
 
-export interface Arg { readonly dtype: DType; readonly data: ArrayLike<number> }
+export interface Arg {
+  readonly dtype: DType
+  readonly data: ArrayLike<number>
+}
 export const arg = (dtype: DType, data: ArrayLike<number>): Arg => ({ dtype, data })
 
 /**
  * Runs `f` on one backend with inputs uploaded and outputs allocated, and reads the outputs back.
  * Outputs start as NaN (or -1 for int32), so a kernel that skips elements shows.
  */
-export async function runOn(b: BackendImpl, ins: readonly Arg[], outs: readonly { dtype: DType; size: number; init?: ArrayLike<number> }[],
-  f: (ins: Buffer[], outs: Buffer[]) => void): Promise<HostArray[]> {
-  const inBufs = ins.map((a) => { const buf = b.alloc(a.dtype, a.data.length); b.write(buf, hostOf(a.dtype, a.data)); return buf })
+export async function runOn(
+  b: BackendImpl,
+  ins: readonly Arg[],
+  outs: readonly { dtype: DType; size: number; init?: ArrayLike<number> }[],
+  f: (ins: Buffer[], outs: Buffer[]) => void,
+): Promise<HostArray[]> {
+  const inBufs = ins.map((a) => {
+    const buf = b.alloc(a.dtype, a.data.length)
+    b.write(buf, hostOf(a.dtype, a.data))
+    return buf
+  })
   const outBufs = outs.map((s) => {
     const buf = b.alloc(s.dtype, s.size)
     b.write(buf, hostOf(s.dtype, s.init ?? new Array<number>(s.size).fill(s.dtype === "int32" ? -1 : NaN)))
@@ -102,11 +116,22 @@ export const cpuArg = (a: Arg): Arg => (a.dtype === "bfloat16" ? arg("float32", 
 export const cpuDType = (d: DType): DType => (d === "bfloat16" ? "float32" : d)
 
 /** The same kernel call on CUDA and on the CPU backend. */
-export async function both(ins: readonly Arg[], outs: readonly { dtype: DType; size: number; init?: ArrayLike<number> }[],
-  f: (b: BackendImpl, ins: Buffer[], outs: Buffer[]) => void): Promise<{ gpu: HostArray[]; ref: HostArray[] }> {
+export async function both(
+  ins: readonly Arg[],
+  outs: readonly { dtype: DType; size: number; init?: ArrayLike<number> }[],
+  f: (b: BackendImpl, ins: Buffer[], outs: Buffer[]) => void,
+): Promise<{ gpu: HostArray[]; ref: HostArray[] }> {
   const gpu = await runOn(cuda!, ins, outs, (i, o) => f(cuda!, i, o))
-  const ref = await runOn(cpu, ins.map(cpuArg), outs.map((s) => ({ ...s, dtype: cpuDType(s.dtype), init: s.init === undefined ? undefined : s.dtype === "bfloat16" ? roundBf16(s.init) : s.init })),
-    (i, o) => f(cpu, i, o))
+  const ref = await runOn(
+    cpu,
+    ins.map(cpuArg),
+    outs.map((s) => ({
+      ...s,
+      dtype: cpuDType(s.dtype),
+      init: s.init === undefined ? undefined : s.dtype === "bfloat16" ? roundBf16(s.init) : s.init,
+    })),
+    (i, o) => f(cpu, i, o),
+  )
   return { gpu, ref }
 }
 
@@ -114,7 +139,8 @@ export async function both(ins: readonly Arg[], outs: readonly { dtype: DType; s
 export function expectSame(what: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
   expect(got.length, `${what}: length`).toBe(want.length)
   for (let i = 0; i < want.length; i++) {
-    const g = got[i]!, w = want[i]!
+    const g = got[i]!,
+      w = want[i]!
     if (!(g === w || (Number.isNaN(g) && Number.isNaN(w)))) expect.fail(`${what}: element ${i} is ${g}, want ${w}`)
   }
 }
@@ -122,20 +148,27 @@ export function expectSame(what: string, got: ArrayLike<number>, want: ArrayLike
 /** Non-finite values equal; finite ones within tol of the largest magnitude. */
 export function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: number): void {
   expect(got.length, `${what}: length`).toBe(want.length)
-  let scale = 0, diff = 0, at = -1
+  let scale = 0,
+    diff = 0,
+    at = -1
   for (let i = 0; i < want.length; i++) {
-    const g = got[i]!, w = want[i]!
+    const g = got[i]!,
+      w = want[i]!
     if (!Number.isFinite(w) || !Number.isFinite(g)) {
       if (!(g === w || (Number.isNaN(g) && Number.isNaN(w)))) expect.fail(`${what}: element ${i} is ${g}, want ${w}`)
       continue
     }
     scale = Math.max(scale, Math.abs(w))
-    if (Math.abs(g - w) > diff) { diff = Math.abs(g - w); at = i }
+    if (Math.abs(g - w) > diff) {
+      diff = Math.abs(g - w)
+      at = i
+    }
   }
   const err = scale === 0 ? diff : diff / scale
   // MINISEQ_CUDA_ERRORS=1 prints every comparison's error beside its tolerance (for tuning them).
   if (process.env.MINISEQ_CUDA_ERRORS) console.log(`error ${err.toExponential(2)} of ${tol}  ${what}`)
-  if (!(err <= tol)) expect.fail(`${what}: error ${err.toExponential(2)} (element ${at}: ${got[at]} vs ${want[at]}) exceeds ${tol}`)
+  if (!(err <= tol))
+    expect.fail(`${what}: error ${err.toExponential(2)} (element ${at}: ${got[at]} vs ${want[at]}) exceeds ${tol}`)
 }
 
 export const floatTypes: readonly DType[] = ["float32", "float64", "bfloat16"]
@@ -143,6 +176,10 @@ export const allTypes: readonly DType[] = ["float32", "float64", "int32", "bfloa
 
 export const reference = cpuBackendLayer(makeCpuBackend({ fused: false }))
 
-export async function evalOn(layer: Layer.Layer<Backend>, outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>): Promise<HostArray[]> {
+export async function evalOn(
+  layer: Layer.Layer<Backend>,
+  outputs: readonly Tensor[],
+  feeds: ReadonlyMap<Tensor, Feed>,
+): Promise<HostArray[]> {
   return (await Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(layer)))).values
 }

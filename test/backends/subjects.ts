@@ -3,16 +3,16 @@
  * float64 CPU reference every conformance case is compared with.
  */
 import { Effect, Layer } from "effect"
-import { afterAll, expect, } from "vitest"
+import { afterAll, expect } from "vitest"
 import { Backend, type BackendImpl, type Buffer } from "../../src/core/backend.js"
 import { cpuBackendLayer, makeCpuBackend } from "../../src/backends/cpu/index.js"
-import { makeWebGpuBackend, type WebGpuBackend, } from "../../src/backends/webgpu/index.js"
+import { makeWebGpuBackend, type WebGpuBackend } from "../../src/backends/webgpu/index.js"
 import { makeCudaBackend } from "../../src/backends/cuda/index.js"
 import { type DType, hostArray, type HostArray } from "../../src/core/dtype.js"
-import { BackendUnavailable, } from "../../src/core/errors.js"
+import { BackendUnavailable } from "../../src/core/errors.js"
 import { evaluate, type Feed } from "../../src/core/executor.js"
-import { type Tensor } from "../../src/core/graph.js"
-import { maxRelDiff, } from "../helpers.js"
+import type { Tensor } from "../../src/core/graph.js"
+import { maxRelDiff } from "../helpers.js"
 
 process.env.EGL_PLATFORM ??= "surfaceless" // Mesa's EGL on a machine without a display
 
@@ -36,9 +36,11 @@ try {
   webgpuMissing = e instanceof BackendUnavailable ? e.message : `webgpu failed to start: ${String(e)}`
   console.warn(`conformance: WebGPU cases ${inCI ? "FAIL (CI must provide an adapter)" : "skipped"}: ${webgpuMissing}`)
 }
-afterAll(async () => { await webgpu?.destroy() })
+afterAll(async () => {
+  await webgpu?.destroy()
+})
 
-export let cuda: BackendImpl & { destroy(): Promise<void> } | undefined
+export let cuda: (BackendImpl & { destroy(): Promise<void> }) | undefined
 let cudaMissing: string | undefined
 try {
   cuda = makeCudaBackend()
@@ -46,7 +48,9 @@ try {
   if (!(e instanceof BackendUnavailable) || process.env.MINISEQ_CUDA === "1") throw e
   cudaMissing = e.reason
 }
-afterAll(async () => { await cuda?.destroy() })
+afterAll(async () => {
+  await cuda?.destroy()
+})
 
 export const subjects: Subject[] = [
   { name: "cpu", impl: makeCpuBackend() },
@@ -54,12 +58,15 @@ export const subjects: Subject[] = [
   cuda !== undefined ? { name: "cuda", impl: cuda } : { name: "cuda", unavailable: cudaMissing ?? "unknown" },
 ]
 
-
 /** The reference: CPU in float64, running every routine's reference body (no fused kernels). */
 export const reference = cpuBackendLayer(makeCpuBackend({ fused: false }))
 export const layerOf = (impl: BackendImpl) => Layer.succeed(Backend, impl)
 
-export async function evalOn(layer: Layer.Layer<Backend>, outputs: readonly Tensor[], feeds: ReadonlyMap<Tensor, Feed>): Promise<HostArray[]> {
+export async function evalOn(
+  layer: Layer.Layer<Backend>,
+  outputs: readonly Tensor[],
+  feeds: ReadonlyMap<Tensor, Feed>,
+): Promise<HostArray[]> {
   return (await Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(layer)))).values
 }
 

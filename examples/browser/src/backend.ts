@@ -31,12 +31,18 @@ const describeAdapter = (b: WebGpuBackend) => {
  * It never fails; `onChoice` hears which one was built (and why not WebGPU) before training
  * starts. The WebGPU device is destroyed when the layer's scope closes (training is over).
  */
-export function webgpuLayerForBrowser(onChoice: (choice: BackendChoice) => void, preference: BackendPreference = "auto"): Layer.Layer<Backend> {
+export function webgpuLayerForBrowser(
+  onChoice: (choice: BackendChoice) => void,
+  preference: BackendPreference = "auto",
+): Layer.Layer<Backend> {
   const cpu = (fallbackReason: string) =>
-    Layer.effect(Backend, Effect.sync(() => {
-      onChoice({ kind: "cpu", description: "CPU (plain TypeScript)", fallbackReason })
-      return makeCpuBackend()
-    }))
+    Layer.effect(
+      Backend,
+      Effect.sync(() => {
+        onChoice({ kind: "cpu", description: "CPU (plain TypeScript)", fallbackReason })
+        return makeCpuBackend()
+      }),
+    )
   if (preference === "cpu") return cpu("the page was opened with ?backend=cpu")
 
   const webgpu = Layer.effect(
@@ -44,7 +50,14 @@ export function webgpuLayerForBrowser(onChoice: (choice: BackendChoice) => void,
     Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => webGpuBackendOn(await acquireBrowserDevice()),
-        catch: (e) => (e instanceof BackendUnavailable ? e : new BackendUnavailable({ backend: "webgpu", reason: `could not start the device: ${String(e)}`, message: `webgpu: ${String(e)}` })),
+        catch: (e) =>
+          e instanceof BackendUnavailable
+            ? e
+            : new BackendUnavailable({
+                backend: "webgpu",
+                reason: `could not start the device: ${String(e)}`,
+                message: `webgpu: ${String(e)}`,
+              }),
       }).pipe(Effect.tap((b) => Effect.sync(() => onChoice({ kind: "webgpu", description: describeAdapter(b) })))),
       (b) => Effect.promise(() => b.destroy()),
     ),

@@ -7,7 +7,18 @@
  * Tests read progress from `window.__miniseq`.
  */
 import { Cause, Effect, Exit } from "effect"
-import { byteTokenizer, decodeConfigSync, makeBatches, type Mode, modes, parameterCount, presets, type StepRecord, train, trainValSplit } from "miniseq"
+import {
+  byteTokenizer,
+  decodeConfigSync,
+  makeBatches,
+  type Mode,
+  modes,
+  parameterCount,
+  presets,
+  type StepRecord,
+  train,
+  trainValSplit,
+} from "miniseq"
 import { type BackendChoice, type BackendPreference, webgpuLayerForBrowser } from "./backend.js"
 import { drawLossPlot } from "./plot.js"
 
@@ -22,10 +33,19 @@ interface Progress {
 }
 
 declare global {
-  interface Window { __miniseq: Progress }
+  interface Window {
+    __miniseq: Progress
+  }
 }
 
-const progress: Progress = { backend: undefined, backendDescription: undefined, fallbackReason: undefined, steps: [], done: false, error: undefined }
+const progress: Progress = {
+  backend: undefined,
+  backendDescription: undefined,
+  fallbackReason: undefined,
+  steps: [],
+  done: false,
+  error: undefined,
+}
 window.__miniseq = progress
 
 const element = <T extends HTMLElement>(id: string): T => {
@@ -64,7 +84,8 @@ function positiveNumber(name: string, fallback: number): number {
 function oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
   const raw = query.get(name)
   if (raw === null) return fallback
-  if (!(allowed as readonly string[]).includes(raw)) throw new Error(`?${name}= must be one of ${allowed.join(", ")}, got "${raw}"`)
+  if (!(allowed as readonly string[]).includes(raw))
+    throw new Error(`?${name}= must be one of ${allowed.join(", ")}, got "${raw}"`)
   return raw as T
 }
 
@@ -72,7 +93,10 @@ const model = decodeConfigSync(presets.tiny)
 
 function readSettings() {
   const seq = positiveInt("seq", 64)
-  if (seq > model.max_position_embeddings) throw new Error(`?seq= must be at most ${model.max_position_embeddings} (the model's max_position_embeddings), got ${seq}`)
+  if (seq > model.max_position_embeddings)
+    throw new Error(
+      `?seq= must be at most ${model.max_position_embeddings} (the model's max_position_embeddings), got ${seq}`,
+    )
   return {
     // Defaults sized for the CPU fallback: 60 steps of 4×64 tokens take well under a minute.
     steps: positiveInt("steps", 60),
@@ -123,9 +147,20 @@ async function run(settings: ReturnType<typeof readSettings>): Promise<void> {
     ui.stats.textContent = `step ${r.step}/${settings.steps} · loss ${r.loss.toFixed(3)} · ${Math.round(r.tokensPerSecond).toLocaleString("en-US")} tokens/s`
     drawLossPlot(ui.plot, points, { totalSteps: settings.steps })
   }
-  const options = { model, mode: settings.mode, batch: settings.batch, seq: settings.seq, steps: settings.steps, lr: settings.lr, warmup: settings.warmup, seed: settings.seed }
+  const options = {
+    model,
+    mode: settings.mode,
+    batch: settings.batch,
+    seq: settings.seq,
+    steps: settings.steps,
+    lr: settings.lr,
+    warmup: settings.warmup,
+    seed: settings.seed,
+  }
   const started = performance.now()
-  const exit = await Effect.runPromiseExit(train(options, batches, onStep).pipe(Effect.provide(webgpuLayerForBrowser(showBackend, settings.backend))))
+  const exit = await Effect.runPromiseExit(
+    train(options, batches, onStep).pipe(Effect.provide(webgpuLayerForBrowser(showBackend, settings.backend))),
+  )
   if (Exit.isFailure(exit)) throw new Error(Cause.pretty(exit.cause))
   const seconds = (performance.now() - started) / 1000
   const first = points[0]?.loss ?? NaN
@@ -151,7 +186,9 @@ function main(): void {
   ui.start.addEventListener("click", () => {
     ui.start.disabled = true
     run(settings).then(
-      () => { progress.done = true },
+      () => {
+        progress.done = true
+      },
       (e: unknown) => {
         showError(e instanceof Error ? e.message : String(e))
         progress.done = true

@@ -15,7 +15,11 @@ function ticks(lo: number, hi: number, count: number): number[] {
   return out
 }
 
-export function drawLossPlot(canvas: HTMLCanvasElement, points: readonly { step: number; loss: number }[], opts: PlotOptions): void {
+export function drawLossPlot(
+  canvas: HTMLCanvasElement,
+  points: readonly { step: number; loss: number }[],
+  opts: PlotOptions,
+): void {
   // Draw at the screen's pixel density so lines stay sharp on high-DPI displays.
   const dpr = window.devicePixelRatio || 1
   const width = canvas.clientWidth
@@ -48,7 +52,10 @@ export function drawLossPlot(canvas: HTMLCanvasElement, points: readonly { step:
   ctx.textAlign = "right"
   ctx.textBaseline = "middle"
   for (const v of ticks(yMin, yMax, 5)) {
-    ctx.beginPath(); ctx.moveTo(pad.left, y(v)); ctx.lineTo(pad.left + plotW, y(v)); ctx.stroke()
+    ctx.beginPath()
+    ctx.moveTo(pad.left, y(v))
+    ctx.lineTo(pad.left + plotW, y(v))
+    ctx.stroke()
     ctx.fillText(v.toFixed(v % 1 === 0 ? 0 : 1), pad.left - 6, y(v))
   }
   ctx.textAlign = "center"

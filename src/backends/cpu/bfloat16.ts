@@ -36,31 +36,78 @@ export function cpuWithBfloat16(backend: CpuBackend = makeCpuBackend()): Backend
   }
   const rawAll = (bufs: Readonly<Record<string, Buffer>>) =>
     Object.fromEntries(Object.entries(bufs).map(([n, b]) => [n, raw(b)]))
-  const routine = (f: AnyRoutineKernel): AnyRoutineKernel => (call) => {
-    f({ ...call, inputs: rawAll(call.inputs), outputs: rawAll(call.outputs) })
-    rounded(...Object.values(call.outputs))
-  }
+  const routine =
+    (f: AnyRoutineKernel): AnyRoutineKernel =>
+    (call) => {
+      f({ ...call, inputs: rawAll(call.inputs), outputs: rawAll(call.outputs) })
+      rounded(...Object.values(call.outputs))
+    }
 
   return {
     name: `${backend.name}+bf16`,
     dtypes: [...backend.dtypes, "bfloat16"],
     ...(backend.routines ? { routines: mapKernels(backend.routines, routine) } : {}),
-    alloc: (dtype, size) => (dtype === "bfloat16" ? ({ dtype, size, inner: backend.alloc("float32", size) } satisfies Bf16Buffer) : backend.alloc(dtype, size)),
+    alloc: (dtype, size) =>
+      dtype === "bfloat16"
+        ? ({ dtype, size, inner: backend.alloc("float32", size) } satisfies Bf16Buffer)
+        : backend.alloc(dtype, size),
     free: (b) => backend.free(raw(b)),
-    write: (b, data) => { backend.write(raw(b), data); rounded(b) },
+    write: (b, data) => {
+      backend.write(raw(b), data)
+      rounded(b)
+    },
     read: (b) => backend.read(raw(b)),
-    fill: (out, value) => { backend.fill(raw(out), value); rounded(out) },
-    iota: (out, shape, axis) => { backend.iota(raw(out), shape, axis); rounded(out) },
-    unary: (op, x, out) => { backend.unary(op, raw(x), raw(out)); rounded(out) },
-    binary: (op, a, b, out) => { backend.binary(op, raw(a), raw(b), raw(out)); rounded(out) },
-    where: (c, a, b, out) => { backend.where(raw(c), raw(a), raw(b), raw(out)); rounded(out) },
-    cast: (x, out) => { backend.cast(raw(x), raw(out)); rounded(out) },
-    copy: (src, sv, dst, dv) => { backend.copy(raw(src), sv, raw(dst), dv); rounded(dst) },
-    reduce: (op, x, out, outer, axis, inner) => { backend.reduce(op, raw(x), raw(out), outer, axis, inner); rounded(out) },
-    matmul: (a, b, out, spec) => { backend.matmul(raw(a), raw(b), raw(out), spec); rounded(out) },
-    gather: (t, idx, out, width) => { backend.gather(raw(t), idx, raw(out), width); rounded(out) },
-    scatterAdd: (idx, src, out, width) => { backend.scatterAdd(idx, raw(src), raw(out), width); rounded(out) },
-    takeAlong: (x, idx, out, width) => { backend.takeAlong(raw(x), idx, raw(out), width); rounded(out) },
-    putAlong: (idx, src, out, width) => { backend.putAlong(idx, raw(src), raw(out), width); rounded(out) },
+    fill: (out, value) => {
+      backend.fill(raw(out), value)
+      rounded(out)
+    },
+    iota: (out, shape, axis) => {
+      backend.iota(raw(out), shape, axis)
+      rounded(out)
+    },
+    unary: (op, x, out) => {
+      backend.unary(op, raw(x), raw(out))
+      rounded(out)
+    },
+    binary: (op, a, b, out) => {
+      backend.binary(op, raw(a), raw(b), raw(out))
+      rounded(out)
+    },
+    where: (c, a, b, out) => {
+      backend.where(raw(c), raw(a), raw(b), raw(out))
+      rounded(out)
+    },
+    cast: (x, out) => {
+      backend.cast(raw(x), raw(out))
+      rounded(out)
+    },
+    copy: (src, sv, dst, dv) => {
+      backend.copy(raw(src), sv, raw(dst), dv)
+      rounded(dst)
+    },
+    reduce: (op, x, out, outer, axis, inner) => {
+      backend.reduce(op, raw(x), raw(out), outer, axis, inner)
+      rounded(out)
+    },
+    matmul: (a, b, out, spec) => {
+      backend.matmul(raw(a), raw(b), raw(out), spec)
+      rounded(out)
+    },
+    gather: (t, idx, out, width) => {
+      backend.gather(raw(t), idx, raw(out), width)
+      rounded(out)
+    },
+    scatterAdd: (idx, src, out, width) => {
+      backend.scatterAdd(idx, raw(src), raw(out), width)
+      rounded(out)
+    },
+    takeAlong: (x, idx, out, width) => {
+      backend.takeAlong(raw(x), idx, raw(out), width)
+      rounded(out)
+    },
+    putAlong: (idx, src, out, width) => {
+      backend.putAlong(idx, raw(src), raw(out), width)
+      rounded(out)
+    },
   }
 }

@@ -61,85 +61,101 @@ export interface CpuOptions {
 export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
   const buffers = new LiveBuffers()
 
-  return checkedBackend<CpuBackend>({
-    name: "cpu",
-    dtypes: ["float32", "float64", "int32"],
-    ...(opts.fused === false ? {} : { routines: cpuRoutines }),
+  return checkedBackend<CpuBackend>(
+    {
+      name: "cpu",
+      dtypes: ["float32", "float64", "int32"],
+      ...(opts.fused === false ? {} : { routines: cpuRoutines }),
 
-    memory: () => buffers.memory(),
+      memory: () => buffers.memory(),
 
-    alloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size) }),
-    free() {},
-    write: (buffer, values) => data(buffer).set(values),
-    // A copy, so later kernels cannot change what the caller holds.
-    read: async (buffer) => data(buffer).slice(),
+      alloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size) }),
+      free() {},
+      write: (buffer, values) => data(buffer).set(values),
+      // A copy, so later kernels cannot change what the caller holds.
+      read: async (buffer) => data(buffer).slice(),
 
-    fill: (out, value) => data(out).fill(value),
+      fill: (out, value) => data(out).fill(value),
 
-    iota(out, shape, axis) {
-      const o = data(out)
-      const { outer, len, inner } = iotaDims(shape, axis)
-      let i = 0
-      for (let r = 0; r < outer; r++)
-        for (let v = 0; v < len; v++)
-          for (let j = 0; j < inner; j++) o[i++] = v
+      iota(out, shape, axis) {
+        const o = data(out)
+        const { outer, len, inner } = iotaDims(shape, axis)
+        let i = 0
+        for (let r = 0; r < outer; r++) for (let v = 0; v < len; v++) for (let j = 0; j < inner; j++) o[i++] = v
+      },
+
+      unary: (op, x, out) => unaryLoop(op, floats(x), floats(out)),
+      binary: (op, a, b, out) => binaryLoop(op, data(a), data(b), data(out), a.dtype === "int32"),
+
+      where(cond, a, b, out) {
+        const c = data(cond),
+          x = data(a),
+          y = data(b),
+          o = data(out)
+        const [sc, sx, sy] = [step(c, o), step(x, o), step(y, o)]
+        for (let i = 0; i < o.length; i++) o[i] = c[i * sc] !== 0 ? x[i * sx]! : y[i * sy]!
+      },
+
+      // TypedArray.set converts each element like a store does: float64 → float32 rounds to
+      // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
+      cast: (x, out) => data(out).set(data(x)),
+
+      // Reading from a snapshot keeps an overlapping in-place copy well defined.
+      copy: (src, srcView, dst, dstView) =>
+        copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
+
+      reduce: (op, x, out, outer, axis, inner) => reduceLoop(op, floats(x), floats(out), outer, axis, inner),
+
+      matmul(a, b, out, spec) {
+        const A = floats(a),
+          B = floats(b),
+          C = floats(out)
+        if (opts.matmul === "naive") matmulNaive(A, B, C, spec)
+        else matmulBlocked(A, B, C, spec)
+      },
+
+      gather(table, idx, out, width) {
+        const t = data(table),
+          ix = ints(idx),
+          o = data(out)
+        const rows = width === 0 ? 0 : table.size / width
+        for (let i = 0; i < ix.length; i++) {
+          const from = indexAt("gather", ix, i, rows) * width,
+            to = i * width
+          for (let j = 0; j < width; j++) o[to + j] = t[from + j]!
+        }
+      },
+
+      scatterAdd(idx, src, out, width) {
+        const ix = ints(idx),
+          s = data(src),
+          o = data(out)
+        const rows = width === 0 ? 0 : out.size / width
+        o.fill(0)
+        for (let i = 0; i < ix.length; i++) {
+          const to = indexAt("scatterAdd", ix, i, rows) * width,
+            from = i * width
+          for (let j = 0; j < width; j++) o[to + j] = o[to + j]! + s[from + j]!
+        }
+      },
+
+      takeAlong(x, idx, out, width) {
+        const xd = data(x),
+          ix = ints(idx),
+          o = data(out)
+        for (let i = 0; i < ix.length; i++) o[i] = xd[i * width + indexAt("takeAlong", ix, i, width)]!
+      },
+
+      putAlong(idx, src, out, width) {
+        const ix = ints(idx),
+          s = data(src),
+          o = data(out)
+        o.fill(0)
+        for (let i = 0; i < ix.length; i++) o[i * width + indexAt("putAlong", ix, i, width)] = s[i]!
+      },
     },
-
-    unary: (op, x, out) => unaryLoop(op, floats(x), floats(out)),
-    binary: (op, a, b, out) => binaryLoop(op, data(a), data(b), data(out), a.dtype === "int32"),
-
-    where(cond, a, b, out) {
-      const c = data(cond), x = data(a), y = data(b), o = data(out)
-      const [sc, sx, sy] = [step(c, o), step(x, o), step(y, o)]
-      for (let i = 0; i < o.length; i++) o[i] = c[i * sc] !== 0 ? x[i * sx]! : y[i * sy]!
-    },
-
-    // TypedArray.set converts each element like a store does: float64 → float32 rounds to
-    // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
-    cast: (x, out) => data(out).set(data(x)),
-
-    // Reading from a snapshot keeps an overlapping in-place copy well defined.
-    copy: (src, srcView, dst, dstView) =>
-      copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
-
-    reduce: (op, x, out, outer, axis, inner) => reduceLoop(op, floats(x), floats(out), outer, axis, inner),
-
-    matmul(a, b, out, spec) {
-      const A = floats(a), B = floats(b), C = floats(out)
-      if (opts.matmul === "naive") matmulNaive(A, B, C, spec)
-      else matmulBlocked(A, B, C, spec)
-    },
-
-    gather(table, idx, out, width) {
-      const t = data(table), ix = ints(idx), o = data(out)
-      const rows = width === 0 ? 0 : table.size / width
-      for (let i = 0; i < ix.length; i++) {
-        const from = indexAt("gather", ix, i, rows) * width, to = i * width
-        for (let j = 0; j < width; j++) o[to + j] = t[from + j]!
-      }
-    },
-
-    scatterAdd(idx, src, out, width) {
-      const ix = ints(idx), s = data(src), o = data(out)
-      const rows = width === 0 ? 0 : out.size / width
-      o.fill(0)
-      for (let i = 0; i < ix.length; i++) {
-        const to = indexAt("scatterAdd", ix, i, rows) * width, from = i * width
-        for (let j = 0; j < width; j++) o[to + j] = o[to + j]! + s[from + j]!
-      }
-    },
-
-    takeAlong(x, idx, out, width) {
-      const xd = data(x), ix = ints(idx), o = data(out)
-      for (let i = 0; i < ix.length; i++) o[i] = xd[i * width + indexAt("takeAlong", ix, i, width)]!
-    },
-
-    putAlong(idx, src, out, width) {
-      const ix = ints(idx), s = data(src), o = data(out)
-      o.fill(0)
-      for (let i = 0; i < ix.length; i++) o[i * width + indexAt("putAlong", ix, i, width)] = s[i]!
-    },
-  }, buffers)
+    buffers,
+  )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,14 +165,29 @@ export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
 function unaryLoop(op: UnaryOp, x: FloatData, o: FloatData): void {
   const n = o.length
   switch (op) {
-    case "neg": for (let i = 0; i < n; i++) o[i] = -x[i]!; return
-    case "exp": for (let i = 0; i < n; i++) o[i] = Math.exp(x[i]!); return
-    case "log": for (let i = 0; i < n; i++) o[i] = Math.log(x[i]!); return
-    case "sqrt": for (let i = 0; i < n; i++) o[i] = Math.sqrt(x[i]!); return
-    case "recip": for (let i = 0; i < n; i++) o[i] = 1 / x[i]!; return
-    case "sin": for (let i = 0; i < n; i++) o[i] = Math.sin(x[i]!); return
-    case "cos": for (let i = 0; i < n; i++) o[i] = Math.cos(x[i]!); return
-    default: fail("unary", `unknown op ${String(op)}`)
+    case "neg":
+      for (let i = 0; i < n; i++) o[i] = -x[i]!
+      return
+    case "exp":
+      for (let i = 0; i < n; i++) o[i] = Math.exp(x[i]!)
+      return
+    case "log":
+      for (let i = 0; i < n; i++) o[i] = Math.log(x[i]!)
+      return
+    case "sqrt":
+      for (let i = 0; i < n; i++) o[i] = Math.sqrt(x[i]!)
+      return
+    case "recip":
+      for (let i = 0; i < n; i++) o[i] = 1 / x[i]!
+      return
+    case "sin":
+      for (let i = 0; i < n; i++) o[i] = Math.sin(x[i]!)
+      return
+    case "cos":
+      for (let i = 0; i < n; i++) o[i] = Math.cos(x[i]!)
+      return
+    default:
+      fail("unary", `unknown op ${String(op)}`)
   }
 }
 
@@ -170,17 +201,30 @@ function binaryLoop(op: BinaryOp, a: CpuData, b: CpuData, o: CpuData, int: boole
   const n = o.length
   const [p, q] = [step(a, o), step(b, o)]
   switch (op) {
-    case "add": for (let i = 0; i < n; i++) o[i] = a[i * p]! + b[i * q]!; return
-    case "sub": for (let i = 0; i < n; i++) o[i] = a[i * p]! - b[i * q]!; return
+    case "add":
+      for (let i = 0; i < n; i++) o[i] = a[i * p]! + b[i * q]!
+      return
+    case "sub":
+      for (let i = 0; i < n; i++) o[i] = a[i * p]! - b[i * q]!
+      return
     case "mul":
       if (int) for (let i = 0; i < n; i++) o[i] = Math.imul(a[i * p]!, b[i * q]!)
       else for (let i = 0; i < n; i++) o[i] = a[i * p]! * b[i * q]!
       return
-    case "div": for (let i = 0; i < n; i++) o[i] = a[i * p]! / b[i * q]!; return
-    case "maximum": for (let i = 0; i < n; i++) o[i] = Math.max(a[i * p]!, b[i * q]!); return // NaN wins
-    case "less": for (let i = 0; i < n; i++) o[i] = a[i * p]! < b[i * q]! ? 1 : 0; return
-    case "equal": for (let i = 0; i < n; i++) o[i] = a[i * p]! === b[i * q]! ? 1 : 0; return
-    default: fail("binary", `unknown op ${String(op)}`)
+    case "div":
+      for (let i = 0; i < n; i++) o[i] = a[i * p]! / b[i * q]!
+      return
+    case "maximum":
+      for (let i = 0; i < n; i++) o[i] = Math.max(a[i * p]!, b[i * q]!)
+      return // NaN wins
+    case "less":
+      for (let i = 0; i < n; i++) o[i] = a[i * p]! < b[i * q]! ? 1 : 0
+      return
+    case "equal":
+      for (let i = 0; i < n; i++) o[i] = a[i * p]! === b[i * q]! ? 1 : 0
+      return
+    default:
+      fail("binary", `unknown op ${String(op)}`)
   }
 }
 
@@ -195,7 +239,12 @@ function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axi
       const base = r * axis
       let acc = empty
       if (sum) for (let a = 0; a < axis; a++) acc += x[base + a]!
-      else for (let a = 0; a < axis; a++) { const v = x[base + a]!; if (v > acc || Number.isNaN(v)) acc = v; if (Number.isNaN(acc)) break }
+      else
+        for (let a = 0; a < axis; a++) {
+          const v = x[base + a]!
+          if (v > acc || Number.isNaN(v)) acc = v
+          if (Number.isNaN(acc)) break
+        }
       o[r] = acc
     }
     return
@@ -208,7 +257,12 @@ function reduceLoop(op: ReduceOp, x: FloatData, o: FloatData, outer: number, axi
       const base = (r * axis + a) * inner
       if (sum) for (let j = 0; j < inner; j++) acc[j] = acc[j]! + x[base + j]!
       // Once NaN, `v > NaN` is false, so a NaN accumulator stays NaN.
-      else for (let j = 0; j < inner; j++) { const v = x[base + j]!, m = acc[j]!; if (v > m || Number.isNaN(v)) acc[j] = v }
+      else
+        for (let j = 0; j < inner; j++) {
+          const v = x[base + j]!,
+            m = acc[j]!
+          if (v > m || Number.isNaN(v)) acc[j] = v
+        }
     }
     o.set(acc, r * inner)
   }
@@ -228,16 +282,23 @@ function copyStrided(s: CpuData, sv: View, d: CpuData, dv: View): void {
   if (sv.shape.some((n) => n === 0)) return
   const { shape, src: ss, dst: ds } = simplifyViews(sv, dv)
   const rank = shape.length
-  if (rank === 0) { d[dv.offset] = s[sv.offset]!; return }
+  if (rank === 0) {
+    d[dv.offset] = s[sv.offset]!
+    return
+  }
 
-  const n = shape[rank - 1]!, sStep = ss[rank - 1]!, dStep = ds[rank - 1]!
+  const n = shape[rank - 1]!,
+    sStep = ss[rank - 1]!,
+    dStep = ds[rank - 1]!
   const outerRank = rank - 1
   const counter = new Array<number>(outerRank).fill(0)
-  let sp = sv.offset, dp = dv.offset
+  let sp = sv.offset,
+    dp = dv.offset
   for (;;) {
     // Innermost run.
     if (sStep === 1 && dStep === 1) {
-      if (n >= 64) d.set(s.subarray(sp, sp + n), dp) // same dtype, so this is a memcpy
+      if (n >= 64)
+        d.set(s.subarray(sp, sp + n), dp) // same dtype, so this is a memcpy
       else for (let j = 0; j < n; j++) d[dp + j] = s[sp + j]!
     } else if (sStep === 0 && dStep === 1) {
       d.fill(s[sp]!, dp, dp + n) // broadcasting one value along a contiguous run

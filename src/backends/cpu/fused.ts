@@ -22,7 +22,9 @@ export const cpuRoutines: RoutineKernels = {
   /** logits [N, V], targets [N] → nll [N] (0 at ignored targets). */
   crossEntropy({ inputs: { logits, targets }, outputs: { nll }, shapes, attrs }) {
     const [N, V] = shapes.inputs.logits as [number, number]
-    const x = data(logits), t = data(targets), out = data(nll)
+    const x = data(logits),
+      t = data(targets),
+      out = data(nll)
     for (let i = 0; i < N; i++) {
       const ti = t[i]!
       out[i] = ti === attrs.ignoreIndex ? 0 : rowLse(x, i * V, V) - x[i * V + ti]!
@@ -32,11 +34,17 @@ export const cpuRoutines: RoutineKernels = {
   /** dLogits = (softmax − onehot)·dNll. */
   "crossEntropy.vjp"({ inputs: { logits, targets, dNll }, outputs: { dLogits }, shapes, attrs }) {
     const [N, V] = shapes.inputs.logits as [number, number]
-    const x = data(logits), t = data(targets), g = data(dNll), dx = data(dLogits)
+    const x = data(logits),
+      t = data(targets),
+      g = data(dNll),
+      dx = data(dLogits)
     for (let i = 0; i < N; i++) {
       const base = i * V
       const ti = t[i]!
-      if (ti === attrs.ignoreIndex) { dx.fill(0, base, base + V); continue }
+      if (ti === attrs.ignoreIndex) {
+        dx.fill(0, base, base + V)
+        continue
+      }
       const lse = rowLse(x, base, V)
       const gi = g[i]!
       for (let j = 0; j < V; j++) dx[base + j] = Math.exp(x[base + j]! - lse) * gi

@@ -30,7 +30,9 @@ export function matmulNaive(A: FloatData, B: FloatData, C: FloatData, spec: Matm
   // k = 0 is an empty sum: out = 0, or out left as it is (not even -0 turned into +0).
   if (k === 0 && spec.accumulate) return
   for (let t = 0; t < batch; t++) {
-    const a = t * m * k, b = t * k * n, c = t * m * n
+    const a = t * m * k,
+      b = t * k * n,
+      c = t * m * n
     for (let i = 0; i < m; i++) {
       for (let j = 0; j < n; j++) {
         let sum = 0
@@ -80,7 +82,8 @@ const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to
 // serves every backend instance: a matmul runs synchronously to the end, so none overlap.
 let packA: Float64Array = new Float64Array(0)
 let packB: Float64Array = new Float64Array(0)
-const scratch = (have: Float64Array, need: number): Float64Array => (have.length >= need ? have : new Float64Array(need))
+const scratch = (have: Float64Array, need: number): Float64Array =>
+  have.length >= need ? have : new Float64Array(need)
 
 /** The same product as `matmulNaive`, as a packed, register-blocked GEMM. */
 export function matmulBlocked(A: FloatData, B: FloatData, C: FloatData, spec: MatmulSpec): void {
@@ -89,8 +92,10 @@ export function matmulBlocked(A: FloatData, B: FloatData, C: FloatData, spec: Ma
   packA = scratch(packA, roundUp(Math.min(MC, m), MR) * kc)
   packB = scratch(packB, roundUp(Math.min(NC, n), NR) * kc)
   // Element (i, p) of op(a) lives at i·rsA + p·csA; element (p, j) of op(b) at p·rsB + j·csB.
-  const rsA = transA ? 1 : k, csA = transA ? m : 1
-  const rsB = transB ? 1 : n, csB = transB ? k : 1
+  const rsA = transA ? 1 : k,
+    csA = transA ? m : 1
+  const rsB = transB ? 1 : n,
+    csB = transB ? k : 1
   if (!spec.accumulate) C.fill(0)
   for (let t = 0; t < batch; t++) {
     gemm(A, t * m * k, rsA, csA, B, t * k * n, rsB, csB, C, t * m * n, m, n, k, packA, packB)
@@ -99,10 +104,21 @@ export function matmulBlocked(A: FloatData, B: FloatData, C: FloatData, spec: Ma
 
 /** C[cOff…] (m × n, row-major) += op(a) · op(b) for one batch entry. */
 function gemm(
-  A: FloatData, aOff: number, rsA: number, csA: number,
-  B: FloatData, bOff: number, rsB: number, csB: number,
-  C: FloatData, cOff: number, m: number, n: number, k: number,
-  Ap: Float64Array, Bp: Float64Array,
+  A: FloatData,
+  aOff: number,
+  rsA: number,
+  csA: number,
+  B: FloatData,
+  bOff: number,
+  rsB: number,
+  csB: number,
+  C: FloatData,
+  cOff: number,
+  m: number,
+  n: number,
+  k: number,
+  Ap: Float64Array,
+  Bp: Float64Array,
 ): void {
   for (let j0 = 0; j0 < n; j0 += NC) {
     const nc = Math.min(NC, n - j0)
@@ -129,7 +145,16 @@ function gemm(
  * `w` lines, each stored k-major: panel[p·w + r] = line r at depth p. Lines past the end are
  * zero-padded so the micro-kernel never needs a bounds check.
  */
-function packPanels(X: FloatData, base: number, lineStride: number, kStride: number, lines: number, kc: number, w: number, P: Float64Array): void {
+function packPanels(
+  X: FloatData,
+  base: number,
+  lineStride: number,
+  kStride: number,
+  lines: number,
+  kc: number,
+  w: number,
+  P: Float64Array,
+): void {
   let o = 0
   for (let l0 = 0; l0 < lines; l0 += w) {
     const used = Math.min(w, lines - l0)
@@ -143,25 +168,83 @@ function packPanels(X: FloatData, base: number, lineStride: number, kStride: num
 }
 
 /** C tile (rows × cols ≤ 4 × 4, at co with row stride ldc) += Ap panel · Bp panel over kc. */
-function microKernel(kc: number, Ap: Float64Array, ao: number, Bp: Float64Array, bo: number, C: FloatData, co: number, ldc: number, rows: number, cols: number): void {
-  let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0
-  let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0
+function microKernel(
+  kc: number,
+  Ap: Float64Array,
+  ao: number,
+  Bp: Float64Array,
+  bo: number,
+  C: FloatData,
+  co: number,
+  ldc: number,
+  rows: number,
+  cols: number,
+): void {
+  let c00 = 0,
+    c01 = 0,
+    c02 = 0,
+    c03 = 0,
+    c10 = 0,
+    c11 = 0,
+    c12 = 0,
+    c13 = 0
+  let c20 = 0,
+    c21 = 0,
+    c22 = 0,
+    c23 = 0,
+    c30 = 0,
+    c31 = 0,
+    c32 = 0,
+    c33 = 0
   for (let p = 0; p < kc; p++) {
-    const a0 = Ap[ao]!, a1 = Ap[ao + 1]!, a2 = Ap[ao + 2]!, a3 = Ap[ao + 3]!
-    const b0 = Bp[bo]!, b1 = Bp[bo + 1]!, b2 = Bp[bo + 2]!, b3 = Bp[bo + 3]!
+    const a0 = Ap[ao]!,
+      a1 = Ap[ao + 1]!,
+      a2 = Ap[ao + 2]!,
+      a3 = Ap[ao + 3]!
+    const b0 = Bp[bo]!,
+      b1 = Bp[bo + 1]!,
+      b2 = Bp[bo + 2]!,
+      b3 = Bp[bo + 3]!
     ao += 4
     bo += 4
-    c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3
-    c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3
-    c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3
-    c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3
+    c00 += a0 * b0
+    c01 += a0 * b1
+    c02 += a0 * b2
+    c03 += a0 * b3
+    c10 += a1 * b0
+    c11 += a1 * b1
+    c12 += a1 * b2
+    c13 += a1 * b3
+    c20 += a2 * b0
+    c21 += a2 * b1
+    c22 += a2 * b2
+    c23 += a2 * b3
+    c30 += a3 * b0
+    c31 += a3 * b1
+    c32 += a3 * b2
+    c33 += a3 * b3
   }
   if (rows === 4 && cols === 4) {
     let o = co
-    C[o] = C[o]! + c00; C[o + 1] = C[o + 1]! + c01; C[o + 2] = C[o + 2]! + c02; C[o + 3] = C[o + 3]! + c03; o += ldc
-    C[o] = C[o]! + c10; C[o + 1] = C[o + 1]! + c11; C[o + 2] = C[o + 2]! + c12; C[o + 3] = C[o + 3]! + c13; o += ldc
-    C[o] = C[o]! + c20; C[o + 1] = C[o + 1]! + c21; C[o + 2] = C[o + 2]! + c22; C[o + 3] = C[o + 3]! + c23; o += ldc
-    C[o] = C[o]! + c30; C[o + 1] = C[o + 1]! + c31; C[o + 2] = C[o + 2]! + c32; C[o + 3] = C[o + 3]! + c33
+    C[o] = C[o]! + c00
+    C[o + 1] = C[o + 1]! + c01
+    C[o + 2] = C[o + 2]! + c02
+    C[o + 3] = C[o + 3]! + c03
+    o += ldc
+    C[o] = C[o]! + c10
+    C[o + 1] = C[o + 1]! + c11
+    C[o + 2] = C[o + 2]! + c12
+    C[o + 3] = C[o + 3]! + c13
+    o += ldc
+    C[o] = C[o]! + c20
+    C[o + 1] = C[o + 1]! + c21
+    C[o + 2] = C[o + 2]! + c22
+    C[o + 3] = C[o + 3]! + c23
+    o += ldc
+    C[o] = C[o]! + c30
+    C[o + 1] = C[o + 1]! + c31
+    C[o + 2] = C[o + 2]! + c32
+    C[o + 3] = C[o + 3]! + c33
     return
   }
   // Edge tile: the padded sums beyond rows/cols are zero and are simply not stored.

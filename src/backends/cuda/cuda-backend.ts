@@ -31,7 +31,16 @@ import { kernelChecks } from "../../core/kernel-checks.js"
 import { simplifyViews } from "../views.js"
 import { cudaRoutines } from "./fused.js"
 import { type CudaProfiler, withProfiler } from "./profile.js"
-import { binaryCode, dtypeCode, loadAddon, type NativeDevice, type NativeError, type NativeInfo, reduceCode, unaryCode } from "./native.js"
+import {
+  binaryCode,
+  dtypeCode,
+  loadAddon,
+  type NativeDevice,
+  type NativeError,
+  type NativeInfo,
+  reduceCode,
+  unaryCode,
+} from "./native.js"
 
 export interface CudaBuffer extends Buffer {
   /** The addon's handle for the device block. */
@@ -144,7 +153,9 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
   function track<T>(p: Promise<T>): Promise<T> {
     reads.add(p)
-    const done = () => { reads.delete(p) }
+    const done = () => {
+      reads.delete(p)
+    }
     p.then(done, done)
     return p
   }
@@ -157,7 +168,14 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
     memory() {
       const m = dev.memory()
-      return { live: m.live, peak: m.peak, reserved: m.reserved, cached: m.cached, resetPeak: () => dev.resetPeak(), emptyCache: () => dev.emptyCache() }
+      return {
+        live: m.live,
+        peak: m.peak,
+        reserved: m.reserved,
+        cached: m.cached,
+        resetPeak: () => dev.resetPeak(),
+        emptyCache: () => dev.emptyCache(),
+      }
     },
 
     synchronize: () => track(dev.sync()),
@@ -176,7 +194,12 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
       } catch (e) {
         const err = e as NativeError
         if (err.code !== "ERR_CUDA_OOM") throw e
-        throw new OutOfMemory({ requested: err.requested ?? size * bytesPerElement[dtype], alive: err.alive ?? 0, limit: err.total ?? 0, message: err.message })
+        throw new OutOfMemory({
+          requested: err.requested ?? size * bytesPerElement[dtype],
+          alive: err.alive ?? 0,
+          limit: err.total ?? 0,
+          message: err.message,
+        })
       }
       return { dtype, size, handle: h } satisfies CudaBuffer
     },
@@ -200,22 +223,43 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     binary(op, a, b, out) {
       const opCode = binaryCode[op]
       check(opCode !== undefined, "binary", () => `unknown op ${String(op)}`)
-      dev.binary(opCode, code(a), code(out), handle(a), a.size !== out.size, handle(b), b.size !== out.size,
-        handle(out), out.size)
+      dev.binary(
+        opCode,
+        code(a),
+        code(out),
+        handle(a),
+        a.size !== out.size,
+        handle(b),
+        b.size !== out.size,
+        handle(out),
+        out.size,
+      )
     },
 
     where(cond, a, b, out) {
-      dev.where(code(cond), code(out), handle(cond), cond.size !== out.size, handle(a), a.size !== out.size,
-        handle(b), b.size !== out.size, handle(out), out.size)
+      dev.where(
+        code(cond),
+        code(out),
+        handle(cond),
+        cond.size !== out.size,
+        handle(a),
+        a.size !== out.size,
+        handle(b),
+        b.size !== out.size,
+        handle(out),
+        out.size,
+      )
     },
 
     cast: (x, out) => dev.cast(code(x), code(out), handle(x), handle(out), out.size),
 
     copy(src, srcView, dst, dstView) {
-      const s = handle(src), d = handle(dst)
+      const s = handle(src),
+        d = handle(dst)
       if (srcView.shape.some((n) => n === 0)) return
       const params = copyParams(srcView, dstView)
-      if (params === undefined) return fail("copy", `views of rank ${srcView.shape.length} stay above rank 8 after merging contiguous dims`)
+      if (params === undefined)
+        return fail("copy", `views of rank ${srcView.shape.length} stay above rank 8 after merging contiguous dims`)
       // The addon snapshots src first when it is dst, like the CPU backend.
       dev.copy(elem(src), s, d, params)
     },
@@ -229,8 +273,21 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
 
     matmul(a, b, out, spec: MatmulSpec) {
       const { batch, m, n, k, transA, transB } = spec
-      dev.matmul(handle(a), handle(b), handle(out), code(a), code(out), batch, m, n, k, transA, transB,
-        spec.accumulate === true, tf32)
+      dev.matmul(
+        handle(a),
+        handle(b),
+        handle(out),
+        code(a),
+        code(out),
+        batch,
+        m,
+        n,
+        k,
+        transA,
+        transB,
+        spec.accumulate === true,
+        tf32,
+      )
     },
 
     gather(table, idx, out, width) {
@@ -243,10 +300,8 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
       dev.scatterAdd(code(out), handle(idx), idx.size, handle(src), handle(out), rows, width)
     },
 
-    takeAlong: (x, idx, out, width) =>
-      dev.takeAlong(elem(x), handle(x), handle(idx), idx.size, handle(out), width),
-    putAlong: (idx, src, out, width) =>
-      dev.putAlong(elem(src), handle(idx), idx.size, handle(src), handle(out), width),
+    takeAlong: (x, idx, out, width) => dev.takeAlong(elem(x), handle(x), handle(idx), idx.size, handle(out), width),
+    putAlong: (idx, src, out, width) => dev.putAlong(elem(src), handle(idx), idx.size, handle(src), handle(out), width),
   }
   // Every kernel goes through the profiler's wrapper, which costs one test while it is off; the
   // contract's checks come before both.

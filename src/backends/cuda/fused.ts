@@ -37,8 +37,7 @@ type Shape = readonly number[]
 type RopeAttrs = { readonly theta: number; readonly offset: number }
 const list = (bufs: readonly Buffer[]): string => bufs.map(describe).join(", ")
 const shapeList = (shapes: readonly Shape[]): string => shapes.map(fmt).join(", ")
-const unlikeInputs = (outs: readonly Buffer[]): string =>
-  `outputs must match w, m, v (and master), got ${list(outs)}`
+const unlikeInputs = (outs: readonly Buffer[]): string => `outputs must match w, m, v (and master), got ${list(outs)}`
 
 const { check, fail } = kernelChecks("cuda", ["float32", "float64", "bfloat16"])
 
@@ -47,7 +46,8 @@ const sameShape = (a: Shape | undefined, b: Shape | undefined): boolean =>
 
 function floatDType(kernel: string, dtype: DType, ...bufs: Buffer[]): void {
   check(isFloat(dtype), kernel, () => `unsupported dtype ${dtype} (float32, float64 or bfloat16 only)`)
-  for (const b of bufs) check(b.dtype === dtype, kernel, () => `operands must be ${dtype}, got ${bufs.map(describe).join(", ")}`)
+  for (const b of bufs)
+    check(b.dtype === dtype, kernel, () => `operands must be ${dtype}, got ${bufs.map(describe).join(", ")}`)
 }
 
 /** rows × V of a [..., V] shape (a scalar is one row of one). */
@@ -57,30 +57,48 @@ const rowsOf = (shape: Shape): [number, number] => [numel(shape.slice(0, -1)), s
 type Dims = [B: number, H: number, Hkv: number, S: number, D: number]
 function attentionDims(kernel: string, qs: Shape, ks: Shape, vs: Shape, causal: boolean): Dims {
   check(causal, kernel, () => "only causal attention has a fused kernel")
-  check(qs.length === 4 && sameShape(ks, vs) && ks.length === 4, kernel,
-    () => `q must be [B, H, S, D] and k, v [B, Hkv, S, D], got ${fmt(qs)}, ${fmt(ks)}, ${fmt(vs)}`)
+  check(
+    qs.length === 4 && sameShape(ks, vs) && ks.length === 4,
+    kernel,
+    () => `q must be [B, H, S, D] and k, v [B, Hkv, S, D], got ${fmt(qs)}, ${fmt(ks)}, ${fmt(vs)}`,
+  )
   const [B, H, S, D] = qs as [number, number, number, number]
   const Hkv = ks[1]!
-  check(ks[0] === B && ks[2] === S && ks[3] === D && Hkv > 0 && H % Hkv === 0, kernel,
-    () => `k, v ${fmt(ks)} do not match q ${fmt(qs)} (H a multiple of Hkv)`)
+  check(
+    ks[0] === B && ks[2] === S && ks[3] === D && Hkv > 0 && H % Hkv === 0,
+    kernel,
+    () => `k, v ${fmt(ks)} do not match q ${fmt(qs)} (H a multiple of Hkv)`,
+  )
   check(D <= 256, kernel, () => `head dim ${D} exceeds 256, the largest the fused kernel supports`)
   return [B, H, Hkv, S, D]
 }
 
 /** Rows and width of an RMSNorm: x [..., d] with weight [d], both of x's dtype. */
-function normDims(kernel: string, xs: Shape, ws: Shape, x: Buffer, w: Buffer, ...more: Buffer[]):
-  [rows: number, d: number] {
+function normDims(
+  kernel: string,
+  xs: Shape,
+  ws: Shape,
+  x: Buffer,
+  w: Buffer,
+  ...more: Buffer[]
+): [rows: number, d: number] {
   const d = ws[0] ?? 0
-  check(ws.length === 1 && xs.at(-1) === d && d > 0, kernel,
-    () => `x must be [..., d] and w [d], got ${fmt(xs)}, ${fmt(ws)}`)
+  check(
+    ws.length === 1 && xs.at(-1) === d && d > 0,
+    kernel,
+    () => `x must be [..., d] and w [d], got ${fmt(xs)}, ${fmt(ws)}`,
+  )
   floatDType(kernel, x.dtype, x, w, ...more)
   return [x.size / d, d]
 }
 
 /** Attention's lse is in q's accumulator dtype (float32 for bfloat16), as the routine declares. */
 const lseDType = (kernel: string, q: Buffer, lse: Buffer): void =>
-  check(lse.dtype === accumulatorDType(q.dtype), kernel,
-    () => `lse ${describe(lse)} must be ${accumulatorDType(q.dtype)} for ${q.dtype} q`)
+  check(
+    lse.dtype === accumulatorDType(q.dtype),
+    kernel,
+    () => `lse ${describe(lse)} must be ${accumulatorDType(q.dtype)} for ${q.dtype} q`,
+  )
 
 const targetsInt32 = (kernel: string, targets: Buffer): void =>
   check(targets.dtype === "int32", kernel, () => `targets must be int32, got ${targets.dtype}`)
@@ -97,8 +115,12 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
     } catch (e) {
       const err = e as NativeError
       if (err.code !== "ERR_CUDA_OOM") throw e
-      throw new OutOfMemory({ requested: err.requested ?? size * bytesPerElement[dtype], alive: err.alive ?? 0, limit: err.total ?? 0,
-        message: `cuda.${kernel}: ${err.message}` })
+      throw new OutOfMemory({
+        requested: err.requested ?? size * bytesPerElement[dtype],
+        alive: err.alive ?? 0,
+        limit: err.total ?? 0,
+        message: `cuda.${kernel}: ${err.message}`,
+      })
     }
   }
 
@@ -130,28 +152,38 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
     const { theta, offset } = attrs
     const [S, D] = [shape.at(-2) ?? 0, shape.at(-1) ?? 0]
     check(shape.length >= 2 && D % 2 === 0 && D > 0, k, () => `x must be [..., S, D] with D even, got ${fmt(shape)}`)
-    check(isFloat(y.dtype) && x.size === y.size, k, () => `x ${describe(x)} and y ${describe(y)} must be floats of one size`)
+    check(
+      isFloat(y.dtype) && x.size === y.size,
+      k,
+      () => `x ${describe(x)} and y ${describe(y)} must be floats of one size`,
+    )
     withTemps((temps) =>
-      dev.rope(code(y.dtype), as(k, x, y.dtype, temps), h(y), y.size / (S * D), S, D, theta, offset, inverse))
+      dev.rope(code(y.dtype), as(k, x, y.dtype, temps), h(y), y.size / (S * D), S, D, theta, offset, inverse),
+    )
   }
 
   return {
     crossEntropy({ inputs: { logits, targets }, outputs: { nll }, shapes: { inputs: s }, attrs }) {
       const k = "crossEntropy"
       const [N, V] = s.logits as [number, number]
-      check(s.logits.length === 2 && sameShape(s.targets, [N]), k,
-        () => `logits must be [N, V] and targets [N], got ${fmt(s.logits)}, ${fmt(s.targets)}`)
+      check(
+        s.logits.length === 2 && sameShape(s.targets, [N]),
+        k,
+        () => `logits must be [N, V] and targets [N], got ${fmt(s.logits)}, ${fmt(s.targets)}`,
+      )
       targetsInt32(k, targets)
       floatDType(k, logits.dtype, logits, nll)
       dev.crossEntropy(code(logits.dtype), h(logits), h(targets), h(nll), N, V, attrs.ignoreIndex)
     },
 
-    "crossEntropy.vjp"({ inputs: { logits, targets, dNll }, outputs: { dLogits }, 
-      shapes: { inputs: s }, attrs }) {
+    "crossEntropy.vjp"({ inputs: { logits, targets, dNll }, outputs: { dLogits }, shapes: { inputs: s }, attrs }) {
       const k = "crossEntropy.vjp"
       const [N, V] = s.logits as [number, number]
-      check(s.logits.length === 2 && sameShape(s.targets, [N]) && dNll.size === N, k,
-        () => `logits must be [N, V], targets and dNll [N], got ${shapeList([s.logits, s.targets, s.dNll])}`)
+      check(
+        s.logits.length === 2 && sameShape(s.targets, [N]) && dNll.size === N,
+        k,
+        () => `logits must be [N, V], targets and dNll [N], got ${shapeList([s.logits, s.targets, s.dNll])}`,
+      )
       targetsInt32(k, targets)
       floatDType(k, logits.dtype, logits, dLogits)
       withTemps((temps) => {
@@ -173,8 +205,11 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
       const k = "logsumexp.vjp"
       floatDType(k, x.dtype, x, dX)
       const [rows, V] = rowsOf(shapes.inputs.x)
-      check(lse.size === rows && dLse.size === rows, k,
-        () => `lse and dLse must hold one value per row (${rows}), got ${describe(lse)}, ${describe(dLse)}`)
+      check(
+        lse.size === rows && dLse.size === rows,
+        k,
+        () => `lse and dLse must hold one value per row (${rows}), got ${describe(lse)}, ${describe(dLse)}`,
+      )
       withTemps((temps) => {
         const [hl, hg] = [as(k, lse, x.dtype, temps), as(k, dLse, x.dtype, temps)]
         dev.logsumexpBackward(code(x.dtype), h(x), hl, hg, h(dX), rows, V)
@@ -191,31 +226,40 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
     "silu.vjp"({ inputs: { x, dY }, outputs: { dX } }) {
       const k = "silu.vjp"
       floatDType(k, x.dtype, x, dX)
-      check(dY.size === x.size && dX.size === x.size, k,
-        () => `dY and dX must be x's size (${x.size}), got ${describe(dY)}, ${describe(dX)}`)
+      check(
+        dY.size === x.size && dX.size === x.size,
+        k,
+        () => `dY and dX must be x's size (${x.size}), got ${describe(dY)}, ${describe(dX)}`,
+      )
       withTemps((temps) => dev.siluBackward(code(x.dtype), h(x), as(k, dY, x.dtype, temps), h(dX), x.size))
     },
 
-    rope: ({ inputs: { x }, outputs: { y }, shapes, attrs }) =>
-      rope("rope", x, y, shapes.outputs.y, attrs, false),
+    rope: ({ inputs: { x }, outputs: { y }, shapes, attrs }) => rope("rope", x, y, shapes.outputs.y, attrs, false),
     "rope.vjp": ({ inputs: { dY }, outputs: { dX }, shapes, attrs }) =>
       rope("rope.vjp", dY, dX, shapes.outputs.dX, attrs, true),
 
     siluMul({ inputs: { a, b }, outputs: { y } }) {
       const k = "siluMul"
       floatDType(k, a.dtype, a, b, y)
-      check(b.size === a.size && y.size === a.size, k,
-        () => `a, b and y must have one size, got ${[a, b, y].map(describe).join(", ")}`)
+      check(
+        b.size === a.size && y.size === a.size,
+        k,
+        () => `a, b and y must have one size, got ${[a, b, y].map(describe).join(", ")}`,
+      )
       dev.siluMul(code(a.dtype), h(a), h(b), h(y), a.size)
     },
 
     "siluMul.vjp"({ inputs: { a, b, dY }, outputs: { dA, dB } }) {
       const k = "siluMul.vjp"
       floatDType(k, a.dtype, a, b, dA, dB)
-      check([b, dY, dA, dB].every((x) => x.size === a.size), k,
-        () => `every operand must be a's size (${a.size})`)
+      check(
+        [b, dY, dA, dB].every((x) => x.size === a.size),
+        k,
+        () => `every operand must be a's size (${a.size})`,
+      )
       withTemps((temps) =>
-        dev.siluMulBackward(code(a.dtype), h(a), h(b), as(k, dY, a.dtype, temps), h(dA), h(dB), a.size))
+        dev.siluMulBackward(code(a.dtype), h(a), h(b), as(k, dY, a.dtype, temps), h(dA), h(dB), a.size),
+      )
     },
 
     rmsNorm({ inputs: { x, w }, outputs: { y }, shapes: { inputs: s }, attrs }) {
@@ -228,8 +272,8 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
       const [rows, d] = normDims(k, s.x, s.w, x, w, dX, dW)
       check(dY.size === x.size, k, () => `dY ${describe(dY)} must be x's size (${x.size})`)
       withTemps((temps) =>
-        dev.rmsNormBackward(code(x.dtype), h(x), h(w), as(k, dY, x.dtype, temps), h(dX), h(dW), rows, d,
-          attrs.eps))
+        dev.rmsNormBackward(code(x.dtype), h(x), h(w), as(k, dY, x.dtype, temps), h(dX), h(dW), rows, d, attrs.eps),
+      )
     },
 
     /** One parameter's AdamW update; the executor hands it outputs that alias their inputs. */
@@ -237,16 +281,32 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
       const k = "adamw"
       const { w, g, m, v, lr, correction1, correction2, clip, master } = inputs
       const storage = (b: Buffer) => b.dtype === "float32" || b.dtype === "bfloat16"
-      check([w, g, m, v].every((b) => storage(b) && b.size === w.size), k,
-        () => `w, g, m, v must be float32 or bfloat16 of one size, got ${list([w, g, m, v])}`)
-      check([lr, correction1, correction2, clip].every((b) => b.dtype === "float32" && b.size === 1), k,
-        () => "lr, the corrections and clip must be float32 scalars")
-      check(master === undefined || (master.dtype === "float32" && master.size === w.size), k,
-        () => `master weights must be float32 [${w.size}]`)
-      check((master === undefined) === (outputs.master === undefined), k,
-        () => "master weights go in and come out together")
+      check(
+        [w, g, m, v].every((b) => storage(b) && b.size === w.size),
+        k,
+        () => `w, g, m, v must be float32 or bfloat16 of one size, got ${list([w, g, m, v])}`,
+      )
+      check(
+        [lr, correction1, correction2, clip].every((b) => b.dtype === "float32" && b.size === 1),
+        k,
+        () => "lr, the corrections and clip must be float32 scalars",
+      )
+      check(
+        master === undefined || (master.dtype === "float32" && master.size === w.size),
+        k,
+        () => `master weights must be float32 [${w.size}]`,
+      )
+      check(
+        (master === undefined) === (outputs.master === undefined),
+        k,
+        () => "master weights go in and come out together",
+      )
       // The kernel updates in place: each output must be its input's buffer, or first get a copy of it.
-      const pairs: [Buffer, Buffer | undefined][] = [[w, outputs.w], [m, outputs.m], [v, outputs.v]]
+      const pairs: [Buffer, Buffer | undefined][] = [
+        [w, outputs.w],
+        [m, outputs.m],
+        [v, outputs.v],
+      ]
       if (master) pairs.push([master, outputs.master])
       for (const [input, out] of pairs) {
         if (out === undefined || out.dtype !== input.dtype) return fail(k, unlikeInputs(Object.values(outputs)))
@@ -255,9 +315,25 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
       }
       const hm = (b: Buffer | undefined) => (b === undefined ? 0 : h(b))
       const { beta1, beta2, eps, weightDecay } = attrs
-      dev.adamw(code(w.dtype), code(g.dtype), code(m.dtype), h(outputs.w), h(g), h(outputs.m), h(outputs.v),
-        hm(outputs.master), h(lr), h(correction1), h(correction2), h(clip),
-        beta1, beta2, eps, weightDecay, w.size)
+      dev.adamw(
+        code(w.dtype),
+        code(g.dtype),
+        code(m.dtype),
+        h(outputs.w),
+        h(g),
+        h(outputs.m),
+        h(outputs.v),
+        hm(outputs.master),
+        h(lr),
+        h(correction1),
+        h(correction2),
+        h(clip),
+        beta1,
+        beta2,
+        eps,
+        weightDecay,
+        w.size,
+      )
     },
 
     attention({ inputs: { q, k: kk, v }, outputs: { o, lse }, shapes: { inputs: s }, attrs }) {
@@ -269,16 +345,22 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
     },
 
     /** The cotangents that flow: dO and dLse, or one of them (a missing dO is zeros). */
-    "attention.vjp"({ inputs: { q, k: kk, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV },
-      shapes: { inputs: s }, attrs }) {
+    "attention.vjp"({
+      inputs: { q, k: kk, v, o, lse, dO, dLse },
+      outputs: { dQ, dK, dV },
+      shapes: { inputs: s },
+      attrs,
+    }) {
       const k = "attention.vjp"
       const [B, H, Hkv, S, D] = attentionDims(k, s.q, s.k, s.v, attrs.causal)
       floatDType(k, q.dtype, q, kk, v, o, dQ, dK, dV)
       lseDType(k, q, lse)
-      check(dO === undefined || dO.size === q.size, k,
-        () => `dO ${describe(dO!)} must have o's size ${q.size}`)
-      check(dLse === undefined || dLse.size === B * H * S, k,
-        () => `dLse ${describe(dLse!)} must have lse's size ${B * H * S}`)
+      check(dO === undefined || dO.size === q.size, k, () => `dO ${describe(dO!)} must have o's size ${q.size}`)
+      check(
+        dLse === undefined || dLse.size === B * H * S,
+        k,
+        () => `dLse ${describe(dLse!)} must have lse's size ${B * H * S}`,
+      )
       withTemps((temps) => {
         let hdO: number
         if (dO !== undefined) hdO = as(k, dO, q.dtype, temps)
@@ -288,8 +370,24 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
           dev.fill(hdO, code(q.dtype), q.size, 0)
         }
         const hdLse = dLse === undefined ? 0 : as(k, dLse, lse.dtype, temps)
-        dev.attentionBackward(code(q.dtype), h(q), h(kk), h(v), h(o), h(lse), hdO, hdLse, h(dQ), h(dK), h(dV),
-          B, H, Hkv, S, D)
+        dev.attentionBackward(
+          code(q.dtype),
+          h(q),
+          h(kk),
+          h(v),
+          h(o),
+          h(lse),
+          hdO,
+          hdLse,
+          h(dQ),
+          h(dK),
+          h(dV),
+          B,
+          H,
+          Hkv,
+          S,
+          D,
+        )
       })
     },
   }

@@ -3,7 +3,14 @@ import { BackendUnavailable } from "../../core/errors.js"
 import { Backend } from "../../core/backend.js"
 import { makeCudaBackend, type CudaOptions } from "./cuda-backend.js"
 
-export { makeCudaBackend, type CudaBackend, type CudaBuffer, type CudaDeviceInfo, type CudaMemory, type CudaOptions } from "./cuda-backend.js"
+export {
+  makeCudaBackend,
+  type CudaBackend,
+  type CudaBuffer,
+  type CudaDeviceInfo,
+  type CudaMemory,
+  type CudaOptions,
+} from "./cuda-backend.js"
 export { addonPath, loadAddon, readBuildRecord } from "./native.js"
 
 /**
@@ -22,7 +29,11 @@ export const cudaBackendLayer = (opts: CudaOptions = {}): Layer.Layer<Backend, B
         catch: (e) =>
           e instanceof BackendUnavailable
             ? e
-            : new BackendUnavailable({ backend: "cuda", reason: String(e), message: `cuda: could not start the device: ${String(e)}` }),
+            : new BackendUnavailable({
+                backend: "cuda",
+                reason: String(e),
+                message: `cuda: could not start the device: ${String(e)}`,
+              }),
       }),
       (backend) => Effect.promise(() => backend.destroy()),
     ),

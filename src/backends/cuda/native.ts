@@ -57,13 +57,37 @@ export interface NativeDevice {
   iota(h: H, dtype: D, outer: number, len: number, inner: number): void
   unary(op: number, dtype: D, x: H, out: H, n: number): void
   binary(op: number, inDtype: D, outDtype: D, a: H, aScalar: boolean, b: H, bScalar: boolean, out: H, n: number): void
-  where(condDtype: D, dtype: D, c: H, cScalar: boolean, a: H, aScalar: boolean, b: H, bScalar: boolean, out: H, n: number): void
+  where(
+    condDtype: D,
+    dtype: D,
+    c: H,
+    cScalar: boolean,
+    a: H,
+    aScalar: boolean,
+    b: H,
+    bScalar: boolean,
+    out: H,
+    n: number,
+  ): void
   cast(from: D, to: D, x: H, out: H, n: number): void
   /** params: [rank, srcOffset, dstOffset, shape…, srcStrides…, dstStrides…] */
   copy(elemBytes: number, src: H, dst: H, params: Float64Array): void
   reduce(op: number, dtype: D, x: H, out: H, outer: number, axis: number, inner: number): void
-  matmul(a: H, b: H, out: H, abDtype: D, outDtype: D, batch: number, m: number, n: number, k: number,
-    transA: boolean, transB: boolean, accumulate: boolean, tf32: boolean): void
+  matmul(
+    a: H,
+    b: H,
+    out: H,
+    abDtype: D,
+    outDtype: D,
+    batch: number,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    accumulate: boolean,
+    tf32: boolean,
+  ): void
   gather(elemBytes: number, table: H, rows: number, idx: H, n: number, out: H, width: number): void
   scatterAdd(dtype: D, idx: H, n: number, src: H, out: H, rows: number, width: number): void
   takeAlong(elemBytes: number, x: H, idx: H, n: number, out: H, width: number): void
@@ -71,7 +95,16 @@ export interface NativeDevice {
   // Fused routines (native/kernels/kernels.h; src/backends/cuda/fused.ts calls them). Every
   // operand has `dtype` except the int32 targets.
   crossEntropy(dtype: D, logits: H, targets: H, nll: H, n: number, v: number, ignoreIndex: number): void
-  crossEntropyBackward(dtype: D, logits: H, targets: H, dnll: H, dlogits: H, n: number, v: number, ignoreIndex: number): void
+  crossEntropyBackward(
+    dtype: D,
+    logits: H,
+    targets: H,
+    dnll: H,
+    dlogits: H,
+    n: number,
+    v: number,
+    ignoreIndex: number,
+  ): void
   logsumexp(dtype: D, x: H, lse: H, rows: number, v: number): void
   logsumexpBackward(dtype: D, x: H, lse: H, g: H, dx: H, rows: number, v: number): void
   silu(dtype: D, x: H, y: H, n: number): void
@@ -82,13 +115,46 @@ export interface NativeDevice {
   rmsNorm(dtype: D, x: H, w: H, y: H, rows: number, d: number, eps: number): void
   rmsNormBackward(dtype: D, x: H, w: H, g: H, dx: H, dw: H, rows: number, d: number, eps: number): void
   /** One parameter's AdamW step in place; master 0: none. lr … clip are one-float buffers. */
-  adamw(paramType: D, gradType: D, stateType: D, param: H, grad: H, m: H, v: H, master: H, lr: H, correction1: H, correction2: H, clip: H,
-    beta1: number, beta2: number, eps: number, decay: number, n: number): void
+  adamw(
+    paramType: D,
+    gradType: D,
+    stateType: D,
+    param: H,
+    grad: H,
+    m: H,
+    v: H,
+    master: H,
+    lr: H,
+    correction1: H,
+    correction2: H,
+    clip: H,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    decay: number,
+    n: number,
+  ): void
   /** lse (and dLse below) in the accumulator dtype: float32 for bfloat16 and float32, float64 for float64. */
   attention(dtype: D, q: H, k: H, v: H, o: H, lse: H, b: number, h: number, hkv: number, s: number, d: number): void
   /** dLse 0: no cotangent for lse. */
-  attentionBackward(dtype: D, q: H, k: H, v: H, o: H, lse: H, dO: H, dLse: H, dq: H, dk: H, dv: H,
-    b: number, h: number, hkv: number, s: number, d: number): void
+  attentionBackward(
+    dtype: D,
+    q: H,
+    k: H,
+    v: H,
+    o: H,
+    lse: H,
+    dO: H,
+    dLse: H,
+    dq: H,
+    dk: H,
+    dv: H,
+    b: number,
+    h: number,
+    hkv: number,
+    s: number,
+    d: number,
+  ): void
   memory(): NativeMemory
   resetPeak(): void
   emptyCache(): void
@@ -129,7 +195,11 @@ export function addonPath(): string {
 }
 
 /** What native/build.mjs recorded about the last build: build/miniseq_cuda.json beside the addon's folder. */
-export interface BuildRecord { readonly built: boolean; readonly reason?: string; readonly nvcc?: string }
+export interface BuildRecord {
+  readonly built: boolean
+  readonly reason?: string
+  readonly nvcc?: string
+}
 
 const buildRecordPath = (addon: string): string => join(dirname(dirname(addon)), "miniseq_cuda.json")
 
@@ -148,7 +218,9 @@ function missingReason(path: string): string {
     return `unreadable build record ${buildRecordPath(path)}`
   }
   if (r === undefined) return "no build was recorded: run `npm run build:cuda`"
-  return r.built ? "the build record says it was built, so it was removed since: run `npm run build:cuda`" : `at install: ${r.reason ?? "?"}`
+  return r.built
+    ? "the build record says it was built, so it was removed since: run `npm run build:cuda`"
+    : `at install: ${r.reason ?? "?"}`
 }
 
 let cached: AddonLoad | undefined

@@ -24,13 +24,20 @@ export interface CudaProfiler {
 const START = 0 // the mark before an operation; ids from 1 name what ends at the next mark
 
 /** The backend with its kernels timed while `profiler.start()` … `stop()` runs. */
-export function withProfiler<B extends BackendImpl>(backend: B, dev: NativeDevice): { backend: B; profiler: CudaProfiler } {
+export function withProfiler<B extends BackendImpl>(
+  backend: B,
+  dev: NativeDevice,
+): { backend: B; profiler: CudaProfiler } {
   let on = false
   const ids = new Map<string, number>()
   const names = ["(gpu idle)"]
   const idOf = (name: string) => {
     let id = ids.get(name)
-    if (id === undefined) { id = names.length; names.push(name); ids.set(name, id) }
+    if (id === undefined) {
+      id = names.length
+      names.push(name)
+      ids.set(name, id)
+    }
     return id
   }
   function timed<A extends unknown[], R>(f: (...args: A) => R, name: (args: NoInfer<A>) => string): (...args: A) => R {
@@ -55,7 +62,10 @@ export function withProfiler<B extends BackendImpl>(backend: B, dev: NativeDevic
     cast: timed(b.cast.bind(b), ([x, out]) => `cast ${x.dtype}→${out.dtype}`),
     copy: timed(b.copy.bind(b), fixed("copy")),
     reduce: timed(b.reduce.bind(b), ([op]) => `reduce.${op}`),
-    matmul: timed(b.matmul.bind(b), ([a, , out, spec]) => `matmul ${a.dtype}→${out.dtype}${spec.accumulate ? " +=" : ""}`),
+    matmul: timed(
+      b.matmul.bind(b),
+      ([a, , out, spec]) => `matmul ${a.dtype}→${out.dtype}${spec.accumulate ? " +=" : ""}`,
+    ),
     gather: timed(b.gather.bind(b), fixed("gather")),
     scatterAdd: timed(b.scatterAdd.bind(b), fixed("scatterAdd")),
     takeAlong: timed(b.takeAlong.bind(b), fixed("takeAlong")),
@@ -72,7 +82,8 @@ export function withProfiler<B extends BackendImpl>(backend: B, dev: NativeDevic
       const marks = dev.profileCollect()
       const totals = new Map<number, { calls: number; ms: number }>()
       for (let i = 0; i < marks.length; i += 2) {
-        const id = marks[i]!, ms = marks[i + 1]!
+        const id = marks[i]!,
+          ms = marks[i + 1]!
         if (i === 0) continue // the first mark has nothing before it
         const t = totals.get(id) ?? { calls: 0, ms: 0 }
         totals.set(id, { calls: t.calls + (id === START ? 0 : 1), ms: t.ms + ms })

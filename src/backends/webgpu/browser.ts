@@ -11,14 +11,21 @@ import { BackendUnavailable } from "../../core/errors.js"
 import { type DeviceConfig, deviceOn, type GpuDevice } from "./device.js"
 import { type WebGpuBackend, webGpuBackendOn, type WebGpuOptions } from "./webgpu-backend.js"
 
-export { type WebGpuBackend, type WebGpuBuffer, type WebGpuMemory, type WebGpuOptions, webGpuBackendOn } from "./webgpu-backend.js"
+export {
+  type WebGpuBackend,
+  type WebGpuBuffer,
+  type WebGpuMemory,
+  type WebGpuOptions,
+  webGpuBackendOn,
+} from "./webgpu-backend.js"
 export { COMPAT_TILE, CORE_TILE, type MatmulTile, tileName } from "./kernels/matmul.js"
 export { type AdapterInfo, type DeviceConfig, deviceOn, type GpuDevice } from "./device.js"
 
 /** Options for the browser: `powerPreference` is passed to `requestAdapter`; Dawn's `configs` do not apply. */
 export type BrowserWebGpuOptions = Omit<WebGpuOptions, "configs">
 
-const unavailable = (reason: string) => new BackendUnavailable({ backend: "webgpu", reason, message: `webgpu: ${reason}` })
+const unavailable = (reason: string) =>
+  new BackendUnavailable({ backend: "webgpu", reason, message: `webgpu: ${reason}` })
 
 /**
  * A device from `navigator.gpu`: a "core" adapter, else a "compatibility" one. Fails with
@@ -34,7 +41,9 @@ export async function acquireBrowserDevice(opts: BrowserWebGpuOptions = {}): Pro
     const config: DeviceConfig = { flags: [], featureLevel }
     if (adapter !== null) return deviceOn(gpu, adapter, config)
   }
-  throw unavailable("navigator.gpu.requestAdapter() found no adapter (WebGPU is disabled or the GPU is blocklisted; Chromium: --enable-unsafe-webgpu)")
+  throw unavailable(
+    "navigator.gpu.requestAdapter() found no adapter (WebGPU is disabled or the GPU is blocklisted; Chromium: --enable-unsafe-webgpu)",
+  )
 }
 
 /** Acquires a device from `navigator.gpu` and builds the backend on it. */
@@ -53,7 +62,10 @@ export const webgpuBackendLayer = (opts: BrowserWebGpuOptions = {}): Layer.Layer
     Effect.acquireRelease(
       Effect.tryPromise({
         try: () => makeWebGpuBackend(opts),
-        catch: (e) => (e instanceof BackendUnavailable ? e : unavailable(`could not start the device: ${e instanceof Error ? e.message : String(e)}`)),
+        catch: (e) =>
+          e instanceof BackendUnavailable
+            ? e
+            : unavailable(`could not start the device: ${e instanceof Error ? e.message : String(e)}`),
       }),
       (backend) => Effect.promise(() => backend.destroy()),
     ),

@@ -28,12 +28,18 @@ export class BufferPool {
   /** Bytes of all buffers this pool created and has not destroyed. */
   reservedBytes = 0
 
-  constructor(private readonly device: GPUDevice, private readonly maxBufferSize: number) {}
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly maxBufferSize: number,
+  ) {}
 
   acquire(bytes: number): GPUBuffer {
     const size = Math.min(sizeClass(bytes), Math.max(bytes, this.maxBufferSize))
     const reuse = this.free.get(size)?.pop()
-    if (reuse !== undefined) { this.idleBytes -= size; return reuse }
+    if (reuse !== undefined) {
+      this.idleBytes -= size
+      return reuse
+    }
     this.reservedBytes += size
     return this.device.createBuffer({
       size,

@@ -42,9 +42,15 @@ export class CommandStream {
   /** Dispatches recorded since creation (for tests and benchmarks). */
   dispatches = 0
 
-  constructor(private readonly device: GPUDevice, private readonly batchSize = 128) {
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly batchSize = 128,
+  ) {
     this.staged = new Uint32Array(batchSize * SLOT_WORDS)
-    this.uniforms = device.createBuffer({ size: batchSize * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST })
+    this.uniforms = device.createBuffer({
+      size: batchSize * SLOT_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    })
     this.maxPerDim = device.limits.maxComputeWorkgroupsPerDimension
   }
 
@@ -59,13 +65,19 @@ export class CommandStream {
   /** Records one compute dispatch of `workgroups` workgroups (bindings after the params). */
   dispatch(pipeline: GPUComputePipeline, params: Params, bindings: readonly Binding[], workgroups: number): void {
     if (workgroups === 0) return
-    if (params.length > SLOT_WORDS) throw new Error(`webgpu: ${params.length} parameter words exceed a slot of ${SLOT_WORDS}`)
+    if (params.length > SLOT_WORDS)
+      throw new Error(`webgpu: ${params.length} parameter words exceed a slot of ${SLOT_WORDS}`)
     const slot = this.slots++
     this.staged.set(params, slot * SLOT_WORDS)
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniforms, offset: slot * SLOT_BYTES, size: SLOT_BYTES } }]
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 0, resource: { buffer: this.uniforms, offset: slot * SLOT_BYTES, size: SLOT_BYTES } },
+    ]
     bindings.forEach((b, i) => {
       // A zero-byte binding is invalid; kernels never index an empty operand, so bind 4 bytes.
-      entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: 0, size: Math.max(4, Math.ceil(b.bytes / 4) * 4) } })
+      entries.push({
+        binding: i + 1,
+        resource: { buffer: b.buffer, offset: 0, size: Math.max(4, Math.ceil(b.bytes / 4) * 4) },
+      })
     })
     let layout = this.layouts.get(pipeline)
     if (layout === undefined) this.layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)))

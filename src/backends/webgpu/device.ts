@@ -92,10 +92,23 @@ export async function deviceOn(gpu: GPU, adapter: GPUAdapter, config: DeviceConf
   const device = await adapter.requestDevice({ requiredLimits })
   const a = adapter.info
   const ctx: GpuDevice = {
-    device, config, gpu, lost: undefined, error: undefined,
-    info: { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description, flags: config.flags, featureLevel: config.featureLevel },
+    device,
+    config,
+    gpu,
+    lost: undefined,
+    error: undefined,
+    info: {
+      vendor: a.vendor,
+      architecture: a.architecture,
+      device: a.device,
+      description: a.description,
+      flags: config.flags,
+      featureLevel: config.featureLevel,
+    },
   }
-  void device.lost.then((info) => { ctx.lost = `${info.reason}: ${info.message}` })
+  void device.lost.then((info) => {
+    ctx.lost = `${info.reason}: ${info.message}`
+  })
   device.addEventListener("uncapturederror", (ev) => {
     const message = (ev as GPUUncapturedErrorEvent).error.message
     if (ctx.error === undefined) {
@@ -112,7 +125,8 @@ let lastWorking: DeviceConfig | undefined
 export async function acquireDevice(opts: DeviceOptions = {}): Promise<GpuDevice> {
   // Mesa's EGL needs to be told there is no display; harmless for other backends.
   process.env.EGL_PLATFORM ??= "surfaceless"
-  const same = (a: DeviceConfig) => (b: DeviceConfig) => a.flags.join(" ") === b.flags.join(" ") && a.featureLevel === b.featureLevel
+  const same = (a: DeviceConfig) => (b: DeviceConfig) =>
+    a.flags.join(" ") === b.flags.join(" ") && a.featureLevel === b.featureLevel
   const defaults = defaultConfigs()
   const last = lastWorking !== undefined && defaults.some(same(lastWorking)) ? lastWorking : undefined
   const configs = opts.configs ?? (last === undefined ? defaults : [last, ...defaults.filter((c) => !same(last)(c))])
@@ -130,9 +144,15 @@ export async function acquireDevice(opts: DeviceOptions = {}): Promise<GpuDevice
       tried.push(`${label}: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`)
       continue
     }
-    if (adapter === null) { tried.push(`${label}: no adapter`); continue }
+    if (adapter === null) {
+      tried.push(`${label}: no adapter`)
+      continue
+    }
     // Dawn's "null" backend gives an adapter that computes nothing: only when asked for by name.
-    if (adapter.info.device === "null-backend" && !config.flags.includes("backend=null")) { tried.push(`${label}: only the null backend`); continue }
+    if (adapter.info.device === "null-backend" && !config.flags.includes("backend=null")) {
+      tried.push(`${label}: only the null backend`)
+      continue
+    }
 
     let ctx: GpuDevice
     try {

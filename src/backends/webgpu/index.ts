@@ -3,7 +3,14 @@ import { BackendUnavailable } from "../../core/errors.js"
 import { Backend } from "../../core/backend.js"
 import { makeWebGpuBackend, type WebGpuOptions } from "./webgpu-backend.js"
 
-export { makeWebGpuBackend, webGpuBackendOn, type WebGpuBackend, type WebGpuBuffer, type WebGpuMemory, type WebGpuOptions } from "./webgpu-backend.js"
+export {
+  makeWebGpuBackend,
+  webGpuBackendOn,
+  type WebGpuBackend,
+  type WebGpuBuffer,
+  type WebGpuMemory,
+  type WebGpuOptions,
+} from "./webgpu-backend.js"
 export { COMPAT_TILE, CORE_TILE, type MatmulTile, tileName } from "./kernels/matmul.js"
 export { acquireDevice, type AdapterInfo, type DeviceConfig, defaultConfigs, type DeviceOptions } from "./device.js"
 
@@ -21,7 +28,11 @@ export const webgpuBackendLayer = (opts: WebGpuOptions = {}): Layer.Layer<Backen
         catch: (e) =>
           e instanceof BackendUnavailable
             ? e
-            : new BackendUnavailable({ backend: "webgpu", reason: String(e), message: `webgpu: could not start the device: ${String(e)}` }),
+            : new BackendUnavailable({
+                backend: "webgpu",
+                reason: String(e),
+                message: `webgpu: could not start the device: ${String(e)}`,
+              }),
       }),
       (backend) => Effect.promise(() => backend.destroy()),
     ),

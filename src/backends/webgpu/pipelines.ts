@@ -8,7 +8,10 @@ export class PipelineCache {
   private readonly pipelines = new Map<string, GPUComputePipeline>()
 
   /** @param onError called with the first compile error of a kernel (a bug in its generator). */
-  constructor(private readonly device: GPUDevice, private readonly onError: (message: string) => void) {}
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly onError: (message: string) => void,
+  ) {}
 
   /** The pipeline for `key`, compiling `source()` the first time. */
   get(key: string, source: () => string): GPUComputePipeline {
@@ -21,13 +24,24 @@ export class PipelineCache {
       const errors = info.messages.filter((m) => m.type === "error")
       if (errors.length > 0) {
         const lines = code.split("\n")
-        this.onError(`kernel ${key} does not compile:\n` + errors.map((m) => `  line ${m.lineNum}: ${m.message}\n    ${lines[m.lineNum - 1]?.trim() ?? ""}`).join("\n"))
+        this.onError(
+          `kernel ${key} does not compile:\n` +
+            errors
+              .map((m) => `  line ${m.lineNum}: ${m.message}\n    ${lines[m.lineNum - 1]?.trim() ?? ""}`)
+              .join("\n"),
+        )
       }
     })
-    pipeline = this.device.createComputePipeline({ label: key, layout: "auto", compute: { module, entryPoint: "main" } })
+    pipeline = this.device.createComputePipeline({
+      label: key,
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    })
     this.pipelines.set(key, pipeline)
     return pipeline
   }
 
-  get size(): number { return this.pipelines.size }
+  get size(): number {
+    return this.pipelines.size
+  }
 }

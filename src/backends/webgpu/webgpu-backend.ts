@@ -121,8 +121,13 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     return { buffer: copy, bytes: g.bytes }
   }
 
-  const run = (key: string, source: () => string, params: readonly number[], bindings: readonly Binding[], workgroups: number) =>
-    stream.dispatch(pipelines.get(key, source), words(params), bindings, workgroups)
+  const run = (
+    key: string,
+    source: () => string,
+    params: readonly number[],
+    bindings: readonly Binding[],
+    workgroups: number,
+  ) => stream.dispatch(pipelines.get(key, source), words(params), bindings, workgroups)
   const perElement = (n: number) => Math.ceil(n / WG)
   /** Index step of an elementwise operand: 0 for a broadcast scalar. */
   const step = (x: Buffer, out: Buffer) => (x.size === out.size ? 1 : 0)
@@ -137,8 +142,8 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     name: "webgpu",
     dtypes: ["float32", "int32"],
     // Fused kernels the executor runs instead of a routine's reference body.
-    routines: opts.fusedRoutines === false ? undefined
-      : fusedRoutines(run, (b) => bind("routine", b), scratch, device.limits),
+    routines:
+      opts.fusedRoutines === false ? undefined : fusedRoutines(run, (b) => bind("routine", b), scratch, device.limits),
     info: ctx.info,
     maxBufferBytes,
     matmulTile: tile,
@@ -151,7 +156,9 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     trim: () => pool.trim(),
     async destroy() {
       if (destroyed) return
-      try { if (ctx.lost === undefined) await stream.sync() } finally {
+      try {
+        if (ctx.lost === undefined) await stream.sync()
+      } finally {
         destroyed = true
         pool.trim()
         stream.destroy()
@@ -162,13 +169,20 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     alloc(dtype, size) {
       if (destroyed) fail("alloc", "the backend was destroyed")
       if (dtype === "float64") {
-        throw new DTypeError({ op: "webgpu.alloc", dtypes: [dtype], message: "webgpu: float64 is not supported (WGSL has no 64-bit floats); build the graph in float32, or use the CPU backend for float64" })
+        throw new DTypeError({
+          op: "webgpu.alloc",
+          dtypes: [dtype],
+          message:
+            "webgpu: float64 is not supported (WGSL has no 64-bit floats); build the graph in float32, or use the CPU backend for float64",
+        })
       }
       check(dtype === "float32" || dtype === "int32", "alloc", () => `unknown dtype ${String(dtype)}`)
       const bytes = size * bytesPerElement[dtype]
       if (bytes > maxBufferBytes) {
         throw new OutOfMemory({
-          requested: bytes, alive: buffers.memory().live, limit: maxBufferBytes,
+          requested: bytes,
+          alive: buffers.memory().live,
+          limit: maxBufferBytes,
           message: `webgpu: a ${dtype}[${size}] tensor needs ${bytes} bytes, more than the ${maxBufferBytes} bytes one WebGPU buffer can bind on this device (maxStorageBufferBindingSize); split the work into more mini-sequences (raise M of chunked) or use shorter sequences`,
         })
       }
@@ -194,7 +208,8 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     fill(out, value) {
       const o = bind("fill", out)
       const bits = out.dtype === "int32" ? value >>> 0 : f32Bits(value)
-      if (bits === 0) stream.clear(o.buffer, o.bytes) // zeros (also int 0): no shader needed
+      if (bits === 0)
+        stream.clear(o.buffer, o.bytes) // zeros (also int 0): no shader needed
       else run("fill", fillWgsl, [out.size, bits], [o], perElement(out.size))
     },
 
@@ -210,15 +225,26 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
     unary(op: UnaryOp, x, out) {
       const alias = x === out
       const ins = alias ? [] : [bind("unary", x)]
-      run(`unary:${op}:${alias}`, () => unaryWgsl(op, alias), [out.size, 1], [...ins, bind("unary", out)], perElement(out.size))
+      run(
+        `unary:${op}:${alias}`,
+        () => unaryWgsl(op, alias),
+        [out.size, 1],
+        [...ins, bind("unary", out)],
+        perElement(out.size),
+      )
     },
 
     binary(op: BinaryOp, a, b, out) {
       const [ta, to] = [wgslType(a.dtype), wgslType(out.dtype)]
       const [aliasA, aliasB] = [a === out, b === out]
       const ins = [...(aliasA ? [] : [bind("binary", a)]), ...(aliasB ? [] : [bind("binary", b)])]
-      run(`binary:${op}:${ta}:${to}:${aliasA}:${aliasB}`, () => binaryWgsl(op, ta, to, aliasA, aliasB),
-        [out.size, step(a, out), step(b, out)], [...ins, bind("binary", out)], perElement(out.size))
+      run(
+        `binary:${op}:${ta}:${to}:${aliasA}:${aliasB}`,
+        () => binaryWgsl(op, ta, to, aliasA, aliasB),
+        [out.size, step(a, out), step(b, out)],
+        [...ins, bind("binary", out)],
+        perElement(out.size),
+      )
     },
 
     where(cond, a, b, out) {
@@ -226,13 +252,21 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
       const alias = operands.map((x) => x === out) as [boolean, boolean, boolean]
       const ins = operands.filter((x) => x !== out).map((x) => bind("where", x))
       const condFloat = cond.dtype !== "int32"
-      run(`where:${condFloat}:${alias.join(":")}`, () => whereWgsl(condFloat, alias),
-        [out.size, ...operands.map((x) => step(x, out))], [...ins, bind("where", out)], perElement(out.size))
+      run(
+        `where:${condFloat}:${alias.join(":")}`,
+        () => whereWgsl(condFloat, alias),
+        [out.size, ...operands.map((x) => step(x, out))],
+        [...ins, bind("where", out)],
+        perElement(out.size),
+      )
     },
 
     cast(x, out) {
       const [i, o] = [bind("cast", x), bind("cast", out)]
-      if (x.dtype === out.dtype) { if (x !== out) stream.copy(i.buffer, 0, o.buffer, 0, o.bytes); return }
+      if (x.dtype === out.dtype) {
+        if (x !== out) stream.copy(i.buffer, 0, o.buffer, 0, o.bytes)
+        return
+      }
       const [from, to] = [wgslType(x.dtype), wgslType(out.dtype)]
       run(`cast:${from}:${to}`, () => castWgsl(from, to), [out.size, 1], [i, o], perElement(out.size))
     },
@@ -241,18 +275,27 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
       const n = numel(srcView.shape)
       if (n === 0) return
       const s = simplify(srcView, dstView)
-      check(s.shape.length <= MAX_RANK, "copy", () => `views of rank ${s.shape.length} after merging contiguous dims (at most ${MAX_RANK} supported)`)
+      check(
+        s.shape.length <= MAX_RANK,
+        "copy",
+        () => `views of rank ${s.shape.length} after merging contiguous dims (at most ${MAX_RANK} supported)`,
+      )
       const [i, o] = [input("copy", src, dst), bind("copy", dst)]
-      if (isContiguous(s)) stream.copy(i.buffer, srcView.offset * 4, o.buffer, dstView.offset * 4, n * 4) // a plain memcpy
+      if (isContiguous(s))
+        stream.copy(i.buffer, srcView.offset * 4, o.buffer, dstView.offset * 4, n * 4) // a plain memcpy
       else run("copy", copyWgsl, copyParams(s, srcView.offset, dstView.offset, n), [i, o], perElement(n))
     },
 
     reduce(op: ReduceOp, x, out, outer, axis, inner) {
       if (op !== "sum" && op !== "max") fail("reduce", `unknown op ${String(op)}`)
       if (out.size === 0) return
-      if (axis === 0) { backend.fill(out, op === "sum" ? 0 : -Infinity); return } // the empty sum / max
+      if (axis === 0) {
+        backend.fill(out, op === "sum" ? 0 : -Infinity)
+        return
+      } // the empty sum / max
       const [i, o] = [bind("reduce", x), bind("reduce", out)]
-      if (inner === 1 && axis >= ROW_MIN_AXIS) run(`reduceRows:${op}`, () => reduceRowsWgsl(op), [outer, axis, inner], [i, o], outer)
+      if (inner === 1 && axis >= ROW_MIN_AXIS)
+        run(`reduceRows:${op}`, () => reduceRowsWgsl(op), [outer, axis, inner], [i, o], outer)
       else run(`reduceLoop:${op}`, () => reduceLoopWgsl(op), [outer, axis, inner], [i, o], perElement(out.size))
     },
 
@@ -261,41 +304,75 @@ export function webGpuBackendOn(ctx: GpuDevice, opts: WebGpuOptions = {}): WebGp
       const o = bind("matmul", out)
       const accumulate = spec.accumulate === true
       if (out.size === 0) return
-      if (k === 0) { if (!accumulate) stream.clear(o.buffer, o.bytes); return } // an empty sum of products
+      if (k === 0) {
+        if (!accumulate) stream.clear(o.buffer, o.bytes)
+        return
+      } // an empty sum of products
       const [tilesM, tilesN] = [Math.ceil(m / tile.bm), Math.ceil(n / tile.bn)]
-      run(`matmul:${transA}:${transB}:${accumulate}:${tileName(tile)}`, () => matmulWgsl(transA, transB, accumulate, tile), [batch, m, n, k, tilesM, tilesN],
-        [bind("matmul", a), bind("matmul", b), o], batch * tilesM * tilesN)
+      run(
+        `matmul:${transA}:${transB}:${accumulate}:${tileName(tile)}`,
+        () => matmulWgsl(transA, transB, accumulate, tile),
+        [batch, m, n, k, tilesM, tilesN],
+        [bind("matmul", a), bind("matmul", b), o],
+        batch * tilesM * tilesN,
+      )
     },
 
     gather(table, idx, out, width) {
       const o = bind("gather", out)
       if (out.size === 0) return
-      run("gather", gatherWgsl, [out.size, width, table.size / width], [input("gather", table, out), input("gather", idx, out), o], perElement(out.size))
+      run(
+        "gather",
+        gatherWgsl,
+        [out.size, width, table.size / width],
+        [input("gather", table, out), input("gather", idx, out), o],
+        perElement(out.size),
+      )
     },
 
     scatterAdd(idx, src, out, width) {
       const o = bind("scatterAdd", out)
       if (out.size === 0) return
-      if (idx.size === 0) { stream.clear(o.buffer, o.bytes); return }
+      if (idx.size === 0) {
+        stream.clear(o.buffer, o.bytes)
+        return
+      }
       const rows = out.size / width
       // Enough row blocks for ~16k threads, so a narrow table still fills the GPU.
       const rowsPerBlock = Math.ceil(rows / Math.min(rows, Math.ceil(16384 / width)))
       const threads = width * Math.ceil(rows / rowsPerBlock)
       const type = wgslType(out.dtype)
-      run(`scatterAdd:${type}`, () => scatterAddWgsl(type), [width, rows, idx.size, rowsPerBlock],
-        [input("scatterAdd", idx, out), bind("scatterAdd", src), o], perElement(threads))
+      run(
+        `scatterAdd:${type}`,
+        () => scatterAddWgsl(type),
+        [width, rows, idx.size, rowsPerBlock],
+        [input("scatterAdd", idx, out), bind("scatterAdd", src), o],
+        perElement(threads),
+      )
     },
 
     takeAlong(x, idx, out, width) {
       const o = bind("takeAlong", out)
       if (out.size === 0) return
-      run("takeAlong", takeAlongWgsl, [out.size, width], [input("takeAlong", x, out), input("takeAlong", idx, out), o], perElement(out.size))
+      run(
+        "takeAlong",
+        takeAlongWgsl,
+        [out.size, width],
+        [input("takeAlong", x, out), input("takeAlong", idx, out), o],
+        perElement(out.size),
+      )
     },
 
     putAlong(idx, src, out, width) {
       const o = bind("putAlong", out)
       if (out.size === 0) return
-      run("putAlong", putAlongWgsl, [out.size, width], [input("putAlong", idx, out), bind("putAlong", src), o], perElement(out.size))
+      run(
+        "putAlong",
+        putAlongWgsl,
+        [out.size, width],
+        [input("putAlong", idx, out), bind("putAlong", src), o],
+        perElement(out.size),
+      )
     },
   }
   const checked = checkedBackend(backend, buffers)

@@ -32,8 +32,17 @@ const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
  * Out: new weights and moments in their storage dtypes `store` (and fp32 master weights).
  */
 export function adamwUpdate(a: AdamWAttrs, store: { readonly param: DType; readonly state: DType }) {
-  return (param: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, correction1: Tensor,
-    correction2: Tensor, clip: Tensor, master?: Tensor): Tensor[] => {
+  return (
+    param: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    correction1: Tensor,
+    correction2: Tensor,
+    clip: Tensor,
+    master?: Tensor,
+  ): Tensor[] => {
     const g = o.mul(f32(grad), clip)
     const m32 = o.add(o.mul(f32(m), a.beta1), o.mul(g, 1 - a.beta1))
     const v32 = o.add(o.mul(f32(v), a.beta2), o.mul(o.square(g), 1 - a.beta2))

@@ -19,10 +19,14 @@ import { declareRoutine } from "./declare.js"
 type AttentionAttrs = { blockSize: number; causal: boolean }
 // How fused kernels see attention and its VJP (collected in ./registry.ts): the VJP gets the
 // cotangents that flow, dO and dLse, or one of them.
-export const attentionRoutine = declareRoutine<AttentionAttrs>()("attention",
-  { inputs: ["q", "k", "v"], outputs: ["o", "lse"] })
-export const attentionVjpRoutine = declareRoutine<AttentionAttrs>()("attention.vjp",
-  { inputs: ["q", "k", "v", "o", "lse", "dO?", "dLse?"], outputs: ["dQ", "dK", "dV"] })
+export const attentionRoutine = declareRoutine<AttentionAttrs>()("attention", {
+  inputs: ["q", "k", "v"],
+  outputs: ["o", "lse"],
+})
+export const attentionVjpRoutine = declareRoutine<AttentionAttrs>()("attention.vjp", {
+  inputs: ["q", "k", "v", "o", "lse", "dO?", "dLse?"],
+  outputs: ["dQ", "dK", "dV"],
+})
 
 export interface AttentionOptions {
   /** Keys per block of the online softmax. */
@@ -52,8 +56,7 @@ function causalBias(S: number, start: number, len: number, dtype: Tensor["dtype"
 }
 
 /** [start, length] of each key block (none when S = 0, where pieces() gives one empty piece). */
-const blocks = (S: number, size: number): Array<[number, number]> =>
-  pieces(S, size).filter(([, len]) => len > 0)
+const blocks = (S: number, size: number): Array<[number, number]> => pieces(S, size).filter(([, len]) => len > 0)
 
 /** Scores of every query against one key block, masked: [B, H, S, len]. */
 function blockScores(q: Tensor, k: Tensor, start: number, len: number, scale: number): Tensor {
@@ -81,7 +84,16 @@ function forward(q: Tensor, kIn: Tensor, vIn: Tensor, blockSize: number): Tensor
   return [o.div(acc, l), o.add(o.cast(m, wide), o.log(o.cast(l, wide)))]
 }
 
-function backward(q: Tensor, kIn: Tensor, vIn: Tensor, out: Tensor, lse: Tensor, dOut: Tensor | undefined, dLse: Tensor | undefined, blockSize: number): Tensor[] {
+function backward(
+  q: Tensor,
+  kIn: Tensor,
+  vIn: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dOut: Tensor | undefined,
+  dLse: Tensor | undefined,
+  blockSize: number,
+): Tensor[] {
   const [, H, S, D] = q.shape as [number, number, number, number]
   const Hkv = kIn.shape[1]!
   const [k, v] = [expandHeads(kIn, H), expandHeads(vIn, H)]
@@ -109,9 +121,21 @@ function backward(q: Tensor, kIn: Tensor, vIn: Tensor, out: Tensor, lse: Tensor,
 /** Causal attention; returns [B, H, S, D]. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const blockSize = opts.blockSize ?? 64
-  if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4 || k.shape.some((d, i) => d !== v.shape[i]) ||
-      q.shape[0] !== k.shape[0] || q.shape[2] !== k.shape[2] || q.shape[3] !== k.shape[3] || q.shape[1]! % k.shape[1]! !== 0) {
-    throw new ShapeError({ op: "attention", shapes: [q.shape, k.shape, v.shape], message: `attention: q must be [B, H, S, D] and k, v [B, Hkv, S, D] with H a multiple of Hkv (got q [${q.shape}], k [${k.shape}], v [${v.shape}])` })
+  if (
+    q.rank !== 4 ||
+    k.rank !== 4 ||
+    v.rank !== 4 ||
+    k.shape.some((d, i) => d !== v.shape[i]) ||
+    q.shape[0] !== k.shape[0] ||
+    q.shape[2] !== k.shape[2] ||
+    q.shape[3] !== k.shape[3] ||
+    q.shape[1]! % k.shape[1]! !== 0
+  ) {
+    throw new ShapeError({
+      op: "attention",
+      shapes: [q.shape, k.shape, v.shape],
+      message: `attention: q must be [B, H, S, D] and k, v [B, Hkv, S, D] with H a multiple of Hkv (got q [${q.shape}], k [${k.shape}], v [${v.shape}])`,
+    })
   }
   const run = lazyRoutine(
     attentionRoutine,

@@ -12,17 +12,17 @@ import { declareRoutine } from "./declare.js"
 // How fused kernels see this file's routines (collected in ./registry.ts). A VJP reads the
 // forward's inputs and outputs it needs, then the cotangents (y → dY); it writes gradients (x → dX).
 export const logsumexpRoutine = declareRoutine()("logsumexp", { inputs: ["x"], outputs: ["lse"] })
-export const logsumexpVjpRoutine = declareRoutine()("logsumexp.vjp",
-  { inputs: ["x", "lse", "dLse"], outputs: ["dX"] })
+export const logsumexpVjpRoutine = declareRoutine()("logsumexp.vjp", { inputs: ["x", "lse", "dLse"], outputs: ["dX"] })
 type NormAttrs = { eps: number }
 export const rmsNormRoutine = declareRoutine<NormAttrs>()("rmsNorm", { inputs: ["x", "w"], outputs: ["y"] })
-export const rmsNormVjpRoutine = declareRoutine<NormAttrs>()("rmsNorm.vjp",
-  { inputs: ["x", "w", "dY"], outputs: ["dX", "dW"] })
+export const rmsNormVjpRoutine = declareRoutine<NormAttrs>()("rmsNorm.vjp", {
+  inputs: ["x", "w", "dY"],
+  outputs: ["dX", "dW"],
+})
 export const siluRoutine = declareRoutine()("silu", { inputs: ["x"], outputs: ["y"] })
 export const siluVjpRoutine = declareRoutine()("silu.vjp", { inputs: ["x", "y", "dY"], outputs: ["dX"] })
 export const siluMulRoutine = declareRoutine()("siluMul", { inputs: ["a", "b"], outputs: ["y"] })
-export const siluMulVjpRoutine = declareRoutine()("siluMul.vjp",
-  { inputs: ["a", "b", "dY"], outputs: ["dA", "dB"] })
+export const siluMulVjpRoutine = declareRoutine()("siluMul.vjp", { inputs: ["a", "b", "dY"], outputs: ["dA", "dB"] })
 type RopeAttrs = { theta: number; offset: number }
 export const ropeRoutine = declareRoutine<RopeAttrs>()("rope", { inputs: ["x"], outputs: ["y"] })
 export const ropeVjpRoutine = declareRoutine<RopeAttrs>()("rope.vjp", { inputs: ["dY"], outputs: ["dX"] })

@@ -11,10 +11,14 @@ import { logsumexp } from "./basic.js"
 import { declareRoutine } from "./declare.js"
 
 // How fused kernels see cross-entropy and its VJP (collected in ./registry.ts).
-export const crossEntropyRoutine = declareRoutine<{ ignoreIndex: number }>()("crossEntropy",
-  { inputs: ["logits", "targets"], outputs: ["nll"] })
-export const crossEntropyVjpRoutine = declareRoutine<{ ignoreIndex: number }>()("crossEntropy.vjp",
-  { inputs: ["logits", "targets", "nll", "dNll"], outputs: ["dLogits"] })
+export const crossEntropyRoutine = declareRoutine<{ ignoreIndex: number }>()("crossEntropy", {
+  inputs: ["logits", "targets"],
+  outputs: ["nll"],
+})
+export const crossEntropyVjpRoutine = declareRoutine<{ ignoreIndex: number }>()("crossEntropy.vjp", {
+  inputs: ["logits", "targets", "nll", "dNll"],
+  outputs: ["dLogits"],
+})
 
 export const IGNORE_INDEX = -100
 
@@ -42,13 +46,19 @@ function tokenNll(ignoreIndex: number): (logits: Tensor, targets: Tensor) => Ten
     crossEntropyRoutine,
     (logits: Tensor, targets: Tensor) => {
       const lse = o.reshape(logsumexp(logits), targets.shape)
-      return o.mul(o.sub(lse, o.takeAlong(logits, safeTargets(targets, ignoreIndex))), targetMask(targets, ignoreIndex, logits.dtype))
+      return o.mul(
+        o.sub(lse, o.takeAlong(logits, safeTargets(targets, ignoreIndex))),
+        targetMask(targets, ignoreIndex, logits.dtype),
+      )
     },
     ([logits, targets], _out, [g]) => {
       const coef = o.mul(g!, targetMask(targets!, ignoreIndex, logits!.dtype)) // [N]
       const p = o.exp(o.sub(logits!, logsumexp(logits!)))
       const [, V] = logits!.shape as [number, number]
-      return [o.sub(o.mul(p, o.reshape(coef, [-1, 1])), o.putAlong(safeTargets(targets!, ignoreIndex), coef, V)), undefined]
+      return [
+        o.sub(o.mul(p, o.reshape(coef, [-1, 1])), o.putAlong(safeTargets(targets!, ignoreIndex), coef, V)),
+        undefined,
+      ]
     },
     { ignoreIndex },
   )
@@ -57,7 +67,10 @@ function tokenNll(ignoreIndex: number): (logits: Tensor, targets: Tensor) => Ten
 /** Per-token −log softmax(logits)[target], weighted; 0 at ignored targets. logits [..., V], targets int32 [...]. */
 export function tokenCrossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const V = logits.shape.at(-1)!
-  const nll = o.reshape(tokenNll(opts.ignoreIndex ?? IGNORE_INDEX)(o.reshape(logits, [-1, V]), o.reshape(targets, [-1])), targets.shape)
+  const nll = o.reshape(
+    tokenNll(opts.ignoreIndex ?? IGNORE_INDEX)(o.reshape(logits, [-1, V]), o.reshape(targets, [-1])),
+    targets.shape,
+  )
   return opts.weights === undefined ? nll : o.mul(nll, opts.weights)
 }
 

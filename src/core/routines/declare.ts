@@ -9,8 +9,12 @@ import type { Buffer } from "../backend.js"
 export type AttrValue = number | boolean | string
 export type Attrs = Readonly<Record<string, AttrValue>>
 
-export interface RoutineDecl<N extends string = string, I extends string = string, O extends string = string,
-  A extends Attrs = Attrs> {
+export interface RoutineDecl<
+  N extends string = string,
+  I extends string = string,
+  O extends string = string,
+  A extends Attrs = Attrs,
+> {
   readonly name: N
   /** Input names in the order the region takes them; one marked "name?" may be absent. */
   readonly inputs: readonly I[]
@@ -28,9 +32,12 @@ export interface RoutineDecl<N extends string = string, I extends string = strin
  * Declares a routine; give the attributes' type first: `declareRoutine<{ eps: number }>()("rmsNorm",
  * { inputs: ["x", "w"], outputs: ["y"] })`.
  */
-export const declareRoutine = <A extends Attrs = Record<never, never>>() =>
-  <const N extends string, const I extends string, const O extends string>(name: N, io: Io<I, O>):
-    RoutineDecl<N, I, O, A> => ({ name, ...io, elementwise: io.elementwise === true })
+export const declareRoutine =
+  <A extends Attrs = Record<never, never>>() =>
+  <const N extends string, const I extends string, const O extends string>(
+    name: N,
+    io: Io<I, O>,
+  ): RoutineDecl<N, I, O, A> => ({ name, ...io, elementwise: io.elementwise === true })
 
 interface Io<I extends string, O extends string> {
   readonly inputs: readonly I[]
@@ -44,8 +51,7 @@ export const bareName = (name: string): string => name.replace(/\?$/, "")
 type Required<N extends string> = N extends `${string}?` ? never : N
 type Optional<N extends string> = N extends `${infer B}?` ? B : never
 /** Buffers (or shapes) by name: the required ones always there, the optional ones maybe. */
-export type ByName<N extends string, T> =
-  { readonly [K in Required<N>]: T } & { readonly [K in Optional<N>]?: T }
+export type ByName<N extends string, T> = { readonly [K in Required<N>]: T } & { readonly [K in Optional<N>]?: T }
 
 type Shape = readonly number[]
 

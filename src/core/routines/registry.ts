@@ -16,13 +16,20 @@ const byName = <const Ds extends readonly RoutineDecl[]>(...decls: Ds): ByRoutin
   Object.fromEntries(decls.map((d) => [d.name, d])) as never
 
 export const routineTable = byName(
-  attentionRoutine, attentionVjpRoutine,
-  crossEntropyRoutine, crossEntropyVjpRoutine,
-  basic.logsumexpRoutine, basic.logsumexpVjpRoutine,
-  basic.siluRoutine, basic.siluVjpRoutine,
-  basic.siluMulRoutine, basic.siluMulVjpRoutine,
-  basic.rmsNormRoutine, basic.rmsNormVjpRoutine,
-  basic.ropeRoutine, basic.ropeVjpRoutine,
+  attentionRoutine,
+  attentionVjpRoutine,
+  crossEntropyRoutine,
+  crossEntropyVjpRoutine,
+  basic.logsumexpRoutine,
+  basic.logsumexpVjpRoutine,
+  basic.siluRoutine,
+  basic.siluVjpRoutine,
+  basic.siluMulRoutine,
+  basic.siluMulVjpRoutine,
+  basic.rmsNormRoutine,
+  basic.rmsNormVjpRoutine,
+  basic.ropeRoutine,
+  basic.ropeVjpRoutine,
   adamwRoutine,
 )
 
@@ -42,8 +49,10 @@ export const kernelFor = (kernels: RoutineKernels | undefined, name: string): An
   kernels?.[name as RoutineName] as AnyRoutineKernel | undefined
 
 /** Every kernel of `kernels` passed through `wrap` (spies, timers, dtype adapters). */
-export function mapKernels(kernels: RoutineKernels,
-  wrap: (k: AnyRoutineKernel, name: RoutineName) => AnyRoutineKernel): RoutineKernels {
+export function mapKernels(
+  kernels: RoutineKernels,
+  wrap: (k: AnyRoutineKernel, name: RoutineName) => AnyRoutineKernel,
+): RoutineKernels {
   const entries = Object.entries(kernels) as [RoutineName, AnyRoutineKernel][]
   return Object.fromEntries(entries.map(([name, k]) => [name, wrap(k, name)]))
 }

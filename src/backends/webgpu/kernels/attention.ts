@@ -79,7 +79,14 @@ export function attentionTiles(D: number): AttentionTiles {
 const PARAMS = ["S: u32", "H: u32", "Hkv: u32", "blocks: u32", "groups: u32", "scale: f32", "tile: u32"]
 
 /** Helpers of every kernel: a loop over this thread's elements of a row, and tile loads. */
-function common(D: number, t: AttentionTiles): { forD: (body: string) => string; load: (tile: string, src: string, base: string, n: string, len: number) => string; header: string } {
+function common(
+  D: number,
+  t: AttentionTiles,
+): {
+  forD: (body: string) => string
+  load: (tile: string, src: string, base: string, n: string, len: number) => string
+  header: string
+} {
   const ragged = t.tpr * t.ds !== D
   const forD = (body: string) =>
     `for (var e = 0u; e < ${t.ds}u; e++) { let d = t + ${t.tpr}u * e;${ragged ? ` if (d >= ${D}u) { break; }` : ""} ${body} }`
@@ -95,12 +102,21 @@ export function attentionForwardWgsl(D: number): string {
   const tl = attentionTiles(D)
   const { forD, load, header } = common(D, tl)
   const BK = tl.fwdKeys
-  return paramsStruct(PARAMS) + storage(1, "q", "f32") + storage(2, "k", "f32") + storage(3, "v", "f32") +
-    storage(4, "o", "f32", true) + storage(5, "lse", "f32", true) + header + `
+  return (
+    paramsStruct(PARAMS) +
+    storage(1, "q", "f32") +
+    storage(2, "k", "f32") +
+    storage(3, "v", "f32") +
+    storage(4, "o", "f32", true) +
+    storage(5, "lse", "f32", true) +
+    header +
+    `
 const BK = ${BK}u;
 var<workgroup> tile: array<f32, ${BK * D}>;
 var<workgroup> part: array<f32, ${T * BK}>;
-` + entry(`
+` +
+    entry(
+      `
   if (wid >= p.groups) { return; } // uniform per workgroup
   let bh = wid / p.blocks;
   let blk = wid % p.blocks;
@@ -160,34 +176,55 @@ var<workgroup> part: array<f32, ${T * BK}>;
   if (valid) {
     ${forD("o[row * D + d] = acc[e] / l;")}
     if (t == 0u) { lse[row] = m + log(l); }
-  }`, T)
+  }`,
+      T,
+    )
+  )
 }
 
 /** Parameters: rows, width. Bindings: o, dO, [dLse], delta (out). One thread per row. */
 export const attentionDeltaWgsl = (withDlse: boolean): string =>
-  paramsStruct(["rows: u32", "width: u32"]) + storage(1, "o", "f32") + storage(2, "g", "f32") +
-  (withDlse ? storage(3, "dlse", "f32") : "") + storage(withDlse ? 4 : 3, "delta", "f32", true) + entry(`
+  paramsStruct(["rows: u32", "width: u32"]) +
+  storage(1, "o", "f32") +
+  storage(2, "g", "f32") +
+  (withDlse ? storage(3, "dlse", "f32") : "") +
+  storage(withDlse ? 4 : 3, "delta", "f32", true) +
+  entry(
+    `
   let row = wid * ${T}u + li;
   if (row >= p.rows) { return; }
   let base = row * p.width;
   var s = 0.0;
   for (var d = 0u; d < p.width; d++) { s += g[base + d] * o[base + d]; }
   ${withDlse ? "s -= dlse[row];" : ""}
-  delta[row] = s;`, T)
+  delta[row] = s;`,
+    T,
+  )
 
 /** Bindings: q, k, v, dO, lse, delta, dq (out). Workgroups: B·H·blocks, blocks = ⌈S / ROWS⌉. */
 export function attentionDqWgsl(D: number): string {
   const tl = attentionTiles(D)
   const { forD, load, header } = common(D, tl)
   const BK = tl.dqKeys
-  return paramsStruct(PARAMS) + storage(1, "q", "f32") + storage(2, "k", "f32") + storage(3, "v", "f32") + storage(4, "g", "f32") +
-    storage(5, "lse", "f32") + storage(6, "delta", "f32") + storage(7, "dq", "f32", true) + header + `
+  return (
+    paramsStruct(PARAMS) +
+    storage(1, "q", "f32") +
+    storage(2, "k", "f32") +
+    storage(3, "v", "f32") +
+    storage(4, "g", "f32") +
+    storage(5, "lse", "f32") +
+    storage(6, "delta", "f32") +
+    storage(7, "dq", "f32", true) +
+    header +
+    `
 const BK = ${BK}u;
 var<workgroup> kt: array<f32, ${BK * D}>;
 var<workgroup> vt: array<f32, ${BK * D}>;
 var<workgroup> part: array<f32, ${T * BK}>;
 var<workgroup> partd: array<f32, ${T * BK}>;
-` + entry(`
+` +
+    entry(
+      `
   if (wid >= p.groups) { return; }
   let bh = wid / p.blocks;
   let blk = wid % p.blocks;
@@ -238,7 +275,10 @@ var<workgroup> partd: array<f32, ${T * BK}>;
     }
     workgroupBarrier();
   }
-  if (valid) { ${forD("dq[row * D + d] = acc[e] * p.scale;")} }`, T)
+  if (valid) { ${forD("dq[row * D + d] = acc[e] * p.scale;")} }`,
+      T,
+    )
+  )
 }
 
 /**
@@ -249,8 +289,18 @@ export function attentionDkvWgsl(D: number): string {
   const tl = attentionTiles(D)
   const { forD, load, header } = common(D, tl)
   const BQ = tl.dkvQueries
-  return paramsStruct(PARAMS) + storage(1, "q", "f32") + storage(2, "k", "f32") + storage(3, "v", "f32") + storage(4, "g", "f32") +
-    storage(5, "lse", "f32") + storage(6, "delta", "f32") + storage(7, "dkOut", "f32", true) + storage(8, "dvOut", "f32", true) + header + `
+  return (
+    paramsStruct(PARAMS) +
+    storage(1, "q", "f32") +
+    storage(2, "k", "f32") +
+    storage(3, "v", "f32") +
+    storage(4, "g", "f32") +
+    storage(5, "lse", "f32") +
+    storage(6, "delta", "f32") +
+    storage(7, "dkOut", "f32", true) +
+    storage(8, "dvOut", "f32", true) +
+    header +
+    `
 const BQ = ${BQ}u;
 var<workgroup> qt: array<f32, ${BQ * D}>;
 var<workgroup> gt: array<f32, ${BQ * D}>;
@@ -258,7 +308,9 @@ var<workgroup> lt: array<f32, ${BQ}>;
 var<workgroup> dt: array<f32, ${BQ}>;
 var<workgroup> part: array<f32, ${T * BQ}>;
 var<workgroup> partd: array<f32, ${T * BQ}>;
-` + entry(`
+` +
+    entry(
+      `
   if (wid >= p.groups) { return; }
   let bkv = wid / p.blocks; // b·Hkv + kv head
   let blk = wid % p.blocks;
@@ -326,7 +378,10 @@ var<workgroup> partd: array<f32, ${T * BQ}>;
       workgroupBarrier(); // before the next block overwrites the tiles
     }
   }
-  if (valid) { ${forD("dkOut[krow * D + d] = dk[e] * p.scale; dvOut[krow * D + d] = dv[e];")} }`, T)
+  if (valid) { ${forD("dkOut[krow * D + d] = dk[e] * p.scale; dvOut[krow * D + d] = dv[e];")} }`,
+      T,
+    )
+  )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,12 +393,30 @@ export type Bind = (b: Buffer) => { readonly buffer: GPUBuffer; readonly bytes: 
 export type Scratch = Pick<BackendImpl, "alloc" | "free" | "fill">
 
 /** Whether the device can run these kernels: 8 storage buffers, 16 KiB of workgroup memory, 64 threads. */
-export function attentionFits(limits: Pick<GPUSupportedLimits, "maxStorageBuffersPerShaderStage" | "maxComputeWorkgroupStorageSize" | "maxComputeInvocationsPerWorkgroup" | "maxComputeWorkgroupSizeX">): boolean {
-  return limits.maxStorageBuffersPerShaderStage >= 8 && limits.maxComputeWorkgroupStorageSize >= SHARED_FLOATS * 4 &&
-    limits.maxComputeInvocationsPerWorkgroup >= T && limits.maxComputeWorkgroupSizeX >= T
+export function attentionFits(
+  limits: Pick<
+    GPUSupportedLimits,
+    | "maxStorageBuffersPerShaderStage"
+    | "maxComputeWorkgroupStorageSize"
+    | "maxComputeInvocationsPerWorkgroup"
+    | "maxComputeWorkgroupSizeX"
+  >,
+): boolean {
+  return (
+    limits.maxStorageBuffersPerShaderStage >= 8 &&
+    limits.maxComputeWorkgroupStorageSize >= SHARED_FLOATS * 4 &&
+    limits.maxComputeInvocationsPerWorkgroup >= T &&
+    limits.maxComputeWorkgroupSizeX >= T
+  )
 }
 
-interface Dims { readonly B: number; readonly H: number; readonly Hkv: number; readonly S: number; readonly D: number }
+interface Dims {
+  readonly B: number
+  readonly H: number
+  readonly Hkv: number
+  readonly S: number
+  readonly D: number
+}
 
 /** B, H, Hkv, S, D from q's and k's shapes (the contract checked the buffers hold them). */
 type Shape = readonly number[]
@@ -372,7 +445,15 @@ function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
 
 /** The fused "attention" and "attention.vjp" routines. */
 export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch): RoutineKernels {
-  const paramsFor = ({ H, Hkv, S, D }: Dims, blocks: number, groups: number, tile: number) => [S, H, Hkv, blocks, groups, f32Bits(1 / Math.sqrt(D)), tile]
+  const paramsFor = ({ H, Hkv, S, D }: Dims, blocks: number, groups: number, tile: number) => [
+    S,
+    H,
+    Hkv,
+    blocks,
+    groups,
+    f32Bits(1 / Math.sqrt(D)),
+    tile,
+  ]
 
   return {
     attention({ inputs: { q, k, v }, outputs: { o, lse }, shapes: { inputs: s }, attrs }) {
@@ -382,13 +463,17 @@ export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch):
       const tiles = attentionTiles(D)
       const blocks = Math.ceil(S / tiles.rows)
       const groups = B * H * blocks
-      run(`attention:${D}`, () => attentionForwardWgsl(D), paramsFor(dims, blocks, groups, tiles.fwdKeys),
-        [bind(q), bind(k), bind(v), bind(o), bind(lse)], groups)
+      run(
+        `attention:${D}`,
+        () => attentionForwardWgsl(D),
+        paramsFor(dims, blocks, groups, tiles.fwdKeys),
+        [bind(q), bind(k), bind(v), bind(o), bind(lse)],
+        groups,
+      )
     },
 
     /** The cotangents that flow: dO and dLse, or one of them. */
-    "attention.vjp"({ inputs: { q, k, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV }, shapes: { inputs: s },
-      attrs }) {
+    "attention.vjp"({ inputs: { q, k, v, o, lse, dO, dLse }, outputs: { dQ, dK, dV }, shapes: { inputs: s }, attrs }) {
       const dims = dimsOf("attention.vjp", s.q, s.k, s.v, attrs.causal)
       const { B, H, Hkv, S, D } = dims
       float32("attention.vjp", q, k, v, o, lse, dQ, dK, dV, dO, dLse)
@@ -398,21 +483,33 @@ export function attentionRoutines(run: RunKernel, bind: Bind, scratch: Scratch):
       // run in order, so whoever gets the buffer next writes it after these kernels read it.
       const delta = scratch.alloc("float32", rows)
       let zeros: Buffer | undefined
-      if (dO === undefined) { zeros = scratch.alloc("float32", rows * D); scratch.fill(zeros, 0) }
+      if (dO === undefined) {
+        zeros = scratch.alloc("float32", rows * D)
+        scratch.fill(zeros, 0)
+      }
       const dOut = dO ?? zeros!
       try {
         const withDlse = dLse !== undefined
-        run(`attention.delta:${withDlse}`, () => attentionDeltaWgsl(withDlse), [rows, D],
-          [bind(o), bind(dOut), ...(withDlse ? [bind(dLse)] : []), bind(delta)], Math.ceil(rows / T))
+        run(
+          `attention.delta:${withDlse}`,
+          () => attentionDeltaWgsl(withDlse),
+          [rows, D],
+          [bind(o), bind(dOut), ...(withDlse ? [bind(dLse)] : []), bind(delta)],
+          Math.ceil(rows / T),
+        )
         const tiles = attentionTiles(D)
         const blocks = Math.ceil(S / tiles.rows)
         const reads = [bind(q), bind(k), bind(v), bind(dOut), bind(lse), bind(delta)]
         const [qGroups, kvGroups] = [B * H * blocks, B * Hkv * blocks]
-        run(`attention.dq:${D}`, () => attentionDqWgsl(D), paramsFor(dims, blocks, qGroups, tiles.dqKeys),
-          [...reads, bind(dQ)], qGroups)
+        run(
+          `attention.dq:${D}`,
+          () => attentionDqWgsl(D),
+          paramsFor(dims, blocks, qGroups, tiles.dqKeys),
+          [...reads, bind(dQ)],
+          qGroups,
+        )
         const kvParams = paramsFor(dims, blocks, kvGroups, tiles.dkvQueries)
-        run(`attention.dkv:${D}`, () => attentionDkvWgsl(D), kvParams,
-          [...reads, bind(dK), bind(dV)], kvGroups)
+        run(`attention.dkv:${D}`, () => attentionDkvWgsl(D), kvParams, [...reads, bind(dK), bind(dV)], kvGroups)
       } finally {
         scratch.free(delta)
         if (zeros !== undefined) scratch.free(zeros)

@@ -66,7 +66,9 @@ export function f32Bits(x: number): number {
 /** Packs parameter values into words: numbers as u32 (negative ones as two's complement i32). */
 export function words(values: readonly number[]): Uint32Array {
   const w = new Uint32Array(values.length)
-  values.forEach((v, i) => { w[i] = v >>> 0 })
+  values.forEach((v, i) => {
+    w[i] = v >>> 0
+  })
   return w
 }
 

@@ -17,7 +17,8 @@ import type { Simplified } from "../../views.js"
 export { type Simplified, simplifyViews as simplify } from "../../views.js"
 
 /** True when the simplified copy is one contiguous run in both buffers. */
-export const isContiguous = (s: Simplified): boolean => s.shape.length === 0 || (s.shape.length === 1 && s.src[0] === 1 && s.dst[0] === 1)
+export const isContiguous = (s: Simplified): boolean =>
+  s.shape.length === 0 || (s.shape.length === 1 && s.src[0] === 1 && s.dst[0] === 1)
 
 /** Parameter words: shape, src strides, dst strides (each padded to 8), n, rank, offsets. */
 export function copyParams(s: Simplified, srcOffset: number, dstOffset: number, n: number): number[] {
@@ -27,9 +28,17 @@ export function copyParams(s: Simplified, srcOffset: number, dstOffset: number, 
 
 export const copyWgsl = (): string =>
   paramsStruct([
-    "shape: array<vec4<u32>, 2>", "src: array<vec4<i32>, 2>", "dst: array<vec4<i32>, 2>",
-    "n: u32", "rank: u32", "srcOffset: i32", "dstOffset: i32",
-  ]) + storage(1, "x", "u32") + storage(2, "out", "u32", true) + entry(`
+    "shape: array<vec4<u32>, 2>",
+    "src: array<vec4<i32>, 2>",
+    "dst: array<vec4<i32>, 2>",
+    "n: u32",
+    "rank: u32",
+    "srcOffset: i32",
+    "dstOffset: i32",
+  ]) +
+  storage(1, "x", "u32") +
+  storage(2, "out", "u32", true) +
+  entry(`
   let i = wid * ${WG}u + li;
   if (i >= p.n) { return; }
   var rest = i;

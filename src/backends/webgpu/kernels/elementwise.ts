@@ -32,11 +32,17 @@ export function elementwiseWgsl(operands: readonly Operand[], out: Scalar, expr:
     return `  let x${k} = in${k}[i * p.s${k}];`
   })
   decls += storage(binding, "out", out, true)
-  return paramsStruct(["n: u32", ...steps]) + decls + floatHelpers + helpers + entry(`
+  return (
+    paramsStruct(["n: u32", ...steps]) +
+    decls +
+    floatHelpers +
+    helpers +
+    entry(`
   let i = wid * ${WG}u + li;
   if (i >= p.n) { return; }
 ${reads.join("\n")}
   out[i] = ${expr};`)
+  )
 }
 
 /** Range reduction to [−π, π] before sin/cos: GPU sin/cos are only accurate there. */
@@ -50,14 +56,25 @@ fn reduceAngle(x: f32) -> f32 {
 
 export function unaryWgsl(op: UnaryOp, aliased: boolean): string {
   const exprs: Record<UnaryOp, string> = {
-    neg: "-x0", exp: "exp(x0)", log: "log(x0)", sqrt: "sqrt(x0)", recip: "1.0 / x0",
-    sin: "sin(reduceAngle(x0))", cos: "cos(reduceAngle(x0))",
+    neg: "-x0",
+    exp: "exp(x0)",
+    log: "log(x0)",
+    sqrt: "sqrt(x0)",
+    recip: "1.0 / x0",
+    sin: "sin(reduceAngle(x0))",
+    cos: "cos(reduceAngle(x0))",
   }
   return elementwiseWgsl([{ type: "f32", aliased }], "f32", exprs[op], angleHelper)
 }
 
 /** Binary ops; `less`/`equal` write 1 or 0 in out's type, which may differ from the operands'. */
-export function binaryWgsl(op: BinaryOp, type: "f32" | "i32", out: "f32" | "i32", aliasA: boolean, aliasB: boolean): string {
+export function binaryWgsl(
+  op: BinaryOp,
+  type: "f32" | "i32",
+  out: "f32" | "i32",
+  aliasA: boolean,
+  aliasB: boolean,
+): string {
   const one = out === "f32" ? "1.0" : "1"
   const zero = out === "f32" ? "0.0" : "0"
   const float = type === "f32"
@@ -71,7 +88,14 @@ export function binaryWgsl(op: BinaryOp, type: "f32" | "i32", out: "f32" | "i32"
     less: `select(${zero}, ${one}, x0 < x1)`,
     equal: `select(${zero}, ${one}, x0 == x1)`,
   }
-  return elementwiseWgsl([{ type, aliased: aliasA }, { type, aliased: aliasB }], out, exprs[op])
+  return elementwiseWgsl(
+    [
+      { type, aliased: aliasA },
+      { type, aliased: aliasB },
+    ],
+    out,
+    exprs[op],
+  )
 }
 
 /**
@@ -105,12 +129,16 @@ export function castWgsl(from: "f32" | "i32", to: "f32" | "i32"): string {
 
 /** Parameters: n, the value's bit pattern. */
 export const fillWgsl = (): string =>
-  paramsStruct(["n: u32", "bits: u32"]) + storage(1, "out", "u32", true) + entry(`
+  paramsStruct(["n: u32", "bits: u32"]) +
+  storage(1, "out", "u32", true) +
+  entry(`
   let i = wid * ${WG}u + li;
   if (i < p.n) { out[i] = p.bits; }`)
 
 /** Parameters: n, len, inner: viewed as [outer, len, inner], the value is the middle index. */
 export const iotaWgsl = (type: "f32" | "i32"): string =>
-  paramsStruct(["n: u32", "len: u32", "inner: u32"]) + storage(1, "out", type, true) + entry(`
+  paramsStruct(["n: u32", "len: u32", "inner: u32"]) +
+  storage(1, "out", type, true) +
+  entry(`
   let i = wid * ${WG}u + li;
   if (i < p.n) { out[i] = ${type}((i / p.inner) % p.len); }`)

@@ -45,15 +45,30 @@ const shared = `var<workgroup> partial: array<f32, ${THREADS}>;\n`
 
 /** Parameters: rows, width. Workgroups: one per row. */
 export const logsumexpWgsl = (): string =>
-  paramsStruct(["rows: u32", "width: u32"]) + storage(1, "x", "f32") + storage(2, "out", "f32", true) + floatHelpers + shared + entry(`
+  paramsStruct(["rows: u32", "width: u32"]) +
+  storage(1, "x", "f32") +
+  storage(2, "out", "f32", true) +
+  floatHelpers +
+  shared +
+  entry(
+    `
   if (wid >= p.rows) { return; } // uniform per workgroup
   let base = wid * p.width;
   ${rowLse}
-  if (li == 0u) { out[wid] = lse; }`, THREADS)
+  if (li == 0u) { out[wid] = lse; }`,
+    THREADS,
+  )
 
 /** Parameters: rows, width, ignore (i32). An out-of-range target gives NaN (the CPU would throw). */
 export const crossEntropyWgsl = (): string =>
-  paramsStruct(["rows: u32", "width: u32", "ignore: i32"]) + storage(1, "x", "f32") + storage(2, "targets", "i32") + storage(3, "out", "f32", true) + floatHelpers + shared + entry(`
+  paramsStruct(["rows: u32", "width: u32", "ignore: i32"]) +
+  storage(1, "x", "f32") +
+  storage(2, "targets", "i32") +
+  storage(3, "out", "f32", true) +
+  floatHelpers +
+  shared +
+  entry(
+    `
   if (wid >= p.rows) { return; }
   let base = wid * p.width;
   ${rowLse}
@@ -66,11 +81,21 @@ export const crossEntropyWgsl = (): string =>
       if (t >= 0 && u32(t) < p.width) { nll = lse - x[base + u32(t)]; }
     }
     out[wid] = nll;
-  }`, THREADS)
+  }`,
+    THREADS,
+  )
 
 /** Parameters: rows, width, ignore (i32). dlogits[r, v] = (exp(x − lse) − [v = target])·g. */
 export const crossEntropyVjpWgsl = (): string =>
-  paramsStruct(["rows: u32", "width: u32", "ignore: i32"]) + storage(1, "x", "f32") + storage(2, "targets", "i32") + storage(3, "g", "f32") + storage(4, "dx", "f32", true) + floatHelpers + shared + entry(`
+  paramsStruct(["rows: u32", "width: u32", "ignore: i32"]) +
+  storage(1, "x", "f32") +
+  storage(2, "targets", "i32") +
+  storage(3, "g", "f32") +
+  storage(4, "dx", "f32", true) +
+  floatHelpers +
+  shared +
+  entry(
+    `
   if (wid >= p.rows) { return; }
   let base = wid * p.width;
   ${rowLse}
@@ -80,10 +105,13 @@ export const crossEntropyVjpWgsl = (): string =>
   let gr = select(g[wid], 0.0, t == p.ignore);
   for (var v = li; v < p.width; v += ${THREADS}u) {
     dx[base + v] = exp(x[base + v] - lse) * gr - select(0.0, gr, i32(v) == t);
-  }`, THREADS)
+  }`,
+    THREADS,
+  )
 
 function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
-  for (const b of bufs) if (b !== undefined && b.dtype !== "float32") throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
+  for (const b of bufs)
+    if (b !== undefined && b.dtype !== "float32") throw new Error(`webgpu.${name}: float32 only, got ${b.dtype}`)
 }
 
 /**
@@ -91,8 +119,12 @@ function float32(name: string, ...bufs: (Buffer | undefined)[]): void {
  * `scratch` allocates a kernel's internal buffers, and `limits` decides whether attention fits.
  * (Names, sizes and shapes are checked by the contract before a kernel runs.)
  */
-export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch,
-  limits?: Parameters<typeof attentionFits>[0]): RoutineKernels {
+export function fusedRoutines(
+  run: RunKernel,
+  bind: Bind,
+  scratch?: Scratch,
+  limits?: Parameters<typeof attentionFits>[0],
+): RoutineKernels {
   const kernels: RoutineKernels = {
     logsumexp({ inputs: { x }, outputs: { lse }, shapes }) {
       float32("logsumexp", x, lse)
@@ -112,6 +144,7 @@ export function fusedRoutines(run: RunKernel, bind: Bind, scratch?: Scratch,
       run("crossEntropy.vjp", crossEntropyVjpWgsl, [N, V, attrs.ignoreIndex], bindings, N)
     },
   }
-  const attention = scratch !== undefined && limits !== undefined && attentionFits(limits) ? attentionRoutines(run, bind, scratch) : {}
+  const attention =
+    scratch !== undefined && limits !== undefined && attentionFits(limits) ? attentionRoutines(run, bind, scratch) : {}
   return { ...kernels, ...attention }
 }

@@ -16,7 +16,11 @@ import { entry, paramsStruct, storage, WG } from "./common.js"
 
 /** Parameters: n (= out size), width, rows. */
 export const gatherWgsl = (): string =>
-  paramsStruct(["n: u32", "width: u32", "rows: u32"]) + storage(1, "table", "u32") + storage(2, "idx", "i32") + storage(3, "out", "u32", true) + entry(`
+  paramsStruct(["n: u32", "width: u32", "rows: u32"]) +
+  storage(1, "table", "u32") +
+  storage(2, "idx", "i32") +
+  storage(3, "out", "u32", true) +
+  entry(`
   let e = wid * ${WG}u + li;
   if (e >= p.n) { return; }
   let r = idx[e / p.width];
@@ -26,7 +30,11 @@ export const gatherWgsl = (): string =>
 
 /** Parameters: n (= out size), width. out[i] = x[i, idx[i]]. */
 export const takeAlongWgsl = (): string =>
-  paramsStruct(["n: u32", "width: u32"]) + storage(1, "x", "u32") + storage(2, "idx", "i32") + storage(3, "out", "u32", true) + entry(`
+  paramsStruct(["n: u32", "width: u32"]) +
+  storage(1, "x", "u32") +
+  storage(2, "idx", "i32") +
+  storage(3, "out", "u32", true) +
+  entry(`
   let i = wid * ${WG}u + li;
   if (i >= p.n) { return; }
   let c = idx[i];
@@ -36,7 +44,11 @@ export const takeAlongWgsl = (): string =>
 
 /** Parameters: n (= out size), width. out[i, j] = j == idx[i] ? src[i] : 0. */
 export const putAlongWgsl = (): string =>
-  paramsStruct(["n: u32", "width: u32"]) + storage(1, "idx", "i32") + storage(2, "src", "u32") + storage(3, "out", "u32", true) + entry(`
+  paramsStruct(["n: u32", "width: u32"]) +
+  storage(1, "idx", "i32") +
+  storage(2, "src", "u32") +
+  storage(3, "out", "u32", true) +
+  entry(`
   let e = wid * ${WG}u + li;
   if (e >= p.n) { return; }
   let i = e / p.width;
@@ -47,7 +59,11 @@ export const putAlongWgsl = (): string =>
  * Zeroes its own slice of out, then adds src rows whose index falls into its block.
  */
 export const scatterAddWgsl = (type: "f32" | "i32"): string =>
-  paramsStruct(["width: u32", "rows: u32", "count: u32", "rowsPerBlock: u32"]) + storage(1, "idx", "i32") + storage(2, "src", type) + storage(3, "out", type, true) + entry(`
+  paramsStruct(["width: u32", "rows: u32", "count: u32", "rowsPerBlock: u32"]) +
+  storage(1, "idx", "i32") +
+  storage(2, "src", type) +
+  storage(3, "out", type, true) +
+  entry(`
   let t = wid * ${WG}u + li;
   let j = t % p.width;
   let first = (t / p.width) * p.rowsPerBlock;

@@ -45,10 +45,16 @@ export const tileName = (t: MatmulTile): string => `${t.bm}x${t.bn}x${t.bk}/${t.
  * Parameters: batch, m, n, k, tilesM, tilesN. Workgroups: batch · tilesM · tilesN.
  * `accumulate` adds the product into out (out += a·b) instead of overwriting it.
  */
-export function matmulWgsl(transA: boolean, transB: boolean, accumulate: boolean, tile: MatmulTile = COMPAT_TILE): string {
+export function matmulWgsl(
+  transA: boolean,
+  transB: boolean,
+  accumulate: boolean,
+  tile: MatmulTile = COMPAT_TILE,
+): string {
   const { bm: BM, bn: BN, bk: BK, tx: TX, ty: TY } = tile
   const [TM, TN, THREADS] = [BM / TY, BN / TX, TX * TY]
-  if (!Number.isInteger(TM) || !Number.isInteger(TN)) throw new Error(`webgpu: matmul tile ${tileName(tile)} does not split into threads`)
+  if (!Number.isInteger(TM) || !Number.isInteger(TN))
+    throw new Error(`webgpu: matmul tile ${tileName(tile)} does not split into threads`)
   // Row strides of the shared blocks: +1 column so consecutive k hit different banks.
   const [AS, BS] = [BM + 1, BN + 1]
   const range = (n: number) => Array.from({ length: n }, (_, i) => i)
@@ -68,18 +74,32 @@ export function matmulWgsl(transA: boolean, transB: boolean, accumulate: boolean
 
   // Thread (tx, ty) owns rows ty + TY·r and columns tx + TX·c of the tile: neighbouring threads
   // read neighbouring shared-memory words and write neighbouring output columns.
-  const sums = range(TM).flatMap((r) => range(TN).map((c) => `var c${r}_${c} = 0.0;`)).join(" ")
-  const aRegs = range(TM).map((r) => `let a${r} = As[q * ${AS}u + ty + ${TY * r}u];`).join(" ")
-  const bRegs = range(TN).map((c) => `let b${c} = Bs[q * ${BS}u + tx + ${TX * c}u];`).join(" ")
-  const fmas = range(TM).map((r) => range(TN).map((c) => `c${r}_${c} = fma(a${r}, b${c}, c${r}_${c});`).join(" ")).join("\n      ")
-  const stores = range(TM).map((r) => {
-    const row = `let gr${r} = row0 + ty + ${TY * r}u;`
-    const cols = range(TN).map((c) => {
-      const at = `cBase + gr${r} * p.n + col0 + tx + ${TX * c}u`
-      return `if (gr${r} < p.m && col0 + tx + ${TX * c}u < p.n) { out[${at}] = ${accumulate ? `out[${at}] + ` : ""}c${r}_${c}; }`
+  const sums = range(TM)
+    .flatMap((r) => range(TN).map((c) => `var c${r}_${c} = 0.0;`))
+    .join(" ")
+  const aRegs = range(TM)
+    .map((r) => `let a${r} = As[q * ${AS}u + ty + ${TY * r}u];`)
+    .join(" ")
+  const bRegs = range(TN)
+    .map((c) => `let b${c} = Bs[q * ${BS}u + tx + ${TX * c}u];`)
+    .join(" ")
+  const fmas = range(TM)
+    .map((r) =>
+      range(TN)
+        .map((c) => `c${r}_${c} = fma(a${r}, b${c}, c${r}_${c});`)
+        .join(" "),
+    )
+    .join("\n      ")
+  const stores = range(TM)
+    .map((r) => {
+      const row = `let gr${r} = row0 + ty + ${TY * r}u;`
+      const cols = range(TN).map((c) => {
+        const at = `cBase + gr${r} * p.n + col0 + tx + ${TX * c}u`
+        return `if (gr${r} < p.m && col0 + tx + ${TX * c}u < p.n) { out[${at}] = ${accumulate ? `out[${at}] + ` : ""}c${r}_${c}; }`
+      })
+      return [row, ...cols].join("\n  ")
     })
-    return [row, ...cols].join("\n  ")
-  }).join("\n  ")
+    .join("\n  ")
 
   return /* wgsl */ `
 struct Params { batch: u32, m: u32, n: u32, k: u32, tilesM: u32, tilesN: u32 }

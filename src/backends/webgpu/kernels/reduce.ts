@@ -23,9 +23,15 @@ const empty = (op: ReduceOp): string => (op === "sum" ? "0.0" : "negInf()")
 
 /** Parameters: outer, axis, inner. Workgroups: one per row (outer). */
 export const reduceRowsWgsl = (op: ReduceOp): string =>
-  paramsStruct(["outer: u32", "axis: u32", "inner: u32"]) + storage(1, "x", "f32") + storage(2, "out", "f32", true) + floatHelpers + `
+  paramsStruct(["outer: u32", "axis: u32", "inner: u32"]) +
+  storage(1, "x", "f32") +
+  storage(2, "out", "f32", true) +
+  floatHelpers +
+  `
 var<workgroup> partial: array<f32, ${ROW_WG}>;
-` + entry(`
+` +
+  entry(
+    `
   if (wid >= p.outer) { return; } // the same for the whole workgroup, so barriers stay uniform
   let base = wid * p.axis;
   var acc = ${empty(op)};
@@ -36,11 +42,17 @@ var<workgroup> partial: array<f32, ${ROW_WG}>;
     if (li < half) { partial[li] = ${combine(op, "partial[li]", "partial[li + half]")}; }
     workgroupBarrier();
   }
-  if (li == 0u) { out[wid] = partial[0]; }`, ROW_WG)
+  if (li == 0u) { out[wid] = partial[0]; }`,
+    ROW_WG,
+  )
 
 /** Parameters: outer, axis, inner. One thread per output element. */
 export const reduceLoopWgsl = (op: ReduceOp): string =>
-  paramsStruct(["outer: u32", "axis: u32", "inner: u32"]) + storage(1, "x", "f32") + storage(2, "out", "f32", true) + floatHelpers + entry(`
+  paramsStruct(["outer: u32", "axis: u32", "inner: u32"]) +
+  storage(1, "x", "f32") +
+  storage(2, "out", "f32", true) +
+  floatHelpers +
+  entry(`
   let o = wid * ${WG}u + li;
   if (o >= p.outer * p.inner) { return; }
   let r = o / p.inner;
