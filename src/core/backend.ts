@@ -13,7 +13,8 @@
  * against these rules once for all of them; the fused routines' interfaces are in
  * ./routines/registry.ts.
  */
-import { Context } from "effect"
+import { Context, Effect, Layer } from "effect"
+import { BackendUnavailable } from "./errors.js"
 import type { DType, HostArray } from "./dtype.js"
 import type { RoutineKernels } from "./routines/registry.js"
 
@@ -94,6 +95,33 @@ export interface BackendImpl {
 
 /** The backend as an Effect service: provide it with a backend's `Layer`. */
 export class Backend extends Context.Service<Backend, BackendImpl>()("miniseq/Backend") {}
+
+/**
+ * A backend whose device is a scoped resource, as the `Backend` service: `make` starts it when
+ * the layer is built, `destroy` gives it back when the layer's scope closes. A start that fails
+ * with anything but `BackendUnavailable` is reported as one, naming the backend.
+ */
+export const scopedBackendLayer = <B extends BackendImpl & { destroy(): Promise<void> }>(
+  backend: string,
+  make: () => B | Promise<B>,
+): Layer.Layer<Backend, BackendUnavailable> =>
+  Layer.effect(
+    Backend,
+    Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => make(),
+        catch: (e) =>
+          e instanceof BackendUnavailable
+            ? e
+            : new BackendUnavailable({
+                backend,
+                reason: String(e),
+                message: `${backend}: could not start the device: ${String(e)}`,
+              }),
+      }),
+      (started) => Effect.promise(() => started.destroy()),
+    ),
+  )
 
 /** Row-major strides of a contiguous shape. */
 export function contiguousStrides(shape: readonly number[]): number[] {

@@ -1,6 +1,6 @@
-import { Effect, Layer } from "effect"
-import { BackendUnavailable } from "../../core/errors.js"
-import { Backend } from "../../core/backend.js"
+import type { Layer } from "effect"
+import { type Backend, scopedBackendLayer } from "../../core/backend.js"
+import type { BackendUnavailable } from "../../core/errors.js"
 import { makeCudaBackend, type CudaOptions } from "./cuda-backend.js"
 
 export {
@@ -21,20 +21,4 @@ export { addonPath, loadAddon, readBuildRecord } from "./native.js"
  * error).
  */
 export const cudaBackendLayer = (opts: CudaOptions = {}): Layer.Layer<Backend, BackendUnavailable> =>
-  Layer.effect(
-    Backend,
-    Effect.acquireRelease(
-      Effect.try({
-        try: () => makeCudaBackend(opts),
-        catch: (e) =>
-          e instanceof BackendUnavailable
-            ? e
-            : new BackendUnavailable({
-                backend: "cuda",
-                reason: String(e),
-                message: `cuda: could not start the device: ${String(e)}`,
-              }),
-      }),
-      (backend) => Effect.promise(() => backend.destroy()),
-    ),
-  )
+  scopedBackendLayer("cuda", () => makeCudaBackend(opts))

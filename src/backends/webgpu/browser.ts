@@ -5,8 +5,8 @@
  * modules (Dawn, node:fs, …) that some shared files import with empty ones.
  */
 /// <reference types="@webgpu/types" />
-import { Effect, Layer } from "effect"
-import { Backend } from "../../core/backend.js"
+import { Effect, type Layer } from "effect"
+import { type Backend, scopedBackendLayer } from "../../core/backend.js"
 import { BackendUnavailable } from "../../core/errors.js"
 import { type DeviceConfig, deviceOn, type GpuDevice } from "./device.js"
 import { type WebGpuBackend, webGpuBackendOn, type WebGpuOptions } from "./webgpu-backend.js"
@@ -57,16 +57,4 @@ export async function makeWebGpuBackend(opts: BrowserWebGpuOptions = {}): Promis
  * `BackendUnavailable` when the browser offers no WebGPU adapter.
  */
 export const webgpuBackendLayer = (opts: BrowserWebGpuOptions = {}): Layer.Layer<Backend, BackendUnavailable> =>
-  Layer.effect(
-    Backend,
-    Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => makeWebGpuBackend(opts),
-        catch: (e) =>
-          e instanceof BackendUnavailable
-            ? e
-            : unavailable(`could not start the device: ${e instanceof Error ? e.message : String(e)}`),
-      }),
-      (backend) => Effect.promise(() => backend.destroy()),
-    ),
-  )
+  scopedBackendLayer("webgpu", () => makeWebGpuBackend(opts))

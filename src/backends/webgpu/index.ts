@@ -1,6 +1,6 @@
-import { Effect, Layer } from "effect"
-import { BackendUnavailable } from "../../core/errors.js"
-import { Backend } from "../../core/backend.js"
+import type { Layer } from "effect"
+import { type Backend, scopedBackendLayer } from "../../core/backend.js"
+import type { BackendUnavailable } from "../../core/errors.js"
 import { makeWebGpuBackend, type WebGpuOptions } from "./webgpu-backend.js"
 
 export {
@@ -20,20 +20,4 @@ export { acquireDevice, type AdapterInfo, type DeviceConfig, defaultConfigs, typ
  * Fails with `BackendUnavailable` when this machine offers no WebGPU adapter.
  */
 export const webgpuBackendLayer = (opts: WebGpuOptions = {}): Layer.Layer<Backend, BackendUnavailable> =>
-  Layer.effect(
-    Backend,
-    Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => makeWebGpuBackend(opts),
-        catch: (e) =>
-          e instanceof BackendUnavailable
-            ? e
-            : new BackendUnavailable({
-                backend: "webgpu",
-                reason: String(e),
-                message: `webgpu: could not start the device: ${String(e)}`,
-              }),
-      }),
-      (backend) => Effect.promise(() => backend.destroy()),
-    ),
-  )
+  scopedBackendLayer("webgpu", () => makeWebGpuBackend(opts))
