@@ -334,6 +334,32 @@ describe("bad input is a clear error and loses nothing", () => {
     expect(advised.records[0]!.peak).toBeLessThanOrEqual(limit)
   })
 
+  it("a run that runs out of memory anywhere gives back every byte, so the same backend can retry", async () => {
+    const cpu = makeCpuBackend()
+    const layer = Layer.succeed(Backend, cpu)
+    const opts = { ...base, steps: 2, accumulation: 2, mode: "vanilla" as const }
+    const validation = { batches, count: 1 }
+    const peak = planStep(model, base.batch, base.seq, { mode: "vanilla", accumulation: 2 }, cpu).peak
+    // Limits from far below the step's peak to just above it: the step fails in the first or the
+    // accumulating micro-batch, in the optimizer pass, or not at all.
+    let failures = 0
+    for (const fraction of [0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.97, 1.0, 1.1]) {
+      const memoryLimit = Math.floor(peak * fraction)
+      const exit = await Effect.runPromiseExit(
+        train({ ...opts, memoryLimit, validation }, batches).pipe(Effect.provide(layer)),
+      )
+      if (Exit.isFailure(exit)) {
+        failures++
+        expect(Cause.squash(exit.cause)).toBeInstanceOf(OutOfMemory)
+      }
+      expect(cpu.memory().live, `live bytes after a run with limit ${fraction}·peak`).toBe(0)
+    }
+    expect(failures).toBeGreaterThan(2)
+    // The same backend then trains the full run.
+    expect((await Effect.runPromise(train(opts, batches).pipe(Effect.provide(layer)))).records).toHaveLength(2)
+    expect(cpu.memory().live).toBe(0)
+  })
+
   it("a non-finite loss stops training before the update, keeping the last good checkpoint", async () => {
     const dir = await tempDir()
     const saved: Buffer[] = []

@@ -99,8 +99,12 @@ export function gradientPass(
       const values = batchValues(backend, batch, count)
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
       const options = { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }
-      const run = yield* attempt(() => execute(backend, g.outputs, bindings, options))
-      freeAll(backend, Object.values(values))
+      const previous = grads
+      const run = yield* attempt(() => execute(backend, g.outputs, bindings, options)).pipe(
+        Effect.ensuring(Effect.sync(() => freeAll(backend, Object.values(values)))),
+        // A failed micro-batch (OutOfMemory) leaves nothing behind: the gradients it would add to go too.
+        Effect.onError(() => Effect.sync(() => previous && freeAll(backend, Object.values(previous)))),
+      )
       const [lossBuffer, ...gradBuffers] = run.outputs
       loss += yield* readScalar(backend, lossBuffer!)
       backend.free(lossBuffer!)
@@ -150,7 +154,9 @@ export function optimizerPass(
     const bindings = bindInputs(adamwInputs(a), { ...s, gradients: grads }, values)
     const outputs = adamwOutputs(a)
     const options = { inPlace: a.inPlace, ...t.limit }
-    const update = yield* attempt(() => execute(backend, outputs, bindings, options))
+    const update = yield* attempt(() => execute(backend, outputs, bindings, options)).pipe(
+      Effect.onError(() => Effect.sync(() => freeAll(backend, [...Object.values(values), ...Object.values(grads)]))),
+    )
     const result = new Map(outputs.map((o, i) => [o, update.outputs[i]!]))
     const normBuffer = result.get(a.gradNorm)!
     const gradNorm = yield* readScalar(backend, normBuffer)
@@ -196,9 +202,11 @@ export function heldOutLoss(
       const batch = held.batches.batchAt(i)
       const values = batchValues(backend, batch, Math.max(1, countTargets(batch.targets)))
       const bindings = bindInputs(lossInputs(g.model), s, values)
-      const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, t.limit))
+      const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, t.limit)).pipe(
+        Effect.ensuring(Effect.sync(() => freeAll(backend, Object.values(values)))),
+      )
       total += yield* readScalar(backend, run.outputs[0]!)
-      freeAll(backend, [...Object.values(values), run.outputs[0]!])
+      backend.free(run.outputs[0]!)
     }
     return total / held.count
   })

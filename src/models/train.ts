@@ -105,22 +105,25 @@ export function train(
   return Effect.gen(function* () {
     const t = yield* setUp(opts, yield* Backend)
     const state = yield* prepareState(t.backend, t.graphs.first.names, precisionOf(opts), opts, t.run)
-    const records: StepRecord[] = []
-    for (let step = state.step + 1; step <= opts.steps; step++) {
-      const started = performance.now()
-      const gradients = yield* gradientPass(t, state, step, microBatches(batches, step, t.run.accumulation))
-      const update = yield* optimizerPass(t, state, step, gradients.grads)
-      const record = stepRecord(t, step, started, gradients, update)
-      records.push(record)
-      onStep(record)
-      yield* aTurnForTheEventLoop
-      yield* checkpoint(t, state, opts, step)
-    }
-    const validationLoss = yield* heldOutLoss(t, state, opts.validation)
-    const parameters = yield* readParameters(t.backend, state)
-    freeState(t.backend, state)
-    const resumedFrom = state.step
-    return { records, resumedFrom, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
+    // The state is given back however the run ends (an OutOfMemory step included), so the same
+    // process can retry smaller.
+    return yield* Effect.gen(function* () {
+      const records: StepRecord[] = []
+      for (let step = state.step + 1; step <= opts.steps; step++) {
+        const started = performance.now()
+        const gradients = yield* gradientPass(t, state, step, microBatches(batches, step, t.run.accumulation))
+        const update = yield* optimizerPass(t, state, step, gradients.grads)
+        const record = stepRecord(t, step, started, gradients, update)
+        records.push(record)
+        onStep(record)
+        yield* aTurnForTheEventLoop
+        yield* checkpoint(t, state, opts, step)
+      }
+      const validationLoss = yield* heldOutLoss(t, state, opts.validation)
+      const parameters = yield* readParameters(t.backend, state)
+      const resumedFrom = state.step
+      return { records, resumedFrom, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
+    }).pipe(Effect.ensuring(Effect.sync(() => freeState(t.backend, state))))
   }).pipe(
     Effect.catchTag("OutOfMemory", (e) =>
       Effect.gen(function* () {
