@@ -1,20 +1,13 @@
-/**
- * The CUDA device the cuda-*.test.ts files share (or why there is none), and their helpers:
- * random inputs, running a kernel on CUDA and on the CPU backend, and comparisons.
- *
- * On the GPU machine these files run bundled (scripts/cuda-device.sh), so they stick to the parts
- * of vitest's API that scripts/cuda-vitest-shim.ts provides.
- */
-import { Effect, type Layer } from "effect"
 import { afterAll, expect } from "vitest"
-import type { Backend, BackendImpl, Buffer } from "../../src/core/backend.js"
-import { cpuBackendLayer, makeCpuBackend } from "../../src/backends/cpu/index.js"
+import type { BackendImpl, Buffer } from "../../src/core/backend.js"
+import { makeCpuBackend } from "../../src/backends/cpu/index.js"
 import { type CudaBackend, makeCudaBackend } from "../../src/backends/cuda/index.js"
 import type { DType, HostArray } from "../../src/core/dtype.js"
 import { BackendUnavailable } from "../../src/core/errors.js"
-import { evaluate, type Feed } from "../../src/core/executor.js"
-import type { Tensor } from "../../src/core/graph.js"
 import { rng } from "../../src/core/random.js"
+import { evalOn, reference } from "./reference.js"
+
+export { evalOn, reference }
 
 export const required = process.env.MINISEQ_CUDA === "1"
 export let cuda: CudaBackend | undefined
@@ -173,13 +166,3 @@ export function expectClose(what: string, got: ArrayLike<number>, want: ArrayLik
 
 export const floatTypes: readonly DType[] = ["float32", "float64", "bfloat16"]
 export const allTypes: readonly DType[] = ["float32", "float64", "int32", "bfloat16"]
-
-export const reference = cpuBackendLayer(makeCpuBackend({ fused: false }))
-
-export async function evalOn(
-  layer: Layer.Layer<Backend>,
-  outputs: readonly Tensor[],
-  feeds: ReadonlyMap<Tensor, Feed>,
-): Promise<HostArray[]> {
-  return (await Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(layer)))).values
-}

@@ -2,17 +2,18 @@
  * The backends under test (CPU always; WebGPU and CUDA where this machine has them) and the
  * float64 CPU reference every conformance case is compared with.
  */
-import { Effect, Layer } from "effect"
+import { Layer } from "effect"
 import { afterAll, expect } from "vitest"
 import { Backend, type BackendImpl, type Buffer } from "../../src/core/backend.js"
-import { cpuBackendLayer, makeCpuBackend } from "../../src/backends/cpu/index.js"
+import { makeCpuBackend } from "../../src/backends/cpu/index.js"
 import { makeWebGpuBackend, type WebGpuBackend } from "../../src/backends/webgpu/index.js"
 import { makeCudaBackend } from "../../src/backends/cuda/index.js"
 import { type DType, hostArray, type HostArray } from "../../src/core/dtype.js"
 import { BackendUnavailable } from "../../src/core/errors.js"
-import { evaluate, type Feed } from "../../src/core/executor.js"
-import type { Tensor } from "../../src/core/graph.js"
 import { maxRelDiff } from "../helpers.js"
+import { evalOn, reference } from "./reference.js"
+
+export { evalOn, reference }
 
 process.env.EGL_PLATFORM ??= "surfaceless" // Mesa's EGL on a machine without a display
 
@@ -58,17 +59,7 @@ export const subjects: Subject[] = [
   cuda !== undefined ? { name: "cuda", impl: cuda } : { name: "cuda", unavailable: cudaMissing ?? "unknown" },
 ]
 
-/** The reference: CPU in float64, running every routine's reference body (no fused kernels). */
-export const reference = cpuBackendLayer(makeCpuBackend({ fused: false }))
 export const layerOf = (impl: BackendImpl) => Layer.succeed(Backend, impl)
-
-export async function evalOn(
-  layer: Layer.Layer<Backend>,
-  outputs: readonly Tensor[],
-  feeds: ReadonlyMap<Tensor, Feed>,
-): Promise<HostArray[]> {
-  return (await Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(layer)))).values
-}
 
 /** Non-finite values must match exactly; finite ones within `tol` of the largest magnitude. */
 export function expectClose(what: string, got: HostArray, want: HostArray, tol: number): void {
