@@ -84,10 +84,21 @@ for (const mode of modes)
     show(row)
   }
 
+/** The first of $PYTHON, python3, /usr/bin/python3 that imports torch (Debian's python3-torch lives under /usr/bin). */
+const python = [process.env.PYTHON, "python3", "/usr/bin/python3"].find((p) => {
+  if (p === undefined) return false
+  try {
+    execFileSync(p, ["-c", "import torch"], { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+})
 let torch: string | undefined
 try {
+  if (python === undefined) throw new Error("no python3 with torch on this machine")
   const line = execFileSync(
-    "python3",
+    python,
     ["bench/cpu_compare_torch.py", JSON.stringify(config), `${batch}`, `${seq}`, `${steps}`],
     {
       encoding: "utf8",
