@@ -2,9 +2,11 @@
  * Fused attention for the fast CPU backend: the `attention` routine and its VJP as a handful of
  * matrix products per (batch, head) instead of the reference body's graph of block-wise kernels.
  *
- * Per head it forms the whole S × S score matrix (S ≤ a few thousand on a CPU: 4·S² bytes of
- * scratch), takes the softmax row by row in float64 and multiplies with the backend's matmul (the
- * WebAssembly GEMM in float32). The causal mask is a loop bound, not a −∞ bias. The backward
+ * Per head it takes 64 queries at a time against every key they see (all of them, or with the
+ * causal mask only keys up to the block's last query: about half the work), forms that block's
+ * scores with the backend's matmul (the WebAssembly GEMM in float32), takes the softmax row by row
+ * in float64 and multiplies again. The mask is a loop bound, not a −∞ bias. Scratch: 64 × S
+ * elements (two in the backward), the backend's own, like the GEMM's packing buffers. The backward
  * recomputes P from the saved log-sum-exp, as the reference does:
  *   dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ⊙ (dP − Δ) with Δ = rowsum(dO ⊙ O) − dLse,
  *   dQ = scale·dS·K,  dK += scale·dSᵀ·Q   (the query heads that share a kv head add into it).
@@ -30,6 +32,9 @@ const mm = (m: number, n: number, k: number, transA: boolean, transB: boolean, a
   accumulate,
 })
 
+/** Queries per block: the scratch is ROWS × S, and a causal block only visits keys up to its last query. */
+const ROWS = 64
+
 export function attentionKernels(matmul: Matmul): RoutineKernels {
   return {
     attention({ inputs, outputs, shapes, attrs }) {
@@ -37,29 +42,36 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
       const Hkv = shapes.inputs.k![1]!
       const [q, k, v, o, lse] = [inputs.q, inputs.k, inputs.v, outputs.o, outputs.lse].map(floats) as FloatData[]
       const scale = 1 / Math.sqrt(D)
-      const P = like(q!, S * S)
+      const scratch = like(q!, Math.min(ROWS, S) * S)
       for (let b = 0; b < B; b++)
         for (let h = 0; h < H; h++) {
           const qo = (b * H + h) * S * D,
-            ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D
-          const kv = (x: FloatData) => x.subarray(ko, ko + S * D)
-          matmul(q!.subarray(qo, qo + S * D), kv(k!), P, mm(S, S, D, false, true))
-          for (let i = 0; i < S; i++) {
-            const row = i * S,
-              end = attrs.causal ? i + 1 : S
-            let m = -Infinity
-            for (let j = 0; j < end; j++) m = Math.max(m, P[row + j]! * scale)
-            let l = 0
-            for (let j = 0; j < end; j++) {
-              const e = Math.exp(P[row + j]! * scale - m)
-              P[row + j] = e
-              l += e
+            ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
+            lo = (b * H + h) * S
+          for (let i0 = 0; i0 < S; i0 += ROWS) {
+            const r = Math.min(ROWS, S - i0),
+              nk = attrs.causal ? i0 + r : S
+            const rows = (x: FloatData) => x.subarray(qo + i0 * D, qo + (i0 + r) * D)
+            const keys = (x: FloatData) => x.subarray(ko, ko + nk * D)
+            const P = scratch.subarray(0, r * nk)
+            matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
+            for (let ii = 0; ii < r; ii++) {
+              const row = ii * nk,
+                end = attrs.causal ? i0 + ii + 1 : S
+              let m = -Infinity
+              for (let j = 0; j < end; j++) m = Math.max(m, P[row + j]! * scale)
+              let l = 0
+              for (let j = 0; j < end; j++) {
+                const e = Math.exp(P[row + j]! * scale - m)
+                P[row + j] = e
+                l += e
+              }
+              for (let j = 0; j < end; j++) P[row + j] = P[row + j]! / l
+              P.fill(0, row + end, row + nk)
+              lse![lo + i0 + ii] = m + Math.log(l)
             }
-            for (let j = 0; j < end; j++) P[row + j] = P[row + j]! / l
-            P.fill(0, row + end, row + S)
-            lse![(b * H + h) * S + i] = m + Math.log(l)
+            matmul(P, keys(v!), rows(o!), mm(r, D, nk, false, false))
           }
-          matmul(P, kv(v!), o!.subarray(qo, qo + S * D), mm(S, D, S, false, false))
         }
     },
 
@@ -73,35 +85,41 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
       dk!.fill(0)
       dv!.fill(0)
       const scale = 1 / Math.sqrt(D)
-      const P = like(q!, S * S),
-        dP = like(q!, S * S),
-        zeros = like(q!, S * D)
+      const block = Math.min(ROWS, S) * S
+      const [pScratch, dpScratch] = [like(q!, block), like(q!, block)]
+      const zeros = like(q!, Math.min(ROWS, S) * D)
       for (let b = 0; b < B; b++)
         for (let h = 0; h < H; h++) {
           const qo = (b * H + h) * S * D,
             ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
             lo = (b * H + h) * S
-          const qh = (x: FloatData) => x.subarray(qo, qo + S * D)
-          const kv = (x: FloatData) => x.subarray(ko, ko + S * D)
-          const dO = dOut === undefined ? zeros : qh(dOut)
-          matmul(qh(q!), kv(k!), P, mm(S, S, D, false, true))
-          for (let i = 0; i < S; i++) {
-            const row = i * S,
-              end = attrs.causal ? i + 1 : S,
-              l = lse![lo + i]!
-            for (let j = 0; j < end; j++) P[row + j] = Math.exp(P[row + j]! * scale - l)
-            P.fill(0, row + end, row + S)
+          for (let i0 = 0; i0 < S; i0 += ROWS) {
+            const r = Math.min(ROWS, S - i0),
+              nk = attrs.causal ? i0 + r : S
+            const rows = (x: FloatData) => x.subarray(qo + i0 * D, qo + (i0 + r) * D)
+            const keys = (x: FloatData) => x.subarray(ko, ko + nk * D)
+            const dO = dOut === undefined ? zeros.subarray(0, r * D) : rows(dOut)
+            const [P, dP] = [pScratch.subarray(0, r * nk), dpScratch.subarray(0, r * nk)]
+            matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
+            for (let ii = 0; ii < r; ii++) {
+              const row = ii * nk,
+                end = attrs.causal ? i0 + ii + 1 : S,
+                l = lse![lo + i0 + ii]!
+              for (let j = 0; j < end; j++) P[row + j] = Math.exp(P[row + j]! * scale - l)
+              P.fill(0, row + end, row + nk)
+            }
+            matmul(P, dO, keys(dv!), mm(nk, D, r, true, false, true))
+            matmul(dO, keys(v!), dP, mm(r, nk, D, false, true))
+            for (let ii = 0; ii < r; ii++) {
+              const i = i0 + ii
+              let delta = dLse === undefined ? 0 : -dLse[lo + i]!
+              for (let d = 0; d < D; d++) delta += dO[ii * D + d]! * o![qo + i * D + d]!
+              const row = ii * nk
+              for (let j = 0; j < nk; j++) dP[row + j] = P[row + j]! * (dP[row + j]! - delta) * scale
+            }
+            matmul(dP, keys(k!), rows(dq!), mm(r, D, nk, false, false))
+            matmul(dP, rows(q!), keys(dk!), mm(nk, D, r, true, false, true))
           }
-          matmul(P, dO, kv(dv!), mm(S, D, S, true, false, true))
-          matmul(dO, kv(v!), dP, mm(S, S, D, false, true))
-          for (let i = 0; i < S; i++) {
-            let delta = dLse === undefined ? 0 : -dLse[lo + i]!
-            for (let d = 0; d < D; d++) delta += dO[i * D + d]! * o![qo + i * D + d]!
-            const row = i * S
-            for (let j = 0; j < S; j++) dP[row + j] = P[row + j]! * (dP[row + j]! - delta) * scale
-          }
-          matmul(dP, kv(k!), qh(dq!), mm(S, D, S, false, false))
-          matmul(dP, qh(q!), kv(dk!), mm(S, D, S, true, false, true))
         }
     },
   }

@@ -26,7 +26,7 @@ import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cp
 import { matmulBlocked } from "../cpu/matmul.js"
 import { attentionKernels } from "./attention.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
-import { WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
+import { type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
 
 type FloatData = Float32Array | Float64Array
 const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
@@ -37,6 +37,11 @@ export interface FastCpuBackend extends CpuBackend {
 }
 
 export interface FastCpuOptions {
+  /**
+   * Starts the GEMM's helper thread for the second core (Node: `nodeHelper` from
+   * ./node-threads.ts, which the CLI passes); without it everything runs on the calling thread.
+   */
+  readonly helper?: StartHelper
   /** Keep at most this many bytes of freed buffers for reuse (default 1 GiB). */
   readonly poolBytes?: number
 }
@@ -46,7 +51,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
   const buffers = new LiveBuffers()
   const ref = cpuKernels({}, buffers)
   const missing = wasmSimdMissing()
-  const gemm = missing === undefined ? new WasmGemm() : undefined
+  const gemm = missing === undefined ? new WasmGemm(opts.helper) : undefined
   const notice = missing === undefined ? undefined : `cpu-fast: running the reference kernels (${missing})`
 
   // The matmul on typed arrays: the WebAssembly GEMM for float32, the reference GEMM otherwise.
