@@ -283,4 +283,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
       )
     }).pipe(Effect.provide(yield* backendLayer(f.backend)))
   }),
-).pipe(Command.withDescription("train a Llama-family model with MST (the fast CPU backend by default; --backend cpu, webgpu or cuda)"))
+).pipe(
+  Command.withDescription(
+    "train a Llama-family model with MST (the fast CPU backend by default; --backend cpu, webgpu or cuda)",
+  ),
+)
