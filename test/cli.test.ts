@@ -121,7 +121,7 @@ describe("miniseq CLI", () => {
     expect(record).toMatchObject({
       status: "completed",
       model: "tiny",
-      backend: "cpu",
+      backend: "cpu-fast",
       precision: "fp32",
       tokenizer: "byte",
       steps: 4,
