@@ -14,7 +14,7 @@ import { cpuBackendLayer } from "../src/backends/cpu/index.js"
 import { fastCpuBackendLayer } from "../src/backends/cpu-fast/index.js"
 import type { Backend } from "../src/core/backend.js"
 import { rng } from "../src/core/random.js"
-import { decodeConfigSync } from "../src/models/config.js"
+import { decodeConfigSync, presets } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import type { Mode } from "../src/models/llama.js"
 import { train } from "../src/models/train.js"
@@ -26,18 +26,8 @@ const arg = (name: string, fallback: string): string => {
 const steps = Number(arg("steps", "4"))
 const modes = arg("modes", "vanilla,mst").split(",") as Mode[]
 const [batch, seq] = [8, 256]
-const config = {
-  hidden_size: 128,
-  intermediate_size: 384,
-  num_hidden_layers: 4,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  vocab_size: 256,
-  rope_theta: 10000,
-  rms_norm_eps: 1e-5,
-  max_position_embeddings: 1024,
-  tie_word_embeddings: false,
-}
+// The shipped tiny preset (4 heads / 2 KV, vocab 256) at the size.
+const config = { ...presets.tiny, hidden_size: 128, intermediate_size: 384, num_hidden_layers: 4 }
 const model = decodeConfigSync(config)
 const random = rng(1)
 const tokens = Int32Array.from({ length: batch * (seq + 1) * 8 }, () => Math.floor(random() * model.vocab_size))
