@@ -1,11 +1,12 @@
 /**
- * CPU matmul throughput: npx tsx bench/matmul.ts
+ * CPU matmul throughput: npx tsx bench/matmul.ts [--backend cpu|cpu-fast]
  * Square m = n = k, batch 1, random operands; median of several timed runs after warm-up.
- * Prints a table and writes bench/results/matmul-cpu.json.
+ * Prints a table and writes bench/results/matmul-<backend>.json (cpu, the reference, by default).
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
+import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import type { DType } from "../src/core/dtype.js"
 
 interface Row {
@@ -17,7 +18,8 @@ interface Row {
   gflops: number
 }
 
-const backend = makeCpuBackend()
+const backendArg = process.argv.indexOf("--backend")
+const backend = process.argv[backendArg + 1] === "cpu-fast" && backendArg > 0 ? makeFastCpuBackend() : makeCpuBackend()
 const sizes = [64, 128, 256, 512, 1024]
 const dtypes: DType[] = ["float32", "float64"]
 const rows: Row[] = []
@@ -75,7 +77,7 @@ for (const r of rows)
   )
 
 mkdirSync(new URL("./results/", import.meta.url), { recursive: true })
-const file = new URL("./results/matmul-cpu.json", import.meta.url)
+const file = new URL(`./results/matmul-${backend.name}.json`, import.meta.url)
 writeFileSync(
   file,
   JSON.stringify(

@@ -28,6 +28,12 @@ export {
   type CpuMemory,
   makeCpuBackend,
 } from "./backends/cpu/index.js"
+export {
+  type FastCpuBackend,
+  type FastCpuOptions,
+  fastCpuBackendLayer,
+  makeFastCpuBackend,
+} from "./backends/cpu-fast/index.js"
 
 // Models: configs and presets, the Llama graph, the optimizer, one training step.
 export {

@@ -121,7 +121,7 @@ describe("miniseq CLI", () => {
     expect(record).toMatchObject({
       status: "completed",
       model: "tiny",
-      backend: "cpu",
+      backend: "cpu-fast",
       precision: "fp32",
       tokenizer: "byte",
       steps: 4,
@@ -238,7 +238,9 @@ describe("miniseq CLI", () => {
     )
     expect(trained.code, trained.out).toBe(0)
     expect(trained.out).toContain(`miniseq train: ${config},`)
-    expect(await readFile(join(out, "ok", "loss.svg"), "utf8")).toContain(`training loss (${config}, mst, cpu, fp32)`)
+    expect(await readFile(join(out, "ok", "loss.svg"), "utf8")).toContain(
+      `training loss (${config}, mst, cpu-fast, fp32)`,
+    )
     const plan = await run("plan", "--config", config, "--seq", "256")
     expect(plan.out).toContain(`one training step, ${config},`)
     const bench = await run(

@@ -7,6 +7,7 @@ import { Command, Flag } from "effect/cli"
 import type { Layer } from "effect"
 import { Backend } from "../core/backend.js"
 import { cpuBackendLayer } from "../backends/cpu/index.js"
+import { fastCpuBackendLayer } from "../backends/cpu-fast/index.js"
 import { BackendUnavailable, BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { latestCheckpoint } from "../models/checkpoint.js"
@@ -62,9 +63,11 @@ const flags = {
     Flag.withDefault(100),
     Flag.withDescription("save a checkpoint every N steps (and after the last); 0: only after the last (default: 100)"),
   ),
-  backend: Flag.Literals("backend", ["cpu", "webgpu", "cuda"] as const).pipe(
-    Flag.withDefault("cpu" as const),
-    Flag.withDescription("where the kernels run: cpu, webgpu (Dawn) or cuda (the native addon) (default: cpu)"),
+  backend: Flag.Literals("backend", ["cpu-fast", "cpu", "webgpu", "cuda"] as const).pipe(
+    Flag.withDefault("cpu-fast" as const),
+    Flag.withDescription(
+      "where the kernels run: cpu-fast (WebAssembly SIMD), cpu (the plain TypeScript reference), webgpu (Dawn) or cuda (the native addon) (default: cpu-fast)",
+    ),
   ),
   precision: Flag.Literals("precision", ["fp32", "bf16-mixed", "bf16"] as const).pipe(
     Flag.withDefault("fp32" as const),
@@ -83,8 +86,9 @@ const flags = {
  * optional `webgpu` package) need not be installed, nor the CUDA addon built, to train on the CPU.
  */
 function backendLayer(
-  name: "cpu" | "webgpu" | "cuda",
+  name: "cpu-fast" | "cpu" | "webgpu" | "cuda",
 ): Effect.Effect<Layer.Layer<Backend, BackendUnavailable>, BackendUnavailable> {
+  if (name === "cpu-fast") return Effect.sync(() => fastCpuBackendLayer())
   if (name === "cpu") return Effect.succeed(cpuBackendLayer())
   if (name === "cuda")
     return ensureCudaAddon.pipe(
@@ -279,4 +283,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
       )
     }).pipe(Effect.provide(yield* backendLayer(f.backend)))
   }),
-).pipe(Command.withDescription("train a Llama-family model with MST (CPU by default; --backend webgpu or cuda)"))
+).pipe(
+  Command.withDescription(
+    "train a Llama-family model with MST (the fast CPU backend by default; --backend cpu, webgpu or cuda)",
+  ),
+)

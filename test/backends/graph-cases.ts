@@ -319,6 +319,17 @@ export const cases: Case[] = [
     grad: true,
   },
   {
+    // Longer than one 64-query block of the fast CPU kernel, and not a multiple of it.
+    name: "attention (GQA, S = 150)",
+    inputs: [
+      [1, 4, 150, 8],
+      [1, 2, 150, 8],
+      [1, 2, 150, 8],
+    ],
+    build: ([q, k, v]) => attention(q!, k!, v!),
+    grad: true,
+  },
+  {
     name: "crossEntropy with ignored targets",
     inputs: [[6, 5]],
     ints: [{ shape: [6], data: Int32Array.from([1, -100, 4, 0, -100, 2]) }],

@@ -6,6 +6,7 @@ import { Layer } from "effect"
 import { afterAll, expect } from "vitest"
 import { Backend, type BackendImpl, type Buffer } from "../../src/core/backend.js"
 import { makeCpuBackend } from "../../src/backends/cpu/index.js"
+import { makeFastCpuBackend } from "../../src/backends/cpu-fast/index.js"
 import { makeWebGpuBackend, type WebGpuBackend } from "../../src/backends/webgpu/index.js"
 import { makeCudaBackend } from "../../src/backends/cuda/index.js"
 import { type DType, hostArray, type HostArray } from "../../src/core/dtype.js"
@@ -55,6 +56,7 @@ afterAll(async () => {
 
 export const subjects: Subject[] = [
   { name: "cpu", impl: makeCpuBackend() },
+  { name: "cpu-fast", impl: makeFastCpuBackend() },
   webgpu !== undefined ? { name: "webgpu", impl: webgpu } : { name: "webgpu", unavailable: webgpuMissing ?? "unknown" },
   cuda !== undefined ? { name: "cuda", impl: cuda } : { name: "cuda", unavailable: cudaMissing ?? "unknown" },
 ]

@@ -60,102 +60,106 @@ export interface CpuOptions {
 
 export function makeCpuBackend(opts: CpuOptions = {}): CpuBackend {
   const buffers = new LiveBuffers()
+  return checkedBackend<CpuBackend>(cpuKernels(opts, buffers), buffers)
+}
 
-  return checkedBackend<CpuBackend>(
-    {
-      name: "cpu",
-      dtypes: ["float32", "float64", "int32"],
-      ...(opts.fused === false ? {} : { routines: cpuRoutines }),
+/**
+ * The reference kernels before `checkedBackend`: what `makeCpuBackend` wraps, and what the fast
+ * CPU backend (../cpu-fast/) starts from, replacing the kernels it speeds up.
+ */
+export function cpuKernels(opts: CpuOptions, buffers: LiveBuffers): CpuBackend {
+  return {
+    name: "cpu",
+    dtypes: ["float32", "float64", "int32"],
+    ...(opts.fused === false ? {} : { routines: cpuRoutines }),
 
-      memory: () => buffers.memory(),
+    memory: () => buffers.memory(),
 
-      alloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size) }),
-      free() {},
-      write: (buffer, values) => data(buffer).set(values),
-      // A copy, so later kernels cannot change what the caller holds.
-      read: async (buffer) => data(buffer).slice(),
+    alloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size) }),
+    free() {},
+    write: (buffer, values) => data(buffer).set(values),
+    // A copy, so later kernels cannot change what the caller holds.
+    read: async (buffer) => data(buffer).slice(),
 
-      fill: (out, value) => data(out).fill(value),
+    fill: (out, value) => data(out).fill(value),
 
-      iota(out, shape, axis) {
-        const o = data(out)
-        const { outer, len, inner } = iotaDims(shape, axis)
-        let i = 0
-        for (let r = 0; r < outer; r++) for (let v = 0; v < len; v++) for (let j = 0; j < inner; j++) o[i++] = v
-      },
-
-      unary: (op, x, out) => unaryLoop(op, floats(x), floats(out)),
-      binary: (op, a, b, out) => binaryLoop(op, data(a), data(b), data(out), a.dtype === "int32"),
-
-      where(cond, a, b, out) {
-        const c = data(cond),
-          x = data(a),
-          y = data(b),
-          o = data(out)
-        const [sc, sx, sy] = [step(c, o), step(x, o), step(y, o)]
-        for (let i = 0; i < o.length; i++) o[i] = c[i * sc] !== 0 ? x[i * sx]! : y[i * sy]!
-      },
-
-      // TypedArray.set converts each element like a store does: float64 → float32 rounds to
-      // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
-      cast: (x, out) => data(out).set(data(x)),
-
-      // Reading from a snapshot keeps an overlapping in-place copy well defined.
-      copy: (src, srcView, dst, dstView) =>
-        copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
-
-      reduce: (op, x, out, outer, axis, inner) => reduceLoop(op, floats(x), floats(out), outer, axis, inner),
-
-      matmul(a, b, out, spec) {
-        const A = floats(a),
-          B = floats(b),
-          C = floats(out)
-        if (opts.matmul === "naive") matmulNaive(A, B, C, spec)
-        else matmulBlocked(A, B, C, spec)
-      },
-
-      gather(table, idx, out, width) {
-        const t = data(table),
-          ix = ints(idx),
-          o = data(out)
-        const rows = width === 0 ? 0 : table.size / width
-        for (let i = 0; i < ix.length; i++) {
-          const from = indexAt("gather", ix, i, rows) * width,
-            to = i * width
-          for (let j = 0; j < width; j++) o[to + j] = t[from + j]!
-        }
-      },
-
-      scatterAdd(idx, src, out, width) {
-        const ix = ints(idx),
-          s = data(src),
-          o = data(out)
-        const rows = width === 0 ? 0 : out.size / width
-        o.fill(0)
-        for (let i = 0; i < ix.length; i++) {
-          const to = indexAt("scatterAdd", ix, i, rows) * width,
-            from = i * width
-          for (let j = 0; j < width; j++) o[to + j] = o[to + j]! + s[from + j]!
-        }
-      },
-
-      takeAlong(x, idx, out, width) {
-        const xd = data(x),
-          ix = ints(idx),
-          o = data(out)
-        for (let i = 0; i < ix.length; i++) o[i] = xd[i * width + indexAt("takeAlong", ix, i, width)]!
-      },
-
-      putAlong(idx, src, out, width) {
-        const ix = ints(idx),
-          s = data(src),
-          o = data(out)
-        o.fill(0)
-        for (let i = 0; i < ix.length; i++) o[i * width + indexAt("putAlong", ix, i, width)] = s[i]!
-      },
+    iota(out, shape, axis) {
+      const o = data(out)
+      const { outer, len, inner } = iotaDims(shape, axis)
+      let i = 0
+      for (let r = 0; r < outer; r++) for (let v = 0; v < len; v++) for (let j = 0; j < inner; j++) o[i++] = v
     },
-    buffers,
-  )
+
+    unary: (op, x, out) => unaryLoop(op, floats(x), floats(out)),
+    binary: (op, a, b, out) => binaryLoop(op, data(a), data(b), data(out), a.dtype === "int32"),
+
+    where(cond, a, b, out) {
+      const c = data(cond),
+        x = data(a),
+        y = data(b),
+        o = data(out)
+      const [sc, sx, sy] = [step(c, o), step(x, o), step(y, o)]
+      for (let i = 0; i < o.length; i++) o[i] = c[i * sc] !== 0 ? x[i * sx]! : y[i * sy]!
+    },
+
+    // TypedArray.set converts each element like a store does: float64 → float32 rounds to
+    // nearest, float → int32 truncates toward zero (NaN → 0, out of range wraps modulo 2^32).
+    cast: (x, out) => data(out).set(data(x)),
+
+    // Reading from a snapshot keeps an overlapping in-place copy well defined.
+    copy: (src, srcView, dst, dstView) =>
+      copyStrided(src === dst ? data(src).slice() : data(src), srcView, data(dst), dstView),
+
+    reduce: (op, x, out, outer, axis, inner) => reduceLoop(op, floats(x), floats(out), outer, axis, inner),
+
+    matmul(a, b, out, spec) {
+      const A = floats(a),
+        B = floats(b),
+        C = floats(out)
+      if (opts.matmul === "naive") matmulNaive(A, B, C, spec)
+      else matmulBlocked(A, B, C, spec)
+    },
+
+    gather(table, idx, out, width) {
+      const t = data(table),
+        ix = ints(idx),
+        o = data(out)
+      const rows = width === 0 ? 0 : table.size / width
+      for (let i = 0; i < ix.length; i++) {
+        const from = indexAt("gather", ix, i, rows) * width,
+          to = i * width
+        for (let j = 0; j < width; j++) o[to + j] = t[from + j]!
+      }
+    },
+
+    scatterAdd(idx, src, out, width) {
+      const ix = ints(idx),
+        s = data(src),
+        o = data(out)
+      const rows = width === 0 ? 0 : out.size / width
+      o.fill(0)
+      for (let i = 0; i < ix.length; i++) {
+        const to = indexAt("scatterAdd", ix, i, rows) * width,
+          from = i * width
+        for (let j = 0; j < width; j++) o[to + j] = o[to + j]! + s[from + j]!
+      }
+    },
+
+    takeAlong(x, idx, out, width) {
+      const xd = data(x),
+        ix = ints(idx),
+        o = data(out)
+      for (let i = 0; i < ix.length; i++) o[i] = xd[i * width + indexAt("takeAlong", ix, i, width)]!
+    },
+
+    putAlong(idx, src, out, width) {
+      const ix = ints(idx),
+        s = data(src),
+        o = data(out)
+      o.fill(0)
+      for (let i = 0; i < ix.length; i++) o[i * width + indexAt("putAlong", ix, i, width)] = s[i]!
+    },
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

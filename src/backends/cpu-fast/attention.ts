@@ -1,0 +1,126 @@
+/**
+ * Fused attention for the fast CPU backend: the `attention` routine and its VJP as a handful of
+ * matrix products per (batch, head) instead of the reference body's graph of block-wise kernels.
+ *
+ * Per head it takes 64 queries at a time against every key they see (all of them, or with the
+ * causal mask only keys up to the block's last query: about half the work), forms that block's
+ * scores with the backend's matmul (the WebAssembly GEMM in float32), takes the softmax row by row
+ * in float64 and multiplies again. The mask is a loop bound, not a −∞ bias. Scratch: 64 × S
+ * elements (two in the backward), the backend's own, like the GEMM's packing buffers. The backward
+ * recomputes P from the saved log-sum-exp, as the reference does:
+ *   dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ⊙ (dP − Δ) with Δ = rowsum(dO ⊙ O) − dLse,
+ *   dQ = scale·dS·K,  dK += scale·dSᵀ·Q   (the query heads that share a kv head add into it).
+ */
+import type { Buffer, MatmulSpec } from "../../core/backend.js"
+import type { RoutineKernels } from "../../core/routines/registry.js"
+import type { CpuBuffer } from "../cpu/cpu-backend.js"
+
+type FloatData = Float32Array | Float64Array
+/** The backend's matmul on typed arrays (views into buffers). */
+export type Matmul = (a: FloatData, b: FloatData, c: FloatData, spec: MatmulSpec) => void
+
+const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
+const like = (x: FloatData, n: number): FloatData =>
+  x instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)
+const mm = (m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate = false): MatmulSpec => ({
+  batch: 1,
+  m,
+  n,
+  k,
+  transA,
+  transB,
+  accumulate,
+})
+
+/** Queries per block: the scratch is ROWS × S, and a causal block only visits keys up to its last query. */
+const ROWS = 64
+
+export function attentionKernels(matmul: Matmul): RoutineKernels {
+  return {
+    attention({ inputs, outputs, shapes, attrs }) {
+      const [B, H, S, D] = shapes.inputs.q as [number, number, number, number]
+      const Hkv = shapes.inputs.k![1]!
+      const [q, k, v, o, lse] = [inputs.q, inputs.k, inputs.v, outputs.o, outputs.lse].map(floats) as FloatData[]
+      const scale = 1 / Math.sqrt(D)
+      const scratch = like(q!, Math.min(ROWS, S) * S)
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++) {
+          const qo = (b * H + h) * S * D,
+            ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
+            lo = (b * H + h) * S
+          for (let i0 = 0; i0 < S; i0 += ROWS) {
+            const r = Math.min(ROWS, S - i0),
+              nk = attrs.causal ? i0 + r : S
+            const rows = (x: FloatData) => x.subarray(qo + i0 * D, qo + (i0 + r) * D)
+            const keys = (x: FloatData) => x.subarray(ko, ko + nk * D)
+            const P = scratch.subarray(0, r * nk)
+            matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
+            for (let ii = 0; ii < r; ii++) {
+              const row = ii * nk,
+                end = attrs.causal ? i0 + ii + 1 : S
+              let m = -Infinity
+              for (let j = 0; j < end; j++) m = Math.max(m, P[row + j]! * scale)
+              let l = 0
+              for (let j = 0; j < end; j++) {
+                const e = Math.exp(P[row + j]! * scale - m)
+                P[row + j] = e
+                l += e
+              }
+              for (let j = 0; j < end; j++) P[row + j] = P[row + j]! / l
+              P.fill(0, row + end, row + nk)
+              lse![lo + i0 + ii] = m + Math.log(l)
+            }
+            matmul(P, keys(v!), rows(o!), mm(r, D, nk, false, false))
+          }
+        }
+    },
+
+    "attention.vjp"({ inputs, outputs, shapes, attrs }) {
+      const [B, H, S, D] = shapes.inputs.q as [number, number, number, number]
+      const Hkv = shapes.inputs.k![1]!
+      const [q, k, v, o, lse] = [inputs.q, inputs.k, inputs.v, inputs.o, inputs.lse].map(floats) as FloatData[]
+      const dOut = inputs.dO === undefined ? undefined : floats(inputs.dO)
+      const dLse = inputs.dLse === undefined ? undefined : floats(inputs.dLse)
+      const [dq, dk, dv] = [outputs.dQ, outputs.dK, outputs.dV].map(floats) as FloatData[]
+      dk!.fill(0)
+      dv!.fill(0)
+      const scale = 1 / Math.sqrt(D)
+      const block = Math.min(ROWS, S) * S
+      const [pScratch, dpScratch] = [like(q!, block), like(q!, block)]
+      const zeros = like(q!, Math.min(ROWS, S) * D)
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++) {
+          const qo = (b * H + h) * S * D,
+            ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
+            lo = (b * H + h) * S
+          for (let i0 = 0; i0 < S; i0 += ROWS) {
+            const r = Math.min(ROWS, S - i0),
+              nk = attrs.causal ? i0 + r : S
+            const rows = (x: FloatData) => x.subarray(qo + i0 * D, qo + (i0 + r) * D)
+            const keys = (x: FloatData) => x.subarray(ko, ko + nk * D)
+            const dO = dOut === undefined ? zeros.subarray(0, r * D) : rows(dOut)
+            const [P, dP] = [pScratch.subarray(0, r * nk), dpScratch.subarray(0, r * nk)]
+            matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
+            for (let ii = 0; ii < r; ii++) {
+              const row = ii * nk,
+                end = attrs.causal ? i0 + ii + 1 : S,
+                l = lse![lo + i0 + ii]!
+              for (let j = 0; j < end; j++) P[row + j] = Math.exp(P[row + j]! * scale - l)
+              P.fill(0, row + end, row + nk)
+            }
+            matmul(P, dO, keys(dv!), mm(nk, D, r, true, false, true))
+            matmul(dO, keys(v!), dP, mm(r, nk, D, false, true))
+            for (let ii = 0; ii < r; ii++) {
+              const i = i0 + ii
+              let delta = dLse === undefined ? 0 : -dLse[lo + i]!
+              for (let d = 0; d < D; d++) delta += dO[ii * D + d]! * o![qo + i * D + d]!
+              const row = ii * nk
+              for (let j = 0; j < nk; j++) dP[row + j] = P[row + j]! * (dP[row + j]! - delta) * scale
+            }
+            matmul(dP, keys(k!), rows(dq!), mm(r, D, nk, false, false))
+            matmul(dP, rows(q!), keys(dk!), mm(nk, D, r, true, false, true))
+          }
+        }
+    },
+  }
+}

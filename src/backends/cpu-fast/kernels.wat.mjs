@@ -1,0 +1,185 @@
+/**
+ * The fast CPU backend's WebAssembly SIMD kernels as WAT text (JS only writes out the unrolled
+ * parts). scripts/build-wasm.mjs assembles it into kernels-wasm.ts. All pointers and strides are in
+ * bytes; every float is float32.
+ *
+ * gemm(A, rsA, csA, B, rsB, csB, C, ldc, m, n, k, accumulate, Ap, Bp, T):
+ *   C[i·ldc + j] (+)= Σ_p A[i·rsA + p·csA] · B[p·rsB + j·csB]   for i < m, j < n
+ * It is the Goto/BLIS shape of src/backends/cpu/matmul.ts with 128-bit lanes: op(b) is packed
+ * (KC × NC) into 8-wide column panels, op(a) (MC × KC) into 4-tall row panels, both k-major, and a
+ * 4 × 8 micro-kernel keeps its 32 sums in eight f32x4 registers over the k block (4 splat loads,
+ * 2 vector loads, 8 multiplies and 8 adds per step). Edge tiles are computed into the scratch tile
+ * T and added from there. Sums run in float32 from p = 0 up, one block of KC at a time.
+ */
+const MR = 4,
+  NR = 8,
+  KC = 256,
+  MC = 64,
+  NC = 512
+
+const rows = [0, 1, 2, 3]
+const cols = [0, 1]
+const sums = rows.flatMap((r) => cols.map((c) => `$c${r}${c}`))
+
+const micro = `
+  ;; C tile (4 × 8 at $c, row stride $ldc bytes) (+)= Ap panel · Bp panel over $kc
+  (func $micro (param $kc i32) (param $ap i32) (param $bp i32) (param $c i32) (param $ldc i32) (param $beta i32)
+    (local $a v128) (local $b0 v128) (local $b1 v128)
+    ${sums.map((s) => `(local ${s} v128)`).join(" ")}
+    (block $done
+      (br_if $done (i32.eqz (local.get $kc)))
+      (loop $k
+        (local.set $b0 (v128.load (local.get $bp)))
+        (local.set $b1 (v128.load offset=16 (local.get $bp)))
+        ${rows
+          .map(
+            (r) => `(local.set $a (v128.load32_splat offset=${4 * r} (local.get $ap)))
+        ${cols.map((c) => `(local.set $c${r}${c} (f32x4.add (local.get $c${r}${c}) (f32x4.mul (local.get $a) (local.get $b${c}))))`).join("\n        ")}`,
+          )
+          .join("\n        ")}
+        (local.set $ap (i32.add (local.get $ap) (i32.const ${4 * MR})))
+        (local.set $bp (i32.add (local.get $bp) (i32.const ${4 * NR})))
+        (br_if $k (local.tee $kc (i32.sub (local.get $kc) (i32.const 1))))))
+    (if (local.get $beta)
+      (then
+        ${rows
+          .map(
+            (
+              r,
+            ) => `${cols.map((c) => `(v128.store offset=${16 * c} (local.get $c) (f32x4.add (v128.load offset=${16 * c} (local.get $c)) (local.get $c${r}${c})))`).join(" ")}
+        (local.set $c (i32.add (local.get $c) (local.get $ldc)))`,
+          )
+          .join("\n        ")})
+      (else
+        ${rows
+          .map(
+            (r) => `${cols.map((c) => `(v128.store offset=${16 * c} (local.get $c) (local.get $c${r}${c}))`).join(" ")}
+        (local.set $c (i32.add (local.get $c) (local.get $ldc)))`,
+          )
+          .join("\n        ")})))`
+
+export const wat = (shared) => `(module
+  (import "env" "memory" (memory 1 65536 ${shared ? "shared" : ""}))
+  ${micro}
+
+  ;; Packs a lines × kc block (element (l, p) at $x + l·$ls + p·$ks, bytes) into panels of $w
+  ;; lines ($w = 4 or 8), each k-major: P[p·w + r] = line r at depth p; missing lines are 0.
+  (func $pack (param $x i32) (param $ls i32) (param $ks i32) (param $lines i32) (param $kc i32) (param $w i32) (param $o i32)
+    (local $l0 i32) (local $used i32) (local $p i32) (local $at i32) (local $r i32)
+    (block $end (loop $panels
+      (br_if $end (i32.ge_s (local.get $l0) (local.get $lines)))
+      (local.set $used (select (local.get $w) (i32.sub (local.get $lines) (local.get $l0))
+        (i32.le_s (local.get $w) (i32.sub (local.get $lines) (local.get $l0)))))
+      (local.set $p (i32.const 0))
+      (local.set $at (i32.add (local.get $x) (i32.mul (local.get $l0) (local.get $ls))))
+      (if (i32.and (i32.eq (local.get $ls) (i32.const 4)) (i32.eq (local.get $used) (local.get $w)))
+        (then
+          (if (i32.eq (local.get $w) (i32.const 8))
+            (then (block $e8 (loop $l8
+              (br_if $e8 (i32.ge_s (local.get $p) (local.get $kc)))
+              (v128.store (local.get $o) (v128.load (local.get $at)))
+              (v128.store offset=16 (local.get $o) (v128.load offset=16 (local.get $at)))
+              (local.set $o (i32.add (local.get $o) (i32.const 32)))
+              (local.set $at (i32.add (local.get $at) (local.get $ks)))
+              (local.set $p (i32.add (local.get $p) (i32.const 1)))
+              (br $l8))))
+            (else (block $e4 (loop $l4
+              (br_if $e4 (i32.ge_s (local.get $p) (local.get $kc)))
+              (v128.store (local.get $o) (v128.load (local.get $at)))
+              (local.set $o (i32.add (local.get $o) (i32.const 16)))
+              (local.set $at (i32.add (local.get $at) (local.get $ks)))
+              (local.set $p (i32.add (local.get $p) (i32.const 1)))
+              (br $l4))))))
+        (else (block $eg (loop $lg
+          (br_if $eg (i32.ge_s (local.get $p) (local.get $kc)))
+          (local.set $r (i32.const 0))
+          (block $er (loop $lr
+            (br_if $er (i32.ge_s (local.get $r) (local.get $w)))
+            (f32.store (local.get $o) (select
+              (f32.load (i32.add (local.get $at) (i32.mul (local.get $r) (local.get $ls))))
+              (f32.const 0)
+              (i32.lt_s (local.get $r) (local.get $used))))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $lr)))
+          (local.set $at (i32.add (local.get $at) (local.get $ks)))
+          (local.set $p (i32.add (local.get $p) (i32.const 1)))
+          (br $lg)))))
+      (local.set $l0 (i32.add (local.get $l0) (local.get $w)))
+      (br $panels))))
+
+  (func (export "gemm") (param $A i32) (param $rsA i32) (param $csA i32) (param $B i32) (param $rsB i32) (param $csB i32)
+      (param $C i32) (param $ldc i32) (param $m i32) (param $n i32) (param $k i32) (param $acc i32)
+      (param $Ap i32) (param $Bp i32) (param $T i32)
+    (local $j0 i32) (local $nc i32) (local $p0 i32) (local $kc i32) (local $i0 i32) (local $mc i32)
+    (local $jb i32) (local $ib i32) (local $cols i32) (local $rows i32) (local $beta i32) (local $ct i32)
+    (local $r i32) (local $q i32) (local $src i32) (local $dst i32)
+    (block $ej (loop $lj
+      (br_if $ej (i32.ge_s (local.get $j0) (local.get $n)))
+      (local.set $nc (select (i32.const ${NC}) (i32.sub (local.get $n) (local.get $j0)) (i32.le_s (i32.const ${NC}) (i32.sub (local.get $n) (local.get $j0)))))
+      (local.set $p0 (i32.const 0))
+      (block $ep (loop $lp
+        (br_if $ep (i32.ge_s (local.get $p0) (local.get $k)))
+        (local.set $kc (select (i32.const ${KC}) (i32.sub (local.get $k) (local.get $p0)) (i32.le_s (i32.const ${KC}) (i32.sub (local.get $k) (local.get $p0)))))
+        (local.set $beta (i32.or (local.get $acc) (i32.ne (local.get $p0) (i32.const 0))))
+        (call $pack (i32.add (local.get $B) (i32.add (i32.mul (local.get $p0) (local.get $rsB)) (i32.mul (local.get $j0) (local.get $csB))))
+          (local.get $csB) (local.get $rsB) (local.get $nc) (local.get $kc) (i32.const ${NR}) (local.get $Bp))
+        (local.set $i0 (i32.const 0))
+        (block $ei (loop $li
+          (br_if $ei (i32.ge_s (local.get $i0) (local.get $m)))
+          (local.set $mc (select (i32.const ${MC}) (i32.sub (local.get $m) (local.get $i0)) (i32.le_s (i32.const ${MC}) (i32.sub (local.get $m) (local.get $i0)))))
+          (call $pack (i32.add (local.get $A) (i32.add (i32.mul (local.get $i0) (local.get $rsA)) (i32.mul (local.get $p0) (local.get $csA))))
+            (local.get $rsA) (local.get $csA) (local.get $mc) (local.get $kc) (i32.const ${MR}) (local.get $Ap))
+          (local.set $jb (i32.const 0))
+          (block $ejb (loop $ljb
+            (br_if $ejb (i32.ge_s (local.get $jb) (local.get $nc)))
+            (local.set $cols (select (i32.const ${NR}) (i32.sub (local.get $nc) (local.get $jb)) (i32.le_s (i32.const ${NR}) (i32.sub (local.get $nc) (local.get $jb)))))
+            (local.set $ib (i32.const 0))
+            (block $eib (loop $lib
+              (br_if $eib (i32.ge_s (local.get $ib) (local.get $mc)))
+              (local.set $rows (select (i32.const ${MR}) (i32.sub (local.get $mc) (local.get $ib)) (i32.le_s (i32.const ${MR}) (i32.sub (local.get $mc) (local.get $ib)))))
+              ;; the tile's first element in C
+              (local.set $ct (i32.add (local.get $C) (i32.add
+                (i32.mul (i32.add (local.get $i0) (local.get $ib)) (local.get $ldc))
+                (i32.shl (i32.add (local.get $j0) (local.get $jb)) (i32.const 2)))))
+              (if (i32.and (i32.eq (local.get $rows) (i32.const ${MR})) (i32.eq (local.get $cols) (i32.const ${NR})))
+                (then (call $micro (local.get $kc)
+                  (i32.add (local.get $Ap) (i32.shl (i32.mul (local.get $ib) (local.get $kc)) (i32.const 2)))
+                  (i32.add (local.get $Bp) (i32.shl (i32.mul (local.get $jb) (local.get $kc)) (i32.const 2)))
+                  (local.get $ct) (local.get $ldc) (local.get $beta)))
+                (else
+                  (call $micro (local.get $kc)
+                    (i32.add (local.get $Ap) (i32.shl (i32.mul (local.get $ib) (local.get $kc)) (i32.const 2)))
+                    (i32.add (local.get $Bp) (i32.shl (i32.mul (local.get $jb) (local.get $kc)) (i32.const 2)))
+                    (local.get $T) (i32.const ${4 * NR}) (i32.const 0))
+                  (local.set $r (i32.const 0))
+                  (block $er (loop $lr
+                    (br_if $er (i32.ge_s (local.get $r) (local.get $rows)))
+                    (local.set $q (i32.const 0))
+                    (block $eq (loop $lq
+                      (br_if $eq (i32.ge_s (local.get $q) (local.get $cols)))
+                      (local.set $src (i32.add (local.get $T) (i32.shl (i32.add (i32.mul (local.get $r) (i32.const ${NR})) (local.get $q)) (i32.const 2))))
+                      (local.set $dst (i32.add (local.get $ct) (i32.add (i32.mul (local.get $r) (local.get $ldc)) (i32.shl (local.get $q) (i32.const 2)))))
+                      (f32.store (local.get $dst) (select
+                        (f32.add (f32.load (local.get $dst)) (f32.load (local.get $src)))
+                        (f32.load (local.get $src))
+                        (local.get $beta)))
+                      (local.set $q (i32.add (local.get $q) (i32.const 1)))
+                      (br $lq)))
+                    (local.set $r (i32.add (local.get $r) (i32.const 1)))
+                    (br $lr)))))
+              (local.set $ib (i32.add (local.get $ib) (i32.const ${MR})))
+              (br $lib)))
+            (local.set $jb (i32.add (local.get $jb) (i32.const ${NR})))
+            (br $ljb)))
+          (local.set $i0 (i32.add (local.get $i0) (i32.const ${MC})))
+          (br $li)))
+        (local.set $p0 (i32.add (local.get $p0) (i32.const ${KC})))
+        (br $lp)))
+      (local.set $j0 (i32.add (local.get $j0) (i32.const ${NC})))
+      (br $lj))))
+)
+`
+
+/** Scratch the gemm needs (bytes): the A block, the B block, the edge tile. */
+export const gemmScratch = { ap: 4 * MC * KC, bp: 4 * NC * KC, t: 4 * MR * NR }

@@ -1,0 +1,66 @@
+/**
+ * The fast CPU backend beyond the conformance suite (which checks every kernel and routine of it
+ * against the float64 reference): its WebAssembly module is the one its WAT assembles to, its
+ * two-thread GEMM equals the one-thread GEMM bitwise, and training on it follows the reference's
+ * loss curve within float32 rounding.
+ */
+import { execFileSync } from "node:child_process"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
+import { cpuBackendLayer } from "../src/backends/cpu/index.js"
+import { fastCpuBackendLayer, makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
+import { nodeHelper } from "../src/backends/cpu-fast/node-threads.js"
+import { WasmGemm, wasmSimdMissing } from "../src/backends/cpu-fast/wasm-gemm.js"
+import { rng } from "../src/core/random.js"
+import { decodeConfigSync, presets } from "../src/models/config.js"
+import { makeBatches } from "../src/models/data.js"
+import { train } from "../src/models/train.js"
+
+describe("cpu-fast", () => {
+  it("runs its WebAssembly kernels here (no fallback notice)", () => {
+    expect(wasmSimdMissing()).toBeUndefined()
+    expect(makeFastCpuBackend().notice).toBeUndefined()
+  })
+
+  it("kernels-wasm.ts is what scripts/build-wasm.mjs assembles from kernels.wat.mjs", () => {
+    execFileSync(process.execPath, ["scripts/build-wasm.mjs", "--check"], { stdio: "pipe" })
+  })
+
+  it("the GEMM split over two threads equals the one-thread GEMM bitwise", async () => {
+    const one = new WasmGemm(),
+      two = new WasmGemm(nodeHelper)
+    for (let i = 0; i < 100 && two.threads < 2; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(two.threads).toBe(2)
+    const random = rng(3)
+    for (const [m, n, k, transA, transB, accumulate] of [
+      [130, 70, 300, false, false, true],
+      [33, 170, 300, true, false, false],
+      [90, 700, 61, false, true, true],
+      [640, 600, 20, true, true, false],
+    ] as const) {
+      const spec = { batch: 2, m, n, k, transA, transB, accumulate }
+      const A = Float32Array.from({ length: 2 * m * k }, () => random() - 0.5)
+      const B = Float32Array.from({ length: 2 * k * n }, () => random() - 0.5)
+      const [C1, C2] = [new Float32Array(2 * m * n).fill(1), new Float32Array(2 * m * n).fill(1)]
+      one.matmul(A, B, C1, spec)
+      two.matmul(A, B, C2, spec)
+      expect(C2, `${m}×${n}×${k}`).toEqual(C1)
+    }
+  })
+
+  it("trains like the reference: the same losses within float32 rounding", async () => {
+    const model = decodeConfigSync(presets.tiny)
+    const random = rng(1)
+    const tokens = Int32Array.from({ length: 4 * 65 * 4 }, () => Math.floor(random() * model.vocab_size))
+    const run = (layer: ReturnType<typeof cpuBackendLayer>) =>
+      Effect.runPromise(
+        train(
+          { model, mode: "mst", batch: 4, seq: 64, steps: 4, lr: 3e-3, warmup: 1, seed: 1 },
+          makeBatches({ tokens, batch: 4, seq: 64, seed: 1 }),
+        ).pipe(Effect.provide(layer)),
+      )
+    const [ref, fast] = [await run(cpuBackendLayer()), await run(fastCpuBackendLayer())]
+    const losses = (r: typeof ref) => r.records.map((s) => s.loss)
+    for (const [i, l] of losses(fast).entries()) expect(Math.abs(l - losses(ref)[i]!)).toBeLessThan(1e-5)
+  })
+})
