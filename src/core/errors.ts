@@ -35,9 +35,12 @@ export class BackendUnavailable extends Data.TaggedError("BackendUnavailable")<{
   readonly message: string
 }> {}
 
+/** Training diverged: a non-finite loss, or (with `tensor`) a weight or moment the update made non-finite. */
 export class NonFiniteLoss extends Data.TaggedError("NonFiniteLoss")<{
   readonly step: number
   readonly loss: number
+  /** The weight ("<name>") or AdamW moment ("m.<name>", "v.<name>") found non-finite before a save. */
+  readonly tensor?: string
   readonly message: string
 }> {}
 
