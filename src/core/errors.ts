@@ -55,6 +55,14 @@ export class BadConfig extends Data.TaggedError("BadConfig")<{
   readonly message: string
 }> {}
 
+/** A file miniseq must write (run.json, a chart, steps.jsonl, the run folder's lock) could not be written. */
+export class WriteError extends Data.TaggedError("WriteError")<{
+  readonly path: string
+  /** The system's error code (ENOSPC, EACCES, EISDIR, …), when there is one. */
+  readonly code?: string
+  readonly message: string
+}> {}
+
 /** A graph misused (a value missing at run time, a region given a wrong argument). */
 export class GraphError extends Data.TaggedError("GraphError")<{
   readonly message: string

@@ -174,7 +174,7 @@ const errCode = (e: unknown): string | undefined => (e as { code?: unknown } | n
 const describeIoError = (e: unknown): string => {
   const code = errCode(e)
   const text = e instanceof Error ? e.message : String(e)
-  if (code === "ENOSPC") return `no space left on the device (${text})`
+  if (code === "ENOSPC") return `no space left on the device (${text}); free some space or train into another directory`
   if (code === "EACCES" || code === "EPERM" || code === "EROFS") return `not writable (${text})`
   return text
 }
