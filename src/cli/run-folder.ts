@@ -30,9 +30,9 @@ export const runFiles = ["run.json", "steps.jsonl", "loss.svg", "memory.svg"] as
 
 const errCode = (e: unknown): string | undefined => (e as { code?: unknown } | null)?.code as string | undefined
 
-/** `run.json.tmp-1234`, `steps.jsonl.tmp-1234`: a write in progress (or interrupted) by process 1234. */
+/** `run.json.tmp-1234`, `.probe-1234`: a write in progress (or interrupted) by process 1234. */
 const tempPid = (name: string): number | undefined => {
-  const m = /\.tmp-(\d+)$/.exec(name)
+  const m = /(?:\.tmp-|^\.probe-)(\d+)$/.exec(name)
   return m === null ? undefined : Number(m[1])
 }
 

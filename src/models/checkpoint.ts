@@ -51,9 +51,9 @@ export interface CheckpointState {
 
 const stepDir = (step: number) => `step-${String(step).padStart(8, "0")}`
 const isStepDir = (name: string) => /^step-\d{8}$/.test(name)
-/** `step-00000100.tmp-1234`: a save in progress (or interrupted) by process 1234. */
+/** `step-00000100.tmp-1234` (a save in progress, or interrupted) or `.probe-1234`: left by process 1234. */
 const tempDirPid = (name: string): number | undefined => {
-  const m = /^step-\d{8}\.tmp-(\d+)$/.exec(name)
+  const m = /^(?:step-\d{8}\.tmp-|\.probe-)(\d+)$/.exec(name)
   return m === null ? undefined : Number(m[1])
 }
 
@@ -221,10 +221,15 @@ export function cleanCheckpointDir(dir: string): Effect.Effect<readonly string[]
   return Effect.tryPromise({
     try: async () => {
       await mkdir(dir, { recursive: true }).catch((e) => Promise.reject(ioError(dir, e, "cannot create the folder: ")))
-      await writeTextAtomic(join(dir, `.probe-${process.pid}`), "").catch((e) =>
-        Promise.reject(ioError(dir, e, "cannot write checkpoints here: ")),
-      )
-      await rm(join(dir, `.probe-${process.pid}`), { force: true })
+      const probe = join(dir, `.probe-${process.pid}`)
+      try {
+        const handle = await open(probe, "w")
+        await handle.sync().finally(() => handle.close())
+      } catch (e) {
+        throw ioError(dir, e, "cannot write checkpoints here: ")
+      } finally {
+        await rm(probe, { force: true })
+      }
       let entries: Dirent[] = []
       try {
         entries = readdirSync(dir, { withFileTypes: true })
