@@ -16,10 +16,8 @@
  * A checkpoint of format 1 (before checksums: no `format` field) still loads, unverified:
  * `CheckpointState.checksums` says "none", and its first new save is of format 2.
  */
-import { type Dirent, readdirSync } from "node:fs"
 import { type FileHandle, mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises"
 import { dirname, join } from "node:path"
-import * as zlib from "node:zlib"
 import { Effect } from "effect"
 import { BadCheckpoint } from "../core/errors.js"
 import {
@@ -63,10 +61,14 @@ const tempDirPid = (name: string): number | undefined => {
 const hostIsLittleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 
 let crcTable: Uint32Array | undefined
-/** CRC-32 (IEEE, as zlib and PNG): node:zlib's where it exists (Node ≥ 20.15), else a table. */
-const crc32Bytes = (bytes: Uint8Array): number => {
-  const native = (zlib as { crc32?: (d: Uint8Array) => number }).crc32
-  if (native !== undefined) return native(bytes) >>> 0
+/** node:zlib's CRC-32 (Node ≥ 20.16), looked up at run time so that browser bundles need no zlib. */
+const nativeCrc32 = (
+  (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule?.(
+    "node:zlib",
+  ) as { crc32?: (data: Uint8Array) => number } | undefined
+)?.crc32
+/** CRC-32 (IEEE, as zlib and PNG) by table: what `tensorChecksum` uses where node:zlib's is missing. */
+export function crc32Portable(bytes: Uint8Array): number {
   crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
     let c = n
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1
@@ -76,6 +78,9 @@ const crc32Bytes = (bytes: Uint8Array): number => {
   for (let i = 0; i < bytes.length; i++) c = crcTable[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8)
   return (c ^ 0xffffffff) >>> 0
 }
+
+const crc32Bytes = (bytes: Uint8Array): number =>
+  nativeCrc32 !== undefined ? nativeCrc32(bytes) >>> 0 : crc32Portable(bytes)
 
 /** The CRC-32 of a tensor's bytes as the file stores them (little-endian), as 8 hex digits. */
 export function tensorChecksum(data: StoredTensor["data"]): string {
@@ -230,18 +235,10 @@ export function cleanCheckpointDir(dir: string): Effect.Effect<readonly string[]
       } finally {
         await rm(probe, { force: true })
       }
-      let entries: Dirent[] = []
-      try {
-        entries = readdirSync(dir, { withFileTypes: true })
-      } catch (e) {
-        throw ioError(dir, e)
-      }
-      const stale = entries
-        .map((d) => d.name)
-        .filter((n) => {
-          const pid = tempDirPid(n)
-          return pid !== undefined && pid !== process.pid && !processAlive(pid)
-        })
+      const stale = (await readdir(dir)).filter((n) => {
+        const pid = tempDirPid(n)
+        return pid !== undefined && pid !== process.pid && !processAlive(pid)
+      })
       await Promise.all(stale.map((n) => rm(join(dir, n), { recursive: true, force: true })))
       return stale
     },
