@@ -9,16 +9,9 @@ import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import { afterAll, describe, expect, it } from "vitest"
+import { runCli } from "./cli-helpers.js"
 
-const run = async (...args: string[]) => {
-  try {
-    const { stdout, stderr } = await promisify(execFile)("node", ["bin/miniseq.js", ...args], { timeout: 120_000 })
-    return { code: 0, out: stdout + stderr }
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string }
-    return { code: err.code ?? 1, out: (err.stdout ?? "") + (err.stderr ?? "") }
-  }
-}
+const run = runCli
 const dirs: string[] = []
 const mounts: string[] = []
 afterAll(async () => {
