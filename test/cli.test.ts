@@ -1,22 +1,14 @@
 // The command line as a user meets it: bad arguments are one clear line and a non-zero exit;
 // a short training run writes its record and plots, and running it again resumes.
-import { execFile, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { promisify } from "node:util"
 import { afterAll, describe, expect, it } from "vitest"
+import { runCli } from "./cli-helpers.js"
 
-const run = async (...args: string[]) => {
-  try {
-    const { stdout, stderr } = await promisify(execFile)("node", ["bin/miniseq.js", ...args], { timeout: 120_000 })
-    return { code: 0, out: stdout + stderr }
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string }
-    return { code: err.code ?? 1, out: (err.stdout ?? "") + (err.stderr ?? "") }
-  }
-}
+const run = runCli
 
 const dirs: string[] = []
 afterAll(async () => {

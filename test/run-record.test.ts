@@ -1,10 +1,21 @@
 // The run's history on disk (src/cli/run-record.ts): steps.jsonl survives a cut-off last line,
 // a resume keeps the records up to its checkpoint, and run.json is replaced whole or not at all.
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
-import { checkpointStep, History, readSteps, writeRunFiles } from "../src/cli/run-record.js"
+import { hostname } from "node:os"
+import { checkRunFolder, lockRunFolder } from "../src/cli/run-folder.js"
+import {
+  checkpointStep,
+  fsOps,
+  History,
+  readSteps,
+  type WriteOps,
+  writeAtomic,
+  writeRunFiles,
+} from "../src/cli/run-record.js"
+import { BadConfig, WriteError } from "../src/core/errors.js"
 import type { StepRecord } from "../src/models/train.js"
 
 const dirs: string[] = []
@@ -87,5 +98,73 @@ describe("the run record", () => {
     const r = JSON.parse(await readFile(join(dir, "run.json"), "utf8"))
     expect(r).toMatchObject({ status: "interrupted", steps: 1, model: "tiny", started: info.started })
     expect(typeof r.miniseq).toBe("string")
+  })
+
+  it("a failed write (disk full, fsync error, rename onto a folder) is a WriteError; the old file stays whole", async () => {
+    const dir = await fresh()
+    const path = join(dir, "run.json")
+    writeAtomic(path, "old\n")
+    const failing = (at: keyof WriteOps, code: string): WriteOps => ({
+      ...fsOps,
+      [at]: () => {
+        throw Object.assign(new Error(`${code}: simulated`), { code })
+      },
+    })
+    for (const [at, code, reason] of [
+      ["write", "ENOSPC", "no space left on the device; free some space"],
+      ["fsync", "EIO", "EIO: simulated"],
+      ["rename", "EISDIR", "it is a directory"],
+      ["open", "EACCES", "permission denied"],
+    ] as const) {
+      let error: unknown
+      try {
+        writeAtomic(path, "new\n", failing(at, code))
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(WriteError)
+      expect((error as WriteError).message).toContain(`cannot write ${path}: ${reason}`)
+      expect((error as WriteError).message).toMatch(/choose another --out$/)
+      expect(await readFile(path, "utf8")).toBe("old\n")
+      expect(await readdir(dir)).toEqual(["run.json"])
+    }
+  })
+
+  it("checks --out before the first step: run files must be files, and dead writers' temporaries go", async () => {
+    const dir = await fresh()
+    await writeFile(join(dir, "run.json.tmp-99999999"), "partial")
+    await writeFile(join(dir, `loss.svg.tmp-${process.ppid}`), "a live writer's")
+    checkRunFolder(dir)
+    expect((await readdir(dir)).sort()).toEqual([`loss.svg.tmp-${process.ppid}`])
+    await mkdir(join(dir, "steps.jsonl"))
+    expect(() => checkRunFolder(dir)).toThrow(/cannot write .*steps\.jsonl: it is a directory, not a file/)
+    await writeFile(join(dir, "file"), "")
+    expect(() => checkRunFolder(join(dir, "file", "out"))).toThrow(WriteError)
+  })
+
+  it("locks the run folder: a live holder is named, a dead one's lock is taken over, release removes it", async () => {
+    const dir = await fresh()
+    const lock = join(dir, "miniseq.lock")
+    const release = lockRunFolder(dir)
+    const held = JSON.parse(await readFile(lock, "utf8"))
+    expect(held).toMatchObject({ pid: process.pid, host: hostname() })
+    let error: unknown
+    try {
+      lockRunFolder(dir)
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(BadConfig)
+    expect(String((error as BadConfig).message)).toContain(
+      `is in use by another miniseq train (pid ${process.pid}, since`,
+    )
+    release()
+    expect(await readdir(dir)).toEqual([])
+    await writeFile(lock, JSON.stringify({ pid: 99999999, host: hostname(), started: "then" }))
+    const again = lockRunFolder(dir)
+    expect(JSON.parse(await readFile(lock, "utf8")).pid).toBe(process.pid)
+    again()
+    await writeFile(lock, JSON.stringify({ pid: 1, host: "elsewhere", started: "then" }))
+    expect(() => lockRunFolder(dir)).toThrow(/pid 1 on elsewhere/)
   })
 })

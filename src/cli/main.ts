@@ -10,6 +10,7 @@ import {
   NonFiniteLoss,
   OutOfMemory,
   ShapeError,
+  WriteError,
 } from "../core/errors.js"
 import { benchCommand } from "./bench-command.js"
 import { version } from "./package-info.js"
@@ -32,6 +33,7 @@ const ours = [
   DTypeError,
   GraphError,
   BackendUnavailable,
+  WriteError,
 ]
 const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some((C) => e instanceof C)
 

@@ -12,8 +12,20 @@
  * a reader never sees half of one.
  */
 import { createHash } from "node:crypto"
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
-import { join } from "node:path"
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs"
+import { dirname, join } from "node:path"
+import { WriteError } from "../core/errors.js"
 import { memoryKinds } from "../core/memory.js"
 import { modes } from "../models/llama.js"
 import type { StepPlan } from "../models/planner.js"
@@ -26,11 +38,81 @@ export type StoredRecord = Omit<StepRecord, "memory">
 
 export const stored = ({ memory: _m, ...r }: StepRecord): StoredRecord => r
 
-/** Writes `text` to `path` through a temporary file in the same folder and a rename. */
-export function writeAtomic(path: string, text: string): void {
+/** The file operations `writeAtomic` uses: node:fs's, or (in tests) ones that fail. */
+export interface WriteOps {
+  readonly open: (path: string) => number
+  readonly write: (fd: number, text: string) => void
+  readonly fsync: (fd: number) => void
+  readonly rename: (from: string, to: string) => void
+}
+
+export const fsOps: WriteOps = {
+  open: (path) => openSync(path, "w"),
+  write: (fd, text) => {
+    const bytes = Buffer.from(text)
+    let at = 0
+    while (at < bytes.length) at += writeSync(fd, bytes, at)
+  },
+  fsync: fsyncSync,
+  rename: renameSync,
+}
+
+const errCode = (e: unknown): string | undefined => (e as { code?: unknown } | null)?.code as string | undefined
+
+/** The one-line error for a failed write of `path`: what, why (ENOSPC, EACCES, …), and the fix. */
+export function writeFailed(path: string, e: unknown, doing = "write"): WriteError {
+  if (e instanceof WriteError && e.path === path && doing === "write") return e
+  const code = errCode(e)
+  const reason =
+    code === "ENOSPC"
+      ? "no space left on the device"
+      : code === "EACCES" || code === "EPERM"
+        ? "permission denied"
+        : code === "EROFS"
+          ? "the file system is read-only"
+          : code === "EISDIR"
+            ? "it is a directory"
+            : e instanceof Error
+              ? e.message
+              : String(e)
+  const fix = code === "ENOSPC" ? "free some space or choose another --out" : "choose another --out"
+  return new WriteError({ path, ...(code ? { code } : {}), message: `cannot ${doing} ${path}: ${reason}; ${fix}` })
+}
+
+/**
+ * Writes `text` to `path` so that `path` holds the old file or the whole new one: a temporary file
+ * in the same folder, fsync, rename, fsync of the folder. A failure removes the temporary file and
+ * throws a WriteError naming `path`.
+ */
+export function writeAtomic(path: string, text: string, ops: WriteOps = fsOps): void {
   const tmp = `${path}.tmp-${process.pid}`
-  writeFileSync(tmp, text)
-  renameSync(tmp, path)
+  let fd: number | undefined
+  try {
+    fd = ops.open(tmp)
+    ops.write(fd, text)
+    ops.fsync(fd)
+    closeSync(fd)
+    fd = undefined
+    ops.rename(tmp, path)
+  } catch (e) {
+    if (fd !== undefined) closeSync(fd)
+    rmSync(tmp, { force: true })
+    throw writeFailed(path, e)
+  }
+  syncFolder(dirname(path))
+}
+
+/** fsync of a folder, so a rename in it survives a crash (a no-op where the platform cannot). */
+function syncFolder(dir: string): void {
+  let fd: number | undefined
+  try {
+    fd = openSync(dir, "r")
+    fsyncSync(fd)
+  } catch {
+    // Windows and some file systems cannot fsync a folder; the file itself is in place.
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
 }
 
 /** The records of `steps.jsonl`; a last line cut short (the process was killed mid-write) is dropped. */
@@ -77,16 +159,21 @@ export class History {
     return this.recordsSoFar
   }
 
+  /** Records a step and appends it to steps.jsonl; a failed write throws a WriteError naming the file. */
   add(record: StepRecord): void {
     const r = stored(record)
-    mkdirSync(join(this.file, ".."), { recursive: true })
     if (this.stale || this.recordsSoFar.some((x) => x.step >= r.step)) {
       this.recordsSoFar = this.recordsSoFar.filter((x) => x.step < r.step)
       writeAtomic(this.file, this.recordsSoFar.map((x) => `${JSON.stringify(x)}\n`).join(""))
       this.stale = false
     }
     this.recordsSoFar.push(r)
-    appendFileSync(this.file, `${JSON.stringify(r)}\n`)
+    try {
+      mkdirSync(dirname(this.file), { recursive: true })
+      appendFileSync(this.file, `${JSON.stringify(r)}\n`)
+    } catch (e) {
+      throw writeFailed(this.file, e)
+    }
     this.added++
   }
 }
@@ -135,9 +222,13 @@ export type Outcome =
   | { readonly status: "completed"; readonly resumedFrom: number; readonly validationLoss?: number }
   | { readonly status: "interrupted" | "failed"; readonly error?: string }
 
-/** Writes run.json, loss.svg and memory.svg for the whole run, each atomically. */
+/** Writes run.json, loss.svg and memory.svg for the whole run, each atomically; a failure is a WriteError. */
 export function writeRunFiles(dir: string, info: RunInfo, history: History, outcome: Outcome): void {
-  mkdirSync(dir, { recursive: true })
+  try {
+    mkdirSync(dir, { recursive: true })
+  } catch (e) {
+    throw writeFailed(dir, e)
+  }
   const records = history.records
   const { plans, ...rest } = info
   const record = {

@@ -8,7 +8,7 @@ import type { Layer } from "effect"
 import { Backend } from "../core/backend.js"
 import { cpuBackendLayer } from "../backends/cpu/index.js"
 import { fastCpuBackendLayer } from "../backends/cpu-fast/index.js"
-import { BackendUnavailable, BadConfig } from "../core/errors.js"
+import { BackendUnavailable, BadConfig, WriteError } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { latestCheckpoint } from "../models/checkpoint.js"
 import { DEFAULT_CORPUS_PATH, loadCorpus } from "../models/corpus.js"
@@ -20,6 +20,7 @@ import { makeTokenizer } from "../models/tokenizer.js"
 import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
+import { checkRunFolder, lockRunFolder } from "./run-folder.js"
 import { checkpointStep, describeCorpus, History, previousStart, type RunInfo, writeRunFiles } from "./run-record.js"
 import { formatBytes } from "./svg.js"
 
@@ -148,6 +149,18 @@ export const trainCommand = Command.make("train", flags, (f) =>
       catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }),
     })
     const checkpointDir = join(f.out, "checkpoints")
+    // Before the first step: --out writable, its run files files, dead writers' temporaries gone, and locked.
+    yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => {
+          checkRunFolder(f.out)
+          return lockRunFolder(f.out)
+        },
+        catch: (e) =>
+          e instanceof WriteError || e instanceof BadConfig ? e : new WriteError({ path: f.out, message: String(e) }),
+      }),
+      (release) => Effect.sync(release),
+    )
     // The run's earlier records, up to the checkpoint it resumes from (none for a fresh run).
     const history = new History(f.out, checkpointStep(yield* latestCheckpoint(checkpointDir)))
     // A resumed run keeps the date it first started.
@@ -205,6 +218,12 @@ export const trainCommand = Command.make("train", flags, (f) =>
         precision,
         checkpointDir,
         checkpointEvery: f.checkpointEvery,
+        // What the batches come from: a resume with another corpus or tokenizer is refused.
+        data: {
+          corpus: Option.isSome(f.corpus) ? f.corpus.value : "shipped",
+          sha256: corpus.sha256,
+          tokenizer: tokenizer.name,
+        },
       }
       const info: RunInfo = {
         model: modelName,
@@ -227,21 +246,29 @@ export const trainCommand = Command.make("train", flags, (f) =>
           if (Exit.isSuccess(exit) || (history.added === 0 && existsSync(join(f.out, "run.json")))) return
           const interrupted = Cause.hasInterruptsOnly(exit.cause)
           const error = interrupted ? undefined : Cause.pretty(exit.cause).split("\n")[0]
-          writeRunFiles(f.out, info, history, {
-            status: interrupted ? "interrupted" : "failed",
-            ...(error === undefined ? {} : { error }),
-          })
-          console.error(
-            `\nminiseq: run ${interrupted ? "interrupted" : "failed"} after step ${history.records.at(-1)?.step ?? 0}; wrote ${join(f.out, "run.json")} (${history.records.length} steps)`,
-          )
+          const how = `run ${interrupted ? "interrupted" : "failed"} after step ${history.records.at(-1)?.step ?? 0}`
+          try {
+            writeRunFiles(f.out, info, history, {
+              status: interrupted ? "interrupted" : "failed",
+              ...(error === undefined ? {} : { error }),
+            })
+            console.error(`\nminiseq: ${how}; wrote ${join(f.out, "run.json")} (${history.records.length} steps)`)
+          } catch (e) {
+            console.error(`\nminiseq: ${how}; ${e instanceof Error ? e.message : String(e)}`)
+          }
         })
       const result = yield* train(options, batches, onStep).pipe(
+        // A steps.jsonl that cannot be appended to stops the run with its WriteError, not a stack.
+        Effect.catchDefect((d) => (d instanceof WriteError ? Effect.fail(d) : Effect.die(d))),
         Effect.ensuring(Effect.sync(() => bar.stop())),
         Effect.onExit(onEnd),
       )
       const records = history.records
 
-      if (result.resumedFrom > 0) yield* Console.log(`resumed from the checkpoint of step ${result.resumedFrom}`)
+      if (result.resumedFrom > 0)
+        yield* Console.log(
+          `resumed from the checkpoint of step ${result.resumedFrom}${result.resumedChecksums === "none" ? " (an older checkpoint without checksums: its shapes, values and run options were checked, not its bytes; the next save has them)" : ""}`,
+        )
       if (records.length > 0) {
         const first = records[0]!,
           last = records.at(-1)!
@@ -277,12 +304,15 @@ export const trainCommand = Command.make("train", flags, (f) =>
         resumedFrom: result.resumedFrom,
         ...(result.validationLoss === undefined ? {} : { validationLoss: result.validationLoss }),
       }
-      yield* Effect.sync(() => writeRunFiles(f.out, info, history, outcome))
+      yield* Effect.try({
+        try: () => writeRunFiles(f.out, info, history, outcome),
+        catch: (e) => (e instanceof WriteError ? e : new WriteError({ path: f.out, message: String(e) })),
+      })
       yield* Console.log(
         `\nwrote ${join(f.out, "run.json")} (${records.length} steps), steps.jsonl, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`,
       )
     }).pipe(Effect.provide(yield* backendLayer(f.backend)))
-  }),
+  }).pipe(Effect.scoped),
 ).pipe(
   Command.withDescription(
     "train a Llama-family model with MST (the fast CPU backend by default; --backend cpu, webgpu or cuda)",

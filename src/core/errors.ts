@@ -35,9 +35,12 @@ export class BackendUnavailable extends Data.TaggedError("BackendUnavailable")<{
   readonly message: string
 }> {}
 
+/** Training diverged: a non-finite loss, or (with `tensor`) a weight or moment the update made non-finite. */
 export class NonFiniteLoss extends Data.TaggedError("NonFiniteLoss")<{
   readonly step: number
   readonly loss: number
+  /** The weight ("<name>") or AdamW moment ("m.<name>", "v.<name>") found non-finite before a save. */
+  readonly tensor?: string
   readonly message: string
 }> {}
 
@@ -49,6 +52,14 @@ export class BadCheckpoint extends Data.TaggedError("BadCheckpoint")<{
 
 export class BadConfig extends Data.TaggedError("BadConfig")<{
   readonly field: string
+  readonly message: string
+}> {}
+
+/** A file miniseq must write (run.json, a chart, steps.jsonl, the run folder's lock) could not be written. */
+export class WriteError extends Data.TaggedError("WriteError")<{
+  readonly path: string
+  /** The system's error code (ENOSPC, EACCES, EISDIR, …), when there is one. */
+  readonly code?: string
   readonly message: string
 }> {}
 

@@ -326,7 +326,8 @@ export async function writeSafetensorsAtomic(
   await syncDirectory(dirname(path))
 }
 
-async function syncDirectory(dir: string): Promise<void> {
+/** fsync of a folder, so a rename in it survives a crash; a no-op where the platform cannot. */
+export async function syncDirectory(dir: string): Promise<void> {
   let handle: FileHandle | undefined
   try {
     handle = await open(dir, "r")

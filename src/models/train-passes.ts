@@ -118,7 +118,8 @@ export function gradientPass(
       freeAll(backend, Object.values(grads!))
       const message =
         `loss is ${loss} at step ${step}; parameters were not updated` +
-        " and no checkpoint was written. Lower --lr or add --warmup steps"
+        " and no checkpoint was written. --lr and --warmup are part of the run, so resuming repeats this:" +
+        " train into another directory with a lower --lr or more --warmup steps"
       return yield* Effect.fail(new NonFiniteLoss({ step, loss, message }))
     }
     return { loss, grads: grads!, memory: worst! }

@@ -5,9 +5,9 @@
 import { Effect } from "effect"
 import { type BackendImpl, type Buffer, numel } from "../core/backend.js"
 import type { DType, HostArray } from "../core/dtype.js"
-import { BadCheckpoint } from "../core/errors.js"
+import type { BadCheckpoint } from "../core/errors.js"
 import { fillNormal, rng } from "../core/random.js"
-import { type CheckpointState, latestCheckpoint, loadCheckpoint } from "./checkpoint.js"
+import { type CheckpointState, cleanCheckpointDir, latestCheckpoint, loadCheckpoint, matchRun } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
 import { parameterShapes } from "./llama.js"
 import type { Precision } from "./optimizer.js"
@@ -23,6 +23,8 @@ export interface TrainState {
   readonly master?: PerParameter
   readonly m: PerParameter
   readonly v: PerParameter
+  /** Resumed: whether the checkpoint's tensors were verified against checksums ("none": a format-1 checkpoint). */
+  readonly checksums?: "crc32" | "none"
 }
 
 /** The options that decide a run's numbers (its schedule among them): a resume must match them. */
@@ -44,6 +46,8 @@ export interface Start {
   readonly seed: number
   readonly initialParameters?: Readonly<Record<string, Float32Array>>
   readonly checkpointDir?: string
+  /** Where the batches come from (e.g. corpus hash, tokenizer): recorded in checkpoints, matched on resume. */
+  readonly data?: Readonly<Record<string, number | string>>
 }
 
 /** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
@@ -68,24 +72,21 @@ export const upload = (
   return buf
 }
 
-/** The latest checkpoint in `start.checkpointDir`, made by a run with the same options, or a fresh start. */
+/**
+ * The latest checkpoint in `start.checkpointDir`, made by a run with the same options, model and
+ * data, or a fresh start. The folder is made, checked writable and rid of dead saves' temporaries first.
+ */
 function startingPoint(start: Start, run: RunIdentity): Effect.Effect<CheckpointState, BadCheckpoint> {
   return Effect.gen(function* () {
-    const found = start.checkpointDir === undefined ? undefined : yield* latestCheckpoint(start.checkpointDir)
+    const dir = start.checkpointDir
+    if (dir !== undefined) yield* cleanCheckpointDir(dir)
+    const found = dir === undefined ? undefined : yield* latestCheckpoint(dir)
     if (found === undefined) {
       const parameters = start.initialParameters ?? initialParameters(start.model, start.seed)
       return { step: 0, run, parameters, m: {}, v: {} }
     }
     const state = yield* loadCheckpoint(found, parameterShapes(start.model))
-    const differs = Object.entries(run).filter(([k, v]) => state.run?.[k] !== undefined && state.run[k] !== v)
-    if (differs.length > 0) {
-      const theirs = differs.map(([k]) => `${k} ${state.run![k]}`).join(", ")
-      const ours = differs.map(([k, v]) => `${k} ${v}`).join(", ")
-      const message =
-        `${found} belongs to a run with ${theirs}; this run has ${ours}.` +
-        " Resume with the same options, or train into another directory"
-      return yield* Effect.fail(new BadCheckpoint({ path: found, message }))
-    }
+    yield* matchRun(state, { run, model: start.model, ...(start.data ? { data: start.data } : {}) }, found)
     return state
   })
 }
@@ -112,7 +113,8 @@ export function prepareState(
     const master = precision.master ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32")) : undefined
     const m = perParameter((n) => moment(saved.m[n], n))
     const v = perParameter((n) => moment(saved.v[n], n))
-    return { step: saved.step, weights, ...(master ? { master } : {}), m, v }
+    const checksums = saved.checksums === undefined ? {} : { checksums: saved.checksums }
+    return { step: saved.step, weights, ...(master ? { master } : {}), m, v, ...checksums }
   })
 }
 

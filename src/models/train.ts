@@ -8,10 +8,10 @@
  */
 import { Effect } from "effect"
 import { Backend, type BackendImpl } from "../core/backend.js"
-import { type BadCheckpoint, DTypeError, type NonFiniteLoss, OutOfMemory } from "../core/errors.js"
+import { type BadCheckpoint, DTypeError, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type ExecutionError } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
-import { saveCheckpoint } from "./checkpoint.js"
+import { nonFiniteState, saveCheckpoint } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
 import type { Batch, Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
@@ -61,6 +61,11 @@ export interface TrainOptions {
   /** Where checkpoints go; a run finding one there resumes from it. */
   readonly checkpointDir?: string
   readonly checkpointEvery?: number
+  /**
+   * Where `batches` come from (e.g. `{ corpus, sha256, tokenizer }`): saved in each checkpoint, and a
+   * resume with other values is refused, naming them.
+   */
+  readonly data?: Readonly<Record<string, number | string>>
 }
 
 /** One optimizer step, as `train` reports it to `onStep` and in `TrainResult.records`. */
@@ -79,6 +84,8 @@ export interface StepRecord {
 export interface TrainResult {
   readonly records: readonly StepRecord[]
   readonly resumedFrom: number
+  /** Resumed: "crc32" when every tensor matched its checksum, "none" for an older checkpoint that has none. */
+  readonly resumedChecksums?: "crc32" | "none"
   /** Final parameters, read back (HF names). */
   readonly parameters: Record<string, Float32Array>
   /** Mean loss of the final parameters on `validationBatches` held-out batches (when given). */
@@ -117,12 +124,18 @@ export function train(
         records.push(record)
         onStep(record)
         yield* aTurnForTheEventLoop
-        yield* checkpoint(t, state, opts, step)
+        yield* checkpoint(t, state, opts, step, record.loss)
       }
       const validationLoss = yield* heldOutLoss(t, state, opts.validation)
       const parameters = yield* readParameters(t.backend, state)
       const resumedFrom = state.step
-      return { records, resumedFrom, parameters, ...(validationLoss === undefined ? {} : { validationLoss }) }
+      return {
+        records,
+        resumedFrom,
+        ...(state.checksums === undefined ? {} : { resumedChecksums: state.checksums }),
+        parameters,
+        ...(validationLoss === undefined ? {} : { validationLoss }),
+      }
     }).pipe(Effect.ensuring(Effect.sync(() => freeState(t.backend, state))))
   }).pipe(
     Effect.catchTag("OutOfMemory", (e) =>
@@ -184,15 +197,35 @@ function stepRecord(t: Trainer, step: number, started: number, g: Gradients, upd
 /** Progress bars redraw, and Ctrl-C interrupts, between steps. */
 const aTurnForTheEventLoop = Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
 
-/** Saves the state after `step` when due (every `checkpointEvery` steps, and the last), atomically. */
-function checkpoint(t: Trainer, s: TrainState, opts: TrainOptions, step: number): Effect.Effect<void, BadCheckpoint> {
+/**
+ * Saves the state after `step` when due (every `checkpointEvery` steps, and the last), atomically.
+ * A weight or moment the update left non-finite is a NonFiniteLoss: nothing is saved, the last
+ * good checkpoint stays the newest.
+ */
+function checkpoint(
+  t: Trainer,
+  s: TrainState,
+  opts: TrainOptions,
+  step: number,
+  loss: number,
+): Effect.Effect<void, BadCheckpoint | NonFiniteLoss> {
   const every = opts.checkpointEvery ?? 0
   const due = step === opts.steps || (every > 0 && step % every === 0)
   const dir = opts.checkpointDir
   if (dir === undefined || !due) return Effect.void
   return Effect.gen(function* () {
     const state = yield* readState(t.backend, s)
-    yield* saveCheckpoint(dir, { step, run: t.run, ...state }, parameterShapes(opts.model))
+    const bad = nonFiniteState(state)
+    if (bad !== undefined) {
+      const what = bad.name.startsWith("m.") || bad.name.startsWith("v.") ? "AdamW moment" : "weight"
+      const message =
+        `the update of step ${step} left ${what} "${bad.name}" ${bad.value} (element ${bad.index}) although the loss was ${loss};` +
+        ` the checkpoint of step ${step} was not saved and the last one saved is kept. --lr and --warmup are part of the run,` +
+        " so resuming repeats this: train into another directory with a lower --lr or more --warmup steps"
+      return yield* Effect.fail(new NonFiniteLoss({ step, loss, tensor: bad.name, message }))
+    }
+    const data = opts.data === undefined ? {} : { data: opts.data }
+    yield* saveCheckpoint(dir, { step, run: t.run, model: opts.model, ...data, ...state }, parameterShapes(opts.model))
   })
 }
 
