@@ -20,7 +20,10 @@ export function availableMemory(
   if (backendFlag === "webgpu") return undefined // WebGPU does not say how much memory its device has
   const constrained = process.constrainedMemory?.() ?? 0
   const limited = constrained > 0 && constrained < freemem()
-  return { bytes: limited ? constrained : freemem(), what: limited ? "this process's memory limit" : "this machine's available RAM" }
+  return {
+    bytes: limited ? constrained : freemem(),
+    what: limited ? "this process's memory limit" : "this machine's available RAM",
+  }
 }
 
 /** Fails with OutOfMemory and the planner's advice when the planned step does not fit `available`. */

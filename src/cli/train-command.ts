@@ -111,7 +111,8 @@ const sayHowToResume = (checkpointDir: string) =>
     Effect.flatMap((step) => {
       const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)
       const command = `miniseq ${process.argv.slice(2).map(quote).join(" ")}`
-      const from = step > 0 ? `resumes from the checkpoint of step ${step}` : "starts over (no checkpoint was saved yet)"
+      const from =
+        step > 0 ? `resumes from the checkpoint of step ${step}` : "starts over (no checkpoint was saved yet)"
       return Console.error(`\nminiseq: interrupted; nothing half-done was saved. The same command ${from}: ${command}`)
     }),
   )
@@ -131,7 +132,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
     ] as const)
       yield* positive(flag, v)
     // Every flag is checked before anything starts (the progress bar, the backend).
-    const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value, "memory-limit") : undefined
+    const memoryLimit = Option.isSome(f.memoryLimit)
+      ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
+      : undefined
     if (!(f.lr > 0))
       return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
     const tokenizer = makeTokenizer(f.tokenizer)

@@ -75,7 +75,11 @@ export function suggestChunks(
  * bisection; 0 when even `step` does not fit. `capped`: n = cap still fits (the search stopped
  * there, not the memory).
  */
-export function largestFitting(fits: (n: number) => boolean, step: number, cap: number): { n: number; capped: boolean } {
+export function largestFitting(
+  fits: (n: number) => boolean,
+  step: number,
+  cap: number,
+): { n: number; capped: boolean } {
   let lo = 0
   let hi = step
   while (hi <= cap && fits(hi)) {
