@@ -29,7 +29,10 @@ describe("miniseq CLI", () => {
       ],
       [["train", "--tokenizer", "cl100k_base"], "pick a model with a larger vocabulary (e.g. --model tiny-bpe)"],
       [["plan", "--model", "nope"], 'miniseq: BadConfig: unknown model "nope"; choose one of: tiny,'],
-      [["plan", "--max-seq", "--memory", "lots"], 'a memory size must look like 80GB or 512MiB, got "lots"'],
+      [
+        ["plan", "--max-seq", "--memory", "lots"],
+        '--memory must be a size of at least one byte such as 80GB, 512MiB or 1.5e9 (GB = GiB = 2^30), got "lots"',
+      ],
       [
         ["train", "--memory-limit", "4MiB", "--steps", "1", "--out", join(tmpdir(), `miniseq-oom-${process.pid}`)],
         "miniseq: OutOfMemory: out of memory: asked for",

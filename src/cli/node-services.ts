@@ -50,6 +50,8 @@ export const cliServices = Layer.mergeAll(
 export const runMain = Runtime.makeRunMain(({ fiber, teardown }) => {
   let signalled = false
   const onSignal = () => {
+    // A second Ctrl-C does not wait for the finalizers.
+    if (signalled) process.exit(130)
     signalled = true
     fiber.interruptUnsafe(fiber.id)
   }

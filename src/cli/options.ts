@@ -54,13 +54,16 @@ export function positive(flag: string, value: number): Effect.Effect<number, Bad
 }
 
 /** "80GB", "80GiB", "512MB", "1.5e9" → bytes (GB and GiB both mean 2^30, as GPU specs do). */
-export function parseBytes(text: string): Effect.Effect<number, BadConfig> {
+export function parseBytes(text: string, flag = "memory"): Effect.Effect<number, BadConfig> {
   const m = /^\s*([\d.]+(?:e\d+)?)\s*([kmgt]i?b?)?\s*$/i.exec(text)
   const units: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
   const value = m === null ? NaN : Number(m[1]) * (m[2] ? units[m[2][0]!.toLowerCase()]! : 1)
-  return Number.isFinite(value) && value > 0
-    ? Effect.succeed(value)
+  return Number.isFinite(value) && value >= 1 && value <= 2 ** 60
+    ? Effect.succeed(Math.floor(value))
     : Effect.fail(
-        new BadConfig({ field: "memory", message: `a memory size must look like 80GB or 512MiB, got "${text}"` }),
+        new BadConfig({
+          field: flag,
+          message: `--${flag} must be a size of at least one byte such as 80GB, 512MiB or 1.5e9 (GB = GiB = 2^30), got "${text}"`,
+        }),
       )
 }

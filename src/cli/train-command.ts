@@ -22,6 +22,7 @@ import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
 import { checkRunFolder, lockRunFolder } from "./run-folder.js"
 import { checkpointStep, describeCorpus, History, previousStart, type RunInfo, writeRunFiles } from "./run-record.js"
+import { availableMemory, refuseWhatCannotFit } from "./memory-check.js"
 import { formatBytes } from "./svg.js"
 
 const flags = {
@@ -107,6 +108,20 @@ function backendLayer(
   }).pipe(Effect.map((m) => m.webgpuBackendLayer()))
 }
 
+/** After Ctrl-C: nothing of the interrupted step was saved; where the same command resumes. */
+const sayHowToResume = (checkpointDir: string) =>
+  latestCheckpoint(checkpointDir).pipe(
+    Effect.map(checkpointStep),
+    Effect.orElseSucceed(() => 0),
+    Effect.flatMap((step) => {
+      const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)
+      const command = `miniseq ${process.argv.slice(2).map(quote).join(" ")}`
+      const from =
+        step > 0 ? `resumes from the checkpoint of step ${step}` : "starts over (no checkpoint was saved yet)"
+      return Console.error(`\nminiseq: interrupted; nothing half-done was saved. The same command ${from}: ${command}`)
+    }),
+  )
+
 export const trainCommand = Command.make("train", flags, (f) =>
   Effect.gen(function* () {
     const model = yield* loadModel(f.model, f.config)
@@ -121,6 +136,10 @@ export const trainCommand = Command.make("train", flags, (f) =>
       ["accumulate", f.accumulate],
     ] as const)
       yield* positive(flag, v)
+    // Every flag is checked before anything starts (the progress bar, the backend).
+    const memoryLimit = Option.isSome(f.memoryLimit)
+      ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
+      : undefined
     if (!(f.lr > 0))
       return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
     const tokenizer = makeTokenizer(f.tokenizer)
@@ -137,6 +156,11 @@ export const trainCommand = Command.make("train", flags, (f) =>
       catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }),
     })
     const split = trainValSplit(tokenizer.encode(text))
+    // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
+    const validation =
+      split.val.length > f.seq
+        ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 }
+        : undefined
     const batches = yield* Effect.try({
       try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }),
       catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }),
@@ -180,6 +204,10 @@ export const trainCommand = Command.make("train", flags, (f) =>
           ]),
         ),
       )
+      // Refuse, with the planner's advice, a step that cannot fit the machine — before allocating.
+      const stepOpts = { mode: f.mode, accumulation: f.accumulate, precision: precisions[precision] }
+      const available = availableMemory(f.backend, backend)
+      yield* refuseWhatCannotFit(plans[f.mode]!, available, model, f.batch, f.seq, stepOpts, backend)
       yield* Console.log(
         `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`,
       )
@@ -195,12 +223,6 @@ export const trainCommand = Command.make("train", flags, (f) =>
         history.add(r)
         bar.update(r.step, { loss: r.loss.toFixed(4), tps: Math.round(r.tokensPerSecond), peak: formatBytes(r.peak) })
       }
-      const memoryLimit = Option.isSome(f.memoryLimit) ? yield* parseBytes(f.memoryLimit.value) : undefined
-      // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
-      const validation =
-        split.val.length > f.seq
-          ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 }
-          : undefined
       const options = {
         ...(memoryLimit === undefined ? {} : { memoryLimit }),
         ...(validation === undefined ? {} : { validation }),
@@ -242,9 +264,11 @@ export const trainCommand = Command.make("train", flags, (f) =>
       // unless this invocation ran no step and an earlier record is there (e.g. a resume with
       // mismatched options): that one is kept as it is.
       const onEnd = <A, E>(exit: Exit.Exit<A, E>) =>
-        Effect.sync(() => {
-          if (Exit.isSuccess(exit) || (history.added === 0 && existsSync(join(f.out, "run.json")))) return
+        Effect.gen(function* () {
+          if (Exit.isSuccess(exit)) return
           const interrupted = Cause.hasInterruptsOnly(exit.cause)
+          if (interrupted) yield* Effect.sync(() => bar.stop()).pipe(Effect.andThen(sayHowToResume(checkpointDir)))
+          if (history.added === 0 && existsSync(join(f.out, "run.json"))) return
           const error = interrupted ? undefined : Cause.pretty(exit.cause).split("\n")[0]
           const how = `run ${interrupted ? "interrupted" : "failed"} after step ${history.records.at(-1)?.step ?? 0}`
           try {

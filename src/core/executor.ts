@@ -148,13 +148,13 @@ class Executor {
    * Runs the nodes `outputs` need, with `params` bound to `args`. Everything allocated inside
    * is freed by the time this returns, except the outputs (returned with one reference each).
    */
-  runGraph(
+  *runGraph(
     outputs: readonly Tensor[],
     params: readonly Tensor[],
     args: readonly Alloc[],
     kindOf: KindOf,
     into: ReadonlyMap<Tensor, Into> = new Map(),
-  ): Alloc[] {
+  ): Steps<Alloc[]> {
     const nodes = schedule(outputs, new Set(params))
     const uses = readers(nodes, outputs)
     const env = new Map<Tensor, Alloc>()
@@ -177,8 +177,9 @@ class Executor {
     // In creation order: place each node's results, run it, then let go of what it read.
     for (const node of nodes) {
       if (node.op === "input") throw new GraphError({ message: unboundInput(node as Node<"input">) })
+      yield // between two nodes: where an interruptible run may pause (see executeInterruptible)
       const ins = node.inputs.map((t) => env.get(t)!)
-      const outs = this.run(node, ins, this.placementOf(node, uses, into), kindOf, uses)
+      const outs = yield* this.run(node, ins, this.placementOf(node, uses, into), kindOf, uses)
       node.results.forEach((r, i) => {
         const out = outs[i]
         if (out !== undefined) define(r, out)
@@ -209,13 +210,13 @@ class Executor {
   }
 
   /** Runs `node` on `ins` into the buffers `placement` names; returns its results' buffers. */
-  run(
+  *run(
     node: Node,
     ins: readonly Alloc[],
     placement: Placement,
     kindOf: KindOf,
     uses: ReadonlyMap<Tensor, number>,
-  ): (Alloc | undefined)[] {
+  ): Steps<(Alloc | undefined)[]> {
     const bufs = ins.map((a) => a.buffer)
     switch (placement.kind) {
       case "accumulate": {
@@ -238,7 +239,7 @@ class Executor {
         return [this.retain(placement.donor)]
       case "fresh": {
         const wanted = node.results.map((r) => (uses.get(r) ?? 0) > 0)
-        return this.runNode(node, ins, node.results.map(kindOf), wanted)
+        return yield* this.runNode(node, ins, node.results.map(kindOf), wanted)
       }
     }
   }
@@ -253,13 +254,13 @@ class Executor {
     return fits && (uses.get(target) ?? 0) === readsHere ? donor : undefined
   }
 
-  runNode(
+  *runNode(
     node: Node,
     ins: readonly Alloc[],
     kinds: readonly MemoryKind[],
     wanted: readonly boolean[],
-  ): (Alloc | undefined)[] {
-    if (node.op === "region") return this.runRegion(node as Node<"region">, ins, kinds, wanted)
+  ): Steps<(Alloc | undefined)[]> {
+    if (node.op === "region") return yield* this.runRegion(node as Node<"region">, ins, kinds, wanted)
     const rule = ruleOf(node.op as Primitive)
     if (rule.alias) return [this.retain(ins[0]!)]
     const out = this.allocate(node.results[0]!, kinds[0]!)
@@ -277,12 +278,12 @@ class Executor {
    * computes only the results in `wanted` (a forward-only run skips gradients taken in forward);
    * the others come back undefined. A fused kernel computes them all.
    */
-  runRegion(
+  *runRegion(
     node: Node<"region">,
     ins: readonly Alloc[],
     kinds: readonly MemoryKind[],
     wanted: readonly boolean[],
-  ): (Alloc | undefined)[] {
+  ): Steps<(Alloc | undefined)[]> {
     const a = node.attrs
     const parts = pieces(a.length, a.chunk)
     const temporaries = () => "temporaries" as const
@@ -297,13 +298,14 @@ class Executor {
       node.results.map((_, j) => (keep.includes(j) ? outs[keep.indexOf(j)] : undefined))
     if (parts.length === 1) {
       const body = a.bodyFor(parts[0]![1])
+      const outs = yield* this.runGraph(
+        keep.map((j) => body.outputs[j]!),
+        body.params,
+        ins,
+        temporaries,
+      )
       return scatter(
-        this.runGraph(
-          keep.map((j) => body.outputs[j]!),
-          body.params,
-          ins,
-          temporaries,
-        ).map((out, k) => {
+        outs.map((out, k) => {
           const j = keep[k]!
           let al = out
           if (al.buffer.dtype !== node.results[j]!.dtype) {
@@ -344,7 +346,7 @@ class Executor {
           a.combine[j] === "sum" ? [[body.outputs[j]!, { acc: results[k]!, first }] as const] : [],
         ),
       )
-      const outs = this.runGraph(
+      const outs = yield* this.runGraph(
         keep.map((j) => body.outputs[j]!),
         body.params,
         pieceIns,
@@ -476,6 +478,22 @@ export function execute(
   bindings: ReadonlyMap<Tensor, Binding>,
   opts: RunOptions = {},
 ): RunResult {
+  const steps = executeSteps(backend, outputs, bindings, opts)
+  for (;;) {
+    const r = steps.next()
+    if (r.done) return r.value
+  }
+}
+
+/** The executor's work as a generator: each `yield` is a point between two nodes (also inside region pieces). */
+type Steps<A> = Generator<void, A, void>
+
+function* executeSteps(
+  backend: BackendImpl,
+  outputs: readonly Tensor[],
+  bindings: ReadonlyMap<Tensor, Binding>,
+  opts: RunOptions,
+): Steps<RunResult> {
   const ledger = new MemoryLedger(opts.limit)
   const bound = new Map<Tensor, Alloc>()
   const ex = new Executor(backend, ledger, bound, opts.inPlace)
@@ -491,7 +509,7 @@ export function execute(
   params.forEach((t, i) => bound.set(t, args[i]!))
   let outs: Alloc[]
   try {
-    outs = ex.runGraph(outputs, params, args, kindRule(outputs, new Set(params), opts.gradients ?? []))
+    outs = yield* ex.runGraph(outputs, params, args, kindRule(outputs, new Set(params), opts.gradients ?? []))
   } catch (e) {
     ex.abandon()
     throw e
@@ -500,6 +518,56 @@ export function execute(
   const memory = ledger.report()
   return { outputs: outs.map((a) => a.buffer), memory }
 }
+
+/** Thrown into a run whose AbortSignal fired: it gives back what it allocated and stops between two nodes. */
+class Aborted extends Error {}
+
+/**
+ * `execute`, giving the event loop a turn whenever it has run for `sliceMs` (default 100 ms)
+ * without one, so a signal handler or a timer runs even inside a long step. Once `signal` is
+ * aborted the run stops before its next node, frees everything it allocated and rejects.
+ * The same nodes run in the same order as `execute`: the results are identical.
+ */
+export async function executeInterruptible(
+  backend: BackendImpl,
+  outputs: readonly Tensor[],
+  bindings: ReadonlyMap<Tensor, Binding>,
+  opts: RunOptions & { readonly signal?: AbortSignal; readonly sliceMs?: number } = {},
+): Promise<RunResult> {
+  const steps = executeSteps(backend, outputs, bindings, opts)
+  const slice = opts.sliceMs ?? 100
+  let since = performance.now()
+  let r = steps.next()
+  while (!r.done) {
+    if (performance.now() - since >= slice) {
+      await new Promise<void>((resolve) => setTimeout(resolve, 0))
+      since = performance.now()
+    }
+    r = opts.signal?.aborted ? steps.throw(new Aborted("the run was interrupted")) : steps.next()
+  }
+  return r.value
+}
+
+/**
+ * `execute` as an Effect that interrupting its fiber stops between two nodes (Ctrl-C inside a
+ * long step), having freed what it allocated. Typed errors are failures; anything else a defect.
+ */
+export const executeEffect = (
+  backend: BackendImpl,
+  outputs: readonly Tensor[],
+  bindings: ReadonlyMap<Tensor, Binding>,
+  opts: RunOptions = {},
+): Effect.Effect<RunResult, ExecutionError> =>
+  Effect.promise((signal) =>
+    executeInterruptible(backend, outputs, bindings, { ...opts, signal }).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+  ).pipe(
+    Effect.flatMap((r) =>
+      "error" in r ? (isExecutionError(r.error) ? Effect.fail(r.error) : Effect.die(r.error)) : Effect.succeed(r.value),
+    ),
+  )
 
 export interface PlanOptions extends RunOptions {
   /** The backend to plan for: only its fused routine names matter (default: none fused). */

@@ -55,6 +55,10 @@ export function suggestChunks(
   const counts = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].filter((m) => m <= S)
   const modes: StepOptions["mode"][] =
     opts.mode === "mst" || opts.mode === "mst+checkpoint" ? [opts.mode, "mst+checkpoint"] : ["mst", "mst+checkpoint"]
+  // The most frugal choice first: when even it does not fit, nothing does (and a large model answers at once).
+  const most = counts.at(-1)!
+  const frugal = { ...opts, mode: "mst+checkpoint" as const, mlpChunks: most, lmChunks: most }
+  if (planStep(c, B, S, frugal, backend).peak > limit) return undefined
   for (const mode of [...new Set(modes)]) {
     for (const lm of counts) {
       for (const mlp of counts.filter((m) => m <= lm)) {
@@ -64,4 +68,64 @@ export function suggestChunks(
     }
   }
   return undefined
+}
+
+/**
+ * The largest n (a multiple of `step`, at most `cap`) for which `fits(n)` holds, by doubling then
+ * bisection; 0 when even `step` does not fit. `capped`: n = cap still fits (the search stopped
+ * there, not the memory).
+ */
+export function largestFitting(
+  fits: (n: number) => boolean,
+  step: number,
+  cap: number,
+): { n: number; capped: boolean } {
+  let lo = 0
+  let hi = step
+  while (hi <= cap && fits(hi)) {
+    lo = hi
+    if (hi === cap) return { n: cap, capped: true }
+    hi = Math.min(hi * 2, cap)
+  }
+  while (hi - lo > step) {
+    const mid = Math.floor((lo + hi) / 2 / step) * step
+    if (fits(mid)) lo = mid
+    else hi = mid
+  }
+  return { n: lo, capped: false }
+}
+
+/**
+ * Why a step that needs more than `limit` bytes cannot run, and what would: the fewest
+ * mini-sequences (and mode) that fit; else the longest sequence, or the largest batch, that fits
+ * in mst+checkpoint; else that the weights, gradients and AdamW moments alone are too large.
+ */
+export function memoryAdvice(
+  c: LlamaConfig,
+  B: number,
+  S: number,
+  opts: StepOptions,
+  limit: number,
+  backend?: Pick<BackendImpl, "routines">,
+): { readonly fit?: { mode: StepOptions["mode"]; mlp: number; lm: number; peak: number }; readonly hint: string } {
+  const fit = suggestChunks(c, B, S, opts, limit, backend)
+  if (fit !== undefined)
+    return {
+      fit,
+      hint: `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`,
+    }
+  const frugal = { ...opts, mode: "mst+checkpoint" as const, mlpChunks: "auto" as const, lmChunks: "auto" as const }
+  const peakAt = (b: number, s: number) => planStep(c, b, s, { ...frugal, allowBeyondMaxPosition: true }, backend).peak
+  const seq = S > 1 ? largestFitting((s) => peakAt(B, s) <= limit, 1, S - 1).n : 0
+  const batch = B > 1 ? largestFitting((b) => peakAt(b, S) <= limit, 1, B - 1).n : 0
+  const smaller = [...(batch > 0 ? [`--batch ${batch}`] : []), ...(seq > 0 ? [`--seq ${seq}`] : [])]
+  if (smaller.length > 0)
+    return {
+      hint: `no mode or M fits at batch ${B} × ${S} tokens; with --mode mst+checkpoint, ${smaller.join(" or ")} fits`,
+    }
+  const p = planStep(c, 1, 1, frugal, backend).gradientPass.atPeak
+  const state = p.weights + p.gradients + p.optimizer
+  return {
+    hint: `no mode, M, batch or sequence length fits: the weights, gradients and AdamW moments alone need ${(state / 2 ** 30).toFixed(1)} GiB; choose a smaller model`,
+  }
 }

@@ -8,7 +8,7 @@
 import { Effect } from "effect"
 import type { BackendImpl, Buffer } from "../core/backend.js"
 import { NonFiniteLoss } from "../core/errors.js"
-import { attempt, type Binding, execute, type ExecutionError } from "../core/executor.js"
+import { attempt, type Binding, type ExecutionError, execute, executeEffect } from "../core/executor.js"
 import type { Tensor } from "../core/graph.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { Batch, Batches } from "./data.js"
@@ -100,7 +100,7 @@ export function gradientPass(
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
       const options = { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }
       const previous = grads
-      const run = yield* attempt(() => execute(backend, g.outputs, bindings, options)).pipe(
+      const run = yield* executeEffect(backend, g.outputs, bindings, options).pipe(
         Effect.ensuring(Effect.sync(() => freeAll(backend, Object.values(values)))),
         // A failed micro-batch (OutOfMemory) leaves nothing behind: the gradients it would add to go too.
         Effect.onError(() => Effect.sync(() => previous && freeAll(backend, Object.values(previous)))),
@@ -203,7 +203,7 @@ export function heldOutLoss(
       const batch = held.batches.batchAt(i)
       const values = batchValues(backend, batch, Math.max(1, countTargets(batch.targets)))
       const bindings = bindInputs(lossInputs(g.model), s, values)
-      const run = yield* attempt(() => execute(backend, [g.model.loss], bindings, t.limit)).pipe(
+      const run = yield* executeEffect(backend, [g.model.loss], bindings, t.limit).pipe(
         Effect.ensuring(Effect.sync(() => freeAll(backend, Object.values(values)))),
       )
       total += yield* readScalar(backend, run.outputs[0]!)

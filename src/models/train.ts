@@ -16,7 +16,7 @@ import type { LlamaConfig } from "./config.js"
 import type { Batch, Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
 import { type AdamWOptions, defaultAdamW, type PrecisionName, precisions } from "./optimizer.js"
-import { suggestChunks } from "./planner.js"
+import { memoryAdvice } from "./planner.js"
 import { fusedRoutines, stepGraphs } from "./step.js"
 import {
   type Gradients,
@@ -232,12 +232,7 @@ function checkpoint(
 /** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
 function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
   const stepOpts = { mode: opts.mode, accumulation: opts.accumulation, precision: precisionOf(opts) }
-  const fit = suggestChunks(opts.model, opts.batch, opts.seq, stepOpts, e.limit, backend)
-  const hint =
-    fit === undefined
-      ? "no mode or M fits this limit at this batch and sequence length: shorten --seq or lower --batch"
-      : `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm}` +
-        ` fits (${fit.peak} bytes)`
+  const { fit, hint } = memoryAdvice(opts.model, opts.batch, opts.seq, stepOpts, e.limit, backend)
   const { requested, alive, limit } = e
   const message = `${e.message}; ${hint}`
   return new OutOfMemory({ requested, alive, limit, ...(fit ? { suggestedM: fit.lm } : {}), message })

@@ -1,0 +1,50 @@
+/** Before a run allocates: the planned step against the memory the machine (or the GPU) has. */
+import { freemem } from "node:os"
+import { Effect } from "effect"
+import type { BackendImpl } from "../core/backend.js"
+import { OutOfMemory } from "../core/errors.js"
+import type { LlamaConfig } from "../models/config.js"
+import { memoryAdvice, type StepPlan } from "../models/planner.js"
+import type { StepOptions } from "../models/step.js"
+import { formatBytes } from "./svg.js"
+
+/** What the backend can give: the GPU's free memory where it says, else the host's available RAM (or the cgroup's limit). */
+export function availableMemory(
+  backendFlag: string,
+  backend: BackendImpl,
+): { readonly bytes: number; readonly what: string } | undefined {
+  if (backendFlag === "cuda") {
+    const free = (backend as { device?: { freeMemory?: number } }).device?.freeMemory
+    return free ? { bytes: free, what: "the GPU's free memory" } : undefined
+  }
+  if (backendFlag === "webgpu") return undefined // WebGPU does not say how much memory its device has
+  const constrained = process.constrainedMemory?.() ?? 0
+  const limited = constrained > 0 && constrained < freemem()
+  return {
+    bytes: limited ? constrained : freemem(),
+    what: limited ? "this process's memory limit" : "this machine's available RAM",
+  }
+}
+
+/** Fails with OutOfMemory and the planner's advice when the planned step does not fit `available`. */
+export function refuseWhatCannotFit(
+  plan: StepPlan,
+  available: { readonly bytes: number; readonly what: string } | undefined,
+  model: LlamaConfig,
+  batch: number,
+  seq: number,
+  opts: StepOptions,
+  backend: BackendImpl,
+): Effect.Effect<void, OutOfMemory> {
+  if (available === undefined || plan.peak <= available.bytes) return Effect.void
+  return Effect.suspend(() => {
+    const limit = available.bytes
+    const { fit, hint } = memoryAdvice(model, batch, seq, opts, limit, backend)
+    const message =
+      `this step needs ${formatBytes(plan.peak)} (the planner, --mode ${opts.mode}) but ${available.what} is ${formatBytes(limit)}` +
+      `, so nothing was allocated; ${hint}`
+    return Effect.fail(
+      new OutOfMemory({ requested: plan.peak, alive: 0, limit, ...(fit ? { suggestedM: fit.lm } : {}), message }),
+    )
+  })
+}
