@@ -33,7 +33,7 @@ import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterCount } from "../src/models/llama.js"
 import { type PrecisionName, precisions } from "../src/models/optimizer.js"
 import { planStep } from "../src/models/planner.js"
-import { initialParameters, train } from "../src/models/train.js"
+import { train } from "../src/models/train.js"
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`)
@@ -73,7 +73,7 @@ interface Device {
   readonly total: number
   readonly name: string
   /** Allocator peak since the last reset, and what it holds from the driver. */
-  memory(): { peak: number; reserved: number }
+  memory(): { peak: number; reserved: number; heldPeak: number; live: number }
   reset(): void
   readonly profiler?: CudaBackend["profiler"]
   close(): Promise<void>
@@ -87,7 +87,12 @@ function openDevice(limit?: number): Device {
       backend: cpuWithBfloat16(cpu),
       total: limit ?? 64 * GiB,
       name: "cpu",
-      memory: () => ({ peak: cpu.memory().peak, reserved: cpu.memory().live }),
+      memory: () => ({
+        peak: cpu.memory().peak,
+        reserved: cpu.memory().live,
+        heldPeak: cpu.memory().peak,
+        live: cpu.memory().live,
+      }),
       reset: () => cpu.memory().resetPeak(),
       close: async () => {},
     }
@@ -98,7 +103,10 @@ function openDevice(limit?: number): Device {
     total: limit ?? cuda.device.totalMemory,
     name: cuda.device.name,
     profiler: cuda.profiler,
-    memory: () => ({ peak: cuda.memory().peak, reserved: cuda.memory().reserved }),
+    memory: () => {
+      const m = cuda.memory()
+      return { peak: m.peak, reserved: m.reserved, heldPeak: m.heldPeak, live: m.live }
+    },
     reset: () => {
       cuda.memory().emptyCache()
       cuda.memory().resetPeak()
@@ -118,11 +126,16 @@ interface Row {
   readonly peak?: number
   readonly devicePeak?: number
   readonly deviceReserved?: number
+  /** The allocator's peak of size-class capacity (buffers and kernel scratch): what the plan (`planned`) predicts, less scratch. */
+  readonly deviceHeldPeak?: number
+  /** Live bytes on the device after the run ended (0: a failed step gave everything back). */
+  readonly liveAfter?: number
   readonly losses?: number[]
+  /** Seconds from calling train() to the end of the first step, less that step: setting up and initialising the model. */
+  readonly startSeconds?: number
   readonly error?: string
 }
 
-const weights = initialParameters(model, 1) // once: a billion normals take a while in JS
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
 
 async function measure(dev: Device, mode: Mode, seq: number, n: number, profileAfter?: number): Promise<Row> {
@@ -132,7 +145,7 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
     seq,
     { mode, precision: precisions[precision], allowBeyondMaxPosition: true },
     dev.backend,
-  ).peak
+  ).held
   if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned }
   const random = rng(seq)
   const tokens = Int32Array.from({ length: 2 * (seq + 1) }, () => Math.floor(random() * model.vocab_size))
@@ -141,6 +154,8 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
   const batches = { ...stream, batchAt: () => stream.batchAt(0) }
   const long = { ...model, max_position_embeddings: Math.max(model.max_position_embeddings, seq) } // RoPE extrapolates
   dev.reset()
+  const started = performance.now()
+  let firstStepEnd: number | undefined
   const exit = await Effect.runPromiseExit(
     train(
       {
@@ -153,26 +168,29 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
         warmup: 1,
         seed: 1,
         precision,
-        initialParameters: weights,
-        memoryLimit: dev.total,
+        memoryLimit: dev.total, // the model is initialised on the device (randomNormal)
       },
       batches,
       // With profileAfter: profile the steps after that one (the first compiles and warms up).
       (r) => {
+        if (r.step === 1) firstStepEnd = performance.now()
         if (r.step === profileAfter) dev.profiler?.start()
       },
     ).pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
   )
-  const { peak: devicePeak, reserved: deviceReserved } = dev.memory()
+  const { peak: devicePeak, reserved: deviceReserved, heldPeak: deviceHeldPeak, live: liveAfter } = dev.memory()
   if (Exit.isFailure(exit)) {
     const text = String(exit.cause)
     if (!text.includes("OutOfMemory")) throw new Error(`${mode} S=${seq}: ${text}`)
-    return { mode, seq, status: "OOM", planned, devicePeak, deviceReserved, error: text.split("\n")[0]!.slice(0, 400) }
+    const error = text.split("\n")[0]!.slice(0, 400)
+    return { mode, seq, status: "OOM", planned, devicePeak, deviceReserved, deviceHeldPeak, liveAfter, error }
   }
   const records = exit.value.records
   const times = records.map((r) => seq / r.tokensPerSecond)
   const dt = median(times.length > 1 ? times.slice(1) : times)
+  const startSeconds = firstStepEnd === undefined ? undefined : (firstStepEnd - started) / 1000 - times[0]!
   return {
+    startSeconds,
     mode,
     seq,
     status: "ok",
@@ -183,6 +201,8 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
     peak: Math.max(...records.map((r) => r.peak)),
     devicePeak,
     deviceReserved,
+    deviceHeldPeak,
+    liveAfter,
     losses: records.map((r) => r.loss),
   }
 }
@@ -191,7 +211,7 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
 function plannedMaxSeq(dev: Device, mode: Mode): number {
   const fits = (k: number) =>
     planStep(model, 1, 1024 * k, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend)
-      .peak <= dev.total
+      .held <= dev.total
   if (!fits(1)) return 0
   let lo = 1,
     hi = 2
@@ -267,26 +287,34 @@ if (maxSeq) {
   const capped = openDevice(cap)
   for (const mode of modes) {
     const planned = plannedMaxSeq(capped, mode)
-    // The device holds more than the plan (allocator size classes, kernel scratch): step down by
-    // eighths from the planned S until a real step fits.
+    // The plan counts the allocator's size classes but not kernel scratch: where a real step at
+    // the planned S does not fit, step down 1024 tokens at a time, in this same process (an
+    // OutOfMemory step gives back all it took).
     let S = planned,
       trained: Row | undefined,
       firstOom: number | undefined
-    for (let tries = 0; S >= 1024 && tries < 5 && trained === undefined; tries++) {
+    for (let tries = 0; S >= 1024 && tries < 4 && trained === undefined; tries++) {
       const r = await measure(capped, mode, S, 1)
       log(
-        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceReserved)} GiB reserved${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`})`,
+        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB`,
       )
       if (r.status === "ok") trained = r
       else {
         firstOom = S
-        S = Math.floor((S * 7) / 8 / 1024) * 1024
+        S -= 1024
       }
     }
     limits.push({ mode, planned, ...(trained ? { trained } : {}), ...(firstOom === undefined ? {} : { firstOom }) })
   }
   await capped.close()
 }
+
+// Our side first, so a run stopped during the PyTorch baseline keeps it.
+mkdirSync(dirname(out), { recursive: true })
+writeFileSync(
+  `${out}-ours.json`,
+  JSON.stringify({ model: modelName, precision, device: full.name, cap, rows, limits, fullCardPlan }, null, 2) + "\n",
+)
 
 // ---------------------------------------------------------------------------------------------
 // PyTorch, same job

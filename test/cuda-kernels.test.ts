@@ -3,7 +3,8 @@ import type { MatmulSpec, View } from "../src/core/backend.js"
 import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
 import type { DType } from "../src/core/dtype.js"
 import { OutOfMemory } from "../src/core/errors.js"
-import { rng } from "../src/core/random.js"
+import { counterNormals, rng } from "../src/core/random.js"
+import { cudaHeldBytes } from "../src/backends/cuda/allocator.js"
 import {
   allTypes,
   arg,
@@ -513,5 +514,36 @@ describe.skipIf(noGpu)("cuda kernels", () => {
     expect(oom).toBeInstanceOf(OutOfMemory)
     expect((oom as OutOfMemory).requested).toBe(2 ** 50)
     expect((oom as OutOfMemory).message).toMatch(/out of device memory/)
+  })
+
+  it("holds each buffer at cudaHeldBytes, the size class the planner counts", () => {
+    const before = cuda!.memory().held
+    const sizes = [1, 100, 129, 4096, 300_000, 5_000_000, 70_000_000]
+    const bufs = sizes.map((n) => cuda!.alloc("float32", n))
+    expect(cuda!.memory().held - before).toBe(sizes.reduce((s, n) => s + cudaHeldBytes(4 * n), 0))
+    for (const b of bufs) cuda!.free(b)
+    expect(cuda!.memory().held).toBe(before)
+  })
+
+  it("randomNormal makes the host's counterNormals stream (float32 within 1 ulp; bfloat16 its rounding)", async () => {
+    const n = 1_000_003
+    const host = counterNormals(new Float32Array(n), 12345, 7, 0.02)
+    const f32 = cuda!.alloc("float32", n)
+    cuda!.randomNormal!(f32, 12345, 7, 0.02)
+    const got = (await cuda!.read(f32)) as Float32Array
+    let differ = 0
+    for (let i = 0; i < n; i++) {
+      if (got[i] === host[i]) continue
+      differ++
+      expect(Math.abs(got[i]! - host[i]!)).toBeLessThanOrEqual(Math.abs(host[i]!) * 2 ** -23)
+    }
+    expect(differ).toBeLessThan(n / 1000) // libm and CUDA's double log/cos/sin round alike but for rare ties
+    const b16 = cuda!.alloc("bfloat16", n)
+    cuda!.randomNormal!(b16, 12345, 7, 0.02)
+    const gotB = (await cuda!.read(b16)) as Float32Array
+    const want = roundBf16(Array.from(got))
+    expect(gotB).toEqual(want)
+    cuda!.free(f32)
+    cuda!.free(b16)
   })
 })

@@ -35,3 +35,45 @@ cudaError_t iota(const Launch& l, DType dtype, void* out, long long outer, long 
 }
 
 }  // namespace miniseq
+
+namespace miniseq {
+
+// murmur3's 32-bit finaliser: a bijection that mixes every input bit into every output bit.
+__device__ __forceinline__ uint32_t mix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+// Pair j of the stream: two words from (key, j), Box–Muller in double (as the host does), each
+// value rounded to float first so bfloat16 weights equal the host's float32 normals rounded.
+template <typename T> __global__ void randomNormalKernel(T* out, long long n, uint32_t key, double std) {
+  const long long pairs = (n + 1) / 2;
+  MINISEQ_GRID_STRIDE(j, pairs) {
+    const uint32_t x = mix32(static_cast<uint32_t>(j) ^ key);
+    const uint32_t a = mix32(x ^ 0x68e31da4u), b = mix32(x ^ 0xb5297a4du);
+    const double u1 = (static_cast<double>(a) + 1.0) / 4294967296.0;
+    const double u2 = static_cast<double>(b) / 4294967296.0;
+    const double r = sqrt(-2.0 * log(u1)) * std, th = 6.283185307179586 * u2;
+    const double v[2] = {r * cos(th), r * sin(th)};
+    for (int k = 0; k < 2 && 2 * j + k < n; k++) {
+      if constexpr (std::is_same_v<T, double>) out[2 * j + k] = v[k];
+      else if constexpr (std::is_same_v<T, float>) out[2 * j + k] = static_cast<float>(v[k]);
+      else out[2 * j + k] = __float2bfloat16_rn(static_cast<float>(v[k]));
+    }
+  }
+}
+
+cudaError_t randomNormal(const Launch& l, DType dtype, void* out, long long n, uint32_t key, double std) {
+  if (n <= 0) return cudaSuccess;
+  const long long pairs = (n + 1) / 2;
+  MINISEQ_DISPATCH_FLOAT(dtype, T, {
+    randomNormalKernel<T><<<gridFor(l, pairs), kThreads, 0, l.stream>>>(static_cast<T*>(out), n, key, std);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace miniseq

@@ -54,6 +54,9 @@ struct CopyParams {
 };
 
 cudaError_t fill(const Launch&, DType, void* out, long long n, double value);
+// Seeded normals · std from a counter-based generator (src/core/random.ts counterNormals is the
+// same stream on the host): element i depends only on key and i.
+cudaError_t randomNormal(const Launch&, DType, void* out, long long n, uint32_t key, double std);
 // out viewed as [outer, len, inner] holds the middle index.
 cudaError_t iota(const Launch&, DType, void* out, long long outer, long long len, long long inner);
 cudaError_t unary(const Launch&, UnaryOp, DType, const void* x, void* out, long long n);

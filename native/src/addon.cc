@@ -124,6 +124,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::Sync>("sync"),
                            InstanceMethod<&DeviceWrap::Fill>("fill"),
                            InstanceMethod<&DeviceWrap::Iota>("iota"),
+                           InstanceMethod<&DeviceWrap::RandomNormal>("randomNormal"),
                            InstanceMethod<&DeviceWrap::Unary>("unary"),
                            InstanceMethod<&DeviceWrap::Binary>("binary"),
                            InstanceMethod<&DeviceWrap::Where>("where"),
@@ -275,6 +276,18 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const double value = number(info, 3);
     const Block& out = block(info, 0, n * elementBytes(dtype), "fill");
     launched(info.Env(), fill(dev(info.Env()).launch(), dtype, out.ptr, n, value), "fill");
+  }
+
+  // randomNormal(out, dtype, n, key, std): the counter-based normals of src/core/random.ts.
+  void RandomNormal(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 1);
+    const long long n = count(info, 2);
+    const double key = number(info, 3), std = number(info, 4);
+    if (!(key >= 0 && key <= 4294967295.0 && key == static_cast<double>(static_cast<uint32_t>(key))))
+      throw Napi::RangeError::New(info.Env(), "cuda.randomNormal: the key must be a 32-bit unsigned integer");
+    const Block& out = block(info, 0, n * elementBytes(dtype), "randomNormal");
+    launched(info.Env(), randomNormal(dev(info.Env()).launch(), dtype, out.ptr, n, static_cast<uint32_t>(key), std),
+             "randomNormal");
   }
 
   void Iota(const Napi::CallbackInfo& info) {
@@ -676,6 +689,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     o.Set("reserved", static_cast<double>(m.reserved));
     o.Set("cached", static_cast<double>(m.cached));
     o.Set("pinned", static_cast<double>(m.pinned));
+    o.Set("held", static_cast<double>(m.held));
+    o.Set("heldPeak", static_cast<double>(m.heldPeak));
     return o;
   }
 

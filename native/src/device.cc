@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace miniseq {
@@ -18,7 +19,9 @@ size_t CachingAllocator::sizeClass(size_t bytes) {
   if (bytes <= small) return (bytes + 511) / 512 * 512;
   size_t power = small;
   while (power * 2 <= bytes) power *= 2;
-  const size_t step = power / 64;
+  // A 64th of the power of two, but never more than the driver's 2 MiB page: a 1 GiB buffer
+  // then holds at most 2 MiB more than it asked for, not 16 (what the planner plans: heldBytes).
+  const size_t step = std::min(power / 64, size_t(2) << 20);
   return (bytes + step - 1) / step * step;
 }
 
@@ -249,7 +252,9 @@ uint64_t Device::alloc(size_t bytes) {
   const uint64_t h = nextHandle_++;
   blocks_.emplace(h, b);
   live_ += bytes;
+  held_ += b.capacity;
   if (live_ > peak_) peak_ = live_;
+  if (held_ > heldPeak_) heldPeak_ = held_;
   return h;
 }
 
@@ -258,6 +263,7 @@ void Device::free(uint64_t handle) {
   if (it == blocks_.end()) throw Failure("ERR_CUDA_BUFFER", "cuda.free: buffer " + std::to_string(handle) + " is not live");
   memory_.release(it->second.ptr, it->second.capacity);
   live_ -= it->second.bytes;
+  held_ -= it->second.capacity;
   blocks_.erase(it);
 }
 
@@ -271,6 +277,10 @@ const Block& Device::block(uint64_t handle, const char* kernel) const {
 
 void* Device::scratch(size_t bytes, size_t* capacity) {
   void* p = memory_.allocate(bytes, capacity);
+  if (p != nullptr) {
+    held_ += *capacity;
+    if (held_ > heldPeak_) heldPeak_ = held_;
+  }
   if (p == nullptr) {
     Failure f("ERR_CUDA_OOM", "cuda: out of device memory for " + std::to_string(bytes) + " bytes of scratch");
     f.requested = static_cast<double>(bytes);

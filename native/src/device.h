@@ -103,7 +103,8 @@ struct Transfer {
 };
 
 struct MemoryStats {
-  size_t live, peak, reserved, cached, pinned;
+  // held: the size-class capacity of live buffers and scratch (what the planner's heldBytes counts).
+  size_t live, peak, reserved, cached, pinned, held, heldPeak;
 };
 
 class Device {
@@ -125,7 +126,10 @@ class Device {
 
   // Internal temporaries (reduction partials, copy snapshots): not counted as live.
   void* scratch(size_t bytes, size_t* capacity);
-  void releaseScratch(void* p, size_t capacity) { memory_.release(p, capacity); }
+  void releaseScratch(void* p, size_t capacity) {
+    memory_.release(p, capacity);
+    held_ -= capacity;
+  }
 
   // Host → device, through pinned staging recycled once the copy has run. `data` holds `count`
   // elements of the dtype, except for bfloat16, where it holds `count` floats that are rounded
@@ -150,8 +154,13 @@ class Device {
   const Cublas& cublas() const { return cublas_; }
   int cublasVersion() const { return cublasVersion_; }
 
-  MemoryStats memory() const { return {live_, peak_, memory_.reserved(), memory_.cached(), pinned_.held()}; }
-  void resetPeak() { peak_ = live_; }
+  MemoryStats memory() const {
+    return {live_, peak_, memory_.reserved(), memory_.cached(), pinned_.held(), held_, heldPeak_};
+  }
+  void resetPeak() {
+    peak_ = live_;
+    heldPeak_ = held_;
+  }
   void emptyCache() { memory_.emptyCache(); }
   void setMemoryLimit(size_t bytes) { memory_.setLimit(bytes); }
 
@@ -181,7 +190,7 @@ class Device {
   PinnedPool pinned_;
   std::unordered_map<uint64_t, Block> blocks_;
   uint64_t nextHandle_ = 1;
-  size_t live_ = 0, peak_ = 0;
+  size_t live_ = 0, peak_ = 0, held_ = 0, heldPeak_ = 0;
 
   struct PendingStaging {
     void* ptr;

@@ -91,6 +91,18 @@ export interface BackendImpl {
   takeAlong(x: Buffer, idx: Buffer, out: Buffer, width: number): void
   /** out = 0, then out[i, idx[i]] = src[i] (the adjoint of takeAlong). */
   putAlong(idx: Buffer, src: Buffer, out: Buffer, width: number): void
+
+  /**
+   * Optional: out = seeded normals · std, the stream `counterNormals` (./random.ts) makes on the
+   * host, so a big model is initialised where it lives. Where absent, the trainer makes them on
+   * the host and writes them.
+   */
+  randomNormal?(out: Buffer, seed: number, stream: number, std: number): void
+  /**
+   * Optional: the bytes the allocator holds for a request of `bytes` (its size class). The
+   * planner counts every buffer at this size (`heldPeak`); where absent, at exactly `bytes`.
+   */
+  heldBytes?(bytes: number): number
 }
 
 /** The backend as an Effect service: provide it with a backend's `Layer`. */

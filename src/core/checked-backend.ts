@@ -173,6 +173,18 @@ export function checkedBackend<B extends BackendImpl>(impl: B, buffers: LiveBuff
       live("read", b)
       return impl.read(b)
     },
+    ...(impl.randomNormal && {
+      randomNormal(out: Buffer, seed: number, stream: number, std: number) {
+        live("randomNormal", out)
+        c.floatOnly("randomNormal", out)
+        c.check(
+          Number.isSafeInteger(seed) && Number.isSafeInteger(stream) && stream >= 0 && Number.isFinite(std),
+          "randomNormal",
+          () => `seed ${seed} and stream ${stream} must be integers (stream ≥ 0) and std ${std} finite`,
+        )
+        impl.randomNormal!(out, seed, stream, std)
+      },
+    }),
     ...(impl.routines && {
       routines: mapKernels(impl.routines, (kernel, name) => (call) => {
         checkCall(c, name, call, live)

@@ -494,7 +494,7 @@ function* executeSteps(
   bindings: ReadonlyMap<Tensor, Binding>,
   opts: RunOptions,
 ): Steps<RunResult> {
-  const ledger = new MemoryLedger(opts.limit)
+  const ledger = new MemoryLedger(opts.limit, backend.heldBytes)
   const bound = new Map<Tensor, Alloc>()
   const ex = new Executor(backend, ledger, bound, opts.inPlace)
   const params = [...bindings.keys()]
@@ -570,8 +570,8 @@ export const executeEffect = (
   )
 
 export interface PlanOptions extends RunOptions {
-  /** The backend to plan for: only its fused routine names matter (default: none fused). */
-  readonly for?: Pick<BackendImpl, "routines">
+  /** The backend to plan for: its fused routine names and its allocator's rounding (default: none fused, exact bytes). */
+  readonly for?: Pick<BackendImpl, "routines" | "heldBytes">
 }
 
 /** The memory plan: the same schedule on a backend that allocates nothing. */
@@ -580,7 +580,7 @@ export function plan(
   inputs: ReadonlyMap<Tensor, MemoryKind>,
   opts: PlanOptions = {},
 ): MemoryReport {
-  const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}))
+  const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}), opts.for?.heldBytes)
   const bindings = new Map(
     [...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const),
   )

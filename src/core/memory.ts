@@ -13,6 +13,12 @@ const zeroByKind = (): ByKind => ({ weights: 0, gradients: 0, optimizer: 0, acti
 export interface MemoryReport {
   /** Highest total of live bytes. */
   readonly peak: number
+  /**
+   * Highest total of what the allocator holds for the live buffers (each at the backend's
+   * `heldBytes`, its size class): what must fit on the device. Equals `peak` where the backend
+   * rounds nothing.
+   */
+  readonly heldPeak: number
   /** What was alive, by kind, at that moment. */
   readonly atPeak: ByKind
   /** Each kind's own high-water mark (they need not peak together). */
@@ -29,20 +35,30 @@ export class MemoryLedger {
   private atPeak = zeroByKind()
   private peakByKind = zeroByKind()
   private allocations = 0
+  private held = 0
+  private heldPeak = 0
 
-  constructor(private readonly limit = Infinity) {}
+  /** `limit` applies to the held bytes: `holds(bytes)` is what the allocator keeps for a request. */
+  constructor(
+    private readonly limit = Infinity,
+    private readonly holds: (bytes: number) => number = (bytes) => bytes,
+  ) {}
 
   /** Throws OutOfMemory before anything is allocated when `bytes` would pass the limit. */
   add(kind: MemoryKind, bytes: number): void {
-    if (this.total + bytes > this.limit) {
+    const held = this.holds(bytes)
+    if (this.held + held > this.limit) {
+      const rounded = held === bytes ? "" : ` (${held} held by the allocator)`
       throw new OutOfMemory({
         requested: bytes,
         alive: this.total,
         limit: this.limit,
-        message: `out of memory: asked for ${bytes} bytes with ${this.total} alive and a limit of ${this.limit}; raise M for the chunked blocks, add checkpoint(), or shorten the sequence`,
+        message: `out of memory: asked for ${bytes} bytes${rounded} with ${this.total} alive and a limit of ${this.limit}; raise M for the chunked blocks, add checkpoint(), or shorten the sequence`,
       })
     }
     this.allocations++
+    this.held += held
+    if (this.held > this.heldPeak) this.heldPeak = this.held
     this.live[kind] += bytes
     this.total += bytes
     if (this.live[kind] > this.peakByKind[kind]) this.peakByKind[kind] = this.live[kind]
@@ -53,6 +69,7 @@ export class MemoryLedger {
   }
 
   remove(kind: MemoryKind, bytes: number): void {
+    this.held -= this.holds(bytes)
     this.live[kind] -= bytes
     this.total -= bytes
   }
@@ -66,6 +83,7 @@ export class MemoryLedger {
   report(): MemoryReport {
     return {
       peak: this.peak,
+      heldPeak: this.heldPeak,
       atPeak: { ...this.atPeak },
       peakByKind: { ...this.peakByKind },
       liveAtEnd: this.total,

@@ -44,3 +44,43 @@ export function randomFill(t: TensorType, seed: number, intBelow = 2, std = 0.1)
   else fillNormal(random, a, std)
   return a
 }
+
+/** murmur3's 32-bit finaliser: a bijection that spreads every input bit over the output. */
+const mix32 = (h: number): number => {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
+}
+
+/** The 32-bit key of stream `stream` (e.g. a parameter's index) under `seed`. */
+export const normalStreamKey = (seed: number, stream: number): number =>
+  mix32((seed >>> 0) ^ mix32((stream + 0x9e3779b9) >>> 0))
+
+/**
+ * Seeded normals · std from a counter-based generator: pair j of a stream comes from
+ * (key, j) alone, so a device computes all of them at once (CUDA's `randomNormal` kernel makes
+ * this very stream) and a tensor's values do not depend on any other tensor. Box–Muller in
+ * float64; the typed array rounds each value (bfloat16 weights: these float32 values rounded).
+ */
+export function counterNormals<A extends { length: number; [i: number]: number }>(
+  out: A,
+  seed: number,
+  stream: number,
+  std = 1,
+): A {
+  const key = normalStreamKey(seed, stream)
+  const n = out.length
+  for (let j = 0; 2 * j < n; j++) {
+    const x = mix32(j ^ key)
+    const u1 = (mix32(x ^ 0x68e31da4) + 1) / 4294967296
+    const u2 = mix32(x ^ 0xb5297a4d) / 4294967296
+    const r = Math.sqrt(-2 * Math.log(u1)) * std
+    const th = 6.283185307179586 * u2
+    out[2 * j] = r * Math.cos(th)
+    if (2 * j + 1 < n) out[2 * j + 1] = r * Math.sin(th)
+  }
+  return out
+}

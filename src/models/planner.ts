@@ -9,23 +9,22 @@ import type { LlamaConfig } from "./config.js"
 import { adamwOutputs } from "./optimizer.js"
 import { adamwInputs, fusedRoutines, gradientInputs, inputKinds, type StepOptions, stepGraphs } from "./step.js"
 
+/** What the plan depends on of a backend: its fused routines and its allocator's rounding. */
+export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes">
+
 /** The planned memory of one training step: its peak, and each pass's report by kind. */
 export interface StepPlan {
-  /** The larger of the two passes: what the step needs. */
+  /** The larger of the two passes: what the step needs (live bytes). */
   readonly peak: number
+  /** The same with every buffer at its allocator size class: what the device must hold (≥ peak). */
+  readonly held: number
   readonly gradientPass: MemoryReport
   readonly optimizerPass: MemoryReport
   readonly chunks: { readonly mlp: number; readonly lm: number }
 }
 
 /** Plans one training step (forward + backward, then AdamW) for a backend's fused routines. */
-export function planStep(
-  c: LlamaConfig,
-  B: number,
-  S: number,
-  opts: StepOptions,
-  backend?: Pick<BackendImpl, "routines">,
-): StepPlan {
+export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions, backend?: PlanTarget): StepPlan {
   const g = stepGraphs(c, B, S, { fused: fusedRoutines(backend), ...opts })
   const target = backend ? { for: backend } : {}
   const gradientInputKinds = inputKinds(gradientInputs(g.first, g.adamw))
@@ -34,6 +33,7 @@ export function planStep(
   const optimizerPass = plan(adamwOutputs(a), inputKinds(adamwInputs(a)), { inPlace: a.inPlace, ...target })
   return {
     peak: Math.max(gradientPass.peak, optimizerPass.peak),
+    held: Math.max(gradientPass.heldPeak, optimizerPass.heldPeak),
     gradientPass,
     optimizerPass,
     chunks: g.first.model.chunks,
@@ -50,7 +50,7 @@ export function suggestChunks(
   S: number,
   opts: StepOptions,
   limit: number,
-  backend?: Pick<BackendImpl, "routines">,
+  backend?: PlanTarget,
 ): { mode: StepOptions["mode"]; mlp: number; lm: number; peak: number } | undefined {
   const counts = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].filter((m) => m <= S)
   const modes: StepOptions["mode"][] =
@@ -58,11 +58,11 @@ export function suggestChunks(
   // The most frugal choice first: when even it does not fit, nothing does (and a large model answers at once).
   const most = counts.at(-1)!
   const frugal = { ...opts, mode: "mst+checkpoint" as const, mlpChunks: most, lmChunks: most }
-  if (planStep(c, B, S, frugal, backend).peak > limit) return undefined
+  if (planStep(c, B, S, frugal, backend).held > limit) return undefined
   for (const mode of [...new Set(modes)]) {
     for (const lm of counts) {
       for (const mlp of counts.filter((m) => m <= lm)) {
-        const peak = planStep(c, B, S, { ...opts, mode, mlpChunks: mlp, lmChunks: lm }, backend).peak
+        const peak = planStep(c, B, S, { ...opts, mode, mlpChunks: mlp, lmChunks: lm }, backend).held
         if (peak <= limit) return { mode, mlp, lm, peak }
       }
     }
@@ -106,7 +106,7 @@ export function memoryAdvice(
   S: number,
   opts: StepOptions,
   limit: number,
-  backend?: Pick<BackendImpl, "routines">,
+  backend?: PlanTarget,
 ): { readonly fit?: { mode: StepOptions["mode"]; mlp: number; lm: number; peak: number }; readonly hint: string } {
   const fit = suggestChunks(c, B, S, opts, limit, backend)
   if (fit !== undefined)
@@ -115,7 +115,7 @@ export function memoryAdvice(
       hint: `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`,
     }
   const frugal = { ...opts, mode: "mst+checkpoint" as const, mlpChunks: "auto" as const, lmChunks: "auto" as const }
-  const peakAt = (b: number, s: number) => planStep(c, b, s, { ...frugal, allowBeyondMaxPosition: true }, backend).peak
+  const peakAt = (b: number, s: number) => planStep(c, b, s, { ...frugal, allowBeyondMaxPosition: true }, backend).held
   const seq = S > 1 ? largestFitting((s) => peakAt(B, s) <= limit, 1, S - 1).n : 0
   const batch = B > 1 ? largestFitting((b) => peakAt(b, S) <= limit, 1, B - 1).n : 0
   const smaller = [...(batch > 0 ? [`--batch ${batch}`] : []), ...(seq > 0 ? [`--seq ${seq}`] : [])]

@@ -6,7 +6,7 @@ import { Effect } from "effect"
 import { type BackendImpl, type Buffer, numel } from "../core/backend.js"
 import type { DType, HostArray } from "../core/dtype.js"
 import type { BadCheckpoint } from "../core/errors.js"
-import { fillNormal, rng } from "../core/random.js"
+import { counterNormals } from "../core/random.js"
 import { type CheckpointState, cleanCheckpointDir, latestCheckpoint, loadCheckpoint, matchRun } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
 import { parameterShapes } from "./llama.js"
@@ -50,15 +50,33 @@ export interface Start {
   readonly data?: Readonly<Record<string, number | string>>
 }
 
-/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
+/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights. */
+const initStd = 0.02
+
+/**
+ * The seeded initial weights, on the host. Parameter i (in `parameterShapes` order) is stream i of
+ * `counterNormals`, the stream a backend with `randomNormal` makes on the device: both start
+ * from the same model.
+ */
 export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
-  const random = rng(seed)
   return Object.fromEntries(
-    Object.entries(parameterShapes(c)).map(([name, shape]) => {
+    Object.entries(parameterShapes(c)).map(([name, shape], i) => {
       const values = new Float32Array(numel(shape))
-      return [name, shape.length === 1 ? values.fill(1) : fillNormal(random, values, 0.02)]
+      return [name, shape.length === 1 ? values.fill(1) : counterNormals(values, seed, i, initStd)]
     }),
   )
+}
+
+/**
+ * A fresh parameter in `dtype`, made where the backend can (a billion normals take minutes in
+ * JavaScript, milliseconds on a GPU), else on the host: the same values either way.
+ */
+function initialParameter(backend: BackendImpl, shape: readonly number[], stream: number, seed: number, dtype: DType) {
+  const b = backend.alloc(dtype, numel(shape))
+  if (shape.length === 1) backend.fill(b, 1)
+  else if (backend.randomNormal) backend.randomNormal(b, seed, stream, initStd)
+  else backend.write(b, counterNormals(new Float32Array(b.size), seed, stream, initStd))
+  return b
 }
 
 /** Host data onto the device; float32 data may go into a bfloat16 buffer (the backend rounds it). */
@@ -76,15 +94,15 @@ export const upload = (
  * The latest checkpoint in `start.checkpointDir`, made by a run with the same options, model and
  * data, or a fresh start. The folder is made, checked writable and rid of dead saves' temporaries first.
  */
-function startingPoint(start: Start, run: RunIdentity): Effect.Effect<CheckpointState, BadCheckpoint> {
+function startingPoint(start: Start, run: RunIdentity): Effect.Effect<CheckpointState | undefined, BadCheckpoint> {
   return Effect.gen(function* () {
     const dir = start.checkpointDir
     if (dir !== undefined) yield* cleanCheckpointDir(dir)
     const found = dir === undefined ? undefined : yield* latestCheckpoint(dir)
-    if (found === undefined) {
-      const parameters = start.initialParameters ?? initialParameters(start.model, start.seed)
-      return { step: 0, run, parameters, m: {}, v: {} }
-    }
+    if (found === undefined)
+      return start.initialParameters
+        ? ({ step: 0, run, parameters: start.initialParameters, m: {}, v: {} } satisfies CheckpointState)
+        : undefined // fresh: initialised on the backend
     const state = yield* loadCheckpoint(found, parameterShapes(start.model))
     yield* matchRun(state, { run, model: start.model, ...(start.data ? { data: start.data } : {}) }, found)
     return state
@@ -99,22 +117,28 @@ export function prepareState(
   start: Start,
   run: RunIdentity,
 ): Effect.Effect<TrainState, BadCheckpoint> {
+  const shapes = parameterShapes(start.model)
+  const streams = new Map(Object.keys(shapes).map((n, i) => [n, i]))
   return Effect.map(startingPoint(start, run), (saved) => {
     const perParameter = (buffer: (n: string) => Buffer): PerParameter =>
       Object.fromEntries(names.map((n) => [n, buffer(n)]))
     const moment = (values: Float32Array | undefined, n: string): Buffer => {
       if (values !== undefined) return upload(backend, values, precision.state)
-      const b = backend.alloc(precision.state, saved.parameters[n]!.length)
+      const b = backend.alloc(precision.state, numel(shapes[n]!))
       backend.fill(b, 0)
       return b
     }
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
-    const weights = perParameter((n) => upload(backend, saved.parameters[n]!, precision.param))
-    const master = precision.master ? perParameter((n) => upload(backend, saved.parameters[n]!, "float32")) : undefined
-    const m = perParameter((n) => moment(saved.m[n], n))
-    const v = perParameter((n) => moment(saved.v[n], n))
-    const checksums = saved.checksums === undefined ? {} : { checksums: saved.checksums }
-    return { step: saved.step, weights, ...(master ? { master } : {}), m, v, ...checksums }
+    const parameter = (n: string, dtype: DType): Buffer =>
+      saved === undefined
+        ? initialParameter(backend, shapes[n]!, streams.get(n)!, start.seed, dtype)
+        : upload(backend, saved.parameters[n]!, dtype)
+    const weights = perParameter((n) => parameter(n, precision.param))
+    const master = precision.master ? perParameter((n) => parameter(n, "float32")) : undefined
+    const m = perParameter((n) => moment(saved?.m[n], n))
+    const v = perParameter((n) => moment(saved?.v[n], n))
+    const checksums = saved?.checksums === undefined ? {} : { checksums: saved.checksums }
+    return { step: saved?.step ?? 0, weights, ...(master ? { master } : {}), m, v, ...checksums }
   })
 }
 

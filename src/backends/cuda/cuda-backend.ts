@@ -26,9 +26,11 @@ import type { Buffer, BackendImpl, MatmulSpec, View } from "../../core/backend.j
 import { iotaDims } from "../../core/backend.js"
 import { checkedBackend } from "../../core/checked-backend.js"
 import { bytesPerElement } from "../../core/dtype.js"
+import { normalStreamKey } from "../../core/random.js"
 import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
 import { kernelChecks } from "../../core/kernel-checks.js"
 import { simplifyViews } from "../views.js"
+import { cudaHeldBytes } from "./allocator.js"
 import { cudaRoutines } from "./fused.js"
 import { type CudaProfiler, withProfiler } from "./profile.js"
 import {
@@ -56,6 +58,9 @@ export interface CudaMemory {
   readonly reserved: number
   /** Bytes of freed blocks the allocator keeps for reuse. */
   readonly cached: number
+  /** Live buffers and kernel scratch at their size classes' capacity (the planner's `heldPeak` counts the buffers). */
+  readonly held: number
+  readonly heldPeak: number
   resetPeak(): void
   /** Gives the allocator's cached blocks back to the driver. */
   emptyCache(): void
@@ -173,6 +178,8 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
         peak: m.peak,
         reserved: m.reserved,
         cached: m.cached,
+        held: m.held,
+        heldPeak: m.heldPeak,
         resetPeak: () => dev.resetPeak(),
         emptyCache: () => dev.emptyCache(),
       }
@@ -208,6 +215,9 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     write: (buffer, data) => dev.write(handle(buffer), code(buffer), data),
     read: async (buffer) => track(dev.read(handle(buffer), code(buffer), buffer.size)),
     fill: (out, value) => dev.fill(handle(out), code(out), out.size, value),
+    randomNormal: (out, seed, stream, std) =>
+      dev.randomNormal(handle(out), code(out), out.size, normalStreamKey(seed, stream), std),
+    heldBytes: cudaHeldBytes,
 
     iota(out, shape, axis) {
       const { outer, len, inner } = iotaDims(shape, axis)

@@ -26,6 +26,9 @@ export interface NativeMemory {
   readonly cached: number
   /** Pinned host staging held for transfers. */
   readonly pinned: number
+  /** Size-class capacity of live buffers and kernel scratch, and its peak (what `heldBytes` plans). */
+  readonly held: number
+  readonly heldPeak: number
 }
 
 export interface NativeInfo {
@@ -54,6 +57,7 @@ export interface NativeDevice {
   read(h: H, dtype: D, count: number): Promise<HostArray>
   sync(): Promise<void>
   fill(h: H, dtype: D, n: number, value: number): void
+  randomNormal(h: H, dtype: D, n: number, key: number, std: number): void
   iota(h: H, dtype: D, outer: number, len: number, inner: number): void
   unary(op: number, dtype: D, x: H, out: H, n: number): void
   binary(op: number, inDtype: D, outDtype: D, a: H, aScalar: boolean, b: H, bScalar: boolean, out: H, n: number): void

@@ -1,0 +1,16 @@
+/**
+ * What the CUDA allocator holds for a request (native/src/device.cc, CachingAllocator::sizeClass):
+ * up to 1 MiB, multiples of 512 B; above, steps of a 64th of the request's power of two, at most
+ * 2 MiB. The planner counts buffers at this size so that its answer is what the device must hold.
+ */
+const MiB = 2 ** 20
+
+export function cudaHeldBytes(bytes: number): number {
+  if (bytes <= 0) return 0
+  if (bytes <= 512) return 512
+  if (bytes <= MiB) return Math.ceil(bytes / 512) * 512
+  let power = MiB
+  while (power * 2 <= bytes) power *= 2
+  const step = Math.min(power / 64, 2 * MiB)
+  return Math.ceil(bytes / step) * step
+}
