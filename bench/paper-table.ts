@@ -1,0 +1,108 @@
+/**
+ * The paper's headline table from bench/long-context.ts results: for each model and precision,
+ * each mode's longest S planned and trained on one card (under the --cap the runs used), and
+ * tokens/s at 8k and 32k, beside PyTorch + transformers with and without gradient checkpointing
+ * from the same jobs.
+ *
+ *   npx tsx bench/paper-table.ts --card h100 RESULT.json [RESULT.json ...]
+ *
+ * Writes docs/results/paper-<card>.json (rows {model, precision, mode, planned, trained,
+ * tokens_per_s_8k, tokens_per_s_32k}) and prints the markdown table for docs/paper.md.
+ */
+import { readFileSync, writeFileSync } from "node:fs"
+
+interface Row {
+  mode: string
+  seq: number
+  status: string
+  tokensPerSecond?: number
+}
+interface Limit {
+  mode: string
+  planned: number
+  trained?: Row & { stepMs?: number; devicePeak?: number; deviceHeldPeak?: number; startSeconds?: number }
+  firstOom?: number
+}
+interface TorchRow {
+  mode: string
+  seq: number
+  status: string
+  tokens_per_s?: number
+}
+interface Result {
+  model: string
+  precision: string
+  device: string
+  cap: number
+  rows: Row[]
+  limits: Limit[]
+  fullCardPlan: Record<string, number>
+  pytorch?: {
+    sweep?: { rows: TorchRow[]; transformers: string | null; torch: string }
+    maxSeq?: { max_seq: { mode: string; max_seq: number; first_oom: number | null }[] }
+  }
+}
+
+const args = process.argv.slice(2)
+const cardAt = args.indexOf("--card")
+const card = cardAt >= 0 ? args[cardAt + 1]! : "gpu"
+const files = args.filter((a, i) => a !== "--card" && i !== cardAt + 1)
+const results = files.map((f) => JSON.parse(readFileSync(f, "utf8")) as Result)
+
+const out: Record<string, unknown>[] = []
+const lines = [
+  "| model | precision | framework, mode | planned S | trained S | tokens/s at 8k | tokens/s at 32k |",
+  "|---|---|---|---:|---:|---:|---:|",
+]
+const fmt = (x: number | undefined) => (x === undefined ? "-" : Math.round(x).toLocaleString("en-US"))
+for (const r of results) {
+  for (const l of r.limits) {
+    const at = (S: number) => r.rows.find((x) => x.mode === l.mode && x.seq === S && x.status === "ok")?.tokensPerSecond
+    const row = {
+      model: r.model,
+      precision: r.precision,
+      mode: l.mode,
+      planned: l.planned,
+      trained: l.trained?.seq ?? 0,
+      first_oom: l.firstOom ?? null,
+      tokens_per_s_8k: at(8192) ?? null,
+      tokens_per_s_32k: at(32768) ?? null,
+      step_s_at_trained: l.trained?.stepMs === undefined ? null : l.trained.stepMs / 1000,
+      start_s: l.trained?.startSeconds ?? null,
+      device: r.device,
+      cap_bytes: r.cap,
+    }
+    out.push(row)
+    lines.push(
+      `| ${r.model} | ${r.precision} | miniseq ${l.mode} | ${fmt(l.planned)} | ${fmt(row.trained)} | ${fmt(at(8192))} | ${fmt(at(32768))} |`,
+    )
+  }
+  const torchAt = (mode: string, S: number) =>
+    r.pytorch?.sweep?.rows.find((x) => x.mode === mode && x.seq === S && x.status === "ok")?.tokens_per_s
+  for (const t of r.pytorch?.maxSeq?.max_seq ?? []) {
+    const row = {
+      model: r.model,
+      precision: r.precision,
+      mode: `pytorch ${t.mode}`,
+      planned: null,
+      trained: t.max_seq,
+      first_oom: t.first_oom,
+      tokens_per_s_8k: torchAt(t.mode, 8192) ?? null,
+      tokens_per_s_32k: torchAt(t.mode, 32768) ?? null,
+      device: r.device,
+      cap_bytes: r.cap,
+    }
+    out.push(row)
+    lines.push(
+      `| ${r.model} | ${r.precision} | PyTorch + transformers ${t.mode} | - | ${fmt(t.max_seq)} | ${fmt(row.tokens_per_s_8k ?? undefined)} | ${fmt(row.tokens_per_s_32k ?? undefined)} |`,
+    )
+  }
+}
+const file = `docs/results/paper-${card}.json`
+writeFileSync(
+  file,
+  JSON.stringify({ command: `npx tsx bench/paper-table.ts --card ${card} ${files.join(" ")}`, rows: out }, null, 2) +
+    "\n",
+)
+console.log(lines.join("\n"))
+console.log(`\nwrote ${file}`)
