@@ -250,10 +250,10 @@ describe("loadPretrained", () => {
       /a\.safetensors: holds tensor "model\.norm\.weight", which .* does not place in this shard/,
     )
 
-    const escape = await folder(tinyConfig, {
+    const outside = await folder(tinyConfig, {
       "model.safetensors.index.json": JSON.stringify({ weight_map: map("../x.safetensors") }),
     })
-    e = (await failureOf(loadPretrained(escape))) as BadCheckpoint
+    e = (await failureOf(loadPretrained(outside))) as BadCheckpoint
     expect(e.message).toMatch(/must name a file in this folder/)
   })
 
