@@ -7,14 +7,16 @@
  * Every tensor is checked against the shapes the config implies; a missing, extra or misshapen
  * tensor is a BadCheckpoint naming it. Node only (node:fs).
  */
+import { createHash } from "node:crypto"
 import { readFile, stat } from "node:fs/promises"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { Effect } from "effect"
 import { BadCheckpoint, BadConfig } from "../core/errors.js"
 import { firstNonFinite } from "./checkpoint.js"
 import { decodeConfig, type LlamaConfig } from "./config.js"
 import { parameterShapes } from "./llama.js"
 import { checkTensors, readSafetensors, type StoredTensor } from "./safetensors.js"
+import { hfTokenizer, type Tokenizer } from "./tokenizer.js"
 
 /** What `loadPretrained` returns: the decoded config, its raw JSON and the weights by HF name. */
 export interface Pretrained {
@@ -219,4 +221,50 @@ async function readParameters(dir: string, raw: Record<string, unknown>, config:
       message: `${fileOf[bad.name]}: tensor "${bad.name}" holds ${bad.value} at element ${bad.index}; a model to train from must be finite`,
     })
   return { dir, config, rawConfig: raw, parameters, storedDtypes, files }
+}
+
+/** A tokenizer read from a file, and the SHA-256 of that file (a resume must use the same one). */
+export interface TokenizerFile {
+  readonly tokenizer: Tokenizer
+  readonly sha256: string
+}
+
+/**
+ * Reads a Hugging Face tokenizer.json and the tokenizer_config.json beside it (where BOS and EOS
+ * are named; without it the tokenizer has neither). Fails with BadConfig naming the file.
+ */
+export function readTokenizerFile(path: string): Effect.Effect<TokenizerFile, BadConfig> {
+  return Effect.tryPromise({
+    try: async () => {
+      let bytes: Buffer
+      try {
+        bytes = await readFile(path)
+      } catch (e) {
+        const why = errCode(e) === "ENOENT" ? "does not exist" : `cannot be read (${String(e)})`
+        throw new BadConfig({
+          field: "tokenizer",
+          message: `${path} ${why}; --tokenizer takes byte, cl100k_base or the path of a Hugging Face tokenizer.json`,
+        })
+      }
+      const parse = (text: string, file: string): unknown => {
+        try {
+          return JSON.parse(text)
+        } catch (e) {
+          throw new BadConfig({
+            field: "tokenizer",
+            message: `${file} is not valid JSON (${e instanceof Error ? e.message : String(e)})`,
+          })
+        }
+      }
+      const configPath = join(dirname(path), "tokenizer_config.json")
+      const configText = await readFile(configPath, "utf8").catch((e) =>
+        errCode(e) === "ENOENT" ? undefined : Promise.reject(e),
+      )
+      const config = configText === undefined ? {} : parse(configText, configPath)
+      const tokenizer = hfTokenizer(parse(bytes.toString("utf8"), path), config, path)
+      return { tokenizer, sha256: createHash("sha256").update(bytes).digest("hex") }
+    },
+    catch: (e) =>
+      e instanceof BadConfig ? e : new BadConfig({ field: "tokenizer", message: `${path}: ${String(e)}` }),
+  })
 }
