@@ -37,17 +37,28 @@ export {
 
 // Models: configs and presets, the Llama graph, the optimizer, one training step.
 export {
+  type Architecture,
+  architecture,
   decodeConfig,
   decodeConfigSync,
   headDim,
   LlamaConfig,
+  type ModelType,
+  modelTypes,
   preset,
   type PresetName,
   presetNames,
   presets,
+  ropeInvFreq,
+  type RopeScaling,
+  ropeScaling,
 } from "./models/config.js"
 export {
   autoChunks,
+  type ForwardGraph,
+  type ForwardOptions,
+  type LayerCache,
+  llamaForward,
   type LlamaGraph,
   llamaLoss,
   minPiece,
