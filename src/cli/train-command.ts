@@ -55,7 +55,7 @@ const flags = {
   initFrom: Flag.String("init-from").pipe(
     Flag.optional,
     Flag.withDescription(
-      "start from a Hugging Face model folder (config.json + model.safetensors or its sharded index; BF16/F16/F32): its config is the model",
+      "start from a Hugging Face model folder (config.json + model.safetensors or its sharded index; BF16/F16/F32): its config is the model (default: none, a fresh model)",
     ),
   ),
   sample: Flag.Int("sample").pipe(

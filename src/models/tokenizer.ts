@@ -234,6 +234,6 @@ export function checkVocabulary(t: Tokenizer, vocabSize: number): BadConfig | un
   if (t.vocabSize <= vocabSize) return undefined
   return new BadConfig({
     field: "tokenizer",
-    message: `tokenizer ${t.name} has ${t.vocabSize} tokens but the model's vocab_size is ${vocabSize}; use the model's own tokenizer, or a model with a larger vocabulary (e.g. --model tiny-bpe for cl100k_base)`,
+    message: `tokenizer ${t.name} has ${t.vocabSize} tokens but the model's vocab_size is ${vocabSize}; use the model's own tokenizer, or pick a model with a larger vocabulary (e.g. --model tiny-bpe)`,
   })
 }
