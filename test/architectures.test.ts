@@ -1,11 +1,18 @@
-// The architectures (Llama, Mistral, Qwen2, Gemma-2) against independent references: the KV-cached
-// forward against the uncached one, the loss against cross-entropy of the forward's logits.
+// The architectures (Llama, Mistral, Qwen2, Gemma-2) against independent references: golden
+// fixtures made by scripts/golden/make_golden.py (transformers, or a plain-PyTorch float64 model
+// of its semantics: each file says which), the KV-cached forward against the uncached one, the
+// loss against cross-entropy of the forward's logits, and configs refused with the field named.
+import { readdirSync } from "node:fs"
+import { join } from "node:path"
+import { valueAndGrad } from "../src/core/autodiff.js"
+import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { describe, expect, it } from "vitest"
+import { readSafetensors } from "../src/models/safetensors.js"
 import type { DType, HostArray } from "../src/core/dtype.js"
 import type { Feed } from "../src/core/executor.js"
 import type { Tensor } from "../src/core/graph.js"
-import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
-import { llamaForward, llamaLoss, parameterShapes } from "../src/models/llama.js"
+import { decodeConfigSync, type LlamaConfig, ropeInvFreq } from "../src/models/config.js"
+import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
 
 /** A tiny model of each architecture, with every feature that differs from Llama switched on. */
@@ -143,5 +150,95 @@ describe("llamaForward with a KV cache", () => {
         expect(Math.abs(values[0]![0]! - sum / count) / (sum / count)).toBeLessThan(1e-12)
       }
     })
+  }
+})
+
+const goldenDir = join(import.meta.dirname, "fixtures", "golden")
+const goldenNames = readdirSync(goldenDir)
+  .filter((f) => f.endsWith(".safetensors"))
+  .map((f) => f.replace(/\.safetensors$/, ""))
+const cpuFused = Object.keys(makeCpuBackend().routines ?? {})
+
+/** A golden fixture: the config, weights, inputs, and the reference's logits, loss and gradients. */
+async function golden(name: string) {
+  const { tensors, metadata } = await readSafetensors(join(goldenDir, `${name}.safetensors`))
+  const named = (prefix: string) =>
+    Object.fromEntries(
+      Object.entries(tensors)
+        .filter(([k]) => k.startsWith(prefix))
+        .map(([k, t]) => [k.slice(prefix.length), t.data]),
+    )
+  const tokens = tensors.tokens!
+  return {
+    generator: metadata.generator!,
+    config: decodeConfigSync(JSON.parse(metadata.config!)),
+    loss: Number(metadata.loss),
+    weights: named("weight."),
+    grads: named("grad."),
+    logits: tensors.logits!.data,
+    invFreq: tensors.inv_freq!.data,
+    invFreqTransformers: tensors.inv_freq_transformers?.data,
+    tokens: tokens.data as Int32Array,
+    targets: tensors.targets!.data as Int32Array,
+    B: tokens.shape[0]!,
+    S: tokens.shape[1]!,
+  }
+}
+
+/** The weights as the dtype asked for (fixtures store float32 values, exact in either). */
+const asDType = (w: Record<string, HostArray>, dtype: DType): Record<string, HostArray> =>
+  Object.fromEntries(
+    Object.entries(w).map(([k, v]) => [k, dtype === "float64" ? Float64Array.from(v) : Float32Array.from(v)]),
+  )
+
+describe("golden fixtures (scripts/golden/make_golden.py)", () => {
+  it("cover every architecture", () => {
+    expect(goldenNames.sort()).toEqual(["gemma2", "llama", "mistral", "qwen2"])
+  })
+  for (const name of goldenNames) {
+    it(`${name}: parameter names and shapes are Hugging Face's, and RoPE's frequencies match`, async () => {
+      const g = await golden(name)
+      expect(g.generator.length).toBeGreaterThan(0)
+      const shapes = parameterShapes(g.config)
+      expect(Object.keys(shapes).sort()).toEqual(Object.keys(g.weights).sort())
+      for (const [k, shape] of Object.entries(shapes))
+        expect(g.weights[k]!.length).toBe(shape.reduce((a, b) => a * b, 1))
+      expect(maxRelDiff(ropeInvFreq(g.config), g.invFreq)).toBeLessThan(1e-15)
+      // transformers computes them in float32
+      if (g.invFreqTransformers) expect(maxRelDiff(ropeInvFreq(g.config), g.invFreqTransformers)).toBeLessThan(1e-6)
+    })
+
+    it(`${name}: float64 logits on the CPU reference match to 1e-9`, async () => {
+      const g = await golden(name)
+      const f = llamaForward(g.config, g.B, g.S, 0, { dtype: "float64" })
+      const feeds = new Map<Tensor, Feed>([...feedsOf(f.params, asDType(g.weights, "float64")), [f.tokens, g.tokens]])
+      const { values } = await run([f.logits], feeds, { layer: referenceCpu })
+      expect(maxRelDiff(values[0]!, g.logits)).toBeLessThan(1e-9)
+    })
+
+    for (const dtype of ["float64", "float32"] as const) {
+      const tol = dtype === "float64" ? 1e-9 : 1e-5
+      it(`${name}: ${dtype} loss and every gradient match to ${tol} in all four modes (M = 3 and 4, S = 11)`, async () => {
+        const g = await golden(name)
+        const count = g.targets.filter((t) => t !== -100).length
+        for (const mode of modes) {
+          // float64 on the reference CPU (every routine as its body); float32 with the CPU's fused kernels
+          const fused = dtype === "float32" ? cpuFused : []
+          const model = llamaLoss(g.config, g.B, g.S, { mode, dtype, mlpChunks: 3, lmChunks: 4, fused })
+          const names = Object.keys(model.params)
+          const { value, grads } = valueAndGrad(model.loss, model.params)
+          const feeds = new Map<Tensor, Feed>([
+            ...feedsOf(model.params, asDType(g.weights, dtype)),
+            [model.tokens, g.tokens],
+            [model.targets, g.targets],
+            [model.count, new Float32Array([count])],
+          ])
+          const layer = dtype === "float64" ? referenceCpu : undefined
+          const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer })
+          expect(Math.abs(values[0]![0]! - g.loss) / g.loss, `${mode} loss`).toBeLessThan(tol)
+          names.forEach((n, i) => expect(maxRelDiff(values[i + 1]!, g.grads[n]!), `${mode} ${n}`).toBeLessThan(tol))
+        }
+      })
+    }
   }
 })
