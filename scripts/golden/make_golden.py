@@ -23,6 +23,7 @@ Each fixture is a safetensors file (no dependency beyond torch: written by hand 
   tokens, targets   I32  [B, S]; targets are already shifted (-100 = ignored)
   inv_freq          F64  RoPE's inverse frequencies, scaling applied
   __metadata__      generator, config (the HF config.json), loss (repr of a float64)
+and rope.json: inverse frequencies of published configs' RoPE scaling (llama3, linear), float64.
 """
 import argparse
 import json
@@ -346,6 +347,24 @@ def make(name, cfg, out, use_transformers):
     print(f"{path}: loss {loss.item():.12f}, {os.path.getsize(path)} bytes, by {generator}")
 
 
+# Published configs' RoPE (head_dim 128 or 64): inv_freq from the reference formula, for rope.json.
+ROPE_CASES = {
+    "llama-3.1-8b": {"head_dim": 128, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+    "llama-3.2-1b": {"head_dim": 64, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+    "linear-4": {"head_dim": 64, "rope_theta": 10000.0, "rope_scaling": {"type": "linear", "factor": 4.0}},
+    "qwen2-7b": {"head_dim": 128, "rope_theta": 1000000.0},
+}
+
+
+def write_rope(out):
+    cases = {name: {"config": c, "inv_freq": inv_freq_of(c).tolist()} for name, c in ROPE_CASES.items()}
+    path = os.path.join(out, "rope.json")
+    with open(path, "w") as f:
+        json.dump(cases, f, indent=None)
+        f.write("\n")
+    print(f"{path}: {', '.join(cases)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join("test", "fixtures", "golden"))
@@ -355,6 +374,7 @@ def main():
     torch.manual_seed(0)
     for name, cfg in CONFIGS.items():
         make(name, cfg, args.out, not args.reference)
+    write_rope(args.out)
     return 0
 
 
