@@ -350,6 +350,14 @@ export const presets = {
     rms_norm_eps: 1e-5,
     max_position_embeddings: 131072,
     tie_word_embeddings: true,
+    /** Llama 3.2's long-context RoPE (its config.json). */
+    rope_scaling: {
+      rope_type: "llama3",
+      factor: 32,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    },
   },
   "llama3-8b": {
     hidden_size: 4096,
@@ -375,8 +383,9 @@ export const presets = {
     max_position_embeddings: 4096,
     tie_word_embeddings: false,
   },
-  /** Mistral-7B v0.1. Differs: sliding-window attention (4096), which miniseq does not model (full causal). */
+  /** Mistral-7B v0.1: Llama's layer with sliding-window attention (4096 tokens) in every layer. */
   "mistral-7b": {
+    model_type: "mistral",
     hidden_size: 4096,
     intermediate_size: 14336,
     num_hidden_layers: 32,
@@ -387,9 +396,11 @@ export const presets = {
     rms_norm_eps: 1e-5,
     max_position_embeddings: 32768,
     tie_word_embeddings: false,
+    sliding_window: 4096,
   },
-  /** Qwen2-7B. Differs: q/k/v projections carry biases (7 168 extra parameters per layer, ignored here). */
+  /** Qwen2-7B: q/k/v projections carry biases; no sliding window (use_sliding_window false). */
   "qwen2-7b": {
+    model_type: "qwen2",
     hidden_size: 3584,
     intermediate_size: 18944,
     num_hidden_layers: 28,
@@ -400,13 +411,17 @@ export const presets = {
     rms_norm_eps: 1e-6,
     max_position_embeddings: 32768,
     tie_word_embeddings: false,
+    use_sliding_window: false,
+    sliding_window: 131072,
+    max_window_layers: 28,
   },
   /**
-   * Gemma2-9B's shapes. Differs: GeGLU instead of SwiGLU (same three matrices, so the same
-   * memory), four norms per layer, logit soft-capping, alternating sliding-window layers and
-   * scaled embeddings — modelled here as a Llama of the same shapes.
+   * Gemma-2-9B: GeGLU (tanh GELU), four (1 + w) norms per layer, embedding × √d, scores scaled
+   * by query_pre_attn_scalar^−½ and soft-capped at 50, logits at 30, and a 4096-token window on
+   * every other layer (0, 2, …).
    */
   "gemma2-9b": {
+    model_type: "gemma2",
     hidden_size: 3584,
     intermediate_size: 14336,
     num_hidden_layers: 42,
@@ -418,6 +433,11 @@ export const presets = {
     rms_norm_eps: 1e-6,
     max_position_embeddings: 8192,
     tie_word_embeddings: true,
+    hidden_activation: "gelu_pytorch_tanh",
+    query_pre_attn_scalar: 256,
+    sliding_window: 4096,
+    attn_logit_softcapping: 50,
+    final_logit_softcapping: 30,
   },
 } as const satisfies Record<string, LlamaConfig>
 

@@ -27,6 +27,7 @@ import {
   rmsNormPlusOne,
   rope as plainRope,
   silu,
+  softcap,
   swiglu,
 } from "../core/routines/basic.js"
 import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
@@ -229,7 +230,7 @@ const headLogits = (m: Model, h: Tensor): Tensor => {
   const head = m.p(m.c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight")
   const logits = linear(m.norm(h, m.p("model.norm.weight")), head)
   const cap = m.arch.finalSoftcap
-  return cap === 0 ? logits : o.mul(o.tanh(o.div(logits, cap)), cap)
+  return cap === 0 ? logits : softcap(logits, cap)
 }
 
 function checkLength(c: LlamaConfig, B: number, S: number, allowBeyond: boolean | undefined): void {

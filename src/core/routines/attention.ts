@@ -6,7 +6,10 @@
  * The log-sum-exp is kept in the accumulator dtype (float32 for bfloat16, as FlashAttention
  * does): bfloat16 would round it by up to 0.03 at lse ≈ 9–16, and the recomputed P by up to 3%.
  *
- * q [B, H, S, D]; k, v [B, Hkv, S, D] with H a multiple of Hkv (grouped-query attention).
+ * q [B, H, Sq, D]; k, v [B, Hkv, Sk, D] with H a multiple of Hkv (grouped-query attention) and
+ * Sq ≤ Sk: the queries are the last Sq positions (Sq < Sk with a KV cache). A sliding window,
+ * a soft-cap on the scores or another scale make it the routine "generalAttention" (see
+ * `attention` below).
  */
 import { BadConfig, ShapeError } from "../errors.js"
 import type { Tensor } from "../graph.js"
@@ -99,7 +102,7 @@ function maskBias(
   const k = o.add(o.iota([S, len], 1), start)
   const future = o.less(q, k) // 1 where k > q
   // … or k ≤ q − window: the two never hold at once, so their sum is 0 or 1
-  const masked = window > 0 ? o.add(future, o.less(k, o.sub(q, window - 1))) : future
+  const masked = window > 0 ? o.add(future, o.less(o.add(k, window - 1), q)) : future
   return o.where(masked, hidden, o.zeros([], dtype))
 }
 

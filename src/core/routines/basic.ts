@@ -133,14 +133,45 @@ function frequencyRow(invFreq: readonly number[], half: number, dtype: Tensor["d
   )
 }
 
+// Routines for their backward rules only: no backend fuses them (so they are not in
+// ./registry.ts), but as regions with a hand-written VJP they save one tensor for backward
+// instead of every intermediate of their bodies (S×I for GeGLU, S×V for soft-capped logits).
+/** How the GELU routine is seen as a region (no backend has a kernel for it). */
+export const geluTanhRoutine = declareRoutine()("geluTanh", { inputs: ["x"], outputs: ["y"] })
+/** How the soft-cap routine is seen as a region (no backend has a kernel for it). */
+export const softcapRoutine = declareRoutine<{ cap: number }>()("softcap", { inputs: ["x"], outputs: ["y"] })
+
+const GELU_C = Math.sqrt(2 / Math.PI)
+const geluInner = (x: Tensor): Tensor => o.mul(o.add(x, o.mul(o.mul(o.square(x), x), 0.044715)), GELU_C)
+
 /**
  * GELU with the tanh approximation (PyTorch's approximate="tanh", HF's gelu_pytorch_tanh):
- * ½x(1 + tanh(√(2/π)(x + 0.044715x³))). Gemma-2's MLP activation.
+ * ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³). Gemma-2's MLP activation. Its backward,
+ * ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²) with t = tanh(u), reads only x.
  */
-export function geluTanh(x: Tensor): Tensor {
-  const inner = o.mul(o.add(x, o.mul(o.mul(o.square(x), x), 0.044715)), Math.sqrt(2 / Math.PI))
-  return o.mul(o.mul(x, 0.5), o.add(o.tanh(inner), 1))
-}
+export const geluTanh: (x: Tensor) => Tensor = routine(
+  geluTanhRoutine,
+  (x: Tensor) => o.mul(o.mul(x, 0.5), o.add(o.tanh(geluInner(x)), 1)),
+  ([x], _out, [g]) => {
+    const t = o.tanh(geluInner(x!))
+    const du = o.mul(o.add(o.mul(o.square(x!), 3 * 0.044715), 1), GELU_C)
+    const d = o.add(o.mul(o.add(t, 1), 0.5), o.mul(o.mul(o.mul(x!, 0.5), o.sub(1, o.square(t))), du))
+    return [o.mul(g!, d)]
+  },
+)
+
+/**
+ * Soft-capping, cap·tanh(x / cap) (Gemma-2's final_logit_softcapping). Its backward,
+ * g·(1 − (y / cap)²), reads only the output.
+ */
+export const softcap = (x: Tensor, cap: number): Tensor =>
+  routine(
+    softcapRoutine,
+    (a: Tensor) => o.mul(o.tanh(o.div(a, cap)), cap),
+    (_in, [y], [g]) => [o.mul(g!, o.sub(1, o.square(o.div(y!, cap))))],
+    { cap },
+    "outputs",
+  )(x)
 
 /**
  * Gemma's RMSNorm: x / √(mean(x²) + eps) · (1 + weight), all in at least float32 and cast back
