@@ -1,15 +1,20 @@
 // Hugging Face model folders: BF16/F16 decoded exactly (against the closed form of every bit
 // pattern), single-file and sharded folders built by hand from the spec, a folder PyTorch wrote,
 // every tensor checked against the config's shapes, and miniseq's own checkpoints read back.
+import { readFileSync } from "node:fs"
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Cause, Effect, Exit } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
+import { cpuBackendLayer } from "../src/backends/cpu/index.js"
+import type { HostArray } from "../src/core/dtype.js"
 import { BadCheckpoint, BadConfig } from "../src/core/errors.js"
+import { evaluate } from "../src/core/executor.js"
+import type { Tensor } from "../src/core/graph.js"
 import { hfConfigJson, loadCheckpoint, saveCheckpoint } from "../src/models/checkpoint.js"
 import { decodeConfigSync } from "../src/models/config.js"
-import { parameterShapes } from "../src/models/llama.js"
+import { llamaForward, parameterShapes } from "../src/models/llama.js"
 import { loadPretrained } from "../src/models/pretrained.js"
 import { widenHalf } from "../src/models/safetensors.js"
 
@@ -278,12 +283,33 @@ describe("loadPretrained", () => {
 
 describe("a folder saved with PyTorch", () => {
   const dir = join(import.meta.dirname, "fixtures", "hf-tiny-torch")
+  const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as {
+    tokens: number[]
+    logits: number[]
+    weights: Record<string, number[]>
+  }
+
   it("loads every BF16 weight of both shards as PyTorch reads it", async () => {
-    const expected = JSON.parse(await readFile(join(dir, "expected.json"), "utf8")) as Record<string, number[]>
     const p = await Effect.runPromise(loadPretrained(dir))
-    expect(p.storedDtypes).toEqual({ BF16: Object.keys(expected).length })
-    expect(Object.keys(p.parameters).sort()).toEqual(Object.keys(expected).sort())
-    for (const [n, values] of Object.entries(expected)) expect(Array.from(p.parameters[n]!), n).toEqual(values)
+    expect(p.storedDtypes).toEqual({ BF16: Object.keys(expected.weights).length })
+    expect(Object.keys(p.parameters).sort()).toEqual(Object.keys(expected.weights).sort())
+    for (const [n, values] of Object.entries(expected.weights)) expect(Array.from(p.parameters[n]!), n).toEqual(values)
+  })
+
+  it("its logits in float64 equal the plain-PyTorch float64 Llama's (≤ 1e-12 of the largest)", async () => {
+    const p = await Effect.runPromise(loadPretrained(dir))
+    const T = expected.tokens.length
+    const g = llamaForward(p.config, 1, T, 0, { dtype: "float64" })
+    const feeds = new Map<Tensor, HostArray>(
+      Object.entries(g.params).map(([n, t]) => [t, Float64Array.from(p.parameters[n]!)]),
+    )
+    feeds.set(g.tokens, Int32Array.from(expected.tokens))
+    const [logits] = (await Effect.runPromise(evaluate([g.logits], feeds).pipe(Effect.provide(cpuBackendLayer()))))
+      .values
+    const scale = Math.max(...expected.logits.map(Math.abs))
+    const worst = Math.max(...expected.logits.map((x, i) => Math.abs(x - logits![i]!)))
+    expect(logits!.length).toBe(expected.logits.length)
+    expect(worst / scale).toBeLessThan(1e-12)
   })
 })
 
