@@ -173,11 +173,9 @@ describe("generate (KV cache)", () => {
     }
   })
 
-  it("an empty prompt, or more positions than the model has, is a BadConfig", async () => {
-    const failure = async (p: Int32Array, o: GenerateOptions) => {
-      const exit = await Effect.runPromiseExit(
-        generate(config, parameters, p, o).pipe(Effect.provide(cpuBackendLayer())),
-      )
+  it("an empty prompt or more positions than the model has is a BadConfig; a missing weight a GraphError", async () => {
+    const failure = async (p: Int32Array, o: GenerateOptions, w: Record<string, Float32Array> = parameters) => {
+      const exit = await Effect.runPromiseExit(generate(config, w, p, o).pipe(Effect.provide(cpuBackendLayer())))
       return Exit.isFailure(exit) ? (Cause.squash(exit.cause) as BadConfig) : undefined
     }
     expect((await failure(new Int32Array(0), greedy))?.field).toBe("prompt")
@@ -185,5 +183,8 @@ describe("generate (KV cache)", () => {
     expect(long?.message).toMatch(
       /5 tokens \+ --max-new-tokens 44 = 49 positions, past the model's max_position_embeddings \(48\)/,
     )
+    const { "model.norm.weight": _, ...missing } = parameters
+    const e = await failure(prompt, greedy, missing)
+    expect(e?.message).toMatch(/generate: weight "model\.norm\.weight" is missing; the model needs 16 \(\[16\]\)/)
   })
 })

@@ -52,7 +52,7 @@ describe("hfTokenizer", () => {
     expect(Array.from(corpusIds(bare, "the"))).toEqual(Array.from(bare.encode("the")))
   })
 
-  it("decodes what it encodes (byte-level BPE loses nothing), special tokens included", () => {
+  it("decodes what it encodes (byte-level BPE loses nothing, spaces are not cleaned up), special tokens included", () => {
     fc.assert(
       fc.property(fc.string({ unit: "grapheme", maxLength: 24 }), (s) => {
         expect(tok.decode(tok.encode(s))).toBe(s)
@@ -60,6 +60,9 @@ describe("hfTokenizer", () => {
       { numRuns: 200 },
     )
     expect(tok.decode([259, 116, 256, 258, 260])).toBe("<s>the the</s>")
+    // As in transformers, clean_up_tokenization_spaces (here false) decides whether " ," decodes to ",".
+    expect(tok.decode(tok.encode("a ,b"))).toBe("a ,b")
+    expect(hfTokenizer(json, { ...config, clean_up_tokenization_spaces: true }).decode(tok.encode("a ,b"))).toBe("a,b")
     expect(() => tok.decode([261])).toThrow(/id 261 at position 0 is not an integer in \[0, 261\)/)
   })
 

@@ -7,13 +7,13 @@
  * seeded RNG (src/core/random.ts). Temperature 0 is greedy: the first largest logit.
  */
 import { Effect } from "effect"
-import { Backend, type BackendImpl, type Buffer } from "../core/backend.js"
-import { BadConfig } from "../core/errors.js"
+import { Backend, type BackendImpl, type Buffer, numel } from "../core/backend.js"
+import { BadConfig, fmtShape, GraphError } from "../core/errors.js"
 import { attempt, type Binding, type ExecutionError, execute } from "../core/executor.js"
 import type { Tensor } from "../core/graph.js"
 import { rng } from "../core/random.js"
 import type { LlamaConfig } from "./config.js"
-import { type ForwardGraph, llamaForward } from "./llama.js"
+import { type ForwardGraph, llamaForward, parameterShapes } from "./llama.js"
 import { fusedRoutines } from "./step.js"
 import { upload } from "./train-state.js"
 
@@ -172,8 +172,9 @@ function step(
 /**
  * Continues `prompt` (at least one id) by up to `maxNewTokens` tokens on the Backend service, with
  * the model's weights (float32, HF names) uploaded once and the KV cache kept on the device.
- * Stops early at `eos`. Fails with BadConfig for bad options or an empty prompt, ShapeError when
- * prompt + new tokens pass max_position_embeddings, and the executor's other errors.
+ * Stops early at `eos`. Fails with BadConfig for bad options, an empty prompt or prompt + new
+ * tokens past max_position_embeddings, GraphError for a missing or misshapen weight, and the
+ * executor's other errors.
  */
 export function generate(
   c: LlamaConfig,
@@ -196,6 +197,15 @@ export function generate(
           `the prompt's ${prompt.length} tokens + --max-new-tokens ${o.maxNewTokens} = ${total} positions, past the model's max_position_embeddings (${c.max_position_embeddings}); lower --max-new-tokens or shorten the prompt`,
         ),
       )
+    for (const [name, shape] of Object.entries(parameterShapes(c))) {
+      const got = parameters[name]
+      if (got === undefined || got.length !== numel(shape))
+        return yield* Effect.fail(
+          new GraphError({
+            message: `generate: weight "${name}" ${got === undefined ? "is missing" : `has ${got.length} values`}; the model needs ${numel(shape)} (${fmtShape(shape)})`,
+          }),
+        )
+    }
     const backend = yield* Backend
     const fused = fusedRoutines(backend)
     const weights: Record<string, Buffer> = {}
