@@ -1,5 +1,5 @@
 /** `miniseq generate`: continue a prompt with a trained run, a checkpoint or a Hugging Face model folder. */
-import { Console, Effect } from "effect"
+import { Cause, Console, Effect, Exit } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { Backend } from "../core/backend.js"
 import type { ExecutionError } from "../core/executor.js"
@@ -33,7 +33,7 @@ const flags = {
     Flag.withDescription("draw from the fewest most likely tokens whose mass reaches p; 1: all (default: 0.95)"),
   ),
   seed: Flag.Int("seed").pipe(Flag.withDefault(1), Flag.withDescription("seed of the draws (default: 1)")),
-  tokenizer: tokenizerFlag,
+  tokenizer: tokenizerFlag("the one the run trained with, else the folder's tokenizer.json, else byte"),
   backend: Flag.Literals("backend", ["cpu-fast", "cpu", "webgpu", "cuda"] as const).pipe(
     Flag.withDefault("cpu-fast" as const),
     Flag.withDescription("where the kernels run: cpu-fast, cpu, webgpu or cuda (default: cpu-fast)"),
@@ -57,6 +57,8 @@ export function continueText(
     return { text: tokenizer.decode(out.tokens), tokens: out.tokens.length, stopped: out.stopped, seconds }
   })
 }
+
+const sampleOptions = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }
 
 export const generateCommand = Command.make("generate", flags, (f) =>
   Effect.gen(function* () {
@@ -85,12 +87,32 @@ export const generateCommand = Command.make("generate", flags, (f) =>
   ),
 )
 
-/** Continues a short prompt with freshly trained weights: the sample `miniseq train` ends with. */
-export const sampleLine = (
-  config: LlamaConfig,
-  parameters: Readonly<Record<string, Float32Array>>,
+/**
+ * The trained model's own words, as `miniseq train` ends: the first few words of the held-out
+ * text continued by `count` tokens (temperature 0.8, top-k 40, top-p 0.95, seed 1). A sample
+ * that cannot be made (a model with too few positions) is reported in a line; it never fails
+ * the run.
+ */
+export const printSample = (
+  model: LlamaConfig,
+  parameters: Record<string, Float32Array>,
   tokenizer: Tokenizer,
-  prompt: string,
-  maxNewTokens: number,
+  heldOut: Int32Array,
+  count: number,
+  out: string,
 ) =>
-  continueText(config, parameters, tokenizer, prompt, { maxNewTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 })
+  Effect.gen(function* () {
+    const words = tokenizer.decode(heldOut.subarray(0, 24)).trimStart()
+    const prompt = words.includes(" ") ? words.slice(0, words.lastIndexOf(" ") + 1) : words
+    if (prompt === "") return
+    const room = model.max_position_embeddings - promptIds(tokenizer, prompt).length
+    const exit = yield* Effect.exit(
+      continueText(model, parameters, tokenizer, prompt, { ...sampleOptions, maxNewTokens: Math.min(count, room) }),
+    )
+    if (Exit.isSuccess(exit)) {
+      const r = exit.value
+      yield* Console.log(
+        `\nsample (held-out prompt, then ${r.tokens} tokens in ${r.seconds.toFixed(1)} s; more: miniseq generate --from ${out} --prompt "…"):\n${JSON.stringify(prompt + r.text)}`,
+      )
+    } else yield* Console.log(`\nno sample: ${Cause.pretty(exit.cause).split("\n")[0]}`)
+  })

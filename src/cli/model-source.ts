@@ -15,12 +15,14 @@ import { parameterShapes } from "../models/llama.js"
 import { loadPretrained, readTokenizerFile } from "../models/pretrained.js"
 import { makeTokenizer, type Tokenizer } from "../models/tokenizer.js"
 
-export const tokenizerFlag = Flag.String("tokenizer").pipe(
-  Flag.optional,
-  Flag.withDescription(
-    "byte (256), cl100k_base (100k BPE; use --model tiny-bpe) or the path of a Hugging Face tokenizer.json (default: the model folder's tokenizer.json, else byte)",
-  ),
-)
+/** `--tokenizer`; `byDefault` says what is used without it. */
+export const tokenizerFlag = (byDefault = "the --init-from folder's tokenizer.json, else byte") =>
+  Flag.String("tokenizer").pipe(
+    Flag.optional,
+    Flag.withDescription(
+      `byte (256), cl100k_base (100k BPE; use --model tiny-bpe) or the path of a Hugging Face tokenizer.json (default: ${byDefault})`,
+    ),
+  )
 
 /** A tokenizer and what identifies it in a run's data record. */
 export interface ChosenTokenizer {

@@ -17,9 +17,8 @@ import { modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
 import { planStep } from "../models/planner.js"
 import { loadPretrained } from "../models/pretrained.js"
-import type { LlamaConfig } from "../models/config.js"
-import { checkVocabulary, corpusIds, promptIds, type Tokenizer } from "../models/tokenizer.js"
-import { sampleLine } from "./generate-command.js"
+import { checkVocabulary, corpusIds } from "../models/tokenizer.js"
+import { printSample } from "./generate-command.js"
 import { chooseTokenizer, tokenizerFlag } from "./model-source.js"
 import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
@@ -51,7 +50,7 @@ const flags = {
     Flag.withDefault(1),
     Flag.withDescription("seed of the initial weights and the batch order (default: 1)"),
   ),
-  tokenizer: tokenizerFlag,
+  tokenizer: tokenizerFlag(),
   initFrom: Flag.String("init-from").pipe(
     Flag.optional,
     Flag.withDescription(
@@ -134,33 +133,6 @@ const sayHowToResume = (checkpointDir: string) =>
       return Console.error(`\nminiseq: interrupted; nothing half-done was saved. The same command ${from}: ${command}`)
     }),
   )
-
-/**
- * The trained model's own words: the first few words of the held-out text continued by `count`
- * tokens (temperature 0.8, top-k 40, top-p 0.95, seed 1). A sample that cannot be made (a model
- * with too few positions) is reported in a line; it never fails the run.
- */
-const printSample = (
-  model: LlamaConfig,
-  parameters: Record<string, Float32Array>,
-  tokenizer: Tokenizer,
-  heldOut: Int32Array,
-  count: number,
-  out: string,
-) =>
-  Effect.gen(function* () {
-    const words = tokenizer.decode(heldOut.subarray(0, 24)).trimStart()
-    const prompt = words.includes(" ") ? words.slice(0, words.lastIndexOf(" ") + 1) : words
-    if (prompt === "") return
-    const room = model.max_position_embeddings - promptIds(tokenizer, prompt).length
-    const exit = yield* Effect.exit(sampleLine(model, parameters, tokenizer, prompt, Math.min(count, room)))
-    if (Exit.isSuccess(exit)) {
-      const r = exit.value
-      yield* Console.log(
-        `\nsample (held-out prompt, then ${r.tokens} tokens in ${r.seconds.toFixed(1)} s; more: miniseq generate --from ${out} --prompt "…"):\n${JSON.stringify(prompt + r.text)}`,
-      )
-    } else yield* Console.log(`\nno sample: ${Cause.pretty(exit.cause).split("\n")[0]}`)
-  })
 
 export const trainCommand = Command.make("train", flags, (f) =>
   Effect.gen(function* () {
