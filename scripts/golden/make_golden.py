@@ -219,9 +219,8 @@ def transformers_model(cfg, W):
         return None
     fields = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures")}
     config = transformers.AutoConfig.for_model(cfg["model_type"], **fields)
-    config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    model = model.to(torch.float64)
+    model = model.to(torch.float64).eval()  # eval: no dropout (there is none at 0.0 anyway)
     missing, unexpected = model.load_state_dict(W, strict=False)
     tied = {"lm_head.weight"} if cfg["tie_word_embeddings"] else set()
     assert set(missing) <= tied and not unexpected, (missing, unexpected)
@@ -322,7 +321,7 @@ def make(name, cfg, out, use_transformers):
         generator = f"plain-PyTorch float64 reference of transformers' semantics (torch {torch.__version__})"
     else:
         model, hf_inv, generator = built
-        logits = model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
+        logits = model(input_ids=tokens, attention_mask=torch.ones_like(tokens), use_cache=False).logits
         params = dict(model.named_parameters())
     # Σ of token losses over the count of non-ignored targets, in float64 (transformers' own
     # loss function upcasts to float32, so it is computed here).
