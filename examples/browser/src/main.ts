@@ -112,6 +112,8 @@ const ui = {
   plot: element<HTMLCanvasElement>("loss-plot"),
   samples: element("samples"),
   error: element("error"),
+  sideSeq: element<HTMLInputElement>("side-seq"),
+  sideBatch: element<HTMLInputElement>("side-batch"),
   sideCaption: element("side-caption"),
   sideVanilla: element("side-vanilla"),
   sideVanillaCaption: element("side-vanilla-caption"),
@@ -258,6 +260,7 @@ function setUpFits(): void {
   ui.fitsLegend.innerHTML = (Object.keys(kindColours) as Array<keyof typeof kindColours>)
     .map((k) => `<span><i style="background:${kindColours[k]}"></i>${kindLabels[k]}</span>`)
     .join("")
+    .concat(`<span>┆ the GPU's memory</span>`)
   let timer: ReturnType<typeof setTimeout> | undefined
   const changed = () => {
     ui.fitsConfigBox.hidden = ui.fitsModel.value !== CUSTOM
@@ -271,16 +274,19 @@ function setUpFits(): void {
 
 // ---- 3. side by side ----
 
+/** The tiny model's step at the section's own S and batch (replayed on the counting backend: instant at any S). */
 function showTimelines(): void {
-  let run: LabRun
+  let seq: number
+  let batch: number
   try {
-    run = readRun()
-  } catch {
-    return // the training section shows the error when Start is pressed
+    seq = numberIn(ui.sideSeq, "S", 2, tiny.max_position_embeddings)
+    batch = numberIn(ui.sideBatch, "Batch", 1, 256)
+  } catch (e) {
+    ui.sideCaption.textContent = e instanceof Error ? e.message : String(e)
+    return
   }
-  const chunks = { mlp: run.chunks, lm: run.chunks }
   const [vanilla, mst] = (["vanilla", "mst+checkpoint"] as const).map((mode) =>
-    stepTimeline(tiny, run.batch, run.seq, mode, cpu, chunks),
+    stepTimeline(tiny, batch, seq, mode, cpu),
   ) as [ReturnType<typeof stepTimeline>, ReturnType<typeof stepTimeline>]
   const scale = Math.max(vanilla.peak, mst.peak) * 1.05
   ui.sideVanilla.innerHTML = timelineChart(vanilla.live, vanilla.optimizerStart, scale, "#ef4444")
@@ -288,7 +294,7 @@ function showTimelines(): void {
   ui.sideVanillaCaption.textContent = `vanilla: peak ${formatBytes(vanilla.peak)}`
   ui.sideMstCaption.textContent = `mst+checkpoint (M ${mst.chunks.mlp}/${mst.chunks.lm}): peak ${formatBytes(mst.peak)} (${(vanilla.peak / mst.peak).toFixed(2)}× less)`
   ui.sideCaption.textContent =
-    `The tiny model at batch ${run.batch} × ${run.seq} tokens: live bytes after each allocation and free the executor makes in one ` +
+    `The tiny model at batch ${batch} × ${seq} tokens: live bytes after each allocation and free the executor makes in one ` +
     `training step (on the CPU backend's kernels; the same scale on both). The peaks are the executor's ledger's own.`
   const entry = (t: typeof vanilla) => ({ peak: t.peak, ledgerPeak: t.ledgerPeak, events: t.live.length })
   progress.timelines = { vanilla: entry(vanilla), "mst+checkpoint": entry(mst) }
@@ -376,7 +382,8 @@ async function startRun(): Promise<void> {
       const b = document.createElement("b")
       b.textContent = `step ${step}, held-out loss ${heldOut.toFixed(3)}: `
       li.append(b, `…${byteTokenizer.decode(Int32Array.from(prompt.slice(-16)))}`)
-      const generated = document.createElement("u")
+      const generated = document.createElement("span")
+      generated.className = "generated"
       generated.textContent = text
       li.append(generated)
       ui.samples.prepend(li)
@@ -430,13 +437,13 @@ function setUpTraining(): void {
     ui.stop.disabled = true
     stopper?.abort()
   })
-  for (const c of [ui.seq, ui.batch, ui.chunks]) c.addEventListener("input", showTimelines)
-  drawLossPlot(ui.plot, [], { totalSteps: 60 })
+  drawLossPlot(ui.plot, [], { totalSteps: Number(ui.steps.value) || 300 })
 }
 
 async function main(): Promise<void> {
   setUpFits()
   setUpTraining()
+  for (const c of [ui.sideSeq, ui.sideBatch]) c.addEventListener("input", showTimelines)
   showTimelines()
   ui.start.disabled = true
   // Everything the page needs comes now: after this, no request leaves the page.
