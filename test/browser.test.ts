@@ -8,7 +8,10 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type BrowserContext, chromium, type Page } from "playwright-core"
+import { Effect } from "effect"
+import * as lib from "miniseq"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { logitsGraph } from "../examples/browser/src/sample.js"
 import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import { gpuFusedRoutines } from "../src/cli/plan-command.js"
 import { sameKernel } from "../src/core/routines/registry.js"
@@ -308,4 +311,43 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
       await lab.context.close()
     }
   }, 90_000)
+})
+
+// The page's sampler builds its own forward pass (the library has no logits graph yet): its logits
+// must be the model's, i.e. their cross-entropy is the library's training loss for the same weights.
+describe("the lab's sampler", () => {
+  it("computes the logits whose cross-entropy is llamaLoss's loss (weights scaled off the near-uniform init)", async () => {
+    const c = lib.decodeConfigSync(lib.presets.tiny)
+    const S = 24
+    const params = Object.fromEntries(
+      Object.entries(lib.initialParameters(c, 3)).map(([n, v]) => [n, v.map((x) => (x === 1 ? 1 : 15 * x))]),
+    )
+    const random = lib.rng(7)
+    const tokens = Int32Array.from({ length: S }, () => Math.floor(random() * c.vocab_size))
+    const targets = Int32Array.from({ length: S }, (_, i) => (i + 1 < S ? tokens[i + 1]! : -100))
+    const run = <A>(e: Effect.Effect<A, unknown, lib.Backend>) =>
+      Effect.runPromise(e.pipe(Effect.provide(lib.cpuBackendLayer())))
+
+    const g = logitsGraph(c, S)
+    const feeds = new Map<lib.Tensor, lib.Feed>(Object.entries(g.params).map(([n, t]) => [t, params[n]!]))
+    feeds.set(g.tokens, tokens)
+    const logits = (await run(lib.evaluate([g.logits], feeds))).values[0] as Float32Array
+    // Cross-entropy in float64 on the host.
+    let total = 0
+    for (let i = 0; i < S - 1; i++) {
+      const row = logits.subarray(i * c.vocab_size, (i + 1) * c.vocab_size)
+      const m = row.reduce((a, b) => Math.max(a, b), -Infinity)
+      const lse = m + Math.log(row.reduce((a, b) => a + Math.exp(b - m), 0))
+      total += lse - row[targets[i]!]!
+    }
+    const model = lib.llamaLoss(c, 1, S, { mode: "vanilla" })
+    const lossFeeds = new Map<lib.Tensor, lib.Feed>(Object.entries(model.params).map(([n, t]) => [t, params[n]!]))
+    lossFeeds
+      .set(model.tokens, tokens)
+      .set(model.targets, targets)
+      .set(model.count, Float32Array.of(S - 1))
+    const loss = ((await run(lib.evaluate([model.loss], lossFeeds))).values[0] as Float32Array)[0]!
+    expect(Math.abs(loss - Math.log(c.vocab_size))).toBeGreaterThan(0.5) // far from uniform: a real check
+    expect(Math.abs(total / (S - 1) - loss)).toBeLessThan(1e-4 * loss)
+  })
 })
