@@ -147,8 +147,8 @@ const report = (name: string, p: Progress, seconds: number) => {
 }
 
 /** `miniseq plan --max-seq`'s answer, computed here: the CLI's GPU routines, multiples of 1024 up to 2^24. */
-function libraryFits(model: string, memory: number, batch: number, seq: number) {
-  const c = decodeConfigSync(presets[model as keyof typeof presets])
+function libraryFits(config: unknown, memory: number, batch: number, seq: number) {
+  const c = decodeConfigSync(config)
   const gpu = { routines: sameKernel(gpuFusedRoutines, () => {}) }
   const planAt = (mode: (typeof modes)[number], S: number) =>
     planStep(c, batch, S, { mode, precision: precisions.bf16, allowBeyondMaxPosition: true }, gpu)
@@ -233,7 +233,7 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
           text: tr.textContent ?? "",
         })),
       )
-      const expected = libraryFits("llama-3.2-1b", memory, 1, 4096)
+      const expected = libraryFits(presets["llama-3.2-1b"], memory, 1, 4096)
       expect(rows.map(({ mode, maxSeq, peak }) => ({ mode, maxSeq, peak }))).toEqual(expected)
       // The table's text shows those numbers: the longest S in k tokens.
       for (const [i, r] of rows.entries()) expect(r.text).toContain(`${expected[i]!.maxSeq / 1024}k`)
@@ -243,6 +243,48 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
         const sum = Object.values(f.atPeak).reduce((a, b) => a + b, 0)
         expect(sum).toBe(f.peak)
       }
+
+      // A pasted config.json (a 4-layer llama-3.2-1b) on 8 GiB is planned the same way; bad input is named.
+      const pasted = { ...presets["llama-3.2-1b"], num_hidden_layers: 4 }
+      await page.selectOption("#fits-model", "custom")
+      await page.fill("#fits-config", JSON.stringify(pasted))
+      await page.fill("#fits-memory", "8")
+      await page.waitForFunction(
+        (bytes) => {
+          const p = (globalThis as unknown as { __miniseq: Progress }).__miniseq
+          return !p.fitsPending && p.fits?.question.memoryBytes === bytes
+        },
+        8 * 2 ** 30,
+        { timeout: 30_000, polling: 200 },
+      )
+      const pastedRows = await page.$$eval("#fits-table tbody tr", (trs) =>
+        trs.map((tr) => ({
+          mode: (tr as HTMLElement).dataset.mode,
+          maxSeq: Number((tr as HTMLElement).dataset.maxSeq),
+          peak: Number((tr as HTMLElement).dataset.peak),
+        })),
+      )
+      expect(pastedRows).toEqual(libraryFits(pasted, 8 * 2 ** 30, 1, 4096))
+      const fitsError = page.locator("#fits-error")
+      await page.fill("#fits-config", "{ not json")
+      await fitsError.waitFor({ state: "visible", timeout: 5_000 })
+      expect(await fitsError.textContent()).toContain("the pasted config.json is not JSON")
+      await page.fill("#fits-config", JSON.stringify({ ...pasted, hidden_size: -3 }))
+      await page.waitForFunction(
+        () => /hidden_size/.test(document.querySelector("#fits-error")?.textContent ?? ""),
+        null,
+        {
+          timeout: 5_000,
+        },
+      )
+      await page.fill("#fits-memory", "-1")
+      await page.waitForFunction(
+        () => /GPU memory must be a number/.test(document.querySelector("#fits-error")?.textContent ?? ""),
+        null,
+        {
+          timeout: 5_000,
+        },
+      )
 
       // 3. Side by side: the page's timelines peak where the planner says (its CPU kernels), and
       //    the highest point drawn is the executor ledger's peak.

@@ -9,6 +9,7 @@
 import { Cause, Effect, Exit, Layer } from "effect"
 import {
   Backend,
+  BadConfig,
   byteTokenizer,
   decodeConfigSync,
   type LlamaConfig,
@@ -130,14 +131,16 @@ const cpuLayer = Layer.succeed(Backend, cpu)
 
 // ---- reading the controls ----
 
-/** A control's value as a number in [min, max] (an integer when asked), or an error naming the control. */
+/** A control's value as a number in [min, max] (an integer when asked), or a BadConfig naming the control. */
 function numberIn(input: HTMLInputElement, what: string, min: number, max = Infinity, integer = true): number {
   const raw = input.value.trim()
   const n = Number(raw)
   const ok = raw !== "" && Number.isFinite(n) && n >= min && n <= max && (!integer || Number.isSafeInteger(n))
   if (!ok) {
     const kind = integer ? "a whole number" : "a number"
-    throw new Error(`${what} must be ${kind} from ${min}${max === Infinity ? " up" : ` to ${max}`}, got "${raw}"`)
+    const range = max === Infinity ? `${min} or more` : `from ${min} to ${max}`
+    const message = `${what} must be ${kind} ${range}, got "${raw}"; change the field "${what}"`
+    throw new BadConfig({ field: input.id, message })
   }
   return n
 }
@@ -168,23 +171,27 @@ let inFlight = false
 let waiting: FitsQuestion | undefined
 
 function readFitsQuestion(): FitsQuestion {
+  const gb = numberIn(ui.fitsMemory, "GPU memory", 0.001, 1e6, false)
+  const batch = numberIn(ui.fitsBatch, "Batch", 1, 4096)
+  const seq = numberIn(ui.fitsSeq, "S", 1, 2 ** 24)
   let model: LlamaConfig
   if (ui.fitsModel.value === CUSTOM) {
     let raw: unknown
     try {
       raw = JSON.parse(ui.fitsConfig.value)
     } catch (e) {
-      throw new Error(`the pasted config.json is not JSON: ${e instanceof Error ? e.message : String(e)}`)
+      const why = e instanceof Error ? e.message : String(e)
+      const message = `the pasted config.json is not JSON (${why}); paste the whole file, braces included`
+      throw new BadConfig({ field: "config.json", message })
     }
     model = decodeConfigSync(raw)
   } else model = decodeConfigSync(presets[ui.fitsModel.value as keyof typeof presets])
-  const gb = numberIn(ui.fitsMemory, "GPU memory", 0.001, 1e6, false)
   return {
     model,
     memoryBytes: Math.floor(gb * 2 ** 30),
     precision: ui.fitsPrecision.value as PrecisionName,
-    batch: numberIn(ui.fitsBatch, "Batch", 1, 4096),
-    seq: numberIn(ui.fitsSeq, "S", 1, 2 ** 24),
+    batch,
+    seq,
   }
 }
 
@@ -357,14 +364,19 @@ async function startRun(): Promise<void> {
   draw()
   ui.stats.textContent = "Starting…"
   const started = performance.now()
+  const showStats = () => {
+    const s = progress.steps.at(-1)
+    if (s === undefined) return
+    const held = progress.heldOut.at(-1)
+    ui.stats.textContent =
+      `step ${s.step}/${run.steps} · loss ${s.loss.toFixed(3)}` +
+      (held ? ` · held-out ${held.loss.toFixed(3)} (step ${held.step})` : "") +
+      ` · ${Math.round(s.tokensPerSecond).toLocaleString("en-US")} tokens/s`
+  }
   const hooks = {
     onStep: (s: Progress["steps"][number]) => {
       progress.steps.push(s)
-      const held = progress.heldOut.at(-1)
-      ui.stats.textContent =
-        `step ${s.step}/${run.steps} · loss ${s.loss.toFixed(3)}` +
-        (held ? ` · held-out ${held.loss.toFixed(3)} (step ${held.step})` : "") +
-        ` · ${Math.round(s.tokensPerSecond).toLocaleString("en-US")} tokens/s`
+      showStats()
       const planned = progress.plannedPeak
       ui.peaks.textContent =
         `measured peak ${formatBytes(s.peak)} (${s.peak.toLocaleString("en-US")} B)` +
@@ -373,6 +385,7 @@ async function startRun(): Promise<void> {
     },
     onCheck: async (step: number, heldOut: number, parameters: Record<string, Float32Array>) => {
       progress.heldOut.push({ step, loss: heldOut })
+      showStats()
       const tokens = await Effect.runPromise(
         greedyTokens(tiny, parameters, prompt, SAMPLE_TOKENS, SAMPLE_WINDOW).pipe(Effect.provide(cpuLayer)),
       )
