@@ -121,6 +121,61 @@ async function trainToEnd(page: Page): Promise<Progress> {
   return progressOf(page)
 }
 
+/** Starts a long run and stops it once `steps` steps are done; checks it stays stopped. */
+async function stopAfter(page: Page, steps: number): Promise<void> {
+  await page.click("#start")
+  await page.waitForFunction(
+    (n) => (globalThis as unknown as { __miniseq: Progress }).__miniseq.steps.length >= n,
+    steps,
+    { timeout: 20_000, polling: 100 },
+  )
+  await page.click("#stop")
+  await page.waitForFunction(
+    () => (globalThis as unknown as { __miniseq: Progress }).__miniseq.ended === "stopped",
+    null,
+    { timeout: 10_000, polling: 100 },
+  )
+  const stopped = await progressOf(page)
+  expect(stopped.error).toBeUndefined()
+  expect(stopped.steps.length).toBeLessThan(1000)
+  await page.waitForTimeout(300)
+  expect((await progressOf(page)).steps.length).toBe(stopped.steps.length) // it really stopped
+  expect(await page.locator("#start").isEnabled()).toBe(true)
+  expect(await page.locator("#status").textContent()).toContain("stopped")
+}
+
+/** Waits until the page shows the planner's answer for this memory and S. */
+async function waitForFits(page: Page, memoryBytes: number, seq: number): Promise<void> {
+  await page.waitForFunction(
+    ([bytes, s]) => {
+      const p = (globalThis as unknown as { __miniseq: Progress }).__miniseq
+      return !p.fitsPending && p.fits?.question.memoryBytes === bytes && p.fits.question.seq === s
+    },
+    [memoryBytes, seq] as const,
+    { timeout: 30_000, polling: 200 },
+  )
+}
+
+/** Waits until `selector`'s text contains `text`. */
+const waitForText = (page: Page, selector: string, text: string) =>
+  page.waitForFunction(
+    ([sel, t]) => (document.querySelector(sel)?.textContent ?? "").includes(t),
+    [selector, text] as const,
+    {
+      timeout: 5_000,
+    },
+  )
+
+/** Section 1's table as the page shows it: each row's mode, longest S and peak at S. */
+const fitsRows = (page: Page) =>
+  page.$$eval("#fits-table tbody tr", (trs) =>
+    trs.map((tr) => ({
+      mode: (tr as HTMLElement).dataset.mode,
+      maxSeq: Number((tr as HTMLElement).dataset.maxSeq),
+      peak: Number((tr as HTMLElement).dataset.peak),
+    })),
+  )
+
 function expectLearned(p: Progress, steps: number): void {
   expect(p.error).toBeUndefined()
   expect(p.ended).toBe("done")
@@ -190,9 +245,19 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
   it("trains on WebGPU when Chromium offers it (--enable-unsafe-webgpu), with no notice, and samples text", async () => {
     const started = performance.now()
     // SwiftShader runs about 100 tokens/s here, hence few, small steps.
-    const lab = await openLab(`?steps=6&every=3&${shape}`, ["--enable-unsafe-webgpu"])
+    // model=tiny: section 1 plans the tiny model first (quick), leaving SwiftShader the cores.
+    const lab = await openLab(`?model=tiny&steps=1000&every=3&${shape}`, ["--enable-unsafe-webgpu"])
     try {
+      // Stop after a step (the device is given back), then train again without a reload.
+      await stopAfter(lab.page, 1)
+      await lab.page.fill("#train-steps", "6")
       const p = await trainToEnd(lab.page)
+      expect(p.runs).toBe(2)
+      // The planner, as the library answers it: the tiny model on 1 GiB, memory by kind at S = 1024.
+      await lab.page.fill("#fits-memory", "1")
+      await lab.page.fill("#fits-seq", "1024")
+      await waitForFits(lab.page, 2 ** 30, 1024)
+      expect(await fitsRows(lab.page)).toEqual(libraryFits(presets.tiny, 2 ** 30, 1, 1024))
       report("WebGPU enabled", p, (performance.now() - started) / 1000)
       expect(p.backend, `fell back to the CPU: ${p.fallbackReason}`).toBe("webgpu")
       expect(await lab.page.locator("#backend-notice").isVisible()).toBe(false)
@@ -205,7 +270,7 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
     } finally {
       await lab.context.close()
     }
-  }, 60_000)
+  }, 90_000)
 
   it("on the CPU fallback: plans a preset as the library does, draws the step's ledger, trains, stops and trains again", async () => {
     const started = performance.now()
@@ -217,26 +282,13 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
       await page.selectOption("#fits-model", "llama-3.2-1b")
       await page.fill("#fits-memory", "24")
       await page.fill("#fits-seq", "4096")
-      await page.waitForFunction(
-        (bytes) => {
-          const p = (globalThis as unknown as { __miniseq: Progress }).__miniseq
-          return !p.fitsPending && p.fits?.question.memoryBytes === bytes && p.fits.question.seq === 4096
-        },
-        memory,
-        { timeout: 30_000, polling: 200 },
-      )
-      const rows = await page.$$eval("#fits-table tbody tr", (trs) =>
-        trs.map((tr) => ({
-          mode: (tr as HTMLElement).dataset.mode,
-          maxSeq: Number((tr as HTMLElement).dataset.maxSeq),
-          peak: Number((tr as HTMLElement).dataset.peak),
-          text: tr.textContent ?? "",
-        })),
-      )
+      await waitForFits(page, memory, 4096)
+      const rows = await fitsRows(page)
+      const texts = await page.$$eval("#fits-table tbody tr", (trs) => trs.map((tr) => tr.textContent ?? ""))
       const expected = libraryFits(presets["llama-3.2-1b"], memory, 1, 4096)
-      expect(rows.map(({ mode, maxSeq, peak }) => ({ mode, maxSeq, peak }))).toEqual(expected)
+      expect(rows).toEqual(expected)
       // The table's text shows those numbers: the longest S in k tokens.
-      for (const [i, r] of rows.entries()) expect(r.text).toContain(`${expected[i]!.maxSeq / 1024}k`)
+      for (const [i, text] of texts.entries()) expect(text).toContain(`${expected[i]!.maxSeq / 1024}k`)
       expect(expected.at(-1)!.maxSeq).toBeGreaterThan(expected[0]!.maxSeq) // mst+checkpoint beats vanilla
       // The bars' kinds add up to the peak of the larger pass.
       for (const f of (await progressOf(page)).fits!.fits) {
@@ -249,42 +301,17 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
       await page.selectOption("#fits-model", "custom")
       await page.fill("#fits-config", JSON.stringify(pasted))
       await page.fill("#fits-memory", "8")
-      await page.waitForFunction(
-        (bytes) => {
-          const p = (globalThis as unknown as { __miniseq: Progress }).__miniseq
-          return !p.fitsPending && p.fits?.question.memoryBytes === bytes
-        },
-        8 * 2 ** 30,
-        { timeout: 30_000, polling: 200 },
-      )
-      const pastedRows = await page.$$eval("#fits-table tbody tr", (trs) =>
-        trs.map((tr) => ({
-          mode: (tr as HTMLElement).dataset.mode,
-          maxSeq: Number((tr as HTMLElement).dataset.maxSeq),
-          peak: Number((tr as HTMLElement).dataset.peak),
-        })),
-      )
+      await waitForFits(page, 8 * 2 ** 30, 4096)
+      const pastedRows = await fitsRows(page)
       expect(pastedRows).toEqual(libraryFits(pasted, 8 * 2 ** 30, 1, 4096))
       const fitsError = page.locator("#fits-error")
       await page.fill("#fits-config", "{ not json")
       await fitsError.waitFor({ state: "visible", timeout: 5_000 })
       expect(await fitsError.textContent()).toContain("the pasted config.json is not JSON")
       await page.fill("#fits-config", JSON.stringify({ ...pasted, hidden_size: -3 }))
-      await page.waitForFunction(
-        () => /hidden_size/.test(document.querySelector("#fits-error")?.textContent ?? ""),
-        null,
-        {
-          timeout: 5_000,
-        },
-      )
+      await waitForText(page, "#fits-error", "hidden_size")
       await page.fill("#fits-memory", "-1")
-      await page.waitForFunction(
-        () => /GPU memory must be a number/.test(document.querySelector("#fits-error")?.textContent ?? ""),
-        null,
-        {
-          timeout: 5_000,
-        },
-      )
+      await waitForText(page, "#fits-error", 'GPU memory must be a number from 0.001 to 1000000, got "-1"')
 
       // 3. Side by side: the page's timelines peak where the planner says (its CPU kernels), and
       //    the highest point drawn is the executor ledger's peak.
@@ -300,25 +327,7 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
 
       // 2. Train: start a long run, stop it, start again without a reload.
       await page.fill("#train-steps", "1000")
-      await page.click("#start")
-      await page.waitForFunction(
-        () => (globalThis as unknown as { __miniseq: Progress }).__miniseq.steps.length >= 3,
-        null,
-        { timeout: 20_000, polling: 100 },
-      )
-      await page.click("#stop")
-      await page.waitForFunction(
-        () => (globalThis as unknown as { __miniseq: Progress }).__miniseq.ended === "stopped",
-        null,
-        { timeout: 10_000, polling: 100 },
-      )
-      const stopped = await progressOf(page)
-      expect(stopped.error).toBeUndefined()
-      expect(stopped.steps.length).toBeLessThan(1000)
-      await page.waitForTimeout(300)
-      expect((await progressOf(page)).steps.length).toBe(stopped.steps.length) // it really stopped
-      expect(await page.locator("#start").isEnabled()).toBe(true)
-      expect(await page.locator("#status").textContent()).toContain("stopped")
+      await stopAfter(page, 3)
 
       await page.fill("#train-steps", "40")
       await page.fill("#train-every", "20")

@@ -3,8 +3,8 @@
  * held-out loss, speed, memory and samples; (3) live bytes over one step, vanilla beside
  * mst+checkpoint. WebGPU when the browser has it, else the fast CPU backend, with a notice.
  *
- * Query parameters set the training controls' first values (steps, batch, seq, lr, mode, every)
- * and backend=cpu skips WebGPU. Tests read the page's state from `window.__miniseq`.
+ * Query parameters set first values: model (a preset, section 1); steps, batch, seq, lr, mode,
+ * every and chunks (section 2); backend=cpu skips WebGPU. Tests read the page's state from `window.__miniseq`.
  */
 import { Cause, Effect, Exit, Layer } from "effect"
 import {
@@ -261,7 +261,8 @@ function showFits(a: FitsAnswer): void {
 }
 
 function setUpFits(): void {
-  for (const name of presetNames) ui.fitsModel.add(new Option(name, name, name === "llama3-8b", name === "llama3-8b"))
+  const first = presetNames.find((n) => n === query.get("model")) ?? "llama3-8b"
+  for (const name of presetNames) ui.fitsModel.add(new Option(name, name, name === first, name === first))
   ui.fitsModel.add(new Option("paste a config.json…", CUSTOM))
   ui.fitsConfig.value = JSON.stringify(presets["llama-3.2-1b"], null, 1)
   ui.fitsLegend.innerHTML = (Object.keys(kindColours) as Array<keyof typeof kindColours>)
