@@ -98,9 +98,7 @@ async function openLab(query: string, extraArgs: readonly string[]): Promise<Lab
     if (ready) lateRequests.push(r.url())
   })
   await page.goto(`${url}${query}`)
-  await page.waitForFunction(() => document.querySelector<HTMLButtonElement>("#start")?.disabled === false, null, {
-    timeout: 20_000,
-  })
+  await page.locator("#start:enabled").waitFor({ timeout: 20_000 })
   ready = true
   return { context, page, problems, lateRequests }
 }
@@ -158,23 +156,19 @@ async function waitForFits(page: Page, memoryBytes: number, seq: number): Promis
 
 /** Waits until `selector`'s text contains `text`. */
 const waitForText = (page: Page, selector: string, text: string) =>
-  page.waitForFunction(
-    ([sel, t]) => (document.querySelector(sel)?.textContent ?? "").includes(t),
-    [selector, text] as const,
-    {
-      timeout: 5_000,
-    },
-  )
+  page.locator(selector, { hasText: text }).waitFor({ timeout: 5_000 })
 
 /** Section 1's table as the page shows it: each row's mode, longest S and peak at S. */
-const fitsRows = (page: Page) =>
-  page.$$eval("#fits-table tbody tr", (trs) =>
-    trs.map((tr) => ({
-      mode: (tr as HTMLElement).dataset.mode,
-      maxSeq: Number((tr as HTMLElement).dataset.maxSeq),
-      peak: Number((tr as HTMLElement).dataset.peak),
+async function fitsRows(page: Page) {
+  const rows = await page.locator("#fits-table tbody tr").all()
+  return Promise.all(
+    rows.map(async (tr) => ({
+      mode: (await tr.getAttribute("data-mode")) ?? undefined,
+      maxSeq: Number(await tr.getAttribute("data-max-seq")),
+      peak: Number(await tr.getAttribute("data-peak")),
     })),
   )
+}
 
 function expectLearned(p: Progress, steps: number): void {
   expect(p.error).toBeUndefined()
@@ -284,7 +278,7 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
       await page.fill("#fits-seq", "4096")
       await waitForFits(page, memory, 4096)
       const rows = await fitsRows(page)
-      const texts = await page.$$eval("#fits-table tbody tr", (trs) => trs.map((tr) => tr.textContent ?? ""))
+      const texts = await page.locator("#fits-table tbody tr").allTextContents()
       const expected = libraryFits(presets["llama-3.2-1b"], memory, 1, 4096)
       expect(rows).toEqual(expected)
       // The table's text shows those numbers: the longest S in k tokens.
@@ -350,7 +344,7 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
 
       // A phone-sized screen: nothing wider than the viewport.
       await page.setViewportSize({ width: 390, height: 844 })
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth)
+      const overflow = await page.evaluate("document.documentElement.scrollWidth")
       expect(overflow).toBeLessThanOrEqual(390)
       await page.screenshot({ path: join(output, "lab-phone.png"), fullPage: true })
       console.log(`browser: screenshots in ${output}`)
