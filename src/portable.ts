@@ -37,17 +37,28 @@ export {
 
 // Models: configs and presets, the Llama graph, the optimizer, one training step.
 export {
+  type Architecture,
+  architecture,
   decodeConfig,
   decodeConfigSync,
   headDim,
   LlamaConfig,
+  type ModelType,
+  modelTypes,
   preset,
   type PresetName,
   presetNames,
   presets,
+  ropeInvFreq,
+  type RopeScaling,
+  ropeScaling,
 } from "./models/config.js"
 export {
   autoChunks,
+  type ForwardGraph,
+  type ForwardOptions,
+  type LayerCache,
+  llamaForward,
   type LlamaGraph,
   llamaLoss,
   minPiece,
@@ -74,19 +85,43 @@ export { type StepGraphs, type StepOptions, stepGraphs } from "./models/step.js"
 export { planStep, type StepPlan, suggestChunks } from "./models/planner.js"
 
 // Data: tokenizers, train/validation split, seeded batches.
-export { bpeTokenizer, byteTokenizer, makeTokenizer, type Tokenizer, type TokenizerName } from "./models/tokenizer.js"
+export {
+  bpeTokenizer,
+  byteTokenizer,
+  checkVocabulary,
+  corpusIds,
+  hfTokenizer,
+  makeTokenizer,
+  promptIds,
+  type Tokenizer,
+  type TokenizerName,
+} from "./models/tokenizer.js"
 export { type Batch, type Batches, type BatchOptions, makeBatches, type Split, trainValSplit } from "./models/data.js"
 
 // Training.
 export { initialParameters, type StepRecord, train, type TrainOptions, type TrainResult } from "./models/train.js"
 export type { HeldOut } from "./models/train-passes.js"
 
+// Generation: sampling rules and the KV-cache loop.
+export {
+  argmax,
+  checkSampling,
+  drawFrom,
+  type GenerateOptions,
+  type Generated,
+  generate,
+  nextTokenDistribution,
+  type SamplingOptions,
+} from "./models/generate.js"
+
 // The safetensors format, in memory (reading and writing files: `readSafetensors`, `writeSafetensorsAtomic`, Node only).
 export {
   checkTensors,
   decodeSafetensors,
   encodeSafetensors,
+  type HalfTag,
   type Safetensors,
   type StoredTensor,
+  widenHalf,
 } from "./models/safetensors.js"
 export type { CheckpointState } from "./models/checkpoint.js"

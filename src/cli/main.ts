@@ -1,4 +1,4 @@
-/** The `miniseq` command line: train, plan, bench. */
+/** The `miniseq` command line: train, plan, bench, generate. */
 import { Console, Effect } from "effect"
 import { Command } from "effect/cli"
 import {
@@ -13,6 +13,7 @@ import {
   WriteError,
 } from "../core/errors.js"
 import { benchCommand } from "./bench-command.js"
+import { generateCommand } from "./generate-command.js"
 import { version } from "./package-info.js"
 import { planCommand } from "./plan-command.js"
 import { cliServices, runMain } from "./node-services.js"
@@ -20,7 +21,7 @@ import { trainCommand } from "./train-command.js"
 
 const miniseq = Command.make("miniseq").pipe(
   Command.withDescription("Mini-Sequence Transformer training: chunked MLP and LM head, exact memory plans"),
-  Command.withSubcommands([trainCommand, planCommand, benchCommand]),
+  Command.withSubcommands([trainCommand, planCommand, benchCommand, generateCommand]),
 )
 
 /** Our typed errors already say what went wrong and what to do: print that, not a stack. */

@@ -16,7 +16,10 @@ import { makeBatches, trainValSplit } from "../models/data.js"
 import { modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
 import { planStep } from "../models/planner.js"
-import { makeTokenizer } from "../models/tokenizer.js"
+import { loadPretrained } from "../models/pretrained.js"
+import { checkVocabulary, corpusIds } from "../models/tokenizer.js"
+import { printSample } from "./generate-command.js"
+import { chooseTokenizer, tokenizerFlag } from "./model-source.js"
 import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
@@ -47,9 +50,18 @@ const flags = {
     Flag.withDefault(1),
     Flag.withDescription("seed of the initial weights and the batch order (default: 1)"),
   ),
-  tokenizer: Flag.Literals("tokenizer", ["byte", "cl100k_base"] as const).pipe(
-    Flag.withDefault("byte" as const),
-    Flag.withDescription("byte (256) or cl100k_base (100k BPE; use --model tiny-bpe) (default: byte)"),
+  tokenizer: tokenizerFlag(),
+  initFrom: Flag.String("init-from").pipe(
+    Flag.optional,
+    Flag.withDescription(
+      "start from a Hugging Face model folder (config.json + model.safetensors or its sharded index; BF16/F16/F32): its config is the model (default: none, a fresh model)",
+    ),
+  ),
+  sample: Flag.Int("sample").pipe(
+    Flag.withDefault(48),
+    Flag.withDescription(
+      "after training, print this many tokens the model writes after a held-out prompt; 0: none (default: 48)",
+    ),
   ),
   corpus: Flag.String("corpus").pipe(
     Flag.optional,
@@ -87,7 +99,7 @@ const flags = {
  * The chosen backend's layer. WebGPU and CUDA are loaded only when chosen: Dawn for Node (the
  * optional `webgpu` package) need not be installed, nor the CUDA addon built, to train on the CPU.
  */
-function backendLayer(
+export function backendLayer(
   name: "cpu-fast" | "cpu" | "webgpu" | "cuda",
 ): Effect.Effect<Layer.Layer<Backend, BackendUnavailable>, BackendUnavailable> {
   if (name === "cpu-fast") return Effect.sync(() => fastCpuBackendLayer())
@@ -124,7 +136,16 @@ const sayHowToResume = (checkpointDir: string) =>
 
 export const trainCommand = Command.make("train", flags, (f) =>
   Effect.gen(function* () {
-    const model = yield* loadModel(f.model, f.config)
+    const initFrom = Option.getOrUndefined(f.initFrom)
+    if (initFrom !== undefined && (Option.isSome(f.config) || f.model !== "tiny"))
+      return yield* Effect.fail(
+        new BadConfig({
+          field: "init-from",
+          message: `--init-from ${initFrom} takes the model from its config.json; leave out --model and --config`,
+        }),
+      )
+    const pretrained = initFrom === undefined ? undefined : yield* loadPretrained(initFrom)
+    const model = pretrained?.config ?? (yield* loadModel(f.model, f.config))
     const [mlpChunks, lmChunks] = [
       yield* parseChunks("mlp-chunks", f.mlpChunks),
       yield* parseChunks("lm-chunks", f.lmChunks),
@@ -136,26 +157,25 @@ export const trainCommand = Command.make("train", flags, (f) =>
       ["accumulate", f.accumulate],
     ] as const)
       yield* positive(flag, v)
+    if (!(Number.isInteger(f.sample) && f.sample >= 0))
+      return yield* Effect.fail(
+        new BadConfig({ field: "sample", message: `--sample must be an integer ≥ 0 (0: no sample), got ${f.sample}` }),
+      )
     // Every flag is checked before anything starts (the progress bar, the backend).
     const memoryLimit = Option.isSome(f.memoryLimit)
       ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
       : undefined
     if (!(f.lr > 0))
       return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
-    const tokenizer = makeTokenizer(f.tokenizer)
-    if (tokenizer.vocabSize > model.vocab_size) {
-      return yield* Effect.fail(
-        new BadConfig({
-          field: "tokenizer",
-          message: `tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.vocab_size}; pick a model with a larger vocabulary (e.g. --model tiny-bpe)`,
-        }),
-      )
-    }
+    const chosen = yield* chooseTokenizer(f.tokenizer, initFrom)
+    const tokenizer = chosen.tokenizer
+    const mismatch = checkVocabulary(tokenizer, model.vocab_size)
+    if (mismatch !== undefined) return yield* Effect.fail(mismatch)
     const text = yield* Effect.try({
       try: () => loadCorpus(Option.getOrUndefined(f.corpus)),
       catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }),
     })
-    const split = trainValSplit(tokenizer.encode(text))
+    const split = trainValSplit(corpusIds(tokenizer, text))
     // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
     const validation =
       split.val.length > f.seq
@@ -166,7 +186,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       catch: (e) => new BadConfig({ field: "seq", message: String(e instanceof Error ? e.message : e) }),
     })
 
-    const modelName = Option.isSome(f.config) ? f.config.value : f.model
+    const modelName = initFrom ?? (Option.isSome(f.config) ? f.config.value : f.model)
     const corpusPath = Option.getOrElse(f.corpus, () => DEFAULT_CORPUS_PATH)
     const corpus = yield* Effect.try({
       try: () => describeCorpus(corpusPath),
@@ -227,6 +247,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
         ...(memoryLimit === undefined ? {} : { memoryLimit }),
         ...(validation === undefined ? {} : { validation }),
         model,
+        ...(pretrained === undefined ? {} : { initialParameters: pretrained.parameters }),
         mode: f.mode,
         mlpChunks,
         lmChunks,
@@ -245,6 +266,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
           corpus: Option.isSome(f.corpus) ? f.corpus.value : "shipped",
           sha256: corpus.sha256,
           tokenizer: tokenizer.name,
+          ...(chosen.sha256 === undefined ? {} : { tokenizerSha256: chosen.sha256 }),
+          ...(initFrom === undefined ? {} : { initFrom }),
         },
       }
       const info: RunInfo = {
@@ -335,6 +358,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       yield* Console.log(
         `\nwrote ${join(f.out, "run.json")} (${records.length} steps), steps.jsonl, loss.svg, memory.svg and checkpoints/ (run the same command again to resume)`,
       )
+      if (f.sample > 0) yield* printSample(model, result.parameters, tokenizer, split.val, f.sample, f.out)
     }).pipe(Effect.provide(yield* backendLayer(f.backend)))
   }).pipe(Effect.scoped),
 ).pipe(

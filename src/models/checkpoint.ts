@@ -3,6 +3,7 @@
  *   step-00000100/model.safetensors      weights, Hugging Face names (loads in transformers)
  *   step-00000100/optimizer.safetensors  AdamW moments, "m.<name>" and "v.<name>"
  *   step-00000100/trainer_state.json     { format, step, run, model, data }
+ *   step-00000100/config.json            the model config as transformers reads it (`hfConfigJson`)
  *
  * What a reader can rely on:
  * - Atomic: the step is written under `step-N.tmp-<pid>/` (every file fsynced), renamed into place
@@ -160,6 +161,34 @@ const allArrays = (s: Pick<CheckpointState, "parameters" | "m" | "v">): Record<s
 export const nonFiniteState = (s: Pick<CheckpointState, "parameters" | "m" | "v">) => firstNonFinite(allArrays(s))
 
 // ---------------------------------------------------------------------------------------------
+// config.json, for transformers
+
+/** transformers' model class for each `model_type` miniseq writes. */
+const architectureOf: Readonly<Record<string, string>> = {
+  llama: "LlamaForCausalLM",
+  mistral: "MistralForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+  gemma2: "Gemma2ForCausalLM",
+}
+
+/**
+ * The config.json a checkpoint folder holds, so that transformers' `from_pretrained(folder)`
+ * loads it as is: the model config's fields, with `model_type` ("llama" unless the config names
+ * another), `architectures` (the config's, else the class for that type) and `torch_dtype` (the
+ * weights' dtype in model.safetensors: miniseq saves float32).
+ */
+export function hfConfigJson(
+  model: Readonly<Record<string, unknown>>,
+  torchDtype = "float32",
+): Record<string, unknown> {
+  const modelType = typeof model["model_type"] === "string" ? model["model_type"] : "llama"
+  const architectures = Array.isArray(model["architectures"])
+    ? model["architectures"]
+    : [architectureOf[modelType] ?? "LlamaForCausalLM"]
+  return { architectures, model_type: modelType, ...model, torch_dtype: torchDtype }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Files
 
 const asTensors = (
@@ -289,6 +318,8 @@ export function saveCheckpoint(
           ...checksumMetadata(optimizer),
         })
         await writeTextAtomic(join(tmp, "trainer_state.json"), `${JSON.stringify(trainerState, null, 2)}\n`)
+        if (state.model !== undefined)
+          await writeTextAtomic(join(tmp, "config.json"), `${JSON.stringify(hfConfigJson(state.model), null, 2)}\n`)
         await rm(final, { recursive: true, force: true })
         await rename(tmp, final)
       } catch (e) {
@@ -364,6 +395,31 @@ function parseTrainerState(text: string, statePath: string) {
 }
 
 /**
+ * A checkpoint's config.json (for transformers) must say what its trainer_state.json's model
+ * says; checkpoints written before config.json existed have none, which is fine.
+ */
+async function checkConfigJson(configPath: string, model: Readonly<Record<string, unknown>>): Promise<void> {
+  let text: string
+  try {
+    text = await readFile(configPath, "utf8")
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return
+    throw ioError(configPath, e)
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    parsed = undefined
+  }
+  if (JSON.stringify(parsed) !== JSON.stringify(hfConfigJson(model)))
+    throw new BadCheckpoint({
+      path: configPath,
+      message: `${configPath}: does not match the model config in trainer_state.json; it was altered (transformers would load another model)`,
+    })
+}
+
+/**
  * Loads a checkpoint for a model of these parameter shapes. Any mismatch, damaged byte (checksum),
  * non-finite value or inconsistency between the three files is a BadCheckpoint naming the file and
  * the tensor; `matchRun` then compares its run, model and data with the resuming run's.
@@ -407,6 +463,7 @@ export function loadCheckpoint(
             message: `${file}: holds step ${meta.step ?? "?"} but trainer_state.json says ${raw.step}; the checkpoint is inconsistent`,
           })
       }
+      if (raw.model !== undefined) await checkConfigJson(join(path, "config.json"), raw.model)
       const pick = (t: Record<string, StoredTensor>, prefix: string) =>
         Object.fromEntries(Object.keys(shapes).map((n) => [n, t[`${prefix}${n}`]!.data as Float32Array]))
       const state = {

@@ -2,6 +2,9 @@
  * A Llama-family decoder as a pure graph: token embedding, N × (RMSNorm → GQA attention with
  * RoPE → residual, RMSNorm → SwiGLU MLP → residual), final RMSNorm, LM head + cross-entropy.
  * Parameters carry their Hugging Face names, so checkpoints load into `transformers` as is.
+ * The same layer computes Mistral (sliding window), Qwen2 (q/k/v biases) and Gemma-2 (GeGLU,
+ * four (1 + w) norms per layer, √d embedding scale, soft-capped attention and logits, windows
+ * on alternate layers): `architecture` in ./config.ts resolves what a config asks for.
  *
  * The training mode decides which regions wrap which blocks:
  *   vanilla          nothing: every intermediate the backward needs is saved
@@ -10,22 +13,26 @@
  *   mst+checkpoint   both, nested: chunked MLP inside checkpointed layers
  */
 import { numel } from "../core/backend.js"
+import { accumulatorDType, type DType } from "../core/dtype.js"
 import { BadConfig, ShapeError } from "../core/errors.js"
-import type { DType } from "../core/dtype.js"
 import { input, type Tensor } from "../core/graph.js"
 import * as o from "../core/ops.js"
 import { attention } from "../core/routines/attention.js"
 import {
   fusedRmsNorm,
   fusedRope,
+  geluTanh,
   linear,
   rmsNorm as plainRmsNorm,
+  rmsNormPlusOne,
   rope as plainRope,
+  silu,
+  softcap,
   swiglu,
 } from "../core/routines/basic.js"
 import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
 import { checkpoint, chunked } from "../core/regions.js"
-import { headDim, type LlamaConfig } from "./config.js"
+import { type Architecture, architecture, headDim, type LlamaConfig, ropeInvFreq } from "./config.js"
 
 /** How a training step lays out memory: nothing wrapped, layers recomputed, MLP and LM head chunked (MST), or both. */
 export const modes = ["vanilla", "checkpoint", "mst", "mst+checkpoint"] as const
@@ -74,20 +81,33 @@ export function autoChunks(c: LlamaConfig, S: number): { mlp: number; lm: number
 
 /** Every parameter's Hugging Face name and shape (weights are [out, in] as in nn.Linear). */
 export function parameterShapes(c: LlamaConfig): Record<string, number[]> {
+  const arch = architecture(c)
   const d = c.hidden_size,
     hd = headDim(c)
+  const [qOut, kvOut] = [c.num_attention_heads * hd, c.num_key_value_heads * hd]
   const shapes: Record<string, number[]> = { "model.embed_tokens.weight": [c.vocab_size, d] }
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `model.layers.${i}`
     shapes[`${p}.input_layernorm.weight`] = [d]
-    shapes[`${p}.self_attn.q_proj.weight`] = [c.num_attention_heads * hd, d]
-    shapes[`${p}.self_attn.k_proj.weight`] = [c.num_key_value_heads * hd, d]
-    shapes[`${p}.self_attn.v_proj.weight`] = [c.num_key_value_heads * hd, d]
-    shapes[`${p}.self_attn.o_proj.weight`] = [d, c.num_attention_heads * hd]
+    shapes[`${p}.self_attn.q_proj.weight`] = [qOut, d]
+    if (arch.qkvBias) shapes[`${p}.self_attn.q_proj.bias`] = [qOut]
+    shapes[`${p}.self_attn.k_proj.weight`] = [kvOut, d]
+    if (arch.qkvBias) shapes[`${p}.self_attn.k_proj.bias`] = [kvOut]
+    shapes[`${p}.self_attn.v_proj.weight`] = [kvOut, d]
+    if (arch.qkvBias) shapes[`${p}.self_attn.v_proj.bias`] = [kvOut]
+    shapes[`${p}.self_attn.o_proj.weight`] = [d, qOut]
+    if (arch.oBias) shapes[`${p}.self_attn.o_proj.bias`] = [d]
     shapes[`${p}.post_attention_layernorm.weight`] = [d]
+    if (arch.gemmaNorms) {
+      shapes[`${p}.pre_feedforward_layernorm.weight`] = [d]
+      shapes[`${p}.post_feedforward_layernorm.weight`] = [d]
+    }
     shapes[`${p}.mlp.gate_proj.weight`] = [c.intermediate_size, d]
+    if (arch.mlpBias) shapes[`${p}.mlp.gate_proj.bias`] = [c.intermediate_size]
     shapes[`${p}.mlp.up_proj.weight`] = [c.intermediate_size, d]
+    if (arch.mlpBias) shapes[`${p}.mlp.up_proj.bias`] = [c.intermediate_size]
     shapes[`${p}.mlp.down_proj.weight`] = [d, c.intermediate_size]
+    if (arch.mlpBias) shapes[`${p}.mlp.down_proj.bias`] = [d]
   }
   shapes["model.norm.weight"] = [d]
   if (!c.tie_word_embeddings) shapes["lm_head.weight"] = [c.vocab_size, d]
@@ -116,6 +136,113 @@ const mergeHeads = (x: Tensor): Tensor => {
   return o.reshape(o.permute(x, [0, 2, 1, 3]), [B, S, H * hd])
 }
 
+/** What every layer of one graph shares: the config resolved, the weights, the ops chosen for the backend. */
+interface Model {
+  readonly c: LlamaConfig
+  readonly arch: Architecture
+  readonly p: (name: string) => Tensor
+  readonly has: (name: string) => boolean
+  readonly norm: (x: Tensor, w: Tensor) => Tensor
+  /** RoPE for positions offset, offset + 1, … */
+  readonly rope: (x: Tensor, offset: number) => Tensor
+  readonly fusedSiluMul: boolean
+  readonly attentionBlock: number
+  /** The MLP (with its norms) as a chunked(M) region, or undefined to run it whole. */
+  readonly mlpChunks?: number
+}
+
+function model(c: LlamaConfig, params: Record<string, Tensor>, opts: ModelOptions | ForwardOptions): Model {
+  const arch = architecture(c)
+  const fused = new Set(opts.fused)
+  const rmsNorm = fused.has("rmsNorm") ? fusedRmsNorm : plainRmsNorm
+  const eps = c.rms_norm_eps ?? 1e-6
+  const theta = c.rope_theta ?? 10000
+  // Scaled frequencies have no fused kernel: their RoPE runs as plain ops on every backend.
+  const invFreq = arch.rope.type === "default" ? undefined : ropeInvFreq(c)
+  const fusedRopeOk = invFreq === undefined && fused.has("rope")
+  return {
+    c,
+    arch,
+    p: (name) => params[name]!,
+    has: (name) => name in params,
+    norm: arch.gemmaNorms ? (x, w) => rmsNormPlusOne(x, w, eps) : (x, w) => rmsNorm(x, w, eps),
+    rope: (x, offset) => (fusedRopeOk ? fusedRope(x, theta, offset) : plainRope(x, theta, offset, false, invFreq)),
+    fusedSiluMul: fused.has("siluMul"),
+    attentionBlock: opts.attentionBlock ?? 64,
+  }
+}
+
+/** One decoder layer's result, with the keys and values its attention saw (the KV cache, past ones first). */
+interface LayerOut {
+  readonly x: Tensor
+  readonly k: Tensor
+  readonly v: Tensor
+}
+
+/**
+ * Decoder layer i on x [B, S, d] at positions offset…offset+S−1, after the cached keys and
+ * values (`cache`, [B, Hkv, offset, hd]) when there are any. Every graph here builds its layers
+ * with this one function.
+ */
+function decoderLayer(m: Model, i: number, x: Tensor, offset: number, cache?: { k: Tensor; v: Tensor }): LayerOut {
+  const { c, arch } = m
+  const hd = headDim(c)
+  const w = (n: string) => m.p(`model.layers.${i}.${n}`)
+  const proj = (h: Tensor, n: string) => {
+    const y = linear(h, w(`${n}.weight`))
+    return m.has(`model.layers.${i}.${n}.bias`) ? o.add(y, w(`${n}.bias`)) : y
+  }
+  const h = m.norm(x, w("input_layernorm.weight"))
+  const q = m.rope(splitHeads(proj(h, "self_attn.q_proj"), c.num_attention_heads, hd), offset)
+  const kNew = m.rope(splitHeads(proj(h, "self_attn.k_proj"), c.num_key_value_heads, hd), offset)
+  const vNew = splitHeads(proj(h, "self_attn.v_proj"), c.num_key_value_heads, hd)
+  const k = cache === undefined ? kNew : o.concat([cache.k, kNew], 2)
+  const v = cache === undefined ? vNew : o.concat([cache.v, vNew], 2)
+  const a = attention(q, k, v, {
+    blockSize: m.attentionBlock,
+    window: arch.windows[i]!,
+    softcap: arch.attnSoftcap,
+    scale: arch.attnScale,
+  })
+  const attnOut = proj(mergeHeads(a), "self_attn.o_proj")
+  const x1 = o.add(x, arch.gemmaNorms ? m.norm(attnOut, w("post_attention_layernorm.weight")) : attnOut)
+  const mlp = (t: Tensor) => {
+    const hh = m.norm(t, w(arch.gemmaNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"))
+    if (arch.activation === "silu" && !arch.mlpBias)
+      return swiglu(hh, w("mlp.gate_proj.weight"), w("mlp.up_proj.weight"), w("mlp.down_proj.weight"), m.fusedSiluMul)
+    const gate = proj(hh, "mlp.gate_proj")
+    const act = arch.activation === "silu" ? silu(gate) : geluTanh(gate)
+    const y = proj(o.mul(act, proj(hh, "mlp.up_proj")), "mlp.down_proj")
+    return arch.gemmaNorms ? m.norm(y, w("post_feedforward_layernorm.weight")) : y
+  }
+  const mlpOut = m.mlpChunks === undefined ? mlp(x1) : chunked(m.mlpChunks, { axis: 1 })(mlp)(x1)
+  return { x: o.add(x1, mlpOut), k, v }
+}
+
+/** The embedding of tokens [B, S]: rows of the table (× √d for Gemma-2, the factor rounded to the dtype as in HF). */
+const embed = (m: Model, tokens: Tensor): Tensor => {
+  const x = o.gather(m.p("model.embed_tokens.weight"), tokens)
+  return m.arch.embedScale === 1 ? x : o.mul(x, m.arch.embedScale)
+}
+
+/** Final norm and LM head: logits [..., V], soft-capped when the config says (Gemma-2's final_logit_softcapping). */
+const headLogits = (m: Model, h: Tensor): Tensor => {
+  const head = m.p(m.c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight")
+  const logits = linear(m.norm(h, m.p("model.norm.weight")), head)
+  const cap = m.arch.finalSoftcap
+  return cap === 0 ? logits : softcap(logits, cap)
+}
+
+function checkLength(c: LlamaConfig, B: number, S: number, allowBeyond: boolean | undefined): void {
+  if (S > c.max_position_embeddings && !allowBeyond) {
+    throw new ShapeError({
+      op: "llama",
+      shapes: [[B, S]],
+      message: `sequence length ${S} exceeds the model's max_position_embeddings (${c.max_position_embeddings}); shorten --seq or raise max_position_embeddings in the config`,
+    })
+  }
+}
+
 /** The graph of a Llama's training loss, with its inputs (parameters by Hugging Face name, tokens, targets, count). */
 export interface LlamaGraph {
   readonly params: Record<string, Tensor>
@@ -124,19 +251,14 @@ export interface LlamaGraph {
   readonly targets: Tensor
   /** The global number of non-ignored targets, an fp32 scalar input (exact across micro-batches). */
   readonly count: Tensor
+  /** float32 (float64 for a float64 model). */
   readonly loss: Tensor
   readonly chunks: { readonly mlp: number; readonly lm: number }
 }
 
-/** The training loss of a Llama for a [B, S] batch, in the given mode. */
+/** The training loss of a Llama-family model for a [B, S] batch, in the given mode. */
 export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptions): LlamaGraph {
-  if (S > c.max_position_embeddings && !opts.allowBeyondMaxPosition) {
-    throw new ShapeError({
-      op: "llama",
-      shapes: [[B, S]],
-      message: `sequence length ${S} exceeds the model's max_position_embeddings (${c.max_position_embeddings}); shorten --seq or raise max_position_embeddings in the config`,
-    })
-  }
+  checkLength(c, B, S, opts.allowBeyondMaxPosition)
   if (!modes.includes(opts.mode))
     throw new BadConfig({ field: "mode", message: `unknown mode "${opts.mode}"; choose one of: ${modes.join(", ")}` })
   const dtype = opts.dtype ?? "float32"
@@ -147,48 +269,97 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   }
   const mst = opts.mode === "mst" || opts.mode === "mst+checkpoint"
   const perLayerCheckpoint = opts.mode === "checkpoint" || opts.mode === "mst+checkpoint"
-  const fused = new Set(opts.fused)
-  const rmsNorm = fused.has("rmsNorm") ? fusedRmsNorm : plainRmsNorm
-  const rope = fused.has("rope") ? fusedRope : plainRope
   const params = parameterInputs(c, dtype)
-  const p = (name: string): Tensor => params[name]!
-  const hd = headDim(c)
+  const m: Model = { ...model(c, params, opts), ...(mst ? { mlpChunks: chunks.mlp } : {}) }
   const tokens = input("tokens", [B, S], "int32")
   const targets = input("targets", [B, S], "int32")
   const count = input("count", [], "float32")
 
-  function layer(i: number, x: Tensor): Tensor {
-    const w = (n: string) => p(`model.layers.${i}.${n}`)
-    const h = rmsNorm(x, w("input_layernorm.weight"), c.rms_norm_eps)
-    const q = rope(splitHeads(linear(h, w("self_attn.q_proj.weight")), c.num_attention_heads, hd), c.rope_theta)
-    const k = rope(splitHeads(linear(h, w("self_attn.k_proj.weight")), c.num_key_value_heads, hd), c.rope_theta)
-    const v = splitHeads(linear(h, w("self_attn.v_proj.weight")), c.num_key_value_heads, hd)
-    const a = attention(q, k, v, { blockSize: opts.attentionBlock ?? 64 })
-    const x1 = o.add(x, linear(mergeHeads(a), w("self_attn.o_proj.weight")))
-    const mlp = (t: Tensor) =>
-      swiglu(
-        rmsNorm(t, w("post_attention_layernorm.weight"), c.rms_norm_eps),
-        w("mlp.gate_proj.weight"),
-        w("mlp.up_proj.weight"),
-        w("mlp.down_proj.weight"),
-        fused.has("siluMul"),
-      )
-    return o.add(x1, mst ? chunked(chunks.mlp, { axis: 1 })(mlp)(x1) : mlp(x1))
-  }
-
-  let x = o.gather(p("model.embed_tokens.weight"), tokens)
+  let x = embed(m, tokens)
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    x = perLayerCheckpoint ? checkpoint((t: Tensor) => layer(i, t))(x) : layer(i, x)
+    x = perLayerCheckpoint ? checkpoint((t: Tensor) => decoderLayer(m, i, t, 0).x)(x) : decoderLayer(m, i, x, 0).x
   }
-  const head = p(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight")
   // Σ of token losses (per piece in MST) over one global target count, never a mean of means.
   // In MST each piece takes its gradients in the forward pass, while its logits are alive; the
   // loss is the result itself, so its cotangent is exactly 1 and scaling by it rounds nothing.
-  const perToken = o.div(1, count)
-  const lmLoss = (h: Tensor, t: Tensor) =>
-    o.mul(sumCrossEntropy(linear(rmsNorm(h, p("model.norm.weight"), c.rms_norm_eps), head), t), perToken)
+  // The count is cast to the sum's dtype (float64 for a float64 model; an integer, so exact).
+  const wide = accumulatorDType(dtype)
+  const perToken = o.div(1, o.cast(count, wide))
+  const lmLoss = (h: Tensor, t: Tensor) => o.mul(sumCrossEntropy(headLogits(m, h), t), perToken)
   const loss = mst
     ? chunked(chunks.lm, { axis: 1, combine: "sum", gradientsInForward: true })(lmLoss)(x, targets)
     : lmLoss(x, targets)
-  return { params, tokens, targets, count, loss: o.cast(loss, "float32"), chunks } // the loss is fp32 whatever the weights
+  return { params, tokens, targets, count, loss: o.cast(loss, wide), chunks } // fp32 whatever the weights, or fp64
+}
+
+/** How `llamaForward` builds its graph. */
+export interface ForwardOptions {
+  readonly dtype?: DType
+  /** The routines the backend fuses (as in `ModelOptions`). */
+  readonly fused?: readonly string[]
+  readonly attentionBlock?: number
+  /** Allow past + T beyond max_position_embeddings (RoPE extrapolates; HF allows it too). */
+  readonly allowBeyondMaxPosition?: boolean
+}
+
+/** One layer's cached keys and values, [B, Hkv, positions, hd]. */
+export interface LayerCache {
+  readonly k: Tensor
+  readonly v: Tensor
+}
+
+/** The graph of `llamaForward`. */
+export interface ForwardGraph {
+  readonly params: Record<string, Tensor>
+  /** [B, T] int32: the new tokens. */
+  readonly tokens: Tensor
+  /** Inputs "cache.<layer>.k" / ".v", [B, Hkv, past, hd] in the model's dtype; [] when past = 0. */
+  readonly cacheIn: LayerCache[]
+  /** [B, T, V], float32 (float64 for a float64 model). */
+  readonly logits: Tensor
+  /** Each layer's keys and values for positions 0…past+T−1: the next call's cacheIn. */
+  readonly cacheOut: LayerCache[]
+}
+
+/**
+ * Logits for new tokens [B, T] at positions past … past+T−1, given each layer's cached keys and
+ * values ([B, Hkv, past, hd], absent when past = 0); returns the logits [B, T, V] (float32) and
+ * the cache with past+T. The layers are `llamaLoss`'s (one layer function); attention runs as
+ * the fused "attention" routine when past = 0 and nothing else differs from plain causal
+ * attention, else as "generalAttention" (plain ops on every backend).
+ */
+export function llamaForward(
+  c: LlamaConfig,
+  B: number,
+  T: number,
+  past: number,
+  opts: ForwardOptions = {},
+): ForwardGraph {
+  if (!Number.isInteger(past) || past < 0 || !Number.isInteger(T) || T < 1)
+    throw new ShapeError({
+      op: "llamaForward",
+      shapes: [[B, T]],
+      message: `llamaForward: T must be an integer ≥ 1 and past an integer ≥ 0 (got T = ${T}, past = ${past})`,
+    })
+  checkLength(c, B, past + T, opts.allowBeyondMaxPosition)
+  const dtype = opts.dtype ?? "float32"
+  const params = parameterInputs(c, dtype)
+  const m = model(c, params, opts)
+  const hd = headDim(c)
+  const tokens = input("tokens", [B, T], "int32")
+  const cacheIn: LayerCache[] =
+    past === 0
+      ? []
+      : Array.from({ length: c.num_hidden_layers }, (_, i) => ({
+          k: input(`cache.${i}.k`, [B, c.num_key_value_heads, past, hd], dtype),
+          v: input(`cache.${i}.v`, [B, c.num_key_value_heads, past, hd], dtype),
+        }))
+  const cacheOut: LayerCache[] = []
+  let x = embed(m, tokens)
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const out = decoderLayer(m, i, x, past, cacheIn[i])
+    cacheOut.push({ k: out.k, v: out.v })
+    x = out.x
+  }
+  return { params, tokens, cacheIn, logits: o.cast(headLogits(m, x), accumulatorDType(dtype)), cacheOut }
 }

@@ -20,7 +20,12 @@ export interface StoredTensor {
   readonly dtype: DType
   readonly shape: readonly number[]
   readonly data: HostArray
+  /** Read from a 16-bit float tensor ("BF16" or "F16"): `data` holds its values widened to float32, exactly. */
+  readonly storedAs?: HalfTag
 }
+
+/** The 16-bit float tags miniseq reads by widening to float32 (every such value is a float32). */
+export type HalfTag = "BF16" | "F16"
 
 /** A decoded safetensors file: its tensors by name and its string metadata. */
 export interface Safetensors {
@@ -32,7 +37,16 @@ const METADATA_KEY = "__metadata__"
 
 /** miniseq dtype -> safetensors dtype tag. */
 const tagOf: Record<DType, string> = { float32: "F32", float64: "F64", int32: "I32", bfloat16: "BF16" }
-const dtypeOfTag: Readonly<Record<string, DType>> = { F32: "float32", F64: "float64", I32: "int32" }
+const dtypeOfTag: Readonly<Record<string, DType>> = {
+  F32: "float32",
+  F64: "float64",
+  I32: "int32",
+  BF16: "float32",
+  F16: "float32",
+}
+/** Bytes per element in the file (BF16 and F16 are 2, although they decode to float32). */
+const fileItemsize: Readonly<Record<string, number>> = { F32: 4, F64: 8, I32: 4, BF16: 2, F16: 2 }
+const isHalfTag = (tag: string): tag is HalfTag => tag === "BF16" || tag === "F16"
 /** Tags the spec defines that miniseq cannot hold in a HostArray. */
 const unsupportedTags = new Set([
   "BOOL",
@@ -43,8 +57,6 @@ const unsupportedTags = new Set([
   "U32",
   "U64",
   "I64",
-  "F16",
-  "BF16",
   "F8_E4M3",
   "F8_E5M2",
   "F8_E8M0",
@@ -139,6 +151,7 @@ export function encodeSafetensors(
 
 interface Entry {
   readonly name: string
+  readonly tag: string
   readonly dtype: DType
   readonly shape: number[]
   readonly begin: number
@@ -178,7 +191,7 @@ function parseEntry(
   }
   const [begin, end] = offsets as [number, number]
   if (begin > end) return bad(`data_offsets [${begin}, ${end}] end before they begin`)
-  const expected = numel(shape) * bytesPerElement[dtype]
+  const expected = numel(shape) * fileItemsize[tag]!
   if (end - begin !== expected) {
     return bad(
       `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${tag} ${fmtShape(shape)} needs ${expected}`,
@@ -189,13 +202,14 @@ function parseEntry(
       `data_offsets [${begin}, ${end}] run past the end of the byte buffer (${bufferLen} bytes); the file is truncated`,
     )
   }
-  return { name, dtype, shape, begin, end }
+  return { name, tag, dtype, shape, begin, end }
 }
 
 /**
  * Parses a safetensors file. Every malformed input throws BadCheckpoint naming `path` (and the
  * tensor at fault where there is one). Tensor data is copied out, so the arrays are aligned and
- * do not alias `bytes`. Only F32, F64 and I32 tensors can be read.
+ * do not alias `bytes`. F32, F64 and I32 tensors are read as they are; BF16 and F16 tensors are
+ * widened to float32 exactly (`storedAs` says which they were).
  */
 export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safetensors {
   const fail = (message: string, tensor?: string): never => {
@@ -276,6 +290,8 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
       // A fresh buffer: aligned for Float64Array wherever the data sat in the file.
       const copy = new Uint8Array(e.end - e.begin)
       copy.set(bytes.subarray(dataStart + e.begin, dataStart + e.end))
+      if (isHalfTag(e.tag))
+        return [e.name, { dtype: e.dtype, shape: e.shape, data: widenHalf(copy, e.tag), storedAs: e.tag }]
       const size = bytesPerElement[e.dtype]
       if (!hostIsLittleEndian) swapBytes(copy, size)
       const n = copy.length / size
@@ -289,6 +305,39 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
     }),
   )
   return { tensors, metadata }
+}
+
+/**
+ * 16-bit floats (little-endian bytes) → float32, bit by bit so every value, NaN payloads and
+ * subnormals included, comes out exact. bfloat16 is the top half of a float32; IEEE half has a
+ * 5-bit exponent (bias 15) and a 10-bit fraction, whose subnormals are normal in float32.
+ */
+export function widenHalf(bytes: Uint8Array, tag: HalfTag): Float32Array {
+  const n = bytes.length >> 1
+  const out = new Float32Array(n)
+  // Bytes are read one by one (so any host order works); the words go in through a view of the same host order.
+  const bits = new Uint32Array(out.buffer)
+  for (let i = 0; i < n; i++) {
+    const h = bytes[2 * i]! | (bytes[2 * i + 1]! << 8)
+    bits[i] = tag === "BF16" ? (h << 16) >>> 0 : halfToFloatBits(h)
+  }
+  return out
+}
+
+function halfToFloatBits(h: number): number {
+  const sign = (h & 0x8000) << 16
+  const exp = (h >> 10) & 0x1f
+  let frac = h & 0x3ff
+  if (exp === 0x1f) return (sign | 0x7f800000 | (frac << 13)) >>> 0 // infinities and NaNs
+  if (exp !== 0) return (sign | ((exp - 15 + 127) << 23) | (frac << 13)) >>> 0
+  if (frac === 0) return sign >>> 0 // ±0
+  // A subnormal half, frac · 2^-24: shift the leading one into the implicit bit.
+  let e = -14
+  while ((frac & 0x400) === 0) {
+    frac <<= 1
+    e--
+  }
+  return (sign | ((e + 127) << 23) | ((frac & 0x3ff) << 13)) >>> 0
 }
 
 // ---------------------------------------------------------------------------------------------

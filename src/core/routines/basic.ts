@@ -4,6 +4,7 @@
  * kernel, and the oracle fused kernels are tested against.
  */
 import { wider } from "../dtype.js"
+import { ShapeError } from "../errors.js"
 import type { Tensor } from "../graph.js"
 import * as o from "../ops.js"
 import { type CustomVjp, routine } from "../regions.js"
@@ -100,19 +101,88 @@ export const swiglu = (x: Tensor, gate: Tensor, up: Tensor, down: Tensor, fused 
  * Face Llama uses: x·cos + rotate_half(x)·sin, with angle(p, i) = (p + offset) · θ^(−2i/D).
  * The angles are computed in at least float32 and cos, sin cast to x's dtype, as Hugging Face
  * does: in bfloat16 a position past 256 would already be rounded (8191 to 8192). `inverse`
- * rotates by −angle: the transpose of the rotation, so RoPE's VJP.
+ * rotates by −angle: the transpose of the rotation, so RoPE's VJP. `invFreq` replaces
+ * θ^(−2i/D) with given frequencies (RoPE scaling: see `ropeInvFreq` in models/config.ts).
  */
-export function rope(x: Tensor, theta = 10000, offset = 0, inverse = false): Tensor {
+export function rope(x: Tensor, theta = 10000, offset = 0, inverse = false, invFreq?: readonly number[]): Tensor {
   const [S, D] = [x.shape.at(-2)!, x.shape.at(-1)!]
   const half = D / 2
   const f = computeType(x)
   const pos = o.add(o.cast(o.iota([S, half], 0), f), offset)
-  const i = o.cast(o.iota([S, half], 1), f)
-  const freq = o.exp(o.mul(i, (-2 / D) * Math.log(theta)))
+  const freq =
+    invFreq === undefined
+      ? o.exp(o.mul(o.cast(o.iota([S, half], 1), f), (-2 / D) * Math.log(theta)))
+      : frequencyRow(invFreq, half, f)
   const angle = o.concat([o.mul(pos, freq), o.mul(pos, freq)], 1)
   const [cos, sin] = [o.cast(o.cos(angle), x.dtype), o.cast(inverse ? o.neg(o.sin(angle)) : o.sin(angle), x.dtype)]
   const rotated = o.concat([o.neg(o.slice(x, -1, half, D)), o.slice(x, -1, 0, half)], -1)
   return o.add(o.mul(x, cos), o.mul(rotated, sin))
+}
+
+/** Given frequencies as a [1, half] constant (one fill per entry: the graph has no other constants). */
+function frequencyRow(invFreq: readonly number[], half: number, dtype: Tensor["dtype"]): Tensor {
+  if (invFreq.length !== half)
+    throw new ShapeError({
+      op: "rope",
+      shapes: [[invFreq.length], [half]],
+      message: `rope: ${invFreq.length} frequencies given for a head of ${2 * half} (it needs ${half})`,
+    })
+  return o.concat(
+    invFreq.map((v) => o.full([1, 1], v, dtype)),
+    1,
+  )
+}
+
+// Routines for their backward rules only: no backend fuses them (so they are not in
+// ./registry.ts), but as regions with a hand-written VJP they save one tensor for backward
+// instead of every intermediate of their bodies (S×I for GeGLU, S×V for soft-capped logits).
+/** How the GELU routine is seen as a region (no backend has a kernel for it). */
+export const geluTanhRoutine = declareRoutine()("geluTanh", { inputs: ["x"], outputs: ["y"] })
+/** How the soft-cap routine is seen as a region (no backend has a kernel for it). */
+export const softcapRoutine = declareRoutine<{ cap: number }>()("softcap", { inputs: ["x"], outputs: ["y"] })
+
+const GELU_C = Math.sqrt(2 / Math.PI)
+const geluInner = (x: Tensor): Tensor => o.mul(o.add(x, o.mul(o.mul(o.square(x), x), 0.044715)), GELU_C)
+
+/**
+ * GELU with the tanh approximation (PyTorch's approximate="tanh", HF's gelu_pytorch_tanh):
+ * ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³). Gemma-2's MLP activation. Its backward,
+ * ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²) with t = tanh(u), reads only x.
+ */
+export const geluTanh: (x: Tensor) => Tensor = routine(
+  geluTanhRoutine,
+  (x: Tensor) => o.mul(o.mul(x, 0.5), o.add(o.tanh(geluInner(x)), 1)),
+  ([x], _out, [g]) => {
+    const t = o.tanh(geluInner(x!))
+    const du = o.mul(o.add(o.mul(o.square(x!), 3 * 0.044715), 1), GELU_C)
+    const d = o.add(o.mul(o.add(t, 1), 0.5), o.mul(o.mul(o.mul(x!, 0.5), o.sub(1, o.square(t))), du))
+    return [o.mul(g!, d)]
+  },
+)
+
+/**
+ * Soft-capping, cap·tanh(x / cap) (Gemma-2's final_logit_softcapping). Its backward,
+ * g·(1 − (y / cap)²), reads only the output.
+ */
+export const softcap = (x: Tensor, cap: number): Tensor =>
+  routine(
+    softcapRoutine,
+    (a: Tensor) => o.mul(o.tanh(o.div(a, cap)), cap),
+    (_in, [y], [g]) => [o.mul(g!, o.sub(1, o.square(o.div(y!, cap))))],
+    { cap },
+    "outputs",
+  )(x)
+
+/**
+ * Gemma's RMSNorm: x / √(mean(x²) + eps) · (1 + weight), all in at least float32 and cast back
+ * at the end, as Hugging Face's Gemma2RMSNorm does (Llama's casts before the weight). The
+ * weights are stored as offsets from 1, so zeros are the identity.
+ */
+export function rmsNormPlusOne(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
+  const f = computeType(x)
+  const h = o.cast(x, f)
+  const inv = o.rsqrt(o.add(o.mean(o.square(h), -1, true), eps))
+  return o.cast(o.mul(o.mul(h, inv), o.add(o.cast(weight, f), 1)), x.dtype)
 }
 
 /**

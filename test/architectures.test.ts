@@ -1,0 +1,405 @@
+// The architectures (Llama, Mistral, Qwen2, Gemma-2) against independent references: golden
+// fixtures made by scripts/golden/make_golden.py (transformers, or a plain-PyTorch float64 model
+// of its semantics: each file says which), the KV-cached forward against the uncached one, the
+// loss against cross-entropy of the forward's logits, and configs refused with the field named.
+import { readdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { Effect } from "effect"
+import { valueAndGrad } from "../src/core/autodiff.js"
+import { fastCpuBackendLayer, makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
+import { BadConfig } from "../src/core/errors.js"
+import { makeCpuBackend } from "../src/backends/cpu/index.js"
+import { describe, expect, it } from "vitest"
+import { readSafetensors } from "../src/models/safetensors.js"
+import type { DType, HostArray } from "../src/core/dtype.js"
+import type { Feed } from "../src/core/executor.js"
+import type { Tensor } from "../src/core/graph.js"
+import {
+  architecture,
+  decodeConfig,
+  decodeConfigSync,
+  type LlamaConfig,
+  preset,
+  presetNames,
+  ropeInvFreq,
+} from "../src/models/config.js"
+import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
+import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
+
+/** A tiny model of each architecture, with every feature that differs from Llama switched on. */
+const tinyBase = {
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 29,
+  max_position_embeddings: 64,
+  rms_norm_eps: 1e-6,
+}
+const tinyConfigs: Record<string, LlamaConfig> = {
+  llama: decodeConfigSync({
+    ...tinyBase,
+    model_type: "llama",
+    rope_theta: 500000,
+    rope_scaling: {
+      rope_type: "llama3",
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 16,
+    },
+  }),
+  mistral: decodeConfigSync({ ...tinyBase, model_type: "mistral", sliding_window: 3 }),
+  qwen2: decodeConfigSync({
+    ...tinyBase,
+    model_type: "qwen2",
+    rope_theta: 1000000,
+    use_sliding_window: false,
+    tie_word_embeddings: true,
+  }),
+  gemma2: decodeConfigSync({
+    ...tinyBase,
+    model_type: "gemma2",
+    head_dim: 8,
+    query_pre_attn_scalar: 6,
+    sliding_window: 3,
+    attn_logit_softcapping: 2,
+    final_logit_softcapping: 3,
+  }),
+}
+
+/** Random weights (std 0.3: large enough that soft-caps and windows matter), by HF name. */
+function randomWeights(c: LlamaConfig, dtype: DType, seed: number): Record<string, HostArray> {
+  return Object.fromEntries(
+    Object.entries(parameterShapes(c)).map(([name, shape], i) => [
+      name,
+      randomArray(
+        dtype,
+        shape.reduce((a, b) => a * b, 1),
+        seed * 1000 + i,
+        { std: 0.3 },
+      ),
+    ]),
+  )
+}
+
+const feedsOf = (params: Record<string, Tensor>, weights: Record<string, HostArray>): [Tensor, Feed][] =>
+  Object.entries(params).map(([name, t]) => [t, weights[name]!])
+
+/** Logits of the tokens fed in pieces of the given lengths, each piece reading the previous piece's cache. */
+async function cachedLogits(
+  c: LlamaConfig,
+  dtype: DType,
+  tokens: Int32Array,
+  pieces: number[],
+  weights: Record<string, HostArray>,
+) {
+  const out: number[] = []
+  let cache: HostArray[] = []
+  let past = 0
+  for (const T of pieces) {
+    const g = llamaForward(c, 1, T, past, { dtype })
+    const feeds = new Map<Tensor, Feed>([
+      ...feedsOf(g.params, weights),
+      [g.tokens, tokens.slice(past, past + T)],
+      ...g.cacheIn.flatMap(
+        (l, i) =>
+          [
+            [l.k, cache[2 * i]!],
+            [l.v, cache[2 * i + 1]!],
+          ] as [Tensor, Feed][],
+      ),
+    ])
+    const cacheTensors = g.cacheOut.flatMap((l) => [l.k, l.v])
+    const { values } = await run([g.logits, ...cacheTensors], feeds, { layer: referenceCpu })
+    out.push(...values[0]!)
+    cache = values.slice(1)
+    past += T
+  }
+  return out
+}
+
+describe("llamaForward with a KV cache", () => {
+  for (const [name, c] of Object.entries(tinyConfigs)) {
+    it(`${name}: float32 on the cpu-fast backend (its fused kernels) matches to 1e-5 in mst+checkpoint`, async () => {
+      const g = await golden(name)
+      const count = g.targets.filter((t) => t !== -100).length
+      const fused = Object.keys(fastCpu.routines ?? {})
+      const model = llamaLoss(g.config, g.B, g.S, { mode: "mst+checkpoint", mlpChunks: 3, lmChunks: 4, fused })
+      const names = Object.keys(model.params)
+      const { value, grads } = valueAndGrad(model.loss, model.params)
+      const feeds = new Map<Tensor, Feed>([
+        ...feedsOf(model.params, asDType(g.weights, "float32")),
+        [model.tokens, g.tokens],
+        [model.targets, g.targets],
+        [model.count, new Float32Array([count])],
+      ])
+      const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer: fastCpuLayer })
+      expect(Math.abs(values[0]![0]! - g.loss) / g.loss).toBeLessThan(1e-5)
+      names.forEach((n, i) => expect(maxRelDiff(values[i + 1]!, g.grads[n]!), n).toBeLessThan(1e-5))
+    })
+
+    for (const dtype of ["float64", "float32"] as const) {
+      it(`${name} (${dtype}): logits fed in cached pieces equal one uncached forward`, async () => {
+        const S = 9
+        const tokens = intArray(S, c.vocab_size, 7)
+        const weights = randomWeights(c, dtype, 3)
+        const whole = await cachedLogits(c, dtype, tokens, [S], weights)
+        const pieces = await cachedLogits(c, dtype, tokens, [4, 1, 3, 1], weights)
+        expect(whole.length).toBe(S * c.vocab_size)
+        expect(maxRelDiff(whole, pieces)).toBeLessThan(dtype === "float64" ? 1e-12 : 1e-5)
+      })
+    }
+    it(`${name}: llamaLoss equals the cross-entropy of llamaForward's logits (float64, every mode)`, async () => {
+      const S = 9
+      const tokens = intArray(S, c.vocab_size, 11)
+      const targets = Int32Array.from(intArray(S, c.vocab_size, 12), (t, i) => (i === 4 ? -100 : t))
+      const weights = randomWeights(c, "float64", 5)
+      const logits = await cachedLogits(c, "float64", tokens, [S], weights)
+      let sum = 0
+      let count = 0
+      for (let s = 0; s < S; s++) {
+        if (targets[s] === -100) continue
+        const row = logits.slice(s * c.vocab_size, (s + 1) * c.vocab_size)
+        const m = Math.max(...row)
+        const lse = m + Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0))
+        sum += lse - row[targets[s]!]!
+        count++
+      }
+      for (const mode of ["vanilla", "checkpoint", "mst", "mst+checkpoint"] as const) {
+        const g = llamaLoss(c, 1, S, { mode, dtype: "float64", mlpChunks: 2, lmChunks: 4 })
+        const feeds = new Map<Tensor, Feed>([
+          ...feedsOf(g.params, weights),
+          [g.tokens, tokens],
+          [g.targets, targets],
+          [g.count, new Float32Array([count])],
+        ])
+        const { values } = await run([g.loss], feeds, { layer: referenceCpu })
+        expect(Math.abs(values[0]![0]! - sum / count) / (sum / count)).toBeLessThan(1e-12)
+      }
+    })
+  }
+})
+
+const goldenDir = join(import.meta.dirname, "fixtures", "golden")
+const goldenNames = readdirSync(goldenDir)
+  .filter((f) => f.endsWith(".safetensors"))
+  .map((f) => f.replace(/\.safetensors$/, ""))
+const cpuFused = Object.keys(makeCpuBackend().routines ?? {})
+const fastCpu = makeFastCpuBackend()
+const fastCpuLayer = fastCpuBackendLayer(fastCpu)
+
+/** A golden fixture: the config, weights, inputs, and the reference's logits, loss and gradients. */
+async function golden(name: string) {
+  const { tensors, metadata } = await readSafetensors(join(goldenDir, `${name}.safetensors`))
+  const named = (prefix: string) =>
+    Object.fromEntries(
+      Object.entries(tensors)
+        .filter(([k]) => k.startsWith(prefix))
+        .map(([k, t]) => [k.slice(prefix.length), t.data]),
+    )
+  const tokens = tensors.tokens!
+  return {
+    generator: metadata.generator!,
+    config: decodeConfigSync(JSON.parse(metadata.config!)),
+    loss: Number(metadata.loss),
+    weights: named("weight."),
+    grads: named("grad."),
+    logits: tensors.logits!.data,
+    invFreq: tensors.inv_freq!.data,
+    invFreqTransformers: tensors.inv_freq_transformers?.data,
+    tokens: tokens.data as Int32Array,
+    targets: tensors.targets!.data as Int32Array,
+    B: tokens.shape[0]!,
+    S: tokens.shape[1]!,
+  }
+}
+
+/** The weights as the dtype asked for (fixtures store float32 values, exact in either). */
+const asDType = (w: Record<string, HostArray>, dtype: DType): Record<string, HostArray> =>
+  Object.fromEntries(
+    Object.entries(w).map(([k, v]) => [k, dtype === "float64" ? Float64Array.from(v) : Float32Array.from(v)]),
+  )
+
+describe("golden fixtures (scripts/golden/make_golden.py)", () => {
+  it("cover every architecture", () => {
+    expect(goldenNames.sort()).toEqual(["gemma2", "llama", "mistral", "qwen2"])
+  })
+  for (const name of goldenNames) {
+    it(`${name}: parameter names and shapes are Hugging Face's, and RoPE's frequencies match`, async () => {
+      const g = await golden(name)
+      expect(g.generator.length).toBeGreaterThan(0)
+      const shapes = parameterShapes(g.config)
+      expect(Object.keys(shapes).sort()).toEqual(Object.keys(g.weights).sort())
+      for (const [k, shape] of Object.entries(shapes))
+        expect(g.weights[k]!.length).toBe(shape.reduce((a, b) => a * b, 1))
+      expect(maxRelDiff(ropeInvFreq(g.config), g.invFreq)).toBeLessThan(1e-15)
+      // transformers computes them in float32
+      if (g.invFreqTransformers) expect(maxRelDiff(ropeInvFreq(g.config), g.invFreqTransformers)).toBeLessThan(1e-6)
+    })
+
+    it(`${name}: float64 logits on the CPU reference match to 1e-9`, async () => {
+      const g = await golden(name)
+      const f = llamaForward(g.config, g.B, g.S, 0, { dtype: "float64" })
+      const feeds = new Map<Tensor, Feed>([...feedsOf(f.params, asDType(g.weights, "float64")), [f.tokens, g.tokens]])
+      const { values } = await run([f.logits], feeds, { layer: referenceCpu })
+      expect(maxRelDiff(values[0]!, g.logits)).toBeLessThan(1e-9)
+    })
+
+    for (const dtype of ["float64", "float32"] as const) {
+      const tol = dtype === "float64" ? 1e-9 : 1e-5
+      it(`${name}: ${dtype} loss and every gradient match to ${tol} in all four modes (M = 3 and 4, S = 11)`, async () => {
+        const g = await golden(name)
+        const count = g.targets.filter((t) => t !== -100).length
+        for (const mode of modes) {
+          // float64 on the reference CPU (every routine as its body); float32 with the CPU's fused kernels
+          const fused = dtype === "float32" ? cpuFused : []
+          const model = llamaLoss(g.config, g.B, g.S, { mode, dtype, mlpChunks: 3, lmChunks: 4, fused })
+          const names = Object.keys(model.params)
+          const { value, grads } = valueAndGrad(model.loss, model.params)
+          const feeds = new Map<Tensor, Feed>([
+            ...feedsOf(model.params, asDType(g.weights, dtype)),
+            [model.tokens, g.tokens],
+            [model.targets, g.targets],
+            [model.count, new Float32Array([count])],
+          ])
+          const layer = dtype === "float64" ? referenceCpu : undefined
+          const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer })
+          expect(Math.abs(values[0]![0]! - g.loss) / g.loss, `${mode} loss`).toBeLessThan(tol)
+          names.forEach((n, i) => expect(maxRelDiff(values[i + 1]!, g.grads[n]!), `${mode} ${n}`).toBeLessThan(tol))
+        }
+      })
+    }
+  }
+})
+
+/** The BadConfig a config is refused with. */
+const refusal = (raw: unknown): BadConfig => Effect.runSync(Effect.flip(decodeConfig(raw)))
+
+describe("configs are honoured or refused", () => {
+  const base = { ...tinyBase }
+  it("takes HF's defaults for missing optional fields", () => {
+    const { num_key_value_heads: _kv, rms_norm_eps: _eps, max_position_embeddings: _max, ...bare } = base
+    const llama = decodeConfigSync(bare)
+    expect([llama.num_key_value_heads, llama.rms_norm_eps, llama.max_position_embeddings]).toEqual([4, 1e-6, 2048])
+    const gemma = decodeConfigSync({ ...bare, model_type: "gemma2" })
+    expect([gemma.head_dim, gemma.tie_word_embeddings, gemma.max_position_embeddings]).toEqual([256, true, 8192])
+    const g = architecture(gemma)
+    expect([g.activation, g.attnSoftcap, g.finalSoftcap, g.attnScale, g.embedScale]).toEqual([
+      "gelu_tanh",
+      50,
+      30,
+      1 / 16,
+      4,
+    ])
+    expect(g.windows).toEqual([4096, 0])
+    expect(architecture(decodeConfigSync({ ...bare, model_type: "mistral" })).windows).toEqual([4096, 4096])
+    expect(architecture(decodeConfigSync({ ...bare, model_type: "mistral", sliding_window: null })).windows).toEqual([
+      0, 0,
+    ])
+    // Qwen2: windows only with use_sliding_window, from layer max_window_layers on
+    const qwen = { ...bare, model_type: "qwen2", num_hidden_layers: 3, sliding_window: 5 }
+    expect(architecture(decodeConfigSync(qwen)).windows).toEqual([0, 0, 0])
+    expect(architecture(decodeConfigSync({ ...qwen, use_sliding_window: true, max_window_layers: 1 })).windows).toEqual(
+      [0, 5, 5],
+    )
+    expect(architecture(decodeConfigSync(qwen)).qkvBias).toBe(true)
+    // newer configs spell the pattern out
+    const typed = { ...qwen, layer_types: ["sliding_attention", "full_attention", "sliding_attention"] }
+    expect(architecture(decodeConfigSync(typed)).windows).toEqual([5, 0, 5])
+  })
+
+  it("decodes the published Llama-3.2-1B config.json, honouring its llama3 RoPE scaling", () => {
+    const published = {
+      architectures: ["LlamaForCausalLM"],
+      attention_bias: false,
+      attention_dropout: 0.0,
+      bos_token_id: 128000,
+      eos_token_id: 128001,
+      head_dim: 64,
+      hidden_act: "silu",
+      hidden_size: 2048,
+      initializer_range: 0.02,
+      intermediate_size: 8192,
+      max_position_embeddings: 131072,
+      mlp_bias: false,
+      model_type: "llama",
+      num_attention_heads: 32,
+      num_hidden_layers: 16,
+      num_key_value_heads: 8,
+      pretraining_tp: 1,
+      rms_norm_eps: 1e-5,
+      rope_scaling: {
+        factor: 32.0,
+        high_freq_factor: 4.0,
+        low_freq_factor: 1.0,
+        original_max_position_embeddings: 8192,
+        rope_type: "llama3",
+      },
+      rope_theta: 500000.0,
+      tie_word_embeddings: true,
+      torch_dtype: "bfloat16",
+      transformers_version: "4.45.0.dev0",
+      use_cache: true,
+      vocab_size: 128256,
+    }
+    const c = decodeConfigSync(published)
+    expect(architecture(c).rope.type).toBe("llama3")
+    expect(Effect.runSync(preset("llama-3.2-1b")).rope_scaling).toEqual(published.rope_scaling)
+  })
+
+  it("computes RoPE scaling's frequencies as the reference does (llama3, linear, none)", () => {
+    const cases = JSON.parse(readFileSync(join(goldenDir, "rope.json"), "utf8")) as Record<
+      string,
+      { config: Record<string, unknown>; inv_freq: number[] }
+    >
+    expect(Object.keys(cases).length).toBeGreaterThanOrEqual(4)
+    for (const { config, inv_freq } of Object.values(cases)) {
+      const c = decodeConfigSync({ ...base, num_attention_heads: 1, num_key_value_heads: 1, ...config })
+      expect(maxRelDiff(ropeInvFreq(c), inv_freq)).toBeLessThan(1e-15)
+    }
+  })
+
+  it("refuses every field that would change the math and is not implemented, naming it", () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ model_type: "phi3" }, "model_type"],
+      [{ rope_scaling: { rope_type: "yarn", factor: 4 } }, "rope_scaling.rope_type"],
+      [{ rope_scaling: { type: "dynamic", factor: 2 } }, "rope_scaling.rope_type"],
+      [{ rope_scaling: { rope_type: "linear" } }, "rope_scaling.factor"],
+      [
+        { rope_scaling: { rope_type: "llama3", factor: 8, high_freq_factor: 4, original_max_position_embeddings: 8 } },
+        "rope_scaling.low_freq_factor",
+      ],
+      [{ hidden_act: "gelu" }, "hidden_act"],
+      [{ model_type: "gemma2", hidden_activation: "relu" }, "hidden_activation"],
+      [{ attention_dropout: 0.1 }, "attention_dropout"],
+      [{ partial_rotary_factor: 0.5 }, "partial_rotary_factor"],
+      [{ model_type: "qwen2", mlp_bias: true }, "mlp_bias"],
+      [{ model_type: "mistral", attention_bias: true }, "attention_bias"],
+      [{ sliding_window: 16 }, "sliding_window"],
+      [{ attn_logit_softcapping: 50 }, "attn_logit_softcapping"],
+      [{ model_type: "mistral", layer_types: ["full_attention", "chunked_attention"] }, "layer_types"],
+      [{ model_type: "mistral", layer_types: ["full_attention"] }, "layer_types"],
+      [{ num_key_value_heads: 3 }, "num_key_value_heads"],
+    ]
+    for (const [extra, field] of cases) {
+      const e = refusal({ ...base, ...extra })
+      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadConfig)
+      expect(e.field, JSON.stringify(extra)).toBe(field)
+      expect(e.message).toContain(field)
+    }
+  })
+
+  it("every preset decodes and resolves", () => {
+    for (const name of presetNames) expect(() => architecture(Effect.runSync(preset(name)))).not.toThrow()
+  })
+
+  it("Llama's attention_bias and mlp_bias add HF's bias parameters", () => {
+    const c = decodeConfigSync({ ...base, attention_bias: true, mlp_bias: true })
+    const names = Object.keys(parameterShapes(c))
+    for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"])
+      expect(names).toContain(`model.layers.0.self_attn.${n}.bias`)
+    for (const n of ["gate_proj", "up_proj", "down_proj"]) expect(names).toContain(`model.layers.1.mlp.${n}.bias`)
+  })
+})
