@@ -4,14 +4,14 @@
 // the page must fall back to the fast CPU backend and say why. The numbers the page shows are
 // checked against the library's, computed here in Node.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type BrowserContext, chromium, type Page } from "playwright-core"
 import { Effect } from "effect"
 import * as lib from "miniseq"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { logitsGraph } from "../examples/browser/src/sample.js"
+import { sampleText } from "../examples/browser/src/sample.js"
 import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import { gpuFusedRoutines } from "../src/cli/plan-command.js"
 import { sameKernel } from "../src/core/routines/registry.js"
@@ -208,6 +208,30 @@ function libraryFits(config: unknown, memory: number, batch: number, seq: number
   }))
 }
 
+/** The library's own run of the page's settings, in Node on the fast CPU backend, and a sample from its weights. */
+async function trainInNode(o: {
+  mode: "mst"
+  batch: number
+  seq: number
+  steps: number
+  lr: number
+  warmup: number
+  seed: number
+}) {
+  const model = lib.decodeConfigSync(lib.presets.tiny)
+  const split = lib.trainValSplit(lib.byteTokenizer.encode(readFileSync(join(repo, "data", "corpus.txt"), "utf8")))
+  const batches = lib.makeBatches({ tokens: split.train, batch: o.batch, seq: o.seq, seed: o.seed })
+  const layer = lib.fastCpuBackendLayer(lib.makeFastCpuBackend())
+  const result = await Effect.runPromise(lib.train({ model, ...o }, batches).pipe(Effect.provide(layer)))
+  return {
+    losses: result.records.map((r) => r.loss),
+    sample: (step: number) =>
+      Effect.runPromise(
+        sampleText(model, result.parameters, split.val.slice(0, 32), 48, step).pipe(Effect.provide(layer)),
+      ),
+  }
+}
+
 describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chromium", () => {
   beforeAll(async () => {
     if (missing !== undefined) throw new Error(`CI=true needs the browser: ${missing}`)
@@ -336,6 +360,13 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
       expect(await notice.textContent()).toContain(p.fallbackReason)
       expectLearned(p, 40)
       expect(p.heldOut.map((h) => h.step)).toEqual([20, 40])
+      // The page's run is the library's `train` (same passes, schedule, seed and batches), and its
+      // last sample is the library's `generate` on the weights `train` ends with.
+      const library = await trainInNode({ mode: "mst", batch: 2, seq: 32, steps: 40, lr: 0.01, warmup: 5, seed: 1 })
+      const worst = Math.max(...p.steps.map((s, i) => Math.abs(s.loss - library.losses[i]!)))
+      console.log(`browser: the page's losses against train() in Node: largest difference ${worst}`)
+      expect(worst).toBeLessThan(1e-5)
+      expect(p.samples.at(-1)!.text).toBe(await library.sample(40))
       expect(await page.locator("#samples li").count()).toBe(2)
       expect(await page.locator("#peaks").textContent()).toContain(`${p.plannedPeak!.toLocaleString("en-US")} B`)
       if (webgpuFirstLoss !== undefined)
@@ -356,43 +387,4 @@ describe.skipIf(missing !== undefined && !inCI)("the browser lab in headless Chr
       await lab.context.close()
     }
   }, 90_000)
-})
-
-// The page's sampler builds its own forward pass (the library has no logits graph yet): its logits
-// must be the model's, i.e. their cross-entropy is the library's training loss for the same weights.
-describe("the lab's sampler", () => {
-  it("computes the logits whose cross-entropy is llamaLoss's loss (weights scaled off the near-uniform init)", async () => {
-    const c = lib.decodeConfigSync(lib.presets.tiny)
-    const S = 24
-    const params = Object.fromEntries(
-      Object.entries(lib.initialParameters(c, 3)).map(([n, v]) => [n, v.map((x) => (x === 1 ? 1 : 15 * x))]),
-    )
-    const random = lib.rng(7)
-    const tokens = Int32Array.from({ length: S }, () => Math.floor(random() * c.vocab_size))
-    const targets = Int32Array.from({ length: S }, (_, i) => (i + 1 < S ? tokens[i + 1]! : -100))
-    const run = <A>(e: Effect.Effect<A, unknown, lib.Backend>) =>
-      Effect.runPromise(e.pipe(Effect.provide(lib.cpuBackendLayer())))
-
-    const g = logitsGraph(c, S)
-    const feeds = new Map<lib.Tensor, lib.Feed>(Object.entries(g.params).map(([n, t]) => [t, params[n]!]))
-    feeds.set(g.tokens, tokens)
-    const logits = (await run(lib.evaluate([g.logits], feeds))).values[0] as Float32Array
-    // Cross-entropy in float64 on the host.
-    let total = 0
-    for (let i = 0; i < S - 1; i++) {
-      const row = logits.subarray(i * c.vocab_size, (i + 1) * c.vocab_size)
-      const m = row.reduce((a, b) => Math.max(a, b), -Infinity)
-      const lse = m + Math.log(row.reduce((a, b) => a + Math.exp(b - m), 0))
-      total += lse - row[targets[i]!]!
-    }
-    const model = lib.llamaLoss(c, 1, S, { mode: "vanilla" })
-    const lossFeeds = new Map<lib.Tensor, lib.Feed>(Object.entries(model.params).map(([n, t]) => [t, params[n]!]))
-    lossFeeds
-      .set(model.tokens, tokens)
-      .set(model.targets, targets)
-      .set(model.count, Float32Array.of(S - 1))
-    const loss = ((await run(lib.evaluate([model.loss], lossFeeds))).values[0] as Float32Array)[0]!
-    expect(Math.abs(loss - Math.log(c.vocab_size))).toBeGreaterThan(0.5) // far from uniform: a real check
-    expect(Math.abs(total / (S - 1) - loss)).toBeLessThan(1e-4 * loss)
-  })
 })

@@ -29,7 +29,7 @@ import { formatBytes, formatTokens, kindColours, kindLabels, stackedBar, timelin
 import type { FitsAnswer, FitsQuestion } from "./fits.js"
 import type { WorkerReply, WorkerRequest } from "./planner-worker.js"
 import { drawLossPlot } from "./plot.js"
-import { greedyTokens } from "./sample.js"
+import { sampleText, sampling } from "./sample.js"
 import { stepTimeline } from "./timeline.js"
 import { type LabRun, trainInPage } from "./trainer.js"
 
@@ -112,6 +112,7 @@ const ui = {
   peaks: element("peaks"),
   plot: element<HTMLCanvasElement>("loss-plot"),
   samples: element("samples"),
+  sampleHint: element("sample-hint"),
   error: element("error"),
   sideSeq: element<HTMLInputElement>("side-seq"),
   sideBatch: element<HTMLInputElement>("side-batch"),
@@ -332,8 +333,9 @@ function showBackend(choice: BackendChoice): void {
   }
 }
 
+/** Each sample: 48 bytes after the first 32 of the held-out text, seeded by the step. */
 const SAMPLE_TOKENS = 48
-const SAMPLE_WINDOW = 32
+const SAMPLE_PROMPT = 32
 
 async function startRun(): Promise<void> {
   let run: LabRun
@@ -360,7 +362,7 @@ async function startRun(): Promise<void> {
 
   const batches = makeBatches({ tokens: corpus.train, batch: run.batch, seq: run.seq, seed: run.seed })
   const validation = makeBatches({ tokens: corpus.val, batch: run.batch, seq: run.seq, seed: run.seed })
-  const prompt = Array.from(corpus.val.subarray(0, SAMPLE_WINDOW))
+  const prompt = corpus.val.slice(0, SAMPLE_PROMPT)
   const draw = () => drawLossPlot(ui.plot, progress.steps, { totalSteps: run.steps, heldOut: progress.heldOut })
   draw()
   ui.stats.textContent = "Starting…"
@@ -387,15 +389,14 @@ async function startRun(): Promise<void> {
     onCheck: async (step: number, heldOut: number, parameters: Record<string, Float32Array>) => {
       progress.heldOut.push({ step, loss: heldOut })
       showStats()
-      const tokens = await Effect.runPromise(
-        greedyTokens(tiny, parameters, prompt, SAMPLE_TOKENS, SAMPLE_WINDOW).pipe(Effect.provide(cpuLayer)),
+      const text = await Effect.runPromise(
+        sampleText(tiny, parameters, prompt, SAMPLE_TOKENS, step).pipe(Effect.provide(cpuLayer)),
       )
-      const text = byteTokenizer.decode(Int32Array.from(tokens))
       progress.samples.push({ step, text })
       const li = document.createElement("li")
       const b = document.createElement("b")
       b.textContent = `step ${step}, held-out loss ${heldOut.toFixed(3)}: `
-      li.append(b, `…${byteTokenizer.decode(Int32Array.from(prompt.slice(-16)))}`)
+      li.append(b, `…${byteTokenizer.decode(prompt.subarray(-16))}`)
       const generated = document.createElement("span")
       generated.className = "generated"
       generated.textContent = text
@@ -452,6 +453,9 @@ function setUpTraining(): void {
     stopper?.abort()
   })
   drawLossPlot(ui.plot, [], { totalSteps: Number(ui.steps.value) || 300 })
+  ui.sampleHint.textContent =
+    `Samples: ${SAMPLE_TOKENS} bytes after the first ${SAMPLE_PROMPT} of the held-out text, by the library's generate ` +
+    `(KV cache) at temperature ${sampling.temperature}, top-k ${sampling.topK}, seeded by the step.`
 }
 
 async function main(): Promise<void> {
