@@ -36,6 +36,8 @@ export interface ModeFit {
   /** The step's peak at the chosen S, and what was alive at that moment, by kind (the larger pass). */
   readonly peak: number
   readonly atPeak: ByKind
+  /** Which pass that peak is in: forward + backward, or AdamW (weights, gradients, moments and the update's temporaries). */
+  readonly pass: "forward+backward" | "AdamW"
   readonly chunks: { readonly mlp: number; readonly lm: number }
 }
 
@@ -63,8 +65,10 @@ export function whatFits(q: FitsQuestion): FitsAnswer {
     const longest = largestFitting((S) => planAt(q, mode, S).peak <= q.memoryBytes, granularity, maxSeqCap)
     const p = planAt(q, mode, q.seq)
     // The pass with the higher peak is what the step needs; show what was alive then.
-    const pass = p.gradientPass.peak >= p.optimizerPass.peak ? p.gradientPass : p.optimizerPass
-    return { mode, maxSeq: longest.n, capped: longest.capped, peak: p.peak, atPeak: pass.atPeak, chunks: p.chunks }
+    const gradient = p.gradientPass.peak >= p.optimizerPass.peak
+    const atPeak = (gradient ? p.gradientPass : p.optimizerPass).atPeak
+    const pass = gradient ? ("forward+backward" as const) : ("AdamW" as const)
+    return { mode, maxSeq: longest.n, capped: longest.capped, peak: p.peak, atPeak, pass, chunks: p.chunks }
   })
   return { question: q, granularity, fits, milliseconds: performance.now() - started }
 }

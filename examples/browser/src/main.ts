@@ -248,7 +248,7 @@ function showFits(a: FitsAnswer): void {
       const over = f.peak > q.memoryBytes ? " ✗" : ""
       tr.innerHTML =
         `<td>${f.mode}</td><td class="num">${f.capped ? "≥ " : ""}${longest}</td>` +
-        `<td class="num">${formatBytes(f.peak)}${over}</td><td class="barcell">${stackedBar(f.atPeak, scale, q.memoryBytes)}</td>`
+        `<td class="num">${formatBytes(f.peak)}${over}${f.pass === "AdamW" ? '<br><span class="hint">in AdamW</span>' : ""}</td><td class="barcell">${stackedBar(f.atPeak, scale, q.memoryBytes)}</td>`
       return tr
     }),
   )
