@@ -11,6 +11,7 @@ export { hfConfigJson, latestCheckpoint, loadCheckpoint, saveCheckpoint } from "
 export {
   loadPretrained,
   type Pretrained,
+  readPretrainedConfig,
   readTokenizerFile,
   type TokenizerFile,
 } from "./models/pretrained.js"

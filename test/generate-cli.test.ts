@@ -132,6 +132,38 @@ describe("miniseq train --init-from and generate", () => {
     expect(gen.out).toContain(`${step}: ${greedy.tokens.length} tokens`)
   })
 
+  it("a resume needs only the folder's config.json (its weights are not read again); another folder is refused", async () => {
+    const copy = join(root, "hf-copy")
+    await mkdir(copy)
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+      await copyFile(join(hfDir, f), join(copy, f))
+    const out = join(root, "run-resume")
+    const args = [
+      "train",
+      "--steps",
+      "2",
+      "--batch",
+      "2",
+      "--seq",
+      "16",
+      "--corpus",
+      corpus,
+      "--out",
+      out,
+      "--sample",
+      "0",
+    ]
+    const first = await run(...args, "--init-from", copy)
+    expect(first.code, first.out).toBe(0)
+    await rm(join(copy, "model.safetensors"))
+    const again = await run(...args, "--init-from", copy)
+    expect(again.code, again.out).toBe(0)
+    expect(again.out).toContain("resumed from the checkpoint of step 2")
+    const other = await run(...args, "--init-from", hfDir)
+    expect(other.code).not.toBe(0)
+    expect(other.out).toMatch(/belongs to a run with data initFrom .*hf-copy.*; this run has data initFrom .*hf\b/)
+  })
+
   it("generate --from a Hugging Face folder uses the tokenizer.json beside it; a seed reproduces a sample", async () => {
     const args = ["generate", "--from", hfDir, "--prompt", "he", "--max-new-tokens", "6", "--seed", "4"]
     const [a, b] = [await run(...args), await run(...args)]

@@ -11,7 +11,7 @@ import type { Tensor } from "../src/core/graph.js"
 import { BadConfig } from "../src/core/errors.js"
 import { evaluate } from "../src/core/executor.js"
 import { fillNormal, rng } from "../src/core/random.js"
-import { decodeConfigSync } from "../src/models/config.js"
+import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
 import {
   argmax,
   checkSampling,
@@ -117,26 +117,44 @@ const config = decodeConfigSync({
   max_position_embeddings: 48,
 })
 /** Weights large enough that the logits differ clearly (greedy is then well defined). */
-const parameters = Object.fromEntries(
-  Object.entries(parameterShapes(config)).map(([n, shape], k) => {
-    const a = new Float32Array(shape.reduce((x, y) => x * y, 1))
-    return [n, shape.length === 1 ? a.fill(1) : fillNormal(rng(100 + k), a, 0.4)]
+const weightsFor = (c: LlamaConfig): Record<string, Float32Array> =>
+  Object.fromEntries(
+    Object.entries(parameterShapes(c)).map(([n, shape], k) => {
+      const a = new Float32Array(shape.reduce((x, y) => x * y, 1))
+      // Norm weights are 1 (Gemma's are 1 + w: 0 there gives the same), biases small.
+      const norm = n.endsWith("norm.weight")
+      return [n, norm ? a.fill(c.model_type === "gemma2" ? 0 : 1) : fillNormal(rng(100 + k), a, 0.4)]
+    }),
+  )
+const parameters = weightsFor(config)
+/** Architectures whose attention differs: a sliding window shorter than the text, soft-caps. */
+const others: Record<string, LlamaConfig> = {
+  mistral: decodeConfigSync({ ...config, model_type: "mistral", sliding_window: 3 }),
+  gemma2: decodeConfigSync({
+    ...config,
+    model_type: "gemma2",
+    head_dim: 4,
+    query_pre_attn_scalar: 6,
+    sliding_window: 3,
+    attn_logit_softcapping: 2,
+    final_logit_softcapping: 3,
   }),
-)
+  qwen2: decodeConfigSync({ ...config, model_type: "qwen2", use_sliding_window: false }),
+}
 const prompt = Int32Array.of(3, 17, 5, 29, 8)
 
 const run = <A>(e: Effect.Effect<A, unknown, Backend>, layer: Layer.Layer<Backend> = cpuBackendLayer()) =>
   Effect.runPromise(e.pipe(Effect.provide(layer)))
 
 /** The reference: every step runs the whole sequence from scratch, no cache, and takes the argmax. */
-async function greedyByRecomputation(n: number): Promise<number[]> {
+async function greedyByRecomputation(n: number, c = config, w = parameters): Promise<number[]> {
   const ids = Array.from(prompt)
   for (let i = 0; i < n; i++) {
-    const g = llamaForward(config, 1, ids.length, 0)
-    const feeds = new Map<Tensor, HostArray>(Object.entries(g.params).map(([name, t]) => [t, parameters[name]!]))
+    const g = llamaForward(c, 1, ids.length, 0)
+    const feeds = new Map<Tensor, HostArray>(Object.entries(g.params).map(([name, t]) => [t, w[name]!]))
     feeds.set(g.tokens, Int32Array.from(ids))
     const [logits] = (await run(evaluate([g.logits], feeds))).values
-    ids.push(argmax(logits!.subarray((ids.length - 1) * config.vocab_size)))
+    ids.push(argmax(logits!.subarray((ids.length - 1) * c.vocab_size)))
   }
   return ids.slice(prompt.length)
 }
@@ -153,6 +171,16 @@ describe("generate (KV cache)", () => {
     }
     expect(new Set(want).size).toBeGreaterThan(1) // not a degenerate model repeating one token
   })
+
+  for (const [name, c] of Object.entries(others)) {
+    it(`${name}: greedy with the cache equals full recomputation (window 3 < the text, soft-caps)`, async () => {
+      const w = weightsFor(c)
+      const want = await greedyByRecomputation(10, c, w)
+      const got = await run(generate(c, w, prompt, { maxNewTokens: 10, temperature: 0 }))
+      expect(Array.from(got.tokens)).toEqual(want)
+      expect(new Set(want).size).toBeGreaterThan(1)
+    })
+  }
 
   it("sampling is reproducible with a seed, and another seed draws other tokens", async () => {
     const o = { maxNewTokens: 16, temperature: 1.5, topK: 20, topP: 0.95 }

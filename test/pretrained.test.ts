@@ -240,6 +240,19 @@ describe("loadPretrained", () => {
     expect(e.message).toMatch(/has shape \[12, 8\] in the checkpoint but the model expects \[8, 12\]/)
   })
 
+  it("architectures with more tensors: a Qwen2 folder needs its q/k/v biases, and names one that is missing", async () => {
+    const qwen = { ...tinyConfig, model_type: "qwen2", architectures: ["Qwen2ForCausalLM"] }
+    expect(Object.keys(shapesOf(qwen))).toContain("model.layers.0.self_attn.q_proj.bias")
+    const ok = await folder(qwen, { "model.safetensors": safetensorsFile(entries(qwen, "BF16")) })
+    const p = await Effect.runPromise(loadPretrained(ok))
+    expect(p.config.model_type).toBe("qwen2")
+    const bias = "model.layers.0.self_attn.k_proj.bias"
+    expect(Array.from(p.parameters[bias]!)).toEqual(Array.from(knownValues(bias, 4)))
+    const lacking = await folder(qwen, { "model.safetensors": safetensorsFile(entries(qwen, "BF16", [bias])) })
+    const e = (await failureOf(loadPretrained(lacking))) as BadCheckpoint
+    expect([e._tag, e.tensor]).toEqual(["BadCheckpoint", bias])
+  })
+
   it("an index and its shards that disagree, and a shard outside the folder, are refused", async () => {
     const all = entries(tinyConfig, "BF16")
     const map = (file: string) => Object.fromEntries(all.map(([n]) => [n, file]))

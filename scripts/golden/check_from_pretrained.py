@@ -71,7 +71,7 @@ def transformers_run(folder, cfg, dtype, tokens):
     if dtype == torch.float64:
         float64_rope(model, cfg)
     with torch.no_grad():
-        out = model(input_ids=tokens, labels=tokens)
+        out = model(input_ids=tokens, labels=tokens, use_cache=False)
     return type(model).__name__, out.logits[0].to(torch.float64), float(out.loss)
 
 

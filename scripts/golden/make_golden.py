@@ -23,7 +23,7 @@ Each fixture is a safetensors file (no dependency beyond torch: written by hand 
   tokens, targets   I32  [B, S]; targets are already shifted (-100 = ignored)
   inv_freq          F64  RoPE's inverse frequencies, scaling applied
   __metadata__      generator, config (the HF config.json), loss (repr of a float64)
-and rope.json: inverse frequencies of published configs' RoPE scaling (llama3, linear), float64.
+and rope.safetensors: inverse frequencies of published configs' RoPE scaling (llama3, linear), float64.
 """
 import argparse
 import json
@@ -219,9 +219,8 @@ def transformers_model(cfg, W):
         return None
     fields = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures")}
     config = transformers.AutoConfig.for_model(cfg["model_type"], **fields)
-    config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    model = model.to(torch.float64)
+    model = model.to(torch.float64).eval()  # eval: no dropout (there is none at 0.0 anyway)
     missing, unexpected = model.load_state_dict(W, strict=False)
     tied = {"lm_head.weight"} if cfg["tie_word_embeddings"] else set()
     assert set(missing) <= tied and not unexpected, (missing, unexpected)
@@ -322,7 +321,7 @@ def make(name, cfg, out, use_transformers):
         generator = f"plain-PyTorch float64 reference of transformers' semantics (torch {torch.__version__})"
     else:
         model, hf_inv, generator = built
-        logits = model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
+        logits = model(input_ids=tokens, attention_mask=torch.ones_like(tokens), use_cache=False).logits
         params = dict(model.named_parameters())
     # Σ of token losses over the count of non-ignored targets, in float64 (transformers' own
     # loss function upcasts to float32, so it is computed here).
@@ -347,7 +346,7 @@ def make(name, cfg, out, use_transformers):
     print(f"{path}: loss {loss.item():.12f}, {os.path.getsize(path)} bytes, by {generator}")
 
 
-# Published configs' RoPE (head_dim 128 or 64): inv_freq from the reference formula, for rope.json.
+# Published configs' RoPE (head_dim 128 or 64): inv_freq from the reference formula, for rope.safetensors.
 ROPE_CASES = {
     "llama-3.1-8b": {"head_dim": 128, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
     "llama-3.2-1b": {"head_dim": 64, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
@@ -357,12 +356,11 @@ ROPE_CASES = {
 
 
 def write_rope(out):
-    cases = {name: {"config": c, "inv_freq": inv_freq_of(c).tolist()} for name, c in ROPE_CASES.items()}
-    path = os.path.join(out, "rope.json")
-    with open(path, "w") as f:
-        json.dump(cases, f, indent=None)
-        f.write("\n")
-    print(f"{path}: {', '.join(cases)}")
+    """rope.safetensors: per case, its inv_freq (F64) and, in the metadata, its config fields."""
+    path = os.path.join(out, "rope.safetensors")
+    tensors = {name: inv_freq_of(c) for name, c in ROPE_CASES.items()}
+    write_safetensors(path, tensors, {name: json.dumps(c) for name, c in ROPE_CASES.items()})
+    print(f"{path}: {', '.join(tensors)}")
 
 
 def main():

@@ -16,7 +16,7 @@ import { makeBatches, trainValSplit } from "../models/data.js"
 import { modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
 import { planStep } from "../models/planner.js"
-import { loadPretrained } from "../models/pretrained.js"
+import { loadPretrained, readPretrainedConfig } from "../models/pretrained.js"
 import { checkVocabulary, corpusIds } from "../models/tokenizer.js"
 import { printSample } from "./generate-command.js"
 import { chooseTokenizer, tokenizerFlag } from "./model-source.js"
@@ -144,7 +144,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
           message: `--init-from ${initFrom} takes the model from its config.json; leave out --model and --config`,
         }),
       )
-    const pretrained = initFrom === undefined ? undefined : yield* loadPretrained(initFrom)
+    // The folder's config now; its weights below, unless the run resumes from a checkpoint.
+    const pretrained = initFrom === undefined ? undefined : yield* readPretrainedConfig(initFrom)
     const model = pretrained?.config ?? (yield* loadModel(f.model, f.config))
     const [mlpChunks, lmChunks] = [
       yield* parseChunks("mlp-chunks", f.mlpChunks),
@@ -206,7 +207,10 @@ export const trainCommand = Command.make("train", flags, (f) =>
       (release) => Effect.sync(release),
     )
     // The run's earlier records, up to the checkpoint it resumes from (none for a fresh run).
-    const history = new History(f.out, checkpointStep(yield* latestCheckpoint(checkpointDir)))
+    const latest = yield* latestCheckpoint(checkpointDir)
+    const history = new History(f.out, checkpointStep(latest))
+    const initialParameters =
+      initFrom !== undefined && latest === undefined ? (yield* loadPretrained(initFrom)).parameters : undefined
     // A resumed run keeps the date it first started.
     const started =
       history.records.length > 0 ? (previousStart(f.out) ?? new Date().toISOString()) : new Date().toISOString()
@@ -247,7 +251,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
         ...(memoryLimit === undefined ? {} : { memoryLimit }),
         ...(validation === undefined ? {} : { validation }),
         model,
-        ...(pretrained === undefined ? {} : { initialParameters: pretrained.parameters }),
+        ...(initialParameters === undefined ? {} : { initialParameters }),
         mode: f.mode,
         mlpChunks,
         lmChunks,

@@ -160,16 +160,27 @@ function asFloat32(name: string, t: StoredTensor, path: string): Float32Array {
  * config) or BadCheckpoint (a file, naming the tensor at fault).
  */
 export function loadPretrained(dir: string): Effect.Effect<Pretrained, BadConfig | BadCheckpoint> {
-  const failure = (e: unknown) =>
-    e instanceof BadCheckpoint || e instanceof BadConfig
-      ? e
-      : new BadCheckpoint({ path: dir, message: `${dir}: cannot read the model (${String(e)})` })
   return Effect.gen(function* () {
-    const raw = yield* Effect.tryPromise({ try: () => readConfigJson(dir), catch: failure })
-    const config = yield* decodeConfig(raw).pipe(
+    const { config, rawConfig } = yield* readPretrainedConfig(dir)
+    return yield* Effect.tryPromise({ try: () => readParameters(dir, rawConfig, config), catch: failure(dir) })
+  })
+}
+
+const failure = (dir: string) => (e: unknown) =>
+  e instanceof BadCheckpoint || e instanceof BadConfig
+    ? e
+    : new BadCheckpoint({ path: dir, message: `${dir}: cannot read the model (${String(e)})` })
+
+/** A model folder's config.json alone, decoded (no weights read): what `loadPretrained` starts with. */
+export function readPretrainedConfig(
+  dir: string,
+): Effect.Effect<{ config: LlamaConfig; rawConfig: Record<string, unknown> }, BadConfig | BadCheckpoint> {
+  return Effect.gen(function* () {
+    const rawConfig = yield* Effect.tryPromise({ try: () => readConfigJson(dir), catch: failure(dir) })
+    const config = yield* decodeConfig(rawConfig).pipe(
       Effect.mapError((e) => new BadConfig({ field: e.field, message: `${join(dir, "config.json")}: ${e.message}` })),
     )
-    return yield* Effect.tryPromise({ try: () => readParameters(dir, raw, config), catch: failure })
+    return { config, rawConfig }
   })
 }
 

@@ -173,17 +173,30 @@ export const softcap = (x: Tensor, cap: number): Tensor =>
     "outputs",
   )(x)
 
+/** How Gemma's RMSNorm is seen as a region (no backend has a kernel for it). */
+export const rmsNormPlusOneRoutine = declareRoutine<NormAttrs>()("rmsNormPlusOne", {
+  inputs: ["x", "w"],
+  outputs: ["y"],
+})
+
 /**
  * Gemma's RMSNorm: x / √(mean(x²) + eps) · (1 + weight), all in at least float32 and cast back
  * at the end, as Hugging Face's Gemma2RMSNorm does (Llama's casts before the weight). The
- * weights are stored as offsets from 1, so zeros are the identity.
+ * weights are stored as offsets from 1, so zeros are the identity. A routine so that its
+ * backward (the VJP of this body) recomputes from x and keeps only x and the weight.
  */
-export function rmsNormPlusOne(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
-  const f = computeType(x)
-  const h = o.cast(x, f)
-  const inv = o.rsqrt(o.add(o.mean(o.square(h), -1, true), eps))
-  return o.cast(o.mul(o.mul(h, inv), o.add(o.cast(weight, f), 1)), x.dtype)
-}
+export const rmsNormPlusOne = (x: Tensor, weight: Tensor, eps = 1e-6): Tensor =>
+  routine(
+    rmsNormPlusOneRoutine,
+    (a: Tensor, w: Tensor) => {
+      const f = computeType(a)
+      const h = o.cast(a, f)
+      const inv = o.rsqrt(o.add(o.mean(o.square(h), -1, true), eps))
+      return o.cast(o.mul(o.mul(h, inv), o.add(o.cast(w, f), 1)), a.dtype)
+    },
+    undefined,
+    { eps },
+  )(x, weight)
 
 /**
  * RoPE as the routine "rope", for a backend that fuses it: one pass instead of the slices,
