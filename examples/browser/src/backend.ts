@@ -1,6 +1,8 @@
 /**
  * Which backend the page trains on: WebGPU through the browser's own `navigator.gpu` when it
- * offers an adapter, else the CPU backend — with the reason, so the page can say why.
+ * offers an adapter, else the fast CPU backend (WebAssembly SIMD) — with the reason, so the page
+ * can say why. Where the browser lacks WebAssembly SIMD the fast backend runs the reference
+ * kernels and says so in one line (`cpuNotice`).
  *
  * In Node the WebGPU backend finds its adapter through Dawn; a bundler building for the browser
  * gets `miniseq/webgpu`'s browser entry instead, whose `acquireBrowserDevice` takes the adapter
@@ -8,7 +10,7 @@
  * modules out). `webGpuBackendOn` then builds the very backend that runs in Node.
  */
 import { Effect, Layer } from "effect"
-import { Backend, BackendUnavailable, makeCpuBackend } from "miniseq"
+import { Backend, BackendUnavailable, makeFastCpuBackend } from "miniseq"
 import { acquireBrowserDevice, type WebGpuBackend, webGpuBackendOn } from "miniseq/webgpu"
 
 export interface BackendChoice {
@@ -17,6 +19,8 @@ export interface BackendChoice {
   readonly description: string
   /** Why the CPU backend runs instead of WebGPU; undefined when WebGPU runs. */
   readonly fallbackReason?: string
+  /** The fast CPU backend's one-line notice when WebAssembly SIMD is missing (reference kernels run). */
+  readonly cpuNotice?: string
 }
 
 export type BackendPreference = "auto" | "cpu"
@@ -27,7 +31,7 @@ const describeAdapter = (b: WebGpuBackend) => {
 }
 
 /**
- * The `Backend` layer for the page: WebGPU when the browser has it, otherwise the CPU backend.
+ * The `Backend` layer for the page: WebGPU when the browser has it, otherwise the fast CPU backend.
  * It never fails; `onChoice` hears which one was built (and why not WebGPU) before training
  * starts. The WebGPU device is destroyed when the layer's scope closes (training is over).
  */
@@ -39,8 +43,11 @@ export function webgpuLayerForBrowser(
     Layer.effect(
       Backend,
       Effect.sync(() => {
-        onChoice({ kind: "cpu", description: "CPU (plain TypeScript)", fallbackReason })
-        return makeCpuBackend()
+        const backend = makeFastCpuBackend()
+        const simd = backend.notice === undefined
+        const description = simd ? "CPU (WebAssembly SIMD)" : "CPU (reference kernels)"
+        onChoice({ kind: "cpu", description, fallbackReason, ...(simd ? {} : { cpuNotice: backend.notice }) })
+        return backend
       }),
     )
   if (preference === "cpu") return cpu("the page was opened with ?backend=cpu")

@@ -1,8 +1,10 @@
-/** The live loss plot: one line on a <canvas>, redrawn whole after every step. */
+/** The live loss plot on a <canvas>: the training loss as a line, the held-out loss as dots; redrawn whole after every step. */
 
 export interface PlotOptions {
   /** The x axis always spans steps 1..totalSteps, so the line grows toward the right edge. */
   readonly totalSteps: number
+  /** Held-out losses, drawn as orange dots. */
+  readonly heldOut?: readonly { step: number; loss: number }[]
 }
 
 /** Round tick values covering [lo, hi]: steps of 1, 2 or 5 × 10^k, about `count` of them. */
@@ -36,7 +38,8 @@ export function drawLossPlot(
   const pad = { left: 48, right: 16, top: 16, bottom: 36 }
   const plotW = width - pad.left - pad.right
   const plotH = height - pad.top - pad.bottom
-  const losses = points.map((p) => p.loss)
+  const heldOut = opts.heldOut ?? []
+  const losses = [...points, ...heldOut].map((p) => p.loss).filter(Number.isFinite)
   // The y range: 0 up to a little above the highest loss seen (ln 256 ≈ 5.5 before the first step).
   const yMax = losses.length === 0 ? 6 : Math.max(...losses) * 1.05
   const yMin = losses.length === 0 ? 0 : Math.max(0, Math.min(...losses) - 0.25 * (yMax - Math.min(...losses)))
@@ -70,7 +73,14 @@ export function drawLossPlot(
   ctx.strokeStyle = "#9aa1aa"
   ctx.strokeRect(pad.left, pad.top, plotW, plotH)
 
-  // The loss line, with a dot on the latest step.
+  // The held-out dots, then the loss line with a dot on the latest step.
+  ctx.fillStyle = "#ea580c"
+  for (const p of heldOut) {
+    if (!Number.isFinite(p.loss)) continue
+    ctx.beginPath()
+    ctx.arc(x(p.step), y(p.loss), 4.5, 0, 2 * Math.PI)
+    ctx.fill()
+  }
   if (points.length === 0) return
   ctx.strokeStyle = "#2563eb"
   ctx.lineWidth = 2
