@@ -69,6 +69,8 @@ const tinyConfigs: Record<string, LlamaConfig> = {
   }),
 }
 
+const cpuFused = Object.keys(makeCpuBackend().routines ?? {})
+
 /** Random weights (std 0.3: large enough that soft-caps and windows matter), by HF name. */
 function randomWeights(c: LlamaConfig, dtype: DType, seed: number): Record<string, HostArray> {
   return Object.fromEntries(
@@ -87,22 +89,30 @@ function randomWeights(c: LlamaConfig, dtype: DType, seed: number): Record<strin
 const feedsOf = (params: Record<string, Tensor>, weights: Record<string, HostArray>): [Tensor, Feed][] =>
   Object.entries(params).map(([name, t]) => [t, weights[name]!])
 
-/** Logits of the tokens fed in pieces of the given lengths, each piece reading the previous piece's cache. */
+/**
+ * Logits [B, S, V] of tokens [B, S] fed in pieces of the given lengths, each piece reading the
+ * previous piece's cache; on the reference CPU, or with `fused` on the CPU with its kernels.
+ */
 async function cachedLogits(
   c: LlamaConfig,
   dtype: DType,
+  B: number,
   tokens: Int32Array,
   pieces: number[],
   weights: Record<string, HostArray>,
+  fused?: readonly string[],
 ) {
-  const out: number[] = []
+  const S = tokens.length / B
+  const V = c.vocab_size
+  const out = new Float64Array(B * S * V)
   let cache: HostArray[] = []
   let past = 0
   for (const T of pieces) {
-    const g = llamaForward(c, 1, T, past, { dtype })
+    const g = llamaForward(c, B, T, past, { dtype, ...(fused ? { fused } : {}) })
+    const piece = Int32Array.from({ length: B * T }, (_, i) => tokens[Math.floor(i / T) * S + past + (i % T)]!)
     const feeds = new Map<Tensor, Feed>([
       ...feedsOf(g.params, weights),
-      [g.tokens, tokens.slice(past, past + T)],
+      [g.tokens, piece],
       ...g.cacheIn.flatMap(
         (l, i) =>
           [
@@ -112,8 +122,10 @@ async function cachedLogits(
       ),
     ])
     const cacheTensors = g.cacheOut.flatMap((l) => [l.k, l.v])
-    const { values } = await run([g.logits, ...cacheTensors], feeds, { layer: referenceCpu })
-    out.push(...values[0]!)
+    const layer = fused ? undefined : referenceCpu
+    const { values } = await run([g.logits, ...cacheTensors], feeds, { layer })
+    const logits = values[0]!
+    for (let b = 0; b < B; b++) out.set(logits.subarray(b * T * V, (b + 1) * T * V), (b * S + past) * V)
     cache = values.slice(1)
     past += T
   }
@@ -142,13 +154,17 @@ describe("llamaForward with a KV cache", () => {
 
     for (const dtype of ["float64", "float32"] as const) {
       it(`${name} (${dtype}): logits fed in cached pieces equal one uncached forward`, async () => {
-        const S = 9
-        const tokens = intArray(S, c.vocab_size, 7)
+        const [B, S] = [2, 9]
+        const tokens = intArray(B * S, c.vocab_size, 7)
         const weights = randomWeights(c, dtype, 3)
-        const whole = await cachedLogits(c, dtype, tokens, [S], weights)
-        const pieces = await cachedLogits(c, dtype, tokens, [4, 1, 3, 1], weights)
-        expect(whole.length).toBe(S * c.vocab_size)
+        const whole = await cachedLogits(c, dtype, B, tokens, [S], weights)
+        const pieces = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights)
         expect(maxRelDiff(whole, pieces)).toBeLessThan(dtype === "float64" ? 1e-12 : 1e-5)
+        if (dtype === "float32") {
+          // with the CPU's fused kernels (fused attention for the uncached plain layers, fused RoPE, …)
+          const fusedPieces = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights, cpuFused)
+          expect(maxRelDiff(whole, fusedPieces)).toBeLessThan(1e-5)
+        }
       })
     }
     it(`${name}: llamaLoss equals the cross-entropy of llamaForward's logits (float64, every mode)`, async () => {
@@ -156,7 +172,7 @@ describe("llamaForward with a KV cache", () => {
       const tokens = intArray(S, c.vocab_size, 11)
       const targets = Int32Array.from(intArray(S, c.vocab_size, 12), (t, i) => (i === 4 ? -100 : t))
       const weights = randomWeights(c, "float64", 5)
-      const logits = await cachedLogits(c, "float64", tokens, [S], weights)
+      const logits = await cachedLogits(c, "float64", 1, tokens, [S], weights)
       let sum = 0
       let count = 0
       for (let s = 0; s < S; s++) {
@@ -186,7 +202,6 @@ const goldenDir = join(import.meta.dirname, "fixtures", "golden")
 const goldenNames = readdirSync(goldenDir)
   .filter((f) => f.endsWith(".safetensors") && f !== "rope.safetensors")
   .map((f) => f.replace(/\.safetensors$/, ""))
-const cpuFused = Object.keys(makeCpuBackend().routines ?? {})
 const fastCpu = makeFastCpuBackend()
 const fastCpuLayer = fastCpuBackendLayer(fastCpu)
 
