@@ -403,6 +403,19 @@ describe("configs are honoured or refused", () => {
     }
   })
 
+  it("reads transformers 5's rope_parameters as rope_theta and rope_scaling, and an unset None as absent", () => {
+    const scaling = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }
+    const old = decodeConfigSync({ ...base, rope_theta: 500000, rope_scaling: { rope_type: "llama3", ...scaling } })
+    const v5 = decodeConfigSync({ ...base, rope_parameters: { rope_type: "llama3", rope_theta: 500000, ...scaling } })
+    expect(v5.rope_theta).toBe(500000)
+    expect(ropeInvFreq(v5)).toEqual(ropeInvFreq(old))
+    expect(decodeConfigSync({ ...base, rope_parameters: { rope_type: "default", rope_theta: 1e6 } }).rope_theta).toBe(
+      1e6,
+    )
+    const nulls = decodeConfigSync({ ...base, head_dim: null, num_key_value_heads: null, model_type: "mistral" })
+    expect([nulls.head_dim, nulls.num_key_value_heads]).toEqual([undefined, 4])
+  })
+
   it("refuses every field that would change the math and is not implemented, naming it", () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ model_type: "phi3" }, "model_type"],
@@ -424,6 +437,9 @@ describe("configs are honoured or refused", () => {
       [{ model_type: "mistral", layer_types: ["full_attention", "chunked_attention"] }, "layer_types"],
       [{ model_type: "mistral", layer_types: ["full_attention"] }, "layer_types"],
       [{ num_key_value_heads: 3 }, "num_key_value_heads"],
+      [{ rope_parameters: { full_attention: { rope_type: "default", rope_theta: 1e4 } } }, "rope_parameters"],
+      [{ rope_theta: 1e4, rope_parameters: { rope_theta: 1e6 } }, "rope_parameters.rope_theta"],
+      [{ rope_parameters: { rope_type: "yarn", factor: 4 } }, "rope_scaling.rope_type"],
     ]
     for (const [extra, field] of cases) {
       const e = refusal({ ...base, ...extra })
