@@ -25,6 +25,7 @@ import {
   ropeInvFreq,
 } from "../src/models/config.js"
 import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
+import { initialParameters } from "../src/models/train-state.js"
 import { layerOf } from "./backends/subjects.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
 
@@ -451,6 +452,24 @@ describe("configs are honoured or refused", () => {
 
   it("every preset decodes and resolves", () => {
     for (const name of presetNames) expect(() => architecture(Effect.runSync(preset(name)))).not.toThrow()
+  })
+
+  it("a fresh model starts as HF initialises it: norms at the identity, biases 0", () => {
+    const qwen = initialParameters(tinyConfigs.qwen2!, 1)
+    expect([...qwen["model.layers.0.self_attn.q_proj.bias"]!].every((v) => v === 0)).toBe(true)
+    expect([...qwen["model.layers.0.input_layernorm.weight"]!].every((v) => v === 1)).toBe(true)
+    const gemma = initialParameters(tinyConfigs.gemma2!, 1)
+    for (const n of [
+      "input_layernorm",
+      "post_attention_layernorm",
+      "pre_feedforward_layernorm",
+      "post_feedforward_layernorm",
+    ])
+      expect(
+        [...gemma[`model.layers.1.${n}.weight`]!].every((v) => v === 0),
+        n,
+      ).toBe(true) // (1 + w): the identity
+    expect([...gemma["model.norm.weight"]!].every((v) => v === 0)).toBe(true)
   })
 
   it("Llama's attention_bias and mlp_bias add HF's bias parameters", () => {

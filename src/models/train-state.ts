@@ -9,7 +9,7 @@ import type { BadCheckpoint } from "../core/errors.js"
 import { fillNormal, rng } from "../core/random.js"
 import { type CheckpointState, cleanCheckpointDir, latestCheckpoint, loadCheckpoint, matchRun } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
-import { parameterShapes } from "./llama.js"
+import { parameterShapes, vectorInit } from "./llama.js"
 import type { Precision } from "./optimizer.js"
 
 /** One buffer per parameter name. */
@@ -50,13 +50,13 @@ export interface Start {
   readonly data?: Readonly<Record<string, number | string>>
 }
 
-/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights, seeded. */
+/** HF-style initialisation: N(0, 0.02) for matrices, norm weights and biases as `vectorInit` says, seeded. */
 export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
   const random = rng(seed)
   return Object.fromEntries(
     Object.entries(parameterShapes(c)).map(([name, shape]) => {
       const values = new Float32Array(numel(shape))
-      return [name, shape.length === 1 ? values.fill(1) : fillNormal(random, values, 0.02)]
+      return [name, shape.length === 1 ? values.fill(vectorInit(c, name)) : fillNormal(random, values, 0.02)]
     }),
   )
 }
