@@ -440,7 +440,7 @@ describe("configs are honoured or refused", () => {
       [{ num_key_value_heads: 3 }, "num_key_value_heads"],
       [{ rope_parameters: { full_attention: { rope_type: "default", rope_theta: 1e4 } } }, "rope_parameters"],
       [{ rope_theta: 1e4, rope_parameters: { rope_theta: 1e6 } }, "rope_parameters.rope_theta"],
-      [{ rope_parameters: { rope_type: "yarn", factor: 4 } }, "rope_scaling.rope_type"],
+      [{ rope_parameters: { rope_type: "yarn", factor: 4 } }, "rope_parameters.rope_type"],
     ]
     for (const [extra, field] of cases) {
       const e = refusal({ ...base, ...extra })

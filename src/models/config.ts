@@ -94,6 +94,9 @@ const nullMeansAbsent = [
   "layer_types",
 ]
 
+/** The RoPE types miniseq computes (`rope_scaling.rope_type`). */
+const ropeTypes = ["default", "linear", "llama3"] as const
+
 /**
  * transformers 5 writes θ and the scaling as one `rope_parameters` ({ rope_type, rope_theta,
  * factor, … }); read it as rope_theta and rope_scaling. Per-layer-type parameters (a value per
@@ -109,6 +112,12 @@ function unfoldRopeParameters(filled: Record<string, unknown>): void {
       "only one set of RoPE parameters ({ rope_type, rope_theta, … }) is implemented, not one per layer type",
     )
   const { rope_theta, ...scaling } = rp as Record<string, unknown>
+  const type = scaling.rope_type ?? scaling.type ?? "default"
+  if (!ropeTypes.includes(type as never))
+    throw bad(
+      "rope_parameters.rope_type",
+      `"${String(type)}" is not implemented; miniseq computes ${ropeTypes.join(", ")} (use one of those)`,
+    )
   if (rope_theta !== undefined) {
     if (filled.rope_theta !== undefined && filled.rope_theta !== rope_theta)
       throw bad("rope_parameters.rope_theta", `${rope_theta} contradicts rope_theta ${filled.rope_theta}; keep one`)
