@@ -108,6 +108,7 @@ async function cachedLogits(
   pieces: number[],
   weights: Record<string, HostArray>,
   fused?: readonly string[],
+  attentionBlock = 64,
 ) {
   const S = tokens.length / B
   const V = c.vocab_size
@@ -115,7 +116,7 @@ async function cachedLogits(
   let cache: HostArray[] = []
   let past = 0
   for (const T of pieces) {
-    const g = llamaForward(c, B, T, past, { dtype, ...(fused ? { fused } : {}) })
+    const g = llamaForward(c, B, T, past, { dtype, attentionBlock, ...(fused ? { fused } : {}) })
     const piece = Int32Array.from({ length: B * T }, (_, i) => tokens[Math.floor(i / T) * S + past + (i % T)]!)
     const feeds = new Map<Tensor, Feed>([
       ...feedsOf(g.params, weights),
@@ -190,6 +191,9 @@ describe("llamaForward with a KV cache", () => {
         const whole = await cachedLogits(c, dtype, B, tokens, [S], weights)
         const pieces = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights)
         expect(maxRelDiff(whole, pieces)).toBeLessThan(dtype === "float64" ? 1e-12 : 1e-5)
+        // key blocks of 2: with a window, whole blocks are hidden from some rows or skipped
+        const blocked = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights, undefined, 2)
+        expect(maxRelDiff(whole, blocked)).toBeLessThan(dtype === "float64" ? 1e-12 : 1e-5)
         if (dtype === "float32") {
           // with the CPU's fused kernels (fused attention for the uncached plain layers, fused RoPE, …)
           const fusedPieces = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights, cpuFused)
@@ -297,10 +301,12 @@ describe("golden fixtures (scripts/golden/make_golden.py)", () => {
       it(`${name}: ${dtype} loss and every gradient match to ${tol} in all four modes (M = 3 and 4, S = 11)`, async () => {
         const g = await golden(name)
         const count = g.targets.filter((t) => t !== -100).length
-        for (const mode of modes) {
+        // key blocks of 4 (3 blocks for S = 11): rows whose window starts past a block, blocks skipped
+        for (const [mode, attentionBlock] of [...modes.map((m) => [m, 64] as const), ["mst+checkpoint", 4] as const]) {
           // float64 on the reference CPU (every routine as its body); float32 with the CPU's fused kernels
           const fused = dtype === "float32" ? cpuFused : []
-          const model = llamaLoss(g.config, g.B, g.S, { mode, dtype, mlpChunks: 3, lmChunks: 4, fused })
+          const opts = { mode, dtype, mlpChunks: 3, lmChunks: 4, fused, attentionBlock }
+          const model = llamaLoss(g.config, g.B, g.S, opts)
           const names = Object.keys(model.params)
           const { value, grads } = valueAndGrad(model.loss, model.params)
           const feeds = new Map<Tensor, Feed>([
