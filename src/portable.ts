@@ -68,6 +68,7 @@ export {
   parameterCount,
   parameterInputs,
   parameterShapes,
+  vectorInit,
 } from "./models/llama.js"
 export {
   type AdamWGraph,

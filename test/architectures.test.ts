@@ -9,6 +9,7 @@ import { valueAndGrad } from "../src/core/autodiff.js"
 import { fastCpuBackendLayer, makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import { BadConfig } from "../src/core/errors.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
+import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { describe, expect, it } from "vitest"
 import { readSafetensors } from "../src/models/safetensors.js"
 import type { DType, HostArray } from "../src/core/dtype.js"
@@ -24,6 +25,8 @@ import {
   ropeInvFreq,
 } from "../src/models/config.js"
 import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
+import { initialParameters } from "../src/models/train-state.js"
+import { layerOf } from "./backends/subjects.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
 
 /** A tiny model of each architecture, with every feature that differs from Llama switched on. */
@@ -69,6 +72,12 @@ const tinyConfigs: Record<string, LlamaConfig> = {
   }),
 }
 
+const cpuFused = Object.keys(makeCpuBackend().routines ?? {})
+const bf16Cpu = layerOf(cpuWithBfloat16())
+// bfloat16 keeps 8 bits: the loss to ~1e-3 here, the gradients to ~0.1 of each tensor's largest
+// (measured 1.3e-3 and 0.14, Qwen2's k bias the worst); a wrong mask or cast is far off both.
+const [BF16_LOSS, BF16_GRADS] = [1e-2, 0.25]
+
 /** Random weights (std 0.3: large enough that soft-caps and windows matter), by HF name. */
 function randomWeights(c: LlamaConfig, dtype: DType, seed: number): Record<string, HostArray> {
   return Object.fromEntries(
@@ -87,22 +96,31 @@ function randomWeights(c: LlamaConfig, dtype: DType, seed: number): Record<strin
 const feedsOf = (params: Record<string, Tensor>, weights: Record<string, HostArray>): [Tensor, Feed][] =>
   Object.entries(params).map(([name, t]) => [t, weights[name]!])
 
-/** Logits of the tokens fed in pieces of the given lengths, each piece reading the previous piece's cache. */
+/**
+ * Logits [B, S, V] of tokens [B, S] fed in pieces of the given lengths, each piece reading the
+ * previous piece's cache; on the reference CPU, or with `fused` on the CPU with its kernels.
+ */
 async function cachedLogits(
   c: LlamaConfig,
   dtype: DType,
+  B: number,
   tokens: Int32Array,
   pieces: number[],
   weights: Record<string, HostArray>,
+  fused?: readonly string[],
+  attentionBlock = 64,
 ) {
-  const out: number[] = []
+  const S = tokens.length / B
+  const V = c.vocab_size
+  const out = new Float64Array(B * S * V)
   let cache: HostArray[] = []
   let past = 0
   for (const T of pieces) {
-    const g = llamaForward(c, 1, T, past, { dtype })
+    const g = llamaForward(c, B, T, past, { dtype, attentionBlock, ...(fused ? { fused } : {}) })
+    const piece = Int32Array.from({ length: B * T }, (_, i) => tokens[Math.floor(i / T) * S + past + (i % T)]!)
     const feeds = new Map<Tensor, Feed>([
       ...feedsOf(g.params, weights),
-      [g.tokens, tokens.slice(past, past + T)],
+      [g.tokens, piece],
       ...g.cacheIn.flatMap(
         (l, i) =>
           [
@@ -112,8 +130,10 @@ async function cachedLogits(
       ),
     ])
     const cacheTensors = g.cacheOut.flatMap((l) => [l.k, l.v])
-    const { values } = await run([g.logits, ...cacheTensors], feeds, { layer: referenceCpu })
-    out.push(...values[0]!)
+    const layer = fused ? undefined : referenceCpu
+    const { values } = await run([g.logits, ...cacheTensors], feeds, { layer })
+    const logits = values[0]!
+    for (let b = 0; b < B; b++) out.set(logits.subarray(b * T * V, (b + 1) * T * V), (b * S + past) * V)
     cache = values.slice(1)
     past += T
   }
@@ -140,15 +160,45 @@ describe("llamaForward with a KV cache", () => {
       names.forEach((n, i) => expect(maxRelDiff(values[i + 1]!, g.grads[n]!), n).toBeLessThan(1e-5))
     })
 
+    it(`${name}: bfloat16 (emulated on the CPU) trains the same loss and gradients to bfloat16's precision`, async () => {
+      const g = await golden(name)
+      const count = g.targets.filter((t) => t !== -100).length
+      const model = llamaLoss(g.config, g.B, g.S, {
+        mode: "mst+checkpoint",
+        dtype: "bfloat16",
+        mlpChunks: 3,
+        lmChunks: 4,
+      })
+      const names = Object.keys(model.params)
+      const { value, grads } = valueAndGrad(model.loss, model.params)
+      const feeds = new Map<Tensor, Feed>([
+        ...feedsOf(model.params, asDType(g.weights, "float32")),
+        [model.tokens, g.tokens],
+        [model.targets, g.targets],
+        [model.count, new Float32Array([count])],
+      ])
+      const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer: bf16Cpu })
+      const errs = names.map((n, i) => maxRelDiff(values[i + 1]!, g.grads[n]!))
+      expect(Math.abs(values[0]![0]! - g.loss) / g.loss).toBeLessThan(BF16_LOSS)
+      expect(Math.max(...errs)).toBeLessThan(BF16_GRADS)
+    })
+
     for (const dtype of ["float64", "float32"] as const) {
       it(`${name} (${dtype}): logits fed in cached pieces equal one uncached forward`, async () => {
-        const S = 9
-        const tokens = intArray(S, c.vocab_size, 7)
+        const [B, S] = [2, 9]
+        const tokens = intArray(B * S, c.vocab_size, 7)
         const weights = randomWeights(c, dtype, 3)
-        const whole = await cachedLogits(c, dtype, tokens, [S], weights)
-        const pieces = await cachedLogits(c, dtype, tokens, [4, 1, 3, 1], weights)
-        expect(whole.length).toBe(S * c.vocab_size)
+        const whole = await cachedLogits(c, dtype, B, tokens, [S], weights)
+        const pieces = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights)
         expect(maxRelDiff(whole, pieces)).toBeLessThan(dtype === "float64" ? 1e-12 : 1e-5)
+        // key blocks of 2: with a window, whole blocks are hidden from some rows or skipped
+        const blocked = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights, undefined, 2)
+        expect(maxRelDiff(whole, blocked)).toBeLessThan(dtype === "float64" ? 1e-12 : 1e-5)
+        if (dtype === "float32") {
+          // with the CPU's fused kernels (fused attention for the uncached plain layers, fused RoPE, …)
+          const fusedPieces = await cachedLogits(c, dtype, B, tokens, [4, 1, 3, 1], weights, cpuFused)
+          expect(maxRelDiff(whole, fusedPieces)).toBeLessThan(1e-5)
+        }
       })
     }
     it(`${name}: llamaLoss equals the cross-entropy of llamaForward's logits (float64, every mode)`, async () => {
@@ -156,7 +206,7 @@ describe("llamaForward with a KV cache", () => {
       const tokens = intArray(S, c.vocab_size, 11)
       const targets = Int32Array.from(intArray(S, c.vocab_size, 12), (t, i) => (i === 4 ? -100 : t))
       const weights = randomWeights(c, "float64", 5)
-      const logits = await cachedLogits(c, "float64", tokens, [S], weights)
+      const logits = await cachedLogits(c, "float64", 1, tokens, [S], weights)
       let sum = 0
       let count = 0
       for (let s = 0; s < S; s++) {
@@ -186,7 +236,6 @@ const goldenDir = join(import.meta.dirname, "fixtures", "golden")
 const goldenNames = readdirSync(goldenDir)
   .filter((f) => f.endsWith(".safetensors") && f !== "rope.safetensors")
   .map((f) => f.replace(/\.safetensors$/, ""))
-const cpuFused = Object.keys(makeCpuBackend().routines ?? {})
 const fastCpu = makeFastCpuBackend()
 const fastCpuLayer = fastCpuBackendLayer(fastCpu)
 
@@ -252,10 +301,12 @@ describe("golden fixtures (scripts/golden/make_golden.py)", () => {
       it(`${name}: ${dtype} loss and every gradient match to ${tol} in all four modes (M = 3 and 4, S = 11)`, async () => {
         const g = await golden(name)
         const count = g.targets.filter((t) => t !== -100).length
-        for (const mode of modes) {
+        // key blocks of 4 (3 blocks for S = 11): rows whose window starts past a block, blocks skipped
+        for (const [mode, attentionBlock] of [...modes.map((m) => [m, 64] as const), ["mst+checkpoint", 4] as const]) {
           // float64 on the reference CPU (every routine as its body); float32 with the CPU's fused kernels
           const fused = dtype === "float32" ? cpuFused : []
-          const model = llamaLoss(g.config, g.B, g.S, { mode, dtype, mlpChunks: 3, lmChunks: 4, fused })
+          const opts = { mode, dtype, mlpChunks: 3, lmChunks: 4, fused, attentionBlock }
+          const model = llamaLoss(g.config, g.B, g.S, opts)
           const names = Object.keys(model.params)
           const { value, grads } = valueAndGrad(model.loss, model.params)
           const feeds = new Map<Tensor, Feed>([
@@ -359,6 +410,19 @@ describe("configs are honoured or refused", () => {
     }
   })
 
+  it("reads transformers 5's rope_parameters as rope_theta and rope_scaling, and an unset None as absent", () => {
+    const scaling = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }
+    const old = decodeConfigSync({ ...base, rope_theta: 500000, rope_scaling: { rope_type: "llama3", ...scaling } })
+    const v5 = decodeConfigSync({ ...base, rope_parameters: { rope_type: "llama3", rope_theta: 500000, ...scaling } })
+    expect(v5.rope_theta).toBe(500000)
+    expect(ropeInvFreq(v5)).toEqual(ropeInvFreq(old))
+    expect(decodeConfigSync({ ...base, rope_parameters: { rope_type: "default", rope_theta: 1e6 } }).rope_theta).toBe(
+      1e6,
+    )
+    const nulls = decodeConfigSync({ ...base, head_dim: null, num_key_value_heads: null, model_type: "mistral" })
+    expect([nulls.head_dim, nulls.num_key_value_heads]).toEqual([undefined, 4])
+  })
+
   it("refuses every field that would change the math and is not implemented, naming it", () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ model_type: "phi3" }, "model_type"],
@@ -380,6 +444,9 @@ describe("configs are honoured or refused", () => {
       [{ model_type: "mistral", layer_types: ["full_attention", "chunked_attention"] }, "layer_types"],
       [{ model_type: "mistral", layer_types: ["full_attention"] }, "layer_types"],
       [{ num_key_value_heads: 3 }, "num_key_value_heads"],
+      [{ rope_parameters: { full_attention: { rope_type: "default", rope_theta: 1e4 } } }, "rope_parameters"],
+      [{ rope_theta: 1e4, rope_parameters: { rope_theta: 1e6 } }, "rope_parameters.rope_theta"],
+      [{ rope_parameters: { rope_type: "yarn", factor: 4 } }, "rope_parameters.rope_type"],
     ]
     for (const [extra, field] of cases) {
       const e = refusal({ ...base, ...extra })
@@ -391,6 +458,24 @@ describe("configs are honoured or refused", () => {
 
   it("every preset decodes and resolves", () => {
     for (const name of presetNames) expect(() => architecture(Effect.runSync(preset(name)))).not.toThrow()
+  })
+
+  it("a fresh model starts as HF initialises it: norms at the identity, biases 0", () => {
+    const qwen = initialParameters(tinyConfigs.qwen2!, 1)
+    expect([...qwen["model.layers.0.self_attn.q_proj.bias"]!].every((v) => v === 0)).toBe(true)
+    expect([...qwen["model.layers.0.input_layernorm.weight"]!].every((v) => v === 1)).toBe(true)
+    const gemma = initialParameters(tinyConfigs.gemma2!, 1)
+    for (const n of [
+      "input_layernorm",
+      "post_attention_layernorm",
+      "pre_feedforward_layernorm",
+      "post_feedforward_layernorm",
+    ])
+      expect(
+        [...gemma[`model.layers.1.${n}.weight`]!].every((v) => v === 0),
+        n,
+      ).toBe(true) // (1 + w): the identity
+    expect([...gemma["model.norm.weight"]!].every((v) => v === 0)).toBe(true)
   })
 
   it("Llama's attention_bias and mlp_bias add HF's bias parameters", () => {

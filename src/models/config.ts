@@ -75,6 +75,61 @@ const hfDefaults: Record<ModelType, Readonly<Record<string, unknown>>> = {
   },
 }
 
+/** Fields where null means "not set" (transformers writes an unset None so); elsewhere null means "off". */
+const nullMeansAbsent = [
+  "head_dim",
+  "num_key_value_heads",
+  "rope_theta",
+  "rms_norm_eps",
+  "max_position_embeddings",
+  "tie_word_embeddings",
+  "attention_bias",
+  "mlp_bias",
+  "hidden_act",
+  "attention_dropout",
+  "partial_rotary_factor",
+  "use_sliding_window",
+  "max_window_layers",
+  "query_pre_attn_scalar",
+  "layer_types",
+]
+
+/** The RoPE types miniseq computes (`rope_scaling.rope_type`). */
+const ropeTypes = ["default", "linear", "llama3"] as const
+
+/**
+ * transformers 5 writes θ and the scaling as one `rope_parameters` ({ rope_type, rope_theta,
+ * factor, … }); read it as rope_theta and rope_scaling. Per-layer-type parameters (a value per
+ * "full_attention" / "sliding_attention") are refused: every layer here shares one RoPE.
+ */
+function unfoldRopeParameters(filled: Record<string, unknown>): void {
+  const rp = filled.rope_parameters
+  delete filled.rope_parameters
+  if (rp === undefined || rp === null) return
+  if (typeof rp !== "object" || Array.isArray(rp) || Object.values(rp).some((v) => typeof v === "object" && v !== null))
+    throw bad(
+      "rope_parameters",
+      "only one set of RoPE parameters ({ rope_type, rope_theta, … }) is implemented, not one per layer type",
+    )
+  const { rope_theta, ...scaling } = rp as Record<string, unknown>
+  const type = scaling.rope_type ?? scaling.type ?? "default"
+  if (!ropeTypes.includes(type as never))
+    throw bad(
+      "rope_parameters.rope_type",
+      `"${String(type)}" is not implemented; miniseq computes ${ropeTypes.join(", ")} (use one of those)`,
+    )
+  if (rope_theta !== undefined) {
+    if (filled.rope_theta !== undefined && filled.rope_theta !== rope_theta)
+      throw bad("rope_parameters.rope_theta", `${rope_theta} contradicts rope_theta ${filled.rope_theta}; keep one`)
+    filled.rope_theta = rope_theta
+  }
+  if (Object.keys(scaling).length > 0) {
+    if (filled.rope_scaling !== undefined && filled.rope_scaling !== null)
+      throw bad("rope_parameters", "given beside rope_scaling; keep one")
+    filled.rope_scaling = scaling
+  }
+}
+
 /** A raw config with HF's defaults filled in where a field is absent. */
 function withDefaults(raw: unknown): unknown {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return raw
@@ -82,16 +137,23 @@ function withDefaults(raw: unknown): unknown {
   const type = r.model_type
   const defaults = typeof type === "string" && type in hfDefaults ? hfDefaults[type as ModelType] : hfDefaults.llama
   const filled: Record<string, unknown> = { ...r }
+  for (const k of nullMeansAbsent) if (filled[k] === null) delete filled[k]
+  unfoldRopeParameters(filled)
   for (const [k, v] of Object.entries(defaults)) if (!(k in filled)) filled[k] = v
-  if (!("num_key_value_heads" in filled) || filled.num_key_value_heads === null)
-    filled.num_key_value_heads = r.num_attention_heads
+  if (!("num_key_value_heads" in filled)) filled.num_key_value_heads = r.num_attention_heads
   return filled
 }
 
 /** Decodes and cross-checks a config; every problem is a BadConfig naming the field. */
 export function decodeConfig(raw: unknown): Effect.Effect<LlamaConfig, BadConfig> {
-  return Schema.decodeUnknownEffect(LlamaConfig)(withDefaults(raw)).pipe(
-    Effect.mapError((e) => new BadConfig({ field: "config", message: `bad model config: ${e.message}` })),
+  return Effect.try({
+    try: () => withDefaults(raw),
+    catch: (e) => (e instanceof BadConfig ? e : bad("config", String(e))),
+  }).pipe(
+    Effect.flatMap((filled) => Schema.decodeUnknownEffect(LlamaConfig)(filled)),
+    Effect.mapError((e) =>
+      e instanceof BadConfig ? e : new BadConfig({ field: "config", message: `bad model config: ${e.message}` }),
+    ),
     Effect.flatMap((c) => {
       const problem = checkConfig(c)
       return problem === undefined ? Effect.succeed(c) : Effect.fail(problem)

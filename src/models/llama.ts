@@ -114,6 +114,13 @@ export function parameterShapes(c: LlamaConfig): Record<string, number[]> {
   return shapes
 }
 
+/**
+ * The value HF initialises a 1-D parameter to: RMSNorm weights 1, Gemma's (1 + w) norm weights
+ * 0 (the identity either way), biases 0.
+ */
+export const vectorInit = (c: LlamaConfig, name: string): number =>
+  name.endsWith(".bias") || architecture(c).gemmaNorms ? 0 : 1
+
 /** The model's number of parameters. */
 export const parameterCount = (c: LlamaConfig): number =>
   Object.values(parameterShapes(c)).reduce((n, s) => n + numel(s), 0)

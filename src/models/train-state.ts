@@ -9,7 +9,7 @@ import type { BadCheckpoint } from "../core/errors.js"
 import { counterNormals } from "../core/random.js"
 import { type CheckpointState, cleanCheckpointDir, latestCheckpoint, loadCheckpoint, matchRun } from "./checkpoint.js"
 import type { LlamaConfig } from "./config.js"
-import { parameterShapes } from "./llama.js"
+import { parameterShapes, vectorInit } from "./llama.js"
 import type { Precision } from "./optimizer.js"
 
 /** One buffer per parameter name. */
@@ -50,7 +50,7 @@ export interface Start {
   readonly data?: Readonly<Record<string, number | string>>
 }
 
-/** HF-style initialisation: N(0, 0.02) for matrices, ones for norm weights. */
+/** HF-style initialisation: N(0, 0.02) for matrices; norm weights and biases as `vectorInit` says. */
 const initStd = 0.02
 
 /**
@@ -62,7 +62,7 @@ export function initialParameters(c: LlamaConfig, seed: number): Record<string, 
   return Object.fromEntries(
     Object.entries(parameterShapes(c)).map(([name, shape], i) => {
       const values = new Float32Array(numel(shape))
-      return [name, shape.length === 1 ? values.fill(1) : counterNormals(values, seed, i, initStd)]
+      return [name, shape.length === 1 ? values.fill(vectorInit(c, name)) : counterNormals(values, seed, i, initStd)]
     }),
   )
 }
@@ -71,9 +71,16 @@ export function initialParameters(c: LlamaConfig, seed: number): Record<string, 
  * A fresh parameter in `dtype`, made where the backend can (a billion normals take minutes in
  * JavaScript, milliseconds on a GPU), else on the host: the same values either way.
  */
-function initialParameter(backend: BackendImpl, shape: readonly number[], stream: number, seed: number, dtype: DType) {
+function initialParameter(
+  backend: BackendImpl,
+  shape: readonly number[],
+  vector: number,
+  stream: number,
+  seed: number,
+  dtype: DType,
+) {
   const b = backend.alloc(dtype, numel(shape))
-  if (shape.length === 1) backend.fill(b, 1)
+  if (shape.length === 1) backend.fill(b, vector)
   else if (backend.randomNormal) backend.randomNormal(b, seed, stream, initStd)
   else backend.write(b, counterNormals(new Float32Array(b.size), seed, stream, initStd))
   return b
@@ -131,7 +138,7 @@ export function prepareState(
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
     const parameter = (n: string, dtype: DType): Buffer =>
       saved === undefined
-        ? initialParameter(backend, shapes[n]!, streams.get(n)!, start.seed, dtype)
+        ? initialParameter(backend, shapes[n]!, vectorInit(start.model, n), streams.get(n)!, start.seed, dtype)
         : upload(backend, saved.parameters[n]!, dtype)
     const weights = perParameter((n) => parameter(n, precision.param))
     const master = precision.master ? perParameter((n) => parameter(n, "float32")) : undefined
