@@ -1,21 +1,11 @@
 /** The `miniseq` command line: train, plan, bench. */
-import { Console, Effect } from "effect"
-import { Command } from "effect/cli"
-import {
-  BackendUnavailable,
-  BadCheckpoint,
-  BadConfig,
-  DTypeError,
-  GraphError,
-  NonFiniteLoss,
-  OutOfMemory,
-  ShapeError,
-  WriteError,
-} from "../core/errors.js"
+import { Effect } from "effect"
+import { CliOutput, Command } from "effect/cli"
 import { benchCommand } from "./bench-command.js"
+import { cliServices, runMain } from "./node-services.js"
 import { version } from "./package-info.js"
 import { planCommand } from "./plan-command.js"
-import { cliServices, runMain } from "./node-services.js"
+import { presenter, reportFailures } from "./report.js"
 import { trainCommand } from "./train-command.js"
 
 const miniseq = Command.make("miniseq").pipe(
@@ -23,30 +13,12 @@ const miniseq = Command.make("miniseq").pipe(
   Command.withSubcommands([trainCommand, planCommand, benchCommand]),
 )
 
-/** Our typed errors already say what went wrong and what to do: print that, not a stack. */
-const ours = [
-  BadConfig,
-  BadCheckpoint,
-  NonFiniteLoss,
-  OutOfMemory,
-  ShapeError,
-  DTypeError,
-  GraphError,
-  BackendUnavailable,
-  WriteError,
-]
-const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some((C) => e instanceof C)
-
-Command.run(miniseq, { version }).pipe(
-  Effect.catchIf(isOurs, (e) =>
-    Console.error(`miniseq: ${e._tag}: ${e.message}`).pipe(
-      Effect.andThen(
-        Effect.sync(() => {
-          process.exitCode = 1
-        }),
-      ),
-    ),
+// Every failure is reported once, as one line (report.ts): the runner logs nothing more.
+runMain(
+  Command.run(miniseq, { version }).pipe(
+    reportFailures,
+    Effect.provide(CliOutput.layerPresenter(presenter)),
+    Effect.provide(cliServices),
   ),
-  Effect.provide(cliServices),
-  runMain,
+  { disableErrorReporting: true },
 )

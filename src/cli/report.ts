@@ -1,0 +1,92 @@
+/**
+ * How the command line reports what went wrong: one line on stderr that starts with `miniseq:`,
+ * and a non-zero exit code. Stack traces are for developers: only with MINISEQ_DEBUG=1.
+ */
+import { Cause, Console, Effect } from "effect"
+import { CliError, CliOutput } from "effect/cli"
+import {
+  BackendUnavailable,
+  BadCheckpoint,
+  BadConfig,
+  DTypeError,
+  GraphError,
+  NonFiniteLoss,
+  OutOfMemory,
+  ShapeError,
+  WriteError,
+} from "../core/errors.js"
+
+/** MINISEQ_DEBUG=1 (any value but "" and "0") adds the stack trace to every failure. */
+export const debugging = (env: NodeJS.ProcessEnv = process.env): boolean =>
+  env.MINISEQ_DEBUG !== undefined && env.MINISEQ_DEBUG !== "" && env.MINISEQ_DEBUG !== "0"
+
+/** A message as one line: its line breaks become "; ". */
+export const oneLine = (text: string): string =>
+  text
+    .split(/\s*\n\s*/)
+    .filter((l) => l.length > 0)
+    .join("; ")
+
+/** Our typed errors already say what went wrong and what to do: print that, not a stack. */
+const ours = [
+  BadConfig,
+  BadCheckpoint,
+  NonFiniteLoss,
+  OutOfMemory,
+  ShapeError,
+  DTypeError,
+  GraphError,
+  BackendUnavailable,
+  WriteError,
+]
+const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some((C) => e instanceof C)
+
+const helpHint = (commandPath: readonly string[]) => `run \`${commandPath.join(" ")} --help\` for the flags`
+
+/** One flag-parse error as a line: the flag, the value, what it accepts, where the help is. */
+export function parseErrorLine(commandPath: readonly string[], errors: readonly CliError.CliError[]): string {
+  const first = errors[0]
+  const what =
+    first === undefined
+      ? "invalid invocation"
+      : first._tag === "UnrecognizedOption"
+        ? `unknown flag ${first.option}${first.suggestions.length > 0 ? ` (did you mean ${first.suggestions.join(" or ")}?)` : ""}`
+        : oneLine(first.message)
+  const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : ""
+  return `miniseq: ${what}${more}; ${helpHint(commandPath)}`
+}
+
+/** Help and the version as effect/cli prints them; a bad invocation as one line, without the help. */
+export const presenter: CliOutput.Presenter = {
+  present: (event) =>
+    event._tag === "InvalidInvocation"
+      ? Console.error(parseErrorLine(event.commandPath, event.errors))
+      : CliOutput.defaultPresenter.present(event),
+}
+
+/** The line a failure prints: a typed error's tag and message, or an internal error's first line. */
+export function failureLine(error: unknown): string {
+  if (isOurs(error)) return `miniseq: ${error._tag}: ${oneLine(error.message)}`
+  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+  return `miniseq: internal error: ${oneLine(message)} (a bug in miniseq: set MINISEQ_DEBUG=1 to see the stack trace)`
+}
+
+/**
+ * Reports a failed command on stderr and sets the exit code (1). Interruptions (exit code 130)
+ * and effect/cli's own help requests (already presented) pass through to the runner.
+ */
+export const reportFailures = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A | void, E, R> =>
+  program.pipe(
+    Effect.catchCause((cause) => {
+      const error = Cause.squash(cause)
+      if (Cause.hasInterruptsOnly(cause) || CliError.isCliError(error)) return Effect.failCause(cause)
+      return Console.error(failureLine(error)).pipe(
+        Effect.andThen(debugging() ? Console.error(Cause.pretty(cause)) : Effect.void),
+        Effect.andThen(
+          Effect.sync(() => {
+            process.exitCode = 1
+          }),
+        ),
+      )
+    }),
+  )
