@@ -11,7 +11,9 @@ import { type Mode, modes } from "../models/llama.js"
 import { planStep } from "../models/planner.js"
 import { rng } from "../core/random.js"
 import { train } from "../models/train.js"
-import { chunksFlag, configFlag, loadModel, modelFlag, parseChunks } from "./options.js"
+import { CPU_MAX_ELEMENTS, checkSizes } from "./limits.js"
+import { availableMemory, refuseWhatCannotFit } from "./memory-check.js"
+import { chunksFlag, configFlag, loadModel, modelFlag, parseChunks, positive } from "./options.js"
 import { formatBytes, formatCount, lineChart } from "./svg.js"
 
 interface Row {
@@ -59,8 +61,10 @@ export const benchCommand = Command.make(
     Effect.gen(function* () {
       const model = yield* loadModel(f.model, f.config)
       const name = Option.isSome(f.config) ? f.config.value : f.model
-      const seqs = f.seqs.split(",").map(Number)
-      if (seqs.some((s) => !Number.isInteger(s) || s < 1))
+      yield* positive("batch", f.batch)
+      yield* positive("steps", f.steps)
+      const seqs = f.seqs.split(",").map((s) => (s.trim() === "" ? NaN : Number(s)))
+      if (seqs.some((s) => !Number.isSafeInteger(s) || s < 1))
         return yield* Effect.fail(
           new BadConfig({
             field: "seqs",
@@ -80,6 +84,15 @@ export const benchCommand = Command.make(
         yield* parseChunks("mlp-chunks", f.mlpChunks),
         yield* parseChunks("lm-chunks", f.lmChunks),
       ]
+      for (const seq of seqs) yield* checkSizes(model, f.batch, seq, CPU_MAX_ELEMENTS)
+      // Every point's plan before the first allocates: refuse, with the planner's advice, what cannot fit.
+      const backend = makeCpuBackend()
+      const available = availableMemory("cpu", backend)
+      for (const seq of seqs)
+        for (const mode of chosen) {
+          const planned = yield* attempt(() => planStep(model, f.batch, seq, { mode, mlpChunks, lmChunks }, backend))
+          yield* refuseWhatCannotFit(planned, available, model, f.batch, seq, { mode }, backend)
+        }
       const random = rng(1)
       const tokens = Int32Array.from({ length: Math.max(...seqs) * f.batch * 4 + 1 }, () =>
         Math.floor(random() * model.vocab_size),

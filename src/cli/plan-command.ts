@@ -7,8 +7,9 @@ import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
-import { planStep, type StepPlan } from "../models/planner.js"
+import { largestFitting, planStep, type StepPlan } from "../models/planner.js"
 import { chunksFlag, configFlag, loadModel, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
+import { checkSizes } from "./limits.js"
 import { formatBytes } from "./svg.js"
 
 const describePrecision = {
@@ -39,7 +40,7 @@ export const gpuFusedRoutines: readonly RoutineName[] = [
 const targetFor = (target: "cpu" | "gpu") =>
   target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}) }
 
-interface PlanArgs {
+export interface PlanArgs {
   model: LlamaConfig
   batch: number
   mlpChunks: number | "auto"
@@ -48,7 +49,7 @@ interface PlanArgs {
   precision: Precision
 }
 
-const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
+export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
   planStep(
     a.model,
     a.batch,
@@ -57,33 +58,31 @@ const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
     targetFor(a.target),
   )
 
-/** The largest S (a multiple of `step`) whose step fits in `memory`, by bisection over plans. */
-function maxSeq(a: PlanArgs, mode: Mode, memory: number, step: number): { seq: number; plan?: StepPlan } {
+/**
+ * The largest S (a multiple of `step`) whose step fits in `memory`: doubling, then bisection
+ * over plans. The only bound is where a plan's byte counts stop being exact (one batch of logits
+ * past 2^53 bytes): an S that still fits there is reported as "≥ S" (`capped`).
+ */
+export function maxSeq(
+  a: PlanArgs,
+  mode: Mode,
+  memory: number,
+  step: number,
+): { seq: number; capped: boolean; plan?: StepPlan } {
+  const plans = new Map<number, StepPlan>()
   const fits = (S: number) => {
     const p = planAt(a, mode, S)
-    return p.peak <= memory ? p : undefined
+    plans.set(S, p)
+    return p.peak <= memory
   }
-  let lo = 0,
-    hi = step
-  let best: StepPlan | undefined
-  for (;;) {
-    const p = fits(hi)
-    if (p === undefined) break
-    best = p
-    lo = hi
-    hi *= 2
-    if (hi > 2 ** 24) break
-  }
-  while (hi - lo > step) {
-    const mid = Math.floor((lo + hi) / 2 / step) * step
-    const p = fits(mid)
-    if (p !== undefined) {
-      lo = mid
-      best = p
-    } else hi = mid
-  }
-  return { seq: lo, ...(best ? { plan: best } : {}) }
+  const { n, capped } = largestFitting(fits, step, exactSeqCap(a, step))
+  const plan = n > 0 ? (plans.get(n) ?? planAt(a, mode, n)) : undefined
+  return { seq: n, capped, ...(plan ? { plan } : {}) }
 }
+
+/** The largest multiple of `step` whose batch of logits (B·S·V fp32) stays below 2^53 bytes. */
+export const exactSeqCap = (a: Pick<PlanArgs, "batch" | "model">, step: number): number =>
+  Math.max(step, step * Math.floor(2 ** 53 / (4 * a.batch * a.model.vocab_size * step)))
 
 const row = (mode: string, S: string, p: StepPlan) => {
   const k = p.gradientPass.atPeak
@@ -129,6 +128,7 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
+      yield* checkSizes(model, f.batch, f.maxSeq ? f.granularity : f.seq)
       const args: PlanArgs = {
         model,
         batch: f.batch,
@@ -156,7 +156,7 @@ export const planCommand = Command.make(
         found[mode] = r.seq
         yield* Console.log(
           r.plan
-            ? row(mode, String(r.seq), r.plan)
+            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan)
             : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`,
         )
       }
