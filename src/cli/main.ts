@@ -1,23 +1,17 @@
 /** The `miniseq` command line: train, plan, bench. */
-import { Effect } from "effect"
-import { CliOutput, Command } from "effect/cli"
-import { benchCommand } from "./bench-command.js"
+import { Effect, Stdio } from "effect"
+import { runMiniseq } from "./commands.js"
 import { cliServices, runMain } from "./node-services.js"
-import { version } from "./package-info.js"
-import { planCommand } from "./plan-command.js"
-import { presenter, reportFailures } from "./report.js"
-import { trainCommand } from "./train-command.js"
-
-const miniseq = Command.make("miniseq").pipe(
-  Command.withDescription("Mini-Sequence Transformer training: chunked MLP and LM head, exact memory plans"),
-  Command.withSubcommands([trainCommand, planCommand, benchCommand]),
-)
 
 // Every failure is reported once, as one line (report.ts): the runner logs nothing more.
 runMain(
-  Command.run(miniseq, { version }).pipe(
-    reportFailures,
-    Effect.provide(CliOutput.layerPresenter(presenter)),
+  Stdio.Stdio.use(({ args }) => args).pipe(
+    Effect.flatMap(runMiniseq),
+    Effect.flatMap((code) =>
+      Effect.sync(() => {
+        process.exitCode = code
+      }),
+    ),
     Effect.provide(cliServices),
   ),
   { disableErrorReporting: true },

@@ -72,21 +72,21 @@ export function failureLine(error: unknown): string {
 }
 
 /**
- * Reports a failed command on stderr and sets the exit code (1). Interruptions (exit code 130)
- * and effect/cli's own help requests (already presented) pass through to the runner.
+ * Runs a command and gives its exit code: 0, or 1 after reporting its failure on stderr (help
+ * and parse errors effect/cli has presented already). An interruption passes through to the
+ * runner (exit code 130).
  */
-export const reportFailures = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A | void, E, R> =>
+export const exitCode = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<number, E, R> =>
   program.pipe(
+    Effect.as(0),
     Effect.catchCause((cause) => {
+      if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
       const error = Cause.squash(cause)
-      if (Cause.hasInterruptsOnly(cause) || CliError.isCliError(error)) return Effect.failCause(cause)
+      if (CliError.isCliError(error))
+        return Effect.succeed(error._tag === "ShowHelp" && error.errors.length === 0 ? 0 : 1)
       return Console.error(failureLine(error)).pipe(
         Effect.andThen(debugging() ? Console.error(Cause.pretty(cause)) : Effect.void),
-        Effect.andThen(
-          Effect.sync(() => {
-            process.exitCode = 1
-          }),
-        ),
+        Effect.as(1),
       )
     }),
   )
