@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import { runMiniseq } from "../src/cli/commands.js"
 import { tokensPerStep } from "../src/cli/limits.js"
 import { loadModel } from "../src/cli/options.js"
+import { exitCode } from "../src/cli/report.js"
 import { BadConfig } from "../src/core/errors.js"
 import { presets } from "../src/models/config.js"
 
@@ -197,6 +198,39 @@ describe("a malformed value for any numeric flag", () => {
     await writeFile(wide, JSON.stringify({ ...presets.tiny, vocab_size: 2 ** 40, hidden_size: 2 ** 12 }))
     const r = await miniseq(["plan", "--config", wide, "--seq", "1"])
     expect(r.stderr[0]).toMatch(/^miniseq: BadConfig: .*more than 2\^53 bytes/)
+  })
+})
+
+describe("an internal error (a bug)", () => {
+  const run = async (env: string | undefined) => {
+    const saved = process.env.MINISEQ_DEBUG
+    if (env === undefined) delete process.env.MINISEQ_DEBUG
+    else process.env.MINISEQ_DEBUG = env
+    const printed: string[] = []
+    const err = vi.spyOn(console, "error").mockImplementation((...xs: unknown[]) => {
+      printed.push(xs.map(String).join(" "))
+    })
+    try {
+      const code = await Effect.runPromise(exitCode(Effect.die(new TypeError("x.y is not a function"))))
+      return { code, printed }
+    } finally {
+      err.mockRestore()
+      if (saved === undefined) delete process.env.MINISEQ_DEBUG
+      else process.env.MINISEQ_DEBUG = saved
+    }
+  }
+  it("is one line saying it is a bug; MINISEQ_DEBUG=1 adds the stack trace", async () => {
+    for (const env of [undefined, "", "0"]) {
+      const r = await run(env)
+      expect(r.code).toBe(1)
+      expect(r.printed).toEqual([
+        "miniseq: internal error: TypeError: x.y is not a function (a bug in miniseq: set MINISEQ_DEBUG=1 to see the stack trace)",
+      ])
+    }
+    const debug = await run("1")
+    expect(debug.code).toBe(1)
+    expect(debug.printed[0]).toMatch(/^miniseq: internal error: TypeError: x.y is not a function/)
+    expect(debug.printed.slice(1).join("\n")).toMatch(/TypeError: x.y is not a function\n\s+at /)
   })
 })
 

@@ -30,6 +30,7 @@ export function seedFlag(value: number): Effect.Effect<number, BadConfig> {
  * One optimizer step reads --accumulate micro-batches of --batch × --seq tokens, all held at
  * once: more tokens than the training text has would read it more than once per step (and
  * --accumulate 1e9 would hold a billion batches), so it is refused with the largest that fits.
+ * A single micro-batch is never refused here: the memory check judges it.
  */
 export function tokensPerStep(
   accumulate: number,
@@ -37,9 +38,10 @@ export function tokensPerStep(
   seq: number,
   trainTokens: number,
 ): Effect.Effect<void, BadConfig> {
-  const perStep = accumulate * batch * seq
-  if (perStep <= trainTokens) return Effect.void
+  // One micro-batch is always allowed (the memory check judges its size).
   const most = Math.max(1, Math.floor(trainTokens / (batch * seq)))
+  if (accumulate <= most) return Effect.void
+  const perStep = accumulate * batch * seq
   return fail(
     "accumulate",
     `--accumulate ${accumulate} × --batch ${batch} × --seq ${seq} = ${perStep} tokens per step is more than the corpus's ${trainTokens} training tokens; pass --accumulate ${most} or less (or a smaller --batch/--seq)`,
