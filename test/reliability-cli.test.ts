@@ -104,6 +104,16 @@ describe("miniseq train, spawned", () => {
     expect(left).not.toContain("steps.jsonl")
   })
 
+  it("llama3-8b on the CPU is refused in seconds (it once thrashed the machine for 16 minutes)", async () => {
+    const r = await miniseq(["train", "--model", "llama3-8b", "--out", join(dir, "8b")], 120)
+    expect(r.timedOut).toBe(false)
+    expect(r.code).toBe(1)
+    expect(lines(r.stderr)).toHaveLength(1)
+    expect(r.stderr).toMatch(
+      /^miniseq: OutOfMemory: this step needs \d+ GiB .* so nothing was allocated; .*the weights, gradients and AdamW moments alone need [\d.]+ GiB; choose a smaller model/,
+    )
+  })
+
   it("Ctrl-C inside a long step stops it within ~2 s, saves nothing half-done, and says how to resume", async () => {
     // A model whose one step takes tens of seconds on the reference CPU backend (about 20 s
     // on a 2-core machine), so the signal lands inside the first step.
