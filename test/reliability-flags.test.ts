@@ -181,6 +181,22 @@ describe("a malformed value for any numeric flag", () => {
     expect(Exit.isFailure(Effect.runSyncExit(tokensPerStep(most + 1, 8, 128, tokens)))).toBe(true)
   })
 
+  it("--seed 2^53 - 1 (the largest) and -(2^53 - 1) train; one past is one line", async () => {
+    for (const seed of [Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER]) {
+      const r = await miniseq([
+        "train",
+        "--seed",
+        String(seed),
+        ...["--steps", "1", "--batch", "1", "--seq", "16", "--out", join(out, `seed${seed}`)],
+      ])
+      expect(r.code, r.stderr.join("\n")).toBe(0)
+      expect(r.stdout.join("\n")).toMatch(/held-out loss .*: \d+\.\d+/)
+    }
+    const past = await miniseq(["train", "--seed", "9007199254740992", "--out", join(out, "never")])
+    expect(past.code).toBe(1)
+    expect(past.stderr.filter((l) => l !== "")).toHaveLength(1)
+  })
+
   it("vocab_size 1e12 is one line naming vocab_size, for plan and for train", async () => {
     const config = join(out, "huge-vocab.json")
     await writeFile(config, JSON.stringify({ ...presets.tiny, vocab_size: 1e12 }))
