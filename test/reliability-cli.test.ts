@@ -164,7 +164,7 @@ describe("miniseq train, spawned", () => {
       miniseq(["train", "--seed", "-9007199254740993"], 30),
     ])
     expect(lines(parse.stderr)).toEqual([
-      'miniseq: Invalid value for flag --seq: "abc". Expected a string representing a finite number; run `miniseq train --help` for the flags',
+      'miniseq: --seq must be a whole number (e.g. 8), got "abc"; run `miniseq train --help` for the flags',
     ])
     expect(parse.stdout).toBe("") // not the whole help
     expect(seed.code).toBe(1)

@@ -151,7 +151,9 @@ describe("a malformed value for any numeric flag", () => {
       [["train", "--checkpoint-every", "0"], "pass a value of at least --steps"],
       [["bench", "--steps", "0"], "miniseq: BadConfig: --steps must be a positive integer, got 0"],
       [["bench", "--batch", "0"], "miniseq: BadConfig: --batch must be a positive integer, got 0"],
-      [["train", "--seq", "abc"], 'miniseq: Invalid value for flag --seq: "abc"'],
+      [["train", "--seq", "abc"], 'miniseq: --seq must be a whole number (e.g. 8), got "abc"'],
+      [["train", "--seed", "9007199254740993"], "--seed must be a whole number (e.g. 8) of at most 2^53 - 1"],
+      [["train", "--lr", "fast"], 'miniseq: --lr must be a finite number (e.g. 3e-3), got "fast"'],
       [
         ["train", "--batchh", "2"],
         "miniseq: unknown flag --batchh (did you mean --batch?); run `miniseq train --help`",

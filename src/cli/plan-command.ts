@@ -128,6 +128,8 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
+      // Read with --max-seq only, but checked always: a bad value is never silently ignored.
+      const memory = yield* parseBytes(f.memory)
       yield* checkSizes(model, f.batch, f.maxSeq ? f.granularity : f.seq)
       const args: PlanArgs = {
         model,
@@ -146,7 +148,6 @@ export const planCommand = Command.make(
           yield* Console.log(`note: S exceeds max_position_embeddings (${model.max_position_embeddings})`)
         return
       }
-      const memory = yield* parseBytes(f.memory)
       yield* Console.log(
         `largest S that fits ${formatBytes(memory)}, ${what} (S in multiples of ${f.granularity}):\n${header}`,
       )

@@ -43,15 +43,38 @@ const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some
 
 const helpHint = (commandPath: readonly string[]) => `run \`${commandPath.join(" ")} --help\` for the flags`
 
-/** One flag-parse error as a line: the flag, the value, what it accepts, where the help is. */
-export function parseErrorLine(commandPath: readonly string[], errors: readonly CliError.CliError[]): string {
+/** What a value of each flag type looks like, for the flag-parse line. */
+const typeWords: Record<string, string> = {
+  integer: "a whole number (e.g. 8)",
+  number: "a finite number (e.g. 3e-3)",
+}
+
+/** A whole number too large for a float64 to hold exactly ("9007199254740993", "1e400"). */
+const beyondExact = (text: string): boolean => {
+  const n = Number(text)
+  return /^\s*[-+]?\d+(e\+?\d+)?\s*$/i.test(text) && !Number.isSafeInteger(n)
+}
+
+/**
+ * One flag-parse error as a line: the flag, the value, what it accepts, where the help is.
+ * `flagTypes` (flag name → "integer", "number", …, from the command's help) words a bad value.
+ */
+export function parseErrorLine(
+  commandPath: readonly string[],
+  errors: readonly CliError.CliError[],
+  flagTypes: ReadonlyMap<string, string> = new Map(),
+): string {
   const first = errors[0]
+  const expected =
+    first?._tag === "InvalidValue" && first.kind === "flag" ? typeWords[flagTypes.get(first.option) ?? ""] : undefined
   const what =
     first === undefined
       ? "invalid invocation"
       : first._tag === "UnrecognizedOption"
         ? `unknown flag ${first.option}${first.suggestions.length > 0 ? ` (did you mean ${first.suggestions.join(" or ")}?)` : ""}`
-        : oneLine(first.message)
+        : first._tag === "InvalidValue" && expected !== undefined
+          ? `--${first.option} must be ${expected}${beyondExact(first.value) ? " of at most 2^53 - 1" : ""}, got ${JSON.stringify(first.value)}`
+          : oneLine(first.message)
   const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : ""
   return `miniseq: ${what}${more}; ${helpHint(commandPath)}`
 }
@@ -60,7 +83,9 @@ export function parseErrorLine(commandPath: readonly string[], errors: readonly 
 export const presenter: CliOutput.Presenter = {
   present: (event) =>
     event._tag === "InvalidInvocation"
-      ? Console.error(parseErrorLine(event.commandPath, event.errors))
+      ? Console.error(
+          parseErrorLine(event.commandPath, event.errors, new Map(event.helpDoc.flags.map((f) => [f.name, f.type]))),
+        )
       : CliOutput.defaultPresenter.present(event),
 }
 
