@@ -168,6 +168,23 @@ describe("a malformed value for any numeric flag", () => {
     }
   })
 
+  it("bench: --json under a file, or --svg a folder, is a WriteError before the first point runs", async () => {
+    const file = join(out, "a-file")
+    await writeFile(file, "")
+    for (const [flag, args] of [
+      ["json", ["--json", join(file, "b.json"), "--svg", join(out, "b.svg")]],
+      ["svg", ["--json", join(out, "b.json"), "--svg", out]],
+    ] as const) {
+      const started = performance.now()
+      const r = await miniseq(["bench", "--seqs", "16", "--modes", "mst", "--steps", "1", ...args])
+      expect(performance.now() - started).toBeLessThan(3000)
+      expect(r.code).toBe(1)
+      expect(r.stdout).toEqual([]) // no point ran
+      expect(r.stderr.filter((l) => l !== "")).toHaveLength(1)
+      expect(r.stderr[0]).toMatch(new RegExp(`^miniseq: WriteError: cannot write .*; choose another --${flag}$`))
+    }
+  })
+
   it("--accumulate 1e9 is refused at once, with the largest that fits the corpus", async () => {
     const started = performance.now()
     const r = await miniseq(["train", "--accumulate", "1000000000", "--out", join(out, "never")])
