@@ -159,6 +159,10 @@ describe("a malformed value for any numeric flag", () => {
         "miniseq: unknown flag --batchh (did you mean --batch?); run `miniseq train --help`",
       ],
       [["train", "--memory-limit", "12XB"], 'got "12XB"'],
+      [["trian"], 'miniseq: unknown command "trian" (did you mean train?); the commands are train, plan and bench'],
+      [["train", "--seq"], "miniseq: --seq needs a value: a whole number (e.g. 8)"],
+      [["train", "--seq", "1", "--seq", "2"], "miniseq: --seq was given 2 times; give it once"],
+      [["train", "extra"], 'miniseq: Unexpected positional argument: "extra"; run `miniseq train --help`'],
     ]
     for (const [args, line] of cases) {
       const r = await miniseq(args)

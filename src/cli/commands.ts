@@ -9,7 +9,9 @@ import { exitCode, presenter } from "./report.js"
 import { trainCommand } from "./train-command.js"
 
 export const miniseq = Command.make("miniseq").pipe(
-  Command.withDescription("Mini-Sequence Transformer training: chunked MLP and LM head, exact memory plans"),
+  Command.withDescription(
+    "Mini-Sequence Transformer training: chunked MLP and LM head, exact memory plans. Errors are one line; MINISEQ_DEBUG=1 adds stack traces",
+  ),
   Command.withSubcommands([trainCommand, planCommand, benchCommand]),
 )
 

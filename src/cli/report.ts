@@ -41,12 +41,31 @@ const ours = [
 ]
 const isOurs = (e: unknown): e is { _tag: string; message: string } => ours.some((C) => e instanceof C)
 
-const helpHint = (commandPath: readonly string[]) => `run \`${commandPath.join(" ")} --help\` for the flags`
+const helpHint = (commandPath: readonly string[]) =>
+  `run \`${commandPath.join(" ")} --help\` for ${commandPath.length > 1 ? "the flags" : "the commands"}`
 
 /** What a value of each flag type looks like, for the flag-parse line. */
 const typeWords: Record<string, string> = {
   integer: "a whole number (e.g. 8)",
   number: "a finite number (e.g. 3e-3)",
+}
+
+const didYouMean = (names: readonly string[]) => (names.length > 0 ? ` (did you mean ${names.join(" or ")}?)` : "")
+
+/** One parse error in words: `expected` says what a value of its flag looks like, when known. */
+function describeParseError(e: CliError.CliError, expected: string | undefined): string {
+  if (e._tag === "UnrecognizedOption") return `unknown flag ${e.option}${didYouMean(e.suggestions)}`
+  if (e._tag === "UnknownSubcommand")
+    return `unknown command "${e.subcommand}"${didYouMean(e.suggestions)}; the commands are train, plan and bench`
+  if (e._tag === "InvalidValue" && e.kind === "flag") {
+    // effect/cli reports a repeated flag as the value "<n> occurrences".
+    const repeated = /^(\d+) occurrences$/.exec(e.value)
+    if (repeated) return `--${e.option} was given ${repeated[1]} times; give it once`
+    if (e.value === "") return `--${e.option} needs a value${expected ? `: ${expected}` : ""}`
+    if (expected !== undefined)
+      return `--${e.option} must be ${expected}${beyondExact(e.value) ? " of at most 2^53 - 1" : ""}, got ${JSON.stringify(e.value)}`
+  }
+  return oneLine(e.message)
 }
 
 /** A whole number too large for a float64 to hold exactly ("9007199254740993", "1e400"). */
@@ -67,14 +86,7 @@ export function parseErrorLine(
   const first = errors[0]
   const expected =
     first?._tag === "InvalidValue" && first.kind === "flag" ? typeWords[flagTypes.get(first.option) ?? ""] : undefined
-  const what =
-    first === undefined
-      ? "invalid invocation"
-      : first._tag === "UnrecognizedOption"
-        ? `unknown flag ${first.option}${first.suggestions.length > 0 ? ` (did you mean ${first.suggestions.join(" or ")}?)` : ""}`
-        : first._tag === "InvalidValue" && expected !== undefined
-          ? `--${first.option} must be ${expected}${beyondExact(first.value) ? " of at most 2^53 - 1" : ""}, got ${JSON.stringify(first.value)}`
-          : oneLine(first.message)
+  const what = first === undefined ? "invalid invocation" : describeParseError(first, expected)
   const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : ""
   return `miniseq: ${what}${more}; ${helpHint(commandPath)}`
 }
