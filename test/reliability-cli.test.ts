@@ -1,60 +1,12 @@
 // The built `miniseq` as a user runs it: bad values never hang, a step that cannot fit the
 // machine is refused before anything is allocated, and Ctrl-C inside a long step stops it at
 // once and says how to resume. Each case is spawned with a deadline of its own.
-import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-
-interface Finished {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-  /** Seconds from the start (or from `onLine`'s signal) to the exit. */
-  readonly seconds: number
-  readonly timedOut: boolean
-}
-
-/**
- * Spawns `miniseq ...args`, killed (and marked timed out) after `deadline` seconds. `onLine`
- * hears each stdout or stderr line with the child, e.g. to send it a signal; `seconds` then
- * counts from that signal.
- */
-function miniseq(
-  args: readonly string[],
-  deadline: number,
-  onLine?: (line: string, child: ReturnType<typeof spawn>, mark: () => void) => void,
-): Promise<Finished> {
-  return new Promise((done) => {
-    const child = spawn("node", ["bin/miniseq.js", ...args], { stdio: ["ignore", "pipe", "pipe"] })
-    let started = performance.now()
-    let stdout = ""
-    let stderr = ""
-    let timedOut = false
-    const mark = () => {
-      started = performance.now()
-    }
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill("SIGKILL")
-    }, deadline * 1000)
-    const listen = (into: "out" | "err") => (chunk: Buffer) => {
-      const text = chunk.toString()
-      if (into === "out") stdout += text
-      else stderr += text
-      for (const line of text.split("\n")) if (line !== "") onLine?.(line, child, mark)
-    }
-    child.stdout!.on("data", listen("out"))
-    child.stderr!.on("data", listen("err"))
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer)
-      done({ code, signal, stdout, stderr, seconds: (performance.now() - started) / 1000, timedOut })
-    })
-  })
-}
+import { spawnCli as miniseq } from "./cli-helpers.js"
 
 const lines = (text: string) => text.split("\n").filter((l) => l.trim() !== "")
 
