@@ -81,8 +81,9 @@ export function checkSizes(
   }
   const logits = batch * seq * c.vocab_size
   if (logits * 4 > EXACT_BYTES) {
+    // The field named is the larger factor: the tokens of the batch, or the vocabulary.
     return fail(
-      "vocab_size",
+      batch * seq > c.vocab_size ? "batch" : "vocab_size",
       `batch ${batch} × seq ${seq} × vocab_size ${c.vocab_size} logits need more than 2^53 bytes; choose a smaller --batch, --seq or vocabulary`,
     )
   }
