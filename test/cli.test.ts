@@ -18,7 +18,10 @@ afterAll(async () => {
 describe("miniseq CLI", () => {
   it("rejects bad arguments with one line naming the flag and the fix", async () => {
     const cases: Array<[string[], string]> = [
-      [["train", "--seq", "abc"], 'Invalid value for flag --seq: "abc"'],
+      [
+        ["train", "--seq", "abc"],
+        'miniseq: --seq must be a whole number (e.g. 8), got "abc"; run `miniseq train --help`',
+      ],
       [
         ["train", "--mlp-chunks", "0"],
         'miniseq: BadConfig: --mlp-chunks must be a positive integer or "auto", got "0"',

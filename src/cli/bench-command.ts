@@ -1,17 +1,20 @@
 /** `miniseq bench`: measured peak memory and tokens/s against S for each mode, on the CPU backend. */
-import { mkdir, writeFile } from "node:fs/promises"
+import { accessSync, constants, existsSync, mkdirSync, statSync } from "node:fs"
 import { dirname } from "node:path"
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { cpuBackendLayer, makeCpuBackend } from "../backends/cpu/index.js"
-import { BadConfig } from "../core/errors.js"
+import { BadConfig, WriteError } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { makeBatches } from "../models/data.js"
 import { type Mode, modes } from "../models/llama.js"
 import { planStep } from "../models/planner.js"
 import { rng } from "../core/random.js"
 import { train } from "../models/train.js"
-import { chunksFlag, configFlag, loadModel, modelFlag, parseChunks } from "./options.js"
+import { CPU_MAX_ELEMENTS, checkSizes } from "./limits.js"
+import { availableMemory, refuseWhatCannotFit } from "./memory-check.js"
+import { writeAtomic, writeFailed } from "./run-record.js"
+import { chunksFlag, configFlag, loadModel, modelFlag, parseChunks, positive } from "./options.js"
 import { formatBytes, formatCount, lineChart } from "./svg.js"
 
 interface Row {
@@ -24,6 +27,22 @@ interface Row {
   gradientPassPeak: number
   tokensPerSecond: number
   chunks: { mlp: number; lm: number }
+}
+
+/** `path`'s folder exists (made if need be) and can be written, and `path` is not a folder. */
+function writableFile(flag: string, path: string): Effect.Effect<void, WriteError> {
+  return Effect.try({
+    try: () => {
+      mkdirSync(dirname(path), { recursive: true })
+      accessSync(dirname(path), constants.W_OK)
+      if (existsSync(path) && statSync(path).isDirectory())
+        throw Object.assign(new Error("it is a directory"), { code: "EISDIR" })
+    },
+    catch: (e) => {
+      const w = writeFailed(path, e)
+      return new WriteError({ ...w, message: w.message.replace(/choose another --out$/, `choose another --${flag}`) })
+    },
+  })
 }
 
 export const benchCommand = Command.make(
@@ -59,8 +78,10 @@ export const benchCommand = Command.make(
     Effect.gen(function* () {
       const model = yield* loadModel(f.model, f.config)
       const name = Option.isSome(f.config) ? f.config.value : f.model
-      const seqs = f.seqs.split(",").map(Number)
-      if (seqs.some((s) => !Number.isInteger(s) || s < 1))
+      yield* positive("batch", f.batch)
+      yield* positive("steps", f.steps)
+      const seqs = f.seqs.split(",").map((s) => (s.trim() === "" ? NaN : Number(s)))
+      if (seqs.some((s) => !Number.isSafeInteger(s) || s < 1))
         return yield* Effect.fail(
           new BadConfig({
             field: "seqs",
@@ -80,6 +101,21 @@ export const benchCommand = Command.make(
         yield* parseChunks("mlp-chunks", f.mlpChunks),
         yield* parseChunks("lm-chunks", f.lmChunks),
       ]
+      // Where the results go must be writable before the first point runs (a bench may take hours).
+      for (const [flag, path] of [
+        ["json", f.json],
+        ["svg", f.svg],
+      ] as const)
+        yield* writableFile(flag, path)
+      for (const seq of seqs) yield* checkSizes(model, f.batch, seq, CPU_MAX_ELEMENTS)
+      // Every point's plan before the first allocates: refuse, with the planner's advice, what cannot fit.
+      const backend = makeCpuBackend()
+      const available = availableMemory("cpu", backend)
+      for (const seq of seqs)
+        for (const mode of chosen) {
+          const planned = yield* attempt(() => planStep(model, f.batch, seq, { mode, mlpChunks, lmChunks }, backend))
+          yield* refuseWhatCannotFit(planned, available, model, f.batch, seq, { mode }, backend)
+        }
       const random = rng(1)
       const tokens = Int32Array.from({ length: Math.max(...seqs) * f.batch * 4 + 1 }, () =>
         Math.floor(random() * model.vocab_size),
@@ -115,44 +151,47 @@ export const benchCommand = Command.make(
           )
         }
       }
-      yield* Effect.promise(async () => {
-        await mkdir(dirname(f.json), { recursive: true })
-        await writeFile(
-          f.json,
-          JSON.stringify(
-            {
-              model: name,
-              config: model,
-              batch: f.batch,
-              backend: "cpu",
-              date: new Date().toISOString(),
-              optimizerPeak,
-              rows,
-            },
-            null,
-            2,
-          ) + "\n",
-        )
-        await mkdir(dirname(f.svg), { recursive: true })
-        await writeFile(
-          f.svg,
-          lineChart({
-            title: `peak memory, forward + backward — ${name} (V = ${formatCount(model.vocab_size)}), batch ${f.batch}, CPU`,
-            xLabel: "sequence length S",
-            yLabel: "peak live bytes",
-            logX: true,
-            logY: true,
-            format: formatBytes,
-            // A step's peak is the larger of these curves and the AdamW update's (the same in every mode).
-            series: [
-              ...chosen.map((mode) => ({
-                name: mode,
-                points: rows.filter((r) => r.mode === mode).map((r) => [r.seq, r.gradientPassPeak] as [number, number]),
-              })),
-              { name: "AdamW update", points: seqs.map((seq) => [seq, optimizerPeak] as [number, number]) },
-            ],
-          }),
-        )
+      yield* Effect.try({
+        try: () => {
+          writeAtomic(
+            f.json,
+            JSON.stringify(
+              {
+                model: name,
+                config: model,
+                batch: f.batch,
+                backend: "cpu",
+                date: new Date().toISOString(),
+                optimizerPeak,
+                rows,
+              },
+              null,
+              2,
+            ) + "\n",
+          )
+          writeAtomic(
+            f.svg,
+            lineChart({
+              title: `peak memory, forward + backward — ${name} (V = ${formatCount(model.vocab_size)}), batch ${f.batch}, CPU`,
+              xLabel: "sequence length S",
+              yLabel: "peak live bytes",
+              logX: true,
+              logY: true,
+              format: formatBytes,
+              // A step's peak is the larger of these curves and the AdamW update's (the same in every mode).
+              series: [
+                ...chosen.map((mode) => ({
+                  name: mode,
+                  points: rows
+                    .filter((r) => r.mode === mode)
+                    .map((r) => [r.seq, r.gradientPassPeak] as [number, number]),
+                })),
+                { name: "AdamW update", points: seqs.map((seq) => [seq, optimizerPeak] as [number, number]) },
+              ],
+            }),
+          )
+        },
+        catch: (e) => (e instanceof WriteError ? e : new WriteError({ path: f.json, message: String(e) })),
       })
       yield* Console.log(`wrote ${f.json} and ${f.svg}`)
     }),

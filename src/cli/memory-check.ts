@@ -36,15 +36,16 @@ export function refuseWhatCannotFit(
   opts: StepOptions,
   backend: BackendImpl,
 ): Effect.Effect<void, OutOfMemory> {
-  if (available === undefined || plan.peak <= available.bytes) return Effect.void
+  // What the allocator must hold (each buffer at its size class), not only the live bytes.
+  if (available === undefined || plan.held <= available.bytes) return Effect.void
   return Effect.suspend(() => {
     const limit = available.bytes
     const { fit, hint } = memoryAdvice(model, batch, seq, opts, limit, backend)
     const message =
-      `this step needs ${formatBytes(plan.peak)} (the planner, --mode ${opts.mode}) but ${available.what} is ${formatBytes(limit)}` +
+      `this step needs ${formatBytes(plan.held)} (the planner, --mode ${opts.mode}) but ${available.what} is ${formatBytes(limit)}` +
       `, so nothing was allocated; ${hint}`
     return Effect.fail(
-      new OutOfMemory({ requested: plan.peak, alive: 0, limit, ...(fit ? { suggestedM: fit.lm } : {}), message }),
+      new OutOfMemory({ requested: plan.held, alive: 0, limit, ...(fit ? { suggestedM: fit.lm } : {}), message }),
     )
   })
 }

@@ -5,6 +5,8 @@ import { Flag } from "effect/cli"
 import { BadConfig } from "../core/errors.js"
 import { decodeConfig, type LlamaConfig, preset, presetNames } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
+import { integerAtLeast } from "./limits.js"
+import { oneLine } from "./report.js"
 
 export const modelFlag = Flag.String("model").pipe(
   Flag.withDefault("tiny"),
@@ -32,26 +34,35 @@ export function loadModel(model: string, config: Option.Option<string>): Effect.
     catch: (e) =>
       new BadConfig({
         field: "config",
-        message: `cannot read ${config.value}: ${e instanceof Error ? e.message : String(e)}`,
+        message: `cannot read ${config.value}: ${oneLine(e instanceof Error ? e.message : String(e))}`,
       }),
-  }).pipe(Effect.flatMap(decodeConfig))
+  }).pipe(Effect.flatMap((raw) => decodeConfig(raw).pipe(Effect.mapError((e) => namingTheField(e, config.value)))))
+}
+
+/**
+ * A schema failure reads "Expected number\n  at [\"hidden_size\"]": as one line that names the
+ * field (in `field` too) and the file.
+ */
+export function namingTheField(e: BadConfig, file: string): BadConfig {
+  const at = /\bat \["([^"]+)"\]/.exec(e.message)
+  if (e.field !== "config" || at === null) return new BadConfig({ field: e.field, message: oneLine(e.message) })
+  const field = at[1]!
+  const problem = oneLine(e.message.slice(0, at.index).replace(/^bad model config:\s*/, ""))
+  return new BadConfig({ field, message: `bad model config ${file}: ${field}: ${problem}` })
 }
 
 export function parseChunks(flag: string, value: string): Effect.Effect<number | "auto", BadConfig> {
   if (value === "auto") return Effect.succeed("auto")
-  const n = Number(value)
-  return Number.isInteger(n) && n >= 1
+  const n = value.trim() === "" ? NaN : Number(value)
+  return Number.isSafeInteger(n) && n >= 1
     ? Effect.succeed(n)
     : Effect.fail(
         new BadConfig({ field: flag, message: `--${flag} must be a positive integer or "auto", got "${value}"` }),
       )
 }
 
-export function positive(flag: string, value: number): Effect.Effect<number, BadConfig> {
-  return Number.isInteger(value) && value >= 1
-    ? Effect.succeed(value)
-    : Effect.fail(new BadConfig({ field: flag, message: `--${flag} must be a positive integer, got ${value}` }))
-}
+export const positive = (flag: string, value: number): Effect.Effect<number, BadConfig> =>
+  integerAtLeast(flag, value, 1)
 
 /** "80GB", "80GiB", "512MB", "1.5e9" → bytes (GB and GiB both mean 2^30, as GPU specs do). */
 export function parseBytes(text: string, flag = "memory"): Effect.Effect<number, BadConfig> {

@@ -2,13 +2,15 @@
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { makeCpuBackend } from "../backends/cpu/index.js"
+import { cudaHeldBytes } from "../backends/cuda/allocator.js"
 import { attempt } from "../core/executor.js"
 import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
-import { planStep, type StepPlan } from "../models/planner.js"
+import { largestFitting, planStep, type StepPlan } from "../models/planner.js"
 import { chunksFlag, configFlag, loadModel, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
+import { checkSizes } from "./limits.js"
 import { formatBytes } from "./svg.js"
 
 const describePrecision = {
@@ -36,10 +38,11 @@ export const gpuFusedRoutines: readonly RoutineName[] = [
   "rope.vjp",
 ]
 
+// A GPU plan counts each buffer as the CUDA allocator holds it (its size class, ≤ 2 MiB over).
 const targetFor = (target: "cpu" | "gpu") =>
-  target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}) }
+  target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}), heldBytes: cudaHeldBytes }
 
-interface PlanArgs {
+export interface PlanArgs {
   model: LlamaConfig
   batch: number
   mlpChunks: number | "auto"
@@ -48,7 +51,7 @@ interface PlanArgs {
   precision: Precision
 }
 
-const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
+export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
   planStep(
     a.model,
     a.batch,
@@ -57,39 +60,37 @@ const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
     targetFor(a.target),
   )
 
-/** The largest S (a multiple of `step`) whose step fits in `memory`, by bisection over plans. */
-function maxSeq(a: PlanArgs, mode: Mode, memory: number, step: number): { seq: number; plan?: StepPlan } {
+/**
+ * The largest S (a multiple of `step`) whose step fits in `memory`: doubling, then bisection
+ * over plans. The only bound is where a plan's byte counts stop being exact (one batch of logits
+ * past 2^53 bytes): an S that still fits there is reported as "≥ S" (`capped`).
+ */
+export function maxSeq(
+  a: PlanArgs,
+  mode: Mode,
+  memory: number,
+  step: number,
+): { seq: number; capped: boolean; plan?: StepPlan } {
+  const plans = new Map<number, StepPlan>()
   const fits = (S: number) => {
     const p = planAt(a, mode, S)
-    return p.peak <= memory ? p : undefined
+    plans.set(S, p)
+    return p.held <= memory
   }
-  let lo = 0,
-    hi = step
-  let best: StepPlan | undefined
-  for (;;) {
-    const p = fits(hi)
-    if (p === undefined) break
-    best = p
-    lo = hi
-    hi *= 2
-    if (hi > 2 ** 24) break
-  }
-  while (hi - lo > step) {
-    const mid = Math.floor((lo + hi) / 2 / step) * step
-    const p = fits(mid)
-    if (p !== undefined) {
-      lo = mid
-      best = p
-    } else hi = mid
-  }
-  return { seq: lo, ...(best ? { plan: best } : {}) }
+  const { n, capped } = largestFitting(fits, step, exactSeqCap(a, step))
+  const plan = n > 0 ? (plans.get(n) ?? planAt(a, mode, n)) : undefined
+  return { seq: n, capped, ...(plan ? { plan } : {}) }
 }
+
+/** The largest multiple of `step` whose batch of logits (B·S·V fp32) stays below 2^53 bytes. */
+export const exactSeqCap = (a: Pick<PlanArgs, "batch" | "model">, step: number): number =>
+  Math.max(step, step * Math.floor(2 ** 53 / (4 * a.batch * a.model.vocab_size * step)))
 
 const row = (mode: string, S: string, p: StepPlan) => {
   const k = p.gradientPass.atPeak
-  return `${mode.padEnd(15)} ${S.padStart(8)} ${formatBytes(p.peak).padStart(10)} │ ${formatBytes(p.gradientPass.peak).padStart(10)}: ${[k.weights, k.gradients, k.optimizer, k.activations, k.temporaries].map((b) => formatBytes(b).padStart(10)).join(" ")} │ ${formatBytes(p.optimizerPass.peak).padStart(10)} │ M ${p.chunks.mlp}/${p.chunks.lm}`
+  return `${mode.padEnd(15)} ${S.padStart(8)} ${formatBytes(p.peak).padStart(10)} ${formatBytes(p.held).padStart(10)} │ ${formatBytes(p.gradientPass.peak).padStart(10)}: ${[k.weights, k.gradients, k.optimizer, k.activations, k.temporaries].map((b) => formatBytes(b).padStart(10)).join(" ")} │ ${formatBytes(p.optimizerPass.peak).padStart(10)} │ M ${p.chunks.mlp}/${p.chunks.lm}`
 }
-const header = `${"mode".padEnd(15)} ${"S".padStart(8)} ${"step peak".padStart(10)} │ ${"fwd+bwd".padStart(10)}: ${["weights", "grads", "optimizer", "saved", "temps"].map((h) => h.padStart(10)).join(" ")} │ ${"AdamW".padStart(10)} │ M mlp/lm`
+const header = `${"mode".padEnd(15)} ${"S".padStart(8)} ${"step peak".padStart(10)} ${"held".padStart(10)} │ ${"fwd+bwd".padStart(10)}: ${["weights", "grads", "optimizer", "saved", "temps"].map((h) => h.padStart(10)).join(" ")} │ ${"AdamW".padStart(10)} │ M mlp/lm`
 
 export const planCommand = Command.make(
   "plan",
@@ -129,6 +130,9 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
+      // Read with --max-seq only, but checked always: a bad value is never silently ignored.
+      const memory = yield* parseBytes(f.memory)
+      yield* checkSizes(model, f.batch, f.maxSeq ? f.granularity : f.seq)
       const args: PlanArgs = {
         model,
         batch: f.batch,
@@ -146,7 +150,6 @@ export const planCommand = Command.make(
           yield* Console.log(`note: S exceeds max_position_embeddings (${model.max_position_embeddings})`)
         return
       }
-      const memory = yield* parseBytes(f.memory)
       yield* Console.log(
         `largest S that fits ${formatBytes(memory)}, ${what} (S in multiples of ${f.granularity}):\n${header}`,
       )
@@ -156,7 +159,7 @@ export const planCommand = Command.make(
         found[mode] = r.seq
         yield* Console.log(
           r.plan
-            ? row(mode, String(r.seq), r.plan)
+            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan)
             : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`,
         )
       }

@@ -25,6 +25,7 @@ import { type StepRecord, train } from "../models/train.js"
 import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
 import { checkRunFolder, lockRunFolder } from "./run-folder.js"
 import { checkpointStep, describeCorpus, History, previousStart, type RunInfo, writeRunFiles } from "./run-record.js"
+import { CPU_MAX_ELEMENTS, checkSizes, integerAtLeast, seedFlag, tokensPerStep } from "./limits.js"
 import { availableMemory, refuseWhatCannotFit } from "./memory-check.js"
 import { formatBytes } from "./svg.js"
 
@@ -75,7 +76,9 @@ const flags = {
   ),
   checkpointEvery: Flag.Int("checkpoint-every").pipe(
     Flag.withDefault(100),
-    Flag.withDescription("save a checkpoint every N steps (and after the last); 0: only after the last (default: 100)"),
+    Flag.withDescription(
+      "save a checkpoint every N steps (and after the last); N ≥ --steps: only after the last (default: 100)",
+    ),
   ),
   backend: Flag.Literals("backend", ["cpu-fast", "cpu", "webgpu", "cuda"] as const).pipe(
     Flag.withDefault("cpu-fast" as const),
@@ -120,6 +123,9 @@ export function backendLayer(
   }).pipe(Effect.map((m) => m.webgpuBackendLayer()))
 }
 
+/** The held-out batches' seed: the next one, or the one before for the largest (so every seed works). */
+const heldOutSeed = (seed: number): number => (seed < Number.MAX_SAFE_INTEGER ? seed + 1 : seed - 1)
+
 /** After Ctrl-C: nothing of the interrupted step was saved; where the same command resumes. */
 const sayHowToResume = (checkpointDir: string) =>
   latestCheckpoint(checkpointDir).pipe(
@@ -162,6 +168,20 @@ export const trainCommand = Command.make("train", flags, (f) =>
       return yield* Effect.fail(
         new BadConfig({ field: "sample", message: `--sample must be an integer ≥ 0 (0: no sample), got ${f.sample}` }),
       )
+    yield* integerAtLeast("warmup", f.warmup, 0, "pass 0 for no warmup")
+    yield* integerAtLeast(
+      "checkpoint-every",
+      f.checkpointEvery,
+      1,
+      "to save only after the last step, pass a value of at least --steps",
+    )
+    yield* seedFlag(f.seed)
+    yield* checkSizes(
+      model,
+      f.batch,
+      f.seq,
+      f.backend === "cpu" || f.backend === "cpu-fast" ? CPU_MAX_ELEMENTS : undefined,
+    )
     // Every flag is checked before anything starts (the progress bar, the backend).
     const memoryLimit = Option.isSome(f.memoryLimit)
       ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
@@ -177,10 +197,14 @@ export const trainCommand = Command.make("train", flags, (f) =>
       catch: (e) => new BadConfig({ field: "corpus", message: String(e instanceof Error ? e.message : e) }),
     })
     const split = trainValSplit(corpusIds(tokenizer, text))
+    yield* tokensPerStep(f.accumulate, f.batch, f.seq, split.train.length)
     // Score the final model on held-out text (when the corpus's last 5% holds a sequence).
     const validation =
       split.val.length > f.seq
-        ? { batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: f.seed + 1 }), count: 8 }
+        ? {
+            batches: makeBatches({ tokens: split.val, batch: f.batch, seq: f.seq, seed: heldOutSeed(f.seed) }),
+            count: 8,
+          }
         : undefined
     const batches = yield* Effect.try({
       try: () => makeBatches({ tokens: split.train, batch: f.batch, seq: f.seq, seed: f.seed }),

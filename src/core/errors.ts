@@ -63,8 +63,13 @@ export class WriteError extends Data.TaggedError("WriteError")<{
   readonly message: string
 }> {}
 
-/** A graph misused (a value missing at run time, a region given a wrong argument). */
+/**
+ * A graph misused: a value missing or of the wrong kind at run time, a region given a wrong
+ * argument or body, an index (a gathered row, a cross-entropy target) outside its range.
+ */
 export class GraphError extends Data.TaggedError("GraphError")<{
+  /** For an index out of range: the value, where it was, and the range [0, bound) it must be in. */
+  readonly index?: { readonly value: number; readonly position: number; readonly bound: number }
   readonly message: string
 }> {}
 

@@ -10,6 +10,7 @@ import { makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
+import { checkFeeds, feedParts } from "./feeds.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
 import { matmulSpec, ruleOf, type Site, siteOf } from "./primitives.js"
 import { pieces, type RoutineSite } from "./region-types.js"
@@ -626,17 +627,9 @@ export function evaluate(
     const backend = yield* Backend
     const bindings = new Map<Tensor, Binding>()
     const result = yield* attempt(() => {
+      checkFeeds(feeds)
       for (const [t, feed] of feeds) {
-        const { data, kind } = ArrayBuffer.isView(feed)
-          ? { data: feed as HostArray, kind: "activations" as const }
-          : (feed as { data: HostArray; kind: MemoryKind })
-        // bfloat16 has no host array: its values travel as float32 and the backend rounds them.
-        const fits = dtypeOf(data) === t.dtype || (t.dtype === "bfloat16" && data instanceof Float32Array)
-        if (!fits || data.length !== t.size) {
-          throw new GraphError({
-            message: `feed for ${t} has ${data.length} ${dtypeOf(data)} values; it needs ${t.size} ${t.dtype}`,
-          })
-        }
+        const { data, kind } = feedParts(t, feed)
         const buffer = backend.alloc(t.dtype, t.size)
         backend.write(buffer, data)
         bindings.set(t, { buffer, kind })

@@ -5,6 +5,7 @@
  */
 import { numel } from "./backend.js"
 import type { DType } from "./dtype.js"
+import { ShapeError } from "./errors.js"
 import type { PrimitiveAttrs } from "./primitives.js"
 import type { RegionAttrs } from "./region-types.js"
 
@@ -82,12 +83,26 @@ export function withPhase<A>(phase: Phase, build: () => A): A {
   }
 }
 
+/**
+ * Throws a ShapeError unless `shape` is an array of non-negative whole numbers (`what` names
+ * the op and its argument in the message).
+ */
+export function checkShape(op: string, what: string, shape: unknown): asserts shape is readonly number[] {
+  const dims = Array.isArray(shape) ? (shape as unknown[]) : undefined
+  const bad = dims === undefined ? undefined : dims.findIndex((d) => !(Number.isSafeInteger(d) && (d as number) >= 0))
+  if (dims !== undefined && bad === -1) return
+  const shown = dims === undefined ? String(shape) : `[${dims.map(String).join(", ")}]`
+  const which = dims === undefined ? "is not an array" : `has ${String(dims[bad!])} at dim ${bad}`
+  throw new ShapeError({
+    op,
+    shapes: [],
+    message: `${what}: shape ${shown} ${which}; a shape is an array of non-negative integers, e.g. [2, 3]`,
+  })
+}
+
 /** A leaf tensor, bound to data when the graph runs. */
 export function input(name: string, shape: readonly number[], dtype: DType = "float32"): Tensor {
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0)
-      throw new Error(`input "${name}": shape [${shape.join(", ")}] must hold non-negative integers`)
-  }
+  checkShape("input", `input "${name}"`, shape)
   return makeNode("input", [], { name }, [{ shape, dtype }]).results[0]!
 }
 

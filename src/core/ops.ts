@@ -5,7 +5,7 @@
 import { numel } from "./backend.js"
 import type { DType } from "./dtype.js"
 import { fmtShape, ShapeError } from "./errors.js"
-import type { Tensor } from "./graph.js"
+import { checkShape, type Tensor } from "./graph.js"
 import { apply } from "./primitives.js"
 
 export type Operand = Tensor | number
@@ -13,15 +13,19 @@ export type Operand = Tensor | number
 const normAxis = (axis: number, rank: number): number => (axis < 0 ? axis + rank : axis)
 
 /** A constant tensor (a `fill` node): costs a buffer of its size when it runs. */
-export const full = (shape: readonly number[], value: number, dtype: DType = "float32"): Tensor =>
-  apply("fill", [], { value, shape: [...shape], dtype })
+export function full(shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
+  checkShape("fill", "full", shape)
+  return apply("fill", [], { value, shape: [...shape], dtype })
+}
 export const zeros = (shape: readonly number[], dtype: DType = "float32"): Tensor => full(shape, 0, dtype)
 export const zerosLike = (t: Tensor): Tensor => zeros(t.shape, t.dtype)
 export const scalar = (value: number, dtype: DType = "float32"): Tensor => full([], value, dtype)
 
 /** Each element's index along `axis` (0, 1, 2, …). */
-export const iota = (shape: readonly number[], axis = 0, dtype: DType = "int32"): Tensor =>
-  apply("iota", [], { shape: [...shape], axis: normAxis(axis, shape.length), dtype })
+export function iota(shape: readonly number[], axis = 0, dtype: DType = "int32"): Tensor {
+  checkShape("iota", "iota", shape)
+  return apply("iota", [], { shape: [...shape], axis: normAxis(axis, shape.length), dtype })
+}
 
 /** The numpy broadcast of two shapes. */
 export function broadcastShapes(op: string, a: readonly number[], b: readonly number[]): number[] {

@@ -17,7 +17,7 @@
 import { vjp } from "./autodiff.js"
 import { accumulatorDType, isFloat } from "./dtype.js"
 import { BadConfig, fmtShape, GraphError, ShapeError } from "./errors.js"
-import { input, makeNode, type Node, peekNextId, type Tensor, type TensorType } from "./graph.js"
+import { input, makeNode, type Node, peekNextId, Tensor, type TensorType } from "./graph.js"
 import * as o from "./ops.js"
 import type { Body, Combine, CustomVjp, RegionAttrs, RoutineSite } from "./region-types.js"
 import { pieces } from "./region-types.js"
@@ -41,12 +41,34 @@ interface Trace {
   returnsArray: boolean
 }
 
+const describe = (v: unknown): string =>
+  v === null
+    ? "null"
+    : v === undefined
+      ? "undefined (nothing)"
+      : typeof v === "object"
+        ? (v.constructor?.name ?? "an object")
+        : `${typeof v} ${String(v)}`
+
 /** Calls `f` on fresh placeholders and finds the outside tensors its result depends on. */
-function trace(f: Fn<Result>, argTypes: readonly TensorType[]): Trace {
+function trace(f: Fn<Result>, argTypes: readonly TensorType[], name: string): Trace {
+  if (typeof f !== "function")
+    throw new GraphError({ message: `${name}: the body must be a function of tensors, got ${describe(f)}` })
   const start = peekNextId()
   const placeholders = argTypes.map((t, i) => placeholder(t, `arg${i}`))
   const r = f(...placeholders)
   const outputs = Array.isArray(r) ? [...(r as readonly Tensor[])] : [r as Tensor]
+  const bad = outputs.findIndex((t) => !(t instanceof Tensor))
+  if (outputs.length === 0 || bad >= 0) {
+    const got = Array.isArray(r)
+      ? bad >= 0
+        ? `an array whose item ${bad} is ${describe(outputs[bad])}`
+        : "[]"
+      : describe(r)
+    throw new GraphError({
+      message: `${name}: the body must return a tensor or a non-empty array of tensors, got ${got}; return what it computes, e.g. (x) => o.exp(x)`,
+    })
+  }
   const own = new Set(placeholders)
   const captured = new Set<Tensor>()
   const seen = new Set<Node>()
@@ -128,6 +150,7 @@ function buildRegion<R extends Result>(spec: RegionSpec, f: Fn<R>, args: readonl
       trace(
         f as Fn<Result>,
         args.map((a, i) => (axes[i] === null ? a : withLength(a, axes[i]!, len))),
+        spec.name,
       ),
     ]),
   )
@@ -215,6 +238,7 @@ export interface ChunkedOptions {
 export function chunked(M: number, opts: ChunkedOptions = {}) {
   if (!Number.isInteger(M) || M < 1)
     throw new BadConfig({ field: "M", message: `chunked: M must be a positive integer, got ${M}` })
+  checkChunkedOptions(opts)
   return <R extends Result>(f: Fn<R>): Fn<R> =>
     (...args) => {
       if (args.length === 0)
@@ -226,6 +250,23 @@ export function chunked(M: number, opts: ChunkedOptions = {}) {
       const r = buildRegion({ name: "chunked", axis: opts.axis ?? 1, M, combine: opts.combine ?? "concat" }, f, args)
       return (opts.gradientsInForward ? gradientsInForward(r) : r) as R
     }
+}
+
+/** Region options are checked when the region is declared, not when it first runs. */
+function checkChunkedOptions(opts: ChunkedOptions): void {
+  const bad = (field: string, message: string) => new BadConfig({ field, message: `chunked: ${message}` })
+  if (opts === null || typeof opts !== "object") throw bad("options", `options must be an object, got ${String(opts)}`)
+  const { axis, combine, gradientsInForward } = opts
+  if (axis !== undefined && !Number.isSafeInteger(axis))
+    throw bad("axis", `axis must be an integer (negative counts from the end), got ${String(axis)}`)
+  if (combine !== undefined && combine !== "concat" && combine !== "sum")
+    throw bad("combine", `combine must be "concat" or "sum", got ${JSON.stringify(combine) ?? String(combine)}`)
+  if (gradientsInForward !== undefined && typeof gradientsInForward !== "boolean")
+    throw bad("gradientsInForward", `gradientsInForward must be true or false, got ${String(gradientsInForward)}`)
+  const known = ["axis", "combine", "gradientsInForward"]
+  const unknown = Object.keys(opts).filter((k) => !known.includes(k))
+  if (unknown.length > 0)
+    throw bad(unknown[0]!, `unknown option ${unknown.join(", ")}; the options are ${known.join(", ")}`)
 }
 
 /**
@@ -328,7 +369,7 @@ export function lazyRoutine<D extends RoutineDecl>(
   return (...args) => {
     const types = resultTypes(args)
     const bodyFor = memo((): Body => {
-      const tr = trace(f, args)
+      const tr = trace(f, args, name)
       if (tr.captured.length > 0)
         throw new GraphError({ message: `routine ${name} must not close over tensors; pass them as arguments` })
       tr.outputs.forEach((t, j) => {

@@ -8,6 +8,8 @@
 import { Effect } from "effect"
 import type { BackendImpl, Buffer } from "../core/backend.js"
 import { NonFiniteLoss } from "../core/errors.js"
+import { checkIndices, checkTargets } from "../core/indices.js"
+import { IGNORE_INDEX } from "../core/routines/cross-entropy.js"
 import { attempt, type Binding, type ExecutionError, execute, executeEffect } from "../core/executor.js"
 import type { Tensor } from "../core/graph.js"
 import type { MemoryReport } from "../core/memory.js"
@@ -62,6 +64,14 @@ const freeAll = (backend: BackendImpl, buffers: Iterable<Buffer>) => {
 
 const countTargets = (targets: Int32Array): number => targets.reduce((n, t) => (t === -100 ? n : n + 1), 0)
 
+/** A batch's ids, checked on the host before they go anywhere: no backend reads past its vocabulary. */
+const checkBatch = (batch: Batch, g: { readonly params: Record<string, Tensor> }): void => {
+  const vocab = g.params["model.embed_tokens.weight"]!.shape[0]!
+  const fix = `a token id is below the model's vocab_size ${vocab}`
+  checkIndices("train: batch tokens", batch.tokens, vocab, fix)
+  checkTargets("train: batch targets", batch.targets, vocab, IGNORE_INDEX)
+}
+
 /** One batch on the device, with `count`, the number of targets its loss divides by. */
 const batchValues = (backend: BackendImpl, batch: Batch, count: number) => ({
   tokens: upload(backend, batch.tokens),
@@ -96,6 +106,7 @@ export function gradientPass(
     let worst: MemoryReport | undefined
     for (const batch of micro) {
       const g = grads === undefined ? graphs.first : graphs.accumulate!
+      yield* attempt(() => checkBatch(batch, g.model))
       const values = batchValues(backend, batch, count)
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
       const options = { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }
@@ -201,6 +212,7 @@ export function heldOutLoss(
     let total = 0
     for (let i = 0; i < held.count; i++) {
       const batch = held.batches.batchAt(i)
+      yield* attempt(() => checkBatch(batch, g.model))
       const values = batchValues(backend, batch, Math.max(1, countTargets(batch.targets)))
       const bindings = bindInputs(lossInputs(g.model), s, values)
       const run = yield* executeEffect(backend, [g.model.loss], bindings, t.limit).pipe(

@@ -4,11 +4,12 @@
  * This is the reference backend. It favours clarity, but it is also the backend people train on
  * without a GPU, so the two hot kernels (`copy` and `matmul`) have fast paths. Arguments are
  * checked before they get here (src/core/checked-backend.ts); what is left to check is what only
- * the data shows: an index out of range throws a plain `Error` naming the kernel.
+ * the data shows: an index out of range throws a GraphError naming the kernel, the index and the range.
  */
 import type { Buffer, BackendImpl, BinaryOp, ReduceOp, UnaryOp, View } from "../../core/backend.js"
 import { iotaDims } from "../../core/backend.js"
 import { checkedBackend } from "../../core/checked-backend.js"
+import { indexOutOfRange } from "../../core/indices.js"
 import { kernelChecks } from "../../core/kernel-checks.js"
 import { LiveBuffers, type LiveMemory } from "../../core/live-buffers.js"
 import { simplifyViews } from "../views.js"
@@ -40,10 +41,11 @@ const ints = (b: Buffer): Int32Array => data(b) as Int32Array
 /** Index step of an elementwise operand: 0 for a broadcast scalar. */
 const step = (x: CpuData, out: CpuData): number => (x.length === out.length ? 1 : 0)
 
-/** Reads idx[i] and checks it addresses one of `bound` slots (a bad index is an executor bug). */
+/** Reads idx[i] and checks it addresses one of `bound` slots: indices are data, a bad one the caller's. */
 function indexAt(kernel: string, idx: Int32Array, i: number, bound: number): number {
   const r = idx[i]!
-  if (r < 0 || r >= bound) fail(kernel, `index ${r} at position ${i} is out of range [0, ${bound})`)
+  if (r < 0 || r >= bound)
+    throw indexOutOfRange(`cpu.${kernel}`, r, i, bound, `every index must address one of the ${bound} rows (or slots)`)
   return r
 }
 

@@ -3,6 +3,7 @@
  * conformance tests compare them); what it saves is memory: no N×V temporaries.
  */
 import type { Buffer } from "../../core/backend.js"
+import { checkTargets } from "../../core/indices.js"
 import type { RoutineKernels } from "../../core/routines/registry.js"
 import type { CpuBuffer, CpuData } from "./cpu-backend.js"
 
@@ -25,6 +26,7 @@ export const cpuRoutines: RoutineKernels = {
     const x = data(logits),
       t = data(targets),
       out = data(nll)
+    checkTargets("cpu.crossEntropy", t, V, attrs.ignoreIndex)
     for (let i = 0; i < N; i++) {
       const ti = t[i]!
       out[i] = ti === attrs.ignoreIndex ? 0 : rowLse(x, i * V, V) - x[i * V + ti]!
@@ -38,6 +40,7 @@ export const cpuRoutines: RoutineKernels = {
       t = data(targets),
       g = data(dNll),
       dx = data(dLogits)
+    checkTargets("cpu.crossEntropy.vjp", t, V, attrs.ignoreIndex)
     for (let i = 0; i < N; i++) {
       const base = i * V
       const ti = t[i]!
