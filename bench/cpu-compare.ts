@@ -5,10 +5,16 @@
  *   npx tsx bench/cpu-compare.ts [--steps 4] [--modes vanilla,mst] [--skip-reference]
  * Config: d 128, I 384, 4 layers, 4 heads / 2 KV, vocab 256, batch 8 × 256, fp32, AdamW. Tokens/s
  * is the median over the steps after the first. Writes docs/results/cpu-compare.json.
+ *
+ * The runs are the same computation: PyTorch gets miniseq's initial weights and batches (files in a
+ * temporary folder), a constant learning rate (no warmup, no decay: miniseq's minLr = lr), and
+ * miniseq's AdamW (β 0.9/0.95, ε 1e-8, weight decay 0.1 on matrices, gradient norm clipped at 1).
+ * Their losses should then agree to float32 rounding, step by step: the check that they do is printed.
  */
 import { execFileSync } from "node:child_process"
-import { mkdirSync, writeFileSync } from "node:fs"
-import { cpus } from "node:os"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { cpus, loadavg, tmpdir } from "node:os"
+import { join } from "node:path"
 import { Effect, type Layer } from "effect"
 import { cpuBackendLayer } from "../src/backends/cpu/index.js"
 import { fastCpuBackendLayer } from "../src/backends/cpu-fast/index.js"
@@ -16,8 +22,8 @@ import type { Backend } from "../src/core/backend.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, presets } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
-import type { Mode } from "../src/models/llama.js"
-import { train } from "../src/models/train.js"
+import { type Mode, parameterShapes } from "../src/models/llama.js"
+import { initialParameters, train } from "../src/models/train.js"
 
 const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`)
@@ -32,6 +38,12 @@ const model = decodeConfigSync(config)
 const random = rng(1)
 const tokens = Int32Array.from({ length: batch * (seq + 1) * 8 }, () => Math.floor(random() * model.vocab_size))
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
+const [lr, seed] = [1e-3, 1]
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")
+const loadBefore = load()
 
 interface Row {
   readonly runner: string
@@ -47,7 +59,7 @@ const show = (r: Row) =>
   )
 
 console.log(
-  `d ${config.hidden_size}, I ${config.intermediate_size}, ${config.num_hidden_layers} layers, ${config.num_attention_heads} heads / ${config.num_key_value_heads} KV, vocab ${config.vocab_size}, batch ${batch}×${seq}, fp32, AdamW, ${steps} steps; ${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}`,
+  `d ${config.hidden_size}, I ${config.intermediate_size}, ${config.num_hidden_layers} layers, ${config.num_attention_heads} heads / ${config.num_key_value_heads} KV, vocab ${config.vocab_size}, batch ${batch}×${seq}, fp32, AdamW, lr ${lr} constant, ${steps} steps; ${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}; load average ${loadBefore}`,
 )
 console.log(`${"runner".padEnd(9)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)}  losses`)
 const runners: Array<[string, () => Layer.Layer<Backend>]> = [
@@ -58,9 +70,9 @@ const runners: Array<[string, () => Layer.Layer<Backend>]> = [
 ]
 for (const mode of modes)
   for (const [runner, layer] of runners) {
-    const batches = makeBatches({ tokens, batch, seq, seed: 1 })
+    const batches = makeBatches({ tokens, batch, seq, seed })
     const { records } = await Effect.runPromise(
-      train({ model, mode, batch, seq, steps, lr: 1e-3, warmup: 1, seed: 1 }, batches).pipe(Effect.provide(layer())),
+      train({ model, mode, batch, seq, steps, lr, minLr: lr, warmup: 0, seed }, batches).pipe(Effect.provide(layer())),
     )
     const tps = median(records.slice(1).map((r) => r.tokensPerSecond))
     const row = {
@@ -84,12 +96,38 @@ const python = [process.env.PYTHON, "python3", "/usr/bin/python3"].find((p) => {
     return false
   }
 })
+/** miniseq's initial weights (params.json + params.bin) and the steps' batches (batches.bin) for PyTorch. */
+function writeRunData(dir: string): void {
+  const init = initialParameters(model, seed)
+  const shapes = parameterShapes(model)
+  const manifest: Record<string, [number, readonly number[]]> = {}
+  let offset = 0
+  for (const [name, values] of Object.entries(init)) {
+    manifest[name] = [offset, shapes[name]!]
+    offset += values.length
+  }
+  const flat = new Float32Array(offset)
+  for (const [name, values] of Object.entries(init)) flat.set(values, manifest[name]![0])
+  writeFileSync(join(dir, "params.bin"), flat)
+  writeFileSync(join(dir, "params.json"), JSON.stringify(manifest))
+  const batches = makeBatches({ tokens, batch, seq, seed })
+  const ids = new Int32Array(steps * 2 * batch * seq)
+  for (let s = 0; s < steps; s++) {
+    const b = batches.batchAt(s) // step s + 1 trains on batchAt(s)
+    ids.set(b.tokens, 2 * s * batch * seq)
+    ids.set(b.targets, (2 * s + 1) * batch * seq)
+  }
+  writeFileSync(join(dir, "batches.bin"), ids)
+}
+
 let torch: string | undefined
+const dataDir = mkdtempSync(join(tmpdir(), "miniseq-cpu-compare-"))
 try {
   if (python === undefined) throw new Error("no python3 with torch on this machine")
+  writeRunData(dataDir)
   const line = execFileSync(
     python,
-    ["bench/cpu_compare_torch.py", JSON.stringify(config), `${batch}`, `${seq}`, `${steps}`],
+    ["bench/cpu_compare_torch.py", JSON.stringify(model), `${batch}`, `${seq}`, `${steps}`, `${lr}`, dataDir],
     {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "pipe"],
@@ -108,7 +146,11 @@ try {
   show(row)
 } catch (e) {
   console.log(`pytorch: not run (${String(e).split("\n")[0]})`)
+} finally {
+  rmSync(dataDir, { recursive: true, force: true })
 }
+const loadAfter = load()
+console.log(`load average after: ${loadAfter}`)
 
 const tps = (runner: string, mode = "vanilla") =>
   rows.find((r) => r.runner === runner && r.mode === mode)?.tokensPerSecond
@@ -130,7 +172,9 @@ writeFileSync(
     {
       date: new Date().toISOString(),
       machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, torch },
+      loadAverage: { before: loadBefore, after: loadAfter },
       config,
+      lr,
       batch,
       seq,
       steps,
