@@ -19,9 +19,12 @@ type FloatData = Float32Array | Float64Array
 /** The backend's matmul on typed arrays (views into buffers). */
 export type Matmul = (a: FloatData, b: FloatData, c: FloatData, spec: MatmulSpec) => void
 
+/** Scratch of n elements of x's type (zeroed), and how to give it back. */
+export type Scratch = (x: FloatData, n: number) => FloatData
+export type Release = (x: FloatData) => void
+
 const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
-const like = (x: FloatData, n: number): FloatData =>
-  x instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)
+const plain: Scratch = (x, n) => (x instanceof Float32Array ? new Float32Array(n) : new Float64Array(n))
 const mm = (m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate = false): MatmulSpec => ({
   batch: 1,
   m,
@@ -35,7 +38,7 @@ const mm = (m: number, n: number, k: number, transA: boolean, transB: boolean, a
 /** Queries per block: the scratch is ROWS × S, and a causal block only visits keys up to its last query. */
 const ROWS = 64
 
-export function attentionKernels(matmul: Matmul): RoutineKernels {
+export function attentionKernels(matmul: Matmul, like: Scratch = plain, release: Release = () => {}): RoutineKernels {
   return {
     attention({ inputs, outputs, shapes, attrs }) {
       const [B, H, S, D] = shapes.inputs.q as [number, number, number, number]
@@ -73,6 +76,7 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
             matmul(P, keys(v!), rows(o!), mm(r, D, nk, false, false))
           }
         }
+      release(scratch)
     },
 
     "attention.vjp"({ inputs, outputs, shapes, attrs }) {
@@ -121,6 +125,7 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
             matmul(dP, rows(q!), keys(dk!), mm(nk, D, r, true, false, true))
           }
         }
+      for (const x of [pScratch, dpScratch, zeros]) release(x)
     },
   }
 }

@@ -2,17 +2,22 @@
  * The fast CPU backend (`cpu-fast`): the reference CPU backend (../cpu/) with its hot kernels
  * replaced, behind the same contract and the same `checkedBackend`.
  *
+ * - float32 buffers live in the WebAssembly module's (shared) memory (./heap.ts), so the SIMD
+ *   kernels take them by address, without copies, and a helper thread can work on them.
  * - matmul in float32 runs the WebAssembly SIMD GEMM (./wasm-gemm.ts, kernels.wat.mjs): the same
  *   module in Node and in the browser, no native build. float64 keeps the reference's GEMM.
- * - Buffers are recycled: a freed typed array goes to a pool (by dtype and size) and a later
- *   alloc of the same kind takes it back, zeroed. Training allocates the same buffers every step,
- *   and fresh typed arrays (and the garbage collection they cause) cost the reference a fifth of
- *   its time.
- * - float32 elementwise kernels and sums (./elementwise.ts): the reference's arithmetic, bitwise,
- *   in loops V8 compiles for Float32Array alone.
+ * - Buffers are recycled: a freed buffer goes back to the heap's free list (or, outside the heap,
+ *   to a pool by dtype and size) and a later alloc of the same size takes it back, zeroed.
+ *   Training allocates the same buffers every step, and fresh typed arrays (and the garbage
+ *   collection they cause) cost the reference a fifth of its time.
+ * - float32 add/sub/mul/div/maximum, neg/sqrt/recip as SIMD kernels, bitwise the reference's
+ *   (one correctly rounded float32 operation each); the other float32 elementwise kernels and sums
+ *   (./elementwise.ts): the reference's arithmetic, bitwise, in loops V8 compiles for Float32Array.
  * - attention and its VJP as one fused kernel (./attention.ts): a few matrix products per head.
- * Everything else is the reference's code (with its fused cross-entropy). Where WebAssembly SIMD is missing, the backend says so
- * once (`notice`) and runs the reference kernels.
+ * Everything else is the reference's code (with its fused cross-entropy). Where WebAssembly SIMD is
+ * missing, the backend says so once (`notice`) and runs the reference kernels; where shared memory
+ * is missing (a page without cross-origin isolation), it says so and keeps buffers as JS arrays,
+ * copied in and out of the module's memory per product, on one thread.
  *
  * Results are float32 sums in a different order than the reference's float64 ones: equal within
  * float32 rounding (the conformance suite checks it), not bitwise.
@@ -26,7 +31,7 @@ import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cp
 import { matmulBlocked } from "../cpu/matmul.js"
 import { attentionKernels } from "./attention.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
-import { type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
+import { type SimdBinary, type SimdUnary, type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
 
 type FloatData = Float32Array | Float64Array
 const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
@@ -42,23 +47,44 @@ export interface FastCpuOptions {
    * ./node-threads.ts, which the CLI passes); without it everything runs on the calling thread.
    */
   readonly helper?: StartHelper
-  /** Keep at most this many bytes of freed buffers for reuse (default 1 GiB). */
+  /** Keep at most this many bytes of freed buffers outside the module's memory for reuse (default 1 GiB). */
   readonly poolBytes?: number
 }
+
+const simdBinary: Partial<Record<string, SimdBinary>> = {
+  add: "add",
+  sub: "sub",
+  mul: "mul",
+  div: "div",
+  maximum: "max",
+}
+const simdUnary: Partial<Record<string, SimdUnary>> = { neg: "neg", sqrt: "sqrt", recip: "recip" }
 
 /** The fast CPU backend; see the module comment. */
 export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
   const buffers = new LiveBuffers()
   const ref = cpuKernels({}, buffers)
   const missing = wasmSimdMissing()
-  const gemm = missing === undefined ? new WasmGemm(opts.helper) : undefined
-  const notice = missing === undefined ? undefined : `cpu-fast: running the reference kernels (${missing})`
+  const gemm = missing === undefined ? new WasmGemm({ startHelper: opts.helper }) : undefined
+  const heap = gemm?.heap
+  const notice =
+    missing !== undefined
+      ? `cpu-fast: running the reference kernels (${missing})`
+      : heap?.resident === false
+        ? "cpu-fast: one thread, buffers copied into the WebAssembly memory per product (no shared memory: the page is not cross-origin isolated)"
+        : undefined
 
   // The matmul on typed arrays: the WebAssembly GEMM for float32, the reference GEMM otherwise.
   const matmulData = (A: FloatData, B: FloatData, C: FloatData, spec: MatmulSpec): void => {
-    if (gemm !== undefined && A instanceof Float32Array && B instanceof Float32Array && C instanceof Float32Array)
-      gemm.matmul(A, B, C, spec)
-    else matmulBlocked(A, B, C, spec)
+    const f32 = A instanceof Float32Array && B instanceof Float32Array && C instanceof Float32Array
+    if (!(f32 && gemm?.matmul(A, B, C, spec))) matmulBlocked(A, B, C, spec)
+  }
+  // Scratch for the fused attention: in the heap when it has room, so its products need no copies.
+  const scratch = (like: FloatData, size: number): FloatData =>
+    (like instanceof Float32Array ? heap?.alloc(size) : undefined) ??
+    (like instanceof Float32Array ? new Float32Array(size) : new Float64Array(size))
+  const release = (x: FloatData): void => {
+    if (x instanceof Float32Array && heap?.owns(x)) heap.release(x)
   }
 
   const poolLimit = opts.poolBytes ?? 2 ** 30
@@ -69,9 +95,11 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
     {
       ...ref,
       name: "cpu-fast",
-      routines: { ...ref.routines, ...attentionKernels(matmulData) },
+      routines: { ...ref.routines, ...attentionKernels(matmulData, scratch, release) },
       notice,
       alloc(dtype, size): CpuBuffer {
+        const resident = dtype === "float32" ? heap?.alloc(size) : undefined
+        if (resident !== undefined) return { dtype, size, data: resident }
         const free = pool.get(`${dtype}:${size}`)
         const reused = free?.pop()
         if (reused === undefined) return { dtype, size, data: hostArray(dtype, size) as CpuData }
@@ -81,6 +109,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       },
       free(buffer) {
         const { data } = buffer as CpuBuffer
+        if (data instanceof Float32Array && heap?.owns(data)) return heap.release(data)
         if (pooled + data.byteLength > poolLimit) return
         const key = `${buffer.dtype}:${buffer.size}`
         const free = pool.get(key)
@@ -90,12 +119,18 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       },
       unary(op, x, out) {
         const [X, O] = [x, out].map((v) => (v as CpuBuffer).data)
-        if (!(X instanceof Float32Array && O instanceof Float32Array && unaryF32(op, X, O))) ref.unary(op, x, out)
+        if (!(X instanceof Float32Array && O instanceof Float32Array)) return ref.unary(op, x, out)
+        const simd = simdUnary[op]
+        if (simd !== undefined && gemm?.unary(simd, X, O)) return
+        if (!unaryF32(op, X, O)) ref.unary(op, x, out)
       },
       binary(op, a, b, out) {
         const [A, B, O] = [a, b, out].map((v) => (v as CpuBuffer).data)
-        const f32 = A instanceof Float32Array && B instanceof Float32Array && O instanceof Float32Array
-        if (!(f32 && binaryF32(op, A, B, O))) ref.binary(op, a, b, out)
+        if (!(A instanceof Float32Array && B instanceof Float32Array && O instanceof Float32Array))
+          return ref.binary(op, a, b, out)
+        const simd = simdBinary[op]
+        if (simd !== undefined && gemm?.binary(simd, A, B, O)) return
+        if (!binaryF32(op, A, B, O)) ref.binary(op, a, b, out)
       },
       reduce(op, x, out, outer, axis, inner) {
         const [X, O] = [x, out].map((v) => (v as CpuBuffer).data)

@@ -10,6 +10,12 @@
  * 4 × 8 micro-kernel keeps its 32 sums in eight f32x4 registers over the k block (4 splat loads,
  * 2 vector loads, 8 multiplies and 8 adds per step). Edge tiles are computed into the scratch tile
  * T and added from there. Sums run in float32 from p = 0 up, one block of KC at a time.
+ *
+ * Elementwise float32 kernels, four lanes at a time then a scalar tail:
+ *   <op>_vv(a, b, o, n): o[i] = a[i] op b[i];  <op>_vs: o[i] = a[i] op b[0];  <op>_sv: a[0] op b[i]
+ *   for op in add sub mul div max; neg / sqrt / recip (x, o, n).
+ * Each is one IEEE float32 operation, correctly rounded: the same value as the reference's float64
+ * operation rounded once to float32 (float64 is wide enough that the double rounding is exact).
  */
 const MR = 4,
   NR = 8,
@@ -58,9 +64,69 @@ const micro = `
           )
           .join("\n        ")})))`
 
+const binaryOps = { add: "add", sub: "sub", mul: "mul", div: "div", max: "max" }
+// How each operand is read: a vector (v) advances, a scalar (s) is read once and splat.
+const operand = (name, kind, lane) =>
+  kind === "v"
+    ? lane === "v128"
+      ? `(v128.load (local.get $${name}))`
+      : `(f32.load (local.get $${name}))`
+    : lane === "v128"
+      ? `(local.get $${name}4)`
+      : `(local.get $${name}1)`
+const advance = (names) => names.map((x) => `(local.set $${x} (i32.add (local.get $${x}) (i32.const STEP)))`).join(" ")
+
+/** One elementwise loop: `body(lane)` is the value stored at o for lane v128 or f32. */
+const elementwise = (name, params, scalars, vectors, body) => `
+  (func (export "${name}") ${params.map((p) => `(param $${p} i32)`).join(" ")} (param $o i32) (param $n i32)
+    ${scalars.map((x) => `(local $${x}1 f32) (local $${x}4 v128)`).join(" ")}
+    ${scalars.map((x) => `(local.set $${x}1 (f32.load (local.get $${x}))) (local.set $${x}4 (f32x4.splat (local.get $${x}1)))`).join(" ")}
+    (block $e4 (loop $l4
+      (br_if $e4 (i32.lt_s (local.get $n) (i32.const 4)))
+      (v128.store (local.get $o) ${body("v128")})
+      ${advance([...vectors, "o"]).replaceAll("STEP", "16")}
+      (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+      (br $l4)))
+    (block $e1 (loop $l1
+      (br_if $e1 (i32.le_s (local.get $n) (i32.const 0)))
+      (f32.store (local.get $o) ${body("f32")})
+      ${advance([...vectors, "o"]).replaceAll("STEP", "4")}
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br $l1))))`
+
+const binaryKernels = Object.entries(binaryOps)
+  .flatMap(([name, op]) =>
+    ["vv", "vs", "sv"].map((kinds) => {
+      const [ka, kb] = kinds
+      const scalars = [ka === "s" ? "a" : undefined, kb === "s" ? "b" : undefined].filter((x) => x !== undefined)
+      const vectors = [ka === "v" ? "a" : undefined, kb === "v" ? "b" : undefined].filter((x) => x !== undefined)
+      return elementwise(
+        `${name}_${kinds}`,
+        ["a", "b"],
+        scalars,
+        vectors,
+        (lane) => `(${lane === "v128" ? "f32x4" : "f32"}.${op} ${operand("a", ka, lane)} ${operand("b", kb, lane)})`,
+      )
+    }),
+  )
+  .join("\n")
+
+const unaryKernels = [
+  ["neg", (x, lane) => `(${lane === "v128" ? "f32x4" : "f32"}.neg ${x})`],
+  ["sqrt", (x, lane) => `(${lane === "v128" ? "f32x4" : "f32"}.sqrt ${x})`],
+  [
+    "recip",
+    (x, lane) => (lane === "v128" ? `(f32x4.div (f32x4.splat (f32.const 1)) ${x})` : `(f32.div (f32.const 1) ${x})`),
+  ],
+]
+  .map(([name, f]) => elementwise(name, ["a"], [], ["a"], (lane) => f(operand("a", "v", lane), lane)))
+  .join("\n")
+
 export const wat = (shared) => `(module
   (import "env" "memory" (memory 1 65536 ${shared ? "shared" : ""}))
   ${micro}
+  ${binaryKernels}
+  ${unaryKernels}
 
   ;; Packs a lines × kc block (element (l, p) at $x + l·$ls + p·$ks, bytes) into panels of $w
   ;; lines ($w = 4 or 8), each k-major: P[p·w + r] = line r at depth p; missing lines are 0.

@@ -1,27 +1,31 @@
 /**
- * The float32 matmul of the fast CPU backend: the WebAssembly SIMD GEMM of kernels.wat.mjs. The
- * operands live in JS typed arrays (the backend's buffers), so each call copies a and b into the
- * module's memory (a memcpy: O(mk + kn) against the O(mnk) product), runs the kernel and copies
- * the result back.
+ * The fast CPU backend's WebAssembly module and its memory: the float32 GEMM of kernels.wat.mjs
+ * and the elementwise kernels, over operands in the memory's heap (./heap.ts). An operand that
+ * lives there is passed by address; one that does not (an ordinary JS array) is copied into heap
+ * scratch for the call (a memcpy: O(mk + kn) against the O(mnk) product) and the result back.
  *
- * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) the memory is shared and a
- * large product is split in two halves (rows, or columns when there are more of them): the helper
- * runs one while this thread runs the other, then this thread waits for it (Atomics). The kernel
- * is the same on both, so the result does not depend on the split: every output element is the
- * same sum in the same order.
+ * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) a large product is split
+ * in two halves (rows, or columns when there are more of them): the helper runs one while this
+ * thread runs the other, then this thread waits for it (Atomics). The kernel is the same on both,
+ * so the result does not depend on the split: every output element is the same sum in the same
+ * order.
  */
 import type { MatmulSpec } from "../../core/backend.js"
+import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
 
+export type { WasmMemory } from "./heap.js"
+
+type Kernel = (...args: number[]) => void
 export interface GemmExports {
-  gemm(...args: number[]): void
+  gemm: Kernel
 }
+/** The binary ops with a SIMD kernel (`max` is the contract's `maximum`). */
+export type SimdBinary = "add" | "sub" | "mul" | "div" | "max"
+export type SimdUnary = "neg" | "sqrt" | "recip"
+type KernelExports = GemmExports & Record<`${SimdBinary}_${"vv" | "vs" | "sv"}` | SimdUnary, Kernel>
 
 // The slice of the WebAssembly API used here (this project's TypeScript libs do not declare it).
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer
-  grow(pages: number): number
-}
 interface WasmApi {
   Module: new (bytes: Uint8Array) => object
   Instance: new (module: object, imports: object) => { readonly exports: object }
@@ -46,6 +50,8 @@ const JOB = 0,
 export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, ARGS = ${ARGS};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
+/** Pages a shared memory may grow to (2 GiB: addresses stay positive as i32). */
+const MAX_PAGES = 32768
 
 /**
  * Starts a helper thread that instantiates `bytes` over the shared `memory` and serves jobs:
@@ -87,25 +93,36 @@ export function helperLoop(gemm: GemmExports["gemm"], ctl: Int32Array): void {
   }
 }
 
+export interface WasmGemmOptions {
+  /** Starts the helper thread (the memory must then be shared). */
+  readonly startHelper?: StartHelper
+  /** The most bytes the heap hands out (default: the memory's 2 GiB less the kernels' scratch). */
+  readonly heapBytes?: number
+}
+
 export class WasmGemm {
-  private readonly memory: WasmMemory
-  private readonly kernels: GemmExports
-  private f32: Float32Array
+  /** Where buffers and scratch live; `heap.resident` when buffers may live there (shared memory). */
+  readonly heap: WasmHeap
+  private readonly kernels: KernelExports
   private readonly ctl: Int32Array | undefined
   private job = 0
 
-  constructor(startHelper?: StartHelper) {
-    const shared = startHelper !== undefined
+  /** `new WasmGemm(startHelper)` (the first form) still works. */
+  constructor(opts: StartHelper | WasmGemmOptions = {}) {
+    const { startHelper, heapBytes } = typeof opts === "function" ? { startHelper: opts, heapBytes: undefined } : opts
     const pages = Math.ceil(OPERANDS / 65536) + 1
-    // A shared memory reserves its maximum up front: 1 GiB of address space, not of RAM.
-    this.memory = new wasm!.Memory({ initial: pages, maximum: shared ? 16384 : 65536, shared })
+    const memory = sharedMemory(pages, MAX_PAGES)
+    const shared = typeof memory !== "string"
+    if (!shared && startHelper !== undefined)
+      throw new Error(`cpu-fast: a helper thread needs shared memory: ${memory}`)
+    const mem = shared ? memory : new wasm!.Memory({ initial: pages, maximum: 65536 })
     const bytes = decode(shared ? kernelsWasmShared : kernelsWasm)
     const module = new wasm!.Module(bytes)
-    this.kernels = new wasm!.Instance(module, { env: { memory: this.memory } }).exports as unknown as GemmExports
-    this.f32 = new Float32Array(this.memory.buffer)
-    if (shared) {
-      this.ctl = new Int32Array(this.memory.buffer, CTL, 64)
-      startHelper(this.memory, bytes)
+    this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
+    this.heap = new WasmHeap(mem, OPERANDS, heapBytes ?? MAX_PAGES * 65536 - 65536, shared)
+    if (startHelper !== undefined) {
+      this.ctl = new Int32Array(mem.buffer, CTL, 64)
+      startHelper(mem, bytes)
     }
   }
 
@@ -114,29 +131,43 @@ export class WasmGemm {
     return this.ctl !== undefined && Atomics.load(this.ctl, READY) === 1 ? 2 : 1
   }
 
-  private reserve(bytes: number): void {
-    const have = this.memory.buffer.byteLength
-    if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / 65536))
-    // A shared memory's buffer is a new, longer SharedArrayBuffer after the grow.
-    if (this.f32.byteLength !== this.memory.buffer.byteLength) this.f32 = new Float32Array(this.memory.buffer)
+  /**
+   * out (+)= op(a) · op(b) for every batch entry, all float32; false when the heap had no room
+   * for the copies of operands that live outside it (the caller then runs another GEMM).
+   */
+  matmul(A: Float32Array, B: Float32Array, C: Float32Array, spec: MatmulSpec): boolean {
+    const acc = spec.accumulate === true
+    if (spec.k === 0) {
+      if (!acc) C.fill(0)
+      return true
+    }
+    const heap = this.heap
+    const copies: Array<[number, number]> = []
+    // An operand's address: its own, or that of a scratch copy (C's is copied in only to add to it).
+    const place = (x: Float32Array, copyIn: boolean): number | undefined => {
+      if (heap.owns(x)) return x.byteOffset
+      const at = heap.scratch(x.length)
+      if (at === undefined) return undefined
+      if (copyIn) heap.f32.set(x, at >> 2)
+      copies.push([at, x.length])
+      return at
+    }
+    const aAt = place(A, true),
+      bAt = place(B, true),
+      cAt = place(C, acc)
+    const done = aAt !== undefined && bAt !== undefined && cAt !== undefined
+    if (done) {
+      this.product(aAt, bAt, cAt, spec)
+      if (!heap.owns(C)) C.set(heap.f32.subarray(cAt >> 2, (cAt >> 2) + C.length))
+    }
+    for (const [at, size] of copies) heap.releaseAt(at, size)
+    return done
   }
 
-  /** out (+)= op(a) · op(b) for every batch entry, all float32. */
-  matmul(A: Float32Array, B: Float32Array, C: Float32Array, spec: MatmulSpec): void {
+  /** The GEMM on addresses in the memory. */
+  private product(aAt: number, bAt: number, cAt: number, spec: MatmulSpec): void {
     const { batch, m, n, k, transA, transB } = spec
     const acc = spec.accumulate === true
-    if (k === 0) {
-      if (!acc) C.fill(0)
-      return
-    }
-    const aAt = OPERANDS,
-      bAt = aAt + 4 * A.length,
-      cAt = bAt + 4 * B.length
-    this.reserve(cAt + 4 * C.length)
-    const f32 = this.f32
-    f32.set(A, aAt >> 2)
-    f32.set(B, bAt >> 2)
-    if (acc) f32.set(C, cAt >> 2)
     const rsA = transA ? 4 : 4 * k,
       csA = transA ? 4 * m : 4
     const rsB = transB ? 4 : 4 * n,
@@ -164,9 +195,38 @@ export class WasmGemm {
       this.kernels.gemm(...mine)
       this.wait()
     }
-    C.set(f32.subarray(cAt >> 2, (cAt >> 2) + C.length))
   }
 
+  /**
+   * o = a op b on float32 views into the heap, each of o's length or (a or b) one element; false
+   * when an operand is not in the heap (the caller runs its own loop).
+   */
+  binary(op: SimdBinary, a: Float32Array, b: Float32Array, o: Float32Array): boolean {
+    const heap = this.heap
+    if (!(heap.owns(a) && heap.owns(b) && heap.owns(o))) return false
+    const n = o.length
+    const kinds =
+      a.length === n
+        ? b.length === n
+          ? "vv"
+          : b.length === 1
+            ? "vs"
+            : ""
+        : a.length === 1 && b.length === n
+          ? "sv"
+          : ""
+    if (kinds === "") return false
+    this.kernels[`${op}_${kinds}`](a.byteOffset, b.byteOffset, o.byteOffset, n)
+    return true
+  }
+
+  /** o = op(x) on float32 views into the heap of one length; false when not in the heap. */
+  unary(op: SimdUnary, x: Float32Array, o: Float32Array): boolean {
+    const heap = this.heap
+    if (!(heap.owns(x) && heap.owns(o) && x.length === o.length)) return false
+    this.kernels[op](x.byteOffset, o.byteOffset, o.length)
+    return true
+  }
   /** Hands gemm(args) to the helper. */
   private run(args: readonly number[]): void {
     const ctl = this.ctl!
