@@ -95,7 +95,15 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
     {
       ...ref,
       name: "cpu-fast",
-      routines: { ...ref.routines, ...attentionKernels(matmulData, scratch, release) },
+      routines: {
+        ...ref.routines,
+        ...attentionKernels(
+          matmulData,
+          scratch,
+          release,
+          (words, operands) => gemm?.attention(words, operands) ?? false,
+        ),
+      },
       notice,
       alloc(dtype, size): CpuBuffer {
         const resident = dtype === "float32" ? heap?.alloc(size) : undefined

@@ -122,11 +122,62 @@ const unaryKernels = [
   .map(([name, f]) => elementwise(name, ["a"], [], ["a"], (lane) => f(operand("a", "v", lane), lane)))
   .join("\n")
 
+// Byte lanes of i8x16.shuffle for 32-bit lanes: lane L of the first operand is L, of the second 4 + L.
+const lanes = (...ls) => ls.flatMap((l) => [0, 1, 2, 3].map((b) => 4 * l + b)).join(" ")
+/**
+ * Packs w (4 or 8) full lines whose k runs are contiguous (line r at $at + r·$ls, depth p at +4p):
+ * P[p·w + r] = line r at depth p. Four depths at a time, each group of four lines transposed as a
+ * 4 × 4 block in registers; the last kc mod 4 depths one float at a time.
+ */
+const packTransposed = (w) => {
+  const groups = Array.from({ length: w / 4 }, (_, g) => g)
+  const line = (r) => (r === 0 ? "(local.get $at)" : `(i32.add (local.get $at) (local.get $l${r}))`)
+  const block = (g) => {
+    const [a, b, c, d] = [0, 1, 2, 3].map((i) => `(v128.load ${line(4 * g + i)})`)
+    return `(local.set $t0 (i8x16.shuffle ${lanes(0, 4, 1, 5)} ${a} ${b}))
+        (local.set $t1 (i8x16.shuffle ${lanes(2, 6, 3, 7)} ${a} ${b}))
+        (local.set $t2 (i8x16.shuffle ${lanes(0, 4, 1, 5)} ${c} ${d}))
+        (local.set $t3 (i8x16.shuffle ${lanes(2, 6, 3, 7)} ${c} ${d}))
+        (v128.store offset=${16 * g} (local.get $o) (i8x16.shuffle ${lanes(0, 1, 4, 5)} (local.get $t0) (local.get $t2)))
+        (v128.store offset=${16 * g + 4 * w} (local.get $o) (i8x16.shuffle ${lanes(2, 3, 6, 7)} (local.get $t0) (local.get $t2)))
+        (v128.store offset=${16 * g + 8 * w} (local.get $o) (i8x16.shuffle ${lanes(0, 1, 4, 5)} (local.get $t1) (local.get $t3)))
+        (v128.store offset=${16 * g + 12 * w} (local.get $o) (i8x16.shuffle ${lanes(2, 3, 6, 7)} (local.get $t1) (local.get $t3)))`
+  }
+  const rs = Array.from({ length: w }, (_, r) => r)
+  return `(func $packT${w} (param $at i32) (param $ls i32) (param $kc i32) (param $o i32)
+    (local $p i32) (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    ${rs
+      .slice(1)
+      .map((r) => `(local $l${r} i32)`)
+      .join(" ")}
+    ${rs
+      .slice(1)
+      .map((r) => `(local.set $l${r} (i32.mul (local.get $ls) (i32.const ${r})))`)
+      .join(" ")}
+    (block $e4 (loop $l4
+      (br_if $e4 (i32.gt_s (i32.add (local.get $p) (i32.const 4)) (local.get $kc)))
+      ${groups.map(block).join("\n      ")}
+      (local.set $o (i32.add (local.get $o) (i32.const ${16 * w})))
+      (local.set $at (i32.add (local.get $at) (i32.const 16)))
+      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+      (br $l4)))
+    (block $e1 (loop $l1
+      (br_if $e1 (i32.ge_s (local.get $p) (local.get $kc)))
+      ${rs.map((r) => `(f32.store offset=${4 * r} (local.get $o) (f32.load ${line(r)}))`).join(" ")}
+      (local.set $o (i32.add (local.get $o) (i32.const ${4 * w})))
+      (local.set $at (i32.add (local.get $at) (i32.const 4)))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $l1))))`
+}
+
 export const wat = (shared) => `(module
   (import "env" "memory" (memory 1 65536 ${shared ? "shared" : ""}))
   ${micro}
   ${binaryKernels}
   ${unaryKernels}
+
+  ${packTransposed(4)}
+  ${packTransposed(8)}
 
   ;; Packs a lines × kc block (element (l, p) at $x + l·$ls + p·$ks, bytes) into panels of $w
   ;; lines ($w = 4 or 8), each k-major: P[p·w + r] = line r at depth p; missing lines are 0.
@@ -138,6 +189,13 @@ export const wat = (shared) => `(module
         (i32.le_s (local.get $w) (i32.sub (local.get $lines) (local.get $l0)))))
       (local.set $p (i32.const 0))
       (local.set $at (i32.add (local.get $x) (i32.mul (local.get $l0) (local.get $ls))))
+      (if (i32.and (i32.eq (local.get $ks) (i32.const 4)) (i32.and (i32.ne (local.get $ls) (i32.const 4)) (i32.eq (local.get $used) (local.get $w))))
+        (then
+          (if (i32.eq (local.get $w) (i32.const 8))
+            (then (call $packT8 (local.get $at) (local.get $ls) (local.get $kc) (local.get $o)))
+            (else (call $packT4 (local.get $at) (local.get $ls) (local.get $kc) (local.get $o))))
+          (local.set $o (i32.add (local.get $o) (i32.shl (i32.mul (local.get $w) (local.get $kc)) (i32.const 2)))))
+        (else
       (if (i32.and (i32.eq (local.get $ls) (i32.const 4)) (i32.eq (local.get $used) (local.get $w)))
         (then
           (if (i32.eq (local.get $w) (i32.const 8))
@@ -171,6 +229,7 @@ export const wat = (shared) => `(module
           (local.set $at (i32.add (local.get $at) (local.get $ks)))
           (local.set $p (i32.add (local.get $p) (i32.const 1)))
           (br $lg)))))
+))
       (local.set $l0 (i32.add (local.get $l0) (local.get $w)))
       (br $panels))))
 

@@ -4,17 +4,21 @@
  * and cross-origin isolation for shared memory): the browser build uses one thread.
  */
 import { Worker } from "node:worker_threads"
+import { attentionTask } from "./attention-task.js"
 import { controlWords, helperLoop, type StartHelper } from "./wasm-gemm.js"
 
 // The worker's whole program: instantiate the module over the memory, then serve jobs. helperLoop
-// is passed as source so the worker needs no file of its own (nor a loader for TypeScript).
+// and attentionTask are passed as source so the worker needs no file of its own (nor a loader for
+// TypeScript). __name: what a bundler that keeps function names may have written into that source.
 const program = `
 const { workerData } = require("node:worker_threads")
 const { memory, bytes } = workerData
 const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } })
 const ctl = new Int32Array(memory.buffer, 0, 64)
+const __name = (f) => f
 ${controlWords}
-;(${helperLoop.toString()})(exports.gemm, ctl)
+const attentionTask = ${attentionTask.toString()}
+;(${helperLoop.toString()})(exports.gemm, ctl, memory, attentionTask)
 `
 
 /** Starts the helper; it never keeps the process alive (unref), and dies with it. */

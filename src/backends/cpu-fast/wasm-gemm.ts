@@ -11,6 +11,7 @@
  * order.
  */
 import type { MatmulSpec } from "../../core/backend.js"
+import { attentionTask, TASK } from "./attention-task.js"
 import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
 
@@ -41,13 +42,17 @@ const AP = [1024, 1024 + 4 * 64 * 256]
 const BP = [AP[1]! + 4 * 64 * 256, AP[1]! + 4 * 64 * 256 + 4 * 512 * 256]
 const OPERANDS = BP[1]! + 4 * 512 * 256
 // Control words (int32 indices): the job the helper is asked to run, the last job it finished,
-// whether it has started, and the job's 15 gemm arguments.
+// whether it has started, the job's kind (GEMM or ATTENTION) and its arguments (15 gemm
+// arguments, or the words of an attention job: ./attention-task.ts).
 const JOB = 0,
   DONE = 1,
   READY = 2,
-  ARGS = 4
+  KIND = 3,
+  ARGS = 4,
+  GEMM = 0,
+  ATTENTION = 1
 /** The control words' indices as source, for a helper thread that runs `helperLoop`'s source. */
-export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, ARGS = ${ARGS};`
+export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, KIND = ${KIND}, ARGS = ${ARGS}, GEMM = ${GEMM};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
 /** Pages a shared memory may grow to (2 GiB: addresses stay positive as i32). */
@@ -81,13 +86,24 @@ export function wasmSimdMissing(): string | undefined {
  * The helper thread's side (run it in the thread, with the module's exports and the memory's
  * control words): wait for a job, run it, say it is done; forever.
  */
-export function helperLoop(gemm: GemmExports["gemm"], ctl: Int32Array): void {
+export function helperLoop(
+  gemm: GemmExports["gemm"],
+  ctl: Int32Array,
+  memory: WasmMemory,
+  attention: typeof attentionTask,
+): void {
   Atomics.store(ctl, READY, 1)
   let seen = Atomics.load(ctl, JOB)
+  let f32 = new Float32Array(memory.buffer)
   for (;;) {
     Atomics.wait(ctl, JOB, seen)
     seen = Atomics.load(ctl, JOB)
-    gemm(...ctl.subarray(ARGS, ARGS + 15))
+    if (Atomics.load(ctl, KIND) === GEMM) gemm(...ctl.subarray(ARGS, ARGS + 15))
+    else {
+      // The memory may have grown since the last job: view all of it.
+      if (f32.byteLength !== memory.buffer.byteLength) f32 = new Float32Array(memory.buffer)
+      attention(f32, gemm, Array.from(ctl.subarray(ARGS, ARGS + 60)))
+    }
     Atomics.store(ctl, DONE, seen)
     Atomics.notify(ctl, DONE)
   }
@@ -191,10 +207,53 @@ export class WasmGemm {
       const theirs = byRows
         ? args(a + half * rsA, b, c + 4 * half * n, m - half, n, 1)
         : args(a, b + half * csB, c + 4 * half, m, n - half, 1)
-      this.run(theirs)
+      this.run(GEMM, theirs)
       this.kernels.gemm(...mine)
       this.wait()
     }
+  }
+
+  /**
+   * Runs the fused attention job `words` (./attention-task.ts; its g0/g1 and scratch words are
+   * filled in here) over all B·Hkv groups: half on the helper thread when there is one. false when
+   * an operand is outside the heap or the heap has no room for the scratch.
+   */
+  attention(words: number[], operands: Float32Array[]): boolean {
+    const heap = this.heap
+    if (!operands.every((x) => heap.owns(x))) return false
+    const [B, Hkv, S, D] = [words[TASK.B]!, words[TASK.Hkv]!, words[TASK.S]!, words[TASK.D]!]
+    const groups = B * Hkv
+    const two = this.threads === 2 && groups >= 2
+    const rows = Math.min(64, S)
+    const scratch: number[] = []
+    const sizes = [rows * S, rows * S, rows * D]
+    for (let who = 0; who < (two ? 2 : 1); who++)
+      for (const size of sizes) {
+        const at = heap.scratch(size)
+        if (at === undefined) {
+          scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
+          return false
+        }
+        scratch.push(at)
+      }
+    heap.f32.fill(0, scratch[2]! >> 2, (scratch[2]! >> 2) + rows * D) // the zero dO
+    if (two) heap.f32.fill(0, scratch[5]! >> 2, (scratch[5]! >> 2) + rows * D)
+    const job = (who: number, g0: number, g1: number): number[] => {
+      const w = [...words]
+      w[TASK.g0] = g0
+      w[TASK.g1] = g1
+      w[TASK.p] = scratch[3 * who]!
+      w[TASK.dp] = scratch[3 * who + 1]!
+      w[TASK.zeros] = scratch[3 * who + 2]!
+      ;[w[TASK.ap], w[TASK.bp], w[TASK.t]] = [AP[who]!, BP[who]!, T[who]!]
+      return w
+    }
+    const half = two ? groups >> 1 : groups
+    if (two) this.run(ATTENTION, job(1, half, groups))
+    attentionTask(heap.f32, this.kernels.gemm, job(0, 0, half))
+    if (two) this.wait()
+    scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
+    return true
   }
 
   /**
@@ -227,9 +286,10 @@ export class WasmGemm {
     this.kernels[op](x.byteOffset, o.byteOffset, o.length)
     return true
   }
-  /** Hands gemm(args) to the helper. */
-  private run(args: readonly number[]): void {
+  /** Hands a job (its kind and arguments) to the helper. */
+  private run(kind: number, args: readonly number[]): void {
     const ctl = this.ctl!
+    ctl[KIND] = kind
     ctl.set(args, ARGS)
     this.job = (this.job + 1) | 0
     Atomics.store(ctl, JOB, this.job)
