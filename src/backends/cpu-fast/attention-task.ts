@@ -41,9 +41,15 @@ export const TASK = {
 /**
  * Runs groups [g0, g1) of the job `w` (the words of TASK; dO or dLse 0 when absent) with the GEMM
  * `gemm` over the float32 view `f` of the memory. Queries go 64 at a time against the keys they
- * see (causal: up to the block's last query); the softmax is float64 per row, as in ./attention.ts.
+ * see (causal: up to the block's last query); the softmax is float64 per row, as in ./attention.ts,
+ * its exp the module's `expaffine` (kernels.wat.mjs).
  */
-export function attentionTask(f: Float32Array, gemm: (...args: number[]) => void, w: ArrayLike<number>): void {
+export function attentionTask(
+  f: Float32Array,
+  gemm: (...args: number[]) => void,
+  w: ArrayLike<number>,
+  expaffine: (x: number, o: number, n: number, scale: number, shift: number) => number,
+): void {
   const [H, Hkv, S, D] = [w[2]!, w[3]!, w[4]!, w[5]!]
   const causal = w[6] !== 0
   const [q, k, v, o, lse, dO, dLse, dq, dk, dv] = [
@@ -115,12 +121,7 @@ export function attentionTask(f: Float32Array, gemm: (...args: number[]) => void
               end = causal ? i0 + ii + 1 : S
             let m = -Infinity
             for (let j = 0; j < end; j++) m = Math.max(m, f[row + j]! * scale)
-            let l = 0
-            for (let j = 0; j < end; j++) {
-              const e = Math.exp(f[row + j]! * scale - m)
-              f[row + j] = e
-              l += e
-            }
+            const l = expaffine(4 * row, 4 * row, end, scale, m) // e = exp(s·x − m) in place, l = Σ e
             for (let j = 0; j < end; j++) f[row + j] = f[row + j]! / l
             f.fill(0, row + end, row + nk)
             f[(lse >> 2) + lo + i0 + ii] = m + Math.log(l)
@@ -132,7 +133,7 @@ export function attentionTask(f: Float32Array, gemm: (...args: number[]) => void
           const row = P + ii * nk,
             end = causal ? i0 + ii + 1 : S,
             l = f[(lse >> 2) + lo + i0 + ii]!
-          for (let j = 0; j < end; j++) f[row + j] = Math.exp(f[row + j]! * scale - l)
+          expaffine(4 * row, 4 * row, end, scale, l)
           f.fill(0, row + end, row + nk)
         }
         const dOAt = dO === 0 ? zeros : dO + rowsAt

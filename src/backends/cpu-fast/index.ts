@@ -81,7 +81,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
   }
   // Scratch for the fused attention: in the heap when it has room, so its products need no copies.
   const scratch = (like: FloatData, size: number): FloatData =>
-    (like instanceof Float32Array ? heap?.alloc(size) : undefined) ??
+    (like instanceof Float32Array ? heap?.alloc(size)?.fill(0) : undefined) ??
     (like instanceof Float32Array ? new Float32Array(size) : new Float64Array(size))
   const release = (x: FloatData): void => {
     if (x instanceof Float32Array && heap?.owns(x)) heap.release(x)
@@ -130,6 +130,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
         if (!(X instanceof Float32Array && O instanceof Float32Array)) return ref.unary(op, x, out)
         const simd = simdUnary[op]
         if (simd !== undefined && gemm?.unary(simd, X, O)) return
+        if (op === "exp" && gemm?.exp(X, O)) return
         if (!unaryF32(op, X, O)) ref.unary(op, x, out)
       },
       binary(op, a, b, out) {

@@ -16,6 +16,13 @@
  *   for op in add sub mul div max; neg / sqrt / recip (x, o, n).
  * Each is one IEEE float32 operation, correctly rounded: the same value as the reference's float64
  * operation rounded once to float32 (float64 is wide enough that the double rounding is exact).
+ *
+ * expaffine(x, o, n, scale, shift) → Σ e:  e = exp(x[i]·scale − shift) in float64, o[i] = e rounded
+ * to float32, two lanes at a time; returns the float64 sum of the e. exp is e^r · 2^k with
+ * k = round(x / ln 2) (by the 1.5·2^52 trick), r = x − k·ln 2 (|r| ≤ ln 2 / 2, ln 2 in two parts so k·ln2_hi is exact) and
+ * e^r by its Taylor series to r^11/11! (truncation < 1e-14 relative): within a few float64 ulps
+ * of Math.exp, so its float32 rounding is the reference's but for values within ~1e-15 of a
+ * rounding boundary. Arguments are clamped to ±708, where e^x leaves float32's range anyway; NaN stays NaN.
  */
 const MR = 4,
   NR = 8,
@@ -23,6 +30,8 @@ const MR = 4,
   MC = 64,
   NC = 512
 
+// Byte lanes of i8x16.shuffle for 32-bit lanes: lane L of the first operand is L, of the second 4 + L.
+const lanes = (...ls) => ls.flatMap((l) => [0, 1, 2, 3].map((b) => 4 * l + b)).join(" ")
 const rows = [0, 1, 2, 3]
 const cols = [0, 1]
 const sums = rows.flatMap((r) => cols.map((c) => `$c${r}${c}`))
@@ -111,6 +120,82 @@ const binaryKernels = Object.entries(binaryOps)
   )
   .join("\n")
 
+const taylor = Array.from({ length: 12 }, (_, k) => 1 / [...Array(k).keys()].reduce((f, i) => f * (i + 1), 1))
+const MAGIC = 1.5 * 2 ** 52
+const f64x2 = (x) => `(f64x2.splat (f64.const ${x}))`
+/**
+ * exp on the f64x2 in local $x (or $y with suffix "y"), left in the same local: clamp (pmin/pmax,
+ * one instruction each, keep a NaN, which flows through as NaN); t = x·log2 e + 1.5·2^52 rounds to
+ * an integer k held in t's low mantissa bits; e^r by Horner; 2^k as the bits (2^51 + k + 1023) << 52,
+ * where the shift drops the magic's bits and leaves k + 1023 as the exponent.
+ */
+const expSteps = (y) => {
+  const [x, t, k, r, p] = y === "" ? ["$x", "$t", "$k", "$r", "$p"] : ["$y", "$ty", "$ky", "$ry", "$py"]
+  return [
+    `(local.set ${x} (f64x2.pmax (f64x2.pmin (local.get ${x}) ${f64x2(708)}) ${f64x2(-708)}))`,
+    `(local.set ${t} (f64x2.add (f64x2.mul (local.get ${x}) ${f64x2(Math.LOG2E)}) ${f64x2(MAGIC)}))`,
+    `(local.set ${k} (f64x2.sub (local.get ${t}) ${f64x2(MAGIC)}))`,
+    `(local.set ${r} (f64x2.sub (local.get ${x}) (f64x2.mul (local.get ${k}) ${f64x2(0.6931471803691238)})))`,
+    `(local.set ${r} (f64x2.sub (local.get ${r}) (f64x2.mul (local.get ${k}) ${f64x2(1.9082149292705877e-10)})))`,
+    `(local.set ${p} ${f64x2(taylor[11])})`,
+    ...taylor
+      .slice(0, 11)
+      .reverse()
+      .map((c) => `(local.set ${p} (f64x2.add (f64x2.mul (local.get ${p}) (local.get ${r})) ${f64x2(c)}))`),
+    `(local.set ${x} (f64x2.mul (local.get ${p}) (i64x2.shl (i64x2.add (local.get ${t}) (i64x2.splat (i64.const 1023))) (i32.const 52))))`,
+  ]
+}
+
+const expKernel = `
+  (func $exp2 (param $x v128) (result v128)
+    (local $t v128) (local $k v128) (local $r v128) (local $p v128)
+    ${expSteps("").join("\n    ")}
+    (local.get $x))
+
+  ;; The same on two vectors at once: two independent chains the CPU can overlap.
+  (func $exp2x2 (param $x v128) (param $y v128) (result v128 v128)
+    (local $t v128) (local $k v128) (local $r v128) (local $p v128)
+    (local $ty v128) (local $ky v128) (local $ry v128) (local $py v128)
+    ${expSteps("")
+      .map((line, i) => `${line}\n    ${expSteps("y")[i]}`)
+      .join("\n    ")}
+    (local.get $x) (local.get $y))
+
+  (func (export "expaffine") (param $x i32) (param $o i32) (param $n i32) (param $scale f64) (param $shift f64) (result f64)
+    (local $s v128) (local $h v128) (local $acc v128) (local $e v128) (local $e2 v128) (local $v v128)
+    (local.set $s (f64x2.splat (local.get $scale)))
+    (local.set $h (f64x2.splat (local.get $shift)))
+    (block $e4 (loop $l4
+      (br_if $e4 (i32.lt_s (local.get $n) (i32.const 4)))
+      (local.set $v (v128.load (local.get $x)))
+      (call $exp2x2
+        (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $s)) (local.get $h))
+        (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (i8x16.shuffle ${lanes(2, 3, 0, 1)} (local.get $v) (local.get $v))) (local.get $s)) (local.get $h)))
+      (local.set $e2)
+      (local.set $e)
+      (local.set $acc (f64x2.add (local.get $acc) (local.get $e)))
+      (local.set $acc (f64x2.add (local.get $acc) (local.get $e2)))
+      (v128.store (local.get $o) (i8x16.shuffle ${lanes(0, 1, 4, 5)} (f32x4.demote_f64x2_zero (local.get $e)) (f32x4.demote_f64x2_zero (local.get $e2))))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+      (br $l4)))
+    (block $e2 (loop $l2
+      (br_if $e2 (i32.lt_s (local.get $n) (i32.const 2)))
+      (local.set $e (call $exp2 (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $x))) (local.get $s)) (local.get $h))))
+      (local.set $acc (f64x2.add (local.get $acc) (local.get $e)))
+      (v128.store64_lane 0 (local.get $o) (f32x4.demote_f64x2_zero (local.get $e)))
+      (local.set $x (i32.add (local.get $x) (i32.const 8)))
+      (local.set $o (i32.add (local.get $o) (i32.const 8)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 2)))
+      (br $l2)))
+    (if (i32.eq (local.get $n) (i32.const 1))
+      (then
+        (local.set $e (f64x2.replace_lane 1 (call $exp2 (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (v128.load32_zero (local.get $x))) (local.get $s)) (local.get $h))) (f64.const 0)))
+        (local.set $acc (f64x2.add (local.get $acc) (local.get $e)))
+        (v128.store32_lane 0 (local.get $o) (f32x4.demote_f64x2_zero (local.get $e)))))
+    (f64.add (f64x2.extract_lane 0 (local.get $acc)) (f64x2.extract_lane 1 (local.get $acc))))`
+
 const unaryKernels = [
   ["neg", (x, lane) => `(${lane === "v128" ? "f32x4" : "f32"}.neg ${x})`],
   ["sqrt", (x, lane) => `(${lane === "v128" ? "f32x4" : "f32"}.sqrt ${x})`],
@@ -122,8 +207,6 @@ const unaryKernels = [
   .map(([name, f]) => elementwise(name, ["a"], [], ["a"], (lane) => f(operand("a", "v", lane), lane)))
   .join("\n")
 
-// Byte lanes of i8x16.shuffle for 32-bit lanes: lane L of the first operand is L, of the second 4 + L.
-const lanes = (...ls) => ls.flatMap((l) => [0, 1, 2, 3].map((b) => 4 * l + b)).join(" ")
 /**
  * Packs w (4 or 8) full lines whose k runs are contiguous (line r at $at + r·$ls, depth p at +4p):
  * P[p·w + r] = line r at depth p. Four depths at a time, each group of four lines transposed as a
@@ -175,6 +258,7 @@ export const wat = (shared) => `(module
   ${micro}
   ${binaryKernels}
   ${unaryKernels}
+  ${expKernel}
 
   ${packTransposed(4)}
   ${packTransposed(8)}

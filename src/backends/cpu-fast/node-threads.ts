@@ -18,7 +18,7 @@ const ctl = new Int32Array(memory.buffer, 0, 64)
 const __name = (f) => f
 ${controlWords}
 const attentionTask = ${attentionTask.toString()}
-;(${helperLoop.toString()})(exports.gemm, ctl, memory, attentionTask)
+;(${helperLoop.toString()})(exports.gemm, exports.expaffine, ctl, memory, attentionTask)
 `
 
 /** Starts the helper; it never keeps the process alive (unref), and dies with it. */

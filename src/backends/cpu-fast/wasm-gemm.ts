@@ -24,7 +24,12 @@ export interface GemmExports {
 /** The binary ops with a SIMD kernel (`max` is the contract's `maximum`). */
 export type SimdBinary = "add" | "sub" | "mul" | "div" | "max"
 export type SimdUnary = "neg" | "sqrt" | "recip"
-type KernelExports = GemmExports & Record<`${SimdBinary}_${"vv" | "vs" | "sv"}` | SimdUnary, Kernel>
+/** o[i] = exp(x[i]·scale − shift) (float32 out, float64 inside) over n elements; returns Σ of the float64 values. */
+export type ExpAffine = (x: number, o: number, n: number, scale: number, shift: number) => number
+type KernelExports = GemmExports & { expaffine: ExpAffine } & Record<
+    `${SimdBinary}_${"vv" | "vs" | "sv"}` | SimdUnary,
+    Kernel
+  >
 
 // The slice of the WebAssembly API used here (this project's TypeScript libs do not declare it).
 interface WasmApi {
@@ -88,6 +93,7 @@ export function wasmSimdMissing(): string | undefined {
  */
 export function helperLoop(
   gemm: GemmExports["gemm"],
+  expaffine: ExpAffine,
   ctl: Int32Array,
   memory: WasmMemory,
   attention: typeof attentionTask,
@@ -102,7 +108,7 @@ export function helperLoop(
     else {
       // The memory may have grown since the last job: view all of it.
       if (f32.byteLength !== memory.buffer.byteLength) f32 = new Float32Array(memory.buffer)
-      attention(f32, gemm, Array.from(ctl.subarray(ARGS, ARGS + 60)))
+      attention(f32, gemm, Array.from(ctl.subarray(ARGS, ARGS + 60)), expaffine)
     }
     Atomics.store(ctl, DONE, seen)
     Atomics.notify(ctl, DONE)
@@ -250,7 +256,7 @@ export class WasmGemm {
     }
     const half = two ? groups >> 1 : groups
     if (two) this.run(ATTENTION, job(1, half, groups))
-    attentionTask(heap.f32, this.kernels.gemm, job(0, 0, half))
+    attentionTask(heap.f32, this.kernels.gemm, job(0, 0, half), this.kernels.expaffine)
     if (two) this.wait()
     scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
     return true
@@ -276,6 +282,14 @@ export class WasmGemm {
           : ""
     if (kinds === "") return false
     this.kernels[`${op}_${kinds}`](a.byteOffset, b.byteOffset, o.byteOffset, n)
+    return true
+  }
+
+  /** o = exp(x) on float32 views into the heap of one length (see kernels.wat.mjs); false when not in the heap. */
+  exp(x: Float32Array, o: Float32Array): boolean {
+    const heap = this.heap
+    if (!(heap.owns(x) && heap.owns(o) && x.length === o.length)) return false
+    this.kernels.expaffine(x.byteOffset, o.byteOffset, o.length, 1, 0)
     return true
   }
 
