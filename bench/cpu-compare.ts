@@ -3,6 +3,7 @@
  * backend (`cpu`), the fast CPU backend (`cpu-fast`) and, when `python3` with `torch` is on this
  * machine, an equivalent plain PyTorch Llama (bench/cpu_compare_torch.py), in one job.
  *   npx tsx bench/cpu-compare.ts [--steps 4] [--modes vanilla,mst] [--skip-reference]
+ * Runners: cpu-fast (its default: two threads in Node), cpu-fast-1t (helper "none"), cpu.
  * Config: d 128, I 384, 4 layers, 4 heads / 2 KV, vocab 256, batch 8 × 256, fp32, AdamW. Tokens/s
  * is the median over the steps after the first. Writes docs/results/cpu-compare.json.
  *
@@ -17,7 +18,7 @@ import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, type Layer } from "effect"
 import { cpuBackendLayer } from "../src/backends/cpu/index.js"
-import { fastCpuBackendLayer } from "../src/backends/cpu-fast/index.js"
+import { fastCpuBackendLayer, makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import type { Backend } from "../src/core/backend.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, presets } from "../src/models/config.js"
@@ -55,15 +56,17 @@ interface Row {
 const rows: Row[] = []
 const show = (r: Row) =>
   console.log(
-    `${r.runner.padEnd(9)} ${r.mode.padEnd(8)} ${r.tokensPerSecond.toFixed(0).padStart(9)} ${r.stepMs.toFixed(0).padStart(8)}  ${r.losses.map((l) => l.toFixed(4)).join(" ")}`,
+    `${r.runner.padEnd(11)} ${r.mode.padEnd(8)} ${r.tokensPerSecond.toFixed(0).padStart(9)} ${r.stepMs.toFixed(0).padStart(8)}  ${r.losses.map((l) => l.toFixed(4)).join(" ")}`,
   )
 
 console.log(
   `d ${config.hidden_size}, I ${config.intermediate_size}, ${config.num_hidden_layers} layers, ${config.num_attention_heads} heads / ${config.num_key_value_heads} KV, vocab ${config.vocab_size}, batch ${batch}×${seq}, fp32, AdamW, lr ${lr} constant, ${steps} steps; ${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}; load average ${loadBefore}`,
 )
-console.log(`${"runner".padEnd(9)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)}  losses`)
+console.log(`${"runner".padEnd(11)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)}  losses`)
 const runners: Array<[string, () => Layer.Layer<Backend>]> = [
+  // The default: two threads in Node (the helper starts within ~50 ms: during step 1, untimed).
   ["cpu-fast", () => fastCpuBackendLayer()],
+  ["cpu-fast-1t", () => fastCpuBackendLayer(makeFastCpuBackend({ helper: "none" }))],
   ...(process.argv.includes("--skip-reference")
     ? []
     : [["cpu", () => cpuBackendLayer()] as [string, () => Layer.Layer<Backend>]]),
@@ -158,6 +161,7 @@ const ratios: Record<string, number> = {}
 for (const [name, a, b] of [
   ["cpu-fast / cpu", "cpu-fast", "cpu"],
   ["cpu-fast / pytorch", "cpu-fast", "pytorch"],
+  ["cpu-fast-1t / pytorch", "cpu-fast-1t", "pytorch"],
   ["cpu / pytorch", "cpu", "pytorch"],
 ] as const) {
   const [x, y] = [tps(a), tps(b)]

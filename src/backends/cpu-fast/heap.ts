@@ -46,7 +46,7 @@ export class WasmHeap {
   /**
    * @param memory the module's memory; buffers go in it only when it is shared (`resident`)
    * @param base the first byte the heap may use (below it: the kernels' fixed scratch)
-   * @param limit the most bytes the heap hands out
+   * @param limit the end of the heap (an address: base plus the most bytes it hands out)
    */
   constructor(
     readonly memory: WasmMemory,

@@ -31,6 +31,7 @@ import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cp
 import { matmulBlocked } from "../cpu/matmul.js"
 import { attentionKernels } from "./attention.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
+import { autoHelper } from "./helper-thread.js"
 import { type SimdBinary, type SimdUnary, type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
 
 type FloatData = Float32Array | Float64Array
@@ -39,16 +40,22 @@ const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
 export interface FastCpuBackend extends CpuBackend {
   /** Why the fast kernels are not running (the reference kernels are), or undefined when they are. */
   readonly notice: string | undefined
+  /** Threads the kernels run on now: 2 once the helper thread has started, else 1. */
+  threads(): number
 }
 
 export interface FastCpuOptions {
   /**
-   * Starts the GEMM's helper thread for the second core (Node: `nodeHelper` from
-   * ./node-threads.ts, which the CLI passes); without it everything runs on the calling thread.
+   * The helper thread for the second core (GEMM halves, attention's kv-head groups): "auto"
+   * (default) starts Node's where this runs in Node with shared memory; "none" runs everything on
+   * the calling thread; or a function that starts one (e.g. `nodeHelper` of ./node-threads.ts).
+   * Results are bitwise the same either way.
    */
-  readonly helper?: StartHelper
+  readonly helper?: StartHelper | "auto" | "none"
   /** Keep at most this many bytes of freed buffers outside the module's memory for reuse (default 1 GiB). */
   readonly poolBytes?: number
+  /** Place at most this many bytes of buffers in the module's memory (default ~2 GiB); the rest are JS arrays. */
+  readonly heapBytes?: number
 }
 
 const simdBinary: Partial<Record<string, SimdBinary>> = {
@@ -65,7 +72,16 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
   const buffers = new LiveBuffers()
   const ref = cpuKernels({}, buffers)
   const missing = wasmSimdMissing()
-  const gemm = missing === undefined ? new WasmGemm({ startHelper: opts.helper }) : undefined
+  const shared = typeof SharedArrayBuffer !== "undefined"
+  const helper =
+    opts.helper === "none"
+      ? undefined
+      : opts.helper === undefined || opts.helper === "auto"
+        ? shared
+          ? autoHelper()
+          : undefined
+        : opts.helper
+  const gemm = missing === undefined ? new WasmGemm({ startHelper: helper, heapBytes: opts.heapBytes }) : undefined
   const heap = gemm?.heap
   const notice =
     missing !== undefined
@@ -105,6 +121,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
         ),
       },
       notice,
+      threads: () => gemm?.threads ?? 1,
       alloc(dtype, size): CpuBuffer {
         const resident = dtype === "float32" ? heap?.alloc(size) : undefined
         if (resident !== undefined) return { dtype, size, data: resident }

@@ -55,11 +55,15 @@ const JOB = 0,
   KIND = 3,
   ARGS = 4,
   GEMM = 0,
-  ATTENTION = 1
+  ATTENTION = 1,
+  EXIT = 2,
+  EXP = 3
 /** The control words' indices as source, for a helper thread that runs `helperLoop`'s source. */
-export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, KIND = ${KIND}, ARGS = ${ARGS}, GEMM = ${GEMM};`
+export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, KIND = ${KIND}, ARGS = ${ARGS}, GEMM = ${GEMM}, EXIT = ${EXIT}, EXP = ${EXP};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
+/** An exp over at least this many elements is split over two threads. */
+const SPLIT_EXP = 1 << 14
 /** Pages a shared memory may grow to (2 GiB: addresses stay positive as i32). */
 const MAX_PAGES = 32768
 
@@ -89,7 +93,7 @@ export function wasmSimdMissing(): string | undefined {
 
 /**
  * The helper thread's side (run it in the thread, with the module's exports and the memory's
- * control words): wait for a job, run it, say it is done; forever.
+ * control words): wait for a job, run it, say it is done; until told to exit.
  */
 export function helperLoop(
   gemm: GemmExports["gemm"],
@@ -104,7 +108,10 @@ export function helperLoop(
   for (;;) {
     Atomics.wait(ctl, JOB, seen)
     seen = Atomics.load(ctl, JOB)
-    if (Atomics.load(ctl, KIND) === GEMM) gemm(...ctl.subarray(ARGS, ARGS + 15))
+    if (Atomics.load(ctl, KIND) === EXIT) return
+    const kind = Atomics.load(ctl, KIND)
+    if (kind === GEMM) gemm(...ctl.subarray(ARGS, ARGS + 15))
+    else if (kind === EXP) expaffine(ctl[ARGS]!, ctl[ARGS + 1]!, ctl[ARGS + 2]!, 1, 0)
     else {
       // The memory may have grown since the last job: view all of it.
       if (f32.byteLength !== memory.buffer.byteLength) f32 = new Float32Array(memory.buffer)
@@ -114,6 +121,13 @@ export function helperLoop(
     Atomics.notify(ctl, DONE)
   }
 }
+
+// When a WasmGemm is collected, its helper thread is told to exit (it holds the memory).
+const helpers = new FinalizationRegistry<Int32Array>((ctl) => {
+  ctl[KIND] = EXIT
+  Atomics.add(ctl, JOB, 1)
+  Atomics.notify(ctl, JOB)
+})
 
 export interface WasmGemmOptions {
   /** Starts the helper thread (the memory must then be shared). */
@@ -141,10 +155,12 @@ export class WasmGemm {
     const bytes = decode(shared ? kernelsWasmShared : kernelsWasm)
     const module = new wasm!.Module(bytes)
     this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
-    this.heap = new WasmHeap(mem, OPERANDS, heapBytes ?? MAX_PAGES * 65536 - 65536, shared)
+    const limit = Math.min(MAX_PAGES * 65536 - 65536, OPERANDS + (heapBytes ?? Number.POSITIVE_INFINITY))
+    this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
     if (startHelper !== undefined) {
       this.ctl = new Int32Array(mem.buffer, CTL, 64)
       startHelper(mem, bytes)
+      helpers.register(this, this.ctl)
     }
   }
 
@@ -289,7 +305,12 @@ export class WasmGemm {
   exp(x: Float32Array, o: Float32Array): boolean {
     const heap = this.heap
     if (!(heap.owns(x) && heap.owns(o) && x.length === o.length)) return false
-    this.kernels.expaffine(x.byteOffset, o.byteOffset, o.length, 1, 0)
+    const n = o.length
+    // exp is compute-bound (~4 ns an element): a long one is worth splitting.
+    const half = this.threads === 2 && n >= SPLIT_EXP ? (n >> 3) << 2 : n
+    if (half < n) this.run(EXP, [x.byteOffset + 4 * half, o.byteOffset + 4 * half, n - half])
+    this.kernels.expaffine(x.byteOffset, o.byteOffset, half, 1, 0)
+    if (half < n) this.wait()
     return true
   }
 
