@@ -60,9 +60,10 @@ describe("cpu-fast", () => {
       two.matmul(A, B, C2, spec)
       expect(C2, `${m}×${n}×${k}`).toEqual(C1)
     }
+    expect(two.helperChunks).toBeGreaterThan(0) // the helper did take part
   })
 
-  it("two threads (GEMM halves, attention by kv-head group, exp halves) train bitwise like one", async () => {
+  it("two threads (GEMM row/column chunks, attention kv-head groups, exp runs) train bitwise like one", async () => {
     const two = makeFastCpuBackend({ helper: nodeHelper })
     for (let i = 0; i < 100 && two.threads() < 2; i++) await new Promise((r) => setTimeout(r, 20))
     expect(two.threads()).toBe(2)
@@ -72,6 +73,7 @@ describe("cpu-fast", () => {
     ]
     expect(twoRun.records.map((r) => r.loss)).toEqual(one.records.map((r) => r.loss))
     expect(twoRun.parameters).toEqual(one.parameters)
+    expect(two.helperChunks()).toBeGreaterThan(0)
   })
 
   it("buffers past the heap limit (JS arrays, copied per product) give the same losses", async () => {

@@ -5,10 +5,11 @@
  * where a Worker needs a script file of its own: the browser build runs one thread).
  */
 import { attentionTask } from "./attention-task.js"
-import { controlWords, helperLoop, type StartHelper } from "./wasm-gemm.js"
+import { runChunk, serveJob } from "./chunks.js"
+import { helperLoop, type StartHelper, scratchWords } from "./wasm-gemm.js"
 
-// The worker's whole program: instantiate the module over the memory, then serve jobs. helperLoop
-// and attentionTask are passed as source so the worker needs no file of its own (nor a loader for
+// The worker's whole program: instantiate the module over the memory, then serve jobs. helperLoop,
+// attentionTask and ./chunks.ts's functions are passed as source so the worker needs no file of its own (nor a loader for
 // TypeScript). __name: what a bundler that keeps function names may have written into that source.
 const program = `
 const { workerData } = require("node:worker_threads")
@@ -16,9 +17,12 @@ const { memory, bytes } = workerData
 const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } })
 const ctl = new Int32Array(memory.buffer, 0, 64)
 const __name = (f) => f
-${controlWords}
-const attentionTask = ${attentionTask.toString()}
-;(${helperLoop.toString()})(exports.gemm, exports.expaffine, ctl, memory, attentionTask)
+${scratchWords}
+const attention = ${attentionTask.toString()}
+const serveJob = ${serveJob.toString()}
+const runChunk = ${runChunk.toString()}
+;(${helperLoop.toString()})({ gemm: exports.gemm, expaffine: exports.expaffine, attention }, ctl, memory, serveJob, runChunk,
+  { ap: AP[1], bp: BP[1], t: T[1] })
 `
 
 /** The part of Node's Worker class used here. */

@@ -42,6 +42,8 @@ export interface FastCpuBackend extends CpuBackend {
   readonly notice: string | undefined
   /** Threads the kernels run on now: 2 once the helper thread has started, else 1. */
   threads(): number
+  /** Chunks of shared work (./chunks.ts) the helper thread has run so far. */
+  helperChunks(): number
 }
 
 export interface FastCpuOptions {
@@ -122,6 +124,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       },
       notice,
       threads: () => gemm?.threads ?? 1,
+      helperChunks: () => gemm?.helperChunks ?? 0,
       alloc(dtype, size): CpuBuffer {
         const resident = dtype === "float32" ? heap?.alloc(size) : undefined
         if (resident !== undefined) return { dtype, size, data: resident }

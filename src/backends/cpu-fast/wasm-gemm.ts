@@ -12,6 +12,7 @@
  */
 import type { MatmulSpec } from "../../core/backend.js"
 import { attentionTask, TASK } from "./attention-task.js"
+import { type ChunkEnv, CLOSED, CTL, KIND, runChunk, serveJob } from "./chunks.js"
 import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
 
@@ -41,25 +42,13 @@ const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly
 
 // The start of memory (bytes): the control words shared with the helper thread, then each
 // thread's scratch (the edge tile, the packed A block, the packed B block), then the operands.
-const CTL = 0
 const T = [256, 512]
 const AP = [1024, 1024 + 4 * 64 * 256]
 const BP = [AP[1]! + 4 * 64 * 256, AP[1]! + 4 * 64 * 256 + 4 * 512 * 256]
 const OPERANDS = BP[1]! + 4 * 512 * 256
-// Control words (int32 indices): the job the helper is asked to run, the last job it finished,
-// whether it has started, the job's kind (GEMM or ATTENTION) and its arguments (15 gemm
-// arguments, or the words of an attention job: ./attention-task.ts).
-const JOB = 0,
-  DONE = 1,
-  READY = 2,
-  KIND = 3,
-  ARGS = 4,
-  GEMM = 0,
-  ATTENTION = 1,
-  EXIT = 2,
-  EXP = 3
-/** The control words' indices as source, for a helper thread that runs `helperLoop`'s source. */
-export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, KIND = ${KIND}, ARGS = ${ARGS}, GEMM = ${GEMM}, EXIT = ${EXIT}, EXP = ${EXP};`
+// The control words and job kinds: ./chunks.ts.
+/** The scratch addresses as source, for the helper thread. */
+export const scratchWords = `const AP = ${JSON.stringify(AP)}, BP = ${JSON.stringify(BP)}, T = ${JSON.stringify(T)};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
 /** An exp over at least this many elements is split over two threads. */
@@ -92,41 +81,35 @@ export function wasmSimdMissing(): string | undefined {
 }
 
 /**
- * The helper thread's side (run it in the thread, with the module's exports and the memory's
- * control words): wait for a job, run it, say it is done; until told to exit.
+ * The helper thread's side (run it in the thread, with the module's exports, the memory's control
+ * words and ./chunks.ts's functions): wait for a job, claim and run its chunks; until told to exit.
  */
 export function helperLoop(
-  gemm: GemmExports["gemm"],
-  expaffine: ExpAffine,
+  kernels: Pick<ChunkEnv, "gemm" | "expaffine" | "attention">,
   ctl: Int32Array,
   memory: WasmMemory,
-  attention: typeof attentionTask,
+  serve: typeof serveJob,
+  run: typeof runChunk,
+  scratch: { ap: number; bp: number; t: number },
 ): void {
-  Atomics.store(ctl, READY, 1)
-  let seen = Atomics.load(ctl, JOB)
-  let f32 = new Float32Array(memory.buffer)
+  const env: ChunkEnv = { ...kernels, ...scratch, f32: new Float32Array(memory.buffer), who: 1 }
+  Atomics.store(ctl, 2, 1) // READY
+  let seen = Atomics.load(ctl, 0)
   for (;;) {
-    Atomics.wait(ctl, JOB, seen)
-    seen = Atomics.load(ctl, JOB)
-    if (Atomics.load(ctl, KIND) === EXIT) return
-    const kind = Atomics.load(ctl, KIND)
-    if (kind === GEMM) gemm(...ctl.subarray(ARGS, ARGS + 15))
-    else if (kind === EXP) expaffine(ctl[ARGS]!, ctl[ARGS + 1]!, ctl[ARGS + 2]!, 1, 0)
-    else {
-      // The memory may have grown since the last job: view all of it.
-      if (f32.byteLength !== memory.buffer.byteLength) f32 = new Float32Array(memory.buffer)
-      attention(f32, gemm, Array.from(ctl.subarray(ARGS, ARGS + 60)), expaffine)
-    }
-    Atomics.store(ctl, DONE, seen)
-    Atomics.notify(ctl, DONE)
+    Atomics.wait(ctl, 0, seen)
+    seen = Atomics.load(ctl, 0)
+    if (Atomics.load(ctl, 3) === 3) return // EXIT
+    // The memory may have grown since the last job: view all of it.
+    if (env.f32.byteLength !== memory.buffer.byteLength) env.f32 = new Float32Array(memory.buffer)
+    serve(ctl, seen, env, run)
   }
 }
 
 // When a WasmGemm is collected, its helper thread is told to exit (it holds the memory).
 const helpers = new FinalizationRegistry<Int32Array>((ctl) => {
-  ctl[KIND] = EXIT
-  Atomics.add(ctl, JOB, 1)
-  Atomics.notify(ctl, JOB)
+  ctl[CTL.KIND] = KIND.EXIT
+  Atomics.store(ctl, CTL.JOB, (ctl[CTL.JOB]! + 1) & 0x7fff)
+  Atomics.notify(ctl, CTL.JOB)
 })
 
 export interface WasmGemmOptions {
@@ -141,6 +124,7 @@ export class WasmGemm {
   readonly heap: WasmHeap
   private readonly kernels: KernelExports
   private readonly ctl: Int32Array | undefined
+  private readonly env: ChunkEnv
   private job = 0
 
   /** `new WasmGemm(startHelper)` (the first form) still works. */
@@ -157,8 +141,19 @@ export class WasmGemm {
     this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
     const limit = Math.min(MAX_PAGES * 65536 - 65536, OPERANDS + (heapBytes ?? Number.POSITIVE_INFINITY))
     this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
+    const { gemm, expaffine } = this.kernels
+    this.env = {
+      f32: this.heap.f32,
+      gemm,
+      expaffine,
+      attention: attentionTask,
+      ap: AP[0]!,
+      bp: BP[0]!,
+      t: T[0]!,
+      who: 0,
+    }
     if (startHelper !== undefined) {
-      this.ctl = new Int32Array(mem.buffer, CTL, 64)
+      this.ctl = new Int32Array(mem.buffer, 0, 64)
       startHelper(mem, bytes)
       helpers.register(this, this.ctl)
     }
@@ -166,7 +161,12 @@ export class WasmGemm {
 
   /** Whether the helper thread has started (until then, everything runs on this thread). */
   get threads(): number {
-    return this.ctl !== undefined && Atomics.load(this.ctl, READY) === 1 ? 2 : 1
+    return this.ctl !== undefined && Atomics.load(this.ctl, CTL.READY) === 1 ? 2 : 1
+  }
+
+  /** How many chunks of shared jobs the helper thread has run (0 without one). */
+  get helperChunks(): number {
+    return this.ctl === undefined ? 0 : Atomics.load(this.ctl, CTL.HELPED)
   }
 
   /**
@@ -215,29 +215,21 @@ export class WasmGemm {
       const a = aAt + 4 * t * m * k,
         b = bAt + 4 * t * k * n,
         c = cAt + 4 * t * m * n
-      // gemm's arguments for rows × cols of this product (C's row stride stays n).
-      const args = (a: number, b: number, c: number, rows: number, cols: number, who: number) =>
-        [a, rsA, csA, b, rsB, csB, c, 4 * n, rows, cols, k, acc ? 1 : 0, AP[who]!, BP[who]!, T[who]!] as const
       if (!split) {
-        this.kernels.gemm(...args(a, b, c, m, n, 0))
+        this.kernels.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
         continue
       }
-      // Two halves: by rows (a multiple of the 4-row tile) or by columns (of the 8-column tile).
+      // About 8 chunks of rows (a multiple of the 4-row tile) or of columns (of the 8-column tile).
       const byRows = m >= n
-      const half = byRows ? Math.ceil(m / 8) * 4 : Math.ceil(n / 16) * 8
-      const mine = byRows ? args(a, b, c, half, n, 0) : args(a, b, c, m, half, 0)
-      const theirs = byRows
-        ? args(a + half * rsA, b, c + 4 * half * n, m - half, n, 1)
-        : args(a, b + half * csB, c + 4 * half, m, n - half, 1)
-      this.run(GEMM, theirs)
-      this.kernels.gemm(...mine)
-      this.wait()
+      const piece = byRows ? Math.max(16, Math.ceil(m / 32) * 4) : Math.max(32, Math.ceil(n / 64) * 8)
+      const chunks = Math.ceil((byRows ? m : n) / piece)
+      this.share(KIND.GEMM, [a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, byRows ? 1 : 0, piece], chunks)
     }
   }
 
   /**
    * Runs the fused attention job `words` (./attention-task.ts; its g0/g1 and scratch words are
-   * filled in here) over all B·Hkv groups: half on the helper thread when there is one. false when
+   * filled in here) over all B·Hkv groups: shared with the helper thread when there is one. false when
    * an operand is outside the heap or the heap has no room for the scratch.
    */
   attention(words: number[], operands: Float32Array[]): boolean {
@@ -270,10 +262,8 @@ export class WasmGemm {
       ;[w[TASK.ap], w[TASK.bp], w[TASK.t]] = [AP[who]!, BP[who]!, T[who]!]
       return w
     }
-    const half = two ? groups >> 1 : groups
-    if (two) this.run(ATTENTION, job(1, half, groups))
-    attentionTask(heap.f32, this.kernels.gemm, job(0, 0, half), this.kernels.expaffine)
-    if (two) this.wait()
+    if (two) this.share(KIND.ATTENTION, [...job(0, 0, 0), ...scratch.slice(3, 6)], groups)
+    else attentionTask(heap.f32, this.kernels.gemm, job(0, 0, groups), this.kernels.expaffine)
     scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
     return true
   }
@@ -306,11 +296,10 @@ export class WasmGemm {
     const heap = this.heap
     if (!(heap.owns(x) && heap.owns(o) && x.length === o.length)) return false
     const n = o.length
-    // exp is compute-bound (~4 ns an element): a long one is worth splitting.
-    const half = this.threads === 2 && n >= SPLIT_EXP ? (n >> 3) << 2 : n
-    if (half < n) this.run(EXP, [x.byteOffset + 4 * half, o.byteOffset + 4 * half, n - half])
-    this.kernels.expaffine(x.byteOffset, o.byteOffset, half, 1, 0)
-    if (half < n) this.wait()
+    // exp is compute-bound (~4 ns an element): a long one is worth sharing, in runs of 8192.
+    if (this.threads === 2 && n >= SPLIT_EXP)
+      this.share(KIND.EXP, [x.byteOffset, o.byteOffset, n, 8192], Math.ceil(n / 8192))
+    else this.kernels.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
     return true
   }
 
@@ -321,23 +310,27 @@ export class WasmGemm {
     this.kernels[op](x.byteOffset, o.byteOffset, o.length)
     return true
   }
-  /** Hands a job (its kind and arguments) to the helper. */
-  private run(kind: number, args: readonly number[]): void {
+  /**
+   * Runs a job of `chunks` chunks on both threads (./chunks.ts): posts it, claims chunks here
+   * until none is left, waits for the chunks the helper claimed, then closes the job.
+   */
+  private share(kind: number, args: readonly number[], chunks: number): void {
     const ctl = this.ctl!
-    ctl[KIND] = kind
-    ctl.set(args, ARGS)
-    this.job = (this.job + 1) | 0
-    Atomics.store(ctl, JOB, this.job)
-    Atomics.notify(ctl, JOB)
-  }
-
-  /** Blocks until the helper has finished the last job. */
-  private wait(): void {
-    const ctl = this.ctl!
+    ctl[CTL.KIND] = kind
+    ctl.set(args, CTL.ARGS)
+    ctl[CTL.TOTAL] = chunks
+    Atomics.store(ctl, CTL.FIN, 0)
+    this.job = (this.job + 1) & 0x7fff
+    Atomics.store(ctl, CTL.CLAIM, this.job << 16)
+    Atomics.store(ctl, CTL.JOB, this.job)
+    Atomics.notify(ctl, CTL.JOB)
+    this.env.f32 = this.heap.f32
+    serveJob(ctl, this.job, this.env, runChunk)
     for (;;) {
-      const done = Atomics.load(ctl, DONE)
-      if (done === this.job) return
-      Atomics.wait(ctl, DONE, done)
+      const fin = Atomics.load(ctl, CTL.FIN)
+      if (fin >= chunks) break
+      Atomics.wait(ctl, CTL.FIN, fin)
     }
+    Atomics.store(ctl, CTL.CLAIM, (this.job << 16) | CLOSED)
   }
 }
