@@ -29,6 +29,7 @@ import { hostArray } from "../../core/dtype.js"
 import { LiveBuffers } from "../../core/live-buffers.js"
 import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cpu/cpu-backend.js"
 import { matmulBlocked } from "../cpu/matmul.js"
+import { simplifyViews } from "../views.js"
 import { attentionKernels } from "./attention.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
 import { autoHelper } from "./helper-thread.js"
@@ -167,6 +168,16 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
         if (!(f32 && reduceSumF32(op, X, O, outer, axis, inner))) ref.reduce(op, x, out, outer, axis, inner)
       },
       matmul: (a, b, out, spec) => matmulData(floats(a), floats(b), floats(out), spec),
+      copy(src, srcView, dst, dstView) {
+        const [S, D] = [src, dst].map((v) => (v as CpuBuffer).data)
+        // An in-place copy (src = dst) may overlap itself: the reference reads from a snapshot.
+        if (src !== dst && S instanceof Float32Array && D instanceof Float32Array && gemm !== undefined) {
+          if (srcView.shape.some((n) => n === 0)) return
+          const { shape, src: ss, dst: ds } = simplifyViews(srcView, dstView)
+          if (gemm.copy(S, srcView.offset, D, dstView.offset, shape, ss, ds)) return
+        }
+        ref.copy(src, srcView, dst, dstView)
+      },
     },
     buffers,
   )

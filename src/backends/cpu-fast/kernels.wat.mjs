@@ -17,6 +17,10 @@
  * Each is one IEEE float32 operation, correctly rounded: the same value as the reference's float64
  * operation rounded once to float32 (float64 is wide enough that the double rounding is exact).
  *
+ * copy4(s, d, n0, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3): the strided copy of a rank-4 view
+ * (byte strides; the innermost dim as four-float moves where both are contiguous, a splat where the
+ * source stride is 0). A copy moves bits, so it is the reference's exactly.
+ *
  * expaffine(x, o, n, scale, shift) → Σ e:  e = exp(x[i]·scale − shift) in float64, o[i] = e rounded
  * to float32, two lanes at a time; returns the float64 sum of the e. exp is e^r · 2^k with
  * k = round(x / ln 2) (by the 1.5·2^52 trick), r = x − k·ln 2 (|r| ≤ ln 2 / 2, ln 2 in two parts so k·ln2_hi is exact) and
@@ -196,6 +200,49 @@ const expKernel = `
         (v128.store32_lane 0 (local.get $o) (f32x4.demote_f64x2_zero (local.get $e)))))
     (f64.add (f64x2.extract_lane 0 (local.get $acc)) (f64x2.extract_lane 1 (local.get $acc))))`
 
+const copyKernel = `
+  (func (export "copy4") (param $s i32) (param $d i32) (param $n0 i32) (param $n1 i32) (param $n2 i32) (param $n3 i32)
+      (param $s0 i32) (param $s1 i32) (param $s2 i32) (param $s3 i32) (param $d0 i32) (param $d1 i32) (param $d2 i32) (param $d3 i32)
+    (local $i0 i32) (local $i1 i32) (local $i2 i32) (local $j i32) (local $sp i32) (local $dp i32) (local $v v128)
+    (local.set $i0 (i32.const 0))
+    (block $e0 (loop $l0 (br_if $e0 (i32.ge_s (local.get $i0) (local.get $n0)))
+      (local.set $i1 (i32.const 0))
+      (block $e1 (loop $l1 (br_if $e1 (i32.ge_s (local.get $i1) (local.get $n1)))
+        (local.set $i2 (i32.const 0))
+        (block $e2 (loop $l2 (br_if $e2 (i32.ge_s (local.get $i2) (local.get $n2)))
+          (local.set $sp (i32.add (local.get $s) (i32.add (i32.mul (local.get $i0) (local.get $s0))
+            (i32.add (i32.mul (local.get $i1) (local.get $s1)) (i32.mul (local.get $i2) (local.get $s2))))))
+          (local.set $dp (i32.add (local.get $d) (i32.add (i32.mul (local.get $i0) (local.get $d0))
+            (i32.add (i32.mul (local.get $i1) (local.get $d1)) (i32.mul (local.get $i2) (local.get $d2))))))
+          (local.set $j (local.get $n3))
+          (if (i32.and (i32.eq (local.get $s3) (i32.const 4)) (i32.eq (local.get $d3) (i32.const 4)))
+            (then (block $ev (loop $lv (br_if $ev (i32.lt_s (local.get $j) (i32.const 4)))
+              (v128.store (local.get $dp) (v128.load (local.get $sp)))
+              (local.set $sp (i32.add (local.get $sp) (i32.const 16)))
+              (local.set $dp (i32.add (local.get $dp) (i32.const 16)))
+              (local.set $j (i32.sub (local.get $j) (i32.const 4)))
+              (br $lv)))))
+          (if (i32.and (i32.eqz (local.get $s3)) (i32.eq (local.get $d3) (i32.const 4)))
+            (then
+              (local.set $v (v128.load32_splat (local.get $sp)))
+              (block $es (loop $ls (br_if $es (i32.lt_s (local.get $j) (i32.const 4)))
+                (v128.store (local.get $dp) (local.get $v))
+                (local.set $dp (i32.add (local.get $dp) (i32.const 16)))
+                (local.set $j (i32.sub (local.get $j) (i32.const 4)))
+                (br $ls)))))
+          (block $et (loop $lt (br_if $et (i32.le_s (local.get $j) (i32.const 0)))
+            (i32.store (local.get $dp) (i32.load (local.get $sp)))
+            (local.set $sp (i32.add (local.get $sp) (local.get $s3)))
+            (local.set $dp (i32.add (local.get $dp) (local.get $d3)))
+            (local.set $j (i32.sub (local.get $j) (i32.const 1)))
+            (br $lt)))
+          (local.set $i2 (i32.add (local.get $i2) (i32.const 1)))
+          (br $l2)))
+        (local.set $i1 (i32.add (local.get $i1) (i32.const 1)))
+        (br $l1)))
+      (local.set $i0 (i32.add (local.get $i0) (i32.const 1)))
+      (br $l0))))`
+
 const unaryKernels = [
   ["neg", (x, lane) => `(${lane === "v128" ? "f32x4" : "f32"}.neg ${x})`],
   ["sqrt", (x, lane) => `(${lane === "v128" ? "f32x4" : "f32"}.sqrt ${x})`],
@@ -259,6 +306,7 @@ export const wat = (shared) => `(module
   ${binaryKernels}
   ${unaryKernels}
   ${expKernel}
+  ${copyKernel}
 
   ${packTransposed(4)}
   ${packTransposed(8)}

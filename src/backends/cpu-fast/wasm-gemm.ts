@@ -27,7 +27,7 @@ export type SimdBinary = "add" | "sub" | "mul" | "div" | "max"
 export type SimdUnary = "neg" | "sqrt" | "recip"
 /** o[i] = exp(x[i]·scale − shift) (float32 out, float64 inside) over n elements; returns Σ of the float64 values. */
 export type ExpAffine = (x: number, o: number, n: number, scale: number, shift: number) => number
-type KernelExports = GemmExports & { expaffine: ExpAffine } & Record<
+type KernelExports = GemmExports & { expaffine: ExpAffine; copy4: Kernel } & Record<
     `${SimdBinary}_${"vv" | "vs" | "sv"}` | SimdUnary,
     Kernel
   >
@@ -300,6 +300,29 @@ export class WasmGemm {
     if (this.threads === 2 && n >= SPLIT_EXP)
       this.share(KIND.EXP, [x.byteOffset, o.byteOffset, n, 8192], Math.ceil(n / 8192))
     else this.kernels.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
+    return true
+  }
+
+  /**
+   * The strided copy of float32 buffers in the heap, by the view's element offset and the
+   * simplified shape and strides (../views.ts) of rank ≤ 4; false when not handled here.
+   */
+  copy(
+    src: Float32Array,
+    s0: number,
+    dst: Float32Array,
+    d0: number,
+    shape: number[],
+    ss: number[],
+    ds: number[],
+  ): boolean {
+    const heap = this.heap
+    if (shape.length > 4 || !(heap.owns(src) && heap.owns(dst))) return false
+    const pad = 4 - shape.length
+    const n = [...Array(pad).fill(1), ...shape],
+      sb = [...Array(pad).fill(0), ...ss.map((x) => 4 * x)],
+      db = [...Array(pad).fill(0), ...ds.map((x) => 4 * x)]
+    this.kernels.copy4(src.byteOffset + 4 * s0, dst.byteOffset + 4 * d0, ...n, ...sb, ...db)
     return true
   }
 
