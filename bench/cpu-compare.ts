@@ -2,10 +2,12 @@
  * The CPU comparison of issue 16: the same small Llama trained through miniseq's reference CPU
  * backend (`cpu`), the fast CPU backend (`cpu-fast`) and, when `python3` with `torch` is on this
  * machine, an equivalent plain PyTorch Llama (bench/cpu_compare_torch.py), in one job.
- *   npx tsx bench/cpu-compare.ts [--steps 4] [--modes vanilla,mst] [--skip-reference]
+ *   npx tsx bench/cpu-compare.ts [--steps 6] [--repeat 3] [--modes vanilla,mst] [--skip-reference]
  * Runners: cpu-fast (its default: two threads in Node), cpu-fast-1t (helper "none"), cpu.
  * Config: d 128, I 384, 4 layers, 4 heads / 2 KV, vocab 256, batch 8 × 256, fp32, AdamW. Tokens/s
- * is the median over the steps after the first. Writes docs/results/cpu-compare.json.
+ * is the median over the steps after the first, then over --repeat rounds (each round runs every
+ * runner once, PyTorch among them). Writes docs/results/cpu-compare.json with every run's figure
+ * and the load average at its start.
  *
  * The runs are the same computation: PyTorch gets miniseq's initial weights and batches (files in a
  * temporary folder), a constant learning rate (no warmup, no decay: miniseq's minLr = lr), and
@@ -30,7 +32,8 @@ const arg = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(`--${name}`)
   return i >= 0 ? process.argv[i + 1]! : fallback
 }
-const steps = Number(arg("steps", "4"))
+const steps = Number(arg("steps", "6"))
+const repeat = Number(arg("repeat", "3"))
 const modes = arg("modes", "vanilla,mst").split(",") as Mode[]
 const [batch, seq] = [8, 256]
 // The shipped tiny preset (4 heads / 2 KV, vocab 256) at the issue's size.
@@ -38,7 +41,10 @@ const config = { ...presets.tiny, hidden_size: 128, intermediate_size: 384, num_
 const model = decodeConfigSync(config)
 const random = rng(1)
 const tokens = Int32Array.from({ length: batch * (seq + 1) * 8 }, () => Math.floor(random() * model.vocab_size))
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+}
 const [lr, seed] = [1e-3, 1]
 const load = () =>
   loadavg()
@@ -52,17 +58,21 @@ interface Row {
   readonly tokensPerSecond: number
   readonly stepMs: number
   readonly losses: number[]
+  /** The 1-minute load average when the run started. */
+  readonly load: number
 }
 const rows: Row[] = []
 const show = (r: Row) =>
   console.log(
-    `${r.runner.padEnd(11)} ${r.mode.padEnd(8)} ${r.tokensPerSecond.toFixed(0).padStart(9)} ${r.stepMs.toFixed(0).padStart(8)}  ${r.losses.map((l) => l.toFixed(4)).join(" ")}`,
+    `${r.runner.padEnd(11)} ${r.mode.padEnd(8)} ${r.tokensPerSecond.toFixed(0).padStart(9)} ${r.stepMs.toFixed(0).padStart(8)} ${r.load.toFixed(2).padStart(5)}  ${r.losses.map((l) => l.toFixed(4)).join(" ")}`,
   )
 
 console.log(
   `d ${config.hidden_size}, I ${config.intermediate_size}, ${config.num_hidden_layers} layers, ${config.num_attention_heads} heads / ${config.num_key_value_heads} KV, vocab ${config.vocab_size}, batch ${batch}×${seq}, fp32, AdamW, lr ${lr} constant, ${steps} steps; ${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}; load average ${loadBefore}`,
 )
-console.log(`${"runner".padEnd(11)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)}  losses`)
+console.log(
+  `${"runner".padEnd(11)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)} ${"load".padStart(5)}  losses`,
+)
 const runners: Array<[string, () => Layer.Layer<Backend>]> = [
   // The default: two threads in Node (the helper starts within ~50 ms: during step 1, untimed).
   ["cpu-fast", () => fastCpuBackendLayer()],
@@ -71,23 +81,23 @@ const runners: Array<[string, () => Layer.Layer<Backend>]> = [
     ? []
     : [["cpu", () => cpuBackendLayer()] as [string, () => Layer.Layer<Backend>]]),
 ]
-for (const mode of modes)
-  for (const [runner, layer] of runners) {
-    const batches = makeBatches({ tokens, batch, seq, seed })
-    const { records } = await Effect.runPromise(
-      train({ model, mode, batch, seq, steps, lr, minLr: lr, warmup: 0, seed }, batches).pipe(Effect.provide(layer())),
-    )
-    const tps = median(records.slice(1).map((r) => r.tokensPerSecond))
-    const row = {
-      runner,
-      mode,
-      tokensPerSecond: tps,
-      stepMs: (1000 * batch * seq) / tps,
-      losses: records.map((r) => r.loss),
-    }
-    rows.push(row)
-    show(row)
+/** One training run of `runner` in `mode`: its row (tokens/s the median of the steps after the first). */
+async function runMiniseq(runner: string, layer: () => Layer.Layer<Backend>, mode: Mode): Promise<Row> {
+  const batches = makeBatches({ tokens, batch, seq, seed })
+  const load = loadavg()[0]!
+  const { records } = await Effect.runPromise(
+    train({ model, mode, batch, seq, steps, lr, minLr: lr, warmup: 0, seed }, batches).pipe(Effect.provide(layer())),
+  )
+  const tps = median(records.slice(1).map((r) => r.tokensPerSecond))
+  return {
+    runner,
+    mode,
+    tokensPerSecond: tps,
+    stepMs: (1000 * batch * seq) / tps,
+    losses: records.map((r) => r.loss),
+    load,
   }
+}
 
 /** The first of $PYTHON, python3, /usr/bin/python3 that imports torch (Debian's python3-torch lives under /usr/bin). */
 const python = [process.env.PYTHON, "python3", "/usr/bin/python3"].find((p) => {
@@ -125,35 +135,74 @@ function writeRunData(dir: string): void {
 
 let torch: string | undefined
 const dataDir = mkdtempSync(join(tmpdir(), "miniseq-cpu-compare-"))
-try {
-  if (python === undefined) throw new Error("no python3 with torch on this machine")
-  writeRunData(dataDir)
-  const line = execFileSync(
-    python,
-    ["bench/cpu_compare_torch.py", JSON.stringify(model), `${batch}`, `${seq}`, `${steps}`, `${lr}`, dataDir],
-    {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  )
-  const r = JSON.parse(line.trim().split("\n").at(-1)!)
-  torch = `torch ${r.torch}, ${r.threads} threads`
-  const row = {
-    runner: "pytorch",
-    mode: "vanilla",
-    tokensPerSecond: r.tokens_per_s,
-    stepMs: r.step_ms,
-    losses: r.losses,
+/** One PyTorch run (bench/cpu_compare_torch.py) on the same weights and batches, or why it did not run. */
+function runTorch(): Row | string {
+  try {
+    if (python === undefined) throw new Error("no python3 with torch on this machine")
+    const load = loadavg()[0]!
+    const line = execFileSync(
+      python,
+      ["bench/cpu_compare_torch.py", JSON.stringify(model), `${batch}`, `${seq}`, `${steps}`, `${lr}`, dataDir],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
+    )
+    const r = JSON.parse(line.trim().split("\n").at(-1)!)
+    torch = `torch ${r.torch}, ${r.threads} threads`
+    return {
+      runner: "pytorch",
+      mode: "vanilla",
+      tokensPerSecond: r.tokens_per_s,
+      stepMs: r.step_ms,
+      losses: r.losses,
+      load,
+    }
+  } catch (e) {
+    return String(e).split("\n")[0]!
   }
-  rows.push(row)
-  show(row)
-} catch (e) {
-  console.log(`pytorch: not run (${String(e).split("\n")[0]})`)
+}
+
+// Rounds: every runner once per round, PyTorch between the miniseq runs, so that a change in the
+// machine's load (other people's jobs) falls on all of them alike; each runner's figure is its
+// median over the rounds.
+const samples: Row[] = []
+let torchMissing: string | undefined
+try {
+  writeRunData(dataDir)
+  for (let round = 1; round <= repeat; round++) {
+    console.log(`round ${round}/${repeat}`)
+    for (const mode of modes)
+      for (const [runner, layer] of runners) {
+        const row = await runMiniseq(runner, layer, mode)
+        samples.push(row)
+        show(row)
+        if (mode === modes[0] && runner === runners[0]![0] && torchMissing === undefined) {
+          const t = runTorch()
+          if (typeof t === "string") torchMissing = t
+          else {
+            samples.push(t)
+            show(t)
+          }
+        }
+      }
+  }
 } finally {
   rmSync(dataDir, { recursive: true, force: true })
 }
+if (torchMissing !== undefined) console.log(`pytorch: not run (${torchMissing})`)
 const loadAfter = load()
 console.log(`load average after: ${loadAfter}`)
+console.log(`median over ${repeat} round(s):`)
+for (const [runner, mode] of [...new Set(samples.map((r) => `${r.runner} ${r.mode}`))].map((k) => k.split(" "))) {
+  const mine = samples.filter((r) => r.runner === runner && r.mode === mode)
+  const tps = median(mine.map((r) => r.tokensPerSecond))
+  const row = {
+    ...mine[0]!,
+    tokensPerSecond: tps,
+    stepMs: (1000 * batch * seq) / tps,
+    load: median(mine.map((r) => r.load)),
+  }
+  rows.push(row)
+  show(row)
+}
 
 const tps = (runner: string, mode = "vanilla") =>
   rows.find((r) => r.runner === runner && r.mode === mode)?.tokensPerSecond
@@ -182,7 +231,9 @@ writeFileSync(
       batch,
       seq,
       steps,
+      repeat,
       rows,
+      samples,
       ratios,
     },
     null,
