@@ -133,50 +133,63 @@ const f64x2 = (x) => `(f64x2.splat (f64.const ${x}))`
  * an integer k held in t's low mantissa bits; e^r by Horner; 2^k as the bits (2^51 + k + 1023) << 52,
  * where the shift drops the magic's bits and leaves k + 1023 as the exponent.
  */
-const expSteps = (y) => {
-  const [x, t, k, r, p] = y === "" ? ["$x", "$t", "$k", "$r", "$p"] : ["$y", "$ty", "$ky", "$ry", "$py"]
-  return [
-    `(local.set ${x} (f64x2.pmax (f64x2.pmin (local.get ${x}) ${f64x2(708)}) ${f64x2(-708)}))`,
-    `(local.set ${t} (f64x2.add (f64x2.mul (local.get ${x}) ${f64x2(Math.LOG2E)}) ${f64x2(MAGIC)}))`,
-    `(local.set ${k} (f64x2.sub (local.get ${t}) ${f64x2(MAGIC)}))`,
-    `(local.set ${r} (f64x2.sub (local.get ${x}) (f64x2.mul (local.get ${k}) ${f64x2(0.6931471803691238)})))`,
-    `(local.set ${r} (f64x2.sub (local.get ${r}) (f64x2.mul (local.get ${k}) ${f64x2(1.9082149292705877e-10)})))`,
-    `(local.set ${p} ${f64x2(taylor[11])})`,
-    ...taylor
-      .slice(0, 11)
-      .reverse()
-      .map((c) => `(local.set ${p} (f64x2.add (f64x2.mul (local.get ${p}) (local.get ${r})) ${f64x2(c)}))`),
-    `(local.set ${x} (f64x2.mul (local.get ${p}) (i64x2.shl (i64x2.add (local.get ${t}) (i64x2.splat (i64.const 1023))) (i32.const 52))))`,
-  ]
+const expConstants = {
+  hi: 708,
+  lo: -708,
+  log2e: Math.LOG2E,
+  magic: MAGIC,
+  ln2hi: 0.6931471803691238,
+  ln2lo: 1.9082149292705877e-10,
+  ...Object.fromEntries(taylor.map((c, i) => [`c${i}`, c])),
 }
+/** A constant as a splat in place (`splat`), or from a local set once before a loop (`hoisted`). */
+const splat = (name) => f64x2(expConstants[name])
+const hoisted = (name) => `(local.get $K${name})`
+const hoistedLocals = Object.keys(expConstants)
+  .map((n) => `(local $K${n} v128)`)
+  .join(" ")
+const hoistConstants = Object.keys(expConstants)
+  .map((n) => `(local.set $K${n} ${splat(n)})`)
+  .join(" ")
+const expSteps = (x, t, k, r, p, K) => [
+  `(local.set ${x} (f64x2.pmax (f64x2.pmin (local.get ${x}) ${K("hi")}) ${K("lo")}))`,
+  `(local.set ${t} (f64x2.add (f64x2.mul (local.get ${x}) ${K("log2e")}) ${K("magic")}))`,
+  `(local.set ${k} (f64x2.sub (local.get ${t}) ${K("magic")}))`,
+  `(local.set ${r} (f64x2.sub (local.get ${x}) (f64x2.mul (local.get ${k}) ${K("ln2hi")})))`,
+  `(local.set ${r} (f64x2.sub (local.get ${r}) (f64x2.mul (local.get ${k}) ${K("ln2lo")})))`,
+  `(local.set ${p} ${K("c11")})`,
+  ...taylor
+    .slice(0, 11)
+    .map((_, i) => 10 - i)
+    .map((i) => `(local.set ${p} (f64x2.add (f64x2.mul (local.get ${p}) (local.get ${r})) ${K(`c${i}`)}))`),
+  `(local.set ${x} (f64x2.mul (local.get ${p}) (i64x2.shl (i64x2.add (local.get ${t}) (i64x2.splat (i64.const 1023))) (i32.const 52))))`,
+]
 
 const expKernel = `
   (func $exp2 (param $x v128) (result v128)
     (local $t v128) (local $k v128) (local $r v128) (local $p v128)
-    ${expSteps("").join("\n    ")}
+    ${expSteps("$x", "$t", "$k", "$r", "$p", splat).join("\n    ")}
     (local.get $x))
-
-  ;; The same on two vectors at once: two independent chains the CPU can overlap.
-  (func $exp2x2 (param $x v128) (param $y v128) (result v128 v128)
-    (local $t v128) (local $k v128) (local $r v128) (local $p v128)
-    (local $ty v128) (local $ky v128) (local $ry v128) (local $py v128)
-    ${expSteps("")
-      .map((line, i) => `${line}\n    ${expSteps("y")[i]}`)
-      .join("\n    ")}
-    (local.get $x) (local.get $y))
 
   (func (export "expaffine") (param $x i32) (param $o i32) (param $n i32) (param $scale f64) (param $shift f64) (result f64)
     (local $s v128) (local $h v128) (local $acc v128) (local $e v128) (local $e2 v128) (local $v v128)
+    (local $t v128) (local $k v128) (local $r v128) (local $p v128)
+    (local $t2 v128) (local $k2 v128) (local $r2 v128) (local $p2 v128)
+    ${hoistedLocals}
+    ${hoistConstants}
     (local.set $s (f64x2.splat (local.get $scale)))
     (local.set $h (f64x2.splat (local.get $shift)))
     (block $e4 (loop $l4
       (br_if $e4 (i32.lt_s (local.get $n) (i32.const 4)))
       (local.set $v (v128.load (local.get $x)))
-      (call $exp2x2
-        (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $s)) (local.get $h))
-        (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (i8x16.shuffle ${lanes(2, 3, 0, 1)} (local.get $v) (local.get $v))) (local.get $s)) (local.get $h)))
-      (local.set $e2)
-      (local.set $e)
+      (local.set $e (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $s)) (local.get $h)))
+      (local.set $e2 (f64x2.sub (f64x2.mul (f64x2.promote_low_f32x4 (i8x16.shuffle ${lanes(2, 3, 0, 1)} (local.get $v) (local.get $v))) (local.get $s)) (local.get $h)))
+      ;; two independent chains, interleaved, that the CPU can overlap
+      ${(() => {
+        const a = expSteps("$e", "$t", "$k", "$r", "$p", hoisted)
+        const b = expSteps("$e2", "$t2", "$k2", "$r2", "$p2", hoisted)
+        return a.map((line, i) => `${line}\n      ${b[i]}`).join("\n      ")
+      })()}
       (local.set $acc (f64x2.add (local.get $acc) (local.get $e)))
       (local.set $acc (f64x2.add (local.get $acc) (local.get $e2)))
       (v128.store (local.get $o) (i8x16.shuffle ${lanes(0, 1, 4, 5)} (f32x4.demote_f64x2_zero (local.get $e)) (f32x4.demote_f64x2_zero (local.get $e2))))
