@@ -43,13 +43,13 @@ export interface FastCpuBackend extends CpuBackend {
   readonly notice: string | undefined
   /** Threads the kernels run on now: 2 once the helper thread has started, else 1. */
   threads(): number
-  /** Chunks of shared work (./chunks.ts) the helper thread has run so far. */
+  /** Chunks of shared work (docs/cpu.md: two threads) the helper thread has run so far. */
   helperChunks(): number
 }
 
 export interface FastCpuOptions {
   /**
-   * The helper thread for the second core (GEMM halves, attention's kv-head groups): "auto"
+   * The helper thread for the second core (blocks of large products, attention's kv-head groups): "auto"
    * (default) starts Node's where this runs in Node with shared memory; "none" runs everything on
    * the calling thread; or a function that starts one (e.g. `nodeHelper` of ./node-threads.ts).
    * Results are bitwise the same either way.
