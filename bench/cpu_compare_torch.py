@@ -8,7 +8,7 @@ bench/pytorch_baseline.py) trained with miniseq's settings, on the CPU:
 Prints one JSON line: {"tokens_per_s", "step_ms", "losses", "threads", "torch"}; tokens/s is the
 median over the steps after the first.
 
-  python3 bench/cpu_compare_torch.py '<config json>' BATCH SEQ STEPS LR DATA_DIR
+  python3 bench/cpu_compare_torch.py '<config json>' BATCH SEQ STEPS LR DATA_DIR [THREADS]
 DATA_DIR holds params.json (name -> [offset, shape] into params.bin, float32, HF names) and
 batches.bin (int32: per step the B*S input ids, then the B*S targets).
 """
@@ -22,7 +22,8 @@ from pytorch_baseline import FallbackLlama  # noqa: E402
 c = json.loads(sys.argv[1])
 batch, seq, steps, lr, data = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 c.setdefault("head_dim", c["hidden_size"] // c["num_attention_heads"])
-torch.set_num_threads(os.cpu_count() or 1)  # every core: the comparison is of the whole machine
+# Every core by default: the comparison is of the whole machine.
+torch.set_num_threads(int(sys.argv[7]) if len(sys.argv) > 7 else (os.cpu_count() or 1))
 model = FallbackLlama(c).train()
 
 # miniseq's (HF) parameter names -> FallbackLlama's.
