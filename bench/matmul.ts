@@ -32,7 +32,10 @@ const backend = fastBackend ?? makeCpuBackend()
 for (let i = 0; i < 100 && fastBackend !== undefined && !oneThread && fastBackend.threads() < 2; i++)
   await new Promise((r) => setTimeout(r, 20))
 const threads = fastBackend?.threads() ?? 1
-const load = () => loadavg().map((l) => l.toFixed(2)).join(" ")
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")
 const loadBefore = load()
 console.log(`${backend.name}, ${threads} thread(s), load average ${loadBefore}`)
 const sizes = [64, 128, 256, 512, 1024]
