@@ -1,10 +1,12 @@
 /**
- * CPU matmul throughput: npx tsx bench/matmul.ts [--backend cpu|cpu-fast]
+ * CPU matmul throughput: npx tsx bench/matmul.ts [--backend cpu|cpu-fast] [--threads 1|2]
  * Square m = n = k, batch 1, random operands; median of several timed runs after warm-up.
- * Prints a table and writes bench/results/matmul-<backend>.json (cpu, the reference, by default).
+ * --threads (cpu-fast only): 2 (its default in Node: the helper thread takes half of each large
+ * product) or 1. Prints a table and writes docs/results/matmul-<backend>[-1t].json (cpu, the
+ * reference, by default), with the load average before and after.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
-import { cpus } from "node:os"
+import { cpus, loadavg } from "node:os"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import type { DType } from "../src/core/dtype.js"
@@ -18,8 +20,24 @@ interface Row {
   gflops: number
 }
 
-const backendArg = process.argv.indexOf("--backend")
-const backend = process.argv[backendArg + 1] === "cpu-fast" && backendArg > 0 ? makeFastCpuBackend() : makeCpuBackend()
+const arg = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? process.argv[i + 1] : undefined
+}
+const fast = arg("backend") === "cpu-fast"
+const oneThread = arg("threads") === "1"
+const fastBackend = fast ? makeFastCpuBackend({ helper: oneThread ? "none" : "auto" }) : undefined
+const backend = fastBackend ?? makeCpuBackend()
+// The helper thread starts asynchronously: time only once it runs.
+for (let i = 0; i < 100 && fastBackend !== undefined && !oneThread && fastBackend.threads() < 2; i++)
+  await new Promise((r) => setTimeout(r, 20))
+const threads = fastBackend?.threads() ?? 1
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")
+const loadBefore = load()
+console.log(`${backend.name}, ${threads} thread(s), load average ${loadBefore}`)
 const sizes = [64, 128, 256, 512, 1024]
 const dtypes: DType[] = ["float32", "float64"]
 const rows: Row[] = []
@@ -76,8 +94,9 @@ for (const r of rows)
     `${pad(r.size, 6)} ${pad(r.dtype, 8)} ${pad(String(r.transB), 7)} ${pad(r.ms.toFixed(3), 10)} ${pad(r.gflops.toFixed(2), 8)}`,
   )
 
-mkdirSync(new URL("./results/", import.meta.url), { recursive: true })
-const file = new URL(`./results/matmul-${backend.name}.json`, import.meta.url)
+mkdirSync(new URL("../docs/results/", import.meta.url), { recursive: true })
+const name = fast && oneThread ? `${backend.name}-1t` : backend.name
+const file = new URL(`../docs/results/matmul-${name}.json`, import.meta.url)
 writeFileSync(
   file,
   JSON.stringify(
@@ -86,6 +105,9 @@ writeFileSync(
       date: new Date().toISOString(),
       node: process.version,
       cpu: cpus()[0]?.model ?? "unknown",
+      cores: cpus().length,
+      threads,
+      loadAverage: { before: loadBefore, after: load() },
       method: "square m=n=k, batch 1, transA false; median of timed runs after warm-up",
       rows,
     },

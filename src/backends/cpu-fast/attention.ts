@@ -14,14 +14,20 @@
 import type { Buffer, MatmulSpec } from "../../core/backend.js"
 import type { RoutineKernels } from "../../core/routines/registry.js"
 import type { CpuBuffer } from "../cpu/cpu-backend.js"
+import { TASK } from "./attention-task.js"
 
 type FloatData = Float32Array | Float64Array
 /** The backend's matmul on typed arrays (views into buffers). */
 export type Matmul = (a: FloatData, b: FloatData, c: FloatData, spec: MatmulSpec) => void
 
+/** Scratch of n elements of x's type (zeroed), and how to give it back. */
+export type Scratch = (x: FloatData, n: number) => FloatData
+export type Release = (x: FloatData) => void
+/** Runs an attention job of ./attention-task.ts on float32 operands in the heap (false: not run). */
+export type AttentionJob = (words: number[], operands: Float32Array[]) => boolean
+
 const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
-const like = (x: FloatData, n: number): FloatData =>
-  x instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)
+const plain: Scratch = (x, n) => (x instanceof Float32Array ? new Float32Array(n) : new Float64Array(n))
 const mm = (m: number, n: number, k: number, transA: boolean, transB: boolean, accumulate = false): MatmulSpec => ({
   batch: 1,
   m,
@@ -35,12 +41,42 @@ const mm = (m: number, n: number, k: number, transA: boolean, transB: boolean, a
 /** Queries per block: the scratch is ROWS × S, and a causal block only visits keys up to its last query. */
 const ROWS = 64
 
-export function attentionKernels(matmul: Matmul): RoutineKernels {
+/**
+ * The words of an attention job (./attention-task.ts) for these operands, or undefined when one
+ * is not float32 (the job's addresses are the views' byte offsets; `job` checks they are in the heap).
+ */
+function jobWords(
+  backward: boolean,
+  dims: readonly [number, number, number, number, number],
+  causal: boolean,
+  operands: ReadonlyArray<FloatData | undefined>,
+): { words: number[]; operands: Float32Array[] } | undefined {
+  const present = operands.filter((x): x is FloatData => x !== undefined)
+  if (!present.every((x) => x instanceof Float32Array)) return undefined
+  const words = new Array<number>(TASK.words).fill(0)
+  ;[words[TASK.B], words[TASK.H], words[TASK.Hkv], words[TASK.S], words[TASK.D]] = dims
+  words[TASK.backward] = backward ? 1 : 0
+  words[TASK.causal] = causal ? 1 : 0
+  const names = ["q", "k", "v", "o", "lse", "dO", "dLse", "dq", "dk", "dv"] as const
+  names.forEach((name, i) => {
+    words[TASK[name]] = operands[i]?.byteOffset ?? 0
+  })
+  return { words, operands: present as Float32Array[] }
+}
+
+export function attentionKernels(
+  matmul: Matmul,
+  like: Scratch = plain,
+  release: Release = () => {},
+  job: AttentionJob = () => false,
+): RoutineKernels {
   return {
     attention({ inputs, outputs, shapes, attrs }) {
       const [B, H, S, D] = shapes.inputs.q as [number, number, number, number]
       const Hkv = shapes.inputs.k![1]!
       const [q, k, v, o, lse] = [inputs.q, inputs.k, inputs.v, outputs.o, outputs.lse].map(floats) as FloatData[]
+      const fast = jobWords(false, [B, H, Hkv, S, D], attrs.causal === true, [q, k, v, o, lse])
+      if (fast !== undefined && job(fast.words, fast.operands)) return
       const scale = 1 / Math.sqrt(D)
       const scratch = like(q!, Math.min(ROWS, S) * S)
       for (let b = 0; b < B; b++)
@@ -73,6 +109,7 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
             matmul(P, keys(v!), rows(o!), mm(r, D, nk, false, false))
           }
         }
+      release(scratch)
     },
 
     "attention.vjp"({ inputs, outputs, shapes, attrs }) {
@@ -82,6 +119,9 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
       const dOut = inputs.dO === undefined ? undefined : floats(inputs.dO)
       const dLse = inputs.dLse === undefined ? undefined : floats(inputs.dLse)
       const [dq, dk, dv] = [outputs.dQ, outputs.dK, outputs.dV].map(floats) as FloatData[]
+      const operands = [q, k, v, o, lse, dOut, dLse, dq, dk, dv]
+      const fast = jobWords(true, [B, H, Hkv, S, D], attrs.causal === true, operands)
+      if (fast !== undefined && job(fast.words, fast.operands)) return
       dk!.fill(0)
       dv!.fill(0)
       const scale = 1 / Math.sqrt(D)
@@ -121,6 +161,7 @@ export function attentionKernels(matmul: Matmul): RoutineKernels {
             matmul(dP, rows(q!), keys(dk!), mm(nk, D, r, true, false, true))
           }
         }
+      for (const x of [pScratch, dpScratch, zeros]) release(x)
     },
   }
 }

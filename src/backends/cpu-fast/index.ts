@@ -2,17 +2,22 @@
  * The fast CPU backend (`cpu-fast`): the reference CPU backend (../cpu/) with its hot kernels
  * replaced, behind the same contract and the same `checkedBackend`.
  *
+ * - float32 buffers live in the WebAssembly module's (shared) memory (./heap.ts), so the SIMD
+ *   kernels take them by address, without copies, and a helper thread can work on them.
  * - matmul in float32 runs the WebAssembly SIMD GEMM (./wasm-gemm.ts, kernels.wat.mjs): the same
  *   module in Node and in the browser, no native build. float64 keeps the reference's GEMM.
- * - Buffers are recycled: a freed typed array goes to a pool (by dtype and size) and a later
- *   alloc of the same kind takes it back, zeroed. Training allocates the same buffers every step,
- *   and fresh typed arrays (and the garbage collection they cause) cost the reference a fifth of
- *   its time.
- * - float32 elementwise kernels and sums (./elementwise.ts): the reference's arithmetic, bitwise,
- *   in loops V8 compiles for Float32Array alone.
+ * - Buffers are recycled: a freed buffer goes back to the heap's free list (or, outside the heap,
+ *   to a pool by dtype and size) and a later alloc of the same size takes it back, zeroed.
+ *   Training allocates the same buffers every step, and fresh typed arrays (and the garbage
+ *   collection they cause) cost the reference a fifth of its time.
+ * - float32 add/sub/mul/div/maximum, neg/sqrt/recip as SIMD kernels, bitwise the reference's
+ *   (one correctly rounded float32 operation each); the other float32 elementwise kernels and sums
+ *   (./elementwise.ts): the reference's arithmetic, bitwise, in loops V8 compiles for Float32Array.
  * - attention and its VJP as one fused kernel (./attention.ts): a few matrix products per head.
- * Everything else is the reference's code (with its fused cross-entropy). Where WebAssembly SIMD is missing, the backend says so
- * once (`notice`) and runs the reference kernels.
+ * Everything else is the reference's code (with its fused cross-entropy). Where WebAssembly SIMD is
+ * missing, the backend says so once (`notice`) and runs the reference kernels; where shared memory
+ * is missing (a page without cross-origin isolation), it says so and keeps buffers as JS arrays,
+ * copied in and out of the module's memory per product, on one thread.
  *
  * Results are float32 sums in a different order than the reference's float64 ones: equal within
  * float32 rounding (the conformance suite checks it), not bitwise.
@@ -24,9 +29,11 @@ import { hostArray } from "../../core/dtype.js"
 import { LiveBuffers } from "../../core/live-buffers.js"
 import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cpu/cpu-backend.js"
 import { matmulBlocked } from "../cpu/matmul.js"
+import { simplifyViews } from "../views.js"
 import { attentionKernels } from "./attention.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
-import { type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
+import { autoHelper } from "./helper-thread.js"
+import { type SimdBinary, type SimdUnary, type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
 
 type FloatData = Float32Array | Float64Array
 const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
@@ -34,31 +41,69 @@ const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
 export interface FastCpuBackend extends CpuBackend {
   /** Why the fast kernels are not running (the reference kernels are), or undefined when they are. */
   readonly notice: string | undefined
+  /** Threads the kernels run on now: 2 once the helper thread has started, else 1. */
+  threads(): number
+  /** Chunks of shared work (docs/cpu.md: two threads) the helper thread has run so far. */
+  helperChunks(): number
 }
 
 export interface FastCpuOptions {
   /**
-   * Starts the GEMM's helper thread for the second core (Node: `nodeHelper` from
-   * ./node-threads.ts, which the CLI passes); without it everything runs on the calling thread.
+   * The helper thread for the second core (blocks of large products, attention's kv-head groups): "auto"
+   * (default) starts Node's where this runs in Node with shared memory; "none" runs everything on
+   * the calling thread; or a function that starts one (e.g. `nodeHelper` of ./node-threads.ts).
+   * Results are bitwise the same either way.
    */
-  readonly helper?: StartHelper
-  /** Keep at most this many bytes of freed buffers for reuse (default 1 GiB). */
+  readonly helper?: StartHelper | "auto" | "none"
+  /** Keep at most this many bytes of freed buffers outside the module's memory for reuse (default 1 GiB). */
   readonly poolBytes?: number
+  /** Place at most this many bytes of buffers in the module's memory (default ~2 GiB); the rest are JS arrays. */
+  readonly heapBytes?: number
 }
+
+const simdBinary: Partial<Record<string, SimdBinary>> = {
+  add: "add",
+  sub: "sub",
+  mul: "mul",
+  div: "div",
+  maximum: "max",
+}
+const simdUnary: Partial<Record<string, SimdUnary>> = { neg: "neg", sqrt: "sqrt", recip: "recip" }
 
 /** The fast CPU backend; see the module comment. */
 export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
   const buffers = new LiveBuffers()
   const ref = cpuKernels({}, buffers)
   const missing = wasmSimdMissing()
-  const gemm = missing === undefined ? new WasmGemm(opts.helper) : undefined
-  const notice = missing === undefined ? undefined : `cpu-fast: running the reference kernels (${missing})`
+  const shared = typeof SharedArrayBuffer !== "undefined"
+  const helper =
+    opts.helper === "none"
+      ? undefined
+      : opts.helper === undefined || opts.helper === "auto"
+        ? shared
+          ? autoHelper()
+          : undefined
+        : opts.helper
+  const gemm = missing === undefined ? new WasmGemm({ startHelper: helper, heapBytes: opts.heapBytes }) : undefined
+  const heap = gemm?.heap
+  const notice =
+    missing !== undefined
+      ? `cpu-fast: running the reference kernels (${missing})`
+      : heap?.resident === false
+        ? "cpu-fast: one thread, buffers copied into the WebAssembly memory per product (no shared memory: the page is not cross-origin isolated)"
+        : undefined
 
   // The matmul on typed arrays: the WebAssembly GEMM for float32, the reference GEMM otherwise.
   const matmulData = (A: FloatData, B: FloatData, C: FloatData, spec: MatmulSpec): void => {
-    if (gemm !== undefined && A instanceof Float32Array && B instanceof Float32Array && C instanceof Float32Array)
-      gemm.matmul(A, B, C, spec)
-    else matmulBlocked(A, B, C, spec)
+    const f32 = A instanceof Float32Array && B instanceof Float32Array && C instanceof Float32Array
+    if (!(f32 && gemm?.matmul(A, B, C, spec))) matmulBlocked(A, B, C, spec)
+  }
+  // Scratch for the fused attention: in the heap when it has room, so its products need no copies.
+  const scratch = (like: FloatData, size: number): FloatData =>
+    (like instanceof Float32Array ? heap?.alloc(size)?.fill(0) : undefined) ??
+    (like instanceof Float32Array ? new Float32Array(size) : new Float64Array(size))
+  const release = (x: FloatData): void => {
+    if (x instanceof Float32Array && heap?.owns(x)) heap.release(x)
   }
 
   const poolLimit = opts.poolBytes ?? 2 ** 30
@@ -69,9 +114,21 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
     {
       ...ref,
       name: "cpu-fast",
-      routines: { ...ref.routines, ...attentionKernels(matmulData) },
+      routines: {
+        ...ref.routines,
+        ...attentionKernels(
+          matmulData,
+          scratch,
+          release,
+          (words, operands) => gemm?.attention(words, operands) ?? false,
+        ),
+      },
       notice,
+      threads: () => gemm?.threads ?? 1,
+      helperChunks: () => gemm?.helperChunks ?? 0,
       alloc(dtype, size): CpuBuffer {
+        const resident = dtype === "float32" ? heap?.alloc(size) : undefined
+        if (resident !== undefined) return { dtype, size, data: resident }
         const free = pool.get(`${dtype}:${size}`)
         const reused = free?.pop()
         if (reused === undefined) return { dtype, size, data: hostArray(dtype, size) as CpuData }
@@ -81,6 +138,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       },
       free(buffer) {
         const { data } = buffer as CpuBuffer
+        if (data instanceof Float32Array && heap?.owns(data)) return heap.release(data)
         if (pooled + data.byteLength > poolLimit) return
         const key = `${buffer.dtype}:${buffer.size}`
         const free = pool.get(key)
@@ -90,12 +148,19 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       },
       unary(op, x, out) {
         const [X, O] = [x, out].map((v) => (v as CpuBuffer).data)
-        if (!(X instanceof Float32Array && O instanceof Float32Array && unaryF32(op, X, O))) ref.unary(op, x, out)
+        if (!(X instanceof Float32Array && O instanceof Float32Array)) return ref.unary(op, x, out)
+        const simd = simdUnary[op]
+        if (simd !== undefined && gemm?.unary(simd, X, O)) return
+        if (op === "exp" && gemm?.exp(X, O)) return
+        if (!unaryF32(op, X, O)) ref.unary(op, x, out)
       },
       binary(op, a, b, out) {
         const [A, B, O] = [a, b, out].map((v) => (v as CpuBuffer).data)
-        const f32 = A instanceof Float32Array && B instanceof Float32Array && O instanceof Float32Array
-        if (!(f32 && binaryF32(op, A, B, O))) ref.binary(op, a, b, out)
+        if (!(A instanceof Float32Array && B instanceof Float32Array && O instanceof Float32Array))
+          return ref.binary(op, a, b, out)
+        const simd = simdBinary[op]
+        if (simd !== undefined && gemm?.binary(simd, A, B, O)) return
+        if (!binaryF32(op, A, B, O)) ref.binary(op, a, b, out)
       },
       reduce(op, x, out, outer, axis, inner) {
         const [X, O] = [x, out].map((v) => (v as CpuBuffer).data)
@@ -103,6 +168,16 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
         if (!(f32 && reduceSumF32(op, X, O, outer, axis, inner))) ref.reduce(op, x, out, outer, axis, inner)
       },
       matmul: (a, b, out, spec) => matmulData(floats(a), floats(b), floats(out), spec),
+      copy(src, srcView, dst, dstView) {
+        const [S, D] = [src, dst].map((v) => (v as CpuBuffer).data)
+        // An in-place copy (src = dst) may overlap itself: the reference reads from a snapshot.
+        if (src !== dst && S instanceof Float32Array && D instanceof Float32Array && gemm !== undefined) {
+          if (srcView.shape.some((n) => n === 0)) return
+          const { shape, src: ss, dst: ds } = simplifyViews(srcView, dstView)
+          if (gemm.copy(S, srcView.offset, D, dstView.offset, shape, ss, ds)) return
+        }
+        ref.copy(src, srcView, dst, dstView)
+      },
     },
     buffers,
   )

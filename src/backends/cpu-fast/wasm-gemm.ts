@@ -1,27 +1,38 @@
 /**
- * The float32 matmul of the fast CPU backend: the WebAssembly SIMD GEMM of kernels.wat.mjs. The
- * operands live in JS typed arrays (the backend's buffers), so each call copies a and b into the
- * module's memory (a memcpy: O(mk + kn) against the O(mnk) product), runs the kernel and copies
- * the result back.
+ * The fast CPU backend's WebAssembly module and its memory: the float32 GEMM of kernels.wat.mjs
+ * and the elementwise kernels, over operands in the memory's heap (./heap.ts). An operand that
+ * lives there is passed by address; one that does not (an ordinary JS array) is copied into heap
+ * scratch for the call (a memcpy: O(mk + kn) against the O(mnk) product) and the result back.
  *
- * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) the memory is shared and a
- * large product is split in two halves (rows, or columns when there are more of them): the helper
- * runs one while this thread runs the other, then this thread waits for it (Atomics). The kernel
- * is the same on both, so the result does not depend on the split: every output element is the
- * same sum in the same order.
+ * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) a large product is split
+ * in two halves (rows, or columns when there are more of them): the helper runs one while this
+ * thread runs the other, then this thread waits for it (Atomics). The kernel is the same on both,
+ * so the result does not depend on the split: every output element is the same sum in the same
+ * order.
  */
 import type { MatmulSpec } from "../../core/backend.js"
+import { attentionTask, TASK } from "./attention-task.js"
+import { type ChunkEnv, CLOSED, CTL, KIND, runChunk, serveJob } from "./chunks.js"
+import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
 
+export type { WasmMemory } from "./heap.js"
+
+type Kernel = (...args: number[]) => void
 export interface GemmExports {
-  gemm(...args: number[]): void
+  gemm: Kernel
 }
+/** The binary ops with a SIMD kernel (`max` is the contract's `maximum`). */
+export type SimdBinary = "add" | "sub" | "mul" | "div" | "max"
+export type SimdUnary = "neg" | "sqrt" | "recip"
+/** o[i] = exp(x[i]·scale − shift) (float32 out, float64 inside) over n elements; returns Σ of the float64 values. */
+export type ExpAffine = (x: number, o: number, n: number, scale: number, shift: number) => number
+type KernelExports = GemmExports & { expaffine: ExpAffine; copy4: Kernel } & Record<
+    `${SimdBinary}_${"vv" | "vs" | "sv"}` | SimdUnary,
+    Kernel
+  >
 
 // The slice of the WebAssembly API used here (this project's TypeScript libs do not declare it).
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer
-  grow(pages: number): number
-}
 interface WasmApi {
   Module: new (bytes: Uint8Array) => object
   Instance: new (module: object, imports: object) => { readonly exports: object }
@@ -31,21 +42,19 @@ const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly
 
 // The start of memory (bytes): the control words shared with the helper thread, then each
 // thread's scratch (the edge tile, the packed A block, the packed B block), then the operands.
-const CTL = 0
 const T = [256, 512]
 const AP = [1024, 1024 + 4 * 64 * 256]
 const BP = [AP[1]! + 4 * 64 * 256, AP[1]! + 4 * 64 * 256 + 4 * 512 * 256]
 const OPERANDS = BP[1]! + 4 * 512 * 256
-// Control words (int32 indices): the job the helper is asked to run, the last job it finished,
-// whether it has started, and the job's 15 gemm arguments.
-const JOB = 0,
-  DONE = 1,
-  READY = 2,
-  ARGS = 4
-/** The control words' indices as source, for a helper thread that runs `helperLoop`'s source. */
-export const controlWords = `const JOB = ${JOB}, DONE = ${DONE}, READY = ${READY}, ARGS = ${ARGS};`
+// The control words and job kinds: ./chunks.ts.
+/** The scratch addresses as source, for the helper thread. */
+export const scratchWords = `const AP = ${JSON.stringify(AP)}, BP = ${JSON.stringify(BP)}, T = ${JSON.stringify(T)};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
+/** An exp over at least this many elements is split over two threads. */
+const SPLIT_EXP = 1 << 14
+/** Pages a shared memory may grow to (2 GiB: addresses stay positive as i32). */
+const MAX_PAGES = 32768
 
 /**
  * Starts a helper thread that instantiates `bytes` over the shared `memory` and serves jobs:
@@ -72,71 +81,131 @@ export function wasmSimdMissing(): string | undefined {
 }
 
 /**
- * The helper thread's side (run it in the thread, with the module's exports and the memory's
- * control words): wait for a job, run it, say it is done; forever.
+ * The helper thread's side (run it in the thread, with the module's exports, the memory's control
+ * words and ./chunks.ts's functions): wait for a job, claim and run its chunks; until told to exit.
  */
-export function helperLoop(gemm: GemmExports["gemm"], ctl: Int32Array): void {
-  Atomics.store(ctl, READY, 1)
-  let seen = Atomics.load(ctl, JOB)
+export function helperLoop(
+  kernels: Pick<ChunkEnv, "gemm" | "expaffine" | "attention">,
+  ctl: Int32Array,
+  memory: WasmMemory,
+  serve: typeof serveJob,
+  run: typeof runChunk,
+  scratch: { ap: number; bp: number; t: number },
+): void {
+  const env: ChunkEnv = { ...kernels, ...scratch, f32: new Float32Array(memory.buffer), who: 1 }
+  Atomics.store(ctl, 2, 1) // READY
+  let seen = Atomics.load(ctl, 0)
   for (;;) {
-    Atomics.wait(ctl, JOB, seen)
-    seen = Atomics.load(ctl, JOB)
-    gemm(...ctl.subarray(ARGS, ARGS + 15))
-    Atomics.store(ctl, DONE, seen)
-    Atomics.notify(ctl, DONE)
+    Atomics.wait(ctl, 0, seen)
+    seen = Atomics.load(ctl, 0)
+    if (Atomics.load(ctl, 3) === 3) return // EXIT
+    // The memory may have grown since the last job: view all of it.
+    if (env.f32.byteLength !== memory.buffer.byteLength) env.f32 = new Float32Array(memory.buffer)
+    serve(ctl, seen, env, run)
   }
 }
 
+// When a WasmGemm is collected, its helper thread is told to exit (it holds the memory).
+const helpers = new FinalizationRegistry<Int32Array>((ctl) => {
+  ctl[CTL.KIND] = KIND.EXIT
+  Atomics.store(ctl, CTL.JOB, (ctl[CTL.JOB]! + 1) & 0x7fff)
+  Atomics.notify(ctl, CTL.JOB)
+})
+
+export interface WasmGemmOptions {
+  /** Starts the helper thread (the memory must then be shared). */
+  readonly startHelper?: StartHelper
+  /** The most bytes the heap hands out (default: the memory's 2 GiB less the kernels' scratch). */
+  readonly heapBytes?: number
+}
+
 export class WasmGemm {
-  private readonly memory: WasmMemory
-  private readonly kernels: GemmExports
-  private f32: Float32Array
+  /** Where buffers and scratch live; `heap.resident` when buffers may live there (shared memory). */
+  readonly heap: WasmHeap
+  private readonly kernels: KernelExports
   private readonly ctl: Int32Array | undefined
+  private readonly env: ChunkEnv
   private job = 0
 
-  constructor(startHelper?: StartHelper) {
-    const shared = startHelper !== undefined
+  /** `new WasmGemm(startHelper)` (the first form) still works. */
+  constructor(opts: StartHelper | WasmGemmOptions = {}) {
+    const { startHelper, heapBytes } = typeof opts === "function" ? { startHelper: opts, heapBytes: undefined } : opts
     const pages = Math.ceil(OPERANDS / 65536) + 1
-    // A shared memory reserves its maximum up front: 1 GiB of address space, not of RAM.
-    this.memory = new wasm!.Memory({ initial: pages, maximum: shared ? 16384 : 65536, shared })
+    const memory = sharedMemory(pages, MAX_PAGES)
+    const shared = typeof memory !== "string"
+    if (!shared && startHelper !== undefined)
+      throw new Error(`cpu-fast: a helper thread needs shared memory: ${memory}`)
+    const mem = shared ? memory : new wasm!.Memory({ initial: pages, maximum: 65536 })
     const bytes = decode(shared ? kernelsWasmShared : kernelsWasm)
     const module = new wasm!.Module(bytes)
-    this.kernels = new wasm!.Instance(module, { env: { memory: this.memory } }).exports as unknown as GemmExports
-    this.f32 = new Float32Array(this.memory.buffer)
-    if (shared) {
-      this.ctl = new Int32Array(this.memory.buffer, CTL, 64)
-      startHelper(this.memory, bytes)
+    this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
+    const limit = Math.min(MAX_PAGES * 65536 - 65536, OPERANDS + (heapBytes ?? Number.POSITIVE_INFINITY))
+    this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
+    const { gemm, expaffine } = this.kernels
+    this.env = {
+      f32: this.heap.f32,
+      gemm,
+      expaffine,
+      attention: attentionTask,
+      ap: AP[0]!,
+      bp: BP[0]!,
+      t: T[0]!,
+      who: 0,
+    }
+    if (startHelper !== undefined) {
+      this.ctl = new Int32Array(mem.buffer, 0, 64)
+      startHelper(mem, bytes)
+      helpers.register(this, this.ctl)
     }
   }
 
   /** Whether the helper thread has started (until then, everything runs on this thread). */
   get threads(): number {
-    return this.ctl !== undefined && Atomics.load(this.ctl, READY) === 1 ? 2 : 1
+    return this.ctl !== undefined && Atomics.load(this.ctl, CTL.READY) === 1 ? 2 : 1
   }
 
-  private reserve(bytes: number): void {
-    const have = this.memory.buffer.byteLength
-    if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / 65536))
-    // A shared memory's buffer is a new, longer SharedArrayBuffer after the grow.
-    if (this.f32.byteLength !== this.memory.buffer.byteLength) this.f32 = new Float32Array(this.memory.buffer)
+  /** How many chunks of shared jobs the helper thread has run (0 without one). */
+  get helperChunks(): number {
+    return this.ctl === undefined ? 0 : Atomics.load(this.ctl, CTL.HELPED)
   }
 
-  /** out (+)= op(a) · op(b) for every batch entry, all float32. */
-  matmul(A: Float32Array, B: Float32Array, C: Float32Array, spec: MatmulSpec): void {
+  /**
+   * out (+)= op(a) · op(b) for every batch entry, all float32; false when the heap had no room
+   * for the copies of operands that live outside it (the caller then runs another GEMM).
+   */
+  matmul(A: Float32Array, B: Float32Array, C: Float32Array, spec: MatmulSpec): boolean {
+    const acc = spec.accumulate === true
+    if (spec.k === 0) {
+      if (!acc) C.fill(0)
+      return true
+    }
+    const heap = this.heap
+    const copies: Array<[number, number]> = []
+    // An operand's address: its own, or that of a scratch copy (C's is copied in only to add to it).
+    const place = (x: Float32Array, copyIn: boolean): number | undefined => {
+      if (heap.owns(x)) return x.byteOffset
+      const at = heap.scratch(x.length)
+      if (at === undefined) return undefined
+      if (copyIn) heap.f32.set(x, at >> 2)
+      copies.push([at, x.length])
+      return at
+    }
+    const aAt = place(A, true),
+      bAt = place(B, true),
+      cAt = place(C, acc)
+    const done = aAt !== undefined && bAt !== undefined && cAt !== undefined
+    if (done) {
+      this.product(aAt, bAt, cAt, spec)
+      if (!heap.owns(C)) C.set(heap.f32.subarray(cAt >> 2, (cAt >> 2) + C.length))
+    }
+    for (const [at, size] of copies) heap.releaseAt(at, size)
+    return done
+  }
+
+  /** The GEMM on addresses in the memory. */
+  private product(aAt: number, bAt: number, cAt: number, spec: MatmulSpec): void {
     const { batch, m, n, k, transA, transB } = spec
     const acc = spec.accumulate === true
-    if (k === 0) {
-      if (!acc) C.fill(0)
-      return
-    }
-    const aAt = OPERANDS,
-      bAt = aAt + 4 * A.length,
-      cAt = bAt + 4 * B.length
-    this.reserve(cAt + 4 * C.length)
-    const f32 = this.f32
-    f32.set(A, aAt >> 2)
-    f32.set(B, bAt >> 2)
-    if (acc) f32.set(C, cAt >> 2)
     const rsA = transA ? 4 : 4 * k,
       csA = transA ? 4 * m : 4
     const rsB = transB ? 4 : 4 * n,
@@ -146,43 +215,145 @@ export class WasmGemm {
       const a = aAt + 4 * t * m * k,
         b = bAt + 4 * t * k * n,
         c = cAt + 4 * t * m * n
-      // gemm's arguments for rows × cols of this product (C's row stride stays n).
-      const args = (a: number, b: number, c: number, rows: number, cols: number, who: number) =>
-        [a, rsA, csA, b, rsB, csB, c, 4 * n, rows, cols, k, acc ? 1 : 0, AP[who]!, BP[who]!, T[who]!] as const
       if (!split) {
-        this.kernels.gemm(...args(a, b, c, m, n, 0))
+        this.kernels.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
         continue
       }
-      // Two halves: by rows (a multiple of the 4-row tile) or by columns (of the 8-column tile).
+      // About 8 chunks of rows (a multiple of the 4-row tile) or of columns (of the 8-column tile).
       const byRows = m >= n
-      const half = byRows ? Math.ceil(m / 8) * 4 : Math.ceil(n / 16) * 8
-      const mine = byRows ? args(a, b, c, half, n, 0) : args(a, b, c, m, half, 0)
-      const theirs = byRows
-        ? args(a + half * rsA, b, c + 4 * half * n, m - half, n, 1)
-        : args(a, b + half * csB, c + 4 * half, m, n - half, 1)
-      this.run(theirs)
-      this.kernels.gemm(...mine)
-      this.wait()
+      const piece = byRows ? Math.max(16, Math.ceil(m / 32) * 4) : Math.max(32, Math.ceil(n / 64) * 8)
+      const chunks = Math.ceil((byRows ? m : n) / piece)
+      this.share(KIND.GEMM, [a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, byRows ? 1 : 0, piece], chunks)
     }
-    C.set(f32.subarray(cAt >> 2, (cAt >> 2) + C.length))
   }
 
-  /** Hands gemm(args) to the helper. */
-  private run(args: readonly number[]): void {
-    const ctl = this.ctl!
-    ctl.set(args, ARGS)
-    this.job = (this.job + 1) | 0
-    Atomics.store(ctl, JOB, this.job)
-    Atomics.notify(ctl, JOB)
+  /**
+   * Runs the fused attention job `words` (./attention-task.ts; its g0/g1 and scratch words are
+   * filled in here) over all B·Hkv groups: shared with the helper thread when there is one. false when
+   * an operand is outside the heap or the heap has no room for the scratch.
+   */
+  attention(words: number[], operands: Float32Array[]): boolean {
+    const heap = this.heap
+    if (!operands.every((x) => heap.owns(x))) return false
+    const [B, Hkv, S, D] = [words[TASK.B]!, words[TASK.Hkv]!, words[TASK.S]!, words[TASK.D]!]
+    const groups = B * Hkv
+    const two = this.threads === 2 && groups >= 2
+    const rows = Math.min(64, S)
+    const scratch: number[] = []
+    const sizes = [rows * S, rows * S, rows * D]
+    for (let who = 0; who < (two ? 2 : 1); who++)
+      for (const size of sizes) {
+        const at = heap.scratch(size)
+        if (at === undefined) {
+          scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
+          return false
+        }
+        scratch.push(at)
+      }
+    heap.f32.fill(0, scratch[2]! >> 2, (scratch[2]! >> 2) + rows * D) // the zero dO
+    if (two) heap.f32.fill(0, scratch[5]! >> 2, (scratch[5]! >> 2) + rows * D)
+    const job = (who: number, g0: number, g1: number): number[] => {
+      const w = [...words]
+      w[TASK.g0] = g0
+      w[TASK.g1] = g1
+      w[TASK.p] = scratch[3 * who]!
+      w[TASK.dp] = scratch[3 * who + 1]!
+      w[TASK.zeros] = scratch[3 * who + 2]!
+      ;[w[TASK.ap], w[TASK.bp], w[TASK.t]] = [AP[who]!, BP[who]!, T[who]!]
+      return w
+    }
+    if (two) this.share(KIND.ATTENTION, [...job(0, 0, 0), ...scratch.slice(3, 6)], groups)
+    else attentionTask(heap.f32, this.kernels.gemm, job(0, 0, groups), this.kernels.expaffine)
+    scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
+    return true
   }
 
-  /** Blocks until the helper has finished the last job. */
-  private wait(): void {
+  /**
+   * o = a op b on float32 views into the heap, each of o's length or (a or b) one element; false
+   * when an operand is not in the heap (the caller runs its own loop).
+   */
+  binary(op: SimdBinary, a: Float32Array, b: Float32Array, o: Float32Array): boolean {
+    const heap = this.heap
+    if (!(heap.owns(a) && heap.owns(b) && heap.owns(o))) return false
+    const n = o.length
+    const kinds =
+      a.length === n
+        ? b.length === n
+          ? "vv"
+          : b.length === 1
+            ? "vs"
+            : ""
+        : a.length === 1 && b.length === n
+          ? "sv"
+          : ""
+    if (kinds === "") return false
+    this.kernels[`${op}_${kinds}`](a.byteOffset, b.byteOffset, o.byteOffset, n)
+    return true
+  }
+
+  /** o = exp(x) on float32 views into the heap of one length (see kernels.wat.mjs); false when not in the heap. */
+  exp(x: Float32Array, o: Float32Array): boolean {
+    const heap = this.heap
+    if (!(heap.owns(x) && heap.owns(o) && x.length === o.length)) return false
+    const n = o.length
+    // exp is compute-bound (~4 ns an element): a long one is worth sharing, in runs of 8192.
+    if (this.threads === 2 && n >= SPLIT_EXP)
+      this.share(KIND.EXP, [x.byteOffset, o.byteOffset, n, 8192], Math.ceil(n / 8192))
+    else this.kernels.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
+    return true
+  }
+
+  /**
+   * The strided copy of float32 buffers in the heap, by the view's element offset and the
+   * simplified shape and strides (../views.ts) of rank ≤ 4; false when not handled here.
+   */
+  copy(
+    src: Float32Array,
+    s0: number,
+    dst: Float32Array,
+    d0: number,
+    shape: number[],
+    ss: number[],
+    ds: number[],
+  ): boolean {
+    const heap = this.heap
+    if (shape.length > 4 || !(heap.owns(src) && heap.owns(dst))) return false
+    const pad = 4 - shape.length
+    const n = [...Array(pad).fill(1), ...shape],
+      sb = [...Array(pad).fill(0), ...ss.map((x) => 4 * x)],
+      db = [...Array(pad).fill(0), ...ds.map((x) => 4 * x)]
+    this.kernels.copy4(src.byteOffset + 4 * s0, dst.byteOffset + 4 * d0, ...n, ...sb, ...db)
+    return true
+  }
+
+  /** o = op(x) on float32 views into the heap of one length; false when not in the heap. */
+  unary(op: SimdUnary, x: Float32Array, o: Float32Array): boolean {
+    const heap = this.heap
+    if (!(heap.owns(x) && heap.owns(o) && x.length === o.length)) return false
+    this.kernels[op](x.byteOffset, o.byteOffset, o.length)
+    return true
+  }
+  /**
+   * Runs a job of `chunks` chunks on both threads (./chunks.ts): posts it, claims chunks here
+   * until none is left, waits for the chunks the helper claimed, then closes the job.
+   */
+  private share(kind: number, args: readonly number[], chunks: number): void {
     const ctl = this.ctl!
+    ctl[CTL.KIND] = kind
+    ctl.set(args, CTL.ARGS)
+    ctl[CTL.TOTAL] = chunks
+    Atomics.store(ctl, CTL.FIN, 0)
+    this.job = (this.job + 1) & 0x7fff
+    Atomics.store(ctl, CTL.CLAIM, this.job << 16)
+    Atomics.store(ctl, CTL.JOB, this.job)
+    Atomics.notify(ctl, CTL.JOB)
+    this.env.f32 = this.heap.f32
+    serveJob(ctl, this.job, this.env, runChunk)
     for (;;) {
-      const done = Atomics.load(ctl, DONE)
-      if (done === this.job) return
-      Atomics.wait(ctl, DONE, done)
+      const fin = Atomics.load(ctl, CTL.FIN)
+      if (fin >= chunks) break
+      Atomics.wait(ctl, CTL.FIN, fin)
     }
+    Atomics.store(ctl, CTL.CLAIM, (this.job << 16) | CLOSED)
   }
 }
