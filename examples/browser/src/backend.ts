@@ -19,7 +19,7 @@ export interface BackendChoice {
   readonly description: string
   /** Why the CPU backend runs instead of WebGPU; undefined when WebGPU runs. */
   readonly fallbackReason?: string
-  /** The fast CPU backend's one-line notice when WebAssembly SIMD is missing (reference kernels run). */
+  /** The fast CPU backend's one-line notice when it runs short (no SIMD: reference kernels; no shared memory: one thread). */
   readonly cpuNotice?: string
 }
 
@@ -44,9 +44,9 @@ export function webgpuLayerForBrowser(
       Backend,
       Effect.sync(() => {
         const backend = makeFastCpuBackend()
-        const simd = backend.notice === undefined
-        const description = simd ? "CPU (WebAssembly SIMD)" : "CPU (reference kernels)"
-        onChoice({ kind: "cpu", description, fallbackReason, ...(simd ? {} : { cpuNotice: backend.notice }) })
+        const description = backend.simd ? "CPU (WebAssembly SIMD)" : "CPU (reference kernels)"
+        const notice = backend.notice
+        onChoice({ kind: "cpu", description, fallbackReason, ...(notice === undefined ? {} : { cpuNotice: notice }) })
         return backend
       }),
     )

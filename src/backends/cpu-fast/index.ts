@@ -39,7 +39,9 @@ type FloatData = Float32Array | Float64Array
 const floats = (b: Buffer): FloatData => (b as CpuBuffer).data as FloatData
 
 export interface FastCpuBackend extends CpuBackend {
-  /** Why the fast kernels are not running (the reference kernels are), or undefined when they are. */
+  /** Whether the WebAssembly SIMD kernels run (else the reference kernels do). */
+  readonly simd: boolean
+  /** What the backend runs short of (no SIMD: the reference kernels; no shared memory: one thread), or undefined. */
   readonly notice: string | undefined
   /** Threads the kernels run on now: 2 once the helper thread has started, else 1. */
   threads(): number
@@ -124,6 +126,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
         ),
       },
       notice,
+      simd: missing === undefined,
       threads: () => gemm?.threads ?? 1,
       helperChunks: () => gemm?.helperChunks ?? 0,
       alloc(dtype, size): CpuBuffer {
