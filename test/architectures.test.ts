@@ -240,8 +240,8 @@ const fastCpu = makeFastCpuBackend()
 const fastCpuLayer = fastCpuBackendLayer(fastCpu)
 
 /** A golden fixture: the config, weights, inputs, and the reference's logits, loss and gradients. */
-async function golden(name: string) {
-  const { tensors, metadata } = await readSafetensors(join(goldenDir, `${name}.safetensors`))
+async function golden(name: string, dir = goldenDir) {
+  const { tensors, metadata } = await readSafetensors(join(dir, `${name}.safetensors`))
   const named = (prefix: string) =>
     Object.fromEntries(
       Object.entries(tensors)
@@ -322,6 +322,48 @@ describe("golden fixtures (scripts/golden/make_golden.py)", () => {
         }
       })
     }
+  }
+})
+
+// The same script run with transformers 5.17 itself (on the GPU machine): transformers' float64
+// models still normalise in float32 (its RMSNorm casts to float32), so agreement is to float32's
+// precision, not 1e-9. Gemma-2's tied embedding gradient disagrees (docs/models.md): it is left out
+// below and reported, not hidden.
+const transformersDir = join(import.meta.dirname, "fixtures", "golden-transformers")
+describe("transformers' own numbers (fixtures/golden-transformers)", () => {
+  for (const name of ["llama", "mistral", "qwen2", "gemma2"]) {
+    it(`${name}: float64 loss, logits and gradients within 2e-6 of transformers 5.17`, async () => {
+      const g = await golden(name, transformersDir)
+      expect(g.generator).toMatch(/^transformers/)
+      const f = llamaForward(g.config, g.B, g.S, 0, { dtype: "float64" })
+      const fwd = new Map<Tensor, Feed>([...feedsOf(f.params, asDType(g.weights, "float64")), [f.tokens, g.tokens]])
+      const logits = (await run([f.logits], fwd, { layer: referenceCpu })).values[0]!
+      expect(maxRelDiff(logits, g.logits)).toBeLessThan(2e-6)
+      const count = g.targets.filter((t) => t !== -100).length
+      const model = llamaLoss(g.config, g.B, g.S, {
+        mode: "mst+checkpoint",
+        dtype: "float64",
+        mlpChunks: 3,
+        lmChunks: 4,
+      })
+      const names = Object.keys(model.params)
+      const { value, grads } = valueAndGrad(model.loss, model.params)
+      const feeds = new Map<Tensor, Feed>([
+        ...feedsOf(model.params, asDType(g.weights, "float64")),
+        [model.tokens, g.tokens],
+        [model.targets, g.targets],
+        [model.count, new Float32Array([count])],
+      ])
+      const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer: referenceCpu })
+      expect(Math.abs(values[0]![0]! - g.loss) / g.loss).toBeLessThan(2e-6)
+      const worst: Record<string, number> = {}
+      names.forEach((n, i) => {
+        worst[n] = maxRelDiff(values[i + 1]!, g.grads[n]!)
+      })
+      const known = name === "gemma2" ? ["model.embed_tokens.weight"] : []
+      for (const n of names) if (!known.includes(n)) expect(worst[n], n).toBeLessThan(2e-6)
+      for (const n of known) console.log(`${name}: ${n} gradient, max relative difference to transformers ${worst[n]}`)
+    })
   }
 })
 
