@@ -2,7 +2,7 @@
 // it lives: a counter-based normal stream the host and the device both compute.
 import { Effect, Layer } from "effect"
 import { describe, expect, it } from "vitest"
-import { Backend, type BackendImpl } from "../src/core/backend.js"
+import { Backend, type BackendImpl, numel } from "../src/core/backend.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { cudaHeldBytes } from "../src/backends/cuda/allocator.js"
 import { counterNormals, normalStreamKey } from "../src/core/random.js"
@@ -92,6 +92,16 @@ describe("the plan with an allocator's rounding", () => {
 })
 
 describe("counterNormals (the initialisation stream)", () => {
+  const model = decodeConfigSync({
+    hidden_size: 16,
+    intermediate_size: 24,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    vocab_size: 20,
+    max_position_embeddings: 16,
+  })
+
   it("is N(0, std²): mean, variance and tails of 200k draws within their sampling error", () => {
     const n = 200_000
     const x = counterNormals(new Float64Array(n), 7, 3, 2)
@@ -118,18 +128,9 @@ describe("counterNormals (the initialisation stream)", () => {
   })
 
   it("initialParameters: stream i for parameter i, ones for the norms", () => {
-    const model = decodeConfigSync({
-      hidden_size: 16,
-      intermediate_size: 24,
-      num_hidden_layers: 1,
-      num_attention_heads: 2,
-      num_key_value_heads: 1,
-      vocab_size: 20,
-      max_position_embeddings: 16,
-    })
     const p = initialParameters(model, 5)
     Object.entries(parameterShapes(model)).forEach(([name, shape], i) => {
-      const size = shape.reduce((a, b) => a * b, 1)
+      const size = numel(shape)
       const want =
         shape.length === 1 ? new Float32Array(size).fill(1) : counterNormals(new Float32Array(size), 5, i, 0.02)
       expect(p[name], name).toEqual(want)
@@ -137,15 +138,6 @@ describe("counterNormals (the initialisation stream)", () => {
   })
 
   it("a backend with randomNormal trains from the same model as one without", async () => {
-    const model = decodeConfigSync({
-      hidden_size: 16,
-      intermediate_size: 24,
-      num_hidden_layers: 1,
-      num_attention_heads: 2,
-      num_key_value_heads: 1,
-      vocab_size: 20,
-      max_position_embeddings: 16,
-    })
     const cpu = makeCpuBackend()
     let calls = 0
     const onDevice: BackendImpl = {

@@ -53,6 +53,12 @@ export interface Start {
 /** HF-style initialisation: N(0, 0.02) for matrices; norm weights and biases as `vectorInit` says. */
 const initStd = 0.02
 
+/** Parameter `name` as initialised on the host: its vector value, or stream `stream` of `counterNormals`. */
+function hostInitial(c: LlamaConfig, name: string, shape: readonly number[], stream: number, seed: number) {
+  const values = new Float32Array(numel(shape))
+  return shape.length === 1 ? values.fill(vectorInit(c, name)) : counterNormals(values, seed, stream, initStd)
+}
+
 /**
  * The seeded initial weights, on the host. Parameter i (in `parameterShapes` order) is stream i of
  * `counterNormals`, the stream a backend with `randomNormal` makes on the device: both start
@@ -60,29 +66,27 @@ const initStd = 0.02
  */
 export function initialParameters(c: LlamaConfig, seed: number): Record<string, Float32Array> {
   return Object.fromEntries(
-    Object.entries(parameterShapes(c)).map(([name, shape], i) => {
-      const values = new Float32Array(numel(shape))
-      return [name, shape.length === 1 ? values.fill(vectorInit(c, name)) : counterNormals(values, seed, i, initStd)]
-    }),
+    Object.entries(parameterShapes(c)).map(([name, shape], i) => [name, hostInitial(c, name, shape, i, seed)]),
   )
 }
 
 /**
- * A fresh parameter in `dtype`, made where the backend can (a billion normals take minutes in
- * JavaScript, milliseconds on a GPU), else on the host: the same values either way.
+ * A fresh parameter in `dtype`: its normals made where the backend can (a billion normals take
+ * minutes in JavaScript, milliseconds on a GPU), else on the host: the same values either way.
  */
 function initialParameter(
   backend: BackendImpl,
+  c: LlamaConfig,
+  name: string,
   shape: readonly number[],
-  vector: number,
   stream: number,
   seed: number,
   dtype: DType,
-) {
+): Buffer {
+  if (shape.length === 1 || !backend.randomNormal)
+    return upload(backend, hostInitial(c, name, shape, stream, seed), dtype)
   const b = backend.alloc(dtype, numel(shape))
-  if (shape.length === 1) backend.fill(b, vector)
-  else if (backend.randomNormal) backend.randomNormal(b, seed, stream, initStd)
-  else backend.write(b, counterNormals(new Float32Array(b.size), seed, stream, initStd))
+  backend.randomNormal(b, seed, stream, initStd)
   return b
 }
 
@@ -138,7 +142,7 @@ export function prepareState(
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
     const parameter = (n: string, dtype: DType): Buffer =>
       saved === undefined
-        ? initialParameter(backend, shapes[n]!, vectorInit(start.model, n), streams.get(n)!, start.seed, dtype)
+        ? initialParameter(backend, start.model, n, shapes[n]!, streams.get(n)!, start.seed, dtype)
         : upload(backend, saved.parameters[n]!, dtype)
     const weights = perParameter((n) => parameter(n, precision.param))
     const master = precision.master ? perParameter((n) => parameter(n, "float32")) : undefined

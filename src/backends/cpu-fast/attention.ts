@@ -64,6 +64,50 @@ function jobWords(
   return { words, operands: present as Float32Array[] }
 }
 
+/** One block of ROWS queries of one (batch, head): its rows, the keys it sees, and their offsets. */
+interface QueryBlock {
+  /** First query of the block, its number of queries, and the keys it sees (all, or causal: up to its last query). */
+  readonly i0: number
+  readonly r: number
+  readonly nk: number
+  /** Offset of this head's queries (q, o, dq), of its kv head (k, v, dk, dv), of its log-sum-exp. */
+  readonly qo: number
+  readonly lo: number
+  readonly rows: (x: FloatData) => FloatData
+  readonly keys: (x: FloatData) => FloatData
+}
+
+/** Visits every query block of [B, H, S, D] queries against [B, Hkv, S, D] keys, in the order both passes use. */
+function forEachQueryBlock(
+  B: number,
+  H: number,
+  Hkv: number,
+  S: number,
+  D: number,
+  causal: boolean,
+  visit: (blk: QueryBlock) => void,
+) {
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++) {
+      const qo = (b * H + h) * S * D,
+        ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
+        lo = (b * H + h) * S
+      for (let i0 = 0; i0 < S; i0 += ROWS) {
+        const r = Math.min(ROWS, S - i0),
+          nk = causal ? i0 + r : S
+        visit({
+          i0,
+          r,
+          nk,
+          qo,
+          lo,
+          rows: (x) => x.subarray(qo + i0 * D, qo + (i0 + r) * D),
+          keys: (x) => x.subarray(ko, ko + nk * D),
+        })
+      }
+    }
+}
+
 export function attentionKernels(
   matmul: Matmul,
   like: Scratch = plain,
@@ -79,36 +123,26 @@ export function attentionKernels(
       if (fast !== undefined && job(fast.words, fast.operands)) return
       const scale = 1 / Math.sqrt(D)
       const scratch = like(q!, Math.min(ROWS, S) * S)
-      for (let b = 0; b < B; b++)
-        for (let h = 0; h < H; h++) {
-          const qo = (b * H + h) * S * D,
-            ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
-            lo = (b * H + h) * S
-          for (let i0 = 0; i0 < S; i0 += ROWS) {
-            const r = Math.min(ROWS, S - i0),
-              nk = attrs.causal ? i0 + r : S
-            const rows = (x: FloatData) => x.subarray(qo + i0 * D, qo + (i0 + r) * D)
-            const keys = (x: FloatData) => x.subarray(ko, ko + nk * D)
-            const P = scratch.subarray(0, r * nk)
-            matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
-            for (let ii = 0; ii < r; ii++) {
-              const row = ii * nk,
-                end = attrs.causal ? i0 + ii + 1 : S
-              let m = -Infinity
-              for (let j = 0; j < end; j++) m = Math.max(m, P[row + j]! * scale)
-              let l = 0
-              for (let j = 0; j < end; j++) {
-                const e = Math.exp(P[row + j]! * scale - m)
-                P[row + j] = e
-                l += e
-              }
-              for (let j = 0; j < end; j++) P[row + j] = P[row + j]! / l
-              P.fill(0, row + end, row + nk)
-              lse![lo + i0 + ii] = m + Math.log(l)
-            }
-            matmul(P, keys(v!), rows(o!), mm(r, D, nk, false, false))
+      forEachQueryBlock(B, H, Hkv, S, D, attrs.causal === true, ({ i0, r, nk, lo, rows, keys }) => {
+        const P = scratch.subarray(0, r * nk)
+        matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
+        for (let ii = 0; ii < r; ii++) {
+          const row = ii * nk,
+            end = attrs.causal ? i0 + ii + 1 : S
+          let m = -Infinity
+          for (let j = 0; j < end; j++) m = Math.max(m, P[row + j]! * scale)
+          let l = 0
+          for (let j = 0; j < end; j++) {
+            const e = Math.exp(P[row + j]! * scale - m)
+            P[row + j] = e
+            l += e
           }
+          for (let j = 0; j < end; j++) P[row + j] = P[row + j]! / l
+          P.fill(0, row + end, row + nk)
+          lse![lo + i0 + ii] = m + Math.log(l)
         }
+        matmul(P, keys(v!), rows(o!), mm(r, D, nk, false, false))
+      })
       release(scratch)
     },
 
@@ -128,39 +162,29 @@ export function attentionKernels(
       const block = Math.min(ROWS, S) * S
       const [pScratch, dpScratch] = [like(q!, block), like(q!, block)]
       const zeros = like(q!, Math.min(ROWS, S) * D)
-      for (let b = 0; b < B; b++)
-        for (let h = 0; h < H; h++) {
-          const qo = (b * H + h) * S * D,
-            ko = (b * Hkv + Math.floor((h * Hkv) / H)) * S * D,
-            lo = (b * H + h) * S
-          for (let i0 = 0; i0 < S; i0 += ROWS) {
-            const r = Math.min(ROWS, S - i0),
-              nk = attrs.causal ? i0 + r : S
-            const rows = (x: FloatData) => x.subarray(qo + i0 * D, qo + (i0 + r) * D)
-            const keys = (x: FloatData) => x.subarray(ko, ko + nk * D)
-            const dO = dOut === undefined ? zeros.subarray(0, r * D) : rows(dOut)
-            const [P, dP] = [pScratch.subarray(0, r * nk), dpScratch.subarray(0, r * nk)]
-            matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
-            for (let ii = 0; ii < r; ii++) {
-              const row = ii * nk,
-                end = attrs.causal ? i0 + ii + 1 : S,
-                l = lse![lo + i0 + ii]!
-              for (let j = 0; j < end; j++) P[row + j] = Math.exp(P[row + j]! * scale - l)
-              P.fill(0, row + end, row + nk)
-            }
-            matmul(P, dO, keys(dv!), mm(nk, D, r, true, false, true))
-            matmul(dO, keys(v!), dP, mm(r, nk, D, false, true))
-            for (let ii = 0; ii < r; ii++) {
-              const i = i0 + ii
-              let delta = dLse === undefined ? 0 : -dLse[lo + i]!
-              for (let d = 0; d < D; d++) delta += dO[ii * D + d]! * o![qo + i * D + d]!
-              const row = ii * nk
-              for (let j = 0; j < nk; j++) dP[row + j] = P[row + j]! * (dP[row + j]! - delta) * scale
-            }
-            matmul(dP, keys(k!), rows(dq!), mm(r, D, nk, false, false))
-            matmul(dP, rows(q!), keys(dk!), mm(nk, D, r, true, false, true))
-          }
+      forEachQueryBlock(B, H, Hkv, S, D, attrs.causal === true, ({ i0, r, nk, qo, lo, rows, keys }) => {
+        const dO = dOut === undefined ? zeros.subarray(0, r * D) : rows(dOut)
+        const [P, dP] = [pScratch.subarray(0, r * nk), dpScratch.subarray(0, r * nk)]
+        matmul(rows(q!), keys(k!), P, mm(r, nk, D, false, true))
+        for (let ii = 0; ii < r; ii++) {
+          const row = ii * nk,
+            end = attrs.causal ? i0 + ii + 1 : S,
+            l = lse![lo + i0 + ii]!
+          for (let j = 0; j < end; j++) P[row + j] = Math.exp(P[row + j]! * scale - l)
+          P.fill(0, row + end, row + nk)
         }
+        matmul(P, dO, keys(dv!), mm(nk, D, r, true, false, true))
+        matmul(dO, keys(v!), dP, mm(r, nk, D, false, true))
+        for (let ii = 0; ii < r; ii++) {
+          const i = i0 + ii
+          let delta = dLse === undefined ? 0 : -dLse[lo + i]!
+          for (let d = 0; d < D; d++) delta += dO[ii * D + d]! * o![qo + i * D + d]!
+          const row = ii * nk
+          for (let j = 0; j < nk; j++) dP[row + j] = P[row + j]! * (dP[row + j]! - delta) * scale
+        }
+        matmul(dP, keys(k!), rows(dq!), mm(r, D, nk, false, false))
+        matmul(dP, rows(q!), keys(dk!), mm(nk, D, r, true, false, true))
+      })
       for (const x of [pScratch, dpScratch, zeros]) release(x)
     },
   }
