@@ -4,7 +4,7 @@
 // loss against cross-entropy of the forward's logits, and configs refused with the field named.
 import { readdirSync } from "node:fs"
 import { join } from "node:path"
-import { Effect } from "effect"
+import { Effect, type Layer } from "effect"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { fastCpuBackendLayer, makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import { BadConfig } from "../src/core/errors.js"
@@ -12,6 +12,7 @@ import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { describe, expect, it } from "vitest"
 import { readSafetensors } from "../src/models/safetensors.js"
+import type { Backend } from "../src/core/backend.js"
 import type { DType, HostArray } from "../src/core/dtype.js"
 import type { Feed } from "../src/core/executor.js"
 import type { Tensor } from "../src/core/graph.js"
@@ -24,7 +25,7 @@ import {
   presetNames,
   ropeInvFreq,
 } from "../src/models/config.js"
-import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
+import { llamaForward, llamaLoss, type ModelOptions, modes, parameterShapes } from "../src/models/llama.js"
 import { initialParameters } from "../src/models/train-state.js"
 import { layerOf } from "./backends/subjects.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
@@ -144,42 +145,19 @@ describe("llamaForward with a KV cache", () => {
   for (const [name, c] of Object.entries(tinyConfigs)) {
     it(`${name}: float32 on the cpu-fast backend (its fused kernels) matches to 1e-5 in mst+checkpoint`, async () => {
       const g = await golden(name)
-      const count = g.targets.filter((t) => t !== -100).length
       const fused = Object.keys(fastCpu.routines ?? {})
-      const model = llamaLoss(g.config, g.B, g.S, { mode: "mst+checkpoint", mlpChunks: 3, lmChunks: 4, fused })
-      const names = Object.keys(model.params)
-      const { value, grads } = valueAndGrad(model.loss, model.params)
-      const feeds = new Map<Tensor, Feed>([
-        ...feedsOf(model.params, asDType(g.weights, "float32")),
-        [model.tokens, g.tokens],
-        [model.targets, g.targets],
-        [model.count, new Float32Array([count])],
-      ])
-      const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer: fastCpuLayer })
-      expect(Math.abs(values[0]![0]! - g.loss) / g.loss).toBeLessThan(1e-5)
-      names.forEach((n, i) => expect(maxRelDiff(values[i + 1]!, g.grads[n]!), n).toBeLessThan(1e-5))
+      const opts = { mode: "mst+checkpoint", mlpChunks: 3, lmChunks: 4, fused } as const
+      const got = await lossAndGrads(g, opts, "float32", fastCpuLayer)
+      expect(Math.abs(got.loss - g.loss) / g.loss).toBeLessThan(1e-5)
+      for (const [n, grad] of Object.entries(got.grads)) expect(maxRelDiff(grad, g.grads[n]!), n).toBeLessThan(1e-5)
     })
 
     it(`${name}: bfloat16 (emulated on the CPU) trains the same loss and gradients to bfloat16's precision`, async () => {
       const g = await golden(name)
-      const count = g.targets.filter((t) => t !== -100).length
-      const model = llamaLoss(g.config, g.B, g.S, {
-        mode: "mst+checkpoint",
-        dtype: "bfloat16",
-        mlpChunks: 3,
-        lmChunks: 4,
-      })
-      const names = Object.keys(model.params)
-      const { value, grads } = valueAndGrad(model.loss, model.params)
-      const feeds = new Map<Tensor, Feed>([
-        ...feedsOf(model.params, asDType(g.weights, "float32")),
-        [model.tokens, g.tokens],
-        [model.targets, g.targets],
-        [model.count, new Float32Array([count])],
-      ])
-      const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer: bf16Cpu })
-      const errs = names.map((n, i) => maxRelDiff(values[i + 1]!, g.grads[n]!))
-      expect(Math.abs(values[0]![0]! - g.loss) / g.loss).toBeLessThan(BF16_LOSS)
+      const opts = { mode: "mst+checkpoint", dtype: "bfloat16", mlpChunks: 3, lmChunks: 4 } as const
+      const got = await lossAndGrads(g, opts, "float32", bf16Cpu)
+      const errs = Object.entries(got.grads).map(([n, grad]) => maxRelDiff(grad, g.grads[n]!))
+      expect(Math.abs(got.loss - g.loss) / g.loss).toBeLessThan(BF16_LOSS)
       expect(Math.max(...errs)).toBeLessThan(BF16_GRADS)
     })
 
@@ -271,6 +249,30 @@ const asDType = (w: Record<string, HostArray>, dtype: DType): Record<string, Hos
     Object.entries(w).map(([k, v]) => [k, dtype === "float64" ? Float64Array.from(v) : Float32Array.from(v)]),
   )
 
+/**
+ * miniseq's loss and every parameter gradient on a fixture's weights (given to the graph as
+ * `weightDType`) and batch, with the global target count the trainer feeds.
+ */
+async function lossAndGrads(
+  g: Awaited<ReturnType<typeof golden>>,
+  opts: ModelOptions,
+  weightDType: DType,
+  layer?: Layer.Layer<Backend>,
+): Promise<{ loss: number; grads: Record<string, HostArray> }> {
+  const count = g.targets.filter((t) => t !== -100).length
+  const model = llamaLoss(g.config, g.B, g.S, opts)
+  const names = Object.keys(model.params)
+  const { value, grads } = valueAndGrad(model.loss, model.params)
+  const feeds = new Map<Tensor, Feed>([
+    ...feedsOf(model.params, asDType(g.weights, weightDType)),
+    [model.tokens, g.tokens],
+    [model.targets, g.targets],
+    [model.count, new Float32Array([count])],
+  ])
+  const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, layer === undefined ? {} : { layer })
+  return { loss: values[0]![0]!, grads: Object.fromEntries(names.map((n, i) => [n, values[i + 1]!])) }
+}
+
 describe("golden fixtures (scripts/golden/make_golden.py)", () => {
   it("cover every architecture", () => {
     expect(goldenNames.sort()).toEqual(["gemma2", "llama", "mistral", "qwen2"])
@@ -300,25 +302,15 @@ describe("golden fixtures (scripts/golden/make_golden.py)", () => {
       const tol = dtype === "float64" ? 1e-9 : 1e-5
       it(`${name}: ${dtype} loss and every gradient match to ${tol} in all four modes (M = 3 and 4, S = 11)`, async () => {
         const g = await golden(name)
-        const count = g.targets.filter((t) => t !== -100).length
         // key blocks of 4 (3 blocks for S = 11): rows whose window starts past a block, blocks skipped
         for (const [mode, attentionBlock] of [...modes.map((m) => [m, 64] as const), ["mst+checkpoint", 4] as const]) {
           // float64 on the reference CPU (every routine as its body); float32 with the CPU's fused kernels
           const fused = dtype === "float32" ? cpuFused : []
           const opts = { mode, dtype, mlpChunks: 3, lmChunks: 4, fused, attentionBlock }
-          const model = llamaLoss(g.config, g.B, g.S, opts)
-          const names = Object.keys(model.params)
-          const { value, grads } = valueAndGrad(model.loss, model.params)
-          const feeds = new Map<Tensor, Feed>([
-            ...feedsOf(model.params, asDType(g.weights, dtype)),
-            [model.tokens, g.tokens],
-            [model.targets, g.targets],
-            [model.count, new Float32Array([count])],
-          ])
-          const layer = dtype === "float64" ? referenceCpu : undefined
-          const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer })
-          expect(Math.abs(values[0]![0]! - g.loss) / g.loss, `${mode} loss`).toBeLessThan(tol)
-          names.forEach((n, i) => expect(maxRelDiff(values[i + 1]!, g.grads[n]!), `${mode} ${n}`).toBeLessThan(tol))
+          const got = await lossAndGrads(g, opts, dtype, dtype === "float64" ? referenceCpu : undefined)
+          expect(Math.abs(got.loss - g.loss) / g.loss, `${mode} loss`).toBeLessThan(tol)
+          for (const [n, grad] of Object.entries(got.grads))
+            expect(maxRelDiff(grad, g.grads[n]!), `${mode} ${n}`).toBeLessThan(tol)
         }
       })
     }
@@ -339,27 +331,11 @@ describe("transformers' own numbers (fixtures/golden-transformers)", () => {
       const fwd = new Map<Tensor, Feed>([...feedsOf(f.params, asDType(g.weights, "float64")), [f.tokens, g.tokens]])
       const logits = (await run([f.logits], fwd, { layer: referenceCpu })).values[0]!
       expect(maxRelDiff(logits, g.logits)).toBeLessThan(2e-6)
-      const count = g.targets.filter((t) => t !== -100).length
-      const model = llamaLoss(g.config, g.B, g.S, {
-        mode: "mst+checkpoint",
-        dtype: "float64",
-        mlpChunks: 3,
-        lmChunks: 4,
-      })
-      const names = Object.keys(model.params)
-      const { value, grads } = valueAndGrad(model.loss, model.params)
-      const feeds = new Map<Tensor, Feed>([
-        ...feedsOf(model.params, asDType(g.weights, "float64")),
-        [model.tokens, g.tokens],
-        [model.targets, g.targets],
-        [model.count, new Float32Array([count])],
-      ])
-      const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, { layer: referenceCpu })
-      expect(Math.abs(values[0]![0]! - g.loss) / g.loss).toBeLessThan(2e-6)
-      const worst: Record<string, number> = {}
-      names.forEach((n, i) => {
-        worst[n] = maxRelDiff(values[i + 1]!, g.grads[n]!)
-      })
+      const opts = { mode: "mst+checkpoint", dtype: "float64", mlpChunks: 3, lmChunks: 4 } as const
+      const got = await lossAndGrads(g, opts, "float64", referenceCpu)
+      expect(Math.abs(got.loss - g.loss) / g.loss).toBeLessThan(2e-6)
+      const names = Object.keys(got.grads)
+      const worst = Object.fromEntries(names.map((n) => [n, maxRelDiff(got.grads[n]!, g.grads[n]!)]))
       const known = name === "gemma2" ? ["model.embed_tokens.weight"] : []
       for (const n of names) if (!known.includes(n)) expect(worst[n], n).toBeLessThan(2e-6)
       for (const n of known) console.log(`${name}: ${n} gradient, max relative difference to transformers ${worst[n]}`)
