@@ -118,6 +118,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     return DefineClass(env, "Device",
                        {
                            InstanceMethod<&DeviceWrap::Alloc>("alloc"),
+                           InstanceMethod<&DeviceWrap::AllocHost>("allocHost"),
                            InstanceMethod<&DeviceWrap::Free>("free"),
                            InstanceMethod<&DeviceWrap::Write>("write"),
                            InstanceMethod<&DeviceWrap::Read>("read"),
@@ -225,6 +226,13 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const long long bytes = count(info, 0);
     Device& d = dev(info.Env());
     return Napi::Number::New(info.Env(), static_cast<double>(guarded(info.Env(), [&] { return d.alloc(static_cast<size_t>(bytes)); })));
+  }
+
+  // allocHost(bytes): a handle to a host-tier buffer (pinned host memory kernels reach over the bus).
+  Napi::Value AllocHost(const Napi::CallbackInfo& info) {
+    const long long bytes = count(info, 0);
+    Device& d = dev(info.Env());
+    return Napi::Number::New(info.Env(), static_cast<double>(guarded(info.Env(), [&] { return d.allocHost(static_cast<size_t>(bytes)); })));
   }
 
   void Free(const Napi::CallbackInfo& info) {
@@ -381,13 +389,13 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     if (src.ptr == dst.ptr) {
       // Reading from a snapshot keeps an overlapping in-place copy well defined.
       snapshot = guarded(info.Env(), [&] { return d.scratch(src.bytes, &snapshotCapacity); });
-      d.check(cudaMemcpyAsync(snapshot, src.ptr, src.bytes, cudaMemcpyDeviceToDevice, d.stream()), "cuda.copy");
+      d.check(cudaMemcpyAsync(snapshot, src.ptr, src.bytes, cudaMemcpyDefault, d.stream()), "cuda.copy");
       from = snapshot;
     }
     cudaError_t s;
     if (c.rank == 1 && c.srcStride[0] == 1 && c.dstStride[0] == 1) {
       s = cudaMemcpyAsync(static_cast<char*>(dst.ptr) + c.dstOffset * eb, static_cast<const char*>(from) + c.srcOffset * eb,
-                          c.count * eb, cudaMemcpyDeviceToDevice, d.stream());
+                          c.count * eb, cudaMemcpyDefault, d.stream());
     } else {
       s = copy(d.launch(), eb, from, dst.ptr, c);
     }
@@ -691,6 +699,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     o.Set("pinned", static_cast<double>(m.pinned));
     o.Set("held", static_cast<double>(m.held));
     o.Set("heldPeak", static_cast<double>(m.heldPeak));
+    o.Set("hostLive", static_cast<double>(m.hostLive));
+    o.Set("hostPeak", static_cast<double>(m.hostPeak));
     return o;
   }
 

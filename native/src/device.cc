@@ -119,6 +119,38 @@ void PinnedPool::clear() {
   cached_ = 0;
 }
 
+// Host-tier blocks round to 4 KiB pages: exact enough to reuse, no power-of-two waste on
+// checkpoints of gigabytes.
+void* HostTier::take(size_t bytes, size_t* capacity) {
+  const size_t cls = (bytes + 4095) / 4096 * 4096;
+  *capacity = cls;
+  auto it = free_.find(cls);
+  if (it != free_.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    return p;
+  }
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, cls, cudaHostAllocMapped | cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();
+    clear();
+    if (cudaHostAlloc(&p, cls, cudaHostAllocMapped | cudaHostAllocPortable) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+  }
+  return p;
+}
+
+void HostTier::give(void* p, size_t capacity) { free_[capacity].push_back(p); }
+
+void HostTier::clear() {
+  for (auto& [cls, list] : free_) {
+    for (void* p : list) cudaFreeHost(p);
+    list.clear();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Device
 // ---------------------------------------------------------------------------------------------
@@ -207,10 +239,15 @@ void Device::release() {
   timingEvents_.clear();
   if (cublasHandle_ != nullptr && cublas_.destroy != nullptr) cublas_.destroy(cublasHandle_);
   cublasHandle_ = nullptr;
-  for (auto& [h, b] : blocks_)
-    if (b.ptr != nullptr) memory_.release(b.ptr, b.capacity);
+  for (auto& [h, b] : blocks_) {
+    if (b.ptr == nullptr) continue;
+    if (b.host) cudaFreeHost(b.ptr);
+    else memory_.release(b.ptr, b.capacity);
+  }
   blocks_.clear();
   live_ = 0;
+  hostLive_ = 0;
+  hostTier_.clear();
   memory_.emptyCache();
   for (const PendingStaging& p : staging_) {
     pinned_.give(p.ptr, p.capacity);
@@ -258,9 +295,34 @@ uint64_t Device::alloc(size_t bytes) {
   return h;
 }
 
+uint64_t Device::allocHost(size_t bytes) {
+  Block b{nullptr, bytes, 0, true};
+  if (bytes > 0) {
+    b.ptr = hostTier_.take(bytes, &b.capacity);
+    if (b.ptr == nullptr) {
+      Failure f("ERR_CUDA_OOM", "cuda.hostAlloc: no pinned host memory for " + std::to_string(bytes) + " bytes with " +
+                                    std::to_string(hostLive_) + " bytes in live host-tier buffers");
+      f.requested = static_cast<double>(bytes);
+      f.alive = static_cast<double>(hostLive_);
+      throw f;
+    }
+  }
+  hostLive_ += bytes;
+  if (hostLive_ > hostPeak_) hostPeak_ = hostLive_;
+  const uint64_t h = nextHandle_++;
+  blocks_.emplace(h, b);
+  return h;
+}
+
 void Device::free(uint64_t handle) {
   auto it = blocks_.find(handle);
   if (it == blocks_.end()) throw Failure("ERR_CUDA_BUFFER", "cuda.free: buffer " + std::to_string(handle) + " is not live");
+  if (it->second.host) {
+    if (it->second.ptr != nullptr) hostTier_.give(it->second.ptr, it->second.capacity);
+    hostLive_ -= it->second.bytes;
+    blocks_.erase(it);
+    return;
+  }
   memory_.release(it->second.ptr, it->second.capacity);
   live_ -= it->second.bytes;
   held_ -= it->second.capacity;
@@ -357,7 +419,7 @@ void Device::write(const Block& dst, DType dtype, const void* data, size_t count
       from = converted.data();
     }
     check(cudaStreamSynchronize(stream_), "cuda.write");
-    check(cudaMemcpy(dst.ptr, from, bytes, cudaMemcpyHostToDevice), "cuda.write: cudaMemcpy");
+    check(cudaMemcpy(dst.ptr, from, bytes, cudaMemcpyDefault), "cuda.write: cudaMemcpy");
     return;
   }
   if (dtype == BF16) {
@@ -367,7 +429,8 @@ void Device::write(const Block& dst, DType dtype, const void* data, size_t count
     std::memcpy(host, data, bytes);
   }
   cudaEvent_t e = takeEvent();
-  const cudaError_t s = cudaMemcpyAsync(dst.ptr, host, bytes, cudaMemcpyHostToDevice, stream_);
+  // Default: the destination may be a host-tier block (unified addressing tells them apart).
+  const cudaError_t s = cudaMemcpyAsync(dst.ptr, host, bytes, cudaMemcpyDefault, stream_);
   if (s == cudaSuccess) cudaEventRecord(e, stream_);
   staging_.push_back({host, capacity, e});
   check(s, "cuda.write: cudaMemcpyAsync");
@@ -382,7 +445,7 @@ Transfer Device::beginRead(const Block* src, size_t bytes) {
   if (t.staging == nullptr) throw Failure("ERR_CUDA_OOM", "cuda.read: no pinned host memory for " + std::to_string(bytes) + " bytes");
   t.event = takeEvent();
   cudaError_t s = cudaSuccess;
-  if (bytes > 0) s = cudaMemcpyAsync(t.staging, src->ptr, bytes, cudaMemcpyDeviceToHost, stream_);
+  if (bytes > 0) s = cudaMemcpyAsync(t.staging, src->ptr, bytes, cudaMemcpyDefault, stream_);
   if (s == cudaSuccess)
     s = cudaMemcpyAsync(static_cast<char*>(t.staging) + t.recordOffset, errors_, sizeof(ErrorRecord), cudaMemcpyDeviceToHost, stream_);
   if (s == cudaSuccess) s = cudaMemsetAsync(errors_, 0, sizeof(ErrorRecord), stream_);

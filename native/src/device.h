@@ -87,8 +87,23 @@ class PinnedPool {
 
 struct Block {
   void* ptr;
-  size_t bytes;     // what was asked for
-  size_t capacity;  // its size class
+  size_t bytes;       // what was asked for
+  size_t capacity;    // its size class
+  bool host = false;  // the host tier: pinned host memory that kernels reach over the bus
+};
+
+// The host tier: pinned, mapped host buffers (with unified addressing, kernels and copies take
+// their pointers as they take device ones), recycled by exact size, as a training step asks for
+// the same sizes every step. Every command runs on the one stream, so a block freed after the
+// commands that use it were enqueued can be handed to later commands at once.
+class HostTier {
+ public:
+  void* take(size_t bytes, size_t* capacity);  // nullptr when pinned memory is refused
+  void give(void* p, size_t capacity);
+  void clear();
+
+ private:
+  std::unordered_map<size_t, std::vector<void*>> free_;
 };
 
 // A device-to-host transfer in flight: staging holds the data, then (at recordOffset) a copy of
@@ -105,6 +120,8 @@ struct Transfer {
 struct MemoryStats {
   // held: the size-class capacity of live buffers and scratch (what the planner's heldBytes counts).
   size_t live, peak, reserved, cached, pinned, held, heldPeak;
+  // Live host-tier bytes and their peak (not part of live or held).
+  size_t hostLive, hostPeak;
 };
 
 class Device {
@@ -123,6 +140,9 @@ class Device {
   void free(uint64_t handle);
   // The live block behind a handle; `kernel` names the caller in the error.
   const Block& block(uint64_t handle, const char* kernel) const;
+
+  // A buffer in the host tier (see HostTier); free() takes it like any other.
+  uint64_t allocHost(size_t bytes);
 
   // Internal temporaries (reduction partials, copy snapshots): not counted as live.
   void* scratch(size_t bytes, size_t* capacity);
@@ -155,11 +175,12 @@ class Device {
   int cublasVersion() const { return cublasVersion_; }
 
   MemoryStats memory() const {
-    return {live_, peak_, memory_.reserved(), memory_.cached(), pinned_.held(), held_, heldPeak_};
+    return {live_, peak_, memory_.reserved(), memory_.cached(), pinned_.held(), held_, heldPeak_, hostLive_, hostPeak_};
   }
   void resetPeak() {
     peak_ = live_;
     heldPeak_ = held_;
+    hostPeak_ = hostLive_;
   }
   void emptyCache() { memory_.emptyCache(); }
   void setMemoryLimit(size_t bytes) { memory_.setLimit(bytes); }
@@ -188,6 +209,8 @@ class Device {
 
   CachingAllocator memory_;
   PinnedPool pinned_;
+  HostTier hostTier_;
+  size_t hostLive_ = 0, hostPeak_ = 0;
   std::unordered_map<uint64_t, Block> blocks_;
   uint64_t nextHandle_ = 1;
   size_t live_ = 0, peak_ = 0, held_ = 0, heldPeak_ = 0;

@@ -36,16 +36,24 @@ export function refuseWhatCannotFit(
   opts: StepOptions,
   backend: BackendImpl,
 ): Effect.Effect<void, OutOfMemory> {
+  // Offloaded bytes live in host RAM: beside the GPU's memory, or in the same RAM on the CPU.
+  const onCpu = available?.what.includes("RAM") || available?.what.includes("process") || false
+  const ram = freemem()
+  if (plan.host > 0 && !onCpu && plan.host > ram) {
+    const message = `offloading this step needs ${formatBytes(plan.host)} of host memory (the planner) but this machine's available RAM is ${formatBytes(ram)}, so nothing was allocated; offload less (--offload), or shorten the sequence`
+    return Effect.fail(new OutOfMemory({ requested: plan.host, alive: 0, limit: ram, message }))
+  }
+  const needs = onCpu ? plan.held + plan.host : plan.held
   // What the allocator must hold (each buffer at its size class), not only the live bytes.
-  if (available === undefined || plan.held <= available.bytes) return Effect.void
+  if (available === undefined || needs <= available.bytes) return Effect.void
   return Effect.suspend(() => {
     const limit = available.bytes
     const { fit, hint } = memoryAdvice(model, batch, seq, opts, limit, backend)
     const message =
-      `this step needs ${formatBytes(plan.held)} (the planner, --mode ${opts.mode}) but ${available.what} is ${formatBytes(limit)}` +
+      `this step needs ${formatBytes(needs)} (the planner, --mode ${opts.mode}) but ${available.what} is ${formatBytes(limit)}` +
       `, so nothing was allocated; ${hint}`
     return Effect.fail(
-      new OutOfMemory({ requested: plan.held, alive: 0, limit, ...(fit ? { suggestedM: fit.lm } : {}), message }),
+      new OutOfMemory({ requested: needs, alive: 0, limit, ...(fit ? { suggestedM: fit.lm } : {}), message }),
     )
   })
 }

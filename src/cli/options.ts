@@ -5,6 +5,7 @@ import { Flag } from "effect/cli"
 import { BadConfig } from "../core/errors.js"
 import { decodeConfig, type LlamaConfig, preset, presetNames } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
+import { type Offload, offloadNames } from "../models/step.js"
 import { integerAtLeast } from "./limits.js"
 import { oneLine } from "./report.js"
 
@@ -77,4 +78,35 @@ export function parseBytes(text: string, flag = "memory"): Effect.Effect<number,
           message: `--${flag} must be a size of at least one byte such as 80GB, 512MiB or 1.5e9 (GB = GiB = 2^30), got "${text}"`,
         }),
       )
+}
+
+export const offloadFlag = Flag.String("offload").pipe(
+  Flag.withDefault("none"),
+  Flag.withDescription(
+    'what waits in host memory instead of on the device: "checkpoints" (saved activations between forward and backward), "optimizer" (AdamW moments, master weights and gradients), both comma-separated, or "none" (default: none)',
+  ),
+)
+
+/** "none", "checkpoints", "optimizer" or "checkpoints,optimizer" → what is offloaded. */
+export function parseOffload(value: string): Effect.Effect<Offload, BadConfig> {
+  const parts = value
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "")
+  if (parts.length === 1 && parts[0] === "none") return Effect.succeed({})
+  const unknown = parts.filter((p) => !(offloadNames as readonly string[]).includes(p))
+  if (parts.length === 0 || unknown.length > 0)
+    return Effect.fail(
+      new BadConfig({
+        field: "offload",
+        message: `--offload takes "none" or a comma-separated list of ${offloadNames.join(", ")}; got "${value}"`,
+      }),
+    )
+  return Effect.succeed(Object.fromEntries(parts.map((p) => [p, true])) as Offload)
+}
+
+/** ", offload checkpoints+optimizer" for a run's first line; "" when nothing is offloaded. */
+export const describeOffload = (o: Offload): string => {
+  const parts = offloadNames.filter((n) => o[n])
+  return parts.length ? `, offload ${parts.join("+")}` : ""
 }

@@ -3,13 +3,25 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { makeCpuBackend } from "../backends/cpu/index.js"
 import { cudaHeldBytes } from "../backends/cuda/allocator.js"
+import { BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
 import { largestFitting, planStep, type StepPlan } from "../models/planner.js"
-import { chunksFlag, configFlag, loadModel, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
+import type { Offload } from "../models/step.js"
+import {
+  chunksFlag,
+  configFlag,
+  describeOffload,
+  loadModel,
+  modelFlag,
+  parseBytes,
+  parseChunks,
+  parseOffload,
+  positive,
+} from "./options.js"
 import { checkSizes } from "./limits.js"
 import { formatBytes } from "./svg.js"
 
@@ -49,6 +61,9 @@ export interface PlanArgs {
   lmChunks: number | "auto"
   target: "cpu" | "gpu"
   precision: Precision
+  offload?: Offload
+  /** --max-seq: the host memory offloaded bytes may take (default: no bound). */
+  hostMemory?: number
 }
 
 export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
@@ -56,9 +71,39 @@ export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
     a.model,
     a.batch,
     S,
-    { mode, mlpChunks: a.mlpChunks, lmChunks: a.lmChunks, precision: a.precision, allowBeyondMaxPosition: true },
+    {
+      mode,
+      mlpChunks: a.mlpChunks,
+      lmChunks: a.lmChunks,
+      precision: a.precision,
+      allowBeyondMaxPosition: true,
+      ...(a.offload ? { offload: a.offload } : {}),
+    },
     targetFor(a.target),
   )
+
+/** What `--offload auto` chooses among, least offloaded first (the first of equals wins). */
+export const offloadChoices: readonly Offload[] = [
+  {},
+  { checkpoints: true },
+  { optimizer: true },
+  { checkpoints: true, optimizer: true },
+]
+
+/** For --offload auto: the choice of `offloadChoices` with the longest S that fits (and its plan). */
+export function maxSeqChoosingOffload(
+  a: PlanArgs,
+  mode: Mode,
+  memory: number,
+  step: number,
+): ReturnType<typeof maxSeq> & { offload: Offload } {
+  let best: (ReturnType<typeof maxSeq> & { offload: Offload }) | undefined
+  for (const offload of offloadChoices) {
+    const r = maxSeq({ ...a, offload }, mode, memory, step)
+    if (best === undefined || r.seq > best.seq) best = { ...r, offload }
+  }
+  return best!
+}
 
 /**
  * The largest S (a multiple of `step`) whose step fits in `memory`: doubling, then bisection
@@ -75,7 +120,7 @@ export function maxSeq(
   const fits = (S: number) => {
     const p = planAt(a, mode, S)
     plans.set(S, p)
-    return p.held <= memory
+    return p.held <= memory && p.host <= (a.hostMemory ?? Infinity)
   }
   const { n, capped } = largestFitting(fits, step, exactSeqCap(a, step))
   const plan = n > 0 ? (plans.get(n) ?? planAt(a, mode, n)) : undefined
@@ -86,11 +131,13 @@ export function maxSeq(
 export const exactSeqCap = (a: Pick<PlanArgs, "batch" | "model">, step: number): number =>
   Math.max(step, step * Math.floor(2 ** 53 / (4 * a.batch * a.model.vocab_size * step)))
 
-const row = (mode: string, S: string, p: StepPlan) => {
+const row = (mode: string, S: string, p: StepPlan, offload?: Offload) => {
   const k = p.gradientPass.atPeak
-  return `${mode.padEnd(15)} ${S.padStart(8)} ${formatBytes(p.peak).padStart(10)} ${formatBytes(p.held).padStart(10)} │ ${formatBytes(p.gradientPass.peak).padStart(10)}: ${[k.weights, k.gradients, k.optimizer, k.activations, k.temporaries].map((b) => formatBytes(b).padStart(10)).join(" ")} │ ${formatBytes(p.optimizerPass.peak).padStart(10)} │ M ${p.chunks.mlp}/${p.chunks.lm}`
+  const off = offload === undefined ? "" : ` │ ${describeOffload(offload).slice(", offload ".length) || "none"}`
+  return `${mode.padEnd(15)} ${S.padStart(8)} ${formatBytes(p.peak).padStart(10)} ${formatBytes(p.held).padStart(10)} ${formatBytes(p.host).padStart(10)} ${formatBytes(p.bus).padStart(10)} │ ${formatBytes(p.gradientPass.peak).padStart(10)}: ${[k.weights, k.gradients, k.optimizer, k.activations, k.temporaries].map((b) => formatBytes(b).padStart(10)).join(" ")} │ ${formatBytes(p.optimizerPass.peak).padStart(10)} │ M ${p.chunks.mlp}/${p.chunks.lm}${off}`
 }
-const header = `${"mode".padEnd(15)} ${"S".padStart(8)} ${"step peak".padStart(10)} ${"held".padStart(10)} │ ${"fwd+bwd".padStart(10)}: ${["weights", "grads", "optimizer", "saved", "temps"].map((h) => h.padStart(10)).join(" ")} │ ${"AdamW".padStart(10)} │ M mlp/lm`
+const header = `${"mode".padEnd(15)} ${"S".padStart(8)} ${"step peak".padStart(10)} ${"held".padStart(10)} ${"host".padStart(10)} ${"bus/step".padStart(10)} │ ${"fwd+bwd".padStart(10)}: ${["weights", "grads", "optimizer", "saved", "temps"].map((h) => h.padStart(10)).join(" ")} │ ${"AdamW".padStart(10)} │ M mlp/lm`
+const autoHeader = `${header} │ offload`
 
 export const planCommand = Command.make(
   "plan",
@@ -119,6 +166,16 @@ export const planCommand = Command.make(
       Flag.withDefault("80GB"),
       Flag.withDescription("device memory for --max-seq (default: 80GB)"),
     ),
+    offload: Flag.String("offload").pipe(
+      Flag.withDefault("none"),
+      Flag.withDescription(
+        'what waits in host memory: "checkpoints", "optimizer", both comma-separated, "none", or (with --max-seq) "auto": in each mode the choice with the longest S (default: none)',
+      ),
+    ),
+    hostMemory: Flag.String("host-memory").pipe(
+      Flag.optional,
+      Flag.withDescription("with --max-seq: the host memory offloaded bytes may take, e.g. 120GB (default: no bound)"),
+    ),
     granularity: Flag.Int("granularity").pipe(
       Flag.withDefault(1024),
       Flag.withDescription("--max-seq searches multiples of this (default: 1024)"),
@@ -132,6 +189,16 @@ export const planCommand = Command.make(
       yield* positive("granularity", f.granularity)
       // Read with --max-seq only, but checked always: a bad value is never silently ignored.
       const memory = yield* parseBytes(f.memory)
+      const auto = f.offload.trim() === "auto"
+      if (auto && !f.maxSeq)
+        return yield* Effect.fail(
+          new BadConfig({
+            field: "offload",
+            message: `--offload auto chooses per mode for the longest S: use it with --max-seq, or name what to offload`,
+          }),
+        )
+      const offload = auto ? undefined : yield* parseOffload(f.offload)
+      const hostMemory = Option.isSome(f.hostMemory) ? yield* parseBytes(f.hostMemory.value, "host-memory") : undefined
       yield* checkSizes(model, f.batch, f.maxSeq ? f.granularity : f.seq)
       const args: PlanArgs = {
         model,
@@ -140,8 +207,12 @@ export const planCommand = Command.make(
         lmChunks: yield* parseChunks("lm-chunks", f.lmChunks),
         target: f.target,
         precision: precisions[f.precision],
+        ...(offload ? { offload } : {}),
+        ...(hostMemory === undefined ? {} : { hostMemory }),
       }
-      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}`
+      const offloaded = auto ? ", offload chosen per mode" : describeOffload(offload ?? {})
+      const hostBound = hostMemory === undefined ? "" : ` and ${formatBytes(hostMemory)} of host memory`
+      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}${offloaded}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}`
       if (!f.maxSeq) {
         yield* Console.log(`one training step, ${what}, S = ${f.seq}:\n${header}`)
         for (const mode of modes)
@@ -151,15 +222,17 @@ export const planCommand = Command.make(
         return
       }
       yield* Console.log(
-        `largest S that fits ${formatBytes(memory)}, ${what} (S in multiples of ${f.granularity}):\n${header}`,
+        `largest S that fits ${formatBytes(memory)}${hostBound}, ${what} (S in multiples of ${f.granularity}):\n${auto ? autoHeader : header}`,
       )
       const found: Partial<Record<Mode, number>> = {}
       for (const mode of modes) {
-        const r = yield* attempt(() => maxSeq(args, mode, memory, f.granularity))
+        const r: ReturnType<typeof maxSeq> & { offload?: Offload } = yield* attempt(() =>
+          auto ? maxSeqChoosingOffload(args, mode, memory, f.granularity) : maxSeq(args, mode, memory, f.granularity),
+        )
         found[mode] = r.seq
         yield* Console.log(
           r.plan
-            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan)
+            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan, r.offload)
             : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`,
         )
       }

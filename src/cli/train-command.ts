@@ -22,7 +22,19 @@ import { printSample } from "./generate-command.js"
 import { chooseTokenizer, tokenizerFlag } from "./model-source.js"
 import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
-import { chunksFlag, configFlag, loadModel, modeFlag, modelFlag, parseBytes, parseChunks, positive } from "./options.js"
+import {
+  chunksFlag,
+  configFlag,
+  describeOffload,
+  loadModel,
+  modeFlag,
+  modelFlag,
+  offloadFlag,
+  parseBytes,
+  parseChunks,
+  parseOffload,
+  positive,
+} from "./options.js"
 import { checkRunFolder, lockRunFolder } from "./run-folder.js"
 import { checkpointStep, describeCorpus, History, previousStart, type RunInfo, writeRunFiles } from "./run-record.js"
 import { CPU_MAX_ELEMENTS, checkSizes, integerAtLeast, seedFlag, tokensPerStep } from "./limits.js"
@@ -92,6 +104,7 @@ const flags = {
       "fp32; bf16-mixed: bf16 weights and activations, fp32 master weights and moments; bf16: all bf16 (bf16 needs --backend cuda) (default: fp32)",
     ),
   ),
+  offload: offloadFlag,
   memoryLimit: Flag.String("memory-limit").pipe(
     Flag.optional,
     Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB"),
@@ -183,6 +196,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       f.backend === "cpu" || f.backend === "cpu-fast" ? CPU_MAX_ELEMENTS : undefined,
     )
     // Every flag is checked before anything starts (the progress bar, the backend).
+    const offload = yield* parseOffload(f.offload)
     const memoryLimit = Option.isSome(f.memoryLimit)
       ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
       : undefined
@@ -248,16 +262,22 @@ export const trainCommand = Command.make("train", flags, (f) =>
         Object.fromEntries(
           modes.map((mode) => [
             mode,
-            planStep(model, f.batch, f.seq, { mode, mlpChunks, lmChunks, precision: precisions[precision] }, backend),
+            planStep(
+              model,
+              f.batch,
+              f.seq,
+              { mode, mlpChunks, lmChunks, precision: precisions[precision], offload },
+              backend,
+            ),
           ]),
         ),
       )
       // Refuse, with the planner's advice, a step that cannot fit the machine — before allocating.
-      const stepOpts = { mode: f.mode, accumulation: f.accumulate, precision: precisions[precision] }
+      const stepOpts = { mode: f.mode, accumulation: f.accumulate, precision: precisions[precision], offload }
       const available = availableMemory(f.backend, backend)
       yield* refuseWhatCannotFit(plans[f.mode]!, available, model, f.batch, f.seq, stepOpts, backend)
       yield* Console.log(
-        `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}`,
+        `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}${describeOffload(offload)}`,
       )
 
       const bar = new SingleBar({
@@ -287,6 +307,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
         warmup: f.warmup,
         seed: f.seed,
         precision,
+        offload,
         checkpointDir,
         checkpointEvery: f.checkpointEvery,
         // What the batches come from: a resume with another corpus or tokenizer is refused.

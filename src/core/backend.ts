@@ -23,6 +23,8 @@ export interface Buffer {
   readonly dtype: DType
   /** Number of elements. */
   readonly size: number
+  /** "host": made by `hostAlloc`, in host memory the device reaches over the bus (absent: device memory). */
+  readonly tier?: "host"
 }
 
 export type UnaryOp = "neg" | "exp" | "log" | "sqrt" | "recip" | "sin" | "cos"
@@ -103,6 +105,13 @@ export interface BackendImpl {
    * planner counts every buffer at this size (`heldPeak`); where absent, at exactly `bytes`.
    */
   heldBytes?(bytes: number): number
+  /**
+   * Optional: a buffer in the host tier, memory beside the device (pinned host memory a GPU reaches
+   * over the bus), for what is offloaded: saved activations between forward and backward, weight
+   * gradients and the optimizer's state. Every kernel, `copy`, `write`, `read` and `free` take it
+   * like any other buffer. Where absent, nothing can be offloaded.
+   */
+  hostAlloc?(dtype: DType, size: number): Buffer
 }
 
 /** The backend as an Effect service: provide it with a backend's `Layer`. */

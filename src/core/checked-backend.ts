@@ -7,7 +7,7 @@
  */
 import type { BackendImpl, Buffer } from "./backend.js"
 import { numel } from "./backend.js"
-import { bytesPerElement, dtypeOf, type HostArray, isFloat } from "./dtype.js"
+import { bytesPerElement, type DType, dtypeOf, type HostArray, isFloat } from "./dtype.js"
 import { describe, type KernelChecks, kernelChecks } from "./kernel-checks.js"
 import { LiveBuffers } from "./live-buffers.js"
 import type { AnyRoutineCall } from "./routines/declare.js"
@@ -164,6 +164,15 @@ export function checkedBackend<B extends BackendImpl>(impl: B, buffers: LiveBuff
       buffers.add(b)
       return b
     },
+    ...(impl.hostAlloc && {
+      hostAlloc(dtype: DType, size: number) {
+        c.counts("hostAlloc", { size })
+        c.check(dtype in bytesPerElement, "hostAlloc", () => `unknown dtype ${String(dtype)}`)
+        const b = impl.hostAlloc!(dtype, size)
+        buffers.add(b)
+        return b
+      },
+    }),
     free(b) {
       c.check(buffers.has(b), "free", () => notAllocated(b))
       buffers.delete(b)

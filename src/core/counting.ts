@@ -17,6 +17,7 @@ export function makeCountingBackend(fused: Iterable<string> = [], heldBytes?: (b
     // Plan for the backend you will run: its fused routines change what is allocated.
     routines: sameKernel(fused, nothing),
     alloc: (dtype, size): Buffer => ({ dtype, size }),
+    hostAlloc: (dtype, size): Buffer => ({ dtype, size, tier: "host" }),
     free: nothing,
     write: nothing,
     read: async (b) => hostArray(b.dtype, 0),

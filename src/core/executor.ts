@@ -11,7 +11,8 @@ import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
 import { checkFeeds, feedParts } from "./feeds.js"
-import { MemoryLedger, type MemoryKind, type MemoryReport } from "./memory.js"
+import { MemoryLedger, type MemoryKind, type MemoryReport, type Tier } from "./memory.js"
+import { type OffloadOptions, type OffloadSchedule, offloadSchedule } from "./offload.js"
 import { matmulSpec, ruleOf, type Site, siteOf } from "./primitives.js"
 import { pieces, type RoutineSite } from "./region-types.js"
 import { type AnyRoutineKernel, kernelFor } from "./routines/registry.js"
@@ -24,6 +25,7 @@ interface Alloc {
   refs: number
   /** Owned by the caller: counted while the run lasts, never freed by the executor. */
   readonly external: boolean
+  readonly tier: Tier
 }
 
 export interface Binding {
@@ -42,6 +44,13 @@ export interface RunOptions {
    * otherwise the output gets a buffer of its own. Either way the returned buffer is the answer.
    */
   readonly inPlace?: ReadonlyMap<Tensor, Tensor>
+  /**
+   * Move saved activations and/or the requested gradients to the backend's host tier (see
+   * ./offload.ts for when). Needs `hostAlloc`; the numbers computed do not change.
+   */
+  readonly offload?: OffloadOptions
+  /** Fail with OutOfMemory instead of offloading past this many host-tier bytes. */
+  readonly hostLimit?: number
 }
 
 export interface RunResult {
@@ -110,19 +119,40 @@ class Executor {
     readonly inPlace: ReadonlyMap<Tensor, Tensor> = new Map(),
   ) {}
 
-  allocate(t: TensorType, kind: MemoryKind): Alloc {
+  /**
+   * A fresh buffer for `t`. It goes to the host tier when asked, or when `t` is an output written
+   * over a host-tier input that could not take it in place (the optimizer's offloaded state stays
+   * offloaded).
+   */
+  allocate(t: TensorType, kind: MemoryKind, tier: Tier = this.hostResult(t) ? "host" : "device"): Alloc {
     const size = numel(t.shape)
     const bytes = size * bytesPerElement[t.dtype]
-    this.ledger.add(kind, bytes)
-    const a: Alloc = { buffer: this.backend.alloc(t.dtype, size), bytes, kind, refs: 1, external: false }
+    this.ledger.add(kind, bytes, tier)
+    const buffer = tier === "host" ? this.hostAlloc(t.dtype, size) : this.backend.alloc(t.dtype, size)
+    const a: Alloc = { buffer, bytes, kind, refs: 1, external: false, tier }
     this.owned.add(a)
     return a
   }
 
+  hostAlloc(dtype: DType, size: number): Buffer {
+    if (this.backend.hostAlloc === undefined)
+      throw new BadConfig({
+        field: "offload",
+        message: `the ${this.backend.name} backend has no host tier to offload to; run without offload, or on cpu, cpu-fast or cuda`,
+      })
+    return this.backend.hostAlloc(dtype, size)
+  }
+
+  hostResult(t: TensorType): boolean {
+    const target = this.inPlace.get(t as Tensor)
+    return target !== undefined && this.bound.get(target)?.tier === "host"
+  }
+
   bind(b: Binding): Alloc {
     const bytes = b.buffer.size * bytesPerElement[b.buffer.dtype]
-    this.ledger.add(b.kind, bytes)
-    return { buffer: b.buffer, bytes, kind: b.kind, refs: 1, external: true }
+    const tier = b.buffer.tier ?? "device"
+    this.ledger.add(b.kind, bytes, tier)
+    return { buffer: b.buffer, bytes, kind: b.kind, refs: 1, external: true, tier }
   }
 
   retain(a: Alloc): Alloc {
@@ -132,7 +162,7 @@ class Executor {
 
   release(a: Alloc): void {
     if (--a.refs > 0) return
-    this.ledger.remove(a.kind, a.bytes)
+    this.ledger.remove(a.kind, a.bytes, a.tier)
     if (!a.external) {
       this.owned.delete(a)
       this.backend.free(a.buffer)
@@ -155,9 +185,11 @@ class Executor {
     args: readonly Alloc[],
     kindOf: KindOf,
     into: ReadonlyMap<Tensor, Into> = new Map(),
+    offload?: (nodes: readonly Node[]) => OffloadSchedule,
   ): Steps<Alloc[]> {
     const nodes = schedule(outputs, new Set(params))
     const uses = readers(nodes, outputs)
+    const moves = offload?.(nodes)
     const env = new Map<Tensor, Alloc>()
     /** One reader of `t` is done: after the last, its buffer is released. */
     const drop = (t: Tensor) => {
@@ -175,10 +207,20 @@ class Executor {
     }
 
     params.forEach((p, i) => define(p, this.retain(args[i]!)))
+    /** Device copies of stored values, let go at the next store (so the copy may overlap). */
+    let leaving: Alloc[] = []
+    const letGo = () => {
+      leaving.forEach((a) => this.release(a))
+      leaving = []
+    }
     // In creation order: place each node's results, run it, then let go of what it read.
-    for (const node of nodes) {
+    for (const [i, node] of nodes.entries()) {
       if (node.op === "input") throw new GraphError({ message: unboundInput(node as Node<"input">) })
       yield // between two nodes: where an interruptible run may pause (see executeInterruptible)
+      if (moves !== undefined) {
+        if (i === moves.firstBackward) letGo()
+        for (const t of moves.loadBefore.get(i) ?? []) this.load(env, t)
+      }
       const ins = node.inputs.map((t) => env.get(t)!)
       const outs = yield* this.run(node, ins, this.placementOf(node, uses, into), kindOf, uses)
       node.results.forEach((r, i) => {
@@ -186,10 +228,42 @@ class Executor {
         if (out !== undefined) define(r, out)
       })
       node.inputs.forEach(drop)
+      const stores = moves?.storeAfter.get(i)
+      if (stores !== undefined) {
+        const stored = stores.flatMap((t) => this.store(env, t))
+        letGo()
+        leaving = stored
+      }
     }
+    letGo()
     const result = outputs.map((t) => this.retain(env.get(t)!))
     outputs.forEach(drop)
     return result
+  }
+
+  /**
+   * Copies `t`'s buffer to the host tier and points `t` at the copy; returns the device buffer to
+   * let go of later. Nothing to do for a value still shared or bound, or gone already.
+   */
+  store(env: Map<Tensor, Alloc>, t: Tensor): Alloc[] {
+    const device = env.get(t)
+    if (device === undefined || device.external || device.refs !== 1 || device.tier === "host") return []
+    const host = this.allocate(t, device.kind, "host")
+    this.backend.copy(device.buffer, dense(t.shape), host.buffer, dense(t.shape))
+    this.ledger.move(host.bytes)
+    env.set(t, host)
+    return [device]
+  }
+
+  /** Brings a stored `t` back to the device. */
+  load(env: Map<Tensor, Alloc>, t: Tensor): void {
+    const host = env.get(t)
+    if (host === undefined || host.tier !== "host" || host.external) return
+    const device = this.allocate(t, host.kind, "device")
+    this.backend.copy(host.buffer, dense(t.shape), device.buffer, dense(t.shape))
+    this.ledger.move(device.bytes)
+    env.set(t, device)
+    this.release(host)
   }
 
   /** Where a node's results go: fresh buffers, unless one of three reuses applies (see Placement). */
@@ -495,7 +569,7 @@ function* executeSteps(
   bindings: ReadonlyMap<Tensor, Binding>,
   opts: RunOptions,
 ): Steps<RunResult> {
-  const ledger = new MemoryLedger(opts.limit, backend.heldBytes)
+  const ledger = new MemoryLedger(opts.limit, backend.heldBytes, opts.hostLimit)
   const bound = new Map<Tensor, Alloc>()
   const ex = new Executor(backend, ledger, bound, opts.inPlace)
   const params = [...bindings.keys()]
@@ -510,7 +584,13 @@ function* executeSteps(
   params.forEach((t, i) => bound.set(t, args[i]!))
   let outs: Alloc[]
   try {
-    outs = yield* ex.runGraph(outputs, params, args, kindRule(outputs, new Set(params), opts.gradients ?? []))
+    const gradients = opts.gradients ?? []
+    const offload = opts.offload
+    const moves =
+      offload?.activations || offload?.gradients
+        ? (nodes: readonly Node[]) => offloadSchedule(nodes, outputs, gradients, offload)
+        : undefined
+    outs = yield* ex.runGraph(outputs, params, args, kindRule(outputs, new Set(params), gradients), new Map(), moves)
   } catch (e) {
     ex.abandon()
     throw e
@@ -573,6 +653,8 @@ export const executeEffect = (
 export interface PlanOptions extends RunOptions {
   /** The backend to plan for: its fused routine names and its allocator's rounding (default: none fused, exact bytes). */
   readonly for?: Pick<BackendImpl, "routines" | "heldBytes">
+  /** Inputs that live in the host tier (offloaded optimizer state and gradients). */
+  readonly hostInputs?: ReadonlySet<Tensor>
 }
 
 /** The memory plan: the same schedule on a backend that allocates nothing. */
@@ -583,7 +665,11 @@ export function plan(
 ): MemoryReport {
   const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}), opts.for?.heldBytes)
   const bindings = new Map(
-    [...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const),
+    [...inputs].map(([t, kind]) => {
+      const host = opts.hostInputs?.has(t) ?? false
+      const buffer = host ? counting.hostAlloc!(t.dtype, t.size) : counting.alloc(t.dtype, t.size)
+      return [t, { buffer, kind }] as const
+    }),
   )
   return execute(counting, outputs, bindings, opts).memory
 }

@@ -11,6 +11,9 @@ export interface LiveMemory {
   readonly live: number
   /** Most bytes allocated at once since creation or the last `resetPeak`. */
   readonly peak: number
+  /** The same for host-tier buffers (`hostAlloc`), which `live` and `peak` leave out. */
+  readonly hostLive: number
+  readonly hostPeak: number
   resetPeak(): void
 }
 
@@ -18,6 +21,8 @@ export class LiveBuffers {
   private readonly alive = new WeakSet<Buffer>()
   private liveBytes = 0
   private peakBytes = 0
+  private hostLiveBytes = 0
+  private hostPeakBytes = 0
 
   has(b: Buffer): boolean {
     return this.alive.has(b)
@@ -25,19 +30,34 @@ export class LiveBuffers {
 
   add(b: Buffer): void {
     this.alive.add(b)
-    this.liveBytes += b.size * bytesPerElement[b.dtype]
-    this.peakBytes = Math.max(this.peakBytes, this.liveBytes)
+    const bytes = b.size * bytesPerElement[b.dtype]
+    if (b.tier === "host") {
+      this.hostLiveBytes += bytes
+      this.hostPeakBytes = Math.max(this.hostPeakBytes, this.hostLiveBytes)
+    } else {
+      this.liveBytes += bytes
+      this.peakBytes = Math.max(this.peakBytes, this.liveBytes)
+    }
   }
 
   delete(b: Buffer): void {
     this.alive.delete(b)
-    this.liveBytes -= b.size * bytesPerElement[b.dtype]
+    const bytes = b.size * bytesPerElement[b.dtype]
+    if (b.tier === "host") this.hostLiveBytes -= bytes
+    else this.liveBytes -= bytes
   }
 
   memory(): LiveMemory {
     const resetPeak = () => {
       this.peakBytes = this.liveBytes
+      this.hostPeakBytes = this.hostLiveBytes
     }
-    return { live: this.liveBytes, peak: this.peakBytes, resetPeak }
+    return {
+      live: this.liveBytes,
+      peak: this.peakBytes,
+      hostLive: this.hostLiveBytes,
+      hostPeak: this.hostPeakBytes,
+      resetPeak,
+    }
   }
 }

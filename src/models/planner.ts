@@ -3,11 +3,21 @@
  * step on a backend that allocates nothing, so its numbers are the schedule's exact live bytes.
  */
 import type { BackendImpl } from "../core/backend.js"
+import { bytesPerElement } from "../core/dtype.js"
 import { plan } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"
 import { adamwOutputs } from "./optimizer.js"
-import { adamwInputs, fusedRoutines, gradientInputs, inputKinds, type StepOptions, stepGraphs } from "./step.js"
+import {
+  adamwInputs,
+  fusedRoutines,
+  gradientInputs,
+  hostInputs,
+  inputKinds,
+  passOffload,
+  type StepOptions,
+  stepGraphs,
+} from "./step.js"
 
 /** What the plan depends on of a backend: its fused routines and its allocator's rounding. */
 export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes">
@@ -18,6 +28,14 @@ export interface StepPlan {
   readonly peak: number
   /** The same with every buffer at its allocator size class: what the device must hold (≥ peak). */
   readonly held: number
+  /** The larger of the two passes' host-tier peaks: what is offloaded (0 without `offload`). */
+  readonly host: number
+  /**
+   * Bytes crossing the bus per step for offloading: the copies to the host and back, plus AdamW
+   * reading and writing its offloaded inputs in place (each counted twice: state read and
+   * written, gradients read by the norm and by the update). 0 without `offload`.
+   */
+  readonly bus: number
   readonly gradientPass: MemoryReport
   readonly optimizerPass: MemoryReport
   readonly chunks: { readonly mlp: number; readonly lm: number }
@@ -27,13 +45,26 @@ export interface StepPlan {
 export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions, backend?: PlanTarget): StepPlan {
   const g = stepGraphs(c, B, S, { fused: fusedRoutines(backend), ...opts })
   const target = backend ? { for: backend } : {}
-  const gradientInputKinds = inputKinds(gradientInputs(g.first, g.adamw))
-  const gradientPass = plan(g.first.outputs, gradientInputKinds, { gradients: g.first.gradients, ...target })
+  const gradients = gradientInputs(g.first, g.adamw)
+  const gradientPass = plan(g.first.outputs, inputKinds(gradients), {
+    gradients: g.first.gradients,
+    offload: passOffload(opts.offload),
+    hostInputs: hostInputs(gradients, opts.offload),
+    ...target,
+  })
   const a = g.adamw
-  const optimizerPass = plan(adamwOutputs(a), inputKinds(adamwInputs(a)), { inPlace: a.inPlace, ...target })
+  const adamw = adamwInputs(a)
+  const optimizerPass = plan(adamwOutputs(a), inputKinds(adamw), {
+    inPlace: a.inPlace,
+    hostInputs: hostInputs(adamw, opts.offload),
+    ...target,
+  })
+  const inPlace = [...hostInputs(adamw, opts.offload)].reduce((n, t) => n + 2 * t.size * bytesPerElement[t.dtype], 0)
   return {
+    bus: gradientPass.host.moved + optimizerPass.host.moved + inPlace,
     peak: Math.max(gradientPass.peak, optimizerPass.peak),
     held: Math.max(gradientPass.heldPeak, optimizerPass.heldPeak),
+    host: Math.max(gradientPass.host.peak, optimizerPass.host.peak),
     gradientPass,
     optimizerPass,
     chunks: g.first.model.chunks,

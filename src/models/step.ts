@@ -5,6 +5,7 @@
  */
 import { valueAndGrad } from "../core/autodiff.js"
 import type { Tensor } from "../core/graph.js"
+import type { OffloadOptions } from "../core/offload.js"
 import { input } from "../core/graph.js"
 import type { MemoryKind } from "../core/memory.js"
 import * as o from "../core/ops.js"
@@ -54,10 +55,39 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
   return { model, names, previous, outputs: [value, ...gradients], gradients, inPlace }
 }
 
-/** `ModelOptions` plus gradient accumulation and the precision. */
+/**
+ * What a step keeps in the backend's host tier instead of the device:
+ * - checkpoints: the values saved for the backward (the layer checkpoints in checkpoint modes),
+ *   from their last forward use until shortly before their backward;
+ * - optimizer: the AdamW moments and master weights for good, and each weight gradient from the
+ *   moment it is computed; AdamW then runs on the device over them in place.
+ */
+export interface Offload {
+  readonly checkpoints?: boolean
+  readonly optimizer?: boolean
+}
+
+export const offloadNames = ["checkpoints", "optimizer"] as const satisfies readonly (keyof Offload)[]
+
+/** What the executor moves during a gradient pass. */
+export const passOffload = (o: Offload | undefined): OffloadOptions => ({
+  activations: o?.checkpoints ?? false,
+  gradients: o?.optimizer ?? false,
+})
+
+/** Whether this piece of the training state lives in the host tier. */
+export const inHostTier = (o: Offload | undefined, holds: StepInput["holds"]): boolean =>
+  (o?.optimizer ?? false) && (holds === "master" || holds === "m" || holds === "v" || holds === "gradients")
+
+/** The inputs that live in the host tier: what a plan binds there. */
+export const hostInputs = (inputs: ReadonlyMap<Tensor, StepInput>, o: Offload | undefined): Set<Tensor> =>
+  new Set([...inputs].flatMap(([t, i]) => (inHostTier(o, i.holds) ? [t] : [])))
+
+/** `ModelOptions` plus gradient accumulation, the precision and what is offloaded. */
 export interface StepOptions extends ModelOptions {
   readonly accumulation?: number
   readonly precision?: Precision
+  readonly offload?: Offload
 }
 
 /** The names of the routines a backend fuses: the graphs are built for them (`ModelOptions.fused`). */

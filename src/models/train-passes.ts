@@ -20,6 +20,8 @@ import {
   gradientInputs,
   lossInputs,
   memoryKind,
+  type Offload,
+  passOffload,
   type StateHolds,
   type StepGraphs,
   type StepInput,
@@ -35,6 +37,8 @@ export interface Trainer {
   readonly run: RunIdentity
   /** The executor's memory limit: a pass past it fails with OutOfMemory. */
   readonly limit: { readonly limit?: number }
+  /** What lives in the host tier (the state's buffers were made there by `prepareState`). */
+  readonly offload: Offload
 }
 
 /**
@@ -109,7 +113,7 @@ export function gradientPass(
       yield* attempt(() => checkBatch(batch, g.model))
       const values = batchValues(backend, batch, count)
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
-      const options = { gradients: g.gradients, inPlace: g.inPlace, ...t.limit }
+      const options = { gradients: g.gradients, inPlace: g.inPlace, offload: passOffload(t.offload), ...t.limit }
       const previous = grads
       const run = yield* executeEffect(backend, g.outputs, bindings, options).pipe(
         Effect.ensuring(Effect.sync(() => freeAll(backend, Object.values(values)))),

@@ -82,10 +82,11 @@ function initialParameter(
   stream: number,
   seed: number,
   dtype: DType,
+  alloc = (d: DType, size: number): Buffer => backend.alloc(d, size),
 ): Buffer {
   if (shape.length === 1 || !backend.randomNormal)
-    return upload(backend, hostInitial(c, name, shape, stream, seed), dtype)
-  const b = backend.alloc(dtype, numel(shape))
+    return upload(backend, hostInitial(c, name, shape, stream, seed), dtype, alloc)
+  const b = alloc(dtype, numel(shape))
   backend.randomNormal(b, seed, stream, initStd)
   return b
 }
@@ -95,8 +96,9 @@ export const upload = (
   b: BackendImpl,
   data: HostArray,
   dtype: DType = data instanceof Int32Array ? "int32" : "float32",
+  alloc = (d: DType, size: number): Buffer => b.alloc(d, size),
 ): Buffer => {
-  const buf = b.alloc(dtype, data.length)
+  const buf = alloc(dtype, data.length)
   b.write(buf, data)
   return buf
 }
@@ -127,25 +129,31 @@ export function prepareState(
   precision: Precision,
   start: Start,
   run: RunIdentity,
+  /** The moments and master weights go to the backend's host tier (optimizer offload). */
+  hostState = false,
 ): Effect.Effect<TrainState, BadCheckpoint> {
   const shapes = parameterShapes(start.model)
   const streams = new Map(Object.keys(shapes).map((n, i) => [n, i]))
   return Effect.map(startingPoint(start, run), (saved) => {
     const perParameter = (buffer: (n: string) => Buffer): PerParameter =>
       Object.fromEntries(names.map((n) => [n, buffer(n)]))
+    const stateAlloc =
+      hostState && backend.hostAlloc ? (d: DType, size: number) => backend.hostAlloc!(d, size) : undefined
     const moment = (values: Float32Array | undefined, n: string): Buffer => {
-      if (values !== undefined) return upload(backend, values, precision.state)
-      const b = backend.alloc(precision.state, numel(shapes[n]!))
+      if (values !== undefined) return upload(backend, values, precision.state, stateAlloc)
+      const b = stateAlloc
+        ? stateAlloc(precision.state, numel(shapes[n]!))
+        : backend.alloc(precision.state, numel(shapes[n]!))
       backend.fill(b, 0)
       return b
     }
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
-    const parameter = (n: string, dtype: DType): Buffer =>
+    const parameter = (n: string, dtype: DType, alloc?: typeof stateAlloc): Buffer =>
       saved === undefined
-        ? initialParameter(backend, start.model, n, shapes[n]!, streams.get(n)!, start.seed, dtype)
-        : upload(backend, saved.parameters[n]!, dtype)
+        ? initialParameter(backend, start.model, n, shapes[n]!, streams.get(n)!, start.seed, dtype, alloc)
+        : upload(backend, saved.parameters[n]!, dtype, alloc)
     const weights = perParameter((n) => parameter(n, precision.param))
-    const master = precision.master ? perParameter((n) => parameter(n, "float32")) : undefined
+    const master = precision.master ? perParameter((n) => parameter(n, "float32", stateAlloc)) : undefined
     const m = perParameter((n) => moment(saved?.m[n], n))
     const v = perParameter((n) => moment(saved?.v[n], n))
     const checksums = saved?.checksums === undefined ? {} : { checksums: saved.checksums }

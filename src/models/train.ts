@@ -8,7 +8,7 @@
  */
 import { Effect } from "effect"
 import { Backend, type BackendImpl } from "../core/backend.js"
-import { type BadCheckpoint, DTypeError, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
+import { type BadCheckpoint, BadConfig, DTypeError, NonFiniteLoss, OutOfMemory } from "../core/errors.js"
 import { attempt, type ExecutionError } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import { nonFiniteState, saveCheckpoint } from "./checkpoint.js"
@@ -17,7 +17,7 @@ import type { Batch, Batches } from "./data.js"
 import { type Mode, parameterShapes } from "./llama.js"
 import { type AdamWOptions, defaultAdamW, type PrecisionName, precisions } from "./optimizer.js"
 import { memoryAdvice } from "./planner.js"
-import { fusedRoutines, stepGraphs } from "./step.js"
+import { fusedRoutines, type Offload, stepGraphs } from "./step.js"
 import {
   type Gradients,
   gradientPass,
@@ -58,6 +58,11 @@ export interface TrainOptions {
   readonly validation?: HeldOut
   /** Fail with OutOfMemory (carrying the M that would fit) instead of allocating past this many bytes. */
   readonly memoryLimit?: number
+  /**
+   * Keep the layer checkpoints and/or the optimizer's state and gradients in the backend's host
+   * tier (pinned host memory on a GPU) instead of on the device. The numbers do not change.
+   */
+  readonly offload?: Offload
   /** Where checkpoints go; a run finding one there resumes from it. */
   readonly checkpointDir?: string
   readonly checkpointEvery?: number
@@ -111,7 +116,8 @@ export function train(
 ): Effect.Effect<TrainResult, TrainError, Backend> {
   return Effect.gen(function* () {
     const t = yield* setUp(opts, yield* Backend)
-    const state = yield* prepareState(t.backend, t.graphs.first.names, precisionOf(opts), opts, t.run)
+    const hostState = opts.offload?.optimizer ?? false
+    const state = yield* prepareState(t.backend, t.graphs.first.names, precisionOf(opts), opts, t.run, hostState)
     // The state is given back however the run ends (an OutOfMemory step included), so the same
     // process can retry smaller.
     return yield* Effect.gen(function* () {
@@ -165,7 +171,12 @@ function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer,
     const stepOpts = { mode, mlpChunks, lmChunks, accumulation: run.accumulation, precision, fused }
     const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, stepOpts, hyper))
     const limit = opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }
-    return { backend, graphs, hyper, run, limit }
+    const offload = opts.offload ?? {}
+    if ((offload.checkpoints || offload.optimizer) && backend.hostAlloc === undefined) {
+      const message = `the ${backend.name} backend has no host tier to offload to; train without --offload, or on cpu, cpu-fast or cuda`
+      return yield* Effect.fail(new BadConfig({ field: "offload", message }))
+    }
+    return { backend, graphs, hyper, run, limit, offload }
   })
 }
 
@@ -231,7 +242,12 @@ function checkpoint(
 
 /** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
 function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
-  const stepOpts = { mode: opts.mode, accumulation: opts.accumulation, precision: precisionOf(opts) }
+  const stepOpts = {
+    mode: opts.mode,
+    accumulation: opts.accumulation,
+    precision: precisionOf(opts),
+    ...(opts.offload ? { offload: opts.offload } : {}),
+  }
   const { fit, hint } = memoryAdvice(opts.model, opts.batch, opts.seq, stepOpts, e.limit, backend)
   const { requested, alive, limit } = e
   const message = `${e.message}; ${hint}`

@@ -25,7 +25,7 @@
 import { Layer } from "effect"
 import { Backend, type Buffer, type MatmulSpec } from "../../core/backend.js"
 import { checkedBackend } from "../../core/checked-backend.js"
-import { hostArray } from "../../core/dtype.js"
+import { type DType, hostArray } from "../../core/dtype.js"
 import { LiveBuffers } from "../../core/live-buffers.js"
 import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cpu/cpu-backend.js"
 import { matmulBlocked } from "../cpu/matmul.js"
@@ -112,6 +112,17 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
   const pool = new Map<string, CpuData[]>()
   let pooled = 0
 
+  const alloc = (dtype: DType, size: number): CpuBuffer => {
+    const resident = dtype === "float32" ? heap?.alloc(size) : undefined
+    if (resident !== undefined) return { dtype, size, data: resident }
+    const free = pool.get(`${dtype}:${size}`)
+    const reused = free?.pop()
+    if (reused === undefined) return { dtype, size, data: hostArray(dtype, size) as CpuData }
+    pooled -= reused.byteLength
+    reused.fill(0)
+    return { dtype, size, data: reused }
+  }
+
   return checkedBackend<FastCpuBackend>(
     {
       ...ref,
@@ -129,16 +140,9 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       simd: missing === undefined,
       threads: () => gemm?.threads ?? 1,
       helperChunks: () => gemm?.helperChunks ?? 0,
-      alloc(dtype, size): CpuBuffer {
-        const resident = dtype === "float32" ? heap?.alloc(size) : undefined
-        if (resident !== undefined) return { dtype, size, data: resident }
-        const free = pool.get(`${dtype}:${size}`)
-        const reused = free?.pop()
-        if (reused === undefined) return { dtype, size, data: hostArray(dtype, size) as CpuData }
-        pooled -= reused.byteLength
-        reused.fill(0)
-        return { dtype, size, data: reused }
-      },
+      alloc,
+      // The host tier is the same memory here: offloading on the CPU moves nothing, only counts.
+      hostAlloc: (dtype, size): CpuBuffer => ({ ...alloc(dtype, size), tier: "host" }),
       free(buffer) {
         const { data } = buffer as CpuBuffer
         if (data instanceof Float32Array && heap?.owns(data)) return heap.release(data)

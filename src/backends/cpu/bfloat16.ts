@@ -51,6 +51,10 @@ export function cpuWithBfloat16(backend: CpuBackend = makeCpuBackend()): Backend
       dtype === "bfloat16"
         ? ({ dtype, size, inner: backend.alloc("float32", size) } satisfies Bf16Buffer)
         : backend.alloc(dtype, size),
+    hostAlloc: (dtype, size) =>
+      dtype === "bfloat16"
+        ? ({ dtype, size, inner: backend.hostAlloc!("float32", size), tier: "host" } satisfies Bf16Buffer)
+        : backend.hostAlloc!(dtype, size),
     free: (b) => backend.free(raw(b)),
     write: (b, data) => {
       backend.write(raw(b), data)

@@ -78,6 +78,8 @@ export function cpuKernels(opts: CpuOptions, buffers: LiveBuffers): CpuBackend {
     memory: () => buffers.memory(),
 
     alloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size) }),
+    // The host tier is the same memory here: offloading on the CPU moves nothing, only counts.
+    hostAlloc: (dtype, size): CpuBuffer => ({ dtype, size, data: hostArray(dtype, size), tier: "host" }),
     free() {},
     write: (buffer, values) => data(buffer).set(values),
     // A copy, so later kernels cannot change what the caller holds.

@@ -61,6 +61,9 @@ export interface CudaMemory {
   /** Live buffers and kernel scratch at their size classes' capacity (the planner's `heldPeak` counts the buffers). */
   readonly held: number
   readonly heldPeak: number
+  /** Bytes of live host-tier buffers (`hostAlloc`: pinned host memory), and their peak. */
+  readonly hostLive: number
+  readonly hostPeak: number
   resetPeak(): void
   /** Gives the allocator's cached blocks back to the driver. */
   emptyCache(): void
@@ -180,6 +183,8 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
         cached: m.cached,
         held: m.held,
         heldPeak: m.heldPeak,
+        hostLive: m.hostLive,
+        hostPeak: m.hostPeak,
         resetPeak: () => dev.resetPeak(),
         emptyCache: () => dev.emptyCache(),
       }
@@ -211,6 +216,21 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
       return { dtype, size, handle: h } satisfies CudaBuffer
     },
 
+    // Pinned host memory the kernels reach over the bus (unified addressing): every kernel takes it.
+    hostAlloc(dtype, size) {
+      try {
+        return { dtype, size, handle: dev.allocHost(size * bytesPerElement[dtype]), tier: "host" } satisfies CudaBuffer
+      } catch (e) {
+        const err = e as NativeError
+        if (err.code !== "ERR_CUDA_OOM") throw e
+        throw new OutOfMemory({
+          requested: err.requested ?? size * bytesPerElement[dtype],
+          alive: err.alive ?? 0,
+          limit: 0,
+          message: err.message,
+        })
+      }
+    },
     free: (buffer) => dev.free(handle(buffer)),
     write: (buffer, data) => dev.write(handle(buffer), code(buffer), data),
     read: async (buffer) => track(dev.read(handle(buffer), code(buffer), buffer.size)),

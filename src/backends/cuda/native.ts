@@ -29,6 +29,9 @@ export interface NativeMemory {
   /** Size-class capacity of live buffers and kernel scratch, and its peak (what `heldBytes` plans). */
   readonly held: number
   readonly heldPeak: number
+  /** Live host-tier bytes (`allocHost`) and their peak. */
+  readonly hostLive: number
+  readonly hostPeak: number
 }
 
 export interface NativeInfo {
@@ -52,6 +55,8 @@ type D = number
 /** native/src/addon.cc's Device; argument order as there. */
 export interface NativeDevice {
   alloc(bytes: number): H
+  /** A block of pinned, mapped host memory: the host tier. */
+  allocHost(bytes: number): H
   free(h: H): void
   write(h: H, dtype: D, data: HostArray): void
   read(h: H, dtype: D, count: number): Promise<HostArray>

@@ -1,0 +1,211 @@
+// Offload to the host tier: the same numbers with and without it, bitwise; the plan's device and
+// host peaks equal what a run measures; checkpoints wait on the host between forward and backward.
+import { Effect, Exit, Layer } from "effect"
+import { describe, expect, it } from "vitest"
+import { Backend, type BackendImpl } from "../src/core/backend.js"
+import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
+import { makeCpuBackend } from "../src/backends/cpu/index.js"
+import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
+import { BadConfig } from "../src/core/errors.js"
+import { execute, plan } from "../src/core/executor.js"
+import { offloadSchedule } from "../src/core/offload.js"
+import { schedule } from "../src/core/graph.js"
+import { decodeConfigSync } from "../src/models/config.js"
+import { makeBatches } from "../src/models/data.js"
+import { type Mode, parameterShapes } from "../src/models/llama.js"
+import { precisions } from "../src/models/optimizer.js"
+import { planStep } from "../src/models/planner.js"
+import {
+  gradientInputs,
+  hostInputs,
+  inputKinds,
+  memoryKind,
+  type Offload,
+  passOffload,
+  stepGraphs,
+} from "../src/models/step.js"
+import { type TrainOptions, train } from "../src/models/train.js"
+import { parseOffload } from "../src/cli/options.js"
+
+const model = decodeConfigSync({
+  hidden_size: 32,
+  intermediate_size: 80,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 64,
+  max_position_embeddings: 128,
+})
+const tokens = Int32Array.from({ length: 3000 }, (_, i) => (i * 7 + (i >> 3)) % 64)
+const choices: Offload[] = [{ checkpoints: true }, { optimizer: true }, { checkpoints: true, optimizer: true }]
+const S = 48
+
+const run = (backend: BackendImpl, opts: Partial<TrainOptions> & { mode: Mode }) =>
+  Effect.runPromise(
+    train(
+      { model, batch: 2, seq: S, steps: 3, lr: 1e-2, seed: 1, mlpChunks: 3, lmChunks: 5, ...opts },
+      makeBatches({ tokens, batch: 2, seq: S, seed: 1 }),
+    ).pipe(Effect.provide(Layer.succeed(Backend, backend))),
+  )
+
+describe("offload changes no number", () => {
+  const cases = [
+    { mode: "vanilla", precision: "fp32", backend: () => makeCpuBackend() },
+    { mode: "checkpoint", precision: "fp32", backend: () => makeCpuBackend(), accumulation: 2 },
+    { mode: "mst+checkpoint", precision: "bf16-mixed", backend: () => cpuWithBfloat16() },
+    { mode: "mst", precision: "fp32", backend: () => makeFastCpuBackend() },
+  ] as const
+  for (const c of cases) {
+    it(`${c.mode}, ${c.precision}, ${c.backend().name}${"accumulation" in c ? ", 2 micro-batches" : ""}: losses, norms and weights bitwise`, async () => {
+      const opts = { mode: c.mode, precision: c.precision, accumulation: "accumulation" in c ? c.accumulation : 1 }
+      const reference = await run(c.backend(), opts)
+      for (const offload of choices) {
+        const r = await run(c.backend(), { ...opts, offload })
+        const what = JSON.stringify(offload)
+        expect(
+          r.records.map((x) => x.loss),
+          what,
+        ).toEqual(reference.records.map((x) => x.loss))
+        expect(
+          r.records.map((x) => x.gradNorm),
+          what,
+        ).toEqual(reference.records.map((x) => x.gradNorm))
+        expect(r.parameters, what).toEqual(reference.parameters)
+        expect(r.records[0]!.memory.host.peak, what).toBeGreaterThan(0)
+      }
+    })
+  }
+})
+
+describe("the plan's device and host peaks are what a run measures", () => {
+  for (const mode of ["vanilla", "checkpoint", "mst+checkpoint"] as const) {
+    it(`${mode}: by the executor's ledger and by the backend's own count, tier by tier`, () => {
+      for (const offload of choices) {
+        const g = stepGraphs(model, 2, S, { mode, mlpChunks: 3, lmChunks: 5, offload })
+        const inputs = gradientInputs(g.first, g.adamw)
+        const host = hostInputs(inputs, offload)
+        const opts = { gradients: g.first.gradients, offload: passOffload(offload) }
+        const cpu = makeCpuBackend()
+        const planned = plan(g.first.outputs, inputKinds(inputs), { ...opts, hostInputs: host, for: cpu })
+        const bindings = new Map(
+          [...inputs].map(([t, i], k) => {
+            const buffer = host.has(t) ? cpu.hostAlloc(t.dtype, t.size) : cpu.alloc(t.dtype, t.size)
+            const data =
+              t.dtype === "int32"
+                ? Int32Array.from({ length: t.size }, (_, j) => (j * 5 + k) % 64)
+                : Float32Array.from({ length: t.size }, (_, j) => (i.holds === "count" ? 96 : Math.sin(j + k) * 0.05))
+            cpu.write(buffer, data)
+            return [t, { buffer, kind: memoryKind(i) }] as const
+          }),
+        )
+        cpu.memory().resetPeak()
+        const measured = execute(cpu, g.first.outputs, bindings, opts)
+        const what = `${mode} ${JSON.stringify(offload)}`
+        expect(measured.memory, what).toEqual(planned)
+        expect(cpu.memory().peak, what).toBe(planned.peak)
+        expect(cpu.memory().hostPeak, what).toBe(planned.host.peak)
+        expect(planned.host.peak, what).toBeGreaterThan(0)
+      }
+    })
+  }
+
+  it("through train(): each step's report is the plan of its larger pass, host tier included", async () => {
+    for (const offload of choices) {
+      const backend = cpuWithBfloat16()
+      const step = { mode: "mst+checkpoint" as const, mlpChunks: 3, lmChunks: 5, precision: precisions["bf16-mixed"] }
+      const p = planStep(model, 2, S, { ...step, offload }, backend)
+      const r = await run(backend, { mode: "mst+checkpoint", precision: "bf16-mixed", offload })
+      const larger = p.optimizerPass.peak > p.gradientPass.peak ? p.optimizerPass : p.gradientPass
+      expect(r.records[0]!.memory).toEqual(larger)
+      expect(Math.max(p.gradientPass.host.peak, p.optimizerPass.host.peak)).toBe(p.host)
+    }
+  })
+
+  it("optimizer offload moves the moments, master weights and gradients off the device (closed form)", () => {
+    const bytes = (per: number) =>
+      Object.values(parameterShapes(model)).reduce((n, s) => n + s.reduce((a, b) => a * b, 1) * per, 0)
+    const step = { mode: "mst+checkpoint" as const, precision: precisions["bf16-mixed"] }
+    const on = planStep(model, 2, S, { ...step, offload: { optimizer: true } })
+    const off = planStep(model, 2, S, step)
+    // bf16-mixed: fp32 master, m and v stay on the host for good; the bf16 gradients join them.
+    expect(on.gradientPass.atPeak.optimizer).toBe(0)
+    expect(off.gradientPass.atPeak.optimizer).toBe(bytes(12))
+    expect(on.optimizerPass.host.peak).toBe(bytes(12 + 2))
+    expect(on.bus).toBe(2 * bytes(12 + 2) + on.gradientPass.host.moved)
+    expect(on.gradientPass.host.moved).toBe(bytes(2)) // each gradient copied once
+    expect(off.host).toBe(0)
+    expect(off.bus).toBe(0)
+  })
+})
+
+describe("when checkpoints move", () => {
+  it("each layer's saved input goes to the host after its forward and comes back one layer ahead of its backward", () => {
+    const L = model.num_hidden_layers
+    const g = stepGraphs(model, 1, S, { mode: "checkpoint" })
+    const nodes = schedule(g.first.outputs, new Set(gradientInputs(g.first, g.adamw).keys()))
+    const moves = offloadSchedule(nodes, g.first.outputs, [], { activations: true })
+    const stored = [...moves.storeAfter.values()].flat()
+    const loaded = [...moves.loadBefore.values()].flat()
+    // Every stored value comes back exactly once, after it was stored.
+    expect(new Set(loaded)).toEqual(new Set(stored))
+    expect(loaded.length).toBe(stored.length)
+    const storedAt = new Map([...moves.storeAfter].flatMap(([i, ts]) => ts.map((t) => [t, i] as const)))
+    const loadedAt = new Map([...moves.loadBefore].flatMap(([i, ts]) => ts.map((t) => [t, i] as const)))
+    for (const t of stored) expect(loadedAt.get(t)!).toBeGreaterThan(storedAt.get(t)!)
+    // The layers' inputs ([1, S, d] residual streams) are among them.
+    const streams = stored.filter((t) => t.shape.join() === `1,${S},${model.hidden_size}`)
+    expect(streams.length).toBeGreaterThanOrEqual(L)
+    // Brought back before the backward node one ahead of the one that needs it.
+    const firstReader = (t: (typeof stored)[number]) =>
+      nodes.findIndex((n) => n.phase === "backward" && n.inputs.includes(t))
+    const readers = [...new Set(stored.map(firstReader))].sort((a, b) => a - b)
+    for (const t of stored) {
+      const k = readers.indexOf(firstReader(t))
+      expect(loadedAt.get(t)).toBe(k === 0 ? readers[0] : readers[k - 1])
+    }
+  })
+
+  it("in checkpoint mode at long S the device keeps a few layers' checkpoints, not all of them", () => {
+    const deep = { ...model, num_hidden_layers: 12, max_position_embeddings: 4096 }
+    const step = { mode: "checkpoint" as const }
+    const off = planStep(deep, 1, 2048, step)
+    const on = planStep(deep, 1, 2048, { ...step, offload: { checkpoints: true, optimizer: true } })
+    const checkpoint = 2048 * deep.hidden_size * 4
+    const batch = 2 * 2048 * 4 + 4 // tokens, targets and the target count (bound, kind "activations")
+    expect(off.gradientPass.peakByKind.activations).toBeGreaterThanOrEqual(12 * checkpoint)
+    // At most four at once: e.g. in the forward the one being made, its input, and the one whose
+    // copy to the host may still run; in the backward the layer's own and the next one, prefetched.
+    expect(on.gradientPass.peakByKind.activations).toBeLessThanOrEqual(4 * checkpoint + batch + 16) // + saved scalars
+    expect(on.gradientPass.host.peakByKind.activations).toBeGreaterThanOrEqual(12 * checkpoint)
+    expect(on.held).toBeLessThan(off.held)
+  })
+})
+
+describe("bad input", () => {
+  it("a backend without a host tier refuses offload with a BadConfig naming it", async () => {
+    const { hostAlloc: _, ...noHost } = makeCpuBackend()
+    const exit = await Effect.runPromiseExit(
+      train(
+        { model, mode: "vanilla", batch: 1, seq: 8, steps: 1, lr: 1e-3, seed: 1, offload: { optimizer: true } },
+        makeBatches({ tokens, batch: 1, seq: 8, seed: 1 }),
+      ).pipe(Effect.provide(Layer.succeed(Backend, { ...noHost, name: "nohost" } as BackendImpl))),
+    )
+    expect(Exit.isFailure(exit)).toBe(true)
+    const error = Exit.isFailure(exit) ? (exit.cause as unknown as { reasons?: unknown[] }) : undefined
+    expect(JSON.stringify(error)).toMatch(/nohost backend has no host tier/)
+  })
+
+  it("--offload takes none or a list of checkpoints, optimizer", () => {
+    const parse = (s: string) => Effect.runSync(Effect.result(parseOffload(s)))
+    expect(parse("none")).toMatchObject({ success: {} })
+    expect(parse("checkpoints,optimizer")).toMatchObject({ success: { checkpoints: true, optimizer: true } })
+    expect(parse(" optimizer ")).toMatchObject({ success: { optimizer: true } })
+    for (const bad of ["", "activations", "checkpoints,weights", "none,optimizer"]) {
+      const r = parse(bad)
+      expect(r._tag, bad).toBe("Failure")
+      const e = (r as { failure: BadConfig }).failure
+      expect(e).toBeInstanceOf(BadConfig)
+      expect(e.message).toMatch(/--offload takes "none" or a comma-separated list of checkpoints, optimizer/)
+    }
+  })
+})
