@@ -119,7 +119,10 @@ export class MemoryLedger {
   }
 
   remove(kind: MemoryKind, bytes: number, tier: Tier = "device"): void {
-    if (tier === "host") return this.hostTier.remove(kind, bytes)
+    if (tier === "host") {
+      this.hostTier.remove(kind, bytes)
+      return
+    }
     this.held -= this.holds(bytes)
     this.device.remove(kind, bytes)
   }
