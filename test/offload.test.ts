@@ -89,7 +89,7 @@ describe("the plan's device and host peaks are what a run measures", () => {
         const planned = plan(g.first.outputs, inputKinds(inputs), { ...opts, hostInputs: host, for: cpu })
         const bindings = new Map(
           [...inputs].map(([t, i], k) => {
-            const buffer = host.has(t) ? cpu.hostAlloc(t.dtype, t.size) : cpu.alloc(t.dtype, t.size)
+            const buffer = host.has(t) ? cpu.hostAlloc!(t.dtype, t.size) : cpu.alloc(t.dtype, t.size)
             const data =
               t.dtype === "int32"
                 ? Int32Array.from({ length: t.size }, (_, j) => (j * 5 + k) % 64)

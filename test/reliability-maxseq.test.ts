@@ -61,7 +61,7 @@ describe("plan --max-seq", () => {
 
   it("nothing fits: S = 0 and no plan", () => {
     const found = maxSeq(args(), "vanilla", 1000, 64)
-    expect(found).toEqual({ seq: 0, capped: false })
+    expect(found).toEqual({ seq: 0, capped: false, offload: {} })
   })
 
   it("where plans stop being exact (a batch of logits past 2^53 bytes) an S that still fits is reported as ≥ S", async () => {

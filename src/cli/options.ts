@@ -8,6 +8,7 @@ import { type Mode, modes } from "../models/llama.js"
 import { type Offload, offloadNames } from "../models/step.js"
 import { integerAtLeast } from "./limits.js"
 import { oneLine } from "./report.js"
+import { formatBytes } from "./svg.js"
 
 export const modelFlag = Flag.String("model").pipe(
   Flag.withDefault("tiny"),
@@ -83,30 +84,41 @@ export function parseBytes(text: string, flag = "memory"): Effect.Effect<number,
 export const offloadFlag = Flag.String("offload").pipe(
   Flag.withDefault("none"),
   Flag.withDescription(
-    'what waits in host memory instead of on the device: "checkpoints" (saved activations between forward and backward), "optimizer" (AdamW moments, master weights and gradients), both comma-separated, or "none" (default: none)',
+    'what waits in host memory instead of on the device: "checkpoints" (saved activations between forward and backward; "checkpoints:20GiB": at most that much of them), "optimizer" (AdamW moments, master weights and gradients), both comma-separated, or "none" (default: none)',
   ),
 )
 
-/** "none", "checkpoints", "optimizer" or "checkpoints,optimizer" → what is offloaded. */
+/** "none", "checkpoints", "checkpoints:20GiB", "optimizer" or "checkpoints,optimizer" → what is offloaded. */
 export function parseOffload(value: string): Effect.Effect<Offload, BadConfig> {
   const parts = value
     .split(",")
     .map((p) => p.trim())
     .filter((p) => p !== "")
   if (parts.length === 1 && parts[0] === "none") return Effect.succeed({})
-  const unknown = parts.filter((p) => !(offloadNames as readonly string[]).includes(p))
-  if (parts.length === 0 || unknown.length > 0)
-    return Effect.fail(
-      new BadConfig({
-        field: "offload",
-        message: `--offload takes "none" or a comma-separated list of ${offloadNames.join(", ")}; got "${value}"`,
-      }),
-    )
-  return Effect.succeed(Object.fromEntries(parts.map((p) => [p, true])) as Offload)
+  const bad = new BadConfig({
+    field: "offload",
+    message: `--offload takes "none" or a comma-separated list of ${offloadNames.join(", ")} (checkpoints may take a size: "checkpoints:20GiB"); got "${value}"`,
+  })
+  const names = parts.map((p) => p.split(":")[0]!)
+  if (parts.length === 0 || names.some((n) => !(offloadNames as readonly string[]).includes(n)))
+    return Effect.fail(bad)
+  return Effect.gen(function* () {
+    let checkpointBytes: number | undefined
+    for (const p of parts) {
+      const [name, size, extra] = p.split(":")
+      if (size === undefined) continue
+      if (name !== "checkpoints" || extra !== undefined) return yield* Effect.fail(bad)
+      checkpointBytes = yield* parseBytes(size, "offload")
+    }
+    const on = Object.fromEntries(names.map((n) => [n, true])) as Offload
+    return checkpointBytes === undefined ? on : { ...on, checkpointBytes }
+  })
 }
 
 /** ", offload checkpoints+optimizer" for a run's first line; "" when nothing is offloaded. */
 export const describeOffload = (o: Offload): string => {
-  const parts = offloadNames.filter((n) => o[n])
+  const parts = offloadNames
+    .filter((n) => o[n])
+    .map((n) => (n === "checkpoints" && o.checkpointBytes !== undefined ? `${n} ≤ ${formatBytes(o.checkpointBytes)}` : n))
   return parts.length ? `, offload ${parts.join("+")}` : ""
 }

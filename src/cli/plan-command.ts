@@ -91,40 +91,67 @@ export const offloadChoices: readonly Offload[] = [
 ]
 
 /** For --offload auto: the choice of `offloadChoices` with the longest S that fits (and its plan). */
-export function maxSeqChoosingOffload(
-  a: PlanArgs,
-  mode: Mode,
-  memory: number,
-  step: number,
-): ReturnType<typeof maxSeq> & { offload: Offload } {
-  let best: (ReturnType<typeof maxSeq> & { offload: Offload }) | undefined
+export function maxSeqChoosingOffload(a: PlanArgs, mode: Mode, memory: number, step: number): MaxSeq {
+  let best: MaxSeq | undefined
   for (const offload of offloadChoices) {
     const r = maxSeq({ ...a, offload }, mode, memory, step)
-    if (best === undefined || r.seq > best.seq) best = { ...r, offload }
+    if (best === undefined || r.seq > best.seq) best = r
   }
   return best!
 }
 
 /**
- * The largest S (a multiple of `step`) whose step fits in `memory`: doubling, then bisection
- * over plans. The only bound is where a plan's byte counts stop being exact (one batch of logits
- * past 2^53 bytes): an S that still fits there is reported as "≥ S" (`capped`).
+ * The plan at S. When offloaded checkpoints would pass `hostMemory`, as many bytes of them as
+ * fit there are offloaded instead (the longest-waiting first) and the rest stay on the device.
  */
-export function maxSeq(
-  a: PlanArgs,
-  mode: Mode,
-  memory: number,
-  step: number,
-): { seq: number; capped: boolean; plan?: StepPlan } {
-  const plans = new Map<number, StepPlan>()
+export function planWithinHost(a: PlanArgs, mode: Mode, S: number): { plan: StepPlan; offload: Offload } {
+  const offload = a.offload ?? {}
+  const plan = planAt(a, mode, S)
+  const host = a.hostMemory ?? Infinity
+  if (plan.host <= host || !offload.checkpoints) return { plan, offload }
+  const { checkpointBytes: _, ...all } = offload
+  const without = { ...all, checkpoints: false }
+  const rest = planAt({ ...a, offload: without }, mode, S)
+  if (rest.host > host) return { plan: rest, offload: without }
+  // Offloaded bytes add to the host's peak about one for one: aim there, then correct the aim.
+  let budget = host - rest.host
+  let best = { plan: rest, offload: without as Offload }
+  for (let i = 0; i < 6 && budget > 0; i++) {
+    const o = { ...all, checkpointBytes: budget }
+    const p = planAt({ ...a, offload: o }, mode, S)
+    if (p.host <= host) {
+      if (p.held < best.plan.held) best = { plan: p, offload: o }
+      break
+    }
+    budget -= p.host - host
+  }
+  return best
+}
+
+export interface MaxSeq {
+  readonly seq: number
+  readonly capped: boolean
+  readonly plan?: StepPlan
+  /** What the plan offloads (a checkpoint budget chosen to fit `hostMemory`, if any). */
+  readonly offload: Offload
+}
+
+/**
+ * The largest S (a multiple of `step`) whose step fits in `memory` (and its offloaded bytes in
+ * `hostMemory`): doubling, then bisection over plans. The only bound is where a plan's byte
+ * counts stop being exact (one batch of logits past 2^53 bytes): an S that still fits there is
+ * reported as "≥ S" (`capped`).
+ */
+export function maxSeq(a: PlanArgs, mode: Mode, memory: number, step: number): MaxSeq {
+  const plans = new Map<number, { plan: StepPlan; offload: Offload }>()
   const fits = (S: number) => {
-    const p = planAt(a, mode, S)
+    const p = planWithinHost(a, mode, S)
     plans.set(S, p)
-    return p.held <= memory && p.host <= (a.hostMemory ?? Infinity)
+    return p.plan.held <= memory && p.plan.host <= (a.hostMemory ?? Infinity)
   }
   const { n, capped } = largestFitting(fits, step, exactSeqCap(a, step))
-  const plan = n > 0 ? (plans.get(n) ?? planAt(a, mode, n)) : undefined
-  return { seq: n, capped, ...(plan ? { plan } : {}) }
+  const found = n > 0 ? (plans.get(n) ?? planWithinHost(a, mode, n)) : undefined
+  return { seq: n, capped, offload: found?.offload ?? a.offload ?? {}, ...(found ? { plan: found.plan } : {}) }
 }
 
 /** The largest multiple of `step` whose batch of logits (B·S·V fp32) stays below 2^53 bytes. */
@@ -222,17 +249,17 @@ export const planCommand = Command.make(
         return
       }
       yield* Console.log(
-        `largest S that fits ${formatBytes(memory)}${hostBound}, ${what} (S in multiples of ${f.granularity}):\n${auto ? autoHeader : header}`,
+        `largest S that fits ${formatBytes(memory)}${hostBound}, ${what} (S in multiples of ${f.granularity}):\n${auto || hostMemory !== undefined ? autoHeader : header}`,
       )
       const found: Partial<Record<Mode, number>> = {}
       for (const mode of modes) {
-        const r: ReturnType<typeof maxSeq> & { offload?: Offload } = yield* attempt(() =>
+        const r = yield* attempt(() =>
           auto ? maxSeqChoosingOffload(args, mode, memory, f.granularity) : maxSeq(args, mode, memory, f.granularity),
         )
         found[mode] = r.seq
         yield* Console.log(
           r.plan
-            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan, r.offload)
+            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan, auto || hostMemory !== undefined ? r.offload : undefined)
             : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`,
         )
       }

@@ -10,11 +10,17 @@
  * The device copy of a stored value is let go at the next store, not at once, so the copy can
  * overlap the next layer's work.
  */
+import { bytesPerElement } from "./dtype.js"
 import type { Node, Tensor } from "./graph.js"
 
 export interface OffloadOptions {
   /** Saved activations wait for the backward in the host tier. */
   readonly activations?: boolean
+  /**
+   * At most this many bytes of them (default: all): those stored first, which wait longest,
+   * go; the rest stay on the device.
+   */
+  readonly activationBytes?: number
   /** The requested gradients (`RunOptions.gradients`) are handed back in the host tier. */
   readonly gradients?: boolean
 }
@@ -64,6 +70,19 @@ export function offloadSchedule(
       if (producer === undefined || t.node.phase !== "forward" || returned.has(t)) continue
       const stored = lastForward.get(t) ?? producer
       if (stored < needed - 1) saved.push({ t, stored, needed })
+    }
+    // Within the budget, the values that wait longest go first.
+    const budget = opts.activationBytes ?? Infinity
+    if (Number.isFinite(budget)) {
+      saved.sort((a, b) => a.stored - b.stored || b.needed - a.needed)
+      let total = 0
+      const kept = saved.filter((s) => {
+        const bytes = s.t.size * bytesPerElement[s.t.dtype]
+        if (total + bytes > budget) return false
+        total += bytes
+        return true
+      })
+      saved.splice(0, saved.length, ...kept)
     }
     saved.sort((a, b) => a.needed - b.needed)
     // Group by first backward reader; each group comes back before the previous group's reader.

@@ -64,6 +64,8 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
  */
 export interface Offload {
   readonly checkpoints?: boolean
+  /** With `checkpoints`: offload at most this many bytes of them, the longest-waiting first (default: all). */
+  readonly checkpointBytes?: number
   readonly optimizer?: boolean
 }
 
@@ -72,6 +74,7 @@ export const offloadNames = ["checkpoints", "optimizer"] as const satisfies read
 /** What the executor moves during a gradient pass. */
 export const passOffload = (o: Offload | undefined): OffloadOptions => ({
   activations: o?.checkpoints ?? false,
+  ...(o?.checkpointBytes === undefined ? {} : { activationBytes: o.checkpointBytes }),
   gradients: o?.optimizer ?? false,
 })
 
