@@ -525,6 +525,50 @@ describe.skipIf(noGpu)("cuda kernels", () => {
     expect(cuda!.memory().held).toBe(before)
   })
 
+  it("the host tier: pinned buffers that write, read, copy both ways and feed kernels in place; counted apart", async () => {
+    const mem0 = cuda!.memory()
+    cuda!.memory().resetPeak()
+    const n = 3_000_001
+    const data = normals(n, 5)
+    const host = cuda!.hostAlloc!("float32", n)
+    expect(host.tier).toBe("host")
+    cuda!.write(host, data)
+    expect(await cuda!.read(host)).toEqual(data)
+    expect(cuda!.memory().hostLive - mem0.hostLive).toBe(4 * n)
+    expect(cuda!.memory().live).toBe(mem0.live) // not device memory
+    // device ← host, host ← device (the offload copies), and a kernel writing host memory in place
+    const dev = cuda!.alloc("float32", n)
+    const view = { shape: [n], strides: [1], offset: 0 }
+    cuda!.copy(host, view, dev, view)
+    expect(await cuda!.read(dev)).toEqual(data)
+    cuda!.binary("mul", dev, dev, dev)
+    const back = cuda!.hostAlloc!("float32", n)
+    cuda!.copy(dev, view, back, view)
+    const squared = Float32Array.from(data, (x) => x * x)
+    expect(await cuda!.read(back)).toEqual(squared)
+    cuda!.binary("add", back, host, back) // in place over the bus
+    expect(await cuda!.read(back)).toEqual(Float32Array.from(data, (x, i) => squared[i]! + x))
+    // a strided copy out of host memory (the copy kernel reading over the bus)
+    const half = cuda!.alloc("float32", 1_500_000)
+    cuda!.copy(host, { shape: [1_500_000], strides: [2], offset: 1 }, half, {
+      shape: [1_500_000],
+      strides: [1],
+      offset: 0,
+    })
+    const odd = (await cuda!.read(half)) as Float32Array
+    expect(odd[0]).toBe(data[1])
+    expect(odd[1_499_999]).toBe(data[2_999_999])
+    expect(cuda!.memory().hostPeak - mem0.hostLive).toBe(8 * n)
+    for (const b of [host, back, dev, half]) cuda!.free(b)
+    expect(cuda!.memory().hostLive).toBe(mem0.hostLive)
+    expect(cuda!.memory().live).toBe(mem0.live)
+    // freed host blocks are reused for the same size
+    const again = cuda!.hostAlloc!("float32", n)
+    cuda!.write(again, data)
+    expect(await cuda!.read(again)).toEqual(data)
+    cuda!.free(again)
+  })
+
   it("randomNormal makes the host's counterNormals stream (float32 within 1 ulp; bfloat16 its rounding)", async () => {
     const n = 1_000_003
     const host = counterNormals(new Float32Array(n), 12345, 7, 0.02)

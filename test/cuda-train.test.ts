@@ -394,6 +394,32 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
     }
   })
 
+  it("offload (checkpoints, optimizer, both) changes no bit, and the device and host peaks the allocator counts are the plan's", async () => {
+    for (const mode of ["checkpoint", "mst+checkpoint"] as const) {
+      const opts: TrainOptions = { ...base, mode, steps: 4, precision: "bf16-mixed" }
+      const reference = await on(cuda!, opts)
+      for (const offload of [{ checkpoints: true }, { optimizer: true }, { checkpoints: true, optimizer: true }]) {
+        const what = `${mode} ${JSON.stringify(offload)}`
+        const before = cuda!.memory()
+        cuda!.memory().resetPeak()
+        const r = await on(cuda!, { ...opts, offload })
+        expect(
+          r.records.map((x) => x.loss),
+          what,
+        ).toEqual(reference.records.map((x) => x.loss))
+        expect(r.parameters, what).toEqual(reference.parameters)
+        const step = { mode, mlpChunks: 5, lmChunks: 7, precision: precisions["bf16-mixed"], offload }
+        const planned = planStep(model, 2, 48, step, cuda!)
+        expect(Math.max(...r.records.map((x) => x.peak)), `${what} device`).toBe(planned.peak)
+        expect(Math.max(...r.records.map((x) => x.memory.host.peak)), `${what} host`).toBe(planned.host)
+        // The allocator's own count of host-tier bytes: the state held between steps plus what a pass offloads.
+        const after = cuda!.memory()
+        expect(after.hostLive, what).toBe(before.hostLive)
+        expect(after.hostPeak - before.hostLive, `${what} host, by the allocator`).toBe(planned.host)
+      }
+    }
+  })
+
   it("a memory limit on the device gives OutOfMemory naming the mode and M that fit", async () => {
     // Between what vanilla needs and what mst+checkpoint in 16 pieces needs: only the latter fits.
     // (This tiny model's weights and moments dominate, so the two differ by a few percent.)

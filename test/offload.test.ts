@@ -26,6 +26,7 @@ import {
 } from "../src/models/step.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { parseOffload } from "../src/cli/options.js"
+import { planWithinHost } from "../src/cli/plan-command.js"
 
 const model = decodeConfigSync({
   hidden_size: 32,
@@ -181,6 +182,59 @@ describe("when checkpoints move", () => {
   })
 })
 
+describe("a checkpoint budget", () => {
+  it("offloads the longest-waiting checkpoints first, within the budget's bytes", () => {
+    const g = stepGraphs(model, 1, S, { mode: "checkpoint" })
+    const nodes = schedule(g.first.outputs, new Set(gradientInputs(g.first, g.adamw).keys()))
+    const storedAt = (o: ReturnType<typeof offloadSchedule>) =>
+      new Map([...o.storeAfter].flatMap(([i, ts]) => ts.map((t) => [t, i] as const)))
+    const all = storedAt(offloadSchedule(nodes, g.first.outputs, [], { activations: true }))
+    const bytes = (t: { size: number }) => 4 * t.size
+    const earliest = [...all].sort((a, b) => a[1] - b[1])
+    const budget = bytes(earliest[0]![0]) + bytes(earliest[1]![0]) + 3
+    const some = storedAt(offloadSchedule(nodes, g.first.outputs, [], { activations: true, activationBytes: budget }))
+    expect(some.size).toBe(2)
+    expect([...some.keys()].reduce((n, t) => n + bytes(t), 0)).toBeLessThanOrEqual(budget)
+    const lastPicked = Math.max(...some.values())
+    for (const [t, i] of all) if (!some.has(t)) expect(i).toBeGreaterThanOrEqual(lastPicked)
+    // and the plan offloads exactly those bytes at most
+    const p = planStep(model, 1, S, { mode: "checkpoint", offload: { checkpoints: true, checkpointBytes: budget } })
+    expect(p.gradientPass.host.peakByKind.activations).toBeLessThanOrEqual(budget)
+    expect(p.gradientPass.host.peakByKind.activations).toBeGreaterThan(0)
+  })
+
+  it("plan --host-memory: as many checkpoints as the host holds, the rest on the device", () => {
+    const deep = { ...model, num_hidden_layers: 12, max_position_embeddings: 4096 }
+    const args = {
+      model: deep,
+      batch: 1,
+      mlpChunks: "auto" as const,
+      lmChunks: "auto" as const,
+      target: "cpu" as const,
+      precision: precisions.fp32,
+    }
+    const both = { checkpoints: true, optimizer: true }
+    const full = planWithinHost({ ...args, offload: both }, "checkpoint", 2048)
+    const none = planWithinHost({ ...args, offload: { optimizer: true } }, "checkpoint", 2048)
+    expect(full.plan.host).toBeGreaterThan(none.plan.host)
+    const hostMemory = Math.floor((full.plan.host + none.plan.host) / 2)
+    const r = planWithinHost({ ...args, offload: both, hostMemory }, "checkpoint", 2048)
+    expect(r.plan.host).toBeLessThanOrEqual(hostMemory)
+    expect(r.offload.checkpointBytes).toBeGreaterThan(0)
+    expect(r.plan.held).toBeLessThan(none.plan.held)
+    expect(r.plan.held).toBeGreaterThan(full.plan.held)
+    // what it reports is the plan of the offload it chose
+    const again = planStep(
+      deep,
+      1,
+      2048,
+      { mode: "checkpoint", precision: precisions.fp32, offload: r.offload },
+      makeCpuBackend(),
+    )
+    expect(again).toEqual(r.plan)
+  })
+})
+
 describe("bad input", () => {
   it("a backend without a host tier refuses offload with a BadConfig naming it", async () => {
     const { hostAlloc: _, ...noHost } = makeCpuBackend()
@@ -195,17 +249,47 @@ describe("bad input", () => {
     expect(JSON.stringify(error)).toMatch(/nohost backend has no host tier/)
   })
 
+  it("a step that fits only when offloaded: the OutOfMemory says which --offload fits, before allocating", async () => {
+    const step = { mode: "mst+checkpoint" as const, precision: precisions.fp32 }
+    const cpu = makeCpuBackend()
+    const offloaded = planStep(model, 2, S, { ...step, offload: { checkpoints: true, optimizer: true } }, cpu).held
+    const frugal = planStep(model, 2, S, { ...step, mlpChunks: 32, lmChunks: 32 }, cpu).held
+    expect(offloaded).toBeLessThan(frugal)
+    const limit = Math.floor((offloaded + frugal) / 2)
+    const exit = await Effect.runPromiseExit(
+      train(
+        { model, mode: "vanilla", batch: 2, seq: S, steps: 1, lr: 1e-3, seed: 1, memoryLimit: limit },
+        makeBatches({ tokens, batch: 2, seq: S, seed: 1 }),
+      ).pipe(Effect.provide(Layer.succeed(Backend, cpu))),
+    )
+    expect(String(Exit.isFailure(exit) ? exit.cause : "")).toMatch(
+      /OutOfMemory[\s\S]*with --mode mst\+checkpoint --offload checkpoints,optimizer it fits/,
+    )
+  })
+
   it("--offload takes none or a list of checkpoints, optimizer", () => {
     const parse = (s: string) => Effect.runSync(Effect.result(parseOffload(s)))
     expect(parse("none")).toMatchObject({ success: {} })
     expect(parse("checkpoints,optimizer")).toMatchObject({ success: { checkpoints: true, optimizer: true } })
     expect(parse(" optimizer ")).toMatchObject({ success: { optimizer: true } })
-    for (const bad of ["", "activations", "checkpoints,weights", "none,optimizer"]) {
+    expect(parse("checkpoints:2MiB,optimizer")).toMatchObject({
+      success: { checkpoints: true, checkpointBytes: 2 ** 21, optimizer: true },
+    })
+    for (const bad of [
+      "",
+      "activations",
+      "checkpoints,weights",
+      "none,optimizer",
+      "optimizer:1GiB",
+      "checkpoints:lots",
+    ]) {
       const r = parse(bad)
       expect(r._tag, bad).toBe("Failure")
       const e = (r as { failure: BadConfig }).failure
       expect(e).toBeInstanceOf(BadConfig)
-      expect(e.message).toMatch(/--offload takes "none" or a comma-separated list of checkpoints, optimizer/)
+      expect(e.field).toBe("offload")
+      if (!bad.startsWith("checkpoints:"))
+        expect(e.message).toMatch(/--offload takes "none" or a comma-separated list of checkpoints, optimizer/)
     }
   })
 })

@@ -100,8 +100,7 @@ export function parseOffload(value: string): Effect.Effect<Offload, BadConfig> {
     message: `--offload takes "none" or a comma-separated list of ${offloadNames.join(", ")} (checkpoints may take a size: "checkpoints:20GiB"); got "${value}"`,
   })
   const names = parts.map((p) => p.split(":")[0]!)
-  if (parts.length === 0 || names.some((n) => !(offloadNames as readonly string[]).includes(n)))
-    return Effect.fail(bad)
+  if (parts.length === 0 || names.some((n) => !(offloadNames as readonly string[]).includes(n))) return Effect.fail(bad)
   return Effect.gen(function* () {
     let checkpointBytes: number | undefined
     for (const p of parts) {
@@ -119,6 +118,8 @@ export function parseOffload(value: string): Effect.Effect<Offload, BadConfig> {
 export const describeOffload = (o: Offload): string => {
   const parts = offloadNames
     .filter((n) => o[n])
-    .map((n) => (n === "checkpoints" && o.checkpointBytes !== undefined ? `${n} ≤ ${formatBytes(o.checkpointBytes)}` : n))
+    .map((n) =>
+      n === "checkpoints" && o.checkpointBytes !== undefined ? `${n} ≤ ${formatBytes(o.checkpointBytes)}` : n,
+    )
   return parts.length ? `, offload ${parts.join("+")}` : ""
 }

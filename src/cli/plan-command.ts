@@ -259,7 +259,12 @@ export const planCommand = Command.make(
         found[mode] = r.seq
         yield* Console.log(
           r.plan
-            ? row(mode, r.capped ? `≥${r.seq}` : String(r.seq), r.plan, auto || hostMemory !== undefined ? r.offload : undefined)
+            ? row(
+                mode,
+                r.capped ? `≥${r.seq}` : String(r.seq),
+                r.plan,
+                auto || hostMemory !== undefined ? r.offload : undefined,
+              )
             : `${mode.padEnd(15)} nothing fits: even S = ${f.granularity} needs more than ${formatBytes(memory)}`,
         )
       }

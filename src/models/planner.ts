@@ -20,7 +20,7 @@ import {
 } from "./step.js"
 
 /** What the plan depends on of a backend: its fused routines and its allocator's rounding. */
-export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes">
+export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes" | "hostAlloc">
 
 /** The planned memory of one training step: its peak, and each pass's report by kind. */
 export interface StepPlan {
@@ -146,6 +146,16 @@ export function memoryAdvice(
       hint: `the planner finds --mode ${fit.mode} --mlp-chunks ${fit.mlp} --lm-chunks ${fit.lm} fits (${fit.peak} bytes)`,
     }
   const frugal = { ...opts, mode: "mst+checkpoint" as const, mlpChunks: "auto" as const, lmChunks: "auto" as const }
+  // Offloading, where the backend has a host tier and the run does not offload everything yet.
+  const everything = { checkpoints: true, optimizer: true }
+  const offloadsAll = opts.offload?.checkpoints && opts.offload.optimizer && opts.offload.checkpointBytes === undefined
+  if (backend?.hostAlloc && !offloadsAll) {
+    const p = planStep(c, B, S, { ...frugal, offload: everything }, backend)
+    if (p.held <= limit)
+      return {
+        hint: `with --mode mst+checkpoint --offload checkpoints,optimizer it fits: ${p.held} bytes on the device, ${p.host} in host memory`,
+      }
+  }
   const peakAt = (b: number, s: number) => planStep(c, b, s, { ...frugal, allowBeyondMaxPosition: true }, backend).held
   const seq = S > 1 ? largestFitting((s) => peakAt(B, s) <= limit, 1, S - 1).n : 0
   const batch = B > 1 ? largestFitting((b) => peakAt(b, S) <= limit, 1, B - 1).n : 0
