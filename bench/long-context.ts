@@ -4,6 +4,7 @@
  *   node long-context.mjs [--model llama-3.2-1b] [--precision bf16-mixed] [--seqs 4096,8192,16384,32768,65536]
  *       [--modes vanilla,checkpoint,mst,mst+checkpoint] [--steps 3] [--cap 40GiB] [--no-max-seq]
  *       [--pytorch python3] [--backend cuda|cpu] [--profile mode:S,...] [--out bench/results/long-context]
+ *       [--offload checkpoints,optimizer] [--host-cap 110GiB]
  *
  * 1. Throughput: for every mode and S, `--steps` full training steps (forward, backward, AdamW)
  *    at batch 1 on random tokens; tokens/s is S over the median step time after the first. Peak
@@ -16,6 +17,9 @@
  *    SDPA attention, with and without gradient checkpointing), run from here, in the same job.
  *
  * 4. --profile mst+checkpoint:8192: where one step's GPU time goes, per operation (CUDA only).
+ *
+ * --offload: our runs keep what it names in pinned host memory (see `miniseq train --offload`);
+ * --host-cap bounds those bytes in the largest-S searches (as many checkpoints offloaded as fit).
  *
  * Writes <out>.json (everything) and <out>.md (the tables printed).
  */
@@ -32,7 +36,9 @@ import { decodeConfigSync, presets, type PresetName } from "../src/models/config
 import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterCount } from "../src/models/llama.js"
 import { type PrecisionName, precisions } from "../src/models/optimizer.js"
-import { planStep } from "../src/models/planner.js"
+import { fitHost, planStep, type StepPlan } from "../src/models/planner.js"
+import type { Offload } from "../src/models/step.js"
+import { parseOffload } from "../src/cli/options.js"
 import { train } from "../src/models/train.js"
 
 const arg = (name: string, fallback: string): string => {
@@ -62,6 +68,8 @@ const profiles = arg("profile", "")
     return { mode: m as Mode, seq: Number(s) }
   })
 const model = decodeConfigSync(presets[modelName])
+const offload: Offload = Effect.runSync(parseOffload(arg("offload", "none")))
+const hostCap = Number(arg("host-cap", "Infinity").replace(/GiB|GB/i, "")) * GiB
 
 // ---------------------------------------------------------------------------------------------
 // Our side
@@ -73,7 +81,7 @@ interface Device {
   readonly total: number
   readonly name: string
   /** Allocator peak since the last reset, and what it holds from the driver. */
-  memory(): { peak: number; reserved: number; heldPeak: number; live: number }
+  memory(): { peak: number; reserved: number; heldPeak: number; live: number; hostPeak: number; hostLive: number }
   reset(): void
   readonly profiler?: CudaBackend["profiler"]
   close(): Promise<void>
@@ -92,6 +100,8 @@ function openDevice(limit?: number): Device {
         reserved: cpu.memory().live,
         heldPeak: cpu.memory().peak,
         live: cpu.memory().live,
+        hostPeak: cpu.memory().hostPeak,
+        hostLive: cpu.memory().hostLive,
       }),
       reset: () => cpu.memory().resetPeak(),
       close: async () => {},
@@ -105,7 +115,14 @@ function openDevice(limit?: number): Device {
     profiler: cuda.profiler,
     memory: () => {
       const m = cuda.memory()
-      return { peak: m.peak, reserved: m.reserved, heldPeak: m.heldPeak, live: m.live }
+      return {
+        peak: m.peak,
+        reserved: m.reserved,
+        heldPeak: m.heldPeak,
+        live: m.live,
+        hostPeak: m.hostPeak,
+        hostLive: m.hostLive,
+      }
     },
     reset: () => {
       cuda.memory().emptyCache()
@@ -128,6 +145,11 @@ interface Row {
   readonly deviceReserved?: number
   /** The allocator's peak of size-class capacity (buffers and kernel scratch): what the plan (`planned`) predicts, less scratch. */
   readonly deviceHeldPeak?: number
+  /** What this run offloaded (`--offload`, with the checkpoint budget a --host-cap search chose). */
+  readonly offload?: Offload
+  /** The plan's host-tier peak, and the allocator's own peak of live host-tier bytes. */
+  readonly hostPlanned?: number
+  readonly hostPeak?: number
   /** Live bytes on the device after the run ended (0: a failed step gave everything back). */
   readonly liveAfter?: number
   readonly losses?: number[]
@@ -138,15 +160,32 @@ interface Row {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
 
-async function measure(dev: Device, mode: Mode, seq: number, n: number, profileAfter?: number): Promise<Row> {
-  const planned = planStep(
+/** The plan of one step at `seq` with `o` offloaded. */
+const planOf = (dev: Device, mode: Mode, seq: number, o: Offload): StepPlan =>
+  planStep(
     model,
     1,
     seq,
-    { mode, precision: precisions[precision], allowBeyondMaxPosition: true },
+    { mode, precision: precisions[precision], allowBeyondMaxPosition: true, offload: o },
     dev.backend,
-  ).held
-  if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned }
+  )
+
+/** The plan at `seq` under --offload, with as many checkpoints offloaded as --host-cap holds. */
+const plannedWithinHost = (dev: Device, mode: Mode, seq: number) =>
+  fitHost((o) => planOf(dev, mode, seq, o), offload, hostCap)
+
+async function measure(
+  dev: Device,
+  mode: Mode,
+  seq: number,
+  n: number,
+  profileAfter?: number,
+  runOffload: Offload = offload,
+): Promise<Row> {
+  const plan = planOf(dev, mode, seq, runOffload)
+  const planned = plan.held
+  const hostPlanned = plan.host
+  if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned, offload: runOffload }
   const random = rng(seq)
   const tokens = Int32Array.from({ length: 2 * (seq + 1) }, () => Math.floor(random() * model.vocab_size))
   // One batch for every step, as the PyTorch baseline does, so that the loss curves compare.
@@ -168,6 +207,7 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
         warmup: 1,
         seed: 1,
         precision,
+        offload: runOffload,
         memoryLimit: dev.total, // the model is initialised on the device (randomNormal)
       },
       batches,
@@ -178,12 +218,14 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
       },
     ).pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
   )
-  const { peak: devicePeak, reserved: deviceReserved, heldPeak: deviceHeldPeak, live: liveAfter } = dev.memory()
+  const m = dev.memory()
+  const { peak: devicePeak, reserved: deviceReserved, heldPeak: deviceHeldPeak, live: liveAfter, hostPeak } = m
+  const host = { offload: runOffload, hostPlanned, hostPeak }
   if (Exit.isFailure(exit)) {
     const text = String(exit.cause)
     if (!text.includes("OutOfMemory")) throw new Error(`${mode} S=${seq}: ${text}`)
     const error = text.split("\n")[0]!.slice(0, 400)
-    return { mode, seq, status: "OOM", planned, devicePeak, deviceReserved, deviceHeldPeak, liveAfter, error }
+    return { mode, seq, status: "OOM", planned, devicePeak, deviceReserved, deviceHeldPeak, liveAfter, error, ...host }
   }
   const records = exit.value.records
   const times = records.map((r) => seq / r.tokensPerSecond)
@@ -203,15 +245,17 @@ async function measure(dev: Device, mode: Mode, seq: number, n: number, profileA
     deviceReserved,
     deviceHeldPeak,
     liveAfter,
+    ...host,
     losses: records.map((r) => r.loss),
   }
 }
 
 /** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `dev.total`, by bisection. */
 function plannedMaxSeq(dev: Device, mode: Mode): number {
-  const fits = (k: number) =>
-    planStep(model, 1, 1024 * k, { mode, precision: precisions[precision], allowBeyondMaxPosition: true }, dev.backend)
-      .held <= dev.total
+  const fits = (k: number) => {
+    const p = plannedWithinHost(dev, mode, 1024 * k).plan
+    return p.held <= dev.total && p.host <= hostCap
+  }
   if (!fits(1)) return 0
   let lo = 1,
     hi = 2
@@ -294,9 +338,9 @@ if (maxSeq) {
       trained: Row | undefined,
       firstOom: number | undefined
     for (let tries = 0; S >= 1024 && tries < 4 && trained === undefined; tries++) {
-      const r = await measure(capped, mode, S, 1)
+      const r = await measure(capped, mode, S, 1, undefined, plannedWithinHost(capped, mode, S).offload)
       log(
-        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB`,
+        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), host ${gib(r.hostPeak)} GiB (plan ${gib(r.hostPlanned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB`,
       )
       if (r.status === "ok") trained = r
       else {
@@ -313,7 +357,11 @@ if (maxSeq) {
 mkdirSync(dirname(out), { recursive: true })
 writeFileSync(
   `${out}-ours.json`,
-  JSON.stringify({ model: modelName, precision, device: full.name, cap, rows, limits, fullCardPlan }, null, 2) + "\n",
+  JSON.stringify(
+    { model: modelName, precision, offload, hostCap, device: full.name, cap, rows, limits, fullCardPlan },
+    null,
+    2,
+  ) + "\n",
 )
 
 // ---------------------------------------------------------------------------------------------

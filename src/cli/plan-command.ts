@@ -9,7 +9,7 @@ import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
-import { largestFitting, planStep, type StepPlan } from "../models/planner.js"
+import { fitHost, largestFitting, planStep, type StepPlan } from "../models/planner.js"
 import type { Offload } from "../models/step.js"
 import {
   chunksFlag,
@@ -100,32 +100,10 @@ export function maxSeqChoosingOffload(a: PlanArgs, mode: Mode, memory: number, s
   return best!
 }
 
-/**
- * The plan at S. When offloaded checkpoints would pass `hostMemory`, as many bytes of them as
- * fit there are offloaded instead (the longest-waiting first) and the rest stay on the device.
- */
+/** The plan at S, with as many checkpoints offloaded as `hostMemory` holds (see `planWithinHost` of the planner). */
 export function planWithinHost(a: PlanArgs, mode: Mode, S: number): { plan: StepPlan; offload: Offload } {
-  const offload = a.offload ?? {}
-  const plan = planAt(a, mode, S)
-  const host = a.hostMemory ?? Infinity
-  if (plan.host <= host || !offload.checkpoints) return { plan, offload }
-  const { checkpointBytes: _, ...all } = offload
-  const without = { ...all, checkpoints: false }
-  const rest = planAt({ ...a, offload: without }, mode, S)
-  if (rest.host > host) return { plan: rest, offload: without }
-  // Offloaded bytes add to the host's peak about one for one: aim there, then correct the aim.
-  let budget = host - rest.host
-  let best = { plan: rest, offload: without as Offload }
-  for (let i = 0; i < 6 && budget > 0; i++) {
-    const o = { ...all, checkpointBytes: budget }
-    const p = planAt({ ...a, offload: o }, mode, S)
-    if (p.host <= host) {
-      if (p.held < best.plan.held) best = { plan: p, offload: o }
-      break
-    }
-    budget -= p.host - host
-  }
-  return best
+  const { offload = {}, hostMemory = Infinity } = a
+  return fitHost((o) => planAt({ ...a, offload: o }, mode, S), offload, hostMemory)
 }
 
 export interface MaxSeq {

@@ -14,6 +14,7 @@ import {
   gradientInputs,
   hostInputs,
   inputKinds,
+  type Offload,
   passOffload,
   type StepOptions,
   stepGraphs,
@@ -69,6 +70,37 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
     optimizerPass,
     chunks: g.first.model.chunks,
   }
+}
+
+/**
+ * `planOf(offload)`, or, when its offloaded checkpoints would pass `hostMemory`, the plan with as
+ * many bytes of them offloaded as fit there (the longest-waiting first), the rest on the device.
+ * Offloaded bytes add to the host's peak about one for one: aim there, then correct the aim.
+ * Where offloading part of them does not lower the device's peak, none are.
+ */
+export function fitHost(
+  planOf: (o: Offload) => StepPlan,
+  offload: Offload,
+  hostMemory: number,
+): { plan: StepPlan; offload: Offload } {
+  const plan = planOf(offload)
+  if (plan.host <= hostMemory || !offload.checkpoints) return { plan, offload }
+  const { checkpointBytes: _, ...all } = offload
+  const without: Offload = { ...all, checkpoints: false }
+  const rest = planOf(without)
+  let best = { plan: rest, offload: without }
+  if (rest.host > hostMemory) return best
+  let budget = hostMemory - rest.host
+  for (let i = 0; i < 6 && budget > 0; i++) {
+    const o = { ...all, checkpointBytes: budget }
+    const p = planOf(o)
+    if (p.host <= hostMemory) {
+      if (p.held < best.plan.held) best = { plan: p, offload: o }
+      break
+    }
+    budget -= p.host - hostMemory
+  }
+  return best
 }
 
 /**
