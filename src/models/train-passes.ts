@@ -37,8 +37,8 @@ export interface Trainer {
   readonly run: RunIdentity
   /** The executor's memory limit: a pass past it fails with OutOfMemory. */
   readonly limit: { readonly limit?: number }
-  /** What lives in the host tier (the state's buffers were made there by `prepareState`). */
-  readonly offload: Offload
+  /** What lives in the host tier (the state's buffers were made there by `prepareState`); default: nothing. */
+  readonly offload?: Offload
 }
 
 /**
