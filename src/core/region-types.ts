@@ -40,9 +40,10 @@ export interface RegionAttrs {
   /**
    * What the hand-written rule reads besides the output cotangents (default: inputs and outputs).
    * "cotangents": nothing else (a linear map such as RoPE), so the backward keeps neither the
-   * inputs nor the outputs alive for it. "outputs": the outputs only.
+   * inputs nor the outputs alive for it. "outputs": the outputs only. "inputs": the inputs only
+   * (an embedding lookup's rule needs the token ids, not the rows it gathered).
    */
-  readonly vjpReads?: "cotangents" | "outputs" | undefined
+  readonly vjpReads?: "cotangents" | "outputs" | "inputs" | undefined
   /** Per output: the dtype "sum" pieces accumulate in when wider than the output (fp32 for bf16). */
   readonly accumulate?: readonly DType[] | undefined
   /** Set when the region is a routine a backend may run as one fused kernel. */

@@ -447,10 +447,10 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
   let inputs: Tensor[]
   if (a.vjp !== undefined) {
     // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents (with
-    // vjpReads "outputs" no inputs, with "cotangents" only the cotangents).
+    // vjpReads "outputs" no inputs, with "inputs" no outputs, with "cotangents" only the cotangents).
     const custom = a.vjp
-    const readsInputs = a.vjpReads === undefined
-    const readsOutputs = a.vjpReads !== "cotangents"
+    const readsInputs = a.vjpReads === undefined || a.vjpReads === "inputs"
+    const readsOutputs = a.vjpReads === undefined || a.vjpReads === "outputs"
     inputs = [...(readsInputs ? node.inputs : []), ...(readsOutputs ? node.results : []), ...withCt.map((j) => cts[j]!)]
     const body = memo((): Body => {
       const inPh = readsInputs ? node.inputs.map((t, i) => placeholder(t, `in${i}`)) : []
