@@ -48,6 +48,12 @@ export interface RegionAttrs {
   readonly accumulate?: readonly DType[] | undefined
   /** Set when the region is a routine a backend may run as one fused kernel. */
   readonly routine?: RoutineSite | undefined
+  /**
+   * Set when the body is a function of this key and the input types alone (a lazy routine: its
+   * name and attributes): a counting run walks one such body per key and types and replays its
+   * ledger events for the others (./region-replay.ts).
+   */
+  readonly replayKey?: string | undefined
 }
 
 /** A routine region as its kernel sees it (the declaration is in routines/registry.ts). */
