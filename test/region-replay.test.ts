@@ -41,7 +41,11 @@ function gradientPass(c: LlamaConfig, S: number, mode: (typeof modes)[number], w
   let allocs = 0
   const alloc = counting.alloc
   const backend: BackendImpl = walk ? { ...counting } : counting
-  Object.assign(backend, { alloc: (...a: Parameters<BackendImpl["alloc"]>) => (allocs++, alloc(...a)) })
+  const counted: BackendImpl["alloc"] = (dtype, size) => {
+    allocs++
+    return alloc(dtype, size)
+  }
+  Object.assign(backend, { alloc: counted })
   const kinds: Map<Tensor, MemoryKind> = inputKinds(gradientInputs(g.first, g.adamw))
   const bindings = new Map([...kinds].map(([t, kind]) => [t, { buffer: alloc(t.dtype, t.size), kind }] as const))
   const run = () => execute(backend, g.first.outputs, bindings, { gradients: g.first.gradients, ...opts })
