@@ -144,6 +144,17 @@ def windows_of(cfg):
     return [0] * L
 
 
+# transformers builds each decoder's embed_tokens as nn.Embedding(..., padding_idx=pad_token_id):
+# the lookup sends no gradient to the padding row (a tied LM head still does). Gemma2Config
+# defaults pad_token_id to 0; Llama, Mistral and Qwen2 default to None. Leaving this out made
+# the reference's tied embedding gradient differ from transformers' in row 0 alone.
+DEFAULT_PAD = {"gemma2": 0}
+
+
+def pad_of(cfg):
+    return cfg.get("pad_token_id", DEFAULT_PAD.get(cfg["model_type"]))
+
+
 def rms_norm(x, w, eps, plus_one):
     y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     return y * (1.0 + w) if plus_one else y * w
@@ -167,7 +178,7 @@ def reference_logits(cfg, W, tokens):
         y = x @ W[name + ".weight"].T
         return y + W[name + ".bias"] if name + ".bias" in W else y
 
-    x = W["model.embed_tokens.weight"][tokens]
+    x = torch.nn.functional.embedding(tokens, W["model.embed_tokens.weight"], padding_idx=pad_of(cfg))
     if gemma:
         x = x * torch.tensor(d**0.5, dtype=x.dtype)
     for i, window in enumerate(windows_of(cfg)):

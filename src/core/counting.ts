@@ -8,9 +8,13 @@ import { hostArray } from "./dtype.js"
 import type { BackendImpl, Buffer } from "./backend.js"
 import { sameKernel } from "./routines/registry.js"
 
+/** The backends made here: they compute nothing, so a run on one may replay region bodies (./region-replay.ts). */
+const countingOnly = new WeakSet<BackendImpl>()
+export const computesNothing = (b: BackendImpl): boolean => countingOnly.has(b)
+
 export function makeCountingBackend(fused: Iterable<string> = [], heldBytes?: (bytes: number) => number): BackendImpl {
   const nothing = () => {}
-  return {
+  const backend: BackendImpl = {
     name: "counting",
     ...(heldBytes && { heldBytes }),
     dtypes: ["float32", "float64", "bfloat16", "int32"],
@@ -35,4 +39,6 @@ export function makeCountingBackend(fused: Iterable<string> = [], heldBytes?: (b
     takeAlong: nothing,
     putAlong: nothing,
   }
+  countingOnly.add(backend)
+  return backend
 }

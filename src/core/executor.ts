@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import type { BackendImpl, Buffer } from "./backend.js"
 import { Backend, contiguousStrides, dense, numel } from "./backend.js"
-import { makeCountingBackend } from "./counting.js"
+import { computesNothing, makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
 import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
@@ -14,6 +14,7 @@ import { checkFeeds, feedParts } from "./feeds.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport, type Tier } from "./memory.js"
 import { type OffloadOptions, type OffloadSchedule, offloadSchedule } from "./offload.js"
 import { matmulSpec, ruleOf, type Site, siteOf } from "./primitives.js"
+import { type Fresh, type Ledger, RecordingLedger, RegionReplay } from "./region-replay.js"
 import { pieces, type RoutineSite } from "./region-types.js"
 import { type AnyRoutineKernel, kernelFor } from "./routines/registry.js"
 
@@ -112,9 +113,11 @@ const unboundInput = (node: Node<"input">): string => {
 class Executor {
   /** Everything allocated and not yet freed, so a failed run can give it all back. */
   readonly owned = new Set<Alloc>()
+  /** Set for a run that computes nothing: keyed region bodies walked once, then replayed. */
+  replay: RegionReplay<Alloc> | undefined
   constructor(
     readonly backend: BackendImpl,
-    readonly ledger: MemoryLedger,
+    readonly ledger: Ledger,
     readonly bound: ReadonlyMap<Tensor, Alloc> = new Map(),
     readonly inPlace: ReadonlyMap<Tensor, Tensor> = new Map(),
   ) {}
@@ -146,6 +149,20 @@ class Executor {
   hostResult(t: TensorType): boolean {
     const target = this.inPlace.get(t as Tensor)
     return target !== undefined && this.bound.get(target)?.tier === "host"
+  }
+
+  /** A buffer whose bytes a replayed body already counted (./region-replay.ts). */
+  adopt({ dtype, size, kind }: Fresh): Alloc {
+    const a: Alloc = {
+      buffer: this.backend.alloc(dtype, size),
+      bytes: size * bytesPerElement[dtype],
+      kind,
+      refs: 1,
+      external: false,
+      tier: "device",
+    }
+    this.owned.add(a)
+    return a
   }
 
   bind(b: Binding): Alloc {
@@ -372,13 +389,17 @@ class Executor {
     const scatter = (outs: readonly Alloc[]): (Alloc | undefined)[] =>
       node.results.map((_, j) => (keep.includes(j) ? outs[keep.indexOf(j)] : undefined))
     if (parts.length === 1) {
-      const body = a.bodyFor(parts[0]![1])
-      const outs = yield* this.runGraph(
-        keep.map((j) => body.outputs[j]!),
-        body.params,
-        ins,
-        temporaries,
-      )
+      const walk = () => {
+        const body = a.bodyFor(parts[0]![1])
+        return this.runGraph(
+          keep.map((j) => body.outputs[j]!),
+          body.params,
+          ins,
+          temporaries,
+        )
+      }
+      // A counting run replays a keyed body it walked before (./region-replay.ts).
+      const outs = yield* this.replay ? this.replay.run(a, node.inputs, keep, ins, walk) : walk()
       return scatter(
         outs.map((out, k) => {
           const j = keep[k]!
@@ -571,7 +592,21 @@ function* executeSteps(
 ): Steps<RunResult> {
   const ledger = new MemoryLedger(opts.limit, backend.heldBytes, opts.hostLimit)
   const bound = new Map<Tensor, Alloc>()
-  const ex = new Executor(backend, ledger, bound, opts.inPlace)
+  // region replay (./region-replay.ts): only where nothing is computed, so skipping a body skips no work
+  const tap = computesNothing(backend) ? new RecordingLedger(ledger) : undefined
+  const ex = new Executor(backend, tap ?? ledger, bound, opts.inPlace)
+  if (tap !== undefined)
+    ex.replay = new RegionReplay(tap, {
+      retain: (a) => ex.retain(a),
+      adopt: (f) => ex.adopt(f),
+      describe: (a) => ({
+        dtype: a.buffer.dtype,
+        size: a.buffer.size,
+        kind: a.kind,
+        refs: a.refs,
+        external: a.external,
+      }),
+    })
   const params = [...bindings.keys()]
   for (const [t, b] of bindings) {
     if (b.buffer.dtype !== t.dtype || b.buffer.size !== t.size) {

@@ -40,13 +40,20 @@ export interface RegionAttrs {
   /**
    * What the hand-written rule reads besides the output cotangents (default: inputs and outputs).
    * "cotangents": nothing else (a linear map such as RoPE), so the backward keeps neither the
-   * inputs nor the outputs alive for it. "outputs": the outputs only.
+   * inputs nor the outputs alive for it. "outputs": the outputs only. "inputs": the inputs only
+   * (an embedding lookup's rule needs the token ids, not the rows it gathered).
    */
-  readonly vjpReads?: "cotangents" | "outputs" | undefined
+  readonly vjpReads?: "cotangents" | "outputs" | "inputs" | undefined
   /** Per output: the dtype "sum" pieces accumulate in when wider than the output (fp32 for bf16). */
   readonly accumulate?: readonly DType[] | undefined
   /** Set when the region is a routine a backend may run as one fused kernel. */
   readonly routine?: RoutineSite | undefined
+  /**
+   * Set when the body is a function of this key and the input types alone (a lazy routine: its
+   * name and attributes): a counting run walks one such body per key and types and replays its
+   * ledger events for the others (./region-replay.ts).
+   */
+  readonly replayKey?: string | undefined
 }
 
 /** A routine region as its kernel sees it (the declaration is in routines/registry.ts). */

@@ -397,6 +397,8 @@ export function lazyRoutine<D extends RoutineDecl>(
       bodyFor,
       vjp: backward,
       routine: siteOf({ decl, attrs }, args.length, types.length),
+      // the body is f of the arguments' types, and f is the routine's given its attributes
+      replayKey: `${name}${JSON.stringify(attrs)}`,
     }
     return regionNode(region, args, types).results
   }
@@ -447,10 +449,10 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
   let inputs: Tensor[]
   if (a.vjp !== undefined) {
     // Hand-written rule: it reads the inputs, the saved outputs and the output cotangents (with
-    // vjpReads "outputs" no inputs, with "cotangents" only the cotangents).
+    // vjpReads "outputs" no inputs, with "inputs" no outputs, with "cotangents" only the cotangents).
     const custom = a.vjp
-    const readsInputs = a.vjpReads === undefined
-    const readsOutputs = a.vjpReads !== "cotangents"
+    const readsInputs = a.vjpReads === undefined || a.vjpReads === "inputs"
+    const readsOutputs = a.vjpReads === undefined || a.vjpReads === "outputs"
     inputs = [...(readsInputs ? node.inputs : []), ...(readsOutputs ? node.results : []), ...withCt.map((j) => cts[j]!)]
     const body = memo((): Body => {
       const inPh = readsInputs ? node.inputs.map((t, i) => placeholder(t, `in${i}`)) : []
@@ -502,7 +504,9 @@ export function regionVjp(node: Node<"region">, cts: readonly (Tensor | undefine
       routine: a.routine && vjpSite(a.routine, diff, withCt, true, false),
     }
   }
-  const bwd = regionNode({ ...attrs, accumulate: grads.accumulate }, inputs, grads.types)
+  // A keyed body's VJP is keyed too: it is fixed by the forward's key, the cotangents that flow and the inputs differentiated.
+  const replayKey = a.replayKey && `${a.replayKey}.vjp(${withCt})(${diff})`
+  const bwd = regionNode({ ...attrs, accumulate: grads.accumulate, replayKey }, inputs, grads.types)
   const out: (Tensor | undefined)[] = node.inputs.map(() => undefined)
   diff.forEach((i, k) => (out[i] = bwd.results[k]))
   return out

@@ -46,6 +46,11 @@ export const LlamaConfig = Schema.Struct({
   attention_dropout: Schema.optional(Schema.Finite),
   /** Must be 1: every architecture here rotates the whole head. */
   partial_rotary_factor: Schema.optional(Schema.Finite),
+  /**
+   * The padding token: HF's embedding gives its row no gradient from the lookup (PyTorch's
+   * padding_idx). Absent: HF's default (Gemma-2: 0, the others none); null: none.
+   */
+  pad_token_id: Schema.optional(Schema.NullOr(Schema.Int)),
 })
 export type LlamaConfig = typeof LlamaConfig.Type
 
@@ -72,6 +77,7 @@ const hfDefaults: Record<ModelType, Readonly<Record<string, unknown>>> = {
     max_position_embeddings: 8192,
     tie_word_embeddings: true,
     head_dim: 256,
+    pad_token_id: 0,
   },
 }
 
@@ -279,6 +285,8 @@ export interface Architecture {
   readonly gemmaNorms: boolean
   /** The embedding is multiplied by this (Gemma-2: √hidden_size). */
   readonly embedScale: number
+  /** The row of the embedding the lookup sends no gradient to (`pad_token_id`), or null. */
+  readonly padIndex: number | null
   /** Attention scores are multiplied by this (1/√head_dim; Gemma-2: query_pre_attn_scalar^−½). */
   readonly attnScale: number
   /** 0: none. */
@@ -361,6 +369,11 @@ export function architecture(c: LlamaConfig): Architecture {
     windows = pattern(() => false)
   }
   const attnBias = c.attention_bias ?? false
+  const V = c.vocab_size
+  const pad = c.pad_token_id ?? null
+  // PyTorch's padding_idx counts a negative index from the end, as Python indexing does.
+  if (pad !== null && (pad < -V || pad >= V))
+    throw bad("pad_token_id", `${pad} is not a row of the ${V}-token embedding; use 0 … ${V - 1} or null`)
   return {
     modelType,
     activation,
@@ -369,6 +382,7 @@ export function architecture(c: LlamaConfig): Architecture {
     mlpBias: c.mlp_bias ?? false,
     gemmaNorms: gemma,
     embedScale: gemma ? Math.sqrt(c.hidden_size) : 1,
+    padIndex: pad === null ? null : pad < 0 ? V + pad : pad,
     attnScale: 1 / Math.sqrt(gemma ? (c.query_pre_attn_scalar ?? 256) : headDim(c)),
     attnSoftcap: gemma ? (c.attn_logit_softcapping === undefined ? 50 : (c.attn_logit_softcapping ?? 0)) : 0,
     finalSoftcap: gemma ? (c.final_logit_softcapping === undefined ? 30 : (c.final_logit_softcapping ?? 0)) : 0,

@@ -31,6 +31,7 @@ import {
   swiglu,
 } from "../core/routines/basic.js"
 import { sumCrossEntropy } from "../core/routines/cross-entropy.js"
+import { paddedEmbedding } from "../core/routines/embedding.js"
 import { checkpoint, chunked } from "../core/regions.js"
 import { type Architecture, architecture, headDim, type LlamaConfig, ropeInvFreq } from "./config.js"
 
@@ -226,9 +227,14 @@ function decoderLayer(m: Model, i: number, x: Tensor, offset: number, cache?: { 
   return { x: o.add(x1, mlpOut), k, v }
 }
 
-/** The embedding of tokens [B, S]: rows of the table (× √d for Gemma-2, the factor rounded to the dtype as in HF). */
+/**
+ * The embedding of tokens [B, S]: rows of the table (× √d for Gemma-2, the factor rounded to the
+ * dtype as in HF); with a padding token, its row gets no gradient from the lookup (as in HF).
+ */
 const embed = (m: Model, tokens: Tensor): Tensor => {
-  const x = o.gather(m.p("model.embed_tokens.weight"), tokens)
+  const table = m.p("model.embed_tokens.weight")
+  const pad = m.arch.padIndex
+  const x = pad === null ? o.gather(table, tokens) : paddedEmbedding(table, tokens, pad)
   return m.arch.embedScale === 1 ? x : o.mul(x, m.arch.embedScale)
 }
 

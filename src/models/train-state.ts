@@ -8,7 +8,7 @@ import type { DType, HostArray } from "../core/dtype.js"
 import type { BadCheckpoint } from "../core/errors.js"
 import { counterNormals } from "../core/random.js"
 import { type CheckpointState, cleanCheckpointDir, latestCheckpoint, loadCheckpoint, matchRun } from "./checkpoint.js"
-import type { LlamaConfig } from "./config.js"
+import { architecture, type LlamaConfig } from "./config.js"
 import { parameterShapes, vectorInit } from "./llama.js"
 import type { Precision } from "./optimizer.js"
 
@@ -53,10 +53,18 @@ export interface Start {
 /** HF-style initialisation: N(0, 0.02) for matrices; norm weights and biases as `vectorInit` says. */
 const initStd = 0.02
 
+/** The row HF's initialisation zeroes: the embedding's padding row (nn.Embedding's padding_idx), if any. */
+const zeroedRow = (c: LlamaConfig, name: string): number | null =>
+  name === "model.embed_tokens.weight" ? architecture(c).padIndex : null
+
 /** Parameter `name` as initialised on the host: its vector value, or stream `stream` of `counterNormals`. */
 function hostInitial(c: LlamaConfig, name: string, shape: readonly number[], stream: number, seed: number) {
   const values = new Float32Array(numel(shape))
-  return shape.length === 1 ? values.fill(vectorInit(c, name)) : counterNormals(values, seed, stream, initStd)
+  if (shape.length === 1) return values.fill(vectorInit(c, name))
+  counterNormals(values, seed, stream, initStd)
+  const row = zeroedRow(c, name)
+  if (row !== null) values.fill(0, row * shape[1]!, (row + 1) * shape[1]!)
+  return values
 }
 
 /**
@@ -88,6 +96,15 @@ function initialParameter(
     return upload(backend, hostInitial(c, name, shape, stream, seed), dtype, alloc)
   const b = alloc(dtype, numel(shape))
   backend.randomNormal(b, seed, stream, initStd)
+  const row = zeroedRow(c, name)
+  if (row !== null) {
+    const width = shape[1]!
+    const zeros = backend.alloc(dtype, width)
+    backend.fill(zeros, 0)
+    const line = (offset: number) => ({ shape: [width], strides: [1], offset })
+    backend.copy(zeros, line(0), b, line(row * width))
+    backend.free(zeros)
+  }
   return b
 }
 
