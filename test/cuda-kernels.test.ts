@@ -562,6 +562,23 @@ describe.skipIf(noGpu)("cuda kernels", () => {
     for (const b of [host, back, dev, half]) cuda!.free(b)
     expect(cuda!.memory().hostLive).toBe(mem0.hostLive)
     expect(cuda!.memory().live).toBe(mem0.live)
+    // A copy between the tiers runs on the transfer stream: freeing its source at once and
+    // overwriting the reused memory must not reach the copy, nor reading its destination miss it.
+    for (let round = 0; round < 4; round++) {
+      const src = cuda!.alloc("float32", n)
+      cuda!.write(src, data)
+      const dst = cuda!.hostAlloc!("float32", n)
+      cuda!.copy(src, view, dst, view)
+      cuda!.free(src)
+      const reuse = cuda!.alloc("float32", n) // the same size class: the block just freed
+      cuda!.fill(reuse, round)
+      const into = cuda!.alloc("float32", n)
+      cuda!.copy(dst, view, into, view) // host → device, then a kernel reads it at once
+      cuda!.binary("add", into, reuse, into)
+      expect(await cuda!.read(dst)).toEqual(data)
+      expect(await cuda!.read(into)).toEqual(Float32Array.from(data, (x) => x + round))
+      for (const b of [dst, reuse, into]) cuda!.free(b)
+    }
     // freed host blocks are reused for the same size
     const again = cuda!.hostAlloc!("float32", n)
     cuda!.write(again, data)

@@ -393,7 +393,14 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       from = snapshot;
     }
     cudaError_t s;
-    if (c.rank == 1 && c.srcStride[0] == 1 && c.dstStride[0] == 1) {
+    if (c.rank == 1 && c.srcStride[0] == 1 && c.dstStride[0] == 1 && src.host != dst.host) {
+      // Between the tiers (offloading): on the transfer stream, overlapping the compute.
+      guarded(info.Env(), [&] {
+        d.transfer(static_cast<uint64_t>(count(info, 2)), c.dstOffset * eb, static_cast<uint64_t>(count(info, 1)),
+                   c.srcOffset * eb, c.count * eb);
+      });
+      s = cudaSuccess;
+    } else if (c.rank == 1 && c.srcStride[0] == 1 && c.dstStride[0] == 1) {
       s = cudaMemcpyAsync(static_cast<char*>(dst.ptr) + c.dstOffset * eb, static_cast<const char*>(from) + c.srcOffset * eb,
                           c.count * eb, cudaMemcpyDefault, d.stream());
     } else {

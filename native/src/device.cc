@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace miniseq {
@@ -169,6 +170,7 @@ std::string driverMissing() {
 }  // namespace
 
 Device::Device(int ordinal) : ordinal_(ordinal) {
+  if (const char* e = std::getenv("MINISEQ_OFFLOAD_STREAM")) overlap_ = std::string(e) != "0";
   try {
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
@@ -232,7 +234,10 @@ void Device::destroy() {
 }
 
 void Device::release() {
+  if (transfers_ != nullptr) cudaStreamSynchronize(transfers_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  for (auto& [h, b] : blocks_)
+    if (b.pending != nullptr) giveEvent(b.pending);
   for (auto& [id, e] : marks_) cudaEventDestroy(e);
   marks_.clear();
   for (cudaEvent_t e : timingEvents_) cudaEventDestroy(e);
@@ -261,6 +266,8 @@ void Device::release() {
   errors_ = nullptr;
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
   stream_ = nullptr;
+  if (transfers_ != nullptr) cudaStreamDestroy(transfers_);
+  transfers_ = nullptr;
 }
 
 uint64_t Device::alloc(size_t bytes) {
@@ -317,6 +324,12 @@ uint64_t Device::allocHost(size_t bytes) {
 void Device::free(uint64_t handle) {
   auto it = blocks_.find(handle);
   if (it == blocks_.end()) throw Failure("ERR_CUDA_BUFFER", "cuda.free: buffer " + std::to_string(handle) + " is not live");
+  if (it->second.pending != nullptr) {
+    // Its memory goes back for reuse by the compute stream: that waits for the transfer first.
+    check(cudaStreamWaitEvent(stream_, it->second.pending, 0), "cudaStreamWaitEvent");
+    giveEvent(it->second.pending);
+    it->second.pending = nullptr;
+  }
   if (it->second.host) {
     if (it->second.ptr != nullptr) hostTier_.give(it->second.ptr, it->second.capacity);
     hostLive_ -= it->second.bytes;
@@ -329,12 +342,42 @@ void Device::free(uint64_t handle) {
   blocks_.erase(it);
 }
 
-const Block& Device::block(uint64_t handle, const char* kernel) const {
+const Block& Device::block(uint64_t handle, const char* kernel) {
   auto it = blocks_.find(handle);
   if (it == blocks_.end())
     throw Failure("ERR_CUDA_BUFFER", std::string("cuda.") + kernel + ": buffer " + std::to_string(handle) +
                                          " is not a live buffer of this device");
-  return it->second;
+  Block& b = it->second;
+  if (b.pending != nullptr) {
+    // A GPU-side wait: the host goes on enqueueing.
+    check(cudaStreamWaitEvent(stream_, b.pending, 0), "cudaStreamWaitEvent");
+    giveEvent(b.pending);
+    b.pending = nullptr;
+  }
+  return b;
+}
+
+void Device::transfer(uint64_t dstHandle, size_t dstOffset, uint64_t srcHandle, size_t srcOffset, size_t bytes) {
+  Block& dst = blocks_.at(dstHandle);
+  Block& src = blocks_.at(srcHandle);
+  char* to = static_cast<char*>(dst.ptr) + dstOffset;
+  const char* from = static_cast<const char*>(src.ptr) + srcOffset;
+  if (!overlap_) {
+    check(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, stream_), "cuda.copy");
+    return;
+  }
+  if (transfers_ == nullptr) check(cudaStreamCreateWithFlags(&transfers_, cudaStreamNonBlocking), "cudaStreamCreate");
+  // After everything enqueued so far (which wrote src, and last used dst's memory).
+  cudaEvent_t ready = takeEvent();
+  check(cudaEventRecord(ready, stream_), "cudaEventRecord");
+  check(cudaStreamWaitEvent(transfers_, ready, 0), "cudaStreamWaitEvent");
+  giveEvent(ready);
+  check(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, transfers_), "cuda.copy");
+  for (Block* b : {&dst, &src}) {
+    cudaEvent_t done = takeEvent();
+    check(cudaEventRecord(done, transfers_), "cudaEventRecord");
+    b->pending = done;
+  }
 }
 
 void* Device::scratch(size_t bytes, size_t* capacity) {

@@ -90,6 +90,9 @@ struct Block {
   size_t bytes;       // what was asked for
   size_t capacity;    // its size class
   bool host = false;  // the host tier: pinned host memory that kernels reach over the bus
+  // A copy on the transfer stream that reads or writes this block and may still run: the
+  // compute stream waits for it before the block's next use or its memory's reuse.
+  cudaEvent_t pending = nullptr;
 };
 
 // The host tier: pinned, mapped host buffers (with unified addressing, kernels and copies take
@@ -139,7 +142,13 @@ class Device {
   uint64_t alloc(size_t bytes);
   void free(uint64_t handle);
   // The live block behind a handle; `kernel` names the caller in the error.
-  const Block& block(uint64_t handle, const char* kernel) const;
+  // Orders the compute stream after any transfer still using it (see Block::pending).
+  const Block& block(uint64_t handle, const char* kernel);
+
+  // dst ← src, bytes at the given offsets, between the tiers, on the transfer stream: after the
+  // work enqueued so far, overlapping what is enqueued next (MINISEQ_OFFLOAD_STREAM=0: on the
+  // compute stream instead).
+  void transfer(uint64_t dst, size_t dstOffset, uint64_t src, size_t srcOffset, size_t bytes);
 
   // A buffer in the host tier (see HostTier); free() takes it like any other.
   uint64_t allocHost(size_t bytes);
@@ -201,6 +210,8 @@ class Device {
   bool destroyed_ = false;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
+  cudaStream_t transfers_ = nullptr;  // copies between the tiers (see transfer)
+  bool overlap_ = true;
   ErrorRecord* errors_ = nullptr;
   Launch launch_{};
   Cublas cublas_;

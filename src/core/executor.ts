@@ -224,8 +224,12 @@ class Executor {
     }
 
     params.forEach((p, i) => define(p, this.retain(args[i]!)))
-    /** Device copies of stored values, let go at the next store (so the copy may overlap). */
+    /**
+     * Device copies of stored values, let go at the next store, and host copies of loaded ones,
+     * let go at the next load: so that a copy engine's copy may overlap the work in between.
+     */
     let leaving: Alloc[] = []
+    let arrived: Alloc[] = []
     const letGo = () => {
       leaving.forEach((a) => this.release(a))
       leaving = []
@@ -236,7 +240,11 @@ class Executor {
       yield // between two nodes: where an interruptible run may pause (see executeInterruptible)
       if (moves !== undefined) {
         if (i === moves.firstBackward) letGo()
-        for (const t of moves.loadBefore.get(i) ?? []) this.load(env, t)
+        const loads = moves.loadBefore.get(i)
+        if (loads !== undefined) {
+          arrived.forEach((a) => this.release(a))
+          arrived = loads.flatMap((t) => this.load(env, t))
+        }
       }
       const ins = node.inputs.map((t) => env.get(t)!)
       const outs = yield* this.run(node, ins, this.placementOf(node, uses, into), kindOf, uses)
@@ -253,6 +261,7 @@ class Executor {
       }
     }
     letGo()
+    arrived.forEach((a) => this.release(a))
     const result = outputs.map((t) => this.retain(env.get(t)!))
     outputs.forEach(drop)
     return result
@@ -272,15 +281,15 @@ class Executor {
     return [device]
   }
 
-  /** Brings a stored `t` back to the device. */
-  load(env: Map<Tensor, Alloc>, t: Tensor): void {
+  /** Brings a stored `t` back to the device; returns its host copy, to let go of later. */
+  load(env: Map<Tensor, Alloc>, t: Tensor): Alloc[] {
     const host = env.get(t)
-    if (host === undefined || host.tier !== "host" || host.external) return
+    if (host === undefined || host.tier !== "host" || host.external) return []
     const device = this.allocate(t, host.kind, "device")
     this.backend.copy(host.buffer, dense(t.shape), device.buffer, dense(t.shape))
     this.ledger.move(device.bytes)
     env.set(t, device)
-    this.release(host)
+    return [host]
   }
 
   /** Where a node's results go: fresh buffers, unless one of three reuses applies (see Placement). */

@@ -7,8 +7,9 @@
  *   engine can bring it in while that layer computes;
  * - a requested gradient goes to the host once its last reader ran, and stays there (the
  *   optimizer reads it in place).
- * The device copy of a stored value is let go at the next store, not at once, so the copy can
- * overlap the next layer's work.
+ * The device copy of a stored value is let go at the next store, and the host copy of a loaded
+ * one at the next load, not at once, so that a copy engine's copy can overlap the next layer's
+ * work (the CUDA backend copies between the tiers on a stream of its own).
  */
 import { bytesPerElement } from "./dtype.js"
 import type { Node, Tensor } from "./graph.js"
