@@ -16,7 +16,7 @@
     {
       "target_name": "miniseq_cuda_hopper",
       "type": "static_library",
-      "sources": ["native/kernels/attention_hopper.cu", "native/kernels/attention_hopper_backward.cu"],
+      "sources": ["native/kernels/attention_hopper.cu", "native/kernels/attention_hopper_backward.cu", "native/kernels/attention_hopper_backward_fused.cu"],
       "include_dirs": ["<(cuda_home)/include"],
       "rules": [
         {

@@ -141,6 +141,28 @@ __device__ __forceinline__ void wgmmaSS64(float (&d)[32], uint64_t descA, uint64
       : "l"(descA), "l"(descB), "r"(accumulate));
 }
 
+// d (+)= A·B, m64n64k16, A [64×16] and B [16×64] both MN-major in shared memory (imm-trans-a and
+// imm-trans-b): A stored as 16 k rows of 64 m values, B as k rows of n, 128-byte swizzle, the
+// same canonical form as V in P·V (SBO = 1024, the next 8 k rows).
+__device__ __forceinline__ void wgmmaSS64T(float (&d)[32], uint64_t descA, uint64_t descB, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(descA), "l"(descB), "r"(accumulate));
+}
+
+// Ordinary shared-memory stores made visible to the async proxy (wgmma operand reads, TMA):
+// each writing thread fences, then a barrier orders the readers after every writer.
+__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Named barrier `id` (1..15; 0 is __syncthreads) among `threads` threads (whole warps).
+__device__ __forceinline__ void namedBarSync(int id, int threads) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
+__device__ __forceinline__ void stShared32(uint32_t addr, uint32_t v) { asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory"); }
+// *p += (a, b) in global memory, no return value (sm_90's vector red; p 8-byte aligned).
+__device__ __forceinline__ void redAddF32x2(float* p, float a, float b) {
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+}
+
 // d += A·B, m64n64k16, A [64×16] bf16 in registers (the accumulator layout), B [16×64] N-major in shared memory.
 __device__ __forceinline__ void wgmmaRS64(float (&d)[32], const uint32_t (&a)[4], uint64_t descB, int accumulate) {
   asm volatile(

@@ -1,0 +1,316 @@
+// The Hopper (sm_90a) attention backward in one pass over the tiles (FlashAttention-3's design,
+// written for miniseq): dK, dV and dQ's contributions from the same S and dP, 5 products per
+// tile pair instead of the deterministic pair of kernels' 7 (attention_hopper_backward.cu).
+// Not deterministic: dQ is summed by fp32 atomic adds, in whatever order the CTAs reach them.
+//
+// One CTA per (batch·kv head, block of 128 keys), 3 warpgroups as the dK/dV kernel there: the
+// producer streams (Q, dO) tiles of 64 queries of every query head of the group, from the
+// diagonal down, into a 2-stage TMA ring; consumer c owns keys 64c .. 64c+63, K and V stay in
+// shared memory. Per tile, with keys as the M dimension (the dK/dV kernel's proven path):
+//   Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (m64n64, shared memory), Pᵀ and dSᵀ in registers,
+//   dV += Pᵀ·dO, dK += dSᵀ·Q (A from registers).
+// New here, dQ_tile += dS·K with queries as M: dS is dSᵀ transposed, so each consumer stores its
+// dSᵀ (bf16, the rounding dK uses) as rows of keys in the 128-byte swizzle TMA writes, and the
+// product reads it as an MN-major A operand (imm-trans-a), K as an MN-major B (imm-trans-b, as V
+// in the forward's P·V):
+//   D = 128: both consumers' dSᵀ form one [128 keys × 64 queries] buffer (two, alternating by
+//            tile, so one barrier per tile suffices); consumer c computes dQ's columns
+//            64c .. 64c+63 over all 128 keys (m64n64, 8 k16 steps);
+//   D = 64:  consumer c computes the whole 64 × 64 dQ part of its own 64 keys (4 k16 steps);
+//            the two consumers' parts meet in the atomic adds.
+// The 64 × 64 fp32 part goes to dqAccum [b·h, S rounded up to 64, D] by red.global.add.v2.f32
+// (zeroed before, by cudaMemsetAsync); a small kernel then writes dq = bf16(dqAccum · scale).
+// delta (Σ dO·O − dLse) comes from attention_backward.cu's delta kernel, as for the other kernels.
+#include <cudaTypedefs.h>
+
+#include "attention.cuh"
+#include "attention_hopper.cuh"
+
+namespace miniseq {
+namespace attn {
+namespace hopper {
+// From attention_hopper.cu.
+bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long S, int D, int rows);
+
+namespace {
+
+constexpr int THREADS = 384, STAGES = 2;
+constexpr float kLog2e = 1.4426950408889634f;
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int D> struct FusedMma;
+template <> struct FusedMma<64> {
+  static __device__ __forceinline__ void rs(float (&o)[32], const uint32_t (&a)[4], uint64_t d) { wgmmaRS64(o, a, d, 1); }
+};
+template <> struct FusedMma<128> {
+  static __device__ __forceinline__ void rs(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
+};
+
+// acc (64 × 64, fp32, accumulator layout) → bf16 A fragments of its 4 k16 slices.
+__device__ __forceinline__ void fragmentsA(const float (&x)[32], uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    a[kk][0] = packBf16(x[8 * kk + 0], x[8 * kk + 1]);
+    a[kk][1] = packBf16(x[8 * kk + 2], x[8 * kk + 3]);
+    a[kk][2] = packBf16(x[8 * kk + 4], x[8 * kk + 5]);
+    a[kk][3] = packBf16(x[8 * kk + 6], x[8 * kk + 7]);
+  }
+}
+
+// x = A·Bᵀ for a 64-row A and a 64-row B tile, both [rows × D] in 128-byte-swizzle panels.
+template <int D> __device__ __forceinline__ void productNT64(float (&x)[32], uint32_t a, uint32_t aPanel, uint32_t b, uint32_t bPanel) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    const int p = kk / 4, k4 = kk % 4;
+    wgmmaSS64(x, descriptor(a + p * aPanel + k4 * 32, 16, 1024), descriptor(b + p * bPanel + k4 * 32, 16, 1024), kk > 0 ? 1 : 0);
+  }
+}
+#endif
+
+template <int D> struct FusedSmem {
+  static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
+  static constexpr uint32_t DS = 128 * 64 * 2;                   // dSᵀ of the block's 128 keys × 64 queries
+  static constexpr int DS_BUFFERS = D == 128 ? 2 : 1;
+  static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS + 1024;
+};
+
+template <int D>
+__global__ void __launch_bounds__(THREADS, 1)
+    fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
+                const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
+                bf16* __restrict__ dv, float* __restrict__ dqAccum, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2,
+                int headsOuter) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = FusedSmem<D>;
+  constexpr int PANELS = D / 64, OREG = D / 2;
+  constexpr bool SPLIT_COLUMNS = D == 128;  // dQ split by columns between the consumers (else by keys)
+  extern __shared__ uint8_t smemRaw[];
+  __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
+  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
+  const uint32_t sK = base, sV = base + L::KV;
+  auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
+  auto sO = [&](int s) { return base + 2 * L::KV + (STAGES + s) * L::QT; };
+  auto sDS = [&](int i) { return base + 2 * L::KV + 2 * STAGES * L::QT + (SPLIT_COLUMNS ? (i & 1) : 0) * L::DS; };
+  const uint32_t barKV = smem(&bars[0]);
+  auto full = [&](int s) { return smem(&bars[1 + s]); };
+  auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
+
+  // Grid order as the dK/dV kernel's: headsOuter, all key blocks of a kv head (heaviest first),
+  // then the next; else each key block of every kv head, then the next block.
+  const int nKB = (S + 127) / 128;
+  const int bhkv = headsOuter ? static_cast<int>(blockIdx.x / nKB) : static_cast<int>(blockIdx.x % BHkv);
+  const int nb = headsOuter ? static_cast<int>(blockIdx.x % nKB) : static_cast<int>(blockIdx.x / BHkv);
+  const int n0 = nb * 128;
+  const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
+  const int nQ = (S + 63) / 64, qStart = n0 / 64;
+  const int perHead = nQ - qStart, total = G * perHead;
+
+  if (threadIdx.x == 0) {
+    barInit(barKV, 1);
+    for (int s = 0; s < STAGES; s++) {
+      barInit(full(s), 1);
+      barInit(empty(s), 256);
+    }
+    barInitFence();
+  }
+  __syncthreads();
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    regDealloc<24>();
+    if (threadIdx.x == 0) {
+      barArriveExpect(barKV, 2 * L::KV);
+#pragma unroll
+      for (int p = 0; p < PANELS; p++) {
+        tmaLoad3d(sK + p * 128 * 128, &tmK, barKV, p * 64, n0, bhkv);
+        tmaLoad3d(sV + p * 128 * 128, &tmV, barKV, p * 64, n0, bhkv);
+      }
+      for (int i = 0; i < total; i++) {
+        const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
+        const int bh = b * H + hkv * G + g;
+        barWait(empty(s), ((i / STAGES) & 1) ^ 1);
+        barArriveExpect(full(s), 2 * L::QT);
+#pragma unroll
+        for (int p = 0; p < PANELS; p++) {
+          tmaLoad3d(sQ(s) + p * 64 * 128, &tmQ, full(s), p * 64, mq * 64, bh);
+          tmaLoad3d(sO(s) + p * 64 * 128, &tmO, full(s), p * 64, mq * 64, bh);
+        }
+      }
+    }
+  } else {
+    regAlloc<240>();
+    const int c = wg - 1;
+    const int t = threadIdx.x % 128, w = t / 32, lane = t % 32, q4 = lane % 4;
+    const int rowA = 64 * c + 16 * w + lane / 4;  // this thread's two key rows in the block: rowA, rowA + 8
+    const int keyA = n0 + rowA, keyB = keyA + 8;
+    const int keyMin = n0 + 64 * c;
+    float dK[OREG], dV[OREG];
+#pragma unroll
+    for (int i = 0; i < OREG; i++) dK[i] = dV[i] = 0.f;
+    float st[32], dp[32];
+    uint32_t pa[4][4], da[4][4];
+    const uint32_t aK = sK + c * 64 * 128, aV = sV + c * 64 * 128;
+    barWait(barKV, 0);
+    for (int i = 0; i < total; i++) {
+      const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
+      const int bh = b * H + hkv * G + g;
+      const long long rowBase = static_cast<long long>(bh) * S;
+      const int q0 = mq * 64;
+      barWait(full(s), (i / STAGES) & 1);
+      pin(st);
+      pin(dp);
+      wgFence();
+      productNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+      productNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+      wgCommit();
+      wgWait<0>();
+      pin(st);
+      pin(dp);
+      const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            // query column q0 + 8j + 2·q4 + e: its lse (base 2) and delta; past S, P = 0
+            const int idx = 4 * j + 2 * r + e;
+            const int qi = q0 + 8 * j + 2 * q4 + e;
+            const bool in = qi < S;
+            const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+            const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
+            float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+            if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+            st[idx] = p;
+            dp[idx] = p * (dp[idx] - dl);
+          }
+      fragmentsA(st, pa);
+      fragmentsA(dp, da);
+      // dSᵀ into shared memory, rows = keys, in the 128-byte swizzle: the 16-byte chunk j of row
+      // r sits at chunk j ^ (r % 8). da[kk] holds chunks 2kk (a0: row rowA, a1: rowA + 8) and
+      // 2kk + 1 (a2, a3); rowA % 8 = (rowA + 8) % 8.
+      const uint32_t ds = sDS(i);
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const uint32_t chunk = static_cast<uint32_t>(((2 * kk + h) ^ (rowA & 7)) << 4) + 4 * q4;
+          stShared32(ds + rowA * 128 + chunk, da[kk][2 * h]);
+          stShared32(ds + (rowA + 8) * 128 + chunk, da[kk][2 * h + 1]);
+        }
+      fenceProxyAsync();
+      // D = 128 reads both consumers' rows (barrier 3, 256 threads); D = 64 only its own (1 + c).
+      if (SPLIT_COLUMNS)
+        namedBarSync(3, 256);
+      else
+        namedBarSync(1 + c, 128);
+      // dQ is this tile's alone (its first product overwrites it): not live across tiles.
+      float dQ[32];
+      pin(dV);
+      pin(dK);
+      wgFence();
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+      if (SPLIT_COLUMNS) {
+        // dQ[:, 64c ..] = dS [64 × 128 keys] · K[128 keys, panel c]
+#pragma unroll
+        for (int kk = 0; kk < 8; kk++)
+          wgmmaSS64T(dQ, descriptor(ds + kk * 16 * 128, 64 * 128, 1024), descriptor(sK + c * 128 * 128 + kk * 16 * 128, 128 * 128, 1024), kk > 0 ? 1 : 0);
+      } else {
+        // dQ part = dS [64 × this consumer's 64 keys] · K[those keys, 64]
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+          wgmmaSS64T(dQ, descriptor(ds + c * 64 * 128 + kk * 16 * 128, 64 * 128, 1024), descriptor(aK + kk * 16 * 128, 128 * 128, 1024),
+                     kk > 0 ? 1 : 0);
+      }
+      wgCommit();
+      wgWait<0>();
+      pin(dV);
+      pin(dK);
+      pin(dQ);
+      barArrive(empty(s));
+      // dQ's accumulator rows are the tile's queries 16w + g (+ 8), columns 8j + 2·q4 (+ 1).
+      float* dst = dqAccum + (static_cast<long long>(bh) * sPad + q0 + 16 * w + lane / 4) * D + (SPLIT_COLUMNS ? 64 * c : 0) + 2 * q4;
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        redAddF32x2(dst + 8 * j, dQ[4 * j], dQ[4 * j + 1]);
+        redAddF32x2(dst + 8 * D + 8 * j, dQ[4 * j + 2], dQ[4 * j + 3]);
+      }
+    }
+    const int keys[2] = {keyA, keyB};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      if (keys[r] >= S) continue;
+      const long long off = (static_cast<long long>(bhkv) * S + keys[r]) * D;
+#pragma unroll
+      for (int j = 0; j < D / 8; j++) {
+        *reinterpret_cast<uint32_t*>(dk + off + 8 * j + 2 * q4) = packBf16(dK[4 * j + 2 * r] * scale, dK[4 * j + 2 * r + 1] * scale);
+        *reinterpret_cast<uint32_t*>(dv + off + 8 * j + 2 * q4) = packBf16(dV[4 * j + 2 * r], dV[4 * j + 2 * r + 1]);
+      }
+    }
+  }
+#endif
+}
+
+// dq[bh, s, :] = bf16(dqAccum[bh, s, :] · scale) for s < S (dqAccum's rows padded to sPad).
+__global__ void dqFromAccumKernel(const float* __restrict__ acc, bf16* __restrict__ dq, long long rows, int S, int sPad, int D, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  const int quads = D / 4;
+  const long long n = rows * quads;
+  for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long row = e / quads;
+    const int col = static_cast<int>(e % quads) * 4;
+    const long long bh = row / S, s = row % S;
+    const float4 x = *reinterpret_cast<const float4*>(acc + (bh * sPad + s) * D + col);
+    uint2 out;
+    out.x = packBf16(x.x * scale, x.y * scale);
+    out.y = packBf16(x.z * scale, x.w * scale);
+    *reinterpret_cast<uint2*>(dq + row * D + col) = out;
+  }
+#endif
+}
+
+template <int D>
+cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
+                        bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, int headsOuter) {
+  CUtensorMap mq64, mo64, mk128, mv128;
+  if (!makeTensorMap(&mq64, q, B * H, S, D, 64) || !makeTensorMap(&mo64, dO, B * H, S, D, 64) || !makeTensorMap(&mk128, k, B * Hkv, S, D, 128) ||
+      !makeTensorMap(&mv128, v, B * Hkv, S, D, 128))
+    return cudaErrorNotSupported;
+  const double scale = 1.0 / sqrt(static_cast<double>(D));
+  const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
+  auto kernel = fusedKernel<D>;
+  cudaError_t e = allowSmemOnce(kernel, FusedSmem<D>::BYTES);
+  if (e != cudaSuccess) return e;
+  const long long sPad = (S + 63) / 64 * 64;
+  e = cudaMemsetAsync(dqAccum, 0, static_cast<size_t>(B * H * sPad * D) * sizeof(float), l.stream);
+  if (e != cudaSuccess) return e;
+  const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S);
+  const long long nKB = (S + 127) / 128;
+  kernel<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, FusedSmem<D>::BYTES, l.stream>>>(
+      mq64, mk128, mv128, mo64, lse, delta, dk, dv, dqAccum, iH, G, iS, static_cast<int>(sPad), static_cast<int>(B * Hkv), fScale, scaleLog2,
+      headsOuter);
+  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  const long long quads = B * H * S * (D / 4);
+  const unsigned blocks = static_cast<unsigned>(std::min<long long>((quads + 255) / 256, 132LL * 16));
+  dqFromAccumKernel<<<blocks, 256, 0, l.stream>>>(dqAccum, dq, B * H * S, iS, static_cast<int>(sPad), D, fScale);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) { return B * H * ((S + 63) / 64 * 64) * D * 4; }
+
+cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
+                          bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
+                          int headsOuter) {
+  if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
+  if (D == 64) return launchFused<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  if (D == 128) return launchFused<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace hopper
+}  // namespace attn
+}  // namespace miniseq
