@@ -245,6 +245,7 @@ def timing(ours, args):
     B, H, Hkv = 1, 32, 8
     rows = []
     impls = args.impls.split(",")
+    bwd_names = args.bwd_impls.split(",") if args.bwd_impls else list(BWD_IMPLS)
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; causal, B=1, H=32, Hkv=8, bf16; TFLOP/s (median ms)", flush=True)
     for D in [int(x) for x in args.dims.split(",")]:
         for S in [int(x) for x in args.seqs.split(",")]:
@@ -271,7 +272,7 @@ def timing(ours, args):
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
             scratch = torch.empty(max(16, ours.lib.ms_attn_scratch(B, H, S, D)), dtype=torch.uint8, device="cuda")
             for name, impl in BWD_IMPLS.items():
-                if (name != "mma" and (args.no_wgmma_bwd or "wgmma" not in impls)) or name in SKIP_BWD:
+                if name not in bwd_names or (name != "mma" and args.no_wgmma_bwd) or name in SKIP_BWD:
                     continue
                 try:
                     ms = median_ms(lambda: ours.backward(impl, q, k, v, o, lse, dO, dq, dk, dv, scratch), max(5, reps // 2))
@@ -302,7 +303,7 @@ def timing(ours, args):
             rows.append(row)
             f = lambda key: f"{row[key]:7.1f}" if key in row and row[key] else "      -"
             print(f"S={S:>6} D={D:>3} | " + " ".join(f"{i} {f(i + '_fwd')}" for i in impls) +
-                  f" | cudnn {f('cudnn_fwd')} flash {f('flash_fwd')} || bwd " + " ".join(f"{i} {f(i + '_bwd')}" for i in BWD_IMPLS) + f" cudnn {f('cudnn_bwd')} flash {f('flash_bwd')}", flush=True)
+                  f" | cudnn {f('cudnn_fwd')} flash {f('flash_fwd')} || bwd " + " ".join(f"{i} {f(i + '_bwd')}" for i in bwd_names) + f" cudnn {f('cudnn_bwd')} flash {f('flash_bwd')}", flush=True)
             del q, k, v, dO, o, lse, ke, ve
             torch.cuda.empty_cache()
             with open(args.out, "w") as fh:
@@ -330,6 +331,7 @@ def main():
     p.add_argument("--impls", default="mma,wgmma,wgmma_nopipe,wgmma_v1order,wgmma_pingpong")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--bwd", default="dispatch", help="which backward (a BWD_IMPLS name) is reported as ours_bwd")
+    p.add_argument("--bwd-impls", default="", help="backward variants (BWD_IMPLS names) to time; default all")
     p.add_argument("--skip-bwd", default="", help="backward variants (BWD_IMPLS names, comma-separated) not to run")
     p.add_argument("--no-wgmma-bwd", action="store_true", help="skip the Hopper backward (it hung in the sanity run)")
     a = p.parse_args()
