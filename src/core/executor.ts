@@ -232,7 +232,7 @@ class Executor {
           const donor = placement.donors[j]
           return donor !== undefined ? this.retain(donor) : this.allocate(r, kindOf(r))
         })
-        callKernel(placement.fused, node as Node<"region">, ins, outs)
+        this.callFused(placement.fused, node as Node<"region">, ins, outs)
         return outs
       }
       case "overwrite":
@@ -291,7 +291,7 @@ class Executor {
     const fused = this.fusedKernel(node)
     if (fused !== undefined) {
       const outs = node.results.map((r, j) => this.allocate(r, kinds[j]!))
-      callKernel(fused, node, ins, outs)
+      this.callFused(fused, node, ins, outs)
       return outs
     }
     const keep = node.results.flatMap((_, j) => (wanted[j] ? [j] : []))
@@ -393,6 +393,17 @@ class Executor {
         return out
       }),
     )
+  }
+
+  /** Runs a fused kernel, counting the scratch the backend says it takes as temporaries while it runs. */
+  callFused(fused: FusedKernel, node: Node<"region">, ins: readonly Alloc[], outs: readonly Alloc[]): void {
+    const inputs = Object.fromEntries(
+      fused.site.inputs.map((name, i) => [name, { shape: node.inputs[i]!.shape, dtype: node.inputs[i]!.dtype }]),
+    )
+    const scratch = this.backend.kernelScratchBytes?.(node.attrs.name, inputs) ?? 0
+    if (scratch > 0) this.ledger.add("temporaries", scratch)
+    callKernel(fused, node, ins, outs)
+    if (scratch > 0) this.ledger.remove("temporaries", scratch)
   }
 
   /** The backend's kernel for this routine region, if it has one and the region runs in one piece. */
@@ -571,8 +582,11 @@ export const executeEffect = (
   )
 
 export interface PlanOptions extends RunOptions {
-  /** The backend to plan for: its fused routine names and its allocator's rounding (default: none fused, exact bytes). */
-  readonly for?: Pick<BackendImpl, "routines" | "heldBytes">
+  /**
+   * The backend to plan for: its fused routine names, its allocator's rounding and its kernels'
+   * scratch (default: none fused, exact bytes, no scratch).
+   */
+  readonly for?: Pick<BackendImpl, "routines" | "heldBytes" | "kernelScratchBytes">
 }
 
 /** The memory plan: the same schedule on a backend that allocates nothing. */
@@ -581,7 +595,11 @@ export function plan(
   inputs: ReadonlyMap<Tensor, MemoryKind>,
   opts: PlanOptions = {},
 ): MemoryReport {
-  const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}), opts.for?.heldBytes)
+  const counting = makeCountingBackend(
+    Object.keys(opts.for?.routines ?? {}),
+    opts.for?.heldBytes,
+    opts.for?.kernelScratchBytes,
+  )
   const bindings = new Map(
     [...inputs].map(([t, kind]) => [t, { buffer: counting.alloc(t.dtype, t.size), kind }] as const),
   )

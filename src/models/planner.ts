@@ -9,8 +9,8 @@ import type { LlamaConfig } from "./config.js"
 import { adamwOutputs } from "./optimizer.js"
 import { adamwInputs, fusedRoutines, gradientInputs, inputKinds, type StepOptions, stepGraphs } from "./step.js"
 
-/** What the plan depends on of a backend: its fused routines and its allocator's rounding. */
-export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes">
+/** What the plan depends on of a backend: its fused routines, its allocator's rounding, its kernels' scratch. */
+export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes" | "kernelScratchBytes">
 
 /** The planned memory of one training step: its peak, and each pass's report by kind. */
 export interface StepPlan {
