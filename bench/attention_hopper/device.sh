@@ -3,7 +3,8 @@
 # runs even when an earlier one fails; each keeps its output under $OUT (at most 8 files).
 #   bash bench/attention_hopper/device.sh [seqs] [dims]
 # Backward variants: today's default (dispatch: 7 below 16k tokens, 3 from 16k), wgmma_v1 (7),
-# and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order), beside cuDNN.
+# and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its dQ split by keys
+# at D = 128), beside cuDNN.
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 unset MINISEQ_ATTN_WGMMA MINISEQ_ATTN_WGMMA_BWD  # "dispatch" must be today's default
@@ -36,12 +37,13 @@ if [ $srcb = 124 ]; then echo "backward sanity hung: skipping the wgmma backward
 timeout 30 $B/sanity 1 b 9 > $B/sanity_fused.txt 2>&1; srcf=$?
 SKIP=""
 if [ $srcf = 124 ] || [ $srcf -ge 128 ] || [ $(( srcf & 2 )) != 0 ]; then
-  echo "fused backward sanity rc=$srcf: skipping it in correct/time" | tee -a $info; SKIP="--skip-bwd wgmma_fused,wgmma_fused_v1order"
+  echo "fused backward sanity rc=$srcf: skipping it in correct/time" | tee -a $info; SKIP="--skip-bwd wgmma_fused,wgmma_fused_v1order,wgmma_fused_keysplit"
 fi
 ( echo "== sanity forward (impl 1)"; cat $B/sanity1.txt; echo "rc=$src"
   echo "== sanity forward+backward (impl 1)"; cat $B/sanity1b.txt; echo "rc=$srcb"
   echo "== sanity fused backward (variant 9)"; cat $B/sanity_fused.txt; echo "rc=$srcf"
   echo "== sanity fused backward, v1 order (variant 13)"; timeout 30 $B/sanity 1 b 13; echo "rc=$?"
+  echo "== sanity fused backward, dQ split by keys (variant 25)"; timeout 30 $B/sanity 1 b 25; echo "rc=$?"
   [ $srcb = 124 ] && SF=f
   [ $src = 124 ] && exit 0
   echo "== memcheck"; timeout 60 compute-sanitizer --tool memcheck $B/sanity 1 $SF; echo "rc=$?"
@@ -54,10 +56,10 @@ crc=skipped
 [ $src != 124 ] && { timeout ${CORRECT_TIMEOUT:-150} python3 bench/attention_hopper/run.py correct $NOBWD $SKIP --lib $B/libminiseq_attn.so --out $OUT/correct.json > $OUT/correct.log 2>&1; crc=$?; }
 echo "correct rc=$crc $(( $(date +%s) - t0 )) s" | tee -a $OUT/correct.log
 # A hang there (most likely in the new kernel): time the others only.
-[ "$crc" = 124 ] && { echo "correctness timed out: the fused backward is left out of the timing" | tee -a $info; SKIP="--skip-bwd wgmma_fused,wgmma_fused_v1order"; }
+[ "$crc" = 124 ] && { echo "correctness timed out: the fused backward is left out of the timing" | tee -a $info; SKIP="--skip-bwd wgmma_fused,wgmma_fused_v1order,wgmma_fused_keysplit"; }
 grep -E "FAIL|correctness:|first failing|by 8|o\[0|lse\[0|Error|error" $OUT/correct.log | head -24
 timeout ${TIME_TIMEOUT:-180} python3 bench/attention_hopper/run.py time --lib $B/libminiseq_attn.so --seqs $SEQS --dims $DIMS --impls $IMPLS \
-  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
+  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_keysplit,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
 cat $info
 grep -E "^== |rc=|ERROR SUMMARY|PASS|FAIL|sanity B|backward" $OUT/sanitizer.txt | head -60
 tail -24 $OUT/timing.log

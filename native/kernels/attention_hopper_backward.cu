@@ -25,7 +25,8 @@
 // and Pᵀ, dSᵀ are computed while the next product runs (measured slower, HOPPER-NOTES.md);
 // 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer;
 // 8 = instead of both kernels, the one-pass kernel of attention_hopper_backward_fused.cu (dQ by
-// fp32 atomic adds into dqAccum: not deterministic; bit 2 does not apply, bit 4 does).
+// fp32 atomic adds into dqAccum: not deterministic; bit 2 does not apply, bit 4 does); 16 (with
+// 8) = at D = 128 its dQ split by keys between the consumers instead of by columns.
 #include <cudaTypedefs.h>
 
 
@@ -40,7 +41,7 @@ bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long
 // From attention_hopper_backward_fused.cu.
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter);
+                          int headsOuter, bool keySplit);
 
 namespace {
 
@@ -440,9 +441,10 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
 
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                      bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
-  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass kernel
+  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass
+  // kernel (with 16: its dQ split by keys at D = 128 too)
   const int headsOuter = (variant & 4) == 0;
-  if (variant & kFusedBackwardBit) return fusedBackward(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter);
+  if (variant & kFusedBackwardBit) return fusedBackward(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter, (variant & 16) != 0);
   const bool overlap = (variant & 2) == 0;
   if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
   if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);

@@ -46,6 +46,15 @@ template <> struct FusedMma<128> {
   static __device__ __forceinline__ void rs(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
 };
 
+// dQ part (+)= dS·K, m64nNk16, both operands MN-major in shared memory.
+template <int N> struct DqMma;
+template <> struct DqMma<64> {
+  static __device__ __forceinline__ void ss(float (&o)[32], uint64_t a, uint64_t b, int acc) { wgmmaSS64T(o, a, b, acc); }
+};
+template <> struct DqMma<128> {
+  static __device__ __forceinline__ void ss(float (&o)[64], uint64_t a, uint64_t b, int acc) { wgmmaSS128T(o, a, b, acc); }
+};
+
 // acc (64 × 64, fp32, accumulator layout) → bf16 A fragments of its 4 k16 slices.
 __device__ __forceinline__ void fragmentsA(const float (&x)[32], uint32_t (&a)[4][4]) {
 #pragma unroll
@@ -67,23 +76,26 @@ template <int D> __device__ __forceinline__ void productNT64(float (&x)[32], uin
 }
 #endif
 
-template <int D> struct FusedSmem {
+template <int D, bool SPLIT_COLUMNS> struct FusedSmem {
   static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
   static constexpr uint32_t DS = 128 * 64 * 2;                   // dSᵀ of the block's 128 keys × 64 queries
-  static constexpr int DS_BUFFERS = D == 128 ? 2 : 1;
+  static constexpr int DS_BUFFERS = SPLIT_COLUMNS ? 2 : 1;
   static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS + 1024;
 };
 
-template <int D>
+// SPLIT_COLUMNS (D = 128 only): dQ split by columns between the consumers, over all 128 keys;
+// else by keys, each consumer all D columns of its own 64 keys' part.
+template <int D, bool SPLIT_COLUMNS>
 __global__ void __launch_bounds__(THREADS, 1)
     fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
                 const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
                 bf16* __restrict__ dv, float* __restrict__ dqAccum, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2,
                 int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = FusedSmem<D>;
+  static_assert(!SPLIT_COLUMNS || D == 128, "the column split is for D = 128");
+  using L = FusedSmem<D, SPLIT_COLUMNS>;
   constexpr int PANELS = D / 64, OREG = D / 2;
-  constexpr bool SPLIT_COLUMNS = D == 128;  // dQ split by columns between the consumers (else by keys)
+  constexpr int QN = SPLIT_COLUMNS ? 64 : D;  // dQ columns per consumer
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
   const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
@@ -198,13 +210,14 @@ __global__ void __launch_bounds__(THREADS, 1)
           stShared32(ds + (rowA + 8) * 128 + chunk, da[kk][2 * h + 1]);
         }
       fenceProxyAsync();
-      // D = 128 reads both consumers' rows (barrier 3, 256 threads); D = 64 only its own (1 + c).
+      // The column split reads both consumers' rows (barrier 3, 256 threads); the key split only
+      // its own (barrier 1 + c).
       if (SPLIT_COLUMNS)
         namedBarSync(3, 256);
       else
         namedBarSync(1 + c, 128);
       // dQ is this tile's alone (its first product overwrites it): not live across tiles.
-      float dQ[32];
+      float dQ[QN / 2];
       pin(dV);
       pin(dK);
       wgFence();
@@ -212,17 +225,17 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
 #pragma unroll
       for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
-      if (SPLIT_COLUMNS) {
+      if constexpr (SPLIT_COLUMNS) {
         // dQ[:, 64c ..] = dS [64 × 128 keys] · K[128 keys, panel c]
 #pragma unroll
         for (int kk = 0; kk < 8; kk++)
           wgmmaSS64T(dQ, descriptor(ds + kk * 16 * 128, 64 * 128, 1024), descriptor(sK + c * 128 * 128 + kk * 16 * 128, 128 * 128, 1024), kk > 0 ? 1 : 0);
       } else {
-        // dQ part = dS [64 × this consumer's 64 keys] · K[those keys, 64]
+        // dQ part = dS [64 × this consumer's 64 keys] · K[those keys, D] (K's panels 128·128 apart)
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-          wgmmaSS64T(dQ, descriptor(ds + c * 64 * 128 + kk * 16 * 128, 64 * 128, 1024), descriptor(aK + kk * 16 * 128, 128 * 128, 1024),
-                     kk > 0 ? 1 : 0);
+          DqMma<D>::ss(dQ, descriptor(ds + c * 64 * 128 + kk * 16 * 128, 64 * 128, 1024), descriptor(aK + kk * 16 * 128, 128 * 128, 1024),
+                       kk > 0 ? 1 : 0);
       }
       wgCommit();
       wgWait<0>();
@@ -233,7 +246,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       // dQ's accumulator rows are the tile's queries 16w + g (+ 8), columns 8j + 2·q4 (+ 1).
       float* dst = dqAccum + (static_cast<long long>(bh) * sPad + q0 + 16 * w + lane / 4) * D + (SPLIT_COLUMNS ? 64 * c : 0) + 2 * q4;
 #pragma unroll
-      for (int j = 0; j < 8; j++) {
+      for (int j = 0; j < QN / 8; j++) {
         redAddF32x2(dst + 8 * j, dQ[4 * j], dQ[4 * j + 1]);
         redAddF32x2(dst + 8 * D + 8 * j, dQ[4 * j + 2], dQ[4 * j + 3]);
       }
@@ -271,7 +284,7 @@ __global__ void dqFromAccumKernel(const float* __restrict__ acc, bf16* __restric
 #endif
 }
 
-template <int D>
+template <int D, bool SPLIT_COLUMNS>
 cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                         bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, int headsOuter) {
   CUtensorMap mq64, mo64, mk128, mv128;
@@ -280,15 +293,16 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
     return cudaErrorNotSupported;
   const double scale = 1.0 / sqrt(static_cast<double>(D));
   const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
-  auto kernel = fusedKernel<D>;
-  cudaError_t e = allowSmemOnce(kernel, FusedSmem<D>::BYTES);
+  using L = FusedSmem<D, SPLIT_COLUMNS>;
+  auto kernel = fusedKernel<D, SPLIT_COLUMNS>;
+  cudaError_t e = allowSmemOnce(kernel, L::BYTES);
   if (e != cudaSuccess) return e;
   const long long sPad = (S + 63) / 64 * 64;
   e = cudaMemsetAsync(dqAccum, 0, static_cast<size_t>(B * H * sPad * D) * sizeof(float), l.stream);
   if (e != cudaSuccess) return e;
   const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S);
   const long long nKB = (S + 127) / 128;
-  kernel<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, FusedSmem<D>::BYTES, l.stream>>>(
+  kernel<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, L::BYTES, l.stream>>>(
       mq64, mk128, mv128, mo64, lse, delta, dk, dv, dqAccum, iH, G, iS, static_cast<int>(sPad), static_cast<int>(B * Hkv), fScale, scaleLog2,
       headsOuter);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
@@ -304,10 +318,12 @@ long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) 
 
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter) {
+                          int headsOuter, bool keySplit) {
   if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
-  if (D == 64) return launchFused<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
-  if (D == 128) return launchFused<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  if (D == 64) return launchFused<64, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  if (D == 128)
+    return keySplit ? launchFused<128, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                    : launchFused<128, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
   return cudaErrorInvalidValue;
 }
 
