@@ -25,6 +25,7 @@
 
 #include "attention.cuh"
 #include "attention_hopper.cuh"
+#include "attention_hopper_dq_layout.cuh"
 
 namespace miniseq {
 namespace attn {
@@ -205,9 +206,8 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int kk = 0; kk < 4; kk++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-          const uint32_t chunk = static_cast<uint32_t>(((2 * kk + h) ^ (rowA & 7)) << 4) + 4 * q4;
-          stShared32(ds + rowA * 128 + chunk, da[kk][2 * h]);
-          stShared32(ds + (rowA + 8) * 128 + chunk, da[kk][2 * h + 1]);
+          stShared32(ds + dq::dsPairOffset(rowA, 2 * kk + h, q4), da[kk][2 * h]);
+          stShared32(ds + dq::dsPairOffset(rowA + 8, 2 * kk + h, q4), da[kk][2 * h + 1]);
         }
       fenceProxyAsync();
       // The column split reads both consumers' rows (barrier 3, 256 threads); the key split only
@@ -229,13 +229,14 @@ __global__ void __launch_bounds__(THREADS, 1)
         // dQ[:, 64c ..] = dS [64 × 128 keys] · K[128 keys, panel c]
 #pragma unroll
         for (int kk = 0; kk < 8; kk++)
-          wgmmaSS64T(dQ, descriptor(ds + kk * 16 * 128, 64 * 128, 1024), descriptor(sK + c * 128 * 128 + kk * 16 * 128, 128 * 128, 1024), kk > 0 ? 1 : 0);
+          wgmmaSS64T(dQ, descriptor(ds + dq::dsOperandOffset(true, c, kk), 64 * 128, 1024),
+                     descriptor(sK + dq::kOperandOffset(true, c, kk), dq::kKPanel, 1024), kk > 0 ? 1 : 0);
       } else {
         // dQ part = dS [64 × this consumer's 64 keys] · K[those keys, D] (K's panels 128·128 apart)
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-          DqMma<D>::ss(dQ, descriptor(ds + c * 64 * 128 + kk * 16 * 128, 64 * 128, 1024), descriptor(aK + kk * 16 * 128, 128 * 128, 1024),
-                       kk > 0 ? 1 : 0);
+          DqMma<D>::ss(dQ, descriptor(ds + dq::dsOperandOffset(false, c, kk), 64 * 128, 1024),
+                       descriptor(sK + dq::kOperandOffset(false, c, kk), dq::kKPanel, 1024), kk > 0 ? 1 : 0);
       }
       wgCommit();
       wgWait<0>();
@@ -244,12 +245,11 @@ __global__ void __launch_bounds__(THREADS, 1)
       pin(dQ);
       barArrive(empty(s));
       // dQ's accumulator rows are the tile's queries 16w + g (+ 8), columns 8j + 2·q4 (+ 1).
-      float* dst = dqAccum + (static_cast<long long>(bh) * sPad + q0 + 16 * w + lane / 4) * D + (SPLIT_COLUMNS ? 64 * c : 0) + 2 * q4;
+      float* dst = dqAccum + dq::dqAccumBase(bh, sPad, q0, w, lane, D, SPLIT_COLUMNS, c);
 #pragma unroll
-      for (int j = 0; j < QN / 8; j++) {
-        redAddF32x2(dst + 8 * j, dQ[4 * j], dQ[4 * j + 1]);
-        redAddF32x2(dst + 8 * D + 8 * j, dQ[4 * j + 2], dQ[4 * j + 3]);
-      }
+      for (int j = 0; j < QN / 8; j++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) redAddF32x2(dst + dq::dqAccumStep(D, j, r), dQ[4 * j + 2 * r], dQ[4 * j + 2 * r + 1]);
     }
     const int keys[2] = {keyA, keyB};
 #pragma unroll

@@ -1,0 +1,51 @@
+// Where the fused Hopper backward (attention_hopper_backward_fused.cu) puts and finds the pieces
+// of its dQ path, as plain index arithmetic shared by the kernel and a host check
+// (bench/attention_hopper/dq_layout_check.cc, which replays them against the wgmma operand
+// layouts of the PTX ISA and a float64 dS·K):
+// - dSᵀ in shared memory: [128 keys × 64 queries] bf16, rows of 128 bytes in the 128-byte
+//   swizzle (16-byte chunk j of row r at chunk j ^ (r % 8)), as TMA writes a [rows × 64] box;
+// - the operands of dQ += dS·K: dS read MN-major (A, imm-trans-a), K MN-major (B, imm-trans-b);
+// - dQ's fp32 accumulator pairs → elements of dqAccum [b·h, S rounded up to 64, D].
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MINISEQ_HD __host__ __device__ __forceinline__
+#else
+#define MINISEQ_HD inline
+#endif
+
+namespace miniseq {
+namespace attn {
+namespace hopper {
+namespace dq {
+
+// Byte offset in the dSᵀ buffer of the bf16 pair of row `row` (a key of the block), 16-byte
+// chunk `chunk` (queries 8·chunk ..), lane quarter q4 (queries 8·chunk + 2·q4, + 1).
+MINISEQ_HD uint32_t dsPairOffset(int row, int chunk, int q4) {
+  return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4) + 4 * q4);
+}
+
+// The k16 step kk's start (bytes) of dS as A: splitColumns reads all 128 keys (kk < 8), the key
+// split consumer c's own 64 (kk < 4).
+MINISEQ_HD uint32_t dsOperandOffset(bool splitColumns, int c, int kk) { return (splitColumns ? 0 : c * 64 * 128) + kk * 16 * 128; }
+
+// The k16 step kk's start (bytes, from the K block) of K as B: splitColumns consumer c's 64-column
+// panel over all keys, the key split its own keys over every panel (panels kKPanel apart: LBO).
+constexpr uint32_t kKPanel = 128 * 128;
+MINISEQ_HD uint32_t kOperandOffset(bool splitColumns, int c, int kk) {
+  return (splitColumns ? c * kKPanel : c * 64 * 128) + kk * 16 * 128;
+}
+
+// The element of dqAccum that accumulator pair (j, r) of lane `lane` in warp w adds to: row
+// 16w + lane / 4 + 8r of the tile at query q0, column 8j + 2·(lane % 4) (+ 64c under
+// splitColumns) — the lane's first pair's element plus a step that is the same for every lane.
+MINISEQ_HD long long dqAccumBase(long long bh, int sPad, int q0, int w, int lane, int D, bool splitColumns, int c) {
+  return (bh * sPad + q0 + 16 * w + lane / 4) * D + (splitColumns ? 64 * c : 0) + 2 * (lane % 4);
+}
+MINISEQ_HD int dqAccumStep(int D, int j, int r) { return 8 * j + 8 * r * D; }
+
+}  // namespace dq
+}  // namespace hopper
+}  // namespace attn
+}  // namespace miniseq
