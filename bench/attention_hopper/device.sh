@@ -3,8 +3,8 @@
 # runs even when an earlier one fails; each keeps its output under $OUT (at most 8 files).
 #   bash bench/attention_hopper/device.sh [seqs] [dims]
 # Backward variants: today's default (dispatch: 7 below 16k tokens, 3 from 16k), wgmma_v1 (7),
-# and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its dQ split by keys
-# at D = 128), beside cuDNN.
+# and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its other dQ split:
+# by columns at D = 64, by keys at 128), beside cuDNN.
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 unset MINISEQ_ATTN_WGMMA MINISEQ_ATTN_WGMMA_BWD  # "dispatch" must be today's default
@@ -31,19 +31,25 @@ if [ $src = 124 ]; then echo "forward sanity hung: skipping the wgmma stages" | 
 timeout 30 $B/sanity 1 > $B/sanity1b.txt 2>&1; srcb=$?
 NOBWD=""
 if [ $srcb = 124 ]; then echo "backward sanity hung: skipping the wgmma backward" | tee -a $info; NOBWD=--no-wgmma-bwd; fi
-# The fused backward (variant 9) against mma.sync and variant 7. A hang (124), a CUDA error
-# (sanity's bit 2) or a crash (>= 128) would poison the CUDA context of the PyTorch runs: skip it
-# there. A wrong result alone (bits 1, 4) is left for the float64 comparison to describe.
-timeout 30 $B/sanity 1 b 9 > $B/sanity_fused.txt 2>&1; srcf=$?
+# The fused backward's variants against mma.sync and variant 7, one sanity run each. A hang
+# (124), a CUDA error (sanity's bit 2) or a crash (>= 128) would poison the CUDA context of the
+# PyTorch runs: that variant is left out there. A wrong result alone (bits 1, 4) is left for the
+# float64 comparison to describe.
+SKIPPED=""
+for vn in 9:wgmma_fused 13:wgmma_fused_v1order 25:wgmma_fused_othersplit; do
+  v=${vn%%:*}; name=${vn#*:}
+  timeout 30 $B/sanity 1 b $v > $B/sanity_fused_$v.txt 2>&1; rc=$?
+  echo "rc=$rc" >> $B/sanity_fused_$v.txt
+  if [ $rc = 124 ] || [ $rc -ge 128 ] || [ $(( rc & 2 )) != 0 ]; then
+    echo "fused backward variant $v sanity rc=$rc: $name left out of correct/time" | tee -a $info; SKIPPED="$SKIPPED,$name"
+  fi
+done
+srcf=$(tail -1 $B/sanity_fused_9.txt | cut -d= -f2)
 SKIP=""
-if [ $srcf = 124 ] || [ $srcf -ge 128 ] || [ $(( srcf & 2 )) != 0 ]; then
-  echo "fused backward sanity rc=$srcf: skipping it in correct/time" | tee -a $info; SKIP="--skip-bwd wgmma_fused,wgmma_fused_v1order,wgmma_fused_keysplit"
-fi
+[ -n "$SKIPPED" ] && SKIP="--skip-bwd ${SKIPPED#,}"
 ( echo "== sanity forward (impl 1)"; cat $B/sanity1.txt; echo "rc=$src"
   echo "== sanity forward+backward (impl 1)"; cat $B/sanity1b.txt; echo "rc=$srcb"
-  echo "== sanity fused backward (variant 9)"; cat $B/sanity_fused.txt; echo "rc=$srcf"
-  echo "== sanity fused backward, v1 order (variant 13)"; timeout 30 $B/sanity 1 b 13; echo "rc=$?"
-  echo "== sanity fused backward, dQ split by keys (variant 25)"; timeout 30 $B/sanity 1 b 25; echo "rc=$?"
+  for v in 9 13 25; do echo "== sanity fused backward (variant $v: 9 heads-outer, 13 v1's order, 25 the other dQ split)"; cat $B/sanity_fused_$v.txt; done
   [ $srcb = 124 ] && SF=f
   [ $src = 124 ] && exit 0
   echo "== memcheck"; timeout 60 compute-sanitizer --tool memcheck $B/sanity 1 $SF; echo "rc=$?"
@@ -55,11 +61,15 @@ tail -3 $OUT/sanitizer.txt
 crc=skipped
 [ $src != 124 ] && { timeout ${CORRECT_TIMEOUT:-150} python3 bench/attention_hopper/run.py correct $NOBWD $SKIP --lib $B/libminiseq_attn.so --out $OUT/correct.json > $OUT/correct.log 2>&1; crc=$?; }
 echo "correct rc=$crc $(( $(date +%s) - t0 )) s" | tee -a $OUT/correct.log
-# A hang there (most likely in the new kernel): time the others only.
-[ "$crc" = 124 ] && { echo "correctness timed out: the fused backward is left out of the timing" | tee -a $info; SKIP="--skip-bwd wgmma_fused,wgmma_fused_v1order,wgmma_fused_keysplit"; }
+# A hang there: the backward variant last started is left out of the timing.
+if [ "$crc" = 124 ]; then
+  hung=$(grep "start bwd" $OUT/correct.log | tail -1 | awk '{print $3}')
+  echo "correctness timed out in backward ${hung:-?}: left out of the timing" | tee -a $info
+  [ -n "$hung" ] && SKIPPED="$SKIPPED,$hung" && SKIP="--skip-bwd ${SKIPPED#,}"
+fi
 grep -E "FAIL|correctness:|first failing|by 8|o\[0|lse\[0|Error|error" $OUT/correct.log | head -24
 timeout ${TIME_TIMEOUT:-180} python3 bench/attention_hopper/run.py time --lib $B/libminiseq_attn.so --seqs $SEQS --dims $DIMS --impls $IMPLS \
-  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_keysplit,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
+  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
 cat $info
-grep -E "^== |rc=|ERROR SUMMARY|PASS|FAIL|sanity B|backward" $OUT/sanitizer.txt | head -60
+grep -E "^== |rc=|ERROR SUMMARY|PASS|FAIL|sanity B|backward|sanity.cu:" $OUT/sanitizer.txt | head -70
 tail -24 $OUT/timing.log

@@ -83,7 +83,7 @@ void checkModelOnV(int D) {
 
 // One tile pair: the block's 128 keys × the 64 queries at q0 of head bh.
 void checkDq(int D, bool splitColumns) {
-  const int sPad = 192, q0 = 64, bhs = 3, bh = 1, QN = splitColumns ? 64 : D;
+  const int sPad = 192, q0 = 64, bhs = 3, bh = 1, QN = splitColumns ? D / 2 : D;
   std::mt19937 rng(11 + D + splitColumns);
   std::normal_distribution<float> n01;
   std::vector<float> dsT(128 * 64), k(128 * D);  // dSᵀ [keys × queries], K [keys × D], bf16 values
@@ -124,7 +124,7 @@ void checkDq(int D, bool splitColumns) {
         for (int n = 0; n < QN; n++)
           for (int kx = 0; kx < 16; kx++)
             part[mm * QN + n] += static_cast<double>(m.ld(mnMajor(ds + dq::dsOperandOffset(splitColumns, c, kk), 64 * 128, 1024, mm, kx))) *
-                                 m.ld(mnMajor(sK + dq::kOperandOffset(splitColumns, c, kk), dq::kKPanel, 1024, n, kx));
+                                 m.ld(mnMajor(sK + dq::kOperandOffset(D, splitColumns, c, kk), dq::kKPanel, 1024, n, kx));
     for (int t = 0; t < 128; t++) {
       const int w = t / 32, lane = t % 32;
       const long long base = dq::dqAccumBase(bh, sPad, q0, w, lane, D, splitColumns, c);
@@ -165,6 +165,7 @@ int main() {
   checkModelOnV(64);
   checkModelOnV(128);
   checkDq(64, false);
+  checkDq(64, true);  // m64n32: B half-way into the 128-byte rows (the layout model's assumption)
   checkDq(128, true);
   checkDq(128, false);
   std::printf(failures == 0 ? "dq layout: PASS\n" : "dq layout: FAIL\n");

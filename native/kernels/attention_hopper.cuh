@@ -152,6 +152,16 @@ __device__ __forceinline__ void wgmmaSS64T(float (&d)[32], uint64_t descA, uint6
       : "l"(descA), "l"(descB), "r"(accumulate));
 }
 
+// d (+)= A·B, m64n32k16, A [64×16] and B [16×32] both MN-major in shared memory (as wgmmaSS64T;
+// B may start half-way into a 128-byte row: the swizzle applies to the whole address).
+__device__ __forceinline__ void wgmmaSS32T(float (&d)[16], uint64_t descA, uint64_t descB, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(descA), "l"(descB), "r"(accumulate));
+}
+
 // d (+)= A·B, m64n128k16, A [64×16] and B [16×128] both MN-major in shared memory (as wgmmaSS64T;
 // B's two 64-column panels LBO apart).
 __device__ __forceinline__ void wgmmaSS128T(float (&d)[64], uint64_t descA, uint64_t descB, int accumulate) {

@@ -26,7 +26,7 @@
 // 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer;
 // 8 = instead of both kernels, the one-pass kernel of attention_hopper_backward_fused.cu (dQ by
 // fp32 atomic adds into dqAccum: not deterministic; bit 2 does not apply, bit 4 does); 16 (with
-// 8) = at D = 128 its dQ split by keys between the consumers instead of by columns.
+// 8) = its other split of dQ between the consumers: by columns at D = 64, by keys at D = 128.
 #include <cudaTypedefs.h>
 
 
@@ -41,7 +41,7 @@ bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long
 // From attention_hopper_backward_fused.cu.
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter, bool keySplit);
+                          int headsOuter, bool otherSplit);
 
 namespace {
 
@@ -442,7 +442,7 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                      bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
   // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass
-  // kernel (with 16: its dQ split by keys at D = 128 too)
+  // kernel (with 16: its other dQ split, by columns at D = 64, by keys at D = 128)
   const int headsOuter = (variant & 4) == 0;
   if (variant & kFusedBackwardBit) return fusedBackward(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter, (variant & 16) != 0);
   const bool overlap = (variant & 2) == 0;

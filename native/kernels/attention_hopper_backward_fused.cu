@@ -49,6 +49,9 @@ template <> struct FusedMma<128> {
 
 // dQ part (+)= dS·K, m64nNk16, both operands MN-major in shared memory.
 template <int N> struct DqMma;
+template <> struct DqMma<32> {
+  static __device__ __forceinline__ void ss(float (&o)[16], uint64_t a, uint64_t b, int acc) { wgmmaSS32T(o, a, b, acc); }
+};
 template <> struct DqMma<64> {
   static __device__ __forceinline__ void ss(float (&o)[32], uint64_t a, uint64_t b, int acc) { wgmmaSS64T(o, a, b, acc); }
 };
@@ -84,8 +87,8 @@ template <int D, bool SPLIT_COLUMNS> struct FusedSmem {
   static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS + 1024;
 };
 
-// SPLIT_COLUMNS (D = 128 only): dQ split by columns between the consumers, over all 128 keys;
-// else by keys, each consumer all D columns of its own 64 keys' part.
+// SPLIT_COLUMNS: dQ split by columns between the consumers (D / 2 each), over all 128 keys; else
+// by keys, each consumer all D columns of its own 64 keys' part.
 template <int D, bool SPLIT_COLUMNS>
 __global__ void __launch_bounds__(THREADS, 1)
     fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
@@ -93,10 +96,9 @@ __global__ void __launch_bounds__(THREADS, 1)
                 bf16* __restrict__ dv, float* __restrict__ dqAccum, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2,
                 int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  static_assert(!SPLIT_COLUMNS || D == 128, "the column split is for D = 128");
   using L = FusedSmem<D, SPLIT_COLUMNS>;
   constexpr int PANELS = D / 64, OREG = D / 2;
-  constexpr int QN = SPLIT_COLUMNS ? 64 : D;  // dQ columns per consumer
+  constexpr int QN = SPLIT_COLUMNS ? D / 2 : D;  // dQ columns per consumer
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
   const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
@@ -225,19 +227,12 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
 #pragma unroll
       for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
-      if constexpr (SPLIT_COLUMNS) {
-        // dQ[:, 64c ..] = dS [64 × 128 keys] · K[128 keys, panel c]
+      // Split by columns: dQ[:, c·D/2 ..] = dS [64 × 128 keys] · K[128 keys, those columns];
+      // by keys: dS [64 × this consumer's 64 keys] · K[those keys, D].
 #pragma unroll
-        for (int kk = 0; kk < 8; kk++)
-          wgmmaSS64T(dQ, descriptor(ds + dq::dsOperandOffset(true, c, kk), 64 * 128, 1024),
-                     descriptor(sK + dq::kOperandOffset(true, c, kk), dq::kKPanel, 1024), kk > 0 ? 1 : 0);
-      } else {
-        // dQ part = dS [64 × this consumer's 64 keys] · K[those keys, D] (K's panels 128·128 apart)
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-          DqMma<D>::ss(dQ, descriptor(ds + dq::dsOperandOffset(false, c, kk), 64 * 128, 1024),
-                       descriptor(sK + dq::kOperandOffset(false, c, kk), dq::kKPanel, 1024), kk > 0 ? 1 : 0);
-      }
+      for (int kk = 0; kk < (SPLIT_COLUMNS ? 8 : 4); kk++)
+        DqMma<QN>::ss(dQ, descriptor(ds + dq::dsOperandOffset(SPLIT_COLUMNS, c, kk), 64 * 128, 1024),
+                      descriptor(sK + dq::kOperandOffset(D, SPLIT_COLUMNS, c, kk), dq::kKPanel, 1024), kk > 0 ? 1 : 0);
       wgCommit();
       wgWait<0>();
       pin(dV);
@@ -318,12 +313,16 @@ long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) 
 
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter, bool keySplit) {
+                          int headsOuter, bool otherSplit) {
   if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
-  if (D == 64) return launchFused<64, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  // Default: dQ split by keys at D = 64 (no barrier between the consumers), by columns at
+  // D = 128 (half the atomics, fewer registers); otherSplit swaps them.
+  if (D == 64)
+    return otherSplit ? launchFused<64, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                      : launchFused<64, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
   if (D == 128)
-    return keySplit ? launchFused<128, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
-                    : launchFused<128, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    return otherSplit ? launchFused<128, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                      : launchFused<128, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
   return cudaErrorInvalidValue;
 }
 

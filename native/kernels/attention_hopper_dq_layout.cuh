@@ -30,18 +30,20 @@ MINISEQ_HD uint32_t dsPairOffset(int row, int chunk, int q4) {
 // split consumer c's own 64 (kk < 4).
 MINISEQ_HD uint32_t dsOperandOffset(bool splitColumns, int c, int kk) { return (splitColumns ? 0 : c * 64 * 128) + kk * 16 * 128; }
 
-// The k16 step kk's start (bytes, from the K block) of K as B: splitColumns consumer c's 64-column
-// panel over all keys, the key split its own keys over every panel (panels kKPanel apart: LBO).
+// The k16 step kk's start (bytes, from the K block, [128 keys × D] in 64-column panels kKPanel
+// apart: LBO) of K as B: splitColumns consumer c's D / 2 columns over all keys (D = 64: half-way
+// into the panel's 128-byte rows), the key split its own keys over every column.
 constexpr uint32_t kKPanel = 128 * 128;
-MINISEQ_HD uint32_t kOperandOffset(bool splitColumns, int c, int kk) {
-  return (splitColumns ? c * kKPanel : c * 64 * 128) + kk * 16 * 128;
+MINISEQ_HD uint32_t kOperandOffset(int D, bool splitColumns, int c, int kk) {
+  const int col = c * D / 2;
+  return (splitColumns ? (col / 64) * kKPanel + (col % 64) * 2 : c * 64 * 128) + kk * 16 * 128;
 }
 
 // The element of dqAccum that accumulator pair (j, r) of lane `lane` in warp w adds to: row
-// 16w + lane / 4 + 8r of the tile at query q0, column 8j + 2·(lane % 4) (+ 64c under
+// 16w + lane / 4 + 8r of the tile at query q0, column 8j + 2·(lane % 4) (+ c·D/2 under
 // splitColumns) — the lane's first pair's element plus a step that is the same for every lane.
 MINISEQ_HD long long dqAccumBase(long long bh, int sPad, int q0, int w, int lane, int D, bool splitColumns, int c) {
-  return (bh * sPad + q0 + 16 * w + lane / 4) * D + (splitColumns ? 64 * c : 0) + 2 * (lane % 4);
+  return (bh * sPad + q0 + 16 * w + lane / 4) * D + (splitColumns ? c * D / 2 : 0) + 2 * (lane % 4);
 }
 MINISEQ_HD int dqAccumStep(int D, int j, int r) { return 8 * j + 8 * r * D; }
 
