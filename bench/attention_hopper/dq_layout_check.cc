@@ -116,6 +116,9 @@ void checkDq(int D, bool splitColumns) {
   // spread over its threads in the accumulator layout, then added where dqAccumBase/Step say.
   std::vector<double> acc(static_cast<size_t>(bhs) * sPad * D, 0.0);
   std::vector<int> hits(acc.size(), 0);
+  // The bulk path (64 × 64 parts): the same values in thread order, added part by part.
+  const bool bulk = QN == 64;
+  std::vector<double> parts(acc.size(), 0.0);
   const int steps = splitColumns ? 8 : 4;
   for (int c = 0; c < 2; c++) {
     std::vector<double> part(64 * QN, 0.0);
@@ -132,8 +135,10 @@ void checkDq(int D, bool splitColumns) {
         for (int r = 0; r < 2; r++)
           for (int e = 0; e < 2; e++) {
             const long long i = base + dq::dqAccumStep(D, j, r) + e;
-            acc[i] += part[(16 * w + lane / 4 + 8 * r) * QN + 8 * j + 2 * (lane % 4) + e];
+            const double value = part[(16 * w + lane / 4 + 8 * r) * QN + 8 * j + 2 * (lane % 4) + e];
+            acc[i] += value;
             hits[i]++;
+            if (bulk) parts[dq::partBase(bh, sPad / 64, D / 64, q0 / 64, splitColumns ? c : 0) + dq::partFloat(t, 4 * j + 2 * r + e)] += value;
           }
     }
   }
@@ -153,6 +158,24 @@ void checkDq(int D, bool splitColumns) {
     if (hits[i] != (inTile ? (splitColumns ? 1 : 2) : 0)) wrongHits++;
   }
   char what[128];
+  if (bulk) {
+    // dqFromPartsKernel's reading: each (row, column) through partOfColumn / partFloatOf, two
+    // columns per float2.
+    double worstParts = 0;
+    long long notPaired = 0;
+    for (int rl = 0; rl < 64; rl++)
+      for (int d = 0; d < D; d++) {
+        const long long at = dq::partBase(bh, sPad / 64, D / 64, q0 / 64, dq::partOfColumn(d)) + dq::partFloatOf(rl, d);
+        double ref = 0;
+        for (int key = 0; key < 128; key++) ref += static_cast<double>(dsT[key * 64 + rl]) * k[key * D + d];
+        worstParts = std::fmax(worstParts, std::fabs(parts[at] - ref));
+        if (d % 2 == 0 && dq::partFloatOf(rl, d + 1) != dq::partFloatOf(rl, d) + 1) notPaired++;
+      }
+    std::snprintf(what, sizeof what, "dQ tile, D = %d, bulk parts read back as dq: max |diff| / max |dS·K|", D);
+    expect(worstParts / scale < 1e-12, what, worstParts / scale);
+    std::snprintf(what, sizeof what, "  column pairs not adjacent in the part (the float2 reads)");
+    expect(notPaired == 0, what, static_cast<double>(notPaired));
+  }
   std::snprintf(what, sizeof what, "dQ tile, D = %d, dQ split by %s: max |dqAccum - dS·K| / max |dS·K|", D, splitColumns ? "columns" : "keys");
   expect(worst / scale < 1e-12, what, worst / scale);
   std::snprintf(what, sizeof what, "  elements added to by the wrong number of consumers (inside the tile) or at all (outside)");

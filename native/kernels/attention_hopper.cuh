@@ -178,6 +178,18 @@ __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.as
 // Named barrier `id` (1..15; 0 is __syncthreads) among `threads` threads (whole warps).
 __device__ __forceinline__ void namedBarSync(int id, int threads) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
 __device__ __forceinline__ void stShared32(uint32_t addr, uint32_t v) { asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory"); }
+__device__ __forceinline__ void stShared128(uint32_t addr, float a, float b, float c, float d) {
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+}
+// The copy engine adds `bytes` of fp32 from shared memory into global memory (a bulk async group;
+// both 16-byte aligned, bytes a multiple of 16). Then: commit the group; wait until the groups
+// have read their shared memory (it may be written again) or have completed.
+__device__ __forceinline__ void bulkReduceAddF32(float* dst, uint32_t src, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulkCommit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulkWaitRead0() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void bulkWait0() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 // *p += (a, b) in global memory, no return value (sm_90's vector red; p 8-byte aligned).
 __device__ __forceinline__ void redAddF32x2(float* p, float a, float b) {
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");

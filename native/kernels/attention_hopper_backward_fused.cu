@@ -80,25 +80,29 @@ template <int D> __device__ __forceinline__ void productNT64(float (&x)[32], uin
 }
 #endif
 
-template <int D, bool SPLIT_COLUMNS> struct FusedSmem {
+template <int D, bool SPLIT_COLUMNS, bool BULK> struct FusedSmem {
   static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
   static constexpr uint32_t DS = 128 * 64 * 2;                   // dSᵀ of the block's 128 keys × 64 queries
   static constexpr int DS_BUFFERS = SPLIT_COLUMNS ? 2 : 1;
-  static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS + 1024;
+  static constexpr uint32_t DQ = 64 * 64 * 4;                    // a consumer's fp32 dQ part (BULK: 2 each)
+  static constexpr uint32_t DQ_AT = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS;
+  static constexpr size_t BYTES = DQ_AT + (BULK ? 4 * DQ : 0) + 1024;
 };
 
 // SPLIT_COLUMNS: dQ split by columns between the consumers (D / 2 each), over all 128 keys; else
-// by keys, each consumer all D columns of its own 64 keys' part.
-template <int D, bool SPLIT_COLUMNS>
+// by keys, each consumer all D columns of its own 64 keys' part. BULK (64 × 64 parts only): the
+// part goes through shared memory and one bulk add per tile instead of 16 atomics per thread.
+template <int D, bool SPLIT_COLUMNS, bool BULK>
 __global__ void __launch_bounds__(THREADS, 1)
     fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
                 const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
                 bf16* __restrict__ dv, float* __restrict__ dqAccum, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2,
                 int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = FusedSmem<D, SPLIT_COLUMNS>;
+  using L = FusedSmem<D, SPLIT_COLUMNS, BULK>;
   constexpr int PANELS = D / 64, OREG = D / 2;
   constexpr int QN = SPLIT_COLUMNS ? D / 2 : D;  // dQ columns per consumer
+  static_assert(!BULK || QN == 64, "the bulk path moves 64 × 64 parts");
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
   const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
@@ -239,13 +243,29 @@ __global__ void __launch_bounds__(THREADS, 1)
       pin(dK);
       pin(dQ);
       barArrive(empty(s));
-      // dQ's accumulator rows are the tile's queries 16w + g (+ 8), columns 8j + 2·q4 (+ 1).
-      float* dst = dqAccum + dq::dqAccumBase(bh, sPad, q0, w, lane, D, SPLIT_COLUMNS, c);
+      if constexpr (BULK) {
+        // Buffer i % 2 of this consumer was last read by the bulk add of tile i − 2, which thread 0
+        // waited for before the previous tile's barrier.
+        const uint32_t buf = base + L::DQ_AT + (2 * c + (i & 1)) * L::DQ;
 #pragma unroll
-      for (int j = 0; j < QN / 8; j++)
+        for (int v = 0; v < 8; v++) stShared128(buf + 4 * dq::partFloat(t, 4 * v), dQ[4 * v], dQ[4 * v + 1], dQ[4 * v + 2], dQ[4 * v + 3]);
+        if (t == 0) bulkWaitRead0();  // tile i − 1's add has read the other buffer
+        fenceProxyAsync();
+        namedBarSync(4 + c, 128);
+        if (t == 0) {
+          bulkReduceAddF32(dqAccum + dq::partBase(bh, sPad / 64, D / 64, mq, SPLIT_COLUMNS ? c : 0), buf, L::DQ);
+          bulkCommit();
+        }
+      } else {
+        // dQ's accumulator rows are the tile's queries 16w + g (+ 8), columns 8j + 2·q4 (+ 1).
+        float* dst = dqAccum + dq::dqAccumBase(bh, sPad, q0, w, lane, D, SPLIT_COLUMNS, c);
 #pragma unroll
-        for (int r = 0; r < 2; r++) redAddF32x2(dst + dq::dqAccumStep(D, j, r), dQ[4 * j + 2 * r], dQ[4 * j + 2 * r + 1]);
+        for (int j = 0; j < QN / 8; j++)
+#pragma unroll
+          for (int r = 0; r < 2; r++) redAddF32x2(dst + dq::dqAccumStep(D, j, r), dQ[4 * j + 2 * r], dQ[4 * j + 2 * r + 1]);
+      }
     }
+    if (BULK && t == 0) bulkWait0();  // the last adds complete before the CTA ends
     const int keys[2] = {keyA, keyB};
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -279,7 +299,29 @@ __global__ void dqFromAccumKernel(const float* __restrict__ acc, bf16* __restric
 #endif
 }
 
-template <int D, bool SPLIT_COLUMNS>
+// The same from the bulk path's layout ([b·h, tiles, D / 64 parts, 4096], dq_layout.cuh).
+__global__ void dqFromPartsKernel(const float* __restrict__ acc, bf16* __restrict__ dq, long long rows, int S, int sPad, int D, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  const int quads = D / 4;
+  const long long n = rows * quads;
+  for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long row = e / quads;
+    const int col = static_cast<int>(e % quads) * 4;
+    const long long bh = row / S;
+    const int s = static_cast<int>(row % S);
+    const float* part = acc + dq::partBase(bh, sPad / 64, D / 64, s / 64, dq::partOfColumn(col));
+    // columns col, col + 1 are consecutive floats of the part, and so are col + 2, col + 3
+    const float2 x = *reinterpret_cast<const float2*>(part + dq::partFloatOf(s % 64, col));
+    const float2 y = *reinterpret_cast<const float2*>(part + dq::partFloatOf(s % 64, col + 2));
+    uint2 out;
+    out.x = packBf16(x.x * scale, x.y * scale);
+    out.y = packBf16(y.x * scale, y.y * scale);
+    *reinterpret_cast<uint2*>(dq + row * D + col) = out;
+  }
+#endif
+}
+
+template <int D, bool SPLIT_COLUMNS, bool BULK>
 cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                         bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, int headsOuter) {
   CUtensorMap mq64, mo64, mk128, mv128;
@@ -288,8 +330,8 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
     return cudaErrorNotSupported;
   const double scale = 1.0 / sqrt(static_cast<double>(D));
   const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
-  using L = FusedSmem<D, SPLIT_COLUMNS>;
-  auto kernel = fusedKernel<D, SPLIT_COLUMNS>;
+  using L = FusedSmem<D, SPLIT_COLUMNS, BULK>;
+  auto kernel = fusedKernel<D, SPLIT_COLUMNS, BULK>;
   cudaError_t e = allowSmemOnce(kernel, L::BYTES);
   if (e != cudaSuccess) return e;
   const long long sPad = (S + 63) / 64 * 64;
@@ -303,7 +345,10 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
   const long long quads = B * H * S * (D / 4);
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((quads + 255) / 256, 132LL * 16));
-  dqFromAccumKernel<<<blocks, 256, 0, l.stream>>>(dqAccum, dq, B * H * S, iS, static_cast<int>(sPad), D, fScale);
+  if (BULK)
+    dqFromPartsKernel<<<blocks, 256, 0, l.stream>>>(dqAccum, dq, B * H * S, iS, static_cast<int>(sPad), D, fScale);
+  else
+    dqFromAccumKernel<<<blocks, 256, 0, l.stream>>>(dqAccum, dq, B * H * S, iS, static_cast<int>(sPad), D, fScale);
   return cudaGetLastError();
 }
 
@@ -313,16 +358,20 @@ long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) 
 
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter, bool otherSplit) {
+                          int headsOuter, bool otherSplit, bool bulk) {
   if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
   // Default: dQ split by keys at D = 64 (no barrier between the consumers), by columns at
-  // D = 128 (half the atomics, fewer registers); otherSplit swaps them.
-  if (D == 64)
-    return otherSplit ? launchFused<64, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
-                      : launchFused<64, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
-  if (D == 128)
-    return otherSplit ? launchFused<128, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
-                      : launchFused<128, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  // D = 128 (half the atomics, fewer registers); otherSplit swaps them; bulk keeps the defaults.
+  if (D == 64) {
+    if (bulk) return launchFused<64, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    return otherSplit ? launchFused<64, true, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                      : launchFused<64, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  }
+  if (D == 128) {
+    if (bulk) return launchFused<128, true, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    return otherSplit ? launchFused<128, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                      : launchFused<128, true, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+  }
   return cudaErrorInvalidValue;
 }
 

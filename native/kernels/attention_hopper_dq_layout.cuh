@@ -47,6 +47,21 @@ MINISEQ_HD long long dqAccumBase(long long bh, int sPad, int q0, int w, int lane
 }
 MINISEQ_HD int dqAccumStep(int D, int j, int r) { return 8 * j + 8 * r * D; }
 
+// The bulk path (bit 32) instead: each consumer's 64 × 64 fp32 part goes to shared memory in
+// thread order (value i of thread t at float (i / 4)·512 + 4t + i % 4: 16-byte stores, no bank
+// conflicts), then one bulk add puts those 16 KiB onto part p of query tile `tile` in dqAccum,
+// laid out as [b·h, tiles, D / 64 parts, 4096]: the column split's consumer c owns part c, the
+// key split's two consumers both add to the only part.
+MINISEQ_HD int partFloat(int t, int i) { return (i / 4) * 512 + 4 * t + (i % 4); }
+MINISEQ_HD long long partBase(long long bh, int tiles, int parts, int tile, int p) { return ((bh * tiles + tile) * parts + p) * 4096LL; }
+// Element (row rl, column d) of a query tile's dQ: its part, and its float in the part (the
+// thread and value whose accumulator holds row rl, column d % 64).
+MINISEQ_HD int partOfColumn(int d) { return d / 64; }
+MINISEQ_HD int partFloatOf(int rl, int d) {
+  const int col = d % 64, w = rl / 16, r = (rl / 8) % 2, g = rl % 8, j = col / 8, q4 = (col % 8) / 2, e = col % 2;
+  return partFloat(32 * w + 4 * g + q4, 4 * j + 2 * r + e);
+}
+
 }  // namespace dq
 }  // namespace hopper
 }  // namespace attn
