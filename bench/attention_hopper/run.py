@@ -130,7 +130,7 @@ def bwd_summary(b):
         return "-"
     m = b.get("mma", {})
     parts = []
-    for name in ("wgmma", "wgmma_fused"):
+    for name in ("wgmma", "wgmma_fused", "wgmma_fused_bulk"):
         w = b.get(name)
         if w is None:
             continue
