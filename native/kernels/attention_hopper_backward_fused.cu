@@ -14,8 +14,8 @@
 // product reads it as an MN-major A operand (imm-trans-a), K as an MN-major B (imm-trans-b, as V
 // in the forward's P·V):
 //   D = 128: both consumers' dSᵀ form one [128 keys × 64 queries] buffer (two, alternating by
-//            tile, so one barrier per tile suffices); consumer c computes dQ's columns
-//            64c .. 64c+63 over all 128 keys (m64n64, 8 k16 steps);
+//            tile, so one barrier per tile suffices, for both dQ splits); consumer c computes
+//            dQ's columns 64c .. 64c+63 over all 128 keys (m64n64, 8 k16 steps);
 //   D = 64:  consumer c computes the whole 64 × 64 dQ part of its own 64 keys (4 k16 steps);
 //            the two consumers' parts meet in the atomic adds.
 // The 64 × 64 fp32 part goes to dqAccum [b·h, S rounded up to 64, D] by red.global.add.v2.f32
@@ -83,7 +83,10 @@ template <int D> __device__ __forceinline__ void productNT64(float (&x)[32], uin
 template <int D, bool SPLIT_COLUMNS, bool BULK> struct FusedSmem {
   static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
   static constexpr uint32_t DS = 128 * 64 * 2;                   // dSᵀ of the block's 128 keys × 64 queries
-  static constexpr int DS_BUFFERS = SPLIT_COLUMNS ? 2 : 1;
+  // Two, alternating by tile: the warps of a warpgroup do not wait for each other at wgmma, so
+  // one warp may store tile i + 1's dSᵀ while another's part of tile i's dQ product still reads
+  // the buffer; the next store into a buffer comes after a barrier all its readers passed.
+  static constexpr int DS_BUFFERS = 2;
   static constexpr uint32_t DQ = 64 * 64 * 4;                    // a consumer's fp32 dQ part (BULK: 2 each)
   static constexpr uint32_t DQ_AT = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS;
   static constexpr size_t BYTES = DQ_AT + (BULK ? 4 * DQ : 0) + 1024;
@@ -109,7 +112,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   const uint32_t sK = base, sV = base + L::KV;
   auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
   auto sO = [&](int s) { return base + 2 * L::KV + (STAGES + s) * L::QT; };
-  auto sDS = [&](int i) { return base + 2 * L::KV + 2 * STAGES * L::QT + (SPLIT_COLUMNS ? (i & 1) : 0) * L::DS; };
+  auto sDS = [&](int i) { return base + 2 * L::KV + 2 * STAGES * L::QT + (i & 1) * L::DS; };
   const uint32_t barKV = smem(&bars[0]);
   auto full = [&](int s) { return smem(&bars[1 + s]); };
   auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
