@@ -22,11 +22,14 @@ NO_WGMMA_BWD = False
 IMPLS = {"mma": 0, "wgmma": 1, "wgmma_nopipe": 2, "wgmma_v1order": 5, "wgmma_pingpong": 9, "dispatch": 100}
 # backward variants (bits: 2 the dK/dV kernel without the overlap, 4 v1's grid order, 8 the fused one-pass
 # kernel with atomic dQ, 16 with 8: its other dQ split (by columns at D = 64, by keys at 128), 32 with 8: dQ by a
-# bulk reduce-add per tile; 7 is v1 exactly); dispatch: what attentionBackward runs by default
+# bulk reduce-add per tile, 64 with 8: P while dP runs at D = 64 (ignored at 128); 7 is v1 exactly); dispatch:
+# what attentionBackward runs by default
 BWD_IMPLS = {"mma": 0, "wgmma": 1, "wgmma_serial": 3, "wgmma_v1": 7, "wgmma_fused": 9, "wgmma_fused_v1order": 13,
-             "wgmma_fused_othersplit": 25, "wgmma_fused_bulk": 41, "dispatch": 100}
+             "wgmma_fused_othersplit": 25, "wgmma_fused_bulk": 41, "wgmma_fused_overlap": 73, "wgmma_fused_bulk_overlap": 105,
+             "dispatch": 100}
 # fp32 atomic adds in any order: same bits twice is reported, not required
-NONDETERMINISTIC = {"wgmma_fused", "wgmma_fused_v1order", "wgmma_fused_othersplit", "wgmma_fused_bulk"}
+NONDETERMINISTIC = {"wgmma_fused", "wgmma_fused_v1order", "wgmma_fused_othersplit", "wgmma_fused_bulk", "wgmma_fused_overlap",
+                    "wgmma_fused_bulk_overlap"}
 SKIP_BWD = set()
 
 
@@ -316,13 +319,16 @@ def timing(ours, args):
         g = lambda key: f"{r[key]:9.1f}" if r.get(key) else "        -"
         print(f"{r['S']:<6} {r['D']:<3} |{g('ours_fwd')} {g('cudnn_fwd')} {g('flash_fwd')}  |{g('ours_bwd')} {g('cudnn_bwd')} {g('flash_bwd')}")
     print("\nbackward: the fused one-pass kernel (atomic dQ) beside today's default and cuDNN (TFLOP/s; x cuDNN)")
-    print("S      D   |   fused fused_v1o fused_othr fused_bulk  default    cudnn | best fused/cudnn  default/cudnn  best fused/default")
-    fused = ("wgmma_fused_bwd", "wgmma_fused_v1order_bwd", "wgmma_fused_othersplit_bwd", "wgmma_fused_bulk_bwd")
+    heads = ("9 fused", "13 v1o", "25 othr", "41 bulk", "73 ovlp", "105 b+o", "default", "cudnn")
+    print("S      D   |" + "".join(f"{h:>8}" for h in heads[:6]) + "".join(f" {h:>8}" for h in heads[6:]) +
+          " | best fused/cudnn  default/cudnn  best fused/default")
+    fused = ("wgmma_fused_bwd", "wgmma_fused_v1order_bwd", "wgmma_fused_othersplit_bwd", "wgmma_fused_bulk_bwd", "wgmma_fused_overlap_bwd",
+             "wgmma_fused_bulk_overlap_bwd")
     for r in rows:
         g = lambda key: f"{r[key]:8.1f}" if r.get(key) else "       -"
         best = max((r[k] for k in fused if r.get(k)), default=None)
         ratio = lambda a, b: f"{a / b:16.2f}" if a and b else "               -"
-        print(f"{r['S']:<6} {r['D']:<3} |{g(fused[0])}  {g(fused[1])}  {g(fused[2])}   {g(fused[3])} {g('dispatch_bwd')} {g('cudnn_bwd')} |"
+        print(f"{r['S']:<6} {r['D']:<3} |" + "".join(g(k) for k in fused) + f" {g('dispatch_bwd')} {g('cudnn_bwd')} |"
               f"{ratio(best, r.get('cudnn_bwd'))} {ratio(r.get('dispatch_bwd'), r.get('cudnn_bwd'))[2:]} {ratio(best, r.get('dispatch_bwd'))}")
 
 

@@ -95,7 +95,8 @@ template <int D, bool SPLIT_COLUMNS, bool BULK> struct FusedSmem {
 // SPLIT_COLUMNS: dQ split by columns between the consumers (D / 2 each), over all 128 keys; else
 // by keys, each consumer all D columns of its own 64 keys' part. BULK (64 × 64 parts only): the
 // part goes through shared memory and one bulk add per tile instead of 16 atomics per thread.
-template <int D, bool SPLIT_COLUMNS, bool BULK>
+// OVERLAP_P (D = 64): Sᵀ and dPᵀ committed as two groups, Pᵀ computed while dPᵀ runs.
+template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P>
 __global__ void __launch_bounds__(THREADS, 1)
     fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
                 const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
@@ -178,33 +179,71 @@ __global__ void __launch_bounds__(THREADS, 1)
       const long long rowBase = static_cast<long long>(bh) * S;
       const int q0 = mq * 64;
       barWait(full(s), (i / STAGES) & 1);
+      const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+      // Pᵀ from Sᵀ: query column q0 + 8j + 2·q4 + e, its lse (base 2); past S, P = 0.
+      auto probabilities = [&] {
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+          for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const int idx = 4 * j + 2 * r + e;
+              const int qi = q0 + 8 * j + 2 * q4 + e;
+              const float l2 = qi < S ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+              st[idx] = p;
+            }
+      };
+      // dSᵀ = Pᵀ ∘ (dPᵀ − delta), into dp.
+      auto scoreGradients = [&] {
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int qi = q0 + 8 * j + 2 * q4 + e;
+            const float dl = qi < S ? __ldg(delta + rowBase + qi) : 0.f;
+#pragma unroll
+            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - dl);
+          }
+      };
       pin(st);
       pin(dp);
       wgFence();
       productNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+      if constexpr (OVERLAP_P) wgCommit();
       productNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
       wgCommit();
-      wgWait<0>();
-      pin(st);
-      pin(dp);
-      const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
+      if constexpr (OVERLAP_P) {
+        wgWait<1>();  // Sᵀ done: Pᵀ while dPᵀ is still in the tensor cores
+        pin(st);
+        probabilities();
+        wgWait<0>();
+        pin(dp);
+        scoreGradients();
+      } else {
+        wgWait<0>();
+        pin(st);
+        pin(dp);
+        // Pᵀ and dSᵀ in one pass (as the dK/dV kernel: fewer registers than the two above).
 #pragma unroll
-      for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++)
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+          for (int r = 0; r < 2; r++)
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            // query column q0 + 8j + 2·q4 + e: its lse (base 2) and delta; past S, P = 0
-            const int idx = 4 * j + 2 * r + e;
-            const int qi = q0 + 8 * j + 2 * q4 + e;
-            const bool in = qi < S;
-            const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
-            const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
-            float p = ex2(fmaf(st[idx], scaleLog2, -l2));
-            if (mask && qi < (r ? keyB : keyA)) p = 0.f;
-            st[idx] = p;
-            dp[idx] = p * (dp[idx] - dl);
-          }
+            for (int e = 0; e < 2; e++) {
+              const int idx = 4 * j + 2 * r + e;
+              const int qi = q0 + 8 * j + 2 * q4 + e;
+              const bool in = qi < S;
+              const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
+              const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
+              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
+              st[idx] = p;
+              dp[idx] = p * (dp[idx] - dl);
+            }
+      }
       fragmentsA(st, pa);
       fragmentsA(dp, da);
       // dSᵀ into shared memory, rows = keys, in the 128-byte swizzle: the 16-byte chunk j of row
@@ -324,7 +363,7 @@ __global__ void dqFromPartsKernel(const float* __restrict__ acc, bf16* __restric
 #endif
 }
 
-template <int D, bool SPLIT_COLUMNS, bool BULK>
+template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P = false>
 cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                         bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, int headsOuter) {
   CUtensorMap mq64, mo64, mk128, mv128;
@@ -334,7 +373,7 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
   const double scale = 1.0 / sqrt(static_cast<double>(D));
   const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
   using L = FusedSmem<D, SPLIT_COLUMNS, BULK>;
-  auto kernel = fusedKernel<D, SPLIT_COLUMNS, BULK>;
+  auto kernel = fusedKernel<D, SPLIT_COLUMNS, BULK, OVERLAP_P>;
   cudaError_t e = allowSmemOnce(kernel, L::BYTES);
   if (e != cudaSuccess) return e;
   const long long sPad = (S + 63) / 64 * 64;
@@ -361,11 +400,15 @@ long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) 
 
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter, bool otherSplit, bool bulk) {
+                          int headsOuter, bool otherSplit, bool bulk, bool overlapP) {
   if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
   // Default: dQ split by keys at D = 64 (no barrier between the consumers), by columns at
-  // D = 128 (half the atomics, fewer registers); otherSplit swaps them; bulk keeps the defaults.
+  // D = 128 (half the atomics, fewer registers); otherSplit swaps them; bulk keeps the defaults;
+  // overlapP is built for D = 64's default split only (at D = 128 it spills 156 bytes: ignored).
   if (D == 64) {
+    if (overlapP)
+      return bulk ? launchFused<64, false, true, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                  : launchFused<64, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
     if (bulk) return launchFused<64, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
     return otherSplit ? launchFused<64, true, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
                       : launchFused<64, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
