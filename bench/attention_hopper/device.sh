@@ -18,7 +18,7 @@ t0=$(date +%s)
 bash bench/attention_hopper/build.sh $B > $OUT/build.log 2>&1 || echo "BUILD FAILED (build.log)" | tee -a $info
 cat $B/ptxas*.txt >> $OUT/build.log
 { echo "== ptxas spills (forward; backward; fused backward)"
-  for f in ptxas ptxas_bwd ptxas_bwd_fused; do echo "$f:"; grep -E "spill" $B/$f.txt | sort | uniq -c; done
+  for f in ptxas ptxas_bwd ptxas_bwd_fused; do echo "$f:"; grep -E "spill" $B/$f.txt | sort | uniq -c; grep -o "C7512.*for the function '[^']*" $B/$f.txt | sed 's/_ZN7miniseq[^ ]*cu_[0-9a-f]*//'; done
   echo "== SASS (cuobjdump --dump-sass): instruction counts per kernel"
   for o in attention_hopper attention_hopper_backward_fused; do
     cuobjdump --dump-sass $B/$o.o > $B/$o.sass 2>&1
