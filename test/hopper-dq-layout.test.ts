@@ -26,8 +26,9 @@ describe.skipIf(missing !== undefined && !inCI)("the fused Hopper backward's dQ 
     expect(run.stdout).toContain("dq layout: PASS")
     expect(run.stdout).not.toContain("FAIL")
     // the model on V (D = 64, 128); D = 64 and 128, each split by keys and by columns (value and
-    // coverage each); the bulk path's parts at D = 64 and 128 (value and float2 pairing each)
-    expect(run.stdout.match(/^ok /gm)?.length).toBe(14)
+    // coverage each); the bulk path's parts at D = 64 and 128 (value and float2 pairing each); the
+    // model on Q; the K-major dS form at D = 64 and 128 (value and coverage each)
+    expect(run.stdout.match(/^ok /gm)?.length).toBe(20)
     expect(run.status).toBe(0)
   }, 60_000)
 })

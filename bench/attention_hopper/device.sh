@@ -5,7 +5,7 @@
 # Backward variants: today's default (dispatch: 7 below 16k tokens, 3 from 16k), wgmma_v1 (7),
 # and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its other dQ split:
 # by columns at D = 64, by keys at 128; 41 dQ by one bulk reduce-add per tile; 73 P while dP runs
-# at D = 64; 105 both), beside cuDNN.
+# at D = 64; 105 both; 137 dS stored transposed and read K-major, no transposed read), beside cuDNN.
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 unset MINISEQ_ATTN_WGMMA MINISEQ_ATTN_WGMMA_BWD  # "dispatch" must be today's default
@@ -37,7 +37,7 @@ if [ $srcb = 124 ]; then echo "backward sanity hung: skipping the wgmma backward
 # PyTorch runs: that variant is left out there. A wrong result alone (bits 1, 4) is left for the
 # float64 comparison to describe.
 SKIPPED=""
-for vn in 9:wgmma_fused 13:wgmma_fused_v1order 25:wgmma_fused_othersplit 41:wgmma_fused_bulk 73:wgmma_fused_overlap 105:wgmma_fused_bulk_overlap; do
+for vn in 9:wgmma_fused 13:wgmma_fused_v1order 25:wgmma_fused_othersplit 41:wgmma_fused_bulk 73:wgmma_fused_overlap 105:wgmma_fused_bulk_overlap 137:wgmma_fused_kmajor; do
   v=${vn%%:*}; name=${vn#*:}
   timeout 30 $B/sanity 1 b $v > $B/sanity_fused_$v.txt 2>&1; rc=$?
   echo "rc=$rc" >> $B/sanity_fused_$v.txt
@@ -50,7 +50,7 @@ SKIP=""
 [ -n "$SKIPPED" ] && SKIP="--skip-bwd ${SKIPPED#,}"
 ( echo "== sanity forward (impl 1)"; cat $B/sanity1.txt; echo "rc=$src"
   echo "== sanity forward+backward (impl 1)"; cat $B/sanity1b.txt; echo "rc=$srcb"
-  for v in 9 13 25 41 73 105; do echo "== sanity fused backward (variant $v: 9 heads-outer, 13 v1's order, 25 the other dQ split, 41 bulk adds, 73 P while dP, 105 both)"; cat $B/sanity_fused_$v.txt; done
+  for v in 9 13 25 41 73 105 137; do echo "== sanity fused backward (variant $v: 9 heads-outer, 13 v1's order, 25 the other dQ split, 41 bulk adds, 73 P while dP, 105 both, 137 dS K-major)"; cat $B/sanity_fused_$v.txt; done
   [ $srcb = 124 ] && SF=f
   [ $src = 124 ] && exit 0
   echo "== memcheck"; timeout 60 compute-sanitizer --tool memcheck $B/sanity 1 $SF; echo "rc=$?"
@@ -72,7 +72,7 @@ if [ "$crc" = 124 ]; then
 fi
 grep -E "FAIL|correctness:|first failing|by 8|o\[0|lse\[0|Error|error" $OUT/correct.log | head -24
 timeout ${TIME_TIMEOUT:-180} python3 bench/attention_hopper/run.py time --lib $B/libminiseq_attn.so --seqs $SEQS --dims $DIMS --impls $IMPLS \
-  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,wgmma_fused_bulk,wgmma_fused_overlap,wgmma_fused_bulk_overlap,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
+  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,wgmma_fused_bulk,wgmma_fused_overlap,wgmma_fused_bulk_overlap,wgmma_fused_kmajor,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
 cat $info
 grep -E "^== |rc=|ERROR SUMMARY|PASS|FAIL|sanity B|backward|sanity.cu:" $OUT/sanitizer.txt | head -70
 tail -24 $OUT/timing.log

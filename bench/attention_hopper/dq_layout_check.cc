@@ -41,6 +41,10 @@ uint32_t mnMajor(uint32_t start, uint32_t lbo, uint32_t sbo, int mn, int k) {
   return swizzled(start + (mn / 64) * lbo + (mn % 64) * 2 + (k / 8) * sbo + (k % 8) * 128);
 }
 
+// wgmma's K-major bf16 operand in the 128-byte swizzle (canonical ((8,m),(8,2k)) : ((128 B, SBO),
+// (1 element, 16 B))), its start possibly 32-byte steps into a row: element (mn, k) of a k16 slice.
+uint32_t kMajor(uint32_t start, uint32_t sbo, int mn, int k) { return swizzled(start + (mn / 8) * sbo + (mn % 8) * 128 + k * 2); }
+
 struct Smem {
   std::vector<uint8_t> bytes = std::vector<uint8_t>(1 << 18, 0xFF);  // unwritten bytes read as NaN
   void st32(uint32_t a, uint32_t v) { std::memcpy(&bytes[a], &v, 4); }
@@ -81,8 +85,27 @@ void checkModelOnV(int D) {
   expect(worst == 0, what, worst);
 }
 
-// One tile pair: the block's 128 keys × the 64 queries at q0 of head bh.
-void checkDq(int D, bool splitColumns) {
+// The forward's and the dK/dV kernel's proven K-major read: Q [64 × D] by TMA as S = Q·Kᵀ's A
+// (gemmNT64: panel p at p·64·128, k16 step k4 at 32·k4 bytes into the row, SBO 1024).
+void checkModelOnQ(int D) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n01;
+  std::vector<float> q(64 * D);
+  for (auto& x : q) x = fromBf16(toBf16(n01(rng)));
+  Smem m;
+  tmaStore(m, 0, 64 * 128, q, 64, D);
+  double worst = 0;
+  for (int kk = 0; kk < D / 16; kk++)
+    for (int mm = 0; mm < 64; mm++)
+      for (int k = 0; k < 16; k++) worst = std::fmax(worst, std::fabs(m.ld(kMajor((kk / 4) * 64 * 128 + (kk % 4) * 32, 1024, mm, k)) - q[mm * D + 16 * kk + k]));
+  char what[96];
+  std::snprintf(what, sizeof what, "the layout model reads TMA's Q tile as S's K-major A (D = %d), max |diff|", D);
+  expect(worst == 0, what, worst);
+}
+
+// One tile pair: the block's 128 keys × the 64 queries at q0 of head bh. kMajorDs: dS stored
+// transposed (dsKMajorOffset) and read K-major (bit 128).
+void checkDq(int D, bool splitColumns, bool kMajorDs = false) {
   const int sPad = 192, q0 = 64, bhs = 3, bh = 1, QN = splitColumns ? D / 2 : D;
   std::mt19937 rng(11 + D + splitColumns);
   std::normal_distribution<float> n01;
@@ -107,8 +130,17 @@ void checkDq(int D, bool splitColumns) {
         for (int i = 0; i < 4; i++) da[kk][i] = pack(x[8 * kk + 2 * i], x[8 * kk + 2 * i + 1]);
       for (int kk = 0; kk < 4; kk++)
         for (int h = 0; h < 2; h++) {
-          m.st32(ds + dq::dsPairOffset(rowA, 2 * kk + h, q4), da[kk][2 * h]);
-          m.st32(ds + dq::dsPairOffset(rowA + 8, 2 * kk + h, q4), da[kk][2 * h + 1]);
+          if (kMajorDs) {
+            const int query = 8 * (2 * kk + h) + 2 * q4;
+            for (int r = 0; r < 2; r++) {
+              const uint32_t pair = da[kk][2 * h + r];
+              m.st16(ds + dq::dsKMajorOffset(query, rowA + 8 * r), static_cast<uint16_t>(pair & 0xFFFF));
+              m.st16(ds + dq::dsKMajorOffset(query + 1, rowA + 8 * r), static_cast<uint16_t>(pair >> 16));
+            }
+          } else {
+            m.st32(ds + dq::dsPairOffset(rowA, 2 * kk + h, q4), da[kk][2 * h]);
+            m.st32(ds + dq::dsPairOffset(rowA + 8, 2 * kk + h, q4), da[kk][2 * h + 1]);
+          }
         }
     }
 
@@ -117,7 +149,7 @@ void checkDq(int D, bool splitColumns) {
   std::vector<double> acc(static_cast<size_t>(bhs) * sPad * D, 0.0);
   std::vector<int> hits(acc.size(), 0);
   // The bulk path (64 × 64 parts): the same values in thread order, added part by part.
-  const bool bulk = QN == 64;
+  const bool bulk = QN == 64 && !kMajorDs;
   std::vector<double> parts(acc.size(), 0.0);
   const int steps = splitColumns ? 8 : 4;
   for (int c = 0; c < 2; c++) {
@@ -126,7 +158,8 @@ void checkDq(int D, bool splitColumns) {
       for (int mm = 0; mm < 64; mm++)
         for (int n = 0; n < QN; n++)
           for (int kx = 0; kx < 16; kx++)
-            part[mm * QN + n] += static_cast<double>(m.ld(mnMajor(ds + dq::dsOperandOffset(splitColumns, c, kk), 64 * 128, 1024, mm, kx))) *
+            part[mm * QN + n] += static_cast<double>(kMajorDs ? m.ld(kMajor(ds + dq::dsKMajorOperandOffset(splitColumns, c, kk), 1024, mm, kx))
+                                                              : m.ld(mnMajor(ds + dq::dsOperandOffset(splitColumns, c, kk), 64 * 128, 1024, mm, kx))) *
                                  m.ld(mnMajor(sK + dq::kOperandOffset(D, splitColumns, c, kk), dq::kKPanel, 1024, n, kx));
     for (int t = 0; t < 128; t++) {
       const int w = t / 32, lane = t % 32;
@@ -176,7 +209,8 @@ void checkDq(int D, bool splitColumns) {
     std::snprintf(what, sizeof what, "  column pairs not adjacent in the part (the float2 reads)");
     expect(notPaired == 0, what, static_cast<double>(notPaired));
   }
-  std::snprintf(what, sizeof what, "dQ tile, D = %d, dQ split by %s: max |dqAccum - dS·K| / max |dS·K|", D, splitColumns ? "columns" : "keys");
+  std::snprintf(what, sizeof what, "dQ tile, D = %d, dQ split by %s%s: max |dqAccum - dS·K| / max |dS·K|", D, splitColumns ? "columns" : "keys",
+                kMajorDs ? ", dS K-major" : "");
   expect(worst / scale < 1e-12, what, worst / scale);
   std::snprintf(what, sizeof what, "  elements added to by the wrong number of consumers (inside the tile) or at all (outside)");
   expect(wrongHits == 0, what, static_cast<double>(wrongHits));
@@ -187,10 +221,14 @@ void checkDq(int D, bool splitColumns) {
 int main() {
   checkModelOnV(64);
   checkModelOnV(128);
+  checkModelOnQ(64);
+  checkModelOnQ(128);
   checkDq(64, false);
   checkDq(64, true);  // m64n32: B half-way into the 128-byte rows (the layout model's assumption)
   checkDq(128, true);
   checkDq(128, false);
+  checkDq(64, false, true);
+  checkDq(128, true, true);
   std::printf(failures == 0 ? "dq layout: PASS\n" : "dq layout: FAIL\n");
   return failures == 0 ? 0 : 1;
 }

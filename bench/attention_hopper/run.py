@@ -22,14 +22,14 @@ NO_WGMMA_BWD = False
 IMPLS = {"mma": 0, "wgmma": 1, "wgmma_nopipe": 2, "wgmma_v1order": 5, "wgmma_pingpong": 9, "dispatch": 100}
 # backward variants (bits: 2 the dK/dV kernel without the overlap, 4 v1's grid order, 8 the fused one-pass
 # kernel with atomic dQ, 16 with 8: its other dQ split (by columns at D = 64, by keys at 128), 32 with 8: dQ by a
-# bulk reduce-add per tile, 64 with 8: P while dP runs at D = 64 (ignored at 128); 7 is v1 exactly); dispatch:
-# what attentionBackward runs by default
+# bulk reduce-add per tile, 64 with 8: P while dP runs at D = 64 (ignored at 128), 128 with 8: dS stored
+# transposed and read K-major (no transposed A read); 7 is v1 exactly); dispatch: what attentionBackward runs by default
 BWD_IMPLS = {"mma": 0, "wgmma": 1, "wgmma_serial": 3, "wgmma_v1": 7, "wgmma_fused": 9, "wgmma_fused_v1order": 13,
              "wgmma_fused_othersplit": 25, "wgmma_fused_bulk": 41, "wgmma_fused_overlap": 73, "wgmma_fused_bulk_overlap": 105,
-             "dispatch": 100}
+             "wgmma_fused_kmajor": 137, "dispatch": 100}
 # fp32 atomic adds in any order: same bits twice is reported, not required
 NONDETERMINISTIC = {"wgmma_fused", "wgmma_fused_v1order", "wgmma_fused_othersplit", "wgmma_fused_bulk", "wgmma_fused_overlap",
-                    "wgmma_fused_bulk_overlap"}
+                    "wgmma_fused_bulk_overlap", "wgmma_fused_kmajor"}
 SKIP_BWD = set()
 
 
@@ -133,7 +133,7 @@ def bwd_summary(b):
         return "-"
     m = b.get("mma", {})
     parts = []
-    for name in ("wgmma", "wgmma_fused", "wgmma_fused_bulk"):
+    for name in ("wgmma", "wgmma_fused", "wgmma_fused_bulk", "wgmma_fused_kmajor"):
         w = b.get(name)
         if w is None:
             continue
@@ -319,11 +319,11 @@ def timing(ours, args):
         g = lambda key: f"{r[key]:9.1f}" if r.get(key) else "        -"
         print(f"{r['S']:<6} {r['D']:<3} |{g('ours_fwd')} {g('cudnn_fwd')} {g('flash_fwd')}  |{g('ours_bwd')} {g('cudnn_bwd')} {g('flash_bwd')}")
     print("\nbackward: the fused one-pass kernel (atomic dQ) beside today's default and cuDNN (TFLOP/s; x cuDNN)")
-    heads = ("9 fused", "13 v1o", "25 othr", "41 bulk", "73 ovlp", "105 b+o", "default", "cudnn")
-    print("S      D   |" + "".join(f"{h:>8}" for h in heads[:6]) + "".join(f" {h:>8}" for h in heads[6:]) +
+    heads = ("9 fused", "13 v1o", "25 othr", "41 bulk", "73 ovlp", "105 b+o", "137 kmaj", "default", "cudnn")
+    print("S      D   |" + "".join(f"{h:>8}" for h in heads[:7]) + "".join(f" {h:>8}" for h in heads[7:]) +
           " | best fused/cudnn  default/cudnn  best fused/default")
     fused = ("wgmma_fused_bwd", "wgmma_fused_v1order_bwd", "wgmma_fused_othersplit_bwd", "wgmma_fused_bulk_bwd", "wgmma_fused_overlap_bwd",
-             "wgmma_fused_bulk_overlap_bwd")
+             "wgmma_fused_bulk_overlap_bwd", "wgmma_fused_kmajor_bwd")
     for r in rows:
         g = lambda key: f"{r[key]:8.1f}" if r.get(key) else "       -"
         best = max((r[k] for k in fused if r.get(k)), default=None)

@@ -29,7 +29,9 @@
 // 8) = its other split of dQ between the consumers: by columns at D = 64, by keys at D = 128;
 // 32 (with 8) = its dQ parts added by one bulk reduce-add per tile from shared memory (FA3's
 // way) instead of per-thread atomics, with the default splits (16 ignored); 64 (with 8) = Sᵀ and
-// dPᵀ as two groups, Pᵀ computed while dPᵀ runs (D = 64 only, its default split; 16 ignored).
+// dPᵀ as two groups, Pᵀ computed while dPᵀ runs (D = 64 only, its default split; 16 ignored);
+// 128 (with 8) = dS stored transposed and read K-major, no transposed A read (the default splits
+// and atomics; 16, 32, 64 ignored).
 #include <cudaTypedefs.h>
 
 
@@ -44,7 +46,7 @@ bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long
 // From attention_hopper_backward_fused.cu.
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter, bool otherSplit, bool bulk, bool overlapP);
+                          int headsOuter, bool otherSplit, bool bulk, bool overlapP, bool dsKMajor);
 
 namespace {
 
@@ -447,11 +449,11 @@ cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* 
   // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass
   // kernel (with 16: its other dQ split, by columns at D = 64, by keys at D = 128; with 32: dQ
   // through shared memory and a bulk add per tile, the default splits; with 64: Pᵀ while dPᵀ
-  // runs, D = 64)
+  // runs, D = 64; with 128: dS stored transposed, read K-major)
   const int headsOuter = (variant & 4) == 0;
   if (variant & kFusedBackwardBit)
     return fusedBackward(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter, (variant & 16) != 0, (variant & 32) != 0,
-                         (variant & 64) != 0);
+                         (variant & 64) != 0, (variant & 128) != 0);
   const bool overlap = (variant & 2) == 0;
   if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
   if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);

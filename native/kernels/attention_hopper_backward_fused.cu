@@ -47,16 +47,16 @@ template <> struct FusedMma<128> {
   static __device__ __forceinline__ void rs(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
 };
 
-// dQ part (+)= dS·K, m64nNk16, both operands MN-major in shared memory.
+// dQ part (+)= dS·K, m64nNk16, K MN-major in shared memory, dS MN-major (TA = 1) or K-major (0).
 template <int N> struct DqMma;
 template <> struct DqMma<32> {
-  static __device__ __forceinline__ void ss(float (&o)[16], uint64_t a, uint64_t b, int acc) { wgmmaSS32T(o, a, b, acc); }
+  template <int TA> static __device__ __forceinline__ void ss(float (&o)[16], uint64_t a, uint64_t b, int acc) { wgmmaSS32T<TA>(o, a, b, acc); }
 };
 template <> struct DqMma<64> {
-  static __device__ __forceinline__ void ss(float (&o)[32], uint64_t a, uint64_t b, int acc) { wgmmaSS64T(o, a, b, acc); }
+  template <int TA> static __device__ __forceinline__ void ss(float (&o)[32], uint64_t a, uint64_t b, int acc) { wgmmaSS64T<TA>(o, a, b, acc); }
 };
 template <> struct DqMma<128> {
-  static __device__ __forceinline__ void ss(float (&o)[64], uint64_t a, uint64_t b, int acc) { wgmmaSS128T(o, a, b, acc); }
+  template <int TA> static __device__ __forceinline__ void ss(float (&o)[64], uint64_t a, uint64_t b, int acc) { wgmmaSS128T<TA>(o, a, b, acc); }
 };
 
 // acc (64 × 64, fp32, accumulator layout) → bf16 A fragments of its 4 k16 slices.
@@ -96,7 +96,8 @@ template <int D, bool SPLIT_COLUMNS, bool BULK> struct FusedSmem {
 // by keys, each consumer all D columns of its own 64 keys' part. BULK (64 × 64 parts only): the
 // part goes through shared memory and one bulk add per tile instead of 16 atomics per thread.
 // OVERLAP_P (D = 64): Sᵀ and dPᵀ committed as two groups, Pᵀ computed while dPᵀ runs.
-template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P>
+// DS_KMAJOR: dS stored transposed (2-byte stores) and read K-major, no transposed A read.
+template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P, bool DS_KMAJOR>
 __global__ void __launch_bounds__(THREADS, 1)
     fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
                 const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
@@ -254,8 +255,19 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int kk = 0; kk < 4; kk++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-          stShared32(ds + dq::dsPairOffset(rowA, 2 * kk + h, q4), da[kk][2 * h]);
-          stShared32(ds + dq::dsPairOffset(rowA + 8, 2 * kk + h, q4), da[kk][2 * h + 1]);
+          if constexpr (DS_KMAJOR) {
+            // each bf16 on its own: key rowA (+ 8), queries 8(2kk + h) + 2·q4 (+ 1)
+            const int query = 8 * (2 * kk + h) + 2 * q4;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+              const uint32_t pair = da[kk][2 * h + r];
+              stShared16(ds + dq::dsKMajorOffset(query, rowA + 8 * r), static_cast<uint16_t>(pair & 0xFFFF));
+              stShared16(ds + dq::dsKMajorOffset(query + 1, rowA + 8 * r), static_cast<uint16_t>(pair >> 16));
+            }
+          } else {
+            stShared32(ds + dq::dsPairOffset(rowA, 2 * kk + h, q4), da[kk][2 * h]);
+            stShared32(ds + dq::dsPairOffset(rowA + 8, 2 * kk + h, q4), da[kk][2 * h + 1]);
+          }
         }
       fenceProxyAsync();
       // The column split reads both consumers' rows (barrier 3, 256 threads); the key split only
@@ -276,9 +288,13 @@ __global__ void __launch_bounds__(THREADS, 1)
       // Split by columns: dQ[:, c·D/2 ..] = dS [64 × 128 keys] · K[128 keys, those columns];
       // by keys: dS [64 × this consumer's 64 keys] · K[those keys, D].
 #pragma unroll
-      for (int kk = 0; kk < (SPLIT_COLUMNS ? 8 : 4); kk++)
-        DqMma<QN>::ss(dQ, descriptor(ds + dq::dsOperandOffset(SPLIT_COLUMNS, c, kk), 64 * 128, 1024),
-                      descriptor(sK + dq::kOperandOffset(D, SPLIT_COLUMNS, c, kk), dq::kKPanel, 1024), kk > 0 ? 1 : 0);
+      for (int kk = 0; kk < (SPLIT_COLUMNS ? 8 : 4); kk++) {
+        const uint64_t bK = descriptor(sK + dq::kOperandOffset(D, SPLIT_COLUMNS, c, kk), dq::kKPanel, 1024);
+        if constexpr (DS_KMAJOR)
+          DqMma<QN>::template ss<0>(dQ, descriptor(ds + dq::dsKMajorOperandOffset(SPLIT_COLUMNS, c, kk), 16, 1024), bK, kk > 0 ? 1 : 0);
+        else
+          DqMma<QN>::template ss<1>(dQ, descriptor(ds + dq::dsOperandOffset(SPLIT_COLUMNS, c, kk), 64 * 128, 1024), bK, kk > 0 ? 1 : 0);
+      }
       wgCommit();
       wgWait<0>();
       pin(dV);
@@ -363,7 +379,7 @@ __global__ void dqFromPartsKernel(const float* __restrict__ acc, bf16* __restric
 #endif
 }
 
-template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P = false>
+template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P = false, bool DS_KMAJOR = false>
 cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
                         bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, int headsOuter) {
   CUtensorMap mq64, mo64, mk128, mv128;
@@ -373,7 +389,7 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
   const double scale = 1.0 / sqrt(static_cast<double>(D));
   const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
   using L = FusedSmem<D, SPLIT_COLUMNS, BULK>;
-  auto kernel = fusedKernel<D, SPLIT_COLUMNS, BULK, OVERLAP_P>;
+  auto kernel = fusedKernel<D, SPLIT_COLUMNS, BULK, OVERLAP_P, DS_KMAJOR>;
   cudaError_t e = allowSmemOnce(kernel, L::BYTES);
   if (e != cudaSuccess) return e;
   const long long sPad = (S + 63) / 64 * 64;
@@ -400,12 +416,14 @@ long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) 
 
 cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
-                          int headsOuter, bool otherSplit, bool bulk, bool overlapP) {
+                          int headsOuter, bool otherSplit, bool bulk, bool overlapP, bool dsKMajor) {
   if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
   // Default: dQ split by keys at D = 64 (no barrier between the consumers), by columns at
   // D = 128 (half the atomics, fewer registers); otherSplit swaps them; bulk keeps the defaults;
   // overlapP is built for D = 64's default split only (at D = 128 it spills 156 bytes: ignored).
+  // dsKMajor: the default splits and atomics only (16, 32, 64 ignored).
   if (D == 64) {
+    if (dsKMajor) return launchFused<64, false, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
     if (overlapP)
       return bulk ? launchFused<64, false, true, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
                   : launchFused<64, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
@@ -414,6 +432,7 @@ cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const b
                       : launchFused<64, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
   }
   if (D == 128) {
+    if (dsKMajor) return launchFused<128, true, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
     if (bulk) return launchFused<128, true, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
     return otherSplit ? launchFused<128, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
                       : launchFused<128, true, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);

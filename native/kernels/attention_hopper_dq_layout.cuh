@@ -26,6 +26,20 @@ MINISEQ_HD uint32_t dsPairOffset(int row, int chunk, int q4) {
   return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4) + 4 * q4);
 }
 
+// The 128-byte swizzle on an offset from a 1024-byte-aligned base (what TMA writes).
+MINISEQ_HD uint32_t swizzle128(uint32_t o) { return o ^ (((o >> 7) & 7) << 4); }
+
+// The K-major form (bit 128, no transposed read): dS itself, rows = the tile's 64 queries, keys
+// contiguous, as TMA would write a [64 × 128] tile: two 64-key panels of 64 rows × 128 bytes,
+// kDsPanel apart. The byte of element (query, key), and the k16 step kk's start of it as A
+// (splitColumns: all 128 keys; the key split: consumer c's panel).
+constexpr uint32_t kDsPanel = 64 * 128;
+MINISEQ_HD uint32_t dsKMajorOffset(int query, int key) { return (key / 64) * kDsPanel + swizzle128(query * 128 + (key % 64) * 2); }
+MINISEQ_HD uint32_t dsKMajorOperandOffset(bool splitColumns, int c, int kk) {
+  const int k16 = splitColumns ? kk : 4 * c + kk;  // which 16 of the block's 128 keys
+  return (k16 / 4) * kDsPanel + (k16 % 4) * 32;
+}
+
 // The k16 step kk's start (bytes) of dS as A: splitColumns reads all 128 keys (kk < 8), the key
 // split consumer c's own 64 (kk < 4).
 MINISEQ_HD uint32_t dsOperandOffset(bool splitColumns, int c, int kk) { return (splitColumns ? 0 : c * 64 * 128) + kk * 16 * 128; }
