@@ -36,18 +36,18 @@ if [ $srcb = 124 ]; then echo "backward sanity hung: skipping the wgmma backward
 # (124), a CUDA error (sanity's bit 2) or a crash (>= 128) would poison the CUDA context of the
 # PyTorch runs: that variant is left out there. A wrong result alone (bits 1, 4) is left for the
 # float64 comparison to describe.
-SKIPPED=""
+# (Not run at all: variant 1, the overlapped dK/dV kernel, checked and measured slower in run 2.)
+SKIPPED=",wgmma"
 for vn in 9:wgmma_fused 13:wgmma_fused_v1order 25:wgmma_fused_othersplit 41:wgmma_fused_bulk 73:wgmma_fused_overlap 105:wgmma_fused_bulk_overlap 137:wgmma_fused_kmajor; do
   v=${vn%%:*}; name=${vn#*:}
-  timeout 30 $B/sanity 1 b $v > $B/sanity_fused_$v.txt 2>&1; rc=$?
+  timeout 20 $B/sanity 1 b $v > $B/sanity_fused_$v.txt 2>&1; rc=$?
   echo "rc=$rc" >> $B/sanity_fused_$v.txt
   if [ $rc = 124 ] || [ $rc -ge 128 ] || [ $(( rc & 2 )) != 0 ]; then
     echo "fused backward variant $v sanity rc=$rc: $name left out of correct/time" | tee -a $info; SKIPPED="$SKIPPED,$name"
   fi
 done
 srcf=$(tail -1 $B/sanity_fused_9.txt | cut -d= -f2)
-SKIP=""
-[ -n "$SKIPPED" ] && SKIP="--skip-bwd ${SKIPPED#,}"
+SKIP="--skip-bwd ${SKIPPED#,}"
 ( echo "== sanity forward (impl 1)"; cat $B/sanity1.txt; echo "rc=$src"
   echo "== sanity forward+backward (impl 1)"; cat $B/sanity1b.txt; echo "rc=$srcb"
   for v in 9 13 25 41 73 105 137; do echo "== sanity fused backward (variant $v: 9 heads-outer, 13 v1's order, 25 the other dQ split, 41 bulk adds, 73 P while dP, 105 both, 137 dS K-major)"; cat $B/sanity_fused_$v.txt; done
@@ -62,7 +62,7 @@ SKIP=""
   echo "sanitizers done $(( $(date +%s) - t0 )) s" ) > $OUT/sanitizer.txt 2>&1
 tail -3 $OUT/sanitizer.txt
 crc=skipped
-[ $src != 124 ] && { timeout ${CORRECT_TIMEOUT:-150} python3 bench/attention_hopper/run.py correct $NOBWD $SKIP --lib $B/libminiseq_attn.so --out $OUT/correct.json > $OUT/correct.log 2>&1; crc=$?; }
+[ $src != 124 ] && { timeout ${CORRECT_TIMEOUT:-200} python3 bench/attention_hopper/run.py correct $NOBWD $SKIP --lib $B/libminiseq_attn.so --out $OUT/correct.json > $OUT/correct.log 2>&1; crc=$?; }
 echo "correct rc=$crc $(( $(date +%s) - t0 )) s" | tee -a $OUT/correct.log
 # A hang there: the backward variant last started is left out of the timing.
 if [ "$crc" = 124 ]; then
