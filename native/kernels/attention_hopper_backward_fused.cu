@@ -21,6 +21,10 @@
 // The 64 × 64 fp32 part goes to dqAccum [b·h, S rounded up to 64, D] by red.global.add.v2.f32
 // (zeroed before, by cudaMemsetAsync); a small kernel then writes dq = bf16(dqAccum · scale).
 // delta (Σ dO·O − dLse) comes from attention_backward.cu's delta kernel, as for the other kernels.
+// Variants (template flags, chosen by backward()'s bits in attention_hopper_backward.cu): the
+// other split of dQ (by columns at D = 64, m64n32; by keys at D = 128, m64n128), the part added
+// by one bulk reduce-add per tile from shared memory, P computed while dP runs (D = 64), dS
+// stored transposed and read K-major. The index rules are in attention_hopper_dq_layout.cuh.
 #include <cudaTypedefs.h>
 
 #include "attention.cuh"
