@@ -16,13 +16,13 @@
     {
       "target_name": "miniseq_cuda_hopper",
       "type": "static_library",
-      "sources": ["native/kernels/attention_hopper.cu", "native/kernels/attention_hopper_backward.cu"],
+      "sources": ["native/kernels/attention_hopper.cu", "native/kernels/attention_hopper_backward.cu", "native/kernels/attention_hopper_backward_fused.cu"],
       "include_dirs": ["<(cuda_home)/include"],
       "rules": [
         {
           "rule_name": "nvcc_hopper",
           "extension": "cu",
-          "inputs": ["native/kernels/common.cuh", "native/kernels/kernels.h", "native/kernels/attention.cuh", "native/kernels/attention_hopper.cuh"],
+          "inputs": ["native/kernels/common.cuh", "native/kernels/kernels.h", "native/kernels/attention.cuh", "native/kernels/attention_hopper.cuh", "native/kernels/attention_hopper_dq_layout.cuh"],
           "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o"],
           "action": [
             "<(cuda_home)/bin/nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",

@@ -40,7 +40,7 @@ const log = []
 const GENCODE = "arch=compute_90,code=[sm_90,compute_90]"
 // wgmma / setmaxnreg kernels: sm_90a machine code only (chosen at run time on a 9.0 device).
 const GENCODE_HOPPER = "arch=compute_90a,code=sm_90a"
-const HOPPER = ["attention_hopper", "attention_hopper_backward"]
+const HOPPER = ["attention_hopper", "attention_hopper_backward", "attention_hopper_backward_fused"]
 const FUSED = [
   "softmax",
   "activation",

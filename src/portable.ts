@@ -11,6 +11,7 @@ export {
   type BinaryOp,
   type Buffer,
   contiguousStrides,
+  type KernelInputTypes,
   type MatmulSpec,
   numel,
   type ReduceOp,

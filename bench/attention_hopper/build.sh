@@ -14,10 +14,14 @@ for f in attention attention_backward attention_mma attention_mma_backward; do
 done
 $NV -c $G90A -Xptxas -v $K/attention_hopper.cu -o "$out/attention_hopper.o" 2> "$out/ptxas.txt" & pids+=($!)
 $NV -c $G90A -Xptxas -v $K/attention_hopper_backward.cu -o "$out/attention_hopper_backward.o" 2> "$out/ptxas_bwd.txt" & pids+=($!)
+$NV -c $G90A -Xptxas -v $K/attention_hopper_backward_fused.cu -o "$out/attention_hopper_backward_fused.o" 2> "$out/ptxas_bwd_fused.txt" & pids+=($!)
 $NV -c $G90 bench/attention_hopper/capi.cu -o "$out/capi.o" & pids+=($!)
 $NV -c $G90 bench/attention_hopper/sanity.cu -o "$out/sanity.o" & pids+=($!)
-for p in "${pids[@]}"; do wait $p; done
-objs="$out/attention.o $out/attention_backward.o $out/attention_mma.o $out/attention_mma_backward.o $out/attention_hopper.o $out/attention_hopper_backward.o"
+failed=0
+for p in "${pids[@]}"; do wait $p || failed=1; done
+# nvcc's messages for the sm_90a files are in the ptxas*.txt files (with -Xptxas -v)
+if [ $failed = 1 ]; then grep -h -i -B2 -A2 "error" "$out"/ptxas*.txt; echo "build failed"; exit 1; fi
+objs="$out/attention.o $out/attention_backward.o $out/attention_mma.o $out/attention_mma_backward.o $out/attention_hopper.o $out/attention_hopper_backward.o $out/attention_hopper_backward_fused.o"
 nvcc -shared -o "$out/libminiseq_attn.so" $objs "$out/capi.o"
 nvcc -o "$out/sanity" $objs "$out/sanity.o"
 echo "built $out"

@@ -27,11 +27,19 @@ int ms_attn_forward(int impl, const void* q, const void* k, const void* v, void*
   return static_cast<int>(e);
 }
 
-long long ms_attn_scratch(long long b, long long h, long long s) { return attentionScratch(BF16, b, h, s); }
+// The explicit variants' scratch: delta's fp32 rows, rounded up to 256 bytes, then the fused
+// variant's fp32 dQ sum (kept for every variant, so one buffer serves them all).
+static long long dqAccumOffset(long long b, long long h, long long s) { return (b * h * s * 4 + 255) / 256 * 256; }
+long long ms_attn_scratch(long long b, long long h, long long s, long long d) {
+  const long long explicitBytes = dqAccumOffset(b, h, s) + attn::hopper::fusedDqAccumBytes(b, h, s, d);
+  const long long dispatchBytes = attentionScratch(BF16, b, h, s, d);
+  return explicitBytes > dispatchBytes ? explicitBytes : dispatchBytes;
+}
 
 // impl 0: the mma.sync backward; 100: whatever attentionBackward dispatches to; otherwise the
-// Hopper backward's variant (attention_hopper_backward.cu); delta from attention_backward.cu's
-// kernel either way.
+// Hopper backward's variant (attention_hopper_backward.cu; with bit 8 the fused one of
+// attention_hopper_backward_fused.cu); delta from attention_backward.cu's kernel either way.
+// scratch: ms_attn_scratch(b, h, s, d) bytes.
 int ms_attn_backward(int impl, const void* q, const void* k, const void* v, const void* o, const void* lse, const void* dO, void* dq, void* dk, void* dv,
                      long long b, long long h, long long hkv, long long s, long long d, void* scratch, void* stream) {
   Launch l{static_cast<cudaStream_t>(stream), 132, nullptr};
@@ -43,7 +51,8 @@ int ms_attn_backward(int impl, const void* q, const void* k, const void* v, cons
   bf16 *dqs = static_cast<bf16*>(dq), *dks = static_cast<bf16*>(dk), *dvs = static_cast<bf16*>(dv);
   if (impl == 0) return static_cast<int>(attn::backwardTensorCores(l, qs, ks, vs, gs, static_cast<const float*>(lse), delta, dqs, dks, dvs, b, h, hkv, s, d));
   if (!attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv})) return -1;
-  return static_cast<int>(attn::hopper::backward(l, qs, ks, vs, gs, static_cast<const float*>(lse), delta, dqs, dks, dvs, b, h, hkv, s, d, impl));
+  float* dqAccum = reinterpret_cast<float*>(static_cast<char*>(scratch) + dqAccumOffset(b, h, s));
+  return static_cast<int>(attn::hopper::backward(l, qs, ks, vs, gs, static_cast<const float*>(lse), delta, dqs, dks, dvs, b, h, hkv, s, d, impl, dqAccum));
 }
 
 int ms_sync() { return static_cast<int>(cudaDeviceSynchronize()); }

@@ -128,7 +128,7 @@ static void attn(DType dt, long long B, long long H, long long Hkv, long long S,
   auto dLse = seen(lt, randn(nl, seed + 4));
   Buf bq(dt, q), bk(dt, k), bv(dt, v), bo(dt, nq), bl(lt, nl), bdO(dt, dO), bdL(lt, dLse), bdq(dt, nq), bdk(dt, nk), bdv(dt, nk);
   if (attentionForward(L, dt, bq.p, bk.p, bv.p, bo.p, bl.p, B, H, Hkv, S, D)) { puts("fwd launch error"); failures++; }
-  std::vector<char> scratch(attentionScratch(dt, B, H, S) + 1);
+  std::vector<char> scratch(attentionScratch(dt, B, H, S, D) + 1);
   if (attentionBackward(L, dt, bq.p, bk.p, bv.p, bo.p, bl.p, bdO.p, withDLse ? bdL.p : nullptr, bdq.p, bdk.p, bdv.p, B, H, Hkv, S, D, scratch.data())) { puts("bwd launch error"); failures++; }
   // reference (float64), backward from the kernel's saved o and lse, as the routine does
   const long long G = H / Hkv; const double sc = 1 / std::sqrt(static_cast<double>(D));

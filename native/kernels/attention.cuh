@@ -97,10 +97,16 @@ cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v
                     long long S, long long D, int variant);
 // The backward of attention_hopper_backward.cu (dK/dV kernel + dQ kernel, deterministic);
 // backwardVariant(s) reads MINISEQ_ATTN_WGMMA_BWD once (the same rules; unset: a default that
-// depends on the sequence length s).
+// depends on the sequence length s). A variant with kFusedBackwardBit runs the one-pass kernel
+// of attention_hopper_backward_fused.cu instead: dQ summed by fp32 atomics (not deterministic)
+// in dqAccum, fusedDqAccumBytes(B, H, S, D) bytes, 16-byte aligned (its contents on entry do
+// not matter; it is zeroed on the stream first).
+constexpr int kFusedBackwardBit = 8;
 int backwardVariant(long long s);
+long long fusedDqAccumBytes(long long B, long long H, long long S, long long D);
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
-                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant = 1);
+                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant = 1,
+                     float* dqAccum = nullptr);
 }  // namespace hopper
 
 }  // namespace attn

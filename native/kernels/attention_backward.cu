@@ -318,8 +318,20 @@ cudaError_t launchDeltaBf16(const Launch& l, const bf16* o, const bf16* dO, cons
 
 }  // namespace attn
 
-long long attentionScratch(DType dtype, long long b, long long h, long long s) {
-  return b * h * s * computeBytes(dtype);
+namespace {
+// The fused Hopper backward (MINISEQ_ATTN_WGMMA_BWD with its bit) sums dQ in fp32 scratch placed
+// after delta's rows, which are rounded up to 256 bytes for it.
+bool usesDqAccum(DType dtype, long long s, long long d) {
+  const int v = attn::hopper::backwardVariant(s);
+  return dtype == BF16 && (d == 64 || d == 128) && v != 0 && (v & attn::hopper::kFusedBackwardBit) != 0;
+}
+long long deltaBytes(DType dtype, long long b, long long h, long long s) { return b * h * s * computeBytes(dtype); }
+long long dqAccumOffset(DType dtype, long long b, long long h, long long s) { return (deltaBytes(dtype, b, h, s) + 255) / 256 * 256; }
+}  // namespace
+
+long long attentionScratch(DType dtype, long long b, long long h, long long s, long long d) {
+  if (!usesDqAccum(dtype, s, d)) return deltaBytes(dtype, b, h, s);
+  return dqAccumOffset(dtype, b, h, s) + attn::hopper::fusedDqAccumBytes(b, h, s, d);
 }
 
 cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const void* k, const void* v, const void* o, const void* lse,
@@ -336,8 +348,10 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
     const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const float*>(dLse), delta, b * h * s, d);
     if (e != cudaSuccess) return e;
     if (attn::hopper::backwardVariant(s) != 0 && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv}))
-      return attn::hopper::backward(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
-                                    hkv, s, d, attn::hopper::backwardVariant(s));
+      return attn::hopper::backward(
+          l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d,
+          attn::hopper::backwardVariant(s),
+          usesDqAccum(dtype, s, d) ? reinterpret_cast<float*>(static_cast<char*>(scratch) + dqAccumOffset(dtype, b, h, s)) : nullptr);
     return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
                                      hkv, s, d);
   }

@@ -23,10 +23,19 @@
 // Variants (backward()'s bits; attention_hopper.cu picks the default): 2 = the dK/dV kernel
 // issues its four products as one batch (v1); without it, at D = 64, Sᵀ and dPᵀ are two groups
 // and Pᵀ, dSᵀ are computed while the next product runs (measured slower, HOPPER-NOTES.md);
-// 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer.
+// 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer;
+// 8 = instead of both kernels, the one-pass kernel of attention_hopper_backward_fused.cu (dQ by
+// fp32 atomic adds into dqAccum: not deterministic; bit 2 does not apply, bit 4 does); 16 (with
+// 8) = its other split of dQ between the consumers: by columns at D = 64, by keys at D = 128;
+// 32 (with 8) = its dQ parts added by one bulk reduce-add per tile from shared memory (FA3's
+// way) instead of per-thread atomics, with the default splits (16 ignored); 64 (with 8) = Sᵀ and
+// dPᵀ as two groups, Pᵀ computed while dPᵀ runs (D = 64 only, its default split; 16 ignored);
+// 128 (with 8) = dS stored transposed and read K-major, no transposed A read (the default splits
+// and atomics; 16, 32, 64 ignored).
 #include <cudaTypedefs.h>
 
 
+#include "attention.cuh"
 #include "attention_hopper.cuh"
 
 namespace miniseq {
@@ -34,6 +43,10 @@ namespace attn {
 namespace hopper {
 // From attention_hopper.cu.
 bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long S, int D, int rows);
+// From attention_hopper_backward_fused.cu.
+cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
+                          bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
+                          int headsOuter, bool otherSplit, bool bulk, bool overlapP, bool dsKMajor);
 
 namespace {
 
@@ -432,9 +445,15 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
 }  // namespace
 
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
-                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant) {
-  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order
+                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
+  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass
+  // kernel (with 16: its other dQ split, by columns at D = 64, by keys at D = 128; with 32: dQ
+  // through shared memory and a bulk add per tile, the default splits; with 64: Pᵀ while dPᵀ
+  // runs, D = 64; with 128: dS stored transposed, read K-major)
   const int headsOuter = (variant & 4) == 0;
+  if (variant & kFusedBackwardBit)
+    return fusedBackward(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter, (variant & 16) != 0, (variant & 32) != 0,
+                         (variant & 64) != 0, (variant & 128) != 0);
   const bool overlap = (variant & 2) == 0;
   if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
   if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);

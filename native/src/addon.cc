@@ -690,7 +690,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& dk = block(info, 9, kvBytes, "attention.vjp");
     const Block& dv = block(info, 10, kvBytes, "attention.vjp");
     Device& d = dev(info.Env());
-    launched(info.Env(), withScratch(info.Env(), d, attentionScratch(dtype, a.b, a.h, a.s), [&](void* scratch) {
+    launched(info.Env(), withScratch(info.Env(), d, attentionScratch(dtype, a.b, a.h, a.s, a.d), [&](void* scratch) {
       return attentionBackward(d.launch(), dtype, q.ptr, k.ptr, v.ptr, o.ptr, lse.ptr, dO.ptr, dLse, dq.ptr, dk.ptr, dv.ptr,
                                a.b, a.h, a.hkv, a.s, a.d, scratch);
     }), "attention.vjp");

@@ -3,6 +3,7 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { makeCpuBackend } from "../backends/cpu/index.js"
 import { cudaHeldBytes } from "../backends/cuda/allocator.js"
+import { cudaKernelScratch } from "../backends/cuda/attention-scratch.js"
 import { BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { type RoutineName, sameKernel } from "../core/routines/registry.js"
@@ -50,9 +51,17 @@ export const gpuFusedRoutines: readonly RoutineName[] = [
   "rope.vjp",
 ]
 
-// A GPU plan counts each buffer as the CUDA allocator holds it (its size class, ≤ 2 MiB over).
-const targetFor = (target: "cpu" | "gpu") =>
-  target === "cpu" ? makeCpuBackend() : { routines: sameKernel(gpuFusedRoutines, () => {}), heldBytes: cudaHeldBytes }
+// A GPU plan counts each buffer as the CUDA allocator holds it (its size class, ≤ 2 MiB over),
+// and the kernel scratch the CUDA backend would count under this process's switches.
+const targetFor = (target: "cpu" | "gpu") => {
+  if (target === "cpu") return makeCpuBackend()
+  const kernelScratchBytes = cudaKernelScratch(process.env.MINISEQ_ATTN_WGMMA_BWD)
+  return {
+    routines: sameKernel(gpuFusedRoutines, () => {}),
+    heldBytes: cudaHeldBytes,
+    ...(kernelScratchBytes && { kernelScratchBytes }),
+  }
+}
 
 export interface PlanArgs {
   model: LlamaConfig

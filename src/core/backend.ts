@@ -112,7 +112,16 @@ export interface BackendImpl {
    * like any other buffer. Where absent, nothing can be offloaded.
    */
   hostAlloc?(dtype: DType, size: number): Buffer
+  /**
+   * Optional: the bytes of device scratch the fused kernel of routine `name` takes while it
+   * runs, beyond its outputs, for these inputs (by input name). The executor counts them as
+   * temporaries for the length of the call, so the planner does too; where absent, none.
+   */
+  kernelScratchBytes?(name: string, inputs: KernelInputTypes): number
 }
+
+/** A fused kernel's inputs as `kernelScratchBytes` sees them: shape and dtype by input name. */
+export type KernelInputTypes = Readonly<Record<string, { readonly shape: readonly number[]; readonly dtype: DType }>>
 
 /** The backend as an Effect service: provide it with a backend's `Layer`. */
 export class Backend extends Context.Service<Backend, BackendImpl>()("miniseq/Backend") {}

@@ -1,8 +1,8 @@
 /**
  * A backend that allocates nothing and computes nothing. Running a graph on it walks the exact
  * schedule a real backend would run and so yields the exact memory plan, in milliseconds.
- * Give it the names of the fused routines of the backend being planned for, and its allocator's
- * rounding (`heldBytes`).
+ * Give it the names of the fused routines of the backend being planned for, its allocator's
+ * rounding (`heldBytes`) and its kernels' scratch (`kernelScratchBytes`).
  */
 import { hostArray } from "./dtype.js"
 import type { BackendImpl, Buffer } from "./backend.js"
@@ -12,11 +12,16 @@ import { sameKernel } from "./routines/registry.js"
 const countingOnly = new WeakSet<BackendImpl>()
 export const computesNothing = (b: BackendImpl): boolean => countingOnly.has(b)
 
-export function makeCountingBackend(fused: Iterable<string> = [], heldBytes?: (bytes: number) => number): BackendImpl {
+export function makeCountingBackend(
+  fused: Iterable<string> = [],
+  heldBytes?: (bytes: number) => number,
+  kernelScratchBytes?: BackendImpl["kernelScratchBytes"],
+): BackendImpl {
   const nothing = () => {}
   const backend: BackendImpl = {
     name: "counting",
     ...(heldBytes && { heldBytes }),
+    ...(kernelScratchBytes && { kernelScratchBytes }),
     dtypes: ["float32", "float64", "bfloat16", "int32"],
     // Plan for the backend you will run: its fused routines change what is allocated.
     routines: sameKernel(fused, nothing),

@@ -332,7 +332,7 @@ class Executor {
           const donor = placement.donors[j]
           return donor !== undefined ? this.retain(donor) : this.allocate(r, kindOf(r))
         })
-        callKernel(placement.fused, node as Node<"region">, ins, outs)
+        this.callFused(placement.fused, node as Node<"region">, ins, outs)
         return outs
       }
       case "overwrite":
@@ -391,7 +391,7 @@ class Executor {
     const fused = this.fusedKernel(node)
     if (fused !== undefined) {
       const outs = node.results.map((r, j) => this.allocate(r, kinds[j]!))
-      callKernel(fused, node, ins, outs)
+      this.callFused(fused, node, ins, outs)
       return outs
     }
     const keep = node.results.flatMap((_, j) => (wanted[j] ? [j] : []))
@@ -497,6 +497,17 @@ class Executor {
         return out
       }),
     )
+  }
+
+  /** Runs a fused kernel, counting the scratch the backend says it takes as temporaries while it runs. */
+  callFused(fused: FusedKernel, node: Node<"region">, ins: readonly Alloc[], outs: readonly Alloc[]): void {
+    const inputs = Object.fromEntries(
+      fused.site.inputs.map((name, i) => [name, { shape: node.inputs[i]!.shape, dtype: node.inputs[i]!.dtype }]),
+    )
+    const scratch = this.backend.kernelScratchBytes?.(node.attrs.name, inputs) ?? 0
+    if (scratch > 0) this.ledger.add("temporaries", scratch)
+    callKernel(fused, node, ins, outs)
+    if (scratch > 0) this.ledger.remove("temporaries", scratch)
   }
 
   /** The backend's kernel for this routine region, if it has one and the region runs in one piece. */
@@ -695,8 +706,11 @@ export const executeEffect = (
   )
 
 export interface PlanOptions extends RunOptions {
-  /** The backend to plan for: its fused routine names and its allocator's rounding (default: none fused, exact bytes). */
-  readonly for?: Pick<BackendImpl, "routines" | "heldBytes">
+  /**
+   * The backend to plan for: its fused routine names, its allocator's rounding and its kernels'
+   * scratch (default: none fused, exact bytes, no scratch).
+   */
+  readonly for?: Pick<BackendImpl, "routines" | "heldBytes" | "kernelScratchBytes">
   /** Inputs that live in the host tier (offloaded optimizer state and gradients). */
   readonly hostInputs?: ReadonlySet<Tensor>
 }
@@ -707,7 +721,11 @@ export function plan(
   inputs: ReadonlyMap<Tensor, MemoryKind>,
   opts: PlanOptions = {},
 ): MemoryReport {
-  const counting = makeCountingBackend(Object.keys(opts.for?.routines ?? {}), opts.for?.heldBytes)
+  const counting = makeCountingBackend(
+    Object.keys(opts.for?.routines ?? {}),
+    opts.for?.heldBytes,
+    opts.for?.kernelScratchBytes,
+  )
   const bindings = new Map(
     [...inputs].map(([t, kind]) => {
       const host = opts.hostInputs?.has(t) ?? false

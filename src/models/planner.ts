@@ -20,8 +20,8 @@ import {
   stepGraphs,
 } from "./step.js"
 
-/** What the plan depends on of a backend: its fused routines and its allocator's rounding. */
-export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes" | "hostAlloc">
+/** What the plan depends on of a backend: its fused routines, its allocator's rounding, its kernels' scratch, its host tier. */
+export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes" | "kernelScratchBytes" | "hostAlloc">
 
 /** The planned memory of one training step: its peak, and each pass's report by kind. */
 export interface StepPlan {

@@ -31,6 +31,7 @@ import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
 import { kernelChecks } from "../../core/kernel-checks.js"
 import { simplifyViews } from "../views.js"
 import { cudaHeldBytes } from "./allocator.js"
+import { cudaKernelScratch } from "./attention-scratch.js"
 import { cudaRoutines } from "./fused.js"
 import { type CudaProfiler, withProfiler } from "./profile.js"
 import {
@@ -168,10 +169,14 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     return p
   }
 
+  // The addon reads the same switch: the scratch its attention backward takes, the executor counts.
+  const kernelScratchBytes = opts.fused === false ? undefined : cudaKernelScratch(process.env.MINISEQ_ATTN_WGMMA_BWD)
+
   const backend: Omit<CudaBackend, "profiler"> = {
     name: "cuda",
     dtypes: ["float32", "float64", "bfloat16", "int32"],
     ...(opts.fused === false ? {} : { routines: cudaRoutines({ dev, handle }) }),
+    ...(kernelScratchBytes && { kernelScratchBytes }),
     device: dev.info(),
 
     memory() {
