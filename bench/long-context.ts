@@ -340,7 +340,7 @@ if (maxSeq) {
     for (let tries = 0; S >= 1024 && tries < 4 && trained === undefined; tries++) {
       const r = await measure(capped, mode, S, 1, undefined, plannedWithinHost(capped, mode, S).offload)
       log(
-        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), host ${gib(r.hostPeak)} GiB (plan ${gib(r.hostPlanned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB`,
+        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), host ${gib(r.hostPeak)} GiB (plan ${gib(r.hostPlanned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB${r.error === undefined ? "" : `\n    ${r.error}`}`,
       )
       if (r.status === "ok") trained = r
       else {

@@ -27,7 +27,7 @@ import { iotaDims } from "../../core/backend.js"
 import { checkedBackend } from "../../core/checked-backend.js"
 import { bytesPerElement } from "../../core/dtype.js"
 import { normalStreamKey } from "../../core/random.js"
-import { BackendUnavailable, OutOfMemory } from "../../core/errors.js"
+import { BackendUnavailable } from "../../core/errors.js"
 import { kernelChecks } from "../../core/kernel-checks.js"
 import { simplifyViews } from "../views.js"
 import { cudaHeldBytes } from "./allocator.js"
@@ -35,6 +35,7 @@ import { cudaKernelScratch } from "./attention-scratch.js"
 import { cudaRoutines } from "./fused.js"
 import { type CudaProfiler, withProfiler } from "./profile.js"
 import {
+  allocating,
   binaryCode,
   dtypeCode,
   loadAddon,
@@ -205,36 +206,14 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     },
 
     alloc(dtype, size) {
-      let h: number
-      try {
-        h = dev.alloc(size * bytesPerElement[dtype])
-      } catch (e) {
-        const err = e as NativeError
-        if (err.code !== "ERR_CUDA_OOM") throw e
-        throw new OutOfMemory({
-          requested: err.requested ?? size * bytesPerElement[dtype],
-          alive: err.alive ?? 0,
-          limit: err.total ?? 0,
-          message: err.message,
-        })
-      }
-      return { dtype, size, handle: h } satisfies CudaBuffer
+      const bytes = size * bytesPerElement[dtype]
+      return { dtype, size, handle: allocating(bytes, () => dev.alloc(bytes)) } satisfies CudaBuffer
     },
 
     // Pinned host memory the kernels reach over the bus (unified addressing): every kernel takes it.
     hostAlloc(dtype, size) {
-      try {
-        return { dtype, size, handle: dev.allocHost(size * bytesPerElement[dtype]), tier: "host" } satisfies CudaBuffer
-      } catch (e) {
-        const err = e as NativeError
-        if (err.code !== "ERR_CUDA_OOM") throw e
-        throw new OutOfMemory({
-          requested: err.requested ?? size * bytesPerElement[dtype],
-          alive: err.alive ?? 0,
-          limit: 0,
-          message: err.message,
-        })
-      }
+      const bytes = size * bytesPerElement[dtype]
+      return { dtype, size, handle: allocating(bytes, () => dev.allocHost(bytes)), tier: "host" } satisfies CudaBuffer
     },
     free: (buffer) => dev.free(handle(buffer)),
     write: (buffer, data) => dev.write(handle(buffer), code(buffer), data),

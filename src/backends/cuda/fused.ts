@@ -21,10 +21,10 @@
 import type { Buffer } from "../../core/backend.js"
 import { numel } from "../../core/backend.js"
 import { accumulatorDType, bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
-import { fmtShape as fmt, OutOfMemory } from "../../core/errors.js"
+import { fmtShape as fmt } from "../../core/errors.js"
 import { describe, kernelChecks } from "../../core/kernel-checks.js"
 import type { RoutineKernels } from "../../core/routines/registry.js"
-import { dtypeCode, type NativeDevice, type NativeError } from "./native.js"
+import { allocating, dtypeCode, type NativeDevice } from "./native.js"
 
 /** What the routines need from the backend that owns them. */
 export interface FusedContext {
@@ -110,18 +110,8 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
 
   /** Device scratch the routine frees itself once its kernels are enqueued (one stream: safe). */
   function scratch(kernel: string, dtype: DType, size: number): number {
-    try {
-      return dev.alloc(size * bytesPerElement[dtype])
-    } catch (e) {
-      const err = e as NativeError
-      if (err.code !== "ERR_CUDA_OOM") throw e
-      throw new OutOfMemory({
-        requested: err.requested ?? size * bytesPerElement[dtype],
-        alive: err.alive ?? 0,
-        limit: err.total ?? 0,
-        message: `cuda.${kernel}: ${err.message}`,
-      })
-    }
+    const bytes = size * bytesPerElement[dtype]
+    return allocating(bytes, () => dev.alloc(bytes), `cuda.${kernel}: `)
   }
 
   /**

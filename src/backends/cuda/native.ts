@@ -9,6 +9,7 @@ import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { HostArray } from "../../core/dtype.js"
+import { OutOfMemory } from "../../core/errors.js"
 
 /** Codes shared with native/kernels/kernels.h (DType, UnaryOp, BinaryOp, ReduceOp). */
 export const dtypeCode = { float32: 0, float64: 1, int32: 2, bfloat16: 3 } as const
@@ -197,6 +198,25 @@ export type AddonLoad =
   | { readonly ok: false; readonly reason: string; readonly path: string }
 
 /** Where the addon is: $MINISEQ_CUDA_ADDON, else build/Release beside this package's root. */
+/**
+ * Runs an allocation of `bytes` by the addon, turning its ERR_CUDA_OOM into the typed OutOfMemory
+ * (with the addon's byte counts; `what` prefixes the message).
+ */
+export function allocating<A>(bytes: number, allocate: () => A, what = ""): A {
+  try {
+    return allocate()
+  } catch (e) {
+    const err = e as NativeError
+    if (err.code !== "ERR_CUDA_OOM") throw e
+    throw new OutOfMemory({
+      requested: err.requested ?? bytes,
+      alive: err.alive ?? 0,
+      limit: err.total ?? 0,
+      message: `${what}${err.message}`,
+    })
+  }
+}
+
 export function addonPath(): string {
   const fromEnv = process.env.MINISEQ_CUDA_ADDON
   if (fromEnv) return fromEnv
