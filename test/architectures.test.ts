@@ -2,7 +2,6 @@
 // fixtures made by scripts/golden/make_golden.py (transformers, or a plain-PyTorch float64 model
 // of its semantics: each file says which), the KV-cached forward against the uncached one, the
 // loss against cross-entropy of the forward's logits, and configs refused with the field named.
-import { readdirSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, Layer } from "effect"
 import { valueAndGrad } from "../src/core/autodiff.js"
@@ -27,10 +26,11 @@ import {
   presetNames,
   ropeInvFreq,
 } from "../src/models/config.js"
-import { llamaForward, llamaLoss, type ModelOptions, modes, parameterShapes } from "../src/models/llama.js"
+import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
 import { initialParameters, train } from "../src/models/train.js"
-import { layerOf } from "./backends/subjects.js"
+import { layerOf, webgpu } from "./backends/subjects.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
+import { asDType, feedsOf, golden, goldenDir, goldenNames, goldenTransformersDir, lossAndGrads } from "./golden.js"
 
 /** A tiny model of each architecture, with every feature that differs from Llama switched on. */
 const tinyBase = {
@@ -96,9 +96,6 @@ function randomWeights(c: LlamaConfig, dtype: DType, seed: number): Record<strin
   )
 }
 
-const feedsOf = (params: Record<string, Tensor>, weights: Record<string, HostArray>): [Tensor, Feed][] =>
-  Object.entries(params).map(([name, t]) => [t, weights[name]!])
-
 /**
  * Logits [B, S, V] of tokens [B, S] fed in pieces of the given lengths, each piece reading the
  * previous piece's cache; on the reference CPU, or with `fused` on the CPU with its kernels.
@@ -153,6 +150,23 @@ describe("llamaForward with a KV cache", () => {
       expect(Math.abs(got.loss - g.loss) / g.loss).toBeLessThan(1e-5)
       for (const [n, grad] of Object.entries(got.grads)) expect(maxRelDiff(grad, g.grads[n]!), n).toBeLessThan(1e-5)
     })
+
+    it.skipIf(webgpu === undefined)(
+      `${name}: float32 on WebGPU (its fused kernels where they apply, plain ops where not) matches to 2e-5`,
+      async () => {
+        const g = await golden(name)
+        const gpu = webgpu!
+        const opts = {
+          mode: "mst+checkpoint",
+          mlpChunks: 3,
+          lmChunks: 4,
+          fused: Object.keys(gpu.routines ?? {}),
+        } as const
+        const got = await lossAndGrads(g, opts, "float32", Layer.succeed(Backend, gpu as BackendImpl))
+        expect(Math.abs(got.loss - g.loss) / g.loss).toBeLessThan(2e-5)
+        for (const [n, grad] of Object.entries(got.grads)) expect(maxRelDiff(grad, g.grads[n]!), n).toBeLessThan(2e-5)
+      },
+    )
 
     it(`${name}: bfloat16 (emulated on the CPU) trains the same loss and gradients to bfloat16's precision`, async () => {
       const g = await golden(name)
@@ -212,68 +226,8 @@ describe("llamaForward with a KV cache", () => {
   }
 })
 
-const goldenDir = join(import.meta.dirname, "fixtures", "golden")
-const goldenNames = readdirSync(goldenDir)
-  .filter((f) => f.endsWith(".safetensors") && f !== "rope.safetensors")
-  .map((f) => f.replace(/\.safetensors$/, ""))
 const fastCpu = makeFastCpuBackend()
 const fastCpuLayer = fastCpuBackendLayer(fastCpu)
-
-/** A golden fixture: the config, weights, inputs, and the reference's logits, loss and gradients. */
-async function golden(name: string, dir = goldenDir) {
-  const { tensors, metadata } = await readSafetensors(join(dir, `${name}.safetensors`))
-  const named = (prefix: string) =>
-    Object.fromEntries(
-      Object.entries(tensors)
-        .filter(([k]) => k.startsWith(prefix))
-        .map(([k, t]) => [k.slice(prefix.length), t.data]),
-    )
-  const tokens = tensors.tokens!
-  return {
-    generator: metadata.generator!,
-    config: decodeConfigSync(JSON.parse(metadata.config!)),
-    loss: Number(metadata.loss),
-    weights: named("weight."),
-    grads: named("grad."),
-    logits: tensors.logits!.data,
-    invFreq: tensors.inv_freq!.data,
-    invFreqTransformers: tensors.inv_freq_transformers?.data,
-    tokens: tokens.data as Int32Array,
-    targets: tensors.targets!.data as Int32Array,
-    B: tokens.shape[0]!,
-    S: tokens.shape[1]!,
-  }
-}
-
-/** The weights as the dtype asked for (fixtures store float32 values, exact in either). */
-const asDType = (w: Record<string, HostArray>, dtype: DType): Record<string, HostArray> =>
-  Object.fromEntries(
-    Object.entries(w).map(([k, v]) => [k, dtype === "float64" ? Float64Array.from(v) : Float32Array.from(v)]),
-  )
-
-/**
- * miniseq's loss and every parameter gradient on a fixture's weights (given to the graph as
- * `weightDType`) and batch, with the global target count the trainer feeds.
- */
-async function lossAndGrads(
-  g: Awaited<ReturnType<typeof golden>>,
-  opts: ModelOptions,
-  weightDType: DType,
-  layer?: Layer.Layer<Backend>,
-): Promise<{ loss: number; grads: Record<string, HostArray> }> {
-  const count = g.targets.filter((t) => t !== -100).length
-  const model = llamaLoss(g.config, g.B, g.S, opts)
-  const names = Object.keys(model.params)
-  const { value, grads } = valueAndGrad(model.loss, model.params)
-  const feeds = new Map<Tensor, Feed>([
-    ...feedsOf(model.params, asDType(g.weights, weightDType)),
-    [model.tokens, g.tokens],
-    [model.targets, g.targets],
-    [model.count, new Float32Array([count])],
-  ])
-  const { values } = await run([value, ...names.map((n) => grads[n]!)], feeds, layer === undefined ? {} : { layer })
-  return { loss: values[0]![0]!, grads: Object.fromEntries(names.map((n, i) => [n, values[i + 1]!])) }
-}
 
 describe("golden fixtures (scripts/golden/make_golden.py)", () => {
   it("cover every architecture", () => {
@@ -323,7 +277,7 @@ describe("golden fixtures (scripts/golden/make_golden.py)", () => {
 // models still normalise in float32 (its RMSNorm casts to float32), so agreement is to float32's
 // precision, not 1e-9. Gemma-2's tied embedding gradient there is the head's alone in row 0, its
 // padding token (pad_token_id defaults to 0): the lookup sends no gradient to that row.
-const transformersDir = join(import.meta.dirname, "fixtures", "golden-transformers")
+const transformersDir = goldenTransformersDir
 describe("transformers' own numbers (fixtures/golden-transformers)", () => {
   for (const name of ["llama", "mistral", "qwen2", "gemma2"]) {
     it(`${name}: float64 loss, logits and gradients within 2e-6 of transformers 5.17`, async () => {

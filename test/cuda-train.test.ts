@@ -26,6 +26,7 @@ import { modes } from "../src/models/llama.js"
 import { adamwGraph, adamwOutputs, defaultAdamW, type PrecisionName, precisions } from "../src/models/optimizer.js"
 import { planStep } from "../src/models/planner.js"
 import { type TrainOptions, train } from "../src/models/train.js"
+import { golden, goldenNames, lossAndGrads } from "./golden.js"
 import { maxRelDiff } from "./helpers.js"
 
 const required = process.env.MINISEQ_CUDA === "1"
@@ -267,6 +268,23 @@ describe("the CUDA profiler's bookkeeping (a stand-in device)", () => {
     backend.binary("add", a, a, b) // not profiled: after stop()
     expect(marks).toEqual([])
   })
+})
+
+describe.skipIf(cuda === undefined)("every architecture on CUDA (the golden fixtures)", () => {
+  for (const name of goldenNames) {
+    it(`${name}: float32, mst+checkpoint, the fused kernels where they apply: loss and every gradient within 2e-5`, async () => {
+      const g = await golden(name)
+      const opts = {
+        mode: "mst+checkpoint",
+        mlpChunks: 3,
+        lmChunks: 4,
+        fused: Object.keys(cuda!.routines ?? {}),
+      } as const
+      const got = await lossAndGrads(g, opts, "float32", Layer.succeed(Backend, cuda! as BackendImpl))
+      expect(Math.abs(got.loss - g.loss) / g.loss).toBeLessThan(2e-5)
+      for (const [n, grad] of Object.entries(got.grads)) expect(maxRelDiff(grad, g.grads[n]!), n).toBeLessThan(2e-5)
+    })
+  }
 })
 
 describe.skipIf(cuda === undefined)("cuda training", () => {
