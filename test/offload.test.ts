@@ -14,7 +14,7 @@ import { decodeConfigSync } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterShapes } from "../src/models/llama.js"
 import { precisions } from "../src/models/optimizer.js"
-import { planStep } from "../src/models/planner.js"
+import { leastOffloadThatFits, planStep } from "../src/models/planner.js"
 import {
   gradientInputs,
   hostInputs,
@@ -232,6 +232,32 @@ describe("a checkpoint budget", () => {
       makeCpuBackend(),
     )
     expect(again).toEqual(r.plan)
+  })
+})
+
+describe("--offload auto: the least offload that fits", () => {
+  it("picks none, then checkpoints or the optimizer, then both, as the limit tightens; none without a host tier", () => {
+    const step = { mode: "mst" as const, mlpChunks: 3, lmChunks: 5, precision: precisions.fp32 }
+    const cpu = makeCpuBackend()
+    const held = (offload: Offload) => planStep(model, 2, S, { ...step, offload }, cpu).held
+    const all = { checkpoints: true, optimizer: true }
+    const sizes = [{}, { checkpoints: true }, { optimizer: true }, all].map(held)
+    expect(Math.min(...sizes)).toBe(held(all))
+    const pick = (limit: number, backend: BackendImpl = cpu) =>
+      leastOffloadThatFits(model, 2, S, step, limit, Infinity, backend)?.offload
+    expect(pick(sizes[0]!)).toEqual({})
+    // just under "none": the first of the others, in order, that fits
+    const under = sizes[0]! - 1
+    const first = [{ checkpoints: true }, { optimizer: true }, all].find((o) => held(o) <= under)
+    expect(pick(under)).toEqual(first)
+    const order = [{}, { checkpoints: true }, { optimizer: true }, all]
+    for (const limit of [...sizes, held(all) + 1, sizes[0]! + 1])
+      expect(pick(limit), `limit ${limit}`).toEqual(order.find((o) => held(o) <= limit))
+    expect(pick(held(all) - 1)).toBeUndefined()
+    // a host limit rules out what would not fit there
+    expect(leastOffloadThatFits(model, 2, S, step, held(all), 0, cpu)).toBeUndefined()
+    const { hostAlloc: _, ...noHost } = cpu
+    expect(pick(under, noHost as BackendImpl)).toBeUndefined()
   })
 })
 

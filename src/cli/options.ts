@@ -84,7 +84,7 @@ export function parseBytes(text: string, flag = "memory"): Effect.Effect<number,
 export const offloadFlag = Flag.String("offload").pipe(
   Flag.withDefault("none"),
   Flag.withDescription(
-    'what waits in host memory instead of on the device: "checkpoints" (saved activations between forward and backward; "checkpoints:20GiB": at most that much of them), "optimizer" (AdamW moments, master weights and gradients), both comma-separated, or "none" (default: none)',
+    'what waits in host memory instead of on the device: "checkpoints" (saved activations between forward and backward; "checkpoints:20GiB": at most that much of them), "optimizer" (AdamW moments, master weights and gradients), both comma-separated, "auto" (the least that makes the step fit the device, or --memory-limit), or "none" (default: none)',
   ),
 )
 

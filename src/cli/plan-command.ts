@@ -10,7 +10,7 @@ import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
 import { type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
-import { fitHost, largestFitting, planStep, type StepPlan } from "../models/planner.js"
+import { fitHost, largestFitting, offloadChoices, planStep, type StepPlan } from "../models/planner.js"
 import type { Offload } from "../models/step.js"
 import {
   chunksFlag,
@@ -90,14 +90,6 @@ export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
     },
     targetFor(a.target),
   )
-
-/** What `--offload auto` chooses among, least offloaded first (the first of equals wins). */
-export const offloadChoices: readonly Offload[] = [
-  {},
-  { checkpoints: true },
-  { optimizer: true },
-  { checkpoints: true, optimizer: true },
-]
 
 /** For --offload auto: the choice of `offloadChoices` with the longest S that fits (and its plan). */
 export function maxSeqChoosingOffload(a: PlanArgs, mode: Mode, memory: number, step: number): MaxSeq {

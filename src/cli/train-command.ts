@@ -1,5 +1,6 @@
 /** `miniseq train`: train a Llama on the shipped corpus with a progress bar, plots and the run's record (run-record.ts). */
 import { existsSync } from "node:fs"
+import { freemem } from "node:os"
 import { join } from "node:path"
 import { SingleBar } from "cli-progress"
 import { Cause, Console, Effect, Exit, Option } from "effect"
@@ -15,7 +16,7 @@ import { DEFAULT_CORPUS_PATH, loadCorpus } from "../models/corpus.js"
 import { makeBatches, trainValSplit } from "../models/data.js"
 import { modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
-import { planStep } from "../models/planner.js"
+import { leastOffloadThatFits, planStep } from "../models/planner.js"
 import { loadPretrained, readPretrainedConfig } from "../models/pretrained.js"
 import { checkVocabulary, corpusIds } from "../models/tokenizer.js"
 import { printSample } from "./generate-command.js"
@@ -196,7 +197,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
       f.backend === "cpu" || f.backend === "cpu-fast" ? CPU_MAX_ELEMENTS : undefined,
     )
     // Every flag is checked before anything starts (the progress bar, the backend).
-    const offload = yield* parseOffload(f.offload)
+    const autoOffload = f.offload.trim() === "auto"
+    const askedOffload = autoOffload ? {} : yield* parseOffload(f.offload)
     const memoryLimit = Option.isSome(f.memoryLimit)
       ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
       : undefined
@@ -257,6 +259,16 @@ export const trainCommand = Command.make("train", flags, (f) =>
     return yield* Effect.gen(function* () {
       const backend = yield* Backend
       const precision = f.precision
+      const available = availableMemory(f.backend, backend)
+      const stepBase = { mode: f.mode, mlpChunks, lmChunks, precision: precisions[precision] }
+      // --offload auto: the least offload whose step fits the device (or --memory-limit) and the host's RAM.
+      const limit = memoryLimit ?? (f.backend === "cuda" ? available?.bytes : undefined)
+      const offload = !autoOffload
+        ? askedOffload
+        : limit === undefined
+          ? {}
+          : ((yield* attempt(() => leastOffloadThatFits(model, f.batch, f.seq, stepBase, limit, freemem(), backend)))
+              ?.offload ?? {})
       // What each mode would need for this exact step, from the planner (the executor, counting).
       const plans = yield* attempt(() =>
         Object.fromEntries(
@@ -274,10 +286,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
       )
       // Refuse, with the planner's advice, a step that cannot fit the machine — before allocating.
       const stepOpts = { mode: f.mode, accumulation: f.accumulate, precision: precisions[precision], offload }
-      const available = availableMemory(f.backend, backend)
       yield* refuseWhatCannotFit(plans[f.mode]!, available, model, f.batch, f.seq, stepOpts, backend)
       yield* Console.log(
-        `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}${describeOffload(offload)}`,
+        `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}${autoOffload ? `, --offload auto:${describeOffload(offload).slice(",".length) || " none"}` : describeOffload(offload)}`,
       )
 
       const bar = new SingleBar({

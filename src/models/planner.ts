@@ -72,6 +72,36 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
   }
 }
 
+/** What an automatic choice of offload considers, least offloaded first (the first that serves wins). */
+export const offloadChoices: readonly Offload[] = [
+  {},
+  { checkpoints: true },
+  { optimizer: true },
+  { checkpoints: true, optimizer: true },
+]
+
+/**
+ * The least offload (of `offloadChoices`) whose step fits `limit` device bytes and `hostLimit`
+ * host bytes, with its plan; undefined when none does (or the backend has no host tier and the
+ * step does not fit as it is).
+ */
+export function leastOffloadThatFits(
+  c: LlamaConfig,
+  B: number,
+  S: number,
+  opts: StepOptions,
+  limit: number,
+  hostLimit: number,
+  backend?: PlanTarget,
+): { offload: Offload; plan: StepPlan } | undefined {
+  const choices = backend?.hostAlloc ? offloadChoices : [{}]
+  for (const offload of choices) {
+    const plan = planStep(c, B, S, { ...opts, offload }, backend)
+    if (plan.held <= limit && plan.host <= hostLimit) return { offload, plan }
+  }
+  return undefined
+}
+
 /**
  * `planOf(offload)`, or, when its offloaded checkpoints would pass `hostMemory`, the plan with as
  * many bytes of them offloaded as fit there (the longest-waiting first), the rest on the device.
