@@ -208,6 +208,7 @@ async function measure(
         seed: 1,
         precision,
         offload: runOffload,
+        readBack: false, // an 8B model's weights as float32 would be 32 GB of host memory
         memoryLimit: dev.total, // the model is initialised on the device (randomNormal)
       },
       batches,

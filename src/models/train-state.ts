@@ -178,14 +178,13 @@ export function prepareState(
   })
 }
 
+/** One buffer after another, so a backend's staging for reads holds one parameter, not the model. */
 const readAll = (backend: BackendImpl, buffers: PerParameter): Effect.Effect<Record<string, Float32Array>> =>
-  Effect.promise(async () =>
-    Object.fromEntries(
-      await Promise.all(
-        Object.entries(buffers).map(async ([n, b]) => [n, (await backend.read(b)) as Float32Array] as const),
-      ),
-    ),
-  )
+  Effect.promise(async () => {
+    const out: Record<string, Float32Array> = {}
+    for (const [n, b] of Object.entries(buffers)) out[n] = (await backend.read(b)) as Float32Array
+    return out
+  })
 
 /** The fp32 weights, read back: the master copy under mixed precision. */
 export const readParameters = (backend: BackendImpl, s: TrainState) => readAll(backend, s.master ?? s.weights)

@@ -63,6 +63,11 @@ export interface TrainOptions {
    * tier (pinned host memory on a GPU) instead of on the device. The numbers do not change.
    */
   readonly offload?: Offload
+  /**
+   * Read the final parameters back into `TrainResult.parameters` (default true). A benchmark of
+   * an 8B model passes false: read back as float32 they are 32 GB of host memory.
+   */
+  readonly readBack?: boolean
   /** Where checkpoints go; a run finding one there resumes from it. */
   readonly checkpointDir?: string
   readonly checkpointEvery?: number
@@ -91,7 +96,7 @@ export interface TrainResult {
   readonly resumedFrom: number
   /** Resumed: "crc32" when every tensor matched its checksum, "none" for an older checkpoint that has none. */
   readonly resumedChecksums?: "crc32" | "none"
-  /** Final parameters, read back (HF names). */
+  /** Final parameters, read back (HF names); empty with `readBack: false`. */
   readonly parameters: Record<string, Float32Array>
   /** Mean loss of the final parameters on `validationBatches` held-out batches (when given). */
   readonly validationLoss?: number
@@ -133,7 +138,7 @@ export function train(
         yield* checkpoint(t, state, opts, step, record.loss)
       }
       const validationLoss = yield* heldOutLoss(t, state, opts.validation)
-      const parameters = yield* readParameters(t.backend, state)
+      const parameters = opts.readBack === false ? {} : yield* readParameters(t.backend, state)
       const resumedFrom = state.step
       return {
         records,
