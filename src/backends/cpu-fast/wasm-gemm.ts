@@ -15,6 +15,7 @@ import { attentionTask, TASK } from "./attention-task.js"
 import { type ChunkEnv, CLOSED, CTL, KIND, runChunk, serveJob } from "./chunks.js"
 import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
+import type { GemmKernel, NativeGemm } from "./native-gemm.js"
 
 export type { WasmMemory } from "./heap.js"
 
@@ -58,9 +59,10 @@ const MAX_PAGES = 32768
 
 /**
  * Starts a helper thread that instantiates `bytes` over the shared `memory` and serves jobs:
- * the protocol is `helperLoop` below, which the thread should run.
+ * the protocol is `helperLoop` below, which the thread should run. `nativeGemm`: the native
+ * GEMM's file (./native-gemm.ts), which the thread then loads and runs in place of the module's.
  */
-export type StartHelper = (memory: WasmMemory, bytes: Uint8Array) => void
+export type StartHelper = (memory: WasmMemory, bytes: Uint8Array, nativeGemm?: string) => void
 
 function decode(base64: string): Uint8Array {
   const bin = atob(base64)
@@ -117,6 +119,8 @@ export interface WasmGemmOptions {
   readonly startHelper?: StartHelper
   /** The most bytes the heap hands out (default: the memory's 2 GiB less the kernels' scratch). */
   readonly heapBytes?: number
+  /** The native GEMM to run in place of the module's (used only over shared memory, which never moves). */
+  readonly native?: NativeGemm
 }
 
 export class WasmGemm {
@@ -125,11 +129,16 @@ export class WasmGemm {
   private readonly kernels: KernelExports
   private readonly ctl: Int32Array | undefined
   private readonly env: ChunkEnv
+  /** The GEMM that products run: the native one when given, else the module's. */
+  private readonly gemm: GemmKernel
+  /** What runs the products: "native avx512", "native avx2" or "wasm simd128". */
+  readonly gemmKernel: string
   private job = 0
 
   /** `new WasmGemm(startHelper)` (the first form) still works. */
   constructor(opts: StartHelper | WasmGemmOptions = {}) {
-    const { startHelper, heapBytes } = typeof opts === "function" ? { startHelper: opts, heapBytes: undefined } : opts
+    const { startHelper, heapBytes, native } =
+      typeof opts === "function" ? { startHelper: opts, heapBytes: undefined, native: undefined } : opts
     const pages = Math.ceil(OPERANDS / 65536) + 1
     const memory = sharedMemory(pages, MAX_PAGES)
     const shared = typeof memory !== "string"
@@ -141,7 +150,11 @@ export class WasmGemm {
     this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
     const limit = Math.min(MAX_PAGES * 65536 - 65536, OPERANDS + (heapBytes ?? Number.POSITIVE_INFINITY))
     this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
-    const { gemm, expaffine } = this.kernels
+    const { expaffine } = this.kernels
+    const nativeGemm = shared ? native : undefined
+    const gemm = nativeGemm?.bind(new Float32Array(mem.buffer)) ?? this.kernels.gemm
+    this.gemm = gemm
+    this.gemmKernel = nativeGemm === undefined ? "wasm simd128" : `native ${nativeGemm.kernel}`
     this.env = {
       f32: this.heap.f32,
       gemm,
@@ -154,7 +167,7 @@ export class WasmGemm {
     }
     if (startHelper !== undefined) {
       this.ctl = new Int32Array(mem.buffer, 0, 64)
-      startHelper(mem, bytes)
+      startHelper(mem, bytes, nativeGemm?.path)
       helpers.register(this, this.ctl)
     }
   }
@@ -216,7 +229,7 @@ export class WasmGemm {
         b = bAt + 4 * t * k * n,
         c = cAt + 4 * t * m * n
       if (!split) {
-        this.kernels.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
+        this.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
         continue
       }
       // About 8 chunks of rows (a multiple of the 4-row tile) or of columns (of the 8-column tile).
@@ -263,7 +276,7 @@ export class WasmGemm {
       return w
     }
     if (two) this.share(KIND.ATTENTION, [...job(0, 0, 0), ...scratch.slice(3, 6)], groups)
-    else attentionTask(heap.f32, this.kernels.gemm, job(0, 0, groups), this.kernels.expaffine)
+    else attentionTask(heap.f32, this.gemm, job(0, 0, groups), this.kernels.expaffine)
     scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
     return true
   }

@@ -1,0 +1,71 @@
+/**
+ * The native float32 GEMM for cpu-fast in Node: native/cpu/build/miniseq_cpu.node (native/cpu/),
+ * built by the package's install script where a C++ compiler exists (`npm run build:cpu` rebuilds
+ * it). It has the WebAssembly kernel's signature over the same memory, so it replaces that kernel
+ * call for call (the products of matmul and of the fused attention, on both threads). This file
+ * imports nothing of Node (the browser build loads it): Node's modules are found at run time.
+ *
+ * Why native: WebAssembly SIMD is 128 bits wide with no fused multiply-add in Node 20 (~50
+ * GFLOP/s a core here); the addon's AVX-512 kernel reaches ~200 (docs/cpu.md).
+ */
+
+/** The kernel: (a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate, …) in bytes of the memory. */
+export type GemmKernel = (...args: number[]) => void
+
+export interface NativeGemm {
+  /** The micro-kernel the CPU runs: "avx512" or "avx2". */
+  readonly kernel: string
+  /** The addon's file (a helper thread loads it again). */
+  readonly path: string
+  /** The GEMM over the memory that `f32` views from its start. */
+  bind(f32: Float32Array): GemmKernel
+}
+
+interface Addon {
+  kernel: string
+  bind(f32: Float32Array): GemmKernel
+}
+type NodeProcess = {
+  env: Record<string, string | undefined>
+  getBuiltinModule?: (id: string) => unknown
+}
+const nodeProcess = (globalThis as { process?: NodeProcess }).process
+
+/** The addon's path: native/cpu/build/ of the package (this file is src/… or dist/backends/cpu-fast/). */
+export const nativeGemmPath = (): string | undefined => {
+  const url = (globalThis as { process?: unknown }).process === undefined ? undefined : import.meta.url
+  if (url === undefined || !url.startsWith("file:")) return undefined
+  const { fileURLToPath } = nodeProcess?.getBuiltinModule?.("node:url") as { fileURLToPath(u: URL): string }
+  return fileURLToPath(new URL("../../../native/cpu/build/miniseq_cpu.node", url))
+}
+
+let cached: NativeGemm | string | undefined
+
+/**
+ * The native GEMM, or why not (a reason to show in one line). undefined outside Node, and when
+ * MINISEQ_CPU_NATIVE=0 turns it off.
+ */
+export function loadNativeGemm(): NativeGemm | string | undefined {
+  if (nodeProcess?.getBuiltinModule === undefined) return undefined
+  if (nodeProcess.env.MINISEQ_CPU_NATIVE === "0") return undefined
+  if (cached !== undefined) return cached
+  const path = nativeGemmPath()
+  const fs = nodeProcess.getBuiltinModule("node:fs") as { existsSync(p: string): boolean }
+  const { createRequire } = nodeProcess.getBuiltinModule("node:module") as {
+    createRequire(from: string): (id: string) => unknown
+  }
+  if (path === undefined) cached = "this build of miniseq is not loaded from files"
+  else if (!fs.existsSync(path))
+    cached = "the native GEMM is not built (it needs a C++ compiler at install; build it with `npm run build:cpu`)"
+  else
+    try {
+      const addon = createRequire(path)(path) as Addon
+      cached =
+        addon.kernel === "none"
+          ? "this CPU has neither AVX-512 nor AVX2+FMA"
+          : { kernel: addon.kernel, path, bind: (f32) => addon.bind(f32) }
+    } catch (e) {
+      cached = `the native GEMM failed to load: ${String((e as Error)?.message ?? e).split("\n")[0]}`
+    }
+  return cached
+}
