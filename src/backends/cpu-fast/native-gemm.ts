@@ -33,10 +33,9 @@ const nodeProcess = (globalThis as { process?: NodeProcess }).process
 
 /** The addon's path: native/cpu/build/ of the package (this file is src/… or dist/backends/cpu-fast/). */
 export const nativeGemmPath = (): string | undefined => {
-  const url = (globalThis as { process?: unknown }).process === undefined ? undefined : import.meta.url
-  if (url === undefined || !url.startsWith("file:")) return undefined
-  const { fileURLToPath } = nodeProcess?.getBuiltinModule?.("node:url") as { fileURLToPath(u: URL): string }
-  return fileURLToPath(new URL("../../../native/cpu/build/miniseq_cpu.node", url))
+  const urlModule = nodeProcess?.getBuiltinModule?.("node:url") as { fileURLToPath(u: URL): string } | undefined
+  if (urlModule === undefined || !import.meta.url.startsWith("file:")) return undefined
+  return urlModule.fileURLToPath(new URL("../../../native/cpu/build/miniseq_cpu.node", import.meta.url))
 }
 
 let cached: NativeGemm | string | undefined
