@@ -2,10 +2,13 @@
 //
 //   kernel                 "avx512" | "avx2" | "none"
 //   bind(f32)              f32: a Float32Array over the whole memory (its buffer may be shared).
-//                          Returns gemm(a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate),
-//                          the WebAssembly kernel's signature: addresses and strides in bytes
-//                          from the memory's start (the packing-scratch arguments that follow
-//                          are ignored: each thread packs into its own).
+//                          Returns { gemm, expaffine } with the WebAssembly kernels' signatures,
+//                          addresses and strides in bytes from the memory's start:
+//                          gemm(a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate) (the
+//                          packing-scratch arguments that follow are ignored: each thread packs
+//                          into its own); expaffine(x, o, n, scale, shift) → Σ (vexp.h) and
+//                          attention(words) (attention.h: attention-task.ts's job), these two
+//                          only with AVX-512.
 //
 // A shared WebAssembly memory never moves when it grows (other threads hold it), so the address
 // bound once stays valid; the function keeps a reference to the array so the memory outlives it.
@@ -14,7 +17,9 @@
 
 #include <cstdint>
 
+#include "attention.h"
 #include "sgemm.h"
+#include "vexp.h"
 
 namespace {
 
@@ -22,6 +27,7 @@ struct Bound {
   float* base;
   size_t length;  // in floats
   napi_ref keep;
+  int users;  // the functions that hold it; the last one's finalizer frees it
 };
 
 #define CHECK(call)                                                \
@@ -52,8 +58,56 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+napi_value ExpAffine(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  void* data = nullptr;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, &data));
+  if (argc < 5) {
+    napi_throw_type_error(env, nullptr, "miniseq_cpu expaffine: expected 5 arguments (x, o, n, scale, shift)");
+    return nullptr;
+  }
+  int64_t x, o, n;
+  double scale, shift;
+  CHECK(napi_get_value_int64(env, argv[0], &x));
+  CHECK(napi_get_value_int64(env, argv[1], &o));
+  CHECK(napi_get_value_int64(env, argv[2], &n));
+  CHECK(napi_get_value_double(env, argv[3], &scale));
+  CHECK(napi_get_value_double(env, argv[4], &shift));
+  char* base = reinterpret_cast<char*>(static_cast<Bound*>(data)->base);
+  const double sum = miniseq_cpu::vexpAffine(reinterpret_cast<const float*>(base + x),
+                                             reinterpret_cast<float*>(base + o), n, scale, shift);
+  napi_value result;
+  CHECK(napi_create_double(env, sum, &result));
+  return result;
+}
+
+napi_value Attention(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value words;
+  void* data = nullptr;
+  CHECK(napi_get_cb_info(env, info, &argc, &words, nullptr, &data));
+  uint32_t length = 0;
+  bool array = false;
+  if (argc == 1) CHECK(napi_is_array(env, words, &array));
+  if (array) CHECK(napi_get_array_length(env, words, &length));
+  if (!array || length < miniseq_cpu::kAttentionWords) {
+    napi_throw_type_error(env, nullptr, "miniseq_cpu attention: expected an array of the job's 25 words");
+    return nullptr;
+  }
+  int64_t w[miniseq_cpu::kAttentionWords];
+  for (uint32_t i = 0; i < miniseq_cpu::kAttentionWords; i++) {
+    napi_value x;
+    CHECK(napi_get_element(env, words, i, &x));
+    CHECK(napi_get_value_int64(env, x, &w[i]));
+  }
+  miniseq_cpu::attentionTask(reinterpret_cast<char*>(static_cast<Bound*>(data)->base), w);
+  return nullptr;
+}
+
 void Release(napi_env env, void* data, void*) {
   Bound* b = static_cast<Bound*>(data);
+  if (--b->users > 0) return;
   napi_delete_reference(env, b->keep);
   delete b;
 }
@@ -72,12 +126,26 @@ napi_value Bind(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, nullptr, "miniseq_cpu bind: expected a Float32Array over the memory");
     return nullptr;
   }
-  Bound* b = new Bound{static_cast<float*>(data), length, nullptr};
+  Bound* b = new Bound{static_cast<float*>(data), length, nullptr, 1};
   CHECK(napi_create_reference(env, arg, 1, &b->keep));
-  napi_value fn;
-  CHECK(napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, b, &fn));
-  CHECK(napi_add_finalizer(env, fn, b, Release, nullptr, nullptr));
-  return fn;
+  napi_value kernels, gemm;
+  CHECK(napi_create_object(env, &kernels));
+  CHECK(napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, b, &gemm));
+  CHECK(napi_set_named_property(env, kernels, "gemm", gemm));
+  CHECK(napi_add_finalizer(env, gemm, b, Release, nullptr, nullptr));
+  if (miniseq_cpu::vexpAvailable()) {
+    napi_value exp;
+    CHECK(napi_create_function(env, "expaffine", NAPI_AUTO_LENGTH, ExpAffine, b, &exp));
+    CHECK(napi_set_named_property(env, kernels, "expaffine", exp));
+    b->users++;
+    CHECK(napi_add_finalizer(env, exp, b, Release, nullptr, nullptr));
+    napi_value attention;
+    CHECK(napi_create_function(env, "attention", NAPI_AUTO_LENGTH, Attention, b, &attention));
+    CHECK(napi_set_named_property(env, kernels, "attention", attention));
+    b->users++;
+    CHECK(napi_add_finalizer(env, attention, b, Release, nullptr, nullptr));
+  }
+  return kernels;
 }
 
 }  // namespace

@@ -15,14 +15,16 @@ const program = `
 const { workerData } = require("node:worker_threads")
 const { memory, bytes, nativeGemm } = workerData
 const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } })
-const gemm = nativeGemm ? require(nativeGemm).bind(new Float32Array(memory.buffer)) : exports.gemm
+const native = nativeGemm ? require(nativeGemm).bind(new Float32Array(memory.buffer)) : {}
+const gemm = native.gemm ?? exports.gemm
+const expaffine = native.expaffine ?? exports.expaffine
 const ctl = new Int32Array(memory.buffer, 0, 64)
 const __name = (f) => f
 ${scratchWords}
-const attention = ${attentionTask.toString()}
+const attention = native.attention ? (f, g, w) => native.attention(w) : ${attentionTask.toString()}
 const serveJob = ${serveJob.toString()}
 const runChunk = ${runChunk.toString()}
-;(${helperLoop.toString()})({ gemm, expaffine: exports.expaffine, attention }, ctl, memory, serveJob, runChunk,
+;(${helperLoop.toString()})({ gemm, expaffine, attention }, ctl, memory, serveJob, runChunk,
   { ap: AP[1], bp: BP[1], t: T[1] })
 `
 

@@ -11,19 +11,28 @@
 
 /** The kernel: (a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate, …) in bytes of the memory. */
 export type GemmKernel = (...args: number[]) => void
+/** o[i] = exp(x[i]·scale − shift) over n elements at byte addresses; returns Σ (the WebAssembly kernel's contract). */
+export type ExpKernel = (x: number, o: number, n: number, scale: number, shift: number) => number
+/** The kernels bound to one memory; expaffine and attention only where the CPU has AVX-512. */
+export interface NativeKernels {
+  readonly gemm: GemmKernel
+  readonly expaffine?: ExpKernel
+  /** ./attention-task.ts's `attentionTask` on the job's words (an Array), in C++. */
+  readonly attention?: (words: ArrayLike<number>) => void
+}
 
 export interface NativeGemm {
   /** The micro-kernel the CPU runs: "avx512" or "avx2". */
   readonly kernel: string
   /** The addon's file (a helper thread loads it again). */
   readonly path: string
-  /** The GEMM over the memory that `f32` views from its start. */
-  bind(f32: Float32Array): GemmKernel
+  /** The kernels over the memory that `f32` views from its start. */
+  bind(f32: Float32Array): NativeKernels
 }
 
 interface Addon {
   kernel: string
-  bind(f32: Float32Array): GemmKernel
+  bind(f32: Float32Array): NativeKernels
 }
 type NodeProcess = {
   env: Record<string, string | undefined>

@@ -15,7 +15,7 @@ import { attentionTask, TASK } from "./attention-task.js"
 import { type ChunkEnv, CLOSED, CTL, KIND, runChunk, serveJob } from "./chunks.js"
 import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
-import type { GemmKernel, NativeGemm } from "./native-gemm.js"
+import type { ExpKernel, GemmKernel, NativeGemm } from "./native-gemm.js"
 
 export type { WasmMemory } from "./heap.js"
 
@@ -129,8 +129,10 @@ export class WasmGemm {
   private readonly kernels: KernelExports
   private readonly ctl: Int32Array | undefined
   private readonly env: ChunkEnv
-  /** The GEMM that products run: the native one when given, else the module's. */
+  /** The GEMM that products run, and the exp: the native ones when given, else the module's. */
   private readonly gemm: GemmKernel
+  private readonly expaffine: ExpKernel
+  private readonly attentionJob: ChunkEnv["attention"]
   /** What runs the products: "native avx512", "native avx2" or "wasm simd128". */
   readonly gemmKernel: string
   private job = 0
@@ -150,16 +152,20 @@ export class WasmGemm {
     this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
     const limit = Math.min(MAX_PAGES * 65536 - 65536, OPERANDS + (heapBytes ?? Number.POSITIVE_INFINITY))
     this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
-    const { expaffine } = this.kernels
     const nativeGemm = shared ? native : undefined
-    const gemm = nativeGemm?.bind(new Float32Array(mem.buffer)) ?? this.kernels.gemm
+    const bound = nativeGemm?.bind(new Float32Array(mem.buffer))
+    const gemm = bound?.gemm ?? this.kernels.gemm
+    const expaffine = bound?.expaffine ?? this.kernels.expaffine
     this.gemm = gemm
+    this.expaffine = expaffine
+    const nativeAttention = bound?.attention
+    this.attentionJob = nativeAttention === undefined ? attentionTask : (_f, _g, w) => nativeAttention(w)
     this.gemmKernel = nativeGemm === undefined ? "wasm simd128" : `native ${nativeGemm.kernel}`
     this.env = {
       f32: this.heap.f32,
       gemm,
       expaffine,
-      attention: attentionTask,
+      attention: this.attentionJob,
       ap: AP[0]!,
       bp: BP[0]!,
       t: T[0]!,
@@ -276,7 +282,7 @@ export class WasmGemm {
       return w
     }
     if (two) this.share(KIND.ATTENTION, [...job(0, 0, 0), ...scratch.slice(3, 6)], groups)
-    else attentionTask(heap.f32, this.gemm, job(0, 0, groups), this.kernels.expaffine)
+    else this.attentionJob(heap.f32, this.gemm, job(0, 0, groups), this.expaffine)
     scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
     return true
   }
@@ -312,7 +318,7 @@ export class WasmGemm {
     // exp is compute-bound (~4 ns an element): a long one is worth sharing, in runs of 8192.
     if (this.threads === 2 && n >= SPLIT_EXP)
       this.share(KIND.EXP, [x.byteOffset, o.byteOffset, n, 8192], Math.ceil(n / 8192))
-    else this.kernels.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
+    else this.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
     return true
   }
 
