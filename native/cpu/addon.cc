@@ -1,6 +1,7 @@
 // miniseq_cpu.node: the fast CPU backend's native GEMM (sgemm.cc) over the WebAssembly memory.
 //
 //   kernel                 "avx512" | "avx2" | "none"
+//   tile                   [rows, columns] of the GEMM's micro-kernel
 //   bind(f32)              f32: a Float32Array over the whole memory (its buffer may be shared).
 //                          Returns { gemm, expaffine } with the WebAssembly kernels' signatures,
 //                          addresses and strides in bytes from the memory's start:
@@ -155,6 +156,15 @@ NAPI_MODULE_INIT() {
   CHECK(napi_create_string_utf8(env, miniseq_cpu::sgemmKernel(), NAPI_AUTO_LENGTH, &kernel));
   CHECK(napi_create_function(env, "bind", NAPI_AUTO_LENGTH, Bind, nullptr, &bind));
   CHECK(napi_set_named_property(env, exports, "kernel", kernel));
+  int rows = 1, cols = 1;
+  miniseq_cpu::sgemmTile(&rows, &cols);
+  napi_value tile, r, c;
+  CHECK(napi_create_array_with_length(env, 2, &tile));
+  CHECK(napi_create_int32(env, rows, &r));
+  CHECK(napi_create_int32(env, cols, &c));
+  CHECK(napi_set_element(env, tile, 0, r));
+  CHECK(napi_set_element(env, tile, 1, c));
+  CHECK(napi_set_named_property(env, exports, "tile", tile));
   CHECK(napi_set_named_property(env, exports, "bind", bind));
   return exports;
 }

@@ -197,6 +197,11 @@ const Isa isa = detect();
 
 }  // namespace
 
+void sgemmTile(int* rows, int* cols) {
+  *rows = isa == Isa::avx512 ? 12 : isa == Isa::avx2 ? 6 : 1;
+  *cols = isa == Isa::avx512 ? 32 : isa == Isa::avx2 ? 16 : 1;
+}
+
 const char* sgemmKernel() { return isa == Isa::avx512 ? "avx512" : isa == Isa::avx2 ? "avx2" : "none"; }
 
 void sgemm(const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB, float* C,

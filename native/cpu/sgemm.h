@@ -13,4 +13,7 @@ void sgemm(const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB
 /** The micro-kernel in use: "avx512", "avx2" or "none" (then sgemm is the portable loop). */
 const char* sgemmKernel();
 
+/** The micro-kernel's tile, rows × columns: a split of C into blocks at these multiples wastes none of it. */
+void sgemmTile(int* rows, int* cols);
+
 }  // namespace miniseq_cpu

@@ -24,6 +24,8 @@ export interface NativeKernels {
 export interface NativeGemm {
   /** The micro-kernel the CPU runs: "avx512" or "avx2". */
   readonly kernel: string
+  /** Its tile, rows × columns: two threads split products at these multiples. */
+  readonly tile: readonly [number, number]
   /** The addon's file (a helper thread loads it again). */
   readonly path: string
   /** The kernels over the memory that `f32` views from its start. */
@@ -32,6 +34,7 @@ export interface NativeGemm {
 
 interface Addon {
   kernel: string
+  tile: [number, number]
   bind(f32: Float32Array): NativeKernels
 }
 type NodeProcess = {
@@ -71,7 +74,7 @@ export function loadNativeGemm(): NativeGemm | string | undefined {
       cached =
         addon.kernel === "none"
           ? "this CPU has neither AVX-512 nor AVX2+FMA"
-          : { kernel: addon.kernel, path, bind: (f32) => addon.bind(f32) }
+          : { kernel: addon.kernel, tile: addon.tile, path, bind: (f32) => addon.bind(f32) }
     } catch (e) {
       cached = `the native GEMM failed to load: ${String((e as Error)?.message ?? e).split("\n")[0]}`
     }

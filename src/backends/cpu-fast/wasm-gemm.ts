@@ -133,6 +133,8 @@ export class WasmGemm {
   private readonly gemm: GemmKernel
   private readonly expaffine: ExpKernel
   private readonly attentionJob: ChunkEnv["attention"]
+  /** Two threads split a product into this many chunks, at multiples of these rows or columns. */
+  private readonly split: { chunks: number; rows: number; cols: number }
   /** What runs the products: "native avx512", "native avx2" or "wasm simd128". */
   readonly gemmKernel: string
   private job = 0
@@ -159,6 +161,13 @@ export class WasmGemm {
     this.gemm = gemm
     this.expaffine = expaffine
     const nativeAttention = bound?.attention
+    // The module's GEMM: ~8 chunks at its 4 × 8 tile. The native one is ~4× faster, so a chunk
+    // of it is shorter: 4 chunks (two a thread when both run), at its tile, so that no chunk repacks
+    // a shared operand more than needed or computes a padded edge tile inside C.
+    this.split =
+      nativeGemm === undefined
+        ? { chunks: 8, rows: 4, cols: 8 }
+        : { chunks: 4, rows: nativeGemm.tile[0], cols: nativeGemm.tile[1] }
     this.attentionJob = nativeAttention === undefined ? attentionTask : (_f, _g, w) => nativeAttention(w)
     this.gemmKernel = nativeGemm === undefined ? "wasm simd128" : `native ${nativeGemm.kernel}`
     this.env = {
@@ -238,9 +247,12 @@ export class WasmGemm {
         this.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
         continue
       }
-      // About 8 chunks of rows (a multiple of the 4-row tile) or of columns (of the 8-column tile).
+      // About split.chunks chunks of rows or of columns, each a multiple of the kernel's tile
+      // (and at least 4 tiles: below that the chunks' fixed costs would outweigh the second core).
       const byRows = m >= n
-      const piece = byRows ? Math.max(16, Math.ceil(m / 32) * 4) : Math.max(32, Math.ceil(n / 64) * 8)
+      const { chunks: parts, rows, cols } = this.split
+      const unit = byRows ? rows : cols
+      const piece = Math.max(4 * unit, Math.ceil((byRows ? m : n) / parts / unit) * unit)
       const chunks = Math.ceil((byRows ? m : n) / piece)
       this.share(KIND.GEMM, [a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, byRows ? 1 : 0, piece], chunks)
     }
