@@ -8,7 +8,9 @@
 //                          gemm(a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate) (the
 //                          packing-scratch arguments that follow are ignored: each thread packs
 //                          into its own); expaffine(x, o, n, scale, shift) → Σ (vexp.h) and
-//                          attention(words) (attention.h: attention-task.ts's job), these two
+//                          attention(words) (attention.h: attention-task.ts's job) and
+//                          crossEntropy(backward, x, targets, out, g, N, V, ignore) (targets an
+//                          Int32Array of N; out nll or dLogits; g dNll, 0 forward), these three
 //                          only with AVX-512.
 //
 // A shared WebAssembly memory never moves when it grows (other threads hold it), so the address
@@ -17,8 +19,10 @@
 #include <node_api.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "attention.h"
+#include "cross-entropy.h"
 #include "sgemm.h"
 #include "vexp.h"
 
@@ -106,6 +110,34 @@ napi_value Attention(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+napi_value CrossEntropy(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  void* data = nullptr;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, &data));
+  bool typed = false;
+  if (argc == 8) CHECK(napi_is_typedarray(env, argv[2], &typed));
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;
+  void* targets = nullptr;
+  if (typed) CHECK(napi_get_typedarray_info(env, argv[2], &type, &length, &targets, nullptr, nullptr));
+  int64_t v[8] = {0};
+  for (int i : {0, 1, 3, 4, 5, 6, 7})
+    if (argc == 8) CHECK(napi_get_value_int64(env, argv[i], &v[i]));
+  if (!typed || type != napi_int32_array || static_cast<int64_t>(length) < v[5]) {
+    napi_throw_type_error(env, nullptr,
+                          "miniseq_cpu crossEntropy: expected (backward, x, targets: Int32Array of N, out, g, N, V, ignore)");
+    return nullptr;
+  }
+  char* base = reinterpret_cast<char*>(static_cast<Bound*>(data)->base);
+  auto at = [base](int64_t bytes) { return reinterpret_cast<float*>(base + bytes); };
+  const int N = static_cast<int>(v[5]), V = static_cast<int>(v[6]), ignore = static_cast<int>(v[7]);
+  const int32_t* t = static_cast<const int32_t*>(targets);
+  if (v[0] != 0) miniseq_cpu::crossEntropyVjp(at(v[1]), t, at(v[4]), at(v[3]), N, V, ignore);
+  else miniseq_cpu::crossEntropy(at(v[1]), t, at(v[3]), N, V, ignore);
+  return nullptr;
+}
+
 void Release(napi_env env, void* data, void*) {
   Bound* b = static_cast<Bound*>(data);
   if (--b->users > 0) return;
@@ -145,6 +177,11 @@ napi_value Bind(napi_env env, napi_callback_info info) {
     CHECK(napi_set_named_property(env, kernels, "attention", attention));
     b->users++;
     CHECK(napi_add_finalizer(env, attention, b, Release, nullptr, nullptr));
+    napi_value ce;
+    CHECK(napi_create_function(env, "crossEntropy", NAPI_AUTO_LENGTH, CrossEntropy, b, &ce));
+    CHECK(napi_set_named_property(env, kernels, "crossEntropy", ce));
+    b->users++;
+    CHECK(napi_add_finalizer(env, ce, b, Release, nullptr, nullptr));
   }
   return kernels;
 }

@@ -32,7 +32,9 @@ __attribute__((target("avx512f"))) inline __m512d exp8(__m512d x, const Constant
 }
 
 __attribute__((target("avx512f"))) double affine512(const float* x, float* o, int64_t n, double scale,
-                                                    double shift) {
+                                                    double shift, bool times, double mul) {
+  const __m512d mulv = _mm512_set1_pd(mul);
+#define out(e) _mm512_cvtpd_ps(times ? _mm512_mul_pd(e, mulv) : e)
   Constants K;
   K.hi = _mm512_set1_pd(708);
   K.lo = _mm512_set1_pd(-708);
@@ -55,19 +57,37 @@ __attribute__((target("avx512f"))) double affine512(const float* x, float* o, in
     const __m512d ea = exp8(a, K), eb = exp8(b, K);
     acc0 = _mm512_add_pd(acc0, ea);
     acc1 = _mm512_add_pd(acc1, eb);
-    _mm256_storeu_ps(o + i, _mm512_cvtpd_ps(ea));
-    _mm256_storeu_ps(o + i + 8, _mm512_cvtpd_ps(eb));
+    _mm256_storeu_ps(o + i, out(ea));
+    _mm256_storeu_ps(o + i + 8, out(eb));
   }
   for (; i < n; i += 8) {
     const int left = n - i < 8 ? static_cast<int>(n - i) : 8;
-    alignas(32) float in[8] = {0, 0, 0, 0, 0, 0, 0, 0}, out[8];
+    alignas(32) float in[8] = {0, 0, 0, 0, 0, 0, 0, 0}, last[8];
     std::memcpy(in, x + i, sizeof(float) * left);
     const __m512d e = exp8(_mm512_fmsub_pd(_mm512_cvtps_pd(_mm256_load_ps(in)), s, h), K);
     acc0 = _mm512_mask_add_pd(acc0, static_cast<__mmask8>((1u << left) - 1), acc0, e);
-    _mm256_store_ps(out, _mm512_cvtpd_ps(e));
-    std::memcpy(o + i, out, sizeof(float) * left);
+    _mm256_store_ps(last, out(e));
+    std::memcpy(o + i, last, sizeof(float) * left);
   }
+#undef out
   return _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
+}
+
+__attribute__((target("avx512f"))) float max512(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-__builtin_inff());
+  __mmask16 nan = 0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    m = _mm512_max_ps(m, v);
+  }
+  float r = _mm512_reduce_max_ps(m);
+  for (; i < n; i++) {
+    if (x[i] != x[i]) nan = 1;
+    r = x[i] > r ? x[i] : r;
+  }
+  return nan ? __builtin_nanf("") : r;
 }
 #endif
 
@@ -83,7 +103,23 @@ bool vexpAvailable() {
 
 double vexpAffine(const float* x, float* o, int64_t n, double scale, double shift) {
 #ifdef MINISEQ_X86
-  return affine512(x, o, n, scale, shift);
+  return affine512(x, o, n, scale, shift, false, 1);
+#else
+  return 0;
+#endif
+}
+
+double vexpAffineTimes(const float* x, float* o, int64_t n, double scale, double shift, double mul) {
+#ifdef MINISEQ_X86
+  return affine512(x, o, n, scale, shift, true, mul);
+#else
+  return 0;
+#endif
+}
+
+float vmax(const float* x, int64_t n) {
+#ifdef MINISEQ_X86
+  return max512(x, n);
 #else
   return 0;
 #endif

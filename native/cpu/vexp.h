@@ -12,6 +12,12 @@ namespace miniseq_cpu {
  */
 double vexpAffine(const float* x, float* o, int64_t n, double scale, double shift);
 
+/** As vexpAffine, but o[i] = float32(exp(…) · mul), one rounding; the sum is still of the exps. */
+double vexpAffineTimes(const float* x, float* o, int64_t n, double scale, double shift, double mul);
+
+/** max_i x[i] (NaN if any is NaN; −∞ for n = 0). */
+float vmax(const float* x, int64_t n);
+
 bool vexpAvailable();
 
 }  // namespace miniseq_cpu

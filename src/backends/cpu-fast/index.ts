@@ -16,7 +16,9 @@
  *   (one correctly rounded float32 operation each); the other float32 elementwise kernels and sums
  *   (./elementwise.ts): the reference's arithmetic, bitwise, in loops V8 compiles for Float32Array.
  * - attention and its VJP as one fused kernel (./attention.ts): a few matrix products per head.
- * Everything else is the reference's code (with its fused cross-entropy). Where WebAssembly SIMD is
+ * - the fused cross-entropy: the reference's (../cpu/fused.ts), in C++ where the addon is built
+ *   (./cross-entropy.ts).
+ * Everything else is the reference's code. Where WebAssembly SIMD is
  * missing, the backend says so once (`notice`) and runs the reference kernels; where shared memory
  * is missing (a page without cross-origin isolation), it says so and keeps buffers as JS arrays,
  * copied in and out of the module's memory per product, on one thread.
@@ -33,6 +35,7 @@ import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cp
 import { matmulBlocked } from "../cpu/matmul.js"
 import { simplifyViews } from "../views.js"
 import { attentionKernels } from "./attention.js"
+import { crossEntropyKernels } from "./cross-entropy.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
 import { autoHelper } from "./helper-thread.js"
 import { loadNativeGemm } from "./native-gemm.js"
@@ -144,6 +147,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       name: "cpu-fast",
       routines: {
         ...ref.routines,
+        ...crossEntropyKernels(gemm, ref.routines ?? {}),
         ...attentionKernels(
           matmulData,
           scratch,

@@ -19,6 +19,20 @@ export interface NativeKernels {
   readonly expaffine?: ExpKernel
   /** ./attention-task.ts's `attentionTask` on the job's words (an Array), in C++. */
   readonly attention?: (words: ArrayLike<number>) => void
+  /**
+   * The reference's fused cross-entropy (../cpu/fused.ts) in C++: forward nll (g 0) or backward
+   * dLogits; x, out, g are byte addresses, targets an Int32Array of N.
+   */
+  readonly crossEntropy?: (
+    backward: number,
+    x: number,
+    targets: Int32Array,
+    out: number,
+    g: number,
+    N: number,
+    V: number,
+    ignore: number,
+  ) => void
 }
 
 export interface NativeGemm {

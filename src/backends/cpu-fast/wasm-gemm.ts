@@ -15,7 +15,7 @@ import { attentionTask, TASK } from "./attention-task.js"
 import { type ChunkEnv, CLOSED, CTL, KIND, runChunk, serveJob } from "./chunks.js"
 import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
-import type { ExpKernel, GemmKernel, NativeGemm } from "./native-gemm.js"
+import type { ExpKernel, GemmKernel, NativeGemm, NativeKernels } from "./native-gemm.js"
 
 export type { WasmMemory } from "./heap.js"
 
@@ -133,6 +133,7 @@ export class WasmGemm {
   private readonly gemm: GemmKernel
   private readonly expaffine: ExpKernel
   private readonly attentionJob: ChunkEnv["attention"]
+  private readonly native: NativeKernels | undefined
   /** Two threads split a product into this many chunks, at multiples of these rows or columns. */
   private readonly split: { chunks: number; rows: number; cols: number }
   /** What runs the products: "native avx512", "native avx2" or "wasm simd128". */
@@ -156,6 +157,7 @@ export class WasmGemm {
     this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
     const nativeGemm = shared ? native : undefined
     const bound = nativeGemm?.bind(new Float32Array(mem.buffer))
+    this.native = bound
     const gemm = bound?.gemm ?? this.kernels.gemm
     const expaffine = bound?.expaffine ?? this.kernels.expaffine
     this.gemm = gemm
@@ -296,6 +298,27 @@ export class WasmGemm {
     if (two) this.share(KIND.ATTENTION, [...job(0, 0, 0), ...scratch.slice(3, 6)], groups)
     else this.attentionJob(heap.f32, this.gemm, job(0, 0, groups), this.expaffine)
     scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
+    return true
+  }
+
+  /**
+   * The fused cross-entropy (forward: out = nll, g undefined; backward: out = dLogits, g = dNll)
+   * on the native kernel, for float32 x/out/g in the heap; false when not run (no native kernel,
+   * or an operand outside the heap): the caller runs the reference's.
+   */
+  crossEntropy(
+    x: Float32Array,
+    targets: Int32Array,
+    out: Float32Array,
+    g: Float32Array | undefined,
+    N: number,
+    V: number,
+    ignore: number,
+  ): boolean {
+    const ce = this.native?.crossEntropy
+    const heap = this.heap
+    if (ce === undefined || !(heap.owns(x) && heap.owns(out) && (g === undefined || heap.owns(g)))) return false
+    ce(g === undefined ? 0 : 1, x.byteOffset, targets, out.byteOffset, g?.byteOffset ?? 0, N, V, ignore)
     return true
   }
 
