@@ -28,8 +28,7 @@ const backend = makeFastCpuBackend({
 // --ops: every backend call timed, by method, op (the first argument when a string) and size.
 const times = new Map<string, { ms: number; calls: number }>()
 let timing = false
-const timed =
-  <F extends (...a: never[]) => unknown>(key: (...a: Parameters<F>) => string, f: F): F =>
+const timed = <F extends (...a: never[]) => unknown>(key: (...a: Parameters<F>) => string, f: F): F =>
   ((...a: Parameters<F>) => {
     if (!timing) return f(...a)
     const t = performance.now()
@@ -45,7 +44,23 @@ const size = (x: unknown) => (x as { size?: number } | undefined)?.size ?? 0
 const ops = process.argv.includes("--ops")
 if (ops) {
   const b = backend as unknown as Record<string, unknown>
-  for (const m of ["unary", "binary", "reduce", "copy", "matmul", "gather", "scatterAdd", "takeAlong", "putAlong", "where", "cast", "fill", "alloc", "free", "iota"]) {
+  for (const m of [
+    "unary",
+    "binary",
+    "reduce",
+    "copy",
+    "matmul",
+    "gather",
+    "scatterAdd",
+    "takeAlong",
+    "putAlong",
+    "where",
+    "cast",
+    "fill",
+    "alloc",
+    "free",
+    "iota",
+  ]) {
     const f = b[m] as ((...a: never[]) => unknown) | undefined
     if (typeof f !== "function") continue
     b[m] = timed(

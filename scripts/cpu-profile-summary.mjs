@@ -19,3 +19,27 @@ const total = [...self.values()].reduce((a, b) => a + b, 0)
 console.log(`total ${(total / 1000).toFixed(0)} ms sampled`)
 for (const [k, v] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top))
   console.log(`${((100 * v) / total).toFixed(1).padStart(5)}%  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}`)
+
+// --callers NAME: for functions whose name contains NAME, their self time by caller chain (3 up).
+const ci = process.argv.indexOf("--callers")
+if (ci > 0) {
+  const want = process.argv[ci + 1]
+  const parent = new Map()
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const name = (id) => {
+    const f = byId.get(id).callFrame
+    return `${f.functionName || "(anon)"}@${f.url.split("/").pop()}`
+  }
+  const chains = new Map()
+  for (let i = 0; i < prof.samples.length; i++) {
+    const id = prof.samples[i]
+    if (!byId.get(id).callFrame.functionName.includes(want)) continue
+    const chain = []
+    for (let p = parent.get(id), d = 0; p !== undefined && d < 3; p = parent.get(p), d++) chain.push(name(p))
+    const key = chain.join(" < ")
+    chains.set(key, (chains.get(key) ?? 0) + (dt[i] ?? 0))
+  }
+  console.log(`callers of *${want}*:`)
+  for (const [k, v] of [...chains.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15))
+    console.log(`${(v / 1000).toFixed(0).padStart(6)} ms  ${k}`)
+}
