@@ -7,11 +7,28 @@
 #include <cstring>
 #include <limits>
 
+#include <vector>
+
 #include "sgemm.h"
 #include "vexp.h"
 
+// The softmax and dS loops in float64, vectorized by the compiler in 512-bit registers (the
+// addon offers attention only where the CPU has AVX-512).
+#if defined(__x86_64__) || defined(_M_X64)
+#pragma GCC target("avx512f")
+#endif
+
 namespace miniseq_cpu {
 namespace {
+
+/** t (cols × rows) = x (rows × cols, row-major)ᵀ: K and V of a group, so the products that read them transposed read rows. */
+void transpose(const float* x, float* t, int rows, int cols) {
+  constexpr int B = 16;
+  for (int i0 = 0; i0 < rows; i0 += B)
+    for (int j0 = 0; j0 < cols; j0 += B)
+      for (int i = i0; i < std::min(rows, i0 + B); i++)
+        for (int j = j0; j < std::min(cols, j0 + B); j++) t[static_cast<int64_t>(j) * rows + i] = x[static_cast<int64_t>(i) * cols + j];
+}
 
 // C (+)= op(A)·op(B): A m × k, B k × n, C m × n (row-major, C's stride n), element pointers.
 void mm(const float* a, const float* b, float* c, int m, int n, int k, bool tA, bool tB, bool acc) {
@@ -31,10 +48,17 @@ void attentionTask(char* base, const int64_t* w) {
   float *P = at(w[19]), *DP = at(w[20]), *zeros = at(w[21]);
   const double scale = 1 / std::sqrt(static_cast<double>(D));
   constexpr int ROWS = 64;
+  // Kᵀ and Vᵀ of the group (D × S): Q·Kᵀ and dO·Vᵀ then pack B by rows, not by a strided gather
+  // per query block and head.
+  thread_local std::vector<float> kT, vT;
+  kT.resize(static_cast<size_t>(S) * D);
+  if (backward) vT.resize(static_cast<size_t>(S) * D);
   for (int64_t grp = w[7]; grp < w[8]; grp++) {
     const int64_t b = grp / Hkv, g = grp % Hkv;
     const int64_t ko = (b * Hkv + g) * S * D;  // element offset of this kv head's rows
+    transpose(k + ko, kT.data(), S, D);
     if (backward) {
+      transpose(v + ko, vT.data(), S, D);
       std::memset(dk + ko, 0, sizeof(float) * S * D);
       std::memset(dv + ko, 0, sizeof(float) * S * D);
     }
@@ -44,16 +68,14 @@ void attentionTask(char* base, const int64_t* w) {
       for (int i0 = 0; i0 < S; i0 += ROWS) {
         const int r = std::min(ROWS, S - i0), nk = causal ? i0 + r : S;
         const int64_t rows = qo + static_cast<int64_t>(i0) * D;  // the block's first query row
-        mm(q + rows, k + ko, P, r, nk, D, false, true, false);
+        // P = Q_block · Kᵀ[:, :nk] (Kᵀ's rows are S long).
+        sgemm(q + rows, D, 1, kT.data(), S, 1, P, nk, r, nk, D, false);
         if (!backward) {
           for (int ii = 0; ii < r; ii++) {
             float* row = P + static_cast<int64_t>(ii) * nk;
             const int end = causal ? i0 + ii + 1 : S;
-            double m = -std::numeric_limits<double>::infinity();
-            for (int j = 0; j < end; j++) {
-              const double s = row[j] * scale;
-              m = std::isnan(s) || std::isnan(m) ? std::numeric_limits<double>::quiet_NaN() : std::max(m, s);
-            }
+            // max_j (x_j · scale) = (max_j x_j) · scale: scale > 0, and rounding is monotonic.
+            const double m = end == 0 ? -std::numeric_limits<double>::infinity() : vmax(row, end) * scale;
             const double l = vexpAffine(row, row, end, scale, m);  // e = exp(s·x − m) in place
             for (int j = 0; j < end; j++) row[j] = static_cast<float>(row[j] / l);
             std::fill(row + end, row + nk, 0.0f);
@@ -70,7 +92,7 @@ void attentionTask(char* base, const int64_t* w) {
         }
         const float* dOb = dO == nullptr ? zeros : dO + rows;
         mm(P, dOb, dv + ko, nk, D, r, true, false, true);
-        mm(dOb, v + ko, DP, r, nk, D, false, true, false);
+        sgemm(dOb, D, 1, vT.data(), S, 1, DP, nk, r, nk, D, false);  // dP = dO · Vᵀ[:, :nk]
         for (int ii = 0; ii < r; ii++) {
           const int i = i0 + ii;
           double delta = dLse == nullptr ? 0 : -static_cast<double>(dLse[lo + i]);
