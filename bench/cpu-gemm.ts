@@ -83,7 +83,12 @@ print(json.dumps({"torch": torch.__version__, "gflops": out}))
 for (const python of [process.env.PYTHON, "python3", "/usr/bin/python3"])
   if (python !== undefined && torch === undefined)
     try {
-      const r = JSON.parse(execFileSync(python, ["-c", script, JSON.stringify(shapes)], { encoding: "utf8" }))
+      const r = JSON.parse(
+        execFileSync(python, ["-c", script, JSON.stringify(shapes)], {
+          encoding: "utf8",
+          stdio: ["ignore", "pipe", "ignore"],
+        }),
+      )
       torch = r.gflops
       console.log(`torch ${r.torch}, 1 thread`)
     } catch {}
