@@ -92,6 +92,6 @@ if (ops) {
   const all = [...times.entries()].sort((a, b) => b[1].ms - a[1].ms)
   const total = all.reduce((s, [, v]) => s + v.ms, 0)
   console.log(`backend calls: ${(total / per).toFixed(1)} ms a step (steps 2–${steps})`)
-  for (const [k, v] of all.slice(0, 45))
+  for (const [k, v] of all.slice(0, Number(process.env.OPS_TOP ?? 45)))
     console.log(`${(v.ms / per).toFixed(2).padStart(7)} ms ${String(v.calls / per).padStart(5)}×  ${k}`)
 }
