@@ -1,5 +1,7 @@
 // miniseq_cpu.node: the fast CPU backend's native GEMM (sgemm.cc) over the WebAssembly memory.
 //
+//   abi                    this interface's version (src/backends/cpu-fast/native-gemm.ts checks
+//                          it: an addon built from older sources is reported, not called)
 //   kernel                 "avx512" | "avx2" | "none"
 //   tile                   [rows, columns] of the GEMM's micro-kernel
 //   bind(f32)              f32: a Float32Array over the whole memory (its buffer may be shared).
@@ -193,6 +195,9 @@ NAPI_MODULE_INIT() {
   CHECK(napi_create_string_utf8(env, miniseq_cpu::sgemmKernel(), NAPI_AUTO_LENGTH, &kernel));
   CHECK(napi_create_function(env, "bind", NAPI_AUTO_LENGTH, Bind, nullptr, &bind));
   CHECK(napi_set_named_property(env, exports, "kernel", kernel));
+  napi_value abi;
+  CHECK(napi_create_int32(env, 1, &abi));
+  CHECK(napi_set_named_property(env, exports, "abi", abi));
   int rows = 1, cols = 1;
   miniseq_cpu::sgemmTile(&rows, &cols);
   napi_value tile, r, c;

@@ -46,7 +46,11 @@ export interface NativeGemm {
   bind(f32: Float32Array): NativeKernels
 }
 
+/** The addon interface this file speaks (native/cpu/addon.cc's `abi`). */
+const ABI = 1
+
 interface Addon {
+  abi?: number
   kernel: string
   tile: [number, number]
   bind(f32: Float32Array): NativeKernels
@@ -81,14 +85,16 @@ export function loadNativeGemm(): NativeGemm | string | undefined {
   }
   if (path === undefined) cached = "this build of miniseq is not loaded from files"
   else if (!fs.existsSync(path))
-    cached = "the native GEMM is not built (it needs a C++ compiler at install; build it with `npm run build:cpu`)"
+    cached = "the native GEMM is not built: it needs a C++ compiler at install; build it with `npm run build:cpu`"
   else
     try {
       const addon = createRequire(path)(path) as Addon
       cached =
-        addon.kernel === "none"
-          ? "this CPU has neither AVX-512 nor AVX2+FMA"
-          : { kernel: addon.kernel, tile: addon.tile, path, bind: (f32) => addon.bind(f32) }
+        addon.abi !== ABI
+          ? `the native GEMM at ${path} was built from other sources (interface ${addon.abi ?? "none"}, want ${ABI}): rebuild it with \`npm run build:cpu\``
+          : addon.kernel === "none"
+            ? "this CPU has neither AVX-512 nor AVX2+FMA"
+            : { kernel: addon.kernel, tile: addon.tile, path, bind: (f32) => addon.bind(f32) }
     } catch (e) {
       cached = `the native GEMM failed to load: ${String((e as Error)?.message ?? e).split("\n")[0]}`
     }
