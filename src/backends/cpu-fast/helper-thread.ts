@@ -25,7 +25,7 @@ const attention = native.attention ? (f, g, w) => native.attention(w) : ${attent
 const serveJob = ${serveJob.toString()}
 const runChunk = ${runChunk.toString()}
 ;(${helperLoop.toString()})({ gemm, expaffine, attention }, ctl, memory, serveJob, runChunk,
-  { ap: AP[1], bp: BP[1], t: T[1] })
+  { ap: AP[1], bp: BP[1], t: T[1], spinMs: SPIN_MS })
 `
 
 /** The part of Node's Worker class used here. */

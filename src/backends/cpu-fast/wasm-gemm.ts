@@ -48,8 +48,13 @@ const AP = [1024, 1024 + 4 * 64 * 256]
 const BP = [AP[1]! + 4 * 64 * 256, AP[1]! + 4 * 64 * 256 + 4 * 512 * 256]
 const OPERANDS = BP[1]! + 4 * 512 * 256
 // The control words and job kinds: ./chunks.ts.
-/** The scratch addresses as source, for the helper thread. */
-export const scratchWords = `const AP = ${JSON.stringify(AP)}, BP = ${JSON.stringify(BP)}, T = ${JSON.stringify(T)};`
+/**
+ * How long a thread spins on the control words before it sleeps (ms): a step posts its jobs in
+ * quick succession, and a thread woken from Atomics.wait starts tens of microseconds late.
+ */
+const SPIN_MS = 0.2
+/** The scratch addresses (and SPIN_MS) as source, for the helper thread. */
+export const scratchWords = `const AP = ${JSON.stringify(AP)}, BP = ${JSON.stringify(BP)}, T = ${JSON.stringify(T)}, SPIN_MS = ${SPIN_MS};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
 /** An exp over at least this many elements is split over two threads. */
@@ -92,12 +97,17 @@ export function helperLoop(
   memory: WasmMemory,
   serve: typeof serveJob,
   run: typeof runChunk,
-  scratch: { ap: number; bp: number; t: number },
+  scratch: { ap: number; bp: number; t: number; spinMs: number },
 ): void {
-  const env: ChunkEnv = { ...kernels, ...scratch, f32: new Float32Array(memory.buffer), who: 1 }
+  const { spinMs, ...own } = scratch
+  const env: ChunkEnv = { ...kernels, ...own, f32: new Float32Array(memory.buffer), who: 1 }
   Atomics.store(ctl, 2, 1) // READY
   let seen = Atomics.load(ctl, 0)
   for (;;) {
+    // Spin a little (SPIN_MS) before sleeping: a woken thread starts late, by a good part of a
+    // chunk of the native GEMM.
+    const until = performance.now() + spinMs
+    while (Atomics.load(ctl, 0) === seen && performance.now() < until) {}
     Atomics.wait(ctl, 0, seen)
     seen = Atomics.load(ctl, 0)
     if (Atomics.load(ctl, 3) === 3) return // EXIT
@@ -403,9 +413,12 @@ export class WasmGemm {
     Atomics.notify(ctl, CTL.JOB)
     this.env.f32 = this.heap.f32
     serveJob(ctl, this.job, this.env, runChunk)
+    const until = performance.now() + SPIN_MS
     for (;;) {
       const fin = Atomics.load(ctl, CTL.FIN)
       if (fin >= chunks) break
+      // The helper's last chunk is usually moments from done: spin first, then sleep.
+      if (performance.now() < until) continue
       Atomics.wait(ctl, CTL.FIN, fin)
     }
     Atomics.store(ctl, CTL.CLAIM, (this.job << 16) | CLOSED)
