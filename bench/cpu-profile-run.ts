@@ -69,7 +69,9 @@ if (ops) {
           ? `matmul ${JSON.stringify(a[3])}`
           : m === "alloc"
             ? `alloc ${a[1]}`
-            : `${m}${typeof a[0] === "string" ? ` ${a[0]}` : ""} ${size(typeof a[0] === "string" ? a[1] : a[0])}`,
+            : m === "reduce"
+              ? `reduce ${a[0]} ${a.slice(3, 6).join("×")}`
+              : `${m}${typeof a[0] === "string" ? ` ${a[0]}` : ""} ${size(typeof a[0] === "string" ? a[1] : a[0])}`,
       f.bind(backend),
     )
   }

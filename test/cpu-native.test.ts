@@ -8,6 +8,7 @@
  */
 import { execFileSync, spawnSync } from "node:child_process"
 import { describe, expect, it } from "vitest"
+import { reduceSumF32 } from "../src/backends/cpu-fast/elementwise.js"
 import { sharedMemory } from "../src/backends/cpu-fast/heap.js"
 import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import { loadNativeGemm, type NativeGemm, nativeGemmPath } from "../src/backends/cpu-fast/native-gemm.js"
@@ -158,6 +159,27 @@ describe("cpu-fast native kernels", () => {
       expect(Math.abs(sum - want) / want).toBeLessThan(1e-12)
     },
   )
+
+  it.runIf(native !== undefined)("reduceSum: bitwise the JS kernel's float64 sums (same order), every layout", () => {
+    const { f32, kernels } = bound(native!, 1 << 20)
+    if (kernels.reduceSum === undefined) return // no AVX-512: the JS kernel runs
+    const random = rng(5)
+    for (const [outer, axis, inner] of [
+      [2048, 128, 1],
+      [13, 7, 1],
+      [1, 8, 32768],
+      [3, 5, 17],
+      [1, 1, 1],
+      [9, 0, 1],
+    ] as Array<[number, number, number]>) {
+      const n = outer * axis * inner
+      for (let i = 0; i < n; i++) f32[i] = (random() - 0.5) * 10 ** Math.floor(random() * 6)
+      const want = new Float32Array(outer * inner)
+      expect(reduceSumF32("sum", f32.subarray(0, n), want, outer, axis, inner)).toBe(true)
+      kernels.reduceSum(0, 4 * n, outer, axis, inner)
+      expect(f32.slice(n, n + outer * inner), `${outer}×${axis}×${inner}`).toEqual(want)
+    }
+  })
 
   it.runIf(native !== undefined)("products split over two threads equal one thread's bitwise", async () => {
     const one = makeFastCpuBackend({ helper: "none" }),

@@ -12,8 +12,9 @@
 //                          into its own); expaffine(x, o, n, scale, shift) → Σ (vexp.h) and
 //                          attention(words) (attention.h: attention-task.ts's job) and
 //                          crossEntropy(backward, x, targets, out, g, N, V, ignore) (targets an
-//                          Int32Array of N; out nll or dLogits; g dNll, 0 forward), these three
-//                          only with AVX-512.
+//                          Int32Array of N; out nll or dLogits; g dNll, 0 forward), and
+//                          reduceSum(x, o, outer, axis, inner) (reduce.h), these four only
+//                          with AVX-512.
 //
 // A shared WebAssembly memory never moves when it grows (other threads hold it), so the address
 // bound once stays valid; the function keeps a reference to the array so the memory outlives it.
@@ -25,6 +26,7 @@
 
 #include "attention.h"
 #include "cross-entropy.h"
+#include "reduce.h"
 #include "sgemm.h"
 #include "vexp.h"
 
@@ -140,6 +142,23 @@ napi_value CrossEntropy(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+napi_value ReduceSum(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  void* data = nullptr;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, &data));
+  if (argc < 5) {
+    napi_throw_type_error(env, nullptr, "miniseq_cpu reduceSum: expected (x, o, outer, axis, inner)");
+    return nullptr;
+  }
+  int64_t v[5];
+  for (int i = 0; i < 5; i++) CHECK(napi_get_value_int64(env, argv[i], &v[i]));
+  char* base = reinterpret_cast<char*>(static_cast<Bound*>(data)->base);
+  miniseq_cpu::reduceSum(reinterpret_cast<const float*>(base + v[0]), reinterpret_cast<float*>(base + v[1]), v[2],
+                         v[3], v[4]);
+  return nullptr;
+}
+
 void Release(napi_env env, void* data, void*) {
   Bound* b = static_cast<Bound*>(data);
   if (--b->users > 0) return;
@@ -184,6 +203,11 @@ napi_value Bind(napi_env env, napi_callback_info info) {
     CHECK(napi_set_named_property(env, kernels, "crossEntropy", ce));
     b->users++;
     CHECK(napi_add_finalizer(env, ce, b, Release, nullptr, nullptr));
+    napi_value reduce;
+    CHECK(napi_create_function(env, "reduceSum", NAPI_AUTO_LENGTH, ReduceSum, b, &reduce));
+    CHECK(napi_set_named_property(env, kernels, "reduceSum", reduce));
+    b->users++;
+    CHECK(napi_add_finalizer(env, reduce, b, Release, nullptr, nullptr));
   }
   return kernels;
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds the fast CPU backend's native GEMM, native/cpu/build/miniseq_cpu.node (sgemm.cc, vexp.cc, attention.cc, cross-entropy.cc, addon.cc),
+// Builds the fast CPU backend's native GEMM, native/cpu/build/miniseq_cpu.node (sgemm.cc, vexp.cc, attention.cc,
+// cross-entropy.cc, reduce.cc, addon.cc),
 // with the C++ compiler alone (no node-gyp: a few files, one command). Run by the package's
 // `install` script and by `npm run build:cpu`. The micro-kernel is chosen at run time by cpuid
 // (AVX-512, AVX2+FMA), so the file is not tied to the build machine's CPU.
@@ -72,6 +73,7 @@ const argv = [
   join(here, "vexp.cc"),
   join(here, "attention.cc"),
   join(here, "cross-entropy.cc"),
+  join(here, "reduce.cc"),
   join(here, "addon.cc"),
   "-o",
   tmp,

@@ -192,6 +192,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       reduce(op, x, out, outer, axis, inner) {
         const [X, O] = [x, out].map((v) => (v as CpuBuffer).data)
         const f32 = X instanceof Float32Array && O instanceof Float32Array
+        if (f32 && op === "sum" && gemm?.reduceSum(X, O, outer, axis, inner)) return
         if (!(f32 && reduceSumF32(op, X, O, outer, axis, inner))) ref.reduce(op, x, out, outer, axis, inner)
       },
       matmul: (a, b, out, spec) => matmulData(floats(a), floats(b), floats(out), spec),

@@ -33,6 +33,8 @@ export interface NativeKernels {
     V: number,
     ignore: number,
   ) => void
+  /** ./elementwise.ts's `reduceSumF32` (float64 sums, same order: bitwise) on byte addresses. */
+  readonly reduceSum?: (x: number, o: number, outer: number, axis: number, inner: number) => void
 }
 
 export interface NativeGemm {

@@ -332,6 +332,14 @@ export class WasmGemm {
     return true
   }
 
+  /** The reference's float32 sum over [outer, axis, inner] (bitwise) natively; false when not run. */
+  reduceSum(x: Float32Array, o: Float32Array, outer: number, axis: number, inner: number): boolean {
+    const reduce = this.native?.reduceSum
+    if (reduce === undefined || !(this.heap.owns(x) && this.heap.owns(o))) return false
+    reduce(x.byteOffset, o.byteOffset, outer, axis, inner)
+    return true
+  }
+
   /**
    * o = a op b on float32 views into the heap, each of o's length or (a or b) one element; false
    * when an operand is not in the heap (the caller runs its own loop).
