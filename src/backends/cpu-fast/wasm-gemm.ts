@@ -4,11 +4,14 @@
  * lives there is passed by address; one that does not (an ordinary JS array) is copied into heap
  * scratch for the call (a memcpy: O(mk + kn) against the O(mnk) product) and the result back.
  *
- * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) a large product is split
- * in two halves (rows, or columns when there are more of them): the helper runs one while this
- * thread runs the other, then this thread waits for it (Atomics). The kernel is the same on both,
- * so the result does not depend on the split: every output element is the same sum in the same
- * order.
+ * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) a large product is cut
+ * into chunks of rows, or of columns when there are more of them (./chunks.ts), that both threads
+ * claim; this thread then waits for the helper's (Atomics). The kernel is the same on both, so the
+ * result does not depend on the split: every output element is the same sum in the same order.
+ *
+ * Given the native kernels (`native`, ./native-gemm.ts), the products, the exp, the fused
+ * attention, the cross-entropy and the sums run those instead, on the same memory and the same
+ * chunks; the elementwise kernels stay the module's.
  */
 import type { MatmulSpec } from "../../core/backend.js"
 import { attentionTask, TASK } from "./attention-task.js"
