@@ -3,7 +3,8 @@
  * backend (`cpu`), the fast CPU backend (`cpu-fast`) and, when `python3` with `torch` is on this
  * machine, an equivalent plain PyTorch Llama (bench/cpu_compare_torch.py), in one job.
  *   npx tsx bench/cpu-compare.ts [--steps 6] [--repeat 3] [--modes vanilla,mst] [--skip-reference]
- * Runners: cpu-fast (its default: two threads in Node), cpu-fast-1t (helper "none"), cpu, pytorch
+ * Runners: cpu-fast (its default: two threads in Node, the native GEMM where built), cpu-fast-1t
+ * (helper "none"), cpu-fast-wasm (the WebAssembly GEMM, two threads), cpu, pytorch
  * (torch on every core), pytorch-1t (one thread).
  * Config: d 128, I 384, 4 layers, 4 heads / 2 KV, vocab 256, batch 8 × 256, fp32, AdamW. Tokens/s
  * is the median over the steps after the first, then over --repeat rounds (each round runs every
@@ -68,19 +69,22 @@ interface Row {
 const rows: Row[] = []
 const show = (r: Row) =>
   console.log(
-    `${r.runner.padEnd(11)} ${r.mode.padEnd(8)} ${r.tokensPerSecond.toFixed(0).padStart(9)} ${r.stepMs.toFixed(0).padStart(8)} ${r.load.toFixed(2).padStart(5)}  ${r.losses.map((l) => l.toFixed(4)).join(" ")}`,
+    `${r.runner.padEnd(13)} ${r.mode.padEnd(8)} ${r.tokensPerSecond.toFixed(0).padStart(9)} ${r.stepMs.toFixed(0).padStart(8)} ${r.load.toFixed(2).padStart(5)}  ${r.losses.map((l) => l.toFixed(4)).join(" ")}`,
   )
 
 console.log(
   `d ${config.hidden_size}, I ${config.intermediate_size}, ${config.num_hidden_layers} layers, ${config.num_attention_heads} heads / ${config.num_key_value_heads} KV, vocab ${config.vocab_size}, batch ${batch}×${seq}, fp32, AdamW, lr ${lr} constant, ${steps} steps; ${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}; load average ${loadBefore}`,
 )
+console.log(`cpu-fast products: ${makeFastCpuBackend({ helper: "none" }).gemmKernel}`)
 console.log(
-  `${"runner".padEnd(11)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)} ${"load".padStart(5)}  losses`,
+  `${"runner".padEnd(13)} ${"mode".padEnd(8)} ${"tokens/s".padStart(9)} ${"step ms".padStart(8)} ${"load".padStart(5)}  losses`,
 )
 const runners: Array<[string, () => Layer.Layer<Backend>]> = [
   // The default: two threads in Node (the helper starts within ~50 ms: during step 1, untimed).
   ["cpu-fast", () => fastCpuBackendLayer()],
   ["cpu-fast-1t", () => fastCpuBackendLayer(makeFastCpuBackend({ helper: "none" }))],
+  // Products on the WebAssembly GEMM instead of the native one (where that is built): two threads.
+  ["cpu-fast-wasm", () => fastCpuBackendLayer(makeFastCpuBackend({ native: false }))],
   ...(process.argv.includes("--skip-reference")
     ? []
     : [["cpu", () => cpuBackendLayer()] as [string, () => Layer.Layer<Backend>]]),

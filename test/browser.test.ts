@@ -221,7 +221,9 @@ async function trainInNode(o: {
   const model = lib.decodeConfigSync(lib.presets.tiny)
   const split = lib.trainValSplit(lib.byteTokenizer.encode(readFileSync(join(repo, "data", "corpus.txt"), "utf8")))
   const batches = lib.makeBatches({ tokens: split.train, batch: o.batch, seq: o.seq, seed: o.seed })
-  const layer = lib.fastCpuBackendLayer(lib.makeFastCpuBackend())
+  // The page's kernels: a browser has no native addon, so Node runs cpu-fast's WebAssembly ones
+  // too (with the native GEMM the losses differ in float32 summation order, ~3e-5 by step 40).
+  const layer = lib.fastCpuBackendLayer(lib.makeFastCpuBackend({ native: false }))
   const result = await Effect.runPromise(lib.train({ model, ...o }, batches).pipe(Effect.provide(layer)))
   return {
     losses: result.records.map((r) => r.loss),

@@ -96,7 +96,7 @@ const flags = {
   backend: Flag.Literals("backend", ["cpu-fast", "cpu", "webgpu", "cuda"] as const).pipe(
     Flag.withDefault("cpu-fast" as const),
     Flag.withDescription(
-      "where the kernels run: cpu-fast (WebAssembly SIMD), cpu (the plain TypeScript reference), webgpu (Dawn) or cuda (the native addon) (default: cpu-fast)",
+      "where the kernels run: cpu-fast (WebAssembly SIMD, products in native code where the install built it), cpu (the plain TypeScript reference), webgpu (Dawn) or cuda (the native addon) (default: cpu-fast)",
     ),
   ),
   precision: Flag.Literals("precision", ["fp32", "bf16-mixed", "bf16"] as const).pipe(

@@ -13,16 +13,19 @@ import { helperLoop, type StartHelper, scratchWords } from "./wasm-gemm.js"
 // TypeScript). __name: what a bundler that keeps function names may have written into that source.
 const program = `
 const { workerData } = require("node:worker_threads")
-const { memory, bytes } = workerData
+const { memory, bytes, nativeGemm } = workerData
 const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } })
+const native = nativeGemm ? require(nativeGemm).bind(new Float32Array(memory.buffer)) : {}
+const gemm = native.gemm ?? exports.gemm
+const expaffine = native.expaffine ?? exports.expaffine
 const ctl = new Int32Array(memory.buffer, 0, 64)
 const __name = (f) => f
 ${scratchWords}
-const attention = ${attentionTask.toString()}
+const attention = native.attention ? (f, g, w) => native.attention(w) : ${attentionTask.toString()}
 const serveJob = ${serveJob.toString()}
 const runChunk = ${runChunk.toString()}
-;(${helperLoop.toString()})({ gemm: exports.gemm, expaffine: exports.expaffine, attention }, ctl, memory, serveJob, runChunk,
-  { ap: AP[1], bp: BP[1], t: T[1] })
+;(${helperLoop.toString()})({ gemm, expaffine, attention }, ctl, memory, serveJob, runChunk,
+  { ap: AP[1], bp: BP[1], t: T[1], spinMs: SPIN_MS })
 `
 
 /** The part of Node's Worker class used here. */
@@ -36,8 +39,8 @@ export type WorkerClass = new (
 /** Starts helpers with `Worker`; a helper never keeps the process alive (unref), and dies with it. */
 export const helperWith =
   (Worker: WorkerClass): StartHelper =>
-  (memory, bytes) => {
-    new Worker(program, { eval: true, workerData: { memory, bytes } }).unref()
+  (memory, bytes, nativeGemm) => {
+    new Worker(program, { eval: true, workerData: { memory, bytes, nativeGemm } }).unref()
   }
 
 type Process = { getBuiltinModule?: (id: string) => { Worker?: WorkerClass } | undefined }

@@ -5,7 +5,9 @@
  * - float32 buffers live in the WebAssembly module's (shared) memory (./heap.ts), so the SIMD
  *   kernels take them by address, without copies, and a helper thread can work on them.
  * - matmul in float32 runs the WebAssembly SIMD GEMM (./wasm-gemm.ts, kernels.wat.mjs): the same
- *   module in Node and in the browser, no native build. float64 keeps the reference's GEMM.
+ *   module in Node and in the browser, no native build; in Node, where the install built it, the
+ *   native GEMM (./native-gemm.ts: AVX-512 or AVX2+FMA) instead, on the same memory. float64
+ *   keeps the reference's GEMM.
  * - Buffers are recycled: a freed buffer goes back to the heap's free list (or, outside the heap,
  *   to a pool by dtype and size) and a later alloc of the same size takes it back, zeroed.
  *   Training allocates the same buffers every step, and fresh typed arrays (and the garbage
@@ -14,7 +16,9 @@
  *   (one correctly rounded float32 operation each); the other float32 elementwise kernels and sums
  *   (./elementwise.ts): the reference's arithmetic, bitwise, in loops V8 compiles for Float32Array.
  * - attention and its VJP as one fused kernel (./attention.ts): a few matrix products per head.
- * Everything else is the reference's code (with its fused cross-entropy). Where WebAssembly SIMD is
+ * - the fused cross-entropy: the reference's (../cpu/fused.ts), in C++ where the addon is built
+ *   (./cross-entropy.ts).
+ * Everything else is the reference's code. Where WebAssembly SIMD is
  * missing, the backend says so once (`notice`) and runs the reference kernels; where shared memory
  * is missing (a page without cross-origin isolation), it says so and keeps buffers as JS arrays,
  * copied in and out of the module's memory per product, on one thread.
@@ -31,8 +35,10 @@ import { type CpuBackend, type CpuBuffer, type CpuData, cpuKernels } from "../cp
 import { matmulBlocked } from "../cpu/matmul.js"
 import { simplifyViews } from "../views.js"
 import { attentionKernels } from "./attention.js"
+import { crossEntropyKernels } from "./cross-entropy.js"
 import { binaryF32, reduceSumF32, unaryF32 } from "./elementwise.js"
 import { autoHelper } from "./helper-thread.js"
+import { loadNativeGemm } from "./native-gemm.js"
 import { type SimdBinary, type SimdUnary, type StartHelper, WasmGemm, wasmSimdMissing } from "./wasm-gemm.js"
 
 type FloatData = Float32Array | Float64Array
@@ -47,6 +53,8 @@ export interface FastCpuBackend extends CpuBackend {
   threads(): number
   /** Chunks of shared work (docs/cpu.md: two threads) the helper thread has run so far. */
   helperChunks(): number
+  /** What runs float32 products: "native avx512", "native avx2", "wasm simd128" or "reference". */
+  readonly gemmKernel: string
 }
 
 export interface FastCpuOptions {
@@ -61,6 +69,11 @@ export interface FastCpuOptions {
   readonly poolBytes?: number
   /** Place at most this many bytes of buffers in the module's memory (default ~2 GiB); the rest are JS arrays. */
   readonly heapBytes?: number
+  /**
+   * Run float32 products on the native GEMM where it is built (default true, in Node; the
+   * environment's MINISEQ_CPU_NATIVE=0 turns it off too); false: the WebAssembly GEMM.
+   */
+  readonly native?: boolean
 }
 
 const simdBinary: Partial<Record<string, SimdBinary>> = {
@@ -86,14 +99,19 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
           ? autoHelper()
           : undefined
         : opts.helper
-  const gemm = missing === undefined ? new WasmGemm({ startHelper: helper, heapBytes: opts.heapBytes }) : undefined
+  const loaded = missing === undefined && opts.native !== false ? loadNativeGemm() : undefined
+  const native = typeof loaded === "string" ? undefined : loaded
+  const gemm =
+    missing === undefined ? new WasmGemm({ startHelper: helper, heapBytes: opts.heapBytes, native }) : undefined
   const heap = gemm?.heap
   const notice =
     missing !== undefined
       ? `cpu-fast: running the reference kernels (${missing})`
       : heap?.resident === false
         ? "cpu-fast: one thread, buffers copied into the WebAssembly memory per product (no shared memory: the page is not cross-origin isolated)"
-        : undefined
+        : typeof loaded === "string"
+          ? `cpu-fast: products on the WebAssembly GEMM, not the native one (${loaded})`
+          : undefined
 
   // The matmul on typed arrays: the WebAssembly GEMM for float32, the reference GEMM otherwise.
   const matmulData = (A: FloatData, B: FloatData, C: FloatData, spec: MatmulSpec): void => {
@@ -129,6 +147,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       name: "cpu-fast",
       routines: {
         ...ref.routines,
+        ...crossEntropyKernels(gemm, ref.routines ?? {}),
         ...attentionKernels(
           matmulData,
           scratch,
@@ -140,6 +159,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       simd: missing === undefined,
       threads: () => gemm?.threads ?? 1,
       helperChunks: () => gemm?.helperChunks ?? 0,
+      gemmKernel: gemm?.gemmKernel ?? "reference",
       alloc,
       // The host tier is the same memory here: offloading on the CPU moves nothing, only counts.
       hostAlloc: (dtype, size): CpuBuffer => ({ ...alloc(dtype, size), tier: "host" }),
@@ -172,6 +192,7 @@ export function makeFastCpuBackend(opts: FastCpuOptions = {}): FastCpuBackend {
       reduce(op, x, out, outer, axis, inner) {
         const [X, O] = [x, out].map((v) => (v as CpuBuffer).data)
         const f32 = X instanceof Float32Array && O instanceof Float32Array
+        if (f32 && op === "sum" && gemm?.reduceSum(X, O, outer, axis, inner)) return
         if (!(f32 && reduceSumF32(op, X, O, outer, axis, inner))) ref.reduce(op, x, out, outer, axis, inner)
       },
       matmul: (a, b, out, spec) => matmulData(floats(a), floats(b), floats(out), spec),

@@ -4,17 +4,21 @@
  * lives there is passed by address; one that does not (an ordinary JS array) is copied into heap
  * scratch for the call (a memcpy: O(mk + kn) against the O(mnk) product) and the result back.
  *
- * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) a large product is split
- * in two halves (rows, or columns when there are more of them): the helper runs one while this
- * thread runs the other, then this thread waits for it (Atomics). The kernel is the same on both,
- * so the result does not depend on the split: every output element is the same sum in the same
- * order.
+ * With a helper thread (`startHelper`, e.g. ./node-threads.ts in Node) a large product is cut
+ * into chunks of rows, or of columns when there are more of them (./chunks.ts), that both threads
+ * claim; this thread then waits for the helper's (Atomics). The kernel is the same on both, so the
+ * result does not depend on the split: every output element is the same sum in the same order.
+ *
+ * Given the native kernels (`native`, ./native-gemm.ts), the products, the exp, the fused
+ * attention, the cross-entropy and the sums run those instead, on the same memory and the same
+ * chunks; the elementwise kernels stay the module's.
  */
 import type { MatmulSpec } from "../../core/backend.js"
 import { attentionTask, TASK } from "./attention-task.js"
 import { type ChunkEnv, CLOSED, CTL, KIND, runChunk, serveJob } from "./chunks.js"
 import { sharedMemory, WasmHeap, type WasmMemory } from "./heap.js"
 import { kernelsWasm, kernelsWasmShared } from "./kernels-wasm.js"
+import type { ExpKernel, GemmKernel, NativeGemm, NativeKernels } from "./native-gemm.js"
 
 export type { WasmMemory } from "./heap.js"
 
@@ -47,8 +51,13 @@ const AP = [1024, 1024 + 4 * 64 * 256]
 const BP = [AP[1]! + 4 * 64 * 256, AP[1]! + 4 * 64 * 256 + 4 * 512 * 256]
 const OPERANDS = BP[1]! + 4 * 512 * 256
 // The control words and job kinds: ./chunks.ts.
-/** The scratch addresses as source, for the helper thread. */
-export const scratchWords = `const AP = ${JSON.stringify(AP)}, BP = ${JSON.stringify(BP)}, T = ${JSON.stringify(T)};`
+/**
+ * How long a thread spins on the control words before it sleeps (ms): a step posts its jobs in
+ * quick succession, and a thread woken from Atomics.wait starts tens of microseconds late.
+ */
+const SPIN_MS = 0.2
+/** The scratch addresses (and SPIN_MS) as source, for the helper thread. */
+export const scratchWords = `const AP = ${JSON.stringify(AP)}, BP = ${JSON.stringify(BP)}, T = ${JSON.stringify(T)}, SPIN_MS = ${SPIN_MS};`
 /** A product below this many multiply-adds runs on one thread (waking the helper costs ~10 µs). */
 const SPLIT_MIN = 1 << 19
 /** An exp over at least this many elements is split over two threads. */
@@ -58,9 +67,10 @@ const MAX_PAGES = 32768
 
 /**
  * Starts a helper thread that instantiates `bytes` over the shared `memory` and serves jobs:
- * the protocol is `helperLoop` below, which the thread should run.
+ * the protocol is `helperLoop` below, which the thread should run. `nativeGemm`: the native
+ * GEMM's file (./native-gemm.ts), which the thread then loads and runs in place of the module's.
  */
-export type StartHelper = (memory: WasmMemory, bytes: Uint8Array) => void
+export type StartHelper = (memory: WasmMemory, bytes: Uint8Array, nativeGemm?: string) => void
 
 function decode(base64: string): Uint8Array {
   const bin = atob(base64)
@@ -90,12 +100,17 @@ export function helperLoop(
   memory: WasmMemory,
   serve: typeof serveJob,
   run: typeof runChunk,
-  scratch: { ap: number; bp: number; t: number },
+  scratch: { ap: number; bp: number; t: number; spinMs: number },
 ): void {
-  const env: ChunkEnv = { ...kernels, ...scratch, f32: new Float32Array(memory.buffer), who: 1 }
+  const { spinMs, ...own } = scratch
+  const env: ChunkEnv = { ...kernels, ...own, f32: new Float32Array(memory.buffer), who: 1 }
   Atomics.store(ctl, 2, 1) // READY
   let seen = Atomics.load(ctl, 0)
   for (;;) {
+    // Spin a little (SPIN_MS) before sleeping: a woken thread starts late, by a good part of a
+    // chunk of the native GEMM.
+    const until = performance.now() + spinMs
+    while (Atomics.load(ctl, 0) === seen && performance.now() < until) {}
     Atomics.wait(ctl, 0, seen)
     seen = Atomics.load(ctl, 0)
     if (Atomics.load(ctl, 3) === 3) return // EXIT
@@ -117,6 +132,8 @@ export interface WasmGemmOptions {
   readonly startHelper?: StartHelper
   /** The most bytes the heap hands out (default: the memory's 2 GiB less the kernels' scratch). */
   readonly heapBytes?: number
+  /** The native GEMM to run in place of the module's (used only over shared memory, which never moves). */
+  readonly native?: NativeGemm
 }
 
 export class WasmGemm {
@@ -125,11 +142,21 @@ export class WasmGemm {
   private readonly kernels: KernelExports
   private readonly ctl: Int32Array | undefined
   private readonly env: ChunkEnv
+  /** The GEMM that products run, and the exp: the native ones when given, else the module's. */
+  private readonly gemm: GemmKernel
+  private readonly expaffine: ExpKernel
+  private readonly attentionJob: ChunkEnv["attention"]
+  private readonly native: NativeKernels | undefined
+  /** Two threads split a product into this many chunks, at multiples of these rows or columns. */
+  private readonly split: { chunks: number; rows: number; cols: number }
+  /** What runs the products: "native avx512", "native avx2" or "wasm simd128". */
+  readonly gemmKernel: string
   private job = 0
 
   /** `new WasmGemm(startHelper)` (the first form) still works. */
   constructor(opts: StartHelper | WasmGemmOptions = {}) {
-    const { startHelper, heapBytes } = typeof opts === "function" ? { startHelper: opts, heapBytes: undefined } : opts
+    const { startHelper, heapBytes, native } =
+      typeof opts === "function" ? { startHelper: opts, heapBytes: undefined, native: undefined } : opts
     const pages = Math.ceil(OPERANDS / 65536) + 1
     const memory = sharedMemory(pages, MAX_PAGES)
     const shared = typeof memory !== "string"
@@ -141,12 +168,28 @@ export class WasmGemm {
     this.kernels = new wasm!.Instance(module, { env: { memory: mem } }).exports as unknown as KernelExports
     const limit = Math.min(MAX_PAGES * 65536 - 65536, OPERANDS + (heapBytes ?? Number.POSITIVE_INFINITY))
     this.heap = new WasmHeap(mem, OPERANDS, limit, shared)
-    const { gemm, expaffine } = this.kernels
+    const nativeGemm = shared ? native : undefined
+    const bound = nativeGemm?.bind(new Float32Array(mem.buffer))
+    this.native = bound
+    const gemm = bound?.gemm ?? this.kernels.gemm
+    const expaffine = bound?.expaffine ?? this.kernels.expaffine
+    this.gemm = gemm
+    this.expaffine = expaffine
+    const nativeAttention = bound?.attention
+    // The module's GEMM: ~8 chunks at its 4 × 8 tile. The native one is ~4× faster, so a chunk
+    // of it is shorter: 4 chunks (two a thread when both run), at its tile, so that no chunk repacks
+    // a shared operand more than needed or computes a padded edge tile inside C.
+    this.split =
+      nativeGemm === undefined
+        ? { chunks: 8, rows: 4, cols: 8 }
+        : { chunks: 4, rows: nativeGemm.tile[0], cols: nativeGemm.tile[1] }
+    this.attentionJob = nativeAttention === undefined ? attentionTask : (_f, _g, w) => nativeAttention(w)
+    this.gemmKernel = nativeGemm === undefined ? "wasm simd128" : `native ${nativeGemm.kernel}`
     this.env = {
       f32: this.heap.f32,
       gemm,
       expaffine,
-      attention: attentionTask,
+      attention: this.attentionJob,
       ap: AP[0]!,
       bp: BP[0]!,
       t: T[0]!,
@@ -154,7 +197,7 @@ export class WasmGemm {
     }
     if (startHelper !== undefined) {
       this.ctl = new Int32Array(mem.buffer, 0, 64)
-      startHelper(mem, bytes)
+      startHelper(mem, bytes, nativeGemm?.path)
       helpers.register(this, this.ctl)
     }
   }
@@ -216,12 +259,15 @@ export class WasmGemm {
         b = bAt + 4 * t * k * n,
         c = cAt + 4 * t * m * n
       if (!split) {
-        this.kernels.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
+        this.gemm(a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, AP[0]!, BP[0]!, T[0]!)
         continue
       }
-      // About 8 chunks of rows (a multiple of the 4-row tile) or of columns (of the 8-column tile).
+      // About split.chunks chunks of rows or of columns, each a multiple of the kernel's tile
+      // (and at least 4 tiles: below that the chunks' fixed costs would outweigh the second core).
       const byRows = m >= n
-      const piece = byRows ? Math.max(16, Math.ceil(m / 32) * 4) : Math.max(32, Math.ceil(n / 64) * 8)
+      const { chunks: parts, rows, cols } = this.split
+      const unit = byRows ? rows : cols
+      const piece = Math.max(4 * unit, Math.ceil((byRows ? m : n) / parts / unit) * unit)
       const chunks = Math.ceil((byRows ? m : n) / piece)
       this.share(KIND.GEMM, [a, rsA, csA, b, rsB, csB, c, 4 * n, m, n, k, acc ? 1 : 0, byRows ? 1 : 0, piece], chunks)
     }
@@ -263,8 +309,37 @@ export class WasmGemm {
       return w
     }
     if (two) this.share(KIND.ATTENTION, [...job(0, 0, 0), ...scratch.slice(3, 6)], groups)
-    else attentionTask(heap.f32, this.kernels.gemm, job(0, 0, groups), this.kernels.expaffine)
+    else this.attentionJob(heap.f32, this.gemm, job(0, 0, groups), this.expaffine)
     scratch.forEach((a, i) => heap.releaseAt(a, sizes[i % 3]!))
+    return true
+  }
+
+  /**
+   * The fused cross-entropy (forward: out = nll, g undefined; backward: out = dLogits, g = dNll)
+   * on the native kernel, for float32 x/out/g in the heap; false when not run (no native kernel,
+   * or an operand outside the heap): the caller runs the reference's.
+   */
+  crossEntropy(
+    x: Float32Array,
+    targets: Int32Array,
+    out: Float32Array,
+    g: Float32Array | undefined,
+    N: number,
+    V: number,
+    ignore: number,
+  ): boolean {
+    const ce = this.native?.crossEntropy
+    const heap = this.heap
+    if (ce === undefined || !(heap.owns(x) && heap.owns(out) && (g === undefined || heap.owns(g)))) return false
+    ce(g === undefined ? 0 : 1, x.byteOffset, targets, out.byteOffset, g?.byteOffset ?? 0, N, V, ignore)
+    return true
+  }
+
+  /** The reference's float32 sum over [outer, axis, inner] (bitwise) natively; false when not run. */
+  reduceSum(x: Float32Array, o: Float32Array, outer: number, axis: number, inner: number): boolean {
+    const reduce = this.native?.reduceSum
+    if (reduce === undefined || !(this.heap.owns(x) && this.heap.owns(o))) return false
+    reduce(x.byteOffset, o.byteOffset, outer, axis, inner)
     return true
   }
 
@@ -299,7 +374,7 @@ export class WasmGemm {
     // exp is compute-bound (~4 ns an element): a long one is worth sharing, in runs of 8192.
     if (this.threads === 2 && n >= SPLIT_EXP)
       this.share(KIND.EXP, [x.byteOffset, o.byteOffset, n, 8192], Math.ceil(n / 8192))
-    else this.kernels.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
+    else this.expaffine(x.byteOffset, o.byteOffset, n, 1, 0)
     return true
   }
 
@@ -349,9 +424,12 @@ export class WasmGemm {
     Atomics.notify(ctl, CTL.JOB)
     this.env.f32 = this.heap.f32
     serveJob(ctl, this.job, this.env, runChunk)
+    const until = performance.now() + SPIN_MS
     for (;;) {
       const fin = Atomics.load(ctl, CTL.FIN)
       if (fin >= chunks) break
+      // The helper's last chunk is usually moments from done: spin first, then sleep.
+      if (performance.now() < until) continue
       Atomics.wait(ctl, CTL.FIN, fin)
     }
     Atomics.store(ctl, CTL.CLAIM, (this.job << 16) | CLOSED)
