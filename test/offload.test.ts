@@ -293,6 +293,29 @@ describe("bad input", () => {
     )
   })
 
+  it("past a host memory limit: an OutOfMemory of the host tier, saying to offload less; the device's advice is not given", async () => {
+    const cpu = makeCpuBackend()
+    const offload = { checkpoints: true, optimizer: true }
+    const p = planStep(model, 2, S, { mode: "checkpoint", precision: precisions.fp32, offload }, cpu)
+    const train1 = (hostMemoryLimit: number) =>
+      Effect.runPromiseExit(
+        train(
+          { model, mode: "checkpoint", batch: 2, seq: S, steps: 1, lr: 1e-3, seed: 1, offload, hostMemoryLimit },
+          makeBatches({ tokens, batch: 2, seq: S, seed: 1 }),
+        ).pipe(Effect.provide(Layer.succeed(Backend, cpu))),
+      )
+    expect((await train1(p.host))._tag).toBe("Success") // the plan's host peak is exactly enough
+    const exit = await train1(p.host - 1)
+    expect(Exit.isFailure(exit)).toBe(true)
+    const text = String(Exit.isFailure(exit) ? exit.cause : "")
+    expect(text).toMatch(
+      /out of host memory: offloading \d+ bytes with \d+ offloaded and a host limit of \d+; offload less/,
+    )
+    expect(text).not.toMatch(/the planner finds --mode/)
+    expect(cpu.memory().live).toBe(0) // everything given back
+    expect(cpu.memory().hostLive).toBe(0)
+  })
+
   it("--offload takes none or a list of checkpoints, optimizer", () => {
     const parse = (s: string) => Effect.runSync(Effect.result(parseOffload(s)))
     expect(parse("none")).toMatchObject({ success: {} })

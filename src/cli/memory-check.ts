@@ -41,7 +41,7 @@ export function refuseWhatCannotFit(
   const ram = freemem()
   if (plan.host > 0 && !onCpu && plan.host > ram) {
     const message = `offloading this step needs ${formatBytes(plan.host)} of host memory (the planner) but this machine's available RAM is ${formatBytes(ram)}, so nothing was allocated; offload less (--offload), or shorten the sequence`
-    return Effect.fail(new OutOfMemory({ requested: plan.host, alive: 0, limit: ram, message }))
+    return Effect.fail(new OutOfMemory({ requested: plan.host, alive: 0, limit: ram, tier: "host", message }))
   }
   const needs = onCpu ? plan.held + plan.host : plan.held
   // What the allocator must hold (each buffer at its size class), not only the live bytes.

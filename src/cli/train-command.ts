@@ -106,6 +106,10 @@ const flags = {
     ),
   ),
   offload: offloadFlag,
+  hostMemoryLimit: Flag.String("host-memory-limit").pipe(
+    Flag.optional,
+    Flag.withDescription("with --offload: fail with OutOfMemory past this much offloaded host memory, e.g. 90GiB"),
+  ),
   memoryLimit: Flag.String("memory-limit").pipe(
     Flag.optional,
     Flag.withDescription("fail with OutOfMemory (and the M that would fit) past this size, e.g. 12MiB"),
@@ -202,6 +206,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
     const memoryLimit = Option.isSome(f.memoryLimit)
       ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
       : undefined
+    const hostMemoryLimit = Option.isSome(f.hostMemoryLimit)
+      ? yield* parseBytes(f.hostMemoryLimit.value, "host-memory-limit")
+      : undefined
     if (!(f.lr > 0))
       return yield* Effect.fail(new BadConfig({ field: "lr", message: `--lr must be positive, got ${f.lr}` }))
     const chosen = yield* chooseTokenizer(f.tokenizer, initFrom)
@@ -267,8 +274,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
         ? askedOffload
         : limit === undefined
           ? {}
-          : ((yield* attempt(() => leastOffloadThatFits(model, f.batch, f.seq, stepBase, limit, freemem(), backend)))
-              ?.offload ?? {})
+          : ((yield* attempt(() =>
+              leastOffloadThatFits(model, f.batch, f.seq, stepBase, limit, hostMemoryLimit ?? freemem(), backend),
+            ))?.offload ?? {})
       // What each mode would need for this exact step, from the planner (the executor, counting).
       const plans = yield* attempt(() =>
         Object.fromEntries(
@@ -304,6 +312,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       }
       const options = {
         ...(memoryLimit === undefined ? {} : { memoryLimit }),
+        ...(hostMemoryLimit === undefined ? {} : { hostMemoryLimit }),
         ...(validation === undefined ? {} : { validation }),
         model,
         ...(initialParameters === undefined ? {} : { initialParameters }),

@@ -25,6 +25,8 @@ export class OutOfMemory extends Data.TaggedError("OutOfMemory")<{
   readonly limit: number
   /** The smallest number of mini-sequences that would fit, when the caller could work it out. */
   readonly suggestedM?: number
+  /** "host": the host tier (offloaded bytes) ran out, not the device. */
+  readonly tier?: "host"
   readonly message: string
 }> {}
 

@@ -95,7 +95,8 @@ export class MemoryLedger {
           requested: bytes,
           alive: this.hostTier.total,
           limit: this.hostLimit,
-          message: `out of host memory: offloading ${bytes} bytes with ${this.hostTier.total} offloaded and a host limit of ${this.hostLimit}; offload less (--offload), raise the host limit, or shorten the sequence`,
+          tier: "host",
+          message: `out of host memory: offloading ${bytes} bytes with ${this.hostTier.total} offloaded and a host limit of ${this.hostLimit}`,
         })
       }
       this.allocations++

@@ -35,8 +35,8 @@ export interface Trainer {
   readonly graphs: StepGraphs
   readonly hyper: AdamWOptions
   readonly run: RunIdentity
-  /** The executor's memory limit: a pass past it fails with OutOfMemory. */
-  readonly limit: { readonly limit?: number }
+  /** The executor's memory limits (device, host tier): a pass past one fails with OutOfMemory. */
+  readonly limit: { readonly limit?: number; readonly hostLimit?: number }
   /** What lives in the host tier (the state's buffers were made there by `prepareState`); default: nothing. */
   readonly offload?: Offload
 }

@@ -63,6 +63,8 @@ export interface TrainOptions {
    * tier (pinned host memory on a GPU) instead of on the device. The numbers do not change.
    */
   readonly offload?: Offload
+  /** Fail with OutOfMemory instead of offloading past this many bytes of host memory. */
+  readonly hostMemoryLimit?: number
   /**
    * Read the final parameters back into `TrainResult.parameters` (default true). A benchmark of
    * an 8B model passes false: read back as float32 they are 32 GB of host memory.
@@ -175,7 +177,10 @@ function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer,
     const fused = fusedRoutines(backend)
     const stepOpts = { mode, mlpChunks, lmChunks, accumulation: run.accumulation, precision, fused }
     const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, stepOpts, hyper))
-    const limit = opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }
+    const limit = {
+      ...(opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }),
+      ...(opts.hostMemoryLimit === undefined ? {} : { hostLimit: opts.hostMemoryLimit }),
+    }
     const offload = opts.offload ?? {}
     if ((offload.checkpoints || offload.optimizer) && backend.hostAlloc === undefined) {
       const message = `the ${backend.name} backend has no host tier to offload to; train without --offload, or on cpu, cpu-fast or cuda`
@@ -245,8 +250,22 @@ function checkpoint(
   })
 }
 
-/** An OutOfMemory that also says which M (and mode) the planner finds would fit the limit. */
+/**
+ * An OutOfMemory that also says what would fit: on the device, which M (and mode, and offload)
+ * the planner finds fits the limit; in host memory, what to offload less of.
+ */
 function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl): OutOfMemory {
+  if (e.tier === "host") {
+    const hint =
+      "offload less: keep some checkpoints on the device (--offload checkpoints:SIZE,optimizer) or the optimizer's state; `miniseq plan --max-seq --offload auto --host-memory SIZE` finds what fits both memories"
+    return new OutOfMemory({
+      requested: e.requested,
+      alive: e.alive,
+      limit: e.limit,
+      tier: "host",
+      message: `${e.message}; ${hint}`,
+    })
+  }
   const stepOpts = {
     mode: opts.mode,
     accumulation: opts.accumulation,

@@ -213,7 +213,12 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     // Pinned host memory the kernels reach over the bus (unified addressing): every kernel takes it.
     hostAlloc(dtype, size) {
       const bytes = size * bytesPerElement[dtype]
-      return { dtype, size, handle: allocating(bytes, () => dev.allocHost(bytes)), tier: "host" } satisfies CudaBuffer
+      return {
+        dtype,
+        size,
+        handle: allocating(bytes, () => dev.allocHost(bytes), "", "host"),
+        tier: "host",
+      } satisfies CudaBuffer
     },
     free: (buffer) => dev.free(handle(buffer)),
     write: (buffer, data) => dev.write(handle(buffer), code(buffer), data),

@@ -202,7 +202,7 @@ export type AddonLoad =
  * Runs an allocation of `bytes` by the addon, turning its ERR_CUDA_OOM into the typed OutOfMemory
  * (with the addon's byte counts; `what` prefixes the message).
  */
-export function allocating<A>(bytes: number, allocate: () => A, what = ""): A {
+export function allocating<A>(bytes: number, allocate: () => A, what = "", tier?: "host"): A {
   try {
     return allocate()
   } catch (e) {
@@ -212,6 +212,7 @@ export function allocating<A>(bytes: number, allocate: () => A, what = ""): A {
       requested: err.requested ?? bytes,
       alive: err.alive ?? 0,
       limit: err.total ?? 0,
+      ...(tier ? { tier } : {}),
       message: `${what}${err.message}`,
     })
   }
