@@ -83,8 +83,8 @@ export {
   precisions,
   type Schedule,
 } from "./models/optimizer.js"
-export { type StepGraphs, type StepOptions, stepGraphs } from "./models/step.js"
-export { planStep, type StepPlan, suggestChunks } from "./models/planner.js"
+export { type Offload, type StepGraphs, type StepOptions, stepGraphs } from "./models/step.js"
+export { leastOffloadThatFits, offloadChoices, planStep, type StepPlan, suggestChunks } from "./models/planner.js"
 
 // Data: tokenizers, train/validation split, seeded batches.
 export {
