@@ -1,5 +1,8 @@
 // Offload to the host tier: the same numbers with and without it, bitwise; the plan's device and
 // host peaks equal what a run measures; checkpoints wait on the host between forward and backward.
+import { mkdtemp, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { Effect, Exit, Layer } from "effect"
 import { describe, expect, it } from "vitest"
 import { Backend, type BackendImpl } from "../src/core/backend.js"
@@ -41,11 +44,16 @@ const tokens = Int32Array.from({ length: 3000 }, (_, i) => (i * 7 + (i >> 3)) % 
 const choices: Offload[] = [{ checkpoints: true }, { optimizer: true }, { checkpoints: true, optimizer: true }]
 const S = 48
 
-const run = (backend: BackendImpl, opts: Partial<TrainOptions> & { mode: Mode }) =>
+const run = (
+  backend: BackendImpl,
+  opts: Partial<TrainOptions> & { mode: Mode },
+  onStep?: Parameters<typeof train>[2],
+) =>
   Effect.runPromise(
     train(
       { model, batch: 2, seq: S, steps: 3, lr: 1e-2, seed: 1, mlpChunks: 3, lmChunks: 5, ...opts },
       makeBatches({ tokens, batch: 2, seq: S, seed: 1 }),
+      onStep,
     ).pipe(Effect.provide(Layer.succeed(Backend, backend))),
   )
 
@@ -232,6 +240,30 @@ describe("a checkpoint budget", () => {
       makeCpuBackend(),
     )
     expect(again).toEqual(r.plan)
+  })
+})
+
+describe("offload and checkpoints", () => {
+  it("a run interrupted without offload resumes with it, and back: the same bits as the uninterrupted run", async () => {
+    const opts = { mode: "checkpoint" as const, precision: "bf16-mixed" as const, steps: 8 }
+    const whole = await run(cpuWithBfloat16(), opts)
+    const dir = await mkdtemp(join(tmpdir(), "miniseq-offload-"))
+    const saving = { ...opts, checkpointDir: dir, checkpointEvery: 2 }
+    const stopAt = (step: number) => (r: { step: number }) => {
+      if (r.step === step) throw new Error("killed")
+    }
+    try {
+      // steps 1–3 without offload (saved at 2), 3–5 offloaded (saved at 4), the rest without
+      await expect(run(cpuWithBfloat16(), saving, stopAt(3))).rejects.toThrow()
+      const both = { checkpoints: true, optimizer: true }
+      await expect(run(cpuWithBfloat16(), { ...saving, offload: both }, stopAt(5))).rejects.toThrow()
+      const last = await run(cpuWithBfloat16(), saving)
+      expect(last.resumedFrom).toBe(4)
+      expect(last.records.map((r) => r.loss)).toEqual(whole.records.slice(4).map((r) => r.loss))
+      expect(last.parameters).toEqual(whole.parameters)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
 
