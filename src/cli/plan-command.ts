@@ -175,7 +175,7 @@ export const planCommand = Command.make(
     offload: Flag.String("offload").pipe(
       Flag.withDefault("none"),
       Flag.withDescription(
-        'what waits in host memory: "checkpoints", "optimizer", both comma-separated, "none", or (with --max-seq) "auto": in each mode the choice with the longest S (default: none)',
+        'what waits in host memory: "checkpoints" (or "checkpoints:SIZE", at most that much), "optimizer", both comma-separated, "none", or (with --max-seq) "auto": in each mode the choice with the longest S (default: none)',
       ),
     ),
     hostMemory: Flag.String("host-memory").pipe(
