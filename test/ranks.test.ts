@@ -4,12 +4,14 @@ import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { contiguousStrides, numel } from "../src/core/backend.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { CollectiveError, ShapeError } from "../src/core/errors.js"
-import { execute, plan } from "../src/core/executor.js"
+import { execute, type Feed, plan } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
 import { makeRankBackends, runRanks } from "../src/core/ranks.js"
-import { checkpoint } from "../src/core/regions.js"
+import { checkpoint, chunked } from "../src/core/regions.js"
 import type { MemoryKind } from "../src/core/memory.js"
+import { crossEntropy } from "../src/core/routines/cross-entropy.js"
+import { mapKernels } from "../src/core/routines/registry.js"
 import { maxRelDiff, propertyRuns, randomArray, run } from "./helpers.js"
 
 const cpu = () => makeCpuBackend({ fused: false })
@@ -102,7 +104,7 @@ describe("allReduce on N in-process ranks", () => {
 
 /**
  * A head-mixing computation on [S, H, D]: z = x·W per token; within each head, u = (z zᵀ) z
- * mixes the tokens; the loss is Σ sin(u)·R / (1 + Σ x²). `shard` makes it the Ulysses SPMD
+ * mixes the tokens; the loss is Σ sin(u)·R / (1 + Σ x²), its product in M mini-sequences. `shard` makes it the Ulysses SPMD
  * program of one rank: x and R hold S/N tokens, an all-to-all hands each rank all tokens of H/N
  * heads and the reverse one hands the tokens back; Σ x² is all-reduced, and so is W's gradient.
  */
@@ -110,6 +112,7 @@ function headMixing(
   shape: { S: number; H: number; D: number },
   n: number | undefined,
   checkpointed: boolean,
+  M = 1,
 ): { x: Tensor; w: Tensor; r: Tensor; outputs: Tensor[] } {
   const ranks = n ?? 1
   const x = input("x", [shape.S / ranks, shape.H, shape.D], "float64")
@@ -126,26 +129,68 @@ function headMixing(
   const u = checkpointed ? checkpoint(mix)(z) : mix(z)
   const squares = o.sum(o.mul(x, x))
   const norm = o.add(1, n === undefined ? squares : o.allReduce(squares))
-  const loss = o.div(o.sum(o.mul(o.sin(u), r)), norm)
+  // The local part runs on mini-sequences of this rank's tokens, as MST's MLP and loss do.
+  const local = chunked(M, { axis: 0 })((ui: Tensor, ri: Tensor) => o.mul(o.sin(ui), ri))(u, r)
+  const loss = o.div(o.sum(local), norm)
   const { value, grads } = valueAndGrad(loss, { x, w })
   const global = (t: Tensor) => (n === undefined ? t : o.allReduce(t))
   return { x, w, r, outputs: [global(value), grads.x!, global(grads.w!)] }
 }
 
+describe("fused kernels on ranks", () => {
+  it("run on each rank: the fused cross-entropy of an allReduce is the host's", async () => {
+    const n = 3
+    const [rows, V] = [4, 5]
+    const logits = input("logits", [rows, V], "float64")
+    const targets = input("targets", [rows], "int32")
+    const loss = crossEntropy(o.allReduce(logits), targets)
+    const base = makeCpuBackend()
+    let fusedCalls = 0
+    const counted = {
+      ...base,
+      routines: mapKernels(base.routines!, (k) => (call) => {
+        fusedCalls++
+        k(call)
+      }),
+    }
+    const xs = Array.from({ length: n }, (_, r) => f64(rows * V, 90 + r))
+    const t = Int32Array.from({ length: rows }, (_, i) => (i * 3) % V)
+    const got = await runRanks(counted, n, (r) => ({
+      outputs: [loss],
+      feeds: new Map<Tensor, Feed>([
+        [logits, xs[r]!],
+        [targets, t],
+      ]),
+    }))
+    // The reference: the mean over rows of logsumexp(Σ_r x_r) − (Σ_r x_r)[target], on the host.
+    const summed = Float64Array.from({ length: rows * V }, (_, k) => xs.reduce((acc, x) => acc + x[k]!, 0))
+    let want = 0
+    for (let i = 0; i < rows; i++) {
+      const row = summed.subarray(i * V, (i + 1) * V)
+      const m = Math.max(...row)
+      want += m + Math.log(row.reduce((acc, v) => acc + Math.exp(v - m), 0)) - row[t[i]!]!
+    }
+    want /= rows
+    for (const g of got) expect(Math.abs(g.values[0]![0]! - want)).toBeLessThan(1e-12 * Math.abs(want) + 1e-14)
+    expect(fusedCalls).toBe(n)
+  })
+})
+
 describe("SPMD gradients", () => {
-  it("equal the unsharded graph's (float64), for random N, shapes and checkpointing", async () => {
+  it("equal the unsharded graph's (float64), for random N, shapes, checkpointing and mini-sequences", async () => {
     const cases = fc.record({
       n: fc.integer({ min: 1, max: 4 }),
       s: fc.integer({ min: 1, max: 2 }),
       h: fc.integer({ min: 1, max: 2 }),
       D: fc.integer({ min: 1, max: 3 }),
       checkpointed: fc.boolean(),
+      M: fc.integer({ min: 1, max: 3 }),
       seed: fc.nat({ max: 1e6 }),
     })
     await fc.assert(
-      fc.asyncProperty(cases, async ({ n, s, h, D, checkpointed, seed }) => {
+      fc.asyncProperty(cases, async ({ n, s, h, D, checkpointed, M, seed }) => {
         const shape = { S: n * s, H: n * h, D }
-        const one = headMixing(shape, undefined, checkpointed)
+        const one = headMixing(shape, undefined, checkpointed, M)
         const X = f64(one.x.size, seed)
         const W = f64(one.w.size, seed + 1)
         const R = f64(one.r.size, seed + 2)
@@ -158,7 +203,7 @@ describe("SPMD gradients", () => {
           ]),
         )
         const [loss, dX, dW] = single.values
-        const spmd = headMixing(shape, n, checkpointed)
+        const spmd = headMixing(shape, n, checkpointed, M)
         const shard = (a: Float64Array, r: number) => a.slice(r * spmd.x.size, (r + 1) * spmd.x.size)
         const ranks = await runRanks(cpu(), n, (r) => ({
           outputs: spmd.outputs,
@@ -192,7 +237,7 @@ describe("the plan of one rank", () => {
   it("equals what every rank's run measures, by the executor and by the rank's own allocations", async () => {
     for (const checkpointed of [false, true]) {
       const n = 3
-      const g = headMixing({ S: 6, H: 3, D: 4 }, n, checkpointed)
+      const g = headMixing({ S: 6, H: 3, D: 4 }, n, checkpointed, 2)
       const kinds = new Map<Tensor, MemoryKind>([
         [g.x, "activations"],
         [g.w, "weights"],
