@@ -309,7 +309,9 @@ describe("refusals", () => {
     a!.allReduce!(xa, ya)
     a!.binary("mul", ya, ya, za) // must see the sum, not the fresh buffer
     await expect(a!.read(za)).rejects.toThrow(CollectiveError)
+    expect([a!.idle, b!.idle]).toEqual([false, true])
     b!.allReduce!(xb, yb)
+    expect([a!.idle, b!.idle]).toEqual([true, true])
     expect(Array.from(await a!.read(za))).toEqual([121, 484])
     expect(Array.from(await b!.read(yb))).toEqual([11, 22])
   })

@@ -216,14 +216,9 @@ export function makeRankBackends(base: BackendImpl, n: number): RankBackend[] {
     const buffers = new LiveBuffers()
     const checked = checkedBackend(rankKernels(base, comm, rank), buffers)
     const queue = comm.queues[rank]!
-    return Object.assign(checked, {
-      rank,
-      ranks: n,
-      memory: () => buffers.memory(),
-      get idle() {
-        return queue.idle
-      },
-    })
+    const rb = Object.assign(checked, { rank, ranks: n, memory: () => buffers.memory() })
+    // A getter (Object.assign would copy its value once): idle changes as rounds complete.
+    return Object.defineProperty(rb, "idle", { get: () => queue.idle }) as RankBackend
   })
 }
 
