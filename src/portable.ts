@@ -7,6 +7,7 @@
 export * from "./core/index.js"
 export {
   Backend,
+  type AllToAllSpec,
   type BackendImpl,
   type BinaryOp,
   type Buffer,

@@ -62,8 +62,9 @@ describe("miniseq CLI", () => {
       for (const line of flags) {
         const m = /^--([a-z-]+) (?:string|integer|number|choice)?\s+(\S.*)$/.exec(line.trim())
         expect(m, `${command}: ${line}`).not.toBeNull()
-        // Flags without a default are optional (--config, --corpus, --memory-limit) or off (--max-seq).
-        if (!["config", "corpus", "memory-limit", "max-seq"].includes(m![1]!))
+        // Flags without a default are optional (--config, --corpus, --memory-limit,
+        // --host-memory-limit) or off (--max-seq).
+        if (!["config", "corpus", "memory-limit", "host-memory-limit", "max-seq"].includes(m![1]!))
           expect(m![2], `${command} --${m![1]}`).toContain("(default: ")
       }
     }

@@ -118,6 +118,31 @@ export interface BackendImpl {
    * temporaries for the length of the call, so the planner does too; where absent, none.
    */
   kernelScratchBytes?(name: string, inputs: KernelInputTypes): number
+  /**
+   * Optional, for a backend that is one rank of an SPMD program (./ranks.ts): x (of
+   * `spec.shape`) is split along `splitAxis` into `spec.ranks` parts, part j goes to rank j, and
+   * out holds the parts received from ranks 0…N−1 concatenated along `concatAxis`. Where absent,
+   * a graph with collectives does not run.
+   */
+  allToAll?(x: Buffer, out: Buffer, spec: AllToAllSpec): void
+  /** Optional, as `allToAll`: out = the sum of x over all ranks, the same on every rank. */
+  allReduce?(x: Buffer, out: Buffer): void
+}
+
+/** An all-to-all as a kernel sees it: the input's shape and the exchange. */
+export interface AllToAllSpec {
+  readonly shape: readonly number[]
+  readonly splitAxis: number
+  readonly concatAxis: number
+  readonly ranks: number
+}
+
+/** The shape an all-to-all writes: the split axis shrinks N-fold, the concat axis grows N-fold. */
+export function allToAllShape(spec: AllToAllSpec): number[] {
+  const { shape, splitAxis, concatAxis, ranks } = spec
+  const out = shape.map((d, i) => (i === splitAxis ? d / ranks : d))
+  out[concatAxis] = out[concatAxis]! * ranks
+  return out
 }
 
 /** A fused kernel's inputs as `kernelScratchBytes` sees them: shape and dtype by input name. */

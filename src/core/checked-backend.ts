@@ -5,7 +5,7 @@
  * only allocates and launches. What differs between backends is data: the float dtypes they
  * compute in are those of `impl.dtypes`.
  */
-import type { BackendImpl, Buffer } from "./backend.js"
+import type { AllToAllSpec, BackendImpl, Buffer } from "./backend.js"
 import { numel } from "./backend.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray, isFloat } from "./dtype.js"
 import { describe, type KernelChecks, kernelChecks } from "./kernel-checks.js"
@@ -192,6 +192,28 @@ export function checkedBackend<B extends BackendImpl>(impl: B, buffers: LiveBuff
           () => `seed ${seed} and stream ${stream} must be integers (stream ≥ 0) and std ${std} finite`,
         )
         impl.randomNormal!(out, seed, stream, std)
+      },
+    }),
+    ...(impl.allToAll && {
+      allToAll(x: Buffer, out: Buffer, spec: AllToAllSpec) {
+        live("allToAll", x)
+        live("allToAll", out)
+        c.sameDType("allToAll", x, out)
+        c.sameSize("allToAll", x, out)
+        c.notAliased("allToAll", x, out)
+        c.check(x.size === numel(spec.shape), "allToAll", () => wrongShape("x", x, spec.shape))
+        impl.allToAll!(x, out, spec)
+      },
+    }),
+    ...(impl.allReduce && {
+      allReduce(x: Buffer, out: Buffer) {
+        live("allReduce", x)
+        live("allReduce", out)
+        c.floatOnly("allReduce", x, out)
+        c.sameDType("allReduce", x, out)
+        c.sameSize("allReduce", x, out)
+        c.notAliased("allReduce", x, out)
+        impl.allReduce!(x, out)
       },
     }),
     ...(impl.routines && {

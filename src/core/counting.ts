@@ -43,6 +43,9 @@ export function makeCountingBackend(
     scatterAdd: nothing,
     takeAlong: nothing,
     putAlong: nothing,
+    // One rank of N: the exchange's buffers are the executor's, counted like any other.
+    allToAll: nothing,
+    allReduce: nothing,
   }
   countingOnly.add(backend)
   return backend

@@ -75,4 +75,17 @@ export class GraphError extends Data.TaggedError("GraphError")<{
   readonly message: string
 }> {}
 
+/**
+ * Ranks of an SPMD program that do not agree: a rank that ran a different node or none, a
+ * collective round whose calls differ in op, shape or dtype, a graph built for another number
+ * of ranks, or a collective on a backend that has no ranks.
+ */
+export class CollectiveError extends Data.TaggedError("CollectiveError")<{
+  /** The ranks involved (the one that diverged first), when known. */
+  readonly ranks?: ReadonlyArray<number>
+  /** The lockstep step (node) or collective round where it happened, when known. */
+  readonly step?: number
+  readonly message: string
+}> {}
+
 export const fmtShape = (s: ReadonlyArray<number>): string => `[${s.join(", ")}]`

@@ -8,7 +8,7 @@ import type { BackendImpl, Buffer } from "./backend.js"
 import { Backend, contiguousStrides, dense, numel } from "./backend.js"
 import { computesNothing, makeCountingBackend } from "./counting.js"
 import { bytesPerElement, type DType, dtypeOf, type HostArray } from "./dtype.js"
-import { BadConfig, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
+import { BadConfig, CollectiveError, DTypeError, GraphError, OutOfMemory, ShapeError } from "./errors.js"
 import { type Node, type Primitive, schedule, type Tensor, type TensorType } from "./graph.js"
 import { checkFeeds, feedParts } from "./feeds.js"
 import { MemoryLedger, type MemoryKind, type MemoryReport, type Tier } from "./memory.js"
@@ -237,7 +237,7 @@ class Executor {
     // In creation order: place each node's results, run it, then let go of what it read.
     for (const [i, node] of nodes.entries()) {
       if (node.op === "input") throw new GraphError({ message: unboundInput(node as Node<"input">) })
-      yield // between two nodes: where an interruptible run may pause (see executeInterruptible)
+      yield node // between two nodes: where an interruptible run may pause, or ranks keep in step (./ranks.ts)
       if (moves !== undefined) {
         if (i === moves.firstBackward) letGo()
         const loads = moves.loadBefore.get(i)
@@ -601,10 +601,14 @@ export function execute(
   }
 }
 
-/** The executor's work as a generator: each `yield` is a point between two nodes (also inside region pieces). */
-type Steps<A> = Generator<void, A, void>
+/**
+ * The executor's work as a generator: each `yield` is a point between two nodes (also inside
+ * region pieces) and names the node about to run.
+ */
+export type Steps<A> = Generator<Node, A, void>
 
-function* executeSteps(
+/** `execute` one node at a time: what `executeInterruptible` and the lockstep ranks (./ranks.ts) drive. */
+export function* executeSteps(
   backend: BackendImpl,
   outputs: readonly Tensor[],
   bindings: ReadonlyMap<Tensor, Binding>,
@@ -736,14 +740,15 @@ export function plan(
   return execute(counting, outputs, bindings, opts).memory
 }
 
-export type ExecutionError = ShapeError | DTypeError | OutOfMemory | GraphError | BadConfig
+export type ExecutionError = ShapeError | DTypeError | OutOfMemory | GraphError | BadConfig | CollectiveError
 
 const isExecutionError = (e: unknown): e is ExecutionError =>
   e instanceof ShapeError ||
   e instanceof DTypeError ||
   e instanceof OutOfMemory ||
   e instanceof GraphError ||
-  e instanceof BadConfig
+  e instanceof BadConfig ||
+  e instanceof CollectiveError
 
 /** Runs a synchronous step, turning our typed errors into typed failures (anything else is a defect). */
 export const attempt = <A>(f: () => A): Effect.Effect<A, ExecutionError> =>

@@ -16,6 +16,13 @@ export {
   type RunOptions,
   type RunResult,
 } from "./executor.js"
+export {
+  makeRankBackends,
+  type RankBackend,
+  type RankProgram,
+  type RankResult,
+  runRanks,
+} from "./ranks.js"
 export { type ByKind, type MemoryKind, memoryKinds, type MemoryReport } from "./memory.js"
 export * from "./routines/basic.js"
 export * from "./routines/cross-entropy.js"

@@ -182,3 +182,28 @@ export const putAlong = (indices: Tensor, src: Tensor, width: number): Tensor =>
 export const cast = (x: Tensor, dtype: DType): Tensor => (x.dtype === dtype ? x : apply("cast", [x], { dtype }))
 /** The same values, with no gradient flowing back through them. */
 export const stopGradient = (x: Tensor): Tensor => apply("stopGradient", [x], {})
+
+export interface AllToAllOptions {
+  /** The axis cut into `ranks` parts, part j sent to rank j (negative counts from the end). */
+  readonly splitAxis: number
+  /** The axis along which the parts received from ranks 0…N−1 are joined. */
+  readonly concatAxis: number
+  /** How many ranks take part; it must divide the split axis. */
+  readonly ranks: number
+}
+
+/**
+ * The all-to-all exchange of an SPMD program over `ranks` ranks: e.g. [B, S/N, H, D] with
+ * splitAxis 2, concatAxis 1 becomes [B, S, H/N, D] (sequence-sharded to head-sharded, Ulysses).
+ * Its gradient is the reverse exchange. Runs on rank backends (core/ranks.ts) and plans anywhere.
+ */
+export function allToAll(x: Tensor, { splitAxis, concatAxis, ranks }: AllToAllOptions): Tensor {
+  return apply("allToAll", [x], {
+    splitAxis: normAxis(splitAxis, x.rank),
+    concatAxis: normAxis(concatAxis, x.rank),
+    ranks,
+  })
+}
+
+/** The sum of x over every rank, the same on each; its gradient all-reduces the cotangent. */
+export const allReduce = (x: Tensor): Tensor => apply("allReduce", [x], {})

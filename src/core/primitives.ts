@@ -7,9 +7,9 @@
  * `ops.ts` inserts explicit `broadcast` nodes for everything else.
  */
 import type { BackendImpl, BinaryOp, Buffer, MatmulSpec, UnaryOp, View } from "./backend.js"
-import { contiguousStrides, dense, numel } from "./backend.js"
+import { allToAllShape, contiguousStrides, dense, numel } from "./backend.js"
 import { type DType, isFloat } from "./dtype.js"
-import { DTypeError, fmtShape, ShapeError } from "./errors.js"
+import { CollectiveError, DTypeError, fmtShape, ShapeError } from "./errors.js"
 import { makeNode, type Node, type NodeAttrs, type Primitive, type Tensor, type TensorType } from "./graph.js"
 import * as o from "./ops.js"
 
@@ -50,6 +50,10 @@ export interface PrimitiveAttrs {
   fill: { readonly value: number; readonly shape: readonly number[]; readonly dtype: DType }
   iota: { readonly shape: readonly number[]; readonly axis: number; readonly dtype: DType }
   stopGradient: NoAttrs
+  /** One rank's part of an exchange among `ranks` ranks (see `BackendImpl.allToAll`). */
+  allToAll: { readonly splitAxis: number; readonly concatAxis: number; readonly ranks: number }
+  /** The sum over all ranks. */
+  allReduce: NoAttrs
 }
 
 type Cotangent = Tensor | undefined
@@ -88,6 +92,8 @@ const arity = {
   fill: 0,
   iota: 0,
   stopGradient: 1,
+  allToAll: 1,
+  allReduce: 1,
 } as const satisfies { readonly [K in Primitive]: 0 | 1 | 2 | 3 | "any" }
 
 /** A primitive's operands as a tuple of its arity, so rules destructure them without `!`. */
@@ -224,6 +230,31 @@ function matmulDims(ins: readonly [TensorType, TensorType], attrs: PrimitiveAttr
 export function matmulSpec(n: Pick<Site<"matmul">, "inputs" | "attrs">, accumulate = false): MatmulSpec {
   const { batch, m, n: cols, k } = matmulDims(n.inputs, n.attrs)
   return { batch, m, n: cols, k, transA: n.attrs.transA, transB: n.attrs.transB, accumulate }
+}
+
+/** The backend's collective kernel, or a CollectiveError: a backend alone is not one rank of several. */
+function collective<K extends "allToAll" | "allReduce">(b: BackendImpl, op: K): NonNullable<BackendImpl[K]> {
+  const kernel = b[op]
+  if (kernel === undefined)
+    throw new CollectiveError({
+      message: `${op}: the ${b.name} backend is not a rank of a multi-rank run; run the graph with runRanks (N ranks in process), or plan() it for one rank`,
+    })
+  return kernel.bind(b) as NonNullable<BackendImpl[K]>
+}
+
+function allToAllType([x]: readonly [TensorType], { splitAxis, concatAxis, ranks }: PrimitiveAttrs["allToAll"]) {
+  checkAxis("allToAll", x, splitAxis)
+  checkAxis("allToAll", x, concatAxis)
+  if (!(Number.isSafeInteger(ranks) && ranks >= 1))
+    fail("allToAll", [x], `ranks must be a whole number ≥ 1, got ${ranks}`)
+  const len = x.shape[splitAxis]!
+  if (len % ranks !== 0)
+    fail(
+      "allToAll",
+      [x],
+      `split axis ${splitAxis} of length ${len} does not divide into ${ranks} ranks; use a rank count that divides it, or pad the axis to a multiple of ${ranks}`,
+    )
+  return { shape: allToAllShape({ shape: x.shape, splitAxis, concatAxis, ranks }), dtype: x.dtype }
 }
 
 // ---------- the table ----------
@@ -470,6 +501,28 @@ export const rules: Rules = {
     infer: ([x]) => x,
     alias: true,
     vjp: () => [undefined],
+  },
+
+  // The exchange is a permutation of the N ranks' elements, so its adjoint is its inverse: the
+  // reverse all-to-all (split where it concatenated, concatenate where it split).
+  allToAll: {
+    infer: allToAllType,
+    run: (b, [x], out, { inputs: [t], attrs }) => collective(b, "allToAll")(x, out, { shape: t.shape, ...attrs }),
+    vjp: (ct, { attrs: { splitAxis, concatAxis, ranks } }) => [
+      o.allToAll(ct, { splitAxis: concatAxis, concatAxis: splitAxis, ranks }),
+    ],
+  },
+  // An SPMD program's loss is the sum of every rank's loss, L = Σ_r L_r, and y = Σ_i x_i is the
+  // same on every rank r, so ∂L/∂x_i = Σ_r ∂L_r/∂y_r: the all-reduce of the cotangents. The
+  // identity would be right only for a loss counted once (not summed over ranks), where every
+  // rank's cotangent is already the whole one.
+  allReduce: {
+    infer: ([x]) => {
+      needFloat("allReduce", x)
+      return x
+    },
+    run: (b, [x], out) => collective(b, "allReduce")(x, out),
+    vjp: (ct) => [o.allReduce(ct)],
   },
 }
 

@@ -141,13 +141,13 @@ export class RegionReplay<A> {
    * The results of a one-piece region: replayed when a body of the same key was walked, else
    * walked (by `walk`) and recorded. `keep` are the results wanted, `types` the inputs' types.
    */
-  *run(
+  *run<Y>(
     attrs: RegionAttrs,
     types: readonly TensorType[],
     keep: readonly number[],
     ins: readonly A[],
-    walk: () => Generator<void, A[], void>,
-  ): Generator<void, A[], void> {
+    walk: () => Generator<Y, A[], void>,
+  ): Generator<Y, A[], void> {
     if (attrs.replayKey === undefined) return yield* walk()
     const key = `${attrs.replayKey}|${types.map(typeKey).join(",")}|${keep.join(",")}`
     const known = this.recorded.get(key)
