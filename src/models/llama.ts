@@ -57,6 +57,11 @@ export interface ModelOptions {
   readonly fused?: readonly string[]
   /** Planning only: allow S beyond max_position_embeddings (as with RoPE scaling). */
   readonly allowBeyondMaxPosition?: boolean
+  /**
+   * Shard the sequence over this many ranks (DeepSpeed-Ulysses, see ./ulysses.ts): the graph is
+   * one rank's, holding S/N tokens; absent, the single-rank graph.
+   */
+  readonly ranks?: number
 }
 
 /**
@@ -157,6 +162,8 @@ interface Model {
   readonly attentionBlock: number
   /** The MLP (with its norms) as a chunked(M) region, or undefined to run it whole. */
   readonly mlpChunks?: number
+  /** Sequence-sharded over `n` ranks: this rank's first global position, a bound scalar. */
+  readonly ranks?: { readonly n: number; readonly offset: Tensor }
 }
 
 function model(c: LlamaConfig, params: Record<string, Tensor>, opts: ModelOptions | ForwardOptions): Model {
@@ -196,10 +203,7 @@ function decoderLayer(m: Model, i: number, x: Tensor, offset: number, cache?: { 
   const { c, arch } = m
   const hd = headDim(c)
   const w = (n: string) => m.p(`model.layers.${i}.${n}`)
-  const proj = (h: Tensor, n: string) => {
-    const y = linear(h, w(`${n}.weight`))
-    return m.has(`model.layers.${i}.${n}.bias`) ? o.add(y, w(`${n}.bias`)) : y
-  }
+  const proj = projection(m, i)
   const h = m.norm(x, w("input_layernorm.weight"))
   const q = m.rope(splitHeads(proj(h, "self_attn.q_proj"), c.num_attention_heads, hd), offset)
   const kNew = m.rope(splitHeads(proj(h, "self_attn.k_proj"), c.num_key_value_heads, hd), offset)
@@ -214,6 +218,33 @@ function decoderLayer(m: Model, i: number, x: Tensor, offset: number, cache?: { 
   })
   const attnOut = proj(mergeHeads(a), "self_attn.o_proj")
   const x1 = o.add(x, arch.gemmaNorms ? m.norm(attnOut, w("post_attention_layernorm.weight")) : attnOut)
+  return { x: o.add(x1, mlpBlock(m, i, x1, proj)), k, v }
+}
+
+/** Layer i's linear map `n` (".weight", and ".bias" where the model has one). */
+const projection =
+  (m: Model, i: number) =>
+  (h: Tensor, n: string): Tensor => {
+    const y = linear(h, m.p(`model.layers.${i}.${n}.weight`))
+    return m.has(`model.layers.${i}.${n}.bias`) ? o.add(y, m.p(`model.layers.${i}.${n}.bias`)) : y
+  }
+
+/**
+ * Decoder layer i of one rank of a sequence-sharded (Ulysses) graph, on its tokens x [B, S/N, d]:
+ * the attention exchanges tokens for heads and back (`ulyssesAttention`); the rest is local.
+ */
+function ulyssesLayer(m: Model, i: number, x: Tensor): Tensor {
+  const w = (n: string) => m.p(`model.layers.${i}.${n}`)
+  const proj = projection(m, i)
+  const attnOut = proj(ulyssesAttention(m, i, m.norm(x, w("input_layernorm.weight")), proj), "self_attn.o_proj")
+  const x1 = o.add(x, m.arch.gemmaNorms ? m.norm(attnOut, w("post_attention_layernorm.weight")) : attnOut)
+  return o.add(x1, mlpBlock(m, i, x1, proj))
+}
+
+/** The MLP (with its norms) on x1, as a chunked(M) region in MST modes. */
+function mlpBlock(m: Model, i: number, x1: Tensor, proj: (h: Tensor, n: string) => Tensor): Tensor {
+  const { arch } = m
+  const w = (n: string) => m.p(`model.layers.${i}.${n}`)
   const mlp = (t: Tensor) => {
     const hh = m.norm(t, w(arch.gemmaNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"))
     if (arch.activation === "silu" && !arch.mlpBias)
@@ -223,8 +254,43 @@ function decoderLayer(m: Model, i: number, x: Tensor, offset: number, cache?: { 
     const y = proj(o.mul(act, proj(hh, "mlp.up_proj")), "mlp.down_proj")
     return arch.gemmaNorms ? m.norm(y, w("post_feedforward_layernorm.weight")) : y
   }
-  const mlpOut = m.mlpChunks === undefined ? mlp(x1) : chunked(m.mlpChunks, { axis: 1 })(mlp)(x1)
-  return { x: o.add(x1, mlpOut), k, v }
+  return m.mlpChunks === undefined ? mlp(x1) : chunked(m.mlpChunks, { axis: 1 })(mlp)(x1)
+}
+
+/**
+ * Ulysses attention of one rank on its normed tokens h [B, S/N, d]: q, k, v projected locally and
+ * rotated at the rank's global positions, an all-to-all to all S tokens of H/N query heads and
+ * Hkv/N kv heads (rank j holds heads j·H/N…, whose kv heads are j·Hkv/N…, so GQA's grouping holds),
+ * causal attention over the whole sequence, and the all-to-all back: [B, S/N, H·hd].
+ */
+function ulyssesAttention(m: Model, i: number, h: Tensor, proj: (h: Tensor, n: string) => Tensor): Tensor {
+  const { c, arch } = m
+  const { n, offset } = m.ranks!
+  const hd = headDim(c)
+  // The offset is a tensor, so RoPE runs as plain ops (the fused kernel takes a number).
+  const invFreq = arch.rope.type === "default" ? undefined : ropeInvFreq(c)
+  // [B, S/N, H·hd] → rotated → [B, S/N, H, hd] → (all-to-all) → [B, H/N, S, hd]
+  const toHeads = (t: Tensor, heads: number, rotate: boolean) => {
+    const local = splitHeads(t, heads, hd)
+    const seqFirst = o.permute(
+      rotate ? plainRope(local, c.rope_theta ?? 10000, offset, false, invFreq) : local,
+      [0, 2, 1, 3],
+    )
+    return o.permute(o.allToAll(seqFirst, { splitAxis: 2, concatAxis: 1, ranks: n }), [0, 2, 1, 3])
+  }
+  const q = toHeads(proj(h, "self_attn.q_proj"), c.num_attention_heads, true)
+  const k = toHeads(proj(h, "self_attn.k_proj"), c.num_key_value_heads, true)
+  const v = toHeads(proj(h, "self_attn.v_proj"), c.num_key_value_heads, false)
+  const a = attention(q, k, v, {
+    blockSize: m.attentionBlock,
+    window: arch.windows[i]!,
+    softcap: arch.attnSoftcap,
+    scale: arch.attnScale,
+  })
+  // [B, H/N, S, hd] → [B, S, H/N, hd] → (all-to-all) → [B, S/N, H, hd] → [B, S/N, H·hd]
+  const back = o.allToAll(o.permute(a, [0, 2, 1, 3]), { splitAxis: 1, concatAxis: 2, ranks: n })
+  const [B, local] = h.shape as [number, number]
+  return o.reshape(back, [B, local, c.num_attention_heads * hd])
 }
 
 /**
@@ -264,7 +330,12 @@ export interface LlamaGraph {
   readonly targets: Tensor
   /** The global number of non-ignored targets, an fp32 scalar input (exact across micro-batches). */
   readonly count: Tensor
-  /** float32 (float64 for a float64 model). */
+  /**
+   * Sharded over ranks only: this rank's first global position (rank · S/N), a float32 scalar
+   * input, so that every rank runs the same graph.
+   */
+  readonly positionOffset?: Tensor
+  /** float32 (float64 for a float64 model); sharded, this rank's share of the loss (the sum over ranks is the loss). */
   readonly loss: Tensor
   readonly chunks: { readonly mlp: number; readonly lm: number }
 }
@@ -275,7 +346,9 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   if (!modes.includes(opts.mode))
     throw new BadConfig({ field: "mode", message: `unknown mode "${opts.mode}"; choose one of: ${modes.join(", ")}` })
   const dtype = opts.dtype ?? "float32"
-  const auto = autoChunks(c, S)
+  const ranks = opts.ranks === undefined ? undefined : checkRanks(c, S, opts.ranks)
+  const local = S / (ranks ?? 1) // the tokens this rank holds
+  const auto = autoChunks(c, local)
   const chunks = {
     mlp: opts.mlpChunks === undefined || opts.mlpChunks === "auto" ? auto.mlp : opts.mlpChunks,
     lm: opts.lmChunks === undefined || opts.lmChunks === "auto" ? auto.lm : opts.lmChunks,
@@ -283,14 +356,20 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   const mst = opts.mode === "mst" || opts.mode === "mst+checkpoint"
   const perLayerCheckpoint = opts.mode === "checkpoint" || opts.mode === "mst+checkpoint"
   const params = parameterInputs(c, dtype)
-  const m: Model = { ...model(c, params, opts), ...(mst ? { mlpChunks: chunks.mlp } : {}) }
-  const tokens = input("tokens", [B, S], "int32")
-  const targets = input("targets", [B, S], "int32")
+  const positionOffset = ranks === undefined ? undefined : input("positionOffset", [], "float32")
+  const m: Model = {
+    ...model(c, params, opts),
+    ...(mst ? { mlpChunks: chunks.mlp } : {}),
+    ...(positionOffset ? { ranks: { n: ranks!, offset: positionOffset } } : {}),
+  }
+  const tokens = input("tokens", [B, local], "int32")
+  const targets = input("targets", [B, local], "int32")
   const count = input("count", [], "float32")
 
+  const layer = (i: number) => (t: Tensor) => (m.ranks ? ulyssesLayer(m, i, t) : decoderLayer(m, i, t, 0).x)
   let x = embed(m, tokens)
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    x = perLayerCheckpoint ? checkpoint((t: Tensor) => decoderLayer(m, i, t, 0).x)(x) : decoderLayer(m, i, x, 0).x
+    x = perLayerCheckpoint ? checkpoint(layer(i))(x) : layer(i)(x)
   }
   // Σ of token losses (per piece in MST) over one global target count, never a mean of means.
   // In MST each piece takes its gradients in the forward pass, while its logits are alive; the
@@ -302,7 +381,29 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   const loss = mst
     ? chunked(chunks.lm, { axis: 1, combine: "sum", gradientsInForward: true })(lmLoss)(x, targets)
     : lmLoss(x, targets)
-  return { params, tokens, targets, count, loss: o.cast(loss, wide), chunks } // fp32 whatever the weights, or fp64
+  // fp32 whatever the weights, or fp64
+  return { params, tokens, targets, count, ...(positionOffset && { positionOffset }), loss: o.cast(loss, wide), chunks }
+}
+
+/**
+ * N, when N ranks can share the sequence: N must divide S (each rank holds S/N tokens) and the
+ * KV heads (each attends with Hkv/N of them, and so H/N query heads).
+ */
+function checkRanks(c: LlamaConfig, S: number, n: number): number {
+  const fix = "choose a number of ranks that divides both"
+  if (!(Number.isSafeInteger(n) && n >= 1))
+    throw new BadConfig({ field: "ranks", message: `ranks must be a whole number ≥ 1, got ${n}` })
+  if (S % n !== 0)
+    throw new BadConfig({
+      field: "ranks",
+      message: `${n} ranks cannot share a sequence of ${S} tokens: ${S} % ${n} = ${S % n}; each rank holds S/N tokens, so choose a sequence length that is a multiple of ${n} or ranks that divide ${S}`,
+    })
+  if (c.num_key_value_heads % n !== 0)
+    throw new BadConfig({
+      field: "ranks",
+      message: `${n} ranks cannot share ${c.num_key_value_heads} KV heads (num_key_value_heads % ${n} = ${c.num_key_value_heads % n}); Ulysses gives each rank Hkv/N of them; ${fix} num_key_value_heads (${c.num_key_value_heads}) and S (${S})`,
+    })
+  return n
 }
 
 /** How `llamaForward` builds its graph. */

@@ -42,7 +42,12 @@ export interface StepGraphs {
 function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions, accumulate: boolean): GradientGraph {
   const model = llamaLoss(c, B, S, opts)
   const names = Object.keys(model.params)
-  const { value, grads } = valueAndGrad(model.loss, model.params)
+  const local = valueAndGrad(model.loss, model.params)
+  // Sharded over ranks, each rank's loss is its share: the loss and every weight's gradient are
+  // their sums over the ranks, so every rank holds the full values.
+  const sum = (t: Tensor) => (opts.ranks === undefined ? t : o.allReduce(t))
+  const value = sum(local.value)
+  const grads = Object.fromEntries(names.map((n) => [n, sum(local.grads[n]!)]))
   if (!accumulate) {
     const gradients = names.map((n) => grads[n]!)
     return { model, names, outputs: [value, ...gradients], gradients, inPlace: new Map() }
@@ -124,13 +129,14 @@ export function stepGraphs(
 export type StepInput = { readonly holds: StateHolds; readonly parameter: string } | { readonly holds: ValueHolds }
 export type StateHolds = "weights" | "master" | "m" | "v" | "gradients"
 /** Values bound afresh for each pass. */
-export type ValueHolds = "tokens" | "targets" | "count" | "lr" | "correction1" | "correction2"
+export type ValueHolds = "tokens" | "targets" | "count" | "positions" | "lr" | "correction1" | "correction2"
 
 /** The memory kind each held thing counts as: the planner counts by it, the trainer binds by it. */
 const kindOf: Readonly<Record<StepInput["holds"], MemoryKind>> = {
   tokens: "activations",
   targets: "activations",
   count: "activations",
+  positions: "activations",
   weights: "weights",
   gradients: "gradients",
   master: "optimizer",
@@ -154,6 +160,7 @@ export function lossInputs(m: LlamaGraph): Map<Tensor, StepInput> {
     [m.targets, { holds: "targets" }],
     [m.count, { holds: "count" }],
   ])
+  if (m.positionOffset) inputs.set(m.positionOffset, { holds: "positions" })
   for (const [parameter, t] of Object.entries(m.params)) inputs.set(t, { holds: "weights", parameter })
   return inputs
 }

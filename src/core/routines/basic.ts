@@ -101,14 +101,21 @@ export const swiglu = (x: Tensor, gate: Tensor, up: Tensor, down: Tensor, fused 
  * Face Llama uses: x·cos + rotate_half(x)·sin, with angle(p, i) = (p + offset) · θ^(−2i/D).
  * The angles are computed in at least float32 and cos, sin cast to x's dtype, as Hugging Face
  * does: in bfloat16 a position past 256 would already be rounded (8191 to 8192). `inverse`
- * rotates by −angle: the transpose of the rotation, so RoPE's VJP. `invFreq` replaces
+ * rotates by −angle: the transpose of the rotation, so RoPE's VJP. `offset` may be a scalar
+ * tensor (a bound input), so that ranks holding different positions run one graph. `invFreq` replaces
  * θ^(−2i/D) with given frequencies (RoPE scaling: see `ropeInvFreq` in models/config.ts).
  */
-export function rope(x: Tensor, theta = 10000, offset = 0, inverse = false, invFreq?: readonly number[]): Tensor {
+export function rope(
+  x: Tensor,
+  theta = 10000,
+  offset: number | Tensor = 0,
+  inverse = false,
+  invFreq?: readonly number[],
+): Tensor {
   const [S, D] = [x.shape.at(-2)!, x.shape.at(-1)!]
   const half = D / 2
   const f = computeType(x)
-  const pos = o.add(o.cast(o.iota([S, half], 0), f), offset)
+  const pos = o.add(o.cast(o.iota([S, half], 0), f), typeof offset === "number" ? offset : o.cast(offset, f))
   const freq =
     invFreq === undefined
       ? o.exp(o.mul(o.cast(o.iota([S, half], 1), f), (-2 / D) * Math.log(theta)))
