@@ -1,15 +1,19 @@
+import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
+import { planAt } from "../src/cli/plan-command.js"
+import { formatBytes } from "../src/cli/svg.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import { BadConfig } from "../src/core/errors.js"
 import { type Feed, plan } from "../src/core/executor.js"
 import type { Tensor } from "../src/core/graph.js"
 import { runRanks } from "../src/core/ranks.js"
-import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
+import { decodeConfigSync, type LlamaConfig, preset } from "../src/models/config.js"
 import { llamaLoss, type Mode, parameterShapes } from "../src/models/llama.js"
-import type { Precision } from "../src/models/optimizer.js"
+import { type Precision, precisions } from "../src/models/optimizer.js"
 import { inputKinds, lossInputs, stepGraphs } from "../src/models/step.js"
 import { globalCount, longestSequenceOnRanks, planRankStep, rankFeeds } from "../src/models/ulysses.js"
+import { runCli } from "./cli-helpers.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
 
 /** Tiny Llamas: 4 query and 4 KV heads (N = 1, 2, 4), and 6 query heads over 3 KV heads (N = 3, GQA). */
@@ -169,5 +173,27 @@ describe("Ulysses: planning one rank of N", () => {
     })
     expect(found[1]!.S).toBeGreaterThan(found[0]!.S)
     expect(found[2]!.S).toBeGreaterThan(found[1]!.S)
+  })
+})
+
+describe("miniseq plan --ranks", () => {
+  it("prints one rank of N's plan, smaller than one device's, and refuses an S that N does not divide", async () => {
+    const r = await runCli("plan", "--model", "tiny", "--seq", "256", "--ranks", "2", "--precision", "fp32")
+    expect(r.code, r.out).toBe(0)
+    expect(r.out).toMatch(/one rank of 2 sharing the sequence/)
+    const args = {
+      model: await Effect.runPromise(preset("tiny")),
+      batch: 1,
+      mlpChunks: "auto",
+      lmChunks: "auto",
+    } as const
+    const at = (ranks?: number) =>
+      planAt({ ...args, target: "gpu", precision: precisions.fp32, ...(ranks ? { ranks } : {}) }, "mst+checkpoint", 256)
+    const [two, one] = [at(2), at()]
+    expect(two.peak).toBeLessThan(one.peak)
+    expect(r.out).toContain(`mst+checkpoint       256 ${formatBytes(two.peak).padStart(10)} `)
+    const bad = await runCli("plan", "--model", "tiny", "--seq", "255", "--ranks", "2")
+    expect(bad.code).not.toBe(0)
+    expect(bad.out).toMatch(/--seq 255 is not a multiple of --ranks 2/)
   })
 })

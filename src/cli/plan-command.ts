@@ -73,6 +73,8 @@ export interface PlanArgs {
   offload?: Offload
   /** --max-seq: the host memory offloaded bytes may take (default: no bound). */
   hostMemory?: number
+  /** --ranks: plan one rank of N sharing the sequence (Ulysses); absent, one device. */
+  ranks?: number
 }
 
 export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
@@ -87,6 +89,7 @@ export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
       precision: a.precision,
       allowBeyondMaxPosition: true,
       ...(a.offload ? { offload: a.offload } : {}),
+      ...(a.ranks === undefined ? {} : { ranks: a.ranks }),
     },
     targetFor(a.target),
   )
@@ -186,6 +189,12 @@ export const planCommand = Command.make(
       Flag.withDefault(1024),
       Flag.withDescription("--max-seq searches multiples of this (default: 1024)"),
     ),
+    ranks: Flag.Int("ranks").pipe(
+      Flag.optional,
+      Flag.withDescription(
+        "plan one of N devices sharing the sequence (Ulysses): S/N tokens each, weights and AdamW state on every one (default: one device)",
+      ),
+    ),
   },
   (f) =>
     Effect.gen(function* () {
@@ -193,6 +202,16 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
+      const ranks = Option.isSome(f.ranks) ? yield* positive("ranks", f.ranks.value) : undefined
+      if (ranks !== undefined && (f.maxSeq ? f.granularity : f.seq) % ranks !== 0)
+        return yield* Effect.fail(
+          new BadConfig({
+            field: "ranks",
+            message: f.maxSeq
+              ? `--granularity ${f.granularity} is not a multiple of --ranks ${ranks}: every S searched must split into ${ranks} equal shares; pass a --granularity that ${ranks} divides`
+              : `--seq ${f.seq} is not a multiple of --ranks ${ranks}: each rank holds S/N tokens; pass a --seq that ${ranks} divides`,
+          }),
+        )
       // Read with --max-seq only, but checked always: a bad value is never silently ignored.
       const memory = yield* parseBytes(f.memory)
       const auto = f.offload.trim() === "auto"
@@ -215,10 +234,12 @@ export const planCommand = Command.make(
         precision: precisions[f.precision],
         ...(offload ? { offload } : {}),
         ...(hostMemory === undefined ? {} : { hostMemory }),
+        ...(ranks === undefined ? {} : { ranks }),
       }
       const offloaded = auto ? ", offload chosen per mode" : describeOffload(offload ?? {})
       const hostBound = hostMemory === undefined ? "" : ` and ${formatBytes(hostMemory)} of host memory`
-      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}${offloaded}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}`
+      const onRanks = ranks === undefined ? "" : `, one rank of ${ranks} sharing the sequence`
+      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}${offloaded}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}${onRanks}`
       if (!f.maxSeq) {
         yield* Console.log(`one training step, ${what}, S = ${f.seq}:\n${header}`)
         for (const mode of modes)
