@@ -86,6 +86,13 @@ export {
 } from "./models/optimizer.js"
 export { type Offload, type StepGraphs, type StepOptions, stepGraphs } from "./models/step.js"
 export { leastOffloadThatFits, offloadChoices, planStep, type StepPlan, suggestChunks } from "./models/planner.js"
+export {
+  type GlobalBatch,
+  globalCount,
+  longestSequenceOnRanks,
+  planRankStep,
+  rankFeeds,
+} from "./models/ulysses.js"
 
 // Data: tokenizers, train/validation split, seeded batches.
 export {
