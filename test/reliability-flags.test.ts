@@ -89,6 +89,7 @@ const flagsOf = {
     seq: badCount(1),
     batch: badCount(1),
     granularity: badCount(1),
+    ranks: badCount(1),
     memory: badSize,
     "mlp-chunks": badChunks,
     "lm-chunks": badChunks,

@@ -1,4 +1,5 @@
 import { Effect } from "effect"
+import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { planAt } from "../src/cli/plan-command.js"
 import { formatBytes } from "../src/cli/svg.js"
@@ -14,7 +15,7 @@ import { type Precision, precisions } from "../src/models/optimizer.js"
 import { inputKinds, lossInputs, stepGraphs } from "../src/models/step.js"
 import { globalCount, longestSequenceOnRanks, planRankStep, rankFeeds } from "../src/models/ulysses.js"
 import { runCli } from "./cli-helpers.js"
-import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
+import { intArray, maxRelDiff, propertyRuns, randomArray, referenceCpu, run } from "./helpers.js"
 
 /** Tiny Llamas: 4 query and 4 KV heads (N = 1, 2, 4), and 6 query heads over 3 KV heads (N = 3, GQA). */
 const tiny = (heads: number, kvHeads: number, extra: Record<string, unknown> = {}): LlamaConfig =>
@@ -35,9 +36,9 @@ const fp64: Precision = { name: "fp64", param: "float64", state: "float64", mast
 const [B, S] = [2, 12]
 
 /** One global batch, a few targets ignored, and float64 weights near HF's scale. */
-function problem(c: LlamaConfig, seed: number) {
-  const tokens = intArray(B * S, c.vocab_size, seed)
-  const targets = intArray(B * S, c.vocab_size, seed + 1).map((t, k) => (k % 5 === 3 ? -100 : t))
+function problem(c: LlamaConfig, seed: number, b = B, s = S) {
+  const tokens = intArray(b * s, c.vocab_size, seed)
+  const targets = intArray(b * s, c.vocab_size, seed + 1).map((t, k) => (k % 5 === 3 ? -100 : t))
   const weights = Object.fromEntries(
     Object.entries(parameterShapes(c)).map(([name, shape], i) => {
       const n = shape.reduce((a, b) => a * b, 1)
@@ -49,8 +50,8 @@ function problem(c: LlamaConfig, seed: number) {
 }
 
 /** The single-rank loss and gradients on the whole batch (the reference). */
-async function oneRank(c: LlamaConfig, mode: Mode, p: ReturnType<typeof problem>, chunks: number) {
-  const g = llamaLoss(c, B, S, { mode, dtype: "float64", mlpChunks: chunks, lmChunks: chunks, attentionBlock: 4 })
+async function oneRank(c: LlamaConfig, mode: Mode, p: ReturnType<typeof problem>, chunks: number, b = B, s = S) {
+  const g = llamaLoss(c, b, s, { mode, dtype: "float64", mlpChunks: chunks, lmChunks: chunks, attentionBlock: 4 })
   const names = Object.keys(g.params)
   const { value, grads } = valueAndGrad(g.loss, g.params)
   const feeds = new Map<Tensor, Feed>([
@@ -64,13 +65,21 @@ async function oneRank(c: LlamaConfig, mode: Mode, p: ReturnType<typeof problem>
 }
 
 /** The same step on N in-process ranks, each fed its S/N tokens; the step's graphs are the trainer's. */
-async function nRanks(c: LlamaConfig, mode: Mode, p: ReturnType<typeof problem>, n: number, chunks: number) {
+async function nRanks(
+  c: LlamaConfig,
+  mode: Mode,
+  p: ReturnType<typeof problem>,
+  n: number,
+  chunks: number,
+  b = B,
+  s = S,
+) {
   const opts = { mode, ranks: n, mlpChunks: chunks, lmChunks: chunks, attentionBlock: 4, precision: fp64 }
-  const g = stepGraphs(c, B, S, opts).first
+  const g = stepGraphs(c, b, s, opts).first
   const kinds = inputKinds(lossInputs(g.model))
   const planned = plan(g.outputs, kinds, { gradients: g.gradients })
   const results = await runRanks(makeCpuBackend({ fused: false }), n, (r) => {
-    const feeds = rankFeeds(g.model, { tokens: p.tokens, targets: p.targets, B, S }, r, n)
+    const feeds = rankFeeds(g.model, { tokens: p.tokens, targets: p.targets, B: b, S: s }, r, n)
     for (const name of g.names) feeds.set(g.model.params[name]!, p.weights[name]!)
     const withKinds = new Map([...feeds].map(([t, data]) => [t, { data: data as Float64Array, kind: kinds.get(t)! }]))
     return { outputs: g.outputs, feeds: withKinds, options: { gradients: g.gradients } }
@@ -119,6 +128,34 @@ describe("Ulysses: N ranks train as one", () => {
         expect(want.values[0]![0]!).toBeGreaterThan(1)
         expect(want.values.slice(1).some((g) => g.some((x) => Math.abs(x) > 1e-6))).toBe(true)
       })
+})
+
+describe("Ulysses: random N that divide the KV heads", () => {
+  it("give one rank's loss and gradients (fast-check over N, heads, B, S, mode and M)", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          n: fc.constantFrom(1, 2, 3, 4, 6),
+          group: fc.integer({ min: 1, max: 2 }),
+          perRank: fc.integer({ min: 1, max: 3 }),
+          mode: fc.constantFrom<Mode>("vanilla", "checkpoint", "mst", "mst+checkpoint"),
+          seed: fc.nat({ max: 1000 }),
+        }),
+        async ({ n, group, perRank, mode, seed }) => {
+          const c = tiny(n * group, n) // Hkv = N, H = group · N: the fewest heads N allows
+          const s = n * perRank * 2 // 2·perRank tokens on each rank, split in M = 2 pieces
+          const p = problem(c, seed, 1, s)
+          const want = await oneRank(c, mode, p, 2, 1, s)
+          const got = await nRanks(c, mode, p, n, 2, 1, s)
+          for (const result of got.results)
+            want.values.forEach((w, i) =>
+              expect(maxRelDiff(result.values[i]!, w), got.names[i - 1]).toBeLessThan(1e-10),
+            )
+        },
+      ),
+      { numRuns: propertyRuns(6) },
+    )
+  })
 })
 
 describe("Ulysses: refusals", () => {
