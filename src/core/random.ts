@@ -46,7 +46,7 @@ export function randomFill(t: TensorType, seed: number, intBelow = 2, std = 0.1)
 }
 
 /** murmur3's 32-bit finaliser: a bijection that spreads every input bit over the output. */
-const mix32 = (h: number): number => {
+export const mix32 = (h: number): number => {
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13

@@ -6,7 +6,7 @@
  * uninterrupted run would have seen — no data-loader state has to be saved.
  */
 // Reading the corpus from disk lives in corpus.ts (node-only); this module runs in a browser too.
-import { rng } from "../core/random.js"
+import { mix32, rng } from "../core/random.js"
 
 /** A token stream cut into the part to train on and a held-out tail. */
 export interface Split {
@@ -57,22 +57,12 @@ export interface Batches {
 
 // ---- a small seeded PRNG, keyed by (seed, step) ----
 
-/** MurmurHash3's finalizer: a bijection on 32-bit integers that scrambles every bit. */
-function fmix32(h: number): number {
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
-}
-
 /** One 32-bit PRNG seed from (seed, step); both may be any safe integer, so mix their high and low words. */
 function hashSeedStep(seed: number, step: number): number {
   let h = 0x2545f491
   for (const x of [seed, step]) {
-    h = fmix32(h ^ (x >>> 0)) // low 32 bits (>>> 0 wraps modulo 2^32, negatives included)
-    h = fmix32(h ^ (Math.floor(x / 2 ** 32) >>> 0)) // high bits
+    h = mix32(h ^ (x >>> 0)) // low 32 bits (>>> 0 wraps modulo 2^32, negatives included)
+    h = mix32(h ^ (Math.floor(x / 2 ** 32) >>> 0)) // high bits
   }
   return h
 }
