@@ -132,6 +132,11 @@ class Executor {
     const bytes = size * bytesPerElement[t.dtype]
     this.ledger.add(kind, bytes, tier)
     const buffer = tier === "host" ? this.hostAlloc(t.dtype, size) : this.backend.alloc(t.dtype, size)
+    return this.own(buffer, bytes, kind, tier)
+  }
+
+  /** A buffer the executor made, counted already, freed by it when its last reader is done. */
+  own(buffer: Buffer, bytes: number, kind: MemoryKind, tier: Tier): Alloc {
     const a: Alloc = { buffer, bytes, kind, refs: 1, external: false, tier }
     this.owned.add(a)
     return a
@@ -153,16 +158,7 @@ class Executor {
 
   /** A buffer whose bytes a replayed body already counted (./region-replay.ts). */
   adopt({ dtype, size, kind }: Fresh): Alloc {
-    const a: Alloc = {
-      buffer: this.backend.alloc(dtype, size),
-      bytes: size * bytesPerElement[dtype],
-      kind,
-      refs: 1,
-      external: false,
-      tier: "device",
-    }
-    this.owned.add(a)
-    return a
+    return this.own(this.backend.alloc(dtype, size), size * bytesPerElement[dtype], kind, "device")
   }
 
   bind(b: Binding): Alloc {

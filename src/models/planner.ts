@@ -55,12 +55,13 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
   })
   const a = g.adamw
   const adamw = adamwInputs(a)
+  const offloadedState = hostInputs(adamw, opts.offload)
   const optimizerPass = plan(adamwOutputs(a), inputKinds(adamw), {
     inPlace: a.inPlace,
-    hostInputs: hostInputs(adamw, opts.offload),
+    hostInputs: offloadedState,
     ...target,
   })
-  const inPlace = [...hostInputs(adamw, opts.offload)].reduce((n, t) => n + 2 * t.size * bytesPerElement[t.dtype], 0)
+  const inPlace = [...offloadedState].reduce((n, t) => n + 2 * t.size * bytesPerElement[t.dtype], 0)
   return {
     bus: gradientPass.host.moved + optimizerPass.host.moved + inPlace,
     peak: Math.max(gradientPass.peak, optimizerPass.peak),
