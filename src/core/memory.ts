@@ -47,6 +47,12 @@ class Tally {
     this.live[kind] -= bytes
     this.total -= bytes
   }
+
+  retag(from: MemoryKind, to: MemoryKind, bytes: number): void {
+    this.live[from] -= bytes
+    this.live[to] += bytes
+    if (this.live[to] > this.peakByKind[to]) this.peakByKind[to] = this.live[to]
+  }
 }
 
 export interface MemoryReport {
@@ -135,10 +141,7 @@ export class MemoryLedger {
 
   /** A device buffer changes kind (a body's result handed to its caller). */
   retag(from: MemoryKind, to: MemoryKind, bytes: number): void {
-    const d = this.device
-    d.live[from] -= bytes
-    d.live[to] += bytes
-    if (d.live[to] > d.peakByKind[to]) d.peakByKind[to] = d.live[to]
+    this.device.retag(from, to, bytes)
   }
 
   report(): MemoryReport {

@@ -65,7 +65,7 @@ export function offloadSchedule(
 
   if (opts.activations) {
     // Saved values produced here (not bound inputs, not outputs), stored after their last forward reader.
-    const saved: { t: Tensor; stored: number; needed: number }[] = []
+    let saved: { t: Tensor; stored: number; needed: number }[] = []
     for (const [t, needed] of firstBackward) {
       const producer = index.get(t.node)
       if (producer === undefined || t.node.phase !== "forward" || returned.has(t)) continue
@@ -77,13 +77,12 @@ export function offloadSchedule(
     if (Number.isFinite(budget)) {
       saved.sort((a, b) => a.stored - b.stored || b.needed - a.needed)
       let total = 0
-      const kept = saved.filter((s) => {
+      saved = saved.filter((s) => {
         const bytes = s.t.size * bytesPerElement[s.t.dtype]
         if (total + bytes > budget) return false
         total += bytes
         return true
       })
-      saved.splice(0, saved.length, ...kept)
     }
     saved.sort((a, b) => a.needed - b.needed)
     // Group by first backward reader; each group comes back before the previous group's reader.
