@@ -8,14 +8,18 @@ import { memoryAdvice, type StepPlan } from "../models/planner.js"
 import type { StepOptions } from "../models/step.js"
 import { formatBytes } from "./svg.js"
 
+/** Memory a step may use, and whether it is the host's own RAM (where offloaded bytes live too). */
+export interface Available {
+  readonly bytes: number
+  readonly what: string
+  readonly hostRam: boolean
+}
+
 /** What the backend can give: the GPU's free memory where it says, else the host's available RAM (or the cgroup's limit). */
-export function availableMemory(
-  backendFlag: string,
-  backend: BackendImpl,
-): { readonly bytes: number; readonly what: string } | undefined {
+export function availableMemory(backendFlag: string, backend: BackendImpl): Available | undefined {
   if (backendFlag === "cuda") {
     const free = (backend as { device?: { freeMemory?: number } }).device?.freeMemory
-    return free ? { bytes: free, what: "the GPU's free memory" } : undefined
+    return free ? { bytes: free, what: "the GPU's free memory", hostRam: false } : undefined
   }
   if (backendFlag === "webgpu") return undefined // WebGPU does not say how much memory its device has
   const constrained = process.constrainedMemory?.() ?? 0
@@ -23,13 +27,14 @@ export function availableMemory(
   return {
     bytes: limited ? constrained : freemem(),
     what: limited ? "this process's memory limit" : "this machine's available RAM",
+    hostRam: true,
   }
 }
 
 /** Fails with OutOfMemory and the planner's advice when the planned step does not fit `available`. */
 export function refuseWhatCannotFit(
   plan: StepPlan,
-  available: { readonly bytes: number; readonly what: string } | undefined,
+  available: Available | undefined,
   model: LlamaConfig,
   batch: number,
   seq: number,
@@ -37,7 +42,7 @@ export function refuseWhatCannotFit(
   backend: BackendImpl,
 ): Effect.Effect<void, OutOfMemory> {
   // Offloaded bytes live in host RAM: beside the GPU's memory, or in the same RAM on the CPU.
-  const onCpu = available?.what.includes("RAM") || available?.what.includes("process") || false
+  const onCpu = available?.hostRam ?? false
   const ram = freemem()
   if (plan.host > 0 && !onCpu && plan.host > ram) {
     const message = `offloading this step needs ${formatBytes(plan.host)} of host memory (the planner) but this machine's available RAM is ${formatBytes(ram)}, so nothing was allocated; offload less (--offload), or shorten the sequence`

@@ -104,7 +104,7 @@ export function maxSeqChoosingOffload(a: PlanArgs, mode: Mode, memory: number, s
   return best!
 }
 
-/** The plan at S, with as many checkpoints offloaded as `hostMemory` holds (see `planWithinHost` of the planner). */
+/** The plan at S, with as many checkpoints offloaded as `hostMemory` holds (`fitHost` of the planner). */
 export function planWithinHost(a: PlanArgs, mode: Mode, S: number): { plan: StepPlan; offload: Offload } {
   const { offload = {}, hostMemory = Infinity } = a
   return fitHost((o) => planAt({ ...a, offload: o }, mode, S), offload, hostMemory)
