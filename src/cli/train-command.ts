@@ -280,16 +280,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       // What each mode would need for this exact step, from the planner (the executor, counting).
       const plans = yield* attempt(() =>
         Object.fromEntries(
-          modes.map((mode) => [
-            mode,
-            planStep(
-              model,
-              f.batch,
-              f.seq,
-              { mode, mlpChunks, lmChunks, precision: precisions[precision], offload },
-              backend,
-            ),
-          ]),
+          modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { ...stepBase, mode, offload }, backend)]),
         ),
       )
       // Refuse, with the planner's advice, a step that cannot fit the machine — before allocating.

@@ -154,18 +154,17 @@ export function prepareState(
   return Effect.map(startingPoint(start, run), (saved) => {
     const perParameter = (buffer: (n: string) => Buffer): PerParameter =>
       Object.fromEntries(names.map((n) => [n, buffer(n)]))
+    const onDevice = (d: DType, size: number): Buffer => backend.alloc(d, size)
     const stateAlloc =
-      hostState && backend.hostAlloc ? (d: DType, size: number) => backend.hostAlloc!(d, size) : undefined
+      hostState && backend.hostAlloc ? (d: DType, size: number) => backend.hostAlloc!(d, size) : onDevice
     const moment = (values: Float32Array | undefined, n: string): Buffer => {
       if (values !== undefined) return upload(backend, values, precision.state, stateAlloc)
-      const b = stateAlloc
-        ? stateAlloc(precision.state, numel(shapes[n]!))
-        : backend.alloc(precision.state, numel(shapes[n]!))
+      const b = stateAlloc(precision.state, numel(shapes[n]!))
       backend.fill(b, 0)
       return b
     }
     // A checkpoint holds fp32 weights: the master copy under mixed precision.
-    const parameter = (n: string, dtype: DType, alloc?: typeof stateAlloc): Buffer =>
+    const parameter = (n: string, dtype: DType, alloc = onDevice): Buffer =>
       saved === undefined
         ? initialParameter(backend, start.model, n, shapes[n]!, streams.get(n)!, start.seed, dtype, alloc)
         : upload(backend, saved.parameters[n]!, dtype, alloc)
