@@ -324,12 +324,7 @@ uint64_t Device::allocHost(size_t bytes) {
 void Device::free(uint64_t handle) {
   auto it = blocks_.find(handle);
   if (it == blocks_.end()) throw Failure("ERR_CUDA_BUFFER", "cuda.free: buffer " + std::to_string(handle) + " is not live");
-  if (it->second.pending != nullptr) {
-    // Its memory goes back for reuse by the compute stream: that waits for the transfer first.
-    check(cudaStreamWaitEvent(stream_, it->second.pending, 0), "cudaStreamWaitEvent");
-    giveEvent(it->second.pending);
-    it->second.pending = nullptr;
-  }
+  awaitTransfer(it->second);  // its memory goes back for reuse by the compute stream
   if (it->second.host) {
     if (it->second.ptr != nullptr) hostTier_.give(it->second.ptr, it->second.capacity);
     hostLive_ -= it->second.bytes;
@@ -348,13 +343,16 @@ const Block& Device::block(uint64_t handle, const char* kernel) {
     throw Failure("ERR_CUDA_BUFFER", std::string("cuda.") + kernel + ": buffer " + std::to_string(handle) +
                                          " is not a live buffer of this device");
   Block& b = it->second;
-  if (b.pending != nullptr) {
-    // A GPU-side wait: the host goes on enqueueing.
-    check(cudaStreamWaitEvent(stream_, b.pending, 0), "cudaStreamWaitEvent");
-    giveEvent(b.pending);
-    b.pending = nullptr;
-  }
+  awaitTransfer(b);
   return b;
+}
+
+void Device::awaitTransfer(Block& b) {
+  if (b.pending == nullptr) return;
+  // The host goes on enqueueing; the compute stream waits on the GPU.
+  check(cudaStreamWaitEvent(stream_, b.pending, 0), "cudaStreamWaitEvent");
+  giveEvent(b.pending);
+  b.pending = nullptr;
 }
 
 void Device::transfer(uint64_t dstHandle, size_t dstOffset, uint64_t srcHandle, size_t srcOffset, size_t bytes) {

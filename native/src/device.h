@@ -205,6 +205,8 @@ class Device {
   void collectStaging();
   cudaEvent_t takeEvent();
   void giveEvent(cudaEvent_t e) { events_.push_back(e); }
+  // Orders the compute stream after the transfer still using `b`, if any (a GPU-side wait).
+  void awaitTransfer(Block& b);
 
   int ordinal_ = 0;
   bool destroyed_ = false;
