@@ -81,7 +81,7 @@ interface Device {
   readonly total: number
   readonly name: string
   /** Allocator peak since the last reset, and what it holds from the driver. */
-  memory(): { peak: number; reserved: number; heldPeak: number; live: number; hostPeak: number; hostLive: number }
+  memory(): { peak: number; reserved: number; heldPeak: number; live: number; hostPeak: number }
   reset(): void
   readonly profiler?: CudaBackend["profiler"]
   close(): Promise<void>
@@ -101,7 +101,6 @@ function openDevice(limit?: number): Device {
         heldPeak: cpu.memory().peak,
         live: cpu.memory().live,
         hostPeak: cpu.memory().hostPeak,
-        hostLive: cpu.memory().hostLive,
       }),
       reset: () => cpu.memory().resetPeak(),
       close: async () => {},
@@ -121,7 +120,6 @@ function openDevice(limit?: number): Device {
         heldPeak: m.heldPeak,
         live: m.live,
         hostPeak: m.hostPeak,
-        hostLive: m.hostLive,
       }
     },
     reset: () => {
@@ -219,8 +217,13 @@ async function measure(
       },
     ).pipe(Effect.provide(Layer.succeed(Backend, dev.backend))),
   )
-  const m = dev.memory()
-  const { peak: devicePeak, reserved: deviceReserved, heldPeak: deviceHeldPeak, live: liveAfter, hostPeak } = m
+  const {
+    peak: devicePeak,
+    reserved: deviceReserved,
+    heldPeak: deviceHeldPeak,
+    live: liveAfter,
+    hostPeak,
+  } = dev.memory()
   const host = { offload: runOffload, hostPlanned, hostPeak }
   if (Exit.isFailure(exit)) {
     const text = String(exit.cause)
