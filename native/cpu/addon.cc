@@ -47,19 +47,36 @@ struct Bound {
     }                                                              \
   } while (0)
 
-napi_value Gemm(napi_env env, napi_callback_info info) {
-  size_t argc = 12;
+// The call's first `count` arguments as integers (count ≤ 12) and the start of the memory its
+// function was bound to; false once `usage` or a Node-API failure has been thrown.
+bool intArgs(napi_env env, napi_callback_info info, size_t count, int64_t* v, char** base, const char* usage) {
+  size_t argc = count;
   napi_value argv[12];
   void* data = nullptr;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, &data));
-  if (argc < 12) {
-    napi_throw_type_error(env, nullptr, "miniseq_cpu gemm: expected 12 arguments (a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate)");
-    return nullptr;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, &data) != napi_ok) {
+    napi_throw_error(env, nullptr, "miniseq_cpu: napi_get_cb_info failed");
+    return false;
   }
+  if (argc < count) {
+    napi_throw_type_error(env, nullptr, usage);
+    return false;
+  }
+  for (size_t i = 0; i < count; i++) {
+    if (napi_get_value_int64(env, argv[i], &v[i]) != napi_ok) {
+      napi_throw_error(env, nullptr, "miniseq_cpu: napi_get_value_int64(env, argv[i], &v[i]) failed");
+      return false;
+    }
+  }
+  *base = reinterpret_cast<char*>(static_cast<Bound*>(data)->base);
+  return true;
+}
+
+napi_value Gemm(napi_env env, napi_callback_info info) {
   int64_t v[12];
-  for (int i = 0; i < 12; i++) CHECK(napi_get_value_int64(env, argv[i], &v[i]));
-  const Bound* b = static_cast<Bound*>(data);
-  char* base = reinterpret_cast<char*>(b->base);
+  char* base = nullptr;
+  if (!intArgs(env, info, 12, v, &base,
+               "miniseq_cpu gemm: expected 12 arguments (a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate)"))
+    return nullptr;
   const int m = static_cast<int>(v[8]), n = static_cast<int>(v[9]), k = static_cast<int>(v[10]);
   miniseq_cpu::sgemm(reinterpret_cast<const float*>(base + v[0]), v[1] / 4, v[2] / 4,
                      reinterpret_cast<const float*>(base + v[3]), v[4] / 4, v[5] / 4,
@@ -143,17 +160,9 @@ napi_value CrossEntropy(napi_env env, napi_callback_info info) {
 }
 
 napi_value ReduceSum(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  void* data = nullptr;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, &data));
-  if (argc < 5) {
-    napi_throw_type_error(env, nullptr, "miniseq_cpu reduceSum: expected (x, o, outer, axis, inner)");
-    return nullptr;
-  }
   int64_t v[5];
-  for (int i = 0; i < 5; i++) CHECK(napi_get_value_int64(env, argv[i], &v[i]));
-  char* base = reinterpret_cast<char*>(static_cast<Bound*>(data)->base);
+  char* base = nullptr;
+  if (!intArgs(env, info, 5, v, &base, "miniseq_cpu reduceSum: expected (x, o, outer, axis, inner)")) return nullptr;
   miniseq_cpu::reduceSum(reinterpret_cast<const float*>(base + v[0]), reinterpret_cast<float*>(base + v[1]), v[2],
                          v[3], v[4]);
   return nullptr;
@@ -164,6 +173,16 @@ void Release(napi_env env, void* data, void*) {
   if (--b->users > 0) return;
   napi_delete_reference(env, b->keep);
   delete b;
+}
+
+// kernels[name] = fn over b's memory; b lives until the last function bound to it is collected.
+napi_status addKernel(napi_env env, napi_value kernels, const char* name, napi_callback fn, Bound* b) {
+  napi_value f;
+  napi_status s = napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, b, &f);
+  if (s == napi_ok) s = napi_set_named_property(env, kernels, name, f);
+  if (s != napi_ok) return s;
+  b->users++;
+  return napi_add_finalizer(env, f, b, Release, nullptr, nullptr);
 }
 
 napi_value Bind(napi_env env, napi_callback_info info) {
@@ -180,34 +199,16 @@ napi_value Bind(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, nullptr, "miniseq_cpu bind: expected a Float32Array over the memory");
     return nullptr;
   }
-  Bound* b = new Bound{static_cast<float*>(data), length, nullptr, 1};
+  Bound* b = new Bound{static_cast<float*>(data), length, nullptr, 0};
   CHECK(napi_create_reference(env, arg, 1, &b->keep));
-  napi_value kernels, gemm;
+  napi_value kernels;
   CHECK(napi_create_object(env, &kernels));
-  CHECK(napi_create_function(env, "gemm", NAPI_AUTO_LENGTH, Gemm, b, &gemm));
-  CHECK(napi_set_named_property(env, kernels, "gemm", gemm));
-  CHECK(napi_add_finalizer(env, gemm, b, Release, nullptr, nullptr));
+  CHECK(addKernel(env, kernels, "gemm", Gemm, b));
   if (miniseq_cpu::vexpAvailable()) {
-    napi_value exp;
-    CHECK(napi_create_function(env, "expaffine", NAPI_AUTO_LENGTH, ExpAffine, b, &exp));
-    CHECK(napi_set_named_property(env, kernels, "expaffine", exp));
-    b->users++;
-    CHECK(napi_add_finalizer(env, exp, b, Release, nullptr, nullptr));
-    napi_value attention;
-    CHECK(napi_create_function(env, "attention", NAPI_AUTO_LENGTH, Attention, b, &attention));
-    CHECK(napi_set_named_property(env, kernels, "attention", attention));
-    b->users++;
-    CHECK(napi_add_finalizer(env, attention, b, Release, nullptr, nullptr));
-    napi_value ce;
-    CHECK(napi_create_function(env, "crossEntropy", NAPI_AUTO_LENGTH, CrossEntropy, b, &ce));
-    CHECK(napi_set_named_property(env, kernels, "crossEntropy", ce));
-    b->users++;
-    CHECK(napi_add_finalizer(env, ce, b, Release, nullptr, nullptr));
-    napi_value reduce;
-    CHECK(napi_create_function(env, "reduceSum", NAPI_AUTO_LENGTH, ReduceSum, b, &reduce));
-    CHECK(napi_set_named_property(env, kernels, "reduceSum", reduce));
-    b->users++;
-    CHECK(napi_add_finalizer(env, reduce, b, Release, nullptr, nullptr));
+    CHECK(addKernel(env, kernels, "expaffine", ExpAffine, b));
+    CHECK(addKernel(env, kernels, "attention", Attention, b));
+    CHECK(addKernel(env, kernels, "crossEntropy", CrossEntropy, b));
+    CHECK(addKernel(env, kernels, "reduceSum", ReduceSum, b));
   }
   return kernels;
 }
