@@ -94,6 +94,11 @@ describe("miniseq train --init-from and generate", () => {
     expect(first.step).toBe(1)
     expect(Math.abs(first.loss - want![0]!) / want![0]!).toBeLessThan(1e-5)
 
+    // run.json records where the weights came from, not the weights (a 1B model's would not fit a string).
+    const record = await readFile(join(out, "run.json"), "utf8")
+    expect(JSON.parse(record).options.initialParameters).toBeUndefined()
+    expect(record).not.toContain(String(weights["model.embed_tokens.weight"]![1]))
+
     // The checkpoint is a Hugging Face folder too, and records where it started.
     const step = join(out, "checkpoints", "step-00000002")
     const state = JSON.parse(await readFile(join(step, "trainer_state.json"), "utf8"))

@@ -379,6 +379,36 @@ describe("files", () => {
   })
   const w: Record<string, StoredTensor> = { w: { dtype: "float32", shape: [2], data: new Float32Array([1, 2]) } }
 
+  it("a file over 2 GiB (larger than one read or write call may move) round-trips, tensor by tensor", async () => {
+    // A 1B model's bf16 weights or its optimizer state are such files; reading one whole failed.
+    const n = 2 ** 29 + 3 // 2 GiB + 12 bytes of float32: one tensor larger than a single call
+    const big = new Float32Array(n)
+    for (const [i, v] of [
+      [0, 1.5],
+      [2 ** 28, -2],
+      [2 ** 29 - 1, 3.25],
+      [n - 1, 7],
+    ] as const)
+      big[i] = v
+    const small = new Int32Array([5, 6, 7])
+    const path = join(dir, "big.safetensors")
+    await writeSafetensorsAtomic(path, {
+      a: { dtype: "int32", shape: [3], data: small },
+      b: { dtype: "float32", shape: [n], data: big },
+    })
+    const { tensors } = await readSafetensors(path)
+    expect(Array.from(tensors["a"]!.data)).toEqual([5, 6, 7])
+    const back = tensors["b"]!.data as Float32Array
+    expect(back.length).toBe(n)
+    for (const i of [0, 1, 2 ** 28, 2 ** 29 - 1, 2 ** 29, n - 1]) expect(back[i], `element ${i}`).toBe(big[i])
+    // Every element, compared as bytes in 64 MiB windows (expect() per element would take minutes).
+    const [x, y] = [bytesOf(big), bytesOf(back)]
+    for (let at = 0; at < x.length; at += 1 << 26) {
+      expect(Buffer.compare(x.subarray(at, at + (1 << 26)), y.subarray(at, at + (1 << 26))), `bytes from ${at}`).toBe(0)
+    }
+    await rm(path)
+  }, 120_000)
+
   it("writes atomically, reads back, and leaves no temp files", async () => {
     const path = join(dir, "model.safetensors")
     await writeSafetensorsAtomic(path, w, { step: "1" })

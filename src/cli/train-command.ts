@@ -339,7 +339,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
         corpus,
         batch: f.batch,
         seq: f.seq,
-        options: { ...options, validation: validation?.count ?? 0 },
+        // The record says where the weights came from (data.initFrom), never the weights themselves.
+        options: { ...withoutWeights(options), validation: validation?.count ?? 0 },
         plans,
         started,
       }
@@ -426,3 +427,9 @@ export const trainCommand = Command.make("train", flags, (f) =>
     "train a Llama-family model with MST (the fast CPU backend by default; --backend cpu, webgpu or cuda)",
   ),
 )
+
+/** Training options as run.json records them: without `initialParameters` (a model's weights, gigabytes as JSON). */
+function withoutWeights<O extends { readonly initialParameters?: unknown }>(options: O): Omit<O, "initialParameters"> {
+  const { initialParameters: _, ...rest } = options
+  return rest
+}

@@ -9,7 +9,7 @@
  * path, the tensor at fault and what is wrong, never with a RangeError from deep inside.
  */
 import { randomBytes } from "node:crypto"
-import { type FileHandle, open, readFile, rename, rm } from "node:fs/promises"
+import { type FileHandle, open, rename, rm } from "node:fs/promises"
 import { dirname } from "node:path"
 import { numel } from "../core/backend.js"
 import { BadCheckpoint, fmtShape } from "../core/errors.js"
@@ -83,15 +83,19 @@ const arrayName = (data: unknown): string =>
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
+/** A file's layout before its bytes are joined: the padded header (length prefix included) and each tensor's bytes. */
+interface Layout {
+  readonly header: Uint8Array
+  readonly parts: readonly { readonly bytes: Uint8Array; readonly itemsize: number }[]
+  readonly size: number
+}
+
 /**
- * Serialises tensors (sorted by name, so equal inputs give equal bytes). The header is padded
+ * Lays tensors out (sorted by name, so equal inputs give equal bytes). The header is padded
  * with spaces so the byte buffer starts 8-byte aligned. Throws a plain Error naming the tensor
  * when a tensor is inconsistent: that is a bug in the caller, not a bad file.
  */
-export function encodeSafetensors(
-  tensors: Readonly<Record<string, StoredTensor>>,
-  metadata?: Readonly<Record<string, string>>,
-): Uint8Array {
+function layout(tensors: Readonly<Record<string, StoredTensor>>, metadata?: Readonly<Record<string, string>>): Layout {
   const names = Object.keys(tensors).sort()
   // Built by hand rather than with JSON.stringify(object): objects put integer-like keys
   // ("0", "10") first, which would break the sorted order.
@@ -102,7 +106,7 @@ export function encodeSafetensors(
     }
     entries.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(Object.fromEntries(Object.entries(metadata)))}`)
   }
-  const parts: Uint8Array[] = []
+  const parts: { bytes: Uint8Array; itemsize: number }[] = []
   let offset = 0
   for (const name of names) {
     if (name === METADATA_KEY) throw new Error(`safetensors: "${METADATA_KEY}" is reserved and cannot name a tensor`)
@@ -123,7 +127,7 @@ export function encodeSafetensors(
       )
     }
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
-    parts.push(bytes)
+    parts.push({ bytes, itemsize: bytesPerElement[t.dtype] })
     const end = offset + bytes.length
     entries.push(
       `${JSON.stringify(name)}:{"dtype":"${tagOf[t.dtype]}","shape":${JSON.stringify(t.shape)},"data_offsets":[${offset},${end}]}`,
@@ -132,16 +136,33 @@ export function encodeSafetensors(
   }
   const json = new TextEncoder().encode(`{${entries.join(",")}}`)
   const headerLen = Math.ceil(json.length / 8) * 8
-  const out = new Uint8Array(8 + headerLen + offset)
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerLen), true)
-  out.set(json, 8)
-  out.fill(0x20, 8 + json.length, 8 + headerLen) // spaces: JSON parsers skip them
-  let at = 8 + headerLen
-  for (const [i, name] of names.entries()) {
-    const bytes = parts[i]!
-    out.set(bytes, at)
-    if (!hostIsLittleEndian) swapBytes(out.subarray(at, at + bytes.length), bytesPerElement[tensors[name]!.dtype])
-    at += bytes.length
+  const header = new Uint8Array(8 + headerLen)
+  new DataView(header.buffer).setBigUint64(0, BigInt(headerLen), true)
+  header.set(json, 8)
+  header.fill(0x20, 8 + json.length) // spaces: JSON parsers skip them
+  return { header, parts, size: header.length + offset }
+}
+
+/** A tensor's bytes as the file holds them: little-endian (a copy on a big-endian host). */
+function fileOrder(part: Layout["parts"][number]): Uint8Array {
+  if (hostIsLittleEndian) return part.bytes
+  const copy = part.bytes.slice()
+  swapBytes(copy, part.itemsize)
+  return copy
+}
+
+/** Serialises tensors into one array (`writeSafetensorsAtomic` streams them to a file instead). */
+export function encodeSafetensors(
+  tensors: Readonly<Record<string, StoredTensor>>,
+  metadata?: Readonly<Record<string, string>>,
+): Uint8Array {
+  const { header, parts, size } = layout(tensors, metadata)
+  const out = new Uint8Array(size)
+  out.set(header, 0)
+  let at = header.length
+  for (const part of parts) {
+    out.set(fileOrder(part), at)
+    at += part.bytes.length
   }
   return out
 }
@@ -205,32 +226,35 @@ function parseEntry(
   return { name, tag, dtype, shape, begin, end }
 }
 
-/**
- * Parses a safetensors file. Every malformed input throws BadCheckpoint naming `path` (and the
- * tensor at fault where there is one). Tensor data is copied out, so the arrays are aligned and
- * do not alias `bytes`. F32, F64 and I32 tensors are read as they are; BF16 and F16 tensors are
- * widened to float32 exactly (`storedAs` says which they were).
- */
-export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safetensors {
-  const fail = (message: string, tensor?: string): never => {
+type Fail = (message: string, tensor?: string) => never
+
+const failer =
+  (path: string): Fail =>
+  (message, tensor) => {
     throw new BadCheckpoint({ path, ...(tensor === undefined ? {} : { tensor }), message: `${path}: ${message}` })
   }
-  if (bytes.length < 8)
-    fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length; not a safetensors file`)
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const headerLenBig = view.getBigUint64(0, true)
-  if (headerLenBig > BigInt(bytes.length - 8)) {
+
+/** The header's length from the file's first 8 bytes, checked against the file's size. */
+function headerLength(first8: Uint8Array, fileSize: number, fail: Fail): number {
+  if (fileSize < 8) fail(`file is ${fileSize} bytes, shorter than the 8-byte header length; not a safetensors file`)
+  const len = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true)
+  if (len > BigInt(fileSize - 8)) {
     fail(
-      `header length ${headerLenBig} runs past the end of the file (${bytes.length} bytes); the file is truncated or not safetensors`,
+      `header length ${len} runs past the end of the file (${fileSize} bytes); the file is truncated or not safetensors`,
     )
   }
-  const headerLen = Number(headerLenBig)
-  const dataStart = 8 + headerLen
-  const bufferLen = bytes.length - dataStart
+  return Number(len)
+}
 
+/** Parses the JSON header and checks that its tensors tile the byte buffer of `bufferLen` bytes exactly. */
+function parseHeader(
+  headerBytes: Uint8Array,
+  bufferLen: number,
+  fail: Fail,
+): { entries: Entry[]; metadata: Record<string, string> } {
   let text = ""
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart))
+    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes)
   } catch {
     fail("header is not valid UTF-8")
   }
@@ -284,25 +308,39 @@ export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safeten
       `byte buffer has ${bufferLen - covered} trailing bytes after the last tensor (ends at ${covered}) that no tensor covers`,
     )
   }
+  return { entries, metadata }
+}
 
+/** One tensor from its own fresh copy of the file's bytes (aligned for any typed array; swapped in place on a big-endian host). */
+function tensorOf(e: Entry, copy: Uint8Array): StoredTensor {
+  if (isHalfTag(e.tag)) return { dtype: e.dtype, shape: e.shape, data: widenHalf(copy, e.tag), storedAs: e.tag }
+  const size = bytesPerElement[e.dtype]
+  if (!hostIsLittleEndian) swapBytes(copy, size)
+  const n = copy.length / size
+  const data =
+    e.dtype === "float32"
+      ? new Float32Array(copy.buffer, 0, n)
+      : e.dtype === "float64"
+        ? new Float64Array(copy.buffer, 0, n)
+        : new Int32Array(copy.buffer, 0, n)
+  return { dtype: e.dtype, shape: e.shape, data }
+}
+
+/**
+ * Parses a safetensors file held in memory. Every malformed input throws BadCheckpoint naming
+ * `path` (and the tensor at fault where there is one). Tensor data is copied out, so the arrays
+ * are aligned and do not alias `bytes`. F32, F64 and I32 tensors are read as they are; BF16 and
+ * F16 tensors are widened to float32 exactly (`storedAs` says which they were).
+ */
+export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): Safetensors {
+  const fail = failer(path)
+  const dataStart = 8 + headerLength(bytes.subarray(0, 8), bytes.length, fail)
+  const { entries, metadata } = parseHeader(bytes.subarray(8, dataStart), bytes.length - dataStart, fail)
   const tensors = Object.fromEntries(
-    entries.map((e): [string, StoredTensor] => {
-      // A fresh buffer: aligned for Float64Array wherever the data sat in the file.
-      const copy = new Uint8Array(e.end - e.begin)
-      copy.set(bytes.subarray(dataStart + e.begin, dataStart + e.end))
-      if (isHalfTag(e.tag))
-        return [e.name, { dtype: e.dtype, shape: e.shape, data: widenHalf(copy, e.tag), storedAs: e.tag }]
-      const size = bytesPerElement[e.dtype]
-      if (!hostIsLittleEndian) swapBytes(copy, size)
-      const n = copy.length / size
-      const data =
-        e.dtype === "float32"
-          ? new Float32Array(copy.buffer, 0, n)
-          : e.dtype === "float64"
-            ? new Float64Array(copy.buffer, 0, n)
-            : new Int32Array(copy.buffer, 0, n)
-      return [e.name, { dtype: e.dtype, shape: e.shape, data }]
-    }),
+    entries.map((e): [string, StoredTensor] => [
+      e.name,
+      tensorOf(e, bytes.slice(dataStart + e.begin, dataStart + e.end)),
+    ]),
   )
   return { tensors, metadata }
 }
@@ -346,23 +384,53 @@ function halfToFloatBits(h: number): number {
 const errCode = (e: unknown): string | undefined => (e as { code?: unknown } | null)?.code as string | undefined
 
 /**
+ * One read or write call moves at most this many bytes: Node refuses a single call over 2 GiB,
+ * and a 7B model's tensors, or its optimizer file, are larger.
+ */
+const IO_CHUNK = 1 << 30
+
+async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesWritten } = await handle.write(bytes, done, Math.min(IO_CHUNK, bytes.length - done), position + done)
+    done += bytesWritten
+  }
+}
+
+async function readAll(handle: FileHandle, into: Uint8Array, position: number): Promise<number> {
+  let done = 0
+  while (done < into.length) {
+    const { bytesRead } = await handle.read(into, done, Math.min(IO_CHUNK, into.length - done), position + done)
+    if (bytesRead === 0) break // the file ended early
+    done += bytesRead
+  }
+  return done
+}
+
+/**
  * Writes a checkpoint so that `path` holds either the old file or the complete new one, never
  * a torn write: temp file in the same directory (rename is atomic only within a filesystem),
- * fsync, rename over `path`, fsync the directory so the rename itself survives a crash.
+ * fsync, rename over `path`, fsync the directory so the rename itself survives a crash. The
+ * tensors are written one after another, never joined in memory: a file may be larger than
+ * any one array can be.
  */
 export async function writeSafetensorsAtomic(
   path: string,
   tensors: Readonly<Record<string, StoredTensor>>,
   metadata?: Readonly<Record<string, string>>,
 ): Promise<void> {
-  const bytes = encodeSafetensors(tensors, metadata) // before touching disk: bad input writes nothing
+  const { header, parts } = layout(tensors, metadata) // before touching disk: bad input writes nothing
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`
   let created = false
   try {
     const handle = await open(tmp, "wx")
     created = true
     try {
-      await handle.writeFile(bytes)
+      await writeAll(handle, header, 0)
+      let at = header.length
+      for (const part of parts) {
+        await writeAll(handle, fileOrder(part), at)
+        at += part.bytes.length
+      }
       await handle.sync()
     } finally {
       await handle.close()
@@ -399,22 +467,46 @@ export async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
-/** Reads and decodes a checkpoint; an unreadable or missing file is a BadCheckpoint too. */
+/**
+ * Reads and decodes a checkpoint, tensor by tensor from the file (never the whole file in one
+ * array: a model file may be larger than any array); an unreadable or missing file is a
+ * BadCheckpoint too.
+ */
 export async function readSafetensors(path: string): Promise<Safetensors> {
-  let bytes: Uint8Array
-  try {
-    bytes = await readFile(path)
-  } catch (e) {
+  const fail = failer(path)
+  const cannot = (e: unknown): never => {
     const code = errCode(e)
-    const message =
-      code === "ENOENT"
-        ? `${path}: file does not exist`
-        : code === "EISDIR"
-          ? `${path}: is a directory, not a safetensors file`
-          : `${path}: cannot read file (${e instanceof Error ? e.message : String(e)})`
-    throw new BadCheckpoint({ path, message })
+    throw new BadCheckpoint({
+      path,
+      message:
+        code === "ENOENT"
+          ? `${path}: file does not exist`
+          : code === "EISDIR"
+            ? `${path}: is a directory, not a safetensors file`
+            : `${path}: cannot read file (${e instanceof Error ? e.message : String(e)})`,
+    })
   }
-  return decodeSafetensors(bytes, path)
+  const handle = await open(path, "r").catch(cannot)
+  try {
+    const { size } = await handle.stat().catch(cannot)
+    const first8 = new Uint8Array(8)
+    await readAll(handle, first8, 0).catch(cannot)
+    const dataStart = 8 + headerLength(first8, size, fail)
+    const headerBytes = new Uint8Array(dataStart - 8)
+    await readAll(handle, headerBytes, 8).catch(cannot)
+    const { entries, metadata } = parseHeader(headerBytes, size - dataStart, fail)
+    const tensors: Record<string, StoredTensor> = {}
+    for (const e of entries) {
+      const copy = new Uint8Array(e.end - e.begin)
+      const got = await readAll(handle, copy, dataStart + e.begin).catch(cannot)
+      if (got !== copy.length)
+        fail(`tensor "${e.name}": the file ended while reading it (it changed while being read?)`, e.name)
+      tensors[e.name] = tensorOf(e, copy)
+    }
+    return { tensors, metadata }
+  } finally {
+    await handle.close()
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
