@@ -75,27 +75,42 @@ void CachingAllocator::emptyCache() {
 // Pinned staging
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
+// A recycled block of exactly `cls` bytes from a free list, or nullptr.
+void* reuse(std::unordered_map<size_t, std::vector<void*>>& free, size_t cls) {
+  auto it = free.find(cls);
+  if (it == free.end() || it->second.empty()) return nullptr;
+  void* p = it->second.back();
+  it->second.pop_back();
+  return p;
+}
+
+// Pinned host memory, or nullptr: when the driver refuses, `release` gives the caller's cached
+// blocks back and the allocation is tried once more.
+template <class Release>
+void* allocPinned(size_t bytes, unsigned flags, Release release) {
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, flags) == cudaSuccess) return p;
+  cudaGetLastError();
+  release();
+  if (cudaHostAlloc(&p, bytes, flags) == cudaSuccess) return p;
+  cudaGetLastError();
+  return nullptr;
+}
+
+}  // namespace
+
 void* PinnedPool::take(size_t bytes, size_t* capacity) {
   size_t cls = 4096;
   while (cls < bytes) cls *= 2;
   *capacity = cls;
-  auto it = free_.find(cls);
-  if (it != free_.end() && !it->second.empty()) {
-    void* p = it->second.back();
-    it->second.pop_back();
+  if (void* p = reuse(free_, cls)) {
     cached_ -= cls;
     return p;
   }
-  void* p = nullptr;
-  if (cudaHostAlloc(&p, cls, cudaHostAllocDefault) != cudaSuccess) {
-    cudaGetLastError();
-    clear();
-    if (cudaHostAlloc(&p, cls, cudaHostAllocDefault) != cudaSuccess) {
-      cudaGetLastError();
-      return nullptr;
-    }
-  }
-  held_ += cls;
+  void* p = allocPinned(cls, cudaHostAllocDefault, [this] { clear(); });
+  if (p != nullptr) held_ += cls;
   return p;
 }
 
@@ -125,22 +140,8 @@ void PinnedPool::clear() {
 void* HostTier::take(size_t bytes, size_t* capacity) {
   const size_t cls = (bytes + 4095) / 4096 * 4096;
   *capacity = cls;
-  auto it = free_.find(cls);
-  if (it != free_.end() && !it->second.empty()) {
-    void* p = it->second.back();
-    it->second.pop_back();
-    return p;
-  }
-  void* p = nullptr;
-  if (cudaHostAlloc(&p, cls, cudaHostAllocMapped | cudaHostAllocPortable) != cudaSuccess) {
-    cudaGetLastError();
-    clear();
-    if (cudaHostAlloc(&p, cls, cudaHostAllocMapped | cudaHostAllocPortable) != cudaSuccess) {
-      cudaGetLastError();
-      return nullptr;
-    }
-  }
-  return p;
+  if (void* p = reuse(free_, cls)) return p;
+  return allocPinned(cls, cudaHostAllocMapped | cudaHostAllocPortable, [this] { clear(); });
 }
 
 void HostTier::give(void* p, size_t capacity) { free_[capacity].push_back(p); }
