@@ -36,7 +36,7 @@ import { decodeConfigSync, presets, type PresetName } from "../src/models/config
 import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterCount } from "../src/models/llama.js"
 import { type PrecisionName, precisions } from "../src/models/optimizer.js"
-import { fitHost, planStep, type StepPlan } from "../src/models/planner.js"
+import { fitHost, largestFitting, planStep, type StepPlan } from "../src/models/planner.js"
 import type { Offload } from "../src/models/step.js"
 import { parseOffload } from "../src/cli/options.js"
 import { train } from "../src/models/train.js"
@@ -254,26 +254,13 @@ async function measure(
   }
 }
 
-/** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `dev.total`, by bisection. */
+/** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `dev.total` and --host-cap. */
 function plannedMaxSeq(dev: Device, mode: Mode): number {
-  const fits = (k: number) => {
-    const p = plannedWithinHost(dev, mode, 1024 * k).plan
+  const fits = (S: number) => {
+    const p = plannedWithinHost(dev, mode, S).plan
     return p.held <= dev.total && p.host <= hostCap
   }
-  if (!fits(1)) return 0
-  let lo = 1,
-    hi = 2
-  while (1024 * hi <= seqLimit && fits(hi)) {
-    lo = hi
-    hi *= 2
-  }
-  if (1024 * hi > seqLimit) return 1024 * lo
-  while (hi - lo > 1) {
-    const mid = (lo + hi) >> 1
-    if (fits(mid)) lo = mid
-    else hi = mid
-  }
-  return 1024 * lo
+  return largestFitting(fits, 1024, Math.floor(seqLimit / 1024) * 1024).n
 }
 
 const log = (s: string) => console.log(s)
