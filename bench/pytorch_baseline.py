@@ -18,6 +18,10 @@ Precision: by default "pure bf16" (weights, grads and AdamW moments in bf16, lik
 under torch.autocast(bf16): that is PyTorch's stock mixed precision, not a bf16-weights + fp32-copy
 scheme, so its memory is 4+4+8 bytes/param of state plus autocast's bf16 weight casts.
 
+--max-seq bisects the largest S whose --max-seq-steps (default 2) steps train without running out
+of memory. Two, because AdamW makes its moments inside the first step's opt.step(): the first
+forward and backward run without them, so one step alone fits a longer S than training can keep.
+
 Uses transformers.LlamaForCausalLM (attn_implementation="sdpa") when transformers imports, otherwise
 a small self-contained Llama of the same architecture (reported as "implementation": "fallback").
 """
@@ -208,13 +212,16 @@ def attempt(c, args, mode, S, steps):
     return row
 
 def max_seq(c, args, mode, rows):
-    """Bisection in units of 1024 for the largest S that trains one step without OOM."""
-    ok = [r["seq"] for r in rows if r["mode"] == mode and r["status"] == "ok"]
+    """Bisection in units of 1024 for the largest S that trains --max-seq-steps steps without OOM.
+
+    Two by default: AdamW allocates its moments in the first step's opt.step(), so a first step's
+    forward and backward run without them and fit more than any later step does."""
+    ok = [r["seq"] for r in rows if r["mode"] == mode and r["status"] == "ok" and args.steps >= args.max_seq_steps]
     bad = [r["seq"] for r in rows if r["mode"] == mode and r["status"] == "OOM"]
     lo, probes = (max(ok) // 1024 if ok else 0), []
     hi = -(-min(bad) // 1024) if bad else None
     def fits(k):
-        r = attempt(c, args, mode, 1024 * k, 1); probes.append(r)
+        r = attempt(c, args, mode, 1024 * k, args.max_seq_steps); probes.append(r)
         print(f"  max-seq {mode}: S={1024 * k} {r['status']}", flush=True)
         return r["status"] == "ok"
     while hi is None:  # nothing has failed yet: double until something does
@@ -246,6 +253,8 @@ def main():
     p.add_argument("--max-seq", action="store_true", help="bisect the largest S per mode (cuda only)")
     p.add_argument("--memory-gb", type=float, help="cap this process's GPU memory (set_per_process_memory_fraction)")
     p.add_argument("--max-seq-limit", type=int, default=1 << 20, help="largest S the --max-seq search tries")
+    p.add_argument("--max-seq-steps", type=int, default=2,
+                   help="steps each --max-seq probe trains: from the second on, AdamW's moments are allocated (1: the first step only)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="bench/results/pytorch-baseline.json")
     args = p.parse_args()
@@ -295,7 +304,7 @@ def main():
                python=platform.python_version(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                model=None if args.config else args.model, config_file=args.config, config=c,
                settings=dict(seqs=seqs, modes=modes, steps=args.steps, batch=1, dtype=args.dtype, master_fp32=args.master_fp32,
-                             memory_gb=args.memory_gb, max_seq=args.max_seq, seed=args.seed, attn_implementation="sdpa" if transformers else
+                             memory_gb=args.memory_gb, max_seq=args.max_seq, max_seq_steps=args.max_seq_steps, seed=args.seed, attn_implementation="sdpa" if transformers else
                              ("sdpa" if hasattr(F, "scaled_dot_product_attention") else "manual"),
                              optimizer="AdamW(lr=1e-4, betas=(0.9,0.95), wd=0.1" + (", fused)" if args.device == "cuda" else ")"),
                              timing="median step time over steps after the first; tokens/s = S / that"),
