@@ -20,9 +20,9 @@ cat $B/ptxas*.txt >> $OUT/build.log
 { echo "== ptxas spills (forward; backward; fused backward)"
   for f in ptxas ptxas_bwd ptxas_bwd_fused; do echo "$f:"; grep -E "spill" $B/$f.txt | sort | uniq -c; grep -o "C7512.*for the function '[^']*" $B/$f.txt | sed 's/_ZN7miniseq[^ ]*cu_[0-9a-f]*//'; done
   echo "== SASS (cuobjdump --dump-sass): instruction counts per kernel"
-  for o in attention_hopper attention_hopper_backward_fused; do
+  for o in attention_hopper attention_hopper_backward attention_hopper_backward_fused; do
     cuobjdump --dump-sass $B/$o.o > $B/$o.sass 2>&1
-    awk '/Function :/ {f=$3} /HGMMA/ {h[f]++} /HMMA/ {m[f]++} /SYNCS/ {s[f]++} /UTMALDG/ {t[f]++} /RED/ {r[f]++} /STL|LDL/ {l[f]++} END {for (k in h) print k, "HGMMA", h[k], "HMMA", m[k]+0, "SYNCS", s[k]+0, "UTMALDG", t[k]+0, "RED", r[k]+0, "LDL/STL", l[k]+0}' $B/$o.sass
+    awk '/Function :/ {f=$3} /HGMMA/ {h[f]++} /HMMA/ {m[f]++} /SYNCS/ {s[f]++} /UTMALDG/ {t[f]++} /UBLKCP/ {u[f]++} /LDG/ {g[f]++} /LDS/ {d[f]++} /RED/ {r[f]++} /STL|LDL/ {l[f]++} /^ +\/\*[0-9a-f]+\*\// {n[f]++} END {for (k in h) print k, "instructions", n[k]+0, "HGMMA", h[k], "HMMA", m[k]+0, "SYNCS", s[k]+0, "UTMALDG", t[k]+0, "UBLKCP", u[k]+0, "LDG", g[k]+0, "LDS", d[k]+0, "RED", r[k]+0, "LDL/STL", l[k]+0}' $B/$o.sass
     grep -o "HGMMA\.[^ ]*" $B/$o.sass | sort | uniq -c | head -20
   done
   echo "build+sass $(( $(date +%s) - t0 )) s"; } >> $info 2>&1
