@@ -5,7 +5,8 @@
 # Backward variants: today's default (dispatch: 7 below 16k tokens, 3 from 16k), wgmma_v1 (7),
 # and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its other dQ split:
 # by columns at D = 64, by keys at 128; 41 dQ by one bulk reduce-add per tile; 73 P while dP runs
-# at D = 64; 105 both; 137 dS stored transposed and read K-major, no transposed read), beside cuDNN.
+# at D = 64; 105 both; 137 dS stored transposed and read K-major, no transposed read), and 259
+# (the deterministic kernels, the dK/dV grid in pairs of kv heads), beside cuDNN.
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 unset MINISEQ_ATTN_WGMMA MINISEQ_ATTN_WGMMA_BWD  # "dispatch" must be today's default
@@ -72,7 +73,7 @@ if [ "$crc" = 124 ]; then
 fi
 grep -E "FAIL|correctness:|first failing|by 8|o\[0|lse\[0|Error|error" $OUT/correct.log | head -24
 timeout ${TIME_TIMEOUT:-180} python3 bench/attention_hopper/run.py time --lib $B/libminiseq_attn.so --seqs $SEQS --dims $DIMS --impls $IMPLS \
-  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,wgmma_fused_bulk,wgmma_fused_overlap,wgmma_fused_bulk_overlap,wgmma_fused_kmajor,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
+  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,wgmma_fused_bulk,wgmma_fused_overlap,wgmma_fused_bulk_overlap,wgmma_fused_kmajor,wgmma_pairs,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
 cat $info
 grep -E "^== |rc=|ERROR SUMMARY|PASS|FAIL|sanity B|backward|sanity.cu:" $OUT/sanitizer.txt | head -70
 tail -24 $OUT/timing.log

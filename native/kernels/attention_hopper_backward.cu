@@ -18,7 +18,9 @@
 //   S = Q·Kᵀ, dP = dO·Vᵀ (m64n64), P and dS as above (masked: key > query), dQ += dS·K (m64nD,
 //   K read N-major), then dQ ·= scale.
 //
-// delta = Σ dO·O − dLse per row comes from attention_backward.cu's deltaKernel (scratch).
+// delta = Σ dO·O − dLse and lse·log2 e per row come padded to 64 rows from attention_backward.cu's
+// row-stats kernel (scratch); the producer copies each Q tile's 64 + 64 of them into shared
+// memory with the tile (two 256-byte bulk copies on the same full barrier).
 //
 // Variants (backward()'s bits; attention_hopper.cu picks the default): 2 = the dK/dV kernel
 // issues its four products as one batch (v1); without it, at D = 64, Sᵀ and dPᵀ are two groups
@@ -31,12 +33,14 @@
 // way) instead of per-thread atomics, with the default splits (16 ignored); 64 (with 8) = Sᵀ and
 // dPᵀ as two groups, Pᵀ computed while dPᵀ runs (D = 64 only, its default split; 16 ignored);
 // 128 (with 8) = dS stored transposed and read K-major, no transposed A read (the default splits
-// and atomics; 16, 32, 64 ignored).
+// and atomics; 16, 32, 64 ignored); 256 (without 4) = the dK/dV kernel's grid in pairs of kv
+// heads (attention_hopper_grid.cuh; the dQ and one-pass kernels stay heads-outer).
 #include <cudaTypedefs.h>
 
 
 #include "attention.cuh"
 #include "attention_hopper.cuh"
+#include "attention_hopper_grid.cuh"
 
 namespace miniseq {
 namespace attn {
@@ -108,11 +112,12 @@ __global__ void __launch_bounds__(THREADS, 1)
   auto full = [&](int s) { return smem(&bars[1 + s]); };
   auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
 
-  // headsOuter: all key blocks of a kv head (heaviest, the first, first), then the next kv head,
-  // so the CTAs in flight read the same Q and dO rows from L2.
+  // headsOuter: the grid order (attention_hopper_grid.cuh). Heads-outer (the default): the CTAs
+  // in flight read the same Q and dO rows from L2; the pairs (bit 256): nearly as local, and the
+  // heavy blocks of the last heads do not start in the last wave.
   const int nKB = (S + 127) / 128;
-  const int bhkv = headsOuter ? static_cast<int>(blockIdx.x / nKB) : static_cast<int>(blockIdx.x % BHkv);
-  const int nb = headsOuter ? static_cast<int>(blockIdx.x % nKB) : static_cast<int>(blockIdx.x / BHkv);
+  const grid::KvBlock kb = grid::kvBlockOf(blockIdx.x, BHkv, nKB, headsOuter);
+  const int bhkv = kb.bhkv, nb = kb.nb;
   const int n0 = nb * 128;
   const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
   const int nQ = (S + 63) / 64, qStart = n0 / 64;
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int i = 0; i < total; i++) {
         const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
         const int bh = b * H + hkv * G + g;
-        const long long row = static_cast<long long>(bh) * sPad + mq * 64;
+        const long long row = grid::statTileStart(bh, sPad, mq);
         barWait(empty(s), ((i / STAGES) & 1) ^ 1);
         barArriveExpect(full(s), 2 * L::QT + kStatBytes);
 #pragma unroll
@@ -170,8 +175,8 @@ __global__ void __launch_bounds__(THREADS, 1)
       const int q0 = mq * 64;
       // This thread's query columns 8j + 2·q4 + {0, 1} of the tile: their delta and lse (base 2),
       // 0 and +inf past S (so P = 0 and dS = 0 there).
-      const float* tileDelta = &sStat[s][2 * q4];
-      const float* tileLse2 = &sStat[s][64 + 2 * q4];
+      const float* tileDelta = &sStat[s][grid::statColumn(0, q4, 0)];  // + 8j: chunk j's pair
+      const float* tileLse2 = &sStat[s][64 + grid::statColumn(0, q4, 0)];
       if constexpr (OVERLAP) {  // D = 64 only: at D = 128 keeping P alive across dV's product spills
         barWait(full(s), (i / STAGES) & 1);
         // Sᵀ and dPᵀ issued as two groups: Pᵀ is computed while dPᵀ is still in the tensor cores,
@@ -451,11 +456,15 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
 
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* stats, bf16* dq, bf16* dk,
                      bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
-  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass
+  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 256 (without 4)
+  // the dK/dV kernel's grid in pairs of kv heads, 8 the one-pass
   // kernel (with 16: its other dQ split, by columns at D = 64, by keys at D = 128; with 32: dQ
   // through shared memory and a bulk add per tile, the default splits; with 64: Pᵀ while dPᵀ
   // runs, D = 64; with 128: dS stored transposed, read K-major)
-  const int headsOuter = (variant & 4) == 0;
+  // The grid order (attention_hopper_grid.cuh): v1's (bit 4), else the pairs of kv heads (bit
+  // 256; the dK/dV kernel only: the dQ and one-pass kernels read any non-zero as heads-outer),
+  // else heads-outer.
+  const int headsOuter = (variant & 4) != 0 ? grid::kBlocksOuter : (variant & 256) != 0 ? grid::kHeadPairs : grid::kHeadsOuter;
   // stats: delta's padded rows, then lse·log2 e's (attention.cuh's rowStatsBytes)
   const float* delta = stats;
   const float* lse2 = stats + B * H * rowStatsPad(S);
