@@ -112,9 +112,10 @@ __global__ void __launch_bounds__(THREADS, 1)
   auto full = [&](int s) { return smem(&bars[1 + s]); };
   auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
 
-  // headsOuter: the grid order (attention_hopper_grid.cuh). Heads-outer (the default): the CTAs
-  // in flight read the same Q and dO rows from L2; the pairs (bit 256): nearly as local, and the
-  // heavy blocks of the last heads do not start in the last wave.
+  // headsOuter: the grid order (attention_hopper_grid.cuh). Blocks-outer (bit 4, the default
+  // below 16k tokens): heaviest first over the whole grid; heads-outer (the default from 16k): the
+  // CTAs in flight read the same Q and dO rows from L2; the pairs (bit 256): nearly as local, and
+  // the heavy blocks of the last heads do not start in the last wave.
   const int nKB = (S + 127) / 128;
   const grid::KvBlock kb = grid::kvBlockOf(blockIdx.x, BHkv, nKB, headsOuter);
   const int bhkv = kb.bhkv, nb = kb.nb;
@@ -361,7 +362,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int rowA = m0 + 64 * c + 16 * w + lane / 4, rowB = rowA + 8;
     const int rowMin = m0 + 64 * c;
     const long long rowBase = static_cast<long long>(bh) * S, statBase = static_cast<long long>(bh) * sPad;
-    // Rows past S (padding rows up to sPad, then nothing) are never stored: 0 for them.
+    // Rows past S are never stored: 0 for them, as before.
     const float l2A = rowA < S ? lse2[statBase + rowA] : 0.f, l2B = rowB < S ? lse2[statBase + rowB] : 0.f;
     const float dlA = rowA < S ? delta[statBase + rowA] : 0.f, dlB = rowB < S ? delta[statBase + rowB] : 0.f;
     float dQ[OREG];
