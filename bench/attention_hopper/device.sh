@@ -5,7 +5,8 @@
 # Backward variants: today's default (dispatch: 7 below 16k tokens, 3 from 16k), wgmma_v1 (7),
 # and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its other dQ split:
 # by columns at D = 64, by keys at 128; 41 dQ by one bulk reduce-add per tile; 73 P while dP runs
-# at D = 64; 105 both; 137 dS stored transposed and read K-major, no transposed read), beside cuDNN.
+# at D = 64; 105 both; 137 dS stored transposed and read K-major, no transposed read), and 259
+# (the deterministic kernels, the dK/dV grid in pairs of kv heads), beside cuDNN.
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 unset MINISEQ_ATTN_WGMMA MINISEQ_ATTN_WGMMA_BWD  # "dispatch" must be today's default
@@ -20,9 +21,9 @@ cat $B/ptxas*.txt >> $OUT/build.log
 { echo "== ptxas spills (forward; backward; fused backward)"
   for f in ptxas ptxas_bwd ptxas_bwd_fused; do echo "$f:"; grep -E "spill" $B/$f.txt | sort | uniq -c; grep -o "C7512.*for the function '[^']*" $B/$f.txt | sed 's/_ZN7miniseq[^ ]*cu_[0-9a-f]*//'; done
   echo "== SASS (cuobjdump --dump-sass): instruction counts per kernel"
-  for o in attention_hopper attention_hopper_backward_fused; do
+  for o in attention_hopper attention_hopper_backward attention_hopper_backward_fused; do
     cuobjdump --dump-sass $B/$o.o > $B/$o.sass 2>&1
-    awk '/Function :/ {f=$3} /HGMMA/ {h[f]++} /HMMA/ {m[f]++} /SYNCS/ {s[f]++} /UTMALDG/ {t[f]++} /RED/ {r[f]++} /STL|LDL/ {l[f]++} END {for (k in h) print k, "HGMMA", h[k], "HMMA", m[k]+0, "SYNCS", s[k]+0, "UTMALDG", t[k]+0, "RED", r[k]+0, "LDL/STL", l[k]+0}' $B/$o.sass
+    awk '/Function :/ {f=$3} /HGMMA/ {h[f]++} /HMMA/ {m[f]++} /SYNCS/ {s[f]++} /UTMALDG/ {t[f]++} /UBLKCP/ {u[f]++} /LDG/ {g[f]++} /LDS/ {d[f]++} /RED/ {r[f]++} /STL|LDL/ {l[f]++} /^ +\/\*[0-9a-f]+\*\// {n[f]++} END {for (k in h) print k, "instructions", n[k]+0, "HGMMA", h[k], "HMMA", m[k]+0, "SYNCS", s[k]+0, "UTMALDG", t[k]+0, "UBLKCP", u[k]+0, "LDG", g[k]+0, "LDS", d[k]+0, "RED", r[k]+0, "LDL/STL", l[k]+0}' $B/$o.sass
     grep -o "HGMMA\.[^ ]*" $B/$o.sass | sort | uniq -c | head -20
   done
   echo "build+sass $(( $(date +%s) - t0 )) s"; } >> $info 2>&1
@@ -72,7 +73,7 @@ if [ "$crc" = 124 ]; then
 fi
 grep -E "FAIL|correctness:|first failing|by 8|o\[0|lse\[0|Error|error" $OUT/correct.log | head -24
 timeout ${TIME_TIMEOUT:-180} python3 bench/attention_hopper/run.py time --lib $B/libminiseq_attn.so --seqs $SEQS --dims $DIMS --impls $IMPLS \
-  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,wgmma_fused_bulk,wgmma_fused_overlap,wgmma_fused_bulk_overlap,wgmma_fused_kmajor,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
+  --bwd-impls mma,wgmma_v1,wgmma_fused,wgmma_fused_v1order,wgmma_fused_othersplit,wgmma_fused_bulk,wgmma_fused_overlap,wgmma_fused_bulk_overlap,wgmma_fused_kmajor,wgmma_pairs,dispatch $NOBWD $SKIP --out $OUT/timing.json > $OUT/timing.log 2>&1; echo "time rc=$? $(( $(date +%s) - t0 )) s" | tee -a $OUT/timing.log
 cat $info
 grep -E "^== |rc=|ERROR SUMMARY|PASS|FAIL|sanity B|backward|sanity.cu:" $OUT/sanitizer.txt | head -70
 tail -24 $OUT/timing.log

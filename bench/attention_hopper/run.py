@@ -23,10 +23,11 @@ IMPLS = {"mma": 0, "wgmma": 1, "wgmma_nopipe": 2, "wgmma_v1order": 5, "wgmma_pin
 # backward variants (bits: 2 the dK/dV kernel without the overlap, 4 v1's grid order, 8 the fused one-pass
 # kernel with atomic dQ, 16 with 8: its other dQ split (by columns at D = 64, by keys at 128), 32 with 8: dQ by a
 # bulk reduce-add per tile, 64 with 8: P while dP runs at D = 64 (ignored at 128), 128 with 8: dS stored
-# transposed and read K-major (no transposed A read); 7 is v1 exactly); dispatch: what attentionBackward runs by default
+# transposed and read K-major (no transposed A read); 256 without 4: the dK/dV kernel's grid in pairs of kv heads; 7 is
+# v1 exactly); dispatch: what attentionBackward runs by default
 BWD_IMPLS = {"mma": 0, "wgmma": 1, "wgmma_serial": 3, "wgmma_v1": 7, "wgmma_fused": 9, "wgmma_fused_v1order": 13,
              "wgmma_fused_othersplit": 25, "wgmma_fused_bulk": 41, "wgmma_fused_overlap": 73, "wgmma_fused_bulk_overlap": 105,
-             "wgmma_fused_kmajor": 137, "dispatch": 100}
+             "wgmma_fused_kmajor": 137, "wgmma_pairs": 259, "dispatch": 100}
 # fp32 atomic adds in any order: same bits twice is reported, not required
 NONDETERMINISTIC = {"wgmma_fused", "wgmma_fused_v1order", "wgmma_fused_othersplit", "wgmma_fused_bulk", "wgmma_fused_overlap",
                     "wgmma_fused_bulk_overlap", "wgmma_fused_kmajor"}

@@ -59,8 +59,10 @@ int run(long long B, long long H, long long Hkv, long long S, long long D, int i
   }
   // Backward: the Hopper kernels against the mma.sync ones, on the mma.sync forward's o and lse.
   bf16 *dO, *g[9];
-  float *delta, *dqAccum;
+  float *delta, *stats, *dqAccum;
   CK(cudaMalloc(&dO, nq * 2)); CK(cudaMalloc(&delta, nl * 4));
+  CK(cudaMalloc(&stats, attn::rowStatsBytes(B * H, S)));
+  CK(cudaMemset(stats, 0xFF, attn::rowStatsBytes(B * H, S)));  // NaN: the row-stats kernel must write every row, padding too
   CK(cudaMalloc(&dqAccum, attn::hopper::fusedDqAccumBytes(B, H, S, D)));
   CK(cudaMemset(dqAccum, 0xFF, attn::hopper::fusedDqAccumBytes(B, H, S, D)));  // NaN: the kernel must zero it
   for (int i = 0; i < 9; i++) { CK(cudaMalloc(&g[i], (i % 3 == 0 ? nq : nk) * 2)); CK(cudaMemset(g[i], 0xFF, (i % 3 == 0 ? nq : nk) * 2)); }
@@ -68,8 +70,9 @@ int run(long long B, long long H, long long Hkv, long long S, long long D, int i
   if (nq > nk) CK(cudaMemcpy(dO + nk, hq.data(), (nq - nk) * 2, cudaMemcpyHostToDevice));
   CK(attn::launchDeltaBf16(l, o0, dO, nullptr, delta, nl, D));
   CK(attn::backwardTensorCores(l, q, k, v, dO, lse0, delta, g[0], g[1], g[2], B, H, Hkv, S, D));
-  CK(attn::hopper::backward(l, q, k, v, dO, lse0, delta, g[3], g[4], g[5], B, H, Hkv, S, D, bwdVariant, dqAccum));
-  CK(attn::hopper::backward(l, q, k, v, dO, lse0, delta, g[6], g[7], g[8], B, H, Hkv, S, D, 7));
+  CK(attn::launchRowStatsBf16(l, o0, dO, nullptr, lse0, stats, B * H, S, D));
+  CK(attn::hopper::backward(l, q, k, v, dO, stats, g[3], g[4], g[5], B, H, Hkv, S, D, bwdVariant, dqAccum));
+  CK(attn::hopper::backward(l, q, k, v, dO, stats, g[6], g[7], g[8], B, H, Hkv, S, D, 7));
   CK(cudaDeviceSynchronize());
   const char* names[3] = {"dq", "dk", "dv"};
   auto compare = [&](bf16* got, bf16* want, long long n, long long* nonFinite) -> double {
@@ -92,7 +95,7 @@ int run(long long B, long long H, long long Hkv, long long S, long long D, int i
     if (nb != 0 || !(r < 3e-2) || !(r7 < 3e-2)) rc |= 4;
   }
   for (int i = 0; i < 9; i++) cudaFree(g[i]);
-  cudaFree(dO); cudaFree(delta); cudaFree(dqAccum);
+  cudaFree(dO); cudaFree(delta); cudaFree(stats); cudaFree(dqAccum);
   cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(o0); cudaFree(lse); cudaFree(lse0);
   return rc;
 }

@@ -3,6 +3,7 @@
 // SiLU and attention in float32, bfloat16 and float64 over the shapes test/cuda.test.ts uses;
 // `check race`: a few small cases, for ThreadSanitizer. Tolerances as in test/cuda.test.ts.
 #include "kernels.h"
+#include "attention.cuh"
 #include <cuda_bf16.h>
 #include <cstdio>
 #include <cmath>
@@ -14,6 +15,18 @@ using namespace miniseq;
 
 extern "C" cudaError_t emu_cudaGetLastError() { return cudaSuccess; }
 extern "C" cudaError_t emu_cudaFuncSetAttribute(const void*, enum cudaFuncAttribute, int) { return cudaSuccess; }
+
+// The Hopper kernels (sm_90a: wgmma, TMA) are not emulated: never available here, so the
+// dispatch takes the mma.sync and SIMT kernels; the switches read as their defaults would
+// (a backward variant that is not 0, so attentionScratch sizes the Hopper row stats).
+namespace miniseq { namespace attn { namespace hopper {
+bool forwardAvailable(long long, long long, long long, long long, std::initializer_list<const void*>) { return false; }
+int forwardVariant() { return 5; }
+int backwardVariant(long long) { return 7; }
+long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) { return B * H * ((S + 63) / 64 * 64) * D * 4; }
+cudaError_t forward(const Launch&, const bf16*, const bf16*, const bf16*, bf16*, float*, long long, long long, long long, long long, long long, int) { return cudaErrorNotSupported; }
+cudaError_t backward(const Launch&, const bf16*, const bf16*, const bf16*, const bf16*, const float*, bf16*, bf16*, bf16*, long long, long long, long long, long long, long long, int, float*) { return cudaErrorNotSupported; }
+}}}
 
 static ErrorRecord record{};
 static Launch L{nullptr, 132, &record};
@@ -121,7 +134,7 @@ static void lseAndSilu(DType dt, long long rows, long long V, unsigned seed) {
   close(std::string("siluMul.vjp db ") + name(dt), bdb.vec(), db, tolOf(dt, 1e-6, 1e-13, 8e-3));
 }
 
-static void attn(DType dt, long long B, long long H, long long Hkv, long long S, long long D, unsigned seed, bool withDLse) {
+static void attnCheck(DType dt, long long B, long long H, long long Hkv, long long S, long long D, unsigned seed, bool withDLse) {
   const long long nq = B * H * S * D, nk = B * Hkv * S * D, nl = B * H * S;
   const DType lt = dt == F64 ? F64 : F32;  // lse and dLse are in the compute type (float32 for bf16)
   auto q = seen(dt, randn(nq, seed)), k = seen(dt, randn(nk, seed + 1)), v = seen(dt, randn(nk, seed + 2)), dO = seen(dt, randn(nq, seed + 3));
@@ -167,6 +180,42 @@ static void attn(DType dt, long long B, long long H, long long Hkv, long long S,
 
 // rmsNorm and its backward against float64: y = (x·inv)·w, dx = inv·(g·w − n·mean(g·w·n)),
 // dw = Σ_rows g·n. The rounding of n to the dtype before the weight is left out of the reference.
+// The Hopper backward's padded row stats (attention.cuh's rowStatsBytes): for BH heads of S rows,
+// delta [BH, sPad] then lse·log2 e [BH, sPad]; delta = Σ dO·O − dLse against float64, lse·log2 e
+// the same fp32 product the kernels took before, bit for bit; the padding rows 0 and +inf.
+static void rowStats(long long BH, long long S, long long D, unsigned seed, bool withDLse) {
+  const long long sPad = (S + 63) / 64 * 64, rows = BH * S;
+  Buf bo(BF16, randn(rows * D, seed)), bdO(BF16, randn(rows * D, seed + 1)), bl(F32, randn(rows, seed + 2, 3)), bdL(F32, randn(rows, seed + 3));
+  if (attn::rowStatsBytes(BH, S) != 2 * BH * sPad * 4 || attn::rowStatsBytes(BH, S) % 256 != 0) { printf("FAIL rowStatsBytes(%lld, %lld)\n", BH, S); failures++; }
+  Buf bs(F32, static_cast<size_t>(2 * BH * sPad));  // NaN-filled: every row must be written
+  if (attn::launchRowStatsBf16(L, static_cast<const bf16*>(bo.p), static_cast<const bf16*>(bdO.p), withDLse ? static_cast<const float*>(bdL.p) : nullptr,
+                               static_cast<const float*>(bl.p), static_cast<float*>(bs.p), BH, S, D)) { puts("row stats launch error"); failures++; }
+  std::vector<double> got(BH * sPad), want(BH * sPad);
+  long long badLse = 0, badPad = 0;
+  const float* st = static_cast<const float*>(bs.p);
+  const float* lse = static_cast<const float*>(bl.p);
+  for (long long bh = 0; bh < BH; bh++)
+    for (long long i = 0; i < sPad; i++) {
+      const long long at = bh * sPad + i;
+      got[at] = st[at];
+      if (i >= S) {
+        want[at] = 0;
+        if (st[at] != 0.f || !(std::isinf(st[BH * sPad + at]) && st[BH * sPad + at] > 0)) badPad++;
+        continue;
+      }
+      const long long r = bh * S + i;
+      double d = 0;
+      for (long long k = 0; k < D; k++) d += bdO.get(r * D + k) * bo.get(r * D + k);
+      want[at] = withDLse ? d - bdL.get(r) : d;
+      const float l2 = lse[r] * 1.4426950408889634f;
+      if (std::memcmp(&l2, &st[BH * sPad + at], 4) != 0) badLse++;
+    }
+  const std::string what = "rowStats BH=" + std::to_string(BH) + " S=" + std::to_string(S) + " D=" + std::to_string(D);
+  close(what + " delta", got, want, 1e-5);
+  if (badLse || badPad) { printf("FAIL %s: %lld lse·log2 e rows differ, %lld padding rows wrong\n", what.c_str(), badLse, badPad); failures++; }
+  else printf("ok   %s\n", what.c_str());
+}
+
 static void norm(DType dt, long long rows, long long d, unsigned seed) {
   const std::vector<double> x = seen(dt, randn(rows * d, seed)), w = seen(dt, randn(d, seed + 1, 0.5)), g = seen(dt, randn(rows * d, seed + 2));
   std::vector<double> y(rows * d), dx(rows * d), dw(d, 0.0);
@@ -263,12 +312,14 @@ int main(int argc, char** argv) {
     scatterCheck(F32, 70, 9, 8, 55);
     norm(F32, 3, 300, 35);
     ce(F32, 3, 1001, 1, 2); ce(F32, 2, 4096, 2, 2); lseAndSilu(F32, 2, 1001, 6);
-    attn(F32, 1, 2, 1, 70, 64, 21, true); attn(F64, 1, 2, 1, 40, 64, 21, false); attn(F32, 1, 2, 1, 33, 256, 21, false); attn(F32, 1, 2, 2, 65, 128, 21, false);
+    attnCheck(F32, 1, 2, 1, 70, 64, 21, true); attnCheck(F64, 1, 2, 1, 40, 64, 21, false); attnCheck(F32, 1, 2, 1, 33, 256, 21, false); attnCheck(F32, 1, 2, 2, 65, 128, 21, false);
   }
   if (which == "all" || which == "attn") {
     struct C { long long B, H, Hkv, S, D; };
     for (C c : {C{1, 1, 1, 1, 64}, C{2, 2, 2, 77, 64}, C{1, 4, 2, 100, 64}, C{1, 4, 1, 130, 32}, C{1, 2, 1, 70, 256}, C{1, 2, 2, 129, 128}, C{1, 2, 1, 50, 80}})
-      for (DType dt : {F32, BF16, F64}) attn(dt, c.B, c.H, c.Hkv, c.S, c.D, 21, c.S == 77 || c.S == 50);
+      for (DType dt : {F32, BF16, F64}) attnCheck(dt, c.B, c.H, c.Hkv, c.S, c.D, 21, c.S == 77 || c.S == 50);
+    // Ragged S (1, 63, 65, 130: S % 4 ≠ 0 and a last partial tile), one full tile, D = 64 and 128.
+    rowStats(1, 1, 64, 61, false); rowStats(3, 63, 64, 62, true); rowStats(2, 64, 128, 63, false); rowStats(2, 65, 64, 64, true); rowStats(5, 130, 128, 65, true);
   }
   printf("%lld launches, %d failures\n", emu::launches, failures);
   return failures ? 1 : 0;

@@ -86,6 +86,15 @@ cudaError_t backwardTensorCores(const Launch& l, const bf16* q, const bf16* k, c
 // delta = Σ dO·O − dLse per row (dLse may be null), for the bf16 backward kernels.
 cudaError_t launchDeltaBf16(const Launch& l, const bf16* o, const bf16* dO, const float* dLse, float* delta, long long rows, long long D);
 
+// The Hopper backward's per-row inputs (rowStatsBytes(BH, S) bytes, 16-byte aligned): delta
+// [BH, sPad] then lse·log2 e [BH, sPad], sPad = S rounded up to 64, with delta = 0 and
+// lse·log2 e = +inf on the padding rows, so a kernel copies each tile of 64 rows of either one as
+// one aligned, in-bounds 256-byte run, and rows past S give P = 0 and dS = 0.
+inline long long rowStatsPad(long long S) { return (S + 63) / 64 * 64; }
+inline long long rowStatsBytes(long long BH, long long S) { return 2 * BH * rowStatsPad(S) * 4; }
+cudaError_t launchRowStatsBf16(const Launch& l, const bf16* o, const bf16* dO, const float* dLse, const float* lse, float* stats, long long BH,
+                               long long S, long long D);
+
 // The Hopper (sm_90a) forward of attention_hopper.cu: wgmma, TMA, warp-specialised warpgroups.
 // bf16, D = 64 or 128, on a compute capability 9.0 device; forwardVariant() reads
 // MINISEQ_ATTN_WGMMA once (unset: this kernel's default variant, 0: the mma.sync one, another
@@ -104,9 +113,9 @@ cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v
 constexpr int kFusedBackwardBit = 8;
 int backwardVariant(long long s);
 long long fusedDqAccumBytes(long long B, long long H, long long S, long long D);
-cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
-                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant = 1,
-                     float* dqAccum = nullptr);
+// stats: launchRowStatsBf16's rows (delta and lse·log2 e, padded), not the graph's lse.
+cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* stats, bf16* dq, bf16* dk,
+                     bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant = 1, float* dqAccum = nullptr);
 }  // namespace hopper
 
 }  // namespace attn

@@ -24,18 +24,48 @@ namespace miniseq {
 namespace attn {
 namespace {
 
-template <typename T>
-__global__ void deltaKernel(const T* __restrict__ o, const T* __restrict__ dO, const Compute<T>* __restrict__ dLse, Compute<T>* __restrict__ delta,
-                            long long rows, int D) {
+// Σ_d dO·O of one row, summed by a whole warp (every lane gets it).
+template <typename T> __device__ __forceinline__ Compute<T> rowDot(const T* __restrict__ o, const T* __restrict__ dO, long long row, int D, int lane) {
   using A = Compute<T>;
-  const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;  // whole warps
   A s = A(0);
   for (int d = lane; d < D; d += 32) s += load(dO, row * D + d) * load(o, row * D + d);
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  return s;
+}
+
+template <typename T>
+__global__ void deltaKernel(const T* __restrict__ o, const T* __restrict__ dO, const Compute<T>* __restrict__ dLse, Compute<T>* __restrict__ delta,
+                            long long rows, int D) {
+  const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;  // whole warps
+  const Compute<T> s = rowDot(o, dO, row, D, lane);
   if (lane == 0) delta[row] = dLse == nullptr ? s : s - dLse[row];
+}
+
+// The Hopper backward's padded rows (attention.cuh's rowStatsBytes): one warp per padded row
+// (bh, i < sPad); past S, delta = 0 and lse·log2 e = +inf.
+__global__ void rowStatsKernel(const bf16* __restrict__ o, const bf16* __restrict__ dO, const float* __restrict__ dLse, const float* __restrict__ lse,
+                               float* __restrict__ stats, long long BH, long long S, long long sPad, int D) {
+  const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= BH * sPad) return;  // whole warps
+  const long long i = row % sPad, src = row / sPad * S + i;
+  float* delta = stats;
+  float* lse2 = stats + BH * sPad;
+  if (i >= S) {
+    if (lane == 0) {
+      delta[row] = 0.f;
+      lse2[row] = INFINITY;
+    }
+    return;
+  }
+  const float s = rowDot(o, dO, src, D, lane);
+  if (lane == 0) {
+    delta[row] = dLse == nullptr ? s : s - dLse[src];
+    lse2[row] = lse[src] * 1.4426950408889634f;
+  }
 }
 
 template <typename T>
@@ -316,22 +346,32 @@ cudaError_t launchDeltaBf16(const Launch& l, const bf16* o, const bf16* dO, cons
   return launchDelta<bf16>(l, o, dO, dLse, delta, rows, D);
 }
 
+cudaError_t launchRowStatsBf16(const Launch& l, const bf16* o, const bf16* dO, const float* dLse, const float* lse, float* stats, long long BH,
+                               long long S, long long D) {
+  const long long sPad = rowStatsPad(S), rows = BH * sPad;
+  if ((rows + 7) / 8 > kMaxGrid) return cudaErrorInvalidValue;
+  rowStatsKernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, l.stream>>>(o, dO, dLse, lse, stats, BH, S, sPad, static_cast<int>(D));
+  return cudaGetLastError();
+}
+
 }  // namespace attn
 
 namespace {
-// The fused Hopper backward (MINISEQ_ATTN_WGMMA_BWD with its bit) sums dQ in fp32 scratch placed
-// after delta's rows, which are rounded up to 256 bytes for it.
+// Where the Hopper backward may run (bf16, D = 64 or 128, MINISEQ_ATTN_WGMMA_BWD not 0), the
+// scratch holds its padded row stats (attention.cuh's rowStatsBytes, a multiple of 256 bytes,
+// at least delta's compact rows, which the other kernels read when the pointers or the device
+// rule it out); the fused one (its bit) sums dQ in fp32 after them.
+bool mayUseHopper(DType dtype, long long s, long long d) { return dtype == BF16 && (d == 64 || d == 128) && attn::hopper::backwardVariant(s) != 0; }
 bool usesDqAccum(DType dtype, long long s, long long d) {
-  const int v = attn::hopper::backwardVariant(s);
-  return dtype == BF16 && (d == 64 || d == 128) && v != 0 && (v & attn::hopper::kFusedBackwardBit) != 0;
+  return mayUseHopper(dtype, s, d) && (attn::hopper::backwardVariant(s) & attn::hopper::kFusedBackwardBit) != 0;
 }
 long long deltaBytes(DType dtype, long long b, long long h, long long s) { return b * h * s * computeBytes(dtype); }
-long long dqAccumOffset(DType dtype, long long b, long long h, long long s) { return (deltaBytes(dtype, b, h, s) + 255) / 256 * 256; }
 }  // namespace
 
 long long attentionScratch(DType dtype, long long b, long long h, long long s, long long d) {
-  if (!usesDqAccum(dtype, s, d)) return deltaBytes(dtype, b, h, s);
-  return dqAccumOffset(dtype, b, h, s) + attn::hopper::fusedDqAccumBytes(b, h, s, d);
+  if (!mayUseHopper(dtype, s, d)) return deltaBytes(dtype, b, h, s);
+  const long long stats = attn::rowStatsBytes(b * h, s);
+  return usesDqAccum(dtype, s, d) ? stats + attn::hopper::fusedDqAccumBytes(b, h, s, d) : stats;
 }
 
 cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const void* k, const void* v, const void* o, const void* lse,
@@ -344,14 +384,19 @@ cudaError_t attentionBackward(const Launch& l, DType dtype, const void* q, const
     const bf16 *qs = static_cast<const bf16*>(q), *ks = static_cast<const bf16*>(k), *vs = static_cast<const bf16*>(v);
     const bf16* gs = static_cast<const bf16*>(dO);
     const float* ls = static_cast<const float*>(lse);
+    const bf16* os = static_cast<const bf16*>(o);
+    const float* gl = static_cast<const float*>(dLse);
     float* delta = static_cast<float*>(scratch);
-    const cudaError_t e = attn::launchDelta<bf16>(l, static_cast<const bf16*>(o), gs, static_cast<const float*>(dLse), delta, b * h * s, d);
-    if (e != cudaSuccess) return e;
-    if (attn::hopper::backwardVariant(s) != 0 && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv}))
+    if (mayUseHopper(dtype, s, d) && attn::hopper::forwardAvailable(d, b, h, s, {q, k, v, dO, dq, dk, dv, scratch})) {
+      const cudaError_t e = attn::launchRowStatsBf16(l, os, gs, gl, ls, delta, b * h, s, d);
+      if (e != cudaSuccess) return e;
       return attn::hopper::backward(
-          l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d,
+          l, qs, ks, vs, gs, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h, hkv, s, d,
           attn::hopper::backwardVariant(s),
-          usesDqAccum(dtype, s, d) ? reinterpret_cast<float*>(static_cast<char*>(scratch) + dqAccumOffset(dtype, b, h, s)) : nullptr);
+          usesDqAccum(dtype, s, d) ? reinterpret_cast<float*>(static_cast<char*>(scratch) + attn::rowStatsBytes(b * h, s)) : nullptr);
+    }
+    const cudaError_t e = attn::launchDelta<bf16>(l, os, gs, gl, delta, b * h * s, d);
+    if (e != cudaSuccess) return e;
     return attn::backwardTensorCores(l, qs, ks, vs, gs, ls, delta, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), b, h,
                                      hkv, s, d);
   }

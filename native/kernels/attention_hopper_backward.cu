@@ -18,7 +18,9 @@
 //   S = Q·Kᵀ, dP = dO·Vᵀ (m64n64), P and dS as above (masked: key > query), dQ += dS·K (m64nD,
 //   K read N-major), then dQ ·= scale.
 //
-// delta = Σ dO·O − dLse per row comes from attention_backward.cu's deltaKernel (scratch).
+// delta = Σ dO·O − dLse and lse·log2 e per row come padded to 64 rows from attention_backward.cu's
+// row-stats kernel (scratch); the producer copies each Q tile's 64 + 64 of them into shared
+// memory with the tile (two 256-byte bulk copies on the same full barrier).
 //
 // Variants (backward()'s bits; attention_hopper.cu picks the default): 2 = the dK/dV kernel
 // issues its four products as one batch (v1); without it, at D = 64, Sᵀ and dPᵀ are two groups
@@ -31,12 +33,14 @@
 // way) instead of per-thread atomics, with the default splits (16 ignored); 64 (with 8) = Sᵀ and
 // dPᵀ as two groups, Pᵀ computed while dPᵀ runs (D = 64 only, its default split; 16 ignored);
 // 128 (with 8) = dS stored transposed and read K-major, no transposed A read (the default splits
-// and atomics; 16, 32, 64 ignored).
+// and atomics; 16, 32, 64 ignored); 256 (without 4) = the dK/dV kernel's grid in pairs of kv
+// heads (attention_hopper_grid.cuh; the dQ and one-pass kernels stay heads-outer).
 #include <cudaTypedefs.h>
 
 
 #include "attention.cuh"
 #include "attention_hopper.cuh"
+#include "attention_hopper_grid.cuh"
 
 namespace miniseq {
 namespace attn {
@@ -44,14 +48,14 @@ namespace hopper {
 // From attention_hopper.cu.
 bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long S, int D, int rows);
 // From attention_hopper_backward_fused.cu.
-cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
+cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse2, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
                           int headsOuter, bool otherSplit, bool bulk, bool overlapP, bool dsKMajor);
 
 namespace {
 
 constexpr int THREADS = 384, STAGES = 2;
-constexpr float kLog2e = 1.4426950408889634f;
+constexpr uint32_t kStatBytes = 2 * 64 * 4;  // a Q tile's 64 delta and 64 lse·log2 e values
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 template <int D> struct Mma;
@@ -92,13 +96,14 @@ template <int D> struct KvSmem {
 template <int D, bool OVERLAP>
 __global__ void __launch_bounds__(THREADS, 1)
     dkdvKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
-               const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
-               bf16* __restrict__ dv, int H, int G, int S, int BHkv, float scale, float scaleLog2, int headsOuter) {
+               const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse2, const float* __restrict__ delta, bf16* __restrict__ dk,
+               bf16* __restrict__ dv, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2, int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = KvSmem<D>;
   constexpr int PANELS = D / 64, OREG = D / 2;
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
+  __shared__ __align__(16) float sStat[STAGES][2 * 64];  // per stage: the tile's delta, then its lse·log2 e
   const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
   const uint32_t sK = base, sV = base + L::KV;
   auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
@@ -107,11 +112,13 @@ __global__ void __launch_bounds__(THREADS, 1)
   auto full = [&](int s) { return smem(&bars[1 + s]); };
   auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
 
-  // headsOuter: all key blocks of a kv head (heaviest, the first, first), then the next kv head,
-  // so the CTAs in flight read the same Q and dO rows from L2.
+  // headsOuter: the grid order (attention_hopper_grid.cuh). Blocks-outer (bit 4, the default
+  // below 16k tokens): heaviest first over the whole grid; heads-outer (the default from 16k): the
+  // CTAs in flight read the same Q and dO rows from L2; the pairs (bit 256): nearly as local, and
+  // the heavy blocks of the last heads do not start in the last wave.
   const int nKB = (S + 127) / 128;
-  const int bhkv = headsOuter ? static_cast<int>(blockIdx.x / nKB) : static_cast<int>(blockIdx.x % BHkv);
-  const int nb = headsOuter ? static_cast<int>(blockIdx.x % nKB) : static_cast<int>(blockIdx.x / BHkv);
+  const grid::KvBlock kb = grid::kvBlockOf(blockIdx.x, BHkv, nKB, headsOuter);
+  const int bhkv = kb.bhkv, nb = kb.nb;
   const int n0 = nb * 128;
   const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
   const int nQ = (S + 63) / 64, qStart = n0 / 64;
@@ -139,13 +146,16 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int i = 0; i < total; i++) {
         const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
         const int bh = b * H + hkv * G + g;
+        const long long row = grid::statTileStart(bh, sPad, mq);
         barWait(empty(s), ((i / STAGES) & 1) ^ 1);
-        barArriveExpect(full(s), 2 * L::QT);
+        barArriveExpect(full(s), 2 * L::QT + kStatBytes);
 #pragma unroll
         for (int p = 0; p < PANELS; p++) {
           tmaLoad3d(sQ(s) + p * 64 * 128, &tmQ, full(s), p * 64, mq * 64, bh);
           tmaLoad3d(sO(s) + p * 64 * 128, &tmO, full(s), p * 64, mq * 64, bh);
         }
+        bulkLoad(smem(&sStat[s][0]), delta + row, 256, full(s));
+        bulkLoad(smem(&sStat[s][64]), lse2 + row, 256, full(s));
       }
     }
   } else {
@@ -162,9 +172,12 @@ __global__ void __launch_bounds__(THREADS, 1)
     const uint32_t aK = sK + c * 64 * 128, aV = sV + c * 64 * 128;
     barWait(barKV, 0);
     for (int i = 0; i < total; i++) {
-      const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
-      const long long rowBase = static_cast<long long>(b * H + hkv * G + g) * S;
+      const int mq = qStart + i % perHead, s = i % STAGES;
       const int q0 = mq * 64;
+      // This thread's query columns 8j + 2·q4 + {0, 1} of the tile: their delta and lse (base 2),
+      // 0 and +inf past S (so P = 0 and dS = 0 there).
+      const float* tileDelta = &sStat[s][grid::statColumn(0, q4, 0)];  // + 8j: chunk j's pair
+      const float* tileLse2 = &sStat[s][64 + grid::statColumn(0, q4, 0)];
       if constexpr (OVERLAP) {  // D = 64 only: at D = 128 keeping P alive across dV's product spills
         barWait(full(s), (i / STAGES) & 1);
         // Sᵀ and dPᵀ issued as two groups: Pᵀ is computed while dPᵀ is still in the tensor cores,
@@ -180,19 +193,19 @@ __global__ void __launch_bounds__(THREADS, 1)
         pin(st);
         const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
   #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++) {
+          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j);
   #pragma unroll
           for (int r = 0; r < 2; r++)
   #pragma unroll
             for (int e = 0; e < 2; e++) {
-              // query column q0 + 8j + 2·q4 + e: its lse (base 2); past S, P = 0
               const int idx = 4 * j + 2 * r + e;
               const int qi = q0 + 8 * j + 2 * q4 + e;
-              const float l2 = qi < S ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
-              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
               if (mask && qi < (r ? keyB : keyA)) p = 0.f;
               st[idx] = p;
             }
+        }
         toA(st, pa);
         pin(dV);
         wgFence();
@@ -202,14 +215,13 @@ __global__ void __launch_bounds__(THREADS, 1)
         wgWait<1>();  // dPᵀ done; dV may still run
         pin(dp);
   #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++) {
+          const float2 dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
   #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int qi = q0 + 8 * j + 2 * q4 + e;
-            const float dl = qi < S ? __ldg(delta + rowBase + qi) : 0.f;
+          for (int e = 0; e < 2; e++)
   #pragma unroll
-            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - dl);
-          }
+            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - (e ? dl.y : dl.x));
+        }
         toA(dp, da);
         pin(dK);
         wgFence();
@@ -232,22 +244,20 @@ __global__ void __launch_bounds__(THREADS, 1)
         pin(dp);
         const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
   #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++) {
+          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j), dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
   #pragma unroll
           for (int r = 0; r < 2; r++)
   #pragma unroll
             for (int e = 0; e < 2; e++) {
-              // query column q0 + 8j + 2·q4 + e: its lse (base 2) and delta; past S, P = 0
               const int idx = 4 * j + 2 * r + e;
               const int qi = q0 + 8 * j + 2 * q4 + e;
-              const bool in = qi < S;
-              const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
-              const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
-              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
               if (mask && qi < (r ? keyB : keyA)) p = 0.f;
               st[idx] = p;
-              dp[idx] = p * (dp[idx] - dl);
+              dp[idx] = p * (dp[idx] - (e ? dl.y : dl.x));
             }
+        }
         toA(st, pa);
         toA(dp, da);
         pin(dV);
@@ -287,8 +297,8 @@ template <int D> struct QSmem {
 template <int D>
 __global__ void __launch_bounds__(THREADS, 1)
     dqKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
-             const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dq, int H,
-             int G, int S, int BH, float scale, float scaleLog2, int headsOuter) {
+             const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse2, const float* __restrict__ delta, bf16* __restrict__ dq, int H,
+             int G, int S, int sPad, int BH, float scale, float scaleLog2, int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = QSmem<D>;
   constexpr int PANELS = D / 64, OREG = D / 2;
@@ -351,9 +361,10 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int t = threadIdx.x % 128, w = t / 32, lane = t % 32, q4 = lane % 4;
     const int rowA = m0 + 64 * c + 16 * w + lane / 4, rowB = rowA + 8;
     const int rowMin = m0 + 64 * c;
-    const long long rowBase = static_cast<long long>(bh) * S;
-    const float l2A = rowA < S ? lse[rowBase + rowA] * kLog2e : 0.f, l2B = rowB < S ? lse[rowBase + rowB] * kLog2e : 0.f;
-    const float dlA = rowA < S ? delta[rowBase + rowA] : 0.f, dlB = rowB < S ? delta[rowBase + rowB] : 0.f;
+    const long long rowBase = static_cast<long long>(bh) * S, statBase = static_cast<long long>(bh) * sPad;
+    // Rows past S are never stored: 0 for them, as before.
+    const float l2A = rowA < S ? lse2[statBase + rowA] : 0.f, l2B = rowB < S ? lse2[statBase + rowB] : 0.f;
+    const float dlA = rowA < S ? delta[statBase + rowA] : 0.f, dlB = rowB < S ? delta[statBase + rowB] : 0.f;
     float dQ[OREG];
 #pragma unroll
     for (int i = 0; i < OREG; i++) dQ[i] = 0.f;
@@ -417,7 +428,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 }
 
 template <int D>
-cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
+cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse2, const float* delta,
                            bf16* dq, bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, int headsOuter, bool overlap) {
   CUtensorMap mq64, mo64, mk128, mv128, mq128, mo128, mk64, mv64;
   if (!makeTensorMap(&mq64, q, B * H, S, D, 64) || !makeTensorMap(&mo64, dO, B * H, S, D, 64) || !makeTensorMap(&mk128, k, B * Hkv, S, D, 128) ||
@@ -431,32 +442,39 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
   cudaError_t attr = allowSmemOnce(kv, KvSmem<D>::BYTES);
   if (attr == cudaSuccess) attr = allowSmemOnce(dqk, QSmem<D>::BYTES);
   if (attr != cudaSuccess) return attr;
-  const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S);
+  const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S), sPad = static_cast<int>(rowStatsPad(S));
   const long long nKB = (S + 127) / 128, nQB = (S + 127) / 128;
-  kv<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, KvSmem<D>::BYTES, l.stream>>>(mq64, mk128, mv128, mo64, lse, delta, dk, dv, iH, G, iS,
+  kv<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, KvSmem<D>::BYTES, l.stream>>>(mq64, mk128, mv128, mo64, lse2, delta, dk, dv, iH, G, iS, sPad,
                                                                                       static_cast<int>(B * Hkv), fScale, scaleLog2, headsOuter);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  dqk<<<static_cast<unsigned>(B * H * nQB), THREADS, QSmem<D>::BYTES, l.stream>>>(mq128, mk64, mv64, mo128, lse, delta, dq, iH, G, iS,
+  dqk<<<static_cast<unsigned>(B * H * nQB), THREADS, QSmem<D>::BYTES, l.stream>>>(mq128, mk64, mv64, mo128, lse2, delta, dq, iH, G, iS, sPad,
                                                                                    static_cast<int>(B * H), fScale, scaleLog2, headsOuter);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
-                     bf16* dk, bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
-  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 8 the one-pass
+cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* stats, bf16* dq, bf16* dk,
+                     bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
+  // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 256 (without 4)
+  // the dK/dV kernel's grid in pairs of kv heads, 8 the one-pass
   // kernel (with 16: its other dQ split, by columns at D = 64, by keys at D = 128; with 32: dQ
   // through shared memory and a bulk add per tile, the default splits; with 64: Pᵀ while dPᵀ
   // runs, D = 64; with 128: dS stored transposed, read K-major)
-  const int headsOuter = (variant & 4) == 0;
+  // The grid order (attention_hopper_grid.cuh): v1's (bit 4), else the pairs of kv heads (bit
+  // 256; the dK/dV kernel only: the dQ and one-pass kernels read any non-zero as heads-outer),
+  // else heads-outer.
+  const int headsOuter = (variant & 4) != 0 ? grid::kBlocksOuter : (variant & 256) != 0 ? grid::kHeadPairs : grid::kHeadsOuter;
+  // stats: delta's padded rows, then lse·log2 e's (attention.cuh's rowStatsBytes)
+  const float* delta = stats;
+  const float* lse2 = stats + B * H * rowStatsPad(S);
   if (variant & kFusedBackwardBit)
-    return fusedBackward(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter, (variant & 16) != 0, (variant & 32) != 0,
+    return fusedBackward(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, D, headsOuter, (variant & 16) != 0, (variant & 32) != 0,
                          (variant & 64) != 0, (variant & 128) != 0);
   const bool overlap = (variant & 2) == 0;
-  if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
-  if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
+  if (D == 64) return launchBackward<64>(l, q, k, v, dO, lse2, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
+  if (D == 128) return launchBackward<128>(l, q, k, v, dO, lse2, delta, dq, dk, dv, B, H, Hkv, S, headsOuter, overlap);
   return cudaErrorInvalidValue;
 }
 

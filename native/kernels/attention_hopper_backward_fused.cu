@@ -20,7 +20,8 @@
 //            the two consumers' parts meet in the atomic adds.
 // The 64 × 64 fp32 part goes to dqAccum [b·h, S rounded up to 64, D] by red.global.add.v2.f32
 // (zeroed before, by cudaMemsetAsync); a small kernel then writes dq = bf16(dqAccum · scale).
-// delta (Σ dO·O − dLse) comes from attention_backward.cu's delta kernel, as for the other kernels.
+// delta (Σ dO·O − dLse) and lse·log2 e come padded from attention_backward.cu's row-stats kernel;
+// the producer copies each tile's 64 + 64 of them with the tile (as the dK/dV kernel).
 // Variants (template flags, chosen by backward()'s bits in attention_hopper_backward.cu): the
 // other split of dQ (by columns at D = 64, m64n32; by keys at D = 128, m64n128), the part added
 // by one bulk reduce-add per tile from shared memory, P computed while dP runs (D = 64), dS
@@ -40,7 +41,6 @@ bool makeTensorMap(CUtensorMap* map, const void* ptr, long long heads, long long
 namespace {
 
 constexpr int THREADS = 384, STAGES = 2;
-constexpr float kLog2e = 1.4426950408889634f;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 template <int D> struct FusedMma;
@@ -104,7 +104,7 @@ template <int D, bool SPLIT_COLUMNS, bool BULK> struct FusedSmem {
 template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P, bool DS_KMAJOR>
 __global__ void __launch_bounds__(THREADS, 1)
     fusedKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
-                const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse, const float* __restrict__ delta, bf16* __restrict__ dk,
+                const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse2, const float* __restrict__ delta, bf16* __restrict__ dk,
                 bf16* __restrict__ dv, float* __restrict__ dqAccum, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2,
                 int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   static_assert(!BULK || QN == 64, "the bulk path moves 64 × 64 parts");
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
+  __shared__ __align__(16) float sStat[STAGES][2 * 64];  // per stage: the tile's delta, then its lse·log2 e
   const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
   const uint32_t sK = base, sV = base + L::KV;
   auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
@@ -155,13 +156,16 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int i = 0; i < total; i++) {
         const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
         const int bh = b * H + hkv * G + g;
+        const long long row = static_cast<long long>(bh) * sPad + mq * 64;
         barWait(empty(s), ((i / STAGES) & 1) ^ 1);
-        barArriveExpect(full(s), 2 * L::QT);
+        barArriveExpect(full(s), 2 * L::QT + 2 * 64 * 4);
 #pragma unroll
         for (int p = 0; p < PANELS; p++) {
           tmaLoad3d(sQ(s) + p * 64 * 128, &tmQ, full(s), p * 64, mq * 64, bh);
           tmaLoad3d(sO(s) + p * 64 * 128, &tmO, full(s), p * 64, mq * 64, bh);
         }
+        bulkLoad(smem(&sStat[s][0]), delta + row, 256, full(s));
+        bulkLoad(smem(&sStat[s][64]), lse2 + row, 256, full(s));
       }
     }
   } else {
@@ -181,37 +185,40 @@ __global__ void __launch_bounds__(THREADS, 1)
     for (int i = 0; i < total; i++) {
       const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
       const int bh = b * H + hkv * G + g;
-      const long long rowBase = static_cast<long long>(bh) * S;
       const int q0 = mq * 64;
+      // This thread's query columns 8j + 2·q4 + {0, 1} of the tile: their delta and lse (base 2),
+      // 0 and +inf past S (so P = 0 and dS = 0 there).
+      const float* tileDelta = &sStat[s][2 * q4];
+      const float* tileLse2 = &sStat[s][64 + 2 * q4];
       barWait(full(s), (i / STAGES) & 1);
       const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
-      // Pᵀ from Sᵀ: query column q0 + 8j + 2·q4 + e, its lse (base 2); past S, P = 0.
+      // Pᵀ from Sᵀ: query column q0 + 8j + 2·q4 + e.
       auto probabilities = [&] {
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++) {
+          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j);
 #pragma unroll
           for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
               const int idx = 4 * j + 2 * r + e;
               const int qi = q0 + 8 * j + 2 * q4 + e;
-              const float l2 = qi < S ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
-              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
               if (mask && qi < (r ? keyB : keyA)) p = 0.f;
               st[idx] = p;
             }
+        }
       };
       // dSᵀ = Pᵀ ∘ (dPᵀ − delta), into dp.
       auto scoreGradients = [&] {
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++) {
+          const float2 dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int qi = q0 + 8 * j + 2 * q4 + e;
-            const float dl = qi < S ? __ldg(delta + rowBase + qi) : 0.f;
+          for (int e = 0; e < 2; e++)
 #pragma unroll
-            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - dl);
-          }
+            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - (e ? dl.y : dl.x));
+        }
       };
       pin(st);
       pin(dp);
@@ -233,21 +240,20 @@ __global__ void __launch_bounds__(THREADS, 1)
         pin(dp);
         // Pᵀ and dSᵀ in one pass (as the dK/dV kernel: fewer registers than the two above).
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++) {
+          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j), dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
 #pragma unroll
           for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
               const int idx = 4 * j + 2 * r + e;
               const int qi = q0 + 8 * j + 2 * q4 + e;
-              const bool in = qi < S;
-              const float l2 = in ? __ldg(lse + rowBase + qi) * kLog2e : INFINITY;
-              const float dl = in ? __ldg(delta + rowBase + qi) : 0.f;
-              float p = ex2(fmaf(st[idx], scaleLog2, -l2));
+              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
               if (mask && qi < (r ? keyB : keyA)) p = 0.f;
               st[idx] = p;
-              dp[idx] = p * (dp[idx] - dl);
+              dp[idx] = p * (dp[idx] - (e ? dl.y : dl.x));
             }
+        }
       }
       fragmentsA(st, pa);
       fragmentsA(dp, da);
@@ -384,7 +390,7 @@ __global__ void dqFromPartsKernel(const float* __restrict__ acc, bf16* __restric
 }
 
 template <int D, bool SPLIT_COLUMNS, bool BULK, bool OVERLAP_P = false, bool DS_KMAJOR = false>
-cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta, bf16* dq,
+cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse2, const float* delta, bf16* dq,
                         bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, int headsOuter) {
   CUtensorMap mq64, mo64, mk128, mv128;
   if (!makeTensorMap(&mq64, q, B * H, S, D, 64) || !makeTensorMap(&mo64, dO, B * H, S, D, 64) || !makeTensorMap(&mk128, k, B * Hkv, S, D, 128) ||
@@ -402,7 +408,7 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
   const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S);
   const long long nKB = (S + 127) / 128;
   kernel<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, L::BYTES, l.stream>>>(
-      mq64, mk128, mv128, mo64, lse, delta, dk, dv, dqAccum, iH, G, iS, static_cast<int>(sPad), static_cast<int>(B * Hkv), fScale, scaleLog2,
+      mq64, mk128, mv128, mo64, lse2, delta, dk, dv, dqAccum, iH, G, iS, static_cast<int>(sPad), static_cast<int>(B * Hkv), fScale, scaleLog2,
       headsOuter);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
   const long long quads = B * H * S * (D / 4);
@@ -418,7 +424,7 @@ cudaError_t launchFused(const Launch& l, const bf16* q, const bf16* k, const bf1
 
 long long fusedDqAccumBytes(long long B, long long H, long long S, long long D) { return B * H * ((S + 63) / 64 * 64) * D * 4; }
 
-cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse, const float* delta,
+cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* lse2, const float* delta,
                           bf16* dq, bf16* dk, bf16* dv, float* dqAccum, long long B, long long H, long long Hkv, long long S, long long D,
                           int headsOuter, bool otherSplit, bool bulk, bool overlapP, bool dsKMajor) {
   if (dqAccum == nullptr || reinterpret_cast<uintptr_t>(dqAccum) % 16 != 0) return cudaErrorInvalidValue;
@@ -427,19 +433,19 @@ cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const b
   // overlapP is built for D = 64's default split only (at D = 128 it spills 156 bytes: ignored).
   // dsKMajor: the default splits and atomics only (16, 32, 64 ignored).
   if (D == 64) {
-    if (dsKMajor) return launchFused<64, false, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    if (dsKMajor) return launchFused<64, false, false, false, true>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
     if (overlapP)
-      return bulk ? launchFused<64, false, true, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
-                  : launchFused<64, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
-    if (bulk) return launchFused<64, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
-    return otherSplit ? launchFused<64, true, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
-                      : launchFused<64, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+      return bulk ? launchFused<64, false, true, true>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                  : launchFused<64, false, false, true>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    if (bulk) return launchFused<64, false, true>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    return otherSplit ? launchFused<64, true, false>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                      : launchFused<64, false, false>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
   }
   if (D == 128) {
-    if (dsKMajor) return launchFused<128, true, false, false, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
-    if (bulk) return launchFused<128, true, true>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
-    return otherSplit ? launchFused<128, false, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
-                      : launchFused<128, true, false>(l, q, k, v, dO, lse, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    if (dsKMajor) return launchFused<128, true, false, false, true>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    if (bulk) return launchFused<128, true, true>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
+    return otherSplit ? launchFused<128, false, false>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter)
+                      : launchFused<128, true, false>(l, q, k, v, dO, lse2, delta, dq, dk, dv, dqAccum, B, H, Hkv, S, headsOuter);
   }
   return cudaErrorInvalidValue;
 }

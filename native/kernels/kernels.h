@@ -144,8 +144,9 @@ cudaError_t adamw(const Launch&, DType paramType, DType gradType, DType stateTyp
 constexpr long long kAttentionMaxHeadDim = 256;
 cudaError_t attentionForward(const Launch&, DType, const void* q, const void* k, const void* v, void* o, void* lse,
                              long long b, long long h, long long hkv, long long s, long long d);
-// d matters only for the fused Hopper backward (MINISEQ_ATTN_WGMMA_BWD's bit 8), whose fp32 dQ
-// sum adds b·h·(s rounded up to 64)·d·4 bytes.
+// For bf16 at d = 64 or 128 (where the Hopper backward may run) the per-row part is its padded
+// row stats, 2·b·h·(s rounded up to 64)·4 bytes; d matters only for the fused Hopper backward
+// (MINISEQ_ATTN_WGMMA_BWD's bit 8), whose fp32 dQ sum adds b·h·(s rounded up to 64)·d·4 bytes.
 long long attentionScratch(DType, long long b, long long h, long long s, long long d);
 cudaError_t attentionBackward(const Launch&, DType, const void* q, const void* k, const void* v, const void* o,
                               const void* lse, const void* dO, const void* dLse, void* dq, void* dk, void* dv,
