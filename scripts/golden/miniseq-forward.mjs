@@ -4,7 +4,7 @@
 //
 //   node scripts/golden/miniseq-forward.mjs FOLDER --tokens 1,2,3 [--dtype float32|float64]
 import { Effect } from "effect"
-import { cpuBackendLayer, evaluate, llamaForward, llamaLoss, loadPretrained } from "../../dist/index.js"
+import { cpuBackendLayer, evaluate, fastCpuBackendLayer, llamaForward, llamaLoss, loadPretrained } from "../../dist/index.js"
 
 const [folder, ...rest] = process.argv.slice(2)
 const flag = (name, fallback) => {
@@ -36,7 +36,10 @@ lossFeeds.set(g.tokens, ids)
 lossFeeds.set(g.targets, targets)
 lossFeeds.set(g.count, Float32Array.of(T - 1))
 
-const run = (outputs, feeds) => Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(cpuBackendLayer())))
+// float64 on the reference backend (every routine as its body); float32 on cpu-fast, whose
+// kernels are tested against it: a 1B model's float32 forward took minutes on the reference.
+const layer = dtype === "float64" ? cpuBackendLayer() : fastCpuBackendLayer()
+const run = (outputs, feeds) => Effect.runPromise(evaluate(outputs, feeds).pipe(Effect.provide(layer)))
 const [logits] = (await run([f.logits], forwardFeeds)).values
 const [loss] = (await run([g.loss], lossFeeds)).values
 const V = c.vocab_size
