@@ -4,7 +4,14 @@
 //
 //   node scripts/golden/miniseq-forward.mjs FOLDER --tokens 1,2,3 [--dtype float32|float64]
 import { Effect } from "effect"
-import { cpuBackendLayer, evaluate, fastCpuBackendLayer, llamaForward, llamaLoss, loadPretrained } from "../../dist/index.js"
+import {
+  cpuBackendLayer,
+  evaluate,
+  fastCpuBackendLayer,
+  llamaForward,
+  llamaLoss,
+  loadPretrained,
+} from "../../dist/index.js"
 
 const [folder, ...rest] = process.argv.slice(2)
 const flag = (name, fallback) => {
