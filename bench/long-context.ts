@@ -2,7 +2,7 @@
  * Long-context training on one GPU, side by side with PyTorch, in one command:
  *
  *   node long-context.mjs [--model llama-3.2-1b] [--precision bf16-mixed] [--seqs 4096,8192,16384,32768,65536]
- *       [--modes vanilla,checkpoint,mst,mst+checkpoint] [--steps 3] [--cap 40GiB] [--no-max-seq]
+ *       [--modes vanilla,checkpoint,mst,mst+checkpoint] [--steps 3] [--cap 40GiB|none] [--no-max-seq]
  *       [--pytorch python3] [--backend cuda|cpu] [--profile mode:S,...] [--out bench/results/long-context]
  *       [--offload checkpoints,optimizer] [--host-cap 110GiB]
  *
@@ -13,6 +13,8 @@
  * 2. Largest S: under a memory cap (`--cap`, enforced by the allocator, as a smaller GPU would),
  *    the planner bisects the largest S per mode in multiples of 1024, and one real step at that S
  *    checks it trains within the cap. The cap keeps those steps short: attention is O(S²).
+ *    `--cap none`: the whole card. Plans are compared with the memory a step can really use,
+ *    read after a warm-up step (src/backends/cuda/usable-memory.ts), under the cap where that is less.
  * 3. PyTorch: bench/pytorch_baseline.py with the same model, precision, S and cap (HF Llama with
  *    SDPA attention, with and without gradient checkpointing), run from here, in the same job.
  *
@@ -30,7 +32,7 @@ import { Effect, Exit, Layer } from "effect"
 import { Backend, type BackendImpl } from "../src/core/backend.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
-import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
+import { type CudaBackend, makeCudaBackend, usableNow, usableUnderCap } from "../src/backends/cuda/index.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, presets, type PresetName } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -54,7 +56,8 @@ const seqs = arg("seqs", "4096,8192,16384,32768,65536")
   .map(Number) // "none": no sweep
 const modes = arg("modes", "vanilla,checkpoint,mst,mst+checkpoint").split(",") as Mode[]
 const steps = Number(arg("steps", "3"))
-const cap = Number(arg("cap", "40").replace(/GiB|GB/i, "")) * GiB
+const capArg = arg("cap", "40")
+const cap = capArg === "none" ? undefined : Number(capArg.replace(/GiB|GB/i, "")) * GiB
 const maxSeq = !process.argv.includes("--no-max-seq")
 const python = arg("pytorch", "")
 const seqLimit = Number(arg("max-seq-limit", String(2 ** 20))) // the searches stop here
@@ -79,6 +82,12 @@ interface Device {
   readonly backend: BackendImpl
   /** Bytes the device has (or the cap). */
   readonly total: number
+  /**
+   * What a step can use, read now: the allocator's reserved bytes plus the driver's free bytes,
+   * under the cap. Less than `total` by the CUDA context, cuBLAS and loaded kernels, so read it
+   * after a warm-up step (`warmUp`).
+   */
+  usable(): number
   readonly name: string
   /** Allocator peak since the last reset, and what it holds from the driver. */
   memory(): { peak: number; reserved: number; heldPeak: number; live: number; hostPeak: number }
@@ -94,6 +103,7 @@ function openDevice(limit?: number): Device {
     return {
       backend: cpuWithBfloat16(cpu),
       total: limit ?? 64 * GiB,
+      usable: () => limit ?? 64 * GiB,
       name: "cpu",
       memory: () => ({
         peak: cpu.memory().peak,
@@ -110,6 +120,7 @@ function openDevice(limit?: number): Device {
   return {
     backend: cuda,
     total: limit ?? cuda.device.totalMemory,
+    usable: () => usableUnderCap(limit, usableNow(cuda)),
     name: cuda.device.name,
     profiler: cuda.profiler,
     memory: () => {
@@ -183,7 +194,7 @@ async function measure(
   const plan = planOf(dev, mode, seq, runOffload)
   const planned = plan.held
   const hostPlanned = plan.host
-  if (planned > dev.total) return { mode, seq, status: "over memory (planned)", planned, offload: runOffload }
+  if (planned > dev.usable()) return { mode, seq, status: "over memory (planned)", planned, offload: runOffload }
   const random = rng(seq)
   const tokens = Int32Array.from({ length: 2 * (seq + 1) }, () => Math.floor(random() * model.vocab_size))
   // One batch for every step, as the PyTorch baseline does, so that the loss curves compare.
@@ -254,16 +265,17 @@ async function measure(
   }
 }
 
-/** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `dev.total` and --host-cap. */
-function plannedMaxSeq(dev: Device, mode: Mode): number {
+/** The largest multiple of 1024 (up to --max-seq-limit) whose planned step fits `limit` and --host-cap. */
+function plannedMaxSeq(dev: Device, mode: Mode, limit: number): number {
   const fits = (S: number) => {
     const p = plannedWithinHost(dev, mode, S).plan
-    return p.held <= dev.total && p.host <= hostCap
+    return p.held <= limit && p.host <= hostCap
   }
   return largestFitting(fits, 1024, Math.floor(seqLimit / 1024) * 1024).n
 }
 
 const log = (s: string) => console.log(s)
+const capText = cap === undefined ? "the whole card" : `a ${(cap / GiB).toFixed(1)} GiB cap`
 const gib = (b: number | undefined) => (b === undefined ? "-" : (b / GiB).toFixed(1))
 const tps = (r: Row | undefined) =>
   r === undefined
@@ -277,8 +289,19 @@ const tps = (r: Row | undefined) =>
 log(
   `${modelName} (${(parameterCount(model) / 1e9).toFixed(2)}B parameters), precision ${precision}, batch 1, ${steps} steps per point`,
 )
+/**
+ * One short step at `mode`, so that what loads on first use (cuBLAS's workspace, its kernels
+ * and ours) has been taken from the device before `usable()` is read.
+ */
+async function warmUp(dev: Device, mode: Mode): Promise<void> {
+  if (backendName === "cpu") return // nothing loads lazily there; usable() is the total
+  const before = dev.usable()
+  const r = await measure(dev, mode, 1024, 1)
+  log(`  warm-up ${mode} S=1024: ${r.status}; usable ${gib(before)} → ${gib(dev.usable())} GiB`)
+}
+
 const full = openDevice()
-log(`device: ${full.name}, ${gib(full.total)} GiB`)
+log(`device: ${full.name}, ${gib(full.total)} GiB total, ${gib(full.usable())} GiB usable before any step`)
 const rows: Row[] = []
 for (const seq of seqs) {
   for (const mode of modes) {
@@ -307,7 +330,11 @@ for (const p of profiles) {
       `  ${e.name.padEnd(34)} ${String(e.calls).padStart(7)} calls ${e.ms.toFixed(1).padStart(9)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%`,
     )
 }
-const fullCardPlan = Object.fromEntries(modes.map((m) => [m, plannedMaxSeq(full, m)]))
+// The whole card's plan against what a step can use once every mode's kernels have run.
+for (const mode of modes) if (!rows.some((r) => r.mode === mode && r.status === "ok")) await warmUp(full, mode)
+const fullUsable = full.usable()
+log(`usable after warm-up: ${gib(fullUsable)} GiB of ${gib(full.total)} GiB (${fullUsable} of ${full.total} bytes)`)
+const fullCardPlan = Object.fromEntries(modes.map((m) => [m, plannedMaxSeq(full, m, fullUsable)]))
 await full.close()
 
 /** Per mode: the planner's largest S under the cap, the largest S a real step trained at, and the smallest that did not. */
@@ -321,7 +348,11 @@ const limits: Limit[] = []
 if (maxSeq) {
   const capped = openDevice(cap)
   for (const mode of modes) {
-    const planned = plannedMaxSeq(capped, mode)
+    // A fresh device (its own cuBLAS handle): warm it up before reading what it can use.
+    await warmUp(capped, mode)
+    const usable = capped.usable()
+    log(`  ${mode}: planning against ${gib(usable)} GiB (${usable} bytes: min(cap, usable))`)
+    const planned = plannedMaxSeq(capped, mode, usable)
     // The plan counts the allocator's size classes but not kernel scratch: where a real step at
     // the planned S does not fit, step down 1024 tokens at a time, in this same process (an
     // OutOfMemory step gives back all it took).
@@ -331,7 +362,7 @@ if (maxSeq) {
     for (let tries = 0; S >= 1024 && tries < 4 && trained === undefined; tries++) {
       const r = await measure(capped, mode, S, 1, undefined, plannedWithinHost(capped, mode, S).offload)
       log(
-        `  largest S under ${gib(cap)} GiB, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), host ${gib(r.hostPeak)} GiB (plan ${gib(r.hostPlanned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB${r.error === undefined ? "" : `\n    ${r.error}`}`,
+        `  largest S under ${capText}, ${mode}: planned ${planned}, one step at ${S}: ${r.status} (${gib(r.devicePeak)} GiB live, ${gib(r.deviceHeldPeak)} GiB held (plan ${gib(r.planned)}), host ${gib(r.hostPeak)} GiB (plan ${gib(r.hostPlanned)}), ${gib(r.deviceReserved)} GiB reserved after${r.stepMs === undefined ? "" : `, ${(r.stepMs / 1000).toFixed(1)} s`}${r.startSeconds === undefined ? "" : `, start ${r.startSeconds.toFixed(1)} s`}); live after: ${gib(r.liveAfter)} GiB${r.error === undefined ? "" : `\n    ${r.error}`}`,
       )
       if (r.status === "ok") trained = r
       else {
@@ -349,7 +380,7 @@ mkdirSync(dirname(out), { recursive: true })
 writeFileSync(
   `${out}-ours.json`,
   JSON.stringify(
-    { model: modelName, precision, offload, hostCap, device: full.name, cap, rows, limits, fullCardPlan },
+    { model: modelName, precision, offload, hostCap, device: full.name, cap, fullUsable, rows, limits, fullCardPlan },
     null,
     2,
   ) + "\n",
@@ -407,7 +438,14 @@ const torchSweep =
 const torchLimits =
   maxSeq && backendName === "cuda"
     ? pytorch(
-        ["--seqs", "1024", "--steps", "1", "--max-seq", "--memory-gb", String(cap / GiB)],
+        [
+          "--seqs",
+          "1024",
+          "--steps",
+          "1",
+          "--max-seq",
+          ...(cap === undefined ? [] : ["--memory-gb", String(cap / GiB)]),
+        ],
         `${out}-pytorch-max-seq.json`,
       )
     : undefined
@@ -450,7 +488,7 @@ if (seqs.includes(at)) {
 if (limits.length > 0) {
   lines.push(
     "",
-    `Largest S that trains under a ${gib(cap)} GiB cap (multiples of 1024; miniseq: planned, then real steps down from there):`,
+    `Largest S that trains under ${capText} (multiples of 1024; miniseq: planned, then real steps down from there):`,
     "",
     "| framework, mode | trained | did not fit | planned | one step | peak GiB (ours: live; PyTorch: reserved) |",
     "|---|---|---|---|---|---|",
@@ -476,7 +514,7 @@ if (limits.length > 0) {
 }
 lines.push(
   "",
-  `Planned largest S on the whole ${gib(full.total)} GiB: ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`,
+  `Planned largest S on the whole card (${gib(fullUsable)} GiB usable after warm-up, of ${gib(full.total)} GiB): ${modes.map((m) => `${m} ${fullCardPlan[m]}`).join(", ")}`,
 )
 log("\n" + lines.join("\n"))
 writeFileSync(`${out}.md`, lines.join("\n") + "\n")
@@ -491,6 +529,7 @@ writeFileSync(
       cap,
       device: full.name,
       deviceBytes: full.total,
+      usableBytes: fullUsable,
       date: new Date().toISOString(),
       rows,
       limits,

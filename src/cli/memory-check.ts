@@ -1,6 +1,12 @@
 /** Before a run allocates: the planned step against the memory the machine (or the GPU) has. */
 import { freemem } from "node:os"
 import { Effect } from "effect"
+import {
+  cudaReserveVariable,
+  type DeviceMemorySource,
+  measuredCudaReserve,
+  usableBeforeWarmUp,
+} from "../backends/cuda/usable-memory.js"
 import type { BackendImpl } from "../core/backend.js"
 import { OutOfMemory } from "../core/errors.js"
 import type { LlamaConfig } from "../models/config.js"
@@ -15,11 +21,22 @@ export interface Available {
   readonly hostRam: boolean
 }
 
-/** What the backend can give: the GPU's free memory where it says, else the host's available RAM (or the cgroup's limit). */
-export function availableMemory(backendFlag: string, backend: BackendImpl): Available | undefined {
+/**
+ * What the backend can give: on the GPU, what a step can use before any kernel ran (the free
+ * bytes, at most the card less `cudaReserve` for what loads lazily: ../backends/cuda/usable-memory.ts),
+ * else the host's available RAM (or the cgroup's limit).
+ */
+export function availableMemory(
+  backendFlag: string,
+  backend: BackendImpl,
+  cudaReserve: number = measuredCudaReserve,
+): Available | undefined {
   if (backendFlag === "cuda") {
-    const free = (backend as { device?: { freeMemory?: number } }).device?.freeMemory
-    return free ? { bytes: free, what: "the GPU's free memory", hostRam: false } : undefined
+    const source = backend as Partial<DeviceMemorySource>
+    if (source.memoryInfo === undefined || source.memory === undefined) return undefined
+    const bytes = usableBeforeWarmUp(source as DeviceMemorySource, cudaReserve)
+    const what = `the GPU's usable memory (free now, at most the card less ${formatBytes(cudaReserve)} kept for the CUDA context, cuBLAS and kernels loaded on first use; ${cudaReserveVariable} sets it)`
+    return { bytes, what, hostRam: false }
   }
   if (backendFlag === "webgpu") return undefined // WebGPU does not say how much memory its device has
   const constrained = process.constrainedMemory?.() ?? 0

@@ -9,6 +9,7 @@ import type { Layer } from "effect"
 import { Backend } from "../core/backend.js"
 import { cpuBackendLayer } from "../backends/cpu/index.js"
 import { fastCpuBackendLayer } from "../backends/cpu-fast/index.js"
+import { cudaReserve } from "../backends/cuda/usable-memory.js"
 import { BackendUnavailable, BadConfig, WriteError } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { latestCheckpoint } from "../models/checkpoint.js"
@@ -203,6 +204,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
     // Every flag is checked before anything starts (the progress bar, the backend).
     const autoOffload = f.offload.trim() === "auto"
     const askedOffload = autoOffload ? {} : yield* parseOffload(f.offload)
+    // Read before the GPU starts, so that a bad value fails first (MINISEQ_CUDA_RESERVE).
+    const reserve = f.backend === "cuda" ? yield* cudaReserve() : undefined
     const memoryLimit = Option.isSome(f.memoryLimit)
       ? yield* parseBytes(f.memoryLimit.value, "memory-limit")
       : undefined
@@ -266,7 +269,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
     return yield* Effect.gen(function* () {
       const backend = yield* Backend
       const precision = f.precision
-      const available = availableMemory(f.backend, backend)
+      const available = availableMemory(f.backend, backend, reserve)
       const stepBase = { mode: f.mode, mlpChunks, lmChunks, precision: precisions[precision] }
       // --offload auto: the least offload whose step fits the device (or --memory-limit) and the host's RAM.
       const limit = memoryLimit ?? (f.backend === "cuda" ? available?.bytes : undefined)

@@ -33,6 +33,7 @@ import { simplifyViews } from "../views.js"
 import { cudaHeldBytes } from "./allocator.js"
 import { cudaKernelScratch } from "./attention-scratch.js"
 import { cudaRoutines } from "./fused.js"
+import type { DeviceMemoryNow } from "./usable-memory.js"
 import { type CudaProfiler, withProfiler } from "./profile.js"
 import {
   allocating,
@@ -74,8 +75,11 @@ export interface CudaMemory {
 export type CudaDeviceInfo = NativeInfo
 
 export interface CudaBackend extends BackendImpl {
+  /** The device as it was when the backend started (its `freeMemory` is that moment's). */
   readonly device: CudaDeviceInfo
   memory(): CudaMemory
+  /** cudaMemGetInfo now: the driver's free bytes and the card's total (see ./usable-memory.ts). */
+  memoryInfo(): DeviceMemoryNow
   /** Resolves once every command enqueued so far has run (rejects with a recorded index error). */
   synchronize(): Promise<void>
   /** Waits for reads in flight, then gives the device's memory, stream and cuBLAS handle back. */
@@ -179,6 +183,12 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     ...(opts.fused === false ? {} : { routines: cudaRoutines({ dev, handle }) }),
     ...(kernelScratchBytes && { kernelScratchBytes }),
     device: dev.info(),
+
+    memoryInfo() {
+      // The addon's info() calls cudaMemGetInfo on every call.
+      const i = dev.info()
+      return { free: i.freeMemory, total: i.totalMemory }
+    },
 
     memory() {
       const m = dev.memory()

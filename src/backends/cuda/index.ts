@@ -12,6 +12,16 @@ export {
   type CudaOptions,
 } from "./cuda-backend.js"
 export { addonPath, loadAddon, readBuildRecord } from "./native.js"
+export {
+  cudaReserve,
+  cudaReserveVariable,
+  type DeviceMemoryNow,
+  type DeviceMemorySource,
+  measuredCudaReserve,
+  usableBeforeWarmUp,
+  usableNow,
+  usableUnderCap,
+} from "./usable-memory.js"
 
 /**
  * The CUDA backend as the `Backend` service. The device is a scoped resource: started when the
