@@ -23,7 +23,7 @@ import {
   parseOffload,
   positive,
 } from "./options.js"
-import { checkSizes } from "./limits.js"
+import { checkSizes, integerAtLeast } from "./limits.js"
 import { formatBytes } from "./svg.js"
 
 const describePrecision = {
@@ -211,7 +211,12 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
-      const group = yield* positive("checkpoint-group", f.checkpointGroup)
+      const group = yield* integerAtLeast(
+        "checkpoint-group",
+        f.checkpointGroup,
+        1,
+        "pass 1 for one checkpoint region per layer",
+      )
       // K changes only the modes that checkpoint: the others' rows would repeat K = 1's.
       const planned = group === 1 ? modes : modes.filter(checkpoints)
       const ranks = Option.isSome(f.ranks) ? yield* positive("ranks", f.ranks.value) : undefined

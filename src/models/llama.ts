@@ -376,7 +376,7 @@ export function llamaLoss(c: LlamaConfig, B: number, S: number, opts: ModelOptio
   const targets = input("targets", [B, local], "int32")
   const count = input("count", [], "float32")
 
-  const group = checkGroup(opts.checkpointGroup, opts.mode)
+  const group = checkCheckpointGroup(opts.checkpointGroup, opts.mode)
   const x = decoderLayers(m, embed(m, tokens), checkpoints(opts.mode) ? group : 0)
   // Σ of token losses (per piece in MST) over one global target count, never a mean of means.
   // In MST each piece takes its gradients in the forward pass, while its logits are alive; the
@@ -415,7 +415,7 @@ function decoderLayers(m: Model, x: Tensor, group: number): Tensor {
 }
 
 /** K for `checkpointGroup`: a whole number ≥ 1, and other than 1 only in a mode that checkpoints. */
-function checkGroup(k: number | undefined, mode: Mode): number {
+export function checkCheckpointGroup(k: number | undefined, mode: Mode): number {
   if (k === undefined) return 1
   if (!(Number.isSafeInteger(k) && k >= 1))
     throw new BadConfig({
