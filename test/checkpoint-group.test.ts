@@ -10,9 +10,10 @@ import type { DType, HostArray } from "../src/core/dtype.js"
 import { BadConfig } from "../src/core/errors.js"
 import { execute, type Feed, plan } from "../src/core/executor.js"
 import type { Tensor } from "../src/core/graph.js"
-import { decodeConfigSync } from "../src/models/config.js"
+import { decodeConfigSync, presets } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import { llamaLoss, type Mode, type ModelOptions, parameterShapes } from "../src/models/llama.js"
+import { precisions } from "../src/models/optimizer.js"
 import { planStep } from "../src/models/planner.js"
 import {
   gradientInputs,
@@ -25,6 +26,8 @@ import {
   stepGraphs,
 } from "../src/models/step.js"
 import { type TrainOptions, train } from "../src/models/train.js"
+import { formatBytes } from "../src/cli/svg.js"
+import { runCli } from "./cli-helpers.js"
 import { intArray, maxRelDiff, randomArray, run } from "./helpers.js"
 
 const L = 4
@@ -236,5 +239,42 @@ describe("checkpointGroup: refusals", () => {
     const opts = { mode: "checkpoint" as const, checkpointGroup: 2 }
     expect(inMode(opts, "mst")).toEqual({ mode: "mst" })
     expect(inMode(opts, "mst+checkpoint")).toEqual({ mode: "mst+checkpoint", checkpointGroup: 2 })
+  })
+})
+
+describe("checkpointGroup: the CLI (the built command)", () => {
+  it("plan --checkpoint-group 2 plans the checkpoint modes with K = 2 (planStep's numbers); bad K is refused", async () => {
+    const r = await runCli(
+      "plan",
+      "--model",
+      "tiny",
+      "--seq",
+      "256",
+      "--target",
+      "cpu",
+      "--precision",
+      "fp32",
+      "--checkpoint-group",
+      "2",
+    )
+    expect(r.code, r.out).toBe(0)
+    expect(r.out).toContain("2 layers per checkpoint region")
+    expect(r.out).not.toMatch(/\n(vanilla|mst) /)
+    const tiny = decodeConfigSync(presets.tiny)
+    for (const mode of checkpointModes) {
+      const p = planStep(tiny, 1, 256, { mode, checkpointGroup: 2, precision: precisions.fp32 }, makeCpuBackend())
+      expect(r.out).toMatch(new RegExp(`\\n${mode.replace("+", "\\+")}\\s+256\\s+${formatBytes(p.peak)} `))
+    }
+    const refused = await Promise.all([
+      runCli("plan", "--checkpoint-group", "0"),
+      runCli("train", "--mode", "mst", "--checkpoint-group", "2", "--steps", "1"),
+    ])
+    expect(refused[0]!.out).toContain(
+      "--checkpoint-group must be a positive integer, got 0; pass 1 for one checkpoint region per layer",
+    )
+    expect(refused[1]!.out).toContain(
+      "miniseq: BadConfig: checkpointGroup (--checkpoint-group) 2 groups checkpoint regions, but mode mst has none",
+    )
+    for (const x of refused) expect(x.code).not.toBe(0)
   })
 })
