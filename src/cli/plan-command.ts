@@ -8,7 +8,7 @@ import { BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
-import { type Mode, modes } from "../models/llama.js"
+import { checkpoints, type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
 import { fitHost, largestFitting, offloadChoices, planStep, type StepPlan } from "../models/planner.js"
 import type { Offload } from "../models/step.js"
@@ -23,7 +23,7 @@ import {
   parseOffload,
   positive,
 } from "./options.js"
-import { checkSizes } from "./limits.js"
+import { checkSizes, integerAtLeast } from "./limits.js"
 import { formatBytes } from "./svg.js"
 
 const describePrecision = {
@@ -75,6 +75,8 @@ export interface PlanArgs {
   hostMemory?: number
   /** --ranks: plan one rank of N sharing the sequence (Ulysses); absent, one device. */
   ranks?: number
+  /** --checkpoint-group: layers per checkpoint region in the checkpoint modes (default 1). */
+  checkpointGroup?: number
 }
 
 export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
@@ -90,6 +92,7 @@ export const planAt = (a: PlanArgs, mode: Mode, S: number): StepPlan =>
       allowBeyondMaxPosition: true,
       ...(a.offload ? { offload: a.offload } : {}),
       ...(a.ranks === undefined ? {} : { ranks: a.ranks }),
+      ...(a.checkpointGroup === undefined || !checkpoints(mode) ? {} : { checkpointGroup: a.checkpointGroup }),
     },
     targetFor(a.target),
   )
@@ -189,6 +192,12 @@ export const planCommand = Command.make(
       Flag.withDefault(1024),
       Flag.withDescription("--max-seq searches multiples of this (default: 1024)"),
     ),
+    checkpointGroup: Flag.Int("checkpoint-group").pipe(
+      Flag.withDefault(1),
+      Flag.withDescription(
+        "layers per checkpoint region in the checkpoint modes: only every K-th layer's input is saved, for one more forward of recompute; K > 1 plans those modes only (default: 1)",
+      ),
+    ),
     ranks: Flag.Int("ranks").pipe(
       Flag.optional,
       Flag.withDescription(
@@ -202,6 +211,14 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
+      const group = yield* integerAtLeast(
+        "checkpoint-group",
+        f.checkpointGroup,
+        1,
+        "pass 1 for one checkpoint region per layer",
+      )
+      // K changes only the modes that checkpoint: the others' rows would repeat K = 1's.
+      const planned = group === 1 ? modes : modes.filter(checkpoints)
       const ranks = Option.isSome(f.ranks) ? yield* positive("ranks", f.ranks.value) : undefined
       if (ranks !== undefined && (f.maxSeq ? f.granularity : f.seq) % ranks !== 0)
         return yield* Effect.fail(
@@ -235,14 +252,16 @@ export const planCommand = Command.make(
         ...(offload ? { offload } : {}),
         ...(hostMemory === undefined ? {} : { hostMemory }),
         ...(ranks === undefined ? {} : { ranks }),
+        ...(group === 1 ? {} : { checkpointGroup: group }),
       }
       const offloaded = auto ? ", offload chosen per mode" : describeOffload(offload ?? {})
       const hostBound = hostMemory === undefined ? "" : ` and ${formatBytes(hostMemory)} of host memory`
       const onRanks = ranks === undefined ? "" : `, one rank of ${ranks} sharing the sequence`
-      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}${offloaded}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}${onRanks}`
+      const grouped = group === 1 ? "" : `, ${group} layers per checkpoint region`
+      const what = `${Option.isSome(f.config) ? f.config.value : f.model}, batch ${f.batch}, ${describePrecision[f.precision]}${offloaded}${grouped}, plan for ${f.target === "gpu" ? "a GPU backend (fused attention + cross-entropy)" : "the CPU backend"}${onRanks}`
       if (!f.maxSeq) {
         yield* Console.log(`one training step, ${what}, S = ${f.seq}:\n${header}`)
-        for (const mode of modes)
+        for (const mode of planned)
           yield* Console.log(row(mode, String(f.seq), yield* attempt(() => planAt(args, mode, f.seq))))
         if (f.seq > model.max_position_embeddings)
           yield* Console.log(`note: S exceeds max_position_embeddings (${model.max_position_embeddings})`)
@@ -252,7 +271,7 @@ export const planCommand = Command.make(
         `largest S that fits ${formatBytes(memory)}${hostBound}, ${what} (S in multiples of ${f.granularity}):\n${auto || hostMemory !== undefined ? autoHeader : header}`,
       )
       const found: Partial<Record<Mode, number>> = {}
-      for (const mode of modes) {
+      for (const mode of planned) {
         const r = yield* attempt(() =>
           auto ? maxSeqChoosingOffload(args, mode, memory, f.granularity) : maxSeq(args, mode, memory, f.granularity),
         )

@@ -15,9 +15,10 @@ import { attempt } from "../core/executor.js"
 import { latestCheckpoint } from "../models/checkpoint.js"
 import { DEFAULT_CORPUS_PATH, loadCorpus } from "../models/corpus.js"
 import { makeBatches, trainValSplit } from "../models/data.js"
-import { modes } from "../models/llama.js"
+import { checkCheckpointGroup, modes } from "../models/llama.js"
 import { precisions } from "../models/optimizer.js"
 import { leastOffloadThatFits, planStep } from "../models/planner.js"
+import { inMode } from "../models/step.js"
 import { loadPretrained, readPretrainedConfig } from "../models/pretrained.js"
 import { checkVocabulary, corpusIds } from "../models/tokenizer.js"
 import { printSample } from "./generate-command.js"
@@ -49,6 +50,12 @@ const flags = {
   mode: modeFlag,
   mlpChunks: chunksFlag("mlp-chunks", "MLP"),
   lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
+  checkpointGroup: Flag.Int("checkpoint-group").pipe(
+    Flag.withDefault(1),
+    Flag.withDescription(
+      "with --mode checkpoint or mst+checkpoint: layers per checkpoint region, so only every K-th layer's input is saved, for one more forward of recompute (default: 1)",
+    ),
+  ),
   batch: Flag.Int("batch").pipe(Flag.withDefault(8), Flag.withDescription("sequences per micro-batch (default: 8)")),
   seq: Flag.Int("seq").pipe(Flag.withDefault(128), Flag.withDescription("tokens per sequence (default: 128)")),
   steps: Flag.Int("steps").pipe(Flag.withDefault(300), Flag.withDescription("optimizer steps (default: 300)")),
@@ -202,6 +209,8 @@ export const trainCommand = Command.make("train", flags, (f) =>
       f.backend === "cpu" || f.backend === "cpu-fast" ? CPU_MAX_ELEMENTS : undefined,
     )
     // Every flag is checked before anything starts (the progress bar, the backend).
+    const checkpointGroup = yield* attempt(() => checkCheckpointGroup(f.checkpointGroup, f.mode))
+    const group = checkpointGroup === 1 ? {} : { checkpointGroup }
     const autoOffload = f.offload.trim() === "auto"
     const askedOffload = autoOffload ? {} : yield* parseOffload(f.offload)
     // Read before the GPU starts, so that a bad value fails first (MINISEQ_CUDA_RESERVE).
@@ -270,7 +279,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
       const backend = yield* Backend
       const precision = f.precision
       const available = availableMemory(f.backend, backend, reserve)
-      const stepBase = { mode: f.mode, mlpChunks, lmChunks, precision: precisions[precision] }
+      const stepBase = { mode: f.mode, mlpChunks, lmChunks, ...group, precision: precisions[precision] }
       // --offload auto: the least offload whose step fits the device (or --memory-limit) and the host's RAM.
       const limit = memoryLimit ?? (f.backend === "cuda" ? available?.bytes : undefined)
       const offload = !autoOffload
@@ -283,14 +292,14 @@ export const trainCommand = Command.make("train", flags, (f) =>
       // What each mode would need for this exact step, from the planner (the executor, counting).
       const plans = yield* attempt(() =>
         Object.fromEntries(
-          modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { ...stepBase, mode, offload }, backend)]),
+          modes.map((mode) => [mode, planStep(model, f.batch, f.seq, { ...inMode(stepBase, mode), offload }, backend)]),
         ),
       )
       // Refuse, with the planner's advice, a step that cannot fit the machine — before allocating.
-      const stepOpts = { mode: f.mode, accumulation: f.accumulate, precision: precisions[precision], offload }
+      const stepOpts = { mode: f.mode, ...group, accumulation: f.accumulate, precision: precisions[precision], offload }
       yield* refuseWhatCannotFit(plans[f.mode]!, available, model, f.batch, f.seq, stepOpts, backend)
       yield* Console.log(
-        `miniseq train: ${modelName}, mode ${f.mode}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}${autoOffload ? `, --offload auto:${describeOffload(offload).slice(",".length) || " none"}` : describeOffload(offload)}`,
+        `miniseq train: ${modelName}, mode ${f.mode}${checkpointGroup === 1 ? "" : ` (${checkpointGroup} layers per checkpoint region)`}, batch ${f.batch}×${f.seq}${f.accumulate > 1 ? `×${f.accumulate}` : ""}, ${f.steps} steps, tokenizer ${tokenizer.name}, ${backend.name} backend, ${precision}${autoOffload ? `, --offload auto:${describeOffload(offload).slice(",".length) || " none"}` : describeOffload(offload)}`,
       )
 
       const bar = new SingleBar({
@@ -313,6 +322,7 @@ export const trainCommand = Command.make("train", flags, (f) =>
         mode: f.mode,
         mlpChunks,
         lmChunks,
+        ...group,
         batch: f.batch,
         seq: f.seq,
         steps: f.steps,

@@ -13,6 +13,7 @@ import {
   fusedRoutines,
   gradientInputs,
   hostInputs,
+  inMode,
   inputKinds,
   type Offload,
   passOffload,
@@ -156,7 +157,7 @@ export function suggestChunks(
   for (const mode of [...new Set(modes)]) {
     for (const lm of counts) {
       for (const mlp of counts.filter((m) => m <= lm)) {
-        const peak = planStep(c, B, S, { ...opts, mode, mlpChunks: mlp, lmChunks: lm }, backend).held
+        const peak = planStep(c, B, S, { ...inMode(opts, mode), mlpChunks: mlp, lmChunks: lm }, backend).held
         if (peak <= limit) return { mode, mlp, lm, peak }
       }
     }

@@ -10,7 +10,7 @@ import { input } from "../core/graph.js"
 import type { MemoryKind } from "../core/memory.js"
 import * as o from "../core/ops.js"
 import type { LlamaConfig } from "./config.js"
-import { llamaLoss, type LlamaGraph, type ModelOptions, parameterShapes } from "./llama.js"
+import { checkpoints, llamaLoss, type LlamaGraph, type Mode, type ModelOptions, parameterShapes } from "./llama.js"
 import {
   type AdamWGraph,
   adamwGraph,
@@ -96,6 +96,16 @@ export interface StepOptions extends ModelOptions {
   readonly accumulation?: number
   readonly precision?: Precision
   readonly offload?: Offload
+}
+
+/**
+ * The same options in another mode: `checkpointGroup` goes with the checkpoint modes only, so a
+ * comparison across modes (plans of each, the advice on what fits) drops it for the others.
+ */
+export function inMode<T extends StepOptions>(opts: T, mode: Mode): T {
+  if (checkpoints(mode) || opts.checkpointGroup === undefined) return { ...opts, mode }
+  const { checkpointGroup: _, ...rest } = opts
+  return { ...rest, mode } as T
 }
 
 /** The names of the routines a backend fuses: the graphs are built for them (`ModelOptions.fused`). */

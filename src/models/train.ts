@@ -37,6 +37,8 @@ export interface TrainOptions {
   readonly mode: Mode
   readonly mlpChunks?: number | "auto"
   readonly lmChunks?: number | "auto"
+  /** Checkpoint modes: layers per checkpoint region (`ModelOptions.checkpointGroup`, default 1). */
+  readonly checkpointGroup?: number
   readonly batch: number
   readonly seq: number
   readonly steps: number
@@ -173,9 +175,10 @@ function setUp(opts: TrainOptions, backend: BackendImpl): Effect.Effect<Trainer,
     }
     const run = runIdentity(opts)
     const hyper = { ...defaultAdamW, ...opts.adamw }
-    const { mode, mlpChunks, lmChunks } = opts
+    const { mode, mlpChunks, lmChunks, checkpointGroup } = opts
     const fused = fusedRoutines(backend)
-    const stepOpts = { mode, mlpChunks, lmChunks, accumulation: run.accumulation, precision, fused }
+    const group = checkpointGroup === undefined ? {} : { checkpointGroup }
+    const stepOpts = { mode, mlpChunks, lmChunks, ...group, accumulation: run.accumulation, precision, fused }
     const graphs = yield* attempt(() => stepGraphs(opts.model, opts.batch, opts.seq, stepOpts, hyper))
     const limit = {
       ...(opts.memoryLimit === undefined ? {} : { limit: opts.memoryLimit }),
@@ -268,6 +271,7 @@ function withSuggestion(e: OutOfMemory, opts: TrainOptions, backend: BackendImpl
   }
   const stepOpts = {
     mode: opts.mode,
+    ...(opts.checkpointGroup === undefined ? {} : { checkpointGroup: opts.checkpointGroup }),
     accumulation: opts.accumulation,
     precision: precisionOf(opts),
     ...(opts.offload ? { offload: opts.offload } : {}),
