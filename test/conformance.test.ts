@@ -299,6 +299,10 @@ function chunkTests(layer: Layer.Layer<Backend>): void {
       fc.asyncProperty(dims, async ({ B, S, d, V, extraM, seed, ignoreRate, how }) => {
         const { ts, feeds } = leaves({ h: [B, S, d], W: [V, d], w: [B, S] }, seed)
         const { h, W, w } = ts as Record<string, Tensor>
+        // Token weights are ≥ 0, as loss weights are: with signs mixed, the summed loss can cancel
+        // to near 0, and a float32 reordering then exceeds any tolerance relative to it (a rare
+        // fast-check case did: 1.49e-5 against 1e-5).
+        feeds.set(w!, Float32Array.from(feeds.get(w!) as Float32Array, Math.abs))
         const targets = input("targets", [B, S], "int32")
         const random = rng(seed)
         feeds.set(
