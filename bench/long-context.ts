@@ -5,6 +5,7 @@
  *       [--modes vanilla,checkpoint,mst,mst+checkpoint] [--steps 3] [--cap 40GiB|none] [--no-max-seq]
  *       [--pytorch python3] [--backend cuda|cpu] [--profile mode:S,...] [--out bench/results/long-context]
  *       [--offload checkpoints,optimizer] [--host-cap 110GiB]
+ *       [--mlp-chunks auto|M] [--lm-chunks auto|M] [--checkpoint-group K]
  *
  * 1. Throughput: for every mode and S, `--steps` full training steps (forward, backward, AdamW)
  *    at batch 1 on random tokens; tokens/s is S over the median step time after the first. Peak
@@ -73,6 +74,21 @@ const profiles = arg("profile", "")
 const model = decodeConfigSync(presets[modelName])
 const offload: Offload = Effect.runSync(parseOffload(arg("offload", "none")))
 const hostCap = Number(arg("host-cap", "Infinity").replace(/GiB|GB/i, "")) * GiB
+// The model's layout, as `miniseq train` takes it: mini-sequences (a number or "auto") and, in the
+// checkpoint modes, layers per checkpoint region (given only there; the other modes refuse it).
+const pieces = (name: string): number | "auto" => {
+  const v = arg(name, "auto")
+  return v === "auto" ? v : Number(v)
+}
+const layout = (mode: Mode) => {
+  const group = Number(arg("checkpoint-group", "1"))
+  const grouped = group !== 1 && (mode === "checkpoint" || mode === "mst+checkpoint")
+  return {
+    mlpChunks: pieces("mlp-chunks"),
+    lmChunks: pieces("lm-chunks"),
+    ...(grouped ? { checkpointGroup: group } : {}),
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Our side
@@ -175,7 +191,7 @@ const planOf = (dev: Device, mode: Mode, seq: number, o: Offload): StepPlan =>
     model,
     1,
     seq,
-    { mode, precision: precisions[precision], allowBeyondMaxPosition: true, offload: o },
+    { mode, ...layout(mode), precision: precisions[precision], allowBeyondMaxPosition: true, offload: o },
     dev.backend,
   )
 
@@ -209,6 +225,7 @@ async function measure(
       {
         model: long,
         mode,
+        ...layout(mode),
         batch: 1,
         seq,
         steps: n,
@@ -380,7 +397,19 @@ mkdirSync(dirname(out), { recursive: true })
 writeFileSync(
   `${out}-ours.json`,
   JSON.stringify(
-    { model: modelName, precision, offload, hostCap, device: full.name, cap, fullUsable, rows, limits, fullCardPlan },
+    {
+      model: modelName,
+      precision,
+      offload,
+      hostCap,
+      layout: layout("mst+checkpoint"),
+      device: full.name,
+      cap,
+      fullUsable,
+      rows,
+      limits,
+      fullCardPlan,
+    },
     null,
     2,
   ) + "\n",
