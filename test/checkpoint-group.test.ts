@@ -8,7 +8,7 @@ import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { valueAndGrad } from "../src/core/autodiff.js"
 import type { DType, HostArray } from "../src/core/dtype.js"
 import { BadConfig } from "../src/core/errors.js"
-import { execute, type Feed, plan } from "../src/core/executor.js"
+import type { Feed, } from "../src/core/executor.js"
 import type { Tensor } from "../src/core/graph.js"
 import { decodeConfigSync, presets } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
@@ -16,18 +16,13 @@ import { llamaLoss, type Mode, type ModelOptions, parameterShapes } from "../src
 import { precisions } from "../src/models/optimizer.js"
 import { planStep } from "../src/models/planner.js"
 import {
-  gradientInputs,
-  hostInputs,
   inMode,
-  inputKinds,
-  memoryKind,
   type Offload,
-  passOffload,
-  stepGraphs,
 } from "../src/models/step.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { formatBytes } from "../src/cli/svg.js"
 import { runCli } from "./cli-helpers.js"
+import { planAndMeasure } from "./plan-measure.js"
 import { intArray, maxRelDiff, randomArray, run } from "./helpers.js"
 
 const L = 4
@@ -144,29 +139,17 @@ describe("checkpointGroup: the plan", () => {
     for (const mode of checkpointModes)
       for (const K of [2, 3])
         for (const offload of [{}, { checkpoints: true }, { checkpoints: true, optimizer: true }] as Offload[]) {
-          const g = stepGraphs(model, B, S, { mode, ...chunks, checkpointGroup: K, offload })
-          const inputs = gradientInputs(g.first, g.adamw)
-          const host = hostInputs(inputs, offload)
-          const opts = { gradients: g.first.gradients, offload: passOffload(offload) }
-          const cpu = makeCpuBackend()
-          const planned = plan(g.first.outputs, inputKinds(inputs), { ...opts, hostInputs: host, for: cpu })
-          const bindings = new Map(
-            [...inputs].map(([t, i], k) => {
-              const buffer = host.has(t) ? cpu.hostAlloc!(t.dtype, t.size) : cpu.alloc(t.dtype, t.size)
-              const data =
-                t.dtype === "int32"
-                  ? Int32Array.from({ length: t.size }, (_, j) => (j * 5 + k) % 32)
-                  : Float32Array.from({ length: t.size }, (_, j) => (i.holds === "count" ? 32 : Math.sin(j + k) * 0.05))
-              cpu.write(buffer, data)
-              return [t, { buffer, kind: memoryKind(i) }] as const
-            }),
+          const r = planAndMeasure(
+            model,
+            B,
+            S,
+            { mode, ...chunks, checkpointGroup: K, offload },
+            { vocab: 32, count: 32 },
           )
-          cpu.memory().resetPeak()
-          const measured = execute(cpu, g.first.outputs, bindings, opts)
           const what = `${mode}, K = ${K}, ${JSON.stringify(offload)}`
-          expect(measured.memory, what).toEqual(planned)
-          expect(cpu.memory().peak, what).toBe(planned.peak)
-          expect(cpu.memory().hostPeak, what).toBe(planned.host.peak)
+          expect(r.measured, what).toEqual(r.planned)
+          expect(r.backendPeak, what).toBe(r.planned.peak)
+          expect(r.backendHostPeak, what).toBe(r.planned.host.peak)
         }
   })
 })

@@ -10,7 +10,6 @@ import { cpuWithBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { makeFastCpuBackend } from "../src/backends/cpu-fast/index.js"
 import { BadConfig } from "../src/core/errors.js"
-import { execute, plan } from "../src/core/executor.js"
 import { offloadSchedule } from "../src/core/offload.js"
 import { schedule } from "../src/core/graph.js"
 import { decodeConfigSync } from "../src/models/config.js"
@@ -20,15 +19,12 @@ import { precisions } from "../src/models/optimizer.js"
 import { leastOffloadThatFits, planStep } from "../src/models/planner.js"
 import {
   gradientInputs,
-  hostInputs,
-  inputKinds,
-  memoryKind,
   type Offload,
-  passOffload,
   stepGraphs,
 } from "../src/models/step.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { parseOffload } from "../src/cli/options.js"
+import { planAndMeasure } from "./plan-measure.js"
 import { planWithinHost } from "../src/cli/plan-command.js"
 
 const model = decodeConfigSync({
@@ -90,30 +86,12 @@ describe("the plan's device and host peaks are what a run measures", () => {
   for (const mode of ["vanilla", "checkpoint", "mst+checkpoint"] as const) {
     it(`${mode}: by the executor's ledger and by the backend's own count, tier by tier`, () => {
       for (const offload of choices) {
-        const g = stepGraphs(model, 2, S, { mode, mlpChunks: 3, lmChunks: 5, offload })
-        const inputs = gradientInputs(g.first, g.adamw)
-        const host = hostInputs(inputs, offload)
-        const opts = { gradients: g.first.gradients, offload: passOffload(offload) }
-        const cpu = makeCpuBackend()
-        const planned = plan(g.first.outputs, inputKinds(inputs), { ...opts, hostInputs: host, for: cpu })
-        const bindings = new Map(
-          [...inputs].map(([t, i], k) => {
-            const buffer = host.has(t) ? cpu.hostAlloc!(t.dtype, t.size) : cpu.alloc(t.dtype, t.size)
-            const data =
-              t.dtype === "int32"
-                ? Int32Array.from({ length: t.size }, (_, j) => (j * 5 + k) % 64)
-                : Float32Array.from({ length: t.size }, (_, j) => (i.holds === "count" ? 96 : Math.sin(j + k) * 0.05))
-            cpu.write(buffer, data)
-            return [t, { buffer, kind: memoryKind(i) }] as const
-          }),
-        )
-        cpu.memory().resetPeak()
-        const measured = execute(cpu, g.first.outputs, bindings, opts)
+        const r = planAndMeasure(model, 2, S, { mode, mlpChunks: 3, lmChunks: 5, offload }, { vocab: 64, count: 96 })
         const what = `${mode} ${JSON.stringify(offload)}`
-        expect(measured.memory, what).toEqual(planned)
-        expect(cpu.memory().peak, what).toBe(planned.peak)
-        expect(cpu.memory().hostPeak, what).toBe(planned.host.peak)
-        expect(planned.host.peak, what).toBeGreaterThan(0)
+        expect(r.measured, what).toEqual(r.planned)
+        expect(r.backendPeak, what).toBe(r.planned.peak)
+        expect(r.backendHostPeak, what).toBe(r.planned.host.peak)
+        expect(r.planned.host.peak, what).toBeGreaterThan(0)
       }
     })
   }
