@@ -17,11 +17,7 @@ import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterShapes } from "../src/models/llama.js"
 import { precisions } from "../src/models/optimizer.js"
 import { leastOffloadThatFits, planStep } from "../src/models/planner.js"
-import {
-  gradientInputs,
-  type Offload,
-  stepGraphs,
-} from "../src/models/step.js"
+import { gradientInputs, type Offload, stepGraphs } from "../src/models/step.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { parseOffload } from "../src/cli/options.js"
 import { planAndMeasure } from "./plan-measure.js"
