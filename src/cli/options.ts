@@ -27,6 +27,14 @@ export const chunksFlag = (name: string, what: string) =>
     Flag.withDefault("auto"),
     Flag.withDescription(`mini-sequences for the ${what}: a positive integer or "auto" (default: auto)`),
   )
+/** --checkpoint-group for `train` and `plan`; `note` says what K > 1 does to that command. */
+export const checkpointGroupFlag = (note: string) =>
+  Flag.Int("checkpoint-group").pipe(
+    Flag.withDefault(1),
+    Flag.withDescription(
+      `layers per checkpoint region in the checkpoint modes: only every K-th layer's input is saved, for one more forward of recompute; ${note} (default: 1)`,
+    ),
+  )
 
 /** The model config from --config (a JSON file) or else --model (a preset). */
 export function loadModel(model: string, config: Option.Option<string>): Effect.Effect<LlamaConfig, BadConfig> {

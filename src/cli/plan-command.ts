@@ -13,6 +13,7 @@ import { type Precision, precisions } from "../models/optimizer.js"
 import { fitHost, largestFitting, offloadChoices, planStep, type StepPlan } from "../models/planner.js"
 import type { Offload } from "../models/step.js"
 import {
+  checkpointGroupFlag,
   chunksFlag,
   configFlag,
   describeOffload,
@@ -192,12 +193,7 @@ export const planCommand = Command.make(
       Flag.withDefault(1024),
       Flag.withDescription("--max-seq searches multiples of this (default: 1024)"),
     ),
-    checkpointGroup: Flag.Int("checkpoint-group").pipe(
-      Flag.withDefault(1),
-      Flag.withDescription(
-        "layers per checkpoint region in the checkpoint modes: only every K-th layer's input is saved, for one more forward of recompute; K > 1 plans those modes only (default: 1)",
-      ),
-    ),
+    checkpointGroup: checkpointGroupFlag("K > 1 plans those modes only"),
     ranks: Flag.Int("ranks").pipe(
       Flag.optional,
       Flag.withDescription(

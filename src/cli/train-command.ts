@@ -27,6 +27,7 @@ import { ensureCudaAddon } from "./cuda-build.js"
 import { type StepRecord, train } from "../models/train.js"
 import {
   chunksFlag,
+  checkpointGroupFlag,
   configFlag,
   describeOffload,
   loadModel,
@@ -50,12 +51,7 @@ const flags = {
   mode: modeFlag,
   mlpChunks: chunksFlag("mlp-chunks", "MLP"),
   lmChunks: chunksFlag("lm-chunks", "LM head + loss"),
-  checkpointGroup: Flag.Int("checkpoint-group").pipe(
-    Flag.withDefault(1),
-    Flag.withDescription(
-      "with --mode checkpoint or mst+checkpoint: layers per checkpoint region, so only every K-th layer's input is saved, for one more forward of recompute (default: 1)",
-    ),
-  ),
+  checkpointGroup: checkpointGroupFlag("K > 1 needs --mode checkpoint or mst+checkpoint"),
   batch: Flag.Int("batch").pipe(Flag.withDefault(8), Flag.withDescription("sequences per micro-batch (default: 8)")),
   seq: Flag.Int("seq").pipe(Flag.withDefault(128), Flag.withDescription("tokens per sequence (default: 128)")),
   steps: Flag.Int("steps").pipe(Flag.withDefault(300), Flag.withDescription("optimizer steps (default: 300)")),
