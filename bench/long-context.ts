@@ -40,7 +40,7 @@ import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterCount } from "../src/models/llama.js"
 import { type PrecisionName, precisions } from "../src/models/optimizer.js"
 import { fitHost, largestFitting, planStep, type StepPlan } from "../src/models/planner.js"
-import type { Offload } from "../src/models/step.js"
+import { inMode, type Offload } from "../src/models/step.js"
 import { parseOffload } from "../src/cli/options.js"
 import { train } from "../src/models/train.js"
 
@@ -75,20 +75,18 @@ const model = decodeConfigSync(presets[modelName])
 const offload: Offload = Effect.runSync(parseOffload(arg("offload", "none")))
 const hostCap = Number(arg("host-cap", "Infinity").replace(/GiB|GB/i, "")) * GiB
 // The model's layout, as `miniseq train` takes it: mini-sequences (a number or "auto") and, in the
-// checkpoint modes, layers per checkpoint region (given only there; the other modes refuse it).
+// checkpoint modes, layers per checkpoint region (`inMode` drops it for the others).
 const pieces = (name: string): number | "auto" => {
   const v = arg(name, "auto")
   return v === "auto" ? v : Number(v)
 }
-const layout = (mode: Mode) => {
-  const group = Number(arg("checkpoint-group", "1"))
-  const grouped = group !== 1 && (mode === "checkpoint" || mode === "mst+checkpoint")
-  return {
-    mlpChunks: pieces("mlp-chunks"),
-    lmChunks: pieces("lm-chunks"),
-    ...(grouped ? { checkpointGroup: group } : {}),
-  }
+const group = Number(arg("checkpoint-group", "1"))
+const asked = {
+  mlpChunks: pieces("mlp-chunks"),
+  lmChunks: pieces("lm-chunks"),
+  ...(group === 1 ? {} : { checkpointGroup: group }),
 }
+const layout = (mode: Mode) => inMode({ ...asked, mode }, mode)
 
 // ---------------------------------------------------------------------------------------------
 // Our side
@@ -191,7 +189,7 @@ const planOf = (dev: Device, mode: Mode, seq: number, o: Offload): StepPlan =>
     model,
     1,
     seq,
-    { mode, ...layout(mode), precision: precisions[precision], allowBeyondMaxPosition: true, offload: o },
+    { ...layout(mode), precision: precisions[precision], allowBeyondMaxPosition: true, offload: o },
     dev.backend,
   )
 
@@ -224,7 +222,6 @@ async function measure(
     train(
       {
         model: long,
-        mode,
         ...layout(mode),
         batch: 1,
         seq,
