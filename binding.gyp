@@ -22,7 +22,7 @@
         {
           "rule_name": "nvcc_hopper",
           "extension": "cu",
-          "inputs": ["native/kernels/common.cuh", "native/kernels/kernels.h", "native/kernels/attention.cuh", "native/kernels/attention_hopper.cuh", "native/kernels/attention_hopper_dq_layout.cuh", "native/kernels/attention_hopper_grid.cuh"],
+          "inputs": ["native/kernels/common.cuh", "native/kernels/kernels.h", "native/kernels/attention.cuh", "native/kernels/attention_hopper.cuh", "native/kernels/attention_hopper_dq_layout.cuh", "native/kernels/attention_hopper_grid.cuh", "native/kernels/attention_hopper_tiles.cuh"],
           "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o"],
           "action": [
             "<(cuda_home)/bin/nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",

@@ -41,6 +41,7 @@
 #include "attention.cuh"
 #include "attention_hopper.cuh"
 #include "attention_hopper_grid.cuh"
+#include "attention_hopper_tiles.cuh"
 
 namespace miniseq {
 namespace attn {
@@ -55,43 +56,9 @@ cudaError_t fusedBackward(const Launch& l, const bf16* q, const bf16* k, const b
 namespace {
 
 constexpr int THREADS = 384, STAGES = 2;
-constexpr uint32_t kStatBytes = 2 * 64 * 4;  // a Q tile's 64 delta and 64 lse·log2 e values
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <int D> struct Mma;
-template <> struct Mma<64> {
-  static __device__ __forceinline__ void rs(float (&o)[32], const uint32_t (&a)[4], uint64_t d) { wgmmaRS64(o, a, d, 1); }
-};
-template <> struct Mma<128> {
-  static __device__ __forceinline__ void rs(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
-};
-
-// acc (64 × 64, fp32, accumulator layout) → bf16 A fragments of its 4 k16 slices.
-__device__ __forceinline__ void toA(const float (&x)[32], uint32_t (&a)[4][4]) {
-#pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
-    a[kk][0] = packBf16(x[8 * kk + 0], x[8 * kk + 1]);
-    a[kk][1] = packBf16(x[8 * kk + 2], x[8 * kk + 3]);
-    a[kk][2] = packBf16(x[8 * kk + 4], x[8 * kk + 5]);
-    a[kk][3] = packBf16(x[8 * kk + 6], x[8 * kk + 7]);
-  }
-}
-
-// x = A·Bᵀ for a 64-row A and a 64-row B tile, both [rows × D] in 128-byte-swizzle panels
-// (panel stride aPanel, bPanel bytes).
-template <int D> __device__ __forceinline__ void gemmNT64(float (&x)[32], uint32_t a, uint32_t aPanel, uint32_t b, uint32_t bPanel) {
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) {
-    const int p = kk / 4, k4 = kk % 4;
-    wgmmaSS64(x, descriptor(a + p * aPanel + k4 * 32, 16, 1024), descriptor(b + p * bPanel + k4 * 32, 16, 1024), kk > 0 ? 1 : 0);
-  }
-}
-#endif
-
-template <int D> struct KvSmem {
-  static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
-  static constexpr size_t BYTES = 2 * KV + 2 * STAGES * QT + 1024;
-};
+template <int D> using KvTiles = KeyBlockTiles<D, STAGES>;
+template <int D> constexpr size_t kKvSmemBytes = KvTiles<D>::BYTES + 1024;
 
 template <int D, bool OVERLAP>
 __global__ void __launch_bounds__(THREADS, 1)
@@ -99,65 +66,24 @@ __global__ void __launch_bounds__(THREADS, 1)
                const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse2, const float* __restrict__ delta, bf16* __restrict__ dk,
                bf16* __restrict__ dv, int H, int G, int S, int sPad, int BHkv, float scale, float scaleLog2, int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = KvSmem<D>;
-  constexpr int PANELS = D / 64, OREG = D / 2;
+  constexpr int OREG = D / 2;
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
   __shared__ __align__(16) float sStat[STAGES][2 * 64];  // per stage: the tile's delta, then its lse·log2 e
-  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
-  const uint32_t sK = base, sV = base + L::KV;
-  auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
-  auto sO = [&](int s) { return base + 2 * L::KV + (STAGES + s) * L::QT; };
-  const uint32_t barKV = smem(&bars[0]);
-  auto full = [&](int s) { return smem(&bars[1 + s]); };
-  auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
+  const KvTiles<D> tiles{alignedBase(smemRaw), bars, sStat};
 
   // headsOuter: the grid order (attention_hopper_grid.cuh). Blocks-outer (bit 4, the default
-  // below 16k tokens): heaviest first over the whole grid; heads-outer (the default from 16k): the
-  // CTAs in flight read the same Q and dO rows from L2; the pairs (bit 256): nearly as local, and
-  // the heavy blocks of the last heads do not start in the last wave.
-  const int nKB = (S + 127) / 128;
-  const grid::KvBlock kb = grid::kvBlockOf(blockIdx.x, BHkv, nKB, headsOuter);
-  const int bhkv = kb.bhkv, nb = kb.nb;
-  const int n0 = nb * 128;
-  const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
-  const int nQ = (S + 63) / 64, qStart = n0 / 64;
-  const int perHead = nQ - qStart, total = G * perHead;
+  // below 8k tokens): heaviest first over the whole grid; heads-outer (the default from 16k): the
+  // CTAs in flight read the same Q and dO rows from L2; the pairs (bit 256, the default from 8k):
+  // nearly as local, and the heavy blocks of the last heads do not start in the last wave.
+  const KeyBlockWork work = keyBlockWork(H, G, S, BHkv, headsOuter);
+  const int n0 = work.n0;
 
-  if (threadIdx.x == 0) {
-    barInit(barKV, 1);
-    for (int s = 0; s < STAGES; s++) {
-      barInit(full(s), 1);
-      barInit(empty(s), 256);
-    }
-    barInitFence();
-  }
-  __syncthreads();
+  tiles.init();
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     regDealloc<24>();
-    if (threadIdx.x == 0) {
-      barArriveExpect(barKV, 2 * L::KV);
-#pragma unroll
-      for (int p = 0; p < PANELS; p++) {
-        tmaLoad3d(sK + p * 128 * 128, &tmK, barKV, p * 64, n0, bhkv);
-        tmaLoad3d(sV + p * 128 * 128, &tmV, barKV, p * 64, n0, bhkv);
-      }
-      for (int i = 0; i < total; i++) {
-        const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
-        const int bh = b * H + hkv * G + g;
-        const long long row = grid::statTileStart(bh, sPad, mq);
-        barWait(empty(s), ((i / STAGES) & 1) ^ 1);
-        barArriveExpect(full(s), 2 * L::QT + kStatBytes);
-#pragma unroll
-        for (int p = 0; p < PANELS; p++) {
-          tmaLoad3d(sQ(s) + p * 64 * 128, &tmQ, full(s), p * 64, mq * 64, bh);
-          tmaLoad3d(sO(s) + p * 64 * 128, &tmO, full(s), p * 64, mq * 64, bh);
-        }
-        bulkLoad(smem(&sStat[s][0]), delta + row, 256, full(s));
-        bulkLoad(smem(&sStat[s][64]), lse2 + row, 256, full(s));
-      }
-    }
+    if (threadIdx.x == 0) tiles.produce(work, &tmQ, &tmK, &tmV, &tmO, delta, lse2, H, G, sPad);
   } else {
     regAlloc<240>();
     const int c = wg - 1;
@@ -169,116 +95,82 @@ __global__ void __launch_bounds__(THREADS, 1)
     for (int i = 0; i < OREG; i++) dK[i] = dV[i] = 0.f;
     float st[32], dp[32];
     uint32_t pa[4][4], da[4][4];
-    const uint32_t aK = sK + c * 64 * 128, aV = sV + c * 64 * 128;
-    barWait(barKV, 0);
-    for (int i = 0; i < total; i++) {
-      const int mq = qStart + i % perHead, s = i % STAGES;
+    const uint32_t aK = tiles.k() + c * 64 * 128, aV = tiles.v() + c * 64 * 128;
+    barWait(tiles.barKV(), 0);
+    for (int i = 0; i < work.total; i++) {
+      const int mq = work.tileOf(i), s = i % STAGES;
       const int q0 = mq * 64;
       // This thread's query columns 8j + 2·q4 + {0, 1} of the tile: their delta and lse (base 2),
       // 0 and +inf past S (so P = 0 and dS = 0 there).
       const float* tileDelta = &sStat[s][grid::statColumn(0, q4, 0)];  // + 8j: chunk j's pair
       const float* tileLse2 = &sStat[s][64 + grid::statColumn(0, q4, 0)];
       if constexpr (OVERLAP) {  // D = 64 only: at D = 128 keeping P alive across dV's product spills
-        barWait(full(s), (i / STAGES) & 1);
+        barWait(tiles.full(s), (i / STAGES) & 1);
         // Sᵀ and dPᵀ issued as two groups: Pᵀ is computed while dPᵀ is still in the tensor cores,
         // and dSᵀ while dV += Pᵀ·dO is.
         pin(st);
         pin(dp);
         wgFence();
-        gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+        productNT64<D>(st, aK, 128 * 128, tiles.q(s), 64 * 128);
         wgCommit();
-        gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+        productNT64<D>(dp, aV, 128 * 128, tiles.dO(s), 64 * 128);
         wgCommit();
         wgWait<1>();
         pin(st);
-        const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
-  #pragma unroll
-        for (int j = 0; j < 8; j++) {
-          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j);
-  #pragma unroll
-          for (int r = 0; r < 2; r++)
-  #pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const int idx = 4 * j + 2 * r + e;
-              const int qi = q0 + 8 * j + 2 * q4 + e;
-              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
-              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
-              st[idx] = p;
-            }
-        }
-        toA(st, pa);
+        const KeyRows rows{keyA, keyB, q0, q4, q0 < keyMin + 63};  // mask: some query of the tile is before some key of these rows
+        probabilities(st, rows, tileLse2, scaleLog2);
+        fragmentsA(st, pa);
         pin(dV);
         wgFence();
   #pragma unroll
-        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+        for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dV, pa[kk], descriptor(tiles.dO(s) + kk * 16 * 128, 64 * 128, 1024));
         wgCommit();
         wgWait<1>();  // dPᵀ done; dV may still run
         pin(dp);
-  #pragma unroll
-        for (int j = 0; j < 8; j++) {
-          const float2 dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
-  #pragma unroll
-          for (int e = 0; e < 2; e++)
-  #pragma unroll
-            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - (e ? dl.y : dl.x));
-        }
-        toA(dp, da);
+        scoreGradients(st, dp, tileDelta);
+        fragmentsA(dp, da);
         pin(dK);
         wgFence();
   #pragma unroll
-        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+        for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dK, da[kk], descriptor(tiles.q(s) + kk * 16 * 128, 64 * 128, 1024));
         wgCommit();
         wgWait<0>();
         pin(dV);
         pin(dK);
       } else {
-        barWait(full(s), (i / STAGES) & 1);
+        barWait(tiles.full(s), (i / STAGES) & 1);
         pin(st);
         pin(dp);
         wgFence();
-        gemmNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
-        gemmNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+        productNT64<D>(st, aK, 128 * 128, tiles.q(s), 64 * 128);
+        productNT64<D>(dp, aV, 128 * 128, tiles.dO(s), 64 * 128);
         wgCommit();
         wgWait<0>();
         pin(st);
         pin(dp);
-        const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
-  #pragma unroll
-        for (int j = 0; j < 8; j++) {
-          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j), dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
-  #pragma unroll
-          for (int r = 0; r < 2; r++)
-  #pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const int idx = 4 * j + 2 * r + e;
-              const int qi = q0 + 8 * j + 2 * q4 + e;
-              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
-              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
-              st[idx] = p;
-              dp[idx] = p * (dp[idx] - (e ? dl.y : dl.x));
-            }
-        }
-        toA(st, pa);
-        toA(dp, da);
+        const KeyRows rows{keyA, keyB, q0, q4, q0 < keyMin + 63};
+        probabilitiesAndGradients(st, dp, rows, tileLse2, tileDelta, scaleLog2);
+        fragmentsA(st, pa);
+        fragmentsA(dp, da);
         pin(dV);
         pin(dK);
         wgFence();
   #pragma unroll
-        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+        for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dV, pa[kk], descriptor(tiles.dO(s) + kk * 16 * 128, 64 * 128, 1024));
   #pragma unroll
-        for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+        for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dK, da[kk], descriptor(tiles.q(s) + kk * 16 * 128, 64 * 128, 1024));
         wgCommit();
         wgWait<0>();
         pin(dV);
         pin(dK);
       }
-      barArrive(empty(s));
+      barArrive(tiles.empty(s));
     }
     const int keys[2] = {keyA, keyB};
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       if (keys[r] >= S) continue;
-      const long long off = (static_cast<long long>(bhkv) * S + keys[r]) * D;
+      const long long off = (static_cast<long long>(work.bhkv) * S + keys[r]) * D;
 #pragma unroll
       for (int j = 0; j < D / 8; j++) {
         *reinterpret_cast<uint32_t*>(dk + off + 8 * j + 2 * q4) = packBf16(dK[4 * j + 2 * r] * scale, dK[4 * j + 2 * r + 1] * scale);
@@ -289,10 +181,10 @@ __global__ void __launch_bounds__(THREADS, 1)
 #endif
 }
 
-template <int D> struct QSmem {
-  static constexpr uint32_t QO = 128 * D * 2, KV = 64 * D * 2;
-  static constexpr size_t BYTES = 2 * QO + 2 * STAGES * KV + 1024;
-};
+// Q and dO blocks of 128 queries (resident), then the ring of K and V tiles of 64 keys.
+template <int D> using QRing = KvRing<D, 64, STAGES>;
+template <int D> constexpr uint32_t kQBlockBytes = 128 * D * 2;
+template <int D> constexpr size_t kQSmemBytes = 2 * kQBlockBytes<D> + 2 * STAGES * QRing<D>::TILE + 1024;
 
 template <int D>
 __global__ void __launch_bounds__(THREADS, 1)
@@ -300,60 +192,26 @@ __global__ void __launch_bounds__(THREADS, 1)
              const __grid_constant__ CUtensorMap tmO, const float* __restrict__ lse2, const float* __restrict__ delta, bf16* __restrict__ dq, int H,
              int G, int S, int sPad, int BH, float scale, float scaleLog2, int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = QSmem<D>;
-  constexpr int PANELS = D / 64, OREG = D / 2;
+  constexpr int OREG = D / 2;
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 4 * STAGES];
-  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
-  const uint32_t sQ = base, sO = base + L::QO;
-  auto sK = [&](int s) { return base + 2 * L::QO + s * L::KV; };
-  auto sV = [&](int s) { return base + 2 * L::QO + (STAGES + s) * L::KV; };
-  const uint32_t barQ = smem(&bars[0]);
-  auto fullK = [&](int s) { return smem(&bars[1 + s]); };
-  auto fullV = [&](int s) { return smem(&bars[1 + STAGES + s]); };
-  auto emptyK = [&](int s) { return smem(&bars[1 + 2 * STAGES + s]); };
-  auto emptyV = [&](int s) { return smem(&bars[1 + 3 * STAGES + s]); };
+  const uint32_t base = alignedBase(smemRaw);
+  const uint32_t sQ = base, sO = base + kQBlockBytes<D>;
+  const QRing<D> ring{base + 2 * kQBlockBytes<D>, bars};
 
   const int nM = (S + 127) / 128;
-  const int bh = headsOuter ? static_cast<int>(blockIdx.x / nM) : static_cast<int>(blockIdx.x % BH);
-  const int mb = nM - 1 - (headsOuter ? static_cast<int>(blockIdx.x % nM) : static_cast<int>(blockIdx.x / BH));
-  const int kvh = (bh / H) * (H / G) + (bh % H) / G;
-  const int m0 = mb * 128;
+  const grid::QueryBlock qb = grid::queryBlockOf(blockIdx.x, BH, nM, headsOuter);
+  const int bh = qb.bh, kvh = grid::kvHeadOf(bh, H, G);
+  const int m0 = qb.mb * 128;
   const int nBlocks = (min(m0 + 128, S) - 1) / 64 + 1;
 
-  if (threadIdx.x == 0) {
-    barInit(barQ, 1);
-    for (int s = 0; s < STAGES; s++) {
-      barInit(fullK(s), 1);
-      barInit(fullV(s), 1);
-      barInit(emptyK(s), 256);
-      barInit(emptyV(s), 256);
-    }
-    barInitFence();
-  }
-  __syncthreads();
+  ring.init();
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     regDealloc<24>();
     if (threadIdx.x == 0) {
-      barArriveExpect(barQ, 2 * L::QO);
-#pragma unroll
-      for (int p = 0; p < PANELS; p++) {
-        tmaLoad3d(sQ + p * 128 * 128, &tmQ, barQ, p * 64, m0, bh);
-        tmaLoad3d(sO + p * 128 * 128, &tmO, barQ, p * 64, m0, bh);
-      }
-      for (int i = 0; i < nBlocks; i++) {
-        const int n = nBlocks - 1 - i, s = i % STAGES;
-        const uint32_t par = ((i / STAGES) & 1) ^ 1;
-        barWait(emptyK(s), par);
-        barArriveExpect(fullK(s), L::KV);
-#pragma unroll
-        for (int p = 0; p < PANELS; p++) tmaLoad3d(sK(s) + p * 64 * 128, &tmK, fullK(s), p * 64, n * 64, kvh);
-        barWait(emptyV(s), par);
-        barArriveExpect(fullV(s), L::KV);
-#pragma unroll
-        for (int p = 0; p < PANELS; p++) tmaLoad3d(sV(s) + p * 64 * 128, &tmV, fullV(s), p * 64, n * 64, kvh);
-      }
+      loadBlockPair<D>(sQ, &tmQ, sO, &tmO, ring.resident(), m0, bh);
+      ring.produce(&tmK, &tmV, nBlocks, kvh);
     }
   } else {
     regAlloc<240>();
@@ -371,18 +229,18 @@ __global__ void __launch_bounds__(THREADS, 1)
     float st[32], dp[32];
     uint32_t da[4][4];
     const uint32_t aQ = sQ + c * 64 * 128, aO = sO + c * 64 * 128;
-    barWait(barQ, 0);
+    barWait(ring.resident(), 0);
     for (int i = 0; i < nBlocks; i++) {
       const int n = nBlocks - 1 - i, s = i % STAGES;
       const uint32_t par = (i / STAGES) & 1;
-      barWait(fullK(s), par);
+      barWait(ring.fullK(s), par);
       pin(st);
       pin(dp);
       wgFence();
-      gemmNT64<D>(st, aQ, 128 * 128, sK(s), 64 * 128);
+      productNT64<D>(st, aQ, 128 * 128, ring.k(s), 64 * 128);
       wgCommit();
-      barWait(fullV(s), par);
-      gemmNT64<D>(dp, aO, 128 * 128, sV(s), 64 * 128);
+      barWait(ring.fullV(s), par);
+      productNT64<D>(dp, aO, 128 * 128, ring.v(s), 64 * 128);
       wgCommit();
       wgWait<1>();  // S done: P while dP is still in the tensor cores
       pin(st);
@@ -401,18 +259,18 @@ __global__ void __launch_bounds__(THREADS, 1)
           }
       wgWait<0>();
       pin(dp);
-      barArrive(emptyV(s));
+      barArrive(ring.emptyV(s));
 #pragma unroll
       for (int idx = 0; idx < 32; idx++) dp[idx] = st[idx] * (dp[idx] - ((idx & 2) ? dlB : dlA));
-      toA(dp, da);
+      fragmentsA(dp, da);
       pin(dQ);
       wgFence();
 #pragma unroll
-      for (int kk = 0; kk < 4; kk++) Mma<D>::rs(dQ, da[kk], descriptor(sK(s) + kk * 16 * 128, 64 * 128, 1024));
+      for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dQ, da[kk], descriptor(ring.k(s) + kk * 16 * 128, 64 * 128, 1024));
       wgCommit();
       wgWait<0>();
       pin(dQ);
-      barArrive(emptyK(s));
+      barArrive(ring.emptyK(s));
     }
     const int rows[2] = {rowA, rowB};
 #pragma unroll
@@ -439,16 +297,16 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
   const float fScale = static_cast<float>(scale), scaleLog2 = static_cast<float>(scale * 1.4426950408889634);
   auto kv = overlap && D == 64 ? dkdvKernel<D, D == 64> : dkdvKernel<D, false>;
   auto dqk = dqKernel<D>;
-  cudaError_t attr = allowSmemOnce(kv, KvSmem<D>::BYTES);
-  if (attr == cudaSuccess) attr = allowSmemOnce(dqk, QSmem<D>::BYTES);
+  cudaError_t attr = allowSmemOnce(kv, kKvSmemBytes<D>);
+  if (attr == cudaSuccess) attr = allowSmemOnce(dqk, kQSmemBytes<D>);
   if (attr != cudaSuccess) return attr;
   const int iH = static_cast<int>(H), G = static_cast<int>(H / Hkv), iS = static_cast<int>(S), sPad = static_cast<int>(rowStatsPad(S));
   const long long nKB = (S + 127) / 128, nQB = (S + 127) / 128;
-  kv<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, KvSmem<D>::BYTES, l.stream>>>(mq64, mk128, mv128, mo64, lse2, delta, dk, dv, iH, G, iS, sPad,
+  kv<<<static_cast<unsigned>(B * Hkv * nKB), THREADS, kKvSmemBytes<D>, l.stream>>>(mq64, mk128, mv128, mo64, lse2, delta, dk, dv, iH, G, iS, sPad,
                                                                                       static_cast<int>(B * Hkv), fScale, scaleLog2, headsOuter);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  dqk<<<static_cast<unsigned>(B * H * nQB), THREADS, QSmem<D>::BYTES, l.stream>>>(mq128, mk64, mv64, mo128, lse2, delta, dq, iH, G, iS, sPad,
+  dqk<<<static_cast<unsigned>(B * H * nQB), THREADS, kQSmemBytes<D>, l.stream>>>(mq128, mk64, mv64, mo128, lse2, delta, dq, iH, G, iS, sPad,
                                                                                    static_cast<int>(B * H), fScale, scaleLog2, headsOuter);
   return cudaGetLastError();
 }
