@@ -31,6 +31,8 @@
 #include "attention.cuh"
 #include "attention_hopper.cuh"
 #include "attention_hopper_dq_layout.cuh"
+#include "attention_hopper_grid.cuh"
+#include "attention_hopper_tiles.cuh"
 
 namespace miniseq {
 namespace attn {
@@ -43,14 +45,6 @@ namespace {
 constexpr int THREADS = 384, STAGES = 2;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <int D> struct FusedMma;
-template <> struct FusedMma<64> {
-  static __device__ __forceinline__ void rs(float (&o)[32], const uint32_t (&a)[4], uint64_t d) { wgmmaRS64(o, a, d, 1); }
-};
-template <> struct FusedMma<128> {
-  static __device__ __forceinline__ void rs(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
-};
-
 // dQ part (+)= dS·K, m64nNk16, K MN-major in shared memory, dS MN-major (TA = 1) or K-major (0).
 template <int N> struct DqMma;
 template <> struct DqMma<32> {
@@ -63,36 +57,19 @@ template <> struct DqMma<128> {
   template <int TA> static __device__ __forceinline__ void ss(float (&o)[64], uint64_t a, uint64_t b, int acc) { wgmmaSS128T<TA>(o, a, b, acc); }
 };
 
-// acc (64 × 64, fp32, accumulator layout) → bf16 A fragments of its 4 k16 slices.
-__device__ __forceinline__ void fragmentsA(const float (&x)[32], uint32_t (&a)[4][4]) {
-#pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
-    a[kk][0] = packBf16(x[8 * kk + 0], x[8 * kk + 1]);
-    a[kk][1] = packBf16(x[8 * kk + 2], x[8 * kk + 3]);
-    a[kk][2] = packBf16(x[8 * kk + 4], x[8 * kk + 5]);
-    a[kk][3] = packBf16(x[8 * kk + 6], x[8 * kk + 7]);
-  }
-}
-
-// x = A·Bᵀ for a 64-row A and a 64-row B tile, both [rows × D] in 128-byte-swizzle panels.
-template <int D> __device__ __forceinline__ void productNT64(float (&x)[32], uint32_t a, uint32_t aPanel, uint32_t b, uint32_t bPanel) {
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) {
-    const int p = kk / 4, k4 = kk % 4;
-    wgmmaSS64(x, descriptor(a + p * aPanel + k4 * 32, 16, 1024), descriptor(b + p * bPanel + k4 * 32, 16, 1024), kk > 0 ? 1 : 0);
-  }
-}
 #endif
 
+template <int D> using FusedTiles = KeyBlockTiles<D, STAGES>;
+
+// After the key-block tiles (FusedTiles: K, V, the (Q, dO) ring):
 template <int D, bool SPLIT_COLUMNS, bool BULK> struct FusedSmem {
-  static constexpr uint32_t KV = 128 * D * 2, QT = 64 * D * 2;  // a K (or V) block; a Q (or dO) tile
-  static constexpr uint32_t DS = 128 * 64 * 2;                   // dSᵀ of the block's 128 keys × 64 queries
+  static constexpr uint32_t DS = 128 * 64 * 2;  // dSᵀ of the block's 128 keys × 64 queries
   // Two, alternating by tile: the warps of a warpgroup do not wait for each other at wgmma, so
   // one warp may store tile i + 1's dSᵀ while another's part of tile i's dQ product still reads
   // the buffer; the next store into a buffer comes after a barrier all its readers passed.
   static constexpr int DS_BUFFERS = 2;
   static constexpr uint32_t DQ = 64 * 64 * 4;                    // a consumer's fp32 dQ part (BULK: 2 each)
-  static constexpr uint32_t DQ_AT = 2 * KV + 2 * STAGES * QT + DS_BUFFERS * DS;
+  static constexpr uint32_t DS_AT = FusedTiles<D>::BYTES, DQ_AT = DS_AT + DS_BUFFERS * DS;
   static constexpr size_t BYTES = DQ_AT + (BULK ? 4 * DQ : 0) + 1024;
 };
 
@@ -109,65 +86,25 @@ __global__ void __launch_bounds__(THREADS, 1)
                 int headsOuter) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = FusedSmem<D, SPLIT_COLUMNS, BULK>;
-  constexpr int PANELS = D / 64, OREG = D / 2;
+  constexpr int OREG = D / 2;
   constexpr int QN = SPLIT_COLUMNS ? D / 2 : D;  // dQ columns per consumer
   static_assert(!BULK || QN == 64, "the bulk path moves 64 × 64 parts");
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 2 * STAGES];
   __shared__ __align__(16) float sStat[STAGES][2 * 64];  // per stage: the tile's delta, then its lse·log2 e
-  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
-  const uint32_t sK = base, sV = base + L::KV;
-  auto sQ = [&](int s) { return base + 2 * L::KV + s * L::QT; };
-  auto sO = [&](int s) { return base + 2 * L::KV + (STAGES + s) * L::QT; };
-  auto sDS = [&](int i) { return base + 2 * L::KV + 2 * STAGES * L::QT + (i & 1) * L::DS; };
-  const uint32_t barKV = smem(&bars[0]);
-  auto full = [&](int s) { return smem(&bars[1 + s]); };
-  auto empty = [&](int s) { return smem(&bars[1 + STAGES + s]); };
+  const uint32_t base = alignedBase(smemRaw);
+  const FusedTiles<D> tiles{base, bars, sStat};
+  auto sDS = [&](int i) { return base + L::DS_AT + (i & 1) * L::DS; };
 
-  // Grid order as the dK/dV kernel's: headsOuter, all key blocks of a kv head (heaviest first),
-  // then the next; else each key block of every kv head, then the next block.
-  const int nKB = (S + 127) / 128;
-  const int bhkv = headsOuter ? static_cast<int>(blockIdx.x / nKB) : static_cast<int>(blockIdx.x % BHkv);
-  const int nb = headsOuter ? static_cast<int>(blockIdx.x % nKB) : static_cast<int>(blockIdx.x / BHkv);
-  const int n0 = nb * 128;
-  const int Hkv = H / G, b = bhkv / Hkv, hkv = bhkv % Hkv;
-  const int nQ = (S + 63) / 64, qStart = n0 / 64;
-  const int perHead = nQ - qStart, total = G * perHead;
+  // The dK/dV kernel's grid orders (attention_hopper_grid.cuh), the pairs of kv heads included.
+  const KeyBlockWork work = keyBlockWork(H, G, S, BHkv, headsOuter);
+  const int n0 = work.n0;
 
-  if (threadIdx.x == 0) {
-    barInit(barKV, 1);
-    for (int s = 0; s < STAGES; s++) {
-      barInit(full(s), 1);
-      barInit(empty(s), 256);
-    }
-    barInitFence();
-  }
-  __syncthreads();
+  tiles.init();
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     regDealloc<24>();
-    if (threadIdx.x == 0) {
-      barArriveExpect(barKV, 2 * L::KV);
-#pragma unroll
-      for (int p = 0; p < PANELS; p++) {
-        tmaLoad3d(sK + p * 128 * 128, &tmK, barKV, p * 64, n0, bhkv);
-        tmaLoad3d(sV + p * 128 * 128, &tmV, barKV, p * 64, n0, bhkv);
-      }
-      for (int i = 0; i < total; i++) {
-        const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
-        const int bh = b * H + hkv * G + g;
-        const long long row = static_cast<long long>(bh) * sPad + mq * 64;
-        barWait(empty(s), ((i / STAGES) & 1) ^ 1);
-        barArriveExpect(full(s), 2 * L::QT + 2 * 64 * 4);
-#pragma unroll
-        for (int p = 0; p < PANELS; p++) {
-          tmaLoad3d(sQ(s) + p * 64 * 128, &tmQ, full(s), p * 64, mq * 64, bh);
-          tmaLoad3d(sO(s) + p * 64 * 128, &tmO, full(s), p * 64, mq * 64, bh);
-        }
-        bulkLoad(smem(&sStat[s][0]), delta + row, 256, full(s));
-        bulkLoad(smem(&sStat[s][64]), lse2 + row, 256, full(s));
-      }
-    }
+    if (threadIdx.x == 0) tiles.produce(work, &tmQ, &tmK, &tmV, &tmO, delta, lse2, H, G, sPad);
   } else {
     regAlloc<240>();
     const int c = wg - 1;
@@ -180,80 +117,37 @@ __global__ void __launch_bounds__(THREADS, 1)
     for (int i = 0; i < OREG; i++) dK[i] = dV[i] = 0.f;
     float st[32], dp[32];
     uint32_t pa[4][4], da[4][4];
-    const uint32_t aK = sK + c * 64 * 128, aV = sV + c * 64 * 128;
-    barWait(barKV, 0);
-    for (int i = 0; i < total; i++) {
-      const int g = i / perHead, mq = qStart + i % perHead, s = i % STAGES;
-      const int bh = b * H + hkv * G + g;
+    const uint32_t aK = tiles.k() + c * 64 * 128, aV = tiles.v() + c * 64 * 128;
+    barWait(tiles.barKV(), 0);
+    for (int i = 0; i < work.total; i++) {
+      const int g = i / work.perHead, mq = work.tileOf(i), s = i % STAGES;
+      const int bh = work.headOf(g, H, G);
       const int q0 = mq * 64;
       // This thread's query columns 8j + 2·q4 + {0, 1} of the tile: their delta and lse (base 2),
       // 0 and +inf past S (so P = 0 and dS = 0 there).
-      const float* tileDelta = &sStat[s][2 * q4];
-      const float* tileLse2 = &sStat[s][64 + 2 * q4];
-      barWait(full(s), (i / STAGES) & 1);
-      const bool mask = q0 < keyMin + 63;  // some query of the tile is before some key of these rows
-      // Pᵀ from Sᵀ: query column q0 + 8j + 2·q4 + e.
-      auto probabilities = [&] {
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j);
-#pragma unroll
-          for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const int idx = 4 * j + 2 * r + e;
-              const int qi = q0 + 8 * j + 2 * q4 + e;
-              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
-              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
-              st[idx] = p;
-            }
-        }
-      };
-      // dSᵀ = Pᵀ ∘ (dPᵀ − delta), into dp.
-      auto scoreGradients = [&] {
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          const float2 dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
-#pragma unroll
-          for (int e = 0; e < 2; e++)
-#pragma unroll
-            for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - (e ? dl.y : dl.x));
-        }
-      };
+      const float* tileDelta = &sStat[s][grid::statColumn(0, q4, 0)];  // + 8j: chunk j's pair
+      const float* tileLse2 = &sStat[s][64 + grid::statColumn(0, q4, 0)];
+      barWait(tiles.full(s), (i / STAGES) & 1);
+      const KeyRows rows{keyA, keyB, q0, q4, q0 < keyMin + 63};  // mask: some query of the tile is before some key of these rows
       pin(st);
       pin(dp);
       wgFence();
-      productNT64<D>(st, aK, 128 * 128, sQ(s), 64 * 128);
+      productNT64<D>(st, aK, 128 * 128, tiles.q(s), 64 * 128);
       if constexpr (OVERLAP_P) wgCommit();
-      productNT64<D>(dp, aV, 128 * 128, sO(s), 64 * 128);
+      productNT64<D>(dp, aV, 128 * 128, tiles.dO(s), 64 * 128);
       wgCommit();
       if constexpr (OVERLAP_P) {
         wgWait<1>();  // Sᵀ done: Pᵀ while dPᵀ is still in the tensor cores
         pin(st);
-        probabilities();
+        probabilities(st, rows, tileLse2, scaleLog2);
         wgWait<0>();
         pin(dp);
-        scoreGradients();
+        scoreGradients(st, dp, tileDelta);
       } else {
         wgWait<0>();
         pin(st);
         pin(dp);
-        // Pᵀ and dSᵀ in one pass (as the dK/dV kernel: fewer registers than the two above).
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          const float2 l2 = *reinterpret_cast<const float2*>(tileLse2 + 8 * j), dl = *reinterpret_cast<const float2*>(tileDelta + 8 * j);
-#pragma unroll
-          for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const int idx = 4 * j + 2 * r + e;
-              const int qi = q0 + 8 * j + 2 * q4 + e;
-              float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
-              if (mask && qi < (r ? keyB : keyA)) p = 0.f;
-              st[idx] = p;
-              dp[idx] = p * (dp[idx] - (e ? dl.y : dl.x));
-            }
-        }
+        probabilitiesAndGradients(st, dp, rows, tileLse2, tileDelta, scaleLog2);
       }
       fragmentsA(st, pa);
       fragmentsA(dp, da);
@@ -292,14 +186,14 @@ __global__ void __launch_bounds__(THREADS, 1)
       pin(dK);
       wgFence();
 #pragma unroll
-      for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dV, pa[kk], descriptor(sO(s) + kk * 16 * 128, 64 * 128, 1024));
+      for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dV, pa[kk], descriptor(tiles.dO(s) + kk * 16 * 128, 64 * 128, 1024));
 #pragma unroll
-      for (int kk = 0; kk < 4; kk++) FusedMma<D>::rs(dK, da[kk], descriptor(sQ(s) + kk * 16 * 128, 64 * 128, 1024));
+      for (int kk = 0; kk < 4; kk++) MmaRS<D>::rs(dK, da[kk], descriptor(tiles.q(s) + kk * 16 * 128, 64 * 128, 1024));
       // Split by columns: dQ[:, c·D/2 ..] = dS [64 × 128 keys] · K[128 keys, those columns];
       // by keys: dS [64 × this consumer's 64 keys] · K[those keys, D].
 #pragma unroll
       for (int kk = 0; kk < (SPLIT_COLUMNS ? 8 : 4); kk++) {
-        const uint64_t bK = descriptor(sK + dq::kOperandOffset(D, SPLIT_COLUMNS, c, kk), dq::kKPanel, 1024);
+        const uint64_t bK = descriptor(tiles.k() + dq::kOperandOffset(D, SPLIT_COLUMNS, c, kk), dq::kKPanel, 1024);
         if constexpr (DS_KMAJOR)
           DqMma<QN>::template ss<0>(dQ, descriptor(ds + dq::dsKMajorOperandOffset(SPLIT_COLUMNS, c, kk), 16, 1024), bK, kk > 0 ? 1 : 0);
         else
@@ -310,7 +204,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       pin(dV);
       pin(dK);
       pin(dQ);
-      barArrive(empty(s));
+      barArrive(tiles.empty(s));
       if constexpr (BULK) {
         // Buffer i % 2 of this consumer was last read by the bulk add of tile i − 2, which thread 0
         // waited for before the previous tile's barrier.
@@ -338,7 +232,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       if (keys[r] >= S) continue;
-      const long long off = (static_cast<long long>(bhkv) * S + keys[r]) * D;
+      const long long off = (static_cast<long long>(work.bhkv) * S + keys[r]) * D;
 #pragma unroll
       for (int j = 0; j < D / 8; j++) {
         *reinterpret_cast<uint32_t*>(dk + off + 8 * j + 2 * q4) = packBf16(dK[4 * j + 2 * r] * scale, dK[4 * j + 2 * r + 1] * scale);

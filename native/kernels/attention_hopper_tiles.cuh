@@ -89,10 +89,10 @@ __device__ __forceinline__ KeyBlockWork keyBlockWork(int H, int G, int S, int BH
   const int nKB = (S + 127) / 128;
   const grid::KvBlock kb = grid::kvBlockOf(blockIdx.x, BHkv, nKB, order);
   const int n0 = kb.nb * 128;
-  const int Hkv = H / G;
+  const int Hkv = H / G, b = kb.bhkv / Hkv, hkv = kb.bhkv % Hkv;
   const int nQ = (S + 63) / 64, qStart = n0 / 64;
   const int perHead = nQ - qStart;
-  return {kb.bhkv, n0, kb.bhkv / Hkv, kb.bhkv % Hkv, qStart, perHead, G * perHead};
+  return {kb.bhkv, n0, b, hkv, qStart, perHead, G * perHead};
 }
 
 // A key-block CTA's shared memory from base: K and V blocks of 128 keys, then a STAGES ring of
