@@ -30,6 +30,8 @@
 #include <mutex>
 
 #include "attention_hopper.cuh"
+#include "attention_hopper_grid.cuh"
+#include "attention_hopper_tiles.cuh"
 
 namespace miniseq {
 namespace attn {
@@ -64,10 +66,12 @@ namespace {
 constexpr int BM = 128, BN = 128, STAGES = 2, THREADS = 384;
 constexpr int PANEL = 64;  // bf16 columns in one 128-byte swizzle row
 
+// The Q tile, then the ring of K and V tiles (attention_hopper_tiles.cuh).
 template <int D> struct Smem {
   static constexpr int PANELS = D / PANEL;  // 128-byte column panels of a row
-  static constexpr uint32_t Q = BM * D * 2, KV = BN * D * 2;
-  static constexpr size_t BYTES = Q + 2 * STAGES * KV + 1024;
+  using Ring = KvRing<D, BN, STAGES>;
+  static constexpr uint32_t Q = BM * D * 2;
+  static constexpr size_t BYTES = Q + 2 * STAGES * Ring::TILE + 1024;
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -89,37 +93,20 @@ __global__ void __launch_bounds__(THREADS, 1)
   constexpr int OREG = D / 2;  // accumulator registers of a 64 × D tile per thread
   extern __shared__ uint8_t smemRaw[];
   __shared__ __align__(8) uint64_t bars[1 + 4 * STAGES];
-  const uint32_t base = (smem(smemRaw) + 1023u) & ~1023u;
+  const uint32_t base = alignedBase(smemRaw);
   const uint32_t sQ = base;
-  auto sK = [&](int s) { return base + L::Q + s * L::KV; };
-  auto sV = [&](int s) { return base + L::Q + (STAGES + s) * L::KV; };
-  const uint32_t barQ = smem(&bars[0]);
-  auto fullK = [&](int s) { return smem(&bars[1 + s]); };
-  auto fullV = [&](int s) { return smem(&bars[1 + STAGES + s]); };
-  auto emptyK = [&](int s) { return smem(&bars[1 + 2 * STAGES + s]); };
-  auto emptyV = [&](int s) { return smem(&bars[1 + 3 * STAGES + s]); };
+  const typename L::Ring ring{base + L::Q, bars};
 
   const int nM = (S + BM - 1) / BM;
   // headsOuter: all query blocks of a head (heaviest first), then the next head, so the CTAs in
   // flight share one kv head's K and V in L2; else each query block of every head, then the next
   // block (v1's order).
-  const int bh = headsOuter ? static_cast<int>(blockIdx.x / nM) : static_cast<int>(blockIdx.x % BH);
-  const int mb = nM - 1 - (headsOuter ? static_cast<int>(blockIdx.x % nM) : static_cast<int>(blockIdx.x / BH));
-  const int kvh = (bh / H) * (H / G) + (bh % H) / G;
-  const int m0 = mb * BM;
+  const grid::QueryBlock qb = grid::queryBlockOf(blockIdx.x, BH, nM, headsOuter);
+  const int bh = qb.bh, kvh = grid::kvHeadOf(bh, H, G);
+  const int m0 = qb.mb * BM;
   const int nBlocks = (min(m0 + BM, S) - 1) / BN + 1;  // key blocks 0 .. nBlocks − 1, walked from the last
 
-  if (threadIdx.x == 0) {
-    barInit(barQ, 1);
-    for (int s = 0; s < STAGES; s++) {
-      barInit(fullK(s), 1);
-      barInit(fullV(s), 1);
-      barInit(emptyK(s), 256);
-      barInit(emptyV(s), 256);
-    }
-    barInitFence();
-  }
-  __syncthreads();
+  ring.init();
 
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
@@ -128,21 +115,10 @@ __global__ void __launch_bounds__(THREADS, 1)
       tmaPrefetchMap(&tmQ);
       tmaPrefetchMap(&tmK);
       tmaPrefetchMap(&tmV);
-      barArriveExpect(barQ, L::Q);
+      barArriveExpect(ring.resident(), L::Q);
 #pragma unroll
-      for (int p = 0; p < L::PANELS; p++) tmaLoad3d(sQ + p * BM * 128, &tmQ, barQ, p * PANEL, m0, bh);
-      for (int i = 0; i < nBlocks; i++) {
-        const int n = nBlocks - 1 - i, s = i % STAGES;
-        const uint32_t emptyParity = ((i / STAGES) & 1) ^ 1;
-        barWait(emptyK(s), emptyParity);
-        barArriveExpect(fullK(s), L::KV);
-#pragma unroll
-        for (int p = 0; p < L::PANELS; p++) tmaLoad3d(sK(s) + p * BN * 128, &tmK, fullK(s), p * PANEL, n * BN, kvh);
-        barWait(emptyV(s), emptyParity);
-        barArriveExpect(fullV(s), L::KV);
-#pragma unroll
-        for (int p = 0; p < L::PANELS; p++) tmaLoad3d(sV(s) + p * BN * 128, &tmV, fullV(s), p * PANEL, n * BN, kvh);
-      }
+      for (int p = 0; p < L::PANELS; p++) tmaLoad3d(sQ + p * BM * 128, &tmQ, ring.resident(), p * PANEL, m0, bh);
+      ring.produce(&tmK, &tmV, nBlocks, kvh);
     }
   } else {
     regAlloc<240>();
@@ -165,7 +141,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int kk = 0; kk < D / 16; kk++) {
         const int p = kk / 4, k4 = kk % 4;
         const uint64_t da = descriptor(sQ + p * BM * 128 + c * 64 * 128 + k4 * 32, 16, 1024);
-        const uint64_t db = descriptor(sK(s) + p * BN * 128 + k4 * 32, 16, 1024);
+        const uint64_t db = descriptor(ring.k(s) + p * BN * 128 + k4 * 32, 16, 1024);
         wgmmaSS128(sc, da, db, kk > 0 ? 1 : 0);
       }
       wgCommit();
@@ -176,7 +152,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       wgFence();
 #pragma unroll
       for (int kk = 0; kk < BN / 16; kk++) {
-        const uint64_t db = descriptor(sV(s) + kk * 16 * 128, BN * 128, 1024);
+        const uint64_t db = descriptor(ring.v(s) + kk * 16 * 128, BN * 128, 1024);
         Acc<D>::pv(acc, pf[kk], db);
       }
       wgCommit();
@@ -235,7 +211,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       }
     };
 
-    barWait(barQ, 0);
+    barWait(ring.resident(), 0);
     float alpha[2];
     if (PIPELINED) {
       // pingpong: the two consumers take turns to issue their products (named barriers 1 and 2),
@@ -249,58 +225,58 @@ __global__ void __launch_bounds__(THREADS, 1)
       };
       if (pingpong && c == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
       // Block 0 (the diagonal one): S, softmax, P.
-      barWait(fullK(0), 0);
+      barWait(ring.fullK(0), 0);
       turn();
       issueS(0);
       handOver(false);
       wgWait<0>();
       pin(sc);
-      barArrive(emptyK(0));
+      barArrive(ring.emptyK(0));
       softmax(true, nBlocks - 1, alpha);
       pack();
       for (int i = 1; i < nBlocks; i++) {
         const int s = i % STAGES, sp = (i - 1) % STAGES;
-        barWait(fullK(s), (i / STAGES) & 1);
-        barWait(fullV(sp), ((i - 1) / STAGES) & 1);
+        barWait(ring.fullK(s), (i / STAGES) & 1);
+        barWait(ring.fullV(sp), ((i - 1) / STAGES) & 1);
         turn();
         issueS(s);
         issuePV(sp);
         handOver(false);
         wgWait<1>();  // S of block i is done; P·V of block i − 1 may still run
         pin(sc);
-        barArrive(emptyK(s));
+        barArrive(ring.emptyK(s));
         softmax(false, nBlocks - 1 - i, alpha);
         wgWait<0>();
         pin(acc);
-        barArrive(emptyV(sp));
+        barArrive(ring.emptyV(sp));
         rescale(alpha);
         pack();
       }
       const int sl = (nBlocks - 1) % STAGES;
-      barWait(fullV(sl), ((nBlocks - 1) / STAGES) & 1);
+      barWait(ring.fullV(sl), ((nBlocks - 1) / STAGES) & 1);
       turn();
       issuePV(sl);
       handOver(true);
       wgWait<0>();
       pin(acc);
-      barArrive(emptyV(sl));
+      barArrive(ring.emptyV(sl));
     } else {
       for (int i = 0; i < nBlocks; i++) {
         const int s = i % STAGES;
         const uint32_t ph = (i / STAGES) & 1;
-        barWait(fullK(s), ph);
+        barWait(ring.fullK(s), ph);
         issueS(s);
         wgWait<0>();
         pin(sc);
-        barArrive(emptyK(s));
+        barArrive(ring.emptyK(s));
         softmax(i == 0, nBlocks - 1 - i, alpha);
         rescale(alpha);
         pack();
-        barWait(fullV(s), ph);
+        barWait(ring.fullV(s), ph);
         issuePV(s);
         wgWait<0>();
         pin(acc);
-        barArrive(emptyV(s));
+        barArrive(ring.emptyV(s));
       }
     }
 
