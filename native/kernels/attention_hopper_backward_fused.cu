@@ -243,43 +243,44 @@ __global__ void __launch_bounds__(THREADS, 1)
 #endif
 }
 
-// dq[bh, s, :] = bf16(dqAccum[bh, s, :] · scale) for s < S (dqAccum's rows padded to sPad).
-__global__ void dqFromAccumKernel(const float* __restrict__ acc, bf16* __restrict__ dq, long long rows, int S, int sPad, int D, float scale) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// dq[row, col .. col + 3] = bf16(read(row, col) · scale) for every row = bh·S + s < rows and
+// every 4 columns, a grid-stride loop (read returns the 4 fp32 sums of that row and those columns).
+template <typename Read> __device__ __forceinline__ void writeDq(bf16* __restrict__ dq, long long rows, int D, float scale, Read read) {
   const int quads = D / 4;
   const long long n = rows * quads;
   for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long row = e / quads;
     const int col = static_cast<int>(e % quads) * 4;
-    const long long bh = row / S, s = row % S;
-    const float4 x = *reinterpret_cast<const float4*>(acc + (bh * sPad + s) * D + col);
+    const float4 x = read(row, col);
     uint2 out;
     out.x = packBf16(x.x * scale, x.y * scale);
     out.y = packBf16(x.z * scale, x.w * scale);
     *reinterpret_cast<uint2*>(dq + row * D + col) = out;
   }
+}
+
+// dq[bh, s, :] = bf16(dqAccum[bh, s, :] · scale) for s < S (dqAccum's rows padded to sPad).
+__global__ void dqFromAccumKernel(const float* __restrict__ acc, bf16* __restrict__ dq, long long rows, int S, int sPad, int D, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  writeDq(dq, rows, D, scale, [&](long long row, int col) {
+    const long long bh = row / S, s = row % S;
+    return *reinterpret_cast<const float4*>(acc + (bh * sPad + s) * D + col);
+  });
 #endif
 }
 
 // The same from the bulk path's layout ([b·h, tiles, D / 64 parts, 4096], dq_layout.cuh).
 __global__ void dqFromPartsKernel(const float* __restrict__ acc, bf16* __restrict__ dq, long long rows, int S, int sPad, int D, float scale) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  const int quads = D / 4;
-  const long long n = rows * quads;
-  for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long row = e / quads;
-    const int col = static_cast<int>(e % quads) * 4;
+  writeDq(dq, rows, D, scale, [&](long long row, int col) {
     const long long bh = row / S;
     const int s = static_cast<int>(row % S);
     const float* part = acc + dq::partBase(bh, sPad / 64, D / 64, s / 64, dq::partOfColumn(col));
     // columns col, col + 1 are consecutive floats of the part, and so are col + 2, col + 3
     const float2 x = *reinterpret_cast<const float2*>(part + dq::partFloatOf(s % 64, col));
     const float2 y = *reinterpret_cast<const float2*>(part + dq::partFloatOf(s % 64, col + 2));
-    uint2 out;
-    out.x = packBf16(x.x * scale, x.y * scale);
-    out.y = packBf16(y.x * scale, y.y * scale);
-    *reinterpret_cast<uint2*>(dq + row * D + col) = out;
-  }
+    return make_float4(x.x, x.y, y.x, y.y);
+  });
 #endif
 }
 
