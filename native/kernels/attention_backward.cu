@@ -118,6 +118,28 @@ __device__ __forceinline__ void loadRowStats(Compute<T>* sL, Compute<T>* sD, con
   }
 }
 
+// P = exp(S·scale − lse) (0 where the key is after the query, or the query is past S) and
+// dS = P ∘ (dP − Δ) for thread (ty, tx)'s rows r0 + ty + TY·i and keys k0 + tx + 16·j, into
+// the [rows × PL] tiles sdS and, with STORE_P (the dK/dV kernel), sP.
+template <typename A, int TY, int RI, int CJ, int PL, bool STORE_P>
+__device__ __forceinline__ void probabilitiesAndDs(const A (&s)[RI][CJ], const A (&dp)[RI][CJ], const A* sL, const A* sD, A* sP, A* sdS, long long r0,
+                                                   long long k0, long long S, A scale, int ty, int tx) {
+#pragma unroll
+  for (int i = 0; i < RI; i++) {
+    const int rl = ty + TY * i;
+    const long long r = r0 + rl;
+    const A L = sL[rl], Dl = sD[rl];
+#pragma unroll
+    for (int j = 0; j < CJ; j++) {
+      const int cl = tx + 16 * j;
+      const bool ok = r < S && k0 + cl <= r;
+      const A p = ok ? exp(s[i][j] * scale - L) : A(0);
+      if (STORE_P) sP[rl * PL + cl] = p;
+      sdS[rl * PL + cl] = p * (dp[i][j] - Dl);
+    }
+  }
+}
+
 template <typename T, int DMAX, int BR, int BC, int TY>
 __global__ void __launch_bounds__(16 * TY)
     dkdvKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dO,
@@ -167,20 +189,7 @@ __global__ void __launch_bounds__(16 * TY)
 
       A s[RI][CJ], dp[RI][CJ];
       scoresAndDp<A, DMAX, TY, RI, CJ>(sQ, sdO, sK, sV, D, ty, tx, s, dp);
-#pragma unroll
-      for (int i = 0; i < RI; i++) {
-        const int rl = ty + TY * i;
-        const long long r = r0 + rl;
-        const A L = sL[rl], Dl = sD[rl];
-#pragma unroll
-        for (int j = 0; j < CJ; j++) {
-          const int cl = tx + 16 * j;
-          const bool ok = r < S && k0 + cl <= r;
-          const A p = ok ? exp(s[i][j] * scale - L) : A(0);
-          sP[rl * PL + cl] = p;
-          sdS[rl * PL + cl] = p * (dp[i][j] - Dl);
-        }
-      }
+      probabilitiesAndDs<A, TY, RI, CJ, PL, true>(s, dp, sL, sD, sP, sdS, r0, k0, S, scale, ty, tx);
       __syncthreads();
 
       const int rCnt = static_cast<int>(min(static_cast<long long>(BR), S - r0));
@@ -268,19 +277,7 @@ __global__ void __launch_bounds__(16 * TY)
 
     A s[RI][CJ], dp[RI][CJ];
     scoresAndDp<A, DMAX, TY, RI, CJ>(sQ, sdO, sK, sV, D, ty, tx, s, dp);
-#pragma unroll
-    for (int i = 0; i < RI; i++) {
-      const int rl = ty + TY * i;
-      const long long r = r0 + rl;
-      const A L = sL[rl], Dl = sD[rl];
-#pragma unroll
-      for (int j = 0; j < CJ; j++) {
-        const int cl = tx + 16 * j;
-        const bool ok = r < S && k0 + cl <= r;
-        const A p = ok ? exp(s[i][j] * scale - L) : A(0);
-        sdS[rl * PL + cl] = p * (dp[i][j] - Dl);
-      }
-    }
+    probabilitiesAndDs<A, TY, RI, CJ, PL, false>(s, dp, sL, sD, nullptr, sdS, r0, k0, S, scale, ty, tx);
     __syncthreads();
 
     const int cEnd = static_cast<int>(min(static_cast<long long>(BC), rEnd - k0));
