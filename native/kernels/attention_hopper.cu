@@ -74,16 +74,6 @@ template <int D> struct Smem {
   static constexpr size_t BYTES = Q + 2 * STAGES * Ring::TILE + 1024;
 };
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <int D> struct Acc;
-template <> struct Acc<64> {
-  static __device__ __forceinline__ void pv(float (&o)[32], const uint32_t (&a)[4], uint64_t d) { wgmmaRS64(o, a, d, 1); }
-};
-template <> struct Acc<128> {
-  static __device__ __forceinline__ void pv(float (&o)[64], const uint32_t (&a)[4], uint64_t d) { wgmmaRS128(o, a, d, 1); }
-};
-#endif
-
 template <int D, bool PIPELINED>
 __global__ void __launch_bounds__(THREADS, 1)
     forwardKernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK, const __grid_constant__ CUtensorMap tmV,
@@ -153,7 +143,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
       for (int kk = 0; kk < BN / 16; kk++) {
         const uint64_t db = descriptor(ring.v(s) + kk * 16 * 128, BN * 128, 1024);
-        Acc<D>::pv(acc, pf[kk], db);
+        MmaRS<D>::rs(acc, pf[kk], db);
       }
       wgCommit();
     };

@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         wgWait<1>();
         pin(st);
         const KeyRows rows{keyA, keyB, q0, q4, q0 < keyMin + 63};  // mask: some query of the tile is before some key of these rows
-        probabilities(st, rows, tileLse2, scaleLog2);
+        probabilities<false>(st, dp, rows, tileLse2, tileDelta, scaleLog2);
         fragmentsA(st, pa);
         pin(dV);
         wgFence();
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         pin(st);
         pin(dp);
         const KeyRows rows{keyA, keyB, q0, q4, q0 < keyMin + 63};
-        probabilitiesAndGradients(st, dp, rows, tileLse2, tileDelta, scaleLog2);
+        probabilities<true>(st, dp, rows, tileLse2, tileDelta, scaleLog2);  // Pᵀ and dSᵀ in one pass
         fragmentsA(st, pa);
         fragmentsA(dp, da);
         pin(dV);

@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       if constexpr (OVERLAP_P) {
         wgWait<1>();  // Sᵀ done: Pᵀ while dPᵀ is still in the tensor cores
         pin(st);
-        probabilities(st, rows, tileLse2, scaleLog2);
+        probabilities<false>(st, dp, rows, tileLse2, tileDelta, scaleLog2);
         wgWait<0>();
         pin(dp);
         scoreGradients(st, dp, tileDelta);
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         wgWait<0>();
         pin(st);
         pin(dp);
-        probabilitiesAndGradients(st, dp, rows, tileLse2, tileDelta, scaleLog2);
+        probabilities<true>(st, dp, rows, tileLse2, tileDelta, scaleLog2);  // Pᵀ and dSᵀ in one pass
       }
       fragmentsA(st, pa);
       fragmentsA(dp, da);

@@ -175,11 +175,16 @@ struct KeyRows {
   int keyA, keyB, q0, q4;
   bool mask;
 };
-// Pᵀ = 2^(Sᵀ·scaleLog2 − lse·log2 e) in st, 0 where the query is before the key.
-__device__ __forceinline__ void probabilities(float (&st)[32], const KeyRows& k, const float* lse2, float scaleLog2) {
+// Pᵀ = 2^(Sᵀ·scaleLog2 − lse·log2 e) in st, 0 where the query is before the key; WITH_DS: also
+// dSᵀ = Pᵀ ∘ (dPᵀ − delta) into dp in the same pass (fewer registers than scoreGradients after).
+template <bool WITH_DS>
+__device__ __forceinline__ void probabilities(float (&st)[32], float (&dp)[32], const KeyRows& k, const float* lse2, const float* delta,
+                                              float scaleLog2) {
 #pragma unroll
   for (int j = 0; j < 8; j++) {
     const float2 l2 = *reinterpret_cast<const float2*>(lse2 + 8 * j);
+    float2 dl;
+    if constexpr (WITH_DS) dl = *reinterpret_cast<const float2*>(delta + 8 * j);
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -189,6 +194,7 @@ __device__ __forceinline__ void probabilities(float (&st)[32], const KeyRows& k,
         float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
         if (k.mask && qi < (r ? k.keyB : k.keyA)) p = 0.f;
         st[idx] = p;
+        if constexpr (WITH_DS) dp[idx] = p * (dp[idx] - (e ? dl.y : dl.x));
       }
   }
 }
@@ -201,25 +207,6 @@ __device__ __forceinline__ void scoreGradients(const float (&st)[32], float (&dp
     for (int e = 0; e < 2; e++)
 #pragma unroll
       for (int r = 0; r < 2; r++) dp[4 * j + 2 * r + e] = st[4 * j + 2 * r + e] * (dp[4 * j + 2 * r + e] - (e ? dl.y : dl.x));
-  }
-}
-// Both in one pass (fewer registers than the two above).
-__device__ __forceinline__ void probabilitiesAndGradients(float (&st)[32], float (&dp)[32], const KeyRows& k, const float* lse2, const float* delta,
-                                                          float scaleLog2) {
-#pragma unroll
-  for (int j = 0; j < 8; j++) {
-    const float2 l2 = *reinterpret_cast<const float2*>(lse2 + 8 * j), dl = *reinterpret_cast<const float2*>(delta + 8 * j);
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int idx = 4 * j + 2 * r + e;
-        const int qi = k.q0 + 8 * j + 2 * k.q4 + e;
-        float p = ex2(fmaf(st[idx], scaleLog2, -(e ? l2.y : l2.x)));
-        if (k.mask && qi < (r ? k.keyB : k.keyA)) p = 0.f;
-        st[idx] = p;
-        dp[idx] = p * (dp[idx] - (e ? dl.y : dl.x));
-      }
   }
 }
 
