@@ -3,7 +3,8 @@
 // (native/kernels/attention_hopper_grid.cuh, the same header) replayed on the host.
 //   g++ -std=c++17 -O1 bench/attention_hopper/grid_check.cc -o /tmp/grid_check && /tmp/grid_check
 // 1. every order gives each (kv head, key block) to exactly one CTA, each kv head's blocks in
-//    order heaviest first, and heads-outer / v1's order are the documented ones;
+//    order heaviest first, and heads-outer / v1's order are the documented ones; the same for the
+//    forward's and dQ kernel's (head, query block) grid;
 // 2. the list schedule of the CTAs on 132 SMs (the block scheduler hands the next CTA to the first
 //    SM free; a block's cost taken as its tile count) — printed, and the pairs must beat
 //    heads-outer where heads-outer's tail is long (S = 8192, 8 kv heads of 4);
@@ -48,6 +49,38 @@ bool ordersCoverOnce() {
         for (int x : seen)
           if (x != 1) return false;
       }
+  return true;
+}
+
+// The forward's and dQ kernel's grid: each (head, query block) once, each head's blocks from the
+// last (the heaviest) down, heads-outer and v1's order as documented; and the kv head of a query
+// head is its group's, for grouped-query and plain heads, over two batches.
+bool queryBlocksCoverOnce() {
+  for (int BH = 1; BH <= 9; BH++)
+    for (int nM = 1; nM <= 7; nM++)
+      for (int headsOuter : {0, 1, 2}) {
+        std::vector<int> seen(BH * nM, 0), last(BH, nM);
+        for (unsigned cta = 0; cta < static_cast<unsigned>(BH * nM); cta++) {
+          const QueryBlock q = queryBlockOf(cta, BH, nM, headsOuter);
+          if (q.bh < 0 || q.bh >= BH || q.mb < 0 || q.mb >= nM) return false;
+          if (q.mb != last[q.bh] - 1) return false;  // a head's blocks heaviest (the last) first
+          last[q.bh] = q.mb;
+          seen[q.bh * nM + q.mb]++;
+          const int c = static_cast<int>(cta);
+          if (headsOuter != 0 && (q.bh != c / nM || q.mb != nM - 1 - c % nM)) return false;
+          if (headsOuter == 0 && (q.bh != c % BH || q.mb != nM - 1 - c / BH)) return false;
+        }
+        for (int x : seen)
+          if (x != 1) return false;
+      }
+  // query head g of kv head kv in batch b is b·H + kv·G + g (the dK/dV kernel's headOf)
+  for (int H : {1, 4, 6, 8})
+    for (int G : {1, 2, H})
+      if (H % G == 0)
+        for (int b = 0; b < 2; b++)
+          for (int kv = 0; kv < H / G; kv++)
+            for (int g = 0; g < G; g++)
+              if (kvHeadOf(b * H + kv * G + g, H, G) != b * (H / G) + kv) return false;
   return true;
 }
 
@@ -111,6 +144,9 @@ bool statsRead(long long S) {
 int main() {
   check(ordersCoverOnce(), "grid orders: each (kv head, key block) once, heaviest first per head");
   if (failures == 0) std::printf("ok   grid orders cover every block once\n");
+  const bool queries = queryBlocksCoverOnce();
+  check(queries, "query-block grid: each (head, query block) once, heaviest first per head");
+  if (queries) std::printf("ok   query-block grid covers every block once\n");
   struct Case {
     int heads, G;
     long long S;

@@ -27,14 +27,15 @@
 // and Pᵀ, dSᵀ are computed while the next product runs (measured slower, HOPPER-NOTES.md);
 // 4 = v1's grid order (key blocks of every kv head, then the next block) instead of heads-outer;
 // 8 = instead of both kernels, the one-pass kernel of attention_hopper_backward_fused.cu (dQ by
-// fp32 atomic adds into dqAccum: not deterministic; bit 2 does not apply, bit 4 does); 16 (with
-// 8) = its other split of dQ between the consumers: by columns at D = 64, by keys at D = 128;
+// fp32 atomic adds into dqAccum: not deterministic; bit 2 does not apply, bits 4 and 256 do);
+// 16 (with 8) = its other split of dQ between the consumers: by columns at D = 64, by keys at
+// D = 128;
 // 32 (with 8) = its dQ parts added by one bulk reduce-add per tile from shared memory (FA3's
 // way) instead of per-thread atomics, with the default splits (16 ignored); 64 (with 8) = Sᵀ and
 // dPᵀ as two groups, Pᵀ computed while dPᵀ runs (D = 64 only, its default split; 16 ignored);
 // 128 (with 8) = dS stored transposed and read K-major, no transposed A read (the default splits
-// and atomics; 16, 32, 64 ignored); 256 (without 4) = the dK/dV kernel's grid in pairs of kv
-// heads (attention_hopper_grid.cuh; the dQ and one-pass kernels stay heads-outer).
+// and atomics; 16, 32, 64 ignored); 256 (without 4) = the dK/dV and one-pass kernels' grid in
+// pairs of kv heads (attention_hopper_grid.cuh; the dQ kernel stays heads-outer).
 #include <cudaTypedefs.h>
 
 
@@ -316,12 +317,12 @@ cudaError_t launchBackward(const Launch& l, const bf16* q, const bf16* k, const 
 cudaError_t backward(const Launch& l, const bf16* q, const bf16* k, const bf16* v, const bf16* dO, const float* stats, bf16* dq, bf16* dk,
                      bf16* dv, long long B, long long H, long long Hkv, long long S, long long D, int variant, float* dqAccum) {
   // variant bits: 2 the dK/dV kernel without the overlap (v1), 4 v1's grid order, 256 (without 4)
-  // the dK/dV kernel's grid in pairs of kv heads, 8 the one-pass
+  // the dK/dV and one-pass kernels' grid in pairs of kv heads, 8 the one-pass
   // kernel (with 16: its other dQ split, by columns at D = 64, by keys at D = 128; with 32: dQ
   // through shared memory and a bulk add per tile, the default splits; with 64: Pᵀ while dPᵀ
   // runs, D = 64; with 128: dS stored transposed, read K-major)
   // The grid order (attention_hopper_grid.cuh): v1's (bit 4), else the pairs of kv heads (bit
-  // 256; the dK/dV kernel only: the dQ and one-pass kernels read any non-zero as heads-outer),
+  // 256; the dK/dV and one-pass kernels: the dQ kernel reads any non-zero as heads-outer),
   // else heads-outer.
   const int headsOuter = (variant & 4) != 0 ? grid::kBlocksOuter : (variant & 256) != 0 ? grid::kHeadPairs : grid::kHeadsOuter;
   // stats: delta's padded rows, then lse·log2 e's (attention.cuh's rowStatsBytes)

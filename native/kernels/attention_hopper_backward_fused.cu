@@ -26,6 +26,8 @@
 // other split of dQ (by columns at D = 64, m64n32; by keys at D = 128, m64n128), the part added
 // by one bulk reduce-add per tile from shared memory, P computed while dP runs (D = 64), dS
 // stored transposed and read K-major. The index rules are in attention_hopper_dq_layout.cuh.
+// The CTA's grid decode, shared memory, barriers, producer and Pᵀ / dSᵀ are the dK/dV kernel's
+// (attention_hopper_tiles.cuh): bits 4 and 256 choose its grid order as they do there.
 #include <cudaTypedefs.h>
 
 #include "attention.cuh"

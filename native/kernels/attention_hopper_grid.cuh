@@ -16,8 +16,8 @@ namespace attn {
 namespace hopper {
 namespace grid {
 
-// The dK/dV and one-pass kernels' grid orders over bhkvCount kv heads × nKB key blocks of 128 (block 0, the
-// one the most queries see, is the heaviest):
+// The dK/dV and one-pass kernels' grid orders over bhkvCount kv heads × nKB key blocks of 128
+// (block 0, the one the most queries see, is the heaviest):
 enum Order {
   kBlocksOuter = 0,  // v1 (bit 4): each key block of every kv head, then the next — heaviest first overall
   kHeadsOuter = 1,   // the default: all key blocks of a kv head, heaviest first, then the next head
