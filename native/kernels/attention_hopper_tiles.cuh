@@ -77,9 +77,9 @@ template <int D, int ROWS, int STAGES> struct KvRing {
   }
 };
 
-// A key-block CTA (one per batch·kv head and block of 128 keys): which block (this CTA's), and the tiles it
-// walks, tile i = (query head g = i / perHead of the group, query tile qStart + i % perHead),
-// from the diagonal down. The grid orders are attention_hopper_grid.cuh's.
+// A key-block CTA (one per batch·kv head and block of 128 keys): this CTA's block in the grid
+// order (attention_hopper_grid.cuh's), and the tiles it walks from the diagonal down: tile i is
+// query head g = i / perHead of the group, query tile qStart + i % perHead.
 struct KeyBlockWork {
   int bhkv, n0, b, hkv, qStart, perHead, total;
   __device__ __forceinline__ int tileOf(int i) const { return qStart + i % perHead; }
