@@ -1,6 +1,7 @@
 // The Hopper dK/dV kernel's grid orders and its staged row stats without a GPU:
 // bench/attention_hopper/grid_check.cc replays the kernel's own index rules
-// (native/kernels/attention_hopper_grid.cuh): every (kv head, key block) once in each order, the
+// (native/kernels/attention_hopper_grid.cuh): every (kv head, key block) once in each order, every
+// (head, query block) of the forward and dQ grids once and each query head's kv head, the
 // list schedule's tail of each order on 132 SMs, and which staged delta / lse·log2 e each consumer
 // thread reads, for ragged S. Needs a C++ compiler (CI has g++; CI=true makes a missing one a failure).
 import { execFileSync, spawnSync } from "node:child_process"
