@@ -4,7 +4,10 @@
  * tokens/s at 8k and 32k, beside PyTorch + transformers with and without gradient checkpointing
  * from the same jobs.
  *
- *   npx tsx bench/paper-table.ts --card h100 RESULT.json [RESULT.json ...]
+ *   npx tsx bench/paper-table.ts --card h100 [--pytorch-max-seq BASELINE.json ...] RESULT.json [RESULT.json ...]
+ *
+ * --pytorch-max-seq: PyTorch's longest S from a later bench/pytorch_baseline.py --max-seq run of the
+ * same model (its "model" field says which), in place of the one inside that model's RESULT.json.
  *
  * Writes docs/results/paper-<card>.json (rows {model, precision, mode, planned, trained,
  * tokens_per_s_8k, tokens_per_s_32k}) and prints the markdown table for docs/paper.md.
@@ -44,10 +47,18 @@ interface Result {
 }
 
 const args = process.argv.slice(2)
-const cardAt = args.indexOf("--card")
-const card = cardAt >= 0 ? args[cardAt + 1]! : "gpu"
-const files = args.filter((a, i) => a !== "--card" && i !== cardAt + 1)
+const valued = new Set(["--card", "--pytorch-max-seq"])
+const values = (flag: string) => args.flatMap((a, i) => (a === flag && i + 1 < args.length ? [args[i + 1]!] : []))
+const card = values("--card")[0] ?? "gpu"
+const files = args.filter((a, i) => !valued.has(a) && !valued.has(args[i - 1] ?? ""))
 const results = files.map((f) => JSON.parse(readFileSync(f, "utf8")) as Result)
+type MaxSeq = NonNullable<NonNullable<Result["pytorch"]>["maxSeq"]>
+const laterBaselines = new Map(
+  values("--pytorch-max-seq").map((f) => {
+    const b = JSON.parse(readFileSync(f, "utf8")) as MaxSeq & { model: string }
+    return [b.model, b] as const
+  }),
+)
 
 const out: Record<string, unknown>[] = []
 const lines = [
@@ -79,7 +90,7 @@ for (const r of results) {
   }
   const torchAt = (mode: string, S: number) =>
     r.pytorch?.sweep?.rows.find((x) => x.mode === mode && x.seq === S && x.status === "ok")?.tokens_per_s
-  for (const t of r.pytorch?.maxSeq?.max_seq ?? []) {
+  for (const t of (laterBaselines.get(r.model) ?? r.pytorch?.maxSeq)?.max_seq ?? []) {
     const row = {
       model: r.model,
       precision: r.precision,
@@ -101,8 +112,7 @@ for (const r of results) {
 const file = `docs/results/paper-${card}.json`
 writeFileSync(
   file,
-  JSON.stringify({ command: `npx tsx bench/paper-table.ts --card ${card} ${files.join(" ")}`, rows: out }, null, 2) +
-    "\n",
+  JSON.stringify({ command: `npx tsx bench/paper-table.ts ${args.join(" ")}`, rows: out }, null, 2) + "\n",
 )
 console.log(lines.join("\n"))
 console.log(`\nwrote ${file}`)
