@@ -250,7 +250,7 @@ describe("checkpointGroup: the CLI (the built command)", () => {
       runCli("train", "--mode", "mst", "--checkpoint-group", "2", "--steps", "1"),
     ])
     expect(refused[0]!.out).toContain(
-      "--checkpoint-group must be a positive integer, got 0; pass 1 for one checkpoint region per layer",
+      "checkpointGroup (--checkpoint-group) must be a whole number ≥ 1 of layers per checkpoint region, got 0; pass 1 for one region per layer",
     )
     expect(refused[1]!.out).toContain(
       "miniseq: BadConfig: checkpointGroup (--checkpoint-group) 2 groups checkpoint regions, but mode mst has none",

@@ -8,7 +8,7 @@ import { BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
 import { type RoutineName, sameKernel } from "../core/routines/registry.js"
 import type { LlamaConfig } from "../models/config.js"
-import { checkpoints, type Mode, modes } from "../models/llama.js"
+import { checkCheckpointGroup, checkpoints, type Mode, modes } from "../models/llama.js"
 import { type Precision, precisions } from "../models/optimizer.js"
 import { fitHost, largestFitting, offloadChoices, planStep, type StepPlan } from "../models/planner.js"
 import type { Offload } from "../models/step.js"
@@ -207,12 +207,7 @@ export const planCommand = Command.make(
       yield* positive("seq", f.seq)
       yield* positive("batch", f.batch)
       yield* positive("granularity", f.granularity)
-      const group = yield* integerAtLeast(
-        "checkpoint-group",
-        f.checkpointGroup,
-        1,
-        "pass 1 for one checkpoint region per layer",
-      )
+      const group = yield* attempt(() => checkCheckpointGroup(f.checkpointGroup))
       // K changes only the modes that checkpoint: the others' rows would repeat K = 1's.
       const planned = group === 1 ? modes : modes.filter(checkpoints)
       const ranks = Option.isSome(f.ranks) ? yield* positive("ranks", f.ranks.value) : undefined

@@ -414,15 +414,18 @@ function decoderLayers(m: Model, x: Tensor, group: number): Tensor {
   return h
 }
 
-/** K for `checkpointGroup`: a whole number ≥ 1, and other than 1 only in a mode that checkpoints. */
-export function checkCheckpointGroup(k: number | undefined, mode: Mode): number {
+/**
+ * K for `checkpointGroup`: a whole number ≥ 1, and other than 1 only in a mode that checkpoints
+ * (no mode: the planner, which applies K to the modes that do).
+ */
+export function checkCheckpointGroup(k: number | undefined, mode?: Mode): number {
   if (k === undefined) return 1
   if (!(Number.isSafeInteger(k) && k >= 1))
     throw new BadConfig({
       field: "checkpointGroup",
       message: `checkpointGroup (--checkpoint-group) must be a whole number ≥ 1 of layers per checkpoint region, got ${k}; pass 1 for one region per layer`,
     })
-  if (k !== 1 && !checkpoints(mode))
+  if (k !== 1 && mode !== undefined && !checkpoints(mode))
     throw new BadConfig({
       field: "checkpointGroup",
       message: `checkpointGroup (--checkpoint-group) ${k} groups checkpoint regions, but mode ${mode} has none; use --mode checkpoint or --mode mst+checkpoint, or drop --checkpoint-group`,
