@@ -2,7 +2,7 @@
 # One device call: build, SASS check, sanity + compute-sanitizer, correctness, timing. Every stage
 # runs even when an earlier one fails; each keeps its output under $OUT (at most 8 files).
 #   bash bench/attention_hopper/device.sh [seqs] [dims]
-# Backward variants: today's default (dispatch: 7 below 8k tokens, 259 from 8k, 3 from 16k), wgmma_v1 (7),
+# Backward variants: today's default (dispatch: 7 below 16k tokens, 3 from 16k), wgmma_v1 (7),
 # and the fused one-pass kernel with atomic dQ (9; 13 in v1's grid order; 25 its other dQ split:
 # by columns at D = 64, by keys at 128; 41 dQ by one bulk reduce-add per tile; 73 P while dP runs
 # at D = 64; 105 both; 137 dS stored transposed and read K-major, no transposed read), and 259

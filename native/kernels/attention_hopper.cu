@@ -348,10 +348,10 @@ cudaError_t forward(const Launch& l, const bf16* q, const bf16* k, const bf16* v
 // unset: the fastest of those the device runs measured correct (HOPPER-NOTES.md, H100, run 2).
 // Forward: pipelined, v1's grid order (heads-outer measured slower at every S). Backward: the
 // dK/dV kernel without the overlap (the overlapped one measured slower), v1's grid order below
-// 8k tokens, the kv-head pairs order from 8k (run 4: 1.02× at D = 64, 1.08× at D = 128 at 8k,
-// 0.78× at 4k), heads-outer from 16k (4–5% faster at 32k, where Q and dO no longer fit in L2).
-constexpr int kDefaultForward = 5, kDefaultBackward = 7, kDefaultBackwardMid = 259, kDefaultBackwardLong = 3;
-constexpr long long kMidSequence = 8192, kLongSequence = 16384;
+// 16k tokens, heads-outer from 16k (4–5% faster at 32k, where Q and dO no longer fit in L2). The
+// kv-head pairs order (259) is not a default: faster than 7 at 8k in run 4, slower in run 5.
+constexpr int kDefaultForward = 5, kDefaultBackward = 7, kDefaultBackwardLong = 3;
+constexpr long long kLongSequence = 16384;
 
 int readSwitch(const char* name, int unset) {
   const char* e = std::getenv(name);
@@ -368,12 +368,12 @@ int forwardVariant() {
 }
 
 // MINISEQ_ATTN_WGMMA_BWD: the same for the backward (bit 2 the dK/dV kernel without the overlap,
-// bit 4 v1's grid order, bit 256 the pairs order); unset: kDefaultBackward, kDefaultBackwardMid
-// from kMidSequence, kDefaultBackwardLong from kLongSequence.
+// bit 4 v1's grid order, bit 256 the pairs order); unset: kDefaultBackward, kDefaultBackwardLong
+// from kLongSequence.
 int backwardVariant(long long s) {
   static int v = readSwitch("MINISEQ_ATTN_WGMMA_BWD", -1);
   if (v >= 0) return v;
-  return s >= kLongSequence ? kDefaultBackwardLong : s >= kMidSequence ? kDefaultBackwardMid : kDefaultBackward;
+  return s >= kLongSequence ? kDefaultBackwardLong : kDefaultBackward;
 }
 
 }  // namespace hopper
