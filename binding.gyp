@@ -64,7 +64,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
-      "cflags_cc": ["-fexceptions", "-O2"],
+      "cflags_cc": ["-fexceptions", "-O2", "-ffp-contract=off", "-fno-math-errno"],
       "libraries": [
         "-L<(cuda_home)/lib64",
         "-L<(cuda_home)/targets/x86_64-linux/lib",

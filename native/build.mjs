@@ -202,6 +202,8 @@ async function direct(cudaHome, nvcc) {
         "-c",
         "-O2",
         "-std=c++17",
+        "-ffp-contract=off",
+        "-fno-math-errno",
         "-fPIC",
         "-fexceptions",
         "-DNAPI_VERSION=8",

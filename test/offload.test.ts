@@ -16,7 +16,7 @@ import { decodeConfigSync } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import { type Mode, parameterShapes } from "../src/models/llama.js"
 import { precisions } from "../src/models/optimizer.js"
-import { leastOffloadThatFits, planStep } from "../src/models/planner.js"
+import { leastOffloadThatFits, type PlanTarget, planStep } from "../src/models/planner.js"
 import { gradientInputs, type Offload, stepGraphs } from "../src/models/step.js"
 import { type TrainOptions, train } from "../src/models/train.js"
 import { parseOffload } from "../src/cli/options.js"
@@ -118,6 +118,14 @@ describe("the plan's device and host peaks are what a run measures", () => {
     expect(on.gradientPass.host.moved).toBe(bytes(2)) // each gradient copied once
     expect(off.host).toBe(0)
     expect(off.bus).toBe(0)
+    // AdamW on the host's cores (CUDA's adamwOnHost): the norm reads the gradients over the bus,
+    // and the new bf16 weights cross it; without master weights (bf16) the old ones cross first.
+    const onHost: PlanTarget = { hostOptimizer: true, routines: { adamw: () => {} } }
+    const host = planStep(model, 2, S, { ...step, offload: { optimizer: true } }, onHost)
+    expect(host.bus).toBe(bytes(2) + bytes(2) + host.gradientPass.host.moved)
+    const bf16 = { ...step, precision: precisions.bf16, offload: { optimizer: true } }
+    expect(planStep(model, 2, S, bf16, onHost).bus).toBe(bytes(2) + 2 * bytes(2) + host.gradientPass.host.moved)
+    expect(planStep(model, 2, S, bf16).bus).toBe(2 * bytes(2 + 2 + 2) + host.gradientPass.host.moved)
   })
 })
 

@@ -635,8 +635,17 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const Block& grad = block(info, 4, n * elementBytes(g), "adamw");
     const Block& m = block(info, 5, n * elementBytes(s), "adamw");
     const Block& v = block(info, 6, n * elementBytes(s), "adamw");
-    float* master = count(info, 7) == 0 ? nullptr : static_cast<float*>(block(info, 7, n * 4, "adamw").ptr);
+    const Block* masterBlock = count(info, 7) == 0 ? nullptr : &block(info, 7, n * 4, "adamw");
+    float* master = masterBlock == nullptr ? nullptr : static_cast<float*>(masterBlock->ptr);
     const auto scalar = [&](size_t i) { return static_cast<const float*>(block(info, i, 4, "adamw").ptr); };
+    Device& dv = dev(info.Env());
+    // State offloaded to the host tier (`--offload optimizer`): the update runs where it lives.
+    if (dv.hostAdamW() && grad.host && m.host && v.host && (masterBlock == nullptr || masterBlock->host) && !param.host) {
+      const float* const scalars[4] = {scalar(8), scalar(9), scalar(10), scalar(11)};
+      dv.adamwOnHost(p, g, s, static_cast<uint64_t>(count(info, 3)), grad, m, v, master, scalars, number(info, 12), number(info, 13),
+                     number(info, 14), number(info, 15), n);
+      return;
+    }
     launched(info.Env(),
              adamw(dev(info.Env()).launch(), p, g, s, param.ptr, grad.ptr, m.ptr, v.ptr, master, scalar(8), scalar(9), scalar(10), scalar(11),
                    number(info, 12), number(info, 13), number(info, 14), number(info, 15), n),
@@ -758,6 +767,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     o.Set("cublas", static_cast<double>(d.cublasVersion()));
     o.Set("cublasPath", d.cublas().path);
     o.Set("archs", MINISEQ_CUDA_ARCHS);
+    o.Set("hostUpdates", static_cast<double>(d.hostUpdates()));
     return o;
   }
 

@@ -1,5 +1,7 @@
 #include "device.h"
 
+#include "../host/adamw.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -172,6 +174,7 @@ std::string driverMissing() {
 
 Device::Device(int ordinal) : ordinal_(ordinal) {
   if (const char* e = std::getenv("MINISEQ_OFFLOAD_STREAM")) overlap_ = std::string(e) != "0";
+  if (const char* e = std::getenv("MINISEQ_HOST_ADAMW")) hostAdamW_ = std::string(e) != "0";
   try {
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
@@ -261,6 +264,11 @@ void Device::release() {
   }
   staging_.clear();
   pinned_.clear();
+  for (WeightStaging& w : weightStaging_) {
+    if (w.ptr != nullptr) cudaFreeHost(w.ptr);
+    if (w.copied != nullptr) events_.push_back(w.copied);
+    w = WeightStaging{};
+  }
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   events_.clear();
   if (errors_ != nullptr) cudaFree(errors_);
@@ -377,6 +385,53 @@ void Device::transfer(uint64_t dstHandle, size_t dstOffset, uint64_t srcHandle, 
     check(cudaEventRecord(done, transfers_), "cudaEventRecord");
     b->pending = done;
   }
+}
+
+void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t paramHandle, const Block& grad, const Block& m,
+                         const Block& v, float* master, const float* const scalars[4], double beta1, double beta2, double eps,
+                         double decay, long long n) {
+  Block& param = blocks_.at(paramHandle);
+  awaitTransfer(param);
+  // Everything the update reads is there once the stream has run: the gradient's copy to the host
+  // (block() ordered the stream after it), the norm's clipping factor, the scalars.
+  check(cudaStreamSynchronize(stream_), "cuda.adamw (host)");
+  float k[4];
+  for (int i = 0; i < 4; i++) check(cudaMemcpy(&k[i], scalars[i], 4, cudaMemcpyDeviceToHost), "cuda.adamw (host): scalars");
+  const size_t bytes = static_cast<size_t>(n) * elementBytes(paramType);
+  WeightStaging& w = weightStaging_[nextWeightStaging_];
+  nextWeightStaging_ ^= 1;
+  if (w.copied != nullptr) check(cudaEventSynchronize(w.copied), "cuda.adamw (host): staging");
+  if (w.capacity < bytes) {
+    if (w.ptr != nullptr) cudaFreeHost(w.ptr);
+    w.ptr = nullptr;
+    w.capacity = 0;
+    if (cudaHostAlloc(&w.ptr, bytes, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      Failure f("ERR_CUDA_OOM", "cuda.adamw (host): no pinned host memory for " + std::to_string(bytes) +
+                                    " bytes of new weights (MINISEQ_HOST_ADAMW=0 runs AdamW on the device instead)");
+      f.requested = static_cast<double>(bytes);
+      throw f;
+    }
+    w.capacity = bytes;
+  }
+  // Without master weights the update starts from the weights themselves.
+  if (master == nullptr) check(cudaMemcpy(w.ptr, param.ptr, bytes, cudaMemcpyDefault), "cuda.adamw (host): weights in");
+  const auto storage = [](DType d) { return d == BF16 ? host::Storage::BF16 : host::Storage::F32; };
+  host::adamw(storage(paramType), storage(gradType), storage(stateType), w.ptr, grad.ptr, m.ptr, v.ptr, master,
+              host::AdamWStep::of(beta1, beta2, eps, decay, k[0], k[1], k[2], k[3]), n);
+  cudaStream_t copies = stream_;
+  if (overlap_) {
+    if (transfers_ == nullptr) check(cudaStreamCreateWithFlags(&transfers_, cudaStreamNonBlocking), "cudaStreamCreate");
+    copies = transfers_;
+  }
+  check(cudaMemcpyAsync(param.ptr, w.ptr, bytes, cudaMemcpyDefault, copies), "cuda.adamw (host): weights out");
+  if (w.copied == nullptr) w.copied = takeEvent();
+  check(cudaEventRecord(w.copied, copies), "cudaEventRecord");
+  if (copies == transfers_) {
+    param.pending = takeEvent();
+    check(cudaEventRecord(param.pending, transfers_), "cudaEventRecord");
+  }
+  hostUpdates_++;
 }
 
 void* Device::scratch(size_t bytes, size_t* capacity) {

@@ -153,6 +153,20 @@ class Device {
   // A buffer in the host tier (see HostTier); free() takes it like any other.
   uint64_t allocHost(size_t bytes);
 
+  // Whether an AdamW whose moments, gradient (and master weights) are in the host tier runs on
+  // the host's cores (adamwOnHost) rather than as the kernel reading them over the bus.
+  // MINISEQ_HOST_ADAMW=0: the kernel.
+  bool hostAdamW() const { return hostAdamW_; }
+  uint64_t hostUpdates() const { return hostUpdates_; }  // adamwOnHost calls so far
+  // AdamW on the host (native/host/adamw.h), bitwise the kernel's: waits for the stream (the
+  // gradient's copy and the clipping factor), updates m, v (and master) where they are, and copies
+  // the new weights into the device buffer `param` on the transfer stream, overlapping the next
+  // parameter's update; the compute stream waits for that copy at the weights' next use. Without
+  // master weights the old weights come to the host first. `scalars`: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip
+  // (device float32 scalars).
+  void adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t param, const Block& grad, const Block& m, const Block& v,
+                   float* master, const float* const scalars[4], double beta1, double beta2, double eps, double decay, long long n);
+
   // Internal temporaries (reduction partials, copy snapshots): not counted as live.
   void* scratch(size_t bytes, size_t* capacity);
   void releaseScratch(void* p, size_t capacity) {
@@ -214,6 +228,17 @@ class Device {
   cudaStream_t stream_ = nullptr;
   cudaStream_t transfers_ = nullptr;  // copies between the tiers (see transfer)
   bool overlap_ = true;
+  bool hostAdamW_ = true;
+  uint64_t hostUpdates_ = 0;
+  // adamwOnHost's two staging buffers for the new weights (pinned, grown to the largest parameter
+  // and kept): one is filled while the other's copy to the device runs.
+  struct WeightStaging {
+    void* ptr = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t copied = nullptr;  // its last copy to the device
+  };
+  WeightStaging weightStaging_[2];
+  int nextWeightStaging_ = 0;
   ErrorRecord* errors_ = nullptr;
   Launch launch_{};
   Cublas cublas_;

@@ -2,7 +2,7 @@
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { makeCpuBackend } from "../backends/cpu/index.js"
-import { cudaHeldBytes } from "../backends/cuda/allocator.js"
+import { cudaHeldBytes, cudaHostOptimizer } from "../backends/cuda/allocator.js"
 import { cudaKernelScratch } from "../backends/cuda/attention-scratch.js"
 import { BadConfig } from "../core/errors.js"
 import { attempt } from "../core/executor.js"
@@ -60,6 +60,7 @@ const targetFor = (target: "cpu" | "gpu") => {
   return {
     routines: sameKernel(gpuFusedRoutines, () => {}),
     heldBytes: cudaHeldBytes,
+    hostOptimizer: cudaHostOptimizer(),
     ...(kernelScratchBytes && { kernelScratchBytes }),
   }
 }

@@ -113,6 +113,12 @@ export interface BackendImpl {
    */
   hostAlloc?(dtype: DType, size: number): Buffer
   /**
+   * Optional: true where the fused adamw runs on the host's cores when its moments and gradient
+   * are in the host tier, so the new weights cross the bus instead of the state (the planner's
+   * bus count follows). Where absent, such state is read and written over the bus.
+   */
+  readonly hostOptimizer?: boolean
+  /**
    * Optional: the bytes of device scratch the fused kernel of routine `name` takes while it
    * runs, beyond its outputs, for these inputs (by input name). The executor counts them as
    * temporaries for the length of the call, so the planner does too; where absent, none.

@@ -7,7 +7,8 @@ import { bytesPerElement } from "../core/dtype.js"
 import { plan } from "../core/executor.js"
 import type { MemoryReport } from "../core/memory.js"
 import type { LlamaConfig } from "./config.js"
-import { adamwOutputs } from "./optimizer.js"
+import type { Tensor } from "../core/graph.js"
+import { type AdamWGraph, adamwOutputs } from "./optimizer.js"
 import {
   adamwInputs,
   fusedRoutines,
@@ -22,7 +23,10 @@ import {
 } from "./step.js"
 
 /** What the plan depends on of a backend: its fused routines, its allocator's rounding, its kernels' scratch, its host tier. */
-export type PlanTarget = Pick<BackendImpl, "routines" | "heldBytes" | "kernelScratchBytes" | "hostAlloc">
+export type PlanTarget = Pick<
+  BackendImpl,
+  "routines" | "heldBytes" | "kernelScratchBytes" | "hostAlloc" | "hostOptimizer"
+>
 
 /** The planned memory of one training step: its peak, and each pass's report by kind. */
 export interface StepPlan {
@@ -57,14 +61,14 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
   const a = g.adamw
   const adamw = adamwInputs(a)
   const offloadedState = hostInputs(adamw, opts.offload)
+  const updateOnHost = backend?.hostOptimizer === true && backend.routines?.adamw !== undefined
   const optimizerPass = plan(adamwOutputs(a), inputKinds(adamw), {
     inPlace: a.inPlace,
     hostInputs: offloadedState,
     ...target,
   })
-  const inPlace = [...offloadedState].reduce((n, t) => n + 2 * t.size * bytesPerElement[t.dtype], 0)
   return {
-    bus: gradientPass.host.moved + optimizerPass.host.moved + inPlace,
+    bus: gradientPass.host.moved + optimizerPass.host.moved + updateTraffic(a, offloadedState, updateOnHost),
     peak: Math.max(gradientPass.peak, optimizerPass.peak),
     held: Math.max(gradientPass.heldPeak, optimizerPass.heldPeak),
     host: Math.max(gradientPass.host.peak, optimizerPass.host.peak),
@@ -72,6 +76,21 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
     optimizerPass,
     chunks: g.first.model.chunks,
   }
+}
+
+/**
+ * The bytes AdamW moves over the bus with its state in the host tier. On the device it reads and
+ * writes that state in place, each byte twice (the gradients: read by the norm and by the
+ * update); on the host (`BackendImpl.hostOptimizer`, with a fused adamw) only the norm reads the gradients over the
+ * bus, and the new weights cross it once (twice without master weights: the old ones go first).
+ */
+function updateTraffic(a: AdamWGraph, offloaded: ReadonlySet<Tensor>, onHost: boolean): number {
+  const bytes = (ts: Iterable<Tensor>) => [...ts].reduce((n, t) => n + t.size * bytesPerElement[t.dtype], 0)
+  if (!onHost) return 2 * bytes(offloaded)
+  const grads = Object.values(a.grads).filter((t) => offloaded.has(t))
+  if (grads.length === 0) return 2 * bytes(offloaded)
+  const weights = Object.values(a.params)
+  return bytes(grads) + (Object.keys(a.master).length > 0 ? 1 : 2) * bytes(weights)
 }
 
 /** What an automatic choice of offload considers, least offloaded first (the first that serves wins). */

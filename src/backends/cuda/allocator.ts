@@ -2,6 +2,7 @@
  * What the CUDA allocator holds for a request (native/src/device.cc, CachingAllocator::sizeClass):
  * up to 1 MiB, multiples of 512 B; above, steps of a 64th of the request's power of two, at most
  * 2 MiB. The planner counts buffers at this size so that its answer is what the device must hold.
+ * And where AdamW runs for offloaded state, which decides what crosses the bus.
  */
 const MiB = 2 ** 20
 
@@ -14,3 +15,9 @@ export function cudaHeldBytes(bytes: number): number {
   const step = Math.min(power / 64, 2 * MiB)
   return Math.ceil(bytes / step) * step
 }
+
+/**
+ * Whether AdamW runs on the host's cores when its state is offloaded (native/src/device.cc,
+ * `Device::adamwOnHost`); MINISEQ_HOST_ADAMW=0 keeps it on the GPU, reading the state over the bus.
+ */
+export const cudaHostOptimizer = (): boolean => process.env.MINISEQ_HOST_ADAMW !== "0"

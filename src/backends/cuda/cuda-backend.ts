@@ -30,7 +30,7 @@ import { normalStreamKey } from "../../core/random.js"
 import { BackendUnavailable } from "../../core/errors.js"
 import { kernelChecks } from "../../core/kernel-checks.js"
 import { simplifyViews } from "../views.js"
-import { cudaHeldBytes } from "./allocator.js"
+import { cudaHeldBytes, cudaHostOptimizer } from "./allocator.js"
 import { cudaKernelScratch } from "./attention-scratch.js"
 import { cudaRoutines } from "./fused.js"
 import type { DeviceMemoryNow } from "./usable-memory.js"
@@ -77,6 +77,8 @@ export type CudaDeviceInfo = NativeInfo
 export interface CudaBackend extends BackendImpl {
   /** The device as it was when the backend started (its `freeMemory` is that moment's). */
   readonly device: CudaDeviceInfo
+  /** How many AdamW updates ran on the host's cores (offloaded optimizer state) so far. */
+  hostUpdates(): number
   memory(): CudaMemory
   /** cudaMemGetInfo now: the driver's free bytes and the card's total (see ./usable-memory.ts). */
   memoryInfo(): DeviceMemoryNow
@@ -184,6 +186,8 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
     ...(kernelScratchBytes && { kernelScratchBytes }),
     device: dev.info(),
 
+    hostUpdates: () => dev.info().hostUpdates,
+
     memoryInfo() {
       // The addon's info() calls cudaMemGetInfo on every call.
       const i = dev.info()
@@ -230,6 +234,7 @@ function backendOn(dev: NativeDevice, opts: CudaOptions): CudaBackend {
         tier: "host",
       } satisfies CudaBuffer
     },
+    hostOptimizer: cudaHostOptimizer(),
     free: (buffer) => dev.free(handle(buffer)),
     write: (buffer, data) => dev.write(handle(buffer), code(buffer), data),
     read: async (buffer) => track(dev.read(handle(buffer), code(buffer), buffer.size)),

@@ -48,6 +48,8 @@ export interface NativeInfo {
   readonly cublas: number
   readonly cublasPath: string
   readonly archs: string
+  /** AdamW updates run on the host's cores so far (state in the host tier: `Device::adamwOnHost`). */
+  readonly hostUpdates: number
 }
 
 type H = number

@@ -1,0 +1,166 @@
+// AdamW on the host's cores: the update of native/kernels/optimizer.cu, element for element, for
+// state that lives in host memory (`--offload optimizer` on a GPU: the moments and master weights
+// stay where they are, and only the new weights cross the bus). The arithmetic is the kernel's op
+// for op, each a float32 operation rounded to nearest (+, −, ×, ÷ and √ are exact-rounded in IEEE
+// 754, and nothing here may fuse a multiply and an add: see the pragma), so the result is the
+// GPU's bit for bit. No CUDA and no Node here: native/src/device.cc calls it, and
+// native/host/adamw-check.cc lets the CPU tests compare it with the reference graph.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+// A fused multiply-add rounds once where the kernel (and the reference graph) round twice: none
+// here (the builds pass -ffp-contract=off too). The builds also pass -fno-math-errno: a √ that
+// may set errno keeps the loop from vectorising (5× slower), and changes no value.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace miniseq::host {
+
+// The storage types a buffer of the update may have.
+enum class Storage { F32, BF16 };
+
+// One step's numbers: the constants as the kernel takes them (computed in double, stored as
+// float32) and the four scalars it reads from device memory.
+struct AdamWStep {
+  float beta1, oneMinusBeta1, beta2, oneMinusBeta2, eps, decay;
+  float lr, correction1, correction2, clip;
+  static AdamWStep of(double beta1, double beta2, double eps, double decay, float lr, float c1, float c2, float clip) {
+    return {static_cast<float>(beta1), static_cast<float>(1 - beta1), static_cast<float>(beta2), static_cast<float>(1 - beta2),
+            static_cast<float>(eps), static_cast<float>(decay), lr, c1, c2, clip};
+  }
+};
+
+// bfloat16 as the GPU rounds it (__float2bfloat16_rn): to nearest even, NaN a quiet NaN. Written
+// without branches so that the loop below runs in SIMD lanes.
+inline uint16_t toBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+inline float fromBf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <typename T> inline float load(const T* p, long long i) {
+  if constexpr (sizeof(T) == 2) return fromBf16(p[i]);
+  else return p[i];
+}
+template <typename T> inline void store(T* p, long long i, float x) {
+  if constexpr (sizeof(T) == 2) p[i] = toBf16(x);
+  else p[i] = x;
+}
+
+// Elements [begin, end): weights from `master` (Master) or from `param`; the new weights go to
+// `param` (and `master`), the moments in place. Decay: the weights' decoupled decay term. The
+// two choices are template arguments so that the loop has no branch and vectorises.
+template <bool Master, bool Decay, typename P, typename G, typename S>
+__attribute__((always_inline)) inline void adamwLoop(P* __restrict param, const G* __restrict grad,
+                                                     S* __restrict m, S* __restrict v, float* __restrict master, const AdamWStep k,
+                                                     long long begin, long long end) {
+  for (long long i = begin; i < end; i++) {
+    const float g = load(grad, i) * k.clip;
+    const float m1 = load(m, i) * k.beta1 + g * k.oneMinusBeta1;
+    const float v1 = load(v, i) * k.beta2 + (g * g) * k.oneMinusBeta2;
+    const float step = (m1 / k.correction1) / (__builtin_sqrtf(v1 / k.correction2) + k.eps);
+    const float w = Master ? master[i] : load(param, i);
+    const float update = Decay ? step + w * k.decay : step;
+    const float w1 = w - update * k.lr;
+    store(m, i, m1);
+    store(v, i, v1);
+    store(param, i, w1);
+    if (Master) master[i] = w1;
+  }
+}
+
+template <typename P, typename G, typename S>
+inline void adamwRangeFor(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k, long long begin,
+                          long long end) {
+  const bool decay = k.decay > 0.0f;
+  if (master != nullptr && decay) adamwLoop<true, true>(param, grad, m, v, master, k, begin, end);
+  else if (master != nullptr) adamwLoop<true, false>(param, grad, m, v, master, k, begin, end);
+  else if (decay) adamwLoop<false, true>(param, grad, m, v, master, k, begin, end);
+  else adamwLoop<false, false>(param, grad, m, v, master, k, begin, end);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The same loop compiled for AVX2 (eight lanes; AVX2 alone, so no fused multiply-add can appear),
+// chosen at run time where the processor has it.
+template <typename P, typename G, typename S>
+__attribute__((target("avx2"))) void adamwRangeAvx2(P* param, const G* grad, S* m, S* v, float* master,
+                                                     const AdamWStep& k, long long begin, long long end) {
+  const bool decay = k.decay > 0.0f;
+  if (master != nullptr && decay) adamwLoop<true, true>(param, grad, m, v, master, k, begin, end);
+  else if (master != nullptr) adamwLoop<true, false>(param, grad, m, v, master, k, begin, end);
+  else if (decay) adamwLoop<false, true>(param, grad, m, v, master, k, begin, end);
+  else adamwLoop<false, false>(param, grad, m, v, master, k, begin, end);
+}
+inline bool hasAvx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+#endif
+
+template <typename P, typename G, typename S>
+void adamwRange(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k, long long begin,
+                long long end) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (hasAvx2()) return adamwRangeAvx2(param, grad, m, v, master, k, begin, end);
+#endif
+  adamwRangeFor(param, grad, m, v, master, k, begin, end);
+}
+
+// The whole update over n elements, split in contiguous slices over up to `threads` threads
+// (0: every core); slices of less than 64K elements are not worth a thread.
+template <typename P, typename G, typename S>
+void adamw(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k, long long n, unsigned threads) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  const long long slices = std::max(1LL, std::min(static_cast<long long>(threads), n / 65536));
+  if (slices == 1) return adamwRange(param, grad, m, v, master, k, 0, n);
+  std::vector<std::thread> pool;
+  const long long per = (n + slices - 1) / slices;
+  for (long long s = 1; s < slices; s++)
+    pool.emplace_back([=, &k] { adamwRange(param, grad, m, v, master, k, s * per, std::min(n, (s + 1) * per)); });
+  adamwRange(param, grad, m, v, master, k, 0, per);
+  for (auto& t : pool) t.join();
+}
+
+// The same with the storage types chosen at run time.
+inline void adamw(Storage p, Storage g, Storage s, void* param, const void* grad, void* m, void* v, float* master,
+                  const AdamWStep& k, long long n, unsigned threads = 0) {
+  const auto run = [&](auto pt, auto gt, auto st) {
+    using P = decltype(pt);
+    using G = decltype(gt);
+    using S = decltype(st);
+    adamw(static_cast<P*>(param), static_cast<const G*>(grad), static_cast<S*>(m), static_cast<S*>(v),
+          master, k, n, threads);
+  };
+  const auto withState = [&](auto pt, auto gt) {
+    if (s == Storage::F32) run(pt, gt, float{});
+    else run(pt, gt, uint16_t{});
+  };
+  const auto withGrad = [&](auto pt) {
+    if (g == Storage::F32) withState(pt, float{});
+    else withState(pt, uint16_t{});
+  };
+  if (p == Storage::F32) withGrad(float{});
+  else withGrad(uint16_t{});
+}
+
+}  // namespace miniseq::host
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
