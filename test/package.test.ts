@@ -141,6 +141,7 @@ describe("the packed package", () => {
       "dist/backends/cuda/index.js",
       "data/corpus.txt",
       "native/build.mjs",
+      "native/host/adamw.h",
       "binding.gyp",
     ]) {
       expect(packed, f).toContain(f)
