@@ -292,17 +292,30 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
     }
   })
 
-  it("with its state in the host tier AdamW runs on the host's cores, bitwise the same (fp32, bf16-mixed, bf16)", async () => {
+  it("with its state in the host tier AdamW runs on the host's cores or over the bus, bitwise the same (fp32, bf16-mixed, bf16)", async () => {
     // 280,000 elements: the host update splits them over threads; the vector gets no decay.
     const shapes = { "w.matrix": [400, 700], "w.norm": [700] }
     const state = startState(shapes, 5)
-    for (const precision of ["fp32", "bf16-mixed", "bf16"] as const) {
-      const want = await adamwStep(cpuWithBfloat16(), precision, false, state, { shapes })
-      const before = cuda!.hostUpdates()
-      const got = await adamwStep(cuda!, precision, true, state, { shapes, offloaded: true })
-      expect(cuda!.hostUpdates() - before, `${precision}: one host update per parameter`).toBe(2)
-      expect(got.inPlace, `${precision}: outputs written in place`).toBe(got.outputs)
-      got.read.forEach((x, i) => expect(maxRelDiff(x, want.read[i]!), `${precision} output ${i}`).toBe(0))
+    const was = process.env.MINISEQ_HOST_ADAMW
+    try {
+      for (const precision of ["fp32", "bf16-mixed", "bf16"] as const) {
+        const want = await adamwStep(cpuWithBfloat16(), precision, false, state, { shapes })
+        for (const [flag, updates] of [
+          ["1", 2],
+          ["0", 0],
+        ] as const) {
+          process.env.MINISEQ_HOST_ADAMW = flag
+          const before = cuda!.hostUpdates()
+          const got = await adamwStep(cuda!, precision, true, state, { shapes, offloaded: true })
+          const what = `${precision}, MINISEQ_HOST_ADAMW=${flag}`
+          expect(cuda!.hostUpdates() - before, `${what}: host updates`).toBe(updates)
+          expect(got.inPlace, `${what}: outputs written in place`).toBe(got.outputs)
+          got.read.forEach((x, i) => expect(maxRelDiff(x, want.read[i]!), `${what} output ${i}`).toBe(0))
+        }
+      }
+    } finally {
+      if (was === undefined) delete process.env.MINISEQ_HOST_ADAMW
+      else process.env.MINISEQ_HOST_ADAMW = was
     }
   })
 
@@ -367,11 +380,19 @@ describe.skipIf(cuda === undefined)("cuda training", () => {
     for (const mode of ["checkpoint", "mst+checkpoint"] as const) {
       const opts: TrainOptions = { ...base, mode, steps: 4, precision: "bf16-mixed" }
       const reference = await on(cuda!, opts)
-      for (const offload of [{ checkpoints: true }, { optimizer: true }, { checkpoints: true, optimizer: true }]) {
-        const what = `${mode} ${JSON.stringify(offload)}`
+      const choices = [{ checkpoints: true }, { optimizer: true }, { checkpoints: true, optimizer: true }]
+      // The last twice: AdamW over the bus, then on the host's cores (MINISEQ_HOST_ADAMW=1).
+      for (const [k, offload] of [...choices, choices[2]!].entries()) {
+        const host = k === choices.length
+        const what = `${mode} ${JSON.stringify(offload)}${host ? " AdamW on the host" : ""}`
         const before = cuda!.memory()
         cuda!.memory().resetPeak()
-        const r = await on(cuda!, { ...opts, offload })
+        if (host) process.env.MINISEQ_HOST_ADAMW = "1"
+        const updates = cuda!.hostUpdates()
+        const r = await on(cuda!, { ...opts, offload }).finally(() => {
+          delete process.env.MINISEQ_HOST_ADAMW
+        })
+        expect(cuda!.hostUpdates() > updates, what).toBe(host)
         expect(
           r.records.map((x) => x.loss),
           what,

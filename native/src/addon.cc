@@ -627,7 +627,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   }
 
   // adamw(paramType, gradType, stateType, param, grad, m, v, master (0: none), lr, c1, c2, clip,
-  //       beta1, beta2, eps, decay, n)
+  //       beta1, beta2, eps, decay, n, onHost (1: Device::adamwOnHost))
   void AdamW(const Napi::CallbackInfo& info) {
     const DType p = dtypeArg(info, 0), g = dtypeArg(info, 1), s = dtypeArg(info, 2);
     const long long n = count(info, 16);
@@ -639,8 +639,11 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     float* master = masterBlock == nullptr ? nullptr : static_cast<float*>(masterBlock->ptr);
     const auto scalar = [&](size_t i) { return static_cast<const float*>(block(info, i, 4, "adamw").ptr); };
     Device& dv = dev(info.Env());
-    // State offloaded to the host tier (`--offload optimizer`): the update runs where it lives.
-    if (dv.hostAdamW() && grad.host && m.host && v.host && (masterBlock == nullptr || masterBlock->host) && !param.host) {
+    // State offloaded to the host tier (`--offload optimizer`), and the caller asks: the update
+    // runs where that state lives.
+    if (count(info, 17) == 1) {
+      if (!(grad.host && m.host && v.host && (masterBlock == nullptr || masterBlock->host)) || param.host)
+        throw toJs(info.Env(), Failure("ERR_CUDA_ARG", "cuda.adamw: on the host takes grad, m, v (and master) in the host tier and the weights on the device"));
       const float* const scalars[4] = {scalar(8), scalar(9), scalar(10), scalar(11)};
       dv.adamwOnHost(p, g, s, static_cast<uint64_t>(count(info, 3)), grad, m, v, master, scalars, number(info, 12), number(info, 13),
                      number(info, 14), number(info, 15), n);

@@ -174,7 +174,6 @@ std::string driverMissing() {
 
 Device::Device(int ordinal) : ordinal_(ordinal) {
   if (const char* e = std::getenv("MINISEQ_OFFLOAD_STREAM")) overlap_ = std::string(e) != "0";
-  if (const char* e = std::getenv("MINISEQ_HOST_ADAMW")) hostAdamW_ = std::string(e) != "0";
   try {
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
@@ -408,7 +407,7 @@ void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint6
     if (cudaHostAlloc(&w.ptr, bytes, cudaHostAllocDefault) != cudaSuccess) {
       cudaGetLastError();
       Failure f("ERR_CUDA_OOM", "cuda.adamw (host): no pinned host memory for " + std::to_string(bytes) +
-                                    " bytes of new weights (MINISEQ_HOST_ADAMW=0 runs AdamW on the device instead)");
+                                    " bytes of new weights (without MINISEQ_HOST_ADAMW=1 AdamW runs on the device)");
       f.requested = static_cast<double>(bytes);
       throw f;
     }

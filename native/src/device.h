@@ -153,10 +153,6 @@ class Device {
   // A buffer in the host tier (see HostTier); free() takes it like any other.
   uint64_t allocHost(size_t bytes);
 
-  // Whether an AdamW whose moments, gradient (and master weights) are in the host tier runs on
-  // the host's cores (adamwOnHost) rather than as the kernel reading them over the bus.
-  // MINISEQ_HOST_ADAMW=0: the kernel.
-  bool hostAdamW() const { return hostAdamW_; }
   uint64_t hostUpdates() const { return hostUpdates_; }  // adamwOnHost calls so far
   // AdamW on the host (native/host/adamw.h), bitwise the kernel's: waits for the stream (the
   // gradient's copy and the clipping factor), updates m, v (and master) where they are, and copies
@@ -228,7 +224,6 @@ class Device {
   cudaStream_t stream_ = nullptr;
   cudaStream_t transfers_ = nullptr;  // copies between the tiers (see transfer)
   bool overlap_ = true;
-  bool hostAdamW_ = true;
   uint64_t hostUpdates_ = 0;
   // adamwOnHost's two staging buffers for the new weights (pinned, grown to the largest parameter
   // and kept): one is filled while the other's copy to the device runs.

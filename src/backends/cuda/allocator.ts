@@ -18,6 +18,7 @@ export function cudaHeldBytes(bytes: number): number {
 
 /**
  * Whether AdamW runs on the host's cores when its state is offloaded (native/src/device.cc,
- * `Device::adamwOnHost`); MINISEQ_HOST_ADAMW=0 keeps it on the GPU, reading the state over the bus.
+ * `Device::adamwOnHost`): with MINISEQ_HOST_ADAMW=1. By default it stays on the GPU, reading the
+ * state over the bus, which measured faster on an H100 host (docs/offload.md).
  */
-export const cudaHostOptimizer = (): boolean => process.env.MINISEQ_HOST_ADAMW !== "0"
+export const cudaHostOptimizer = (): boolean => process.env.MINISEQ_HOST_ADAMW === "1"

@@ -24,6 +24,7 @@ import { accumulatorDType, bytesPerElement, isFloat, type DType } from "../../co
 import { fmtShape as fmt } from "../../core/errors.js"
 import { describe, kernelChecks } from "../../core/kernel-checks.js"
 import type { RoutineKernels } from "../../core/routines/registry.js"
+import { cudaHostOptimizer } from "./allocator.js"
 import { allocating, dtypeCode, type NativeDevice } from "./native.js"
 
 /** What the routines need from the backend that owns them. */
@@ -305,6 +306,8 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
       }
       const hm = (b: Buffer | undefined) => (b === undefined ? 0 : h(b))
       const { beta1, beta2, eps, weightDecay } = attrs
+      // With its state offloaded (`--offload optimizer`) the update may run where the state is.
+      const onHost = cudaHostOptimizer() && [g, m, v, master].every((b) => b === undefined || b.tier === "host")
       dev.adamw(
         code(w.dtype),
         code(g.dtype),
@@ -323,6 +326,7 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
         eps,
         weightDecay,
         w.size,
+        onHost ? 1 : 0,
       )
     },
 

@@ -145,6 +145,8 @@ export interface NativeDevice {
     eps: number,
     decay: number,
     n: number,
+    /** 1: on the host's cores (grad, m, v and master must be host-tier blocks); 0: the kernel. */
+    onHost: number,
   ): void
   /** lse (and dLse below) in the accumulator dtype: float32 for bfloat16 and float32, float64 for float64. */
   attention(dtype: D, q: H, k: H, v: H, o: H, lse: H, b: number, h: number, hkv: number, s: number, d: number): void
