@@ -14,6 +14,8 @@
 #      bash scripts/cuda-device.sh             the tests (below)
 #      bash scripts/cuda-device.sh bench ...   instead: bench/long-context.ts with PyTorch beside it,
 #                                              its arguments passed on, results in $OUT
+#      bash scripts/cuda-device.sh detach ...  the benchmark (ours only) left running detached, then
+#      MINISEQ_SKIP_BUILD=1 bash scripts/cuda-device.sh collect SECONDS   in a later call: its results
 #    builds the addon with nvcc there (native/build.mjs --direct, headers from $NODE_INCLUDE,
 #    the fused-routine kernels included), runs the bundled test with MINISEQ_CUDA=1 (every
 #    kernel, the graphs, every fused routine against the CPU reference, and the timings,
@@ -72,6 +74,30 @@ fi
 cp build/miniseq_cuda.json build/miniseq_cuda-build.log "$out/" 2>/dev/null
 
 export MINISEQ_CUDA=1 MINISEQ_CUDA_ADDON="$addon"
+
+# detach: the same benchmark started in a process session of its own (setsid), for a step longer
+# than one device call; it runs on while the machine stays warm, writing /tmp/miniseq-detached/.
+# collect SECONDS (a later call, same machine): waits that long at most for it to end, then copies
+# its log, results and a GPU memory trace (nvidia-smi every 10 s) to $OUT.
+detached=/tmp/miniseq-detached
+if [ "${1:-}" = detach ]; then
+  shift
+  mkdir -p "$detached"; rm -f "$detached"/*
+  date -u +%FT%TZ >"$detached/started"
+  setsid nohup bash -c "nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu,power.draw --format=csv -l 10 >$detached/gpu-trace.csv 2>&1 & trace=\$!
+    NODE_OPTIONS=--max-old-space-size=16000 node .device/cuda/long-context.mjs --out $detached/long-context $* >$detached/bench.log 2>&1
+    echo \$? >$detached/exit; date -u +%FT%TZ >>$detached/exit; kill \$trace" </dev/null >/dev/null 2>&1 &
+  sleep 30; tail -5 "$detached/bench.log"
+  exit 0
+fi
+if [ "${1:-}" = collect ]; then
+  end=$((SECONDS + ${2:-540}))
+  while [ ! -f "$detached/exit" ] && [ $SECONDS -lt $end ]; do sleep 5; done
+  echo "started $(cat "$detached/started" 2>/dev/null); $([ -f "$detached/exit" ] && echo "ended (exit, time): $(tr '\n' ' ' <"$detached/exit")" || echo "still running")"
+  cp "$detached"/bench.log "$detached"/long-context.json "$detached"/long-context.md "$detached"/gpu-trace.csv "$out/" 2>/dev/null
+  tail -c 2000 "$detached/bench.log"
+  exit 0
+fi
 
 # bench: the long-context benchmark against PyTorch (bench/long-context.ts), arguments passed on.
 if [ "${1:-}" = bench ]; then
