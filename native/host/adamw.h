@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -131,8 +132,14 @@ void adamw(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& 
   if (slices == 1) return adamwRange(param, grad, m, v, master, k, 0, n);
   std::vector<std::thread> pool;
   const long long per = (n + slices - 1) / slices;
-  for (long long s = 1; s < slices; s++)
-    pool.emplace_back([=, &k] { adamwRange(param, grad, m, v, master, k, s * per, std::min(n, (s + 1) * per)); });
+  for (long long s = 1; s < slices; s++) {
+    const auto slice = [=, &k] { adamwRange(param, grad, m, v, master, k, s * per, std::min(n, (s + 1) * per)); };
+    try {
+      pool.emplace_back(slice);
+    } catch (const std::system_error&) {
+      slice();  // no thread to be had: this one does the slice (it may run where nothing may throw)
+    }
+  }
   adamwRange(param, grad, m, v, master, k, 0, per);
   for (auto& t : pool) t.join();
 }

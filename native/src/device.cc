@@ -237,6 +237,7 @@ void Device::destroy() {
 }
 
 void Device::release() {
+  if (updates_ != nullptr) cudaStreamSynchronize(updates_);
   if (transfers_ != nullptr) cudaStreamSynchronize(transfers_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   for (auto& [h, b] : blocks_)
@@ -263,11 +264,19 @@ void Device::release() {
   }
   staging_.clear();
   pinned_.clear();
-  for (WeightStaging& w : weightStaging_) {
-    if (w.ptr != nullptr) cudaFreeHost(w.ptr);
-    if (w.copied != nullptr) events_.push_back(w.copied);
-    w = WeightStaging{};
+  for (const Updated& u : updated_) {
+    cudaFreeHost(u.ptr);
+    events_.push_back(u.done);
   }
+  updated_.clear();
+  if (updateStaging_ != nullptr) cudaFreeHost(updateStaging_);
+  updateStaging_ = nullptr;
+  updateStagingBytes_ = 0;
+  if (updateScalars_ != nullptr) cudaFreeHost(updateScalars_);
+  updateScalars_ = nullptr;
+  for (cudaEvent_t e : slotDone_)
+    if (e != nullptr) events_.push_back(e);
+  slotDone_.clear();
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   events_.clear();
   if (errors_ != nullptr) cudaFree(errors_);
@@ -276,6 +285,8 @@ void Device::release() {
   stream_ = nullptr;
   if (transfers_ != nullptr) cudaStreamDestroy(transfers_);
   transfers_ = nullptr;
+  if (updates_ != nullptr) cudaStreamDestroy(updates_);
+  updates_ = nullptr;
 }
 
 uint64_t Device::alloc(size_t bytes) {
@@ -313,6 +324,7 @@ uint64_t Device::alloc(size_t bytes) {
 uint64_t Device::allocHost(size_t bytes) {
   Block b{nullptr, bytes, 0, true};
   if (bytes > 0) {
+    if (!updated_.empty()) collectUpdated((bytes + 4095) / 4096 * 4096);
     b.ptr = hostTier_.take(bytes, &b.capacity);
     if (b.ptr == nullptr) {
       Failure f("ERR_CUDA_OOM", "cuda.hostAlloc: no pinned host memory for " + std::to_string(bytes) + " bytes with " +
@@ -332,6 +344,14 @@ uint64_t Device::allocHost(size_t bytes) {
 void Device::free(uint64_t handle) {
   auto it = blocks_.find(handle);
   if (it == blocks_.end()) throw Failure("ERR_CUDA_BUFFER", "cuda.free: buffer " + std::to_string(handle) + " is not live");
+  if (it->second.updating) {
+    // A host update may still read it: its memory waits for that, the compute stream does not.
+    if (it->second.ptr != nullptr) updated_.push_back({it->second.ptr, it->second.capacity, it->second.pending});
+    else giveEvent(it->second.pending);
+    hostLive_ -= it->second.bytes;
+    blocks_.erase(it);
+    return;
+  }
   awaitTransfer(it->second);  // its memory goes back for reuse by the compute stream
   if (it->second.host) {
     if (it->second.ptr != nullptr) hostTier_.give(it->second.ptr, it->second.capacity);
@@ -361,11 +381,14 @@ void Device::awaitTransfer(Block& b) {
   check(cudaStreamWaitEvent(stream_, b.pending, 0), "cudaStreamWaitEvent");
   giveEvent(b.pending);
   b.pending = nullptr;
+  b.updating = false;
 }
 
 void Device::transfer(uint64_t dstHandle, size_t dstOffset, uint64_t srcHandle, size_t srcOffset, size_t bytes) {
   Block& dst = blocks_.at(dstHandle);
   Block& src = blocks_.at(srcHandle);
+  for (Block* b : {&dst, &src})
+    if (b->updating) awaitTransfer(*b);  // a host update (another stream) goes first
   char* to = static_cast<char*>(dst.ptr) + dstOffset;
   const char* from = static_cast<const char*>(src.ptr) + srcOffset;
   if (!overlap_) {
@@ -386,51 +409,122 @@ void Device::transfer(uint64_t dstHandle, size_t dstOffset, uint64_t srcHandle, 
   }
 }
 
-void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t paramHandle, const Block& grad, const Block& m,
-                         const Block& v, float* master, const float* const scalars[4], double beta1, double beta2, double eps,
+namespace {
+
+// One parameter's update, run on a CUDA driver thread when the update stream reaches it
+// (cudaLaunchHostFunc), between the copies into the staging buffer and the copy of the new weights
+// out of it. It makes no CUDA call, as such a function must not, and cannot fail.
+struct HostUpdate {
+  host::Storage param, grad, state;
+  void* weights;         // the staging buffer: the weights in (without master weights), then out
+  const float* scalars;  // lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip, copied into a pinned slot
+  const void* g;
+  void* m;
+  void* v;
+  float* master;
+  double beta1, beta2, eps, decay;
+  long long n;
+};
+
+void CUDART_CB runHostUpdate(void* data) {
+  const HostUpdate* u = static_cast<const HostUpdate*>(data);
+  const float* k = u->scalars;
+  host::adamw(u->param, u->grad, u->state, u->weights, u->g, u->m, u->v, u->master,
+              host::AdamWStep::of(u->beta1, u->beta2, u->eps, u->decay, k[0], k[1], k[2], k[3]), u->n);
+  delete u;
+}
+
+host::Storage storageOf(DType d) { return d == BF16 ? host::Storage::BF16 : host::Storage::F32; }
+
+}  // namespace
+
+void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t paramHandle, uint64_t gradHandle, uint64_t mHandle,
+                         uint64_t vHandle, uint64_t masterHandle, const float* const scalars[4], double beta1, double beta2, double eps,
                          double decay, long long n) {
   Block& param = blocks_.at(paramHandle);
-  awaitTransfer(param);
-  // Everything the update reads is there once the stream has run: the gradient's copy to the host
-  // (block() ordered the stream after it), the norm's clipping factor, the scalars.
-  check(cudaStreamSynchronize(stream_), "cuda.adamw (host)");
-  float k[4];
-  for (int i = 0; i < 4; i++) check(cudaMemcpy(&k[i], scalars[i], 4, cudaMemcpyDeviceToHost), "cuda.adamw (host): scalars");
+  Block& grad = blocks_.at(gradHandle);
+  Block& m = blocks_.at(mHandle);
+  Block& v = blocks_.at(vHandle);
+  Block* master = masterHandle == 0 ? nullptr : &blocks_.at(masterHandle);
+  // The scalars go to a pinned slot of their own on the compute stream, in its order (so their
+  // device buffers may be reused right after); a slot is taken again once its update has run.
+  if (updateScalars_ == nullptr) {
+    void* p = nullptr;
+    check(cudaHostAlloc(&p, kUpdateSlots * 4 * sizeof(float), cudaHostAllocDefault), "cuda.adamw (host): scalars");
+    updateScalars_ = static_cast<float*>(p);
+    slotDone_.assign(kUpdateSlots, nullptr);
+  }
+  const size_t slot = nextSlot_++ % kUpdateSlots;
+  if (slotDone_[slot] != nullptr) check(cudaEventSynchronize(slotDone_[slot]), "cuda.adamw (host): a scalar slot");
+  float* k = updateScalars_ + 4 * slot;
+  for (int i = 0; i < 4; i++) check(cudaMemcpyAsync(k + i, scalars[i], 4, cudaMemcpyDeviceToHost, stream_), "cuda.adamw (host): scalars");
+  // The rest after everything on the compute stream so far (it already waits for the gradient's copy).
+  cudaStream_t updates = stream_;
+  if (overlap_) {
+    if (updates_ == nullptr) check(cudaStreamCreateWithFlags(&updates_, cudaStreamNonBlocking), "cudaStreamCreate");
+    updates = updates_;
+    cudaEvent_t ready = takeEvent();
+    check(cudaEventRecord(ready, stream_), "cudaEventRecord");
+    check(cudaStreamWaitEvent(updates_, ready, 0), "cudaStreamWaitEvent");
+    giveEvent(ready);
+  }
   const size_t bytes = static_cast<size_t>(n) * elementBytes(paramType);
-  WeightStaging& w = weightStaging_[nextWeightStaging_];
-  nextWeightStaging_ ^= 1;
-  if (w.copied != nullptr) check(cudaEventSynchronize(w.copied), "cuda.adamw (host): staging");
-  if (w.capacity < bytes) {
-    if (w.ptr != nullptr) cudaFreeHost(w.ptr);
-    w.ptr = nullptr;
-    w.capacity = 0;
-    if (cudaHostAlloc(&w.ptr, bytes, cudaHostAllocDefault) != cudaSuccess) {
+  if (updateStagingBytes_ < bytes) {
+    // Growing (the first step's larger parameters): once nothing uses the old buffer.
+    if (updateStaging_ != nullptr) {
+      check(cudaStreamSynchronize(updates), "cuda.adamw (host): staging");
+      cudaFreeHost(updateStaging_);
+    }
+    updateStaging_ = nullptr;
+    updateStagingBytes_ = 0;
+    if (cudaHostAlloc(&updateStaging_, bytes, cudaHostAllocDefault) != cudaSuccess) {
       cudaGetLastError();
+      updateStaging_ = nullptr;
       Failure f("ERR_CUDA_OOM", "cuda.adamw (host): no pinned host memory for " + std::to_string(bytes) +
-                                    " bytes of new weights (without MINISEQ_HOST_ADAMW=1 AdamW runs on the device)");
+                                    " bytes of staging (without MINISEQ_HOST_ADAMW=1 AdamW runs on the device)");
       f.requested = static_cast<double>(bytes);
       throw f;
     }
-    w.capacity = bytes;
+    updateStagingBytes_ = bytes;
   }
+  char* staging = static_cast<char*>(updateStaging_);
   // Without master weights the update starts from the weights themselves.
-  if (master == nullptr) check(cudaMemcpy(w.ptr, param.ptr, bytes, cudaMemcpyDefault), "cuda.adamw (host): weights in");
-  const auto storage = [](DType d) { return d == BF16 ? host::Storage::BF16 : host::Storage::F32; };
-  host::adamw(storage(paramType), storage(gradType), storage(stateType), w.ptr, grad.ptr, m.ptr, v.ptr, master,
-              host::AdamWStep::of(beta1, beta2, eps, decay, k[0], k[1], k[2], k[3]), n);
-  cudaStream_t copies = stream_;
-  if (overlap_) {
-    if (transfers_ == nullptr) check(cudaStreamCreateWithFlags(&transfers_, cudaStreamNonBlocking), "cudaStreamCreate");
-    copies = transfers_;
-  }
-  check(cudaMemcpyAsync(param.ptr, w.ptr, bytes, cudaMemcpyDefault, copies), "cuda.adamw (host): weights out");
-  if (w.copied == nullptr) w.copied = takeEvent();
-  check(cudaEventRecord(w.copied, copies), "cudaEventRecord");
-  if (copies == transfers_) {
-    param.pending = takeEvent();
-    check(cudaEventRecord(param.pending, transfers_), "cudaEventRecord");
+  if (master == nullptr) check(cudaMemcpyAsync(staging, param.ptr, bytes, cudaMemcpyDefault, updates), "cuda.adamw (host): weights in");
+  auto* u = new HostUpdate{storageOf(paramType), storageOf(gradType), storageOf(stateType), staging, k, grad.ptr, m.ptr, v.ptr,
+                           master == nullptr ? nullptr : static_cast<float*>(master->ptr), beta1, beta2, eps, decay, n};
+  const cudaError_t launched = cudaLaunchHostFunc(updates, runHostUpdate, u);
+  if (launched != cudaSuccess) delete u;
+  check(launched, "cuda.adamw (host): cudaLaunchHostFunc");
+  if (slotDone_[slot] == nullptr) slotDone_[slot] = takeEvent();
+  check(cudaEventRecord(slotDone_[slot], updates), "cudaEventRecord");
+  check(cudaMemcpyAsync(param.ptr, staging, bytes, cudaMemcpyDefault, updates), "cuda.adamw (host): weights out");
+  if (updates == updates_) {
+    // The weights' next use waits for the copy; the state's memory is not reused before it.
+    for (Block* b : {&param, &grad, &m, &v, master}) {
+      if (b == nullptr) continue;
+      awaitTransfer(*b);
+      b->pending = takeEvent();
+      b->updating = b->host;
+      check(cudaEventRecord(b->pending, updates_), "cudaEventRecord");
+    }
   }
   hostUpdates_++;
+}
+
+void Device::collectUpdated(size_t wanted) {
+  size_t kept = 0;
+  for (Updated& u : updated_) {
+    const cudaError_t q = u.capacity == wanted ? cudaEventSynchronize(u.done) : cudaEventQuery(u.done);
+    if (q == cudaSuccess) {
+      hostTier_.give(u.ptr, u.capacity);
+      giveEvent(u.done);
+      wanted = 0;  // one is enough
+    } else {
+      if (q != cudaErrorNotReady) cudaGetLastError();
+      updated_[kept++] = u;
+    }
+  }
+  updated_.resize(kept);
 }
 
 void* Device::scratch(size_t bytes, size_t* capacity) {

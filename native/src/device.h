@@ -93,6 +93,9 @@ struct Block {
   // A copy on the transfer stream that reads or writes this block and may still run: the
   // compute stream waits for it before the block's next use or its memory's reuse.
   cudaEvent_t pending = nullptr;
+  // `pending` is a host update (Device::adamwOnHost) still using this host-tier block: freed, its
+  // memory waits for it in Device::updated_ instead of holding up the compute stream.
+  bool updating = false;
 };
 
 // The host tier: pinned, mapped host buffers (with unified addressing, kernels and copies take
@@ -154,14 +157,15 @@ class Device {
   uint64_t allocHost(size_t bytes);
 
   uint64_t hostUpdates() const { return hostUpdates_; }  // adamwOnHost calls so far
-  // AdamW on the host (native/host/adamw.h), bitwise the kernel's: waits for the stream (the
-  // gradient's copy and the clipping factor), updates m, v (and master) where they are, and copies
-  // the new weights into the device buffer `param` on the transfer stream, overlapping the next
-  // parameter's update; the compute stream waits for that copy at the weights' next use. Without
-  // master weights the old weights come to the host first. `scalars`: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip
-  // (device float32 scalars).
-  void adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t param, const Block& grad, const Block& m, const Block& v,
-                   float* master, const float* const scalars[4], double beta1, double beta2, double eps, double decay, long long n);
+  // AdamW on the host (native/host/adamw.h), bitwise the kernel's, enqueued and not waited for:
+  // on a stream of its own (after everything on the compute stream so far: the gradient's copy,
+  // the norm's clipping factor) the scalars (and, without master weights, the weights) are copied
+  // into a pinned staging buffer, a host function updates m, v (and master) where they are, and
+  // the new weights are copied back into `param`. The compute stream waits for that only at the
+  // weights' next use, so the updates run while the next step's forward starts on the layers
+  // already updated. `scalars`: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip (device float32 scalars).
+  void adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t param, uint64_t grad, uint64_t m, uint64_t v,
+                   uint64_t master, const float* const scalars[4], double beta1, double beta2, double eps, double decay, long long n);
 
   // Internal temporaries (reduction partials, copy snapshots): not counted as live.
   void* scratch(size_t bytes, size_t* capacity);
@@ -225,15 +229,26 @@ class Device {
   cudaStream_t transfers_ = nullptr;  // copies between the tiers (see transfer)
   bool overlap_ = true;
   uint64_t hostUpdates_ = 0;
-  // adamwOnHost's two staging buffers for the new weights (pinned, grown to the largest parameter
-  // and kept): one is filled while the other's copy to the device runs.
-  struct WeightStaging {
-    void* ptr = nullptr;
-    size_t capacity = 0;
-    cudaEvent_t copied = nullptr;  // its last copy to the device
+  cudaStream_t updates_ = nullptr;  // adamwOnHost's copies and host functions
+  // adamwOnHost's staging for the weights and scalars (pinned, grown to the largest parameter and
+  // kept). Everything that uses it is on updates_, in order, so one buffer serves every update.
+  void* updateStaging_ = nullptr;
+  size_t updateStagingBytes_ = 0;
+  // Each update's four scalars, in a pinned ring of slots (slotDone_: the event after the update
+  // that used the slot last).
+  static constexpr size_t kUpdateSlots = 1024;
+  float* updateScalars_ = nullptr;
+  std::vector<cudaEvent_t> slotDone_;
+  size_t nextSlot_ = 0;
+  // Freed host-tier blocks a host update may still use, with its event: their memory goes back
+  // to the host tier once it has run.
+  struct Updated {
+    void* ptr;
+    size_t capacity;
+    cudaEvent_t done;
   };
-  WeightStaging weightStaging_[2];
-  int nextWeightStaging_ = 0;
+  std::vector<Updated> updated_;
+  void collectUpdated(size_t wanted);
   ErrorRecord* errors_ = nullptr;
   Launch launch_{};
   Cublas cublas_;

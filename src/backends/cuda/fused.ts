@@ -307,7 +307,8 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
       const hm = (b: Buffer | undefined) => (b === undefined ? 0 : h(b))
       const { beta1, beta2, eps, weightDecay } = attrs
       // With its state offloaded (`--offload optimizer`) the update may run where the state is.
-      const onHost = cudaHostOptimizer() && [g, m, v, master].every((b) => b === undefined || b.tier === "host")
+      const state = [g, outputs.m, outputs.v, outputs.master]
+      const onHost = cudaHostOptimizer() && state.every((b) => b === undefined || b.tier === "host")
       dev.adamw(
         code(w.dtype),
         code(g.dtype),
