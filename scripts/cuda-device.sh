@@ -105,7 +105,9 @@ if [ "${1:-}" = bench ]; then
   python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$out/gpu.txt"
   python3 -c "import transformers; print('transformers', transformers.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
   # (The GPU machine has no Nsight Systems: --profile mode:S times each kernel with CUDA events.)
-  NODE_OPTIONS=--max-old-space-size=16000 node .device/cuda/long-context.mjs --pytorch python3 --out "$out/long-context" "$@" 2>&1 | tee "$out/bench.log"
+  # PYTORCH= (empty) leaves the PyTorch baseline out (where it cannot fit, say).
+  torch=${PYTORCH-python3}
+  NODE_OPTIONS=--max-old-space-size=16000 node .device/cuda/long-context.mjs ${torch:+--pytorch "$torch"} --out "$out/long-context" "$@" 2>&1 | tee "$out/bench.log"
   exit "${PIPESTATUS[0]}"
 fi
 budget=${CUDA_DEVICE_BUDGET:-540}

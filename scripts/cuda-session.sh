@@ -6,6 +6,9 @@
 #          $PROFILE mode:S (default mst+checkpoint:8192)
 #   attention  PyTorch's causal SDPA timed like the tests time ours (bench/attention_pytorch.py)
 #   max    the largest S per mode under a $CAP GiB cap, ours and PyTorch's
+#   offload  Llama3-8B bf16 mst+checkpoint at S = $OFFLOAD_SEQ (default 65536), three steps each:
+#          no offload, checkpoints+optimizer with AdamW over the bus, and the same with AdamW on
+#          the host's cores (MINISEQ_HOST_ADAMW=1), one after the other
 # STAGES picks and orders them (default "tests sweep max"). Each stage copies its results to
 # $OUT as soon as it ends, so a run cut short keeps what it finished: tests.txt, sweep.md,
 # sweep.json, attention.txt, max.md, max.json, and every log in logs.tgz (seven files: a device
@@ -30,10 +33,20 @@ for stage in ${STAGES:-tests sweep max}; do
     attention)
       python3 bench/attention_pytorch.py --seqs 4096,8192,32768 --dims 64,128 --out "$work/attention.json" >"$work/attention.txt" 2>&1
       keep "$work/attention.txt" attention.txt ;;
+    offload)
+      for run in none:0 checkpoints,optimizer:0 checkpoints,optimizer:1; do
+        off=${run%%:*}; tag=offload-${off//,/+}-host${run#*:}
+        # (PyTorch does not fit 64k of this model on an 80 GB card: no baseline here.)
+        PYTORCH= MINISEQ_HOST_ADAMW=${run#*:} OUT=$work/$tag MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --model llama3-8b \
+          --precision bf16 --modes mst+checkpoint --seqs "${OFFLOAD_SEQ:-65536}" --steps 3 --no-max-seq --offload "$off" >"$work/$tag.out" 2>&1
+        built=1
+        cat "$work/$tag/long-context.md" >>"$work/offload.md" 2>/dev/null || echo "no result for $tag (see logs.tgz)" >>"$work/offload.md"
+      done
+      keep "$work/offload.md" offload.md ;;
     max)
       OUT=$work/max MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs none --cap "${CAP:-32}" ${MAX_ARGS:-} >"$work/max.out" 2>&1
       keep "$work/max/long-context.md" max.md; keep "$work/max/long-context.json" max.json ;;
-    *) echo "unknown stage $stage (tests, sweep, attention, max)"; exit 2 ;;
+    *) echo "unknown stage $stage (tests, sweep, attention, max, offload)"; exit 2 ;;
   esac
   built=1
   echo "$stage done at ${SECONDS}s"
