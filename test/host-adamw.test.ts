@@ -2,8 +2,9 @@
  * AdamW on the host's cores (native/host/adamw.h: what the CUDA backend runs when the optimizer is
  * offloaded) against the reference AdamW graph on the CPU backend, bit for bit: fp32, bf16-mixed
  * and bf16 storage, gradients in float32 and bfloat16, with weight decay (matrices) and without
- * (vectors), the clipping factor below 1, on one thread and on several. The header is compiled
- * here through native/host/adamw-check.cc wherever a C++ compiler is (CI has g++); the GPU side
+ * (vectors), the clipping factor below 1, on one thread and on several, with the AVX2 loop and
+ * without it. The header is compiled here through native/host/adamw-check.cc, with the CUDA
+ * addon's flags, wherever a C++ compiler is (CI has g++); the GPU side
  * (the CUDA backend choosing it for host-tier state) is in test/cuda-train.test.ts.
  */
 import { spawnSync } from "node:child_process"
@@ -18,23 +19,16 @@ import { adamwStep, type Shapes, startState, stepScalars } from "./adamw-step.js
 
 const cxx = ["g++", "c++", "clang++"].find((c) => spawnSync(c, ["--version"], { stdio: "ignore" }).status === 0)
 const dir = mkdtempSync(join(tmpdir(), "miniseq-host-adamw-"))
-const program = join(dir, "adamw-check")
-const built =
-  cxx !== undefined &&
-  spawnSync(
-    cxx,
-    [
-      "-O2",
-      "-std=c++17",
-      "-ffp-contract=off",
-      "-fno-math-errno",
-      "-pthread",
-      "native/host/adamw-check.cc",
-      "-o",
-      program,
-    ],
-    { stdio: "inherit" },
-  ).status === 0
+const flags = ["-O2", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
+/** The check program built as the CUDA addon builds the header; `baseline`: without its AVX2 loop. */
+function build(name: string, extra: string[]): string | undefined {
+  const out = join(dir, name)
+  if (cxx === undefined) return undefined
+  const r = spawnSync(cxx, [...flags, ...extra, "native/host/adamw-check.cc", "-o", out], { stdio: "inherit" })
+  return r.status === 0 ? out : undefined
+}
+const programs = { simd: build("adamw-check", []), baseline: build("adamw-check-baseline", ["-DMINISEQ_HOST_NO_AVX2"]) }
+const built = programs.simd !== undefined && programs.baseline !== undefined
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 // 280,000 elements: four slices of the work on four threads; the vector gets no decay.
@@ -65,6 +59,7 @@ function hostUpdate(
   clip: number,
   decay: number,
   threads: number,
+  program: string,
 ): Float32Array[] {
   const p = precisions[precision]
   const n = state[`w.${name}`]!.length
@@ -116,7 +111,7 @@ describe.skipIf(!built)("AdamW on the host (native/host/adamw.h)", () => {
     ["bf16", "bfloat16"],
   ]
   for (const [precision, gradType] of cases) {
-    it(`${precision}, ${gradType} gradients: the reference graph's update, bit for bit, on 1 and 4 threads`, async () => {
+    it(`${precision}, ${gradType} gradients: the reference graph's update, bit for bit (SIMD and baseline builds, 1 and 4 threads)`, async () => {
       const state = startState(shapes, 5)
       const want = await adamwStep(cpuWithBfloat16(), precision, false, state, { shapes, gradDType: gradType })
       const norm = want.read[0]![0]!
@@ -126,15 +121,16 @@ describe.skipIf(!built)("AdamW on the host (native/host/adamw.h)", () => {
       Object.keys(shapes).forEach((name, k) => {
         const decay = shapes[name]!.length >= 2 ? defaultAdamW.weightDecay : 0
         const expected = want.read.slice(1 + k * perParameter, 1 + (k + 1) * perParameter)
-        for (const threads of [1, 4]) {
-          const got = hostUpdate(precision, gradType, state, name, clip, decay, threads)
-          got.forEach((x, i) => {
-            const e = expected[i]!
-            expect(x.length).toBe(e.length)
-            const differs = x.findIndex((v, j) => !Object.is(v, e[j]))
-            expect(differs, `${name} output ${i} (w, m, v, master) on ${threads} threads`).toBe(-1)
-          })
-        }
+        for (const [build, program] of Object.entries(programs))
+          for (const threads of [1, 4]) {
+            const got = hostUpdate(precision, gradType, state, name, clip, decay, threads, program!)
+            got.forEach((x, i) => {
+              const e = expected[i]!
+              expect(x.length).toBe(e.length)
+              const differs = x.findIndex((v, j) => !Object.is(v, e[j]))
+              expect(differs, `${name} output ${i} (w, m, v, master), ${build} build, ${threads} threads`).toBe(-1)
+            })
+          }
       })
     })
   }

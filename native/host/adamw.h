@@ -96,7 +96,9 @@ inline void adamwRangeFor(P* param, const G* grad, S* m, S* v, float* master, co
   else adamwLoop<false, false>(param, grad, m, v, master, k, begin, end);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// (MINISEQ_HOST_NO_AVX2 leaves the AVX2 build out: the tests check both.)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MINISEQ_HOST_NO_AVX2)
+#define MINISEQ_HOST_AVX2 1
 // The same loop compiled for AVX2 (eight lanes; AVX2 alone, so no fused multiply-add can appear),
 // chosen at run time where the processor has it.
 template <typename P, typename G, typename S>
@@ -117,7 +119,7 @@ inline bool hasAvx2() {
 template <typename P, typename G, typename S>
 void adamwRange(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k, long long begin,
                 long long end) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef MINISEQ_HOST_AVX2
   if (hasAvx2()) return adamwRangeAvx2(param, grad, m, v, master, k, begin, end);
 #endif
   adamwRangeFor(param, grad, m, v, master, k, begin, end);
