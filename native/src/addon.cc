@@ -643,7 +643,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     // runs where that state lives.
     if (count(info, 17) == 1) {
       if (!(grad.host && m.host && v.host && (masterBlock == nullptr || masterBlock->host)) || param.host)
-        throw toJs(info.Env(), Failure("ERR_CUDA_ARG", "cuda.adamw: on the host takes grad, m, v (and master) in the host tier and the weights on the device"));
+        throw toJs(info.Env(), Failure("ERR_CUDA_ARG",
+                                       "cuda.adamw: on the host takes grad, m, v (and master) in the host tier and the weights on the device"));
       const float* const scalars[4] = {scalar(8), scalar(9), scalar(10), scalar(11)};
       const auto handle = [&](size_t i) { return static_cast<uint64_t>(count(info, i)); };
       dv.adamwOnHost(p, g, s, handle(3), handle(4), handle(5), handle(6), handle(7), scalars, number(info, 12), number(info, 13),

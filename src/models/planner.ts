@@ -81,8 +81,9 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
 /**
  * The bytes AdamW moves over the bus with its state in the host tier. On the device it reads and
  * writes that state in place, each byte twice (the gradients: read by the norm and by the
- * update); on the host (`BackendImpl.hostOptimizer`, with a fused adamw) only the norm reads the gradients over the
- * bus, and the new weights cross it once (twice without master weights: the old ones go first).
+ * update). On the host (`BackendImpl.hostOptimizer`, with a fused adamw) only the norm reads the
+ * gradients over the bus, and the new weights cross it once (twice without master weights: the
+ * old ones go first).
  */
 function updateTraffic(a: AdamWGraph, offloaded: ReadonlySet<Tensor>, onHost: boolean): number {
   const bytes = (ts: Iterable<Tensor>) => [...ts].reduce((n, t) => n + t.size * bytesPerElement[t.dtype], 0)
