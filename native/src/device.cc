@@ -237,7 +237,8 @@ void Device::destroy() {
 }
 
 void Device::release() {
-  if (updates_ != nullptr) cudaStreamSynchronize(updates_);
+  for (UpdateLane& lane : lanes_)
+    if (lane.stream != nullptr) cudaStreamSynchronize(lane.stream);
   if (transfers_ != nullptr) cudaStreamSynchronize(transfers_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   for (auto& [h, b] : blocks_)
@@ -269,9 +270,11 @@ void Device::release() {
     events_.push_back(u.done);
   }
   updated_.clear();
-  if (updateStaging_ != nullptr) cudaFreeHost(updateStaging_);
-  updateStaging_ = nullptr;
-  updateStagingBytes_ = 0;
+  for (UpdateLane& lane : lanes_) {
+    if (lane.staging != nullptr) cudaFreeHost(lane.staging);
+    lane.staging = nullptr;
+    lane.bytes = 0;
+  }
   if (updateScalars_ != nullptr) cudaFreeHost(updateScalars_);
   updateScalars_ = nullptr;
   for (cudaEvent_t e : slotDone_)
@@ -285,8 +288,10 @@ void Device::release() {
   stream_ = nullptr;
   if (transfers_ != nullptr) cudaStreamDestroy(transfers_);
   transfers_ = nullptr;
-  if (updates_ != nullptr) cudaStreamDestroy(updates_);
-  updates_ = nullptr;
+  for (UpdateLane& lane : lanes_) {
+    if (lane.stream != nullptr) cudaStreamDestroy(lane.stream);
+    lane.stream = nullptr;
+  }
 }
 
 uint64_t Device::alloc(size_t bytes) {
@@ -458,36 +463,40 @@ void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint6
   if (slotDone_[slot] != nullptr) check(cudaEventSynchronize(slotDone_[slot]), "cuda.adamw (host): a scalar slot");
   float* k = updateScalars_ + 4 * slot;
   for (int i = 0; i < 4; i++) check(cudaMemcpyAsync(k + i, scalars[i], 4, cudaMemcpyDeviceToHost, stream_), "cuda.adamw (host): scalars");
-  // The rest after everything on the compute stream so far (it already waits for the gradient's copy).
+  // The rest, on the next lane, after everything on the compute stream so far (it already waits
+  // for the gradient's copy). Without the transfer stream (MINISEQ_OFFLOAD_STREAM=0): on the
+  // compute stream itself.
+  UpdateLane& lane = lanes_[nextLane_];
+  nextLane_ ^= 1;
   cudaStream_t updates = stream_;
   if (overlap_) {
-    if (updates_ == nullptr) check(cudaStreamCreateWithFlags(&updates_, cudaStreamNonBlocking), "cudaStreamCreate");
-    updates = updates_;
+    if (lane.stream == nullptr) check(cudaStreamCreateWithFlags(&lane.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    updates = lane.stream;
     cudaEvent_t ready = takeEvent();
     check(cudaEventRecord(ready, stream_), "cudaEventRecord");
-    check(cudaStreamWaitEvent(updates_, ready, 0), "cudaStreamWaitEvent");
+    check(cudaStreamWaitEvent(updates, ready, 0), "cudaStreamWaitEvent");
     giveEvent(ready);
   }
   const size_t bytes = static_cast<size_t>(n) * elementBytes(paramType);
-  if (updateStagingBytes_ < bytes) {
+  if (lane.bytes < bytes) {
     // Growing (the first step's larger parameters): once nothing uses the old buffer.
-    if (updateStaging_ != nullptr) {
+    if (lane.staging != nullptr) {
       check(cudaStreamSynchronize(updates), "cuda.adamw (host): staging");
-      cudaFreeHost(updateStaging_);
+      cudaFreeHost(lane.staging);
     }
-    updateStaging_ = nullptr;
-    updateStagingBytes_ = 0;
-    if (cudaHostAlloc(&updateStaging_, bytes, cudaHostAllocDefault) != cudaSuccess) {
+    lane.staging = nullptr;
+    lane.bytes = 0;
+    if (cudaHostAlloc(&lane.staging, bytes, cudaHostAllocDefault) != cudaSuccess) {
       cudaGetLastError();
-      updateStaging_ = nullptr;
+      lane.staging = nullptr;
       Failure f("ERR_CUDA_OOM", "cuda.adamw (host): no pinned host memory for " + std::to_string(bytes) +
                                     " bytes of staging (without MINISEQ_HOST_ADAMW=1 AdamW runs on the device)");
       f.requested = static_cast<double>(bytes);
       throw f;
     }
-    updateStagingBytes_ = bytes;
+    lane.bytes = bytes;
   }
-  char* staging = static_cast<char*>(updateStaging_);
+  char* staging = static_cast<char*>(lane.staging);
   // Without master weights the update starts from the weights themselves.
   if (master == nullptr) check(cudaMemcpyAsync(staging, param.ptr, bytes, cudaMemcpyDefault, updates), "cuda.adamw (host): weights in");
   auto* u = new HostUpdate{storageOf(paramType), storageOf(gradType), storageOf(stateType), staging, k, grad.ptr, m.ptr, v.ptr,
@@ -498,14 +507,14 @@ void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint6
   if (slotDone_[slot] == nullptr) slotDone_[slot] = takeEvent();
   check(cudaEventRecord(slotDone_[slot], updates), "cudaEventRecord");
   check(cudaMemcpyAsync(param.ptr, staging, bytes, cudaMemcpyDefault, updates), "cuda.adamw (host): weights out");
-  if (updates == updates_) {
+  if (updates != stream_) {
     // The weights' next use waits for the copy; the state's memory is not reused before it.
     for (Block* b : {&param, &grad, &m, &v, master}) {
       if (b == nullptr) continue;
       awaitTransfer(*b);
       b->pending = takeEvent();
       b->updating = b->host;
-      check(cudaEventRecord(b->pending, updates_), "cudaEventRecord");
+      check(cudaEventRecord(b->pending, updates), "cudaEventRecord");
     }
   }
   hostUpdates_++;

@@ -158,10 +158,10 @@ class Device {
 
   uint64_t hostUpdates() const { return hostUpdates_; }  // adamwOnHost calls so far
   // AdamW on the host (native/host/adamw.h), bitwise the kernel's, enqueued and not waited for:
-  // on a stream of its own (after everything on the compute stream so far: the gradient's copy,
-  // the norm's clipping factor) the scalars (and, without master weights, the weights) are copied
-  // into a pinned staging buffer, a host function updates m, v (and master) where they are, and
-  // the new weights are copied back into `param`. The compute stream waits for that only at the
+  // on one of two streams of its own, taken in turn (after everything on the compute stream so
+  // far: the gradient's copy, the norm's clipping factor), the scalars (and, without master
+  // weights, the weights) are copied into pinned staging, a host function updates m, v (and
+  // master) where they are, and the new weights are copied back into `param`. The compute stream waits for that only at the
   // weights' next use, so the updates run while the next step's forward starts on the layers
   // already updated. `scalars`: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip (device float32 scalars).
   void adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t param, uint64_t grad, uint64_t m, uint64_t v,
@@ -229,11 +229,17 @@ class Device {
   cudaStream_t transfers_ = nullptr;  // copies between the tiers (see transfer)
   bool overlap_ = true;
   uint64_t hostUpdates_ = 0;
-  cudaStream_t updates_ = nullptr;  // adamwOnHost's copies and host functions
-  // adamwOnHost's staging for the weights and scalars (pinned, grown to the largest parameter and
-  // kept). Everything that uses it is on updates_, in order, so one buffer serves every update.
-  void* updateStaging_ = nullptr;
-  size_t updateStagingBytes_ = 0;
+  // adamwOnHost's two lanes, taken in turn: a stream for the copies and host functions and a
+  // staging buffer for the weights (pinned, grown to the largest parameter and kept). Everything
+  // that uses a lane's buffer is on its stream, in order; with two, one parameter's weights cross
+  // the bus while the next one is updated.
+  struct UpdateLane {
+    cudaStream_t stream = nullptr;
+    void* staging = nullptr;
+    size_t bytes = 0;
+  };
+  UpdateLane lanes_[2];
+  int nextLane_ = 0;
   // Each update's four scalars, in a pinned ring of slots (slotDone_: the event after the update
   // that used the slot last).
   static constexpr size_t kUpdateSlots = 1024;
