@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The fused-routine kernels (native/kernels/{softmax,activation,norm,rope,attention*}.cu) and the
-# index kernels (index.cu) on the CPU,
+# The fused-routine kernels (native/kernels/{softmax,activation,norm,rope,attention*}.cu), the
+# index kernels (index.cu) and the reductions (reduce.cu, the gradient norm's sum of squares) on the CPU,
 # for a machine without a GPU. Each kernel file is rewritten a little (a launch
 # `k<<<grid, block, smem, stream>>>(args)` becomes `emu::launch(k, emu::Cfg(grid, block, smem,
 # stream), args)`, the `extern __shared__` array the block's buffer), compiled as C++ with
@@ -24,7 +24,7 @@ cp native/kernels/*.cuh native/kernels/kernels.h "$work/"
 # The tensor-core kernels' PTX (ldmatrix, mma.sync, cp.async) becomes warp-level host code.
 cp native/emulate/attention_ptx.h "$work/attention_ptx.cuh"
 sources=()
-for f in softmax activation norm rope index attention attention_backward attention_mma attention_mma_backward; do
+for f in softmax activation norm rope index reduce attention attention_backward attention_mma attention_mma_backward; do
   sources+=("$work/$f.cc")
   node -e '
     const fs = require("fs")

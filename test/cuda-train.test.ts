@@ -7,6 +7,7 @@
 import { Effect, Exit, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Backend, type BackendImpl } from "../src/core/backend.js"
+import type { DType } from "../src/core/dtype.js"
 import { cpuWithBfloat16, roundToBfloat16 } from "../src/backends/cpu/bfloat16.js"
 import { makeCpuBackend } from "../src/backends/cpu/index.js"
 import { type CudaBackend, makeCudaBackend } from "../src/backends/cuda/index.js"
@@ -18,6 +19,7 @@ import { evaluate } from "../src/core/executor.js"
 import { input, type Tensor } from "../src/core/graph.js"
 import * as o from "../src/core/ops.js"
 import { fusedRmsNorm, fusedRope, rmsNorm, rope, silu, siluMul } from "../src/core/routines/basic.js"
+import { sumOfSquares } from "../src/core/routines/adamw.js"
 import type { RoutineKernel } from "../src/core/routines/registry.js"
 import { rng } from "../src/core/random.js"
 import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
@@ -145,6 +147,42 @@ async function ropeCase(
   )
   return { values, dx: grads.x! }
 }
+
+/** Σ x² of seeded values of `shape` in `dtype` on `backend`: the routine, or the unfused graph. */
+async function sumOfSquaresCase(backend: BackendImpl, dtype: DType, shape: number[], fused: boolean) {
+  const random = rng(shape.reduce((a, b) => a * b, 1))
+  const x = input("x", shape, dtype)
+  const y = fused ? sumOfSquares(x) : o.sum(o.square(o.cast(x, "float32")))
+  const data = Float32Array.from({ length: x.size }, () => (random() - 0.5) * 0.1)
+  const r = await Effect.runPromise(
+    evaluate([y], new Map([[x, dtype === "float64" ? Float64Array.from(data) : data]])).pipe(
+      Effect.provide(Layer.succeed(Backend, backend)),
+    ),
+  )
+  return r.values[0]![0]!
+}
+
+describe("the gradient norm's sum of squares as one routine", () => {
+  it("its reference body is the unfused graph, bit for bit (CPU, bf16 emulated)", async () => {
+    for (const shape of [[700], [40, 70]])
+      expect(await sumOfSquaresCase(cpuWithBfloat16(), "bfloat16", shape, true)).toBe(
+        await sumOfSquaresCase(cpuWithBfloat16(), "bfloat16", shape, false),
+      )
+  })
+  it.skipIf(cuda === undefined)(
+    "on CUDA one read of x gives the unfused graph's sum bit for bit (vectors, matrices, split reductions)",
+    async () => {
+      for (const dtype of ["float32", "bfloat16"] as const)
+        for (const shape of [[700], [300000], [400, 700], [20000, 64], [1, 5000]]) {
+          const what = `${dtype} [${shape.join(", ")}]`
+          const fused = await sumOfSquaresCase(cuda!, dtype, shape, true)
+          expect(fused, what).toBe(await sumOfSquaresCase(cuda!, dtype, shape, false))
+          const reference = await sumOfSquaresCase(makeCpuBackend(), "float64", shape, false)
+          expect(Math.abs(fused - reference) / reference, what).toBeLessThan(dtype === "float32" ? 1e-6 : 1e-2)
+        }
+    },
+  )
+})
 
 describe("RoPE as one routine", () => {
   it("the routine form gives the plain ops' value and gradient, and its backward reads only the cotangent (CPU, float64)", async () => {

@@ -287,6 +287,32 @@ static void scatterCheck(DType dt, long long n, long long rows, long long width,
   if (n > 3 && (record.code != 1 || record.kernel != K_SCATTER_ADD || record.position != n / 2)) { printf("FAIL %s: bad index not recorded\n", what.c_str()); failures++; }
 }
 
+// The gradient norm's fused sum of squares against the unfused graph's kernels (the squares
+// rounded to float32, then reduce() over the rows and over the columns): the same bits.
+static void squares(DType dt, long long rows, long long cols, unsigned seed) {
+  const long long n = rows * cols;
+  auto x = seen(dt, randn(n, seed, 0.1));
+  Buf bx(dt, x), out(F32, 1), sq(F32, n), col(F32, cols), out2(F32, 1);
+  std::vector<double> scratch(std::max<long long>(1, sumOfSquaresScratch(L, rows, cols)));
+  std::vector<float> colSums(cols);
+  sumOfSquares(L, dt, bx.p, static_cast<float*>(out.p), rows, cols, colSums.data(), scratch.data());
+  for (long long i = 0; i < n; i++) { const float f = static_cast<float>(x[i]); sq.set(i, f * f); }
+  std::vector<double> plain(std::max<long long>({1, reduceScratch(L, 1, rows, cols), reduceScratch(L, 1, cols, 1)}));
+  if (rows > 1) {
+    reduce(L, R_SUM, F32, sq.p, col.p, 1, rows, cols, plain.data());
+    reduce(L, R_SUM, F32, col.p, out2.p, 1, cols, 1, plain.data());
+  } else {
+    reduce(L, R_SUM, F32, sq.p, out2.p, 1, cols, 1, plain.data());
+  }
+  double want = 0;
+  for (long long i = 0; i < n; i++) want += x[i] * x[i];
+  const std::string what = std::string("sumOfSquares ") + name(dt) + " [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+  if (static_cast<float*>(out.p)[0] != static_cast<float*>(out2.p)[0]) {
+    printf("FAIL %s: %.9g, the unfused kernels %.9g\n", what.c_str(), out.get(0), out2.get(0)); failures++; return;
+  }
+  close(what, out.vec(), {want}, 1e-6);
+}
+
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "all";
   if (which == "all" || which == "ce") {
@@ -306,6 +332,8 @@ int main(int argc, char** argv) {
       norm(dt, 1, 64, 31); norm(dt, 37, 1000, 32); norm(dt, 300, 512, 33); norm(dt, 5, 2048, 34);
       ropeCheck(dt, 1, 1, 8, 0, 41); ropeCheck(dt, 4, 77, 64, 3, 42); ropeCheck(dt, 2, 130, 128, 0, 43);
     }
+  if (which == "all" || which == "reduce")
+    for (DType dt : {F32, BF16, F64}) { squares(dt, 1, 700, 71); squares(dt, 1, 30000, 72); squares(dt, 400, 70, 73); squares(dt, 5000, 40, 74); squares(dt, 1, 1, 75); }
   if (which == "all" || which == "index")
     for (DType dt : {F32, BF16, F64}) { scatterCheck(dt, 1, 3, 5, 51); scatterCheck(dt, 300, 37, 19, 52); scatterCheck(dt, 1000, 4, 64, 53); scatterCheck(dt, 517, 2000, 3, 54); }
   if (which == "race") {

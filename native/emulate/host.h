@@ -112,6 +112,20 @@ template <class T> inline T __shfl_xor_sync(unsigned, T v, int off) {
   emu::cur->warps[w]->wait();
   return r;
 }
+// Lane i gets lane i + off's value (its own where that is past the warp), as on the GPU.
+template <class T> inline T __shfl_down_sync(unsigned, T v, int off) {
+  const unsigned t = threadIdx.x + threadIdx.y * blockDim.x, w = t / 32, lane = t % 32;
+  static_assert(sizeof(T) <= 8, "");
+  std::memcpy(&emu::cur->slots[w][lane], &v, sizeof v);
+  emu::cur->warps[w]->wait();
+  T r = v;
+  if (lane + off < 32) std::memcpy(&r, &emu::cur->slots[w][lane + off], sizeof r);
+  emu::cur->warps[w]->wait();
+  return r;
+}
+// A float32 product rounded to nearest (what the kernels write to keep it out of a fused
+// multiply-add); the host computes float * float in float32 alone (-O1, no -ffast-math).
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline int atomicCAS(int* p, int cmp, int val) { std::lock_guard<std::mutex> g(emu::atomics); const int old = *p; if (old == cmp) *p = val; return old; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }

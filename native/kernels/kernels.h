@@ -75,6 +75,12 @@ cudaError_t copy(const Launch&, int elemBytes, const void* src, void* dst, const
 long long reduceScratch(const Launch&, long long outer, long long axis, long long inner);
 cudaError_t reduce(const Launch&, ReduceOp, DType, const void* x, void* out, long long outer,
                    long long axis, long long inner, double* scratch);
+// Σ x² in float32 of x viewed as [rows, cols], bit for bit the unfused sum(square(cast(x, f32)))
+// over the rows, then the columns (colSums: cols float32 when rows > 1; scratch:
+// sumOfSquaresScratch() float64 elements).
+long long sumOfSquaresScratch(const Launch&, long long rows, long long cols);
+cudaError_t sumOfSquares(const Launch&, DType, const void* x, float* out, long long rows, long long cols, float* colSums,
+                         double* scratch);
 
 // Index kernels. `idx` is int32; rows/width bound the indices.
 cudaError_t gather(const Launch&, int elemBytes, const void* table, long long rows, const int32_t* idx,

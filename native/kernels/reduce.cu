@@ -11,6 +11,8 @@
 // When that gives too few blocks to fill the GPU and the axis is long, the axis is cut into
 // `splits` chunks whose float64 partials a second kernel combines in a fixed order, so results
 // are reproducible run to run.
+#include <algorithm>
+
 #include "common.cuh"
 
 namespace miniseq {
@@ -41,18 +43,29 @@ template <ReduceOp Op> __device__ double blockReduce(double v) {
   return v;
 }
 
-template <ReduceOp Op, typename T>
-__global__ void rowReduce(const T* __restrict__ x, long long axis, long long chunk, int splits, T* __restrict__ out,
+// An element as the reduction adds it: its value, or (Square: sumOfSquares) its square rounded
+// to float32, as square(cast(x, float32)) computes it.
+template <bool Square, typename T> __device__ __forceinline__ double element(T v) {
+  if constexpr (Square) {
+    const float f = convert<float>(v);
+    return static_cast<double>(__fmul_rn(f, f));
+  } else {
+    return toDouble(v);
+  }
+}
+
+template <ReduceOp Op, typename T, bool Square = false, typename O = T>
+__global__ void rowReduce(const T* __restrict__ x, long long axis, long long chunk, int splits, O* __restrict__ out,
                           double* __restrict__ partial) {
   const long long row = blockIdx.x;
   const int s = blockIdx.y;
   const long long begin = s * chunk, end = min(axis, begin + chunk);
   const T* p = x + row * axis;
   double acc = initial<Op>();
-  for (long long a = begin + threadIdx.x; a < end; a += blockDim.x) acc = combine<Op>(acc, toDouble(p[a]));
+  for (long long a = begin + threadIdx.x; a < end; a += blockDim.x) acc = combine<Op>(acc, element<Square>(p[a]));
   acc = blockReduce<Op>(acc);
   if (threadIdx.x == 0) {
-    if (splits == 1) out[row] = convert<T>(acc);
+    if (splits == 1) out[row] = convert<O>(acc);
     else partial[row * splits + s] = acc;
   }
 }
@@ -68,21 +81,22 @@ __global__ void rowFinish(const double* __restrict__ partial, int splits, T* __r
 
 constexpr int kColX = 32, kColY = 8;
 
-template <ReduceOp Op, typename T>
+template <ReduceOp Op, typename T, bool Square = false, typename O = T>
 __global__ void colReduce(const T* __restrict__ x, long long axis, long long inner, long long colBlocks, long long chunk,
-                          int splits, T* __restrict__ out, double* __restrict__ partial) {
+                          int splits, O* __restrict__ out, double* __restrict__ partial) {
   const long long r = blockIdx.x / colBlocks, c = (blockIdx.x % colBlocks) * kColX + threadIdx.x;
   const int s = blockIdx.y;
   const long long begin = s * chunk, end = min(axis, begin + chunk);
   double acc = initial<Op>();
   if (c < inner)
-    for (long long a = begin + threadIdx.y; a < end; a += kColY) acc = combine<Op>(acc, toDouble(x[(r * axis + a) * inner + c]));
+    for (long long a = begin + threadIdx.y; a < end; a += kColY)
+      acc = combine<Op>(acc, element<Square>(x[(r * axis + a) * inner + c]));
   __shared__ double rows[kColY][kColX + 1];
   rows[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && c < inner) {
     for (int y = 1; y < kColY; y++) acc = combine<Op>(acc, rows[y][threadIdx.x]);
-    if (splits == 1) out[r * inner + c] = convert<T>(acc);
+    if (splits == 1) out[r * inner + c] = convert<O>(acc);
     else partial[(r * splits + s) * inner + c] = acc;
   }
 }
@@ -127,16 +141,18 @@ long long reduceScratch(const Launch& l, long long outer, long long axis, long l
   return p.splits > 1 ? outer * inner * p.splits : 0;
 }
 
-template <ReduceOp Op, typename T>
-static void run(const Launch& l, const Plan& p, const T* x, T* out, long long outer, long long axis, long long inner,
+template <ReduceOp Op, typename T, bool Square = false, typename O = T>
+static void run(const Launch& l, const Plan& p, const T* x, O* out, long long outer, long long axis, long long inner,
                 double* scratch) {
   if (p.rows) {
-    rowReduce<Op, T><<<dim3(static_cast<unsigned>(outer), p.splits), kThreads, 0, l.stream>>>(x, axis, p.chunk, p.splits, out, scratch);
-    if (p.splits > 1) rowFinish<Op, T><<<static_cast<unsigned>(outer), kThreads, 0, l.stream>>>(scratch, p.splits, out);
+    const auto rows = rowReduce<Op, T, Square, O>;
+    rows<<<dim3(static_cast<unsigned>(outer), p.splits), kThreads, 0, l.stream>>>(x, axis, p.chunk, p.splits, out, scratch);
+    if (p.splits > 1) rowFinish<Op, O><<<static_cast<unsigned>(outer), kThreads, 0, l.stream>>>(scratch, p.splits, out);
   } else {
-    colReduce<Op, T><<<dim3(static_cast<unsigned>(p.colBlocks * outer), p.splits), dim3(kColX, kColY), 0, l.stream>>>(
-        x, axis, inner, p.colBlocks, p.chunk, p.splits, out, scratch);
-    if (p.splits > 1) colFinish<Op, T><<<gridFor(l, outer * inner), kThreads, 0, l.stream>>>(scratch, outer, inner, p.splits, out);
+    const auto cols = colReduce<Op, T, Square, O>;
+    cols<<<dim3(static_cast<unsigned>(p.colBlocks * outer), p.splits), dim3(kColX, kColY), 0, l.stream>>>(x, axis, inner, p.colBlocks,
+                                                                                                       p.chunk, p.splits, out, scratch);
+    if (p.splits > 1) colFinish<Op, O><<<gridFor(l, outer * inner), kThreads, 0, l.stream>>>(scratch, outer, inner, p.splits, out);
   }
 }
 
@@ -151,6 +167,32 @@ cudaError_t reduce(const Launch& l, ReduceOp op, DType dtype, const void* x, voi
     if (op == R_SUM) run<R_SUM, T>(l, p, xs, o, outer, axis, inner, scratch);
     else if (op == R_MAX) run<R_MAX, T>(l, p, xs, o, outer, axis, inner, scratch);
     else return cudaErrorInvalidValue;
+  });
+  return cudaGetLastError();
+}
+
+// The sum of squares of x viewed as [rows, cols] (rows = 1 for a vector) in float32, as the graph
+// computes it unfused: sum(square(cast(x, float32))) one axis at a time, the rows first (into
+// the float32 column sums `colSums`), then the columns. The same plans and the same order of
+// float64 adds, so the result is that graph's bit for bit, from one read of x.
+long long sumOfSquaresScratch(const Launch& l, long long rows, long long cols) {
+  return std::max(rows > 1 ? reduceScratch(l, 1, rows, cols) : 0, reduceScratch(l, 1, cols, 1));
+}
+
+cudaError_t sumOfSquares(const Launch& l, DType dtype, const void* x, float* out, long long rows, long long cols, float* colSums,
+                         double* scratch) {
+  const Plan last = plan(l, 1, cols, 1);
+  const Plan first = rows > 1 ? plan(l, 1, rows, cols) : last;
+  if ((first.splits > 1 || last.splits > 1) && scratch == nullptr) return cudaErrorInvalidValue;
+  if (rows > 1 && colSums == nullptr) return cudaErrorInvalidValue;
+  MINISEQ_DISPATCH_FLOAT(dtype, T, {
+    const T* xs = static_cast<const T*>(x);
+    if (rows == 1) {
+      run<R_SUM, T, true, float>(l, last, xs, out, 1, cols, 1, scratch);
+    } else {
+      run<R_SUM, T, true, float>(l, first, xs, colSums, 1, rows, cols, scratch);
+      run<R_SUM, float>(l, last, colSums, out, 1, cols, 1, scratch);
+    }
   });
   return cudaGetLastError();
 }

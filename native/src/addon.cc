@@ -147,6 +147,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                            InstanceMethod<&DeviceWrap::SiluMulBackward>("siluMulBackward"),
                            InstanceMethod<&DeviceWrap::Rope>("rope"),
                            InstanceMethod<&DeviceWrap::AdamW>("adamw"),
+                           InstanceMethod<&DeviceWrap::SumOfSquares>("sumOfSquares"),
                            InstanceMethod<&DeviceWrap::RmsNorm>("rmsNorm"),
                            InstanceMethod<&DeviceWrap::RmsNormBackward>("rmsNormBackward"),
                            InstanceMethod<&DeviceWrap::Attention>("attention"),
@@ -423,6 +424,23 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     launched(info.Env(), withScratch(info.Env(), d, scratchBytes, [&](void* scratch) {
       return reduce(d.launch(), static_cast<ReduceOp>(op), dtype, x.ptr, out.ptr, outer, axis, inner, static_cast<double*>(scratch));
     }), "reduce");
+  }
+
+  // sumOfSquares(dtype, x, out, rows, cols): Σ x² of x [rows, cols] into the float32 scalar out.
+  void SumOfSquares(const Napi::CallbackInfo& info) {
+    const DType dtype = dtypeArg(info, 0);
+    const long long rows = count(info, 3), cols = count(info, 4);
+    const Block& x = block(info, 1, rows * cols * elementBytes(dtype), "sumOfSquares");
+    const Block& out = block(info, 2, 4, "sumOfSquares");
+    Device& d = dev(info.Env());
+    // One scratch block: the float64 partials, then the float32 column sums.
+    const long long partials = sumOfSquaresScratch(d.launch(), rows, cols) * static_cast<long long>(sizeof(double));
+    const long long bytes = partials + (rows > 1 ? cols * static_cast<long long>(sizeof(float)) : 0);
+    launched(info.Env(), withScratch(info.Env(), d, bytes, [&](void* scratch) {
+      char* base = static_cast<char*>(scratch);
+      return sumOfSquares(d.launch(), dtype, x.ptr, static_cast<float*>(out.ptr), rows, cols,
+                          rows > 1 ? reinterpret_cast<float*>(base + partials) : nullptr, reinterpret_cast<double*>(base));
+    }), "sumOfSquares");
   }
 
   // matmul(a, b, out, abDtype, outDtype, batch, m, n, k, transA, transB, accumulate, tf32)

@@ -44,6 +44,7 @@ export const gpuFusedRoutines: readonly RoutineName[] = [
   "silu",
   "silu.vjp",
   "adamw",
+  "sumOfSquares",
   "rmsNorm",
   "rmsNorm.vjp",
   "siluMul",

@@ -6,13 +6,15 @@
  *
  * Per parameter the update is a dozen elementwise ops, each a pass over memory. A backend with a
  * fused "adamw" kernel runs the whole update as one pass instead (`fused`: the same ops become
- * the routine's reference body), writing weights, moments and master weights in place.
+ * the routine's reference body), writing weights, moments and master weights in place; with
+ * `fused` each gradient's Σ g² for the norm is the routine "sumOfSquares" too (one read of the
+ * gradient where the backend has the kernel, its reference body elsewhere).
  */
 import type { DType } from "../core/dtype.js"
 import type { Tensor } from "../core/graph.js"
 import { input } from "../core/graph.js"
 import * as o from "../core/ops.js"
-import { adamw, adamwUpdate } from "../core/routines/adamw.js"
+import { adamw, adamwUpdate, sumOfSquares } from "../core/routines/adamw.js"
 
 /** AdamW's hyper-parameters (the learning rate comes from the schedule). */
 export interface AdamWOptions {
@@ -94,7 +96,9 @@ export function adamwGraph(
     correction1 = input("correction1", [], "float32"),
     correction2 = input("correction2", [], "float32")
 
-  const gradNorm = o.sqrt(names.map((n) => o.sum(o.square(f32(grads[n]!)))).reduce((a, b) => o.add(a, b)))
+  // Σ g² per parameter, then the sum of those: one fused pass over each gradient with the adamw routines.
+  const squares = (g: Tensor) => (fused && g.rank <= 2 ? sumOfSquares(g) : o.sum(o.square(f32(g))))
+  const gradNorm = o.sqrt(names.map((n) => squares(grads[n]!)).reduce((a, b) => o.add(a, b)))
   const clip = Number.isFinite(opts.maxGradNorm)
     ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm))
     : o.full([], 1, "float32")

@@ -4,8 +4,8 @@
  * executor runs one of these instead of a routine's reference body. Each must agree with that
  * body, and test/cuda-fused.test.ts compares them with the CPU backend in float64. Kernels (native/kernels):
  * crossEntropy, logsumexp: softmax.cu; silu, siluMul: activation.cu; rope: rope.cu; rmsNorm: norm.cu;
- * adamw: optimizer.cu; attention: attention.cu, attention_mma.cu, attention_backward.cu,
- * attention_mma_backward.cu (and each one's .vjp beside it).
+ * adamw: optimizer.cu; sumOfSquares (the gradient norm's part): reduce.cu; attention: attention.cu,
+ * attention_mma.cu, attention_backward.cu, attention_mma_backward.cu (and each one's .vjp beside it).
  *
  * float32 and bfloat16 compute in float32, float64 in float64; results are rounded once (the
  * reference bodies round every intermediate to the dtype, so bfloat16 results differ from them
@@ -329,6 +329,20 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
         w.size,
         onHost ? 1 : 0,
       )
+    },
+
+    /** The gradient norm's Σ g² for one parameter (a vector or a matrix), in one read of it. */
+    sumOfSquares({ inputs: { x }, outputs: { y }, shapes: { inputs: s } }) {
+      const k = "sumOfSquares"
+      const shape = s.x
+      check(
+        shape.length === 1 || shape.length === 2,
+        k,
+        () => `x must be a vector or a matrix, got [${shape.join(", ")}]`,
+      )
+      check(y.dtype === "float32" && y.size === 1, k, () => `y must be one float32, got ${describe(y)}`)
+      const [rows, cols] = shape.length === 1 ? [1, shape[0]!] : [shape[0]!, shape[1]!]
+      dev.sumOfSquares(code(x.dtype), h(x), h(y), rows, cols)
     },
 
     attention({ inputs: { q, k: kk, v }, outputs: { o, lse }, shapes: { inputs: s }, attrs }) {

@@ -148,6 +148,8 @@ export interface NativeDevice {
     /** 1: on the host's cores (grad, m, v and master must be host-tier blocks); 0: the kernel. */
     onHost: number,
   ): void
+  /** Σ x² of x [rows, cols] (rows 1: a vector) into the float32 scalar out, as sum(square(cast(x))) gives it unfused. */
+  sumOfSquares(dtype: D, x: H, out: H, rows: number, cols: number): void
   /** lse (and dLse below) in the accumulator dtype: float32 for bfloat16 and float32, float64 for float64. */
   attention(dtype: D, q: H, k: H, v: H, o: H, lse: H, b: number, h: number, hkv: number, s: number, d: number): void
   /** dLse 0: no cotangent for lse. */

@@ -60,3 +60,10 @@ const noGradient = (inputs: readonly Tensor[]) => inputs.map(() => undefined)
 /** The update as the routine "adamw": one fused kernel where the backend has it. */
 export const adamw = (a: AdamWAttrs, store: Parameters<typeof adamwUpdate>[1]) =>
   routine(adamwRoutine, adamwUpdate(a, store), noGradient, a)
+
+// The gradient norm's part for one parameter: Σ x², each square rounded to float32, summed.
+export const sumOfSquaresRoutine = declareRoutine()("sumOfSquares", { inputs: ["x"], outputs: ["y"] })
+
+/** Σ x² in float32, as the routine "sumOfSquares": one pass over x where the backend has it. */
+export const sumOfSquares = (x: Tensor): Tensor =>
+  routine(sumOfSquaresRoutine, (t: Tensor) => o.sum(o.square(f32(t))), noGradient)(x)

@@ -5,7 +5,7 @@
  * backend's kernel for a routine that does not exist, or reading an input it does not have, does
  * not compile.
  */
-import { adamwRoutine } from "./adamw.js"
+import { adamwRoutine, sumOfSquaresRoutine } from "./adamw.js"
 import { attentionRoutine, attentionVjpRoutine } from "./attention.js"
 import * as basic from "./basic.js"
 import { crossEntropyRoutine, crossEntropyVjpRoutine } from "./cross-entropy.js"
@@ -31,6 +31,7 @@ export const routineTable = byName(
   basic.ropeRoutine,
   basic.ropeVjpRoutine,
   adamwRoutine,
+  sumOfSquaresRoutine,
 )
 
 export type RoutineName = keyof typeof routineTable
