@@ -52,7 +52,8 @@ const fusedNames = [
   "silu.vjp",
   "siluMul",
   "siluMul.vjp",
-] // adamw, rmsNorm, rope, siluMul: test/cuda-train.test.ts
+  "sumOfSquares",
+] // adamw, rmsNorm, rope, siluMul, sumOfSquares: test/cuda-train.test.ts
 
 /** The CUDA backend with its fused routines counted. */
 function spied(): { layer: Layer.Layer<Backend>; calls: Map<string, number> } {
