@@ -142,6 +142,7 @@ describe("the packed package", () => {
       "data/corpus.txt",
       "native/build.mjs",
       "native/host/adamw.h",
+      "native/host/bf16.h",
       "binding.gyp",
     ]) {
       expect(packed, f).toContain(f)

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "bf16.h"
+
 // A fused multiply-add rounds once where the kernel (and the reference graph) round twice: none
 // here (the builds pass -ffp-contract=off too). The loop vectorises only with -fno-math-errno (a
 // √ that may set errno stops it; the builds pass it, and it changes no value) and with the
@@ -46,22 +48,6 @@ struct AdamWStep {
   }
 };
 
-// bfloat16 as the GPU rounds it (__float2bfloat16_rn): to nearest even, NaN a quiet NaN. Written
-// without branches so that the loop below runs in SIMD lanes.
-inline uint16_t toBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t quiet = (u >> 16) | 0x40u;
-  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-}
-inline float fromBf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 template <typename T> inline float load(const T* p, long long i) {
   if constexpr (sizeof(T) == 2) return fromBf16(p[i]);
   else return p[i];
@@ -93,9 +79,11 @@ __attribute__((always_inline)) inline void adamwLoop(P* __restrict param, const 
   }
 }
 
+// The loop for this update's two choices. Always inlined, so that it compiles for the target of
+// the function it is inlined into (adamwRangeAvx2's below).
 template <typename P, typename G, typename S>
-inline void adamwRangeFor(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k, long long begin,
-                          long long end) {
+__attribute__((always_inline)) inline void adamwRangeFor(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k,
+                                                         long long begin, long long end) {
   const bool decay = k.decay > 0.0f;
   if (master != nullptr && decay) adamwLoop<true, true>(param, grad, m, v, master, k, begin, end);
   else if (master != nullptr) adamwLoop<true, false>(param, grad, m, v, master, k, begin, end);
@@ -111,11 +99,7 @@ inline void adamwRangeFor(P* param, const G* grad, S* m, S* v, float* master, co
 template <typename P, typename G, typename S>
 __attribute__((target("avx2"))) void adamwRangeAvx2(P* param, const G* grad, S* m, S* v, float* master,
                                                      const AdamWStep& k, long long begin, long long end) {
-  const bool decay = k.decay > 0.0f;
-  if (master != nullptr && decay) adamwLoop<true, true>(param, grad, m, v, master, k, begin, end);
-  else if (master != nullptr) adamwLoop<true, false>(param, grad, m, v, master, k, begin, end);
-  else if (decay) adamwLoop<false, true>(param, grad, m, v, master, k, begin, end);
-  else adamwLoop<false, false>(param, grad, m, v, master, k, begin, end);
+  adamwRangeFor(param, grad, m, v, master, k, begin, end);
 }
 inline bool hasAvx2() {
   static const bool yes = __builtin_cpu_supports("avx2");

@@ -844,7 +844,7 @@ void TransferWorker::Execute() {
   if (dtype_ == BF16) {
     const uint16_t* from = static_cast<const uint16_t*>(t_.staging);
     float* to = static_cast<float*>(dest_);
-    for (size_t i = 0; i < count_; i++) to[i] = bf16ToFloat(from[i]);
+    for (size_t i = 0; i < count_; i++) to[i] = host::fromBf16(from[i]);
   } else {
     std::memcpy(dest_, t_.staging, t_.bytes);
   }

@@ -614,7 +614,7 @@ void Device::write(const Block& dst, DType dtype, const void* data, size_t count
     const void* from = data;
     if (dtype == BF16) {
       converted.resize(count);
-      for (size_t i = 0; i < count; i++) converted[i] = floatToBf16(static_cast<const float*>(data)[i]);
+      for (size_t i = 0; i < count; i++) converted[i] = host::toBf16(static_cast<const float*>(data)[i]);
       from = converted.data();
     }
     check(cudaStreamSynchronize(stream_), "cuda.write");
@@ -623,7 +623,7 @@ void Device::write(const Block& dst, DType dtype, const void* data, size_t count
   }
   if (dtype == BF16) {
     uint16_t* out = static_cast<uint16_t*>(host);
-    for (size_t i = 0; i < count; i++) out[i] = floatToBf16(static_cast<const float*>(data)[i]);
+    for (size_t i = 0; i < count; i++) out[i] = host::toBf16(static_cast<const float*>(data)[i]);
   } else {
     std::memcpy(host, data, bytes);
   }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../host/bf16.h"
 #include "../kernels/kernels.h"
 #include "cublas.h"
 
@@ -25,21 +26,6 @@ struct Failure : std::runtime_error {
 
 // "cudaErrorNoDevice: no CUDA-capable device is detected"
 std::string cudaText(cudaError_t e);
-
-// bfloat16 ↔ float32 on the host. Rounds to nearest even; NaN stays a (quiet) NaN.
-inline uint16_t floatToBf16(float f) {
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float bf16ToFloat(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
 
 // Device memory in size classes, each with a free list: a freed block goes back to its list and
 // serves the next request of the same class without a cudaMalloc (which is slow and
@@ -161,9 +147,10 @@ class Device {
   // on one of two streams of its own, taken in turn (after everything on the compute stream so
   // far: the gradient's copy, the norm's clipping factor), the scalars (and, without master
   // weights, the weights) are copied into pinned staging, a host function updates m, v (and
-  // master) where they are, and the new weights are copied back into `param`. The compute stream waits for that only at the
-  // weights' next use, so the updates run while the next step's forward starts on the layers
-  // already updated. `scalars`: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip (device float32 scalars).
+  // master) where they are, and the new weights are copied back into `param`. The compute
+  // stream waits for that only at the weights' next use, so the updates run while the next
+  // step's forward starts on the layers already updated. `scalars`: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, clip
+  // (device float32 scalars).
   void adamwOnHost(DType paramType, DType gradType, DType stateType, uint64_t param, uint64_t grad, uint64_t m, uint64_t v,
                    uint64_t master, const float* const scalars[4], double beta1, double beta2, double eps, double decay, long long n);
 

@@ -24,7 +24,7 @@ import {
   parseOffload,
   positive,
 } from "./options.js"
-import { checkSizes, integerAtLeast } from "./limits.js"
+import { checkSizes } from "./limits.js"
 import { formatBytes } from "./svg.js"
 
 const describePrecision = {
