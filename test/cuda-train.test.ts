@@ -22,7 +22,7 @@ import { fusedRmsNorm, fusedRope, rmsNorm, rope, silu, siluMul } from "../src/co
 import { sumOfSquares } from "../src/core/routines/adamw.js"
 import type { RoutineKernel } from "../src/core/routines/registry.js"
 import { rng } from "../src/core/random.js"
-import { decodeConfigSync, type LlamaConfig } from "../src/models/config.js"
+import { decodeConfigSync, type LlamaConfig, presets, ropeInvFreq } from "../src/models/config.js"
 import { makeBatches } from "../src/models/data.js"
 import { modes } from "../src/models/llama.js"
 import { precisions } from "../src/models/optimizer.js"
@@ -141,12 +141,21 @@ async function ropeCase(
   shape: [number, number, number],
   offset: number,
   seed: number,
+  invFreq?: readonly number[],
 ) {
-  const { values, grads } = await valueAndGrads(backend, dtype, seed, { x: { shape, draw: (u) => u - 0.5 } }, ({ x }) =>
-    (fused ? fusedRope : rope)(x!, 500000, offset),
+  const { values, grads } = await valueAndGrads(
+    backend,
+    dtype,
+    seed,
+    { x: { shape, draw: (u) => u - 0.5 } },
+    ({ x }) => (fused ? fusedRope(x!, 500000, offset, invFreq) : rope(x!, 500000, offset, false, invFreq)),
   )
   return { values, dx: grads.x! }
 }
+
+/** Llama 3.2's scaled RoPE frequencies (rope_scaling "llama3", factor 32) for a head of D. */
+const llama3Frequencies = (D: number): number[] =>
+  ropeInvFreq(decodeConfigSync({ ...presets["llama-3.2-1b"], head_dim: D }))
 
 /** Σ x² of seeded values of `shape` in `dtype` on `backend`: the routine, or the unfused graph. */
 async function sumOfSquaresCase(backend: BackendImpl, dtype: DType, shape: number[], fused: boolean) {
@@ -186,13 +195,24 @@ describe("the gradient norm's sum of squares as one routine", () => {
 
 describe("RoPE as one routine", () => {
   it("the routine form gives the plain ops' value and gradient, and its backward reads only the cotangent (CPU, float64)", async () => {
-    const plain = await ropeCase(makeCpuBackend(), "float64", false, [3, 17, 8], 5, 6)
-    const routine = await ropeCase(makeCpuBackend(), "float64", true, [3, 17, 8], 5, 6)
-    routine.values.forEach((v, i) => expect(maxRelDiff(v, plain.values[i]!), `output ${i}`).toBeLessThan(1e-14))
-    const backward = routine.dx.node as { op: string; attrs: { name: string }; inputs: readonly unknown[] }
-    expect(`${backward.op} ${backward.attrs.name} with ${backward.inputs.length} input`).toBe(
-      "region rope.vjp with 1 input",
-    )
+    for (const invFreq of [undefined, llama3Frequencies(8)]) {
+      const plain = await ropeCase(makeCpuBackend(), "float64", false, [3, 17, 8], 5, 6, invFreq)
+      const routine = await ropeCase(makeCpuBackend(), "float64", true, [3, 17, 8], 5, 6, invFreq)
+      const what = invFreq ? "scaled" : "θ^(−2i/D)"
+      routine.values.forEach((v, i) =>
+        expect(maxRelDiff(v, plain.values[i]!), `${what} output ${i}`).toBeLessThan(1e-14),
+      )
+      const backward = routine.dx.node as { op: string; attrs: { name: string }; inputs: readonly unknown[] }
+      expect(`${backward.op} ${backward.attrs.name} with ${backward.inputs.length} input`).toBe(
+        "region rope.vjp with 1 input",
+      )
+    }
+  })
+
+  it("a scaled RoPE's frequencies change the rotation (the table is not ignored)", async () => {
+    const plain = await ropeCase(makeCpuBackend(), "float64", true, [1, 9, 8], 0, 6)
+    const scaled = await ropeCase(makeCpuBackend(), "float64", true, [1, 9, 8], 0, 6, llama3Frequencies(8))
+    expect(maxRelDiff(scaled.values[0]!, plain.values[0]!)).toBeGreaterThan(1e-3)
   })
 })
 
@@ -263,21 +283,28 @@ describe.skipIf(cuda === undefined)("every architecture on CUDA (the golden fixt
 })
 
 describe.skipIf(cuda === undefined)("cuda training", () => {
-  it("fused rope and rope.vjp against the CPU in float64 (odd S, offsets, head dims 8, 64, 128)", async () => {
-    for (const [shape, offset] of [
-      [[1, 1, 8], 0],
-      [[4, 77, 64], 3],
-      [[2, 130, 128], 0],
+  it("fused rope and rope.vjp against the CPU in float64 (odd S, offsets, head dims 8, 64, 128, scaled frequencies)", async () => {
+    for (const [shape, offset, scaled] of [
+      [[1, 1, 8], 0, false],
+      [[4, 77, 64], 3, false],
+      [[2, 130, 128], 0, false],
+      [[1, 1, 8], 0, true],
+      [[4, 77, 64], 3, true],
+      [[2, 130, 128], 0, true],
     ] as const) {
-      const want = await ropeCase(makeCpuBackend(), "float64", false, [...shape], offset, shape[1])
+      const invFreq = scaled ? llama3Frequencies(shape[2]) : undefined
+      const want = await ropeCase(makeCpuBackend(), "float64", false, [...shape], offset, shape[1], invFreq)
       for (const [dtype, tol] of [
         ["float64", 1e-12],
         ["float32", 1e-4],
         ["bfloat16", 2e-2],
       ] as const) {
-        const got = await ropeCase(cuda!, dtype, true, [...shape], offset, shape[1])
+        const got = await ropeCase(cuda!, dtype, true, [...shape], offset, shape[1], invFreq)
         got.values.forEach((v, i) =>
-          expect(maxRelDiff(v, want.values[i]!), `${dtype} [${shape}] output ${i} (y, dx)`).toBeLessThan(tol),
+          expect(
+            maxRelDiff(v, want.values[i]!),
+            `${dtype} [${shape}]${scaled ? " scaled" : ""} output ${i} (y, dx)`,
+          ).toBeLessThan(tol),
         )
       }
     }

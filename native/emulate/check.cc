@@ -236,15 +236,18 @@ static void norm(DType dt, long long rows, long long d, unsigned seed) {
   close("rmsNorm.vjp dw" + what, bdw.vec(), dw, tolOf(dt, 1e-5, 1e-12, 2e-2));
 }
 
-// rope (and its inverse, the VJP) against float64 rotations of x [rows, S, D].
-static void ropeCheck(DType dt, long long rows, long long S, long long D, double offset, unsigned seed) {
+// rope (and its inverse, the VJP) against float64 rotations of x [rows, S, D]; scaled: with a
+// table of frequencies in place of θ^(−2i/D) (here θ^(−2i/D) divided by 1 + i, any table will do).
+static void ropeCheck(DType dt, long long rows, long long S, long long D, double offset, unsigned seed, bool scaled = false) {
   const std::vector<double> x = seen(dt, randn(rows * S * D, seed));
   const long long half = D / 2;
+  std::vector<double> table(half);
+  for (long long i = 0; i < half; i++) table[i] = std::pow(500000.0, -2.0 * i / D) / (scaled ? 1.0 + i : 1.0);
   std::vector<double> y(x.size()), back(x.size());
   for (long long r = 0; r < rows; r++)
     for (long long s = 0; s < S; s++)
       for (long long i = 0; i < half; i++) {
-        const double angle = (s + offset) * std::pow(500000.0, -2.0 * i / D), c = std::cos(angle), sn = std::sin(angle);
+        const double angle = (s + offset) * table[i], c = std::cos(angle), sn = std::sin(angle);
         const long long at = (r * S + s) * D + i;
         y[at] = x[at] * c - x[at + half] * sn;
         y[at + half] = x[at + half] * c + x[at] * sn;
@@ -252,9 +255,10 @@ static void ropeCheck(DType dt, long long rows, long long S, long long D, double
         back[at + half] = x[at + half] * c - x[at] * sn;
       }
   Buf bx(dt, x), by(dt, x.size()), bb(dt, x.size());
-  rope(L, dt, bx.p, by.p, rows, S, D, 500000, offset, false);
-  rope(L, dt, bx.p, bb.p, rows, S, D, 500000, offset, true);
-  const std::string what = " " + std::string(name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(S) + ", " + std::to_string(D) + "]";
+  rope(L, dt, bx.p, by.p, rows, S, D, 500000, offset, false, scaled ? table.data() : nullptr);
+  rope(L, dt, bx.p, bb.p, rows, S, D, 500000, offset, true, scaled ? table.data() : nullptr);
+  const std::string what = " " + std::string(name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(S) + ", " +
+                           std::to_string(D) + "]" + (scaled ? " scaled" : "");
   close("rope" + what, by.vec(), y, tolOf(dt, 1e-4, 1e-12, 2e-2));
   close("rope.vjp" + what, bb.vec(), back, tolOf(dt, 1e-4, 1e-12, 2e-2));
 }
@@ -331,6 +335,7 @@ int main(int argc, char** argv) {
     for (DType dt : {F32, BF16, F64}) {
       norm(dt, 1, 64, 31); norm(dt, 37, 1000, 32); norm(dt, 300, 512, 33); norm(dt, 5, 2048, 34);
       ropeCheck(dt, 1, 1, 8, 0, 41); ropeCheck(dt, 4, 77, 64, 3, 42); ropeCheck(dt, 2, 130, 128, 0, 43);
+      ropeCheck(dt, 1, 1, 8, 0, 44, true); ropeCheck(dt, 4, 77, 64, 3, 45, true); ropeCheck(dt, 2, 130, 256, 5, 46, true);
     }
   if (which == "all" || which == "reduce")
     for (DType dt : {F32, BF16, F64}) { squares(dt, 1, 700, 71); squares(dt, 1, 30000, 72); squares(dt, 400, 70, 73); squares(dt, 5000, 40, 74); squares(dt, 1, 1, 75); }

@@ -133,8 +133,10 @@ cudaError_t rmsNormBackward(const Launch&, DType, const void* x, const void* w, 
 
 // rope.cu: rotary position embedding (rotate-half layout) of x [rows, s, d], d even, at
 // positions offset..offset+s−1; inverse rotates by −angle (RoPE's VJP). y may alias x.
+// frequencies: null for θ^(−2i/D), or d/2 of them (a scaled RoPE), at most kRopeMaxPairs.
+constexpr long long kRopeMaxPairs = 128;
 cudaError_t rope(const Launch&, DType, const void* x, void* y, long long rows, long long s, long long d, double theta, double offset,
-                 bool inverse);
+                 bool inverse, const double* frequencies = nullptr);
 
 // optimizer.cu: one parameter's AdamW step, in place. param and master (fp32, may be null) are
 // the weights; the scalars lr, 1 − β₁ᵗ, 1 − β₂ᵗ and the clipping factor are device floats.

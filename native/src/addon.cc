@@ -583,14 +583,25 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     launched(info.Env(), siluBackward(dev(info.Env()).launch(), dtype, x.ptr, g.ptr, dx.ptr, n), "silu.vjp");
   }
 
-  // rope(dtype, x, y, rows, s, d, theta, offset, inverse)
+  // rope(dtype, x, y, rows, s, d, theta, offset, inverse[, frequencies]): frequencies, a
+  // Float64Array of d/2 (a scaled RoPE's), replace θ^(−2i/d)
   void Rope(const Napi::CallbackInfo& info) {
     const DType dtype = dtypeArg(info, 0);
     const long long rows = count(info, 3), s = count(info, 4), d = count(info, 5);
     const size_t bytes = rows * s * d * elementBytes(dtype);
     const Block& x = block(info, 1, bytes, "rope");
     const Block& y = block(info, 2, bytes, "rope");
-    launched(info.Env(), rope(dev(info.Env()).launch(), dtype, x.ptr, y.ptr, rows, s, d, number(info, 6), number(info, 7), flag(info, 8)), "rope");
+    const double* frequencies = nullptr;
+    if (info.Length() > 9 && !info[9].IsUndefined()) {
+      if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+          static_cast<long long>(info[9].As<Napi::Float64Array>().ElementLength()) != d / 2 || d / 2 > kRopeMaxPairs)
+        typeError(info, 9, ("a Float64Array of d/2 = " + std::to_string(d / 2) + " frequencies (at most " +
+                            std::to_string(kRopeMaxPairs) + ")").c_str());
+      frequencies = info[9].As<Napi::Float64Array>().Data();
+    }
+    launched(info.Env(),
+             rope(dev(info.Env()).launch(), dtype, x.ptr, y.ptr, rows, s, d, number(info, 6), number(info, 7), flag(info, 8), frequencies),
+             "rope");
   }
 
   // siluMul(dtype, a, b, y, n)

@@ -183,16 +183,16 @@ function model(c: LlamaConfig, params: Record<string, Tensor>, opts: ModelOption
   const rmsNorm = fused.has("rmsNorm") ? fusedRmsNorm : plainRmsNorm
   const eps = c.rms_norm_eps ?? 1e-6
   const theta = c.rope_theta ?? 10000
-  // Scaled frequencies have no fused kernel: their RoPE runs as plain ops on every backend.
+  // Scaled frequencies (rope_scaling) go to the fused kernel as a table.
   const invFreq = arch.rope.type === "default" ? undefined : ropeInvFreq(c)
-  const fusedRopeOk = invFreq === undefined && fused.has("rope")
   return {
     c,
     arch,
     p: (name) => params[name]!,
     has: (name) => name in params,
     norm: arch.gemmaNorms ? (x, w) => rmsNormPlusOne(x, w, eps) : (x, w) => rmsNorm(x, w, eps),
-    rope: (x, offset) => (fusedRopeOk ? fusedRope(x, theta, offset) : plainRope(x, theta, offset, false, invFreq)),
+    rope: (x, offset) =>
+      fused.has("rope") ? fusedRope(x, theta, offset, invFreq) : plainRope(x, theta, offset, false, invFreq),
     fusedSiluMul: fused.has("siluMul"),
     attentionBlock: opts.attentionBlock ?? 64,
   }

@@ -27,6 +27,9 @@ import type { RoutineKernels } from "../../core/routines/registry.js"
 import { cudaHostOptimizer } from "./allocator.js"
 import { allocating, dtypeCode, type NativeDevice } from "./native.js"
 
+/** The most pairs a scaled RoPE's table may have (native/kernels/kernels.h, kRopeMaxPairs). */
+const ropeMaxPairs = 128
+
 /** What the routines need from the backend that owns them. */
 export interface FusedContext {
   readonly dev: NativeDevice
@@ -35,7 +38,7 @@ export interface FusedContext {
 }
 
 type Shape = readonly number[]
-type RopeAttrs = { readonly theta: number; readonly offset: number }
+type RopeAttrs = { readonly theta: number; readonly offset: number; readonly invFreq?: readonly number[] }
 const list = (bufs: readonly Buffer[]): string => bufs.map(describe).join(", ")
 const shapeList = (shapes: readonly Shape[]): string => shapes.map(fmt).join(", ")
 const unlikeInputs = (outs: readonly Buffer[]): string => `outputs must match w, m, v (and master), got ${list(outs)}`
@@ -140,16 +143,33 @@ export function cudaRoutines(ctx: FusedContext): RoutineKernels {
 
   /** RoPE forward (inverse false) or its VJP (true): x or dY [..., S, D] in, y or dX out. */
   function rope(k: string, x: Buffer, y: Buffer, shape: Shape, attrs: RopeAttrs, inverse: boolean) {
-    const { theta, offset } = attrs
+    const { theta, offset, invFreq } = attrs
     const [S, D] = [shape.at(-2) ?? 0, shape.at(-1) ?? 0]
     check(shape.length >= 2 && D % 2 === 0 && D > 0, k, () => `x must be [..., S, D] with D even, got ${fmt(shape)}`)
+    check(
+      invFreq === undefined || (invFreq.length === D / 2 && D / 2 <= ropeMaxPairs),
+      k,
+      () => `a scaled RoPE needs D/2 = ${D / 2} frequencies (D ≤ ${2 * ropeMaxPairs}), got ${invFreq?.length}`,
+    )
+    const frequencies = invFreq && Float64Array.from(invFreq)
     check(
       isFloat(y.dtype) && x.size === y.size,
       k,
       () => `x ${describe(x)} and y ${describe(y)} must be floats of one size`,
     )
     withTemps((temps) =>
-      dev.rope(code(y.dtype), as(k, x, y.dtype, temps), h(y), y.size / (S * D), S, D, theta, offset, inverse),
+      dev.rope(
+        code(y.dtype),
+        as(k, x, y.dtype, temps),
+        h(y),
+        y.size / (S * D),
+        S,
+        D,
+        theta,
+        offset,
+        inverse,
+        frequencies,
+      ),
     )
   }
 

@@ -121,7 +121,19 @@ export interface NativeDevice {
   logsumexpBackward(dtype: D, x: H, lse: H, g: H, dx: H, rows: number, v: number): void
   silu(dtype: D, x: H, y: H, n: number): void
   siluBackward(dtype: D, x: H, g: H, dx: H, n: number): void
-  rope(dtype: D, x: H, y: H, rows: number, s: number, d: number, theta: number, offset: number, inverse: boolean): void
+  /** frequencies: d/2 of them (a scaled RoPE's) in place of θ^(−2i/d). */
+  rope(
+    dtype: D,
+    x: H,
+    y: H,
+    rows: number,
+    s: number,
+    d: number,
+    theta: number,
+    offset: number,
+    inverse: boolean,
+    frequencies?: Float64Array,
+  ): void
   siluMul(dtype: D, a: H, b: H, y: H, n: number): void
   siluMulBackward(dtype: D, a: H, b: H, g: H, da: H, db: H, n: number): void
   rmsNorm(dtype: D, x: H, w: H, y: H, rows: number, d: number, eps: number): void

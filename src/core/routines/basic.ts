@@ -24,7 +24,8 @@ export const siluRoutine = declareRoutine()("silu", { inputs: ["x"], outputs: ["
 export const siluVjpRoutine = declareRoutine()("silu.vjp", { inputs: ["x", "y", "dY"], outputs: ["dX"] })
 export const siluMulRoutine = declareRoutine()("siluMul", { inputs: ["a", "b"], outputs: ["y"] })
 export const siluMulVjpRoutine = declareRoutine()("siluMul.vjp", { inputs: ["a", "b", "dY"], outputs: ["dA", "dB"] })
-type RopeAttrs = { theta: number; offset: number }
+/** invFreq: a scaled RoPE's frequencies (rope_scaling), one per pair, in place of θ^(−2i/D). */
+type RopeAttrs = { theta: number; offset: number; invFreq?: readonly number[] }
 export const ropeRoutine = declareRoutine<RopeAttrs>()("rope", { inputs: ["x"], outputs: ["y"] })
 export const ropeVjpRoutine = declareRoutine<RopeAttrs>()("rope.vjp", { inputs: ["dY"], outputs: ["dX"] })
 
@@ -210,8 +211,8 @@ export const rmsNormPlusOne = (x: Tensor, weight: Tensor, eps = 1e-6): Tensor =>
  * concatenation and products. Its backward, the routine "rope.vjp", is the inverse rotation of
  * the cotangent alone (the map is linear), so nothing of the forward is kept for it.
  */
-export function fusedRope(x: Tensor, theta = 10000, offset = 0): Tensor {
-  const params = { theta, offset }
-  const inverse: CustomVjp = (_in, _out, [g]) => [rope(g!, theta, offset, true)]
-  return routine(ropeRoutine, (a: Tensor) => rope(a, theta, offset), inverse, params, "cotangents")(x)
+export function fusedRope(x: Tensor, theta = 10000, offset = 0, invFreq?: readonly number[]): Tensor {
+  const params = { theta, offset, ...(invFreq && { invFreq }) }
+  const inverse: CustomVjp = (_in, _out, [g]) => [rope(g!, theta, offset, true, invFreq)]
+  return routine(ropeRoutine, (a: Tensor) => rope(a, theta, offset, false, invFreq), inverse, params, "cotangents")(x)
 }

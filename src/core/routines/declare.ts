@@ -6,7 +6,8 @@
  */
 import type { Buffer } from "../backend.js"
 
-export type AttrValue = number | boolean | string
+/** A number list: a table the kernel takes whole (a scaled RoPE's frequencies). */
+export type AttrValue = number | boolean | string | readonly number[]
 export type Attrs = Readonly<Record<string, AttrValue>>
 
 export interface RoutineDecl<
