@@ -3,7 +3,7 @@
 # `bash scripts/cuda-device.sh pack` here, carrying what that script says):
 #   tests  the CUDA tests and sanitizers (scripts/cuda-device.sh)
 #   sweep  bench/long-context.ts against PyTorch at S = $SEQS, with a profile of one step in each
-#          $PROFILE mode:S (default mst+checkpoint:8192)
+#          $PROFILE mode:S (default checkpoint:8192,mst+checkpoint:8192: where MST's 8k overhead goes)
 #   attention  PyTorch's causal SDPA timed like the tests time ours (bench/attention_pytorch.py)
 #   max    the largest S per mode under a $CAP GiB cap, ours and PyTorch's
 #   offload  Llama3-8B bf16 mst+checkpoint at S = $OFFLOAD_SEQ (default 65536), three steps each:
@@ -28,7 +28,7 @@ for stage in ${STAGES:-tests sweep max}; do
       keep "$work/tests.txt" tests.txt ;;
     sweep)
       OUT=$work/sweep MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs "${SEQS:-4096,8192,16384,32768,65536}" --steps 2 \
-        --no-max-seq --profile "${PROFILE:-mst+checkpoint:8192}" >"$work/sweep.out" 2>&1
+        --no-max-seq --profile "${PROFILE:-checkpoint:8192,mst+checkpoint:8192}" >"$work/sweep.out" 2>&1
       keep "$work/sweep/long-context.md" sweep.md; keep "$work/sweep/long-context.json" sweep.json ;;
     attention)
       python3 bench/attention_pytorch.py --seqs 4096,8192,32768 --dims 64,128 --out "$work/attention.json" >"$work/attention.txt" 2>&1
