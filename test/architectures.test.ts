@@ -28,6 +28,7 @@ import {
 } from "../src/models/config.js"
 import { llamaForward, llamaLoss, modes, parameterShapes } from "../src/models/llama.js"
 import { initialParameters, train } from "../src/models/train.js"
+import { gpuFusedRoutines } from "../src/cli/plan-command.js"
 import { layerOf, webgpu } from "./backends/subjects.js"
 import { intArray, maxRelDiff, randomArray, referenceCpu, run } from "./helpers.js"
 import { asDType, feedsOf, golden, goldenDir, goldenNames, goldenTransformersDir, lossAndGrads } from "./golden.js"
@@ -270,6 +271,22 @@ describe("golden fixtures (scripts/golden/make_golden.py)", () => {
         }
       })
     }
+
+    it(`${name}: the graph built for the GPU's fused routines, run as their bodies in float64, matches to 1e-9`, async () => {
+      // What the CUDA backend runs, routine for routine (RoPE with a scaled table among them,
+      // its backward the inverse rotation): here each routine is its reference body.
+      const g = await golden(name)
+      const opts = {
+        mode: "mst+checkpoint",
+        dtype: "float64",
+        mlpChunks: 3,
+        lmChunks: 4,
+        fused: gpuFusedRoutines,
+      } as const
+      const got = await lossAndGrads(g, opts, "float64", referenceCpu)
+      expect(Math.abs(got.loss - g.loss) / g.loss, "loss").toBeLessThan(1e-9)
+      for (const [n, grad] of Object.entries(got.grads)) expect(maxRelDiff(grad, g.grads[n]!), n).toBeLessThan(1e-9)
+    })
   }
 })
 
