@@ -22,12 +22,15 @@ function nodeVjp(node: Node, cts: readonly (Tensor | undefined)[]): readonly (Te
 /**
  * Cotangents of `wrt` given cotangents of `outputs` (undefined where nothing depends on it).
  * The sweep stops at `wrt`: a region differentiates its body with respect to its parameters
- * without walking into the graph outside.
+ * without walking into the graph outside. `onFinal(k, g)` is called as soon as `wrt[k]`'s
+ * cotangent is complete (its last reader differentiated), so what it builds on `g` comes right
+ * after `g` in the schedule, not after the whole sweep.
  */
 export function vjp(
   outputs: readonly Tensor[],
   cotangents: readonly Tensor[],
   wrt: readonly Tensor[],
+  onFinal?: (k: number, g: Tensor) => void,
 ): (Tensor | undefined)[] {
   const targets = new Set(wrt)
   const nodes = schedule(outputs, targets)
@@ -49,15 +52,27 @@ export function vjp(
       ct.set(t, o.add(o.cast(prev, d), o.cast(g, d)))
     }
     outputs.forEach((t, i) => accumulate(t, cotangents[i]!))
+    // For onFinal: how many reads of each of `wrt` are left to differentiate.
+    const left = new Map<Tensor, number>()
+    if (onFinal)
+      for (const n of nodes) for (const i of n.inputs) if (targets.has(i)) left.set(i, (left.get(i) ?? 0) + 1)
+    const read = (w: Tensor) => {
+      const n = left.get(w)! - 1
+      left.set(w, n)
+      const g = ct.get(w)
+      if (n === 0 && g !== undefined) onFinal!(wrt.indexOf(w), g)
+    }
     for (let k = nodes.length - 1; k >= 0; k--) {
       const node = nodes[k]!
       const cts = node.results.map((r) => ct.get(r))
-      if (cts.every((c) => c === undefined)) continue
-      const grads = nodeVjp(node, cts)
-      node.inputs.forEach((inp, i) => {
-        const g = grads[i]
-        if (g !== undefined && live.has(inp)) accumulate(inp, g)
-      })
+      if (cts.some((c) => c !== undefined)) {
+        const grads = nodeVjp(node, cts)
+        node.inputs.forEach((inp, i) => {
+          const g = grads[i]
+          if (g !== undefined && live.has(inp)) accumulate(inp, g)
+        })
+      }
+      for (const inp of node.inputs) if (left.has(inp)) read(inp)
     }
     return wrt.map((w) => ct.get(w))
   })
@@ -70,9 +85,14 @@ export interface ValueAndGrad<K extends string> {
 
 /**
  * The gradient of a scalar `loss` with respect to each tensor of `wrt` (zeros where the loss
- * does not depend on it).
+ * does not depend on it). `onGradient` sees each gradient as soon as it is complete (`vjp`'s
+ * onFinal); a zero gradient it does not see.
  */
-export function valueAndGrad<K extends string>(loss: Tensor, wrt: { readonly [P in K]: Tensor }): ValueAndGrad<K> {
+export function valueAndGrad<K extends string>(
+  loss: Tensor,
+  wrt: { readonly [P in K]: Tensor },
+  onGradient?: (name: K, g: Tensor) => void,
+): ValueAndGrad<K> {
   if (loss.size !== 1 || !isFloat(loss.dtype)) {
     throw new GraphError({
       message: `valueAndGrad: the loss must be a float scalar, got ${loss}; reduce it with sum() or mean() first`,
@@ -84,6 +104,7 @@ export function valueAndGrad<K extends string>(loss: Tensor, wrt: { readonly [P 
     [loss],
     [seed],
     names.map((n) => wrt[n]),
+    onGradient && ((k, g) => onGradient(names[k]!, g)),
   )
   const grads = {} as { [P in K]: Tensor }
   names.forEach((n, i) => (grads[n] = gs[i] ?? withPhase("backward", () => o.zerosLike(wrt[n]))))

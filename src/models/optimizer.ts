@@ -58,6 +58,11 @@ export interface AdamWGraph {
   /** fp32 master weights (mixed precision only). */
   readonly master: Record<string, Tensor>
   readonly grads: Record<string, Tensor>
+  /**
+   * With `squaresGiven`: each gradient's Σ g² (fp32 scalars), made by the gradient pass as each
+   * gradient is complete, so the norm need not read the gradients again; else empty.
+   */
+  readonly squares: Record<string, Tensor>
   readonly m: Record<string, Tensor>
   readonly v: Record<string, Tensor>
   /** Scalars fed each step: learning rate and the bias corrections 1 − β₁ᵗ, 1 − β₂ᵗ. */
@@ -76,13 +81,22 @@ export interface AdamWGraph {
 
 const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
 
-/** Builds the AdamW update for parameters of these shapes, with global-norm clipping. */
+/** Σ g² of one gradient, the norm's share of it: one fused pass with the fused adamw (rank ≤ 2). */
+export const gradientSquares = (g: Tensor, fused: boolean): Tensor =>
+  fused && g.rank <= 2 ? sumOfSquares(g) : o.sum(o.square(f32(g)))
+
+/**
+ * Builds the AdamW update for parameters of these shapes, with global-norm clipping. With
+ * `squaresGiven` the norm comes from each gradient's Σ g² given as an input (`squares`) instead
+ * of a pass over the gradients here.
+ */
 export function adamwGraph(
   shapes: Readonly<Record<string, readonly number[]>>,
   opts: AdamWOptions = defaultAdamW,
   precision: Precision = precisions.fp32,
   gradDTypes: Readonly<Record<string, DType>> = {},
   fused = false,
+  squaresGiven = false,
 ): AdamWGraph {
   const names = Object.keys(shapes)
   const leaves = (prefix: string, dtype: (n: string) => DType) =>
@@ -96,9 +110,12 @@ export function adamwGraph(
     correction1 = input("correction1", [], "float32"),
     correction2 = input("correction2", [], "float32")
 
-  // Σ g² per parameter, then the sum of those: one fused pass over each gradient with the adamw routines.
-  const squares = (g: Tensor) => (fused && g.rank <= 2 ? sumOfSquares(g) : o.sum(o.square(f32(g))))
-  const gradNorm = o.sqrt(names.map((n) => squares(grads[n]!)).reduce((a, b) => o.add(a, b)))
+  // Σ g² per parameter (given, or a pass over each gradient), then the sum of those in name order.
+  const squares = squaresGiven
+    ? Object.fromEntries(names.map((n) => [n, input(`grad.squares.${n}`, [], "float32")]))
+    : {}
+  const squareOf = (n: string) => squares[n] ?? gradientSquares(grads[n]!, fused)
+  const gradNorm = o.sqrt(names.map(squareOf).reduce((a, b) => o.add(a, b)))
   const clip = Number.isFinite(opts.maxGradNorm)
     ? o.div(opts.maxGradNorm, o.maximum(gradNorm, opts.maxGradNorm))
     : o.full([], 1, "float32")
@@ -132,6 +149,7 @@ export function adamwGraph(
     params,
     master,
     grads,
+    squares,
     m,
     v,
     lr,

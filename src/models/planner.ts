@@ -79,19 +79,20 @@ export function planStep(c: LlamaConfig, B: number, S: number, opts: StepOptions
 }
 
 /**
- * The bytes AdamW moves over the bus with its state in the host tier. On the device it reads and
- * writes that state in place, each byte twice (the gradients: read by the norm and by the
- * update). On the host (`BackendImpl.hostOptimizer`, with a fused adamw) only the norm reads the
- * gradients over the bus, and the new weights cross it once (twice without master weights: the
- * old ones go first).
+ * The bytes AdamW moves over the bus with its state in the host tier. The norm reads no gradient:
+ * the gradient pass took each one's Σ g² on the device, before it left. On the device AdamW reads
+ * and writes its moments (and master weights) in place, each byte twice, and reads each gradient
+ * once. On the host (`BackendImpl.hostOptimizer`, with a fused adamw) only the new weights cross
+ * it, once (twice without master weights: the old ones go first). (With gradient accumulation the
+ * later micro-batches' in-place sums over the bus are not counted here.)
  */
 function updateTraffic(a: AdamWGraph, offloaded: ReadonlySet<Tensor>, onHost: boolean): number {
   const bytes = (ts: Iterable<Tensor>) => [...ts].reduce((n, t) => n + t.size * bytesPerElement[t.dtype], 0)
-  if (!onHost) return 2 * bytes(offloaded)
-  const grads = Object.values(a.grads).filter((t) => offloaded.has(t))
-  if (grads.length === 0) return 2 * bytes(offloaded)
+  const grads = new Set(Object.values(a.grads).filter((t) => offloaded.has(t)))
+  const state = [...offloaded].filter((t) => !grads.has(t))
+  if (!onHost || grads.size === 0) return 2 * bytes(state) + bytes(grads)
   const weights = Object.values(a.params)
-  return bytes(grads) + (Object.keys(a.master).length > 0 ? 1 : 2) * bytes(weights)
+  return (Object.keys(a.master).length > 0 ? 1 : 2) * bytes(weights)
 }
 
 /** What an automatic choice of offload considers, least offloaded first (the first that serves wins). */

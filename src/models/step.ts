@@ -6,7 +6,7 @@
 import { valueAndGrad } from "../core/autodiff.js"
 import type { Tensor } from "../core/graph.js"
 import type { OffloadOptions } from "../core/offload.js"
-import { input } from "../core/graph.js"
+import { input, withPhase } from "../core/graph.js"
 import type { MemoryKind } from "../core/memory.js"
 import * as o from "../core/ops.js"
 import type { LlamaConfig } from "./config.js"
@@ -16,6 +16,7 @@ import {
   adamwGraph,
   type AdamWOptions,
   defaultAdamW,
+  gradientSquares,
   type Precision,
   precisions,
 } from "./optimizer.js"
@@ -25,9 +26,10 @@ export interface GradientGraph {
   readonly names: readonly string[]
   /** Existing gradients this pass adds into (in place); absent on the first micro-batch. */
   readonly previous?: Record<string, Tensor>
-  /** Loss first, then one gradient per name. */
+  /** Loss first, then one gradient per name, then each gradient's Σ g² (the norm's shares). */
   readonly outputs: readonly Tensor[]
   readonly gradients: readonly Tensor[]
+  readonly squares: readonly Tensor[]
   readonly inPlace: ReadonlyMap<Tensor, Tensor>
 }
 
@@ -42,7 +44,14 @@ export interface StepGraphs {
 function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions, accumulate: boolean): GradientGraph {
   const model = llamaLoss(c, B, S, opts)
   const names = Object.keys(model.params)
-  const local = valueAndGrad(model.loss, model.params)
+  // Each gradient's Σ g², for the norm AdamW clips by, as the fused adamw's step would take it.
+  const square = (g: Tensor) => withPhase("backward", () => gradientSquares(g, opts.fused?.includes("adamw") ?? false))
+  // On one rank without accumulation a gradient is final when the backward makes it: its Σ g² is
+  // taken right then, while it is on the device, before an offloaded gradient leaves for the host
+  // (so the norm never reads it back over the bus). Otherwise, of the final sums, at the end.
+  const early: Record<string, Tensor> = {}
+  const atOnce = opts.ranks === undefined && !accumulate
+  const local = valueAndGrad(model.loss, model.params, atOnce ? (n, g) => void (early[n] = square(g)) : undefined)
   // Sharded over ranks, each rank's loss is its share: the loss and every weight's gradient are
   // their sums over the ranks, so every rank holds the full values.
   const sum = (t: Tensor) => (opts.ranks === undefined ? t : o.allReduce(t))
@@ -50,14 +59,16 @@ function gradientGraph(c: LlamaConfig, B: number, S: number, opts: ModelOptions,
   const grads = Object.fromEntries(names.map((n) => [n, sum(local.grads[n]!)]))
   if (!accumulate) {
     const gradients = names.map((n) => grads[n]!)
-    return { model, names, outputs: [value, ...gradients], gradients, inPlace: new Map() }
+    const squares = names.map((n) => early[n] ?? square(grads[n]!))
+    return { model, names, outputs: [value, ...gradients, ...squares], gradients, squares, inPlace: new Map() }
   }
   const previous = Object.fromEntries(
     names.map((n) => [n, input(`grad.${n}`, model.params[n]!.shape, model.params[n]!.dtype)]),
   )
   const gradients = names.map((n) => o.add(previous[n]!, grads[n]!))
+  const squares = gradients.map(square)
   const inPlace = new Map(gradients.map((g, i) => [g, previous[names[i]!]!] as const))
-  return { model, names, previous, outputs: [value, ...gradients], gradients, inPlace }
+  return { model, names, previous, outputs: [value, ...gradients, ...squares], gradients, squares, inPlace }
 }
 
 /**
@@ -128,7 +139,8 @@ export function stepGraphs(
   return {
     first,
     ...((opts.accumulation ?? 1) > 1 ? { accumulate: gradientGraph(c, B, S, modelOpts, true) } : {}),
-    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes, opts.fused?.includes("adamw") ?? false),
+    // The norm from the gradient pass's Σ g² per gradient: the gradients are read once, by the update.
+    adamw: adamwGraph(parameterShapes(c), adamw, precision, gradDTypes, opts.fused?.includes("adamw") ?? false, true),
   }
 }
 
@@ -137,7 +149,7 @@ export function stepGraphs(
  * weights, fp32 master copy, AdamW moments or accumulated gradient), or one of the step's own values.
  */
 export type StepInput = { readonly holds: StateHolds; readonly parameter: string } | { readonly holds: ValueHolds }
-export type StateHolds = "weights" | "master" | "m" | "v" | "gradients"
+export type StateHolds = "weights" | "master" | "m" | "v" | "gradients" | "squares"
 /** Values bound afresh for each pass. */
 export type ValueHolds = "tokens" | "targets" | "count" | "positions" | "lr" | "correction1" | "correction2"
 
@@ -149,6 +161,7 @@ const kindOf: Readonly<Record<StepInput["holds"], MemoryKind>> = {
   positions: "activations",
   weights: "weights",
   gradients: "gradients",
+  squares: "gradients",
   master: "optimizer",
   m: "optimizer",
   v: "optimizer",
@@ -204,6 +217,7 @@ export function adamwInputs(a: AdamWGraph): Map<Tensor, StepInput> {
   for (const parameter of Object.keys(a.params)) {
     inputs.set(a.params[parameter]!, { holds: "weights", parameter })
     inputs.set(a.grads[parameter]!, { holds: "gradients", parameter })
+    if (a.squares[parameter]) inputs.set(a.squares[parameter], { holds: "squares", parameter })
     addOptimizerState(inputs, a, parameter)
   }
   return inputs

@@ -87,6 +87,8 @@ export interface Gradients {
   /** The summed loss of the micro-batches (each normalised by the global target count). */
   readonly loss: number
   readonly grads: PerParameter
+  /** Each gradient's Σ g² (fp32 scalars), from the last micro-batch: the norm's shares. */
+  readonly squares: PerParameter
   /** The report of the micro-batch with the highest peak. */
   readonly memory: MemoryReport
 }
@@ -106,6 +108,7 @@ export function gradientPass(
       micro.reduce((n, b) => n + countTargets(b.targets), 0),
     )
     let grads: PerParameter | undefined
+    let squares: PerParameter | undefined
     let loss = 0
     let worst: MemoryReport | undefined
     for (const batch of micro) {
@@ -114,30 +117,33 @@ export function gradientPass(
       const values = batchValues(backend, batch, count)
       const bindings = bindInputs(gradientInputs(g, graphs.adamw), { ...s, gradients: grads }, values)
       const options = { gradients: g.gradients, inPlace: g.inPlace, offload: passOffload(t.offload), ...t.limit }
-      const previous = grads
+      const previous = [...Object.values(grads ?? {}), ...Object.values(squares ?? {})]
       const run = yield* executeEffect(backend, g.outputs, bindings, options).pipe(
         Effect.ensuring(Effect.sync(() => freeAll(backend, Object.values(values)))),
         // A failed micro-batch (OutOfMemory) leaves nothing behind: the gradients it would add to go too.
-        Effect.onError(() => Effect.sync(() => previous && freeAll(backend, Object.values(previous)))),
+        Effect.onError(() => Effect.sync(() => freeAll(backend, previous))),
       )
-      const [lossBuffer, ...gradBuffers] = run.outputs
+      const [lossBuffer, ...rest] = run.outputs
       loss += yield* readScalar(backend, lossBuffer!)
       backend.free(lossBuffer!)
-      const next = Object.fromEntries(g.names.map((n, i) => [n, gradBuffers[i]!]))
-      // Accumulated gradients not written in place replace their predecessors.
+      const next = Object.fromEntries(g.names.map((n, i) => [n, rest[i]!]))
+      // Accumulated gradients not written in place replace their predecessors; only the last
+      // micro-batch's squares (of the summed gradients) count.
       if (grads) for (const n of g.names) if (grads[n] !== next[n]) backend.free(grads[n]!)
+      if (squares) freeAll(backend, Object.values(squares))
       grads = next
+      squares = Object.fromEntries(g.names.map((n, i) => [n, rest[g.names.length + i]!]))
       if (worst === undefined || run.memory.peak > worst.peak) worst = run.memory
     }
     if (!Number.isFinite(loss)) {
-      freeAll(backend, Object.values(grads!))
+      freeAll(backend, [...Object.values(grads!), ...Object.values(squares!)])
       const message =
         `loss is ${loss} at step ${step}; parameters were not updated` +
         " and no checkpoint was written. --lr and --warmup are part of the run, so resuming repeats this:" +
         " train into another directory with a lower --lr or more --warmup steps"
       return yield* Effect.fail(new NonFiniteLoss({ step, loss, message }))
     }
-    return { loss, grads: grads!, memory: worst! }
+    return { loss, grads: grads!, squares: squares!, memory: worst! }
   })
 }
 
@@ -148,12 +154,12 @@ export interface Update {
   readonly memory: MemoryReport
 }
 
-/** AdamW at `step`, in place over the weights and moments; frees the gradients. */
+/** AdamW at `step`, in place over the weights and moments; frees the gradients and their squares. */
 export function optimizerPass(
   t: Trainer,
   s: TrainState,
   step: number,
-  grads: PerParameter,
+  { grads, squares }: Pick<Gradients, "grads" | "squares">,
 ): Effect.Effect<Update, ExecutionError> {
   return Effect.gen(function* () {
     const {
@@ -167,11 +173,15 @@ export function optimizerPass(
       correction1: scalar(backend, 1 - hyper.beta1 ** step),
       correction2: scalar(backend, 1 - hyper.beta2 ** step),
     }
-    const bindings = bindInputs(adamwInputs(a), { ...s, gradients: grads }, values)
+    const bindings = bindInputs(adamwInputs(a), { ...s, gradients: grads, squares }, values)
     const outputs = adamwOutputs(a)
     const options = { inPlace: a.inPlace, ...t.limit }
     const update = yield* attempt(() => execute(backend, outputs, bindings, options)).pipe(
-      Effect.onError(() => Effect.sync(() => freeAll(backend, [...Object.values(values), ...Object.values(grads)]))),
+      Effect.onError(() =>
+        Effect.sync(() =>
+          freeAll(backend, [...Object.values(values), ...Object.values(grads), ...Object.values(squares)]),
+        ),
+      ),
     )
     const result = new Map(outputs.map((o, i) => [o, update.outputs[i]!]))
     const normBuffer = result.get(a.gradNorm)!
@@ -190,7 +200,7 @@ export function optimizerPass(
     replace(s.m, a.newM)
     replace(s.v, a.newV)
     if (s.master) replace(s.master, a.newMaster)
-    freeAll(backend, [normBuffer, ...Object.values(values), ...Object.values(grads)])
+    freeAll(backend, [normBuffer, ...Object.values(values), ...Object.values(grads), ...Object.values(squares)])
     return { lr, gradNorm, memory: update.memory }
   })
 }

@@ -134,7 +134,7 @@ export function train(
       for (let step = state.step + 1; step <= opts.steps; step++) {
         const started = performance.now()
         const gradients = yield* gradientPass(t, state, step, microBatches(batches, step, t.run.accumulation))
-        const update = yield* optimizerPass(t, state, step, gradients.grads)
+        const update = yield* optimizerPass(t, state, step, gradients)
         const record = stepRecord(t, step, started, gradients, update)
         records.push(record)
         onStep(record)

@@ -90,7 +90,7 @@ export function trainInPage(opts: LabRun, batches: Batches, validation: Batches,
       for (let step = 1; step <= opts.steps; step++) {
         const started = performance.now()
         const g = yield* gradientPass(t, state, step, [batches.batchAt(step - 1)])
-        const u = yield* optimizerPass(t, state, step, g.grads)
+        const u = yield* optimizerPass(t, state, step, g)
         const seconds = (performance.now() - started) / 1000
         const peak = Math.max(g.memory.peak, u.memory.peak)
         hooks.onStep({ step, loss: g.loss, tokensPerSecond: (opts.batch * opts.seq) / seconds, peak })
