@@ -122,6 +122,13 @@ describe("the four modes train identically", () => {
         once.records.map((r) => r.loss),
       ),
     ).toBeLessThan(1e-5)
+    // The norm AdamW clips by is of the summed gradients (their squares from the last micro-batch).
+    expect(
+      maxRelDiff(
+        twice.records.map((r) => r.gradNorm),
+        once.records.map((r) => r.gradNorm),
+      ),
+    ).toBeLessThan(1e-5)
   })
 })
 
