@@ -9,6 +9,9 @@
 #   offload  Llama3-8B bf16 mst+checkpoint at S = $OFFLOAD_SEQ (default 65536), three steps each:
 #          no offload, checkpoints+optimizer with AdamW over the bus, and the same with AdamW on
 #          the host's cores (MINISEQ_HOST_ADAMW=1), one after the other
+#   long   (last in a call) the 1B shape's 1,048,576-token mst+checkpoint step, started detached
+#          (docs/cuda.md, "The 1M-token step"; $LONG_ARGS replaces its arguments); collect it in the
+#          calls after with `MINISEQ_SKIP_BUILD=1 bash scripts/cuda-device.sh collect 540`
 # STAGES picks and orders them (default "tests sweep max"). Each stage copies its results to
 # $OUT as soon as it ends, so a run cut short keeps what it finished: tests.txt, sweep.md,
 # sweep.json, attention.txt, max.md, max.json, and every log in logs.tgz (seven files: a device
@@ -43,10 +46,14 @@ for stage in ${STAGES:-tests sweep max}; do
         cat "$work/$tag/long-context.md" >>"$work/offload.md" 2>/dev/null || echo "no result for $tag (see logs.tgz)" >>"$work/offload.md"
       done
       keep "$work/offload.md" offload.md ;;
+    long)
+      MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh detach ${LONG_ARGS:---model llama-3.2-1b --precision bf16-mixed \
+        --seqs 1048576 --modes mst+checkpoint --steps 1 --no-max-seq --mlp-chunks 8} >"$work/long.out" 2>&1
+      keep "$work/long.out" long.txt ;;
     max)
       OUT=$work/max MINISEQ_SKIP_BUILD=$built bash scripts/cuda-device.sh bench --seqs none --cap "${CAP:-32}" ${MAX_ARGS:-} >"$work/max.out" 2>&1
       keep "$work/max/long-context.md" max.md; keep "$work/max/long-context.json" max.json ;;
-    *) echo "unknown stage $stage (tests, sweep, attention, max, offload)"; exit 2 ;;
+    *) echo "unknown stage $stage (tests, sweep, attention, max, offload, long)"; exit 2 ;;
   esac
   built=1
   echo "$stage done at ${SECONDS}s"
