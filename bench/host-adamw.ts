@@ -31,17 +31,30 @@ const flags = ["-O2", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", "-pt
 const builds = { simd: [] as string[], scalar: ["-DMINISEQ_HOST_SCALAR", "-DMINISEQ_HOST_NO_AVX2"] }
 const dir = mkdtempSync(join(tmpdir(), "miniseq-host-adamw-bench-"))
 const bytesPerElement = 10 // bf16: gradient, m, v, weights read; m, v, weights written (2 B each, 5 of 7 counted once)
-const rows: { build: string; threads: number; nsPerElement: number; gbPerSecond: number }[] = []
+const rows: { build: string; threads: number; parameters: string; nsPerElement: number; gbPerSecond: number }[] = []
 try {
   for (const [build, extra] of Object.entries(builds)) {
     const program = join(dir, build)
     const c = spawnSync(cxx, [...flags, ...extra, "native/host/adamw-bench.cc", "-o", program], { stdio: "inherit" })
     if (c.status !== 0) throw new Error(`host-adamw: ${cxx} failed for the ${build} build`)
-    for (const threads of [1, cpus().length]) {
-      const r = spawnSync(program, [String(elements), String(reps), String(threads)], { encoding: "utf8" })
+    // One large parameter on one thread and on every core; then, on every core, 64 parameters of
+    // 1M elements, one call each as a step makes them (where a call's own cost shows).
+    const runs: [number, number, number][] = [
+      [elements, 1, 1],
+      [elements, cpus().length, 1],
+      [1_000_000, cpus().length, 64],
+    ]
+    for (const [n, threads, params] of runs) {
+      const r = spawnSync(program, [String(n), String(reps), String(threads), String(params)], { encoding: "utf8" })
       if (r.status !== 0) throw new Error(`host-adamw: the ${build} run on ${threads} threads failed: ${r.stderr}`)
       const ns = Number(r.stdout.trim())
-      rows.push({ build, threads, nsPerElement: ns, gbPerSecond: bytesPerElement / ns })
+      rows.push({
+        build,
+        threads,
+        parameters: `${params} × ${n.toLocaleString("en-US")}`,
+        nsPerElement: ns,
+        gbPerSecond: bytesPerElement / ns,
+      })
     }
   }
 } finally {
@@ -49,11 +62,14 @@ try {
 }
 const cpu = cpus()[0]?.model ?? "unknown CPU"
 const lines = [
-  `AdamW on the host, bf16 state, ${elements.toLocaleString("en-US")} elements, best of ${reps}, on ${cpus().length} × ${cpu}`,
+  `AdamW on the host, bf16 state, best of ${reps}, on ${cpus().length} × ${cpu}`,
   "",
-  "| build | threads | ns per element | GB/s (10 B per element) |",
-  "|---|---:|---:|---:|",
-  ...rows.map((r) => `| ${r.build} | ${r.threads} | ${r.nsPerElement.toFixed(3)} | ${r.gbPerSecond.toFixed(1)} |`),
+  "| build | threads | parameters × elements | ns per element | GB/s (10 B per element) |",
+  "|---|---:|---|---:|---:|",
+  ...rows.map(
+    (r) =>
+      `| ${r.build} | ${r.threads} | ${r.parameters} | ${r.nsPerElement.toFixed(3)} | ${r.gbPerSecond.toFixed(1)} |`,
+  ),
 ]
 console.log(lines.join("\n"))
 mkdirSync(dirname(out), { recursive: true })

@@ -140,3 +140,19 @@ it("a C++ compiler builds the host AdamW wherever CI runs", () => {
   // CI always has g++ (it builds cpu-fast's kernels too); elsewhere the cases above say skipped.
   if (process.env.CI === "true") expect(built).toBe(true)
 })
+
+describe.skipIf(cxx === undefined)("the host's thread pool (native/host/pool.h)", () => {
+  it("runs each task of every job once, with callers on four threads at once over eight threads (ThreadSanitizer where the compiler has it)", () => {
+    const out = join(dir, "pool-check")
+    const source = "native/host/pool-check.cc"
+    const base = ["-O1", "-g", "-std=c++17", "-pthread", source, "-o", out]
+    const tsan = spawnSync(cxx!, ["-fsanitize=thread", ...base], { stdio: "ignore" }).status === 0
+    if (!tsan) expect(spawnSync(cxx!, base, { stdio: "inherit" }).status).toBe(0)
+    const r = spawnSync(out, ["4", "2000"], {
+      encoding: "utf8",
+      env: { ...process.env, MINISEQ_HOST_THREADS: "8", TSAN_OPTIONS: "halt_on_error=1" },
+    })
+    expect(`${r.stdout}${r.stderr}`.trim()).toBe("ok")
+    expect(r.status).toBe(0)
+  })
+})

@@ -143,6 +143,7 @@ describe("the packed package", () => {
       "native/build.mjs",
       "native/host/adamw.h",
       "native/host/bf16.h",
+      "native/host/pool.h",
       "binding.gyp",
     ]) {
       expect(packed, f).toContain(f)

@@ -9,11 +9,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "bf16.h"
+#include "pool.h"
 
 // A fused multiply-add rounds once where the kernel (and the reference graph) round twice: none
 // here (the builds pass -ffp-contract=off too). The loop vectorises only with -fno-math-errno (a
@@ -117,24 +117,16 @@ void adamwRange(P* param, const G* grad, S* m, S* v, float* master, const AdamWS
 }
 
 // The whole update over n elements, split in contiguous slices over up to `threads` threads
-// (0: every core); slices of less than 64K elements are not worth a thread.
+// (0: every core) of the shared pool; slices of less than 64K elements are not worth a thread.
 template <typename P, typename G, typename S>
 void adamw(P* param, const G* grad, S* m, S* v, float* master, const AdamWStep& k, long long n, unsigned threads) {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 0) threads = Pool::threads();
   const long long slices = std::max(1LL, std::min(static_cast<long long>(threads), n / 65536));
   if (slices == 1) return adamwRange(param, grad, m, v, master, k, 0, n);
-  std::vector<std::thread> pool;
   const long long per = (n + slices - 1) / slices;
-  for (long long s = 1; s < slices; s++) {
-    const auto slice = [=, &k] { adamwRange(param, grad, m, v, master, k, s * per, std::min(n, (s + 1) * per)); };
-    try {
-      pool.emplace_back(slice);
-    } catch (const std::system_error&) {
-      slice();  // no thread to be had: this one does the slice (it may run where nothing may throw)
-    }
-  }
-  adamwRange(param, grad, m, v, master, k, 0, per);
-  for (auto& t : pool) t.join();
+  Pool::shared().run(slices, [&](long long s) {
+    adamwRange(param, grad, m, v, master, k, s * per, std::min(n, (s + 1) * per));
+  });
 }
 
 // The same with the storage types chosen at run time.
