@@ -63,22 +63,29 @@ describe("the gradient norm's Σ g², taken as each gradient is made", () => {
     }
   })
 
-  it("each square is Σ g² of its gradient (float32, reference CPU, against a float64 sum in JavaScript)", async () => {
-    const g = graphs("mst+checkpoint").first
-    const feeds = new Map<Tensor, Float64Array | Int32Array | Float32Array>()
-    Object.values(g.model.params).forEach((p, i) =>
-      feeds.set(p, randomArray("float32", p.size, 10 + i, { std: 0.2 }) as Float32Array),
-    )
-    feeds.set(g.model.tokens, intArray(2 * S, model.vocab_size, 3))
-    feeds.set(g.model.targets, intArray(2 * S, model.vocab_size, 4))
-    feeds.set(g.model.count, Float32Array.of(2 * S))
-    const { values } = await run(g.outputs, feeds, { layer: referenceCpu })
-    const n = g.names.length
-    for (let i = 0; i < n; i++) {
-      const grad = values[1 + i]!
-      const want = Array.from(grad).reduce((s, x) => s + x * x, 0)
-      expect(want, g.names[i]).toBeGreaterThan(0)
-      expect(Math.abs(values[1 + n + i]![0]! - want) / want, g.names[i]).toBeLessThan(1e-5)
-    }
-  })
+  for (const tied of [false, true])
+    it(`each square is Σ g² of its gradient (float32, reference CPU, against a float64 sum in JavaScript)${tied ? ", tied embeddings: the square waits for both uses" : ""}`, async () => {
+      const c = decodeConfigSync({ ...model, tie_word_embeddings: tied })
+      const g = stepGraphs(c, 2, S, {
+        mode: "mst+checkpoint",
+        mlpChunks: 3,
+        lmChunks: 2,
+        precision: precisions.fp32,
+      }).first
+      const feeds = new Map<Tensor, Float64Array | Int32Array | Float32Array>()
+      Object.values(g.model.params).forEach((p, i) =>
+        feeds.set(p, randomArray("float32", p.size, 10 + i, { std: 0.2 }) as Float32Array),
+      )
+      feeds.set(g.model.tokens, intArray(2 * S, model.vocab_size, 3))
+      feeds.set(g.model.targets, intArray(2 * S, model.vocab_size, 4))
+      feeds.set(g.model.count, Float32Array.of(2 * S))
+      const { values } = await run(g.outputs, feeds, { layer: referenceCpu })
+      const n = g.names.length
+      for (let i = 0; i < n; i++) {
+        const grad = values[1 + i]!
+        const want = Array.from(grad).reduce((s, x) => s + x * x, 0)
+        expect(want, g.names[i]).toBeGreaterThan(0)
+        expect(Math.abs(values[1 + n + i]![0]! - want) / want, g.names[i]).toBeLessThan(1e-5)
+      }
+    })
 })
