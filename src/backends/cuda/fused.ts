@@ -23,6 +23,8 @@ import { numel } from "../../core/backend.js"
 import { accumulatorDType, bytesPerElement, isFloat, type DType } from "../../core/dtype.js"
 import { fmtShape as fmt } from "../../core/errors.js"
 import { describe, kernelChecks } from "../../core/kernel-checks.js"
+import type { ropeRoutine } from "../../core/routines/basic.js"
+import type { AttrsOf } from "../../core/routines/declare.js"
 import type { RoutineKernels } from "../../core/routines/registry.js"
 import { cudaHostOptimizer } from "./allocator.js"
 import { allocating, dtypeCode, type NativeDevice } from "./native.js"
@@ -38,7 +40,8 @@ export interface FusedContext {
 }
 
 type Shape = readonly number[]
-type RopeAttrs = { readonly theta: number; readonly offset: number; readonly invFreq?: readonly number[] }
+/** The attributes the rope routine declares (theta, offset, a scaled RoPE's invFreq). */
+type RopeAttrs = AttrsOf<typeof ropeRoutine>
 const list = (bufs: readonly Buffer[]): string => bufs.map(describe).join(", ")
 const shapeList = (shapes: readonly Shape[]): string => shapes.map(fmt).join(", ")
 const unlikeInputs = (outs: readonly Buffer[]): string => `outputs must match w, m, v (and master), got ${list(outs)}`
