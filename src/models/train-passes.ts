@@ -174,14 +174,12 @@ export function optimizerPass(
       correction2: scalar(backend, 1 - hyper.beta2 ** step),
     }
     const bindings = bindInputs(adamwInputs(a), { ...s, gradients: grads, squares }, values)
+    // What the pass uses up, however it ends: its scalars, the gradients and their squares.
+    const spent = [...Object.values(values), ...Object.values(grads), ...Object.values(squares)]
     const outputs = adamwOutputs(a)
     const options = { inPlace: a.inPlace, ...t.limit }
     const update = yield* attempt(() => execute(backend, outputs, bindings, options)).pipe(
-      Effect.onError(() =>
-        Effect.sync(() =>
-          freeAll(backend, [...Object.values(values), ...Object.values(grads), ...Object.values(squares)]),
-        ),
-      ),
+      Effect.onError(() => Effect.sync(() => freeAll(backend, spent))),
     )
     const result = new Map(outputs.map((o, i) => [o, update.outputs[i]!]))
     const normBuffer = result.get(a.gradNorm)!
@@ -200,7 +198,7 @@ export function optimizerPass(
     replace(s.m, a.newM)
     replace(s.v, a.newV)
     if (s.master) replace(s.master, a.newMaster)
-    freeAll(backend, [normBuffer, ...Object.values(values), ...Object.values(grads), ...Object.values(squares)])
+    freeAll(backend, [normBuffer, ...spent])
     return { lr, gradNorm, memory: update.memory }
   })
 }
