@@ -14,7 +14,7 @@ import type { DType } from "../core/dtype.js"
 import type { Tensor } from "../core/graph.js"
 import { input } from "../core/graph.js"
 import * as o from "../core/ops.js"
-import { adamw, adamwUpdate, sumOfSquares } from "../core/routines/adamw.js"
+import { adamw, adamwUpdate, plainSumOfSquares, sumOfSquares } from "../core/routines/adamw.js"
 
 /** AdamW's hyper-parameters (the learning rate comes from the schedule). */
 export interface AdamWOptions {
@@ -79,11 +79,9 @@ export interface AdamWGraph {
   readonly inPlace: ReadonlyMap<Tensor, Tensor>
 }
 
-const f32 = (t: Tensor): Tensor => o.cast(t, "float32")
-
 /** Σ g² of one gradient, the norm's share of it: one fused pass with the fused adamw (rank ≤ 2). */
 export const gradientSquares = (g: Tensor, fused: boolean): Tensor =>
-  fused && g.rank <= 2 ? sumOfSquares(g) : o.sum(o.square(f32(g)))
+  fused && g.rank <= 2 ? sumOfSquares(g) : plainSumOfSquares(g)
 
 /**
  * Builds the AdamW update for parameters of these shapes, with global-norm clipping. With

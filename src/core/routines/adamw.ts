@@ -64,6 +64,8 @@ export const adamw = (a: AdamWAttrs, store: Parameters<typeof adamwUpdate>[1]) =
 // The gradient norm's part for one parameter: Σ x², each square rounded to float32, summed.
 export const sumOfSquaresRoutine = declareRoutine()("sumOfSquares", { inputs: ["x"], outputs: ["y"] })
 
+/** Σ x² in float32 as plain ops: the routine's reference body. */
+export const plainSumOfSquares = (x: Tensor): Tensor => o.sum(o.square(f32(x)))
+
 /** Σ x² in float32, as the routine "sumOfSquares": one pass over x where the backend has it. */
-export const sumOfSquares = (x: Tensor): Tensor =>
-  routine(sumOfSquaresRoutine, (t: Tensor) => o.sum(o.square(f32(t))), noGradient)(x)
+export const sumOfSquares = (x: Tensor): Tensor => routine(sumOfSquaresRoutine, plainSumOfSquares, noGradient)(x)
