@@ -401,11 +401,7 @@ void Device::transfer(uint64_t dstHandle, size_t dstOffset, uint64_t srcHandle, 
     return;
   }
   if (transfers_ == nullptr) check(cudaStreamCreateWithFlags(&transfers_, cudaStreamNonBlocking), "cudaStreamCreate");
-  // After everything enqueued so far (which wrote src, and last used dst's memory).
-  cudaEvent_t ready = takeEvent();
-  check(cudaEventRecord(ready, stream_), "cudaEventRecord");
-  check(cudaStreamWaitEvent(transfers_, ready, 0), "cudaStreamWaitEvent");
-  giveEvent(ready);
+  afterCompute(transfers_);  // which wrote src, and last used dst's memory
   check(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, transfers_), "cuda.copy");
   for (Block* b : {&dst, &src}) {
     cudaEvent_t done = takeEvent();
@@ -472,10 +468,7 @@ void Device::adamwOnHost(DType paramType, DType gradType, DType stateType, uint6
   if (overlap_) {
     if (lane.stream == nullptr) check(cudaStreamCreateWithFlags(&lane.stream, cudaStreamNonBlocking), "cudaStreamCreate");
     updates = lane.stream;
-    cudaEvent_t ready = takeEvent();
-    check(cudaEventRecord(ready, stream_), "cudaEventRecord");
-    check(cudaStreamWaitEvent(updates, ready, 0), "cudaStreamWaitEvent");
-    giveEvent(ready);
+    afterCompute(updates);
   }
   const size_t bytes = static_cast<size_t>(n) * elementBytes(paramType);
   if (lane.bytes < bytes) {
@@ -574,6 +567,13 @@ std::vector<std::pair<int, float>> Device::profileCollect() {
   for (auto& [id, e] : marks_) timingEvents_.push_back(e);
   marks_.clear();
   return out;
+}
+
+void Device::afterCompute(cudaStream_t other) {
+  cudaEvent_t ready = takeEvent();
+  check(cudaEventRecord(ready, stream_), "cudaEventRecord");
+  check(cudaStreamWaitEvent(other, ready, 0), "cudaStreamWaitEvent");
+  giveEvent(ready);  // the wait took the event's state as it is now: it may be recorded again
 }
 
 cudaEvent_t Device::takeEvent() {

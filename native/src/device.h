@@ -208,6 +208,8 @@ class Device {
   void giveEvent(cudaEvent_t e) { events_.push_back(e); }
   // Orders the compute stream after the transfer still using `b`, if any (a GPU-side wait).
   void awaitTransfer(Block& b);
+  // Orders `other` after everything enqueued on the compute stream so far (a GPU-side wait).
+  void afterCompute(cudaStream_t other);
 
   int ordinal_ = 0;
   bool destroyed_ = false;
